@@ -1,0 +1,214 @@
+"""The iGniter performance model: fitted coefficients and vectorised prediction.
+
+Equations (design note section 1; times ms, rates req/s, shares %):
+
+    k_act(b, r) = (k1 b^2 + k2 b + k3) / (r + k4) + k5
+    h_i = 1000 b_i / k_act(b_i, r_i)
+    c_i = alpha_c h_i + beta_c          p_i = alpha_p h_i + beta_p
+    P = p_idle + sum_i p_i              f = F if P <= P_max else F + alpha_f (P - P_max)
+    D = alpha_sch |S| + beta_sch if |S| >= 2 else 0
+    t_sch_i = n_k D + idle_1
+    t_act_i = k_act_i (1 + alpha_cache (sum_l c_l - c_i))
+    t_gpu_i = (t_sch_i + t_act_i) / (f / F)
+    t_inf_i = d_load b / B + t_gpu_i + d_fb b / B
+    thr_i = 1000 b / (t_gpu_i + t_fb_i)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from igniter_opt.errors import ProfileError
+
+COEFFICIENTS_SCHEMA = "igniter-opt/profile-coefficients/v1"
+
+
+@dataclass(frozen=True)
+class ModelCoefficients:
+    """Fitted coefficients of one model on one GPU type."""
+
+    k: tuple[float, float, float, float, float]
+    alpha_c: float
+    beta_c: float
+    alpha_p: float
+    beta_p: float
+    alpha_cache: float
+    idle_ms: float
+    kernels_per_inference: int
+    input_bytes: float
+    output_bytes: float
+
+    def active_ms(self, batch: float, share_pct: float) -> float:
+        k1, k2, k3, k4, k5 = self.k
+        return (k1 * batch * batch + k2 * batch + k3) / (share_pct + k4) + k5
+
+
+@dataclass(frozen=True)
+class HardwareCoefficients:
+    """Fitted coefficients and constants of one GPU type."""
+
+    max_clock_mhz: float
+    max_power_w: float
+    idle_power_w: float
+    alpha_f: float
+    alpha_sch: float
+    beta_sch: float
+    share_unit_pct: float
+    pcie_bandwidth_bytes_per_ms: float
+    price_per_gpu_hour: float = 1.0
+
+
+_MODEL_FIELDS = [f for f in ModelCoefficients.__dataclass_fields__]
+_HW_FIELDS = [f for f in HardwareCoefficients.__dataclass_fields__]
+
+
+@dataclass(frozen=True)
+class PerformanceModel:
+    """Fitted model of one GPU type; predicts co-located placements, vectorised over many GPUs."""
+
+    name: str
+    hardware: HardwareCoefficients
+    models: dict[str, ModelCoefficients]
+    gpu: dict[str, Any] = field(default_factory=dict)
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _arrays: dict[str, np.ndarray] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = sorted(self.models)
+        object.__setattr__(self, "_index", {n: i for i, n in enumerate(names)})
+        cs = [self.models[n] for n in names]
+        arrays = {
+            "k": np.array([c.k for c in cs], dtype=float).reshape(len(cs), 5),
+            "alpha_c": np.array([c.alpha_c for c in cs]),
+            "beta_c": np.array([c.beta_c for c in cs]),
+            "alpha_p": np.array([c.alpha_p for c in cs]),
+            "beta_p": np.array([c.beta_p for c in cs]),
+            "alpha_cache": np.array([c.alpha_cache for c in cs]),
+            "idle_ms": np.array([c.idle_ms for c in cs]),
+            "kernels": np.array([c.kernels_per_inference for c in cs], dtype=float),
+            "input_bytes": np.array([c.input_bytes for c in cs]),
+            "output_bytes": np.array([c.output_bytes for c in cs]),
+        }
+        object.__setattr__(self, "_arrays", arrays)
+
+    # ---- lookup -------------------------------------------------------------------------
+    @property
+    def model_names(self) -> list[str]:
+        return sorted(self.models)
+
+    def model_index(self, model: str) -> int:
+        try:
+            return self._index[model]
+        except KeyError:
+            raise ProfileError(
+                f"model '{model}' is not in profile '{self.name}' (it has: {', '.join(self.model_names)}); "
+                "profile it or use another profile"
+            ) from None
+
+    @property
+    def unit_pct(self) -> float:
+        return self.hardware.share_unit_pct
+
+    # ---- prediction ---------------------------------------------------------------------
+    def predict_padded(
+        self,
+        model_idx: np.ndarray,
+        batch: np.ndarray,
+        share_pct: np.ndarray,
+        mask: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Predict latency (ms) and throughput (req/s) for many GPUs at once.
+
+        All arrays have shape (n_gpus, max_slots); ``mask`` marks occupied slots. Each row is
+        one GPU's co-located set. Empty slots get NaN.
+        """
+        model_idx = np.asarray(model_idx, dtype=np.intp)
+        b = np.asarray(batch, dtype=float)
+        r = np.asarray(share_pct, dtype=float)
+        if mask is None:
+            mask = np.ones(b.shape, dtype=bool)
+        a = self._arrays
+        hw = self.hardware
+        k = a["k"][model_idx]  # (..., 5)
+        k_act = (k[..., 0] * b * b + k[..., 1] * b + k[..., 2]) / np.where(mask, r + k[..., 3], 1.0) + k[..., 4]
+        k_act = np.where(mask, k_act, 1.0)
+        h = np.where(mask, 1000.0 * b / k_act, 0.0)
+        c = np.where(mask, a["alpha_c"][model_idx] * h + a["beta_c"][model_idx], 0.0)
+        p = np.where(mask, a["alpha_p"][model_idx] * h + a["beta_p"][model_idx], 0.0)
+        n = mask.sum(axis=-1, keepdims=True)
+        power = hw.idle_power_w + p.sum(axis=-1, keepdims=True)
+        clock = np.where(power <= hw.max_power_w, hw.max_clock_mhz,
+                         hw.max_clock_mhz + hw.alpha_f * (power - hw.max_power_w))
+        d_sched = np.where(n >= 2, hw.alpha_sch * n + hw.beta_sch, 0.0)
+        t_sch = a["kernels"][model_idx] * d_sched + a["idle_ms"][model_idx]
+        c_total = c.sum(axis=-1, keepdims=True)
+        t_act = k_act * (1.0 + a["alpha_cache"][model_idx] * (c_total - c))
+        t_gpu = (t_sch + t_act) * (hw.max_clock_mhz / clock)
+        bw = hw.pcie_bandwidth_bytes_per_ms
+        t_load = a["input_bytes"][model_idx] * b / bw
+        t_fb = a["output_bytes"][model_idx] * b / bw
+        latency = np.where(mask, t_load + t_gpu + t_fb, np.nan)
+        throughput = np.where(mask, 1000.0 * b / (t_gpu + t_fb), np.nan)
+        return latency, throughput
+
+    def predict_gpu(self, slots: list[tuple[str, int, float]]) -> list[tuple[float, float]]:
+        """Predict (latency_ms, throughput_rps) for each (model, batch, share_pct) sharing one GPU."""
+        if not slots:
+            return []
+        idx = np.array([[self.model_index(m) for m, _, _ in slots]])
+        b = np.array([[s[1] for s in slots]], dtype=float)
+        r = np.array([[s[2] for s in slots]], dtype=float)
+        lat, thr = self.predict_padded(idx, b, r)
+        return [(float(x), float(y)) for x, y in zip(lat[0], thr[0], strict=True)]
+
+    def solo(self, model: str, batch: int, share_pct: float) -> tuple[float, float]:
+        """Predicted (latency_ms, throughput_rps) of a model alone on the GPU."""
+        return self.predict_gpu([(model, batch, share_pct)])[0]
+
+    # ---- persistence --------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": COEFFICIENTS_SCHEMA,
+            "name": self.name,
+            "gpu": dict(self.gpu),
+            "hardware": asdict(self.hardware),
+            "models": {n: {**asdict(self.models[n]), "k": list(self.models[n].k)} for n in self.model_names},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = "<dict>", name: str | None = None) -> PerformanceModel:
+        if d.get("schema") != COEFFICIENTS_SCHEMA:
+            raise ProfileError(f"{source}: schema is {d.get('schema')!r}, expected '{COEFFICIENTS_SCHEMA}'")
+        try:
+            hw_d = d["hardware"]
+            missing = [f for f in _HW_FIELDS if f not in hw_d and f != "price_per_gpu_hour"]
+            if missing:
+                raise ProfileError(f"{source}: hardware is missing {', '.join(missing)}; re-run 'igniter-opt fit'")
+            hw = HardwareCoefficients(**{f: float(hw_d[f]) for f in _HW_FIELDS if f in hw_d})
+            models = {}
+            for mname, md in d["models"].items():
+                missing = [f for f in _MODEL_FIELDS if f not in md]
+                if missing:
+                    raise ProfileError(
+                        f"{source}: model '{mname}' is missing {', '.join(missing)}; re-run 'igniter-opt fit'"
+                    )
+                k = tuple(float(x) for x in md["k"])
+                if len(k) != 5:
+                    raise ProfileError(f"{source}: model '{mname}' needs 5 k coefficients, has {len(k)}")
+                vals = {f: float(md[f]) for f in _MODEL_FIELDS if f != "k"}
+                vals["kernels_per_inference"] = int(vals["kernels_per_inference"])
+                models[mname] = ModelCoefficients(k=k, **vals)  # type: ignore[arg-type]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProfileError(f"{source}: corrupt coefficients ({exc}); re-run 'igniter-opt fit'") from None
+        if not models:
+            raise ProfileError(f"{source}: no models in the coefficients; re-run 'igniter-opt fit'")
+        bad = [
+            n for n, v in {**asdict(hw), **{f"{m}.k": sum(c.k) for m, c in models.items()}}.items()
+            if not np.isfinite(v)
+        ]
+        if bad:
+            raise ProfileError(f"{source}: non-finite coefficients ({', '.join(bad)}); re-run 'igniter-opt fit'")
+        return cls(name=name or d.get("name", "profile"), hardware=hw, models=models, gpu=dict(d.get("gpu", {})))
