@@ -61,3 +61,51 @@ class SolveOptions:
         }
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class SolveReport:
+    """What a MIP solve returned, mapped once to ``SolveStatus`` (times in seconds).
+
+    ``objective`` is the incumbent's objective value and ``bound`` the solver's proven bound on
+    it; ``mip_gap`` is ``(objective - bound) / |objective|`` when both exist.
+    """
+
+    status: SolveStatus
+    termination_raw: str
+    objective: float | None = None
+    bound: float | None = None
+    mip_gap: float | None = None
+    build_s: float | None = None
+    solve_s: float | None = None
+    solver_name: str = ""
+    message: str | None = None
+
+    @property
+    def runtime_s(self) -> float | None:
+        if self.build_s is None and self.solve_s is None:
+            return None
+        return (self.build_s or 0.0) + (self.solve_s or 0.0)
+
+
+def relative_gap(objective: float | None, bound: float | None) -> float | None:
+    """(incumbent - bound) / |incumbent|, clipped at 0; None when either is missing."""
+    if objective is None or bound is None:
+        return None
+    if objective == 0:
+        return 0.0 if bound >= 0 else None
+    return max(0.0, (objective - bound) / abs(objective))
+
+
+def highs_options(options: SolveOptions) -> dict[str, object]:
+    """Translate ``SolveOptions`` into HiGHS option keys: the one place that knows HiGHS's names."""
+    out: dict[str, object] = {
+        "time_limit": float(options.time_limit_s),
+        "mip_rel_gap": float(options.mip_rel_gap),
+        "threads": int(options.threads),
+        "output_flag": bool(options.log_to_console),
+        "log_to_console": bool(options.log_to_console),
+    }
+    if options.threads > 1:
+        out["parallel"] = "on"
+    return out

@@ -1,0 +1,770 @@
+"""The exact planner: a mixed-integer program over candidate (batch, share) configurations.
+
+Data (``prepare``)
+    Demands are the greedy planner's (a workload too large for one GPU is split the same way).
+    For each demand ``d`` the candidate configurations ``k = (b, u)`` are batches ``b`` (igniter
+    budget: 1 .. the paper's closed-form batch; full budget: every batch whose formation time fits
+    the SLO) and shares of ``u`` units. Each configuration has constants: solo active time
+    ``a_k = k_act(b, r)``, L2 demand ``c_k``, power ``p_k``, and a GPU-time budget
+
+        B_k = min(L_d(b) - t_load(b) - t_fb(b),  1000 b / R_d - t_fb(b))
+
+    so that "latency <= limit and throughput >= rate" is exactly ``t_gpu <= B_k``. Infeasible
+    configurations (not even alone) and dominated ones (another configuration of the demand
+    needs no more share, L2 and power and is feasible wherever this one is) are dropped.
+
+Why the interference is linear, exactly
+    On GPU g with n_g workloads, total L2 demand C_g and power P_g, configuration k has
+
+        t_gpu = (F / f(P_g)) * Y_k,   Y_k = n_k D(n_g) + idle + a_k (1 + alpha_cache (C_g - c_k)),
+        f(P)/F = min(1, 1 + kappa (P - P_max)),  kappa = alpha_f / F < 0.
+
+    F/f is convex in P and multiplies Y; instead of over-estimating the product, divide by it:
+    ``t_gpu <= B_k``  <=>  ``Y_k <= B_k * f(P_g)/F``  <=>  ``Y_k <= B_k`` and
+    ``Y_k <= B_k (1 + kappa (P_g - P_max))``: two linear inequalities, no approximation. The
+    scheduling delay D(n) (0 alone, alpha_sch n + beta_sch with company) is bounded by a variable
+    ``s_g >= max(0, alpha_sch n_g + beta_sch)``, exact when alpha_sch + beta_sch <= 0 (as on the
+    V100) and an over-estimate for a lone workload otherwise. Every plan the program accepts
+    therefore meets the exact model (re-checked by ``verify_plan`` anyway), up to a safety
+    margin that absorbs the solver's tolerances.
+
+The program (``build_model``): binaries x[d, g, k] (demand d on GPU g with configuration k) and
+open[g]; continuous n[g], cache[g], power[g], sched[g]; the constraint families are the
+``add_<name>_constraints`` functions below (their docstrings state the inequalities). Objective:
+price * sum_g open[g] + eps * sum share (eps small enough never to trade a GPU for share).
+GPU symmetry is broken by ordering: demands sorted by lower-bound share, demand i may use GPUs
+0..i only, and open[g] >= open[g+1]. The greedy plan is the MIP start; its GPU count is the
+number of GPU slots.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from igniter_opt.domain import LatencyBudget, Plan, PlanningProblem, SolverInfo, Workload
+from igniter_opt.errors import ProblemError, SolverUnavailableError
+from igniter_opt.perfmodel.model import PerformanceModel
+from igniter_opt.planner import greedy
+from igniter_opt.planner.budget import Demand, igniter_batch, inference_limit_ms, max_units
+from igniter_opt.planner.verify import verify_plan
+from igniter_opt.solver import (
+    SolveOptions,
+    SolveReport,
+    SolveStatus,
+    highs_options,
+    relative_gap,
+)
+
+log = logging.getLogger(__name__)
+
+PLANNER_NAME = "exact"
+SOLVER_NAME = "appsi_highs"
+# Budgets are tightened by this much (ms, plus a share of the constraint's big-M) so that a
+# solution the solver accepts within its feasibility and integrality tolerances (1e-7, 1e-6)
+# still meets the exact model.
+SAFETY_ABS_MS = 1e-5
+SAFETY_REL_BIGM = 2e-6
+# Largest batch considered under the full budget.
+MAX_BATCH = 256
+# Above this many assignment binaries, each demand keeps fewer configurations (smallest shares first).
+DEFAULT_MAX_ASSIGN_VARS = 60_000
+MIN_CONFIGS_PER_DEMAND = 4
+
+INSTALL_HINT = "the exact planner needs the HiGHS solver: pip install 'highspy>=1.7' (and pyomo>=6.7)"
+
+
+# ---- data ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Config:
+    """One candidate configuration of a demand: batch, share units and its constants."""
+
+    batch: int
+    units: int
+    active_ms: float  # a_k = k_act(b, r), solo active time
+    cache: float  # c_k, L2 demand (% of peak)
+    power_w: float  # p_k, power above idle
+    budget_ms: float  # B_k, the largest t_gpu (at full clock) meeting latency limit and rate
+
+
+@dataclass(frozen=True)
+class MipDemand:
+    """A demand with its model constants and candidate configurations."""
+
+    demand: Demand
+    kernels: float
+    idle_ms: float
+    alpha_cache: float
+    configs: tuple[Config, ...]
+
+    @property
+    def name(self) -> str:
+        return self.demand.workload.name
+
+    @property
+    def min_units(self) -> int:
+        return min(c.units for c in self.configs)
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Reachable ranges on one GPU, used for dominance and the tightest big-M."""
+
+    max_members: int
+    max_sched_ms: float  # largest scheduling-delay increment D
+    max_cache: float  # largest total L2 demand on a GPU
+    max_power_w: float  # largest total power demand (idle included)
+    min_clock_ratio: float  # f / F at max_power_w
+
+
+@dataclass(frozen=True)
+class MipData:
+    """Everything ``build_model`` needs, computed once from the problem."""
+
+    problem: PlanningProblem
+    demands: tuple[MipDemand, ...]  # sorted: largest lower-bound share first
+    num_gpus: int  # GPU slots (the greedy plan's count)
+    cap_units: int
+    bounds: Bounds
+    greedy_plan: Plan
+    warm: dict[int, tuple[int, int]] = field(default_factory=dict)  # demand -> (gpu, config index)
+    configs_capped: bool = False
+
+    @property
+    def price(self) -> float:
+        return self.problem.perf_model.hardware.price_per_gpu_hour
+
+    @property
+    def share_weight(self) -> float:
+        """Objective weight per % of share: the whole share term stays below half a GPU's price."""
+        return self.price / (2.0 * (100.0 * self.num_gpus + 1.0))
+
+    def lower_bound_gpus(self) -> int:
+        """ceil(sum of every demand's smallest share / 100 %): a bound no solver is needed for."""
+        return max(1, math.ceil(sum(d.min_units for d in self.demands) / self.cap_units - 1e-9))
+
+
+def _config_table(
+    perf: PerformanceModel, d: Demand, budget: LatencyBudget, margin: float, max_batch: int, cap: int
+) -> dict[str, np.ndarray]:
+    """Every (batch, units) on the grid with its solo prediction and constants (vectorised)."""
+    w = d.workload
+    c = perf.models[w.model]
+    hw = perf.hardware
+    b = np.repeat(np.arange(1, max_batch + 1), cap)
+    u = np.tile(np.arange(1, cap + 1), max_batch)
+    share = u * perf.unit_pct
+    k1, k2, k3, k4, k5 = c.k
+    active = (k1 * b * b + k2 * b + k3) / (share + k4) + k5
+    h = 1000.0 * b / active
+    cache = c.alpha_c * h + c.beta_c
+    power = c.alpha_p * h + c.beta_p
+    bw = hw.pcie_bandwidth_bytes_per_ms
+    t_load = c.input_bytes * b / bw
+    t_fb = c.output_bytes * b / bw
+    limit = np.array([inference_limit_ms(w.slo_ms, d.rate_rps, int(x), budget, margin) for x in range(1, max_batch + 1)])
+    limit = np.repeat(limit, cap)
+    budget_ms = np.minimum(limit - t_load - t_fb, 1000.0 * b / d.rate_rps - t_fb)
+    midx = np.full((b.size, 1), perf.model_index(w.model))
+    lat, thr = perf.predict_padded(midx, b[:, None].astype(float), share[:, None])
+    solo_ok = (lat[:, 0] <= limit) & (thr[:, 0] >= d.rate_rps)
+    return {"b": b, "u": u, "active": active, "cache": cache, "power": power, "budget": budget_ms,
+            "solo_ok": solo_ok, "lat": lat[:, 0], "thr": thr[:, 0], "limit": limit}
+
+
+def _batch_range(perf: PerformanceModel, d: Demand, budget: LatencyBudget, margin: float) -> int:
+    w = d.workload
+    if budget is LatencyBudget.IGNITER:
+        top = igniter_batch(perf, Workload(w.name, w.model, w.slo_ms, d.rate_rps))
+        return max(top, d.batch)
+    # full budget: (b - 1) / R must leave room for inference
+    top = int(math.floor(w.slo_ms * (1.0 - margin) * d.rate_rps / 1000.0)) + 1
+    return max(1, min(top, MAX_BATCH, max(d.batch, top)))
+
+
+def _slack(cfg: dict[str, np.ndarray], kernels: float, idle: float, alpha_cache: float,
+           clock_ratio: float, cache_others: float, sched: float) -> np.ndarray:
+    """B_k f/F - Y_k for an environment (clock ratio, others' L2, scheduling increment): >= 0 feasible."""
+    return (cfg["budget"] * clock_ratio - idle - cfg["active"] * (1.0 + alpha_cache * cache_others)
+            - kernels * sched)
+
+
+def _prune(cfg: dict[str, np.ndarray], keep: np.ndarray, kernels: float, idle: float, alpha_cache: float,
+           bounds: Bounds) -> np.ndarray:
+    """Indices (into cfg) of the non-dominated solo-feasible configurations.
+
+    Environment box: others' L2 in [0, max_cache], clock ratio in [min_clock_ratio, 1],
+    scheduling increment in [0, max_sched]. A dominates B when A needs no more units, L2 and
+    power, and A's slack >= B's slack at the box's corners (the difference is linear, and the
+    scheduling term cancels: same model), or A is feasible everywhere in the box.
+    """
+    idx = np.flatnonzero(keep)
+    if idx.size == 0:
+        return idx
+    # Per batch, shares above the first one feasible in every environment are dominated by it.
+    always = _slack({k: v[idx] for k, v in cfg.items()}, kernels, idle, alpha_cache,
+                    bounds.min_clock_ratio, bounds.max_cache, bounds.max_sched_ms) >= 0
+    b = cfg["b"][idx]
+    first_always = {}
+    for j in np.flatnonzero(always):
+        first_always.setdefault(int(b[j]), int(cfg["u"][idx[j]]))
+    idx = np.array([i for i in idx if cfg["u"][i] <= first_always.get(int(cfg["b"][i]), 10**9)], dtype=np.intp)
+    corners = [(1.0, 0.0), (1.0, bounds.max_cache), (bounds.min_clock_ratio, 0.0),
+               (bounds.min_clock_ratio, bounds.max_cache)]
+    sl = np.stack([_slack({k: v[idx] for k, v in cfg.items()}, kernels, idle, alpha_cache, f, co, 0.0)
+                   for f, co in corners], axis=1)  # (n, 4)
+    always = _slack({k: v[idx] for k, v in cfg.items()}, kernels, idle, alpha_cache,
+                    bounds.min_clock_ratio, bounds.max_cache, bounds.max_sched_ms) >= 0
+    u, c, p = cfg["u"][idx], cfg["cache"][idx], cfg["power"][idx]
+    n = idx.size
+    # le[i, j]: i needs no more of every resource than j
+    le = (u[:, None] <= u[None, :]) & (c[:, None] <= c[None, :] + 1e-12) & (p[:, None] <= p[None, :] + 1e-12)
+    better = np.all(sl[:, None, :] >= sl[None, :, :] - 1e-12, axis=2) | always[:, None]
+    dom = le & better
+    np.fill_diagonal(dom, False)
+    # strict: i dominates j unless j also dominates i, in which case keep the earlier index
+    mutual = dom & dom.T
+    dom = dom & ~(mutual & (np.arange(n)[:, None] > np.arange(n)[None, :]))
+    dominated = dom.any(axis=0)
+    return idx[~dominated]
+
+
+def _resource_bound(per_demand: list[tuple[np.ndarray, np.ndarray]], cap: int) -> float:
+    """Upper bound on sum of a resource over one GPU: max sum v s.t. sum units <= cap, one config each.
+
+    Lagrangian dual: min over lambda >= 0 of lambda cap + sum_d max(0, max_k (v_k - lambda u_k)).
+    """
+    if not per_demand:
+        return 0.0
+    ratios = np.concatenate([v / u for u, v in per_demand] + [np.zeros(1)])
+    best = math.inf
+    for lam in np.unique(np.clip(ratios, 0.0, None)):
+        total = lam * cap + sum(max(0.0, float(np.max(v - lam * u))) for u, v in per_demand)
+        best = min(best, total)
+    return best
+
+
+def _greedy_units(plan: Plan, demands: list[Demand], perf: PerformanceModel,
+                  gpus: list[tuple[list[int], list[int]]]) -> dict[int, tuple[int, int, int]]:
+    """demand index -> (greedy GPU, batch, units)."""
+    out = {}
+    for g, (members, units) in enumerate(gpus):
+        for i, u in zip(members, units, strict=True):
+            out[i] = (g, demands[i].batch, int(u))
+    return out
+
+
+def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSIGN_VARS,
+            greedy_result: tuple[list[Demand], list[tuple[list[int], list[int]]]] | None = None) -> MipData:
+    """Demands, candidate configurations, reachable bounds and the greedy start."""
+    perf = problem.perf_model
+    budget = problem.latency_budget
+    cap = max_units(perf)
+    hw = perf.hardware
+    if greedy_result is None:
+        demands = greedy.initial_demands(problem)
+        gpus = greedy.place(perf, demands)
+    else:
+        demands, gpus = greedy_result
+    gplan = greedy.build_plan(problem, demands, gpus, greedy.PLANNER_NAME,
+                              SolverInfo(status=str(SolveStatus.HEURISTIC)))
+    gmap = _greedy_units(gplan, demands, perf, gpus)
+
+    tables = []
+    for i, d in enumerate(demands):
+        bmax = _batch_range(perf, d, budget, problem.margin)
+        cfg = _config_table(perf, d, budget, problem.margin, bmax, cap)
+        if not cfg["solo_ok"].any():
+            raise _unplaceable(perf, d, cfg)
+        tables.append(cfg)
+
+    # Reachable bounds on one GPU (valid for any set of demands that fits in its share).
+    min_units = sorted(int(t["u"][t["solo_ok"]].min()) for t in tables)
+    members, used = 0, 0
+    for mu in min_units:
+        if used + mu > cap:
+            break
+        used += mu
+        members += 1
+    members = max(1, members)
+    max_sched = max(0.0, hw.alpha_sch * members + hw.beta_sch) if members >= 2 else 0.0
+    max_cache = _resource_bound([(t["u"][t["solo_ok"]].astype(float), t["cache"][t["solo_ok"]]) for t in tables], cap)
+    max_power = hw.idle_power_w + _resource_bound(
+        [(t["u"][t["solo_ok"]].astype(float), t["power"][t["solo_ok"]]) for t in tables], cap)
+    kappa = hw.alpha_f / hw.max_clock_mhz
+    min_ratio = min(1.0, 1.0 + kappa * (max_power - hw.max_power_w))
+    bounds = Bounds(members, max_sched, max(0.0, max_cache), max_power, max(min_ratio, 1e-6))
+
+    mds: list[MipDemand] = []
+    for i, (d, cfg) in enumerate(zip(demands, tables, strict=True)):
+        c = perf.models[d.workload.model]
+        keep = _prune(cfg, cfg["solo_ok"], float(c.kernels_per_inference), c.idle_ms, c.alpha_cache, bounds)
+        sel = set(int(j) for j in keep)
+        if i in gmap:  # the greedy configuration stays a candidate, so the MIP start is valid
+            _, gb, gu = gmap[i]
+            sel.add(int((gb - 1) * cap + (gu - 1)))
+        configs = tuple(
+            Config(int(cfg["b"][j]), int(cfg["u"][j]), float(cfg["active"][j]), float(cfg["cache"][j]),
+                   float(cfg["power"][j]), float(cfg["budget"][j]))
+            for j in sorted(sel, key=lambda j: (cfg["u"][j], cfg["b"][j]))
+        )
+        mds.append(MipDemand(d, float(c.kernels_per_inference), c.idle_ms, c.alpha_cache, configs))
+
+    order = sorted(range(len(mds)), key=lambda i: (-mds[i].min_units, i))
+    num_gpus = len(gpus)
+
+    # Size control: the assignment binaries number about sum_d K_d * min(d + 1, G).
+    def n_vars(mds_sorted: list[MipDemand]) -> int:
+        return sum(len(m.configs) * min(pos + 1, num_gpus) for pos, m in enumerate(mds_sorted))
+
+    sorted_mds = [mds[i] for i in order]
+    capped = False
+    if n_vars(sorted_mds) > max_assign_vars:
+        capped = True
+        slots = sum(min(pos + 1, num_gpus) for pos in range(len(sorted_mds)))
+        k_max = max(MIN_CONFIGS_PER_DEMAND, max_assign_vars // max(slots, 1))
+        trimmed = []
+        for pos, m in enumerate(sorted_mds):
+            orig = order[pos]
+            must = None
+            if orig in gmap:
+                _, gb, gu = gmap[orig]
+                must = next(c for c in m.configs if c.batch == gb and c.units == gu)
+            keep_c = list(m.configs[:k_max])
+            if must is not None and must not in keep_c:
+                keep_c[-1] = must
+            trimmed.append(replace(m, configs=tuple(sorted(set(keep_c), key=lambda c: (c.units, c.batch)))))
+        sorted_mds = trimmed
+
+    # Greedy start, relabelled so that GPUs appear in order of their first (sorted) demand.
+    pos_of = {orig: pos for pos, orig in enumerate(order)}
+    first = {}
+    for orig, (g, _, _) in gmap.items():
+        first[g] = min(first.get(g, 10**9), pos_of[orig])
+    relabel = {g: new for new, g in enumerate(sorted(first, key=lambda g: first[g]))}
+    warm = {}
+    for orig, (g, gb, gu) in gmap.items():
+        pos = pos_of[orig]
+        k = next(j for j, c in enumerate(sorted_mds[pos].configs) if c.batch == gb and c.units == gu)
+        warm[pos] = (relabel[g], k)
+    return MipData(problem, tuple(sorted_mds), num_gpus, cap, bounds, gplan, warm, capped)
+
+
+def _unplaceable(perf: PerformanceModel, d: Demand, cfg: dict[str, np.ndarray]) -> ProblemError:
+    """Say why no configuration of a demand works even alone on a GPU."""
+    w = d.workload
+    j = int(np.argmin(cfg["lat"] - cfg["limit"]))
+    best_thr = float(np.max(cfg["thr"]))
+    why = []
+    if float(cfg["lat"][j]) > float(cfg["limit"][j]):
+        why.append(f"best latency {cfg['lat'][j]:.2f} ms > limit {cfg['limit'][j]:.2f} ms "
+                   f"(batch {int(cfg['b'][j])}, 100 %)")
+    if best_thr < d.rate_rps:
+        why.append(f"best throughput {best_thr:.1f} req/s < rate {d.rate_rps:g} req/s")
+    if not why:
+        why.append("no batch meets the latency limit and the rate at the same time")
+    return ProblemError(
+        f"workload '{w.name}' ({w.model}, SLO {w.slo_ms:g} ms, {d.rate_rps:g} req/s) cannot be placed "
+        f"even alone on a GPU: {'; '.join(why)}; relax its SLO or lower its rate"
+    )
+
+
+# ---- model -----------------------------------------------------------------------------------
+def _pyomo():  # noqa: ANN202 - the module
+    try:
+        return importlib.import_module("pyomo.environ")
+    except ImportError as exc:
+        raise SolverUnavailableError(f"{INSTALL_HINT} ({exc})") from None
+
+
+def add_variables(m, data: MipData) -> None:  # noqa: ANN001
+    """open[g] in {0,1}; x[d,g,k] in {0,1} for g <= position of d; n, cache, power, sched >= 0."""
+    pyo = _pyomo()
+    G = data.num_gpus
+    m.GPUS = pyo.Set(initialize=range(G), ordered=True)
+    m.DEMANDS = pyo.Set(initialize=range(len(data.demands)), ordered=True)
+    m.ASSIGN = pyo.Set(
+        dimen=3, ordered=True,
+        initialize=[(d, g, k) for d, md in enumerate(data.demands) for g in range(min(d + 1, G))
+                    for k in range(len(md.configs))],
+    )
+    m.PAIRS = pyo.Set(dimen=2, ordered=True,
+                      initialize=[(d, g) for d in range(len(data.demands)) for g in range(min(d + 1, G))])
+    m.open = pyo.Var(m.GPUS, domain=pyo.Binary)
+    m.x = pyo.Var(m.ASSIGN, domain=pyo.Binary)
+    m.n = pyo.Var(m.GPUS, domain=pyo.NonNegativeReals, bounds=(0, data.bounds.max_members))
+    m.cache = pyo.Var(m.GPUS, domain=pyo.Reals)
+    m.power = pyo.Var(m.GPUS, domain=pyo.Reals)
+    m.sched = pyo.Var(m.GPUS, domain=pyo.NonNegativeReals, bounds=(0, max(data.bounds.max_sched_ms, 0.0)))
+
+
+def add_one_gpu_per_demand_constraints(m, data: MipData) -> None:  # noqa: ANN001
+    """sum_{g,k} x[d,g,k] = 1 for every demand d (each demand on one GPU, one configuration)."""
+    pyo = _pyomo()
+    if not len(m.DEMANDS):
+        return
+    by_d: dict[int, list] = {d: [] for d in m.DEMANDS}
+    for d, g, k in m.ASSIGN:
+        by_d[d].append(m.x[d, g, k])
+    m.one_gpu_per_demand = pyo.Constraint(m.DEMANDS, rule=lambda m, d: sum(by_d[d]) == 1)
+
+
+def _by_gpu(m) -> dict[int, list[tuple[int, int]]]:  # noqa: ANN001
+    out: dict[int, list[tuple[int, int]]] = {g: [] for g in m.GPUS}
+    for d, g, k in m.ASSIGN:
+        out[g].append((d, k))
+    return out
+
+
+def add_gpu_share_capacity_constraints(m, data: MipData) -> None:  # noqa: ANN001
+    """sum_{d,k} u_k x[d,g,k] <= (100 % / unit) * open[g] for every GPU slot g."""
+    pyo = _pyomo()
+    if not len(m.GPUS):
+        return
+    members = _by_gpu(m)
+    m.gpu_share_capacity = pyo.Constraint(m.GPUS, rule=lambda m, g: sum(
+        data.demands[d].configs[k].units * m.x[d, g, k] for d, k in members[g]) <= data.cap_units * m.open[g])
+
+
+def add_demand_needs_open_gpu_constraints(m, data: MipData) -> None:  # noqa: ANN001
+    """sum_k x[d,g,k] <= open[g] for every (demand, GPU) pair (tightens the LP relaxation)."""
+    pyo = _pyomo()
+    if not len(m.PAIRS):
+        return
+    ks = {d: range(len(md.configs)) for d, md in enumerate(data.demands)}
+    m.demand_needs_open_gpu = pyo.Constraint(
+        m.PAIRS, rule=lambda m, d, g: sum(m.x[d, g, k] for k in ks[d]) <= m.open[g])
+
+
+def add_gpu_load_constraints(m, data: MipData) -> None:  # noqa: ANN001
+    """n[g] = sum x[d,g,k];  cache[g] = sum c_k x[d,g,k];  power[g] = p_idle + sum p_k x[d,g,k]."""
+    pyo = _pyomo()
+    if not len(m.GPUS):
+        return
+    members = _by_gpu(m)
+    p_idle = data.problem.perf_model.hardware.idle_power_w
+    cfg = data.demands
+    m.gpu_members = pyo.Constraint(m.GPUS, rule=lambda m, g: m.n[g] == sum(m.x[d, g, k] for d, k in members[g]))
+    m.gpu_cache = pyo.Constraint(m.GPUS, rule=lambda m, g: m.cache[g] == sum(
+        cfg[d].configs[k].cache * m.x[d, g, k] for d, k in members[g]))
+    m.gpu_power = pyo.Constraint(m.GPUS, rule=lambda m, g: m.power[g] == p_idle + sum(
+        cfg[d].configs[k].power_w * m.x[d, g, k] for d, k in members[g]))
+
+
+def add_sched_delay_constraints(m, data: MipData) -> None:  # noqa: ANN001
+    """sched[g] >= alpha_sch n[g] + beta_sch (and sched[g] >= 0): D(n) = max(0, alpha_sch n + beta_sch)."""
+    pyo = _pyomo()
+    if not len(m.GPUS):
+        return
+    hw = data.problem.perf_model.hardware
+    if data.bounds.max_members < 2:
+        return
+    m.sched_delay = pyo.Constraint(m.GPUS, rule=lambda m, g: m.sched[g] >= hw.alpha_sch * m.n[g] + hw.beta_sch)
+
+
+def _gpu_time_terms(data: MipData, d: int, k: int) -> tuple[float, float, float]:
+    """(constant, coefficient of sched, coefficient of cache) of Y_k = n_k s + idle + a_k (1 + ac (C - c_k))."""
+    md = data.demands[d]
+    c = md.configs[k]
+    const = md.idle_ms + c.active_ms * (1.0 - md.alpha_cache * c.cache)
+    return const, md.kernels, c.active_ms * md.alpha_cache
+
+
+def _y_max(data: MipData, d: int, k: int) -> float:
+    const, a_s, a_c = _gpu_time_terms(data, d, k)
+    return const + a_s * data.bounds.max_sched_ms + a_c * max(data.bounds.max_cache, data.demands[d].configs[k].cache)
+
+
+def add_gpu_time_budget_constraints(m, data: MipData) -> None:  # noqa: ANN001
+    """Full clock: n_k sched[g] + idle + a_k (1 + alpha_cache (cache[g] - c_k)) <= B_k + M (1 - x[d,g,k]).
+
+    M = Y_k at the reachable maxima of sched and cache, minus B_k (the tightest the bounds allow).
+    """
+    pyo = _pyomo()
+    if not len(m.ASSIGN):
+        return
+
+    def rule(m, d, g, k):  # noqa: ANN001, ANN202
+        const, a_s, a_c = _gpu_time_terms(data, d, k)
+        b = data.demands[d].configs[k].budget_ms
+        big_m = max(0.0, _y_max(data, d, k) - b)
+        rhs = b - SAFETY_ABS_MS - SAFETY_REL_BIGM * big_m
+        if big_m <= 0.0:
+            return pyo.Constraint.Skip  # feasible in every reachable environment
+        return a_s * m.sched[g] + a_c * m.cache[g] + const <= rhs + big_m * (1 - m.x[d, g, k])
+
+    m.gpu_time_budget = pyo.Constraint(m.ASSIGN, rule=rule)
+
+
+def add_gpu_time_budget_throttled_constraints(m, data: MipData) -> None:  # noqa: ANN001
+    """Clock drop: Y_k <= B_k (1 + kappa (power[g] - P_max)) + M' (1 - x[d,g,k]), kappa = alpha_f / F < 0.
+
+    With the full-clock family this is exactly Y_k <= B_k f(P)/F, i.e. t_gpu <= B_k. Skipped when
+    no GPU can reach P_max.
+    """
+    pyo = _pyomo()
+    hw = data.problem.perf_model.hardware
+    if not len(m.ASSIGN) or data.bounds.max_power_w <= hw.max_power_w:
+        return
+    kappa = hw.alpha_f / hw.max_clock_mhz
+
+    def rule(m, d, g, k):  # noqa: ANN001, ANN202
+        const, a_s, a_c = _gpu_time_terms(data, d, k)
+        b = data.demands[d].configs[k].budget_ms
+        rhs_min = b * (1.0 + kappa * (data.bounds.max_power_w - hw.max_power_w))
+        big_m = max(0.0, _y_max(data, d, k) - rhs_min)
+        if big_m <= 0.0:
+            return pyo.Constraint.Skip
+        return (a_s * m.sched[g] + a_c * m.cache[g] + const - b * kappa * (m.power[g] - hw.max_power_w)
+                <= b - SAFETY_ABS_MS - SAFETY_REL_BIGM * big_m + big_m * (1 - m.x[d, g, k]))
+
+    m.gpu_time_budget_throttled = pyo.Constraint(m.ASSIGN, rule=rule)
+
+
+def add_gpu_open_order_constraints(m, data: MipData) -> None:  # noqa: ANN001
+    """open[g] >= open[g+1] (symmetry breaking; with 'demand i on GPUs 0..i' in the index set)."""
+    pyo = _pyomo()
+    if data.num_gpus < 2:
+        return
+    m.GPU_PAIRS = pyo.Set(initialize=range(data.num_gpus - 1), ordered=True)
+    m.gpu_open_order = pyo.Constraint(m.GPU_PAIRS, rule=lambda m, g: m.open[g] >= m.open[g + 1])
+
+
+def add_objective(m, data: MipData) -> None:  # noqa: ANN001
+    """min price * sum_g open[g] + eps * sum_{d,g,k} share_k x[d,g,k], eps * 100 * G < price / 2."""
+    pyo = _pyomo()
+    unit = data.problem.perf_model.unit_pct
+    eps = data.share_weight
+    m.cost = pyo.Objective(
+        expr=data.price * sum(m.open[g] for g in m.GPUS)
+        + eps * unit * sum(data.demands[d].configs[k].units * m.x[d, g, k] for d, g, k in m.ASSIGN),
+        sense=pyo.minimize,
+    )
+
+
+def build_model(problem: PlanningProblem, data: MipData | None = None):  # noqa: ANN201
+    """The Pyomo model (not solved). ``m.data`` holds the instance data; ``m.build_s`` its build time."""
+    pyo = _pyomo()
+    t0 = time.perf_counter()
+    if data is None:
+        data = prepare(problem)
+    m = pyo.ConcreteModel(name="igniter_exact")
+    add_variables(m, data)
+    add_one_gpu_per_demand_constraints(m, data)
+    add_gpu_share_capacity_constraints(m, data)
+    add_demand_needs_open_gpu_constraints(m, data)
+    add_gpu_load_constraints(m, data)
+    add_sched_delay_constraints(m, data)
+    add_gpu_time_budget_constraints(m, data)
+    add_gpu_time_budget_throttled_constraints(m, data)
+    add_gpu_open_order_constraints(m, data)
+    add_objective(m, data)
+    m.data = data
+    m.build_s = time.perf_counter() - t0
+    return m
+
+
+def set_warm_start(m, data: MipData) -> None:  # noqa: ANN001
+    """Give every variable the greedy plan's value (the MIP start)."""
+    hw = data.problem.perf_model.hardware
+    for idx in m.x:
+        m.x[idx].set_value(0)
+    used: dict[int, list[tuple[int, int]]] = {}
+    for d, (g, k) in data.warm.items():
+        m.x[d, g, k].set_value(1)
+        used.setdefault(g, []).append((d, k))
+    for g in m.GPUS:
+        mem = used.get(g, [])
+        m.open[g].set_value(1 if mem else 0)
+        n = len(mem)
+        m.n[g].set_value(n)
+        m.cache[g].set_value(sum(data.demands[d].configs[k].cache for d, k in mem))
+        m.power[g].set_value(hw.idle_power_w + sum(data.demands[d].configs[k].power_w for d, k in mem))
+        m.sched[g].set_value(max(0.0, hw.alpha_sch * n + hw.beta_sch) if data.bounds.max_members >= 2 else 0.0)
+
+
+# ---- solve -----------------------------------------------------------------------------------
+_LAST_THREADS: list[int] = []
+
+
+def _require_highs():  # noqa: ANN202
+    """Import highspy and Pyomo's APPSI HiGHS interface, or raise SolverUnavailableError."""
+    try:
+        highspy = importlib.import_module("highspy")
+        appsi = importlib.import_module("pyomo.contrib.appsi.solvers")
+    except ImportError as exc:
+        raise SolverUnavailableError(f"{INSTALL_HINT} ({exc})") from None
+    opt = appsi.Highs()
+    if not opt.available():
+        raise SolverUnavailableError(f"{INSTALL_HINT} (Pyomo cannot load highspy)")
+    return highspy, opt
+
+
+def _map_termination(tc: object, has_solution: bool) -> SolveStatus:
+    name = getattr(tc, "name", str(tc))
+    table = {
+        "optimal": SolveStatus.OPTIMAL,
+        "infeasible": SolveStatus.INFEASIBLE,
+        "infeasibleOrUnbounded": SolveStatus.INFEASIBLE,
+        "error": SolveStatus.ERROR,
+        "unknown": SolveStatus.UNKNOWN,
+    }
+    if name in ("maxTimeLimit", "maxIterations", "objectiveLimit", "interrupted", "minStepLength"):
+        return SolveStatus.FEASIBLE if has_solution else SolveStatus.NO_SOLUTION
+    return table.get(name, SolveStatus.UNKNOWN)
+
+
+def solve_model(m, options: SolveOptions, *, warm_start: bool = True) -> SolveReport:  # noqa: ANN001
+    """Solve with HiGHS through APPSI; never raises for solver trouble (it becomes ERROR)."""
+    highspy, opt = _require_highs()
+    t0 = time.perf_counter()
+    if _LAST_THREADS and _LAST_THREADS[-1] != options.threads:
+        reset = getattr(highspy.Highs, "resetGlobalScheduler", None)
+        if reset is not None:
+            reset(True)
+    _LAST_THREADS.append(options.threads)
+    opt.config.load_solution = False
+    opt.config.stream_solver = bool(options.log_to_console)
+    opt.config.warmstart = bool(warm_start)
+    opt.highs_options = highs_options(options)
+    if warm_start:
+        set_warm_start(m, m.data)
+    try:
+        res = opt.solve(m)
+    except Exception as exc:  # noqa: BLE001 - any solver failure is reported, not raised
+        return SolveReport(SolveStatus.ERROR, type(exc).__name__, build_s=getattr(m, "build_s", None),
+                           solve_s=time.perf_counter() - t0, solver_name=SOLVER_NAME,
+                           message=f"HiGHS failed: {type(exc).__name__}: {exc}")
+    tc = res.termination_condition
+    obj = res.best_feasible_objective
+    has_sol = obj is not None and math.isfinite(obj)
+    status = _map_termination(tc, has_sol)
+    if status is SolveStatus.OPTIMAL and not has_sol:
+        status = SolveStatus.UNKNOWN
+    if has_sol:
+        opt.load_vars()
+    bound = res.best_objective_bound
+    bound = float(bound) if bound is not None and math.isfinite(bound) else None
+    return SolveReport(
+        status=status,
+        termination_raw=getattr(tc, "name", str(tc)),
+        objective=float(obj) if has_sol else None,
+        bound=bound,
+        mip_gap=relative_gap(obj if has_sol else None, bound),
+        build_s=getattr(m, "build_s", None),
+        solve_s=time.perf_counter() - t0,
+        solver_name=SOLVER_NAME,
+    )
+
+
+# ---- extract ---------------------------------------------------------------------------------
+def extract_assignment(m) -> list[tuple[list[int], list[int]]]:  # noqa: ANN001
+    """Per used GPU: (demand positions, chosen config indices), from the loaded solution."""
+    gpus: dict[int, tuple[list[int], list[int]]] = {}
+    for (d, g, k), var in m.x.items():
+        v = var.value
+        if v is not None and v > 0.5:
+            gpus.setdefault(g, ([], []))
+            gpus[g][0].append(d)
+            gpus[g][1].append(k)
+    return [gpus[g] for g in sorted(gpus)]
+
+
+def extract_plan(m, problem: PlanningProblem, info: SolverInfo) -> Plan:  # noqa: ANN001
+    """Turn the loaded solution into a Plan (predictions recomputed from the plan, not the solver)."""
+    data: MipData = m.data
+    demands = []
+    gpus = []
+    for members, ks in extract_assignment(m):
+        idx, units = [], []
+        for d, k in zip(members, ks, strict=True):
+            md = data.demands[d]
+            cfg = md.configs[k]
+            demands.append(replace(md.demand, batch=cfg.batch, lower_units=cfg.units))
+            idx.append(len(demands) - 1)
+            units.append(cfg.units)
+        gpus.append((idx, units))
+    return greedy.build_plan(problem, demands, gpus, PLANNER_NAME, info)
+
+
+# ---- the planner -----------------------------------------------------------------------------
+def cost_bound(data: MipData, report: SolveReport | None) -> float:
+    """A certified lower bound on the plan cost: the solver's bound, and the share bound."""
+    gpus = data.lower_bound_gpus()
+    if report is not None and report.bound is not None:
+        # the share term of the objective is below price / 2
+        from_mip = math.ceil((report.bound - data.share_weight * 100.0 * data.num_gpus) / data.price - 1e-7)
+        gpus = max(gpus, from_mip)
+    return gpus * data.price
+
+
+def solve(problem: PlanningProblem, options: SolveOptions | None = None) -> Plan:
+    """Plan ``problem`` exactly (within the candidate configurations) with a proven bound."""
+    options = options or SolveOptions()
+    t0 = time.perf_counter()
+    _require_highs()
+    data = prepare(problem)
+    gplan = data.greedy_plan
+    m = build_model(problem, data)
+    remaining = max(1.0, options.time_limit_s - (time.perf_counter() - t0))
+    report = solve_model(m, replace(options, time_limit_s=remaining))
+    return finish(problem, data, m, report, time.perf_counter() - t0)
+
+
+def finish(problem: PlanningProblem, data: MipData, m, report: SolveReport, wall_s: float) -> Plan:  # noqa: ANN001
+    """Choose between the MIP's plan and the greedy one, fill the solver block, verify."""
+    gplan = data.greedy_plan
+    bound = cost_bound(data, report)
+    notes = [f"HiGHS {report.termination_raw}"]
+    if report.objective is not None:
+        notes.append(f"MIP objective {report.objective:.6g}")
+    if report.bound is not None:
+        notes.append(f"MIP bound {report.bound:.6g}")
+    if report.mip_gap is not None:
+        notes.append(f"MIP gap {100 * report.mip_gap:.3g} %")
+    if data.configs_capped:
+        notes.append("configurations per demand capped for size (optimal within the kept ones)")
+    if report.message:
+        notes.append(report.message)
+
+    def info(plan: Plan, message: str) -> SolverInfo:
+        cost = plan.cost_per_hour
+        return SolverInfo(
+            status=str(report.status), objective=cost, bound=bound, gap=relative_gap(cost, bound),
+            wall_s=wall_s, build_s=report.build_s,
+            solve_s=report.solve_s, message="; ".join([message, *notes]),
+        )
+
+    def greedy_plan(message: str) -> Plan:
+        return replace(gplan, planner=PLANNER_NAME, solver=info(gplan, message))
+
+    if not report.status.has_solution:
+        if report.status is SolveStatus.INFEASIBLE:
+            msg = ("returned the greedy plan: the MIP was declared infeasible although the greedy plan "
+                   "satisfies it (a defect; please report it)")
+            log.error(msg)
+        else:
+            msg = f"returned the greedy plan: the solver ended with '{report.status}' and no incumbent"
+        return greedy_plan(msg)
+
+    plan = extract_plan(m, problem, SolverInfo(status=str(report.status)))
+    violations = verify_plan(plan, problem)
+    if violations:
+        log.error("DEFECT: the exact planner's plan violates the exact model: %s", violations[0].message)
+        return replace(plan, solver=info(plan, f"DEFECT: the MIP plan violates the exact model "
+                                               f"({violations[0].message}); please report it"))
+    key = (round(plan.cost_per_hour, 9), round(plan.total_share_pct, 6))
+    gkey = (round(gplan.cost_per_hour, 9), round(gplan.total_share_pct, 6))
+    if key >= gkey:
+        what = "proved it optimal" if report.status is SolveStatus.OPTIMAL and bound >= gplan.cost_per_hour - 1e-9 \
+            else "found nothing cheaper"
+        return greedy_plan(f"returned the greedy plan: the exact planner {what}")
+    saved = gplan.num_gpus - plan.num_gpus
+    msg = (f"{saved} GPU(s) fewer than greedy ({gplan.num_gpus})" if saved > 0 else
+           f"same GPUs as greedy, {gplan.total_share_pct - plan.total_share_pct:g} % less share")
+    return replace(plan, solver=info(plan, msg))
