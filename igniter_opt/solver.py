@@ -68,7 +68,8 @@ class SolveReport:
     """What a MIP solve returned, mapped once to ``SolveStatus`` (times in seconds).
 
     ``objective`` is the incumbent's objective value and ``bound`` the solver's proven bound on
-    it; ``mip_gap`` is ``(objective - bound) / |objective|`` when both exist.
+    it; ``mip_gap`` is ``(objective - bound) / |objective|`` when both exist. A planner with a
+    lexicographic second objective reports it in ``share_pct`` / ``share_bound_pct``.
     """
 
     status: SolveStatus
@@ -80,6 +81,9 @@ class SolveReport:
     solve_s: float | None = None
     solver_name: str = ""
     message: str | None = None
+    # lexicographic tie-break (total share, %), solved after the GPU cost is proven optimal
+    share_pct: float | None = None
+    share_bound_pct: float | None = None
 
     @property
     def runtime_s(self) -> float | None:

@@ -31,7 +31,7 @@ Why the interference is linear, exactly
 The program (``build_model``): binaries x[d, g, k] (demand d on GPU g with configuration k) and
 open[g]; continuous n[g], cache[g], power[g], sched[g]; the constraint families are the
 ``add_<name>_constraints`` functions below (their docstrings state the inequalities). Objective:
-price * sum_g open[g] + eps * sum share (eps small enough never to trade a GPU for share).
+lexicographic, GPU cost first, then total share (two HiGHS runs, see ``add_objective``).
 GPU symmetry is broken by ordering: demands sorted by lower-bound share, demand i may use GPUs
 0..i only, and open[g] >= open[g+1]. The greedy plan is the MIP start; its GPU count is the
 number of GPU slots.
@@ -75,6 +75,9 @@ MAX_BATCH = 256
 # Above this many assignment binaries, each demand keeps fewer configurations (smallest shares first).
 DEFAULT_MAX_ASSIGN_VARS = 60_000
 MIN_CONFIGS_PER_DEMAND = 4
+# The MIP start (a repaired greedy plan) keeps at least this much slack, more than the MIP's safety.
+REPAIR_MARGIN_MS = 1e-3
+REPAIR_RATE_REL = 1e-4
 
 INSTALL_HINT = "the exact planner needs the HiGHS solver: pip install 'highspy>=1.7' (and pyomo>=6.7)"
 
@@ -134,15 +137,11 @@ class MipData:
     greedy_plan: Plan
     warm: dict[int, tuple[int, int]] = field(default_factory=dict)  # demand -> (gpu, config index)
     configs_capped: bool = False
+    greedy_repairs: int = 0  # greedy GPUs whose shares were raised (or split) to meet the exact model
 
     @property
     def price(self) -> float:
         return self.problem.perf_model.hardware.price_per_gpu_hour
-
-    @property
-    def share_weight(self) -> float:
-        """Objective weight per % of share: the whole share term stays below half a GPU's price."""
-        return self.price / (2.0 * (100.0 * self.num_gpus + 1.0))
 
     def lower_bound_gpus(self) -> int:
         """ceil(sum of every demand's smallest share / 100 %): a bound no solver is needed for."""
@@ -259,6 +258,65 @@ def _greedy_units(plan: Plan, demands: list[Demand], perf: PerformanceModel,
     return out
 
 
+def repair_greedy(
+    problem: PlanningProblem,
+    demands: list[Demand],
+    gpus: list[tuple[list[int], list[int]]],
+    tables: list[dict[str, np.ndarray]],
+) -> tuple[list[Demand], list[tuple[list[int], list[int]]], int]:
+    """Make the greedy plan meet the exact model (with the MIP's safety margin), for the MIP start.
+
+    The paper's greedy opens a GPU for a newcomer at its lower-bound share without running
+    AllocGPU, which ignores the newcomer's own clock drop; such a GPU can miss its limit. Here
+    AllocGPU (one more unit per violating placement, until none violates) runs on every greedy
+    GPU with limits tightened by ``REPAIR_MARGIN_MS``; a GPU that cannot be repaired is split
+    into one GPU per demand at the demand's smallest solo-feasible configuration.
+    Returns (demands with their batches, GPUs, number of GPUs changed).
+    """
+    perf = problem.perf_model
+    cap = max_units(perf)
+    if not gpus:
+        return demands, gpus, 0
+    width = max(len(mem) for mem, _ in gpus)
+    n = len(gpus)
+    m_idx = np.zeros((n, width), np.intp)
+    b = np.zeros((n, width))
+    u = np.zeros((n, width), np.int64)
+    lim = np.zeros((n, width))
+    rt = np.zeros((n, width))
+    mask = np.zeros((n, width), bool)
+    for g, (mem, units) in enumerate(gpus):
+        for s, (i, un) in enumerate(zip(mem, units, strict=True)):
+            d = demands[i]
+            m_idx[g, s], b[g, s], u[g, s] = perf.model_index(d.workload.model), d.batch, un
+            lim[g, s], rt[g, s], mask[g, s] = d.limit_ms - REPAIR_MARGIN_MS, d.rate_rps * (1 + REPAIR_RATE_REL), True
+    ok, final = greedy._alloc_gpus(perf, perf.unit_pct, cap, m_idx, b, u, lim, rt, mask)
+    out: list[tuple[list[int], list[int]]] = []
+    demands = list(demands)
+    changed = 0
+    for g, (mem, units) in enumerate(gpus):
+        new_units = [int(x) for x in final[g, : len(mem)]]
+        if ok[g]:
+            out.append((list(mem), new_units))
+            changed += new_units != list(units)
+            continue
+        changed += 1
+        for i in mem:
+            cfg = tables[i]
+            okj = np.flatnonzero(cfg["solo_ok"] & (cfg["lat"] <= cfg["limit"] - REPAIR_MARGIN_MS)
+                                 & (cfg["thr"] >= demands[i].rate_rps * (1 + REPAIR_RATE_REL)))
+            if okj.size == 0:
+                okj = np.flatnonzero(cfg["solo_ok"])
+            j = int(okj[np.lexsort((cfg["b"][okj], cfg["u"][okj]))[0]])
+            bj = int(cfg["b"][j])
+            demands[i] = replace(demands[i], batch=bj, lower_units=int(cfg["u"][j]),
+                                 limit_ms=float(cfg["limit"][j]))
+            out.append(([i], [int(cfg["u"][j])]))
+    if changed:
+        log.info("greedy start: %d GPU(s) repaired to meet the exact model", changed)
+    return demands, out, changed
+
+
 def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSIGN_VARS,
             greedy_result: tuple[list[Demand], list[tuple[list[int], list[int]]]] | None = None) -> MipData:
     """Demands, candidate configurations, reachable bounds and the greedy start."""
@@ -271,10 +329,6 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
         gpus = greedy.place(perf, demands)
     else:
         demands, gpus = greedy_result
-    gplan = greedy.build_plan(problem, demands, gpus, greedy.PLANNER_NAME,
-                              SolverInfo(status=str(SolveStatus.HEURISTIC)))
-    gmap = _greedy_units(gplan, demands, perf, gpus)
-
     tables = []
     for i, d in enumerate(demands):
         bmax = _batch_range(perf, d, budget, problem.margin)
@@ -282,6 +336,11 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
         if not cfg["solo_ok"].any():
             raise _unplaceable(perf, d, cfg)
         tables.append(cfg)
+
+    demands, gpus, repaired = repair_greedy(problem, demands, gpus, tables)
+    gplan = greedy.build_plan(problem, demands, gpus, greedy.PLANNER_NAME,
+                              SolverInfo(status=str(SolveStatus.HEURISTIC)))
+    gmap = _greedy_units(gplan, demands, perf, gpus)
 
     # Reachable bounds on one GPU (valid for any set of demands that fits in its share).
     min_units = sorted(int(t["u"][t["solo_ok"]].min()) for t in tables)
@@ -352,7 +411,7 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
         pos = pos_of[orig]
         k = next(j for j, c in enumerate(sorted_mds[pos].configs) if c.batch == gb and c.units == gu)
         warm[pos] = (relabel[g], k)
-    return MipData(problem, tuple(sorted_mds), num_gpus, cap, bounds, gplan, warm, capped)
+    return MipData(problem, tuple(sorted_mds), num_gpus, cap, bounds, gplan, warm, capped, repaired)
 
 
 def _unplaceable(perf: PerformanceModel, d: Demand, cfg: dict[str, np.ndarray]) -> ProblemError:
@@ -526,6 +585,65 @@ def add_gpu_time_budget_throttled_constraints(m, data: MipData) -> None:  # noqa
     m.gpu_time_budget_throttled = pyo.Constraint(m.ASSIGN, rule=rule)
 
 
+def _tolerance_terms(data: MipData, d: int, throttled: bool) -> tuple[float, float, list[float], float] | None:
+    """Per demand: (sigma, pi, theta_k, big) of the aggregated tolerance cut, or None if not needed."""
+    hw = data.problem.perf_model.hardware
+    kappa = hw.alpha_f / hw.max_clock_mhz
+    md = data.demands[d]
+    sig, pis, thetas = [], [], []
+    for k, c in enumerate(md.configs):
+        const, a_s, a_c = _gpu_time_terms(data, d, k)
+        if a_c <= 0:
+            return None
+        b = c.budget_ms
+        if throttled:
+            big_m = max(0.0, _y_max(data, d, k) - b * (1.0 + kappa * (data.bounds.max_power_w - hw.max_power_w)))
+            rhs = b - SAFETY_ABS_MS - SAFETY_REL_BIGM * big_m - const
+            # a_s s + a_c C - b kappa (P - P_idle) <= rhs + b kappa (P_idle - P_max), divided by a_c
+            pis.append(-b * kappa / a_c)
+            thetas.append((rhs + b * kappa * (hw.idle_power_w - hw.max_power_w)) / a_c)
+        else:
+            big_m = max(0.0, _y_max(data, d, k) - b)
+            rhs = b - SAFETY_ABS_MS - SAFETY_REL_BIGM * big_m - const
+            pis.append(0.0)
+            thetas.append(rhs / a_c)
+        sig.append(a_s / a_c)
+    sigma, pi = min(sig), min(pis)
+    big = data.bounds.max_cache + sigma * data.bounds.max_sched_ms + pi * (data.bounds.max_power_w - hw.idle_power_w)
+    thetas = [min(t, big) for t in thetas]
+    if all(t >= big for t in thetas):
+        return None
+    return sigma, pi, thetas, big
+
+
+def add_interference_tolerance_constraints(m, data: MipData) -> None:  # noqa: ANN001
+    """Aggregated cut per (d, g), implied by the gpu_time_budget families, stronger in the LP:
+
+    cache[g] + sigma_d sched[g] + pi_d (power[g] - p_idle) <= sum_k theta_k x[d,g,k] + big_d (1 - sum_k x[d,g,k]),
+    where theta_k is the largest cache[g] configuration k tolerates (divide its budget row by
+    a_k alpha_cache), sigma_d and pi_d are the smallest coefficients over k, and big_d bounds the
+    left side. Two rows per pair: full clock (pi = 0) and throttled.
+    """
+    pyo = _pyomo()
+    if not len(m.PAIRS):
+        return
+    hw = data.problem.perf_model.hardware
+    terms = {(d, t): _tolerance_terms(data, d, t) for d in m.DEMANDS for t in (False, True)
+             if not t or data.bounds.max_power_w > hw.max_power_w}
+    m.CLOCKS = pyo.Set(initialize=[0, 1] if data.bounds.max_power_w > hw.max_power_w else [0])
+
+    def rule(m, d, g, t):  # noqa: ANN001, ANN202
+        tt = terms.get((d, bool(t)))
+        if tt is None:
+            return pyo.Constraint.Skip
+        sigma, pi, thetas, big = tt
+        return (m.cache[g] + sigma * m.sched[g] + pi * (m.power[g] - hw.idle_power_w)
+                <= sum(th * m.x[d, g, k] for k, th in enumerate(thetas))
+                + big * (1 - sum(m.x[d, g, k] for k in range(len(thetas)))))
+
+    m.interference_tolerance = pyo.Constraint(m.PAIRS, m.CLOCKS, rule=rule)
+
+
 def add_gpu_open_order_constraints(m, data: MipData) -> None:  # noqa: ANN001
     """open[g] >= open[g+1] (symmetry breaking; with 'demand i on GPUs 0..i' in the index set)."""
     pyo = _pyomo()
@@ -536,15 +654,21 @@ def add_gpu_open_order_constraints(m, data: MipData) -> None:  # noqa: ANN001
 
 
 def add_objective(m, data: MipData) -> None:  # noqa: ANN001
-    """min price * sum_g open[g] + eps * sum_{d,g,k} share_k x[d,g,k], eps * 100 * G < price / 2."""
+    """Lexicographic: first min gpu_cost = price * sum_g open[g]; then, with the GPUs fixed,
+    min total_share = sum_{d,g,k} share_k x[d,g,k] (``m.total_share``, deactivated until phase 2).
+
+    Solving the two in turn is the exact lexicographic optimum. A single weighted objective
+    (cost + eps * share) is equivalent but much slower to prove: a node whose LP bound exceeds
+    G - 1 GPUs can be pruned by the GPU-count objective, not by the weighted one.
+    """
     pyo = _pyomo()
     unit = data.problem.perf_model.unit_pct
-    eps = data.share_weight
-    m.cost = pyo.Objective(
-        expr=data.price * sum(m.open[g] for g in m.GPUS)
-        + eps * unit * sum(data.demands[d].configs[k].units * m.x[d, g, k] for d, g, k in m.ASSIGN),
+    m.gpu_cost = pyo.Objective(expr=data.price * sum(m.open[g] for g in m.GPUS), sense=pyo.minimize)
+    m.total_share = pyo.Objective(
+        expr=unit * sum(data.demands[d].configs[k].units * m.x[d, g, k] for d, g, k in m.ASSIGN),
         sense=pyo.minimize,
     )
+    m.total_share.deactivate()
 
 
 def build_model(problem: PlanningProblem, data: MipData | None = None):  # noqa: ANN201
@@ -562,6 +686,7 @@ def build_model(problem: PlanningProblem, data: MipData | None = None):  # noqa:
     add_sched_delay_constraints(m, data)
     add_gpu_time_budget_constraints(m, data)
     add_gpu_time_budget_throttled_constraints(m, data)
+    add_interference_tolerance_constraints(m, data)
     add_gpu_open_order_constraints(m, data)
     add_objective(m, data)
     m.data = data
@@ -619,8 +744,26 @@ def _map_termination(tc: object, has_solution: bool) -> SolveStatus:
     return table.get(name, SolveStatus.UNKNOWN)
 
 
-def solve_model(m, options: SolveOptions, *, warm_start: bool = True) -> SolveReport:  # noqa: ANN001
-    """Solve with HiGHS through APPSI; never raises for solver trouble (it becomes ERROR)."""
+def _run(opt, m, options: SolveOptions, warm_start: bool) -> tuple[object, float | None, float | None]:  # noqa: ANN001
+    """One HiGHS run: (termination condition, incumbent objective or None, bound or None)."""
+    opt.config.warmstart = bool(warm_start)
+    opt.highs_options = highs_options(options)
+    res = opt.solve(m)
+    obj = res.best_feasible_objective
+    has_sol = obj is not None and math.isfinite(obj)
+    if has_sol:
+        opt.load_vars()
+    bound = res.best_objective_bound
+    bound = float(bound) if bound is not None and math.isfinite(bound) else None
+    return res.termination_condition, (float(obj) if has_sol else None), bound
+
+
+def solve_model(m, options: SolveOptions, *, warm_start: bool = True, tiebreak: bool = True) -> SolveReport:  # noqa: ANN001
+    """Solve with HiGHS through APPSI, GPU cost first, then (GPUs fixed) total share.
+
+    ``options.time_limit_s`` covers both phases. Never raises for solver trouble: it becomes
+    ``ERROR`` with the reason in ``message``.
+    """
     highspy, opt = _require_highs()
     t0 = time.perf_counter()
     if _LAST_THREADS and _LAST_THREADS[-1] != options.threads:
@@ -630,35 +773,60 @@ def solve_model(m, options: SolveOptions, *, warm_start: bool = True) -> SolveRe
     _LAST_THREADS.append(options.threads)
     opt.config.load_solution = False
     opt.config.stream_solver = bool(options.log_to_console)
-    opt.config.warmstart = bool(warm_start)
-    opt.highs_options = highs_options(options)
     if warm_start:
         set_warm_start(m, m.data)
+    build_s = getattr(m, "build_s", None)
     try:
-        res = opt.solve(m)
+        opt.set_instance(m)  # Pyomo -> HiGHS translation: counted as build time
+        translate_s = time.perf_counter() - t0
+        build_s = (build_s or 0.0) + translate_s
+        options = replace(options, time_limit_s=max(0.5, options.time_limit_s - translate_s))
+        t0 = time.perf_counter()
+        tc, obj, bound = _run(opt, m, options, warm_start)
     except Exception as exc:  # noqa: BLE001 - any solver failure is reported, not raised
-        return SolveReport(SolveStatus.ERROR, type(exc).__name__, build_s=getattr(m, "build_s", None),
+        return SolveReport(SolveStatus.ERROR, type(exc).__name__, build_s=build_s,
                            solve_s=time.perf_counter() - t0, solver_name=SOLVER_NAME,
                            message=f"HiGHS failed: {type(exc).__name__}: {exc}")
-    tc = res.termination_condition
-    obj = res.best_feasible_objective
-    has_sol = obj is not None and math.isfinite(obj)
-    status = _map_termination(tc, has_sol)
-    if status is SolveStatus.OPTIMAL and not has_sol:
+    status = _map_termination(tc, obj is not None)
+    if status is SolveStatus.OPTIMAL and obj is None:
         status = SolveStatus.UNKNOWN
-    if has_sol:
-        opt.load_vars()
-    bound = res.best_objective_bound
-    bound = float(bound) if bound is not None and math.isfinite(bound) else None
+    raw = getattr(tc, "name", str(tc))
+    share = share_bound = None
+    message = None
+    left = options.time_limit_s - (time.perf_counter() - t0)
+    if tiebreak and status is SolveStatus.OPTIMAL and left > 0.05:
+        n_open = round(obj / m.data.price)
+        for g in m.GPUS:
+            if g >= n_open:
+                m.open[g].fix(0)
+        m.gpu_cost.deactivate()
+        m.total_share.activate()
+        try:
+            tc2, share, share_bound = _run(opt, m, replace(options, time_limit_s=left), True)
+            raw = f"{raw}; share phase: {getattr(tc2, 'name', str(tc2))}"
+            if share is None:
+                message = "the share tie-break found no solution in time; kept the GPU-optimal one"
+        except Exception as exc:  # noqa: BLE001
+            message = f"the share tie-break failed ({type(exc).__name__}: {exc}); kept the GPU-optimal one"
+        finally:
+            m.total_share.deactivate()
+            m.gpu_cost.activate()
+            for g in m.GPUS:
+                m.open[g].unfix()
+    elif tiebreak and status is SolveStatus.OPTIMAL:
+        message = "no time left for the share tie-break"
     return SolveReport(
         status=status,
-        termination_raw=getattr(tc, "name", str(tc)),
-        objective=float(obj) if has_sol else None,
+        termination_raw=raw,
+        objective=obj,
         bound=bound,
-        mip_gap=relative_gap(obj if has_sol else None, bound),
-        build_s=getattr(m, "build_s", None),
+        mip_gap=relative_gap(obj, bound),
+        build_s=build_s,
         solve_s=time.perf_counter() - t0,
         solver_name=SOLVER_NAME,
+        message=message,
+        share_pct=share,
+        share_bound_pct=share_bound,
     )
 
 
@@ -694,12 +862,11 @@ def extract_plan(m, problem: PlanningProblem, info: SolverInfo) -> Plan:  # noqa
 
 # ---- the planner -----------------------------------------------------------------------------
 def cost_bound(data: MipData, report: SolveReport | None) -> float:
-    """A certified lower bound on the plan cost: the solver's bound, and the share bound."""
+    """A certified lower bound on the plan cost: the solver's bound (GPU counts are integers) and
+    the share bound ceil(sum of smallest shares / 100 %)."""
     gpus = data.lower_bound_gpus()
     if report is not None and report.bound is not None:
-        # the share term of the objective is below price / 2
-        from_mip = math.ceil((report.bound - data.share_weight * 100.0 * data.num_gpus) / data.price - 1e-7)
-        gpus = max(gpus, from_mip)
+        gpus = max(gpus, math.ceil(report.bound / data.price - 1e-6))
     return gpus * data.price
 
 
@@ -721,12 +888,11 @@ def finish(problem: PlanningProblem, data: MipData, m, report: SolveReport, wall
     gplan = data.greedy_plan
     bound = cost_bound(data, report)
     notes = [f"HiGHS {report.termination_raw}"]
-    if report.objective is not None:
-        notes.append(f"MIP objective {report.objective:.6g}")
-    if report.bound is not None:
-        notes.append(f"MIP bound {report.bound:.6g}")
-    if report.mip_gap is not None:
-        notes.append(f"MIP gap {100 * report.mip_gap:.3g} %")
+    if report.objective is not None and report.bound is not None:
+        notes.append(f"GPU cost {report.objective:g} >= bound {report.bound:.6g}")
+    if report.share_pct is not None:
+        sb = report.share_bound_pct
+        notes.append(f"share {report.share_pct:g} %" + (f" >= bound {sb:.6g} %" if sb is not None else ""))
     if data.configs_capped:
         notes.append("configurations per demand capped for size (optimal within the kept ones)")
     if report.message:
