@@ -18,7 +18,8 @@ from igniter_opt.perfmodel import fit_profile, load_profile, load_raw, write_pro
 from igniter_opt.planio import EXAMPLE_WORKLOADS, read_plan, read_workloads, write_plan
 from igniter_opt.planner import planner_names, run_planner
 from igniter_opt.planner.verify import predict_plan, verify_plan
-from igniter_opt.report import render_plan
+from igniter_opt.planner.compare import compare_planners, parse_planners
+from igniter_opt.report import render_comparison, render_plan
 from igniter_opt.solver import SolveOptions
 
 DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "v100")
@@ -175,6 +176,38 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
             f"the {planner} plan violates the exact model in {len(outcome.violations)} place(s): "
             f"{outcome.violations[0].message}"
         )
+
+
+@cli.command()
+@click.option("--workloads", "-w", type=click.Path(path_type=Path), default=None,
+              help="Workloads CSV (name,model,slo_ms,rate_rps). Default: the paper's 12-workload mix.")
+@profile_option
+@click.option("--planners", default="greedy,exact,ffd,gpulet", show_default=True,
+              help="Comma-separated planners to run, in this order.")
+@budget_options
+@solver_options
+@format_option
+@handle_errors
+def compare(workloads: Path | None, profile: str, planners: str, budget: str, margin: float,
+            time_limit: float | None, gap: float | None, threads: int | None, fmt: str) -> None:
+    """Run several planners on the same workloads and compare their plans.
+
+    One row per planner: GPUs, cost per hour, total share, workloads predicted to miss their SLO
+    under the exact model, the proven lower bound on cost and the gap to it (exact planner), and
+    the wall time. Heuristic plans that miss SLOs are listed, not rejected.
+
+    Example: igniter-opt compare --workloads examples/paper-table3.csv --profile v100 --planners greedy,exact,ffd,gpulet
+    """
+    names = parse_planners(planners)
+    problem = PlanningProblem(
+        workloads=read_workloads(workloads or EXAMPLE_WORKLOADS),
+        perf_model=load_profile(profile),
+        latency_budget=LatencyBudget(budget),
+        margin=margin,
+    )
+    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads)
+    rows, _ = compare_planners(problem, names, options)
+    emit(render_comparison(rows, fmt))
 
 
 @cli.command()

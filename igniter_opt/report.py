@@ -107,3 +107,26 @@ def render_plan(plan: Plan, violations: Sequence[Violation], fmt: str) -> str:
         plan_frame(plan).to_csv(buf, index=False, float_format="%.4f")
         return buf.getvalue().rstrip("\n")
     return plan_table(plan) + "\n\n" + plan_summary(plan, violations)
+
+
+COMPARISON_HEADERS = ["planner", "status", "GPUs", "cost/h", "share %", "SLO misses", "bound", "gap %", "time s"]
+
+
+def render_comparison(rows: Sequence[object], fmt: str) -> str:
+    """The ``compare`` table: one row per planner (``rows`` are ``ComparisonRow``)."""
+    dicts = [r.to_dict() for r in rows]  # type: ignore[attr-defined]
+    if fmt == "json":
+        return json.dumps(dicts, indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        pd.DataFrame(dicts).to_csv(buf, index=False, float_format="%.6g")
+        return buf.getvalue().rstrip("\n")
+    body = [
+        [d["planner"], d["status"], d["gpus"], float(d["cost_per_hour"]), float(d["total_share_pct"]),
+         d["slo_misses"], math.nan if d["bound"] is None else float(d["bound"]),
+         math.nan if d["gap"] is None else 100.0 * float(d["gap"]), float(d["wall_s"])]
+        for d in dicts
+    ]
+    out = render_table(COMPARISON_HEADERS, body, align="llrrrrrrr")
+    notes = [f"{d['planner']}: {d['message']}" for d in dicts if d.get("message")]
+    return out + ("\n\n" + "\n".join(notes) if notes else "")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from igniter_opt.checks import check_problem
 from igniter_opt.domain import Plan, PlanningProblem
 from igniter_opt.errors import InputError
-from igniter_opt.planner import greedy
+from igniter_opt.planner import baselines, greedy, mip
 from igniter_opt.planner.verify import Violation, predict_plan, verify_plan
 from igniter_opt.solver import SolveOptions
 
@@ -20,6 +20,9 @@ SolveFn = Callable[[PlanningProblem, SolveOptions], Plan]
 
 PLANNERS: dict[str, SolveFn] = {
     "greedy": greedy.solve,
+    "exact": mip.solve,
+    "ffd": baselines.solve_ffd,
+    "gpulet": baselines.solve_gpulet,
 }
 
 
