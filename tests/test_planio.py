@@ -9,7 +9,14 @@ import pytest
 
 from igniter_opt.domain import PlanningProblem
 from igniter_opt.errors import InputError, PlanError, ProblemError
-from igniter_opt.planio import PLAN_SCHEMA, plan_from_dict, plan_to_dict, read_plan, read_workloads, write_plan
+from igniter_opt.planio import (
+    PLAN_SCHEMA,
+    plan_from_dict,
+    plan_to_dict,
+    read_plan,
+    read_workloads,
+    write_plan,
+)
 from igniter_opt.planner import greedy, run_planner
 
 

@@ -40,10 +40,7 @@ from igniter_opt.errors import ProblemError
 from igniter_opt.perfmodel.model import PerformanceModel
 from igniter_opt.planner.budget import (
     Demand,
-    igniter_batch,
     igniter_batches,
-    inference_limit_ms,
-    lower_share_units,
     lower_share_units_array,
     max_units,
     min_feasible_slo_ms,
@@ -371,34 +368,32 @@ def build_plan(
 
 
 def full_budget_demands(model: PerformanceModel, w: Workload, margin: float) -> list[Demand]:
-    """Greedy initialisation under the full budget: the batch that needs the smallest solo share.
+    """Greedy initialisation under the full budget: the batch that needs the smallest share alone.
 
-    Ties go to the smaller batch. A workload no single GPU can carry is split into equal replicas,
-    the fewest that fit.
+    For each batch b, the limit is SLO (1 - margin) - (b - 1)/R and the share the smallest that
+    meets it and the rate alone; ties go to the smaller batch. A workload no single GPU can carry
+    is split into equal replicas, the fewest that fit.
     """
     budget = LatencyBudget.FULL
     cap = max_units(model)
+    midx = model.model_index(w.model)
     for replicas in range(1, 10_000):
         rate = w.rate_rps / replicas
-        best: tuple[int, int, float] | None = None
-        bmax = max(1, int(rate * w.slo_ms * (1 - margin) / 1000.0) + 1)
-        for b in range(1, min(bmax, 512) + 1):
-            limit = inference_limit_ms(w.slo_ms, rate, b, budget, margin)
-            u = lower_share_units(model, w.model, b, limit)
-            if u is None or u > cap:
-                continue
-            lat, thr = model.solo(w.model, b, u * model.unit_pct)
-            while thr < rate and u < cap:
-                u += 1
-                lat, thr = model.solo(w.model, b, u * model.unit_pct)
-            if thr < rate:
-                continue
-            if best is None or u < best[1]:
-                best = (b, u, limit)
-        if best is not None:
-            b, u, limit = best
-            return [Demand(w, rate, b, u, limit, dedicated=replicas > 1) for _ in range(replicas)]
-        if replicas == 1 and lower_share_units(model, w.model, 1, inference_limit_ms(w.slo_ms, rate, 1, budget, margin)) is None:
+        # (b - 1)/R must leave room for inference: b < 1 + R * SLO (1 - margin)
+        bmax = min(512, max(1, int(rate * w.slo_ms * (1 - margin) / 1000.0) + 1))
+        b = np.arange(1, bmax + 1)
+        limit = w.slo_ms * (1.0 - margin) - 1000.0 * (b - 1) / rate
+        idx = np.full(b.shape, midx)
+        rates = np.full(b.shape, rate)
+        units = solo_feasible_units(model, idx, b, lower_share_units_array(model, idx, b, limit), limit, rates)
+        ok = np.flatnonzero((units > 0) & (units <= cap))
+        if ok.size:
+            j = ok[np.argmin(units[ok])]  # first (smallest batch) on ties
+            return [
+                Demand(w, rate, int(b[j]), int(units[j]), float(limit[j]), dedicated=replicas > 1)
+                for _ in range(replicas)
+            ]
+        if replicas == 1 and units[0] < 0:
             raise _too_tight(model, w, budget, margin)
     raise _too_tight(model, w, budget, margin)
 
@@ -407,7 +402,7 @@ def initial_demands(problem: PlanningProblem) -> list[Demand]:
     """Every workload's demands under the problem's latency budget, in input order."""
     perf = problem.perf_model
     ws = problem.workloads
-    idx = np.array([perf.model_index(w.model) for w in ws], np.intp)  # clear error for an unknown model
+    np.array([perf.model_index(w.model) for w in ws], np.intp)  # clear error for an unknown model
     if problem.latency_budget is LatencyBudget.FULL:
         return [d for w in ws for d in full_budget_demands(perf, w, problem.margin)]
     return [d for ds in igniter_demands_many(perf, ws) for d in ds]

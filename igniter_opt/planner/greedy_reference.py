@@ -51,6 +51,18 @@ def reference_place(perf: PerformanceModel, demands: list[Demand]) -> list[tuple
     return gpus
 
 
+_REPLICA_BATCH: dict[tuple[int, str, float], int] = {}
+
+
+def _replica_batch(perf: PerformanceModel, w: Workload, limit: float) -> int:
+    """Largest batch up to 1024 whose solo latency at 100 % meets ``limit`` (memoised)."""
+    key = (id(perf), w.model, limit)
+    if key not in _REPLICA_BATCH:
+        full = max_units(perf) * perf.unit_pct
+        _REPLICA_BATCH[key] = max(x for x in range(1, 1025) if perf.solo(w.model, x, full)[0] <= limit)
+    return _REPLICA_BATCH[key]
+
+
 def reference_igniter_demands(perf: PerformanceModel, w: Workload) -> list[Demand]:
     """The igniter-budget initialisation of one workload, one scalar step at a time."""
     cap = max_units(perf)
@@ -71,9 +83,8 @@ def reference_igniter_demands(perf: PerformanceModel, w: Workload) -> list[Deman
     u = lower(w.rate_rps, b)
     if 0 < u <= cap:
         return [Demand(w, w.rate_rps, b, u, limit)]
-    full = cap * perf.unit_pct
-    big = max(x for x in range(1, 1025) if perf.solo(w.model, x, full)[0] <= limit)
-    replica_rate = 0.9 * perf.solo(w.model, big, full)[1]
+    big = _replica_batch(perf, w, limit)
+    replica_rate = 0.9 * perf.solo(w.model, big, cap * perf.unit_pct)[1]
     out: list[Demand] = []
     remaining = w.rate_rps
     while remaining > 1e-9:
