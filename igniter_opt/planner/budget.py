@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from igniter_opt.domain import LatencyBudget, Workload
 from igniter_opt.perfmodel.model import PerformanceModel
 
@@ -29,31 +31,47 @@ def inference_limit_ms(
     return slo_ms * (1.0 - margin) - 1000.0 * (batch - 1) / rate_rps
 
 
-def igniter_batch(model: PerformanceModel, w: Workload) -> int:
-    """The paper's batch: b = ceil(T2 a B / (B + d_load a)), with a = rate / 1000 per ms."""
-    c = model.models[w.model]
+def igniter_batches(model: PerformanceModel, model_idx: np.ndarray, slo_ms: np.ndarray, rate_rps: np.ndarray) -> np.ndarray:
+    """The paper's batch for many workloads: b = ceil(T2 a B / (B + d_load a)), a = rate / 1000 per ms."""
+    consts = model.slot_constants(model_idx, np.ones(np.shape(model_idx)))
+    d_load = consts["t_load"] * model.hardware.pcie_bandwidth_bytes_per_ms  # input bytes per request
     bw = model.hardware.pcie_bandwidth_bytes_per_ms
-    a = w.rate_rps / 1000.0
-    t2 = w.slo_ms / 2.0
-    return max(1, math.ceil(t2 * a * bw / (bw + c.input_bytes * a) - _EPS))
+    a = rate_rps / 1000.0
+    t2 = slo_ms / 2.0
+    return np.maximum(1, np.ceil(t2 * a * bw / (bw + d_load * a) - _EPS)).astype(np.int64)
 
 
-def lower_share_units(model: PerformanceModel, model_name: str, batch: int, limit_ms: float) -> int | None:
+def igniter_batch(model: PerformanceModel, w: Workload) -> int:
+    """The paper's batch of one workload (see ``igniter_batches``)."""
+    idx = np.array([model.model_index(w.model)])
+    return int(igniter_batches(model, idx, np.array([w.slo_ms]), np.array([w.rate_rps]))[0])
+
+
+def lower_share_units_array(
+    model: PerformanceModel, model_idx: np.ndarray, batch: np.ndarray, limit_ms: np.ndarray
+) -> np.ndarray:
     """Smallest whole number of share units whose interference-free solo latency meets ``limit_ms``.
 
     r_lower = ceil((g / delta - k4) / unit), g = k1 b^2 + k2 b + k3,
-    delta = limit - idle_1 - b (d_load + d_fb) / B - k5. Returns None when delta <= 0 (no share
-    can meet it). The result is at least one unit (a fast model can need "less than nothing").
+    delta = limit - idle_1 - b (d_load + d_fb) / B - k5. Where delta <= 0 no share can meet the
+    limit: the result is -1 there. Otherwise it is at least one unit (a fast model can need
+    "less than nothing").
     """
-    c = model.models[model_name]
-    k1, k2, k3, k4, k5 = c.k
-    bw = model.hardware.pcie_bandwidth_bytes_per_ms
-    g = k1 * batch * batch + k2 * batch + k3
-    delta = limit_ms - c.idle_ms - batch * (c.input_bytes + c.output_bytes) / bw - k5
-    if delta <= 0:
-        return None
-    units = math.ceil((g / delta - k4) / model.unit_pct - _EPS)
-    return max(1, units)
+    k = np.array([model.models[n].k for n in model.model_names]).reshape(-1, 5)[model_idx]
+    consts = model.slot_constants(model_idx, batch.astype(float))
+    g = k[..., 0] * batch * batch + k[..., 1] * batch + k[..., 2]
+    delta = limit_ms - consts["idle_ms"] - (consts["t_load"] + consts["t_fb"]) - k[..., 4]
+    ok = delta > 0
+    units = np.ceil((g / np.where(ok, delta, 1.0) - k[..., 3]) / model.unit_pct - _EPS)
+    return np.where(ok, np.maximum(1, units), -1).astype(np.int64)
+
+
+def lower_share_units(model: PerformanceModel, model_name: str, batch: int, limit_ms: float) -> int | None:
+    """``lower_share_units_array`` for one placement; None when no share can meet ``limit_ms``."""
+    u = int(lower_share_units_array(
+        model, np.array([model.model_index(model_name)]), np.array([batch]), np.array([float(limit_ms)])
+    )[0])
+    return None if u < 0 else u
 
 
 @dataclass(frozen=True)
@@ -74,3 +92,30 @@ def min_feasible_slo_ms(model: PerformanceModel, w: Workload, budget: LatencyBud
     if budget is LatencyBudget.IGNITER:
         return 2.0 * lat
     return lat / (1.0 - margin)
+
+
+def solo_feasible_units(
+    model: PerformanceModel,
+    model_idx: np.ndarray,
+    batch: np.ndarray,
+    units: np.ndarray,
+    limit_ms: np.ndarray,
+    rate_rps: np.ndarray,
+) -> np.ndarray:
+    """Raise each lower bound until the placement meets its limit and rate alone (AllocGPU on a
+    GPU of its own). The paper's closed form ignores the clock drop of a power-hungry model
+    running alone, so its bound can be a unit or two short. Entries that need more than a whole
+    GPU become ``max_units + 1``; entries < 0 (no share can do it) stay as they are.
+    """
+    cap = max_units(model)
+    units = units.copy()
+    todo = np.flatnonzero((units > 0) & (units <= cap))
+    while todo.size:
+        lat, thr = model.predict_padded(
+            model_idx[todo, None], batch[todo, None].astype(float), units[todo, None] * model.unit_pct
+        )
+        bad = (lat[:, 0] > limit_ms[todo]) | (thr[:, 0] < rate_rps[todo])
+        todo = todo[bad]
+        units[todo] += 1
+        todo = todo[units[todo] <= cap]
+    return units

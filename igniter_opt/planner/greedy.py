@@ -10,6 +10,11 @@ Algorithm 1: sort demands by lower-bound share, largest first (stable). For each
 every open GPU plus the newcomer at its lower bound; the cost is the increase of the GPU's total
 share; take the cheapest feasible GPU (first on ties), else open a new GPU. Nothing placed moves.
 
+One correction to the paper: a demand's lower bound is raised until it meets its limit alone
+under the full model (``solo_feasible_units``). The closed form ignores the clock drop of a
+power-hungry model running alone, and without this a GPU opened for one demand can violate its
+SLO. It changes nothing on the paper's 12-workload mix.
+
 Speed-ups that do not change the result: a GPU whose free share is below the newcomer's lower
 bound fails AllocGPU's first test, so it is skipped without predicting; AllocGPU runs on all
 candidate GPUs at once as one padded numpy array.
@@ -35,11 +40,11 @@ from igniter_opt.errors import ProblemError
 from igniter_opt.perfmodel.model import PerformanceModel
 from igniter_opt.planner.budget import (
     Demand,
-    igniter_batch,
-    inference_limit_ms,
-    lower_share_units,
+    igniter_batches,
+    lower_share_units_array,
     max_units,
     min_feasible_slo_ms,
+    solo_feasible_units,
 )
 from igniter_opt.solver import SolveOptions, SolveStatus
 
@@ -58,173 +63,267 @@ def _too_tight(model: PerformanceModel, w: Workload, budget: LatencyBudget, marg
 
 def _largest_solo_batch(model: PerformanceModel, w: Workload, limit_ms: float, upto: int) -> int | None:
     """Largest batch <= ``upto`` whose solo latency at 100 % meets ``limit_ms``."""
-    full = max_units(model) * model.unit_pct
-    best = None
-    for b in range(1, upto + 1):
-        if model.solo(w.model, b, full)[0] <= limit_ms:
-            best = b
-    return best
+    batches = np.arange(1, upto + 1, dtype=float)[:, None]
+    idx = np.full(batches.shape, model.model_index(w.model))
+    lat, _ = model.predict_padded(idx, batches, np.full(batches.shape, max_units(model) * model.unit_pct))
+    fits = np.flatnonzero(lat[:, 0] <= limit_ms)
+    return int(fits[-1]) + 1 if fits.size else None
+
+
+def _replica(
+    model: PerformanceModel, w: Workload, cache: dict[tuple[str, float], tuple[int, float]]
+) -> tuple[int, float]:
+    """(batch, rate) of one dedicated replica: the largest batch (up to 1024) whose solo latency at
+    100 % meets SLO/2, serving 90 % of its predicted throughput. Depends on (model, SLO) only."""
+    key = (w.model, w.slo_ms)
+    if key not in cache:
+        big = _largest_solo_batch(model, w, w.slo_ms / 2.0, 1024)
+        if big is None:
+            raise _too_tight(model, w, LatencyBudget.IGNITER, 0.0)
+        _, thr = model.solo(w.model, big, max_units(model) * model.unit_pct)
+        cache[key] = (big, DEDICATED_LOAD_FACTOR * thr)
+    return cache[key]
+
+
+def igniter_demands_many(
+    model: PerformanceModel, ws: tuple[Workload, ...] | list[Workload]
+) -> list[list[Demand]]:
+    """The paper's initialisation under the igniter budget, for many workloads at once.
+
+    Batch from the closed form, lower-bound share raised until it meets SLO/2 alone. A workload
+    whose lower bound exceeds 100 % gets dedicated GPUs at 100 % (see ``_replica``) until the
+    remaining rate fits one GPU; that remainder is planned as an ordinary workload. Returns each
+    workload's demands, in input order.
+    """
+    n = len(ws)
+    if n == 0:
+        return []
+    cap = max_units(model)
+    idx = np.array([model.model_index(w.model) for w in ws], np.intp)
+    slo = np.array([w.slo_ms for w in ws], float)
+    rate = np.array([w.rate_rps for w in ws], float)
+    limit = slo / 2.0
+
+    # Column k holds the rate left after k dedicated replicas (k = 0: the whole rate), computed
+    # by repeated subtraction; columns are added only while some workload still needs them.
+    cache: dict[tuple[str, float], tuple[int, float]] = {}
+    big = np.zeros(n, np.int64)
+    replica_rate = np.full(n, np.inf)
+    rest = rate[:, None]
+    fits_at = np.full(n, -1)
+    k = 0
+    todo = np.arange(n)
+    while todo.size:
+        col = rest[todo, k]
+        b = igniter_batches(model, idx[todo], slo[todo], col)
+        u = solo_feasible_units(model, idx[todo], b, lower_share_units_array(model, idx[todo], b, limit[todo]),
+                                limit[todo], col)
+        ok = (u > 0) & (u <= cap)
+        if k == 0:
+            batch0, units0 = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        batch0[todo[ok]], units0[todo[ok]] = b[ok], u[ok]
+        fits_at[todo[ok]] = k
+        todo = todo[~ok]
+        if not todo.size:
+            break
+        for j in todo:
+            if not np.isfinite(replica_rate[j]):
+                big[j], replica_rate[j] = _replica(model, ws[j], cache)
+        # A rate no larger than one replica's that still does not fit stops here: the last
+        # replica serves it at the replica batch.
+        todo = todo[rest[todo, k] > replica_rate[todo] + 1e-9]
+        nxt = np.full(n, -np.inf)
+        nxt[todo] = rest[todo, k] - replica_rate[todo]
+        rest = np.column_stack([rest, nxt])
+        k += 1
+
+    out: list[list[Demand]] = []
+    for j, w in enumerate(ws):
+        f = int(fits_at[j])
+        if f == 0:
+            out.append([Demand(w, w.rate_rps, int(batch0[j]), int(units0[j]), float(limit[j]))])
+            continue
+        rr, bb = float(replica_rate[j]), int(big[j])
+        if f > 0:
+            ds = [Demand(w, rr, bb, cap, float(limit[j]), dedicated=True) for _ in range(f)]
+            ds.append(Demand(w, float(rest[j, f]), int(batch0[j]), int(units0[j]), float(limit[j])))
+        else:
+            last = int(np.flatnonzero(np.isfinite(rest[j]))[-1])
+            ds = [Demand(w, rr, bb, cap, float(limit[j]), dedicated=True) for _ in range(last)]
+            ds.append(Demand(w, float(rest[j, last]), bb, cap, float(limit[j]), dedicated=True))
+        out.append(ds)
+    return out
 
 
 def igniter_demands(model: PerformanceModel, w: Workload) -> list[Demand]:
-    """The paper's initialisation of one workload under the igniter budget.
+    """``igniter_demands_many`` for one workload."""
+    return igniter_demands_many(model, [w])[0]
 
-    A workload whose lower-bound share exceeds 100 % gets dedicated GPUs at 100 % serving 90 % of
-    the largest feasible batch's predicted throughput each, until the remaining rate fits one GPU.
+
+# Per-slot constants kept in the GPU table, in this order along its last axis.
+_FIELDS = ("batch", "limit", "rate", "kernels", "idle_ms", "alpha_cache", "t_load", "t_fb")
+_F = {name: i for i, name in enumerate(_FIELDS)}
+
+
+class _ConfigTerms:
+    """(k_act, c, p) for every (model, batch, share units), looked up by one flat index.
+
+    The flat index of (model, batch, units) is ``(model * n_batches + batch) * (cap + 1) + units``,
+    so giving a slot one more share unit adds 1 to its index. The last entry is an empty slot:
+    k_act = 1, c = p = 0, so padded slots add nothing to a GPU's sums.
     """
-    budget = LatencyBudget.IGNITER
-    limit = w.slo_ms / 2.0
-    units_cap = max_units(model)
-    batch = igniter_batch(model, w)
-    units = lower_share_units(model, w.model, batch, limit)
-    if units is not None and units <= units_cap:
-        return [Demand(w, w.rate_rps, batch, units, limit)]
 
-    big = _largest_solo_batch(model, w, limit, batch)
-    if big is None:
-        raise _too_tight(model, w, budget, 0.0)
-    _, thr = model.solo(w.model, big, units_cap * model.unit_pct)
-    replica_rate = DEDICATED_LOAD_FACTOR * thr
-    demands: list[Demand] = []
-    remaining = w.rate_rps
-    while remaining > 1e-9:
-        rest = Workload(w.name, w.model, w.slo_ms, remaining)
-        b = igniter_batch(model, rest)
-        u = lower_share_units(model, w.model, b, limit)
-        if u is not None and u <= units_cap:
-            demands.append(Demand(w, remaining, b, u, limit))
-            break
-        served = min(replica_rate, remaining)
-        demands.append(Demand(w, served, big, units_cap, limit, dedicated=True))
-        remaining -= served
-    return demands
+    def __init__(self, perf: PerformanceModel, max_batch: int, cap: int) -> None:
+        self.n_units = cap + 1
+        self.n_batches = max_batch + 1
+        n_models = len(perf.model_names)
+        m, b, u = np.meshgrid(
+            np.arange(n_models), np.arange(self.n_batches), np.arange(self.n_units), indexing="ij"
+        )
+        b_safe = np.maximum(b, 1).astype(float)
+        u_safe = np.maximum(u, 1) * perf.unit_pct
+        k_act, c, p = perf.solo_terms(m.ravel(), b_safe.ravel(), u_safe.ravel())
+        self.empty = k_act.size
+        self.k_act = np.append(k_act, 1.0)
+        self.c = np.append(c, 0.0)
+        self.p = np.append(p, 0.0)
+
+    def index(self, model_idx: int, batch: int, units: int) -> int:
+        return (model_idx * self.n_batches + batch) * self.n_units + units
 
 
 class _GpuTable:
     """Open GPUs as padded arrays (rows: GPUs, columns: slots) so AllocGPU runs on many at once."""
 
-    def __init__(self, capacity: int = 64, slots: int = 4) -> None:
+    def __init__(self, empty_cfg: int, capacity: int = 64, slots: int = 4) -> None:
         self.n = 0
-        self.model = np.zeros((capacity, slots), np.intp)
-        self.batch = np.zeros((capacity, slots), float)
+        self.empty_cfg = empty_cfg
+        self.cfg = np.full((capacity, slots), empty_cfg, np.int64)
         self.units = np.zeros((capacity, slots), np.int64)
-        self.limit = np.zeros((capacity, slots), float)
-        self.rate = np.zeros((capacity, slots), float)
+        self.const = self._blank((capacity, slots))
         self.count = np.zeros(capacity, np.int64)
         self.used = np.zeros(capacity, np.int64)
         self.members: list[list[int]] = []  # demand indices per GPU, slot order
 
+    @staticmethod
+    def _blank(shape: tuple[int, int]) -> np.ndarray:
+        const = np.zeros((*shape, len(_FIELDS)), float)
+        const[..., _F["batch"]] = 1.0
+        const[..., _F["limit"]] = np.inf  # an empty slot never violates anything
+        return const
+
     def _grow(self, rows: int, cols: int) -> None:
-        r0, c0 = self.model.shape
+        r0, c0 = self.cfg.shape
         if rows <= r0 and cols <= c0:
             return
         r1, c1 = max(rows, 2 * r0 if rows > r0 else r0), max(cols, 2 * c0 if cols > c0 else c0)
-        for name in ("model", "batch", "units", "limit", "rate"):
-            old = getattr(self, name)
-            new = np.zeros((r1, c1), old.dtype)
-            new[:r0, :c0] = old
-            setattr(self, name, new)
+        cfg = np.full((r1, c1), self.empty_cfg, np.int64)
+        cfg[:r0, :c0] = self.cfg
+        units = np.zeros((r1, c1), np.int64)
+        units[:r0, :c0] = self.units
+        const = self._blank((r1, c1))
+        const[:r0, :c0] = self.const
+        self.cfg, self.units, self.const = cfg, units, const
         for name in ("count", "used"):
-            old = getattr(self, name)
-            new = np.zeros(r1, old.dtype)
-            new[:r0] = old
+            new = np.zeros(r1, np.int64)
+            new[:r0] = getattr(self, name)
             setattr(self, name, new)
 
-    def open(self, idx: int, model_idx: int, d: Demand) -> None:
-        self._grow(self.n + 1, 1)
-        g = self.n
-        self.n += 1
-        units = d.lower_units
-        self.model[g, 0], self.batch[g, 0], self.units[g, 0] = model_idx, d.batch, units
-        self.limit[g, 0], self.rate[g, 0] = d.limit_ms, d.rate_rps
-        self.count[g], self.used[g] = 1, units
-        self.members.append([idx])
-
-    def commit(self, g: int, idx: int, row_units: np.ndarray, model_idx: int, d: Demand) -> None:
+    def add(self, g: int, idx: int, cfg_row: np.ndarray, units_row: np.ndarray, const: np.ndarray) -> None:
+        """Put demand ``idx`` in the next slot of GPU ``g`` (``g == n`` opens a GPU)."""
+        if g == self.n:
+            self._grow(self.n + 1, 1)
+            self.n += 1
+            self.members.append([])
         c = int(self.count[g])
         self._grow(self.n, c + 1)
-        self.model[g, c], self.batch[g, c], self.limit[g, c], self.rate[g, c] = (
-            model_idx, d.batch, d.limit_ms, d.rate_rps,
-        )
-        self.units[g, : c + 1] = row_units[: c + 1]
+        self.cfg[g, : c + 1] = cfg_row[: c + 1]
+        self.units[g, : c + 1] = units_row[: c + 1]
+        self.const[g, c] = const
         self.count[g] = c + 1
-        self.used[g] = int(row_units[: c + 1].sum())
+        self.used[g] = int(units_row[: c + 1].sum())
         self.members[g].append(idx)
 
 
-def _alloc_gpus(
+def _best_gpu(
     perf: PerformanceModel,
-    unit_pct: float,
+    terms: _ConfigTerms,
     cap: int,
-    model_idx: np.ndarray,
-    batch: np.ndarray,
+    cfg: np.ndarray,
     units: np.ndarray,
-    limit: np.ndarray,
-    rate: np.ndarray,
-    mask: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Algorithm 2 on many candidate GPUs at once. Returns (feasible per row, final units)."""
-    units = units.copy()
-    active = np.ones(units.shape[0], bool)
-    feasible = np.zeros(units.shape[0], bool)
-    while active.any():
-        rows = np.flatnonzero(active)
-        over = units[rows].sum(axis=1) > cap
-        active[rows[over]] = False
-        rows = rows[~over]
-        if rows.size == 0:
-            break
-        lat, thr = perf.predict_padded(model_idx[rows], batch[rows], units[rows] * unit_pct, mask[rows])
-        viol = mask[rows] & ((lat > limit[rows]) | (thr < rate[rows]))
+    const: np.ndarray,
+    n: np.ndarray,
+    used: np.ndarray,
+) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """Algorithm 2 on every candidate GPU at once; the cheapest feasible one (first on ties).
+
+    Returns (row, final cfg, final units) or None. Rows are dropped as soon as they cannot win:
+    a row's increase only grows while it iterates, so a row whose increase so far exceeds the best
+    finished one, or equals it but comes later, can never be chosen. This returns exactly what
+    running AllocGPU to the end on every row and taking the first minimum would.
+    """
+    active = np.arange(units.shape[0])
+    best_row, best_inc = -1, np.iinfo(np.int64).max
+    first = True  # candidates were chosen so that the first round is within capacity
+    while active.size:
+        if not first:
+            active = active[units[active].sum(axis=1) <= cap]
+            if not active.size:
+                break
+        f, k = (cfg, const) if first else (cfg[active], const[active])
+        first = False
+        lat, thr = perf.co_located(
+            terms.k_act[f], terms.c[f], terms.p[f], n[active], k[..., _F["batch"]], k[..., _F["kernels"]],
+            k[..., _F["idle_ms"]], k[..., _F["alpha_cache"]], k[..., _F["t_load"]], k[..., _F["t_fb"]],
+        )
+        viol = (lat > k[..., _F["limit"]]) | (thr < k[..., _F["rate"]])
         done = ~viol.any(axis=1)
-        feasible[rows[done]] = True
-        active[rows[done]] = False
-        units[rows[~done]] += viol[~done]
-    return feasible, units
+        if done.any():
+            finished = active[done]
+            inc = units[finished].sum(axis=1) - used[finished]
+            j = int(np.argmin(inc))  # rows are in GPU order: first on ties
+            if inc[j] < best_inc or (inc[j] == best_inc and finished[j] < best_row):
+                best_row, best_inc = int(finished[j]), int(inc[j])
+        active, viol = active[~done], viol[~done]
+        units[active] += viol
+        cfg[active] += viol
+        if best_row >= 0 and active.size:
+            inc = units[active].sum(axis=1) - used[active]
+            active = active[(inc < best_inc) | ((inc == best_inc) & (active < best_row))]
+    if best_row < 0:
+        return None
+    return best_row, cfg[best_row], units[best_row]
 
 
 def place(perf: PerformanceModel, demands: list[Demand]) -> list[tuple[list[int], list[int]]]:
     """Algorithm 1 over ``demands`` (already initialised). Returns per GPU (demand indices, units)."""
-    unit_pct = perf.unit_pct
     cap = max_units(perf)
     order = sorted(range(len(demands)), key=lambda i: -demands[i].lower_units)  # stable
-    table = _GpuTable()
-    midx = [perf.model_index(d.workload.model) for d in demands]
+    terms = _ConfigTerms(perf, max((d.batch for d in demands), default=1), cap)
+    table = _GpuTable(terms.empty)
+    midx = np.array([perf.model_index(d.workload.model) for d in demands], np.intp)
+    batches = np.array([d.batch for d in demands], float)
+    consts = perf.slot_constants(midx, batches)
     for i in order:
         d = demands[i]
-        best_g = -1
-        if table.n:
-            free = cap - table.used[: table.n]
-            cand = np.flatnonzero(free >= d.lower_units)
-            if cand.size:
-                counts = table.count[cand]
-                width = int(counts.max()) + 1
-                m = np.zeros((cand.size, width), np.intp)
-                b = np.zeros((cand.size, width), float)
-                u = np.zeros((cand.size, width), np.int64)
-                lim = np.zeros((cand.size, width), float)
-                rt = np.zeros((cand.size, width), float)
-                cols = min(width, table.model.shape[1])
-                m[:, :cols] = table.model[cand, :cols]
-                b[:, :cols] = table.batch[cand, :cols]
-                u[:, :cols] = table.units[cand, :cols]
-                lim[:, :cols] = table.limit[cand, :cols]
-                rt[:, :cols] = table.rate[cand, :cols]
-                mask = np.arange(width)[None, :] < counts[:, None]
-                rows = np.arange(cand.size)
-                m[rows, counts], b[rows, counts], u[rows, counts] = midx[i], d.batch, d.lower_units
-                lim[rows, counts], rt[rows, counts] = d.limit_ms, d.rate_rps
-                mask[rows, counts] = True
-                u = np.where(mask, u, 0)
-                ok, final = _alloc_gpus(perf, unit_pct, cap, m, b, u, lim, rt, mask)
-                if ok.any():
-                    increase = final.sum(axis=1) - table.used[cand]
-                    increase = np.where(ok, increase, np.iinfo(np.int64).max)
-                    j = int(np.argmin(increase))  # first on ties
-                    best_g = int(cand[j])
-                    table.commit(best_g, i, final[j], midx[i], d)
-        if best_g < 0:
-            table.open(i, midx[i], d)
+        const = np.array([d.batch, d.limit_ms, d.rate_rps, *(float(consts[f][i]) for f in _FIELDS[3:])])
+        new_cfg = terms.index(int(midx[i]), d.batch, d.lower_units)
+        cand = np.flatnonzero(cap - table.used[: table.n] >= d.lower_units)
+        if cand.size:
+            counts = table.count[cand]
+            width = int(counts.max()) + 1
+            table._grow(table.n, width)
+            rows = np.arange(cand.size)
+            cfg = table.cfg[cand, :width]
+            units = table.units[cand, :width]
+            const_rows = table.const[cand, :width]
+            cfg[rows, counts], units[rows, counts], const_rows[rows, counts] = new_cfg, d.lower_units, const
+            best = _best_gpu(perf, terms, cap, cfg, units, const_rows, (counts + 1)[:, None], table.used[cand])
+            if best is not None:
+                j, cfg_row, units_row = best
+                table.add(int(cand[j]), i, cfg_row, units_row, const)
+                continue
+        table.add(table.n, i, np.array([new_cfg]), np.array([d.lower_units]), const)
     return [
         (table.members[g], [int(x) for x in table.units[g, : table.count[g]]]) for g in range(table.n)
     ]
@@ -269,34 +368,32 @@ def build_plan(
 
 
 def full_budget_demands(model: PerformanceModel, w: Workload, margin: float) -> list[Demand]:
-    """Greedy initialisation under the full budget: the batch that needs the smallest solo share.
+    """Greedy initialisation under the full budget: the batch that needs the smallest share alone.
 
-    Ties go to the smaller batch. A workload no single GPU can carry is split into equal replicas,
-    the fewest that fit.
+    For each batch b, the limit is SLO (1 - margin) - (b - 1)/R and the share the smallest that
+    meets it and the rate alone; ties go to the smaller batch. A workload no single GPU can carry
+    is split into equal replicas, the fewest that fit.
     """
     budget = LatencyBudget.FULL
     cap = max_units(model)
+    midx = model.model_index(w.model)
     for replicas in range(1, 10_000):
         rate = w.rate_rps / replicas
-        best: tuple[int, int, float] | None = None
-        bmax = max(1, int(rate * w.slo_ms * (1 - margin) / 1000.0) + 1)
-        for b in range(1, min(bmax, 512) + 1):
-            limit = inference_limit_ms(w.slo_ms, rate, b, budget, margin)
-            u = lower_share_units(model, w.model, b, limit)
-            if u is None or u > cap:
-                continue
-            lat, thr = model.solo(w.model, b, u * model.unit_pct)
-            while thr < rate and u < cap:
-                u += 1
-                lat, thr = model.solo(w.model, b, u * model.unit_pct)
-            if thr < rate:
-                continue
-            if best is None or u < best[1]:
-                best = (b, u, limit)
-        if best is not None:
-            b, u, limit = best
-            return [Demand(w, rate, b, u, limit, dedicated=replicas > 1) for _ in range(replicas)]
-        if replicas == 1 and lower_share_units(model, w.model, 1, inference_limit_ms(w.slo_ms, rate, 1, budget, margin)) is None:
+        # (b - 1)/R must leave room for inference: b < 1 + R * SLO (1 - margin)
+        bmax = min(512, max(1, int(rate * w.slo_ms * (1 - margin) / 1000.0) + 1))
+        b = np.arange(1, bmax + 1)
+        limit = w.slo_ms * (1.0 - margin) - 1000.0 * (b - 1) / rate
+        idx = np.full(b.shape, midx)
+        rates = np.full(b.shape, rate)
+        units = solo_feasible_units(model, idx, b, lower_share_units_array(model, idx, b, limit), limit, rates)
+        ok = np.flatnonzero((units > 0) & (units <= cap))
+        if ok.size:
+            j = ok[np.argmin(units[ok])]  # first (smallest batch) on ties
+            return [
+                Demand(w, rate, int(b[j]), int(units[j]), float(limit[j]), dedicated=replicas > 1)
+                for _ in range(replicas)
+            ]
+        if replicas == 1 and units[0] < 0:
             raise _too_tight(model, w, budget, margin)
     raise _too_tight(model, w, budget, margin)
 
@@ -304,14 +401,11 @@ def full_budget_demands(model: PerformanceModel, w: Workload, margin: float) -> 
 def initial_demands(problem: PlanningProblem) -> list[Demand]:
     """Every workload's demands under the problem's latency budget, in input order."""
     perf = problem.perf_model
-    demands: list[Demand] = []
-    for w in problem.workloads:
-        perf.model_index(w.model)  # clear error for an unknown model
-        if problem.latency_budget is LatencyBudget.IGNITER:
-            demands.extend(igniter_demands(perf, w))
-        else:
-            demands.extend(full_budget_demands(perf, w, problem.margin))
-    return demands
+    ws = problem.workloads
+    np.array([perf.model_index(w.model) for w in ws], np.intp)  # clear error for an unknown model
+    if problem.latency_budget is LatencyBudget.FULL:
+        return [d for w in ws for d in full_budget_demands(perf, w, problem.margin)]
+    return [d for ds in igniter_demands_many(perf, ws) for d in ds]
 
 
 def solve(problem: PlanningProblem, options: SolveOptions | None = None) -> Plan:
