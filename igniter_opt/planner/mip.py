@@ -258,6 +258,29 @@ def _greedy_units(plan: Plan, demands: list[Demand], perf: PerformanceModel,
     return out
 
 
+def _alloc_rows(perf: PerformanceModel, cap: int, model_idx: np.ndarray, batch: np.ndarray, units: np.ndarray,
+                limit: np.ndarray, rate: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """AllocGPU on many GPUs (rows) at once: one more unit per violating placement until none
+    violates (feasible) or the shares exceed 100 % (infeasible). Returns (feasible, units)."""
+    units = units.copy()
+    active = np.ones(units.shape[0], bool)
+    feasible = np.zeros(units.shape[0], bool)
+    while active.any():
+        rows = np.flatnonzero(active)
+        over = units[rows].sum(axis=1) > cap
+        active[rows[over]] = False
+        rows = rows[~over]
+        if rows.size == 0:
+            break
+        lat, thr = perf.predict_padded(model_idx[rows], batch[rows], units[rows] * perf.unit_pct, mask[rows])
+        viol = mask[rows] & ((lat > limit[rows]) | (thr < rate[rows]))
+        done = ~viol.any(axis=1)
+        feasible[rows[done]] = True
+        active[rows[done]] = False
+        units[rows[~done]] += viol[~done]
+    return feasible, units
+
+
 def repair_greedy(
     problem: PlanningProblem,
     demands: list[Demand],
@@ -266,11 +289,12 @@ def repair_greedy(
 ) -> tuple[list[Demand], list[tuple[list[int], list[int]]], int]:
     """Make the greedy plan meet the exact model (with the MIP's safety margin), for the MIP start.
 
-    The paper's greedy opens a GPU for a newcomer at its lower-bound share without running
-    AllocGPU, which ignores the newcomer's own clock drop; such a GPU can miss its limit. Here
-    AllocGPU (one more unit per violating placement, until none violates) runs on every greedy
-    GPU with limits tightened by ``REPAIR_MARGIN_MS``; a GPU that cannot be repaired is split
-    into one GPU per demand at the demand's smallest solo-feasible configuration.
+    The MIP's rows keep a small safety margin (``SAFETY_*``), so a greedy GPU that meets its
+    limits with less slack than that would not be a valid MIP start. AllocGPU (one more unit per
+    violating placement, until none violates) runs on every greedy GPU with limits tightened by
+    ``REPAIR_MARGIN_MS``; a GPU that cannot be repaired is split into one GPU per demand at the
+    demand's smallest solo-feasible configuration. A greedy plan that violates the exact model
+    outright is repaired the same way.
     Returns (demands with their batches, GPUs, number of GPUs changed).
     """
     perf = problem.perf_model
@@ -290,7 +314,7 @@ def repair_greedy(
             d = demands[i]
             m_idx[g, s], b[g, s], u[g, s] = perf.model_index(d.workload.model), d.batch, un
             lim[g, s], rt[g, s], mask[g, s] = d.limit_ms - REPAIR_MARGIN_MS, d.rate_rps * (1 + REPAIR_RATE_REL), True
-    ok, final = greedy._alloc_gpus(perf, perf.unit_pct, cap, m_idx, b, u, lim, rt, mask)
+    ok, final = _alloc_rows(perf, cap, m_idx, b, u, lim, rt, mask)
     out: list[tuple[list[int], list[int]]] = []
     demands = list(demands)
     changed = 0

@@ -1,0 +1,171 @@
+"""Greedy vs exact (and the ffd / gpulet baselines) on the paper's mix and seeded random mixes.
+
+Writes ``benchmarks/results/greedy_vs_exact.csv`` (one row per instance and planner, appended as
+it goes, so an interrupted run resumes where it stopped) and ``greedy_vs_exact.png`` (cost
+relative to the exact planner's proven lower bound, per size), and prints a summary.
+
+    python benchmarks/greedy_vs_exact.py                 # every suite
+    python benchmarks/greedy_vs_exact.py --suites paper,random-10 --fresh
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from instances import PROFILE_GENERATORS as GENERATORS, SUITES  # noqa: E402
+
+from igniter_opt.domain import PlanningProblem  # noqa: E402
+from igniter_opt.perfmodel import load_profile  # noqa: E402
+from igniter_opt.planner import run_planner  # noqa: E402
+from igniter_opt.planner import mip  # noqa: E402
+from igniter_opt.solver import SolveOptions  # noqa: E402
+
+PROFILE = HERE.parent.parent / "shared" / "data" / "igniter_v100_profile.jsonl"
+RESULTS = HERE / "results"
+PLANNERS = ("greedy", "exact", "ffd", "gpulet")
+FIELDS = ["suite", "size", "seed", "budget", "margin", "planner", "status", "gpus", "cost", "share_pct",
+          "slo_misses", "violations", "bound", "gap", "wall_s", "build_s", "solve_s", "time_limit_s",
+          "mip_vars", "configs", "message"]
+
+log = logging.getLogger("greedy_vs_exact")
+
+
+def _key(r: dict[str, str]) -> tuple[str, ...]:
+    return (r["suite"], str(r["size"]), str(r["seed"]), r["budget"], str(r["margin"]), r["planner"])
+
+
+def run(suites: list[str], out_csv: Path, threads: int, profile: Path) -> None:
+    perf = load_profile(profile)
+    done: set[tuple[str, ...]] = set()
+    if out_csv.exists():
+        with out_csv.open() as f:
+            done = {_key(r) for r in csv.DictReader(f)}
+    new_file = not out_csv.exists()
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    with out_csv.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        if new_file:
+            writer.writeheader()
+        for suite, gen, sizes, seeds, budgets, limit in SUITES:
+            if suites and suite not in suites:
+                continue
+            for size in sizes:
+                for seed in seeds:
+                    workloads = GENERATORS[gen](perf, size, seed)
+                    for budget, margin in budgets:
+                        problem = PlanningProblem(workloads, perf, budget, margin)
+                        for planner in PLANNERS:
+                            key = (suite, str(size), str(seed), str(budget), str(margin), planner)
+                            if key in done:
+                                continue
+                            opts = SolveOptions(time_limit_s=limit, threads=threads)
+                            t0 = time.perf_counter()
+                            outcome = run_planner(problem, planner, opts)
+                            wall = time.perf_counter() - t0
+                            plan, s = outcome.plan, outcome.plan.solver
+                            extra: dict[str, object] = {}
+                            if planner == "exact":
+                                data = mip.prepare(problem)
+                                extra = {"configs": sum(len(d.configs) for d in data.demands),
+                                         "mip_vars": sum(len(d.configs) * min(i + 1, data.num_gpus)
+                                                         for i, d in enumerate(data.demands))}
+                            row = {
+                                "suite": suite, "size": len(workloads), "seed": seed, "budget": str(budget),
+                                "margin": margin, "planner": planner, "status": s.status, "gpus": plan.num_gpus,
+                                "cost": plan.cost_per_hour, "share_pct": round(plan.total_share_pct, 4),
+                                "slo_misses": len({v.workload for v in outcome.violations
+                                                   if v.kind in ("latency", "throughput")}),
+                                "violations": len(outcome.violations),
+                                "bound": "" if s.bound is None else s.bound,
+                                "gap": "" if s.gap is None else round(s.gap, 6),
+                                "wall_s": round(wall, 3),
+                                "build_s": "" if s.build_s is None else round(s.build_s, 3),
+                                "solve_s": "" if s.solve_s is None else round(s.solve_s, 3),
+                                "time_limit_s": limit if planner == "exact" else "",
+                                "message": s.message or "", **extra,
+                            }
+                            writer.writerow(row)
+                            f.flush()
+                            log.info("%s n=%s seed=%s %s m=%s %-6s %s GPUs=%s share=%s bound=%s gap=%s %.1fs",
+                                     suite, len(workloads), seed, budget, margin, planner, s.status,
+                                     plan.num_gpus, row["share_pct"], row["bound"], row["gap"], wall)
+
+
+def summarise(out_csv: Path, png: Path) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(out_csv)
+    keys = ["suite", "size", "seed", "budget", "margin"]
+    ex = df[df.planner == "exact"].set_index(keys)
+    lines = []
+    wide = df.pivot_table(index=keys, columns="planner", values="gpus").reset_index()
+    wide = wide.join(ex[["bound", "status", "gap", "wall_s", "build_s", "solve_s"]], on=keys)
+    for suite, g in wide.groupby("suite", sort=False):
+        beats = int((g["exact"] < g["greedy"]).sum())
+        saved = (g["greedy"] - g["exact"]).clip(lower=0)
+        lines.append(
+            f"{suite}: {len(g)} instance(s); exact beats greedy on {beats} "
+            f"(GPUs saved: mean {saved.mean():.2f}, max {saved.max():.0f}; "
+            f"{100 * (saved / g['greedy']).mean():.1f} % of greedy's GPUs on average); "
+            f"optimal {int((g['status'] == 'optimal').sum())}/{len(g)}; "
+            f"gap mean {100 * g['gap'].mean():.1f} %, max {100 * g['gap'].max():.1f} %; "
+            f"exact time mean {g['wall_s'].mean():.1f} s (build {g['build_s'].mean():.1f} s), "
+            f"max {g['wall_s'].max():.1f} s"
+        )
+    fig, ax = plt.subplots(figsize=(7, 4))
+    rnd = df[df.suite.str.startswith("random")].copy()
+    rnd = rnd.join(ex["bound"].rename("lb"), on=keys)
+    rnd["rel"] = rnd["cost"] / rnd["lb"]
+    sizes = sorted(rnd["size"].unique())
+    for j, planner in enumerate(PLANNERS):
+        sub = rnd[rnd.planner == planner]
+        means = [sub[sub["size"] == s]["rel"].mean() for s in sizes]
+        xs = [i + (j - 1.5) * 0.08 for i in range(len(sizes))]
+        ax.plot(xs, means, marker="o", label=planner)
+        for i, s in enumerate(sizes):
+            pts = sub[sub["size"] == s]["rel"]
+            ax.scatter([xs[i]] * len(pts), pts, s=8, alpha=0.4)
+    ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
+    ax.set_xlabel("workloads (5 seeds each)")
+    ax.set_ylabel("cost / exact lower bound")
+    ax.set_title("V100 profile, igniter budget: cost relative to the proven lower bound")
+    ax.axhline(1.0, color="grey", lw=0.8)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suites", default="", help="comma-separated suite names (default: all)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "greedy_vs_exact.csv")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--profile", type=Path, default=PROFILE)
+    ap.add_argument("--fresh", action="store_true", help="start a new CSV instead of resuming")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.fresh and args.out.exists():
+        args.out.unlink()
+    suites = [s for s in args.suites.split(",") if s]
+    run(suites, args.out, args.threads, args.profile)
+    summary = summarise(args.out, args.out.with_suffix(".png"))
+    args.out.with_suffix(".summary.txt").write_text(summary + "\n")
+    log.info("summary:\n%s", summary)
+
+
+if __name__ == "__main__":
+    main()
