@@ -135,3 +135,55 @@ def test_python_m_entry_point() -> None:
 
     res = subprocess.run([sys.executable, "-m", "igniter_opt", "--version"], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == f"igniter-opt, version {__version__}"
+
+
+# ---- exact planner and compare -------------------------------------------------------------------
+def test_compare_heuristics_table_lists_each_planner(runner: CliRunner, v100_path: Path) -> None:
+    res = runner.invoke(cli, ["compare", "--profile", str(v100_path), "--planners", "greedy,ffd,gpulet"],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].split() == ["planner", "status", "GPUs", "cost/h", "share", "%", "SLO", "misses", "bound",
+                                "gap", "%", "time", "s"]
+    rows = {ln.split()[0]: ln.split() for ln in lines[2:5]}
+    assert rows["greedy"][1:6] == ["heuristic", "6", "6.00", "472.50", "0"]
+    assert rows["ffd"][1:4] == ["heuristic", "5", "5.00"] and int(rows["ffd"][5]) > 0
+    assert rows["gpulet"][1:4] == ["heuristic", "7", "7.00"]
+
+
+def test_compare_with_exact_as_json_and_csv(runner: CliRunner, v100_path: Path) -> None:
+    res = runner.invoke(cli, ["compare", "--profile", str(v100_path), "--planners", "greedy,exact",
+                              "--latency-budget", "full", "--margin", "0", "--time-limit", "60", "--format", "json"],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rows = {r["planner"]: r for r in json.loads(res.output)}
+    assert rows["exact"]["gpus"] == 5 and rows["exact"]["status"] == "optimal"
+    assert rows["exact"]["bound"] == 5.0 and rows["exact"]["gap"] == 0.0 and rows["exact"]["slo_misses"] == 0
+    assert rows["greedy"]["gpus"] == 6 and rows["greedy"]["bound"] is None
+    res = runner.invoke(cli, ["compare", "--profile", str(v100_path), "--planners", "greedy", "--format", "csv"])
+    assert res.exit_code == 0
+    assert res.output.splitlines()[0] == ("planner,status,gpus,cost_per_hour,total_share_pct,slo_misses,violations,"
+                                          "bound,gap,wall_s,message")
+
+
+def test_compare_unknown_planner_exits_1(runner: CliRunner, v100_path: Path) -> None:
+    res = runner.invoke(cli, ["compare", "--profile", str(v100_path), "--planners", "greedy,magic"])
+    assert res.exit_code == 1
+    assert res.output == "Error: unknown planner(s) magic; choose from: greedy, exact, ffd, gpulet\n"
+
+
+def test_solve_exact_without_highspy_gives_install_hint(runner: CliRunner, v100_path: Path, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "highspy", None)
+    res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "--planner", "exact"])
+    assert res.exit_code == 1
+    assert res.output.startswith("Error: the exact planner needs the HiGHS solver: pip install")
+    assert len(res.output.strip().splitlines()) == 1
+
+
+def test_solve_ffd_exits_1_and_names_the_violation(runner: CliRunner, v100_path: Path) -> None:
+    res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "--planner", "ffd"])
+    assert res.exit_code == 1
+    assert "exact model:" in res.output and "violation(s)" in res.output
+    assert res.output.splitlines()[-1].startswith("Error: the ffd plan violates the exact model in ")

@@ -1,0 +1,318 @@
+"""The exact planner: model structure, exactness of the linear rows, brute force, fallbacks."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pyo = pytest.importorskip("pyomo.environ", reason="the exact planner needs pyomo")
+pytest.importorskip("highspy", reason="the exact planner needs highspy")
+
+from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload  # noqa: E402
+from igniter_opt.errors import ProblemError, SolverUnavailableError  # noqa: E402
+from igniter_opt.perfmodel import PerformanceModel  # noqa: E402
+from igniter_opt.planner import greedy, mip, run_planner  # noqa: E402
+from igniter_opt.planner.budget import max_units  # noqa: E402
+from igniter_opt.planner.verify import verify_plan  # noqa: E402
+from igniter_opt.solver import SolveOptions, SolveStatus  # noqa: E402
+
+MODELS = ("alexnet", "resnet50", "vgg19", "ssd")
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _problem(perf: PerformanceModel, rows: list[tuple[str, float, float]], budget: LatencyBudget = LatencyBudget.IGNITER,
+             margin: float = 0.1) -> PlanningProblem:
+    wl = tuple(Workload(f"w{i}", m, slo, rate) for i, (m, slo, rate) in enumerate(rows))
+    return PlanningProblem(wl, perf, budget, margin)
+
+
+def _rows_accept(m, assignment: dict[int, int]) -> bool:  # noqa: ANN001
+    """Put demand d on GPU 0 with config assignment[d]; True if every row of the model holds."""
+    data = m.data
+    hw = data.problem.perf_model.hardware
+    for idx in m.x:
+        m.x[idx].set_value(0)
+    for d, k in assignment.items():
+        m.x[d, 0, k].set_value(1)
+    for g in m.GPUS:
+        mem = [(d, k) for d, k in assignment.items()] if g == 0 else []
+        m.open[g].set_value(1 if mem else 0)
+        m.n[g].set_value(len(mem), skip_validation=True)
+        m.cache[g].set_value(sum(data.demands[d].configs[k].cache for d, k in mem))
+        m.power[g].set_value(hw.idle_power_w + sum(data.demands[d].configs[k].power_w for d, k in mem))
+        m.sched[g].set_value(max(0.0, hw.alpha_sch * len(mem) + hw.beta_sch), skip_validation=True)
+    for v in m.component_data_objects(pyo.Var):
+        if (v.lb is not None and v.value < v.lb - 1e-9) or (v.ub is not None and v.value > v.ub + 1e-9):
+            return False
+    for c in m.component_data_objects(pyo.Constraint, active=True):
+        body = pyo.value(c.body)
+        if c.has_ub() and body > pyo.value(c.upper) + 1e-9:
+            return False
+        if c.has_lb() and body < pyo.value(c.lower) - 1e-9:
+            return False
+    return True
+
+
+def _exact_slack(problem: PlanningProblem, m, assignment: dict[int, int]) -> float:  # noqa: ANN001
+    """min over members of (limit - latency) / limit and (thr - rate) / rate under the exact model."""
+    perf = problem.perf_model
+    data = m.data
+    slots, meta = [], []
+    for d, k in assignment.items():
+        md = data.demands[d]
+        cfg = md.configs[k]
+        slots.append((md.demand.workload.model, cfg.batch, cfg.units * perf.unit_pct))
+        meta.append((md.demand, cfg))
+    worst = math.inf
+    from igniter_opt.planner.budget import inference_limit_ms
+
+    for (lat, thr), (dem, cfg) in zip(perf.predict_gpu(slots), meta, strict=True):
+        limit = inference_limit_ms(dem.workload.slo_ms, dem.rate_rps, cfg.batch, problem.latency_budget, problem.margin)
+        worst = min(worst, (limit - lat) / limit, (thr - dem.rate_rps) / dem.rate_rps)
+    return worst
+
+
+def _brute_force(problem: PlanningProblem) -> tuple[int, float]:
+    """(GPUs, total share %) of the best plan by enumeration over the full (batch, units) grid."""
+    perf = problem.perf_model
+    cap = max_units(perf)
+    demands = greedy.initial_demands(problem)
+    grids = []
+    for d in demands:
+        bmax = mip._batch_range(perf, d, problem.latency_budget, problem.margin)
+        t = mip._config_table(perf, d, problem.latency_budget, problem.margin, bmax, cap)
+        ok = np.flatnonzero(t["solo_ok"])
+        grids.append([(int(t["b"][j]), int(t["u"][j]), float(t["limit"][j])) for j in ok])
+    n = len(demands)
+    midx = [perf.model_index(d.workload.model) for d in demands]
+
+    def best_group(group: tuple[int, ...]) -> float:
+        combos = np.array(list(itertools.product(*[range(len(grids[i])) for i in group])))
+        units = np.array([[grids[i][c][1] for i, c in zip(group, row, strict=True)] for row in combos])
+        keep = units.sum(axis=1) <= cap
+        combos, units = combos[keep], units[keep]
+        if combos.size == 0:
+            return math.inf
+        b = np.array([[grids[i][c][0] for i, c in zip(group, row, strict=True)] for row in combos], float)
+        lim = np.array([[grids[i][c][2] for i, c in zip(group, row, strict=True)] for row in combos])
+        rate = np.array([[demands[i].rate_rps for i in group]] * len(combos))
+        mi = np.array([[midx[i] for i in group]] * len(combos))
+        lat, thr = perf.predict_padded(mi, b, units * perf.unit_pct)
+        feas = np.all((lat <= lim) & (thr >= rate), axis=1)
+        return float(units[feas].sum(axis=1).min()) if feas.any() else math.inf
+
+    def partitions(items: list[int]):  # noqa: ANN202
+        if not items:
+            yield []
+            return
+        first, rest = items[0], items[1:]
+        for p in partitions(rest):
+            for i in range(len(p)):
+                yield p[:i] + [[first, *p[i]]] + p[i + 1:]
+            yield [[first], *p]
+
+    best = (math.inf, math.inf)
+    cache: dict[tuple[int, ...], float] = {}
+    for part in partitions(list(range(n))):
+        total = 0.0
+        for grp in part:
+            key = tuple(sorted(grp))
+            if key not in cache:
+                cache[key] = best_group(key)
+            total += cache[key]
+        if math.isfinite(total):
+            best = min(best, (len(part), total))
+    return best[0], best[1] * perf.unit_pct
+
+
+# ---- structure -------------------------------------------------------------------------------
+def test_build_model_is_inspectable_without_solving(v100_model: PerformanceModel, paper_workloads) -> None:
+    problem = PlanningProblem(paper_workloads, v100_model)
+    m = mip.build_model(problem)
+    data = m.data
+    assert data.num_gpus == 6 == len(m.GPUS)  # the greedy plan's GPU count bounds the slots
+    for name in ("one_gpu_per_demand", "gpu_share_capacity", "demand_needs_open_gpu", "gpu_members", "gpu_cache",
+                 "gpu_power", "sched_delay", "gpu_time_budget", "gpu_time_budget_throttled",
+                 "interference_tolerance", "gpu_open_order", "gpu_cost", "total_share"):
+        assert hasattr(m, name), name
+    assert len(m.one_gpu_per_demand) == len(data.demands) == 12
+    assert m.gpu_cost.active and not m.total_share.active
+    # symmetry breaking: demand at position d may only use GPUs 0..d
+    assert all(g <= d for d, g, _ in m.x)
+    # every demand keeps the greedy configuration, so the MIP start is in the model
+    for d, (g, k) in data.warm.items():
+        assert (d, g, k) in m.x
+    # candidate configurations are pruned: none is dominated by another of the same demand
+    assert all(len(md.configs) < 40 * 16 for md in data.demands)
+    assert m.build_s > 0
+
+
+def test_greedy_start_satisfies_every_row(v100_model: PerformanceModel, paper_workloads) -> None:
+    problem = PlanningProblem(paper_workloads, v100_model)
+    m = mip.build_model(problem)
+    mip.set_warm_start(m, m.data)
+    bad = []
+    for c in m.component_data_objects(pyo.Constraint, active=True):
+        body = pyo.value(c.body)
+        if (c.has_ub() and body > pyo.value(c.upper) + 1e-9) or (c.has_lb() and body < pyo.value(c.lower) - 1e-9):
+            bad.append(c.name)
+    assert bad == []
+
+
+# ---- the linear rows are never optimistic (and, on the V100, not pessimistic either) ----------
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(MODELS), st.integers(15, 60), st.integers(50, 500)), min_size=1, max_size=4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_linear_rows_accept_only_what_the_exact_model_accepts(v100_model: PerformanceModel, rows, seed) -> None:
+    problem = _problem(v100_model, [(m, float(s), float(r)) for m, s, r in rows])
+    data = mip.prepare(problem)
+    m = mip.build_model(problem, data)
+    rng = np.random.default_rng(seed)
+    for _ in range(8):  # several random co-locations of every demand on one GPU
+        assignment = {d: int(rng.integers(len(md.configs))) for d, md in enumerate(data.demands)}
+        total = sum(data.demands[d].configs[k].units for d, k in assignment.items())
+        accepted = _rows_accept(m, assignment)
+        slack = _exact_slack(problem, m, assignment)
+        if accepted:
+            assert slack >= -1e-9, f"the MIP accepts a co-location the exact model rejects (slack {slack})"
+        elif total <= data.cap_units and slack > 1e-3:
+            # alpha_sch + beta_sch < 0 on the V100, so the rows are exact up to the safety margin
+            pytest.fail(f"the MIP rejects a co-location the exact model accepts with slack {slack:.4f}")
+
+
+# ---- optimality --------------------------------------------------------------------------------
+TINY = [
+    [("resnet50", 20.0, 150.0), ("vgg19", 30.0, 120.0), ("alexnet", 12.0, 300.0)],
+    [("ssd", 30.0, 60.0), ("vgg19", 24.0, 150.0), ("resnet50", 24.0, 200.0)],
+    [("vgg19", 20.0, 200.0), ("vgg19", 22.0, 180.0), ("ssd", 40.0, 50.0)],
+]
+
+
+@pytest.mark.parametrize("rows", TINY)
+def test_mip_equals_brute_force_on_tiny_instances(v100_model: PerformanceModel, rows) -> None:
+    problem = _problem(v100_model, rows)
+    plan = mip.solve(problem, SolveOptions(time_limit_s=30, mip_rel_gap=0.0))
+    assert plan.solver.status == "optimal"
+    assert verify_plan(plan, problem) == []
+    gpus, share = _brute_force(problem)
+    assert (plan.num_gpus, plan.total_share_pct) == (gpus, pytest.approx(share))
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(st.sampled_from(MODELS), st.integers(20, 60), st.integers(50, 400)),
+                     min_size=3, max_size=7))
+def test_exact_never_worse_than_greedy(v100_model: PerformanceModel, rows) -> None:
+    problem = _problem(v100_model, [(m, float(s), float(r)) for m, s, r in rows])
+    g = run_planner(problem, "greedy").plan
+    out = run_planner(problem, "exact", SolveOptions(time_limit_s=3))
+    assert out.violations == ()
+    assert out.plan.num_gpus <= g.num_gpus
+    assert out.plan.solver.bound is not None and out.plan.solver.bound <= out.plan.cost_per_hour + 1e-9
+
+
+@pytest.fixture(scope="module")
+def paper_exact(v100_model: PerformanceModel, paper_workloads):  # noqa: ANN201
+    out = {}
+    for key, budget, margin in (("igniter", LatencyBudget.IGNITER, 0.1), ("full0", LatencyBudget.FULL, 0.0)):
+        problem = PlanningProblem(paper_workloads, v100_model, budget, margin)
+        out[key] = (problem, run_planner(problem, "exact", SolveOptions(time_limit_s=60)))
+    return out
+
+
+def test_paper_mix_igniter_budget_six_gpus_proven_optimal(paper_exact) -> None:
+    problem, outcome = paper_exact["igniter"]
+    plan = outcome.plan
+    assert outcome.violations == ()
+    assert plan.num_gpus == 6 and plan.solver.status == "optimal"
+    assert plan.solver.bound == pytest.approx(6.0) and plan.solver.gap == pytest.approx(0.0)
+    assert plan.total_share_pct <= 472.5  # never more share than the greedy plan's
+    assert plan.solver.build_s is not None and plan.solver.solve_s is not None
+
+
+def test_paper_mix_full_budget_margin_zero_fits_five_gpus(paper_exact) -> None:
+    problem, outcome = paper_exact["full0"]
+    plan = outcome.plan
+    assert outcome.violations == ()
+    assert plan.num_gpus == 5 and plan.solver.status == "optimal"
+    assert plan.solver.bound == pytest.approx(5.0)
+    assert "fewer than greedy" in plan.solver.message
+
+
+# ---- fallbacks and errors -----------------------------------------------------------------------
+class _TC:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+def test_time_limit_without_incumbent_returns_greedy_plan(v100_model, paper_workloads, monkeypatch) -> None:
+    monkeypatch.setattr(mip, "_run", lambda *a, **k: (_TC("maxTimeLimit"), None, 5.0))
+    problem = PlanningProblem(paper_workloads, v100_model)
+    out = run_planner(problem, "exact", SolveOptions(time_limit_s=1))
+    assert out.violations == ()
+    assert out.plan.planner == "exact" and out.plan.num_gpus == 6
+    assert out.plan.solver.status == str(SolveStatus.NO_SOLUTION)
+    assert "greedy plan" in out.plan.solver.message and "no incumbent" in out.plan.solver.message
+    assert out.plan.solver.bound == pytest.approx(5.0)  # the solver's bound is still reported
+
+
+def test_solver_error_returns_greedy_plan_with_reason(v100_model, paper_workloads, monkeypatch) -> None:
+    def boom(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise RuntimeError("HiGHS exploded")
+
+    monkeypatch.setattr(mip, "_run", boom)
+    problem = PlanningProblem(paper_workloads, v100_model)
+    plan = mip.solve(problem, SolveOptions(time_limit_s=1))
+    assert plan.solver.status == "error" and plan.num_gpus == 6
+    assert "HiGHS exploded" in plan.solver.message and "greedy plan" in plan.solver.message
+    assert verify_plan(plan, problem) == []
+
+
+def test_infeasible_status_is_flagged_as_a_defect(v100_model, paper_workloads, monkeypatch) -> None:
+    monkeypatch.setattr(mip, "_run", lambda *a, **k: (_TC("infeasible"), None, None))
+    plan = mip.solve(PlanningProblem(paper_workloads, v100_model), SolveOptions(time_limit_s=1))
+    assert plan.solver.status == "infeasible" and "defect" in plan.solver.message
+
+
+def test_missing_highspy_raises_with_install_hint(v100_model, paper_workloads, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "highspy", None)
+    with pytest.raises(SolverUnavailableError, match="pip install"):
+        mip.solve(PlanningProblem(paper_workloads, v100_model), SolveOptions(time_limit_s=1))
+
+
+def test_unplaceable_demand_says_which_and_why(v100_model) -> None:
+    # a demand no configuration can serve even alone (the greedy split would avoid it; inject it)
+    problem = _problem(v100_model, [("vgg19", 40.0, 5000.0)])
+    from igniter_opt.planner.budget import Demand
+
+    demand = Demand(problem.workloads[0], 5000.0, 4, 40, 20.0)
+    with pytest.raises(ProblemError, match=r"'w0' \(vgg19.*cannot be placed even alone.*throughput .* < rate 5000"):
+        mip.prepare(problem, greedy_result=([demand], [([0], [40])]))
+
+
+def test_exact_planner_names_the_workload_whose_slo_is_too_tight(v100_model) -> None:
+    problem = _problem(v100_model, [("alexnet", 20.0, 100.0), ("ssd", 2.0, 50.0)])
+    with pytest.raises(ProblemError, match=r"'w1' \(ssd\): SLO 2 ms cannot be met even alone.*smallest SLO"):
+        mip.solve(problem, SolveOptions(time_limit_s=5))
+
+
+def test_slo_no_share_can_meet_is_reported_before_solving(v100_model) -> None:
+    problem = _problem(v100_model, [("ssd", 2.0, 50.0)])
+    with pytest.raises(ProblemError, match="'w0'.*cannot be met even alone"):
+        run_planner(problem, "exact", SolveOptions(time_limit_s=5))
+
+
+def test_termination_mapping() -> None:
+    assert mip._map_termination(_TC("optimal"), True) is SolveStatus.OPTIMAL
+    assert mip._map_termination(_TC("maxTimeLimit"), True) is SolveStatus.FEASIBLE
+    assert mip._map_termination(_TC("maxTimeLimit"), False) is SolveStatus.NO_SOLUTION
+    assert mip._map_termination(_TC("infeasibleOrUnbounded"), False) is SolveStatus.INFEASIBLE
+    assert mip._map_termination(_TC("error"), False) is SolveStatus.ERROR
+    assert mip._map_termination(_TC("somethingNew"), False) is SolveStatus.UNKNOWN
