@@ -88,7 +88,7 @@ PROFILE_GENERATORS: dict[str, Callable[[PerformanceModel, int, int], tuple[Workl
 # (suite, generator, sizes, seeds, budgets (budget, margin), time limit s)
 SUITES = [
     ("paper", "paper", [12], [0], [(LatencyBudget.IGNITER, 0.1), (LatencyBudget.FULL, 0.0), (LatencyBudget.FULL, 0.1)],
-     10.0),
+     30.0),
     ("random-10", "random", [10], [0, 1, 2, 3, 4], [(LatencyBudget.IGNITER, 0.1)], 30.0),
     ("random-25", "random", [25], [0, 1, 2, 3, 4], [(LatencyBudget.IGNITER, 0.1)], 60.0),
     ("random-50", "random", [50], [0, 1, 2, 3, 4], [(LatencyBudget.IGNITER, 0.1)], 60.0),
