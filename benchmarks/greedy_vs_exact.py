@@ -21,13 +21,16 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from instances import PROFILE_GENERATORS as GENERATORS, SUITES  # noqa: E402
+from instances import PROFILE_GENERATORS as GENERATORS
+from instances import SUITES
 
-from igniter_opt.domain import PlanningProblem  # noqa: E402
-from igniter_opt.perfmodel import load_profile  # noqa: E402
-from igniter_opt.planner import run_planner  # noqa: E402
-from igniter_opt.planner import mip  # noqa: E402
-from igniter_opt.solver import SolveOptions  # noqa: E402
+from igniter_opt.domain import PlanningProblem
+from igniter_opt.perfmodel import load_profile
+from igniter_opt.planner import (
+    mip,
+    run_planner,
+)
+from igniter_opt.solver import SolveOptions
 
 PROFILE = HERE.parent.parent / "shared" / "data" / "igniter_v100_profile.jsonl"
 RESULTS = HERE / "results"

@@ -17,8 +17,8 @@ from igniter_opt.ioutil import atomic_write_text
 from igniter_opt.perfmodel import fit_profile, load_profile, load_raw, write_profile
 from igniter_opt.planio import EXAMPLE_WORKLOADS, read_plan, read_workloads, write_plan
 from igniter_opt.planner import planner_names, run_planner
-from igniter_opt.planner.verify import predict_plan, verify_plan
 from igniter_opt.planner.compare import compare_planners, parse_planners
+from igniter_opt.planner.verify import predict_plan, verify_plan
 from igniter_opt.report import render_comparison, render_plan
 from igniter_opt.solver import SolveOptions
 
@@ -235,4 +235,4 @@ def main() -> None:
     cli(prog_name="igniter-opt")
 
 
-__all__ = ["cli", "main", "atomic_write_text"]
+__all__ = ["atomic_write_text", "cli", "main"]

@@ -14,13 +14,13 @@ from hypothesis import strategies as st
 pyo = pytest.importorskip("pyomo.environ", reason="the exact planner needs pyomo")
 pytest.importorskip("highspy", reason="the exact planner needs highspy")
 
-from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload  # noqa: E402
-from igniter_opt.errors import ProblemError, SolverUnavailableError  # noqa: E402
-from igniter_opt.perfmodel import PerformanceModel  # noqa: E402
-from igniter_opt.planner import greedy, mip, run_planner  # noqa: E402
-from igniter_opt.planner.budget import max_units  # noqa: E402
-from igniter_opt.planner.verify import verify_plan  # noqa: E402
-from igniter_opt.solver import SolveOptions, SolveStatus  # noqa: E402
+from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+from igniter_opt.errors import ProblemError, SolverUnavailableError
+from igniter_opt.perfmodel import PerformanceModel
+from igniter_opt.planner import greedy, mip, run_planner
+from igniter_opt.planner.budget import max_units
+from igniter_opt.planner.verify import verify_plan
+from igniter_opt.solver import SolveOptions, SolveStatus
 
 MODELS = ("alexnet", "resnet50", "vgg19", "ssd")
 
@@ -32,7 +32,7 @@ def _problem(perf: PerformanceModel, rows: list[tuple[str, float, float]], budge
     return PlanningProblem(wl, perf, budget, margin)
 
 
-def _rows_accept(m, assignment: dict[int, int]) -> bool:  # noqa: ANN001
+def _rows_accept(m, assignment: dict[int, int]) -> bool:
     """Put demand d on GPU 0 with config assignment[d]; True if every row of the model holds."""
     data = m.data
     hw = data.problem.perf_model.hardware
@@ -59,7 +59,7 @@ def _rows_accept(m, assignment: dict[int, int]) -> bool:  # noqa: ANN001
     return True
 
 
-def _exact_slack(problem: PlanningProblem, m, assignment: dict[int, int]) -> float:  # noqa: ANN001
+def _exact_slack(problem: PlanningProblem, m, assignment: dict[int, int]) -> float:
     """min over members of (limit - latency) / limit and (thr - rate) / rate under the exact model."""
     perf = problem.perf_model
     data = m.data
@@ -107,7 +107,7 @@ def _brute_force(problem: PlanningProblem) -> tuple[int, float]:
         feas = np.all((lat <= lim) & (thr >= rate), axis=1)
         return float(units[feas].sum(axis=1).min()) if feas.any() else math.inf
 
-    def partitions(items: list[int]):  # noqa: ANN202
+    def partitions(items: list[int]):
         if not items:
             yield []
             return
@@ -219,7 +219,7 @@ def test_exact_never_worse_than_greedy(v100_model: PerformanceModel, rows) -> No
 
 
 @pytest.fixture(scope="module")
-def paper_exact(v100_model: PerformanceModel, paper_workloads):  # noqa: ANN201
+def paper_exact(v100_model: PerformanceModel, paper_workloads):
     out = {}
     for key, budget, margin in (("igniter", LatencyBudget.IGNITER, 0.1), ("full0", LatencyBudget.FULL, 0.0)):
         problem = PlanningProblem(paper_workloads, v100_model, budget, margin)
@@ -228,7 +228,7 @@ def paper_exact(v100_model: PerformanceModel, paper_workloads):  # noqa: ANN201
 
 
 def test_paper_mix_igniter_budget_six_gpus_proven_optimal(paper_exact) -> None:
-    problem, outcome = paper_exact["igniter"]
+    _, outcome = paper_exact["igniter"]
     plan = outcome.plan
     assert outcome.violations == ()
     assert plan.num_gpus == 6 and plan.solver.status == "optimal"
@@ -238,7 +238,7 @@ def test_paper_mix_igniter_budget_six_gpus_proven_optimal(paper_exact) -> None:
 
 
 def test_paper_mix_full_budget_margin_zero_fits_five_gpus(paper_exact) -> None:
-    problem, outcome = paper_exact["full0"]
+    _, outcome = paper_exact["full0"]
     plan = outcome.plan
     assert outcome.violations == ()
     assert plan.num_gpus == 5 and plan.solver.status == "optimal"
@@ -264,7 +264,7 @@ def test_time_limit_without_incumbent_returns_greedy_plan(v100_model, paper_work
 
 
 def test_solver_error_returns_greedy_plan_with_reason(v100_model, paper_workloads, monkeypatch) -> None:
-    def boom(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def boom(*a, **k):
         raise RuntimeError("HiGHS exploded")
 
     monkeypatch.setattr(mip, "_run", boom)

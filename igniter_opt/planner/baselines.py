@@ -72,7 +72,7 @@ def gpulet_units(unit_pct: float, lower_units: int, cap: int) -> int:
     need = lower_units * unit_pct
     for s in GPULET_SHARES_PCT:
         if s + 1e-9 >= need:
-            return min(cap, int(math.ceil(s / unit_pct - 1e-9)))
+            return min(cap, math.ceil(s / unit_pct - 1e-9))
     return cap
 
 

@@ -44,6 +44,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -60,6 +61,9 @@ from igniter_opt.solver import (
     highs_options,
     relative_gap,
 )
+
+if TYPE_CHECKING:
+    from pyomo.environ import ConcreteModel
 
 log = logging.getLogger(__name__)
 
@@ -186,8 +190,8 @@ def _batch_range(perf: PerformanceModel, d: Demand, budget: LatencyBudget, margi
         top = igniter_batch(perf, Workload(w.name, w.model, w.slo_ms, d.rate_rps))
         return max(top, d.batch)
     # full budget: (b - 1) / R must leave room for inference
-    top = int(math.floor(w.slo_ms * (1.0 - margin) * d.rate_rps / 1000.0)) + 1
-    return max(1, min(top, MAX_BATCH, max(d.batch, top)))
+    top = math.floor(w.slo_ms * (1.0 - margin) * d.rate_rps / 1000.0) + 1
+    return max(1, d.batch, min(top, MAX_BATCH))
 
 
 def _slack(cfg: dict[str, np.ndarray], kernels: float, idle: float, alpha_cache: float,
@@ -252,8 +256,7 @@ def _resource_bound(per_demand: list[tuple[np.ndarray, np.ndarray]], cap: int) -
     return best
 
 
-def _greedy_units(plan: Plan, demands: list[Demand], perf: PerformanceModel,
-                  gpus: list[tuple[list[int], list[int]]]) -> dict[int, tuple[int, int, int]]:
+def _greedy_units(demands: list[Demand], gpus: list[tuple[list[int], list[int]]]) -> dict[int, tuple[int, int, int]]:
     """demand index -> (greedy GPU, batch, units)."""
     out = {}
     for g, (members, units) in enumerate(gpus):
@@ -436,7 +439,7 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
     demands, gpus, repaired = repair_greedy(problem, demands, gpus, tables)
     gplan = greedy.build_plan(problem, demands, gpus, greedy.PLANNER_NAME,
                               SolverInfo(status=str(SolveStatus.HEURISTIC)))
-    gmap = _greedy_units(gplan, demands, perf, gpus)
+    gmap = _greedy_units(demands, gpus)
 
     # Reachable bounds on one GPU (valid for any set of demands that fits in its share).
     min_units = sorted(int(t["u"][t["solo_ok"]].min()) for t in tables)
@@ -459,7 +462,7 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
     for i, (d, cfg) in enumerate(zip(demands, tables, strict=True)):
         c = perf.models[d.workload.model]
         keep = _prune(cfg, cfg["solo_ok"], float(c.kernels_per_inference), c.idle_ms, c.alpha_cache, bounds)
-        sel = set(int(j) for j in keep)
+        sel = {int(j) for j in keep}
         if i in gmap:  # the greedy configuration stays a candidate, so the MIP start is valid
             _, gb, gu = gmap[i]
             sel.add(int((gb - 1) * cap + (gu - 1)))
@@ -534,14 +537,14 @@ def _unplaceable(perf: PerformanceModel, d: Demand, cfg: dict[str, np.ndarray]) 
 
 
 # ---- model -----------------------------------------------------------------------------------
-def _pyomo():  # noqa: ANN202 - the module
+def _pyomo() -> Any:
     try:
         return importlib.import_module("pyomo.environ")
     except ImportError as exc:
         raise SolverUnavailableError(f"{INSTALL_HINT} ({exc})") from None
 
 
-def add_variables(m, data: MipData) -> None:  # noqa: ANN001
+def add_variables(m: ConcreteModel, data: MipData) -> None:
     """open[g] in {0,1}; x[d,g,k] in {0,1} for g <= position of d; n, cache, power, sched >= 0."""
     pyo = _pyomo()
     G = data.num_gpus
@@ -562,7 +565,7 @@ def add_variables(m, data: MipData) -> None:  # noqa: ANN001
     m.sched = pyo.Var(m.GPUS, domain=pyo.NonNegativeReals, bounds=(0, max(data.bounds.max_sched_ms, 0.0)))
 
 
-def add_one_gpu_per_demand_constraints(m, data: MipData) -> None:  # noqa: ANN001
+def add_one_gpu_per_demand_constraints(m: ConcreteModel, data: MipData) -> None:
     """sum_{g,k} x[d,g,k] = 1 for every demand d (each demand on one GPU, one configuration)."""
     pyo = _pyomo()
     if not len(m.DEMANDS):
@@ -573,14 +576,14 @@ def add_one_gpu_per_demand_constraints(m, data: MipData) -> None:  # noqa: ANN00
     m.one_gpu_per_demand = pyo.Constraint(m.DEMANDS, rule=lambda m, d: sum(by_d[d]) == 1)
 
 
-def _by_gpu(m) -> dict[int, list[tuple[int, int]]]:  # noqa: ANN001
+def _by_gpu(m: ConcreteModel) -> dict[int, list[tuple[int, int]]]:
     out: dict[int, list[tuple[int, int]]] = {g: [] for g in m.GPUS}
     for d, g, k in m.ASSIGN:
         out[g].append((d, k))
     return out
 
 
-def add_gpu_share_capacity_constraints(m, data: MipData) -> None:  # noqa: ANN001
+def add_gpu_share_capacity_constraints(m: ConcreteModel, data: MipData) -> None:
     """sum_{d,k} u_k x[d,g,k] <= (100 % / unit) * open[g] for every GPU slot g."""
     pyo = _pyomo()
     if not len(m.GPUS):
@@ -590,7 +593,7 @@ def add_gpu_share_capacity_constraints(m, data: MipData) -> None:  # noqa: ANN00
         data.demands[d].configs[k].units * m.x[d, g, k] for d, k in members[g]) <= data.cap_units * m.open[g])
 
 
-def add_demand_needs_open_gpu_constraints(m, data: MipData) -> None:  # noqa: ANN001
+def add_demand_needs_open_gpu_constraints(m: ConcreteModel, data: MipData) -> None:
     """sum_k x[d,g,k] <= open[g] for every (demand, GPU) pair (tightens the LP relaxation)."""
     pyo = _pyomo()
     if not len(m.PAIRS):
@@ -600,7 +603,7 @@ def add_demand_needs_open_gpu_constraints(m, data: MipData) -> None:  # noqa: AN
         m.PAIRS, rule=lambda m, d, g: sum(m.x[d, g, k] for k in ks[d]) <= m.open[g])
 
 
-def add_gpu_load_constraints(m, data: MipData) -> None:  # noqa: ANN001
+def add_gpu_load_constraints(m: ConcreteModel, data: MipData) -> None:
     """n[g] = sum x[d,g,k];  cache[g] = sum c_k x[d,g,k];  power[g] = p_idle + sum p_k x[d,g,k]."""
     pyo = _pyomo()
     if not len(m.GPUS):
@@ -615,7 +618,7 @@ def add_gpu_load_constraints(m, data: MipData) -> None:  # noqa: ANN001
         cfg[d].configs[k].power_w * m.x[d, g, k] for d, k in members[g]))
 
 
-def add_sched_delay_constraints(m, data: MipData) -> None:  # noqa: ANN001
+def add_sched_delay_constraints(m: ConcreteModel, data: MipData) -> None:
     """sched[g] >= alpha_sch n[g] + beta_sch (and sched[g] >= 0): D(n) = max(0, alpha_sch n + beta_sch)."""
     pyo = _pyomo()
     if not len(m.GPUS):
@@ -639,7 +642,7 @@ def _y_max(data: MipData, d: int, k: int) -> float:
     return const + a_s * data.bounds.max_sched_ms + a_c * max(data.bounds.max_cache, data.demands[d].configs[k].cache)
 
 
-def add_gpu_time_budget_constraints(m, data: MipData) -> None:  # noqa: ANN001
+def add_gpu_time_budget_constraints(m: ConcreteModel, data: MipData) -> None:
     """Full clock: n_k sched[g] + idle + a_k (1 + alpha_cache (cache[g] - c_k)) <= B_k + M (1 - x[d,g,k]).
 
     M = Y_k at the reachable maxima of sched and cache, minus B_k (the tightest the bounds allow).
@@ -648,7 +651,7 @@ def add_gpu_time_budget_constraints(m, data: MipData) -> None:  # noqa: ANN001
     if not len(m.ASSIGN):
         return
 
-    def rule(m, d, g, k):  # noqa: ANN001, ANN202
+    def rule(m, d, g, k):
         const, a_s, a_c = _gpu_time_terms(data, d, k)
         b = data.demands[d].configs[k].budget_ms
         big_m = max(0.0, _y_max(data, d, k) - b)
@@ -660,7 +663,7 @@ def add_gpu_time_budget_constraints(m, data: MipData) -> None:  # noqa: ANN001
     m.gpu_time_budget = pyo.Constraint(m.ASSIGN, rule=rule)
 
 
-def add_gpu_time_budget_throttled_constraints(m, data: MipData) -> None:  # noqa: ANN001
+def add_gpu_time_budget_throttled_constraints(m: ConcreteModel, data: MipData) -> None:
     """Clock drop: Y_k <= B_k (1 + kappa (power[g] - P_max)) + M' (1 - x[d,g,k]), kappa = alpha_f / F < 0.
 
     With the full-clock family this is exactly Y_k <= B_k f(P)/F, i.e. t_gpu <= B_k. Skipped when
@@ -672,7 +675,7 @@ def add_gpu_time_budget_throttled_constraints(m, data: MipData) -> None:  # noqa
         return
     kappa = hw.alpha_f / hw.max_clock_mhz
 
-    def rule(m, d, g, k):  # noqa: ANN001, ANN202
+    def rule(m, d, g, k):
         const, a_s, a_c = _gpu_time_terms(data, d, k)
         b = data.demands[d].configs[k].budget_ms
         rhs_min = b * (1.0 + kappa * (data.bounds.max_power_w - hw.max_power_w))
@@ -716,7 +719,7 @@ def _tolerance_terms(data: MipData, d: int, throttled: bool) -> tuple[float, flo
     return sigma, pi, thetas, big
 
 
-def add_interference_tolerance_constraints(m, data: MipData) -> None:  # noqa: ANN001
+def add_interference_tolerance_constraints(m: ConcreteModel, data: MipData) -> None:
     """Aggregated cut per (d, g), implied by the gpu_time_budget families, stronger in the LP:
 
     cache[g] + sigma_d sched[g] + pi_d (power[g] - p_idle) <= sum_k theta_k x[d,g,k] + big_d (1 - sum_k x[d,g,k]),
@@ -732,7 +735,7 @@ def add_interference_tolerance_constraints(m, data: MipData) -> None:  # noqa: A
              if not t or data.bounds.max_power_w > hw.max_power_w}
     m.CLOCKS = pyo.Set(initialize=[0, 1] if data.bounds.max_power_w > hw.max_power_w else [0])
 
-    def rule(m, d, g, t):  # noqa: ANN001, ANN202
+    def rule(m, d, g, t):
         tt = terms.get((d, bool(t)))
         if tt is None:
             return pyo.Constraint.Skip
@@ -744,7 +747,7 @@ def add_interference_tolerance_constraints(m, data: MipData) -> None:  # noqa: A
     m.interference_tolerance = pyo.Constraint(m.PAIRS, m.CLOCKS, rule=rule)
 
 
-def add_conflict_clique_constraints(m, data: MipData) -> None:  # noqa: ANN001
+def add_conflict_clique_constraints(m: ConcreteModel, data: MipData) -> None:
     """sum_{d in C} sum_k x[d,g,k] <= open[g] for every conflict clique C and GPU g.
 
     A clique is a set of demands no two of which fit on one GPU together (``pair_conflicts``);
@@ -759,7 +762,7 @@ def add_conflict_clique_constraints(m, data: MipData) -> None:  # noqa: ANN001
     m.CLIQUES = pyo.Set(initialize=range(len(data.cliques)), ordered=True)
     K = {d: range(len(md.configs)) for d, md in enumerate(data.demands)}
 
-    def rule(m, c, g):  # noqa: ANN001, ANN202
+    def rule(m, c, g):
         members = [d for d in data.cliques[c] if g <= d]
         if len(members) < 2:
             return pyo.Constraint.Skip  # one demand: demand_needs_open_gpu already says it
@@ -768,7 +771,7 @@ def add_conflict_clique_constraints(m, data: MipData) -> None:  # noqa: ANN001
     m.conflict_clique = pyo.Constraint(m.CLIQUES, m.GPUS, rule=rule)
 
 
-def add_gpu_open_order_constraints(m, data: MipData) -> None:  # noqa: ANN001
+def add_gpu_open_order_constraints(m: ConcreteModel, data: MipData) -> None:
     """open[g] >= open[g+1] (symmetry breaking; with 'demand i on GPUs 0..i' in the index set)."""
     pyo = _pyomo()
     if data.num_gpus < 2:
@@ -777,7 +780,7 @@ def add_gpu_open_order_constraints(m, data: MipData) -> None:  # noqa: ANN001
     m.gpu_open_order = pyo.Constraint(m.GPU_PAIRS, rule=lambda m, g: m.open[g] >= m.open[g + 1])
 
 
-def add_objective(m, data: MipData) -> None:  # noqa: ANN001
+def add_objective(m: ConcreteModel, data: MipData) -> None:
     """Lexicographic: first min gpu_cost = price * sum_g open[g]; then, with the GPUs fixed,
     min total_share = sum_{d,g,k} share_k x[d,g,k] (``m.total_share``, deactivated until phase 2).
 
@@ -795,7 +798,7 @@ def add_objective(m, data: MipData) -> None:  # noqa: ANN001
     m.total_share.deactivate()
 
 
-def build_model(problem: PlanningProblem, data: MipData | None = None):  # noqa: ANN201
+def build_model(problem: PlanningProblem, data: MipData | None = None) -> ConcreteModel:
     """The Pyomo model (not solved). ``m.data`` holds the instance data; ``m.build_s`` its build time."""
     pyo = _pyomo()
     t0 = time.perf_counter()
@@ -819,7 +822,7 @@ def build_model(problem: PlanningProblem, data: MipData | None = None):  # noqa:
     return m
 
 
-def set_warm_start(m, data: MipData) -> None:  # noqa: ANN001
+def set_warm_start(m: ConcreteModel, data: MipData) -> None:
     """Give every variable the greedy plan's value (the MIP start)."""
     hw = data.problem.perf_model.hardware
     for idx in m.x:
@@ -839,10 +842,10 @@ def set_warm_start(m, data: MipData) -> None:  # noqa: ANN001
 
 
 # ---- solve -----------------------------------------------------------------------------------
-_LAST_THREADS: list[int] = []
+_LAST_THREADS: list[int] = []  # HiGHS fixes its thread count at the first solve of a process
 
 
-def _require_highs():  # noqa: ANN202
+def _require_highs() -> tuple[Any, Any]:
     """Import highspy and Pyomo's APPSI HiGHS interface, or raise SolverUnavailableError."""
     try:
         highspy = importlib.import_module("highspy")
@@ -869,7 +872,7 @@ def _map_termination(tc: object, has_solution: bool) -> SolveStatus:
     return table.get(name, SolveStatus.UNKNOWN)
 
 
-def _run(opt, m, options: SolveOptions, warm_start: bool) -> tuple[object, float | None, float | None]:  # noqa: ANN001
+def _run(opt: Any, m: ConcreteModel, options: SolveOptions, warm_start: bool) -> tuple[object, float | None, float | None]:
     """One HiGHS run: (termination condition, incumbent objective or None, bound or None)."""
     opt.config.warmstart = bool(warm_start)
     opt.highs_options = highs_options(options)
@@ -883,7 +886,7 @@ def _run(opt, m, options: SolveOptions, warm_start: bool) -> tuple[object, float
     return res.termination_condition, (float(obj) if has_sol else None), bound
 
 
-def solve_model(m, options: SolveOptions, *, warm_start: bool = True, tiebreak: bool = True) -> SolveReport:  # noqa: ANN001
+def solve_model(m: ConcreteModel, options: SolveOptions, *, warm_start: bool = True, tiebreak: bool = True) -> SolveReport:
     """Solve with HiGHS through APPSI, GPU cost first, then (GPUs fixed) total share.
 
     ``options.time_limit_s`` covers both phases. Never raises for solver trouble: it becomes
@@ -895,7 +898,7 @@ def solve_model(m, options: SolveOptions, *, warm_start: bool = True, tiebreak: 
         reset = getattr(highspy.Highs, "resetGlobalScheduler", None)
         if reset is not None:
             reset(True)
-    _LAST_THREADS.append(options.threads)
+    _LAST_THREADS[:] = [options.threads]
     opt.config.load_solution = False
     opt.config.stream_solver = bool(options.log_to_console)
     if warm_start:
@@ -958,7 +961,7 @@ def solve_model(m, options: SolveOptions, *, warm_start: bool = True, tiebreak: 
 
 
 # ---- extract ---------------------------------------------------------------------------------
-def extract_assignment(m) -> list[tuple[list[int], list[int]]]:  # noqa: ANN001
+def extract_assignment(m: ConcreteModel) -> list[tuple[list[int], list[int]]]:
     """Per used GPU: (demand positions, chosen config indices), from the loaded solution."""
     gpus: dict[int, tuple[list[int], list[int]]] = {}
     for (d, g, k), var in m.x.items():
@@ -970,7 +973,7 @@ def extract_assignment(m) -> list[tuple[list[int], list[int]]]:  # noqa: ANN001
     return [gpus[g] for g in sorted(gpus)]
 
 
-def extract_plan(m, problem: PlanningProblem, info: SolverInfo) -> Plan:  # noqa: ANN001
+def extract_plan(m: ConcreteModel, problem: PlanningProblem, info: SolverInfo) -> Plan:
     """Turn the loaded solution into a Plan (predictions recomputed from the plan, not the solver)."""
     data: MipData = m.data
     demands = []
@@ -1003,14 +1006,13 @@ def solve(problem: PlanningProblem, options: SolveOptions | None = None) -> Plan
     t0 = time.perf_counter()
     _require_highs()
     data = prepare(problem)
-    gplan = data.greedy_plan
     m = build_model(problem, data)
     remaining = max(1.0, options.time_limit_s - (time.perf_counter() - t0))
     report = solve_model(m, replace(options, time_limit_s=remaining))
     return finish(problem, data, m, report, time.perf_counter() - t0)
 
 
-def finish(problem: PlanningProblem, data: MipData, m, report: SolveReport, wall_s: float) -> Plan:  # noqa: ANN001
+def finish(problem: PlanningProblem, data: MipData, m: ConcreteModel, report: SolveReport, wall_s: float) -> Plan:
     """Choose between the MIP's plan and the greedy one, fill the solver block, verify."""
     gplan = data.greedy_plan
     bound = cost_bound(data, report)
