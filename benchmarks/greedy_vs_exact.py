@@ -128,19 +128,41 @@ def summarise(out_csv: Path, png: Path) -> str:
             f"exact time mean {g['wall_s'].mean():.1f} s (build {g['build_s'].mean():.1f} s), "
             f"max {g['wall_s'].max():.1f} s"
         )
+    # markdown table per suite (and budget for the paper's mix)
+    md = ["| suite | budget | n | instances | GPUs greedy / exact / ffd / gpulet (mean) | exact < greedy | "
+          "SLO misses ffd / gpulet (mean) | exact optimal | gap mean / max | exact s mean / max | build s mean |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
+    misses = df.pivot_table(index=keys, columns="planner", values="slo_misses").reset_index()
+    for (suite, budget, margin), g in wide.groupby(["suite", "budget", "margin"], sort=False):
+        mm = misses[(misses.suite == suite) & (misses.budget == budget) & (misses.margin == margin)]
+        label = budget if budget == "igniter" else f"{budget} (margin {margin:g})"
+        md.append(
+            f"| {suite} | {label} | {int(g['size'].iloc[0])} | {len(g)} | "
+            f"{g['greedy'].mean():.1f} / {g['exact'].mean():.1f} / {g['ffd'].mean():.1f} / {g['gpulet'].mean():.1f} | "
+            f"{int((g['exact'] < g['greedy']).sum())}/{len(g)} | {mm['ffd'].mean():.1f} / {mm['gpulet'].mean():.1f} | "
+            f"{int((g['status'] == 'optimal').sum())}/{len(g)} | "
+            f"{100 * g['gap'].mean():.1f} % / {100 * g['gap'].max():.1f} % | "
+            f"{g['wall_s'].mean():.1f} / {g['wall_s'].max():.1f} | {g['build_s'].mean():.1f} |"
+        )
+    png.with_suffix(".md").write_text("\n".join(md) + "\n")
     fig, ax = plt.subplots(figsize=(7, 4))
     rnd = df[df.suite.str.startswith("random")].copy()
     rnd = rnd.join(ex["bound"].rename("lb"), on=keys)
     rnd["rel"] = rnd["cost"] / rnd["lb"]
     sizes = sorted(rnd["size"].unique())
+    colors = dict(zip(PLANNERS, ["tab:blue", "tab:orange", "tab:green", "tab:red"], strict=True))
     for j, planner in enumerate(PLANNERS):
         sub = rnd[rnd.planner == planner]
         means = [sub[sub["size"] == s]["rel"].mean() for s in sizes]
         xs = [i + (j - 1.5) * 0.08 for i in range(len(sizes))]
-        ax.plot(xs, means, marker="o", label=planner)
+        ax.plot(xs, means, marker="o", color=colors[planner], label=f"{planner} (mean)")
         for i, s in enumerate(sizes):
-            pts = sub[sub["size"] == s]["rel"]
-            ax.scatter([xs[i]] * len(pts), pts, s=8, alpha=0.4)
+            pts = sub[sub["size"] == s]
+            ok = pts[pts["slo_misses"] == 0]["rel"]
+            bad = pts[pts["slo_misses"] > 0]["rel"]
+            ax.scatter([xs[i]] * len(ok), ok, s=10, alpha=0.5, color=colors[planner])
+            ax.scatter([xs[i]] * len(bad), bad, s=18, alpha=0.6, marker="x", color=colors[planner])
+    ax.scatter([], [], marker="x", color="grey", label="plan predicted to miss SLOs")
     ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
     ax.set_xlabel("workloads (5 seeds each)")
     ax.set_ylabel("cost / exact lower bound")
@@ -159,12 +181,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--profile", type=Path, default=PROFILE)
     ap.add_argument("--fresh", action="store_true", help="start a new CSV instead of resuming")
+    ap.add_argument("--summary-only", action="store_true", help="only redo the summary, table and plot from the CSV")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.fresh and args.out.exists():
         args.out.unlink()
     suites = [s for s in args.suites.split(",") if s]
-    run(suites, args.out, args.threads, args.profile)
+    if not args.summary_only:
+        run(suites, args.out, args.threads, args.profile)
     summary = summarise(args.out, args.out.with_suffix(".png"))
     args.out.with_suffix(".summary.txt").write_text(summary + "\n")
     log.info("summary:\n%s", summary)
