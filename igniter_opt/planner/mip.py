@@ -42,6 +42,7 @@ from __future__ import annotations
 import importlib
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -77,8 +78,12 @@ SAFETY_REL_BIGM = 2e-6
 # Largest batch considered under the full budget.
 MAX_BATCH = 256
 # Above this many assignment binaries, each demand keeps fewer configurations (smallest shares first).
-DEFAULT_MAX_ASSIGN_VARS = 60_000
-MIN_CONFIGS_PER_DEMAND = 4
+DEFAULT_MAX_ASSIGN_VARS = 15_000
+MIN_CONFIGS_PER_DEMAND = 2
+# Seconds past the time limit after which a HiGHS run is cancelled (it can overrun in a cut round).
+WATCHDOG_GRACE_S = 2.0
+# Conflict-clique rows are dense: at most this many nonzeros in all (the largest clique always).
+CLIQUE_MAX_NONZEROS = 40_000
 # The MIP start (a repaired greedy plan) keeps at least this much slack, more than the MIP's safety.
 REPAIR_MARGIN_MS = 1e-3
 REPAIR_RATE_REL = 1e-4
@@ -759,8 +764,16 @@ def add_conflict_clique_constraints(m: ConcreteModel, data: MipData) -> None:
     share_bound = math.ceil(sum(d.min_units for d in data.demands) / data.cap_units - 1e-9)
     if not data.cliques or not len(m.GPUS) or data.max_clique <= share_bound:
         return
-    m.CLIQUES = pyo.Set(initialize=range(len(data.cliques)), ordered=True)
     K = {d: range(len(md.configs)) for d, md in enumerate(data.demands)}
+    # largest cliques first, while their rows stay small (dense rows make HiGHS's presolve slow)
+    keep, used = [], 0
+    for c, clique in enumerate(data.cliques):
+        nz = sum(len(K[d]) * min(d + 1, data.num_gpus) for d in clique)
+        if keep and used + nz > CLIQUE_MAX_NONZEROS:
+            break
+        keep.append(c)
+        used += nz
+    m.CLIQUES = pyo.Set(initialize=keep, ordered=True)
 
     def rule(m, c, g):
         members = [d for d in data.cliques[c] if g <= d]
@@ -872,18 +885,54 @@ def _map_termination(tc: object, has_solution: bool) -> SolveStatus:
     return table.get(name, SolveStatus.UNKNOWN)
 
 
+class _TimeLimitHit:
+    """Termination of a run stopped by ``_run``'s watchdog (HiGHS overran its own time limit)."""
+
+    name = "maxTimeLimit"
+
+
 def _run(opt: Any, m: ConcreteModel, options: SolveOptions, warm_start: bool) -> tuple[object, float | None, float | None]:
-    """One HiGHS run: (termination condition, incumbent objective or None, bound or None)."""
+    """One HiGHS run: (termination condition, incumbent objective or None, bound or None).
+
+    HiGHS checks its time limit between phases; a long root-node cut round can overrun it by a
+    minute on a 40 000-binary model. A watchdog thread cancels the run (``cancelSolve``, which
+    HiGHS polls inside every LP) ``WATCHDOG_GRACE_S`` after the limit; the incumbent and bound
+    found so far are kept and the run counts as a time limit.
+    """
     opt.config.warmstart = bool(warm_start)
     opt.highs_options = highs_options(options)
-    res = opt.solve(m)
+    highs = getattr(opt, "_solver_model", None)
+    fired = threading.Event()
+
+    def cancel() -> None:
+        fired.set()
+        log.warning("HiGHS overran its time limit of %.1f s; cancelling the run", options.time_limit_s)
+        highs.cancelSolve()
+
+    timer = None
+    if highs is not None and hasattr(highs, "cancelSolve"):
+        timer = threading.Timer(options.time_limit_s + WATCHDOG_GRACE_S, cancel)
+        timer.daemon = True
+        timer.start()
+    try:
+        res = opt.solve(m)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    tc = res.termination_condition
     obj = res.best_feasible_objective
+    bound = res.best_objective_bound
+    if fired.is_set() and getattr(tc, "name", "") not in ("optimal", "infeasible"):
+        tc = _TimeLimitHit()
+        info = highs.getInfo()
+        sol = highs.getSolution()
+        obj = info.objective_function_value if sol.value_valid else None
+        bound = info.mip_dual_bound
     has_sol = obj is not None and math.isfinite(obj)
     if has_sol:
         opt.load_vars()
-    bound = res.best_objective_bound
     bound = float(bound) if bound is not None and math.isfinite(bound) else None
-    return res.termination_condition, (float(obj) if has_sol else None), bound
+    return tc, (float(obj) if has_sol else None), bound
 
 
 def solve_model(m: ConcreteModel, options: SolveOptions, *, warm_start: bool = True, tiebreak: bool = True) -> SolveReport:
@@ -992,10 +1041,12 @@ def extract_plan(m: ConcreteModel, problem: PlanningProblem, info: SolverInfo) -
 
 # ---- the planner -----------------------------------------------------------------------------
 def cost_bound(data: MipData, report: SolveReport | None) -> float:
-    """A certified lower bound on the plan cost: the solver's bound (GPU counts are integers) and
-    the share bound ceil(sum of smallest shares / 100 %)."""
+    """A certified lower bound on the plan cost: the share bound ceil(sum of smallest shares / 100 %),
+    the largest conflict clique, and the solver's bound (GPU counts are integers). The solver's
+    bound is used only when every candidate configuration was in the model: with the candidates
+    capped for size it bounds the capped model, not the problem."""
     gpus = data.lower_bound_gpus()
-    if report is not None and report.bound is not None:
+    if report is not None and report.bound is not None and not data.configs_capped:
         gpus = max(gpus, math.ceil(report.bound / data.price - 1e-6))
     return gpus * data.price
 
@@ -1029,8 +1080,12 @@ def finish(problem: PlanningProblem, data: MipData, m: ConcreteModel, report: So
 
     def info(plan: Plan, message: str) -> SolverInfo:
         cost = plan.cost_per_hour
+        status = report.status
+        if status is SolveStatus.OPTIMAL and cost > bound + 1e-9:
+            status = SolveStatus.FEASIBLE  # optimal for the capped model only
+            notes.append("optimal within the kept configurations, not proven for the problem")
         return SolverInfo(
-            status=str(report.status), objective=cost, bound=bound, gap=relative_gap(cost, bound),
+            status=str(status), objective=cost, bound=bound, gap=relative_gap(cost, bound),
             wall_s=wall_s, build_s=report.build_s,
             solve_s=report.solve_s, message="; ".join([message, *notes]),
         )
