@@ -143,7 +143,7 @@ class MipData:
     num_gpus: int  # GPU slots (the greedy plan's count)
     cap_units: int
     bounds: Bounds
-    greedy_plan: Plan
+    greedy_plan: Plan  # the plan to beat: greedy's (or its repaired copy if greedy's violates the model)
     warm: dict[int, tuple[int, int]] = field(default_factory=dict)  # demand -> (gpu, config index)
     configs_capped: bool = False
     greedy_repairs: int = 0  # greedy GPUs whose shares were raised (or split) to meet the exact model
@@ -441,9 +441,16 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
             raise _unplaceable(perf, d, cfg)
         tables.append(cfg)
 
-    demands, gpus, repaired = repair_greedy(problem, demands, gpus, tables)
+    # The plan to beat is greedy's own (if it meets the exact model); the MIP start is a repaired
+    # copy with slack for the MIP's safety margin, which may split a GPU that greedy filled to the brim.
     gplan = greedy.build_plan(problem, demands, gpus, greedy.PLANNER_NAME,
                               SolverInfo(status=str(SolveStatus.HEURISTIC)))
+    demands, gpus, repaired = repair_greedy(problem, demands, gpus, tables)
+    if repaired:
+        start_plan = greedy.build_plan(problem, demands, gpus, greedy.PLANNER_NAME,
+                                       SolverInfo(status=str(SolveStatus.HEURISTIC)))
+        if verify_plan(gplan, problem):
+            gplan = start_plan
     gmap = _greedy_units(demands, gpus)
 
     # Reachable bounds on one GPU (valid for any set of demands that fits in its share).
