@@ -316,3 +316,15 @@ def test_termination_mapping() -> None:
     assert mip._map_termination(_TC("infeasibleOrUnbounded"), False) is SolveStatus.INFEASIBLE
     assert mip._map_termination(_TC("error"), False) is SolveStatus.ERROR
     assert mip._map_termination(_TC("somethingNew"), False) is SolveStatus.UNKNOWN
+
+
+def test_never_costlier_than_greedy_even_when_the_start_is_split(v100_model, paper_workloads, monkeypatch) -> None:
+    # an absurd repair margin makes every greedy GPU unrepairable, so the MIP start has one GPU per
+    # demand; the planner must still return nothing costlier than greedy's own 6-GPU plan
+    monkeypatch.setattr(mip, "REPAIR_MARGIN_MS", 50.0)
+    problem = PlanningProblem(paper_workloads, v100_model)
+    data = mip.prepare(problem)
+    assert data.num_gpus == 12 and data.greedy_plan.num_gpus == 6
+    out = run_planner(problem, "exact", SolveOptions(time_limit_s=5))
+    assert out.violations == ()
+    assert out.plan.num_gpus <= 6
