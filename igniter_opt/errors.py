@@ -23,3 +23,7 @@ class PlanError(IgniterOptError):
 
 class SolverUnavailableError(IgniterOptError):
     """The MIP solver is not installed."""
+
+
+class ApplyError(IgniterOptError):
+    """Applying a plan failed: a server would not start, a port is taken, a GPU is missing, ..."""
