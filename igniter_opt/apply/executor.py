@@ -183,11 +183,14 @@ def build_deployment(
     plan: Plan,
     options: ApplyOptions,
     *,
-    machine_gpus: list[GpuInfo] | None | Callable[[], list[GpuInfo] | None] = nvml_gpus,
+    machine_gpus: list[GpuInfo] | None | Callable[[], list[GpuInfo] | None] = None,
     mps: MpsControl | None = None,
     base_env: dict[str, str] | None = None,
 ) -> Deployment:
-    """Validate the plan against this machine and work out every server; starts and writes nothing."""
+    """Validate the plan against this machine and work out every server; starts and writes nothing.
+
+    ``machine_gpus``: the machine's GPUs, or a function listing them (default: NVML).
+    """
     echo = options.echo_ms is not None
     source = check_plan(plan, echo=echo)
     placements = plan.placements()
@@ -195,7 +198,8 @@ def build_deployment(
     if echo:
         uuids: dict[str, str | None] = {g: None for g in gpu_ids}
     else:
-        machine = machine_gpus() if callable(machine_gpus) else machine_gpus
+        source_of_gpus = machine_gpus if machine_gpus is not None else nvml_gpus  # None: ask NVML
+        machine = source_of_gpus() if callable(source_of_gpus) else source_of_gpus
         uuids = dict(resolve_gpus(gpu_ids, machine, parse_gpu_map(options.gpus)))
     install = find_tritonserver(options.tritonserver)
     ports = allocate_ports(len(placements), options.base_port)

@@ -62,6 +62,7 @@ class StreamSpec:
     drain_s: float
     phase_s: float = 0.0
     check_echo: bool = False
+    warmup_requests: int = 3  # sent one by one before the common start, not recorded
 
 
 def arrival_times(rate_rps: float, duration_s: float, arrival: str, seed: int, max_requests: int,
@@ -74,10 +75,12 @@ def arrival_times(rate_rps: float, duration_s: float, arrival: str, seed: int, m
     out: list[float] = []
     if arrival == Arrival.CONSTANT:
         gap = 1.0 / rate_rps
-        t = phase_s % gap
-        while t < duration_s and len(out) < max_requests:
-            out.append(t)
-            t += gap
+        first = phase_s % gap
+        i = 0
+        # by index, not by adding gaps: no float drift; exactly rate * duration requests
+        while first + i * gap < duration_s - 1e-9 and len(out) < max_requests:
+            out.append(first + i * gap)
+            i += 1
         return out
     rng = random.Random(seed)
     t = rng.expovariate(rate_rps)
@@ -111,7 +114,9 @@ def _payload(t: Tensor, seed: int) -> Any:
     return rng.standard_normal(shape).astype(t.dtype)
 
 
-async def _drive(spec: StreamSpec, times: list[float], base_pc: float, stop: Any, records: list[list[Any]]) -> None:
+async def _drive(spec: StreamSpec, times: list[float], stop: Any, records: list[list[Any]],
+                 ready: Any, go: Any, start_at: Any) -> None:
+    """Connect, warm up, report ready, wait for the common start, then send at the arrival times."""
     import tritonclient.grpc.aio as grpcclient
     from tritonclient.utils import InferenceServerException
 
@@ -126,6 +131,19 @@ async def _drive(spec: StreamSpec, times: list[float], base_pc: float, stop: Any
         raw_inputs.append(data.tobytes())
     outputs = [grpcclient.InferRequestedOutput(n) for n in spec.outputs]
     now = time.perf_counter
+    try:
+        for _ in range(spec.warmup_requests):
+            await client.infer(spec.model, inputs, outputs=outputs, client_timeout=max(spec.timeout_s, 30.0))
+    except InferenceServerException as exc:
+        await client.close()
+        raise ApplyError(f"warm-up request to {spec.model} at {spec.url} failed: {str(exc).splitlines()[0][:200]}") from None
+    ready()
+    while not go.is_set():
+        if stop.is_set():
+            await client.close()
+            return
+        await asyncio.sleep(0.005)
+    base_pc = now() + (start_at.value - time.time())
 
     async def one(seq: int, sched: float) -> None:
         sent = now() - base_pc
@@ -191,14 +209,7 @@ def _worker(spec: StreamSpec, part: str, ready_q: Any, go: Any, start_at: Any, s
         if host not in LOOPBACK:
             raise ApplyError(f"load generator targets only 127.0.0.1, not {spec.url}")
         times = arrival_times(spec.rate_rps, spec.duration_s, spec.arrival, spec.seed, spec.max_requests, spec.phase_s)
-        import tritonclient.grpc.aio  # noqa: F401  (imported before the start so it does not delay the first send)
-
-        ready_q.put((spec.stream, "ready", ""))
-        while not go.wait(0.1):
-            if stop.is_set():
-                return
-        base_pc = time.perf_counter() + (start_at.value - time.time())
-        asyncio.run(_drive(spec, times, base_pc, stop, records))
+        asyncio.run(_drive(spec, times, stop, records, lambda: ready_q.put((spec.stream, "ready", "")), go, start_at))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then the process exits 1
         ready_q.put((spec.stream, "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:300]))
         log.debug("%s", traceback.format_exc())
