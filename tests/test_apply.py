@@ -465,3 +465,89 @@ def test_cli_bad_input_is_one_line_and_starts_nothing(tmp_path: Path, fake_serve
         assert _cli_error([str(p), *common, "--base-port", str(busy)]).startswith(
             f"Error: port {busy} on 127.0.0.1 is in use")
     assert not out.exists()
+
+
+def test_zoo_model_py_batches_and_splits_through_dlpack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The served zoo model.py run in-process with stand-ins: pb_utils, torch (numpy arrays), the zoo runner."""
+    import sys
+    import types
+
+    np = pytest.importorskip("numpy")
+    import igniter_opt.zoo
+
+    built: list[tuple[str, list[int]]] = []
+
+    class Runner:
+        def __init__(self, name: str, batches: list[int]) -> None:
+            built.append((name, batches))
+
+        def build(self) -> Runner:
+            return self
+
+        def infer(self, x):  # two outputs, like ssd
+            return ((x * 2).view(TorchLike), (x[:, :1] + 1).view(TorchLike))
+
+    class TorchLike(np.ndarray):
+        def contiguous(self):
+            return np.ascontiguousarray(self)
+
+    class In:
+        def __init__(self, a):
+            self.a = a
+
+        def to_dlpack(self):
+            return self.a
+
+    class Out:
+        @staticmethod
+        def from_dlpack(name, t):
+            return (name, np.from_dlpack(t))
+
+    pb = types.SimpleNamespace(
+        get_input_tensor_by_name=lambda r, n: In(r[n]),
+        Tensor=Out,
+        InferenceResponse=lambda output_tensors: output_tensors,
+    )
+    torch = types.ModuleType("torch")
+    torch.from_dlpack = np.from_dlpack
+    torch.cat = np.concatenate
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
+    monkeypatch.setitem(sys.modules, "torch", torch)
+    monkeypatch.setattr(igniter_opt.zoo, "ModelRunner", Runner, raising=False)
+
+    model = served_model("ssd")
+    cfg = model_config_for(placement(model="ssd", batch=4), model, LatencyBudget.IGNITER)
+    ns: dict = {}
+    exec(compile(model_py_for(cfg, echo=False, site_dirs=[]), "model.py", "exec"), ns)  # noqa: S102
+    m = ns["TritonPythonModel"]()
+    config = {"name": "ssd", "input": [{"name": "input"}],
+              "output": [{"name": "bbox_regression"}, {"name": "cls_logits"}],
+              "parameters": {"graph_batches": {"string_value": "4"}}}
+    m.initialize({"model_config": json.dumps(config)})
+    assert built == [("ssd", [4])]
+    reqs = [{"input": np.full((1, 3), 1.0)}, {"input": np.full((2, 3), 2.0)}]
+    responses = m.execute(reqs)
+    assert [[name for name, _ in r] for r in responses] == [["bbox_regression", "cls_logits"]] * 2
+    assert responses[0][0][1].tolist() == [[2.0, 2.0, 2.0]]
+    assert responses[1][0][1].tolist() == [[4.0, 4.0, 4.0]] * 2 and responses[1][1][1].tolist() == [[3.0]] * 2
+
+
+def test_monitor_stops_load_when_a_server_dies(tmp_path: Path) -> None:
+    import threading
+
+    spec = ServerSpec("s0", ("x",), {}, {}, allocate_ports(1)[0], tmp_path / "s0.log", "m")
+    lc = FakeLauncher(spec)
+    lc.start()
+
+    class Gen:
+        stopped = False
+
+        def stop(self) -> None:
+            self.stopped = True
+
+    gen, errors, done = Gen(), [], threading.Event()
+    t = threading.Thread(target=ex._monitor, args=([lc], gen, errors, done))
+    t.start()
+    lc.running = False  # the server dies
+    t.join(timeout=5)
+    assert gen.stopped and errors == [f"server s0 exited during the run; log {tmp_path / 's0.log'}"]

@@ -18,19 +18,19 @@ import time
 from pathlib import Path
 
 import pytest
+from _procs import live_processes
 from click.testing import CliRunner
 
 from igniter_opt.cli import cli
 from igniter_opt.domain import GpuAssignment, Placement, Plan, Prediction
 from igniter_opt.planio import write_plan
-from _procs import live_processes
 
 
 def _why_not() -> str | None:
     if importlib.util.find_spec("tritonclient") is None or importlib.util.find_spec("rapidjson") is None:
         return "tritonclient[grpc] and python-rapidjson are not installed (pip install 'tritonclient[grpc]' python-rapidjson)"
-    from igniter_opt.errors import ApplyError
     from igniter_opt.apply.triton import find_tritonserver, libpython_dir
+    from igniter_opt.errors import ApplyError
 
     try:
         inst = find_tritonserver()
