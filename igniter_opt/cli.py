@@ -218,11 +218,13 @@ def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: 
 @click.option("--echo-ms", type=click.FloatRange(min=0), default=None,
               help="Serve a numpy-free stand-in on CPU that returns its input after this many ms per batch "
                    "(no GPU, no MPS): tests the serving and measuring path on any machine.")
+@click.option("--max-rps-per-process", type=click.FloatRange(min=1), default=200.0, show_default=True,
+              help="A placement with a higher rate is driven by several load-generating processes.")
 @click.option("--dry-run", is_flag=True, help="Print every command, environment and config; start nothing.")
 @handle_errors
 def apply(plan_file: Path, duration: float, arrival: str, tritonserver: Path | None, out_dir: Path,
           gpus: str | None, base_port: int | None, ready_timeout: float, seed: int, echo_ms: float | None,
-          dry_run: bool) -> None:
+          max_rps_per_process: float, dry_run: bool) -> None:
     """Apply a plan to Triton Inference Servers under MPS, drive it with load, and measure SLO attainment.
 
     One tritonserver per placement, on its GPU (by UUID) with its MPS share and batch; requests at
@@ -236,7 +238,7 @@ def apply(plan_file: Path, duration: float, arrival: str, tritonserver: Path | N
     options = ApplyOptions(
         out_dir=out_dir, duration_s=duration, arrival=arrival,
         tritonserver=str(tritonserver) if tritonserver else None, gpus=gpus, base_port=base_port,
-        ready_timeout_s=ready_timeout, echo_ms=echo_ms, seed=seed,
+        ready_timeout_s=ready_timeout, echo_ms=echo_ms, seed=seed, max_rps_per_process=max_rps_per_process,
     )
     dep = build_deployment(read_plan(plan_file), options)
     if dry_run:

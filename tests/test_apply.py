@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
 import socket
 import stat
-import time
 from pathlib import Path
 
 import pytest
+from _procs import live_processes
 from click.testing import CliRunner
 
 from igniter_opt.apply import executor as ex
@@ -22,14 +23,18 @@ from igniter_opt.apply.models import BUILTIN_MODELS, served_model
 from igniter_opt.apply.mps import FakeMps, MpsDaemon
 from igniter_opt.apply.ports import allocate_ports, port_is_free
 from igniter_opt.apply.repository import batch_formation_budget_ms, model_config_for, model_py_for
-from igniter_opt.apply.results import percentile, summarize, WorkloadTarget
-from igniter_opt.apply.triton import TritonInstall, TritonServerConfig, find_tritonserver, prepare_backend_dir, server_environment
+from igniter_opt.apply.results import WorkloadTarget, percentile, summarize
+from igniter_opt.apply.triton import (
+    TritonInstall,
+    TritonServerConfig,
+    find_tritonserver,
+    prepare_backend_dir,
+    server_environment,
+)
 from igniter_opt.cli import cli
 from igniter_opt.domain import GpuAssignment, LatencyBudget, Placement, Plan, Prediction
 from igniter_opt.errors import ApplyError
 from igniter_opt.planio import write_plan
-
-from _procs import live_processes
 
 UUID0 = "GPU-00000000-0000-0000-0000-000000000000"
 UUID1 = "GPU-11111111-1111-1111-1111-111111111111"
@@ -266,8 +271,8 @@ def test_arrival_times() -> None:
     c = arrival_times(100.0, 1.0, "constant", 0, 10_000)
     assert len(c) == 100 and c[0] == 0.0 and c[1] == pytest.approx(0.01)
     p = arrival_times(1000.0, 10.0, "poisson", 1, 100_000)
-    assert 9_700 < len(p) < 10_300 and all(0 < a < b < 10.0 for a, b in zip(p, p[1:], strict=False))
-    gaps = [b - a for a, b in zip(p, p[1:], strict=False)]
+    assert 9_700 < len(p) < 10_300 and all(0 < a < b < 10.0 for a, b in itertools.pairwise(p))
+    gaps = [b - a for a, b in itertools.pairwise(p)]
     assert sum(gaps) / len(gaps) == pytest.approx(0.001, rel=0.05)
     assert p == arrival_times(1000.0, 10.0, "poisson", 1, 100_000)  # seeded
     assert len(arrival_times(1000.0, 10.0, "poisson", 1, 50)) == 50  # bounded in count
@@ -276,7 +281,7 @@ def test_arrival_times() -> None:
     merged = sorted(t for s in parts for t in arrival_times(s.rate_rps, 1.0, "constant", s.seed, s.max_requests,
                                                              s.phase_s))
     assert len(parts) == 2 and len(merged) == 300
-    assert max(b - a for a, b in zip(merged, merged[1:], strict=False)) == pytest.approx(1 / 300)
+    assert max(b - a for a, b in itertools.pairwise(merged)) == pytest.approx(1 / 300)
 
 
 def test_summarize_counts_failures_as_misses() -> None:
@@ -317,7 +322,12 @@ def test_server_failure_stops_everything(tmp_path: Path, fake_server: Path, bad:
         launchers.append(lc)
         return lc
 
+    stale = tmp_path / "out" / "repository" / "s0-gpu0-W1" / "vgg19" / "config.pbtxt"  # an earlier run's
+    stale.parent.mkdir(parents=True)
+    stale.write_text("old")
+    (tmp_path / "out" / "requests.csv").write_text("old")
     result = apply_plan(dep, launcher_factory=factory)
+    assert not stale.exists() and not (tmp_path / "out" / "requests.csv").exists()
     assert result.errors and result.errors[0].startswith(message)
     assert not result.ok and result.results == [] and result.files == []
     assert [c for c in calls if c[0] == "start"] == [("start", n) for n in ("s0-gpu0-W1", "s1-gpu0-W2", "s2-gpu1-W3")]
@@ -398,17 +408,17 @@ def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuI
         f"tritonserver: {fake_server} (option)",
         f"backend directory: {o}/backends (python backend, stub for Python {ex.python_version()})",
         f"MPS: CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} CUDA_MPS_LOG_DIRECTORY={o}/mps/log nvidia-cuda-mps-control -d",
-        f"     echo quit | CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} CUDA_MPS_LOG_DIRECTORY={o}/mps/log "
-        "nvidia-cuda-mps-control   (at the end)",
+        (f"     echo quit | CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} CUDA_MPS_LOG_DIRECTORY={o}/mps/log "
+        "nvidia-cuda-mps-control   (at the end)"),
         "",
         f"server s0-gpu0-W1: workload W1, model resnet50, gpu0 ({UUID0}), share 37.5 %, batch 4, 200 req/s, SLO 40 ms",
         "  ports: http 41000, grpc 41001, metrics 41002 on 127.0.0.1",
-        f"  env: LD_LIBRARY_PATH=/pylib CUDA_VISIBLE_DEVICES={UUID0} CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} "
-        f"CUDA_MPS_LOG_DIRECTORY={o}/mps/log CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=37.5",
-        f"  command: {fake_server} --model-repository={repo} --backend-directory={o}/backends "
+        (f"  env: LD_LIBRARY_PATH=/pylib CUDA_VISIBLE_DEVICES={UUID0} CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} "
+        f"CUDA_MPS_LOG_DIRECTORY={o}/mps/log CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=37.5"),
+        (f"  command: {fake_server} --model-repository={repo} --backend-directory={o}/backends "
         "--http-address=127.0.0.1 --http-port=41000 --grpc-address=127.0.0.1 --grpc-port=41001 "
         "--metrics-address=127.0.0.1 --metrics-port=41002 --allow-gpu-metrics=false --strict-readiness=true "
-        "--exit-timeout-secs=5",
+        "--exit-timeout-secs=5"),
         f"  log: {o}/logs/s0-gpu0-W1.log",
         f"  {repo}/resnet50/config.pbtxt:",
         '    name: "resnet50"',

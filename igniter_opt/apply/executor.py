@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import sys
 import tempfile
@@ -387,8 +388,20 @@ def _workload_stats(per_server: dict[str, dict[str, float]], dep: Deployment) ->
     }
 
 
+RESULT_FILES = ("requests.csv", "summary.csv", "summary.json", "latency.png")
+
+
 def write_files(dep: Deployment) -> None:
-    """The model repositories, the backend folder and deployment.json (before anything starts)."""
+    """The model repositories, the backend folder and deployment.json (before anything starts).
+
+    What an earlier run left in the same --out is removed first (its repositories, whose models a
+    server would load too, and its results, which would pass for this run's).
+    """
+    out = dep.options.out_dir.resolve()
+    for d in ("repository", "backends", "parts", "logs"):
+        shutil.rmtree(out / d, ignore_errors=True)
+    for f in RESULT_FILES:
+        (out / f).unlink(missing_ok=True)
     prepare_backend_dir(dep.install, dep.backend_dir)
     for s in dep.servers:
         write_repository(s.repository, s.config, s.model_py)
@@ -516,8 +529,19 @@ def _write_results(out: Path, records: list[dict[str, Any]], result: ApplyResult
     return files
 
 
+LATE_SEND_MS = 5.0
+
+
 def render_result(result: ApplyResult) -> str:
     lines = [summary_table(result.results)] if result.results else []
+    late = [r for r in result.results if r.send_lag_p99_ms > LATE_SEND_MS]
+    if late:
+        lines.append("")
+        lines.extend(
+            f"note: {r.workload}'s requests went out up to {r.send_lag_p99_ms:.1f} ms late (p99): the load generator "
+            "did not keep the rate; lower --max-rps-per-process or use a machine with more cores"
+            for r in late
+        )
     if result.files:
         lines.append("")
         lines.append("wrote " + ", ".join(str(f) for f in result.files))
