@@ -374,6 +374,35 @@ def test_local_launcher_never_ready_is_stopped(tmp_path: Path) -> None:
     assert live_processes(lambda pgid, cmd: pgid == pid) == []  # the child sleep went with the group
 
 
+FAKE_MPS_CONTROL = """#!/bin/sh
+echo "args=$* pipe=$CUDA_MPS_PIPE_DIRECTORY" >> "$CUDA_MPS_LOG_DIRECTORY/calls"
+if [ "$1" = "-d" ]; then
+  [ -n "$FAIL" ] && { echo "An instance of this daemon is already running" >&2; exit 1; }
+  touch "$CUDA_MPS_PIPE_DIRECTORY/control"; exit 0
+fi
+read cmd; echo "stdin=$cmd" >> "$CUDA_MPS_LOG_DIRECTORY/calls"; rm -f "$CUDA_MPS_PIPE_DIRECTORY/control"
+"""
+
+
+def test_mps_daemon_start_and_quit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real MpsDaemon against a stand-in nvidia-cuda-mps-control: -d with private folders, then quit."""
+    ctl = tmp_path / "nvidia-cuda-mps-control"
+    ctl.write_text(FAKE_MPS_CONTROL)
+    ctl.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    pipe, logd = tmp_path / "pipe", tmp_path / "log"
+    m = MpsDaemon(pipe, logd, stop_timeout_s=2)
+    m.start(pipe, logd)
+    assert (pipe / "control").exists()
+    m.stop()
+    m.stop()  # twice is fine
+    assert not (pipe / "control").exists()
+    assert (logd / "calls").read_text().splitlines() == [f"args=-d pipe={pipe}", f"args= pipe={pipe}", "stdin=quit"]
+    monkeypatch.setenv("FAIL", "1")
+    with pytest.raises(ApplyError, match=r"nvidia-cuda-mps-control -d failed \(exit 1\): An instance of this daemon"):
+        MpsDaemon(pipe, logd).start(pipe, logd)
+
+
 def test_mps_daemon_env_and_commands(tmp_path: Path) -> None:
     m = MpsDaemon(tmp_path / "pipe", tmp_path / "log", control="/usr/bin/nvidia-cuda-mps-control")
     assert m.env_for_client(12.5) == {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "pipe"),

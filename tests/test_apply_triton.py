@@ -66,8 +66,8 @@ def plan_file(tmp_path: Path) -> Path:
     return write_plan(plan, tmp_path / "plan.json")
 
 
-def ours(out: Path) -> list[str]:
-    return live_processes(lambda pgid, cmd: str(out) in cmd)
+def ours(out: Path, wait_s: float = 3.0) -> list[str]:
+    return live_processes(lambda pgid, cmd: str(out) in cmd, wait_s)
 
 
 def test_apply_echo_on_real_tritonserver(tmp_path: Path) -> None:
@@ -123,6 +123,8 @@ def test_interrupt_stops_everything_and_keeps_results(tmp_path: Path) -> None:
             time.sleep(0.1)
         time.sleep(1.5)  # some load
         os.killpg(p.pid, signal.SIGINT)  # as Ctrl-C does: the whole foreground group
+        time.sleep(0.3)
+        os.killpg(p.pid, signal.SIGINT)  # impatient: a second Ctrl-C must not cut the cleanup short
         stdout, stderr = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
@@ -152,3 +154,21 @@ def test_server_that_fails_at_start(tmp_path: Path) -> None:
     assert len(result.errors) == 1, result.errors
     assert result.errors[0].startswith("server s1-gpu0-W2 exited with code 1 before it was ready; log ")
     assert result.results == [] and ours(out) == []
+
+
+def test_killed_executor_leaves_no_server(tmp_path: Path) -> None:
+    """SIGKILL gives the executor no chance to clean up: the servers and load processes die with it."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "igniter_opt", "apply", str(plan_file(tmp_path)), "--echo-ms", "1", "--duration", "60",
+           "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "parts").exists() and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert len(ours(out, wait_s=0)) >= 4  # the executor, 2 servers, their stubs, the load processes
+    finally:
+        p.kill()
+        p.wait()
+    assert ours(out, wait_s=15) == []

@@ -332,22 +332,29 @@ def deployment_record(dep: Deployment) -> dict[str, Any]:
 
 # ---- running -----------------------------------------------------------------------------------
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[dict[str, str]]:
-    """In the main thread, SIGTERM raises KeyboardInterrupt (as Ctrl-C does), so cleanup runs."""
+def _interrupt_once() -> Iterator[dict[str, str]]:
+    """In the main thread, the first SIGINT or SIGTERM raises KeyboardInterrupt; later ones are ignored.
+
+    So a second Ctrl-C cannot cut the cleanup short (which is bounded by its own timeouts).
+    """
     seen: dict[str, str] = {}
     if threading.current_thread() is not threading.main_thread():
         yield seen
         return
 
     def handler(signum: int, frame: Any) -> None:
+        if seen:
+            log.warning("%s ignored: already stopping", signal.Signals(signum).name)
+            return
         seen["signal"] = signal.Signals(signum).name
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield seen
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 def server_statistics(spec: ServerSpec, timeout_s: float = 5.0) -> dict[str, float]:
@@ -453,7 +460,7 @@ def apply_plan(
     launchers: list[Launcher] = []
     gen: LoadGenerator | None = None
     mps_started = False
-    with _sigterm_as_interrupt() as sig:
+    with _interrupt_once() as sig:
         try:
             if dep.mps.describe():
                 say("starting the MPS control daemon")

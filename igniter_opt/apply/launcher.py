@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -18,6 +19,21 @@ from igniter_opt.apply.ports import HOST, ServerPorts
 from igniter_opt.errors import ApplyError
 
 log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+try:  # resolved here, not in the child between fork and exec
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _PRCTL = None
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGTERM this process when its parent dies (Linux), e.g. when igniter-opt is
+    killed with SIGKILL and cannot clean up. Runs in the child (``preexec_fn`` or a forked worker)."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @dataclass(frozen=True)
@@ -97,10 +113,14 @@ class LocalTritonLauncher(Launcher):
     def start(self) -> None:
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.spec.log_path, "wb") as fh:
+            parent = os.getpid()
             try:
+                # preexec_fn calls only prctl, getppid and kill; and the executor starts its servers
+                # before it starts any thread of its own.
                 self.proc = subprocess.Popen(
                     list(self.spec.argv), env=self.spec.env, stdout=fh, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True,
+                    preexec_fn=lambda: die_with_parent(parent),  # noqa: PLW1509
                 )
             except OSError as exc:
                 raise ApplyError(f"server {self.spec.name}: cannot run {self.spec.argv[0]} ({exc.strerror})") from None

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from igniter_opt.apply.launcher import die_with_parent
 from igniter_opt.apply.models import WIRE_DTYPES, Tensor
 from igniter_opt.errors import ApplyError
 
@@ -199,10 +200,11 @@ def write_records(path: Path, records: list[list[Any]]) -> None:
     os.replace(tmp, path)
 
 
-def _worker(spec: StreamSpec, part: str, ready_q: Any, go: Any, start_at: Any, stop: Any) -> None:
+def _worker(spec: StreamSpec, part: str, ready_q: Any, go: Any, start_at: Any, stop: Any, parent_pid: int) -> None:
     """Process body: wait for the common start, drive the stream, write its records (also when stopped)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (through ``stop``)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (inherited through fork)
+    die_with_parent(parent_pid)
     records: list[list[Any]] = []
     try:
         host = spec.url.rsplit(":", 1)[0].strip("[]")
@@ -259,7 +261,8 @@ class LoadGenerator:
         try:
             for s in self.streams:
                 p = self._ctx.Process(target=_worker, name=f"loadgen-{s.stream}",
-                                      args=(s, str(self._part(s)), self._ready_q, self._go, self._start_at, self._stop))
+                                      args=(s, str(self._part(s)), self._ready_q, self._go, self._start_at, self._stop,
+                                            os.getpid()))
                 p.start()
                 self.procs.append(p)
             if on_started is not None:
