@@ -398,6 +398,12 @@ def test_mps_daemon_start_and_quit(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     m.stop()  # twice is fine
     assert not (pipe / "control").exists()
     assert (logd / "calls").read_text().splitlines() == [f"args=-d pipe={pipe}", f"args= pipe={pipe}", "stdin=quit"]
+    # a daemon left by a killed run in the same folder is quit first, then a fresh one starts
+    (pipe / "control").touch()
+    (logd / "calls").unlink()
+    m.start(pipe, logd)
+    assert (logd / "calls").read_text().splitlines() == [f"args= pipe={pipe}", "stdin=quit", f"args=-d pipe={pipe}"]
+    m.stop()
     monkeypatch.setenv("FAIL", "1")
     with pytest.raises(ApplyError, match=r"nvidia-cuda-mps-control -d failed \(exit 1\): An instance of this daemon"):
         MpsDaemon(pipe, logd).start(pipe, logd)

@@ -80,6 +80,12 @@ class MpsDaemon(MpsControl):
         pipe_dir.mkdir(parents=True, exist_ok=True)
         log_dir.mkdir(parents=True, exist_ok=True)
         self.pipe_dir, self.log_dir = pipe_dir, log_dir
+        if (pipe_dir / "control").exists():
+            # A daemon of an earlier run with the same private folder (one killed with SIGKILL, which
+            # no cleanup survives): it is ours, so quit it rather than fail or share it.
+            log.warning("quitting a leftover MPS control daemon in %s", pipe_dir)
+            self._started = True
+            self.stop()
         res = subprocess.run([binary, "-d"], env=self._env(), capture_output=True, text=True, timeout=30, check=False)
         if res.returncode != 0:
             raise ApplyError(f"{binary} -d failed (exit {res.returncode}): {(res.stderr or res.stdout).strip()[:200]}")
