@@ -337,6 +337,9 @@ def test_server_failure_stops_everything(tmp_path: Path, fake_server: Path, bad:
     # what was generated before the start stays for inspection
     rec = json.loads((tmp_path / "out" / "deployment.json").read_text())
     assert [s["name"] for s in rec["servers"]] == ["s0-gpu0-W1", "s1-gpu0-W2", "s2-gpu1-W3"]
+    assert [(s["gpu_uuid"], s["gpu_name"], s["share_pct"]) for s in rec["servers"]] == [
+        (UUID0, "Fake H100", 40.0), (UUID0, "Fake H100", 40.0), (UUID1, "Fake H100", 90.0)]
+    assert rec["servers"][0]["env"]["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "40"
     assert (tmp_path / "out/repository/s0-gpu0-W1/resnet50/config.pbtxt").is_file()
 
 
@@ -446,7 +449,8 @@ def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuI
         (f"     echo quit | CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} CUDA_MPS_LOG_DIRECTORY={o}/mps/log "
         "nvidia-cuda-mps-control   (at the end)"),
         "",
-        f"server s0-gpu0-W1: workload W1, model resnet50, gpu0 ({UUID0}), share 37.5 %, batch 4, 200 req/s, SLO 40 ms",
+        (f"server s0-gpu0-W1: workload W1, model resnet50, gpu0 ({UUID0}, Fake H100), share 37.5 %, batch 4, "
+         "200 req/s, SLO 40 ms"),
         "  ports: http 41000, grpc 41001, metrics 41002 on 127.0.0.1",
         (f"  env: LD_LIBRARY_PATH=/pylib CUDA_VISIBLE_DEVICES={UUID0} CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} "
         f"CUDA_MPS_LOG_DIRECTORY={o}/mps/log CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=37.5"),

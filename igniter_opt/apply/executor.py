@@ -120,6 +120,7 @@ class Deployment:
     backend_dir: Path
     mps: MpsControl = field(compare=False)
     model_source: str = "zoo"
+    gpu_names: dict[str, str] = field(default_factory=dict, compare=False)  # plan GPU id -> NVML name
 
 
 @dataclass
@@ -196,12 +197,15 @@ def build_deployment(
     source = check_plan(plan, echo=echo)
     placements = plan.placements()
     gpu_ids = [g.gpu_id for g in plan.gpus]
+    gpu_names: dict[str, str] = {}
     if echo:
         uuids: dict[str, str | None] = {g: None for g in gpu_ids}
     else:
         source_of_gpus = machine_gpus if machine_gpus is not None else nvml_gpus  # None: ask NVML
         machine = source_of_gpus() if callable(source_of_gpus) else source_of_gpus
         uuids = dict(resolve_gpus(gpu_ids, machine, parse_gpu_map(options.gpus)))
+        by_uuid = {g.uuid: g.name for g in machine or []}
+        gpu_names = {gid: by_uuid.get(str(u), "unknown") for gid, u in uuids.items()}
     install = find_tritonserver(options.tritonserver)
     ports = allocate_ports(len(placements), options.base_port)
 
@@ -251,7 +255,7 @@ def build_deployment(
         )
         streams.extend(split_streams(base, options.max_rps_per_process))
     return Deployment(plan, options, tuple(servers), tuple(streams), tuple(_targets(plan)), install, backend_dir,
-                      mps, source)
+                      mps, source, gpu_names)
 
 
 def _targets(plan: Plan) -> list[WorkloadTarget]:
@@ -290,6 +294,8 @@ def render_dry_run(dep: Deployment) -> str:
     for s in dep.servers:
         p = s.placement
         gpu = f"{s.gpu_id} ({s.gpu_uuid})" if s.gpu_uuid else f"{s.gpu_id} (CPU)"
+        if s.gpu_id in dep.gpu_names:
+            gpu = gpu[:-1] + f", {dep.gpu_names[s.gpu_id]})"
         lines += [
             "",
             (f"server {s.spec.name}: workload {p.workload}, model {p.model}, {gpu}, share {p.share_pct:g} %, "
@@ -318,7 +324,8 @@ def deployment_record(dep: Deployment) -> dict[str, Any]:
         "mps": dep.mps.describe(),
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dep.options.__dict__.items()},
         "servers": [
-            {"name": s.spec.name, "gpu": s.gpu_id, "gpu_uuid": s.gpu_uuid, "workload": s.placement.workload,
+            {"name": s.spec.name, "gpu": s.gpu_id, "gpu_uuid": s.gpu_uuid,
+             "gpu_name": dep.gpu_names.get(s.gpu_id), "workload": s.placement.workload,
              "model": s.model.name, "batch": s.placement.batch, "share_pct": s.placement.share_pct,
              "rate_rps": s.placement.rate_rps, "slo_ms": s.placement.slo_ms,
              "max_queue_delay_us": s.config.max_queue_delay_us, "ports": s.spec.ports.__dict__,
@@ -524,6 +531,7 @@ def _write_results(out: Path, records: list[dict[str, Any]], result: ApplyResult
         "duration_s": dep.options.duration_s,
         "arrival": dep.options.arrival,
         "echo_ms": dep.options.echo_ms,
+        "gpus": {s.gpu_id: {"uuid": s.gpu_uuid, "name": dep.gpu_names.get(s.gpu_id)} for s in dep.servers},
         "server_ready_s": result.ready_s,
         "errors": result.errors,
         "interrupted": result.interrupted,
