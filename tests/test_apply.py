@@ -412,6 +412,19 @@ def test_mps_daemon_start_and_quit(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         MpsDaemon(pipe, logd).start(pipe, logd)
 
 
+def test_missing_mps_control_is_an_error_before_anything_starts(tmp_path: Path, fake_server: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("igniter_opt.apply.mps._SEARCH", ())
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    plan = make_plan((placement(),))
+    dep = build_deployment(plan, ApplyOptions(out_dir=tmp_path / "out", tritonserver=str(fake_server)),
+                           machine_gpus=MACHINE)
+    calls: list[tuple[str, str]] = []
+    with pytest.raises(ApplyError, match=r"^nvidia-cuda-mps-control not found on PATH"):
+        apply_plan(dep, launcher_factory=lambda s: FakeLauncher(s, calls=calls))
+    assert calls == [] and not (tmp_path / "out").exists()
+
+
 def test_mps_daemon_env_and_commands(tmp_path: Path) -> None:
     m = MpsDaemon(tmp_path / "pipe", tmp_path / "log", control="/usr/bin/nvidia-cuda-mps-control")
     assert m.env_for_client(12.5) == {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "pipe"),

@@ -461,6 +461,7 @@ def apply_plan(
     factory = launcher_factory or (lambda spec: make_launcher(dep.options.launch_mode, spec))
     out = dep.options.out_dir.resolve()
     check_ports_free([s.spec.ports for s in dep.servers])
+    dep.mps.check()
     write_files(dep)
 
     result = ApplyResult(out_dir=out, results=[], errors=[])

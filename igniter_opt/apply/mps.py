@@ -43,6 +43,9 @@ class MpsControl(ABC):
         """The commands it runs (for the dry run)."""
         return []
 
+    def check(self) -> None:
+        """Raise ApplyError when it could not start (called before anything starts)."""
+
 
 def share_value(share_pct: float) -> str:
     return f"{share_pct:g}"
@@ -68,6 +71,9 @@ class MpsDaemon(MpsControl):
             raise ApplyError(f"{CONTROL} not found on PATH or in {', '.join(_SEARCH)}; is the NVIDIA driver installed?")
         self.control = found
         return found
+
+    def check(self) -> None:
+        self._binary()
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
