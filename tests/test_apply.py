@@ -488,7 +488,7 @@ def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuI
         "    }",
         "    instance_group [ { kind: KIND_GPU count: 1 } ]",
         '    parameters: { key: "graph_batches" value: { string_value: "4" } }',
-        f"  {repo}/resnet50/1/model.py: generated (43 lines)",
+        f"  {repo}/resnet50/1/model.py: generated (46 lines)",
         "",
         "load s0-gpu0-W1: W1 -> 127.0.0.1:41001 model resnet50, 200 req/s poisson for 30 s (at most 12010 requests)",
         f"results: {o}/requests.csv, summary.csv, summary.json, latency.png",

@@ -110,6 +110,9 @@ class TritonPythonModel:
         xs = [torch.from_dlpack(pb_utils.get_input_tensor_by_name(r, self.input_name).to_dlpack()) for r in requests]
         sizes = [int(x.shape[0]) for x in xs]
         outs = self.runner.infer(torch.cat(xs) if len(xs) > 1 else xs[0])
+        if outs and getattr(outs[0], "is_cuda", False):
+            # Hand over finished tensors: Triton copies them on a stream of its own.
+            torch.cuda.current_stream().synchronize()
         responses = []
         start = 0
         for n in sizes:
