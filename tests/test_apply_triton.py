@@ -28,14 +28,15 @@ from igniter_opt.planio import write_plan
 
 def _why_not() -> str | None:
     if importlib.util.find_spec("tritonclient") is None or importlib.util.find_spec("rapidjson") is None:
-        return "tritonclient[grpc] and python-rapidjson are not installed (pip install 'tritonclient[grpc]' python-rapidjson)"
+        return ("tritonclient[grpc] and python-rapidjson are not installed: pip install -e '.[serve]' && "
+                "pip install --no-deps nvidia-pytriton==0.7.0")
     from igniter_opt.apply.triton import find_tritonserver, libpython_dir
     from igniter_opt.errors import ApplyError
 
     try:
         inst = find_tritonserver()
     except ApplyError:
-        return "no tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 (the wheel holds Triton 2.51)"
+        return "no tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 (the wheel holds Triton 2.51; --no-deps keeps numpy 2)"
     if inst.python_backend is None:
         return f"{inst.binary} has no python backend next to it"
     if libpython_dir() is None:
