@@ -8,6 +8,7 @@ import math
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -613,3 +614,32 @@ def test_monitor_stops_load_when_a_server_dies(tmp_path: Path) -> None:
     lc.running = False  # the server dies
     t.join(timeout=5)
     assert gen.stopped and errors == [f"server s0 exited during the run; log {tmp_path / 's0.log'}"]
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_load_generator_reports_a_server_that_is_not_there(tmp_path: Path, method: str) -> None:
+    """Both start methods: a stream whose warm-up fails is a one-line error, its process is gone."""
+    pytest.importorskip("tritonclient.grpc.aio")
+    from igniter_opt.apply.loadgen import LoadGenerator
+
+    port = allocate_ports(1)[0].grpc  # nothing listens there
+    spec = StreamSpec("s0", "W1", "srv", f"127.0.0.1:{port}", "m", served_model("m", echo=True).inputs, ("OUTPUT",),
+                      10.0, 1.0, "constant", 0, 20, 1.0, 1.0)
+    gen = LoadGenerator([spec], tmp_path / "parts", start_method=method)
+    t0 = time.monotonic()
+    outcome = gen.run()
+    assert time.monotonic() - t0 < 45
+    assert len(outcome.errors) == 1
+    assert outcome.errors[0].startswith(f"load generator for stream s0 failed: ApplyError: warm-up request to m at "
+                                        f"127.0.0.1:{port} failed")
+    assert outcome.records == [] and outcome.start_epoch is None
+    assert all(not p.is_alive() for p in gen.procs)
+
+
+def test_load_generator_refuses_other_hosts(tmp_path: Path) -> None:
+    from igniter_opt.apply.loadgen import LoadGenerator
+
+    spec = StreamSpec("s0", "W1", "srv", "10.0.0.1:8001", "m", (), (), 10.0, 1.0, "constant", 0, 20, 1.0, 1.0)
+    outcome = LoadGenerator([spec], tmp_path / "parts").run()
+    assert outcome.errors == [("load generator for stream s0 failed: ApplyError: load generator targets only "
+                              "127.0.0.1, not 10.0.0.1:8001")]

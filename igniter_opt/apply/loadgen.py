@@ -1,6 +1,6 @@
 """Open-loop load generator: requests at a planned rate through tritonclient's asyncio gRPC client.
 
-One process per stream (``multiprocessing``, fork), so that one Python thread is never what
+One process per stream (``multiprocessing``: fork, or spawn where the caller runs threads), so that one Python thread is never what
 limits the rate: a placement whose rate exceeds ``max_rps_per_process`` is split into several
 streams of equal rate (a split Poisson process is still Poisson; constant streams are phase
 shifted so that together they are evenly spaced). Arrival times are drawn before sending, from
@@ -20,6 +20,7 @@ import os
 import queue
 import random
 import signal
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -230,13 +231,18 @@ class LoadOutcome:
 class LoadGenerator:
     """Runs the streams in processes; ``stop()`` (from any thread or a signal handler) ends them early."""
 
-    def __init__(self, streams: list[StreamSpec], work_dir: Path, *, ready_timeout_s: float = 60.0) -> None:
+    def __init__(self, streams: list[StreamSpec], work_dir: Path, *, ready_timeout_s: float = 60.0,
+                 start_method: str | None = None) -> None:
         self.streams = streams
         self.work_dir = work_dir
         self.ready_timeout_s = ready_timeout_s
-        # fork: a worker starts in milliseconds (spawn would re-import the caller's __main__, seconds
-        # per process). Safe here: the parent has no gRPC channel and no other thread when it forks.
-        self._ctx = mp.get_context("fork")
+        # fork: a worker starts in milliseconds (spawn re-imports the caller's __main__: seconds per
+        # process). The parent holds no gRPC channel; forking is unsafe only where another thread
+        # may hold a lock, so a parent that runs other threads gets spawn.
+        if start_method is None:
+            start_method = "fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods() else "spawn"
+        self.start_method = start_method
+        self._ctx = mp.get_context(start_method)
         self._stop = self._ctx.Event()
         self._go = self._ctx.Event()
         self._start_at = self._ctx.Value("d", 0.0)
