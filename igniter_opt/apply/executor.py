@@ -177,8 +177,16 @@ def _mps_dirs(out_dir: Path) -> tuple[Path, Path]:
 
 
 def _site_dirs() -> list[str]:
-    """Where this interpreter finds packages: the served model.py adds them (the stub knows no venv)."""
-    return [p for p in sys.path if p and ("site-packages" in p or "dist-packages" in p) and os.path.isdir(p)]
+    """Where this interpreter finds packages: the served model.py adds them (the stub knows no venv).
+
+    The site-packages folders (their .pth files make an editable install work), then the folder
+    this igniter_opt was imported from, in case it is not installed but found through sys.path.
+    """
+    import igniter_opt
+
+    dirs = [p for p in sys.path if p and ("site-packages" in p or "dist-packages" in p) and os.path.isdir(p)]
+    here = str(Path(igniter_opt.__file__).resolve().parent.parent)
+    return list(dict.fromkeys([*dirs, here]))
 
 
 def build_deployment(
