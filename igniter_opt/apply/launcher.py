@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from igniter_opt.apply.ports import HOST, ServerPorts
 from igniter_opt.errors import ApplyError
@@ -21,6 +22,7 @@ from igniter_opt.errors import ApplyError
 log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1
+_PRCTL: Any
 try:  # resolved here, not in the child between fork and exec
     _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):  # not Linux
@@ -60,7 +62,7 @@ class ServerSpec:
 def http_ready(url: str, timeout_s: float = 1.0) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as r:
-            return r.status == 200
+            return bool(r.status == 200)
     except (urllib.error.URLError, OSError, ValueError):
         return False
 

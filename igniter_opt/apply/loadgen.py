@@ -125,9 +125,9 @@ async def _drive(spec: StreamSpec, times: list[float], stop: Any, records: list[
     client = grpcclient.InferenceServerClient(url=spec.url)
     inputs = []
     raw_inputs = []
-    for i, t in enumerate(spec.inputs):
-        data = _payload(t, spec.seed + i)
-        inp = grpcclient.InferInput(t.name, list(data.shape), WIRE_DTYPES[t.dtype])
+    for i, tensor in enumerate(spec.inputs):
+        data = _payload(tensor, spec.seed + i)
+        inp = grpcclient.InferInput(tensor.name, list(data.shape), WIRE_DTYPES[tensor.dtype])
         inp.set_data_from_numpy(data)
         inputs.append(inp)
         raw_inputs.append(data.tobytes())
@@ -242,7 +242,7 @@ class LoadGenerator:
         if start_method is None:
             start_method = "fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods() else "spawn"
         self.start_method = start_method
-        self._ctx = mp.get_context(start_method)
+        self._ctx: Any = mp.get_context(start_method)
         self._stop = self._ctx.Event()
         self._go = self._ctx.Event()
         self._start_at = self._ctx.Value("d", 0.0)

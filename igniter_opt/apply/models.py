@@ -7,6 +7,7 @@ names and tensor shapes is used instead; the served ``model.py`` still needs the
 
 from __future__ import annotations
 
+import importlib
 import logging
 from dataclasses import dataclass
 
@@ -74,9 +75,7 @@ def echo_model(name: str) -> ServedModel:
 def zoo_models() -> tuple[dict[str, ServedModel], str]:
     """The zoo's models and where they came from ('zoo' or 'built-in')."""
     try:
-        from igniter_opt import zoo
-
-        specs = zoo.MODELS  # type: ignore[attr-defined]
+        specs = importlib.import_module("igniter_opt.zoo").MODELS
     except (ImportError, AttributeError):
         log.debug("igniter_opt.zoo has no registry; using the built-in list of zoo models")
         return dict(BUILTIN_MODELS), "built-in"

@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from igniter_opt.apply.models import TRITON_DTYPES, ServedModel
+from igniter_opt.apply.models import TRITON_DTYPES, ServedModel, Tensor
 from igniter_opt.domain import LatencyBudget, Placement
 from igniter_opt.ioutil import atomic_write_text
 from igniter_opt.planner.budget import inference_limit_ms
@@ -53,7 +53,7 @@ class ModelConfig:
     parameters: tuple[tuple[str, str], ...] = ()
 
     def render(self) -> str:
-        def tensors(ts: tuple) -> str:
+        def tensors(ts: tuple[Tensor, ...]) -> str:
             items = [
                 f'  {{ name: "{t.name}" data_type: {TRITON_DTYPES[t.dtype]} dims: [ {", ".join(map(str, t.shape))} ] }}'
                 for t in ts
