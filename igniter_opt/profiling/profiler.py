@@ -177,6 +177,30 @@ def profiling_cost_s(plan: ProfilePlan, ck: Checkpoint) -> dict[str, Any]:
             "total_s": round(sum(per_model.values()) + hw, 1), "checkpoint_span_s": round(wall, 1)}
 
 
+STANDALONE_L2 = "standalone"
+
+
+def l2_at_share(plan: ProfilePlan, ck: Checkpoint, model: str, batch: int, share: float) -> float:
+    """The L2 % of (model, batch) at ``share`` from its checkpointed measurement.
+
+    Measured inside MPS (``ncu --mps client``), the value is used as is. Measured by the
+    substitute (a standalone ncu process with the whole GPU), the same L2 sectors are spread
+    over the longer run time at the share: the % of peak is scaled by the measured solo
+    latencies, ``l2(b, 100) * latency(b, 100) / latency(b, share)``.
+    """
+    rec = ck.records[l2_key(model, batch, share)]
+    value = float(rec["l2_pct"])
+    if STANDALONE_L2 not in str(rec.get("method", "")) or float(share) == 100.0:
+        return value
+    full, at = ck.records.get(solo_key(model, batch, 100.0)), ck.records.get(solo_key(model, batch, share))
+    if full is None or at is None:
+        raise ProfileError(
+            f"L2 of {model} batch {batch} was measured outside MPS; rescaling it to {share:g} % needs solo "
+            f"latencies at 100 % and {share:g} % (add 100 to --shares)"
+        )
+    return value * float(full["latency_ms"]) / float(at["latency_ms"])
+
+
 def assemble_raw(plan: ProfilePlan, ck: Checkpoint) -> RawProfile:
     """Build the raw profile (``igniter-opt/profile-raw/v1``) from a complete checkpoint."""
     missing = [k for k in plan.all_keys() if k not in ck]
@@ -194,7 +218,7 @@ def assemble_raw(plan: ProfilePlan, ck: Checkpoint) -> RawProfile:
                                                         for k in ("latency_ms", "power_w", "clock_mhz")})
             for s in plan.shares_pct for b in plan.batches
         )
-        l2 = tuple(L2Record(batch=b, share_pct=float(s), l2_pct=ck.records[l2_key(m, b, s)]["l2_pct"])
+        l2 = tuple(L2Record(batch=b, share_pct=float(s), l2_pct=l2_at_share(plan, ck, m, b, s))
                    for b, s in plan.l2_points)
         tr = ck.records[trace_key(m, *plan.trace_point)]
         pb, ps = plan.pair_point
@@ -210,7 +234,7 @@ def assemble_raw(plan: ProfilePlan, ck: Checkpoint) -> RawProfile:
                 solo_active_ms=ck.records[solo_key(m, pb, ps)]["latency_ms"],
                 pair_active_ms=pair["pair_active_ms"],
                 pair_clock_mhz=pair["pair_clock_mhz"],
-                solo_l2_pct=ck.records[l2_key(m, pb, ps)]["l2_pct"],
+                solo_l2_pct=l2_at_share(plan, ck, m, pb, ps),
             ),
         )
     conc = tuple(
@@ -242,6 +266,10 @@ def assemble_raw(plan: ProfilePlan, ck: Checkpoint) -> RawProfile:
         "notes": {
             "solo latency_ms": "mean GPU time of one CUDA-graph replay (fp16), no host copies",
             "l2_pct": "ncu lts__t_sectors.avg.pct_of_peak_sustained_elapsed, kernel-time weighted over one inference",
+            "l2_method": sorted({str(ck.records[l2_key(m, b, s)].get("method", "ncu --mps client"))
+                                 for m in plan.models for b, s in plan.l2_points}),
+            "l2_share_rescaling": "values measured outside MPS are rescaled to the share by solo latency "
+                                  "(l2 * latency(b,100) / latency(b,share)); raw values are in checkpoint.jsonl",
             "input_bytes/output_bytes": "per sample, as copied host<->GPU (fp16 images, int64 token ids)",
         },
     }
