@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from igniter_opt.perfmodel.model import PerformanceModel
 
 
 class LatencyBudget(StrEnum):
@@ -113,10 +117,14 @@ class PlanningProblem:
     """Workloads to place on GPUs of one profiled type under a latency budget."""
 
     workloads: tuple[Workload, ...]
-    profile_name: str
+    perf_model: PerformanceModel
     latency_budget: LatencyBudget = LatencyBudget.IGNITER
     margin: float = 0.1
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin < 1:
             raise ValueError(f"margin must be in [0, 1), got {self.margin}")
+
+    @property
+    def profile_name(self) -> str:
+        return self.perf_model.name

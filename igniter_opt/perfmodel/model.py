@@ -113,6 +113,58 @@ class PerformanceModel:
         return self.hardware.share_unit_pct
 
     # ---- prediction ---------------------------------------------------------------------
+    def solo_terms(
+        self, model_idx: np.ndarray, batch: np.ndarray, share_pct: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-placement terms that depend only on its own configuration: (k_act, c, p)."""
+        a = self._arrays
+        k = a["k"][model_idx]
+        b = batch
+        k_act = (k[..., 0] * b * b + k[..., 1] * b + k[..., 2]) / (share_pct + k[..., 3]) + k[..., 4]
+        h = 1000.0 * b / k_act
+        c = a["alpha_c"][model_idx] * h + a["beta_c"][model_idx]
+        p = a["alpha_p"][model_idx] * h + a["beta_p"][model_idx]
+        return k_act, c, p
+
+    def slot_constants(self, model_idx: np.ndarray, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """Per-placement constants independent of the share: kernels, idle, cache sensitivity, transfers."""
+        a = self._arrays
+        bw = self.hardware.pcie_bandwidth_bytes_per_ms
+        return {
+            "kernels": a["kernels"][model_idx],
+            "idle_ms": a["idle_ms"][model_idx],
+            "alpha_cache": a["alpha_cache"][model_idx],
+            "t_load": a["input_bytes"][model_idx] * batch / bw,
+            "t_fb": a["output_bytes"][model_idx] * batch / bw,
+        }
+
+    def co_located(
+        self,
+        k_act: np.ndarray,
+        c: np.ndarray,
+        p: np.ndarray,
+        n: np.ndarray,
+        batch: np.ndarray,
+        kernels: np.ndarray,
+        idle_ms: np.ndarray,
+        alpha_cache: np.ndarray,
+        t_load: np.ndarray,
+        t_fb: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Latency and throughput from per-slot terms; rows are GPUs, empty slots have c = p = 0.
+
+        ``n`` is the number of placements per row, shaped (rows, 1).
+        """
+        hw = self.hardware
+        power = hw.idle_power_w + p.sum(axis=-1, keepdims=True)
+        clock = np.where(power <= hw.max_power_w, hw.max_clock_mhz,
+                         hw.max_clock_mhz + hw.alpha_f * (power - hw.max_power_w))
+        d_sched = np.where(n >= 2, hw.alpha_sch * n + hw.beta_sch, 0.0)
+        t_sch = kernels * d_sched + idle_ms
+        t_act = k_act * (1.0 + alpha_cache * (c.sum(axis=-1, keepdims=True) - c))
+        t_gpu = (t_sch + t_act) * (hw.max_clock_mhz / clock)
+        return t_load + t_gpu + t_fb, 1000.0 * batch / (t_gpu + t_fb)
+
     def predict_padded(
         self,
         model_idx: np.ndarray,
@@ -130,29 +182,14 @@ class PerformanceModel:
         r = np.asarray(share_pct, dtype=float)
         if mask is None:
             mask = np.ones(b.shape, dtype=bool)
-        a = self._arrays
-        hw = self.hardware
-        k = a["k"][model_idx]  # (..., 5)
-        k_act = (k[..., 0] * b * b + k[..., 1] * b + k[..., 2]) / np.where(mask, r + k[..., 3], 1.0) + k[..., 4]
-        k_act = np.where(mask, k_act, 1.0)
-        h = np.where(mask, 1000.0 * b / k_act, 0.0)
-        c = np.where(mask, a["alpha_c"][model_idx] * h + a["beta_c"][model_idx], 0.0)
-        p = np.where(mask, a["alpha_p"][model_idx] * h + a["beta_p"][model_idx], 0.0)
+        b_safe = np.where(mask, b, 1.0)
+        r_safe = np.where(mask, r, 100.0)
+        k_act, c, p = self.solo_terms(model_idx, b_safe, r_safe)
+        c = np.where(mask, c, 0.0)
+        p = np.where(mask, p, 0.0)
         n = mask.sum(axis=-1, keepdims=True)
-        power = hw.idle_power_w + p.sum(axis=-1, keepdims=True)
-        clock = np.where(power <= hw.max_power_w, hw.max_clock_mhz,
-                         hw.max_clock_mhz + hw.alpha_f * (power - hw.max_power_w))
-        d_sched = np.where(n >= 2, hw.alpha_sch * n + hw.beta_sch, 0.0)
-        t_sch = a["kernels"][model_idx] * d_sched + a["idle_ms"][model_idx]
-        c_total = c.sum(axis=-1, keepdims=True)
-        t_act = k_act * (1.0 + a["alpha_cache"][model_idx] * (c_total - c))
-        t_gpu = (t_sch + t_act) * (hw.max_clock_mhz / clock)
-        bw = hw.pcie_bandwidth_bytes_per_ms
-        t_load = a["input_bytes"][model_idx] * b / bw
-        t_fb = a["output_bytes"][model_idx] * b / bw
-        latency = np.where(mask, t_load + t_gpu + t_fb, np.nan)
-        throughput = np.where(mask, 1000.0 * b / (t_gpu + t_fb), np.nan)
-        return latency, throughput
+        lat, thr = self.co_located(k_act, c, p, n, b_safe, **self.slot_constants(model_idx, b_safe))
+        return np.where(mask, lat, np.nan), np.where(mask, thr, np.nan)
 
     def predict_gpu(self, slots: list[tuple[str, int, float]]) -> list[tuple[float, float]]:
         """Predict (latency_ms, throughput_rps) for each (model, batch, share_pct) sharing one GPU."""

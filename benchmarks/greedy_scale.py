@@ -1,0 +1,93 @@
+"""Greedy planning time and peak memory for 10 .. 10000 workloads (seeded), and a check that the
+vectorised planner returns exactly the plan of a plain port of the paper's algorithm.
+
+    python benchmarks/greedy_scale.py --profile ../shared/data/igniter_v100_profile.jsonl
+
+Writes benchmarks/results/greedy_scale.csv. Timings are wall-clock, best of --repeats, in one
+process on whatever machine runs it (recorded in the CSV).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.instances import GENERATORS  # noqa: E402
+from igniter_opt.domain import PlanningProblem  # noqa: E402
+from igniter_opt.ioutil import atomic_write_text  # noqa: E402
+from igniter_opt.perfmodel import load_profile  # noqa: E402
+from igniter_opt.planner import greedy  # noqa: E402
+from igniter_opt.planner.greedy_reference import reference_igniter_demands, reference_place  # noqa: E402
+from igniter_opt.planner.verify import verify_plan  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_V100 = Path(__file__).resolve().parents[2] / "shared" / "data" / "igniter_v100_profile.jsonl"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default=str(DEFAULT_V100))
+    ap.add_argument("--sizes", default="10,100,1000,5000,10000")
+    ap.add_argument("--seed", type=int, default=2023)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--reference-up-to", type=int, default=10000,
+                    help="run the plain port (slow) for sizes up to this, to check the plans are identical")
+    ap.add_argument("--generator", default="paper_like", choices=sorted(GENERATORS))
+    ap.add_argument("-o", "--output", default=str(RESULTS / "greedy_scale.csv"))
+    args = ap.parse_args()
+
+    perf = load_profile(args.profile)
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        ws = GENERATORS[args.generator](n, args.seed)
+        problem = PlanningProblem(ws, perf)
+        times, init_times = [], []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            demands = greedy.initial_demands(problem)
+            t1 = time.perf_counter()
+            gpus = greedy.place(perf, demands)
+            t2 = time.perf_counter()
+            times.append(t2 - t0)
+            init_times.append(t1 - t0)
+        tracemalloc.start()
+        greedy.place(perf, greedy.initial_demands(problem))
+        peak = tracemalloc.get_traced_memory()[1] / 2**20
+        tracemalloc.stop()
+        plan = greedy.solve(problem)
+        violations = len(verify_plan(plan, problem))
+        ref_s, same = float("nan"), None
+        if n <= args.reference_up_to:
+            t0 = time.perf_counter()
+            ref_demands = [d for w in ws for d in reference_igniter_demands(perf, w)]
+            ref = reference_place(perf, ref_demands)
+            ref_s = time.perf_counter() - t0
+            same = ref_demands == demands and ref == gpus
+        rows.append({
+            "workloads": n, "seed": args.seed, "demands": len(demands), "gpus": len(gpus),
+            "total_share_pct": plan.total_share_pct, "plan_s_best": min(times), "plan_s_median": float(np.median(times)),
+            "init_s_best": min(init_times), "peak_mib": round(peak, 2), "violations": violations,
+            "plain_port_s": ref_s, "same_plan_as_plain_port": same,
+            "machine": f"{platform.machine()} {os.cpu_count()} cpu", "python": platform.python_version(),
+            "numpy": np.__version__, "profile": perf.name,
+        })
+        r = rows[-1]
+        print(f"{n:>6} workloads -> {r['gpus']:>6} GPUs  best {r['plan_s_best']:.3f} s  median {r['plan_s_median']:.3f} s"
+              f"  peak {r['peak_mib']:.1f} MiB  plain port {ref_s:.2f} s  same plan: {same}", flush=True)
+    df = pd.DataFrame(rows)
+    atomic_write_text(args.output, df.to_csv(index=False, float_format="%.4f"))
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+"""The ``igniter-opt`` command line: thin commands over library functions."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from igniter_opt import __version__
+from igniter_opt.domain import LatencyBudget, PlanningProblem
+from igniter_opt.errors import IgniterOptError
+from igniter_opt.perfmodel import fit_profile, load_profile, load_raw, write_profile
+from igniter_opt.planio import EXAMPLE_WORKLOADS, read_plan, read_workloads, write_plan
+from igniter_opt.planner import planner_names, run_planner
+from igniter_opt.planner.verify import predict_plan, verify_plan
+from igniter_opt.report import plan_table, render_plan, render_table
+from igniter_opt.solver import SolveOptions
+
+DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "v100")
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the library's user-facing errors into a one-line message and exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except IgniterOptError as exc:
+            raise click.ClickException(str(exc)) from None
+
+    return wrapper
+
+
+def format_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True,
+        help="How to print the result.",
+    )(fn)
+
+
+def profile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--profile", "-p", default=DEFAULT_PROFILE, show_default=True,
+        help="Profile name (a folder under profiles/) or path (profile folder or raw profile file).",
+    )(fn)
+
+
+def budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--margin", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+        help="Safety margin of the 'full' budget: batching + inference <= SLO * (1 - margin).",
+    )(fn)
+    return click.option(
+        "--latency-budget", "budget", type=click.Choice([b.value for b in LatencyBudget]), default="igniter",
+        show_default=True,
+        help="igniter: inference <= SLO/2 (the paper's rule); full: batch formation + inference <= SLO.",
+    )(fn)
+
+
+def solver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--threads", type=click.IntRange(min=1), default=None, help="Solver threads (exact).")(fn)
+    fn = click.option("--gap", type=click.FloatRange(min=0), default=None,
+                      help="Relative MIP gap at which the exact planner stops.")(fn)
+    return click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
+                        help="Time limit in seconds for the exact planner.")(fn)
+
+
+def emit(text: str) -> None:
+    click.echo(text)
+
+
+@click.group(context_settings=CONTEXT_SETTINGS)
+@click.version_option(__version__, "--version", prog_name="igniter-opt")
+def cli() -> None:
+    """Interference-aware GPU provisioning for DNN inference serving (iGniter and beyond).
+
+    Plan how many GPUs to use, which workloads share each GPU, and what MPS share and batch size
+    each gets, so that every workload meets its latency SLO at its request rate at the lowest cost.
+    """
+
+
+@cli.command()
+@click.argument("raw", type=click.Path(dir_okay=True, path_type=Path))
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Profile folder to write (raw.json and coefficients.json).")
+@click.option("--name", default=None, help="Profile name recorded in the coefficients (default: folder name).")
+@handle_errors
+def fit(raw: Path, out_dir: Path, name: str | None) -> None:
+    """Fit the performance model's coefficients from a raw profile.
+
+    RAW is a raw profile in the project's format (raw.json, or a profile folder) or in the format
+    the iGniter authors published (JSON lines). The result is a profile folder that --profile takes.
+
+    Example: igniter-opt fit igniter_v100_profile.jsonl -o profiles/v100
+    """
+    raw_profile = load_raw(raw)
+    model = fit_profile(raw_profile, name=name or out_dir.name)
+    write_profile(raw_profile, model, out_dir)
+    rows = [[m, *(f"{x:.6g}" for x in (*c.k, c.alpha_c, c.beta_c, c.alpha_p, c.beta_p, c.alpha_cache))]
+            for m, c in sorted(model.models.items())]
+    headers = ["model", "k1", "k2", "k3", "k4", "k5", "alpha_c", "beta_c", "alpha_p", "beta_p", "alpha_cache"]
+    emit(render_table(headers, rows, align="l" + "r" * (len(headers) - 1)))
+    hw = model.hardware
+    emit(f"\nhardware: F={hw.max_clock_mhz:g} MHz, P_max={hw.max_power_w:g} W, alpha_f={hw.alpha_f:.6g}, "
+         f"alpha_sch={hw.alpha_sch:.6g}, beta_sch={hw.beta_sch:.6g}, unit={hw.share_unit_pct:g} %")
+    emit(f"wrote {out_dir}/raw.json and {out_dir}/coefficients.json")
+
+
+@cli.command()
+@click.argument("plan_file", metavar="PLAN.json", type=click.Path(path_type=Path))
+@profile_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the plan with every 'predicted' block filled in.")
+@format_option
+@handle_errors
+def predict(plan_file: Path, profile: str, output: Path | None, fmt: str) -> None:
+    """Predict latency and throughput of every placement of a plan.
+
+    The plan's slo_ms and rate_rps may be absent; its 'predicted' blocks are (re)computed.
+
+    Example: igniter-opt predict --profile v100 plan.json -o predicted.json
+    """
+    perf = load_profile(profile)
+    plan = predict_plan(read_plan(plan_file), perf)
+    if output is not None:
+        write_plan(plan, output)
+    emit(plan_table(plan) if fmt == "table" else render_plan(plan, [], fmt))
+
+
+@cli.command()
+@click.option("--workloads", "-w", type=click.Path(path_type=Path), default=None,
+              help="Workloads CSV (name,model,slo_ms,rate_rps). Default: the paper's 12-workload mix.")
+@profile_option
+@click.option("--planner", type=click.Choice(planner_names()), default="greedy", show_default=True,
+              help="Which planner to run.")
+@budget_options
+@solver_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the plan JSON here (atomically).")
+@format_option
+@handle_errors
+def solve(workloads: Path | None, profile: str, planner: str, budget: str, margin: float,
+          time_limit: float | None, gap: float | None, threads: int | None, output: Path | None, fmt: str) -> None:
+    """Plan GPUs, co-location, MPS shares and batch sizes for a set of workloads.
+
+    Prints the plan (GPU, workload, model, batch, share, predicted latency against its limit,
+    throughput against the rate) and re-verifies it with the exact performance model; exits 1 if
+    the plan violates the model.
+
+    Example: igniter-opt solve --workloads examples/paper-table3.csv --profile v100 -o plan.json
+    """
+    perf = load_profile(profile)
+    problem = PlanningProblem(
+        workloads=read_workloads(workloads or EXAMPLE_WORKLOADS),
+        perf_model=perf,
+        latency_budget=LatencyBudget(budget),
+        margin=margin,
+    )
+    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads)
+    outcome = run_planner(problem, planner, options)
+    if output is not None:
+        write_plan(outcome.plan, output)
+    emit(render_plan(outcome.plan, outcome.violations, fmt))
+    if outcome.violations:
+        raise click.ClickException(
+            f"the {planner} plan violates the exact model in {len(outcome.violations)} place(s): "
+            f"{outcome.violations[0].message}"
+        )
+
+
+@cli.command()
+@click.argument("plan_file", metavar="PLAN.json", type=click.Path(path_type=Path))
+@click.option("--workloads", "-w", type=click.Path(path_type=Path), required=True, help="The workloads CSV.")
+@profile_option
+@budget_options
+@handle_errors
+def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: float) -> None:
+    """Re-check a plan against workloads with the exact performance model; exit 1 on any violation.
+
+    Example: igniter-opt verify plan.json --workloads examples/paper-table3.csv --profile v100
+    """
+    plan = read_plan(plan_file)
+    problem = PlanningProblem(read_workloads(workloads), load_profile(profile), LatencyBudget(budget), margin)
+    violations = verify_plan(plan, problem)
+    for v in violations:
+        emit(v.message)
+    if violations:
+        raise click.ClickException(f"{len(violations)} violation(s) under the exact model")
+    emit(f"ok: {plan.num_gpus} GPU(s), every placement meets its limit and rate under the exact model")
+
+
+def main() -> None:
+    cli(prog_name="igniter-opt")
+

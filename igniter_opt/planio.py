@@ -1,0 +1,201 @@
+"""Reading and writing workloads (CSV) and plans (JSON, schema ``igniter-opt/plan/v1``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from igniter_opt.domain import GpuAssignment, Placement, Plan, Prediction, SolverInfo, Workload
+from igniter_opt.errors import InputError, PlanError
+from igniter_opt.ioutil import atomic_write_json
+
+PLAN_SCHEMA = "igniter-opt/plan/v1"
+WORKLOAD_COLUMNS = ("name", "model", "slo_ms", "rate_rps")
+EXAMPLE_WORKLOADS = Path(__file__).resolve().parents[1] / "examples" / "paper-table3.csv"
+
+
+# ---- workloads ---------------------------------------------------------------------------------
+def _positive_cell(value: Any, column: str, row: int, name: str, path: str) -> float:
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not math.isfinite(x) or x <= 0:
+        raise InputError(f"{path}: row {row} ('{name}'): {column} must be a positive number, got {value!r}")
+    return x
+
+
+def read_workloads(path: str | os.PathLike[str]) -> tuple[Workload, ...]:
+    """Read a workloads CSV with header ``name,model,slo_ms,rate_rps``; every row is validated."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such workloads file; pass a CSV with header {','.join(WORKLOAD_COLUMNS)}")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in WORKLOAD_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(
+            f"{p}: missing column(s) {', '.join(missing)}; the header must be {','.join(WORKLOAD_COLUMNS)}"
+        )
+    if df.empty:
+        raise InputError(f"{p}: no workloads; add at least one row")
+    seen: dict[str, int] = {}
+    out = []
+    for i, rec in enumerate(df.to_dict("records"), start=2):  # row 1 is the header
+        name = str(rec["name"]).strip()
+        model = str(rec["model"]).strip()
+        if not name:
+            raise InputError(f"{p}: row {i}: empty workload name")
+        if not model:
+            raise InputError(f"{p}: row {i} ('{name}'): empty model")
+        if name in seen:
+            raise InputError(f"{p}: row {i}: duplicate workload name '{name}' (first at row {seen[name]})")
+        seen[name] = i
+        slo = _positive_cell(rec["slo_ms"], "slo_ms", i, name, str(p))
+        rate = _positive_cell(rec["rate_rps"], "rate_rps", i, name, str(p))
+        out.append(Workload(name=name, model=model, slo_ms=slo, rate_rps=rate))
+    return tuple(out)
+
+
+# ---- plans -------------------------------------------------------------------------------------
+def _clean(x: float | None, digits: int = 6) -> float | None:
+    if x is None:
+        return None
+    return None if not math.isfinite(x) else round(float(x), digits)
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    s = plan.solver
+    d: dict[str, Any] = {
+        "schema": PLAN_SCHEMA,
+        "profile": plan.profile,
+        "planner": plan.planner,
+        "latency_budget": plan.latency_budget,
+    }
+    if plan.margin is not None:
+        d["margin"] = plan.margin
+    d["gpus"] = [
+        {
+            "id": g.gpu_id,
+            "type": g.gpu_type,
+            "placements": [
+                {
+                    "workload": p.workload,
+                    "model": p.model,
+                    "slo_ms": p.slo_ms,
+                    "rate_rps": _clean(p.rate_rps),
+                    "batch": p.batch,
+                    "share": p.share_pct,
+                    "predicted": None
+                    if p.predicted is None
+                    else {
+                        "latency_ms": _clean(p.predicted.latency_ms, 4),
+                        "throughput_rps": _clean(p.predicted.throughput_rps, 3),
+                    },
+                }
+                for p in g.placements
+            ],
+        }
+        for g in plan.gpus
+    ]
+    d["cost"] = {"gpus": plan.num_gpus, "per_hour": _clean(plan.cost_per_hour)}
+    solver: dict[str, Any] = {
+        "status": s.status,
+        "objective": _clean(s.objective),
+        "bound": _clean(s.bound),
+        "gap": _clean(s.gap),
+        "wall_s": _clean(s.wall_s, 4),
+    }
+    for extra in ("build_s", "solve_s"):
+        if getattr(s, extra) is not None:
+            solver[extra] = _clean(getattr(s, extra), 4)
+    if s.message:
+        solver["message"] = s.message
+    d["solver"] = solver
+    return d
+
+
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
+    """Parse a plan; slo_ms, rate_rps and predicted may be absent (e.g. a hand-written plan)."""
+    if not isinstance(d, dict) or d.get("schema") != PLAN_SCHEMA:
+        got = d.get("schema") if isinstance(d, dict) else type(d).__name__
+        raise PlanError(f"{source}: schema is {got!r}, expected '{PLAN_SCHEMA}'; is this an igniter-opt plan?")
+    try:
+        gpus = []
+        for gi, g in enumerate(d["gpus"]):
+            placements = []
+            for pi, p in enumerate(g["placements"]):
+                where = f"{source}: gpus[{gi}].placements[{pi}]"
+                batch = int(p["batch"])
+                share = float(p["share"])
+                if batch < 1 or not 0 < share <= 100:
+                    raise PlanError(f"{where}: batch must be >= 1 and share in (0, 100], got {batch}, {share}")
+                pred = p.get("predicted")
+                placements.append(
+                    Placement(
+                        workload=str(p["workload"]),
+                        model=str(p["model"]),
+                        slo_ms=float(p["slo_ms"]) if p.get("slo_ms") is not None else math.nan,
+                        rate_rps=float(p["rate_rps"]) if p.get("rate_rps") is not None else math.nan,
+                        batch=batch,
+                        share_pct=share,
+                        predicted=None
+                        if not pred
+                        else Prediction(float(pred["latency_ms"]), float(pred["throughput_rps"])),
+                    )
+                )
+            gpus.append(GpuAssignment(str(g["id"]), str(g.get("type", "")), tuple(placements)))
+        cost = d.get("cost", {}) or {}
+        n = len(gpus)
+        price = float(cost["per_hour"]) / n if n and cost.get("per_hour") is not None else 1.0
+        s = d.get("solver", {}) or {}
+        solver = SolverInfo(
+            status=str(s.get("status", "unknown")),
+            objective=_opt_float(s.get("objective")),
+            bound=_opt_float(s.get("bound")),
+            gap=_opt_float(s.get("gap")),
+            wall_s=_opt_float(s.get("wall_s")),
+            build_s=_opt_float(s.get("build_s")),
+            solve_s=_opt_float(s.get("solve_s")),
+            message=s.get("message"),
+        )
+        return Plan(
+            profile=str(d.get("profile", "")),
+            planner=str(d.get("planner", "")),
+            latency_budget=str(d.get("latency_budget", "igniter")),
+            gpus=tuple(gpus),
+            price_per_gpu_hour=price,
+            solver=solver,
+            margin=_opt_float(d.get("margin")),
+        )
+    except PlanError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PlanError(f"{source}: malformed plan ({type(exc).__name__}: {exc})") from None
+
+
+def read_plan(path: str | os.PathLike[str]) -> Plan:
+    p = Path(path)
+    if not p.is_file():
+        raise PlanError(f"{p}: no such plan file")
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise PlanError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return plan_from_dict(d, str(p))
+
+
+def write_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:
+    return atomic_write_json(path, plan_to_dict(plan))

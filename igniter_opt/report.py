@@ -1,0 +1,109 @@
+"""Rendering plans and predictions as text tables, CSV or JSON (no printing here)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+
+import pandas as pd
+
+from igniter_opt.domain import LatencyBudget, Plan
+from igniter_opt.planio import plan_to_dict
+from igniter_opt.planner.budget import inference_limit_ms
+from igniter_opt.planner.verify import Violation
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
+    """A plain aligned text table; ``align`` is one 'l' or 'r' per column (default: numbers right)."""
+    cells = [[_fmt(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    if align is None:
+        align = "".join(
+            "r" if rows and all(isinstance(r[i], (int, float)) for r in rows) else "l" for i in range(len(headers))
+        )
+
+    def line(vals: Sequence[str]) -> str:
+        parts = [v.rjust(w) if a == "r" else v.ljust(w) for v, w, a in zip(vals, widths, align, strict=True)]
+        return "  ".join(parts).rstrip()
+
+    out = [line(list(headers)), line(["-" * w for w in widths])]
+    out.extend(line(r) for r in cells)
+    return "\n".join(out)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "-"
+        return f"{v:.2f}"
+    return str(v)
+
+
+def plan_frame(plan: Plan) -> pd.DataFrame:
+    """One row per placement, with the latency limit under the plan's budget."""
+    budget = LatencyBudget(plan.latency_budget)
+    margin = plan.margin or 0.0
+    rows = []
+    for g in plan.gpus:
+        for p in g.placements:
+            limit = (
+                inference_limit_ms(p.slo_ms, p.rate_rps, p.batch, budget, margin)
+                if math.isfinite(p.slo_ms) and math.isfinite(p.rate_rps)
+                else math.nan
+            )
+            rows.append({
+                "gpu": g.gpu_id,
+                "workload": p.workload,
+                "model": p.model,
+                "batch": p.batch,
+                "share_pct": p.share_pct,
+                "latency_ms": p.predicted.latency_ms if p.predicted else math.nan,
+                "limit_ms": limit,
+                "slo_ms": p.slo_ms,
+                "throughput_rps": p.predicted.throughput_rps if p.predicted else math.nan,
+                "rate_rps": p.rate_rps,
+            })
+    return pd.DataFrame(rows)
+
+
+def plan_table(plan: Plan) -> str:
+    df = plan_frame(plan)
+    headers = ["GPU", "workload", "model", "batch", "share %", "latency ms", "limit ms", "thr req/s", "rate req/s"]
+    rows = [
+        [r.gpu, r.workload, r.model, int(r.batch), float(r.share_pct), float(r.latency_ms), float(r.limit_ms),
+         float(r.throughput_rps), float(r.rate_rps)]
+        for r in df.itertuples()
+    ]
+    return render_table(headers, rows, align="lllrrrrrr")
+
+
+def plan_summary(plan: Plan, violations: Sequence[Violation]) -> str:
+    s = plan.solver
+    parts = [
+        f"{plan.num_gpus} GPU(s), cost {plan.cost_per_hour:.2f}/h, total share {plan.total_share_pct:g} %",
+        f"planner {plan.planner} ({s.status}"
+        + (f", bound {s.bound:g}, gap {100 * s.gap:.2f} %" if s.bound is not None and s.gap is not None else "")
+        + (f", {s.wall_s:.3f} s" if s.wall_s is not None else "")
+        + f"), budget {plan.latency_budget}"
+        + (f" (margin {plan.margin:g})" if plan.margin is not None else ""),
+    ]
+    if s.message:
+        parts.append(f"note: {s.message}")
+    if violations:
+        parts.append(f"exact model: {len(violations)} violation(s):")
+        parts.extend(f"  {v.message}" for v in violations)
+    else:
+        parts.append("exact model: every placement meets its latency limit and rate; no GPU over 100 %")
+    return "\n".join(parts)
+
+
+def render_plan(plan: Plan, violations: Sequence[Violation], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(plan_to_dict(plan), indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        plan_frame(plan).to_csv(buf, index=False, float_format="%.4f")
+        return buf.getvalue().rstrip("\n")
+    return plan_table(plan) + "\n\n" + plan_summary(plan, violations)

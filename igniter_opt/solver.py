@@ -1,0 +1,63 @@
+"""Solver options and outcomes shared by every planner."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from igniter_opt.domain import Plan
+
+# Defaults live here and only here; environment variables IGNITER_OPT_* override them, the CLI
+# overrides both.
+DEFAULT_TIME_LIMIT_S = 60.0
+DEFAULT_MIP_REL_GAP = 1e-4
+DEFAULT_THREADS = 1
+
+
+class SolveStatus(StrEnum):
+    OPTIMAL = "optimal"
+    FEASIBLE = "feasible"
+    INFEASIBLE = "infeasible"
+    NO_SOLUTION = "no_solution"
+    ERROR = "error"
+    UNKNOWN = "unknown"
+    HEURISTIC = "heuristic"  # a plan from a heuristic planner: feasible, optimality not claimed
+
+    @property
+    def has_solution(self) -> bool:
+        return self in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE, SolveStatus.HEURISTIC)
+
+
+def _env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+
+
+@dataclass(frozen=True)
+class SolveOptions:
+    """Options every planner accepts (heuristics ignore what does not apply)."""
+
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+    mip_rel_gap: float = DEFAULT_MIP_REL_GAP
+    threads: int = DEFAULT_THREADS
+    log_to_console: bool = False
+    warm_start: Plan | None = None
+
+    @classmethod
+    def from_env(cls, **overrides: object) -> SolveOptions:
+        """Defaults, then IGNITER_OPT_* environment variables, then explicit (non-None) overrides."""
+        base = {
+            "time_limit_s": _env_float("IGNITER_OPT_TIME_LIMIT_S", DEFAULT_TIME_LIMIT_S),
+            "mip_rel_gap": _env_float("IGNITER_OPT_MIP_REL_GAP", DEFAULT_MIP_REL_GAP),
+            "threads": int(_env_float("IGNITER_OPT_THREADS", DEFAULT_THREADS)),
+        }
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)  # type: ignore[arg-type]

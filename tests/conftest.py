@@ -1,0 +1,65 @@
+"""Shared fixtures. The paper's V100 profile is read in place from ../shared/data/ (never copied)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import pytest
+
+from igniter_opt.domain import Workload
+from igniter_opt.perfmodel import HardwareCoefficients, ModelCoefficients, PerformanceModel, load_profile
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_V100 = Path(
+    os.environ.get("IGNITER_OPT_V100_PROFILE", REPO.parent / "shared" / "data" / "igniter_v100_profile.jsonl")
+)
+PAPER_WORKLOADS = REPO / "examples" / "paper-table3.csv"
+
+
+@pytest.fixture(scope="session")
+def v100_path() -> Path:
+    if not SHARED_V100.is_file():
+        pytest.skip(
+            f"the iGniter authors' V100 profile is not at {SHARED_V100} (set IGNITER_OPT_V100_PROFILE); "
+            "it is not redistributed with the project"
+        )
+    return SHARED_V100
+
+
+@pytest.fixture(scope="session")
+def v100_model(v100_path: Path) -> PerformanceModel:
+    return load_profile(v100_path)
+
+
+@pytest.fixture(scope="session")
+def paper_workloads() -> tuple[Workload, ...]:
+    with PAPER_WORKLOADS.open() as fh:
+        return tuple(
+            Workload(r["name"], r["model"], float(r["slo_ms"]), float(r["rate_rps"])) for r in csv.DictReader(fh)
+        )
+
+
+def make_synthetic_model(*, alpha_f: float = -1.0, max_power_w: float = 300.0) -> PerformanceModel:
+    """A made-up two-model GPU, independent of any published data (round numbers, easy by hand)."""
+    hw = HardwareCoefficients(
+        max_clock_mhz=1500.0, max_power_w=max_power_w, idle_power_w=50.0, alpha_f=alpha_f,
+        alpha_sch=0.005, beta_sch=-0.01, share_unit_pct=2.5, pcie_bandwidth_bytes_per_ms=1e7,
+        price_per_gpu_hour=2.0,
+    )
+    small = ModelCoefficients(
+        k=(0.0, 10.0, 20.0, 0.0, 0.5), alpha_c=0.01, beta_c=2.0, alpha_p=0.05, beta_p=20.0,
+        alpha_cache=0.002, idle_ms=0.05, kernels_per_inference=20, input_bytes=600_000.0, output_bytes=4_000.0,
+    )
+    big = ModelCoefficients(
+        k=(0.0, 100.0, 50.0, 0.0, 1.0), alpha_c=0.04, beta_c=3.0, alpha_p=0.5, beta_p=5.0,
+        alpha_cache=0.002, idle_ms=0.04, kernels_per_inference=30, input_bytes=600_000.0, output_bytes=4_000.0,
+    )
+    return PerformanceModel(name="synthetic", hardware=hw, models={"small": small, "big": big},
+                            gpu={"name": "Synthetic GPU"})
+
+
+@pytest.fixture()
+def synthetic_model() -> PerformanceModel:
+    return make_synthetic_model()

@@ -1,0 +1,137 @@
+"""The command line, through click's CliRunner: exact output, exit codes, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from igniter_opt import __version__
+from igniter_opt.cli import cli
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def test_version_and_help(runner: CliRunner) -> None:
+    assert runner.invoke(cli, ["--version"]).output == f"igniter-opt, version {__version__}\n"
+    out = runner.invoke(cli, ["-h"]).output
+    for name in cli.commands:
+        assert name in out
+
+
+def test_every_command_has_help_with_example_and_is_in_readme(runner: CliRunner) -> None:
+    readme = (REPO / "README.md").read_text()
+    for name, cmd in cli.commands.items():
+        res = runner.invoke(cli, [name, "--help"])
+        assert res.exit_code == 0, name
+        assert "Example:" in res.output, name
+        assert f"igniter-opt {name}" in readme, f"README does not show 'igniter-opt {name}'"
+
+
+def test_solve_paper_mix_table_and_json(runner: CliRunner, v100_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "-o", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert lines[0].split() == ["GPU", "workload", "model", "batch", "share", "%", "latency", "ms", "limit", "ms",
+                                "thr", "req/s", "rate", "req/s"]
+    assert lines[2].split() == ["gpu0", "W12", "ssd", "8", "92.50", "26.98", "27.50", "306.33", "300.00"]
+    assert "6 GPU(s), cost 6.00/h, total share 472.5 %" in res.output
+    assert "exact model: every placement meets its latency limit and rate; no GPU over 100 %" in res.output
+    plan = json.loads(out.read_text())
+    assert plan["cost"]["gpus"] == 6 and plan["planner"] == "greedy" and plan["profile"] == "v100"
+
+    res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "--format", "json"])
+    assert json.loads(res.output)["cost"] == {"gpus": 6, "per_hour": 6.0}
+    res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "--format", "csv"])
+    assert res.output.splitlines()[0] == "gpu,workload,model,batch,share_pct,latency_ms,limit_ms,slo_ms,throughput_rps,rate_rps"
+
+
+def test_fit_predict_verify(runner: CliRunner, v100_path: Path, tmp_path: Path) -> None:
+    prof = tmp_path / "profiles" / "v100"
+    res = runner.invoke(cli, ["fit", str(v100_path), "-o", str(prof)])
+    assert res.exit_code == 0, res.output
+    assert re.search(r"^vgg19\s+-0\.00483\d*\s+158\.193\s+44\.4521\s+0\.188407\s+0\.926192", res.output, re.M)
+    assert (prof / "raw.json").is_file() and (prof / "coefficients.json").is_file()
+
+    plan = tmp_path / "plan.json"
+    assert runner.invoke(cli, ["solve", "-p", str(prof), "-o", str(plan)]).exit_code == 0
+    # strip predictions and SLOs: predict fills them back in
+    d = json.loads(plan.read_text())
+    for g in d["gpus"]:
+        for p in g["placements"]:
+            p.pop("predicted"), p.pop("slo_ms"), p.pop("rate_rps")
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(d))
+    filled = tmp_path / "filled.json"
+    res = runner.invoke(cli, ["predict", "-p", str(prof), str(bare), "-o", str(filled)])
+    assert res.exit_code == 0, res.output
+    first = json.loads(filled.read_text())["gpus"][0]["placements"][0]
+    assert first["predicted"]["latency_ms"] == pytest.approx(26.98, abs=0.01)
+
+    res = runner.invoke(cli, ["verify", str(plan), "-w", str(REPO / "examples" / "paper-table3.csv"), "-p", str(prof)])
+    assert res.exit_code == 0 and res.output.startswith("ok: 6 GPU(s)")
+    # the same plan cannot carry twice the rates
+    doubled = tmp_path / "double.csv"
+    doubled.write_text((REPO / "examples" / "paper-table3.csv").read_text().replace(",1200\n", ",2400\n"))
+    res = runner.invoke(cli, ["verify", str(plan), "-w", str(doubled), "-p", str(prof)])
+    assert res.exit_code == 1
+    assert "W1: plan serves 1200 req/s of 2400 req/s" in res.output
+
+
+@pytest.mark.parametrize(
+    ("csv", "message"),
+    [
+        ("name,model,slo_ms,rate_rps\nA,vgg19,20,-1\n", "Error: {p}: row 2 ('A'): rate_rps must be a positive number, got '-1'\n"),
+        ("name,model,slo\nA,vgg19,20\n", "Error: {p}: missing column(s) slo_ms, rate_rps; the header must be name,model,slo_ms,rate_rps\n"),
+        ("name,model,slo_ms,rate_rps\nA,bert,20,5\n", "Error: workload 'A': model 'bert' is not in profile 'v100' (it has: alexnet, resnet50, ssd, vgg19); profile it or fix the workloads file\n"),
+    ],
+)
+def test_bad_input_exits_1_with_one_line_and_writes_nothing(
+    runner: CliRunner, v100_path: Path, tmp_path: Path, csv: str, message: str
+) -> None:
+    w = tmp_path / "w.csv"
+    w.write_text(csv)
+    out = tmp_path / "plan.json"
+    res = runner.invoke(cli, ["solve", "-w", str(w), "-p", str(v100_path), "-o", str(out)])
+    assert res.exit_code == 1
+    assert res.output == message.format(p=w)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [w]  # no temp file left behind
+
+
+def test_unreachable_slo_says_smallest_slo(runner: CliRunner, v100_path: Path, tmp_path: Path) -> None:
+    w = tmp_path / "w.csv"
+    w.write_text("name,model,slo_ms,rate_rps\nfast,vgg19,2,10\n")
+    res = runner.invoke(cli, ["solve", "-w", str(w), "-p", str(v100_path)])
+    assert res.exit_code == 1
+    assert re.fullmatch(
+        r"Error: workload 'fast' \(vgg19\): SLO 2 ms cannot be met even alone at 100 % under the 'igniter' "
+        r"budget; the smallest SLO that works is \d+\.\d\d ms\n",
+        res.output,
+    )
+
+
+def test_unknown_profile_and_wrong_plan_schema(runner: CliRunner, tmp_path: Path) -> None:
+    res = runner.invoke(cli, ["solve", "-p", "nonexistent-gpu"])
+    assert res.exit_code == 1 and res.output.startswith("Error: profile 'nonexistent-gpu' not found")
+    bad = tmp_path / "p.json"
+    bad.write_text('{"schema": "x/v1"}')
+    res = runner.invoke(cli, ["predict", str(bad), "-p", "nonexistent-gpu"])
+    assert res.exit_code == 1
+
+
+def test_python_m_entry_point() -> None:
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "igniter_opt", "--version"], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == f"igniter-opt, version {__version__}"

@@ -1,0 +1,85 @@
+"""Workloads CSV and plan JSON: contracts and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from igniter_opt.domain import PlanningProblem
+from igniter_opt.errors import InputError, PlanError, ProblemError
+from igniter_opt.planio import (
+    PLAN_SCHEMA,
+    plan_from_dict,
+    plan_to_dict,
+    read_plan,
+    read_workloads,
+    write_plan,
+)
+from igniter_opt.planner import greedy, run_planner
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "w.csv"
+    p.write_text(text)
+    return p
+
+
+def test_reads_paper_mix(paper_workloads) -> None:
+    assert len(paper_workloads) == 12
+    assert paper_workloads[0].name == "W1" and paper_workloads[0].rate_rps == 1200.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name,model,slo_ms\nA,vgg19,20\n", "missing column(s) rate_rps"),
+        ("name,model,slo_ms,rate_rps\nA,vgg19,20,-5\n", "row 2 ('A'): rate_rps must be a positive number, got '-5'"),
+        ("name,model,slo_ms,rate_rps\nA,vgg19,fast,5\n", "row 2 ('A'): slo_ms must be a positive number, got 'fast'"),
+        ("name,model,slo_ms,rate_rps\nA,vgg19,0,5\n", "slo_ms must be a positive number, got '0'"),
+        ("name,model,slo_ms,rate_rps\nA,vgg19,20,\n", "rate_rps must be a positive number, got ''"),
+        ("name,model,slo_ms,rate_rps\nA,vgg19,20,5\nA,ssd,30,5\n", "row 3: duplicate workload name 'A' (first at row 2)"),
+        ("name,model,slo_ms,rate_rps\n", "no workloads"),
+        ("name,model,slo_ms,rate_rps\nA,,20,5\n", "row 2 ('A'): empty model"),
+    ],
+)
+def test_bad_workloads(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(InputError) as exc:
+        read_workloads(write(tmp_path, text))
+    assert message in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_unknown_model_names_row_and_profile(tmp_path: Path, v100_model) -> None:
+    ws = read_workloads(write(tmp_path, "name,model,slo_ms,rate_rps\nA,gpt5,20,5\n"))
+    with pytest.raises(ProblemError, match="workload 'A': model 'gpt5' is not in profile 'v100'"):
+        run_planner(PlanningProblem(ws, v100_model), "greedy")
+
+
+def test_plan_json_round_trip(tmp_path: Path, v100_model, paper_workloads) -> None:
+    plan = greedy.solve(PlanningProblem(paper_workloads, v100_model))
+    d = plan_to_dict(plan)
+    assert d["schema"] == PLAN_SCHEMA
+    assert list(d) == ["schema", "profile", "planner", "latency_budget", "gpus", "cost", "solver"]
+    assert d["cost"] == {"gpus": 6, "per_hour": 6.0}
+    assert d["solver"]["status"] == "heuristic" and d["solver"]["bound"] is None
+    first = d["gpus"][0]["placements"][0]
+    assert set(first) == {"workload", "model", "slo_ms", "rate_rps", "batch", "share", "predicted"}
+    assert set(first["predicted"]) == {"latency_ms", "throughput_rps"}
+    path = write_plan(plan, tmp_path / "plan.json")
+    back = read_plan(path)
+    assert plan_to_dict(back) == d
+
+
+def test_plan_of_another_schema_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "plan.json"
+    p.write_text(json.dumps({"schema": "someone-else/v3", "gpus": []}))
+    with pytest.raises(PlanError, match="schema is 'someone-else/v3', expected 'igniter-opt/plan/v1'"):
+        read_plan(p)
+    p.write_text("[1, 2")
+    with pytest.raises(PlanError, match="not valid JSON"):
+        read_plan(p)
+    with pytest.raises(PlanError, match=r"gpus\[0\]\.placements\[0\]: batch must be >= 1"):
+        plan_from_dict({"schema": PLAN_SCHEMA, "gpus": [{"id": "g", "placements": [
+            {"workload": "a", "model": "m", "batch": 0, "share": 10}]}]})
