@@ -195,6 +195,11 @@ def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: 
     emit(f"ok: {plan.num_gpus} GPU(s), every placement meets its limit and rate under the exact model")
 
 
+from igniter_opt.profiling.cli import profile  # noqa: E402  (the profiler's command lives with the profiler)
+
+cli.add_command(profile)
+
+
 def main() -> None:
     cli(prog_name="igniter-opt")
 

@@ -46,7 +46,8 @@ def make_backend(kind: str, gpu: int, out_dir: Path, truth: str | None, models: 
             from igniter_opt.perfmodel.store import load_profile
 
             return SimulatedBackend(load_profile(truth))
-        return SimulatedBackend(synthetic_model(models))
+        # The concurrency runs use VGG-19 whatever is profiled.
+        return SimulatedBackend(synthetic_model(sorted({*models, "vgg19"})))
     from igniter_opt.profiling.cuda import CudaBackend
 
     return CudaBackend(gpu, log_dir=out_dir / "logs")
