@@ -129,7 +129,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from igniter_opt.perfmodel.store import load_profile
 
-    model = load_profile(args.profile)
+    if args.power_form:
+        from igniter_opt.perfmodel.fit import fit_profile
+        from igniter_opt.perfmodel.raw import load_raw
+
+        model = fit_profile(load_raw(Path(args.profile) / "raw.json"), "refit", power_form=args.power_form)
+    else:
+        model = load_profile(args.profile)
     recs = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
     if not recs:
         print("no measured mixes", file=sys.stderr)
@@ -167,11 +173,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     for m in sorted({x["model"] for x in rows}):
         idx = [i for i, x in enumerate(rows) if x["model"] == m]
         by_model[m] = {"latency": _stats([lat_err[i] for i in idx]), "throughput": _stats([thr_err[i] for i in idx])}
-    summary = {"gpu": gpu, "profile": str(args.profile), "mixes": len(recs), "workloads": len(rows),
+    power_form = model.gpu.get("fit", {}).get("power_form", "igniter")
+    summary = {"gpu": gpu, "profile": str(args.profile), "power_form": power_form, "mixes": len(recs), "workloads": len(rows),
                "latency_rel_error": _stats(lat_err), "throughput_rel_error": _stats(thr_err), "by_model": by_model}
     (out / f"accuracy_{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [f"# Prediction accuracy on {gpu}", "",
-             f"{len(recs)} held-out mixes, {len(rows)} workloads; profile `{args.profile}`.", "",
+             f"{len(recs)} held-out mixes, {len(rows)} workloads; profile `{args.profile}`, power form "
+             f"`{power_form}`.", "",
              "| quantity | median | p90 | max | mean signed |", "| --- | --- | --- | --- | --- |"]
     for name, key in (("latency", "latency_rel_error"), ("throughput", "throughput_rel_error")):
         s = summary[key]
@@ -231,6 +239,7 @@ def main() -> int:
     p.add_argument("--profile", required=True)
     p.add_argument("-o", "--output", default="benchmarks/results")
     p.add_argument("--tag", default=None)
+    p.add_argument("--power-form", default=None, help="refit the profile's raw.json with this power form")
     args = ap.parse_args()
     return cmd_run(args) if args.cmd == "run" else cmd_report(args)
 

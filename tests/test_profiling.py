@@ -428,3 +428,42 @@ def test_share_unit_from_probes() -> None:
     flat = [{"share_pct": s, "sm_count": 132, "median_ms": t}
             for s, t in ((10.0, 10.0), (10.5, 10.0), (11.0, 9.0), (11.5, 9.0), (12.0, 9.0), (12.5, 8.0))]
     assert unit_from_probes(flat, total_sms=132)[0] == pytest.approx(1.5)
+
+
+# ---- the shared power floor ---------------------------------------------------------------------
+def _floor_truth(floor: float) -> PerformanceModel:
+    t = synthetic_model(["alexnet", "vgg19"])
+    models = {m: dataclasses.replace(c, beta_p=floor) for m, c in t.models.items()}
+    return dataclasses.replace(t, models=models, hardware=dataclasses.replace(t.hardware, power_floor_w=floor))
+
+
+def test_shared_power_floor_recovered(tmp_path: Path) -> None:
+    truth = _floor_truth(90.0)
+    raw = run_plan(small_plan(), SimulatedBackend(truth), tmp_path, progress=False)
+    shared = fit_profile(raw, "s", power_form="shared-floor")
+    assert shared.hardware.power_floor_w == pytest.approx(90.0, rel=1e-9)
+    for m, c in truth.models.items():
+        assert shared.models[m].alpha_p == pytest.approx(c.alpha_p, rel=1e-9)
+        assert shared.models[m].beta_p == pytest.approx(90.0, rel=1e-9)
+    paper = fit_profile(raw, "p", power_form="igniter")
+    assert paper.hardware.power_floor_w == 0.0 and paper.gpu["fit"]["power_form"] == "igniter"
+    # Four co-located copies: the paper's form counts the 90 W intercept four times.
+    mix = [("vgg19", 32, 25.0)] * 4
+    lat_shared = [x for x, _ in shared.predict_gpu(mix)]
+    lat_truth = [x for x, _ in truth.predict_gpu(mix)]
+    assert lat_shared == pytest.approx(lat_truth, rel=1e-6)
+    with pytest.raises(ProfileError, match="power form must be one of igniter, shared-floor"):
+        fit_profile(raw, "x", power_form="cubic")
+
+
+def test_profile_records_the_power_form_for_fit(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    res = CliRunner().invoke(profile, ["--models", "alexnet", "-o", str(out), "--backend", "simulated",
+                                       "--batches", "1,8,32", "--shares", "10,50,100", "--max-copies", "3",
+                                       "--no-progress"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    raw = load_raw(out / "raw.json")
+    assert raw.gpu["fit"] == {"power_form": "shared-floor"}
+    assert fit_profile(raw, "again").gpu["fit"]["power_form"] == "shared-floor"  # igniter-opt fit follows it
+    coef = json.loads((out / "coefficients.json").read_text())
+    assert coef["hardware"]["power_floor_w"] == PerformanceModel.from_dict(coef).hardware.power_floor_w

@@ -54,8 +54,14 @@ def make_backend(kind: str, gpu: int, out_dir: Path, truth: str | None, models: 
 
 
 def profile_gpu(plan: ProfilePlan, backend: Any, out_dir: str | Path, *, fit: bool = True,
-                progress: bool = True, name: str | None = None) -> tuple[Path, Any]:
-    """Run the plan (resuming from the checkpoint), write raw.json and, with ``fit``, coefficients.json."""
+                progress: bool = True, name: str | None = None, power_form: str = "shared-floor") -> tuple[Path, Any]:
+    """Run the plan (resuming from the checkpoint), write raw.json and, with ``fit``, coefficients.json.
+
+    ``power_form`` is recorded in raw.json (``gpu.fit.power_form``) as the fit to use; ``igniter-opt
+    fit`` follows it unless told otherwise.
+    """
+    import dataclasses
+
     from igniter_opt.ioutil import atomic_write_json
     from igniter_opt.perfmodel.fit import fit_profile
     from igniter_opt.perfmodel.store import RAW_FILE, write_profile
@@ -64,6 +70,7 @@ def profile_gpu(plan: ProfilePlan, backend: Any, out_dir: str | Path, *, fit: bo
     out = Path(out_dir)
     with backend:
         raw = run_plan(plan, backend, out, progress=progress)
+    raw = dataclasses.replace(raw, gpu={**raw.gpu, "fit": {"power_form": power_form}})
     if not fit:
         atomic_write_json(out / RAW_FILE, raw.to_dict())
         return out, None
@@ -90,9 +97,12 @@ def _sigterm(*_: object) -> None:
               help="Solo-grid shares (% of SMs).")
 @click.option("--max-copies", type=int, default=5, show_default=True, help="Concurrency runs: 1..N copies of VGG-19.")
 @click.option("--fit/--no-fit", default=True, show_default=True, help="Also fit and write coefficients.json.")
+@click.option("--power-form", type=click.Choice(["shared-floor", "igniter"]), default="shared-floor", show_default=True,
+              help="Power fit recorded for this GPU: one power floor per busy GPU (shared-floor) or the paper's "
+                   "per-placement intercept (igniter).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with ETA.")
 def profile(models_text: str, gpu: int, out_dir: Path, backend: str, truth: str | None, batches: str, shares: str,
-            max_copies: int, fit: bool, progress: bool) -> None:
+            max_copies: int, fit: bool, power_form: str, progress: bool) -> None:
     """Measure a GPU with iGniter's plan and write a profile folder.
 
     Each measurement runs in its own process under an MPS daemon that the command starts and
@@ -110,7 +120,7 @@ def profile(models_text: str, gpu: int, out_dir: Path, backend: str, truth: str 
         plan = ProfilePlan(models=tuple(models), batches=_ints(batches, "--batches"),
                            shares_pct=_floats(shares, "--shares"), max_copies=max_copies)
         be = make_backend(backend, gpu, out_dir, truth, models)
-        out, model = profile_gpu(plan, be, out_dir, fit=fit, progress=progress)
+        out, model = profile_gpu(plan, be, out_dir, fit=fit, progress=progress, power_form=power_form)
     except IgniterOptError as exc:
         kept = out_dir / "checkpoint.jsonl"
         hint = f" (measurements so far are kept in {kept}; run again to resume)" if kept.exists() else ""

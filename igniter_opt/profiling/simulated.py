@@ -77,7 +77,7 @@ class SimulatedBackend(GpuBackend):
         c, hw = self._coef(model), self.truth.hardware
         k_act = c.active_ms(batch, share)
         h = 1000.0 * batch / k_act
-        demand = hw.idle_power_w + c.alpha_p * h + c.beta_p
+        demand = hw.idle_power_w + c.alpha_p * h + c.beta_p  # one placement: floor + (beta_p - floor)
         f = self._clock(demand)
         lat = (k_act + c.idle_ms) * hw.max_clock_mhz / f
         return lat * self._jitter(f"solo/{model}/{batch}/{share:g}"), min(demand, hw.max_power_w), f
@@ -132,7 +132,8 @@ class SimulatedBackend(GpuBackend):
             k_act = [c.active_ms(b, r) for c, (_, b, r) in zip(cs, slots, strict=True)]
             h = [1000.0 * b / k for k, (_, b, _) in zip(k_act, slots, strict=True)]
             l2 = [c.alpha_c * x + c.beta_c for c, x in zip(cs, h, strict=True)]
-            demand = hw.idle_power_w + sum(c.alpha_p * x + c.beta_p for c, x in zip(cs, h, strict=True))
+            demand = hw.idle_power_w + hw.power_floor_w + sum(
+                c.alpha_p * x + c.beta_p - hw.power_floor_w for c, x in zip(cs, h, strict=True))
             f = self._clock(demand)
             n = len(slots)
             res: list[WorkloadResult] = []
