@@ -467,3 +467,14 @@ def test_profile_records_the_power_form_for_fit(tmp_path: Path) -> None:
     assert fit_profile(raw, "again").gpu["fit"]["power_form"] == "shared-floor"  # igniter-opt fit follows it
     coef = json.loads((out / "coefficients.json").read_text())
     assert coef["hardware"]["power_floor_w"] == PerformanceModel.from_dict(coef).hardware.power_floor_w
+
+
+def test_missing_ncu_is_a_clear_error(fake_env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    import igniter_opt.profiling.cuda as cuda
+
+    monkeypatch.setattr(cuda, "find_ncu", lambda: None)
+    be, mps, _ = _backend(fake_env)
+    be._ncu = None
+    with be, pytest.raises(MeasurementError, match=r"ncu \(Nsight Compute\) not found"):
+        list(be.l2(50.0, [("alexnet", 8)]))
+    assert not mps.running

@@ -195,8 +195,12 @@ class WorkerProcess:
                 pass
         with _LIVE_LOCK:
             _LIVE.discard(self)
-        if self._log:
-            self._log.flush()
+        # The pipes close when the process is gone: let the readers finish, then close the log.
+        self._t_out.join(timeout=2)
+        self._t_err.join(timeout=2)
+        if self._log and not self._t_out.is_alive() and not self._t_err.is_alive():
+            self._log.close()
+            self._log = None
 
     def alive(self) -> bool:
         return self.proc.poll() is None
