@@ -20,7 +20,7 @@ from igniter_opt.planner.verify import predict_plan, verify_plan
 from igniter_opt.report import plan_table, render_plan, render_table
 from igniter_opt.solver import SolveOptions
 
-DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "v100")
+DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "h100")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
