@@ -13,15 +13,14 @@ import click
 from igniter_opt import __version__
 from igniter_opt.domain import LatencyBudget, PlanningProblem
 from igniter_opt.errors import IgniterOptError
-from igniter_opt.ioutil import atomic_write_text
 from igniter_opt.perfmodel import fit_profile, load_profile, load_raw, write_profile
 from igniter_opt.planio import EXAMPLE_WORKLOADS, read_plan, read_workloads, write_plan
 from igniter_opt.planner import planner_names, run_planner
 from igniter_opt.planner.verify import predict_plan, verify_plan
-from igniter_opt.report import render_plan
+from igniter_opt.report import plan_table, render_plan, render_table
 from igniter_opt.solver import SolveOptions
 
-DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "v100")
+DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "h100")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -103,8 +102,6 @@ def fit(raw: Path, out_dir: Path, name: str | None) -> None:
     raw_profile = load_raw(raw)
     model = fit_profile(raw_profile, name=name or out_dir.name)
     write_profile(raw_profile, model, out_dir)
-    from igniter_opt.report import render_table
-
     rows = [[m, *(f"{x:.6g}" for x in (*c.k, c.alpha_c, c.beta_c, c.alpha_p, c.beta_p, c.alpha_cache))]
             for m, c in sorted(model.models.items())]
     headers = ["model", "k1", "k2", "k3", "k4", "k5", "alpha_c", "beta_c", "alpha_p", "beta_p", "alpha_cache"]
@@ -133,7 +130,7 @@ def predict(plan_file: Path, profile: str, output: Path | None, fmt: str) -> Non
     plan = predict_plan(read_plan(plan_file), perf)
     if output is not None:
         write_plan(plan, output)
-    emit(render_plan(plan, [], fmt) if fmt != "table" else render_plan(plan, [], fmt).split("\n\n")[0])
+    emit(plan_table(plan) if fmt == "table" else render_plan(plan, [], fmt))
 
 
 @cli.command()
@@ -256,8 +253,11 @@ def apply(plan_file: Path, duration: float, arrival: str, tritonserver: Path | N
         raise click.ClickException(f"{result.errors[0]}{more}; every server and MPS stopped")
 
 
+from igniter_opt.profiling.cli import profile  # noqa: E402  (the profiler's command lives with the profiler)
+
+cli.add_command(profile)
+
+
 def main() -> None:
     cli(prog_name="igniter-opt")
 
-
-__all__ = ["cli", "main", "atomic_write_text"]

@@ -643,3 +643,13 @@ def test_load_generator_refuses_other_hosts(tmp_path: Path) -> None:
     outcome = LoadGenerator([spec], tmp_path / "parts").run()
     assert outcome.errors == [("load generator for stream s0 failed: ApplyError: load generator targets only "
                               "127.0.0.1, not 10.0.0.1:8001")]
+
+
+def test_builtin_model_list_matches_the_zoo() -> None:
+    """The fallback list (used where the zoo has no registry) must not drift from the zoo."""
+    from igniter_opt.apply.models import zoo_models
+
+    models, source = zoo_models()
+    if source != "zoo":
+        pytest.skip("igniter_opt.zoo has no registry here")
+    assert models == BUILTIN_MODELS

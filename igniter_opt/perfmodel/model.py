@@ -6,6 +6,7 @@ Equations (design note section 1; times ms, rates req/s, shares %):
     h_i = 1000 b_i / k_act(b_i, r_i)
     c_i = alpha_c h_i + beta_c          p_i = alpha_p h_i + beta_p
     P = p_idle + sum_i p_i              f = F if P <= P_max else F + alpha_f (P - P_max)
+    (with a shared power floor P0 > 0: P = p_idle + P0 + sum_i (p_i - P0), see HardwareCoefficients)
     D = alpha_sch |S| + beta_sch if |S| >= 2 else 0
     t_sch_i = n_k D + idle_1
     t_act_i = k_act_i (1 + alpha_cache (sum_l c_l - c_i))
@@ -59,6 +60,10 @@ class HardwareCoefficients:
     share_unit_pct: float
     pcie_bandwidth_bytes_per_ms: float
     price_per_gpu_hour: float = 1.0
+    # Power drawn once by a busy GPU, whatever runs on it (W). 0 is the paper's form, where every
+    # placement adds its own intercept beta_p; > 0 ("shared-floor" fit): the intercept is counted
+    # once per GPU and each placement adds alpha_p h + beta_p - power_floor_w.
+    power_floor_w: float = 0.0
 
 
 _MODEL_FIELDS = [f for f in ModelCoefficients.__dataclass_fields__]
@@ -123,7 +128,7 @@ class PerformanceModel:
         k_act = (k[..., 0] * b * b + k[..., 1] * b + k[..., 2]) / (share_pct + k[..., 3]) + k[..., 4]
         h = 1000.0 * b / k_act
         c = a["alpha_c"][model_idx] * h + a["beta_c"][model_idx]
-        p = a["alpha_p"][model_idx] * h + a["beta_p"][model_idx]
+        p = a["alpha_p"][model_idx] * h + a["beta_p"][model_idx] - self.hardware.power_floor_w
         return k_act, c, p
 
     def slot_constants(self, model_idx: np.ndarray, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -156,7 +161,7 @@ class PerformanceModel:
         ``n`` is the number of placements per row, shaped (rows, 1).
         """
         hw = self.hardware
-        power = hw.idle_power_w + p.sum(axis=-1, keepdims=True)
+        power = hw.idle_power_w + np.where(n >= 1, hw.power_floor_w, 0.0) + p.sum(axis=-1, keepdims=True)
         clock = np.where(power <= hw.max_power_w, hw.max_clock_mhz,
                          hw.max_clock_mhz + hw.alpha_f * (power - hw.max_power_w))
         d_sched = np.where(n >= 2, hw.alpha_sch * n + hw.beta_sch, 0.0)
@@ -221,7 +226,7 @@ class PerformanceModel:
             raise ProfileError(f"{source}: schema is {d.get('schema')!r}, expected '{COEFFICIENTS_SCHEMA}'")
         try:
             hw_d = d["hardware"]
-            missing = [f for f in _HW_FIELDS if f not in hw_d and f != "price_per_gpu_hour"]
+            missing = [f for f in _HW_FIELDS if f not in hw_d and f not in ("price_per_gpu_hour", "power_floor_w")]
             if missing:
                 raise ProfileError(f"{source}: hardware is missing {', '.join(missing)}; re-run 'igniter-opt fit'")
             hw = HardwareCoefficients(**{f: float(hw_d[f]) for f in _HW_FIELDS if f in hw_d})
