@@ -275,14 +275,19 @@ def _best_gpu(
             active = active[units[active].sum(axis=1) <= cap]
             if not active.size:
                 break
-        f, k = (cfg, const) if first else (cfg[active], const[active])
-        first = False
+        f, k, nn = (cfg, const, n) if first else (cfg[active], const[active], n[active])
         lat, thr = perf.co_located(
-            terms.k_act[f], terms.c[f], terms.p[f], n[active], k[..., _F["batch"]], k[..., _F["kernels"]],
+            terms.k_act[f], terms.c[f], terms.p[f], nn, k[..., _F["batch"]], k[..., _F["kernels"]],
             k[..., _F["idle_ms"]], k[..., _F["alpha_cache"]], k[..., _F["t_load"]], k[..., _F["t_fb"]],
         )
         viol = (lat > k[..., _F["limit"]]) | (thr < k[..., _F["rate"]])
         done = ~viol.any(axis=1)
+        if first and done.any():
+            # Nothing was raised yet: every finished row grew by exactly the newcomer's lower bound,
+            # the least any row can, so the first of them wins.
+            j = int(np.argmax(done))
+            return j, cfg[j], units[j]
+        first = False
         if done.any():
             finished = active[done]
             inc = units[finished].sum(axis=1) - used[finished]
