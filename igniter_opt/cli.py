@@ -13,16 +13,15 @@ import click
 from igniter_opt import __version__
 from igniter_opt.domain import LatencyBudget, PlanningProblem
 from igniter_opt.errors import IgniterOptError
-from igniter_opt.ioutil import atomic_write_text
 from igniter_opt.perfmodel import fit_profile, load_profile, load_raw, write_profile
 from igniter_opt.planio import EXAMPLE_WORKLOADS, read_plan, read_workloads, write_plan
 from igniter_opt.planner import planner_names, run_planner
 from igniter_opt.planner.compare import compare_planners, parse_planners
 from igniter_opt.planner.verify import predict_plan, verify_plan
-from igniter_opt.report import render_comparison, render_plan
+from igniter_opt.report import plan_table, render_comparison, render_plan, render_table
 from igniter_opt.solver import SolveOptions
 
-DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "v100")
+DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "h100")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
@@ -104,8 +103,6 @@ def fit(raw: Path, out_dir: Path, name: str | None) -> None:
     raw_profile = load_raw(raw)
     model = fit_profile(raw_profile, name=name or out_dir.name)
     write_profile(raw_profile, model, out_dir)
-    from igniter_opt.report import render_table
-
     rows = [[m, *(f"{x:.6g}" for x in (*c.k, c.alpha_c, c.beta_c, c.alpha_p, c.beta_p, c.alpha_cache))]
             for m, c in sorted(model.models.items())]
     headers = ["model", "k1", "k2", "k3", "k4", "k5", "alpha_c", "beta_c", "alpha_p", "beta_p", "alpha_cache"]
@@ -134,7 +131,7 @@ def predict(plan_file: Path, profile: str, output: Path | None, fmt: str) -> Non
     plan = predict_plan(read_plan(plan_file), perf)
     if output is not None:
         write_plan(plan, output)
-    emit(render_plan(plan, [], fmt) if fmt != "table" else render_plan(plan, [], fmt).split("\n\n")[0])
+    emit(plan_table(plan) if fmt == "table" else render_plan(plan, [], fmt))
 
 
 @cli.command()
@@ -231,8 +228,69 @@ def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: 
     emit(f"ok: {plan.num_gpus} GPU(s), every placement meets its limit and rate under the exact model")
 
 
+@cli.command()
+@click.argument("plan_file", metavar="PLAN.json", type=click.Path(path_type=Path))
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Seconds of load per workload.")
+@click.option("--arrival", type=click.Choice(["poisson", "constant"]), default="poisson", show_default=True,
+              help="Inter-arrival times of the requests.")
+@click.option("--tritonserver", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Server binary. Default: tritonserver on PATH, else the one in the nvidia-pytriton wheel.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("apply-out"),
+              show_default=True, help="Folder for the model repositories, server logs and results.")
+@click.option("--gpus", default=None,
+              help="Map plan GPUs to this machine's, by UUID or index: gpu0=GPU-<uuid>,gpu1=1. Default: in order.")
+@click.option("--base-port", type=click.IntRange(1024, 65535), default=None,
+              help="Use ports BASE, BASE+1, ... (HTTP, gRPC, metrics per server) on 127.0.0.1. Default: free ports.")
+@click.option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=180.0, show_default=True,
+              help="Seconds to wait for every server to be ready.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the arrival times.")
+@click.option("--echo-ms", type=click.FloatRange(min=0), default=None,
+              help="Serve a numpy-free stand-in on CPU that returns its input after this many ms per batch "
+                   "(no GPU, no MPS): tests the serving and measuring path on any machine.")
+@click.option("--max-rps-per-process", type=click.FloatRange(min=1), default=200.0, show_default=True,
+              help="A placement with a higher rate is driven by several load-generating processes.")
+@click.option("--dry-run", is_flag=True, help="Print every command, environment and config; start nothing.")
+@handle_errors
+def apply(plan_file: Path, duration: float, arrival: str, tritonserver: Path | None, out_dir: Path,
+          gpus: str | None, base_port: int | None, ready_timeout: float, seed: int, echo_ms: float | None,
+          max_rps_per_process: float, dry_run: bool) -> None:
+    """Apply a plan to Triton Inference Servers under MPS, drive it with load, and measure SLO attainment.
+
+    One tritonserver per placement, on its GPU (by UUID) with its MPS share and batch; requests at
+    each workload's planned rate; per-request latencies and, per workload, p50/p95/p99, throughput
+    and the share of requests within the SLO, written to --out. Ctrl-C stops everything cleanly.
+
+    Example: igniter-opt apply plan.json --duration 60 --out runs/plan1
+    """
+    from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment, render_dry_run, render_result
+
+    options = ApplyOptions(
+        out_dir=out_dir, duration_s=duration, arrival=arrival,
+        tritonserver=str(tritonserver) if tritonserver else None, gpus=gpus, base_port=base_port,
+        ready_timeout_s=ready_timeout, echo_ms=echo_ms, seed=seed, max_rps_per_process=max_rps_per_process,
+    )
+    dep = build_deployment(read_plan(plan_file), options)
+    if dry_run:
+        emit(render_dry_run(dep))
+        return
+    result = apply_plan(dep, progress=lambda msg: click.echo(msg, err=True))
+    if result.results:
+        emit(render_result(result))
+    if result.interrupted:
+        raise click.ClickException(
+            f"interrupted by {result.interrupted}; every server and MPS stopped; results so far in {result.out_dir}"
+        )
+    if result.errors:
+        more = f" (+{len(result.errors) - 1} more, see summary.json)" if len(result.errors) > 1 else ""
+        raise click.ClickException(f"{result.errors[0]}{more}; every server and MPS stopped")
+
+
+from igniter_opt.profiling.cli import profile  # noqa: E402  (the profiler's command lives with the profiler)
+
+cli.add_command(profile)
+
+
 def main() -> None:
     cli(prog_name="igniter-opt")
 
-
-__all__ = ["atomic_write_text", "cli", "main"]

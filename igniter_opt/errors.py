@@ -23,3 +23,19 @@ class PlanError(IgniterOptError):
 
 class SolverUnavailableError(IgniterOptError):
     """The MIP solver is not installed."""
+
+
+class GpuUnavailableError(IgniterOptError):
+    """No usable NVIDIA GPU, driver, NVML or CUDA-enabled torch where the profiler runs."""
+
+
+class MpsError(IgniterOptError):
+    """The MPS control daemon is already running, failed to start, or failed to stop."""
+
+
+class MeasurementError(IgniterOptError):
+    """A measurement process crashed, hung past its timeout, or returned unusable data."""
+
+
+class ApplyError(IgniterOptError):
+    """Applying a plan failed: a server would not start, a port is taken, a GPU is missing, ..."""

@@ -82,7 +82,7 @@ def plan_table(plan: Plan) -> str:
 def plan_summary(plan: Plan, violations: Sequence[Violation]) -> str:
     s = plan.solver
     parts = [
-        f"{plan.num_gpus} GPU(s), cost {plan.cost_per_hour:.2f}/h, total share {plan.total_share_pct:g} %",
+        f"{plan.num_gpus} GPU(s), cost {plan.cost_per_hour:.2f}/h, total share {plan.total_share_pct:.4g} %",
         f"planner {plan.planner} ({s.status}"
         + (f", bound {s.bound:g}, gap {100 * s.gap:.2f} %" if s.bound is not None and s.gap is not None else "")
         + (f", {s.wall_s:.3f} s" if s.wall_s is not None else "")

@@ -7,6 +7,7 @@ returns ``self``, fitted attributes end in ``_``, ``predict`` refuses an unfitte
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
@@ -19,6 +20,9 @@ from igniter_opt.perfmodel.model import HardwareCoefficients, ModelCoefficients,
 from igniter_opt.perfmodel.raw import RawHardware, RawModel, RawProfile
 
 ACTIVE_TIME_FORMS = ("igniter",)
+# "igniter": p_i = alpha_p h + beta_p per placement, summed (the paper). "shared-floor": one
+# intercept per GPU (fitted jointly over all models' solo points), counted once per busy GPU.
+POWER_FORMS = ("igniter", "shared-floor")
 
 
 def _igniter_active_ms(x: np.ndarray, k1: float, k2: float, k3: float, k4: float, k5: float) -> np.ndarray:
@@ -166,8 +170,46 @@ def fit_hardware(hw: RawHardware) -> HardwareCoefficients:
     )
 
 
-def fit_profile(raw: RawProfile, name: str, *, form: str = "igniter") -> PerformanceModel:
-    """Fit every model of a raw profile and the hardware coefficients."""
+def fit_shared_power_floor(raw: RawProfile) -> tuple[float, dict[str, float]]:
+    """Joint least squares over all models' full-clock solo points: ``P - p_idle = P0 + alpha_p[m] h``.
+
+    Returns the common intercept ``P0`` (W) and each model's slope (W per req/s).
+    """
+    hw = raw.hardware
+    F = hw.max_clock_mhz
+    names = sorted(raw.models)
+    rows, ys = [], []
+    for j, name in enumerate(names):
+        rm = raw.models[name]
+        for s in rm.solo:
+            if s.clock_mhz <= F - 1:
+                continue
+            h = 1000.0 * s.batch / (s.latency_ms - rm.idle_ms)
+            x = np.zeros(len(names) + 1)
+            x[0], x[1 + j] = 1.0, h
+            rows.append(x)
+            ys.append(s.power_w - hw.idle_power_w)
+    if len(rows) < len(names) + 2:
+        raise ProfileError("too few full-clock solo points to fit a shared power floor; use --power-form igniter")
+    coef, *_ = np.linalg.lstsq(np.array(rows), np.array(ys), rcond=None)
+    return float(coef[0]), {n: float(coef[1 + j]) for j, n in enumerate(names)}
+
+
+def fit_profile(raw: RawProfile, name: str, *, form: str = "igniter", power_form: str | None = None) -> PerformanceModel:
+    """Fit every model of a raw profile and the hardware coefficients.
+
+    ``power_form`` (see ``POWER_FORMS``) defaults to the one the profile recommends in
+    ``gpu["fit"]["power_form"]`` (written by the profiler), else the paper's.
+    """
+    if power_form is None:
+        power_form = str(raw.gpu.get("fit", {}).get("power_form", "igniter"))
+    if power_form not in POWER_FORMS:
+        raise ProfileError(f"power form must be one of {', '.join(POWER_FORMS)}, got '{power_form}'")
     hardware = fit_hardware(raw.hardware)
     models = {m: fit_model(m, rm, raw.hardware, form=form) for m, rm in sorted(raw.models.items())}
-    return PerformanceModel(name=name, hardware=hardware, models=models, gpu=dict(raw.gpu))
+    if power_form == "shared-floor":
+        floor, slopes = fit_shared_power_floor(raw)
+        models = {m: replace(c, alpha_p=slopes[m], beta_p=floor) for m, c in models.items()}
+        hardware = replace(hardware, power_floor_w=floor)
+    gpu = {**raw.gpu, "fit": {**raw.gpu.get("fit", {}), "form": form, "power_form": power_form}}
+    return PerformanceModel(name=name, hardware=hardware, models=models, gpu=gpu)

@@ -6,6 +6,7 @@ Equations (design note section 1; times ms, rates req/s, shares %):
     h_i = 1000 b_i / k_act(b_i, r_i)
     c_i = alpha_c h_i + beta_c          p_i = alpha_p h_i + beta_p
     P = p_idle + sum_i p_i              f = F if P <= P_max else F + alpha_f (P - P_max)
+    (with a shared power floor P0 > 0: P = p_idle + P0 + sum_i (p_i - P0), see HardwareCoefficients)
     D = alpha_sch |S| + beta_sch if |S| >= 2 else 0
     t_sch_i = n_k D + idle_1
     t_act_i = k_act_i (1 + alpha_cache (sum_l c_l - c_i))
@@ -59,10 +60,27 @@ class HardwareCoefficients:
     share_unit_pct: float
     pcie_bandwidth_bytes_per_ms: float
     price_per_gpu_hour: float = 1.0
+    # Power drawn once by a busy GPU, whatever runs on it (W). 0 is the paper's form, where every
+    # placement adds its own intercept beta_p; > 0 ("shared-floor" fit): the intercept is counted
+    # once per GPU and each placement adds alpha_p h + beta_p - power_floor_w.
+    power_floor_w: float = 0.0
 
 
 _MODEL_FIELDS = [f for f in ModelCoefficients.__dataclass_fields__]
 _HW_FIELDS = [f for f in HardwareCoefficients.__dataclass_fields__]
+
+
+def _row_sum(x: np.ndarray) -> np.ndarray:
+    """Sum over the last axis, left to right, keeping it (shape (..., 1)).
+
+    Left to right on purpose: empty slots are zeros at the end of a row, so a padded row sums to
+    exactly what the unpadded one does (numpy's pairwise sum would regroup rows of 8 or more).
+    For the few slots a GPU holds it is also several times faster than ``sum(axis=-1)``.
+    """
+    total = x[..., 0]
+    for j in range(1, x.shape[-1]):
+        total = total + x[..., j]
+    return total[..., None]
 
 
 @dataclass(frozen=True)
@@ -123,7 +141,7 @@ class PerformanceModel:
         k_act = (k[..., 0] * b * b + k[..., 1] * b + k[..., 2]) / (share_pct + k[..., 3]) + k[..., 4]
         h = 1000.0 * b / k_act
         c = a["alpha_c"][model_idx] * h + a["beta_c"][model_idx]
-        p = a["alpha_p"][model_idx] * h + a["beta_p"][model_idx]
+        p = a["alpha_p"][model_idx] * h + a["beta_p"][model_idx] - self.hardware.power_floor_w
         return k_act, c, p
 
     def slot_constants(self, model_idx: np.ndarray, batch: np.ndarray) -> dict[str, np.ndarray]:
@@ -156,12 +174,12 @@ class PerformanceModel:
         ``n`` is the number of placements per row, shaped (rows, 1).
         """
         hw = self.hardware
-        power = hw.idle_power_w + p.sum(axis=-1, keepdims=True)
+        power = hw.idle_power_w + np.where(n >= 1, hw.power_floor_w, 0.0) + _row_sum(p)
         clock = np.where(power <= hw.max_power_w, hw.max_clock_mhz,
                          hw.max_clock_mhz + hw.alpha_f * (power - hw.max_power_w))
         d_sched = np.where(n >= 2, hw.alpha_sch * n + hw.beta_sch, 0.0)
         t_sch = kernels * d_sched + idle_ms
-        t_act = k_act * (1.0 + alpha_cache * (c.sum(axis=-1, keepdims=True) - c))
+        t_act = k_act * (1.0 + alpha_cache * (_row_sum(c) - c))
         t_gpu = (t_sch + t_act) * (hw.max_clock_mhz / clock)
         return t_load + t_gpu + t_fb, 1000.0 * batch / (t_gpu + t_fb)
 
@@ -221,7 +239,7 @@ class PerformanceModel:
             raise ProfileError(f"{source}: schema is {d.get('schema')!r}, expected '{COEFFICIENTS_SCHEMA}'")
         try:
             hw_d = d["hardware"]
-            missing = [f for f in _HW_FIELDS if f not in hw_d and f != "price_per_gpu_hour"]
+            missing = [f for f in _HW_FIELDS if f not in hw_d and f not in ("price_per_gpu_hour", "power_floor_w")]
             if missing:
                 raise ProfileError(f"{source}: hardware is missing {', '.join(missing)}; re-run 'igniter-opt fit'")
             hw = HardwareCoefficients(**{f: float(hw_d[f]) for f in _HW_FIELDS if f in hw_d})

@@ -230,11 +230,7 @@ class _GpuTable:
             setattr(self, name, new)
 
     def add(self, g: int, idx: int, cfg_row: np.ndarray, units_row: np.ndarray, const: np.ndarray) -> None:
-        """Put demand ``idx`` in the next slot of GPU ``g`` (``g == n`` opens a GPU)."""
-        if g == self.n:
-            self._grow(self.n + 1, 1)
-            self.n += 1
-            self.members.append([])
+        """Put demand ``idx`` in the next slot of open GPU ``g``, with the GPU's new shares."""
         c = int(self.count[g])
         self._grow(self.n, c + 1)
         self.cfg[g, : c + 1] = cfg_row[: c + 1]
@@ -243,6 +239,15 @@ class _GpuTable:
         self.count[g] = c + 1
         self.used[g] = int(units_row[: c + 1].sum())
         self.members[g].append(idx)
+
+    def open_gpu(self, idx: int, cfg: int, units: int, const: np.ndarray) -> None:
+        """A new GPU holding only demand ``idx`` (``add`` for the common case, without arrays)."""
+        self._grow(self.n + 1, 1)
+        g = self.n
+        self.n += 1
+        self.members.append([idx])
+        self.cfg[g, 0], self.units[g, 0], self.const[g, 0] = cfg, units, const
+        self.count[g], self.used[g] = 1, units
 
 
 def _best_gpu(
@@ -270,14 +275,19 @@ def _best_gpu(
             active = active[units[active].sum(axis=1) <= cap]
             if not active.size:
                 break
-        f, k = (cfg, const) if first else (cfg[active], const[active])
-        first = False
+        f, k, nn = (cfg, const, n) if first else (cfg[active], const[active], n[active])
         lat, thr = perf.co_located(
-            terms.k_act[f], terms.c[f], terms.p[f], n[active], k[..., _F["batch"]], k[..., _F["kernels"]],
+            terms.k_act[f], terms.c[f], terms.p[f], nn, k[..., _F["batch"]], k[..., _F["kernels"]],
             k[..., _F["idle_ms"]], k[..., _F["alpha_cache"]], k[..., _F["t_load"]], k[..., _F["t_fb"]],
         )
         viol = (lat > k[..., _F["limit"]]) | (thr < k[..., _F["rate"]])
         done = ~viol.any(axis=1)
+        if first and done.any():
+            # Nothing was raised yet: every finished row grew by exactly the newcomer's lower bound,
+            # the least any row can, so the first of them wins.
+            j = int(np.argmax(done))
+            return j, cfg[j], units[j]
+        first = False
         if done.any():
             finished = active[done]
             inc = units[finished].sum(axis=1) - used[finished]
@@ -304,11 +314,17 @@ def place(perf: PerformanceModel, demands: list[Demand]) -> list[tuple[list[int]
     midx = np.array([perf.model_index(d.workload.model) for d in demands], np.intp)
     batches = np.array([d.batch for d in demands], float)
     consts = perf.slot_constants(midx, batches)
+    slot_const = np.column_stack(
+        [batches, [d.limit_ms for d in demands], [d.rate_rps for d in demands], *(consts[f] for f in _FIELDS[3:])]
+    )
+    # GPUs with at least one free unit, in GPU order: only they can take anyone (full GPUs, most of
+    # them dedicated replicas, are never tried again).
+    spare = np.empty(0, np.intp)
     for i in order:
         d = demands[i]
-        const = np.array([d.batch, d.limit_ms, d.rate_rps, *(float(consts[f][i]) for f in _FIELDS[3:])])
+        const = slot_const[i]
         new_cfg = terms.index(int(midx[i]), d.batch, d.lower_units)
-        cand = np.flatnonzero(cap - table.used[: table.n] >= d.lower_units)
+        cand = spare[cap - table.used[spare] >= d.lower_units]
         if cand.size:
             counts = table.count[cand]
             width = int(counts.max()) + 1
@@ -321,9 +337,14 @@ def place(perf: PerformanceModel, demands: list[Demand]) -> list[tuple[list[int]
             best = _best_gpu(perf, terms, cap, cfg, units, const_rows, (counts + 1)[:, None], table.used[cand])
             if best is not None:
                 j, cfg_row, units_row = best
-                table.add(int(cand[j]), i, cfg_row, units_row, const)
+                g = int(cand[j])
+                table.add(g, i, cfg_row, units_row, const)
+                if table.used[g] >= cap:
+                    spare = spare[spare != g]
                 continue
-        table.add(table.n, i, np.array([new_cfg]), np.array([d.lower_units]), const)
+        table.open_gpu(i, new_cfg, d.lower_units, const)
+        if d.lower_units < cap:
+            spare = np.append(spare, table.n - 1)
     return [
         (table.members[g], [int(x) for x in table.units[g, : table.count[g]]]) for g in range(table.n)
     ]

@@ -1,0 +1,345 @@
+"""Open-loop load generator: requests at a planned rate through tritonclient's asyncio gRPC client.
+
+One process per stream (``multiprocessing``: fork, or spawn where the caller runs threads), so that one Python thread is never what
+limits the rate: a placement whose rate exceeds ``max_rps_per_process`` is split into several
+streams of equal rate (a split Poisson process is still Poisson; constant streams are phase
+shifted so that together they are evenly spaced). Arrival times are drawn before sending, from
+a seed; every request is sent at its time whether or not earlier ones have returned (open
+loop), and its send time, receive time and outcome are recorded. Loops are bounded in count and
+time, and only 127.0.0.1 is ever a target.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+import math
+import multiprocessing as mp
+import os
+import queue
+import random
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from igniter_opt.apply.launcher import die_with_parent
+from igniter_opt.apply.models import WIRE_DTYPES, Tensor
+from igniter_opt.errors import ApplyError
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+RECORD_FIELDS = ("stream", "workload", "server", "seq", "scheduled_s", "sent_s", "received_s", "latency_ms",
+                 "status", "error")
+
+
+class Arrival:
+    POISSON = "poisson"
+    CONSTANT = "constant"
+    ALL = (POISSON, CONSTANT)
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """One load-generating process: a request stream to one server."""
+
+    stream: str
+    workload: str
+    server: str
+    url: str  # host:port of the server's gRPC endpoint, on 127.0.0.1
+    model: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[str, ...]
+    rate_rps: float
+    duration_s: float
+    arrival: str
+    seed: int
+    max_requests: int
+    timeout_s: float
+    drain_s: float
+    phase_s: float = 0.0
+    check_echo: bool = False
+    warmup_requests: int = 3  # sent one by one before the common start, not recorded
+
+
+def arrival_times(rate_rps: float, duration_s: float, arrival: str, seed: int, max_requests: int,
+                  phase_s: float = 0.0) -> list[float]:
+    """Send times in seconds from the start, all < ``duration_s``, at most ``max_requests``."""
+    if rate_rps <= 0 or duration_s <= 0 or max_requests <= 0:
+        return []
+    if arrival not in Arrival.ALL:
+        raise ApplyError(f"arrival must be one of {', '.join(Arrival.ALL)}, got {arrival!r}")
+    out: list[float] = []
+    if arrival == Arrival.CONSTANT:
+        gap = 1.0 / rate_rps
+        first = phase_s % gap
+        i = 0
+        # by index, not by adding gaps: no float drift; exactly rate * duration requests
+        while first + i * gap < duration_s - 1e-9 and len(out) < max_requests:
+            out.append(first + i * gap)
+            i += 1
+        return out
+    rng = random.Random(seed)
+    t = rng.expovariate(rate_rps)
+    while t < duration_s and len(out) < max_requests:
+        out.append(t)
+        t += rng.expovariate(rate_rps)
+    return out
+
+
+def split_streams(base: StreamSpec, max_rps_per_process: float) -> list[StreamSpec]:
+    """Split a stream whose rate one process cannot keep into k equal streams."""
+    k = max(1, math.ceil(base.rate_rps / max_rps_per_process))
+    if k == 1:
+        return [base]
+    rate = base.rate_rps / k
+    per = math.ceil(base.max_requests / k)
+    return [
+        StreamSpec(**{**base.__dict__, "stream": f"{base.stream}.{i}", "rate_rps": rate, "seed": base.seed * 1000 + i,
+                      "max_requests": per, "phase_s": i / base.rate_rps})
+        for i in range(k)
+    ]
+
+
+def _payload(t: Tensor, seed: int) -> Any:
+    import numpy as np  # client side only: the served model's data path has no numpy
+
+    rng = np.random.default_rng(seed)
+    shape = (1, *t.shape)
+    if t.dtype == "int64":
+        return rng.integers(0, 30522, size=shape, dtype=np.int64)
+    return rng.standard_normal(shape).astype(t.dtype)
+
+
+async def _drive(spec: StreamSpec, times: list[float], stop: Any, records: list[list[Any]],
+                 ready: Any, go: Any, start_at: Any) -> None:
+    """Connect, warm up, report ready, wait for the common start, then send at the arrival times."""
+    import tritonclient.grpc.aio as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(url=spec.url)
+    inputs = []
+    raw_inputs = []
+    for i, tensor in enumerate(spec.inputs):
+        data = _payload(tensor, spec.seed + i)
+        inp = grpcclient.InferInput(tensor.name, list(data.shape), WIRE_DTYPES[tensor.dtype])
+        inp.set_data_from_numpy(data)
+        inputs.append(inp)
+        raw_inputs.append(data.tobytes())
+    outputs = [grpcclient.InferRequestedOutput(n) for n in spec.outputs]
+    now = time.perf_counter
+    try:
+        for _ in range(spec.warmup_requests):
+            await client.infer(spec.model, inputs, outputs=outputs, client_timeout=max(spec.timeout_s, 30.0))
+    except InferenceServerException as exc:
+        await client.close()
+        raise ApplyError(f"warm-up request to {spec.model} at {spec.url} failed: {str(exc).splitlines()[0][:200]}") from None
+    ready()
+    while not go.is_set():
+        if stop.is_set():
+            await client.close()
+            return
+        await asyncio.sleep(0.005)
+    base_pc = now() + (start_at.value - time.time())
+
+    async def one(seq: int, sched: float) -> None:
+        sent = now() - base_pc
+        status, error = "ok", ""
+        try:
+            res = await client.infer(spec.model, inputs, outputs=outputs, client_timeout=spec.timeout_s)
+            if spec.check_echo and res.get_response().raw_output_contents[0] != raw_inputs[0]:
+                status, error = "mismatch", "echo output differs from the input"
+        except asyncio.CancelledError:
+            status, error = "cancelled", "still in flight when the run stopped"
+        except InferenceServerException as exc:
+            msg = str(exc)
+            status = "timeout" if "Deadline" in msg or "DEADLINE" in msg else "error"
+            error = msg.splitlines()[0][:200] if msg else type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - any client failure is a failed request, recorded
+            status, error = "error", f"{type(exc).__name__}: {exc}"[:200]
+        received = now() - base_pc
+        records.append([spec.stream, spec.workload, spec.server, seq, round(sched, 6), round(sent, 6),
+                        round(received, 6), round(1000.0 * (received - sent), 4), status, error])
+
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        for seq, t in enumerate(times):
+            while True:
+                if stop.is_set():
+                    break
+                delay = base_pc + t - now()
+                if delay <= 0:
+                    break
+                await asyncio.sleep(min(delay, 0.1))
+            if stop.is_set():
+                break
+            task = asyncio.create_task(one(seq, t))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        deadline = now() + spec.drain_s
+        while tasks and now() < deadline and not stop.is_set():
+            await asyncio.wait(set(tasks), timeout=0.1)
+    finally:
+        for task in list(tasks):
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await client.close()
+
+
+def write_records(path: Path, records: list[list[Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(RECORD_FIELDS)
+        w.writerows(records)
+    os.replace(tmp, path)
+
+
+def _worker(spec: StreamSpec, part: str, ready_q: Any, go: Any, start_at: Any, stop: Any, parent_pid: int) -> None:
+    """Process body: wait for the common start, drive the stream, write its records (also when stopped)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (through ``stop``)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (inherited through fork)
+    die_with_parent(parent_pid)
+    records: list[list[Any]] = []
+    try:
+        host = spec.url.rsplit(":", 1)[0].strip("[]")
+        if host not in LOOPBACK:
+            raise ApplyError(f"load generator targets only 127.0.0.1, not {spec.url}")
+        times = arrival_times(spec.rate_rps, spec.duration_s, spec.arrival, spec.seed, spec.max_requests, spec.phase_s)
+        asyncio.run(_drive(spec, times, stop, records, lambda: ready_q.put((spec.stream, "ready", "")), go, start_at))
+    except BaseException as exc:  # noqa: BLE001 - reported to the parent, then the process exits 1
+        ready_q.put((spec.stream, "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:300]))
+        log.debug("%s", traceback.format_exc())
+        write_records(Path(part), records)
+        raise SystemExit(1) from None  # a normal exit, so the queue is flushed
+    write_records(Path(part), records)
+
+
+@dataclass
+class LoadOutcome:
+    records: list[dict[str, Any]]
+    errors: list[str]
+    start_epoch: float | None
+
+
+class LoadGenerator:
+    """Runs the streams in processes; ``stop()`` (from any thread or a signal handler) ends them early."""
+
+    def __init__(self, streams: list[StreamSpec], work_dir: Path, *, ready_timeout_s: float = 60.0,
+                 start_method: str | None = None) -> None:
+        self.streams = streams
+        self.work_dir = work_dir
+        self.ready_timeout_s = ready_timeout_s
+        # fork: a worker starts in milliseconds (spawn re-imports the caller's __main__: seconds per
+        # process). The parent holds no gRPC channel; forking is unsafe only where another thread
+        # may hold a lock, so a parent that runs other threads gets spawn.
+        if start_method is None:
+            start_method = "fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods() else "spawn"
+        self.start_method = start_method
+        self._ctx: Any = mp.get_context(start_method)
+        self._stop = self._ctx.Event()
+        self._go = self._ctx.Event()
+        self._start_at = self._ctx.Value("d", 0.0)
+        self._ready_q = self._ctx.Queue()
+        self.procs: list[Any] = []
+        self.outcome: LoadOutcome | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _part(self, s: StreamSpec) -> Path:
+        return self.work_dir / f"requests-{s.stream}.csv"
+
+    def run(self, on_started: Any = None) -> LoadOutcome:
+        """Start every stream together, wait until all are done (or stopped), collect the records.
+
+        ``on_started`` is called once every process exists (start watcher threads there, not before the fork).
+        """
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        errors: list[str] = []
+        start_epoch = None
+        try:
+            for s in self.streams:
+                p = self._ctx.Process(target=_worker, name=f"loadgen-{s.stream}",
+                                      args=(s, str(self._part(s)), self._ready_q, self._go, self._start_at, self._stop,
+                                            os.getpid()))
+                p.start()
+                self.procs.append(p)
+            if on_started is not None:
+                on_started()
+            ready = 0
+            deadline = time.monotonic() + self.ready_timeout_s
+            while ready < len(self.streams) and not errors:
+                if self._stop.is_set():
+                    break
+                dead = [(st.stream, p.exitcode) for st, p in zip(self.streams, self.procs, strict=True)
+                        if not p.is_alive() and p.exitcode not in (0, None)]
+                if dead and self._ready_q.empty():  # died without a word (e.g. could not even import)
+                    errors.append(f"load generator for stream {dead[0][0]} exited at start with code {dead[0][1]}")
+                    break
+                if time.monotonic() > deadline:
+                    errors.append(f"load generator: {len(self.streams) - ready} stream(s) not ready after "
+                                  f"{self.ready_timeout_s:g} s")
+                    break
+                try:
+                    name, what, msg = self._ready_q.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                if what == "ready":
+                    ready += 1
+                else:
+                    errors.append(f"load generator for stream {name} failed: {msg}")
+            if not errors and not self._stop.is_set():
+                start_epoch = time.time() + 0.2
+                self._start_at.value = start_epoch
+                self._go.set()
+                limit = max(s.duration_s + s.drain_s for s in self.streams) + 30.0
+                t_end = time.monotonic() + limit
+                while any(p.is_alive() for p in self.procs) and time.monotonic() < t_end:
+                    for p in self.procs:
+                        p.join(timeout=0.1)
+            else:
+                self._stop.set()
+        finally:
+            self._stop.set()
+            self._go.set()
+            for p in self.procs:
+                p.join(timeout=10)
+            for p in self.procs:
+                if p.is_alive():
+                    p.terminate()
+                    p.join(timeout=5)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+            while True:  # errors reported after the start
+                try:
+                    name, what, msg = self._ready_q.get_nowait()
+                except (queue.Empty, OSError, ValueError):
+                    break
+                if what == "error":
+                    errors.append(f"load generator for stream {name} failed: {msg}")
+            self._ready_q.close()
+            for s, p in zip(self.streams, self.procs, strict=False):
+                if p.exitcode not in (0, None) and not any(s.stream in e for e in errors):
+                    errors.append(f"load generator for stream {s.stream} exited with code {p.exitcode}")
+            # Kept on the object too, so that a caller interrupted inside run() still gets the records.
+            self.outcome = LoadOutcome(self._collect(), errors, start_epoch)
+        return self.outcome
+
+    def _collect(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for s in self.streams:
+            part = self._part(s)
+            if not part.is_file():
+                continue
+            with open(part, newline="") as fh:
+                out.extend(csv.DictReader(fh))
+            part.unlink()
+        return out

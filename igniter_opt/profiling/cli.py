@@ -1,0 +1,133 @@
+"""``igniter-opt profile``: measure a GPU and write ``raw.json`` (+ ``coefficients.json``)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from igniter_opt.errors import IgniterOptError, InputError
+from igniter_opt.profiling.plan import DEFAULT_BATCHES, DEFAULT_SHARES_PCT, ProfilePlan
+from igniter_opt.zoo import parse_models
+
+log = logging.getLogger(__name__)
+
+
+def _ints(text: str, what: str) -> tuple[int, ...]:
+    try:
+        vals = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{what}: expected comma-separated integers, got '{text}'") from None
+    if not vals:
+        raise InputError(f"{what}: empty list")
+    return vals
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        vals = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise InputError(f"{what}: expected comma-separated numbers, got '{text}'") from None
+    if not vals:
+        raise InputError(f"{what}: empty list")
+    return vals
+
+
+def make_backend(kind: str, gpu: int, out_dir: Path, truth: str | None, models: list[str]) -> Any:
+    """The backend named on the command line."""
+    if kind == "simulated":
+        from igniter_opt.profiling.simulated import SimulatedBackend, synthetic_model
+
+        if truth:
+            from igniter_opt.perfmodel.store import load_profile
+
+            return SimulatedBackend(load_profile(truth))
+        # The concurrency runs use VGG-19 whatever is profiled.
+        return SimulatedBackend(synthetic_model(sorted({*models, "vgg19"})))
+    from igniter_opt.profiling.cuda import CudaBackend
+
+    return CudaBackend(gpu, log_dir=out_dir / "logs")
+
+
+def profile_gpu(plan: ProfilePlan, backend: Any, out_dir: str | Path, *, fit: bool = True,
+                progress: bool = True, name: str | None = None, power_form: str = "shared-floor") -> tuple[Path, Any]:
+    """Run the plan (resuming from the checkpoint), write raw.json and, with ``fit``, coefficients.json.
+
+    ``power_form`` is recorded in raw.json (``gpu.fit.power_form``) as the fit to use; ``igniter-opt
+    fit`` follows it unless told otherwise.
+    """
+    import dataclasses
+
+    from igniter_opt.ioutil import atomic_write_json
+    from igniter_opt.perfmodel.fit import fit_profile
+    from igniter_opt.perfmodel.store import RAW_FILE, write_profile
+    from igniter_opt.profiling.profiler import run_plan
+
+    out = Path(out_dir)
+    with backend:
+        raw = run_plan(plan, backend, out, progress=progress)
+    raw = dataclasses.replace(raw, gpu={**raw.gpu, "fit": {"power_form": power_form}})
+    if not fit:
+        atomic_write_json(out / RAW_FILE, raw.to_dict())
+        return out, None
+    model = fit_profile(raw, name=name or out.name)
+    write_profile(raw, model, out)
+    return out, model
+
+
+def _sigterm(*_: object) -> None:
+    raise SystemExit(143)  # run finally-blocks: stop MPS, kill measurement processes
+
+
+@click.command("profile")
+@click.option("--models", "models_text", required=True,
+              help="Comma-separated zoo models (alexnet, resnet50, vgg19, ssd, vit_b_16, bert_base) or 'all'.")
+@click.option("--gpu", type=int, default=0, show_default=True, help="GPU index (as NVML numbers them).")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Profile folder; receives raw.json, coefficients.json, checkpoint.jsonl and logs/.")
+@click.option("--backend", type=click.Choice(["cuda", "simulated"]), default="cuda", show_default=True,
+              help="cuda: measure the GPU under MPS; simulated: generate measurements from a known model.")
+@click.option("--truth", default=None, help="simulated backend only: the profile to simulate (default: invented H100-like).")
+@click.option("--batches", default=",".join(map(str, DEFAULT_BATCHES)), show_default=True, help="Solo-grid batch sizes.")
+@click.option("--shares", default=",".join(f"{s:g}" for s in DEFAULT_SHARES_PCT), show_default=True,
+              help="Solo-grid shares (% of SMs).")
+@click.option("--max-copies", type=int, default=5, show_default=True, help="Concurrency runs: 1..N copies of VGG-19.")
+@click.option("--fit/--no-fit", default=True, show_default=True, help="Also fit and write coefficients.json.")
+@click.option("--power-form", type=click.Choice(["shared-floor", "igniter"]), default="shared-floor", show_default=True,
+              help="Power fit recorded for this GPU: one power floor per busy GPU (shared-floor) or the paper's "
+                   "per-placement intercept (igniter).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with ETA.")
+def profile(models_text: str, gpu: int, out_dir: Path, backend: str, truth: str | None, batches: str, shares: str,
+            max_copies: int, fit: bool, power_form: str, progress: bool) -> None:
+    """Measure a GPU with iGniter's plan and write a profile folder.
+
+    Each measurement runs in its own process under an MPS daemon that the command starts and
+    stops itself; nothing changes clocks, power limits, compute mode or MIG. Every measurement
+    is checkpointed to OUTPUT/checkpoint.jsonl as it finishes: if the run is cut off, run the
+    same command again and it resumes where it stopped.
+
+    Example:
+
+        igniter-opt profile --models all --gpu 0 -o profiles/h100/
+    """
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        models = parse_models(models_text)
+        plan = ProfilePlan(models=tuple(models), batches=_ints(batches, "--batches"),
+                           shares_pct=_floats(shares, "--shares"), max_copies=max_copies)
+        be = make_backend(backend, gpu, out_dir, truth, models)
+        out, model = profile_gpu(plan, be, out_dir, fit=fit, progress=progress, power_form=power_form)
+    except IgniterOptError as exc:
+        kept = out_dir / "checkpoint.jsonl"
+        hint = f" (measurements so far are kept in {kept}; run again to resume)" if kept.exists() else ""
+        raise click.ClickException(f"{exc}{hint}") from None
+    what = "raw.json and coefficients.json" if model is not None else "raw.json"
+    click.echo(f"wrote {what} to {out}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    profile(sys.argv[1:])

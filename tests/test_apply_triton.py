@@ -1,0 +1,175 @@
+"""The executor against the REAL tritonserver of the nvidia-pytriton wheel, on this machine's CPU.
+
+A numpy-free Python-backend stand-in (``--echo-ms``: returns its input through DLPack after a
+few ms per batch) is served by real servers, driven by the real load generator at a fixed rate,
+and the results and the clean shutdown (no process left) are checked.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _procs import live_processes
+from click.testing import CliRunner
+
+from igniter_opt.cli import cli
+from igniter_opt.domain import GpuAssignment, Placement, Plan, Prediction
+from igniter_opt.planio import write_plan
+
+
+def _why_not() -> str | None:
+    if importlib.util.find_spec("tritonclient") is None or importlib.util.find_spec("rapidjson") is None:
+        return ("tritonclient[grpc] and python-rapidjson are not installed: pip install -e '.[serve]' && "
+                "pip install --no-deps nvidia-pytriton==0.7.0")
+    from igniter_opt.apply.triton import find_tritonserver, libpython_dir
+    from igniter_opt.errors import ApplyError
+
+    try:
+        inst = find_tritonserver()
+    except ApplyError:
+        return "no tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 (the wheel holds Triton 2.51; --no-deps keeps numpy 2)"
+    if inst.python_backend is None:
+        return f"{inst.binary} has no python backend next to it"
+    if libpython_dir() is None:
+        return "this Python has no shared libpython, which the Python backend's stub needs"
+    return None
+
+
+WHY_NOT = None
+
+
+def setup_module() -> None:
+    global WHY_NOT
+    WHY_NOT = _why_not()
+
+
+@pytest.fixture(autouse=True)
+def _needs_triton() -> None:
+    if WHY_NOT:
+        pytest.skip(WHY_NOT)
+
+
+def plan_file(tmp_path: Path) -> Path:
+    """Two workloads on one 'GPU' (shares are not used on CPU), one with a prediction to compare."""
+    plan = Plan(profile="cpu", planner="greedy", latency_budget="igniter", gpus=(GpuAssignment("gpu0", "cpu", (
+        Placement("W1", "resnet50", 200.0, 40.0, 4, 50.0, Prediction(3.0, 1000.0)),
+        Placement("W2", "vgg19", 200.0, 60.0, 2, 50.0),
+    )),))
+    return write_plan(plan, tmp_path / "plan.json")
+
+
+def ours(out: Path, wait_s: float = 3.0) -> list[str]:
+    return live_processes(lambda pgid, cmd: str(out) in cmd, wait_s)
+
+
+def test_apply_echo_on_real_tritonserver(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    res = CliRunner().invoke(cli, ["apply", str(plan_file(tmp_path)), "--echo-ms", "2", "--duration", "3",
+                                   "--arrival", "constant", "--out", str(out)], catch_exceptions=False)
+    wall = time.monotonic() - t0
+    assert res.exit_code == 0, res.output
+    assert ours(out) == []  # every server and stub stopped
+    assert "servers ready after" in res.stderr  # progress goes to stderr, the table to stdout
+    lines = res.stdout.splitlines()
+    assert lines[0].split()[:6] == ["workload", "model", "batch", "share", "%", "rate"]
+    assert lines[2].split()[:5] == ["W1", "resnet50", "4", "50", "40.00"]
+    assert lines[3].split()[:5] == ["W2", "vgg19", "2", "50", "60.00"]
+    assert lines[-1].startswith(f"wrote {out.resolve()}/requests.csv")
+
+    with open(out / "requests.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    # constant arrivals: exactly rate * duration requests per workload, every one answered with its own input
+    assert sum(r["workload"] == "W1" for r in rows) == 120
+    assert sum(r["workload"] == "W2" for r in rows) == 180
+    assert {r["status"] for r in rows} == {"ok"}, [r for r in rows if r["status"] != "ok"][:3]
+    assert all(0 < float(r["latency_ms"]) < 1000 for r in rows)
+    assert max(float(r["sent_s"]) for r in rows) < 3.0
+    w2 = sorted(float(r["scheduled_s"]) for r in rows if r["workload"] == "W2")
+    assert w2[1] - w2[0] == pytest.approx(1 / 60, abs=1e-6)  # two streams of 30 req/s interleaved
+
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["errors"] == [] and summary["interrupted"] is None
+    w1 = summary["workloads"][0]
+    assert w1["workload"] == "W1" and w1["requests"] == 120 and w1["ok"] == 120
+    assert 0.0 <= w1["within_slo"] <= 1.0 and w1["p50_ms"] <= w1["p95_ms"] <= w1["p99_ms"]
+    assert w1["predicted_ms"] == 3.0
+    assert w1["server_infer_ms"] >= 2.0  # the stand-in sleeps 2 ms per execution
+    assert 20 < w1["achieved_rps"] < 45
+    with open(out / "summary.csv", newline="") as fh:
+        assert [r["workload"] for r in csv.DictReader(fh)] == ["W1", "W2"]
+    assert (out / "latency.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "logs" / "s0-gpu0-W1.log").is_file()
+    assert not (out / "parts").exists() or not any((out / "parts").iterdir())
+    assert wall < 40
+
+
+def test_interrupt_stops_everything_and_keeps_results(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "igniter_opt", "apply", str(plan_file(tmp_path)), "--echo-ms", "1", "--duration", "60",
+           "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "parts").exists() and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        time.sleep(1.5)  # some load
+        os.killpg(p.pid, signal.SIGINT)  # as Ctrl-C does: the whole foreground group
+        time.sleep(0.3)
+        os.killpg(p.pid, signal.SIGINT)  # impatient: a second Ctrl-C must not cut the cleanup short
+        stdout, stderr = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1, stderr
+    assert stderr.splitlines()[-1] == (
+        f"Error: interrupted by SIGINT; every server and MPS stopped; results so far in {out.resolve()}")
+    assert ours(out) == []
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] == "SIGINT"
+    assert sum(w["requests"] for w in summary["workloads"]) > 50
+    assert "W1" in stdout
+
+
+def test_server_that_fails_at_start(tmp_path: Path) -> None:
+    """A real server whose model cannot load exits at start: one-line error, nothing left running."""
+    import dataclasses
+
+    from igniter_opt.apply.executor import ApplyOptions, apply_plan, build_deployment
+    from igniter_opt.planio import read_plan
+
+    out = tmp_path / "out"
+    dep = build_deployment(read_plan(plan_file(tmp_path)), ApplyOptions(out_dir=out, echo_ms=1, ready_timeout_s=60))
+    broken = dataclasses.replace(dep.servers[1], model_py="raise RuntimeError('broken model')\n")
+    dep = dataclasses.replace(dep, servers=(dep.servers[0], broken))
+    result = apply_plan(dep)
+    assert len(result.errors) == 1, result.errors
+    assert result.errors[0].startswith("server s1-gpu0-W2 exited with code 1 before it was ready; log ")
+    assert result.results == [] and ours(out) == []
+
+
+def test_killed_executor_leaves_no_server(tmp_path: Path) -> None:
+    """SIGKILL gives the executor no chance to clean up: the servers and load processes die with it."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "igniter_opt", "apply", str(plan_file(tmp_path)), "--echo-ms", "1", "--duration", "60",
+           "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "parts").exists() and time.monotonic() < deadline and p.poll() is None:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        assert len(ours(out, wait_s=0)) >= 4  # the executor, 2 servers, their stubs, the load processes
+    finally:
+        p.kill()
+        p.wait()
+    assert ours(out, wait_s=15) == []
