@@ -16,11 +16,12 @@ import sys
 import time
 from pathlib import Path
 
+from igniter_opt.zoo import MODEL_NAMES
+
 from igniter_opt.errors import IgniterOptError
 from igniter_opt.profiling.cli import profile_gpu
 from igniter_opt.profiling.cuda import CudaBackend
 from igniter_opt.profiling.plan import ProfilePlan
-from igniter_opt.zoo import MODEL_NAMES
 
 PLANS = {
     "smoke": dict(batches=(1, 8, 32), shares_pct=(10.0, 50.0, 100.0), max_copies=3,

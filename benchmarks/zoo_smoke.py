@@ -17,7 +17,6 @@ def main() -> None:
     ap.add_argument("--models", default="all")
     args = ap.parse_args()
     import torch
-
     from igniter_opt.zoo import get_spec, parse_models
     from igniter_opt.zoo.runner import ModelRunner
 

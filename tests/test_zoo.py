@@ -7,10 +7,10 @@ import subprocess
 import sys
 
 import pytest
-
-from igniter_opt.errors import InputError
 from igniter_opt.zoo import MODEL_NAMES, get_spec, parse_models
 from igniter_opt.zoo.runner import split_idle
+
+from igniter_opt.errors import InputError
 
 
 def test_registry_names_and_bytes() -> None:
@@ -65,7 +65,6 @@ def _cuda() -> bool:
 @pytest.mark.skipif(not _cuda(), reason="needs torch with a CUDA GPU")
 def test_runner_builds_and_infers() -> None:  # pragma: no cover - GPU only
     import torch
-
     from igniter_opt.zoo.runner import ModelRunner
 
     r = ModelRunner("alexnet", [1, 4]).build()

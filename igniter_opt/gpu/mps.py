@@ -81,7 +81,7 @@ def _alive(pid: int) -> bool:
         return True
     # A zombie child counts as gone.
     stat = _read(Path(f"/proc/{pid}/stat")).decode(errors="replace")
-    return not (") Z" in stat)
+    return ") Z" not in stat
 
 
 class MpsDaemon:

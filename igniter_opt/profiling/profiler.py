@@ -20,7 +20,14 @@ from igniter_opt.perfmodel.raw import (
     RawProfile,
     SoloRecord,
 )
-from igniter_opt.profiling.backend import CoWorkload, GpuBackend, JobSetup, L2Measurement, Phase, SoloMeasurement
+from igniter_opt.profiling.backend import (
+    CoWorkload,
+    GpuBackend,
+    JobSetup,
+    L2Measurement,
+    Phase,
+    SoloMeasurement,
+)
 from igniter_opt.profiling.checkpoint import CHECKPOINT_FILE, Checkpoint
 from igniter_opt.profiling.plan import (
     HW_IDLE_POWER,
