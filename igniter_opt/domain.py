@@ -124,7 +124,3 @@ class PlanningProblem:
     def __post_init__(self) -> None:
         if not 0 <= self.margin < 1:
             raise ValueError(f"margin must be in [0, 1), got {self.margin}")
-
-    @property
-    def profile_name(self) -> str:
-        return self.perf_model.name

@@ -85,12 +85,6 @@ class SolveReport:
     share_pct: float | None = None
     share_bound_pct: float | None = None
 
-    @property
-    def runtime_s(self) -> float | None:
-        if self.build_s is None and self.solve_s is None:
-            return None
-        return (self.build_s or 0.0) + (self.solve_s or 0.0)
-
 
 def relative_gap(objective: float | None, bound: float | None) -> float | None:
     """(incumbent - bound) / |incumbent|, clipped at 0; None when either is missing."""

@@ -415,7 +415,7 @@ def test_mps_daemon_start_and_quit(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_missing_mps_control_is_an_error_before_anything_starts(tmp_path: Path, fake_server: Path,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("igniter_opt.apply.mps._SEARCH", ())
+    monkeypatch.setattr("igniter_opt.gpu.mps._SEARCH_PATH", ())
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     plan = make_plan((placement(),))
     dep = build_deployment(plan, ApplyOptions(out_dir=tmp_path / "out", tritonserver=str(fake_server)),

@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import time
 from abc import ABC, abstractmethod
 from pathlib import Path
 
-from igniter_opt.errors import ApplyError
+from igniter_opt.errors import ApplyError, MpsError
+from igniter_opt.gpu.mps import CONTROL_BINARY as CONTROL
+from igniter_opt.gpu.mps import find_control_binary
 
 log = logging.getLogger(__name__)
 
-CONTROL = "nvidia-cuda-mps-control"
-_SEARCH = ("/usr/local/nvidia/bin", "/usr/bin", "/usr/local/cuda/bin")
 
 
 class MpsControl(ABC):
@@ -62,15 +61,12 @@ class MpsDaemon(MpsControl):
         self._started = False
 
     def _binary(self) -> str:
-        if self.control:
-            return self.control
-        found = shutil.which(CONTROL) or next(
-            (str(Path(d) / CONTROL) for d in _SEARCH if (Path(d) / CONTROL).is_file()), None
-        )
-        if not found:
-            raise ApplyError(f"{CONTROL} not found on PATH or in {', '.join(_SEARCH)}; is the NVIDIA driver installed?")
-        self.control = found
-        return found
+        if not self.control:
+            try:
+                self.control = find_control_binary()
+            except MpsError as exc:
+                raise ApplyError(str(exc)) from None
+        return self.control
 
     def check(self) -> None:
         self._binary()

@@ -216,12 +216,6 @@ class MpsDaemon:
         if not keep_logs and self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
-    def read_logs(self) -> str:
-        """The daemon's control and server logs (for error reports)."""
-        if self.log_dir is None or not self.log_dir.is_dir():
-            return ""
-        return "\n".join(f"== {p.name}\n{p.read_text(errors='replace')}" for p in sorted(self.log_dir.iterdir()))
-
     def __enter__(self) -> MpsDaemon:
         return self.start()
 

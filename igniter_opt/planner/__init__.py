@@ -13,7 +13,7 @@ from igniter_opt.checks import check_problem
 from igniter_opt.domain import Plan, PlanningProblem
 from igniter_opt.errors import InputError
 from igniter_opt.planner import baselines, greedy, mip
-from igniter_opt.planner.verify import Violation, predict_plan, verify_plan
+from igniter_opt.planner.verify import Violation, verify_plan
 from igniter_opt.solver import SolveOptions
 
 SolveFn = Callable[[PlanningProblem, SolveOptions], Plan]
@@ -45,6 +45,7 @@ def run_planner(problem: PlanningProblem, planner: str, options: SolveOptions | 
     except KeyError:
         raise InputError(f"unknown planner '{planner}'; choose one of: {', '.join(PLANNERS)}") from None
     check_problem(problem, strict=True)
+    # Every planner fills the predictions with the exact model (greedy.build_plan); verify_plan
+    # recomputes them from the plan itself, independently of the planner.
     plan = solve(problem, options or SolveOptions())
-    plan = predict_plan(plan, problem.perf_model)
     return PlanOutcome(plan, tuple(verify_plan(plan, problem)))

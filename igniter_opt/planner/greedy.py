@@ -155,11 +155,6 @@ def igniter_demands_many(
     return out
 
 
-def igniter_demands(model: PerformanceModel, w: Workload) -> list[Demand]:
-    """``igniter_demands_many`` for one workload."""
-    return igniter_demands_many(model, [w])[0]
-
-
 # Per-slot constants kept in the GPU table, in this order along its last axis.
 _FIELDS = ("batch", "limit", "rate", "kernels", "idle_ms", "alpha_cache", "t_load", "t_fb")
 _F = {name: i for i, name in enumerate(_FIELDS)}

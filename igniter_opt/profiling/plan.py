@@ -96,9 +96,6 @@ class ProfilePlan:
             raise InputError("at least 3 concurrency levels are needed for the scheduling-delay fit")
 
     # ---- keys --------------------------------------------------------------------------------
-    def solo_keys(self, share: float) -> list[tuple[str, int]]:
-        return [(m, b) for m in self.models for b in self.batches]
-
     def hardware_keys(self) -> list[str]:
         return [HW_INFO, HW_IDLE_POWER, HW_PCIE, HW_SHARE_UNIT, *(conc_key(n) for n in range(1, self.max_copies + 1))]
 

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any
 
 from igniter_opt.errors import MeasurementError
@@ -218,9 +217,3 @@ def live_count() -> int:
     with _LIVE_LOCK:
         return sum(1 for w in _LIVE if w.alive())
 
-
-def read_log_tail(path: Path, n: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
