@@ -17,21 +17,13 @@ from igniter_opt.zoo import parse_models
 log = logging.getLogger(__name__)
 
 
-def _ints(text: str, what: str) -> tuple[int, ...]:
+def _number_list(text: str, what: str, kind: type[int] | type[float]) -> tuple:
+    """``'1,2,4'`` -> (1, 2, 4) of ``kind``; a clear error for anything else."""
+    noun = "integers" if kind is int else "numbers"
     try:
-        vals = tuple(int(x) for x in text.split(",") if x.strip())
+        vals = tuple(kind(x) for x in text.split(",") if x.strip())
     except ValueError:
-        raise InputError(f"{what}: expected comma-separated integers, got '{text}'") from None
-    if not vals:
-        raise InputError(f"{what}: empty list")
-    return vals
-
-
-def _floats(text: str, what: str) -> tuple[float, ...]:
-    try:
-        vals = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise InputError(f"{what}: expected comma-separated numbers, got '{text}'") from None
+        raise InputError(f"{what}: expected comma-separated {noun}, got '{text}'") from None
     if not vals:
         raise InputError(f"{what}: empty list")
     return vals
@@ -117,8 +109,8 @@ def profile(models_text: str, gpu: int, out_dir: Path, backend: str, truth: str 
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         models = parse_models(models_text)
-        plan = ProfilePlan(models=tuple(models), batches=_ints(batches, "--batches"),
-                           shares_pct=_floats(shares, "--shares"), max_copies=max_copies)
+        plan = ProfilePlan(models=tuple(models), batches=_number_list(batches, "--batches", int),
+                           shares_pct=_number_list(shares, "--shares", float), max_copies=max_copies)
         be = make_backend(backend, gpu, out_dir, truth, models)
         out, model = profile_gpu(plan, be, out_dir, fit=fit, progress=progress, power_form=power_form)
     except IgniterOptError as exc:
