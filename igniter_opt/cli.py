@@ -54,6 +54,12 @@ def profile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
+        "--serving-overhead-ms", "serving_overhead", type=click.FloatRange(min=0), default=None,
+        help="Plan for servers that handle one batch at a time with this overhead per batch (ms): latency "
+             "t_inf + o, throughput b / (t_inf + o). Measure it with 'igniter-opt apply' (server ms - model "
+             "ms). Default: the paper's model.",
+    )(fn)
+    fn = click.option(
         "--margin", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
         help="Safety margin of the 'full' budget: batching + inference <= SLO * (1 - margin).",
     )(fn)
@@ -147,7 +153,7 @@ def predict(plan_file: Path, profile: str, output: Path | None, fmt: str) -> Non
 @format_option
 @handle_errors
 def solve(workloads: Path | None, profile: str, planner: str, budget: str, margin: float,
-          time_limit: float | None, gap: float | None, threads: int | None, output: Path | None, fmt: str) -> None:
+          serving_overhead: float | None, time_limit: float | None, gap: float | None, threads: int | None, output: Path | None, fmt: str) -> None:
     """Plan GPUs, co-location, MPS shares and batch sizes for a set of workloads.
 
     Prints the plan (GPU, workload, model, batch, share, predicted latency against its limit,
@@ -156,7 +162,7 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
 
     Example: igniter-opt solve --workloads examples/paper-table3.csv --profile v100 -o plan.json
     """
-    perf = load_profile(profile)
+    perf = load_profile(profile).with_serving_overhead(serving_overhead)
     problem = PlanningProblem(
         workloads=read_workloads(workloads or EXAMPLE_WORKLOADS),
         perf_model=perf,
@@ -186,7 +192,7 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
 @format_option
 @handle_errors
 def compare(workloads: Path | None, profile: str, planners: str, budget: str, margin: float,
-            time_limit: float | None, gap: float | None, threads: int | None, fmt: str) -> None:
+            serving_overhead: float | None, time_limit: float | None, gap: float | None, threads: int | None, fmt: str) -> None:
     """Run several planners on the same workloads and compare their plans.
 
     One row per planner: GPUs, cost per hour, total share, workloads predicted to miss their SLO
@@ -198,7 +204,7 @@ def compare(workloads: Path | None, profile: str, planners: str, budget: str, ma
     names = parse_planners(planners)
     problem = PlanningProblem(
         workloads=read_workloads(workloads or EXAMPLE_WORKLOADS),
-        perf_model=load_profile(profile),
+        perf_model=load_profile(profile).with_serving_overhead(serving_overhead),
         latency_budget=LatencyBudget(budget),
         margin=margin,
     )
@@ -213,13 +219,18 @@ def compare(workloads: Path | None, profile: str, planners: str, budget: str, ma
 @profile_option
 @budget_options
 @handle_errors
-def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: float) -> None:
+def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: float,
+           serving_overhead: float | None) -> None:
     """Re-check a plan against workloads with the exact performance model; exit 1 on any violation.
+
+    The serving overhead defaults to the one the plan was made with.
 
     Example: igniter-opt verify plan.json --workloads examples/paper-table3.csv --profile v100
     """
     plan = read_plan(plan_file)
-    problem = PlanningProblem(read_workloads(workloads), load_profile(profile), LatencyBudget(budget), margin)
+    overhead = serving_overhead if serving_overhead is not None else plan.serving_overhead_ms
+    problem = PlanningProblem(read_workloads(workloads), load_profile(profile).with_serving_overhead(overhead),
+                              LatencyBudget(budget), margin)
     violations = verify_plan(plan, problem)
     for v in violations:
         emit(v.message)

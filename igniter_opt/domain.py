@@ -94,6 +94,7 @@ class Plan:
     price_per_gpu_hour: float = 1.0
     solver: SolverInfo = field(default_factory=lambda: SolverInfo(status="unknown"))
     margin: float | None = None
+    serving_overhead_ms: float | None = None  # planned with this overhead per batch execution (None: paper)
 
     @property
     def num_gpus(self) -> int:

@@ -82,6 +82,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     }
     if plan.margin is not None:
         d["margin"] = plan.margin
+    if plan.serving_overhead_ms is not None:
+        d["serving_overhead_ms"] = plan.serving_overhead_ms
     d["gpus"] = [
         {
             "id": g.gpu_id,
@@ -179,6 +181,7 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
             price_per_gpu_hour=price,
             solver=solver,
             margin=_opt_float(d.get("margin")),
+            serving_overhead_ms=_opt_float(d.get("serving_overhead_ms")),
         )
     except PlanError:
         raise

@@ -176,22 +176,39 @@ class ModelRunner:
                 return b
         raise InputError(f"{self.name}: {n} samples exceed the largest captured batch {self.batches[-1]}")
 
-    def infer(self, x: Any) -> tuple[Any, ...]:
-        """Run one batch: ``x`` (host or GPU tensor, first dim = samples) -> output tensors on the GPU.
+    def infer(self, x: Any, *, to_host: bool = False) -> tuple[Any, ...]:
+        """Run one batch: ``x`` (host or GPU tensor, first dim = samples) -> output tensors.
 
-        A batch smaller than a captured size is padded into the next captured graph. The returned
-        tensors are copies (the graph's static outputs are overwritten by the next replay).
+        Same as ``infer_parts([x], to_host=to_host)``.
         """
-        n = int(x.shape[0])
+        return self.infer_parts([x], to_host=to_host)
+
+    def infer_parts(self, parts: list[Any] | tuple[Any, ...], *, to_host: bool = False) -> tuple[Any, ...]:
+        """Run one batch made of ``parts`` (host or GPU tensors, first dim = samples), in order.
+
+        Each part is copied straight into its rows of the graph's static input (no concatenation
+        on the host), and a batch smaller than a captured size is padded into the next captured
+        graph. Outputs hold the batch's rows only and are copies (the graph's static outputs are
+        overwritten by the next replay): on the GPU, or with ``to_host`` in host memory (the copy
+        then also waits for the batch to finish).
+        """
+        sizes = [int(p.shape[0]) for p in parts]
+        n = sum(sizes)
         b = self.graph_batch_for(n)
         static_in = self._static_in[b]
-        if tuple(x.shape[1:]) != tuple(static_in.shape[1:]):
-            raise InputError(f"{self.name}: input shape {tuple(x.shape)} does not match {tuple(static_in.shape[1:])}")
+        for p in parts:
+            if tuple(p.shape[1:]) != tuple(static_in.shape[1:]):
+                raise InputError(f"{self.name}: input shape {tuple(p.shape)} does not match {tuple(static_in.shape[1:])}")
         import torch
 
         with torch.inference_mode():
-            static_in[:n].copy_(x, non_blocking=True)
+            start = 0
+            for p, k in zip(parts, sizes, strict=True):
+                static_in[start:start + k].copy_(p, non_blocking=True)
+                start += k
             self._graphs[b].replay()
+            if to_host:
+                return tuple(o[:n].to("cpu") for o in self._static_out[b])
             return tuple(o[:n].clone() for o in self._static_out[b])
 
     def replay(self, batch: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import itertools
 import json
 import math
@@ -101,6 +103,8 @@ def test_config_pbtxt_exact() -> None:
         "}\n"
         "instance_group [ { kind: KIND_GPU count: 1 } ]\n"
         'parameters: { key: "graph_batches" value: { string_value: "4" } }\n'
+        'parameters: { key: "torch_threads" value: { string_value: "1" } }\n'
+        'parameters: { key: "output_device" value: { string_value: "cpu" } }\n'
     )
     ssd = model_config_for(placement(model="ssd", batch=2), served_model("ssd"), LatencyBudget.IGNITER).render()
     assert '{ name: "cls_logits" data_type: TYPE_FP16 dims: [ 8732, 91 ] }' in ssd
@@ -489,7 +493,10 @@ def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuI
         "    }",
         "    instance_group [ { kind: KIND_GPU count: 1 } ]",
         '    parameters: { key: "graph_batches" value: { string_value: "4" } }',
-        f"  {repo}/resnet50/1/model.py: generated (46 lines)",
+        '    parameters: { key: "torch_threads" value: { string_value: "1" } }',
+        '    parameters: { key: "output_device" value: { string_value: "cpu" } }',
+        f'    parameters: {{ key: "exec_trace" value: {{ string_value: "{o}/logs/s0-gpu0-W1.exec.csv" }} }}',
+        f"  {repo}/resnet50/1/model.py: generated (79 lines)",
         "",
         "load s0-gpu0-W1: W1 -> 127.0.0.1:41001 model resnet50, 200 req/s poisson for 30 s (at most 12010 requests)",
         f"results: {o}/requests.csv, summary.csv, summary.json, latency.png",
@@ -530,7 +537,7 @@ def test_cli_bad_input_is_one_line_and_starts_nothing(tmp_path: Path, fake_serve
     assert not out.exists()
 
 
-def test_zoo_model_py_batches_and_splits_through_dlpack(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_zoo_model_py_batches_and_splits_through_dlpack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The served zoo model.py run in-process with stand-ins: pb_utils, torch (numpy arrays), the zoo runner."""
     import sys
     import types
@@ -539,6 +546,8 @@ def test_zoo_model_py_batches_and_splits_through_dlpack(monkeypatch: pytest.Monk
     import igniter_opt.zoo
 
     built: list[tuple[str, list[int]]] = []
+    calls: list[tuple[list[int], bool]] = []
+    threads: list[int] = []
 
     class Runner:
         def __init__(self, name: str, batches: list[int]) -> None:
@@ -547,7 +556,9 @@ def test_zoo_model_py_batches_and_splits_through_dlpack(monkeypatch: pytest.Monk
         def build(self) -> Runner:
             return self
 
-        def infer(self, x):  # two outputs, like ssd
+        def infer_parts(self, parts, *, to_host):  # two outputs, like ssd
+            calls.append(([p.shape[0] for p in parts], to_host))
+            x = np.concatenate(parts)
             return ((x * 2).view(TorchLike), (x[:, :1] + 1).view(TorchLike))
 
     class TorchLike(np.ndarray):
@@ -573,26 +584,35 @@ def test_zoo_model_py_batches_and_splits_through_dlpack(monkeypatch: pytest.Monk
     )
     torch = types.ModuleType("torch")
     torch.from_dlpack = np.from_dlpack
-    torch.cat = np.concatenate
+    torch.set_num_threads = threads.append
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", pb)
     monkeypatch.setitem(sys.modules, "torch", torch)
     monkeypatch.setattr(igniter_opt.zoo, "ModelRunner", Runner, raising=False)
 
     model = served_model("ssd")
-    cfg = model_config_for(placement(model="ssd", batch=4), model, LatencyBudget.IGNITER)
+    trace = tmp_path / "exec.csv"
+    cfg = model_config_for(placement(model="ssd", batch=4), model, LatencyBudget.IGNITER, exec_trace=trace)
     ns: dict = {}
     exec(compile(model_py_for(cfg, echo=False, site_dirs=[]), "model.py", "exec"), ns)  # noqa: S102
     m = ns["TritonPythonModel"]()
     config = {"name": "ssd", "input": [{"name": "input"}],
               "output": [{"name": "bbox_regression"}, {"name": "cls_logits"}],
-              "parameters": {"graph_batches": {"string_value": "4"}}}
+              "parameters": {k: {"string_value": v} for k, v in cfg.parameters}}
     m.initialize({"model_config": json.dumps(config)})
-    assert built == [("ssd", [4])]
+    assert built == [("ssd", [4])] and threads == [1]
     reqs = [{"input": np.full((1, 3), 1.0)}, {"input": np.full((2, 3), 2.0)}]
     responses = m.execute(reqs)
+    # the requests' tensors go to the runner as they are (no host concatenation), outputs come back on the host
+    assert calls == [([1, 2], True)]
     assert [[name for name, _ in r] for r in responses] == [["bbox_regression", "cls_logits"]] * 2
     assert responses[0][0][1].tolist() == [[2.0, 2.0, 2.0]]
     assert responses[1][0][1].tolist() == [[4.0, 4.0, 4.0]] * 2 and responses[1][1][1].tolist() == [[3.0]] * 2
+    m.execute(reqs[:1])
+    m.finalize()
+    rows = list(csv.DictReader(trace.open()))
+    assert [(r["requests"], r["samples"]) for r in rows] == [("2", "3"), ("1", "1")]
+    assert all(float(r[k]) >= 0 for r in rows for k in ("input_ms", "run_ms", "respond_ms"))
+    assert ex.read_exec_trace(trace)["traced"] == 2 and ex.read_exec_trace(tmp_path / "none.csv") == {}
 
 
 def test_monitor_stops_load_when_a_server_dies(tmp_path: Path) -> None:

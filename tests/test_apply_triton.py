@@ -104,6 +104,12 @@ def test_apply_echo_on_real_tritonserver(tmp_path: Path) -> None:
     assert 0.0 <= w1["within_slo"] <= 1.0 and w1["p50_ms"] <= w1["p95_ms"] <= w1["p99_ms"]
     assert w1["predicted_ms"] == 3.0
     assert w1["server_infer_ms"] >= 2.0  # the stand-in sleeps 2 ms per execution
+    # its own trace: every execution (120 requests + warm-up, batches of at most 4), the sleep as its run time
+    assert 2.0 <= w1["model_ms"] < w1["server_infer_ms"] + 0.5 and w1["backend_ms"] < 5.0
+    assert 1.0 <= w1["executed_batch"] <= 4.0
+    with open(out / "logs" / "s0-gpu0-W1.exec.csv", newline="") as fh:
+        trace = list(csv.DictReader(fh))
+    assert 120 <= sum(int(r["samples"]) for r in trace) <= 130 and max(int(r["requests"]) for r in trace) <= 4
     assert 20 < w1["achieved_rps"] < 45
     with open(out / "summary.csv", newline="") as fh:
         assert [r["workload"] for r in csv.DictReader(fh)] == ["W1", "W2"]

@@ -10,6 +10,7 @@ SIGTERM), every process it started is stopped, MPS is quit, and what was measure
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -83,6 +84,8 @@ class ApplyOptions:
     drain_s: float = 5.0
     max_requests_factor: float = 2.0  # a stream sends at most rate * duration * factor + 10 requests
     launch_mode: LaunchMode = LaunchMode.LOCAL
+    torch_threads: int = 1  # CPU threads of torch in each server (0: torch's default, one per core)
+    output_device: str = "cpu"  # where the served model hands its outputs to Triton: cpu or gpu
 
     def __post_init__(self) -> None:
         if self.arrival not in Arrival.ALL:
@@ -91,6 +94,10 @@ class ApplyOptions:
             raise ApplyError(f"--duration must be positive, got {self.duration_s:g}")
         if self.echo_ms is not None and self.echo_ms < 0:
             raise ApplyError(f"--echo-ms must be >= 0, got {self.echo_ms:g}")
+        if self.output_device not in ("cpu", "gpu"):
+            raise ApplyError(f"output_device must be 'cpu' or 'gpu', got {self.output_device!r}")
+        if self.torch_threads < 0:
+            raise ApplyError(f"torch_threads must be >= 0, got {self.torch_threads}")
 
 
 @dataclass(frozen=True)
@@ -232,7 +239,9 @@ def build_deployment(
     for i, ((gid, p), sp) in enumerate(zip(placements, ports, strict=True)):
         name = _safe(f"s{i}-{gid}-{p.workload}")
         model = served_model(p.model, echo=echo)
-        cfg = model_config_for(p, model, budget, margin, echo_ms=options.echo_ms)
+        cfg = model_config_for(p, model, budget, margin, echo_ms=options.echo_ms,
+                               exec_trace=exec_trace_path(out, name), torch_threads=options.torch_threads,
+                               output_device=options.output_device)
         repo = out / "repository" / name
         flags = TritonServerConfig().update({
             "model-repository": repo,
@@ -372,40 +381,72 @@ def _interrupt_once() -> Iterator[dict[str, str]]:
             signal.signal(sig, h)
 
 
+def exec_trace_path(out: Path, server: str) -> Path:
+    """Where the served model of ``server`` writes one line per execution."""
+    return out / "logs" / f"{server}.exec.csv"
+
+
 def server_statistics(spec: ServerSpec, timeout_s: float = 5.0) -> dict[str, float]:
-    """Mean execution time (compute input + infer + output per model execution) and queueing per request, ms."""
+    """Triton's own statistics of one server: executions, samples, their compute time, queueing.
+
+    Triton adds a batch's compute time once per request to ``inference_stats``; ``batch_stats``
+    counts each execution once, so the time per execution comes from there.
+    """
     url = f"http://{HOST}:{spec.ports.http}/v2/models/{spec.model}/stats"
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as r:
             data = json.loads(r.read())
         ms = data["model_stats"][0]
-        st = ms["inference_stats"]
-        execs = int(ms.get("execution_count", 0))
-        compute = sum(int(st[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output"))
-        q = st["queue"]
-        return {
-            "executions": execs,
-            "exec_ns": compute,
-            "queue_count": int(q["count"]),
-            "queue_ns": int(q["ns"]),
-        }
-    except (OSError, ValueError, KeyError, IndexError) as exc:
+        executions = samples = exec_ns = 0
+        for b in ms.get("batch_stats", []):
+            n = int(b["compute_infer"]["count"])
+            executions += n
+            samples += n * int(b["batch_size"])
+            exec_ns += sum(int(b[k]["ns"]) for k in ("compute_input", "compute_infer", "compute_output"))
+        q = ms["inference_stats"]["queue"]
+        return {"executions": executions, "samples": samples, "exec_ns": exec_ns,
+                "queue_count": int(q["count"]), "queue_ns": int(q["ns"])}
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
         log.warning("could not read statistics of server %s: %s", spec.name, exc)
         return {}
 
 
+def read_exec_trace(path: Path) -> dict[str, float]:
+    """Sums over the served model's execution trace (empty where there is none)."""
+    acc = {"traced": 0, "model_ms": 0.0, "backend_ms": 0.0}
+    try:
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                acc["traced"] += 1
+                acc["model_ms"] += float(row["run_ms"])
+                acc["backend_ms"] += float(row["input_ms"]) + float(row["respond_ms"])
+    except (OSError, ValueError, KeyError) as exc:
+        log.debug("no execution trace at %s: %s", path, exc)
+        return {}
+    return acc
+
+
 def _workload_stats(per_server: dict[str, dict[str, float]], dep: Deployment) -> dict[str, dict[str, float]]:
+    """Per workload: ms per execution in the server and in the model, executed batch, ms queued per request."""
+    keys = ("executions", "samples", "exec_ns", "queue_count", "queue_ns", "traced", "model_ms", "backend_ms")
     acc: dict[str, dict[str, float]] = {}
     for s in dep.servers:
         st = per_server.get(s.spec.name)
         if not st:
             continue
-        a = acc.setdefault(s.placement.workload, {"executions": 0, "exec_ns": 0, "queue_count": 0, "queue_ns": 0})
-        for k in a:
+        a = acc.setdefault(s.placement.workload, dict.fromkeys(keys, 0))
+        for k in keys:
             a[k] += st.get(k, 0)
+
+    def ratio(x: float, n: float) -> float:
+        return x / n if n else math.nan
+
     return {
-        w: {"infer_ms": a["exec_ns"] / a["executions"] / 1e6 if a["executions"] else math.nan,
-            "queue_ms": a["queue_ns"] / a["queue_count"] / 1e6 if a["queue_count"] else math.nan}
+        w: {"infer_ms": ratio(a["exec_ns"] / 1e6, a["executions"]),
+            "executed_batch": ratio(a["samples"], a["executions"]),
+            "queue_ms": ratio(a["queue_ns"] / 1e6, a["queue_count"]),
+            "model_ms": ratio(a["model_ms"], a["traced"]),
+            "backend_ms": ratio(a["backend_ms"], a["traced"])}
         for w, a in acc.items()
     }
 
@@ -422,6 +463,7 @@ def write_files(dep: Deployment) -> None:
     out = dep.options.out_dir.resolve()
     for d in ("repository", "backends", "parts", "logs"):
         shutil.rmtree(out / d, ignore_errors=True)
+    (out / "logs").mkdir(parents=True)  # the served models write their execution traces there
     for f in RESULT_FILES:
         (out / f).unlink(missing_ok=True)
     prepare_backend_dir(dep.install, dep.backend_dir)
@@ -518,6 +560,8 @@ def apply_plan(
                     if lc.is_running():
                         stats[lc.spec.name] = server_statistics(lc.spec)
             result.errors.extend(stop_all(launchers))
+            for name, st in stats.items():  # the traces are complete once the servers have stopped
+                st.update(read_exec_trace(exec_trace_path(out, name)))
             if mps_started:
                 try:
                     dep.mps.stop()

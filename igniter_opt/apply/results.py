@@ -52,8 +52,11 @@ class WorkloadResult:
     mean_ms: float
     within_slo: float  # fraction of sent requests answered successfully within the SLO
     predicted_ms: float  # predicted mean inference latency (plan)
-    server_infer_ms: float  # measured mean time per model execution in the server (Triton statistics)
+    server_infer_ms: float  # measured mean time per model execution in the server (Triton's batch statistics)
     server_queue_ms: float  # measured mean queueing (incl. batch formation) per request in the server
+    executed_batch: float  # measured mean samples per execution
+    model_ms: float  # of an execution: the model's run in the served model.py (inputs in place -> outputs ready)
+    backend_ms: float  # of an execution: taking the inputs and building the responses in model.py
     send_lag_p99_ms: float  # how late the generator sent (p99): > 1 ms means it could not keep the rate
 
 
@@ -88,6 +91,8 @@ def summarize(records: Sequence[dict[str, Any]], targets: Sequence[WorkloadTarge
             within_slo=within / len(rs) if rs else math.nan,
             predicted_ms=t.predicted_ms,
             server_infer_ms=st.get("infer_ms", math.nan), server_queue_ms=st.get("queue_ms", math.nan),
+            executed_batch=st.get("executed_batch", math.nan), model_ms=st.get("model_ms", math.nan),
+            backend_ms=st.get("backend_ms", math.nan),
             send_lag_p99_ms=percentile(lags, 99),
         ))
     return out
@@ -95,14 +100,14 @@ def summarize(records: Sequence[dict[str, Any]], targets: Sequence[WorkloadTarge
 
 def summary_table(results: Sequence[WorkloadResult]) -> str:
     headers = ["workload", "model", "batch", "share %", "rate req/s", "got req/s", "requests", "p50 ms", "p95 ms",
-               "p99 ms", "SLO ms", "within SLO", "predicted ms", "server ms"]
+               "p99 ms", "SLO ms", "within SLO", "predicted ms", "server ms", "model ms", "ran batch"]
     rows = [
         [r.workload, r.model, r.batch, r.share_pct, r.rate_rps, r.achieved_rps, r.requests, r.p50_ms, r.p95_ms,
          r.p99_ms, r.slo_ms, "-" if math.isnan(r.within_slo) else f"{100 * r.within_slo:.2f} %", r.predicted_ms,
-         r.server_infer_ms]
+         r.server_infer_ms, r.model_ms, r.executed_batch]
         for r in results
     ]
-    return render_table(headers, rows, align="llllrrrrrrrrrr")
+    return render_table(headers, rows, align="llllrrrrrrrrrrrr")
 
 
 def _clean(v: Any) -> Any:

@@ -17,7 +17,8 @@ Equations (design note section 1; times ms, rates req/s, shares %):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -91,6 +92,11 @@ class PerformanceModel:
     hardware: HardwareCoefficients
     models: dict[str, ModelCoefficients]
     gpu: dict[str, Any] = field(default_factory=dict)
+    # Serving overhead per batch execution (ms), or None for the paper's model. When set, a server
+    # is taken to handle one batch at a time (take the inputs, run, respond, then the next), as a
+    # Triton Python-backend server does: latency t_inf + o and throughput 1000 b / (t_inf + o),
+    # instead of the paper's throughput 1000 b / (t_gpu + t_fb) with loading overlapped.
+    serving_overhead_ms: float | None = None
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _arrays: dict[str, np.ndarray] = field(init=False, repr=False, compare=False)
 
@@ -181,7 +187,16 @@ class PerformanceModel:
         t_sch = kernels * d_sched + idle_ms
         t_act = k_act * (1.0 + alpha_cache * (_row_sum(c) - c))
         t_gpu = (t_sch + t_act) * (hw.max_clock_mhz / clock)
-        return t_load + t_gpu + t_fb, 1000.0 * batch / (t_gpu + t_fb)
+        if self.serving_overhead_ms is None:
+            return t_load + t_gpu + t_fb, 1000.0 * batch / (t_gpu + t_fb)
+        served = t_load + t_gpu + t_fb + self.serving_overhead_ms
+        return served, 1000.0 * batch / served
+
+    def with_serving_overhead(self, overhead_ms: float | None) -> PerformanceModel:
+        """This model with a serving overhead per batch execution (None: the paper's model)."""
+        if overhead_ms is not None and not (math.isfinite(overhead_ms) and overhead_ms >= 0):
+            raise ProfileError(f"serving overhead must be a number of ms >= 0, got {overhead_ms}")
+        return replace(self, serving_overhead_ms=None if overhead_ms is None else float(overhead_ms))
 
     def predict_padded(
         self,

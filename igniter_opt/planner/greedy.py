@@ -380,6 +380,7 @@ def build_plan(
         price_per_gpu_hour=perf.hardware.price_per_gpu_hour,
         solver=solver,
         margin=problem.margin if problem.latency_budget is LatencyBudget.FULL else None,
+        serving_overhead_ms=perf.serving_overhead_ms,
     )
 
 
