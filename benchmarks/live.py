@@ -3,10 +3,10 @@
 Three steps, so that plans are made (and committed) where the planners run and only applying
 needs the GPU:
 
-``python benchmarks/live.py plan [--mixes I] [--serving-overhead-ms 3.5] [-o benchmarks/results/live_plans]``
+``python benchmarks/live.py plan [--mixes I] [--serving-overhead-ms 3.5] [--max-utilization 1 0.8] [-o DIR]``
     Anywhere. Plans each mix (3 to 5 zoo workloads with SLOs and rates) with the greedy and the
     exact planner under both latency budgets, with the paper's model (``<mix>_<planner>_<budget>.json``)
-    and with each serving overhead (``..._o<ms>.json``).
+    and with each serving overhead and utilization (``..._o<ms>[_u<u>].json``).
 
 ``python benchmarks/live.py run PLANS... [--duration 60] [--work DIR] [-o benchmarks/results]``
     On the GPU. Applies each plan with ``igniter-opt apply`` (Poisson arrivals), one after the
@@ -45,11 +45,11 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload  # noqa: E402
-from igniter_opt.perfmodel import load_profile  # noqa: E402
-from igniter_opt.planio import read_plan, write_plan  # noqa: E402
-from igniter_opt.planner import run_planner  # noqa: E402
-from igniter_opt.solver import SolveOptions  # noqa: E402
+from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+from igniter_opt.perfmodel import load_profile
+from igniter_opt.planio import read_plan, write_plan
+from igniter_opt.planner import run_planner
+from igniter_opt.solver import SolveOptions
 
 RESULTS = HERE / "results"
 PLANS = RESULTS / "live_plans"
@@ -59,6 +59,7 @@ PLANS = RESULTS / "live_plans"
 # the GPU once the serving overhead is planned for.
 MIXES: dict[str, list[tuple[str, str, float, float]]] = {
     "I": [("res", "resnet50", 12, 667), ("vgg", "vgg19", 15, 667), ("bert", "bert_base", 15, 667)],
+    "J": [("res", "resnet50", 12, 500), ("vgg", "vgg19", 15, 500), ("bert", "bert_base", 15, 500)],
     "H": [("res", "resnet50", 15, 667), ("vgg", "vgg19", 20, 333), ("bert", "bert_base", 20, 667),
           ("vit", "vit_b_16", 20, 333)],
 }
@@ -76,15 +77,16 @@ def cmd_plan(args: argparse.Namespace) -> None:
     base = load_profile(args.profile)
     args.out.mkdir(parents=True, exist_ok=True)
     for mix in args.mixes.split(","):
-        for overhead in (None, *args.serving_overhead_ms):
-            perf = base.with_serving_overhead(overhead)
+        serving = [(None, None)] + [(o, u) for o in args.serving_overhead_ms for u in args.max_utilization]
+        for overhead, util in serving:
+            perf = base.with_serving_overhead(overhead, util)
             for budget in (LatencyBudget.IGNITER, LatencyBudget.FULL):
                 problem = PlanningProblem(_workloads(mix), perf, budget, margin=args.margin)
                 for planner in ("greedy", "exact"):
                     out = run_planner(problem, planner, SolveOptions(time_limit_s=args.time_limit, threads=1))
                     if out.violations:
                         raise SystemExit(f"{mix} {planner} {budget}: the plan violates the model: {out.violations[0]}")
-                    suffix = "" if overhead is None else f"_o{overhead:g}"
+                    suffix = "" if overhead is None else f"_o{overhead:g}" + ("" if util == 1 else f"_u{util:g}")
                     path = write_plan(out.plan, args.out / f"{mix}_{planner}_{budget.value}{suffix}.json")
                     p = out.plan
                     print(f"{path.name}: {p.num_gpus} GPU(s), {p.total_share_pct:.1f} % share, "
@@ -128,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     gpu = gpus[0].name
     csv_path = args.out / f"live_{gpu_slug(gpu)}.csv"
     for plan_path in args.plans:
-        run = plan_path.stem
+        run = plan_path.stem + args.tag
         plan = read_plan(plan_path)
         if plan.num_gpus != 1:
             print(f"{run}: skipped, needs {plan.num_gpus} GPUs (this benchmark validates one-GPU plans)")
@@ -179,9 +181,9 @@ def gpu_slug(name: str) -> str:
 # ---- overhead ------------------------------------------------------------------------------------
 def cmd_overhead(args: argparse.Namespace) -> None:
     import torch
+    from igniter_opt.zoo import ModelRunner
 
     from igniter_opt.domain import GpuAssignment, Placement, Plan
-    from igniter_opt.zoo import ModelRunner
 
     runner = ModelRunner(args.model, [1]).build()
     spec_in = runner.spec.inputs[0]
@@ -235,6 +237,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--mixes", default="I")
     p.add_argument("--serving-overhead-ms", type=float, nargs="*", default=[3.5],
                    help="also plan with these serving overheads (ms per batch execution)")
+    p.add_argument("--max-utilization", type=float, nargs="+", default=[1.0, 0.8],
+                   help="with each serving overhead, plan servers to these utilizations")
     p.add_argument("--profile", default="profiles/h100")
     p.add_argument("--margin", type=float, default=0.1)
     p.add_argument("--time-limit", type=float, default=60.0, help="exact planner, seconds")
@@ -244,6 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("plans", type=Path, nargs="+")
     r.add_argument("--duration", type=float, default=60.0)
     r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--tag", default="", help="appended to each run's name (the plan file's stem)")
     r.add_argument("--work", type=Path, default=Path("/tmp/live-work"))
     r.add_argument("-o", "--out", type=Path, default=RESULTS)
     r.set_defaults(fn=cmd_run)

@@ -54,6 +54,11 @@ def profile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
+        "--max-utilization", "max_utilization", type=click.FloatRange(0, 1, min_open=True), default=None,
+        help="With the serial-server model: plan each server to at most this fraction of its capacity "
+             "(room for bursts of random arrivals). Implies --serving-overhead-ms 0 when that is not given.",
+    )(fn)
+    fn = click.option(
         "--serving-overhead-ms", "serving_overhead", type=click.FloatRange(min=0), default=None,
         help="Plan for servers that handle one batch at a time with this overhead per batch (ms): latency "
              "t_inf + o, throughput b / (t_inf + o). Measure it with 'igniter-opt apply' (server ms - model "
@@ -153,7 +158,7 @@ def predict(plan_file: Path, profile: str, output: Path | None, fmt: str) -> Non
 @format_option
 @handle_errors
 def solve(workloads: Path | None, profile: str, planner: str, budget: str, margin: float,
-          serving_overhead: float | None, time_limit: float | None, gap: float | None, threads: int | None, output: Path | None, fmt: str) -> None:
+          serving_overhead: float | None, max_utilization: float | None, time_limit: float | None, gap: float | None, threads: int | None, output: Path | None, fmt: str) -> None:
     """Plan GPUs, co-location, MPS shares and batch sizes for a set of workloads.
 
     Prints the plan (GPU, workload, model, batch, share, predicted latency against its limit,
@@ -162,7 +167,7 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
 
     Example: igniter-opt solve --workloads examples/paper-table3.csv --profile v100 -o plan.json
     """
-    perf = load_profile(profile).with_serving_overhead(serving_overhead)
+    perf = load_profile(profile).with_serving_overhead(serving_overhead, max_utilization)
     problem = PlanningProblem(
         workloads=read_workloads(workloads or EXAMPLE_WORKLOADS),
         perf_model=perf,
@@ -192,7 +197,7 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
 @format_option
 @handle_errors
 def compare(workloads: Path | None, profile: str, planners: str, budget: str, margin: float,
-            serving_overhead: float | None, time_limit: float | None, gap: float | None, threads: int | None, fmt: str) -> None:
+            serving_overhead: float | None, max_utilization: float | None, time_limit: float | None, gap: float | None, threads: int | None, fmt: str) -> None:
     """Run several planners on the same workloads and compare their plans.
 
     One row per planner: GPUs, cost per hour, total share, workloads predicted to miss their SLO
@@ -204,7 +209,7 @@ def compare(workloads: Path | None, profile: str, planners: str, budget: str, ma
     names = parse_planners(planners)
     problem = PlanningProblem(
         workloads=read_workloads(workloads or EXAMPLE_WORKLOADS),
-        perf_model=load_profile(profile).with_serving_overhead(serving_overhead),
+        perf_model=load_profile(profile).with_serving_overhead(serving_overhead, max_utilization),
         latency_budget=LatencyBudget(budget),
         margin=margin,
     )
@@ -220,16 +225,18 @@ def compare(workloads: Path | None, profile: str, planners: str, budget: str, ma
 @budget_options
 @handle_errors
 def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: float,
-           serving_overhead: float | None) -> None:
+           serving_overhead: float | None, max_utilization: float | None) -> None:
     """Re-check a plan against workloads with the exact performance model; exit 1 on any violation.
 
-    The serving overhead defaults to the one the plan was made with.
+    The serving model (overhead, utilization) defaults to the one the plan was made with.
 
     Example: igniter-opt verify plan.json --workloads examples/paper-table3.csv --profile v100
     """
     plan = read_plan(plan_file)
-    overhead = serving_overhead if serving_overhead is not None else plan.serving_overhead_ms
-    problem = PlanningProblem(read_workloads(workloads), load_profile(profile).with_serving_overhead(overhead),
+    if serving_overhead is None and max_utilization is None:
+        serving_overhead, max_utilization = plan.serving_overhead_ms, plan.serving_max_utilization
+    perf = load_profile(profile).with_serving_overhead(serving_overhead, max_utilization)
+    problem = PlanningProblem(read_workloads(workloads), perf,
                               LatencyBudget(budget), margin)
     violations = verify_plan(plan, problem)
     for v in violations:
@@ -240,7 +247,15 @@ def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: 
 
 
 @cli.command()
-@click.argument("plan_file", metavar="PLAN.json", type=click.Path(path_type=Path))
+@click.argument("plan_file", metavar="[PLAN.json]", type=click.Path(path_type=Path), required=False)
+@click.option("--diff", "diff_files", nargs=2, type=click.Path(path_type=Path), default=None,
+              metavar="OLD.json NEW.json",
+              help="Apply a plan change under load instead: run OLD, step the rates to NEW's at --step-at, start "
+                   "NEW's changed servers next to the old ones, switch clients when they are ready, then stop the "
+                   "old ones.")
+@click.option("--step-at", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="With --diff: seconds into the run when the rates change and the change begins. "
+                   "Default: a third of --duration.")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
               help="Seconds of load per workload.")
 @click.option("--arrival", type=click.Choice(["poisson", "constant"]), default="poisson", show_default=True,
@@ -263,16 +278,22 @@ def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: 
               help="A placement with a higher rate is driven by several load-generating processes.")
 @click.option("--dry-run", is_flag=True, help="Print every command, environment and config; start nothing.")
 @handle_errors
-def apply(plan_file: Path, duration: float, arrival: str, tritonserver: Path | None, out_dir: Path,
-          gpus: str | None, base_port: int | None, ready_timeout: float, seed: int, echo_ms: float | None,
-          max_rps_per_process: float, dry_run: bool) -> None:
+def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at: float | None, duration: float,
+          arrival: str, tritonserver: Path | None, out_dir: Path, gpus: str | None, base_port: int | None,
+          ready_timeout: float, seed: int, echo_ms: float | None, max_rps_per_process: float, dry_run: bool) -> None:
     """Apply a plan to Triton Inference Servers under MPS, drive it with load, and measure SLO attainment.
 
     One tritonserver per placement, on its GPU (by UUID) with its MPS share and batch; requests at
     each workload's planned rate; per-request latencies and, per workload, p50/p95/p99, throughput
     and the share of requests within the SLO, written to --out. Ctrl-C stops everything cleanly.
 
-    Example: igniter-opt apply plan.json --duration 60 --out runs/plan1
+    With --diff OLD.json NEW.json, applies a plan change under load (see --diff); results per
+    phase (before, transition, after) in --out, with transition.json.
+
+    \b
+    Examples:
+      igniter-opt apply plan.json --duration 60 --out runs/plan1
+      igniter-opt apply --diff plan.json new_plan.json --duration 90 --step-at 30 --out runs/change
     """
     from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment, render_dry_run, render_result
 
@@ -281,6 +302,13 @@ def apply(plan_file: Path, duration: float, arrival: str, tritonserver: Path | N
         tritonserver=str(tritonserver) if tritonserver else None, gpus=gpus, base_port=base_port,
         ready_timeout_s=ready_timeout, echo_ms=echo_ms, seed=seed, max_rps_per_process=max_rps_per_process,
     )
+    if (plan_file is None) == (diff_files is None):
+        raise click.UsageError("give either PLAN.json or --diff OLD.json NEW.json")
+    if diff_files is not None:
+        _apply_diff(diff_files, step_at if step_at is not None else duration / 3.0, options, dry_run)
+        return
+    if step_at is not None:
+        raise click.UsageError("--step-at goes with --diff")
     dep = build_deployment(read_plan(plan_file), options)
     if dry_run:
         emit(render_dry_run(dep))
@@ -294,6 +322,28 @@ def apply(plan_file: Path, duration: float, arrival: str, tritonserver: Path | N
         )
     if result.errors:
         more = f" (+{len(result.errors) - 1} more, see summary.json)" if len(result.errors) > 1 else ""
+        raise click.ClickException(f"{result.errors[0]}{more}; every server and MPS stopped")
+
+
+def _apply_diff(diff_files: tuple[Path, Path], step_s: float, options: Any, dry_run: bool) -> None:
+    from igniter_opt.apply.transition import (
+        apply_transition,
+        build_transition,
+        render_transition,
+        render_transition_dry_run,
+    )
+
+    tr = build_transition(read_plan(diff_files[0]), read_plan(diff_files[1]), options, step_s)
+    if dry_run:
+        emit(render_transition_dry_run(tr))
+        return
+    result = apply_transition(tr, progress=lambda msg: click.echo(msg, err=True))
+    emit(render_transition(result))
+    if result.interrupted:
+        raise click.ClickException(
+            f"interrupted by {result.interrupted}; every server and MPS stopped; results so far in {result.out_dir}")
+    if result.errors:
+        more = f" (+{len(result.errors) - 1} more, see transition.json)" if len(result.errors) > 1 else ""
         raise click.ClickException(f"{result.errors[0]}{more}; every server and MPS stopped")
 
 

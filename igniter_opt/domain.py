@@ -95,6 +95,7 @@ class Plan:
     solver: SolverInfo = field(default_factory=lambda: SolverInfo(status="unknown"))
     margin: float | None = None
     serving_overhead_ms: float | None = None  # planned with this overhead per batch execution (None: paper)
+    serving_max_utilization: float | None = None  # and to at most this utilization per server
 
     @property
     def num_gpus(self) -> int:

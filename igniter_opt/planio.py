@@ -84,6 +84,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         d["margin"] = plan.margin
     if plan.serving_overhead_ms is not None:
         d["serving_overhead_ms"] = plan.serving_overhead_ms
+        d["serving_max_utilization"] = plan.serving_max_utilization
     d["gpus"] = [
         {
             "id": g.gpu_id,
@@ -182,6 +183,7 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
             solver=solver,
             margin=_opt_float(d.get("margin")),
             serving_overhead_ms=_opt_float(d.get("serving_overhead_ms")),
+            serving_max_utilization=_opt_float(d.get("serving_max_utilization")),
         )
     except PlanError:
         raise

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-
 import itertools
 import json
 import math
@@ -457,6 +456,8 @@ def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuI
     assert res.exit_code == 0, res.output
     o = out.resolve()
     repo = o / "repository" / "s0-gpu0-W1"
+    dep_cfg = ex.model_config_for(placement("W1", batch=4, share=37.5, slo=40.0, rate=200.0), served_model("resnet50"),
+                                  LatencyBudget.IGNITER)
     assert res.output.splitlines() == [
         "dry run: nothing is started or written",
         "plan: 1 GPU(s), 1 server(s), planner greedy, budget igniter, profile h100",
@@ -496,7 +497,7 @@ def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuI
         '    parameters: { key: "torch_threads" value: { string_value: "1" } }',
         '    parameters: { key: "output_device" value: { string_value: "cpu" } }',
         f'    parameters: {{ key: "exec_trace" value: {{ string_value: "{o}/logs/s0-gpu0-W1.exec.csv" }} }}',
-        f"  {repo}/resnet50/1/model.py: generated (79 lines)",
+        f"  {repo}/resnet50/1/model.py: generated ({len(ex.model_py_for(dep_cfg, echo=False, site_dirs=['/site']).splitlines())} lines)",
         "",
         "load s0-gpu0-W1: W1 -> 127.0.0.1:41001 model resnet50, 200 req/s poisson for 30 s (at most 12010 requests)",
         f"results: {o}/requests.csv, summary.csv, summary.json, latency.png",

@@ -179,3 +179,46 @@ def test_killed_executor_leaves_no_server(tmp_path: Path) -> None:
         p.kill()
         p.wait()
     assert ours(out, wait_s=15) == []
+
+
+def test_plan_change_under_load_on_real_tritonserver(tmp_path: Path) -> None:
+    """apply --diff: a kept, a resized, a started and a stopped placement, switched under load."""
+    old = Plan(profile="cpu", planner="greedy", latency_budget="igniter", gpus=(GpuAssignment("gpu0", "cpu", (
+        Placement("KEEP", "resnet50", 500.0, 30.0, 2, 40.0),
+        Placement("GROW", "vgg19", 500.0, 20.0, 2, 30.0),
+        Placement("GONE", "alexnet", 500.0, 20.0, 2, 10.0),
+    )),))
+    new = Plan(profile="cpu", planner="greedy", latency_budget="igniter", gpus=(GpuAssignment("gpu0", "cpu", (
+        Placement("KEEP", "resnet50", 500.0, 50.0, 2, 40.0),  # same server, higher rate
+        Placement("GROW", "vgg19", 500.0, 40.0, 4, 45.0),  # resized: a new server
+        Placement("NEW", "alexnet", 500.0, 20.0, 2, 10.0),  # started
+    )),))
+    o, n = write_plan(old, tmp_path / "old.json"), write_plan(new, tmp_path / "new.json")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["apply", "--diff", str(o), str(n), "--echo-ms", "1", "--duration", "9",
+                                   "--step-at", "2", "--arrival", "constant", "--out", str(out)],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert ours(out) == []  # every server (old and new) stopped
+    tj = json.loads((out / "transition.json").read_text())
+    ev = tj["events_s"]
+    assert tj["errors"] == [] and 1.9 < ev["step_s"] < ev["ready_s"] <= ev["switched_s"] <= ev["old_stopped_s"] < 9
+    assert tj["diff"]["summary"]["kept"] == 1 and tj["diff"]["summary"]["resized"] == 1
+    assert tj["diff"]["summary"]["started"] == 1 and tj["diff"]["summary"]["stopped"] == 1
+    with open(out / "requests.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["status"] for r in rows} == {"ok"}, [r for r in rows if r["status"] != "ok"][:3]  # nothing dropped
+    sw = ev["switched_s"]
+
+    def servers(w: str, after: bool) -> set[str]:
+        return {r["server"] for r in rows if r["workload"] == w and (float(r["sent_s"]) >= sw) == after}
+
+    assert servers("KEEP", False) == servers("KEEP", True) == {"s0-gpu0-KEEP"}
+    assert servers("GROW", False) == {"s1-gpu0-GROW"} and servers("GROW", True) == {"new-s1-gpu0-GROW"}
+    assert servers("NEW", False) == set() and servers("NEW", True) == {"new-s2-gpu0-NEW"}
+    assert not [r for r in rows if r["workload"] == "GONE" and float(r["sent_s"]) >= 2.0]
+    keep = sorted(float(r["sent_s"]) for r in rows if r["workload"] == "KEEP")
+    assert sum(t < 2.0 for t in keep) == 60 and sum(t >= 2.0 for t in keep) == 350  # 30 then 50 req/s
+    phases = {(p, w["workload"]) for p, ws in tj["phases"].items() for w in ws}
+    assert ("before", "GONE") in phases and ("after", "NEW") in phases and ("after", "GONE") not in phases
+    assert (out / "latency.png").is_file() and (out / "summary.csv").read_text().startswith("phase,workload,")

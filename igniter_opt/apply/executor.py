@@ -203,6 +203,7 @@ def build_deployment(
     machine_gpus: list[GpuInfo] | None | Callable[[], list[GpuInfo] | None] = None,
     mps: MpsControl | None = None,
     base_env: dict[str, str] | None = None,
+    exclude_ports: frozenset[int] = frozenset(),
 ) -> Deployment:
     """Validate the plan against this machine and work out every server; starts and writes nothing.
 
@@ -222,7 +223,7 @@ def build_deployment(
         by_uuid = {g.uuid: g.name for g in machine or []}
         gpu_names = {gid: by_uuid.get(str(u), "unknown") for gid, u in uuids.items()}
     install = find_tritonserver(options.tritonserver)
-    ports = allocate_ports(len(placements), options.base_port)
+    ports = allocate_ports(len(placements), options.base_port, exclude=exclude_ports)
 
     out = options.out_dir.resolve()
     backend_dir = out / "backends"
@@ -261,18 +262,25 @@ def build_deployment(
             name=name, argv=tuple(flags.to_argv(install.binary)), env={**server_env0, **overrides},
             env_overrides=overrides, ports=sp, log_path=out / "logs" / f"{name}.log", model=model.name,
         )
-        servers.append(ServerPlan(gid, uuids[gid], p, model, cfg,
-                                  model_py_for(cfg, echo=echo, site_dirs=_site_dirs()), repo, spec))
-        base = StreamSpec(
-            stream=name, workload=p.workload, server=name, url=spec.grpc_url, model=model.name,
-            inputs=model.inputs, outputs=tuple(t.name for t in model.outputs), rate_rps=p.rate_rps,
-            duration_s=options.duration_s, arrival=options.arrival, seed=options.seed * 1009 + i,
-            max_requests=math.ceil(p.rate_rps * options.duration_s * options.max_requests_factor) + 10,
-            timeout_s=options.request_timeout_s, drain_s=options.drain_s, check_echo=echo,
-        )
-        streams.extend(split_streams(base, options.max_rps_per_process))
+        server = ServerPlan(gid, uuids[gid], p, model, cfg, model_py_for(cfg, echo=echo, site_dirs=_site_dirs()),
+                            repo, spec)
+        servers.append(server)
+        streams.extend(split_streams(base_stream(server, options, i), options.max_rps_per_process))
     return Deployment(plan, options, tuple(servers), tuple(streams), tuple(_targets(plan)), install, backend_dir,
                       mps, source, gpu_names)
+
+
+def base_stream(server: ServerPlan, options: ApplyOptions, i: int, peak_rps: float | None = None) -> StreamSpec:
+    """The request stream of one server at its placement's rate (before splitting over processes)."""
+    p, model = server.placement, server.model
+    peak = max(p.rate_rps, peak_rps or 0.0)
+    return StreamSpec(
+        stream=server.spec.name, workload=p.workload, server=server.spec.name, url=server.spec.grpc_url,
+        model=model.name, inputs=model.inputs, outputs=tuple(t.name for t in model.outputs), rate_rps=p.rate_rps,
+        duration_s=options.duration_s, arrival=options.arrival, seed=options.seed * 1009 + i,
+        max_requests=math.ceil(peak * options.duration_s * options.max_requests_factor) + 10,
+        timeout_s=options.request_timeout_s, drain_s=options.drain_s, check_echo=options.echo_ms is not None,
+    )
 
 
 def _targets(plan: Plan) -> list[WorkloadTarget]:
@@ -475,7 +483,7 @@ def write_files(dep: Deployment) -> None:
 def _monitor(launchers: list[Launcher], gen: LoadGenerator, errors: list[str], done: threading.Event) -> None:
     """Stop the load as soon as a server dies during the run."""
     while not done.wait(0.5):
-        for lc in launchers:
+        for lc in list(launchers):  # a plan change removes the servers it stops on purpose
             if not lc.is_running():
                 errors.append(f"server {lc.spec.name} exited during the run; log {lc.spec.log_path}")
                 gen.stop()

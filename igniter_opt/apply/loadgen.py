@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gc
 import logging
 import math
 import multiprocessing as mp
@@ -65,6 +66,14 @@ class StreamSpec:
     phase_s: float = 0.0
     check_echo: bool = False
     warmup_requests: int = 3  # sent one by one before the common start, not recorded
+    # A plan change (apply --diff): the rate becomes ``rate_after_rps`` at ``step_s``, and once the
+    # parent signals the switch, requests go to ``switch_url`` (server ``switch_server``). A stream
+    # of a placement that only the new plan has sends nothing before the switch (``start_on_switch``).
+    step_s: float = math.inf
+    rate_after_rps: float | None = None
+    switch_url: str | None = None
+    switch_server: str | None = None
+    start_on_switch: bool = False
 
 
 def arrival_times(rate_rps: float, duration_s: float, arrival: str, seed: int, max_requests: int,
@@ -92,16 +101,28 @@ def arrival_times(rate_rps: float, duration_s: float, arrival: str, seed: int, m
     return out
 
 
+def stream_arrival_times(spec: StreamSpec) -> list[float]:
+    """A stream's send times: its rate until ``step_s``, then ``rate_after_rps`` (if any)."""
+    if spec.rate_after_rps is None or spec.step_s >= spec.duration_s:
+        return arrival_times(spec.rate_rps, spec.duration_s, spec.arrival, spec.seed, spec.max_requests, spec.phase_s)
+    before = arrival_times(spec.rate_rps, spec.step_s, spec.arrival, spec.seed, spec.max_requests, spec.phase_s)
+    after = arrival_times(spec.rate_after_rps, spec.duration_s - spec.step_s, spec.arrival, spec.seed + 7919,
+                          spec.max_requests - len(before), spec.phase_s)
+    return before + [spec.step_s + t for t in after]
+
+
 def split_streams(base: StreamSpec, max_rps_per_process: float) -> list[StreamSpec]:
     """Split a stream whose rate one process cannot keep into k equal streams."""
-    k = max(1, math.ceil(base.rate_rps / max_rps_per_process))
+    k = max(1, math.ceil(max(base.rate_rps, base.rate_after_rps or 0.0) / max_rps_per_process))
     if k == 1:
         return [base]
     rate = base.rate_rps / k
+    after = None if base.rate_after_rps is None else base.rate_after_rps / k
     per = math.ceil(base.max_requests / k)
+    top = max(base.rate_rps, base.rate_after_rps or 0.0)
     return [
-        StreamSpec(**{**base.__dict__, "stream": f"{base.stream}.{i}", "rate_rps": rate, "seed": base.seed * 1000 + i,
-                      "max_requests": per, "phase_s": i / base.rate_rps})
+        StreamSpec(**{**base.__dict__, "stream": f"{base.stream}.{i}", "rate_rps": rate, "rate_after_rps": after,
+                      "seed": base.seed * 1000 + i, "max_requests": per, "phase_s": i / top})
         for i in range(k)
     ]
 
@@ -116,8 +137,8 @@ def _payload(t: Tensor, seed: int) -> Any:
     return rng.standard_normal(shape).astype(t.dtype)
 
 
-async def _drive(spec: StreamSpec, times: list[float], stop: Any, records: list[list[Any]],
-                 ready: Any, go: Any, start_at: Any) -> None:
+async def _drive(spec: StreamSpec, times: list[float], stop: Any, records: list[tuple[Any, ...]],
+                 ready: Any, go: Any, start_at: Any, switch: Any = None) -> None:
     """Connect, warm up, report ready, wait for the common start, then send at the arrival times."""
     import tritonclient.grpc.aio as grpcclient
     from tritonclient.utils import InferenceServerException
@@ -132,6 +153,8 @@ async def _drive(spec: StreamSpec, times: list[float], stop: Any, records: list[
         inputs.append(inp)
         raw_inputs.append(data.tobytes())
     outputs = [grpcclient.InferRequestedOutput(n) for n in spec.outputs]
+    # the new server does not exist yet: its channel connects on first use, after the switch
+    client2 = grpcclient.InferenceServerClient(url=spec.switch_url) if spec.switch_url else None
     now = time.perf_counter
     try:
         for _ in range(spec.warmup_requests):
@@ -145,13 +168,23 @@ async def _drive(spec: StreamSpec, times: list[float], stop: Any, records: list[
             await client.close()
             return
         await asyncio.sleep(0.005)
+    # No garbage collection while timing: a full collection pauses this process for tens of ms,
+    # and streams of equal rates allocate alike, so they would pause together and every response
+    # in flight would look late (seen on the H100 host: 40-50 ms stalls every 1.5 s). A run's
+    # records are a few MB at most; collection resumes when the run ends.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     base_pc = now() + (start_at.value - time.time())
 
     async def one(seq: int, sched: float) -> None:
         sent = now() - base_pc
         status, error = "ok", ""
+        switched = client2 is not None and switch is not None and switch.is_set()
+        server = spec.switch_server if switched else spec.server
         try:
-            res = await client.infer(spec.model, inputs, outputs=outputs, client_timeout=spec.timeout_s)
+            res = await (client2 if switched else client).infer(spec.model, inputs, outputs=outputs,
+                                                                 client_timeout=spec.timeout_s)
             if spec.check_echo and res.get_response().raw_output_contents[0] != raw_inputs[0]:
                 status, error = "mismatch", "echo output differs from the input"
         except asyncio.CancelledError:
@@ -163,8 +196,9 @@ async def _drive(spec: StreamSpec, times: list[float], stop: Any, records: list[
         except Exception as exc:  # noqa: BLE001 - any client failure is a failed request, recorded
             status, error = "error", f"{type(exc).__name__}: {exc}"[:200]
         received = now() - base_pc
-        records.append([spec.stream, spec.workload, spec.server, seq, round(sched, 6), round(sent, 6),
-                        round(received, 6), round(1000.0 * (received - sent), 4), status, error])
+        # a tuple of atomic values: the collector stops tracking it
+        records.append((spec.stream, spec.workload, server, seq, round(sched, 6), round(sent, 6),
+                        round(received, 6), round(1000.0 * (received - sent), 4), status, error))
 
     tasks: set[asyncio.Task[None]] = set()
     try:
@@ -178,6 +212,8 @@ async def _drive(spec: StreamSpec, times: list[float], stop: Any, records: list[
                 await asyncio.sleep(min(delay, 0.1))
             if stop.is_set():
                 break
+            if spec.start_on_switch and not switch.is_set():
+                continue  # its server is not up yet: this placement has no clients before then
             task = asyncio.create_task(one(seq, t))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -185,14 +221,17 @@ async def _drive(spec: StreamSpec, times: list[float], stop: Any, records: list[
         while tasks and now() < deadline and not stop.is_set():
             await asyncio.wait(set(tasks), timeout=0.1)
     finally:
+        gc.enable()
         for task in list(tasks):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
         await client.close()
+        if client2 is not None:
+            await client2.close()
 
 
-def write_records(path: Path, records: list[list[Any]]) -> None:
+def write_records(path: Path, records: list[tuple[Any, ...]]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.writer(fh)
@@ -201,18 +240,20 @@ def write_records(path: Path, records: list[list[Any]]) -> None:
     os.replace(tmp, path)
 
 
-def _worker(spec: StreamSpec, part: str, ready_q: Any, go: Any, start_at: Any, stop: Any, parent_pid: int) -> None:
+def _worker(spec: StreamSpec, part: str, ready_q: Any, go: Any, start_at: Any, stop: Any, parent_pid: int,
+            switch: Any = None) -> None:
     """Process body: wait for the common start, drive the stream, write its records (also when stopped)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (through ``stop``)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (inherited through fork)
     die_with_parent(parent_pid)
-    records: list[list[Any]] = []
+    records: list[tuple[Any, ...]] = []
     try:
         host = spec.url.rsplit(":", 1)[0].strip("[]")
         if host not in LOOPBACK:
             raise ApplyError(f"load generator targets only 127.0.0.1, not {spec.url}")
-        times = arrival_times(spec.rate_rps, spec.duration_s, spec.arrival, spec.seed, spec.max_requests, spec.phase_s)
-        asyncio.run(_drive(spec, times, stop, records, lambda: ready_q.put((spec.stream, "ready", "")), go, start_at))
+        times = stream_arrival_times(spec)
+        asyncio.run(_drive(spec, times, stop, records, lambda: ready_q.put((spec.stream, "ready", "")), go, start_at,
+                           switch))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then the process exits 1
         ready_q.put((spec.stream, "error", f"{type(exc).__name__}: {exc}".splitlines()[0][:300]))
         log.debug("%s", traceback.format_exc())
@@ -247,11 +288,31 @@ class LoadGenerator:
         self._go = self._ctx.Event()
         self._start_at = self._ctx.Value("d", 0.0)
         self._ready_q = self._ctx.Queue()
+        self._switch = {s.stream: self._ctx.Event() for s in streams if s.switch_url or s.start_on_switch}
         self.procs: list[Any] = []
         self.outcome: LoadOutcome | None = None
 
     def stop(self) -> None:
         self._stop.set()
+
+    def switch(self, servers: set[str]) -> None:
+        """From now on, streams whose new server is in ``servers`` send there (or start sending)."""
+        for s in self.streams:
+            if s.switch_server in servers and s.stream in self._switch:
+                self._switch[s.stream].set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def started(self) -> bool:
+        """True once every stream has been told to start (the common start time is set)."""
+        return self._go.is_set() and self._start_at.value > 0
+
+    @property
+    def start_epoch(self) -> float:
+        return float(self._start_at.value)
 
     def _part(self, s: StreamSpec) -> Path:
         return self.work_dir / f"requests-{s.stream}.csv"
@@ -268,7 +329,7 @@ class LoadGenerator:
             for s in self.streams:
                 p = self._ctx.Process(target=_worker, name=f"loadgen-{s.stream}",
                                       args=(s, str(self._part(s)), self._ready_q, self._go, self._start_at, self._stop,
-                                            os.getpid()))
+                                            os.getpid(), self._switch.get(s.stream)))
                 p.start()
                 self.procs.append(p)
             if on_started is not None:

@@ -31,8 +31,9 @@ def port_is_free(port: int, host: str = HOST) -> bool:
     return True
 
 
-def allocate_ports(n_servers: int, base_port: int | None = None, host: str = HOST) -> list[ServerPorts]:
-    """Three ports (HTTP, gRPC, metrics) per server.
+def allocate_ports(n_servers: int, base_port: int | None = None, host: str = HOST,
+                   exclude: frozenset[int] = frozenset()) -> list[ServerPorts]:
+    """Three ports (HTTP, gRPC, metrics) per server, none of them in ``exclude``.
 
     With ``base_port`` the ports are base, base+1, ... in order and each must be free, else a
     one-line error names the first one in use. Without it, the kernel picks free ports (all
@@ -44,6 +45,8 @@ def allocate_ports(n_servers: int, base_port: int | None = None, host: str = HOS
             raise ApplyError(f"--base-port {base_port}: need {need} ports from it, within 1024..65535")
         ports = list(range(base_port, base_port + need))
         for p in ports:
+            if p in exclude:
+                raise ApplyError(f"port {p} is already taken by another server of this run; pass another --base-port")
             if not port_is_free(p, host):
                 raise ApplyError(
                     f"port {p} on {host} is in use; stop what listens there or pass another --base-port "
@@ -52,10 +55,11 @@ def allocate_ports(n_servers: int, base_port: int | None = None, host: str = HOS
     else:
         with contextlib.ExitStack() as stack:
             ports = []
-            for _ in range(need):
+            while len(ports) < need:
                 s = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
                 s.bind((host, 0))
-                ports.append(s.getsockname()[1])
+                if s.getsockname()[1] not in exclude:  # still held: the kernel will not hand it out again
+                    ports.append(s.getsockname()[1])
     return [ServerPorts(*ports[3 * i : 3 * i + 3]) for i in range(n_servers)]
 
 

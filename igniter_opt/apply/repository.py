@@ -80,6 +80,7 @@ class ModelConfig:
 # What every generated model.py starts with. SITE_DIRS are added with site.addsitedir so that the
 # stub (an embedded interpreter that does not know this virtual environment) finds igniter_opt and torch.
 _STUB_PRELUDE = '''
+import gc
 import json
 import site
 import time
@@ -139,6 +140,10 @@ class TritonPythonModel:
         self.input_name = cfg["input"][0]["name"]
         self.runner = ModelRunner(cfg["name"], batches).build()
         self.trace = ExecTrace(params)
+        # The model's objects live as long as the server: keep them out of every later collection,
+        # so that a collection between batches is short.
+        gc.collect()
+        gc.freeze()
 
     def execute(self, requests):
         import torch

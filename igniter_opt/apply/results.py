@@ -137,8 +137,12 @@ def write_summary(out_dir: Path, results: Sequence[WorkloadResult], meta: dict[s
                       {**meta, "workloads": [{k: _clean(v) for k, v in asdict(r).items()} for r in results]})
 
 
-def plot_latency(path: Path, records: Sequence[dict[str, Any]], results: Sequence[WorkloadResult]) -> Path | None:
-    """Latency of every successful request over time, one panel per workload, with its SLO."""
+def plot_latency(path: Path, records: Sequence[dict[str, Any]], results: Sequence[WorkloadResult],
+                 marks: dict[str, float] | None = None) -> Path | None:
+    """Latency of every successful request over time, one panel per workload, with its SLO.
+
+    ``marks``: labelled moments (seconds since the start) drawn as vertical lines, e.g. a plan change.
+    """
     if not results:
         return None
     import matplotlib
@@ -158,6 +162,8 @@ def plot_latency(path: Path, records: Sequence[dict[str, Any]], results: Sequenc
             ax.scatter(bad, [r.slo_ms] * len(bad), s=8, marker="x", color="red", label="failed")
         if math.isfinite(r.slo_ms):
             ax.axhline(r.slo_ms, color="black", linestyle="--", linewidth=1, label=f"SLO {r.slo_ms:g} ms")
+        for (label, t), color in zip((marks or {}).items(), ("tab:orange", "tab:green", "tab:purple"), strict=False):
+            ax.axvline(t, color=color, linewidth=1, label=label)
         within = "-" if math.isnan(r.within_slo) else f"{100 * r.within_slo:.2f} %"
         ax.set_title(f"{r.workload} ({r.model}, batch {r.batch}, share {r.share_pct} %, {r.rate_rps:g} req/s): "
                      f"{within} within SLO", fontsize=9)

@@ -94,9 +94,11 @@ class PerformanceModel:
     gpu: dict[str, Any] = field(default_factory=dict)
     # Serving overhead per batch execution (ms), or None for the paper's model. When set, a server
     # is taken to handle one batch at a time (take the inputs, run, respond, then the next), as a
-    # Triton Python-backend server does: latency t_inf + o and throughput 1000 b / (t_inf + o),
-    # instead of the paper's throughput 1000 b / (t_gpu + t_fb) with loading overlapped.
+    # Triton Python-backend server does: latency t_inf + o and throughput u * 1000 b / (t_inf + o),
+    # instead of the paper's throughput 1000 b / (t_gpu + t_fb) with loading overlapped. u is the
+    # utilization a server may be planned to (below 1 leaves room for bursts of random arrivals).
     serving_overhead_ms: float | None = None
+    serving_max_utilization: float = 1.0
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _arrays: dict[str, np.ndarray] = field(init=False, repr=False, compare=False)
 
@@ -190,13 +192,20 @@ class PerformanceModel:
         if self.serving_overhead_ms is None:
             return t_load + t_gpu + t_fb, 1000.0 * batch / (t_gpu + t_fb)
         served = t_load + t_gpu + t_fb + self.serving_overhead_ms
-        return served, 1000.0 * batch / served
+        return served, self.serving_max_utilization * 1000.0 * batch / served
 
-    def with_serving_overhead(self, overhead_ms: float | None) -> PerformanceModel:
-        """This model with a serving overhead per batch execution (None: the paper's model)."""
-        if overhead_ms is not None and not (math.isfinite(overhead_ms) and overhead_ms >= 0):
+    def with_serving_overhead(self, overhead_ms: float | None, max_utilization: float | None = None) -> PerformanceModel:
+        """This model for servers that run one batch at a time, with ``overhead_ms`` per batch and
+        planned to at most ``max_utilization`` of their capacity; both None: the paper's model."""
+        if overhead_ms is None and max_utilization is None:
+            return replace(self, serving_overhead_ms=None, serving_max_utilization=1.0)
+        o = 0.0 if overhead_ms is None else float(overhead_ms)
+        u = 1.0 if max_utilization is None else float(max_utilization)
+        if not (math.isfinite(o) and o >= 0):
             raise ProfileError(f"serving overhead must be a number of ms >= 0, got {overhead_ms}")
-        return replace(self, serving_overhead_ms=None if overhead_ms is None else float(overhead_ms))
+        if not 0 < u <= 1:
+            raise ProfileError(f"max utilization must be in (0, 1], got {max_utilization}")
+        return replace(self, serving_overhead_ms=o, serving_max_utilization=u)
 
     def predict_padded(
         self,

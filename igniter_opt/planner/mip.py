@@ -8,7 +8,7 @@ Data (``prepare``)
     ``a_k = k_act(b, r)``, L2 demand ``c_k``, power ``p_k``, and a GPU-time budget
 
         B_k = min(L_d(b) - t_load(b) - t_fb(b),  1000 b / R_d - t_fb(b))
-        (with a serving overhead o: B_k = min(L_d(b), 1000 b / R_d) - t_load(b) - t_fb(b) - o)
+        (serving overhead o, utilization u: B_k = min(L_d(b), u 1000 b / R_d) - t_load(b) - t_fb(b) - o)
 
     so that "latency <= limit and throughput >= rate" is exactly ``t_gpu <= B_k``. Infeasible
     configurations (not even alone) and dominated ones (another configuration of the demand
@@ -184,8 +184,9 @@ def _config_table(
     limit = np.repeat(limit, cap)
     if perf.serving_overhead_ms is None:
         budget_ms = np.minimum(limit - t_load - t_fb, 1000.0 * b / d.rate_rps - t_fb)
-    else:  # one batch at a time: t_inf + o within the limit and 1000 b / (t_inf + o) >= R
-        budget_ms = np.minimum(limit, 1000.0 * b / d.rate_rps) - t_load - t_fb - perf.serving_overhead_ms
+    else:  # one batch at a time: t_inf + o within the limit and u 1000 b / (t_inf + o) >= R
+        budget_ms = (np.minimum(limit, perf.serving_max_utilization * 1000.0 * b / d.rate_rps)
+                     - t_load - t_fb - perf.serving_overhead_ms)
     midx = np.full((b.size, 1), perf.model_index(w.model))
     lat, thr = perf.predict_padded(midx, b[:, None].astype(float), share[:, None])
     solo_ok = (lat[:, 0] <= limit) & (thr[:, 0] >= d.rate_rps)
