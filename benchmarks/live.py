@@ -230,6 +230,55 @@ def cmd_overhead(args: argparse.Namespace) -> None:
     print(json.dumps(report, indent=1))
 
 
+# ---- report --------------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> None:
+    """live_<gpu>.md (one row per run and workload) and live_<gpu>.png (share within SLO) from the CSV."""
+    with args.csv.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise SystemExit(f"{args.csv}: no rows")
+    lines = [f"# Live validation: {rows[0]['gpu']} ({args.csv.name})", "",
+             "| run | call | workload | model | batch | share % | rate | SLO ms | within SLO | p50 ms | p99 ms | "
+             "predicted ms | measured ms | model ms | ran batch |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        def f(k: str, d: int = 2) -> str:
+            return "-" if r[k] in ("", "nan") else f"{float(r[k]):.{d}f}"
+        within = "-" if r["within_slo"] == "" else f"{100 * float(r['within_slo']):.2f} %"
+        lines.append(f"| {r['run']} | {r.get('device_call', '')} | {r['workload']} | {r['model']} | {r['batch']} | "
+                     f"{float(r['share']):.1f} | {float(r['rate_rps']):.0f} | {f('slo_ms', 0)} | {within} | "
+                     f"{f('p50_ms')} | {f('p99_ms')} | {f('predicted_ms')} | {f('measured_mean_ms')} | "
+                     f"{f('model_ms')} | {f('executed_batch')} |")
+    out_md = args.csv.with_suffix(".md")
+    out_md.write_text("\n".join(lines) + "\n")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = list(dict.fromkeys(r["run"] for r in rows))
+    workloads = list(dict.fromkeys(r["workload"] for r in rows))
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(runs)), 4))
+    width = 0.8 / len(workloads)
+    for j, w in enumerate(workloads):
+        xs, ys = [], []
+        for i, run in enumerate(runs):
+            hit = [r for r in rows if r["run"] == run and r["workload"] == w and r["within_slo"] != ""]
+            if hit:
+                xs.append(i + j * width)
+                ys.append(100 * float(hit[0]["within_slo"]))
+        ax.bar(xs, ys, width, label=w)
+    ax.axhline(99, color="black", linestyle="--", linewidth=1, label="target 99 %")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(runs))], runs, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("requests within SLO (%)")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8, ncol=len(workloads) + 1, loc="lower left")
+    ax.set_title(f"Plans applied on {rows[0]['gpu']} for 60 s each (Poisson arrivals)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(args.csv.with_suffix(".png"), dpi=100)
+    print(f"wrote {out_md} and {args.csv.with_suffix('.png')}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -260,6 +309,9 @@ def main(argv: list[str] | None = None) -> None:
     o.add_argument("--work", type=Path, default=Path("/tmp/live-work"))
     o.add_argument("-o", "--out", type=Path, default=RESULTS)
     o.set_defaults(fn=cmd_overhead)
+    rep = sub.add_parser("report", help="markdown table and PNG from live_<gpu>.csv (anywhere)")
+    rep.add_argument("csv", type=Path, nargs="?", default=RESULTS / "live_h100.csv")
+    rep.set_defaults(fn=cmd_report)
     args = ap.parse_args(argv)
     args.fn(args)
 
