@@ -674,3 +674,34 @@ def test_builtin_model_list_matches_the_zoo() -> None:
     if source != "zoo":
         pytest.skip("igniter_opt.zoo has no registry here")
     assert models == BUILTIN_MODELS
+
+
+def test_cli_dry_run_of_a_two_gpu_plan_binds_each_server_to_its_gpu(tmp_path: Path, fake_server: Path,
+                                                                     machine: list[GpuInfo]) -> None:
+    """Each server's env line names its own GPU's UUID (default order and an explicit map), ports differ."""
+    plan_path = tmp_path / "plan.json"
+    write_plan(make_plan((placement("A", share=60.0), placement("B", "vgg19", share=30.0)),
+                         (placement("C", "bert_base", share=90.0),)), plan_path)
+
+    def servers(*extra: str) -> dict[str, tuple[str, str]]:
+        res = CliRunner().invoke(cli, ["apply", str(plan_path), "--dry-run", "--tritonserver", str(fake_server),
+                                       "--out", str(tmp_path / "o"), *extra], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        out: dict[str, tuple[str, str]] = {}
+        name = ""
+        for line in res.output.splitlines():
+            if line.startswith("server "):
+                name = line.split()[1].rstrip(":")
+            elif line.startswith("  env:") and name:
+                env = dict(kv.split("=", 1) for kv in line.split()[1:])
+                out[name] = (env["CUDA_VISIBLE_DEVICES"], env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"])
+            elif line.startswith("  ports:") and name:
+                out[name + ":ports"] = (line, "")
+        return out
+
+    s = servers()
+    assert [s[n] for n in ("s0-gpu0-A", "s1-gpu0-B", "s2-gpu1-C")] == [(UUID0, "60"), (UUID0, "30"), (UUID1, "90")]
+    assert len({s[n + ":ports"] for n in ("s0-gpu0-A", "s1-gpu0-B", "s2-gpu1-C")}) == 3
+    swapped = servers("--gpus", "gpu0=1,gpu1=0")
+    assert [swapped[n][0] for n in ("s0-gpu0-A", "s1-gpu0-B", "s2-gpu1-C")] == [UUID1, UUID1, UUID0]
+    assert not (tmp_path / "o").exists()
