@@ -165,6 +165,24 @@ def test_greedy_start_satisfies_every_row(v100_model: PerformanceModel, paper_wo
     assert bad == []
 
 
+def test_greedy_start_satisfies_every_row_with_a_shared_power_floor(paper_workloads) -> None:
+    """The shipped H100 profile pays its power floor once per busy GPU; so must the MIP's power rows."""
+    from pathlib import Path
+
+    from igniter_opt.perfmodel import load_profile
+
+    h100 = load_profile(Path(__file__).resolve().parents[1] / "profiles" / "h100")
+    assert h100.hardware.power_floor_w > 0
+    for scale in (1.0, 6.0):
+        wl = tuple(Workload(w.name, w.model, w.slo_ms, w.rate_rps * scale) for w in paper_workloads)
+        m = mip.build_model(PlanningProblem(wl, h100))
+        mip.set_warm_start(m, m.data)
+        bad = [c.name for c in m.component_data_objects(pyo.Constraint, active=True)
+               if (c.has_ub() and pyo.value(c.body) > pyo.value(c.upper) + 1e-9)
+               or (c.has_lb() and pyo.value(c.body) < pyo.value(c.lower) - 1e-9)]
+        assert bad == [], (scale, bad[:3])
+
+
 # ---- the linear rows are never optimistic (and, on the V100, not pessimistic either) ----------
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(

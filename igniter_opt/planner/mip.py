@@ -51,7 +51,7 @@ import numpy as np
 
 from igniter_opt.domain import LatencyBudget, Plan, PlanningProblem, SolverInfo, Workload
 from igniter_opt.errors import ProblemError, SolverUnavailableError
-from igniter_opt.perfmodel.model import PerformanceModel
+from igniter_opt.perfmodel.model import HardwareCoefficients, PerformanceModel
 from igniter_opt.planner import greedy
 from igniter_opt.planner.budget import Demand, igniter_batch, inference_limit_ms, max_units
 from igniter_opt.planner.verify import verify_plan
@@ -100,7 +100,7 @@ class Config:
     units: int
     active_ms: float  # a_k = k_act(b, r), solo active time
     cache: float  # c_k, L2 demand (% of peak)
-    power_w: float  # p_k, power above idle
+    power_w: float  # p_k, power above idle (and above the shared floor, see busy_power_w)
     budget_ms: float  # B_k, the largest t_gpu (at full clock) meeting latency limit and rate
 
 
@@ -161,6 +161,11 @@ class MipData:
         return max(1, share, self.max_clique)
 
 
+def busy_power_w(hw: HardwareCoefficients) -> float:
+    """Power of a busy GPU before its placements' own terms: idle power plus the shared floor."""
+    return hw.idle_power_w + hw.power_floor_w
+
+
 def _config_table(
     perf: PerformanceModel, d: Demand, budget: LatencyBudget, margin: float, max_batch: int, cap: int
 ) -> dict[str, np.ndarray]:
@@ -175,7 +180,7 @@ def _config_table(
     active = (k1 * b * b + k2 * b + k3) / (share + k4) + k5
     h = 1000.0 * b / active
     cache = c.alpha_c * h + c.beta_c
-    power = c.alpha_p * h + c.beta_p
+    power = c.alpha_p * h + c.beta_p - hw.power_floor_w  # the shared floor is counted once per busy GPU
     bw = hw.pcie_bandwidth_bytes_per_ms
     t_load = c.input_bytes * b / bw
     t_fb = c.output_bytes * b / bw
@@ -379,7 +384,7 @@ def pair_conflicts(mds: list[MipDemand], cap: int, perf: PerformanceModel) -> np
                 conf[i, j] = conf[j, i] = True
                 continue
             uj, cj, pj, aj, bj, fj, acj = arr[j]
-            ratio = np.minimum(1.0, 1.0 + kappa * (hw.idle_power_w + pi[:, None] + pj[None, :] - hw.max_power_w))
+            ratio = np.minimum(1.0, 1.0 + kappa * (busy_power_w(hw) + pi[:, None] + pj[None, :] - hw.max_power_w))
             ok = ((ui[:, None] + uj[None, :] <= cap)
                   & (fi + ai[:, None] * (1 + aci * cj[None, :]) <= bi[:, None] * ratio)
                   & (fj + aj[None, :] * (1 + acj * ci[:, None]) <= bj[None, :] * ratio))
@@ -464,7 +469,7 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
     members = max(1, members)
     max_sched = max(0.0, hw.alpha_sch * members + hw.beta_sch) if members >= 2 else 0.0
     max_cache = _resource_bound([(t["u"][t["solo_ok"]].astype(float), t["cache"][t["solo_ok"]]) for t in tables], cap)
-    max_power = hw.idle_power_w + _resource_bound(
+    max_power = busy_power_w(hw) + _resource_bound(
         [(t["u"][t["solo_ok"]].astype(float), t["power"][t["solo_ok"]]) for t in tables], cap)
     kappa = hw.alpha_f / hw.max_clock_mhz
     min_ratio = min(1.0, 1.0 + kappa * (max_power - hw.max_power_w))
@@ -616,12 +621,16 @@ def add_demand_needs_open_gpu_constraints(m: ConcreteModel, data: MipData) -> No
 
 
 def add_gpu_load_constraints(m: ConcreteModel, data: MipData) -> None:
-    """n[g] = sum x[d,g,k];  cache[g] = sum c_k x[d,g,k];  power[g] = p_idle + sum p_k x[d,g,k]."""
+    """n[g] = sum x[d,g,k];  cache[g] = sum c_k x[d,g,k];  power[g] = p_idle + p_floor + sum p_k x[d,g,k].
+
+    p_floor is the profile's shared power floor (0 under the paper's power form): the model pays it
+    once on a busy GPU, and every row that reads power[g] only binds on a GPU with a member.
+    """
     pyo = _pyomo()
     if not len(m.GPUS):
         return
     members = _by_gpu(m)
-    p_idle = data.problem.perf_model.hardware.idle_power_w
+    p_idle = busy_power_w(data.problem.perf_model.hardware)
     cfg = data.demands
     m.gpu_members = pyo.Constraint(m.GPUS, rule=lambda m, g: m.n[g] == sum(m.x[d, g, k] for d, k in members[g]))
     m.gpu_cache = pyo.Constraint(m.GPUS, rule=lambda m, g: m.cache[g] == sum(
@@ -857,7 +866,7 @@ def set_warm_start(m: ConcreteModel, data: MipData) -> None:
         n = len(mem)
         m.n[g].set_value(n)
         m.cache[g].set_value(sum(data.demands[d].configs[k].cache for d, k in mem))
-        m.power[g].set_value(hw.idle_power_w + sum(data.demands[d].configs[k].power_w for d, k in mem))
+        m.power[g].set_value(busy_power_w(hw) + sum(data.demands[d].configs[k].power_w for d, k in mem))
         m.sched[g].set_value(max(0.0, hw.alpha_sch * n + hw.beta_sch) if data.bounds.max_members >= 2 else 0.0)
 
 
