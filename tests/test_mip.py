@@ -346,3 +346,20 @@ def test_never_costlier_than_greedy_even_when_the_start_is_split(v100_model, pap
     out = run_planner(problem, "exact", SolveOptions(time_limit_s=5))
     assert out.violations == ()
     assert out.plan.num_gpus <= 6
+
+
+def test_resource_bound_equals_the_plain_lagrangian_evaluation() -> None:
+    """The hull shortcut evaluates the same dual bound as trying every configuration for every lambda."""
+    rng = np.random.default_rng(3)
+
+    def plain(per_demand, cap):
+        ratios = np.concatenate([v / u for u, v in per_demand] + [np.zeros(1)])
+        return min(lam * cap + sum(max(0.0, float(np.max(v - lam * u))) for u, v in per_demand)
+                   for lam in np.unique(np.clip(ratios, 0.0, None)))
+
+    for _ in range(30):
+        per_demand = []
+        for _ in range(int(rng.integers(1, 8))):
+            n = int(rng.integers(1, 300))
+            per_demand.append((rng.integers(1, 66, size=n).astype(float), rng.normal(20.0, 30.0, size=n)))
+        assert mip._resource_bound(per_demand, 65) == pytest.approx(plain(per_demand, 65), rel=1e-12, abs=1e-12)

@@ -307,11 +307,35 @@ def _resource_bound(per_demand: list[tuple[np.ndarray, np.ndarray]], cap: int) -
     if not per_demand:
         return 0.0
     ratios = np.concatenate([v / u for u, v in per_demand] + [np.zeros(1)])
-    best = math.inf
-    for lam in np.unique(np.clip(ratios, 0.0, None)):
-        total = lam * cap + sum(max(0.0, float(np.max(v - lam * u))) for u, v in per_demand)
-        best = min(best, total)
-    return best
+    lams = np.unique(np.clip(ratios, 0.0, None))
+    # Every lambda at once. max_k (v_k - lambda u_k) is attained on the upper convex hull of the
+    # points (u_k, v_k), a few of the hundreds of configurations: evaluate those only.
+    acc = np.zeros(lams.size)
+    for u, v in per_demand:
+        h = _upper_hull(u, v)
+        acc += np.maximum(0.0, (v[None, h] - lams[:, None] * u[None, h]).max(axis=1))
+    return float(np.min(lams * cap + acc))
+
+
+def _upper_hull(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Indices of the upper convex hull of the points (u_k, v_k) (monotone chain), every point that
+    maximises v - lambda u for some lambda among them."""
+    order = np.lexsort((-v, u))  # by u, the largest v first within one u
+    hull: list[int] = []
+    last_u = None
+    for i in order:
+        if u[i] == last_u:
+            continue  # a smaller v at the same u is never the maximum
+        last_u = u[i]
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            # drop b when it lies on or below the segment from a to i
+            if (v[b] - v[a]) * (u[i] - u[a]) <= (v[i] - v[a]) * (u[b] - u[a]):
+                hull.pop()
+            else:
+                break
+        hull.append(int(i))
+    return np.array(hull, dtype=np.intp)
 
 
 def _greedy_units(demands: list[Demand], gpus: list[tuple[list[int], list[int]]]) -> dict[int, tuple[int, int, int]]:
