@@ -26,8 +26,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from igniter_opt.ioutil import atomic_write_text  # noqa: E402
-from igniter_opt.planio import EXAMPLE_WORKLOADS, read_workloads  # noqa: E402
+from igniter_opt.ioutil import atomic_write_text
+from igniter_opt.planio import EXAMPLE_WORKLOADS, read_workloads
 
 DEFAULT_OUT = HERE.parent / "examples" / "trace_paper_mix.csv"
 

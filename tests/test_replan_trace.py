@@ -24,7 +24,6 @@ from igniter_opt.replan.trace import (
     step_rates,
     step_times,
 )
-from igniter_opt.solver import SolveOptions
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = REPO / "profiles" / "h100"
@@ -137,8 +136,8 @@ BAD_TRACES = [
     ("time_s,workload,rate_rps,model,slo_ms\n60,A,100,resnet50,30\n0,A,120,,\n",
      "row 3 ('A'): time_s 0 comes after time_s 60 (row 2); rows must be in time order"),
     ("time_s,workload,rate_rps\n0,A,100\n",
-     "row 2: unknown workload 'A': no model and slo_ms; give them on its first row (columns model,slo_ms) "
-     "or pass --workloads"),
+     ("row 2: unknown workload 'A': no model and slo_ms; give them on its first row (columns model,slo_ms) "
+      "or pass --workloads")),
     ("time_s,workload,rate_rps,model,slo_ms\n0,A,100,resnet50,30\n0,A,120,,\n",
      "row 3: second rate for 'A' at time_s 0 (first at row 2)"),
 ]

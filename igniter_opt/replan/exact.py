@@ -195,7 +195,13 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     if (round(obj, 9), changes, round(plan.total_share_pct, 6)) >= (
             round(g_obj, 9), g_changes, round(gplan.total_share_pct, 6)):
         return fallback("returned the greedy replan: the exact replanner found nothing better")
-    return replace(plan, solver=info(plan, obj, changes, f"better than the greedy replan ({g_obj:g})"))
+    if round(obj, 9) < round(g_obj, 9):
+        better = f"better than the greedy replan (objective {g_obj:g})"
+    elif changes < g_changes:
+        better = f"as cheap as the greedy replan, {g_changes - changes} change(s) fewer"
+    else:
+        better = f"as cheap as the greedy replan, {gplan.total_share_pct - plan.total_share_pct:.4g} % less share"
+    return replace(plan, solver=info(plan, obj, changes, better))
 
 
 def _no_solution_reason(report: SolveReport) -> str:
