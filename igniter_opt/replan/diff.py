@@ -29,10 +29,13 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
 
 from igniter_opt.domain import GpuAssignment, Placement, Plan
 from igniter_opt.errors import PlanError
@@ -303,9 +306,6 @@ def relabel_gpus(new: Plan, old: Plan) -> Plan:
     """
     if not new.gpus:
         return new
-    import numpy as np
-    from scipy.optimize import linear_sum_assignment
-
     n_old, n_new = len(old.gpus), len(new.gpus)
     ids: list[str | None] = [None] * n_new
     if n_old:
@@ -324,8 +324,6 @@ def relabel_gpus(new: Plan, old: Plan) -> Plan:
         GpuAssignment(ids[j] if ids[j] is not None else next(fresh), g.gpu_type, g.placements)
         for j, g in enumerate(new.gpus)
     )
-    from dataclasses import replace
-
     return replace(new, gpus=gpus)
 
 
