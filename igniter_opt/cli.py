@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -12,14 +13,24 @@ import click
 
 from igniter_opt import __version__
 from igniter_opt.domain import LatencyBudget, PlanningProblem
-from igniter_opt.errors import IgniterOptError
+from igniter_opt.errors import IgniterOptError, PlanError, ProfileError
 from igniter_opt.perfmodel import fit_profile, load_profile, load_raw, write_profile
-from igniter_opt.planio import EXAMPLE_WORKLOADS, read_plan, read_workloads, write_plan
+from igniter_opt.planio import EXAMPLE_WORKLOADS, plan_to_dict, read_plan, read_workloads, write_plan
 from igniter_opt.planner import planner_names, run_planner
 from igniter_opt.planner.compare import compare_planners, parse_planners
 from igniter_opt.planner.verify import predict_plan, verify_plan
-from igniter_opt.report import plan_table, render_comparison, render_plan, render_table
-from igniter_opt.solver import SolveOptions
+from igniter_opt.replan import REPLANNERS, ReplanProblem, check_current_plan, run_replanner
+from igniter_opt.replan.diff import write_diff
+from igniter_opt.replan.trace import PLAN_FOR, TraceJob, comparison, file_sha256, read_trace, run_trace_job
+from igniter_opt.report import (
+    plan_table,
+    render_comparison,
+    render_diff,
+    render_plan,
+    render_table,
+    render_trace_comparison,
+)
+from igniter_opt.solver import DEFAULT_MIGRATION_COST, SolveOptions
 
 DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "h100")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -290,10 +301,9 @@ def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at:
     With --diff OLD.json NEW.json, applies a plan change under load (see --diff); results per
     phase (before, transition, after) in --out, with transition.json.
 
-    \b
-    Examples:
-      igniter-opt apply plan.json --duration 60 --out runs/plan1
-      igniter-opt apply --diff plan.json new_plan.json --duration 90 --step-at 30 --out runs/change
+    Example: igniter-opt apply plan.json --duration 60 --out runs/plan1
+
+    Example: igniter-opt apply --diff plan.json new_plan.json --duration 90 --step-at 30 --out runs/change
     """
     from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment, render_dry_run, render_result
 
@@ -347,7 +357,128 @@ def _apply_diff(diff_files: tuple[Path, Path], step_s: float, options: Any, dry_
         raise click.ClickException(f"{result.errors[0]}{more}; every server and MPS stopped")
 
 
-from igniter_opt.profiling.cli import profile  # noqa: E402  (the profiler's command lives with the profiler)
+def _migration_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--migration-cost", type=click.FloatRange(min=0), default=None,
+        help=f"Cost of one changed running placement, in the units of the price per GPU-hour "
+             f"(default {DEFAULT_MIGRATION_COST:g}; $IGNITER_OPT_MIGRATION_COST).",
+    )(fn)
+
+
+@cli.command()
+@click.option("--current", "current_file", metavar="PLAN.json", type=click.Path(path_type=Path), required=True,
+              help="The plan running now.")
+@click.option("--workloads", "-w", type=click.Path(path_type=Path), required=True,
+              help="The new workloads CSV (name,model,slo_ms,rate_rps); names identify workloads.")
+@click.option("--profile", "-p", default=None,
+              help="Profile name or path. Default: the current plan's (another one is refused).")
+@click.option("--planner", type=click.Choice(list(REPLANNERS)), default="greedy", show_default=True,
+              help="greedy: keep what still works, place the rest; exact: the MIP with a migration cost.")
+@_migration_option
+@solver_options
+@click.option("-o", "--output", metavar="NEW_PLAN.json", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Write the new plan here (atomically).")
+@click.option("--diff-output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the diff (igniter-opt/diff/v1) here. Default: NEW_PLAN.diff.json next to -o.")
+@format_option
+@handle_errors
+def replan(current_file: Path, workloads: Path, profile: str | None, planner: str, migration_cost: float | None,
+           time_limit: float | None, gap: float | None, threads: int | None, output: Path,
+           diff_output: Path | None, fmt: str) -> None:
+    """Replan a running plan for new rates, changing as few running servers as possible.
+
+    Prints the new plan and its diff against the current one: every placement kept (same GPU,
+    share and batch: its server runs on), resized (same GPU, restart), moved, started or stopped,
+    and the GPUs opened and released. The latency budget is the current plan's. Writes the plan
+    and the diff only when everything succeeded.
+
+    Example: igniter-opt replan --current plan.json --workloads evening.csv --planner exact --migration-cost 0.25 -o new.json
+    """
+    current = read_plan(current_file)
+    if profile is None:
+        if not current.profile:
+            raise PlanError(f"{current_file}: the plan names no profile; pass --profile")
+        try:
+            perf = load_profile(current.profile)
+        except ProfileError as exc:
+            raise ProfileError(f"the current plan's profile '{current.profile}': {exc}; pass --profile") from None
+    else:
+        perf = load_profile(profile)
+    # the running plan's serving model (overhead, utilization) carries over to the new plan
+    perf = perf.with_serving_overhead(current.serving_overhead_ms, current.serving_max_utilization)
+    check_current_plan(current, perf, str(current_file))
+    budget = LatencyBudget(current.latency_budget)
+    problem = PlanningProblem(read_workloads(workloads), perf, budget,
+                              current.margin if current.margin is not None else 0.1)
+    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
+                                    migration_cost=migration_cost)
+    outcome = run_replanner(ReplanProblem(current, problem), planner, options)
+    diff_path = diff_output or output.with_name(output.name.removesuffix(".json") + ".diff.json")
+    write_plan(outcome.plan, output)
+    write_diff(outcome.diff, diff_path)
+    if fmt == "json":
+        emit(json.dumps({"plan": plan_to_dict(outcome.plan), "diff": outcome.diff.to_dict()}, indent=2))
+    elif fmt == "csv":
+        emit(render_diff(outcome.diff, "csv"))
+    else:
+        emit(render_plan(outcome.plan, outcome.violations, "table") + "\n\n" + render_diff(outcome.diff))
+    if outcome.violations:
+        raise click.ClickException(
+            f"the {planner} replan violates the exact model in {len(outcome.violations)} place(s): "
+            f"{outcome.violations[0].message}"
+        )
+
+
+@cli.command("replan-trace")
+@click.option("--trace", "trace_file", metavar="RATES.csv", type=click.Path(path_type=Path), required=True,
+              help="CSV time_s,workload,rate_rps[,model,slo_ms]: each row sets a workload's rate from then on.")
+@click.option("--workloads", "-w", type=click.Path(path_type=Path), default=None,
+              help="Models and SLOs (CSV name,model,slo_ms), if the trace has no model,slo_ms columns.")
+@profile_option
+@click.option("--every", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Replan every S seconds (default: at every time of the trace).")
+@click.option("--planner", type=click.Choice(list(REPLANNERS)), default="greedy", show_default=True,
+              help="Planner of the replan and re-solve strategies and of the peak plan.")
+@_migration_option
+@click.option("--plan-for", type=click.Choice(list(PLAN_FOR)), default="peak", show_default=True,
+              help="Provision each step for its interval's peak rate, or for the rate at its start.")
+@budget_options
+@solver_options
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("replan-trace-out"), show_default=True,
+              help="Output folder; a job there with the same arguments resumes after its last completed step.")
+@click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
+@handle_errors
+def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: float | None, planner: str,
+                 migration_cost: float | None, plan_for: str, budget: str, margin: float,
+                 serving_overhead: float | None, max_utilization: float | None, time_limit: float | None, gap: float | None, threads: int | None, out_dir: Path,
+                 progress: bool | None) -> None:
+    """Replay a rate trace: replan at every step, against re-solving from scratch and peak provisioning.
+
+    Per step: cost, GPUs, placements kept, resized, moved, started and stopped, restarts and
+    predicted SLO misses, for three strategies: replan (migration-aware, from the previous step's
+    plan), resolve (the planner from scratch at each step) and peak (one plan for every workload's
+    peak rate). Writes, into -o, every step's plan and record (an interrupted job run again with the
+    same arguments resumes there), steps.csv, strategies_steps.csv, comparison.json / .md and
+    cost_gpus.png, and prints the comparison.
+
+    Example: igniter-opt replan-trace --trace examples/trace_paper_mix.csv --profile h100 --every 3600 -o runs/trace
+    """
+    trace = read_trace(trace_file, workloads, every_s=every)
+    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
+                                    migration_cost=migration_cost)
+    perf = load_profile(profile).with_serving_overhead(serving_overhead, max_utilization)
+    job = TraceJob(trace, perf, planner, options, every, plan_for, LatencyBudget(budget), margin,
+                   trace_sha256=file_sha256(trace_file),
+                   workloads_sha256=file_sha256(workloads) if workloads is not None else None)
+    result = run_trace_job(job, out_dir, progress=progress)
+    emit(render_trace_comparison(comparison(job, result.summaries)))
+    resumed = f" (resumed: {result.resumed_steps} step(s) read back)" if result.resumed_steps else ""
+    emit(f"\nwrote {out_dir}/: steps.csv, strategies_steps.csv, comparison.json, comparison.md, cost_gpus.png, "
+         f"and per step replan/, resolve/, peak/ plans{resumed}")
+
+
+from igniter_opt.profiling.cli import profile
 
 cli.add_command(profile)
 

@@ -130,3 +130,58 @@ def render_comparison(rows: Sequence[object], fmt: str) -> str:
     out = render_table(COMPARISON_HEADERS, body, align="llrrrrrrr")
     notes = [f"{d['planner']}: {d['message']}" for d in dicts if d.get("message")]
     return out + ("\n\n" + "\n".join(notes) if notes else "")
+
+
+DIFF_HEADERS = ["change", "workload", "model", "old GPU", "new GPU", "old share %", "new share %", "old batch",
+                "new batch", "old req/s", "new req/s"]
+
+
+def render_diff(diff: object, fmt: str = "table") -> str:
+    """A plan diff (``replan.diff.PlanDiff``): one row per placement, then the counts and GPUs."""
+    d = diff.to_dict()  # type: ignore[attr-defined]
+    if fmt == "json":
+        return json.dumps(d, indent=2)
+    rows = d["placements"]
+    if fmt == "csv":
+        buf = io.StringIO()
+        pd.DataFrame(rows).to_csv(buf, index=False, float_format="%.6g")
+        return buf.getvalue().rstrip("\n")
+
+    def num(x: object) -> object:
+        return math.nan if x is None else float(x)  # type: ignore[arg-type]
+
+    body = [
+        [r["kind"], r["workload"], r["model"], r["old_gpu"] or "-", r["new_gpu"] or "-", num(r["old_share_pct"]),
+         num(r["new_share_pct"]), "-" if r["old_batch"] is None else str(r["old_batch"]),
+         "-" if r["new_batch"] is None else str(r["new_batch"]), num(r["old_rate_rps"]), num(r["new_rate_rps"])]
+        for r in rows
+    ]
+    s, g = d["summary"], d["gpus"]
+    counts = ", ".join(f"{k} {s[k]}" for k in ("kept", "resized", "moved", "started", "stopped"))
+    gpus = (f"GPUs {s['old_gpus']} -> {s['new_gpus']} (cost {s['old_cost_per_hour']:.2f}/h -> "
+            f"{s['new_cost_per_hour']:.2f}/h); opened: {', '.join(g['opened']) or '-'}; "
+            f"released: {', '.join(g['released']) or '-'}")
+    tail = [f"{counts}: {s['restarts']} running server(s) restart", gpus]
+    return render_table(DIFF_HEADERS, body, align="lllllrrrrrr") + "\n\n" + "\n".join(tail)
+
+
+TRACE_HEADERS = ["strategy", "GPU-hours", "cost", "mean GPUs", "max GPUs", "restarts", "changed", "SLO misses",
+                 "solve s"]
+
+
+def render_trace_comparison(cmp: dict[str, object]) -> str:
+    """The ``replan-trace`` summary (``replan.trace.comparison``): one row per strategy, then the savings."""
+    strategies = cmp["strategies"]
+    body = [
+        [s, float(v["gpu_hours"]), float(v["cost"]), float(v["mean_gpus"]), int(v["max_gpus"]), int(v["restarts"]),
+         int(v["changed"]), int(v["predicted_misses"]), float(v["solve_s"])]
+        for s, v in strategies.items()  # type: ignore[attr-defined]
+    ]
+    out = [render_table(TRACE_HEADERS, body, align="lrrrrrrrr"), ""]
+    if "replan_saving_vs_peak_pct" in cmp:
+        out.append(f"replan vs peak provisioning: {cmp['replan_saving_vs_peak_pct']:.1f} % cheaper")
+    if "restarts_avoided_vs_resolve" in cmp:
+        extra = cmp.get("replan_extra_cost_vs_resolve_pct")
+        out.append(f"replan vs re-solving every step: {cmp['restarts_avoided_vs_resolve']} restart(s) avoided"
+                   + (f", {extra:+.1f} % cost" if extra is not None else ""))
+    return "\n".join(out)

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 DEFAULT_TIME_LIMIT_S = 60.0
 DEFAULT_MIP_REL_GAP = 1e-4
 DEFAULT_THREADS = 1
+# Replanning: the cost of one changed placement, in the units of the price per GPU-hour (a GPU at
+# price 1/h is worth releasing if that changes at most 3 placements at 0.25).
+DEFAULT_MIGRATION_COST = 0.25
 
 
 class SolveStatus(StrEnum):
@@ -43,13 +46,17 @@ def _env_float(name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class SolveOptions:
-    """Options every planner accepts (heuristics ignore what does not apply)."""
+    """Options every planner accepts (heuristics ignore what does not apply).
+
+    ``migration_cost`` is read by the replanners only (``igniter_opt.replan``).
+    """
 
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
     mip_rel_gap: float = DEFAULT_MIP_REL_GAP
     threads: int = DEFAULT_THREADS
     log_to_console: bool = False
     warm_start: Plan | None = None
+    migration_cost: float = DEFAULT_MIGRATION_COST
 
     @classmethod
     def from_env(cls, **overrides: object) -> SolveOptions:
@@ -58,6 +65,7 @@ class SolveOptions:
             "time_limit_s": _env_float("IGNITER_OPT_TIME_LIMIT_S", DEFAULT_TIME_LIMIT_S),
             "mip_rel_gap": _env_float("IGNITER_OPT_MIP_REL_GAP", DEFAULT_MIP_REL_GAP),
             "threads": int(_env_float("IGNITER_OPT_THREADS", DEFAULT_THREADS)),
+            "migration_cost": _env_float("IGNITER_OPT_MIGRATION_COST", DEFAULT_MIGRATION_COST),
         }
         base.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**base)  # type: ignore[arg-type]

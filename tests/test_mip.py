@@ -165,6 +165,24 @@ def test_greedy_start_satisfies_every_row(v100_model: PerformanceModel, paper_wo
     assert bad == []
 
 
+def test_greedy_start_satisfies_every_row_with_a_shared_power_floor(paper_workloads) -> None:
+    """The shipped H100 profile pays its power floor once per busy GPU; so must the MIP's power rows."""
+    from pathlib import Path
+
+    from igniter_opt.perfmodel import load_profile
+
+    h100 = load_profile(Path(__file__).resolve().parents[1] / "profiles" / "h100")
+    assert h100.hardware.power_floor_w > 0
+    for scale in (1.0, 6.0):
+        wl = tuple(Workload(w.name, w.model, w.slo_ms, w.rate_rps * scale) for w in paper_workloads)
+        m = mip.build_model(PlanningProblem(wl, h100))
+        mip.set_warm_start(m, m.data)
+        bad = [c.name for c in m.component_data_objects(pyo.Constraint, active=True)
+               if (c.has_ub() and pyo.value(c.body) > pyo.value(c.upper) + 1e-9)
+               or (c.has_lb() and pyo.value(c.body) < pyo.value(c.lower) - 1e-9)]
+        assert bad == [], (scale, bad[:3])
+
+
 # ---- the linear rows are never optimistic (and, on the V100, not pessimistic either) ----------
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
@@ -328,3 +346,20 @@ def test_never_costlier_than_greedy_even_when_the_start_is_split(v100_model, pap
     out = run_planner(problem, "exact", SolveOptions(time_limit_s=5))
     assert out.violations == ()
     assert out.plan.num_gpus <= 6
+
+
+def test_resource_bound_equals_the_plain_lagrangian_evaluation() -> None:
+    """The hull shortcut evaluates the same dual bound as trying every configuration for every lambda."""
+    rng = np.random.default_rng(3)
+
+    def plain(per_demand, cap):
+        ratios = np.concatenate([v / u for u, v in per_demand] + [np.zeros(1)])
+        return min(lam * cap + sum(max(0.0, float(np.max(v - lam * u))) for u, v in per_demand)
+                   for lam in np.unique(np.clip(ratios, 0.0, None)))
+
+    for _ in range(30):
+        per_demand = []
+        for _ in range(int(rng.integers(1, 8))):
+            n = int(rng.integers(1, 300))
+            per_demand.append((rng.integers(1, 66, size=n).astype(float), rng.normal(20.0, 30.0, size=n)))
+        assert mip._resource_bound(per_demand, 65) == pytest.approx(plain(per_demand, 65), rel=1e-12, abs=1e-12)

@@ -36,6 +36,11 @@ lexicographic, GPU cost first, then total share (two HiGHS runs, see ``add_objec
 GPU symmetry is broken by ordering: demands sorted by lower-bound share, demand i may use GPUs
 0..i only, and open[g] >= open[g+1]. The greedy plan is the MIP start; its GPU count is the
 number of GPU slots.
+
+Replanning (``igniter_opt.replan.exact``) passes a ``Migration``: the first GPU slots stand for
+the GPUs running now (exempt from symmetry breaking, which holds among the new slots only), each
+running placement that could survive becomes a ``KeepOption``, and the objective adds the
+migration cost per running placement not kept (``add_keep_placement_constraints``).
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ import numpy as np
 
 from igniter_opt.domain import LatencyBudget, Plan, PlanningProblem, SolverInfo, Workload
 from igniter_opt.errors import ProblemError, SolverUnavailableError
-from igniter_opt.perfmodel.model import PerformanceModel
+from igniter_opt.perfmodel.model import HardwareCoefficients, PerformanceModel
 from igniter_opt.planner import greedy
 from igniter_opt.planner.budget import Demand, igniter_batch, inference_limit_ms, max_units
 from igniter_opt.planner.verify import verify_plan
@@ -101,7 +106,7 @@ class Config:
     units: int
     active_ms: float  # a_k = k_act(b, r), solo active time
     cache: float  # c_k, L2 demand (% of peak)
-    power_w: float  # p_k, power above idle
+    power_w: float  # p_k, power above idle (and above the shared floor, see busy_power_w)
     budget_ms: float  # B_k, the largest t_gpu (at full clock) meeting latency limit and rate
 
 
@@ -136,6 +141,37 @@ class Bounds:
 
 
 @dataclass(frozen=True)
+class KeepOption:
+    """A running placement a replan may keep: on GPU slot ``slot`` with ``batch`` and ``units``,
+    taken by any one of ``demands`` (input indices of its workload's demands). ``count`` identical
+    running placements share one option."""
+
+    slot: int
+    demands: tuple[int, ...]
+    batch: int
+    units: int
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Migration:
+    """What turns the MIP into a replanning MIP (see the module docstring).
+
+    GPU slots ``0 .. fixed_slots - 1`` are the running GPUs; ``start_slots`` says which of them
+    each GPU of the start (``greedy_result``) is on (None: a new GPU); at least ``fresh_slots``
+    interchangeable slots follow for new GPUs. Of the ``old_placements`` running placements, each
+    one not kept costs ``cost``.
+    """
+
+    fixed_slots: int
+    fresh_slots: int
+    keeps: tuple[KeepOption, ...]
+    cost: float
+    old_placements: int
+    start_slots: tuple[int | None, ...] = ()  # per start GPU: its running slot, or None (a new GPU)
+
+
+@dataclass(frozen=True)
 class MipData:
     """Everything ``build_model`` needs, computed once from the problem."""
 
@@ -150,6 +186,12 @@ class MipData:
     greedy_repairs: int = 0  # greedy GPUs whose shares were raised (or split) to meet the exact model
     cliques: tuple[tuple[int, ...], ...] = ()  # sets of demand positions no two of which can share a GPU
     max_clique: int = 0
+    # replanning (``Migration``): slots 0..fixed_slots-1 are running GPUs; keeps are
+    # (slot, ((demand position, config index), ...), count)
+    fixed_slots: int = 0
+    keeps: tuple[tuple[int, tuple[tuple[int, int], ...], int], ...] = ()
+    migration_cost: float = 0.0
+    old_placements: int = 0
 
     @property
     def price(self) -> float:
@@ -160,6 +202,17 @@ class MipData:
         the size of the largest set of demands no two of which fit on one GPU together."""
         share = math.ceil(sum(d.min_units for d in self.demands) / self.cap_units - 1e-9)
         return max(1, share, self.max_clique)
+
+
+def slot_allowed(data: MipData, d: int, g: int) -> bool:
+    """Demand position d may use GPU slot g: every running (fixed) slot, and new slot f = g - fixed
+    only if f <= d (symmetry breaking among interchangeable slots)."""
+    return g < data.fixed_slots or g - data.fixed_slots <= d
+
+
+def busy_power_w(hw: HardwareCoefficients) -> float:
+    """Power of a busy GPU before its placements' own terms: idle power plus the shared floor."""
+    return hw.idle_power_w + hw.power_floor_w
 
 
 def _config_table(
@@ -176,7 +229,7 @@ def _config_table(
     active = (k1 * b * b + k2 * b + k3) / (share + k4) + k5
     h = 1000.0 * b / active
     cache = c.alpha_c * h + c.beta_c
-    power = c.alpha_p * h + c.beta_p
+    power = c.alpha_p * h + c.beta_p - hw.power_floor_w  # the shared floor is counted once per busy GPU
     bw = hw.pcie_bandwidth_bytes_per_ms
     t_load = c.input_bytes * b / bw
     t_fb = c.output_bytes * b / bw
@@ -259,11 +312,35 @@ def _resource_bound(per_demand: list[tuple[np.ndarray, np.ndarray]], cap: int) -
     if not per_demand:
         return 0.0
     ratios = np.concatenate([v / u for u, v in per_demand] + [np.zeros(1)])
-    best = math.inf
-    for lam in np.unique(np.clip(ratios, 0.0, None)):
-        total = lam * cap + sum(max(0.0, float(np.max(v - lam * u))) for u, v in per_demand)
-        best = min(best, total)
-    return best
+    lams = np.unique(np.clip(ratios, 0.0, None))
+    # Every lambda at once. max_k (v_k - lambda u_k) is attained on the upper convex hull of the
+    # points (u_k, v_k), a few of the hundreds of configurations: evaluate those only.
+    acc = np.zeros(lams.size)
+    for u, v in per_demand:
+        h = _upper_hull(u, v)
+        acc += np.maximum(0.0, (v[None, h] - lams[:, None] * u[None, h]).max(axis=1))
+    return float(np.min(lams * cap + acc))
+
+
+def _upper_hull(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Indices of the upper convex hull of the points (u_k, v_k) (monotone chain), every point that
+    maximises v - lambda u for some lambda among them."""
+    order = np.lexsort((-v, u))  # by u, the largest v first within one u
+    hull: list[int] = []
+    last_u = None
+    for i in order:
+        if u[i] == last_u:
+            continue  # a smaller v at the same u is never the maximum
+        last_u = u[i]
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            # drop b when it lies on or below the segment from a to i
+            if (v[b] - v[a]) * (u[i] - u[a]) <= (v[i] - v[a]) * (u[b] - u[a]):
+                hull.pop()
+            else:
+                break
+        hull.append(int(i))
+    return np.array(hull, dtype=np.intp)
 
 
 def _greedy_units(demands: list[Demand], gpus: list[tuple[list[int], list[int]]]) -> dict[int, tuple[int, int, int]]:
@@ -303,6 +380,7 @@ def repair_greedy(
     demands: list[Demand],
     gpus: list[tuple[list[int], list[int]]],
     tables: list[dict[str, np.ndarray]],
+    origins: list[int] | None = None,
 ) -> tuple[list[Demand], list[tuple[list[int], list[int]]], int]:
     """Make the greedy plan meet the exact model (with the MIP's safety margin), for the MIP start.
 
@@ -312,7 +390,8 @@ def repair_greedy(
     ``REPAIR_MARGIN_MS``; a GPU that cannot be repaired is split into one GPU per demand at the
     demand's smallest solo-feasible configuration. A greedy plan that violates the exact model
     outright is repaired the same way.
-    Returns (demands with their batches, GPUs, number of GPUs changed).
+    Returns (demands with their batches, GPUs, number of GPUs changed); ``origins``, if given, is
+    filled with the input GPU each output GPU comes from.
     """
     perf = problem.perf_model
     cap = max_units(perf)
@@ -339,10 +418,14 @@ def repair_greedy(
         new_units = [int(x) for x in final[g, : len(mem)]]
         if ok[g]:
             out.append((list(mem), new_units))
+            if origins is not None:
+                origins.append(g)
             changed += new_units != list(units)
             continue
         changed += 1
         for i in mem:
+            if origins is not None:
+                origins.append(g)
             cfg = tables[i]
             okj = np.flatnonzero(cfg["solo_ok"] & (cfg["lat"] <= cfg["limit"] - REPAIR_MARGIN_MS)
                                  & (cfg["thr"] >= demands[i].rate_rps * (1 + REPAIR_RATE_REL)))
@@ -384,7 +467,7 @@ def pair_conflicts(mds: list[MipDemand], cap: int, perf: PerformanceModel) -> np
                 conf[i, j] = conf[j, i] = True
                 continue
             uj, cj, pj, aj, bj, fj, acj = arr[j]
-            ratio = np.minimum(1.0, 1.0 + kappa * (hw.idle_power_w + pi[:, None] + pj[None, :] - hw.max_power_w))
+            ratio = np.minimum(1.0, 1.0 + kappa * (busy_power_w(hw) + pi[:, None] + pj[None, :] - hw.max_power_w))
             ok = ((ui[:, None] + uj[None, :] <= cap)
                   & (fi + ai[:, None] * (1 + aci * cj[None, :]) <= bi[:, None] * ratio)
                   & (fj + aj[None, :] * (1 + acj * ci[:, None]) <= bj[None, :] * ratio))
@@ -427,8 +510,13 @@ def clique_cover(conf: np.ndarray, num_gpus: int, max_nonzeros: int = 400_000) -
 
 
 def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSIGN_VARS,
-            greedy_result: tuple[list[Demand], list[tuple[list[int], list[int]]]] | None = None) -> MipData:
-    """Demands, candidate configurations, reachable bounds and the greedy start."""
+            greedy_result: tuple[list[Demand], list[tuple[list[int], list[int]]]] | None = None,
+            migration: Migration | None = None) -> MipData:
+    """Demands, candidate configurations, reachable bounds and the greedy start.
+
+    With ``migration`` (replanning), every keep option's (batch, units) stays a candidate of each
+    of its demands for which it is feasible alone, and the GPU slots are laid out as it says.
+    """
     perf = problem.perf_model
     budget = problem.latency_budget
     cap = max_units(perf)
@@ -438,9 +526,14 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
         gpus = greedy.place(perf, demands)
     else:
         demands, gpus = greedy_result
+    keep_cfgs: dict[int, set[tuple[int, int]]] = {}
+    for opt in migration.keeps if migration else ():
+        for i in opt.demands:
+            if 1 <= opt.units <= cap:
+                keep_cfgs.setdefault(i, set()).add((opt.batch, opt.units))
     tables = []
     for i, d in enumerate(demands):
-        bmax = _batch_range(perf, d, budget, problem.margin)
+        bmax = max([_batch_range(perf, d, budget, problem.margin), *(b for b, _ in keep_cfgs.get(i, ()))])
         cfg = _config_table(perf, d, budget, problem.margin, bmax, cap)
         if not cfg["solo_ok"].any():
             raise _unplaceable(perf, d, cfg)
@@ -450,7 +543,8 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
     # copy with slack for the MIP's safety margin, which may split a GPU that greedy filled to the brim.
     gplan = greedy.build_plan(problem, demands, gpus, greedy.PLANNER_NAME,
                               SolverInfo(status=str(SolveStatus.HEURISTIC)))
-    demands, gpus, repaired = repair_greedy(problem, demands, gpus, tables)
+    origins: list[int] = []
+    demands, gpus, repaired = repair_greedy(problem, demands, gpus, tables, origins)
     if repaired:
         start_plan = greedy.build_plan(problem, demands, gpus, greedy.PLANNER_NAME,
                                        SolverInfo(status=str(SolveStatus.HEURISTIC)))
@@ -469,7 +563,7 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
     members = max(1, members)
     max_sched = max(0.0, hw.alpha_sch * members + hw.beta_sch) if members >= 2 else 0.0
     max_cache = _resource_bound([(t["u"][t["solo_ok"]].astype(float), t["cache"][t["solo_ok"]]) for t in tables], cap)
-    max_power = hw.idle_power_w + _resource_bound(
+    max_power = busy_power_w(hw) + _resource_bound(
         [(t["u"][t["solo_ok"]].astype(float), t["power"][t["solo_ok"]]) for t in tables], cap)
     kappa = hw.alpha_f / hw.max_clock_mhz
     min_ratio = min(1.0, 1.0 + kappa * (max_power - hw.max_power_w))
@@ -483,6 +577,10 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
         if i in gmap:  # the greedy configuration stays a candidate, so the MIP start is valid
             _, gb, gu = gmap[i]
             sel.add(int((gb - 1) * cap + (gu - 1)))
+        for kb, ku in keep_cfgs.get(i, ()):  # a running placement this demand could keep
+            j = (kb - 1) * cap + (ku - 1)
+            if cfg["solo_ok"][j]:
+                sel.add(int(j))
         configs = tuple(
             Config(int(cfg["b"][j]), int(cfg["u"][j]), float(cfg["active"][j]), float(cfg["cache"][j]),
                    float(cfg["power"][j]), float(cfg["budget"][j]))
@@ -491,47 +589,78 @@ def prepare(problem: PlanningProblem, *, max_assign_vars: int = DEFAULT_MAX_ASSI
         mds.append(MipDemand(d, float(c.kernels_per_inference), c.idle_ms, c.alpha_cache, configs))
 
     order = sorted(range(len(mds)), key=lambda i: (-mds[i].min_units, i))
-    num_gpus = len(gpus)
+    # GPU slot of each start GPU: replanning pins the running ones (``None``: relabelled below)
+    fixed = migration.fixed_slots if migration else 0
+    start_slot: list[int | None] = [None] * len(gpus)
+    if migration:
+        seen: set[int] = set()
+        for o, g in enumerate(origins):
+            slot = migration.start_slots[g] if g < len(migration.start_slots) else None
+            if slot is not None and slot not in seen:
+                start_slot[o] = slot
+                seen.add(slot)
+        fresh = max(migration.fresh_slots, sum(x is None for x in start_slot))
+        num_gpus = fixed + fresh
+    else:
+        num_gpus = len(gpus)
     # pairwise conflicts on the full (uncapped) candidate lists: valid for the real problem
     conflict = pair_conflicts([mds[i] for i in order], cap, perf)
     cliques, biggest = clique_cover(conflict, num_gpus)
 
-    # Size control: the assignment binaries number about sum_d K_d * min(d + 1, G).
+    # Size control: the assignment binaries number about sum_d K_d * (F + min(d + 1, G - F)).
+    def n_slots(pos: int) -> int:
+        return fixed + min(pos + 1, num_gpus - fixed)
+
     def n_vars(mds_sorted: list[MipDemand]) -> int:
-        return sum(len(m.configs) * min(pos + 1, num_gpus) for pos, m in enumerate(mds_sorted))
+        return sum(len(m.configs) * n_slots(pos) for pos, m in enumerate(mds_sorted))
 
     sorted_mds = [mds[i] for i in order]
     capped = False
     if n_vars(sorted_mds) > max_assign_vars:
         capped = True
-        slots = sum(min(pos + 1, num_gpus) for pos in range(len(sorted_mds)))
+        slots = sum(n_slots(pos) for pos in range(len(sorted_mds)))
         k_max = max(MIN_CONFIGS_PER_DEMAND, max_assign_vars // max(slots, 1))
         trimmed = []
         for pos, m in enumerate(sorted_mds):
             orig = order[pos]
-            must = None
+            must = []
             if orig in gmap:
                 _, gb, gu = gmap[orig]
-                must = next(c for c in m.configs if c.batch == gb and c.units == gu)
+                must.append(next(c for c in m.configs if c.batch == gb and c.units == gu))
+            must += [c for c in m.configs if (c.batch, c.units) in keep_cfgs.get(orig, ()) and c not in must]
             keep_c = list(m.configs[:k_max])
-            if must is not None and must not in keep_c:
-                keep_c[-1] = must
+            if orig in gmap and must[0] not in keep_c:
+                keep_c[-1] = must[0]
+            keep_c += [c for c in must if c not in keep_c]  # running placements it could keep
             trimmed.append(replace(m, configs=tuple(sorted(set(keep_c), key=lambda c: (c.units, c.batch)))))
         sorted_mds = trimmed
 
-    # Greedy start, relabelled so that GPUs appear in order of their first (sorted) demand.
+    # Greedy start, relabelled so that GPUs appear in order of their first (sorted) demand (new
+    # slots only: a running GPU keeps its slot).
     pos_of = {orig: pos for pos, orig in enumerate(order)}
     first = {}
     for orig, (g, _, _) in gmap.items():
-        first[g] = min(first.get(g, 10**9), pos_of[orig])
-    relabel = {g: new for new, g in enumerate(sorted(first, key=lambda g: first[g]))}
+        if start_slot[g] is None:
+            first[g] = min(first.get(g, 10**9), pos_of[orig])
+    relabel = {g: fixed + new for new, g in enumerate(sorted(first, key=lambda g: first[g]))}
+    relabel.update({g: slot for g, slot in enumerate(start_slot) if slot is not None})
     warm = {}
     for orig, (g, gb, gu) in gmap.items():
         pos = pos_of[orig]
         k = next(j for j, c in enumerate(sorted_mds[pos].configs) if c.batch == gb and c.units == gu)
         warm[pos] = (relabel[g], k)
+    keeps = []
+    for opt in migration.keeps if migration else ():
+        cands = tuple(
+            (pos_of[i], k) for i in opt.demands
+            for k, c in enumerate(sorted_mds[pos_of[i]].configs) if (c.batch, c.units) == (opt.batch, opt.units)
+        )
+        if cands and opt.slot < fixed:
+            keeps.append((opt.slot, cands, opt.count))
     return MipData(problem, tuple(sorted_mds), num_gpus, cap, bounds, gplan, warm, capped, repaired,
-                   cliques, biggest)
+                   cliques, biggest, fixed_slots=fixed, keeps=tuple(keeps),
+                   migration_cost=migration.cost if migration else 0.0,
+                   old_placements=migration.old_placements if migration else 0)
 
 
 def _unplaceable(perf: PerformanceModel, d: Demand, cfg: dict[str, np.ndarray]) -> ProblemError:
@@ -562,24 +691,29 @@ def _pyomo() -> Any:
 
 
 def add_variables(m: ConcreteModel, data: MipData) -> None:
-    """open[g] in {0,1}; x[d,g,k] in {0,1} for g <= position of d; n, cache, power, sched >= 0."""
+    """open[g] in {0,1}; x[d,g,k] in {0,1} where ``slot_allowed`` (g <= position of d, or g a running
+    GPU when replanning); n, cache, power, sched >= 0; kept[j] in [0, count_j] per keep option."""
     pyo = _pyomo()
     G = data.num_gpus
     m.GPUS = pyo.Set(initialize=range(G), ordered=True)
     m.DEMANDS = pyo.Set(initialize=range(len(data.demands)), ordered=True)
     m.ASSIGN = pyo.Set(
         dimen=3, ordered=True,
-        initialize=[(d, g, k) for d, md in enumerate(data.demands) for g in range(min(d + 1, G))
-                    for k in range(len(md.configs))],
+        initialize=[(d, g, k) for d, md in enumerate(data.demands) for g in range(G)
+                    if slot_allowed(data, d, g) for k in range(len(md.configs))],
     )
     m.PAIRS = pyo.Set(dimen=2, ordered=True,
-                      initialize=[(d, g) for d in range(len(data.demands)) for g in range(min(d + 1, G))])
+                      initialize=[(d, g) for d in range(len(data.demands)) for g in range(G)
+                                  if slot_allowed(data, d, g)])
     m.open = pyo.Var(m.GPUS, domain=pyo.Binary)
     m.x = pyo.Var(m.ASSIGN, domain=pyo.Binary)
     m.n = pyo.Var(m.GPUS, domain=pyo.NonNegativeReals, bounds=(0, data.bounds.max_members))
     m.cache = pyo.Var(m.GPUS, domain=pyo.Reals)
     m.power = pyo.Var(m.GPUS, domain=pyo.Reals)
     m.sched = pyo.Var(m.GPUS, domain=pyo.NonNegativeReals, bounds=(0, max(data.bounds.max_sched_ms, 0.0)))
+    if data.keeps:
+        m.KEEPS = pyo.Set(initialize=range(len(data.keeps)), ordered=True)
+        m.kept = pyo.Var(m.KEEPS, domain=pyo.NonNegativeReals, bounds=lambda m, j: (0, data.keeps[j][2]))
 
 
 def add_one_gpu_per_demand_constraints(m: ConcreteModel, data: MipData) -> None:
@@ -621,12 +755,16 @@ def add_demand_needs_open_gpu_constraints(m: ConcreteModel, data: MipData) -> No
 
 
 def add_gpu_load_constraints(m: ConcreteModel, data: MipData) -> None:
-    """n[g] = sum x[d,g,k];  cache[g] = sum c_k x[d,g,k];  power[g] = p_idle + sum p_k x[d,g,k]."""
+    """n[g] = sum x[d,g,k];  cache[g] = sum c_k x[d,g,k];  power[g] = p_idle + p_floor + sum p_k x[d,g,k].
+
+    p_floor is the profile's shared power floor (0 under the paper's power form): the model pays it
+    once on a busy GPU, and every row that reads power[g] only binds on a GPU with a member.
+    """
     pyo = _pyomo()
     if not len(m.GPUS):
         return
     members = _by_gpu(m)
-    p_idle = data.problem.perf_model.hardware.idle_power_w
+    p_idle = busy_power_w(data.problem.perf_model.hardware)
     cfg = data.demands
     m.gpu_members = pyo.Constraint(m.GPUS, rule=lambda m, g: m.n[g] == sum(m.x[d, g, k] for d, k in members[g]))
     m.gpu_cache = pyo.Constraint(m.GPUS, rule=lambda m, g: m.cache[g] == sum(
@@ -788,7 +926,7 @@ def add_conflict_clique_constraints(m: ConcreteModel, data: MipData) -> None:
     m.CLIQUES = pyo.Set(initialize=keep, ordered=True)
 
     def rule(m, c, g):
-        members = [d for d in data.cliques[c] if g <= d]
+        members = [d for d in data.cliques[c] if slot_allowed(data, d, g)]
         if len(members) < 2:
             return pyo.Constraint.Skip  # one demand: demand_needs_open_gpu already says it
         return sum(m.x[d, g, k] for d in members for k in K[d]) <= m.open[g]
@@ -797,29 +935,62 @@ def add_conflict_clique_constraints(m: ConcreteModel, data: MipData) -> None:
 
 
 def add_gpu_open_order_constraints(m: ConcreteModel, data: MipData) -> None:
-    """open[g] >= open[g+1] (symmetry breaking; with 'demand i on GPUs 0..i' in the index set)."""
+    """open[g] >= open[g+1] for interchangeable (new) slots g, g+1 (symmetry breaking; with 'demand
+    i on new slots 0..i' in the index set). Running GPUs (replanning) are not interchangeable."""
     pyo = _pyomo()
-    if data.num_gpus < 2:
+    if data.num_gpus - data.fixed_slots < 2:
         return
-    m.GPU_PAIRS = pyo.Set(initialize=range(data.num_gpus - 1), ordered=True)
+    m.GPU_PAIRS = pyo.Set(initialize=range(data.fixed_slots, data.num_gpus - 1), ordered=True)
     m.gpu_open_order = pyo.Constraint(m.GPU_PAIRS, rule=lambda m, g: m.open[g] >= m.open[g + 1])
+
+
+def add_keep_placement_constraints(m: ConcreteModel, data: MipData) -> None:
+    """kept[j] <= sum_{(d,k) in K_j} x[d, g_j, k] for every keep option j (replanning only).
+
+    K_j: the demands of the running placement's workload, each with the configuration equal to the
+    placement's batch and share; g_j: its GPU's slot. kept[j] <= count_j is its bound, and the
+    objective pays the migration cost on count_j - kept[j]: a running placement counts as kept
+    only when a demand of its workload sits on the same GPU with the same share and batch.
+    """
+    pyo = _pyomo()
+    if not data.keeps:
+        return
+
+    def rule(m, j):
+        g, cands, _ = data.keeps[j]
+        terms = [m.x[d, g, k] for d, k in cands if (d, g, k) in m.x]
+        if not terms:
+            return m.kept[j] <= 0
+        return m.kept[j] <= sum(terms)
+
+    m.keep_placement = pyo.Constraint(m.KEEPS, rule=rule)
 
 
 def add_objective(m: ConcreteModel, data: MipData) -> None:
     """Lexicographic: first min gpu_cost = price * sum_g open[g]; then, with the GPUs fixed,
     min total_share = sum_{d,g,k} share_k x[d,g,k] (``m.total_share``, deactivated until phase 2).
 
+    Replanning adds C * (running placements - sum_j kept[j]) to the first objective and
+    (100 G + 1) * (running placements - sum_j kept[j]) to the second (fewest changes, then share).
     Solving the two in turn is the exact lexicographic optimum. A single weighted objective
     (cost + eps * share) is equivalent but much slower to prove: a node whose LP bound exceeds
     G - 1 GPUs can be pruned by the GPU-count objective, not by the weighted one.
     """
     pyo = _pyomo()
     unit = data.problem.perf_model.unit_pct
-    m.gpu_cost = pyo.Objective(expr=data.price * sum(m.open[g] for g in m.GPUS), sense=pyo.minimize)
-    m.total_share = pyo.Objective(
-        expr=unit * sum(data.demands[d].configs[k].units * m.x[d, g, k] for d, g, k in m.ASSIGN),
-        sense=pyo.minimize,
-    )
+    cost = data.price * sum(m.open[g] for g in m.GPUS)
+    if data.migration_cost and data.old_placements:
+        # replanning: + C * (running placements not kept)
+        kept = sum(m.kept[j] for j in m.KEEPS) if data.keeps else 0.0
+        cost = cost + data.migration_cost * (data.old_placements - kept)
+    m.gpu_cost = pyo.Objective(expr=cost, sense=pyo.minimize)
+    share = unit * sum(data.demands[d].configs[k].units * m.x[d, g, k] for d, g, k in m.ASSIGN)
+    if data.old_placements:
+        # replanning: fewest changed placements first (one outweighs any share: the total share
+        # stays below 100 % per slot), then the least share
+        kept = sum(m.kept[j] for j in m.KEEPS) if data.keeps else 0.0
+        share = share + (100.0 * data.num_gpus + 1.0) * (data.old_placements - kept)
+    m.total_share = pyo.Objective(expr=share, sense=pyo.minimize)
     m.total_share.deactivate()
 
 
@@ -841,6 +1012,7 @@ def build_model(problem: PlanningProblem, data: MipData | None = None) -> Concre
     add_interference_tolerance_constraints(m, data)
     add_conflict_clique_constraints(m, data)
     add_gpu_open_order_constraints(m, data)
+    add_keep_placement_constraints(m, data)
     add_objective(m, data)
     m.data = data
     m.build_s = time.perf_counter() - t0
@@ -862,8 +1034,10 @@ def set_warm_start(m: ConcreteModel, data: MipData) -> None:
         n = len(mem)
         m.n[g].set_value(n)
         m.cache[g].set_value(sum(data.demands[d].configs[k].cache for d, k in mem))
-        m.power[g].set_value(hw.idle_power_w + sum(data.demands[d].configs[k].power_w for d, k in mem))
+        m.power[g].set_value(busy_power_w(hw) + sum(data.demands[d].configs[k].power_w for d, k in mem))
         m.sched[g].set_value(max(0.0, hw.alpha_sch * n + hw.beta_sch) if data.bounds.max_members >= 2 else 0.0)
+    for j, (g, cands, count) in enumerate(data.keeps):
+        m.kept[j].set_value(min(count, sum(1 for d, k in cands if data.warm.get(d) == (g, k))))
 
 
 # ---- solve -----------------------------------------------------------------------------------
@@ -985,10 +1159,12 @@ def solve_model(m: ConcreteModel, options: SolveOptions, *, warm_start: bool = T
     gpu_phase_s = time.perf_counter() - t0
     left = options.time_limit_s - gpu_phase_s
     if tiebreak and status is SolveStatus.OPTIMAL and left > 0.05:
-        n_open = round(obj / m.data.price)
+        # phase 2 keeps phase 1's GPUs (and, replanning, at least its kept placements)
         for g in m.GPUS:
-            if g >= n_open:
+            if round(m.open[g].value or 0) == 0:
                 m.open[g].fix(0)
+        for j in getattr(m, "KEEPS", ()):
+            m.kept[j].setlb(math.floor((m.kept[j].value or 0) + 1e-6))
         m.gpu_cost.deactivate()
         m.total_share.activate()
         try:
@@ -1003,6 +1179,8 @@ def solve_model(m: ConcreteModel, options: SolveOptions, *, warm_start: bool = T
             m.gpu_cost.activate()
             for g in m.GPUS:
                 m.open[g].unfix()
+            for j in getattr(m, "KEEPS", ()):
+                m.kept[j].setlb(0)
     elif tiebreak and status is SolveStatus.OPTIMAL:
         message = "no time left for the share tie-break"
     return SolveReport(
