@@ -132,8 +132,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     for plan_path in args.plans:
         run = plan_path.stem + args.tag
         plan = read_plan(plan_path)
-        if plan.num_gpus != 1:
-            print(f"{run}: skipped, needs {plan.num_gpus} GPUs (this benchmark validates one-GPU plans)")
+        if plan.num_gpus > len(gpus):
+            print(f"{run}: skipped, needs {plan.num_gpus} GPUs and this machine has {len(gpus)}")
             continue
         if run in _done_runs(csv_path):
             print(f"{run}: already in {csv_path}, skipped")

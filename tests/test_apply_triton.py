@@ -221,4 +221,6 @@ def test_plan_change_under_load_on_real_tritonserver(tmp_path: Path) -> None:
     assert sum(t < 2.0 for t in keep) == 60 and sum(t >= 2.0 for t in keep) == 350  # 30 then 50 req/s
     phases = {(p, w["workload"]) for p, ws in tj["phases"].items() for w in ws}
     assert ("before", "GONE") in phases and ("after", "NEW") in phases and ("after", "GONE") not in phases
+    keep_after = next(w for w in tj["phases"]["after"] if w["workload"] == "KEEP")
+    assert 45 < keep_after["achieved_rps"] < 52  # per second of the phase itself, at the new 50 req/s
     assert (out / "latency.png").is_file() and (out / "summary.csv").read_text().startswith("phase,workload,")

@@ -283,16 +283,28 @@ def apply_transition(
     return result
 
 
+def phase_results(records: list[dict[str, Any]], old_plan: Plan, new_plan: Plan, step_s: float, switched_s: float,
+                  end_s: float) -> dict[str, list[WorkloadResult]]:
+    """Per phase, per workload: the results of the requests sent in that phase (from stored records).
+
+    ``achieved_rps`` is the successful responses per second of the phase's own length.
+    """
+    bounds = {"before": (0.0, step_s), "transition": (step_s, min(switched_s, end_s)), "after": (switched_s, end_s)}
+    by_phase: dict[str, list[dict[str, Any]]] = {p: [] for p in PHASES}
+    for r in records:
+        by_phase[_phase(float(r["sent_s"]), step_s, switched_s)].append(r)
+    out = {}
+    for phase, recs in by_phase.items():
+        lo, hi = bounds[phase]
+        rows = summarize(recs, _targets(old_plan if phase == "before" else new_plan))
+        out[phase] = [replace(r, achieved_rps=r.ok / (hi - lo) if hi > lo else math.nan) for r in rows if r.requests > 0]
+    return out
+
+
 def _write(out: Path, records: list[dict[str, Any]], result: TransitionResult, tr: Transition) -> list[Path]:
     step = result.events.get("step_s", tr.step_s)
     switched = result.events.get("switched_s", math.inf)
-    by_phase: dict[str, list[dict[str, Any]]] = {p: [] for p in PHASES}
-    for r in records:
-        by_phase[_phase(float(r["sent_s"]), step, switched)].append(r)
-    old_t, new_t = _targets(tr.old.plan), _targets(tr.new.plan)
-    for phase, recs in by_phase.items():
-        rows = summarize(recs, old_t if phase == "before" else new_t)
-        result.results[phase] = [r for r in rows if r.requests > 0]
+    result.results = phase_results(records, tr.old.plan, tr.new.plan, step, switched, tr.options.duration_s)
     files = [write_requests_csv(out / "requests.csv", records)]
     header = ["phase", *WorkloadResult.__dataclass_fields__]
     lines = [",".join(header)]
