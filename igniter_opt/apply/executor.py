@@ -32,7 +32,7 @@ from typing import Any
 
 from igniter_opt.apply.gpus import GpuInfo, nvml_gpus, parse_gpu_map, resolve_gpus
 from igniter_opt.apply.launcher import Launcher, LaunchMode, ServerSpec, make_launcher
-from igniter_opt.apply.loadgen import Arrival, LoadGenerator, StreamSpec, split_streams
+from igniter_opt.apply.loadgen import Arrival, LoadGenerator, LoadOutcome, StreamSpec, split_streams
 from igniter_opt.apply.models import ServedModel, served_model, zoo_models
 from igniter_opt.apply.mps import MpsControl, MpsDaemon, NoMps
 from igniter_opt.apply.ports import HOST, ServerPorts, allocate_ports, check_ports_free
@@ -490,6 +490,28 @@ def _monitor(launchers: list[Launcher], gen: LoadGenerator, errors: list[str], d
                 return
 
 
+def drive_load(gen: LoadGenerator, watched: list[Launcher], errors: list[str],
+               also: Callable[[], None] | None = None) -> LoadOutcome:
+    """Run the load while a watcher stops it as soon as a server in ``watched`` dies.
+
+    ``also`` runs once the load processes exist (threads start there, after the fork).
+    """
+    done = threading.Event()
+    mon = threading.Thread(target=_monitor, args=(watched, gen, errors, done), daemon=True)
+
+    def started() -> None:
+        mon.start()
+        if also is not None:
+            also()
+
+    try:
+        return gen.run(on_started=started)
+    finally:
+        done.set()
+        if mon.is_alive():
+            mon.join()
+
+
 def stop_all(launchers: list[Launcher]) -> list[str]:
     """Stop every server at once (each in a thread: a server takes seconds to shut down); returns errors."""
     errors: list[str] = []
@@ -545,14 +567,7 @@ def apply_plan(
             say(f"servers ready after {time.monotonic() - t0:.1f} s; driving load for {dep.options.duration_s:g} s "
                 f"({len(dep.streams)} stream process(es), {dep.options.arrival} arrivals)")
             gen = LoadGenerator(list(dep.streams), out / "parts")
-            done = threading.Event()
-            mon = threading.Thread(target=_monitor, args=(launchers, gen, result.errors, done), daemon=True)
-            try:
-                outcome = gen.run(on_started=mon.start)
-            finally:
-                done.set()
-                if mon.is_alive():
-                    mon.join()
+            outcome = drive_load(gen, launchers, result.errors)
             result.errors.extend(outcome.errors)
         except KeyboardInterrupt:
             result.interrupted = sig.get("signal", "SIGINT")

@@ -29,11 +29,11 @@ from igniter_opt.apply.executor import (
     Deployment,
     ServerPlan,
     _interrupt_once,
-    _monitor,
     _mps_dirs,
     _targets,
     base_stream,
     build_deployment,
+    drive_load,
     stop_all,
     write_files,
 )
@@ -249,17 +249,10 @@ def apply_transition(
             say(f"old plan ready after {time.monotonic() - t_ready:.1f} s; load for {tr.options.duration_s:g} s, "
                 f"change at {tr.step_s:g} s")
             gen = LoadGenerator(list(tr.streams), out / "parts")
-            done = threading.Event()
-            mon = threading.Thread(target=_monitor, args=(watched, gen, result.errors, done), daemon=True)
             ctl = threading.Thread(target=_run_change, daemon=True,
                                    args=(tr, gen, started, watched, old_launchers, factory, result.events,
                                          result.errors, say, release))
-            try:
-                outcome = gen.run(on_started=lambda: (mon.start(), ctl.start()))
-            finally:
-                done.set()
-                if mon.is_alive():
-                    mon.join()
+            outcome = drive_load(gen, watched, result.errors, also=ctl.start)
             result.errors.extend(outcome.errors)
         except KeyboardInterrupt:
             result.interrupted = sig.get("signal", "SIGINT")

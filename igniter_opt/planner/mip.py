@@ -1200,24 +1200,28 @@ def solve_model(m: ConcreteModel, options: SolveOptions, *, warm_start: bool = T
 
 
 # ---- extract ---------------------------------------------------------------------------------
-def extract_assignment(m: ConcreteModel) -> list[tuple[list[int], list[int]]]:
-    """Per used GPU: (demand positions, chosen config indices), from the loaded solution."""
-    gpus: dict[int, tuple[list[int], list[int]]] = {}
+def extract_slots(m: ConcreteModel) -> dict[int, tuple[list[int], list[int]]]:
+    """Per used GPU slot g: (demand positions, chosen config indices) in demand order, from the loaded solution."""
+    gpus: dict[int, list[tuple[int, int]]] = {}
     for (d, g, k), var in m.x.items():
         v = var.value
         if v is not None and v > 0.5:
-            gpus.setdefault(g, ([], []))
-            gpus[g][0].append(d)
-            gpus[g][1].append(k)
-    return [gpus[g] for g in sorted(gpus)]
+            gpus.setdefault(g, []).append((d, k))
+    return {g: ([d for d, _ in sorted(dk)], [k for _, k in sorted(dk)]) for g, dk in gpus.items()}
 
 
-def extract_plan(m: ConcreteModel, problem: PlanningProblem, info: SolverInfo) -> Plan:
-    """Turn the loaded solution into a Plan (predictions recomputed from the plan, not the solver)."""
-    data: MipData = m.data
-    demands = []
-    gpus = []
-    for members, ks in extract_assignment(m):
+def extract_assignment(m: ConcreteModel) -> list[tuple[list[int], list[int]]]:
+    """Per used GPU, in slot order: (demand positions, chosen config indices), from the loaded solution."""
+    slots = extract_slots(m)
+    return [slots[g] for g in sorted(slots)]
+
+
+def assignment_demands(data: MipData, assignment: list[tuple[list[int], list[int]]]
+                       ) -> tuple[list[Demand], list[tuple[list[int], list[int]]]]:
+    """The chosen configurations as demands with their batch and share, and per GPU (demand indices, units)."""
+    demands: list[Demand] = []
+    gpus: list[tuple[list[int], list[int]]] = []
+    for members, ks in assignment:
         idx, units = [], []
         for d, k in zip(members, ks, strict=True):
             md = data.demands[d]
@@ -1226,6 +1230,12 @@ def extract_plan(m: ConcreteModel, problem: PlanningProblem, info: SolverInfo) -
             idx.append(len(demands) - 1)
             units.append(cfg.units)
         gpus.append((idx, units))
+    return demands, gpus
+
+
+def extract_plan(m: ConcreteModel, problem: PlanningProblem, info: SolverInfo) -> Plan:
+    """Turn the loaded solution into a Plan (predictions recomputed from the plan, not the solver)."""
+    demands, gpus = assignment_demands(m.data, extract_assignment(m))
     return greedy.build_plan(problem, demands, gpus, PLANNER_NAME, info)
 
 

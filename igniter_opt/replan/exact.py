@@ -113,22 +113,9 @@ def build_migration(rp: ReplanProblem, start: rgreedy.GreedyReplan, migration_co
 def extract_plan(m: object, rp: ReplanProblem, slot_ids: list[str], info: SolverInfo) -> Plan:
     """The loaded solution as a Plan: running slots keep their GPU's id, new slots get fresh ids."""
     data: mip.MipData = m.data  # type: ignore[attr-defined]
-    by_slot: dict[int, list[tuple[int, int]]] = {}
-    for (d, g, k), var in m.x.items():  # type: ignore[attr-defined]
-        if var.value is not None and var.value > 0.5:
-            by_slot.setdefault(g, []).append((d, k))
-    demands: list[Demand] = []
-    gpus: list[tuple[list[int], list[int]]] = []
+    by_slot = mip.extract_slots(m)  # type: ignore[arg-type]
     slots = sorted(by_slot)
-    for g in slots:
-        idx, units = [], []
-        for d, k in sorted(by_slot[g]):
-            md = data.demands[d]
-            cfg = md.configs[k]
-            demands.append(replace(md.demand, batch=cfg.batch, lower_units=cfg.units))
-            idx.append(len(demands) - 1)
-            units.append(cfg.units)
-        gpus.append((idx, units))
+    demands, gpus = mip.assignment_demands(data, [by_slot[g] for g in slots])
     plan = paper.build_plan(rp.problem, demands, gpus, PLANNER_NAME, info)
     fresh = iter(fresh_gpu_ids({g.gpu_id for g in rp.current.gpus}, sum(g >= data.fixed_slots for g in slots)))
     named = tuple(
