@@ -705,3 +705,23 @@ def test_cli_dry_run_of_a_two_gpu_plan_binds_each_server_to_its_gpu(tmp_path: Pa
     swapped = servers("--gpus", "gpu0=1,gpu1=0")
     assert [swapped[n][0] for n in ("s0-gpu0-A", "s1-gpu0-B", "s2-gpu1-C")] == [UUID1, UUID1, UUID0]
     assert not (tmp_path / "o").exists()
+
+
+def test_mps_daemon_refuses_to_start_next_to_another_users_daemon(tmp_path: Path) -> None:
+    """Another nvidia-cuda-mps-control (other pipe folder) is an error before anything starts; our own leftover is not."""
+    proc = tmp_path / "proc"
+
+    def daemon(pid: int, pipe: str) -> None:
+        entry = proc / str(pid)
+        entry.mkdir(parents=True)
+        (entry / "comm").write_text("nvidia-cuda-mps\n")
+        (entry / "cmdline").write_bytes(b"nvidia-cuda-mps-control\0-d\0")
+        (entry / "environ").write_bytes(f"CUDA_MPS_PIPE_DIRECTORY={pipe}\0".encode())
+
+    ours = tmp_path / "out" / "mps" / "pipe"
+    m = MpsDaemon(ours, tmp_path / "log", control="/usr/bin/nvidia-cuda-mps-control", proc_root=proc)
+    daemon(4100, str(ours))
+    m.check()  # a leftover of ours: quit at start, not refused
+    daemon(4242, "/tmp/nvidia-mps")
+    with pytest.raises(ApplyError, match=r"^an MPS control daemon is already running \(pid 4242\); stop it first"):
+        m.check()

@@ -3,7 +3,7 @@
 A deliberately small interface (``start(pipe_dir, log_dir)``, ``stop()``,
 ``env_for_client(share_pct)``) so that it can be unified with the profiler's controller later.
 ``MpsDaemon`` runs ``nvidia-cuda-mps-control -d`` with private pipe and log folders and stops it
-with ``quit``; ``NoMps`` is used where no GPU is involved (the ``--echo-ms`` stand-in on CPU);
+with ``quit``, and refuses to start next to another user's daemon (``gpu.mps`` finds them); ``NoMps`` is used where no GPU is involved (the ``--echo-ms`` stand-in on CPU);
 ``FakeMps`` records its calls for tests. Nothing here changes clocks, compute mode or MIG.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from igniter_opt.errors import ApplyError, MpsError
 from igniter_opt.gpu.mps import CONTROL_BINARY as CONTROL
-from igniter_opt.gpu.mps import find_control_binary
+from igniter_opt.gpu.mps import already_running_message, find_control_binary, other_control_daemons
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,10 @@ def share_value(share_pct: float) -> str:
 class MpsDaemon(MpsControl):
     """``nvidia-cuda-mps-control -d`` with private folders (known before start, for the clients' environment)."""
 
-    def __init__(self, pipe_dir: Path, log_dir: Path, *, control: str | None = None, stop_timeout_s: float = 10.0):
+    def __init__(self, pipe_dir: Path, log_dir: Path, *, control: str | None = None, stop_timeout_s: float = 10.0,
+                 proc_root: Path = Path("/proc")):
         self.control = control
+        self.proc_root = proc_root
         self.stop_timeout_s = stop_timeout_s
         self.pipe_dir = pipe_dir
         self.log_dir = log_dir
@@ -69,7 +71,11 @@ class MpsDaemon(MpsControl):
         return self.control
 
     def check(self) -> None:
+        """The control binary exists and no other MPS daemon runs (a leftover of ours, same pipe folder, is quit at start)."""
         self._binary()
+        others = other_control_daemons(self.pipe_dir, self.proc_root)
+        if others:
+            raise ApplyError(already_running_message(others))
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)

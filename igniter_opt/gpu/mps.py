@@ -72,6 +72,18 @@ def mps_processes(proc: Path = Path("/proc")) -> list[tuple[int, str, str | None
     return out
 
 
+def other_control_daemons(own_pipe_dir: str | os.PathLike[str] | None = None,
+                          proc: Path = Path("/proc")) -> list[int]:
+    """Pids of running MPS control daemons whose pipe folder is not ``own_pipe_dir``."""
+    own = None if own_pipe_dir is None else str(own_pipe_dir)
+    return [pid for pid, name, pipe in mps_processes(proc) if name == CONTROL_BINARY and (own is None or pipe != own)]
+
+
+def already_running_message(pids: list[int]) -> str:
+    return (f"an MPS control daemon is already running (pid {', '.join(map(str, pids))}); stop it first "
+            "(echo quit | CUDA_MPS_PIPE_DIRECTORY=<its pipe dir> nvidia-cuda-mps-control) and retry")
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -137,13 +149,9 @@ class MpsDaemon:
         """Start the daemon; refuse if another MPS control daemon is running."""
         if self.running:
             return self
-        others = [(pid, name) for pid, name, _ in mps_processes(self.proc_root) if name == "nvidia-cuda-mps-control"]
+        others = other_control_daemons(None, self.proc_root)
         if others:
-            pids = ", ".join(str(p) for p, _ in others)
-            raise MpsError(
-                f"an MPS control daemon is already running (pid {pids}); stop it first "
-                "(echo quit | CUDA_MPS_PIPE_DIRECTORY=<its pipe dir> nvidia-cuda-mps-control) and retry"
-            )
+            raise MpsError(already_running_message(others))
         binary = self.control_binary or find_control_binary()
         self._tmp = Path(tempfile.mkdtemp(prefix="igniter-mps-", dir=self.base_dir))
         self.pipe_dir = self._tmp / "pipe"
@@ -152,7 +160,8 @@ class MpsDaemon:
         self.log_dir.mkdir()
         try:
             res = subprocess.run(
-                [binary, "-d"], env=self._daemon_env(), capture_output=True, text=True, timeout=self.start_timeout_s
+                [binary, "-d"], env=self._daemon_env(), capture_output=True, text=True, timeout=self.start_timeout_s,
+                check=False,
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
             self._cleanup_dirs()
@@ -178,7 +187,8 @@ class MpsDaemon:
         binary = self.control_binary or find_control_binary()
         try:
             res = subprocess.run(
-                [binary], input=command + "\n", env=self._daemon_env(), capture_output=True, text=True, timeout=timeout_s
+                [binary], input=command + "\n", env=self._daemon_env(), capture_output=True, text=True, timeout=timeout_s,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             raise MpsError(f"the MPS control daemon did not answer '{command}' in {timeout_s:g} s") from None
