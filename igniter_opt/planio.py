@@ -191,15 +191,19 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
         raise PlanError(f"{source}: malformed plan ({type(exc).__name__}: {exc})") from None
 
 
-def read_plan(path: str | os.PathLike[str]) -> Plan:
+def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
+    """A JSON document (``what`` names it in errors: 'plan', 'diff'), or a one-line PlanError."""
     p = Path(path)
     if not p.is_file():
-        raise PlanError(f"{p}: no such plan file")
+        raise PlanError(f"{p}: no such {what} file")
     try:
-        d = json.loads(p.read_text(encoding="utf-8"))
+        return json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise PlanError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return plan_from_dict(d, str(p))
+
+
+def read_plan(path: str | os.PathLike[str]) -> Plan:
+    return plan_from_dict(read_json_file(path, "plan"), str(path))
 
 
 def write_plan(plan: Plan, path: str | os.PathLike[str]) -> Path:

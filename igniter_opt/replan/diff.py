@@ -26,7 +26,6 @@ otherwise look as if it moved everything.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, fields, replace
@@ -40,6 +39,7 @@ from scipy.optimize import linear_sum_assignment
 from igniter_opt.domain import GpuAssignment, Placement, Plan
 from igniter_opt.errors import PlanError
 from igniter_opt.ioutil import atomic_write_json
+from igniter_opt.planio import read_json_file
 
 DIFF_SCHEMA = "igniter-opt/diff/v1"
 # Two shares within this many percentage points are the same share (float noise in plan files).
@@ -344,11 +344,4 @@ def write_diff(diff: PlanDiff, path: str | os.PathLike[str]) -> Path:
 
 
 def read_diff(path: str | os.PathLike[str]) -> PlanDiff:
-    p = Path(path)
-    if not p.is_file():
-        raise PlanError(f"{p}: no such diff file")
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise PlanError(f"{p}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    return PlanDiff.from_dict(d, str(p))
+    return PlanDiff.from_dict(read_json_file(path, "diff"), str(path))
