@@ -725,3 +725,25 @@ def test_mps_daemon_refuses_to_start_next_to_another_users_daemon(tmp_path: Path
     daemon(4242, "/tmp/nvidia-mps")
     with pytest.raises(ApplyError, match=r"^an MPS control daemon is already running \(pid 4242\); stop it first"):
         m.check()
+
+
+def test_stream_rate_step_and_split() -> None:
+    """A plan change's stream: its rate until step_s, the new rate after; split over processes at the peak."""
+    from dataclasses import replace
+
+    from igniter_opt.apply.loadgen import stream_arrival_times
+
+    base = StreamSpec("s0", "W1", "srv", "127.0.0.1:1", "m", served_model("m", echo=True).inputs, ("OUTPUT",),
+                      20.0, 10.0, "constant", 0, 10_000, 1.0, 1.0)
+    stepped = replace(base, step_s=4.0, rate_after_rps=50.0)
+    times = stream_arrival_times(stepped)
+    assert sum(t < 4.0 for t in times) == 80 and sum(t >= 4.0 for t in times) == 300
+    assert times == sorted(times) and times[-1] < 10.0
+    assert stream_arrival_times(base) == pytest.approx([i / 20.0 for i in range(200)])  # no step: as before
+    stopped = replace(base, step_s=4.0, rate_after_rps=0.0)
+    assert max(stream_arrival_times(stopped)) < 4.0
+    parts = split_streams(stepped, 30.0)  # the peak (50 req/s) decides: 2 processes
+    assert len(parts) == 2 and all(p.rate_rps == 10.0 and p.rate_after_rps == 25.0 for p in parts)
+    poisson = stream_arrival_times(replace(stepped, arrival="poisson", seed=3))
+    before = sum(t < 4.0 for t in poisson)
+    assert 50 < before < 110 and 240 < len(poisson) - before < 360
