@@ -59,7 +59,7 @@ def test_fit_predict_verify(runner: CliRunner, v100_path: Path, tmp_path: Path) 
     prof = tmp_path / "profiles" / "v100"
     res = runner.invoke(cli, ["fit", str(v100_path), "-o", str(prof)])
     assert res.exit_code == 0, res.output
-    assert re.search(r"^vgg19\s+-0\.00483\d*\s+158\.193\s+44\.4521\s+0\.188407\s+0\.926192", res.output, re.M)
+    assert re.search(r"^vgg19\s+-0\.00483\d*\s+158\.193\s+44\.4521\s+0\.188407\s+0\.926192", res.output, re.MULTILINE)
     assert (prof / "raw.json").is_file() and (prof / "coefficients.json").is_file()
 
     plan = tmp_path / "plan.json"
@@ -187,3 +187,14 @@ def test_solve_ffd_exits_1_and_names_the_violation(runner: CliRunner, v100_path:
     assert res.exit_code == 1
     assert "exact model:" in res.output and "violation(s)" in res.output
     assert res.output.splitlines()[-1].startswith("Error: the ffd plan violates the exact model in ")
+
+
+@pytest.mark.parametrize("module", ["igniter_opt.checks", "igniter_opt.planner.budget", "igniter_opt.report",
+                                    "igniter_opt.replan", "igniter_opt.apply.transition", "igniter_opt.planner.mip"])
+def test_every_module_imports_first(module: str) -> None:
+    """No circular import, whichever module a user imports first."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", f"import {module}"], capture_output=True, text=True, check=False)
+    assert res.returncode == 0, res.stderr.strip().splitlines()[-1:]

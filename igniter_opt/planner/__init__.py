@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from igniter_opt.checks import check_problem
+from igniter_opt import checks  # the module, not its names: checks imports planner.budget
 from igniter_opt.domain import Plan, PlanningProblem
 from igniter_opt.errors import InputError
 from igniter_opt.planner import baselines, greedy, mip
@@ -44,7 +44,7 @@ def run_planner(problem: PlanningProblem, planner: str, options: SolveOptions | 
         solve = PLANNERS[planner]
     except KeyError:
         raise InputError(f"unknown planner '{planner}'; choose one of: {', '.join(PLANNERS)}") from None
-    check_problem(problem, strict=True)
+    checks.check_problem(problem, strict=True)
     # Every planner fills the predictions with the exact model (greedy.build_plan); verify_plan
     # recomputes them from the plan itself, independently of the planner.
     plan = solve(problem, options or SolveOptions())

@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-# igniter_opt.planner first: importing igniter_opt.checks before it is a circular import
-from igniter_opt.planner.verify import Violation, verify_plan  # isort: skip
-from igniter_opt.checks import check_problem  # isort: skip
+from igniter_opt.checks import check_problem
 from igniter_opt.domain import Plan
 from igniter_opt.errors import InputError
+from igniter_opt.planner.verify import Violation, verify_plan
 from igniter_opt.replan import exact, greedy
 from igniter_opt.replan.diff import ChangeKind, PlacementChange, PlanDiff, diff_plans, relabel_gpus
 from igniter_opt.replan.problem import ReplanProblem, check_current_plan, empty_plan
