@@ -107,6 +107,8 @@ def test_apply_echo_on_real_tritonserver(tmp_path: Path) -> None:
     # its own trace: every execution (120 requests + warm-up, batches of at most 4), the sleep as its run time
     assert 2.0 <= w1["model_ms"] < w1["server_infer_ms"] + 0.5 and w1["backend_ms"] < 5.0
     assert 1.0 <= w1["executed_batch"] <= 4.0
+    gap = max(w["server_infer_ms"] - w["model_ms"] for w in summary["workloads"])
+    assert f"serving overhead per batch (Triton's time per execution - the model's): {gap:.2f} ms" in res.output
     with open(out / "logs" / "s0-gpu0-W1.exec.csv", newline="") as fh:
         trace = list(csv.DictReader(fh))
     assert 120 <= sum(int(r["samples"]) for r in trace) <= 130 and max(int(r["requests"]) for r in trace) <= 4

@@ -633,10 +633,22 @@ def render_result(result: ApplyResult) -> str:
             "did not keep the rate; lower --max-rps-per-process or use a machine with more cores"
             for r in late
         )
+    overhead = serving_overhead_ms(result.results)
+    if overhead is not None:
+        lines.append("")
+        lines.append(f"serving overhead per batch (Triton's time per execution - the model's): {overhead:.2f} ms "
+                     "(largest over workloads); plan with --serving-overhead-ms to include it")
     if result.files:
         lines.append("")
         lines.append("wrote " + ", ".join(str(f) for f in result.files))
     return "\n".join(lines)
+
+
+def serving_overhead_ms(results: list[WorkloadResult]) -> float | None:
+    """The largest measured per-execution overhead of the servers (Triton's time minus the model's), if measured."""
+    gaps = [r.server_infer_ms - r.model_ms for r in results
+            if math.isfinite(r.server_infer_ms) and math.isfinite(r.model_ms)]
+    return max(gaps) if gaps else None
 
 
 __all__ = ["ApplyOptions", "ApplyResult", "Deployment", "ServerPorts", "apply_plan", "build_deployment",
