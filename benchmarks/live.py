@@ -238,17 +238,19 @@ def cmd_report(args: argparse.Namespace) -> None:
     if not rows:
         raise SystemExit(f"{args.csv}: no rows")
     lines = [f"# Live validation: {rows[0]['gpu']} ({args.csv.name})", "",
-             "| run | call | workload | model | batch | share % | rate | SLO ms | within SLO | p50 ms | p99 ms | "
-             "predicted ms | measured ms | model ms | ran batch |",
+             ("| run | call | workload | model | batch | share % | rate | SLO ms | within SLO | p50 ms | p99 ms | "
+              "predicted ms | measured ms | model ms | ran batch |"),
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def num(r: dict[str, str], k: str, d: int = 2) -> str:
+        return "-" if r[k] in ("", "nan") else f"{float(r[k]):.{d}f}"
+
     for r in rows:
-        def f(k: str, d: int = 2) -> str:
-            return "-" if r[k] in ("", "nan") else f"{float(r[k]):.{d}f}"
         within = "-" if r["within_slo"] == "" else f"{100 * float(r['within_slo']):.2f} %"
         lines.append(f"| {r['run']} | {r.get('device_call', '')} | {r['workload']} | {r['model']} | {r['batch']} | "
-                     f"{float(r['share']):.1f} | {float(r['rate_rps']):.0f} | {f('slo_ms', 0)} | {within} | "
-                     f"{f('p50_ms')} | {f('p99_ms')} | {f('predicted_ms')} | {f('measured_mean_ms')} | "
-                     f"{f('model_ms')} | {f('executed_batch')} |")
+                     f"{float(r['share']):.1f} | {float(r['rate_rps']):.0f} | {num(r, 'slo_ms', 0)} | {within} | "
+                     + " | ".join(num(r, k) for k in ("p50_ms", "p99_ms", "predicted_ms", "measured_mean_ms",
+                                                       "model_ms", "executed_batch")) + " |")
     out_md = args.csv.with_suffix(".md")
     out_md.write_text("\n".join(lines) + "\n")
     import matplotlib

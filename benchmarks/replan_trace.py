@@ -33,6 +33,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -143,25 +144,27 @@ def render_md(totals: list[dict[str, object]], profile: str, time_limit_s: float
                    "counts placements started and stopped. GPU-hours = cost (price 1 per GPU-hour). Solve s: the "
                    "strategy's planning time summed over the steps (exact: time limit per step, plus model "
                    "building)."), ""]
-    for planner in ("greedy", "exact"):
+    def against(planner: str, rep: dict[str, Any]) -> tuple[float, int, float, dict[str, Any]]:
+        """(% saved vs peak provisioning, restarts avoided vs re-solving, % extra cost vs re-solving, re-solve row)."""
         peak = _get(totals, planner, "peak", time_limit_s=time_limit_s)
         res = _get(totals, planner, "resolve", time_limit_s=time_limit_s)
+        return (100.0 * (1.0 - float(rep["cost"]) / float(peak["cost"])),
+                int(res["restarts"]) - int(rep["restarts"]),
+                100.0 * (float(rep["cost"]) / float(res["cost"]) - 1.0), res)
+
+    for planner in ("greedy", "exact"):
         for cost in (0.25, 0.0):
             rep = _get(totals, planner, "replan", cost, time_limit_s)
-            saving = 100.0 * (1.0 - float(rep["cost"]) / float(peak["cost"]))
-            extra = 100.0 * (float(rep["cost"]) / float(res["cost"]) - 1.0)
+            saving, avoided, extra, res = against(planner, rep)
             lines.append(f"- {planner}, migration cost {cost:g}: replanning costs {saving:.1f} % less than "
-                         f"provisioning once for the peaks; {int(res['restarts']) - int(rep['restarts'])} restarts "
+                         f"provisioning once for the peaks; {avoided} restarts "
                          f"fewer than re-solving from scratch every hour ({rep['restarts']} vs {res['restarts']}), "
                          f"at {extra:+.1f} % cost")
     for t in totals:
         if t["planner"] == "exact" and t["strategy"] == "replan" and t["time_limit_s"] != time_limit_s:
-            peak = _get(totals, "exact", "peak", time_limit_s=time_limit_s)
-            res = _get(totals, "exact", "resolve", time_limit_s=time_limit_s)
-            saving = 100.0 * (1.0 - float(t["cost"]) / float(peak["cost"]))
-            extra = 100.0 * (float(t["cost"]) / float(res["cost"]) - 1.0)
+            saving, avoided, extra, res = against("exact", t)
             lines.append(f"- exact with {t['time_limit_s']:g} s per step, migration cost {t['migration_cost']:g}: "
-                         f"{saving:.1f} % less than peak provisioning; {int(res['restarts']) - int(t['restarts'])} "
+                         f"{saving:.1f} % less than peak provisioning; {avoided} "
                          f"restarts fewer than re-solving ({t['restarts']} vs {res['restarts']}), at {extra:+.1f} % "
                          f"cost; it beat its greedy start at {t['beat_greedy_steps']} of 24 steps")
     return "\n".join(lines) + "\n"

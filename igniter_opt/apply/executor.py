@@ -530,6 +530,36 @@ def stop_all(launchers: list[Launcher]) -> list[str]:
     return errors
 
 
+def start_servers(specs: list[ServerSpec], factory: Callable[[ServerSpec], Launcher], timeout_s: float,
+                  into: dict[str, Launcher]) -> dict[str, float]:
+    """Start every server at once, then wait until all are ready within one ``timeout_s``.
+
+    Each launcher goes into ``into`` before it starts, so that whoever cleans up stops it even when
+    a later one fails. Returns each server's seconds to ready, from when the last one was started.
+    """
+    for spec in specs:
+        into[spec.name] = lc = factory(spec)
+        lc.start()
+    t0 = time.monotonic()
+    ready: dict[str, float] = {}
+    for spec in specs:
+        into[spec.name].wait_ready(max(1.0, timeout_s - (time.monotonic() - t0)))
+        ready[spec.name] = round(time.monotonic() - t0, 3)
+    return ready
+
+
+def start_mps(dep: Deployment) -> None:
+    """The deployment's MPS control daemon, in its private folders under --out."""
+    dep.mps.start(*_mps_dirs(dep.options.out_dir))
+
+
+def stop_mps(mps: MpsControl, errors: list[str]) -> None:
+    try:
+        mps.stop()
+    except Exception as exc:  # noqa: BLE001 - reported; everything else is stopped anyway
+        errors.append(f"stopping MPS: {exc}")
+
+
 def apply_plan(
     dep: Deployment,
     *,
@@ -545,29 +575,23 @@ def apply_plan(
     write_files(dep)
 
     result = ApplyResult(out_dir=out, results=[], errors=[])
-    launchers: list[Launcher] = []
+    launchers: dict[str, Launcher] = {}
     gen: LoadGenerator | None = None
     mps_started = False
     with _interrupt_once() as sig:
         try:
             if dep.mps.describe():
                 say("starting the MPS control daemon")
-            pipe_dir, mps_log = _mps_dirs(out)
-            dep.mps.start(pipe_dir, mps_log)
+            start_mps(dep)
             mps_started = True
-            for s in dep.servers:
-                lc = factory(s.spec)
-                launchers.append(lc)
-                lc.start()
-            say(f"started {len(launchers)} server(s); waiting until ready (at most {dep.options.ready_timeout_s:g} s)")
-            t0 = time.monotonic()
-            for lc in launchers:
-                lc.wait_ready(max(1.0, dep.options.ready_timeout_s - (time.monotonic() - t0)))
-                result.ready_s[lc.spec.name] = round(time.monotonic() - t0, 3)
-            say(f"servers ready after {time.monotonic() - t0:.1f} s; driving load for {dep.options.duration_s:g} s "
-                f"({len(dep.streams)} stream process(es), {dep.options.arrival} arrivals)")
+            say(f"starting {len(dep.servers)} server(s); waiting until ready "
+                f"(at most {dep.options.ready_timeout_s:g} s)")
+            result.ready_s = start_servers([s.spec for s in dep.servers], factory, dep.options.ready_timeout_s,
+                                           launchers)
+            say(f"servers ready after {max(result.ready_s.values(), default=0.0):.1f} s; driving load for "
+                f"{dep.options.duration_s:g} s ({len(dep.streams)} stream process(es), {dep.options.arrival} arrivals)")
             gen = LoadGenerator(list(dep.streams), out / "parts")
-            outcome = drive_load(gen, launchers, result.errors)
+            outcome = drive_load(gen, list(launchers.values()), result.errors)
             result.errors.extend(outcome.errors)
         except KeyboardInterrupt:
             result.interrupted = sig.get("signal", "SIGINT")
@@ -579,17 +603,14 @@ def apply_plan(
                 gen.stop()
             stats: dict[str, dict[str, float]] = {}
             if gen is not None and gen.outcome is not None:
-                for lc in launchers:
+                for lc in launchers.values():
                     if lc.is_running():
                         stats[lc.spec.name] = server_statistics(lc.spec)
-            result.errors.extend(stop_all(launchers))
+            result.errors.extend(stop_all(list(launchers.values())))
             for name, st in stats.items():  # the traces are complete once the servers have stopped
                 st.update(read_exec_trace(exec_trace_path(out, name)))
             if mps_started:
-                try:
-                    dep.mps.stop()
-                except Exception as exc:  # noqa: BLE001
-                    result.errors.append(f"stopping MPS: {exc}")
+                stop_mps(dep.mps, result.errors)
             if gen is not None and gen.outcome is not None:
                 records = gen.outcome.records
                 result.results = summarize(records, dep.targets, _workload_stats(stats, dep))

@@ -18,6 +18,7 @@ from typing import Any
 
 from igniter_opt.apply.ports import HOST, ServerPorts
 from igniter_opt.errors import ApplyError
+from igniter_opt.procgroup import stop_group
 
 log = logging.getLogger(__name__)
 
@@ -155,28 +156,9 @@ class LocalTritonLauncher(Launcher):
                 )
             time.sleep(self.poll_s)
 
-    def _signal_group(self, sig: int) -> None:
-        assert self.proc is not None
-        try:
-            os.killpg(self.proc.pid, sig)  # the session's group: the server and its Python stubs
-        except ProcessLookupError:
-            pass
-
     def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self._signal_group(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=self.stop_grace_s)
-            except subprocess.TimeoutExpired:
-                log.warning("server %s ignored SIGTERM for %.0f s; killing it", self.spec.name, self.stop_grace_s)
-        # Kill whatever is left of the group (a stub the server did not reap), then reap the server.
-        self._signal_group(signal.SIGKILL)
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            log.error("server %s (pid %d) survived SIGKILL", self.spec.name, self.proc.pid)
+        if self.proc is not None:
+            stop_group(self.proc, f"server {self.spec.name}", grace_s=self.stop_grace_s, reap_s=5.0)
 
     def logs(self) -> str:
         try:

@@ -29,12 +29,14 @@ from igniter_opt.apply.executor import (
     Deployment,
     ServerPlan,
     _interrupt_once,
-    _mps_dirs,
     _targets,
     base_stream,
     build_deployment,
     drive_load,
+    start_mps,
+    start_servers,
     stop_all,
+    stop_mps,
     write_files,
 )
 from igniter_opt.apply.launcher import Launcher, ServerSpec, make_launcher
@@ -183,14 +185,8 @@ def _run_change(tr: Transition, gen: LoadGenerator, started: dict[str, Launcher]
         time.sleep(max(0.0, t0 + tr.step_s - time.time()))
         events["step_s"] = time.time() - t0
         say(f"step at {events['step_s']:.1f} s: starting {len(tr.start_new)} new server(s)")
-        for s in tr.start_new:
-            lc = factory(s.spec)
-            started[s.spec.name] = lc
-            lc.start()
-        deadline = time.monotonic() + tr.options.ready_timeout_s
-        for lc in started.values():
-            lc.wait_ready(max(1.0, deadline - time.monotonic()))
-            watched.append(lc)
+        start_servers([s.spec for s in tr.start_new], factory, tr.options.ready_timeout_s, started)
+        watched.extend(started.values())
         events["ready_s"] = time.time() - t0
         gen.switch({NEW_PREFIX + s.spec.name for s in tr.start_new})
         events["switched_s"] = time.time() - t0
@@ -236,17 +232,11 @@ def apply_transition(
     with _interrupt_once() as sig:
         try:
             say("starting the MPS control daemon")
-            tr.old.mps.start(*_mps_dirs(tr.old.options.out_dir))
+            start_mps(tr.old)
             mps_started = True
-            for s in tr.old.servers:
-                lc = factory(s.spec)
-                old_launchers[s.spec.name] = lc
-                lc.start()
-            t_ready = time.monotonic()
-            for lc in old_launchers.values():
-                lc.wait_ready(max(1.0, tr.options.ready_timeout_s - (time.monotonic() - t_ready)))
+            ready = start_servers([s.spec for s in tr.old.servers], factory, tr.options.ready_timeout_s, old_launchers)
             watched.extend(old_launchers.values())
-            say(f"old plan ready after {time.monotonic() - t_ready:.1f} s; load for {tr.options.duration_s:g} s, "
+            say(f"old plan ready after {max(ready.values(), default=0.0):.1f} s; load for {tr.options.duration_s:g} s, "
                 f"change at {tr.step_s:g} s")
             gen = LoadGenerator(list(tr.streams), out / "parts")
             ctl = threading.Thread(target=_run_change, daemon=True,
@@ -267,10 +257,7 @@ def apply_transition(
             if ctl is not None and ctl.is_alive():
                 ctl.join(timeout=tr.options.ready_timeout_s + 30)
             if mps_started:
-                try:
-                    tr.old.mps.stop()
-                except Exception as exc:  # noqa: BLE001
-                    result.errors.append(f"stopping MPS: {exc}")
+                stop_mps(tr.old.mps, result.errors)
             if gen is not None and gen.outcome is not None:
                 result.files = _write(out, gen.outcome.records, result, tr)
     return result

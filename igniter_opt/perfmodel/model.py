@@ -194,6 +194,12 @@ class PerformanceModel:
         served = t_load + t_gpu + t_fb + self.serving_overhead_ms
         return served, self.serving_max_utilization * 1000.0 * batch / served
 
+    def serving_plan_fields(self) -> dict[str, float]:
+        """What a plan made with this model records of its serving model (nothing for the paper's model)."""
+        if self.serving_overhead_ms is None:
+            return {}
+        return {"serving_overhead_ms": self.serving_overhead_ms, "serving_max_utilization": self.serving_max_utilization}
+
     def with_serving_overhead(self, overhead_ms: float | None, max_utilization: float | None = None) -> PerformanceModel:
         """This model for servers that run one batch at a time, with ``overhead_ms`` per batch and
         planned to at most ``max_utilization`` of their capacity; both None: the paper's model."""

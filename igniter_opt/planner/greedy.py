@@ -380,8 +380,7 @@ def build_plan(
         price_per_gpu_hour=perf.hardware.price_per_gpu_hour,
         solver=solver,
         margin=problem.margin if problem.latency_budget is LatencyBudget.FULL else None,
-        serving_overhead_ms=perf.serving_overhead_ms,
-        serving_max_utilization=None if perf.serving_overhead_ms is None else perf.serving_max_utilization,
+        **perf.serving_plan_fields(),
     )
 
 

@@ -15,6 +15,7 @@ from collections import deque
 from typing import Any
 
 from igniter_opt.errors import MeasurementError
+from igniter_opt.procgroup import signal_group, stop_group
 
 log = logging.getLogger(__name__)
 
@@ -158,31 +159,11 @@ class WorkerProcess:
     def terminate(self) -> None:
         """Send SIGTERM to the process group without waiting."""
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
+            signal_group(self.proc.pid, signal.SIGTERM)
 
     def kill(self, grace_s: float = 3.0) -> None:
         """Terminate the process group, then kill it; idempotent."""
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                pass
-        # The group may hold children (e.g. under ncu) even after the leader is gone.
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            log.warning("%s: process %d did not die", self.name, self.proc.pid)
+        stop_group(self.proc, self.name, grace_s=grace_s, reap_s=grace_s)
         self._cleanup()
 
     def _cleanup(self) -> None:

@@ -276,8 +276,7 @@ def to_plan(rp: ReplanProblem, result: GreedyReplan, planner: str, solver: Solve
         profile=perf.name, planner=planner, latency_budget=str(p.latency_budget), gpus=tuple(out),
         price_per_gpu_hour=perf.hardware.price_per_gpu_hour, solver=solver,
         margin=p.margin if p.latency_budget is LatencyBudget.FULL else None,
-        serving_overhead_ms=perf.serving_overhead_ms,
-        serving_max_utilization=None if perf.serving_overhead_ms is None else perf.serving_max_utilization,
+        **perf.serving_plan_fields(),
     )
 
 
