@@ -560,6 +560,23 @@ def stop_mps(mps: MpsControl, errors: list[str]) -> None:
         errors.append(f"stopping MPS: {exc}")
 
 
+def prepare_run(
+    deployments: list[Deployment],
+    specs: list[ServerSpec],
+    launcher_factory: Callable[[ServerSpec], Launcher] | None,
+    progress: Callable[[str], None] | None,
+) -> tuple[Callable[[str], None], Callable[[ServerSpec], Launcher]]:
+    """Last checks before anything starts (the servers' ports free, MPS startable), then the files of every
+    deployment; returns the progress callback and the launcher factory to use."""
+    check_ports_free([s.ports for s in specs])
+    deployments[0].mps.check()
+    for dep in deployments:
+        write_files(dep)
+    mode = deployments[0].options.launch_mode
+    return (progress or (lambda msg: log.info("%s", msg)),
+            launcher_factory or (lambda spec: make_launcher(mode, spec)))
+
+
 def apply_plan(
     dep: Deployment,
     *,
@@ -567,12 +584,8 @@ def apply_plan(
     progress: Callable[[str], None] | None = None,
 ) -> ApplyResult:
     """Run a deployment and measure it. Cleans up whatever happens; raises only for errors before the start."""
-    say = progress or (lambda msg: log.info("%s", msg))
-    factory = launcher_factory or (lambda spec: make_launcher(dep.options.launch_mode, spec))
+    say, factory = prepare_run([dep], [s.spec for s in dep.servers], launcher_factory, progress)
     out = dep.options.out_dir.resolve()
-    check_ports_free([s.spec.ports for s in dep.servers])
-    dep.mps.check()
-    write_files(dep)
 
     result = ApplyResult(out_dir=out, results=[], errors=[])
     launchers: dict[str, Launcher] = {}

@@ -15,7 +15,6 @@ phase go to ``summary.csv`` and ``transition.json``; ``latency.png`` marks the s
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -33,15 +32,14 @@ from igniter_opt.apply.executor import (
     base_stream,
     build_deployment,
     drive_load,
+    prepare_run,
     start_mps,
     start_servers,
     stop_all,
     stop_mps,
-    write_files,
 )
-from igniter_opt.apply.launcher import Launcher, ServerSpec, make_launcher
+from igniter_opt.apply.launcher import Launcher, ServerSpec
 from igniter_opt.apply.loadgen import LoadGenerator, StreamSpec, split_streams
-from igniter_opt.apply.ports import check_ports_free
 from igniter_opt.apply.results import (
     WorkloadResult,
     plot_latency,
@@ -53,8 +51,6 @@ from igniter_opt.domain import Plan
 from igniter_opt.errors import ApplyError
 from igniter_opt.ioutil import atomic_write_json, atomic_write_text
 from igniter_opt.replan.diff import ChangeKind, PlanDiff, diff_plans
-
-log = logging.getLogger(__name__)
 
 NEW_PREFIX = "new-"  # names of the new plan's servers and streams, as records show them
 PHASES = ("before", "transition", "after")
@@ -214,13 +210,10 @@ def apply_transition(
     progress: Callable[[str], None] | None = None,
 ) -> TransitionResult:
     """Run the old plan, change to the new one under load, and measure every phase; cleans up whatever happens."""
-    say = progress or (lambda msg: log.info("%s", msg))
-    factory = launcher_factory or (lambda spec: make_launcher(tr.options.launch_mode, spec))
+    # the old plan's MPS daemon serves the new servers too (build_transition gives them its folders)
+    say, factory = prepare_run([tr.old, tr.new], [s.spec for s in (*tr.old.servers, *tr.start_new)],
+                               launcher_factory, progress)
     out = tr.options.out_dir.resolve()
-    check_ports_free([s.spec.ports for s in (*tr.old.servers, *tr.start_new)])
-    tr.old.mps.check()
-    write_files(tr.old)
-    write_files(tr.new)
     result = TransitionResult(out_dir=out)
     old_launchers: dict[str, Launcher] = {}
     started: dict[str, Launcher] = {}
