@@ -10,7 +10,6 @@ with ``quit``, and refuses to start next to another user's daemon (``gpu.mps`` f
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import time
 from abc import ABC, abstractmethod
@@ -18,7 +17,13 @@ from pathlib import Path
 
 from igniter_opt.errors import ApplyError, MpsError
 from igniter_opt.gpu.mps import CONTROL_BINARY as CONTROL
-from igniter_opt.gpu.mps import already_running_message, find_control_binary, other_control_daemons
+from igniter_opt.gpu.mps import (
+    already_running_message,
+    find_control_binary,
+    mps_env,
+    other_control_daemons,
+    run_control,
+)
 
 log = logging.getLogger(__name__)
 
@@ -77,12 +82,6 @@ class MpsDaemon(MpsControl):
         if others:
             raise ApplyError(already_running_message(others))
 
-    def _env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["CUDA_MPS_PIPE_DIRECTORY"] = str(self.pipe_dir)
-        env["CUDA_MPS_LOG_DIRECTORY"] = str(self.log_dir)
-        return env
-
     def start(self, pipe_dir: Path, log_dir: Path) -> None:
         binary = self._binary()
         pipe_dir.mkdir(parents=True, exist_ok=True)
@@ -94,7 +93,7 @@ class MpsDaemon(MpsControl):
             log.warning("quitting a leftover MPS control daemon in %s", pipe_dir)
             self._started = True
             self.stop()
-        res = subprocess.run([binary, "-d"], env=self._env(), capture_output=True, text=True, timeout=30, check=False)
+        res = run_control(binary, ["-d"], pipe_dir, log_dir, timeout_s=30)
         if res.returncode != 0:
             raise ApplyError(f"{binary} -d failed (exit {res.returncode}): {(res.stderr or res.stdout).strip()[:200]}")
         self._started = True
@@ -106,8 +105,7 @@ class MpsDaemon(MpsControl):
         self._started = False
         log.info("stopping the MPS control daemon")
         try:
-            subprocess.run([self._binary()], input="quit\n", env=self._env(), capture_output=True, text=True,
-                           timeout=self.stop_timeout_s, check=False)
+            run_control(self._binary(), [], self.pipe_dir, self.log_dir, timeout_s=self.stop_timeout_s, command="quit")
         except subprocess.TimeoutExpired:
             log.warning("MPS control daemon did not answer 'quit' within %.0f s", self.stop_timeout_s)
         # The daemon removes its control pipe when it is gone.
@@ -116,11 +114,7 @@ class MpsDaemon(MpsControl):
             time.sleep(0.1)
 
     def env_for_client(self, share_pct: float) -> dict[str, str]:
-        return {
-            "CUDA_MPS_PIPE_DIRECTORY": str(self.pipe_dir),
-            "CUDA_MPS_LOG_DIRECTORY": str(self.log_dir),
-            "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": share_value(share_pct),
-        }
+        return {**mps_env(self.pipe_dir, self.log_dir), "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": share_value(share_pct)}
 
     def describe(self) -> list[str]:
         c = self.control or CONTROL

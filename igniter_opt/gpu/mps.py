@@ -46,6 +46,19 @@ def find_control_binary() -> str:
     )
 
 
+def mps_env(pipe_dir: str | os.PathLike[str], log_dir: str | os.PathLike[str]) -> dict[str, str]:
+    """The variables that tie a control command or a client process to one daemon's private folders."""
+    return {"CUDA_MPS_PIPE_DIRECTORY": str(pipe_dir), "CUDA_MPS_LOG_DIRECTORY": str(log_dir)}
+
+
+def run_control(binary: str, args: list[str], pipe_dir: str | os.PathLike[str], log_dir: str | os.PathLike[str], *,
+                timeout_s: float, command: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``nvidia-cuda-mps-control ARGS`` for the daemon of these folders (``command`` on its stdin)."""
+    return subprocess.run([binary, *args], input=None if command is None else command + "\n",
+                          env={**os.environ, **mps_env(pipe_dir, log_dir)}, capture_output=True, text=True,
+                          timeout=timeout_s, check=False)
+
+
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -119,20 +132,12 @@ class MpsDaemon:
         self.running = False
 
     # ---- environment -----------------------------------------------------------------------
-    def _daemon_env(self) -> dict[str, str]:
-        assert self.pipe_dir is not None and self.log_dir is not None
-        env = dict(os.environ)
-        env["CUDA_MPS_PIPE_DIRECTORY"] = str(self.pipe_dir)
-        env["CUDA_MPS_LOG_DIRECTORY"] = str(self.log_dir)
-        return env
-
     def client_env(self, share_pct: float | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for a client process of this daemon, limited to ``share_pct`` % of the SMs."""
         if not self.running:
             raise MpsError("the MPS daemon is not running; start it before launching clients")
-        env = dict(os.environ if base is None else base)
-        env["CUDA_MPS_PIPE_DIRECTORY"] = str(self.pipe_dir)
-        env["CUDA_MPS_LOG_DIRECTORY"] = str(self.log_dir)
+        assert self.pipe_dir is not None and self.log_dir is not None
+        env = {**(os.environ if base is None else base), **mps_env(self.pipe_dir, self.log_dir)}
         if share_pct is not None:
             if not 0 < float(share_pct) <= 100:
                 raise MpsError(f"share must be in (0, 100] %, got {share_pct}")
@@ -159,10 +164,7 @@ class MpsDaemon:
         self.pipe_dir.mkdir()
         self.log_dir.mkdir()
         try:
-            res = subprocess.run(
-                [binary, "-d"], env=self._daemon_env(), capture_output=True, text=True, timeout=self.start_timeout_s,
-                check=False,
-            )
+            res = run_control(binary, ["-d"], self.pipe_dir, self.log_dir, timeout_s=self.start_timeout_s)
         except (OSError, subprocess.TimeoutExpired) as exc:
             self._cleanup_dirs()
             raise MpsError(f"could not start the MPS control daemon ({exc})") from None
@@ -185,11 +187,9 @@ class MpsDaemon:
         if not self.running:
             raise MpsError("the MPS daemon is not running")
         binary = self.control_binary or find_control_binary()
+        assert self.pipe_dir is not None and self.log_dir is not None
         try:
-            res = subprocess.run(
-                [binary], input=command + "\n", env=self._daemon_env(), capture_output=True, text=True, timeout=timeout_s,
-                check=False,
-            )
+            res = run_control(binary, [], self.pipe_dir, self.log_dir, timeout_s=timeout_s, command=command)
         except subprocess.TimeoutExpired:
             raise MpsError(f"the MPS control daemon did not answer '{command}' in {timeout_s:g} s") from None
         return res.stdout.strip()
