@@ -16,10 +16,19 @@ class LatencyBudget(StrEnum):
     IGNITER: the paper's rule, inference latency <= SLO / 2, batch from the paper's closed form.
     FULL: a batch of b requests at rate R takes (b - 1) / R to form;
           (b - 1) / R + t_inf <= SLO * (1 - margin) and throughput >= rate.
+    TAIL: each request's end-to-end latency under random arrivals (batch formation, queueing
+          behind earlier batches, service, client and network) is within the SLO for at least a
+          fraction ``attainment`` of the requests (``igniter_opt.placement.queueing``).
     """
 
     IGNITER = "igniter"
     FULL = "full"
+    TAIL = "tail"
+
+
+# Defaults of the planning problem, declared once (the CLI shows them in --help).
+DEFAULT_MARGIN = 0.1
+DEFAULT_ATTAINMENT = 0.99
 
 
 @dataclass(frozen=True, order=True)
@@ -34,10 +43,19 @@ class Workload:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Predicted mean inference latency and throughput of one placement."""
+    """What the model predicts for one placement.
+
+    ``latency_ms`` and ``throughput_rps``: one batch's mean latency and the placement's throughput
+    (the performance model). ``p50_ms``, ``p99_ms`` and ``within_slo`` (a fraction): each request's
+    end-to-end latency under random arrivals at the placement's rate (the serving model), when the
+    profile's serving measurements are known.
+    """
 
     latency_ms: float
     throughput_rps: float
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    within_slo: float | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +63,8 @@ class Placement:
     """One server: (part of) a workload on one GPU with an MPS share and a batch size.
 
     ``rate_rps`` is the rate this placement serves (a split workload has several placements).
+    ``queue_delay_ms`` is the dynamic batcher's largest wait for a fuller batch (None: the rule
+    ``apply`` uses for plans that do not choose it).
     """
 
     workload: str
@@ -54,6 +74,7 @@ class Placement:
     batch: int
     share_pct: float
     predicted: Prediction | None = None
+    queue_delay_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,22 @@ class GpuAssignment:
     @property
     def total_share_pct(self) -> float:
         return sum(p.share_pct for p in self.placements)
+
+
+@dataclass(frozen=True)
+class ServingParams:
+    """How the serving stack adds to a batch's GPU time, measured per GPU type (times in ms).
+
+    ``overhead_ms``: per batch execution, beyond the model's own time (Triton's Python backend
+    takes the inputs, runs one batch at a time, builds the responses). ``client_ms``: per request,
+    the client and network beyond the server's own time. ``service_cv``: coefficient of variation
+    of one batch's service time. ``source`` says where the numbers come from.
+    """
+
+    overhead_ms: float
+    client_ms: float = 0.0
+    service_cv: float = 0.0
+    source: str = ""
 
 
 @dataclass(frozen=True)
@@ -96,6 +133,8 @@ class Plan:
     margin: float | None = None
     serving_overhead_ms: float | None = None  # planned with this overhead per batch execution (None: paper)
     serving_max_utilization: float | None = None  # and to at most this utilization per server
+    attainment: float | None = None  # tail budget: the fraction of requests planned within the SLO
+    serving: ServingParams | None = None  # the serving measurements the per-request predictions used
 
     @property
     def num_gpus(self) -> int:
@@ -121,8 +160,11 @@ class PlanningProblem:
     workloads: tuple[Workload, ...]
     perf_model: PerformanceModel
     latency_budget: LatencyBudget = LatencyBudget.IGNITER
-    margin: float = 0.1
+    margin: float = DEFAULT_MARGIN
+    attainment: float = DEFAULT_ATTAINMENT
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin < 1:
             raise ValueError(f"margin must be in [0, 1), got {self.margin}")
+        if not 0 < self.attainment < 1:
+            raise ValueError(f"attainment must be in (0, 1), got {self.attainment}")

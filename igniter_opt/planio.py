@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from igniter_opt.domain import GpuAssignment, Placement, Plan, Prediction, SolverInfo, Workload
+from igniter_opt.domain import GpuAssignment, Placement, Plan, Prediction, ServingParams, SolverInfo, Workload
 from igniter_opt.errors import InputError, PlanError
 from igniter_opt.ioutil import atomic_write_json
 
@@ -72,6 +72,46 @@ def _clean(x: float | None, digits: int = 6) -> float | None:
     return None if not math.isfinite(x) else round(float(x), digits)
 
 
+def serving_to_dict(s: ServingParams) -> dict[str, Any]:
+    return {"overhead_ms": s.overhead_ms, "client_ms": s.client_ms, "service_cv": s.service_cv, "source": s.source}
+
+
+def serving_from_dict(d: Any, source: str) -> ServingParams:
+    """Serving measurements (a plan's or a profile's ``serving`` block); a one-line PlanError otherwise."""
+    try:
+        out = ServingParams(float(d["overhead_ms"]), float(d.get("client_ms", 0.0)),
+                            float(d.get("service_cv", 0.0)), str(d.get("source", "")))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise PlanError(f"{source}: malformed serving block ({type(exc).__name__}: {exc})") from None
+    if not all(math.isfinite(x) and x >= 0 for x in (out.overhead_ms, out.client_ms, out.service_cv)):
+        raise PlanError(f"{source}: serving overhead_ms, client_ms and service_cv must be numbers >= 0")
+    return out
+
+
+def _prediction_to_dict(pr: Prediction | None) -> dict[str, Any] | None:
+    if pr is None:
+        return None
+    out: dict[str, Any] = {"latency_ms": _clean(pr.latency_ms, 4), "throughput_rps": _clean(pr.throughput_rps, 3)}
+    if pr.within_slo is not None:
+        out.update(p50_ms=_clean(pr.p50_ms, 4), p99_ms=_clean(pr.p99_ms, 4), within_slo=_clean(pr.within_slo, 6))
+    return out
+
+
+def placement_to_dict(p: Placement) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "workload": p.workload,
+        "model": p.model,
+        "slo_ms": p.slo_ms,
+        "rate_rps": _clean(p.rate_rps),
+        "batch": p.batch,
+        "share": p.share_pct,
+    }
+    if p.queue_delay_ms is not None:
+        out["queue_delay_ms"] = _clean(p.queue_delay_ms, 6)
+    out["predicted"] = _prediction_to_dict(p.predicted)
+    return out
+
+
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     s = plan.solver
     d: dict[str, Any] = {
@@ -85,28 +125,12 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     if plan.serving_overhead_ms is not None:
         d["serving_overhead_ms"] = plan.serving_overhead_ms
         d["serving_max_utilization"] = plan.serving_max_utilization
+    if plan.attainment is not None:
+        d["attainment"] = plan.attainment
+    if plan.serving is not None:
+        d["serving"] = serving_to_dict(plan.serving)
     d["gpus"] = [
-        {
-            "id": g.gpu_id,
-            "type": g.gpu_type,
-            "placements": [
-                {
-                    "workload": p.workload,
-                    "model": p.model,
-                    "slo_ms": p.slo_ms,
-                    "rate_rps": _clean(p.rate_rps),
-                    "batch": p.batch,
-                    "share": p.share_pct,
-                    "predicted": None
-                    if p.predicted is None
-                    else {
-                        "latency_ms": _clean(p.predicted.latency_ms, 4),
-                        "throughput_rps": _clean(p.predicted.throughput_rps, 3),
-                    },
-                }
-                for p in g.placements
-            ],
-        }
+        {"id": g.gpu_id, "type": g.gpu_type, "placements": [placement_to_dict(p) for p in g.placements]}
         for g in plan.gpus
     ]
     d["cost"] = {"gpus": plan.num_gpus, "per_hour": _clean(plan.cost_per_hour)}
@@ -146,6 +170,9 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
                 if batch < 1 or not 0 < share <= 100:
                     raise PlanError(f"{where}: batch must be >= 1 and share in (0, 100], got {batch}, {share}")
                 pred = p.get("predicted")
+                delay = _opt_float(p.get("queue_delay_ms"))
+                if delay is not None and not (math.isfinite(delay) and delay >= 0):
+                    raise PlanError(f"{where}: queue_delay_ms must be a number of ms >= 0, got {delay}")
                 placements.append(
                     Placement(
                         workload=str(p["workload"]),
@@ -156,7 +183,10 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
                         share_pct=share,
                         predicted=None
                         if not pred
-                        else Prediction(float(pred["latency_ms"]), float(pred["throughput_rps"])),
+                        else Prediction(float(pred["latency_ms"]), float(pred["throughput_rps"]),
+                                        _opt_float(pred.get("p50_ms")), _opt_float(pred.get("p99_ms")),
+                                        _opt_float(pred.get("within_slo"))),
+                        queue_delay_ms=delay,
                     )
                 )
             gpus.append(GpuAssignment(str(g["id"]), str(g.get("type", "")), tuple(placements)))
@@ -184,6 +214,8 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
             margin=_opt_float(d.get("margin")),
             serving_overhead_ms=_opt_float(d.get("serving_overhead_ms")),
             serving_max_utilization=_opt_float(d.get("serving_max_utilization")),
+            attainment=_opt_float(d.get("attainment")),
+            serving=serving_from_dict(d["serving"], source) if d.get("serving") is not None else None,
         )
     except PlanError:
         raise

@@ -83,3 +83,21 @@ def test_plan_of_another_schema_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PlanError, match=r"gpus\[0\]\.placements\[0\]: batch must be >= 1"):
         plan_from_dict({"schema": PLAN_SCHEMA, "gpus": [{"id": "g", "placements": [
             {"workload": "a", "model": "m", "batch": 0, "share": 10}]}]})
+
+
+def test_written_files_get_the_ordinary_mode_not_0600(tmp_path) -> None:
+    """Issue 14.4: atomic writes used mkstemp's private 0600 mode whatever the umask."""
+    import os
+    import stat
+
+    from igniter_opt.ioutil import atomic_write_json, atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        a = atomic_write_text(tmp_path / "a.txt", "x")
+        b = atomic_write_json(tmp_path / "sub" / "b.json", {"k": 1})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(a.stat().st_mode) == 0o644
+    assert stat.S_IMODE(b.stat().st_mode) == 0o644
+    assert list(tmp_path.glob(".*.tmp")) == [] and list((tmp_path / "sub").glob(".*.tmp")) == []
