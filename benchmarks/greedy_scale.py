@@ -28,7 +28,7 @@ from igniter_opt.ioutil import atomic_write_text  # noqa: E402
 from igniter_opt.perfmodel import load_profile  # noqa: E402
 from igniter_opt.planner import greedy  # noqa: E402
 from igniter_opt.planner.greedy_reference import reference_igniter_demands, reference_place  # noqa: E402
-from igniter_opt.planner.verify import verify_plan  # noqa: E402
+from igniter_opt.placement import verify_plan  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_V100 = Path(__file__).resolve().parents[2] / "shared" / "data" / "igniter_v100_profile.jsonl"
@@ -69,12 +69,12 @@ def main() -> None:
         ref_s, same = float("nan"), None
         if n <= args.reference_up_to:
             t0 = time.perf_counter()
-            ref_demands = [d for w in ws for d in reference_igniter_demands(perf, w)]
+            ref_demands = [d for w in ws for d in reference_igniter_demands(problem, w)]
             ref = reference_place(perf, ref_demands)
             ref_s = time.perf_counter() - t0
             same = ref_demands == demands and ref == gpus
         rows.append({
-            "workloads": n, "seed": args.seed, "demands": len(demands), "gpus": len(gpus),
+            "workloads": n, "seed": args.seed, "demands": len(demands), "gpus": gpus.num_gpus,
             "total_share_pct": plan.total_share_pct, "plan_s_best": min(times), "plan_s_median": float(np.median(times)),
             "init_s_best": min(init_times), "peak_mib": round(peak, 2), "violations": violations,
             "plain_port_s": ref_s, "same_plan_as_plain_port": same,

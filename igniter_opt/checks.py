@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from igniter_opt.domain import LatencyBudget, PlanningProblem
+import numpy as np
+
+from igniter_opt.domain import PlanningProblem
 from igniter_opt.errors import ProblemError
-from igniter_opt.planner.budget import inference_limit_ms, lower_share_units, min_feasible_slo_ms
+from igniter_opt.placement import lower_share_units, violates
+from igniter_opt.placement.serving import serving_model_for
 
 
 @dataclass(frozen=True)
@@ -27,16 +30,25 @@ def check_models_profiled(problem: PlanningProblem) -> list[Issue]:
 
 
 def check_slo_reachable(problem: PlanningProblem) -> list[Issue]:
-    """An SLO that batch 1 at 100 % cannot meet alone can never be met."""
+    """An SLO that no configuration meets alone on a whole GPU can never be met.
+
+    igniter and full: batch 1 at 100 %; tail: the best batch and queue delay at 100 %.
+    """
     perf = problem.perf_model
+    rule = serving_model_for(problem)
     out = []
     for w in problem.workloads:
         if w.model not in perf.models:
             continue
-        limit = inference_limit_ms(w.slo_ms, w.rate_rps, 1, problem.latency_budget, problem.margin)
-        lat, _ = perf.solo(w.model, 1, 100.0)
-        if lower_share_units(perf, w.model, 1, limit) is None or lat > limit:
-            best = min_feasible_slo_ms(perf, w, problem.latency_budget, problem.margin)
+        best = rule.min_slo_ms(perf, w.model, w.rate_rps)
+        if rule.budget.value == "tail":
+            reachable = bool(np.isfinite(best)) and best <= w.slo_ms
+        else:
+            limit = rule.limit(w.slo_ms, w.rate_rps, 1)
+            lat, _ = perf.solo(w.model, 1, perf.max_units * perf.unit_pct)
+            reachable = (lower_share_units(perf, w.model, 1, limit) is not None
+                         and not violates(np.array(lat), np.array(np.inf), np.array(limit), np.array(0.0)))
+        if not reachable:
             out.append(Issue(
                 w.name,
                 f"workload '{w.name}' ({w.model}): SLO {w.slo_ms:g} ms cannot be met even alone at 100 % "
@@ -45,13 +57,7 @@ def check_slo_reachable(problem: PlanningProblem) -> list[Issue]:
     return out
 
 
-def check_margin(problem: PlanningProblem) -> list[Issue]:
-    if problem.latency_budget is LatencyBudget.FULL and not 0 <= problem.margin < 1:
-        return [Issue(None, f"margin {problem.margin} must be in [0, 1)")]
-    return []
-
-
-CHECKS = (check_models_profiled, check_slo_reachable, check_margin)
+CHECKS = (check_models_profiled, check_slo_reachable)
 
 
 def check_problem(problem: PlanningProblem, *, strict: bool = True) -> list[Issue]:

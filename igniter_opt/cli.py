@@ -18,7 +18,7 @@ from igniter_opt.perfmodel import fit_profile, load_profile, load_raw, write_pro
 from igniter_opt.planio import EXAMPLE_WORKLOADS, plan_to_dict, read_plan, read_workloads, write_plan
 from igniter_opt.planner import planner_names, run_planner
 from igniter_opt.planner.compare import compare_planners, parse_planners
-from igniter_opt.planner.verify import predict_plan, verify_plan
+from igniter_opt.placement import predict_plan, verify_plan
 from igniter_opt.replan import REPLANNERS, ReplanProblem, check_current_plan, run_replanner
 from igniter_opt.replan.diff import write_diff
 from igniter_opt.replan.trace import PLAN_FOR, TraceJob, comparison, file_sha256, read_trace, run_trace_job

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from igniter_opt.solver import SolveOutcome, SolveStatus
+
 if TYPE_CHECKING:
     from igniter_opt.perfmodel.model import PerformanceModel
 
@@ -107,20 +109,6 @@ class ServingParams:
 
 
 @dataclass(frozen=True)
-class SolverInfo:
-    """What the planner reports about its own search (the greedy planner fills what applies)."""
-
-    status: str
-    objective: float | None = None
-    bound: float | None = None
-    gap: float | None = None
-    wall_s: float | None = None
-    build_s: float | None = None
-    solve_s: float | None = None
-    message: str | None = None
-
-
-@dataclass(frozen=True)
 class Plan:
     """A full provisioning plan: GPUs, their placements, cost and how it was found."""
 
@@ -129,7 +117,7 @@ class Plan:
     latency_budget: str
     gpus: tuple[GpuAssignment, ...]
     price_per_gpu_hour: float = 1.0
-    solver: SolverInfo = field(default_factory=lambda: SolverInfo(status="unknown"))
+    solver: SolveOutcome = field(default_factory=lambda: SolveOutcome(SolveStatus.UNKNOWN))
     margin: float | None = None
     serving_overhead_ms: float | None = None  # planned with this overhead per batch execution (None: paper)
     serving_max_utilization: float | None = None  # and to at most this utilization per server
@@ -162,9 +150,19 @@ class PlanningProblem:
     latency_budget: LatencyBudget = LatencyBudget.IGNITER
     margin: float = DEFAULT_MARGIN
     attainment: float = DEFAULT_ATTAINMENT
+    # Largest batch a plan may use; None: the largest the profile measured (beyond it the fit
+    # extrapolates, so going further must be asked for).
+    max_batch: int | None = None
+
+    @property
+    def batch_limit(self) -> int | None:
+        """The largest batch plans may use (None: no bound known)."""
+        return self.max_batch if self.max_batch is not None else self.perf_model.max_measured_batch
 
     def __post_init__(self) -> None:
         if not 0 <= self.margin < 1:
             raise ValueError(f"margin must be in [0, 1), got {self.margin}")
         if not 0 < self.attainment < 1:
             raise ValueError(f"attainment must be in (0, 1), got {self.attainment}")
+        if self.max_batch is not None and self.max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")

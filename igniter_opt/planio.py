@@ -10,9 +10,10 @@ from typing import Any
 
 import pandas as pd
 
-from igniter_opt.domain import GpuAssignment, Placement, Plan, Prediction, ServingParams, SolverInfo, Workload
+from igniter_opt.domain import GpuAssignment, Placement, Plan, Prediction, ServingParams, Workload
 from igniter_opt.errors import InputError, PlanError
 from igniter_opt.ioutil import atomic_write_json
+from igniter_opt.solver import SolveOutcome, status_from_text
 
 PLAN_SCHEMA = "igniter-opt/plan/v1"
 WORKLOAD_COLUMNS = ("name", "model", "slo_ms", "rate_rps")
@@ -135,7 +136,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     ]
     d["cost"] = {"gpus": plan.num_gpus, "per_hour": _clean(plan.cost_per_hour)}
     solver: dict[str, Any] = {
-        "status": s.status,
+        "status": str(s.status),
         "objective": _clean(s.objective),
         "bound": _clean(s.bound),
         "gap": _clean(s.gap),
@@ -194,8 +195,8 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
         n = len(gpus)
         price = float(cost["per_hour"]) / n if n and cost.get("per_hour") is not None else 1.0
         s = d.get("solver", {}) or {}
-        solver = SolverInfo(
-            status=str(s.get("status", "unknown")),
+        solver = SolveOutcome(
+            status=status_from_text(str(s.get("status", "unknown"))),
             objective=_opt_float(s.get("objective")),
             bound=_opt_float(s.get("bound")),
             gap=_opt_float(s.get("gap")),

@@ -11,8 +11,9 @@ import pandas as pd
 
 from igniter_opt.domain import LatencyBudget, Plan
 from igniter_opt.planio import plan_to_dict
-from igniter_opt.planner.budget import inference_limit_ms
-from igniter_opt.planner.verify import Violation
+from igniter_opt.placement import Violation
+from igniter_opt.placement.feasibility import placement_queue_delay_ms
+from igniter_opt.placement.serving import plan_serving_model
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
@@ -42,14 +43,15 @@ def _fmt(v: object) -> str:
 
 
 def plan_frame(plan: Plan) -> pd.DataFrame:
-    """One row per placement, with the latency limit under the plan's budget."""
+    """One row per placement, with the latency limit under the plan's serving model."""
     budget = LatencyBudget(plan.latency_budget)
     margin = plan.margin or 0.0
+    rule = plan_serving_model(budget, plan.margin, plan.attainment, plan.serving)
     rows = []
     for g in plan.gpus:
         for p in g.placements:
             limit = (
-                inference_limit_ms(p.slo_ms, p.rate_rps, p.batch, budget, margin)
+                rule.limit(p.slo_ms, p.rate_rps, p.batch, placement_queue_delay_ms(p, budget, margin))
                 if math.isfinite(p.slo_ms) and math.isfinite(p.rate_rps)
                 else math.nan
             )
@@ -64,19 +66,31 @@ def plan_frame(plan: Plan) -> pd.DataFrame:
                 "slo_ms": p.slo_ms,
                 "throughput_rps": p.predicted.throughput_rps if p.predicted else math.nan,
                 "rate_rps": p.rate_rps,
+                "queue_delay_ms": p.queue_delay_ms if p.queue_delay_ms is not None else math.nan,
+                "p99_ms": _opt(p.predicted.p99_ms if p.predicted else None),
+                "within_slo_pct": _opt(100.0 * p.predicted.within_slo if p.predicted and p.predicted.within_slo
+                                       is not None else None),
             })
     return pd.DataFrame(rows)
 
 
+def _opt(x: float | None) -> float:
+    return math.nan if x is None else float(x)
+
+
 def plan_table(plan: Plan) -> str:
+    """The plan as a table; with per-request predictions, their p99 and % within SLO too."""
     df = plan_frame(plan)
     headers = ["GPU", "workload", "model", "batch", "share %", "latency ms", "limit ms", "thr req/s", "rate req/s"]
-    rows = [
-        [r.gpu, r.workload, r.model, int(r.batch), float(r.share_pct), float(r.latency_ms), float(r.limit_ms),
-         float(r.throughput_rps), float(r.rate_rps)]
-        for r in df.itertuples()
-    ]
-    return render_table(headers, rows, align="lllrrrrrr")
+    with_requests = bool(df["within_slo_pct"].notna().any()) if len(df) else False
+    if with_requests:
+        headers += ["p99 ms", "in SLO %"]
+    rows = []
+    for r in df.itertuples():
+        row = [r.gpu, r.workload, r.model, int(r.batch), float(r.share_pct), float(r.latency_ms), float(r.limit_ms),
+               float(r.throughput_rps), float(r.rate_rps)]
+        rows.append(row + ([float(r.p99_ms), float(r.within_slo_pct)] if with_requests else []))
+    return render_table(headers, rows, align="lllrrrrrr" + ("rr" if with_requests else ""))
 
 
 def plan_summary(plan: Plan, violations: Sequence[Violation]) -> str:
@@ -103,8 +117,11 @@ def render_plan(plan: Plan, violations: Sequence[Violation], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(plan_to_dict(plan), indent=2)
     if fmt == "csv":
+        df = plan_frame(plan)
+        if not (len(df) and df["within_slo_pct"].notna().any()):  # no per-request predictions to show
+            df = df.drop(columns=["queue_delay_ms", "p99_ms", "within_slo_pct"])
         buf = io.StringIO()
-        plan_frame(plan).to_csv(buf, index=False, float_format="%.4f")
+        df.to_csv(buf, index=False, float_format="%.4f")
         return buf.getvalue().rstrip("\n")
     return plan_table(plan) + "\n\n" + plan_summary(plan, violations)
 

@@ -72,26 +72,36 @@ class SolveOptions:
 
 
 @dataclass(frozen=True)
-class SolveReport:
-    """What a MIP solve returned, mapped once to ``SolveStatus`` (times in seconds).
+class SolveOutcome:
+    """How a plan was found: every planner's report, mapped once to ``SolveStatus`` (times in s).
 
-    ``objective`` is the incumbent's objective value and ``bound`` the solver's proven bound on
-    it; ``mip_gap`` is ``(objective - bound) / |objective|`` when both exist. A planner with a
-    lexicographic second objective reports it in ``share_pct`` / ``share_bound_pct``.
+    ``objective`` is the plan's cost (with a replanner, its migration objective) and ``bound`` a
+    proven lower bound on the optimum of the problem asked (never of a tightened or capped model);
+    ``gap`` is ``(objective - bound) / |objective|`` when both exist. A heuristic fills what
+    applies. ``termination_raw`` is the solver's own word; ``share_pct`` / ``share_bound_pct``
+    report a lexicographic second objective (total share, %) where one was solved.
     """
 
     status: SolveStatus
-    termination_raw: str
     objective: float | None = None
     bound: float | None = None
-    mip_gap: float | None = None
+    gap: float | None = None
+    wall_s: float | None = None
     build_s: float | None = None
     solve_s: float | None = None
-    solver_name: str = ""
     message: str | None = None
-    # lexicographic tie-break (total share, %), solved after the GPU cost is proven optimal
+    termination_raw: str = ""
+    solver_name: str = ""
     share_pct: float | None = None
     share_bound_pct: float | None = None
+
+
+def status_from_text(text: str) -> SolveStatus:
+    """A status read back from a file; an unrecognised one is UNKNOWN."""
+    try:
+        return SolveStatus(text)
+    except ValueError:
+        return SolveStatus.UNKNOWN
 
 
 def relative_gap(objective: float | None, bound: float | None) -> float | None:

@@ -189,8 +189,8 @@ def test_solve_ffd_exits_1_and_names_the_violation(runner: CliRunner, v100_path:
     assert res.output.splitlines()[-1].startswith("Error: the ffd plan violates the exact model in ")
 
 
-@pytest.mark.parametrize("module", ["igniter_opt.checks", "igniter_opt.planner.budget", "igniter_opt.report",
-                                    "igniter_opt.replan", "igniter_opt.apply.transition", "igniter_opt.planner.mip"])
+@pytest.mark.parametrize("module", ["igniter_opt.checks", "igniter_opt.placement", "igniter_opt.report",
+                                    "igniter_opt.replan", "igniter_opt.apply.transition", "igniter_opt.planner.exact"])
 def test_every_module_imports_first(module: str) -> None:
     """No circular import, whichever module a user imports first."""
     import subprocess

@@ -17,9 +17,12 @@ pytest.importorskip("highspy", reason="the exact planner needs highspy")
 from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
 from igniter_opt.errors import ProblemError, SolverUnavailableError
 from igniter_opt.perfmodel import PerformanceModel
-from igniter_opt.planner import greedy, mip, run_planner
-from igniter_opt.planner.budget import max_units
-from igniter_opt.planner.verify import verify_plan
+from igniter_opt.placement import Demand, Packing, gpu_of, max_units, verify_plan
+from igniter_opt.placement.serving import serving_model_for
+from igniter_opt.planner import exact as mip
+from igniter_opt.planner import greedy, run_planner
+from igniter_opt.planner.exact import data as mip_data
+from igniter_opt.planner.exact import highs as mip_solve
 from igniter_opt.solver import SolveOptions, SolveStatus
 
 MODELS = ("alexnet", "resnet50", "vgg19", "ssd")
@@ -70,10 +73,9 @@ def _exact_slack(problem: PlanningProblem, m, assignment: dict[int, int]) -> flo
         slots.append((md.demand.workload.model, cfg.batch, cfg.units * perf.unit_pct))
         meta.append((md.demand, cfg))
     worst = math.inf
-    from igniter_opt.planner.budget import inference_limit_ms
-
+    rule = serving_model_for(problem)
     for (lat, thr), (dem, cfg) in zip(perf.predict_gpu(slots), meta, strict=True):
-        limit = inference_limit_ms(dem.workload.slo_ms, dem.rate_rps, cfg.batch, problem.latency_budget, problem.margin)
+        limit = rule.limit(dem.workload.slo_ms, dem.rate_rps, cfg.batch, cfg.queue_delay_ms)
         worst = min(worst, (limit - lat) / limit, (thr - dem.rate_rps) / dem.rate_rps)
     return worst
 
@@ -83,12 +85,13 @@ def _brute_force(problem: PlanningProblem) -> tuple[int, float]:
     perf = problem.perf_model
     cap = max_units(perf)
     demands = greedy.initial_demands(problem)
+    rule = serving_model_for(problem)
     grids = []
     for d in demands:
-        bmax = mip._batch_range(perf, d, problem.latency_budget, problem.margin)
-        t = mip._config_table(perf, d, problem.latency_budget, problem.margin, bmax, cap)
-        ok = np.flatnonzero(t["solo_ok"])
-        grids.append([(int(t["b"][j]), int(t["u"][j]), float(t["limit"][j])) for j in ok])
+        bmax = mip.batch_range(perf, problem, d)
+        t = mip.config_table(perf, rule, d, bmax, cap)
+        ok = np.flatnonzero(t.solo_ok)
+        grids.append([(int(t.batch[j]), int(t.units[j]), float(t.limit[j])) for j in ok])
     n = len(demands)
     midx = [perf.model_index(d.workload.model) for d in demands]
 
@@ -134,7 +137,7 @@ def _brute_force(problem: PlanningProblem) -> tuple[int, float]:
 # ---- structure -------------------------------------------------------------------------------
 def test_build_model_is_inspectable_without_solving(v100_model: PerformanceModel, paper_workloads) -> None:
     problem = PlanningProblem(paper_workloads, v100_model)
-    m = mip.build_model(problem)
+    m = mip.build_model(mip.prepare(problem))
     data = m.data
     assert data.num_gpus == 6 == len(m.GPUS)  # the greedy plan's GPU count bounds the slots
     for name in ("one_gpu_per_demand", "gpu_share_capacity", "demand_needs_open_gpu", "gpu_members", "gpu_cache",
@@ -155,7 +158,7 @@ def test_build_model_is_inspectable_without_solving(v100_model: PerformanceModel
 
 def test_greedy_start_satisfies_every_row(v100_model: PerformanceModel, paper_workloads) -> None:
     problem = PlanningProblem(paper_workloads, v100_model)
-    m = mip.build_model(problem)
+    m = mip.build_model(mip.prepare(problem))
     mip.set_warm_start(m, m.data)
     bad = []
     for c in m.component_data_objects(pyo.Constraint, active=True):
@@ -175,7 +178,7 @@ def test_greedy_start_satisfies_every_row_with_a_shared_power_floor(paper_worklo
     assert h100.hardware.power_floor_w > 0
     for scale in (1.0, 6.0):
         wl = tuple(Workload(w.name, w.model, w.slo_ms, w.rate_rps * scale) for w in paper_workloads)
-        m = mip.build_model(PlanningProblem(wl, h100))
+        m = mip.build_model(mip.prepare(PlanningProblem(wl, h100)))
         mip.set_warm_start(m, m.data)
         bad = [c.name for c in m.component_data_objects(pyo.Constraint, active=True)
                if (c.has_ub() and pyo.value(c.body) > pyo.value(c.upper) + 1e-9)
@@ -192,7 +195,7 @@ def test_greedy_start_satisfies_every_row_with_a_shared_power_floor(paper_worklo
 def test_linear_rows_accept_only_what_the_exact_model_accepts(v100_model: PerformanceModel, rows, seed) -> None:
     problem = _problem(v100_model, [(m, float(s), float(r)) for m, s, r in rows])
     data = mip.prepare(problem)
-    m = mip.build_model(problem, data)
+    m = mip.build_model(data)
     rng = np.random.default_rng(seed)
     for _ in range(8):  # several random co-locations of every demand on one GPU
         assignment = {d: int(rng.integers(len(md.configs))) for d, md in enumerate(data.demands)}
@@ -271,7 +274,7 @@ class _TC:
 
 
 def test_time_limit_without_incumbent_returns_greedy_plan(v100_model, paper_workloads, monkeypatch) -> None:
-    monkeypatch.setattr(mip, "_run", lambda *a, **k: (_TC("maxTimeLimit"), None, 5.0))
+    monkeypatch.setattr(mip_solve, "_run", lambda *a, **k: (_TC("maxTimeLimit"), None, 5.0))
     problem = PlanningProblem(paper_workloads, v100_model)
     out = run_planner(problem, "exact", SolveOptions(time_limit_s=1))
     assert out.violations == ()
@@ -285,7 +288,7 @@ def test_solver_error_returns_greedy_plan_with_reason(v100_model, paper_workload
     def boom(*a, **k):
         raise RuntimeError("HiGHS exploded")
 
-    monkeypatch.setattr(mip, "_run", boom)
+    monkeypatch.setattr(mip_solve, "_run", boom)
     problem = PlanningProblem(paper_workloads, v100_model)
     plan = mip.solve(problem, SolveOptions(time_limit_s=1))
     assert plan.solver.status == "error" and plan.num_gpus == 6
@@ -294,7 +297,7 @@ def test_solver_error_returns_greedy_plan_with_reason(v100_model, paper_workload
 
 
 def test_infeasible_status_is_flagged_as_a_defect(v100_model, paper_workloads, monkeypatch) -> None:
-    monkeypatch.setattr(mip, "_run", lambda *a, **k: (_TC("infeasible"), None, None))
+    monkeypatch.setattr(mip_solve, "_run", lambda *a, **k: (_TC("infeasible"), None, None))
     plan = mip.solve(PlanningProblem(paper_workloads, v100_model), SolveOptions(time_limit_s=1))
     assert plan.solver.status == "infeasible" and "defect" in plan.solver.message
 
@@ -308,11 +311,9 @@ def test_missing_highspy_raises_with_install_hint(v100_model, paper_workloads, m
 def test_unplaceable_demand_says_which_and_why(v100_model) -> None:
     # a demand no configuration can serve even alone (the greedy split would avoid it; inject it)
     problem = _problem(v100_model, [("vgg19", 40.0, 5000.0)])
-    from igniter_opt.planner.budget import Demand
-
     demand = Demand(problem.workloads[0], 5000.0, 4, 40, 20.0)
     with pytest.raises(ProblemError, match=r"'w0' \(vgg19.*cannot be placed even alone.*throughput .* < rate 5000"):
-        mip.prepare(problem, greedy_result=([demand], [([0], [40])]))
+        mip.prepare(problem, start=Packing((demand,), (gpu_of([demand], [0], [40]),)))
 
 
 def test_exact_planner_names_the_workload_whose_slo_is_too_tight(v100_model) -> None:
@@ -328,21 +329,21 @@ def test_slo_no_share_can_meet_is_reported_before_solving(v100_model) -> None:
 
 
 def test_termination_mapping() -> None:
-    assert mip._map_termination(_TC("optimal"), True) is SolveStatus.OPTIMAL
-    assert mip._map_termination(_TC("maxTimeLimit"), True) is SolveStatus.FEASIBLE
-    assert mip._map_termination(_TC("maxTimeLimit"), False) is SolveStatus.NO_SOLUTION
-    assert mip._map_termination(_TC("infeasibleOrUnbounded"), False) is SolveStatus.INFEASIBLE
-    assert mip._map_termination(_TC("error"), False) is SolveStatus.ERROR
-    assert mip._map_termination(_TC("somethingNew"), False) is SolveStatus.UNKNOWN
+    assert mip_solve._map_termination(_TC("optimal"), True) is SolveStatus.OPTIMAL
+    assert mip_solve._map_termination(_TC("maxTimeLimit"), True) is SolveStatus.FEASIBLE
+    assert mip_solve._map_termination(_TC("maxTimeLimit"), False) is SolveStatus.NO_SOLUTION
+    assert mip_solve._map_termination(_TC("infeasibleOrUnbounded"), False) is SolveStatus.INFEASIBLE
+    assert mip_solve._map_termination(_TC("error"), False) is SolveStatus.ERROR
+    assert mip_solve._map_termination(_TC("somethingNew"), False) is SolveStatus.UNKNOWN
 
 
 def test_never_costlier_than_greedy_even_when_the_start_is_split(v100_model, paper_workloads, monkeypatch) -> None:
     # an absurd repair margin makes every greedy GPU unrepairable, so the MIP start has one GPU per
     # demand; the planner must still return nothing costlier than greedy's own 6-GPU plan
-    monkeypatch.setattr(mip, "REPAIR_MARGIN_MS", 50.0)
+    monkeypatch.setattr(mip_data, "REPAIR_MARGIN_MS", 50.0)
     problem = PlanningProblem(paper_workloads, v100_model)
     data = mip.prepare(problem)
-    assert data.num_gpus == 12 and data.greedy_plan.num_gpus == 6
+    assert data.num_gpus == 12 and data.start_plan.num_gpus == 6
     out = run_planner(problem, "exact", SolveOptions(time_limit_s=5))
     assert out.violations == ()
     assert out.plan.num_gpus <= 6
@@ -362,4 +363,4 @@ def test_resource_bound_equals_the_plain_lagrangian_evaluation() -> None:
         for _ in range(int(rng.integers(1, 8))):
             n = int(rng.integers(1, 300))
             per_demand.append((rng.integers(1, 66, size=n).astype(float), rng.normal(20.0, 30.0, size=n)))
-        assert mip._resource_bound(per_demand, 65) == pytest.approx(plain(per_demand, 65), rel=1e-12, abs=1e-12)
+        assert mip_data.resource_bound(per_demand, 65) == pytest.approx(plain(per_demand, 65), rel=1e-12, abs=1e-12)

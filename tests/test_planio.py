@@ -65,7 +65,8 @@ def test_plan_json_round_trip(tmp_path: Path, v100_model, paper_workloads) -> No
     assert d["cost"] == {"gpus": 6, "per_hour": 6.0}
     assert d["solver"]["status"] == "heuristic" and d["solver"]["bound"] is None
     first = d["gpus"][0]["placements"][0]
-    assert set(first) == {"workload", "model", "slo_ms", "rate_rps", "batch", "share", "predicted"}
+    # issue 12.4: every placement records the queue delay its server runs with
+    assert set(first) == {"workload", "model", "slo_ms", "rate_rps", "batch", "share", "queue_delay_ms", "predicted"}
     assert set(first["predicted"]) == {"latency_ms", "throughput_rps"}
     path = write_plan(plan, tmp_path / "plan.json")
     back = read_plan(path)

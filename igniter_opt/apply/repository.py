@@ -16,30 +16,16 @@ from pathlib import Path
 from igniter_opt.apply.models import TRITON_DTYPES, ServedModel, Tensor
 from igniter_opt.domain import LatencyBudget, Placement
 from igniter_opt.ioutil import atomic_write_text
-from igniter_opt.planner.budget import inference_limit_ms
+from igniter_opt.placement.serving import default_queue_delay_ms
 
 
 def batch_formation_budget_ms(p: Placement, budget: LatencyBudget, margin: float = 0.0) -> float:
-    """How long the first request of a batch may wait for the others, from the plan's budget.
-
-    igniter: batch formation gets the half of the SLO that inference does not (SLO / 2).
-    full: SLO (1 - margin) - t_inf, with t_inf the predicted inference latency, or where the
-    plan has none, the largest the budget allows (which leaves (b - 1) / R for formation).
-    Clamped to [0, SLO]; a batch of 1 never waits.
-    """
-    if p.batch <= 1 or not math.isfinite(p.slo_ms):
-        return 0.0
-    if budget is LatencyBudget.IGNITER:
-        wait = p.slo_ms / 2.0
-    else:
-        if p.predicted is not None and math.isfinite(p.predicted.latency_ms):
-            t_inf = p.predicted.latency_ms
-        elif math.isfinite(p.rate_rps):
-            t_inf = inference_limit_ms(p.slo_ms, p.rate_rps, p.batch, budget, margin)
-        else:
-            t_inf = p.slo_ms / 2.0
-        wait = p.slo_ms * (1.0 - margin) - t_inf
-    return min(max(wait, 0.0), p.slo_ms)
+    """How long the first request of a batch may wait for the others: the placement's own queue
+    delay, else the kernel's rule for the plan's budget (``placement.default_queue_delay_ms``)."""
+    if p.queue_delay_ms is not None:
+        return p.queue_delay_ms if p.batch > 1 else 0.0
+    lat = p.predicted.latency_ms if p.predicted is not None else None
+    return default_queue_delay_ms(p.slo_ms, p.rate_rps, p.batch, budget, margin, lat)
 
 
 @dataclass(frozen=True)

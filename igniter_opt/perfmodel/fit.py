@@ -211,5 +211,6 @@ def fit_profile(raw: RawProfile, name: str, *, form: str = "igniter", power_form
         floor, slopes = fit_shared_power_floor(raw)
         models = {m: replace(c, alpha_p=slopes[m], beta_p=floor) for m, c in models.items()}
         hardware = replace(hardware, power_floor_w=floor)
-    gpu = {**raw.gpu, "fit": {**raw.gpu.get("fit", {}), "form": form, "power_form": power_form}}
+    gpu = {**raw.gpu, "fit": {**raw.gpu.get("fit", {}), "form": form, "power_form": power_form},
+           "max_measured_batch": max(r.batch for m in raw.models.values() for r in m.solo)}
     return PerformanceModel(name=name, hardware=hardware, models=models, gpu=gpu)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from igniter_opt.domain import ServingParams
 from igniter_opt.errors import ProfileError
 
 COEFFICIENTS_SCHEMA = "igniter-opt/profile-coefficients/v1"
@@ -99,6 +100,9 @@ class PerformanceModel:
     # utilization a server may be planned to (below 1 leaves room for bursts of random arrivals).
     serving_overhead_ms: float | None = None
     serving_max_utilization: float = 1.0
+    # The serving stack's measurements (profile's serving.json), for per-request latency
+    # predictions; None when the profile has none (the user passes --serving-overhead-ms).
+    serving: ServingParams | None = None
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _arrays: dict[str, np.ndarray] = field(init=False, repr=False, compare=False)
 
@@ -137,6 +141,19 @@ class PerformanceModel:
     @property
     def unit_pct(self) -> float:
         return self.hardware.share_unit_pct
+
+    @property
+    def max_units(self) -> int:
+        """How many share units fit in 100 % of a GPU (1e-9 absorbs float noise in 100 / unit)."""
+        return int(math.floor(100.0 / self.unit_pct + 1e-9))
+
+    @property
+    def max_measured_batch(self) -> int | None:
+        """The largest batch the profile measured (batches beyond it extrapolate the fit), if known."""
+        if self.gpu.get("max_measured_batch") is not None:
+            return int(self.gpu["max_measured_batch"])
+        batches = (self.gpu.get("plan") or {}).get("batches")
+        return int(max(batches)) if batches else None
 
     # ---- prediction ---------------------------------------------------------------------
     def solo_terms(
@@ -194,11 +211,45 @@ class PerformanceModel:
         served = t_load + t_gpu + t_fb + self.serving_overhead_ms
         return served, self.serving_max_utilization * 1000.0 * batch / served
 
+    def gpu_time_budget_ms(
+        self, model_idx: np.ndarray, batch: np.ndarray, limit_ms: np.ndarray, rate_rps: np.ndarray
+    ) -> np.ndarray:
+        """The largest GPU time t_gpu (ms, at full clock) with latency <= ``limit_ms`` and
+        throughput >= ``rate_rps``: ``co_located``'s two outputs inverted.
+
+        Paper's model: min(limit - t_load - t_fb, 1000 b / R - t_fb). Serial server (overhead o,
+        utilization u): min(limit, u 1000 b / R) - t_load - t_fb - o.
+        """
+        c = self.slot_constants(model_idx, batch)
+        if self.serving_overhead_ms is None:
+            return np.minimum(limit_ms - c["t_load"] - c["t_fb"], 1000.0 * batch / rate_rps - c["t_fb"])
+        served = np.minimum(limit_ms, self.serving_max_utilization * 1000.0 * batch / rate_rps)
+        return served - c["t_load"] - c["t_fb"] - self.serving_overhead_ms
+
+    def lower_share_pct(self, model_idx: np.ndarray, batch: np.ndarray, limit_ms: np.ndarray) -> np.ndarray:
+        """The share (%) at which the interference-free solo latency just meets ``limit_ms``:
+        k_act(b, r) = limit - idle_1 - t_load - t_fb (- o) solved for r; NaN where no share can.
+
+        ``r = g / delta - k4`` with g = k1 b^2 + k2 b + k3 and delta = limit - idle_1 - t_load -
+        t_fb (- o) - k5 (the paper's r_lower before rounding to units). A lower bound: interference
+        and the clock can only add to the latency.
+        """
+        k = self._arrays["k"][model_idx]
+        c = self.slot_constants(model_idx, batch)
+        g = k[..., 0] * batch * batch + k[..., 1] * batch + k[..., 2]
+        delta = limit_ms - c["idle_ms"] - (c["t_load"] + c["t_fb"]) - k[..., 4] - (self.serving_overhead_ms or 0.0)
+        ok = delta > 0
+        return np.where(ok, g / np.where(ok, delta, 1.0) - k[..., 3], np.nan)
+
     def serving_plan_fields(self) -> dict[str, float]:
         """What a plan made with this model records of its serving model (nothing for the paper's model)."""
         if self.serving_overhead_ms is None:
             return {}
         return {"serving_overhead_ms": self.serving_overhead_ms, "serving_max_utilization": self.serving_max_utilization}
+
+    def with_serving(self, serving: ServingParams | None) -> PerformanceModel:
+        """This model with the serving stack's measurements (None: unknown)."""
+        return replace(self, serving=serving)
 
     def with_serving_overhead(self, overhead_ms: float | None, max_utilization: float | None = None) -> PerformanceModel:
         """This model for servers that run one batch at a time, with ``overhead_ms`` per batch and

@@ -9,18 +9,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from igniter_opt import checks  # the module, not its names: checks imports planner.budget
+from igniter_opt import checks
 from igniter_opt.domain import Plan, PlanningProblem
 from igniter_opt.errors import InputError
-from igniter_opt.planner import baselines, greedy, mip
-from igniter_opt.planner.verify import Violation, verify_plan
+from igniter_opt.placement import Violation, verify_plan
+from igniter_opt.planner import baselines, exact, greedy
 from igniter_opt.solver import SolveOptions
 
 SolveFn = Callable[[PlanningProblem, SolveOptions], Plan]
 
 PLANNERS: dict[str, SolveFn] = {
     "greedy": greedy.solve,
-    "exact": mip.solve,
+    "exact": exact.solve,
     "ffd": baselines.solve_ffd,
     "gpulet": baselines.solve_gpulet,
 }
@@ -45,7 +45,7 @@ def run_planner(problem: PlanningProblem, planner: str, options: SolveOptions | 
     except KeyError:
         raise InputError(f"unknown planner '{planner}'; choose one of: {', '.join(PLANNERS)}") from None
     checks.check_problem(problem, strict=True)
-    # Every planner fills the predictions with the exact model (greedy.build_plan); verify_plan
-    # recomputes them from the plan itself, independently of the planner.
+    # Every planner fills the predictions with the exact model (placement.assemble_plan);
+    # verify_plan recomputes them from the plan itself, independently of the planner.
     plan = solve(problem, options or SolveOptions())
     return PlanOutcome(plan, tuple(verify_plan(plan, problem)))

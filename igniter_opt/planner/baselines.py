@@ -17,26 +17,30 @@ from __future__ import annotations
 import math
 import time
 
-from igniter_opt.domain import Plan, PlanningProblem, SolverInfo
+from igniter_opt.domain import Plan, PlanningProblem
+from igniter_opt.placement import Demand, Packing, assemble_plan, gpu_of
 from igniter_opt.planner import greedy
-from igniter_opt.planner.budget import Demand, max_units
-from igniter_opt.solver import SolveOptions, SolveStatus
+from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 
 GPULET_SHARES_PCT = (10, 20, 40, 50, 60, 80, 100)
 GPULET_MAX_PER_GPU = 2
 
 
-def _info(problem: PlanningProblem, n_gpus: int, t0: float) -> SolverInfo:
-    return SolverInfo(status=str(SolveStatus.HEURISTIC),
+def _info(problem: PlanningProblem, n_gpus: int, t0: float) -> SolveOutcome:
+    return SolveOutcome(SolveStatus.HEURISTIC,
                       objective=n_gpus * problem.perf_model.hardware.price_per_gpu_hour,
                       wall_s=time.perf_counter() - t0)
 
 
-def first_fit_decreasing(demands: list[Demand], units: list[int], cap: int, max_per_gpu: int | None = None,
-                         best_fit: bool = False) -> list[tuple[list[int], list[int]]]:
-    """Pack items of ``units`` (largest first, stable) into GPUs of ``cap`` units.
+BinPacking = list[tuple[list[int], list[int]]]  # per bin: (item indices, their sizes)
 
-    First fit: the first open GPU with room; best fit: the one left with the least room.
+
+def first_fit_decreasing(demands: list[Demand], units: list[int], cap: int, max_per_gpu: int | None = None,
+                         best_fit: bool = False) -> BinPacking:
+    """Pack items of ``units`` (largest first, stable) into bins of ``cap`` units: plain bin
+    packing, blind to interference (``demands`` is not read).
+
+    First fit: the first open bin with room; best fit: the one left with the least room.
     """
     del demands
     order = sorted(range(len(units)), key=lambda i: -units[i])
@@ -57,14 +61,18 @@ def first_fit_decreasing(demands: list[Demand], units: list[int], cap: int, max_
     return gpus
 
 
+def _packing(demands: list[Demand], bins: BinPacking) -> Packing:
+    return Packing(tuple(demands), tuple(gpu_of(demands, m, us) for m, us in bins))
+
+
 def solve_ffd(problem: PlanningProblem, options: SolveOptions | None = None) -> Plan:
     """First-fit decreasing by lower-bound share, interference-blind (the paper's FFD+)."""
     del options
     t0 = time.perf_counter()
     demands = greedy.initial_demands(problem)
-    cap = max_units(problem.perf_model)
-    gpus = first_fit_decreasing(demands, [d.lower_units for d in demands], cap)
-    return greedy.build_plan(problem, demands, gpus, "ffd", _info(problem, len(gpus), t0))
+    packing = _packing(demands, first_fit_decreasing(demands, [d.lower_units for d in demands],
+                                                     problem.perf_model.max_units))
+    return assemble_plan(problem, packing, "ffd", _info(problem, packing.num_gpus, t0))
 
 
 def gpulet_units(unit_pct: float, lower_units: int, cap: int) -> int:
@@ -82,7 +90,8 @@ def solve_gpulet(problem: PlanningProblem, options: SolveOptions | None = None) 
     t0 = time.perf_counter()
     perf = problem.perf_model
     demands = greedy.initial_demands(problem)
-    cap = max_units(perf)
+    cap = perf.max_units
     units = [gpulet_units(perf.unit_pct, d.lower_units, cap) for d in demands]
-    gpus = first_fit_decreasing(demands, units, cap, max_per_gpu=GPULET_MAX_PER_GPU, best_fit=True)
-    return greedy.build_plan(problem, demands, gpus, "gpulet", _info(problem, len(gpus), t0))
+    packing = _packing(demands, first_fit_decreasing(demands, units, cap, max_per_gpu=GPULET_MAX_PER_GPU,
+                                                     best_fit=True))
+    return assemble_plan(problem, packing, "gpulet", _info(problem, packing.num_gpus, t0))

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from igniter_opt.checks import check_problem
 from igniter_opt.domain import Plan
 from igniter_opt.errors import InputError
-from igniter_opt.planner.verify import Violation, verify_plan
+from igniter_opt.placement import Violation, verify_plan
 from igniter_opt.replan import exact, greedy
 from igniter_opt.replan.diff import ChangeKind, PlacementChange, PlanDiff, diff_plans, relabel_gpus
 from igniter_opt.replan.problem import ReplanProblem, check_current_plan, empty_plan

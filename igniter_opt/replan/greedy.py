@@ -1,22 +1,18 @@
 """Greedy replanning: keep every placement that still works, place the rest with the paper's algorithm.
 
 1. Demands. The new workloads are split exactly as a plan from scratch splits them
-   (``planner.greedy.initial_demands``: the paper's batch and lower-bound share, dedicated replicas
-   for a workload too large for one GPU), so a workload's pieces and their rates do not depend on
+   (``planner.greedy.initial_demands``), so a workload's pieces and their rates do not depend on
    history.
 2. Keep. A demand may take over a running placement of its workload (same name and model) whose
-   share and batch still meet the demand's latency limit and rate on its GPU; demands go in
-   decreasing rate, each taking the feasible placement with the least predicted throughput (best
-   fit). A kept placement keeps its GPU, share and batch: its server runs on, only the rate sent to
-   it changes. Each GPU's kept set is predicted again without the placements that left; should one
-   of them violate (it cannot when the model is monotone in its neighbours, but the check is cheap)
-   the worst is given up and placed again.
+   share, batch and queue delay still meet the demand's latency limit and rate on its GPU
+   (``placement.violates``); demands go in decreasing rate, each taking the feasible placement
+   with the least predicted throughput (best fit). A kept placement is a frozen slot: its server
+   runs on, only the rate sent to it changes. Each GPU's kept set is predicted again without the
+   placements that left; should one of them violate, the worst is given up and placed again.
 3. Place. The other demands, largest lower-bound share first, go through the paper's Algorithm 1
-   over the open GPUs in plan order (current GPUs that kept something, then new ones): AllocGPU
-   raises, one share unit at a time, the shares of the violating placements made in this replan;
-   a GPU where a kept placement would violate is infeasible (a running server's share cannot
-   change). The feasible GPU whose total share grows least wins (first on ties); if none, a GPU
-   with a fresh id opens. Current GPUs left empty are released.
+   (``placement.place``) over the open GPUs in plan order (current GPUs that kept something, then
+   new ones): AllocGPU raises the shares of the violating placements made in this replan; a GPU
+   where a frozen placement would violate is infeasible. Current GPUs left empty are released.
 4. Consolidate (an extension of the paper, driven by the migration cost C). While some GPU can be
    emptied, that is its placements fit on the other open GPUs by step 3 without opening one, and
    C times the running placements it moves is below the price of a GPU, empty it (GPUs with the
@@ -27,220 +23,195 @@ its placements fit elsewhere next to running ones at their (now too large) share
 So the greedy replanner also plans from scratch (the paper's algorithm on the new rates, GPUs
 renamed after the running ones to keep what happens to coincide, ``diff.relabel_gpus``) and
 returns whichever of the two has the lower objective: cost per hour + C x running placements not
-kept; ties go to fewer changed placements, then less total share, then the incremental plan. At
-C = 0 that is the cheaper of the two plans, and of two equally cheap ones the one that changes less.
+kept; ties go to fewer changed placements, then less total share, then the incremental plan.
 """
 
 from __future__ import annotations
 
-import copy
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
-from igniter_opt.domain import GpuAssignment, LatencyBudget, Placement, Plan, Prediction, SolverInfo
-from igniter_opt.perfmodel.model import PerformanceModel
+import numpy as np
+
+from igniter_opt.domain import Placement, Plan
+from igniter_opt.placement import Demand, GpuPacking, Packing, Slot, assemble_plan, violates
+from igniter_opt.placement.alloc import ConfigTerms, slot_constants
+from igniter_opt.placement.feasibility import over_capacity
+from igniter_opt.placement.place import OpenGpus, place_demands
+from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import greedy as paper
-from igniter_opt.planner.budget import Demand, inference_limit_ms
 from igniter_opt.replan.diff import diff_plans, fresh_gpu_ids, relabel_gpus
 from igniter_opt.replan.problem import ReplanProblem
-from igniter_opt.solver import SolveOptions, SolveStatus
+from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 
 PLANNER_NAME = "greedy"
-# Shares summing to 100 % plus this (percentage points) still fit: float noise of plan files.
-SHARE_TOL_PCT = 1e-6
-
-
-@dataclass
-class Slot:
-    """One placement while replanning. A ``frozen`` slot is a running server kept as it is: its
-    share (``share_pct``, possibly not a whole number of units) and batch never change. Other
-    slots hold ``units`` share units that AllocGPU may raise."""
-
-    demand: int
-    batch: int
-    units: int
-    frozen: bool = False
-    share_pct_frozen: float = 0.0
-
-    def share_pct(self, perf: PerformanceModel) -> float:
-        return self.share_pct_frozen if self.frozen else self.units * perf.unit_pct
-
-
-@dataclass
-class GpuState:
-    gpu_id: str | None  # None: a GPU opened in this replan, named at the end
-    slots: list[Slot] = field(default_factory=list)
-
-    def share_pct(self, perf: PerformanceModel) -> float:
-        return sum(s.share_pct(perf) for s in self.slots)
 
 
 @dataclass(frozen=True)
 class GreedyReplan:
-    """The outcome before it becomes a Plan: demands and GPUs (current ones first, then new)."""
+    """The outcome before it becomes a Plan: a packing whose GPUs carry the running GPU's id (None: new)."""
 
-    demands: tuple[Demand, ...]
-    gpus: tuple[GpuState, ...]
+    packing: Packing
     moved_by_consolidation: int
     from_scratch: bool = False
 
 
-def _limit(rp: ReplanProblem, d: Demand, batch: int) -> float:
-    p = rp.problem
-    return inference_limit_ms(d.workload.slo_ms, d.rate_rps, batch, p.latency_budget, p.margin)
+def slot_limit(rp: ReplanProblem, d: Demand, batch: int, queue_delay_ms: float | None) -> float:
+    """The latency limit of demand ``d`` served at ``batch`` with ``queue_delay_ms``."""
+    return serving_model_for(rp.problem).limit(d.workload.slo_ms, d.rate_rps, batch, queue_delay_ms)
 
 
-def _violations(rp: ReplanProblem, demands: list[Demand], slots: list[Slot]) -> list[float]:
-    """Per slot: how far it misses its latency limit or rate, relative (<= 0: it meets both)."""
+def _slot_checks(rp: ReplanProblem, demands: tuple[Demand, ...], slots: list[Slot]) -> tuple[np.ndarray, np.ndarray]:
+    """Per slot of one GPU: whether it violates its limit or rate, and by how much (relative)."""
     perf = rp.perf_model
-    preds = perf.predict_gpu([(demands[s.demand].workload.model, s.batch, s.share_pct(perf)) for s in slots])
-    out = []
-    for s, (lat, thr) in zip(slots, preds, strict=True):
-        d = demands[s.demand]
-        limit = _limit(rp, d, s.batch)
-        out.append(max((lat - limit) / max(limit, 1e-9), (d.rate_rps - thr) / d.rate_rps))
-    return out
+    preds = perf.predict_gpu([(demands[s.demand].workload.model, s.batch, s.share_pct(perf.unit_pct)) for s in slots])
+    lat, thr = np.array(preds).T
+    limit = np.array([slot_limit(rp, demands[s.demand], s.batch, s.queue_delay_ms) for s in slots])
+    rate = np.array([demands[s.demand].rate_rps for s in slots])
+    excess = np.maximum((lat - limit) / np.maximum(np.abs(limit), 1e-9), (rate - thr) / rate)
+    return violates(lat, thr, limit, rate), excess
 
 
-def alloc_gpu(rp: ReplanProblem, demands: list[Demand], slots: list[Slot]) -> list[Slot] | None:
-    """Algorithm 2 with frozen slots: raise every violating unfrozen slot by one unit until none
-    violates (the new slots) or the shares exceed 100 % or a frozen slot violates (None)."""
+def _table(rp: ReplanProblem, demands: tuple[Demand, ...], gpus: list[GpuPacking]) -> tuple[OpenGpus, np.ndarray, np.ndarray]:
+    """Open GPUs holding ``gpus`` (frozen slots at their exact shares), and every demand's slot
+    constants and configuration index at its lower bound (for placing the rest)."""
     perf = rp.perf_model
-    slots = [copy.copy(s) for s in slots]
-    while True:
-        if sum(s.share_pct(perf) for s in slots) > 100.0 + SHARE_TOL_PCT:
-            return None
-        viol = [v > 0 for v in _violations(rp, demands, slots)]
-        if not any(viol):
-            return slots
-        if any(v and s.frozen for s, v in zip(slots, viol, strict=True)):
-            return None
-        for s, v in zip(slots, viol, strict=True):
-            if v:
-                s.units += 1
+    cap = perf.max_units
+    batches = [d.batch for d in demands] + [s.batch for g in gpus for s in g.slots]
+    terms = ConfigTerms(perf, max(batches, default=1), cap)
+    midx = np.array([perf.model_index(d.workload.model) for d in demands], np.intp)
+    limits = np.array([slot_limit(rp, d, d.batch, d.queue_delay_ms) for d in demands])
+    const = slot_constants(perf, midx, np.array([d.batch for d in demands]), limits, np.array([d.rate_rps for d in demands]))
+    cfg = np.array([terms.index(int(m), d.batch, d.lower_units) for m, d in zip(midx, demands, strict=True)], np.int64)
+    table = OpenGpus(terms)
+    for gpu in gpus:
+        g = None
+        for s in gpu.slots:
+            m = int(midx[s.demand])
+            d = demands[s.demand]
+            k = slot_constants(perf, np.array([m]), np.array([s.batch]),
+                               np.array([slot_limit(rp, d, s.batch, s.queue_delay_ms)]), np.array([d.rate_rps]))[0]
+            if s.frozen:
+                c, u = terms.add_fixed(m, s.batch, s.share_pct(perf.unit_pct)), s.share_pct(perf.unit_pct) / perf.unit_pct
+            else:
+                c, u = terms.index(m, s.batch, s.units), float(s.units)
+            if g is None:
+                g = table.open_gpu(s, c, u, k, gpu.gpu_id)
+            else:
+                table.append_slot(g, s, c, u, k)
+    return table, const, cfg
 
 
-def place(rp: ReplanProblem, demands: list[Demand], gpus: list[GpuState], todo: list[int],
-          *, may_open: bool = True) -> bool:
-    """Algorithm 1 for the demands ``todo`` onto ``gpus`` (changed in place). Returns False, with
-    ``gpus`` partly changed, when ``may_open`` is off and a demand fits nowhere."""
+def place(rp: ReplanProblem, demands: tuple[Demand, ...], gpus: list[GpuPacking], todo: list[int],
+          *, may_open: bool = True) -> list[GpuPacking] | None:
+    """Algorithm 1 for the demands ``todo`` onto ``gpus`` (largest lower bound first, stable);
+    None when ``may_open`` is off and a demand fits nowhere."""
+    table, const, cfg = _table(rp, demands, gpus)
+    order = sorted(todo, key=lambda i: -demands[i].lower_units)
+    if not place_demands(table, demands, order, const, cfg, rp.perf_model.max_units, may_open=may_open):
+        return None
+    return list(table.packing_gpus())
+
+
+def _running_candidates(rp: ReplanProblem, model_of: dict[str, str]) -> dict[str, list[tuple[int, int, Placement, float, float]]]:
+    """Per workload: its running placements (GPU, slot, placement, latency, throughput), each predicted
+    next to the neighbours that may stay (same workload and model)."""
     perf = rp.perf_model
-    order = sorted(todo, key=lambda i: -demands[i].lower_units)  # stable: input order on ties
-    for i in order:
-        d = demands[i]
-        need = d.lower_units * perf.unit_pct
-        best: tuple[float, int, list[Slot]] | None = None
-        for g, gpu in enumerate(gpus):
-            used = gpu.share_pct(perf)
-            if not gpu.slots or used + need > 100.0 + SHARE_TOL_PCT:
-                continue
-            new = alloc_gpu(rp, demands, [*gpu.slots, Slot(i, d.batch, d.lower_units)])
-            if new is None:
-                continue
-            inc = sum(s.share_pct(perf) for s in new) - used
-            if best is None or inc < best[0] - SHARE_TOL_PCT:
-                best = (inc, g, new)
-        if best is not None:
-            gpus[best[1]].slots = best[2]
-        elif may_open:
-            gpus.append(GpuState(None, [Slot(i, d.batch, d.lower_units)]))
-        else:
-            return False
-    return True
-
-
-def _keep(rp: ReplanProblem, demands: list[Demand]) -> tuple[list[GpuState], list[int]]:
-    """Step 2: match demands to running placements. Returns the current GPUs with their kept slots
-    (in current plan order, possibly empty) and the demands left to place."""
-    perf = rp.perf_model
-    current = rp.current
-    by_name: dict[str, list[int]] = {}
-    for i, d in enumerate(demands):
-        by_name.setdefault(d.workload.name, []).append(i)
-    model_of = {d.workload.name: d.workload.model for d in demands}
-    # Predict each running placement next to the neighbours that may stay (same workload and model).
     cands: dict[str, list[tuple[int, int, Placement, float, float]]] = {}
-    for g, ga in enumerate(current.gpus):
+    for g, ga in enumerate(rp.current.gpus):
         stay = [(s, p) for s, p in enumerate(ga.placements) if model_of.get(p.workload) == p.model]
         preds = perf.predict_gpu([(p.model, p.batch, p.share_pct) for _, p in stay])
         for (s, p), (lat, thr) in zip(stay, preds, strict=True):
             cands.setdefault(p.workload, []).append((g, s, p, lat, thr))
-    gpus = [GpuState(ga.gpu_id) for ga in current.gpus]
+    return cands
+
+
+def _keep(rp: ReplanProblem, demands: tuple[Demand, ...]) -> tuple[list[GpuPacking], list[int]]:
+    """Step 2: match demands to running placements. Returns the current GPUs with their kept (frozen)
+    slots, in current plan order (possibly empty), and the demands left to place."""
+    perf = rp.perf_model
+    by_name: dict[str, list[int]] = {}
+    for i, d in enumerate(demands):
+        by_name.setdefault(d.workload.name, []).append(i)
+    cands = _running_candidates(rp, {d.workload.name: d.workload.model for d in demands})
+    kept: list[list[Slot]] = [[] for _ in rp.current.gpus]
     todo: list[int] = []
     for name, idx in by_name.items():
         free = list(cands.get(name, []))
         for i in sorted(idx, key=lambda i: -demands[i].rate_rps):
             d = demands[i]
-            ok = [c for c in free if c[3] <= _limit(rp, d, c[2].batch) and c[4] >= d.rate_rps]
+            ok = [c for c in free if not violates(np.array(c[3]), np.array(c[4]),
+                                                  np.array(slot_limit(rp, d, c[2].batch, c[2].queue_delay_ms)),
+                                                  np.array(d.rate_rps))]
             if not ok:
                 todo.append(i)
                 continue
             chosen = min(ok, key=lambda c: (c[4], c[0], c[1]))
             free.remove(chosen)
             g, _, p, _, _ = chosen
-            units = round(p.share_pct / perf.unit_pct)
-            gpus[g].slots.append(Slot(i, p.batch, units, frozen=True, share_pct_frozen=p.share_pct))
+            kept[g].append(Slot(i, round(p.share_pct / perf.unit_pct), p.batch, p.queue_delay_ms, p.share_pct))
     # A kept set must hold on its own: give up the worst violator until it does.
-    for gpu in gpus:
-        while gpu.slots:
-            if sum(s.share_pct(perf) for s in gpu.slots) <= 100.0 + SHARE_TOL_PCT:
-                viol = _violations(rp, demands, gpu.slots)
-                worst = max(range(len(viol)), key=lambda j: viol[j])
-                if viol[worst] <= 0:
+    for slots in kept:
+        while slots:
+            if not over_capacity(sum(s.share_pct(perf.unit_pct) for s in slots)):
+                bad, excess = _slot_checks(rp, demands, slots)
+                if not bad.any():
                     break
+                worst = int(np.argmax(excess))
             else:
-                worst = max(range(len(gpu.slots)), key=lambda j: gpu.slots[j].share_pct(perf))
-            todo.append(gpu.slots.pop(worst).demand)
-    return gpus, sorted(todo)
+                worst = max(range(len(slots)), key=lambda j: slots[j].share_pct(perf.unit_pct))
+            todo.append(slots.pop(worst).demand)
+    return [GpuPacking(tuple(s), ga.gpu_id) for s, ga in zip(kept, rp.current.gpus, strict=True)], sorted(todo)
 
 
-def _consolidate(rp: ReplanProblem, demands: list[Demand], gpus: list[GpuState], migration_cost: float) -> int:
-    """Step 4: empty GPUs while that is cheaper than keeping them. Returns the running placements moved."""
+def _consolidate(rp: ReplanProblem, demands: tuple[Demand, ...], gpus: list[GpuPacking], migration_cost: float
+                 ) -> tuple[list[GpuPacking], int]:
+    """Step 4: empty GPUs while that is cheaper than keeping them. Returns the GPUs and the running placements moved."""
     perf = rp.perf_model
     price = perf.hardware.price_per_gpu_hour
     moved = 0
     changed = True
     while changed:
         changed = False
-        for g in sorted(range(len(gpus)), key=lambda g: (gpus[g].share_pct(perf), g)):
+        for g in sorted(range(len(gpus)), key=lambda g: (sum(s.share_pct(perf.unit_pct) for s in gpus[g].slots), g)):
             running = sum(1 for s in gpus[g].slots if s.frozen)
             if migration_cost * running >= price or len(gpus) < 2:
                 continue
-            others = copy.deepcopy([x for k, x in enumerate(gpus) if k != g])
             # moved placements start over from the paper's initial configuration
-            if place(rp, demands, others, [s.demand for s in gpus[g].slots], may_open=False):
-                gpus[:] = others
+            others = place(rp, demands, [x for k, x in enumerate(gpus) if k != g],
+                           [s.demand for s in gpus[g].slots], may_open=False)
+            if others is not None:
+                gpus = others
                 moved += running
                 changed = True
                 break
-    return moved
+    return gpus, moved
 
 
-def _from_scratch(rp: ReplanProblem, demands: list[Demand]) -> GreedyReplan:
+def _from_scratch(rp: ReplanProblem, demands: tuple[Demand, ...]) -> GreedyReplan:
     """The paper's plan for the new rates, its GPUs renamed after the running ones."""
-    gpus = [GpuState(None, [Slot(i, demands[i].batch, u) for i, u in zip(members, units, strict=True)])
-            for members, units in paper.place(rp.perf_model, demands)]
-    result = GreedyReplan(tuple(demands), tuple(gpus), 0, from_scratch=True)
-    named = relabel_gpus(to_plan(rp, result, PLANNER_NAME, SolverInfo(status="heuristic")), rp.current)
+    packing = paper.place(rp.perf_model, list(demands))
+    named = relabel_gpus(to_plan(rp, GreedyReplan(packing, 0), PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC)),
+                         rp.current)
     running = {g.gpu_id for g in rp.current.gpus}
-    for gpu, ga in zip(gpus, named.gpus, strict=True):
-        gpu.gpu_id = ga.gpu_id if ga.gpu_id in running else None
-    return result
+    gpus = tuple(replace(gpu, gpu_id=ga.gpu_id if ga.gpu_id in running else None)
+                 for gpu, ga in zip(packing.gpus, named.gpus, strict=True))
+    return GreedyReplan(Packing(packing.demands, gpus), 0, from_scratch=True)
 
 
 def replan_greedy(rp: ReplanProblem, migration_cost: float) -> GreedyReplan:
     """Steps 1-4 of the module docstring, or the plan from scratch if its objective is lower."""
-    demands = paper.initial_demands(rp.problem) if rp.problem.workloads else []
+    demands = tuple(paper.initial_demands(rp.problem)) if rp.problem.workloads else ()
     current, todo = _keep(rp, demands)
-    gpus = [g for g in current if g.slots]  # emptied current GPUs are released
-    place(rp, demands, gpus, todo)
-    moved = _consolidate(rp, demands, gpus, migration_cost)
-    best = GreedyReplan(tuple(demands), tuple(gpus), moved)
+    gpus = place(rp, demands, [g for g in current if g.slots], todo)  # emptied current GPUs are released
+    assert gpus is not None
+    gpus, moved = _consolidate(rp, demands, gpus, migration_cost)
+    best = GreedyReplan(Packing(demands, tuple(gpus)), moved)
     if rp.current.gpus and demands:
         scratch = _from_scratch(rp, demands)
 
         def key(r: GreedyReplan) -> tuple[float, int, float]:
-            plan = to_plan(rp, r, PLANNER_NAME, SolverInfo(status="heuristic"))
+            plan = to_plan(rp, r, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
             objective, changes = migration_objective(plan, rp.current, migration_cost)
             return round(objective, 9), changes, round(plan.total_share_pct, 6)
 
@@ -249,35 +220,12 @@ def replan_greedy(rp: ReplanProblem, migration_cost: float) -> GreedyReplan:
     return best
 
 
-def to_plan(rp: ReplanProblem, result: GreedyReplan, planner: str, solver: SolverInfo) -> Plan:
+def to_plan(rp: ReplanProblem, result: GreedyReplan, planner: str, solver: SolveOutcome) -> Plan:
     """A Plan from replanned GPUs: kept GPUs keep their ids, new ones get ids unused by the current plan."""
-    perf = rp.perf_model
-    gpu_type = str(perf.gpu.get("name", perf.name))
-    fresh = iter(fresh_gpu_ids({g.gpu_id for g in rp.current.gpus}, sum(g.gpu_id is None for g in result.gpus)))
-    out = []
-    for gpu in result.gpus:
-        slots = [(result.demands[s.demand].workload.model, s.batch, s.share_pct(perf)) for s in gpu.slots]
-        preds = perf.predict_gpu(slots)
-        placements = tuple(
-            Placement(
-                workload=result.demands[s.demand].workload.name,
-                model=result.demands[s.demand].workload.model,
-                slo_ms=result.demands[s.demand].workload.slo_ms,
-                rate_rps=result.demands[s.demand].rate_rps,
-                batch=s.batch,
-                share_pct=s.share_pct_frozen if s.frozen else round(s.units * perf.unit_pct, 6),
-                predicted=Prediction(lat, thr),
-            )
-            for s, (lat, thr) in zip(gpu.slots, preds, strict=True)
-        )
-        out.append(GpuAssignment(gpu.gpu_id if gpu.gpu_id is not None else next(fresh), gpu_type, placements))
-    p = rp.problem
-    return Plan(
-        profile=perf.name, planner=planner, latency_budget=str(p.latency_budget), gpus=tuple(out),
-        price_per_gpu_hour=perf.hardware.price_per_gpu_hour, solver=solver,
-        margin=p.margin if p.latency_budget is LatencyBudget.FULL else None,
-        **perf.serving_plan_fields(),
-    )
+    gpus = result.packing.gpus
+    fresh = iter(fresh_gpu_ids({g.gpu_id for g in rp.current.gpus}, sum(g.gpu_id is None for g in gpus)))
+    ids = [g.gpu_id if g.gpu_id is not None else next(fresh) for g in gpus]
+    return assemble_plan(rp.problem, result.packing, planner, solver, gpu_ids=ids)
 
 
 def migration_objective(plan: Plan, current: Plan, migration_cost: float) -> tuple[float, int]:
@@ -292,7 +240,7 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     t0 = time.perf_counter()
     result = replan_greedy(rp, options.migration_cost)
     wall = time.perf_counter() - t0
-    plan = to_plan(rp, result, PLANNER_NAME, SolverInfo(status=str(SolveStatus.HEURISTIC), wall_s=wall))
+    plan = to_plan(rp, result, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC, wall_s=wall))
     objective, changes = migration_objective(plan, rp.current, options.migration_cost)
     msg = (f"replanned: {changes} of {len(rp.current.placements())} running placement(s) changed, "
            f"objective {plan.cost_per_hour:g}/h + {options.migration_cost:g} x {changes}")

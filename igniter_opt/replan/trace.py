@@ -53,13 +53,15 @@ import numpy as np
 
 from igniter_opt import __version__
 from igniter_opt.checks import check_problem
-from igniter_opt.domain import LatencyBudget, Plan, PlanningProblem, Workload
+from igniter_opt.domain import LatencyBudget, Placement, Plan, PlanningProblem, Workload
 from igniter_opt.errors import InputError, PlanError
 from igniter_opt.ioutil import atomic_write_bytes, atomic_write_json, atomic_write_text
 from igniter_opt.perfmodel.model import PerformanceModel
 from igniter_opt.planio import plan_from_dict, plan_to_dict
 from igniter_opt.planner import run_planner
-from igniter_opt.planner.budget import inference_limit_ms
+from igniter_opt.placement import violates
+from igniter_opt.placement.feasibility import predict_gpu
+from igniter_opt.placement.serving import ServingModel, serving_model_for
 from igniter_opt.replan import ReplanProblem, empty_plan, run_replanner
 from igniter_opt.replan.diff import PlanDiff, diff_plans, relabel_gpus
 from igniter_opt.solver import SolveOptions
@@ -237,18 +239,19 @@ def step_rates(trace: Trace, start_s: float, end_s: float, plan_for: str) -> np.
 
 
 # ---- evaluation --------------------------------------------------------------------------------
-def predicted_misses(plan: Plan, perf: PerformanceModel, budget: LatencyBudget, margin: float,
+def predicted_misses(plan: Plan, rule: ServingModel, perf: PerformanceModel,
                      samples: Sequence[dict[str, float]]) -> int:
     """(workload, sample) pairs at which ``plan`` misses the workload's latency limit or rate.
 
     Each sample is the actual rate of every workload; a workload's placements share its actual rate
-    in proportion to their planned rates. A workload with a rate and no placement misses.
+    in proportion to their planned rates, and each is judged by the kernel's test at that rate
+    (its serving model's limit at the placement's batch and queue delay). A workload with a rate
+    and no placement misses.
     """
-    preds: dict[str, list[tuple[float, int, float, float, float]]] = {}  # name -> (planned rate, batch, slo, lat, thr)
+    preds: dict[str, list[tuple[Placement, float, float]]] = {}
     for g in plan.gpus:
-        for p, (lat, thr) in zip(g.placements, perf.predict_gpu([(p.model, p.batch, p.share_pct) for p in g.placements]),
-                                 strict=True):
-            preds.setdefault(p.workload, []).append((p.rate_rps, p.batch, p.slo_ms, lat, thr))
+        for p, (lat, thr) in zip(g.placements, predict_gpu(perf, g.placements), strict=True):
+            preds.setdefault(p.workload, []).append((p, lat, thr))
     misses = 0
     for sample in samples:
         for name, rate in sample.items():
@@ -258,12 +261,11 @@ def predicted_misses(plan: Plan, perf: PerformanceModel, budget: LatencyBudget, 
             if not placed:
                 misses += 1
                 continue
-            planned = sum(x[0] for x in placed)
-            for r_plan, batch, slo, lat, thr in placed:
-                r = rate * (r_plan / planned)
-                if r <= 0:
-                    continue
-                if lat > inference_limit_ms(slo, r, batch, budget, margin) * (1 + 1e-9) or thr < r * (1 - 1e-9):
+            planned = sum(p.rate_rps for p, _, _ in placed)
+            for p, lat, thr in placed:
+                r = rate * (p.rate_rps / planned)
+                if r > 0 and violates(np.array(lat), np.array(thr),
+                                      np.array(rule.limit(p.slo_ms, r, p.batch, p.queue_delay_ms)), np.array(r)):
                     misses += 1
                     break
     return misses
@@ -458,6 +460,7 @@ def run_trace_job(job: TraceJob, out_dir: str | os.PathLike[str], *, progress: b
     # every workload at its peak: models profiled, SLOs reachable (before anything is written)
     peak_problem = _problem(job, np.array([w.rate_rps for w in trace.workloads]))
     check_problem(peak_problem, strict=True)
+    rule = serving_model_for(peak_problem)
     _check_out_dir(out, job)
     options = job.options
 
@@ -469,7 +472,7 @@ def run_trace_job(job: TraceJob, out_dir: str | os.PathLike[str], *, progress: b
     resumed = 0
 
     def misses(plan: Plan, k: int) -> int:
-        return predicted_misses(plan, job.perf, job.budget, job.margin, samples[k])
+        return predicted_misses(plan, rule, job.perf, samples[k])
 
     peak_plan: Plan | None = None
     if "peak" in job.strategies:

@@ -1,0 +1,168 @@
+"""AllocGPU (the paper's Algorithm 2), vectorised over many GPUs, with frozen slots.
+
+AllocGPU(set on one GPU): repeat { if the shares sum above 100 %: infeasible; predict; every
+placement that violates its limit or rate (``feasibility.violates``) gets one more share unit }
+until none violates. A *frozen* slot (a running server kept as it is) never changes: if it
+violates, the GPU is infeasible.
+
+Rows are GPUs and columns their slots. Each slot is a flat index into ``ConfigTerms``, the
+table of every (model, batch, units) configuration's solo terms, so raising a slot by one unit
+adds 1 to its index; frozen slots have entries of their own at the table's end. Shares are
+counted in (float) units of the profile's share unit, whole numbers except for frozen shares.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from igniter_opt.perfmodel.model import PerformanceModel
+from igniter_opt.placement.feasibility import SHARE_TOL_PCT, violates
+
+# Per-slot constants kept along the last axis of a slot table, in this order.
+FIELDS = ("batch", "limit", "rate", "kernels", "idle_ms", "alpha_cache", "t_load", "t_fb")
+F = {name: i for i, name in enumerate(FIELDS)}
+
+
+class ConfigTerms:
+    """(k_act, c, p) for every (model, batch, share units), looked up by one flat index.
+
+    The flat index of (model, batch, units) is ``(model * n_batches + batch) * (cap + 1) + units``,
+    so giving a slot one more share unit adds 1 to its index. ``empty`` is an empty slot: k_act = 1,
+    c = p = 0, so padded slots add nothing to a GPU's sums. ``add_fixed`` appends an entry for a
+    share that is not a whole number of units (a frozen slot).
+    """
+
+    def __init__(self, perf: PerformanceModel, max_batch: int, cap: int) -> None:
+        self.n_units = cap + 1
+        self.n_batches = max_batch + 1
+        n_models = len(perf.model_names)
+        m, b, u = np.meshgrid(np.arange(n_models), np.arange(self.n_batches), np.arange(self.n_units), indexing="ij")
+        b_safe = np.maximum(b, 1).astype(float)
+        u_safe = np.maximum(u, 1) * perf.unit_pct
+        k_act, c, p = perf.solo_terms(m.ravel(), b_safe.ravel(), u_safe.ravel())
+        self.perf = perf
+        self.empty = k_act.size
+        self.k_act = np.append(k_act, 1.0)
+        self.c = np.append(c, 0.0)
+        self.p = np.append(p, 0.0)
+
+    def index(self, model_idx: int, batch: int, units: int) -> int:
+        return (model_idx * self.n_batches + batch) * self.n_units + units
+
+    def add_fixed(self, model_idx: int, batch: int, share_pct: float) -> int:
+        """A new entry for (model, batch) at exactly ``share_pct``; its index."""
+        k_act, c, p = self.perf.solo_terms(np.array([model_idx]), np.array([float(batch)]), np.array([share_pct]))
+        self.k_act = np.append(self.k_act, k_act)
+        self.c = np.append(self.c, c)
+        self.p = np.append(self.p, p)
+        return self.k_act.size - 1
+
+
+def slot_constants(perf: PerformanceModel, model_idx: np.ndarray, batch: np.ndarray, limit_ms: np.ndarray,
+                   rate_rps: np.ndarray) -> np.ndarray:
+    """Per-slot constants (``FIELDS``), shape (n, len(FIELDS))."""
+    batch = np.asarray(batch, float)
+    consts = perf.slot_constants(model_idx, batch)
+    return np.column_stack([batch, limit_ms, rate_rps, *(consts[f] for f in FIELDS[3:])])
+
+
+def blank_constants(shape: tuple[int, int]) -> np.ndarray:
+    """Constants of empty slots: batch 1, no limit (an empty slot never violates anything)."""
+    const = np.zeros((*shape, len(FIELDS)), float)
+    const[..., F["batch"]] = 1.0
+    const[..., F["limit"]] = np.inf
+    return const
+
+
+def predict_rows(terms: ConfigTerms, cfg: np.ndarray, const: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Latency and throughput of every slot of every row (the performance model's co-location)."""
+    return terms.perf.co_located(
+        terms.k_act[cfg], terms.c[cfg], terms.p[cfg], n, const[..., F["batch"]], const[..., F["kernels"]],
+        const[..., F["idle_ms"]], const[..., F["alpha_cache"]], const[..., F["t_load"]], const[..., F["t_fb"]],
+    )
+
+
+def violations(terms: ConfigTerms, cfg: np.ndarray, const: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Which slots of each row violate their limit or rate, next to their row's other slots."""
+    lat, thr = predict_rows(terms, cfg, const, n)
+    return violates(lat, thr, const[..., F["limit"]], const[..., F["rate"]])
+
+
+def cap_with_tolerance(terms: ConfigTerms, cap: int) -> float:
+    """The capacity in units, with the share tolerance (frozen shares are any percentage)."""
+    return cap + SHARE_TOL_PCT / terms.perf.unit_pct
+
+
+def alloc_rows(terms: ConfigTerms, cap: int, cfg: np.ndarray, units: np.ndarray, const: np.ndarray,
+               frozen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AllocGPU on every row to the end. Returns (feasible per row, final cfg, final units)."""
+    cfg, units = cfg.copy(), units.astype(float).copy()
+    n = (cfg != terms.empty).sum(axis=1, keepdims=True)
+    feasible = np.zeros(cfg.shape[0], bool)
+    active = np.arange(cfg.shape[0])
+    limit = cap_with_tolerance(terms, cap)
+    while active.size:
+        active = active[units[active].sum(axis=1) <= limit]
+        if not active.size:
+            break
+        viol = violations(terms, cfg[active], const[active], n[active])
+        if frozen is not None:
+            stuck = (viol & frozen[active]).any(axis=1)
+            active, viol = active[~stuck], viol[~stuck]
+        done = ~viol.any(axis=1)
+        feasible[active[done]] = True
+        active, viol = active[~done], viol[~done]
+        units[active] += viol
+        cfg[active] += viol
+    return feasible, cfg, units
+
+
+def cheapest_feasible_row(
+    terms: ConfigTerms, cap: int, cfg: np.ndarray, units: np.ndarray, const: np.ndarray, n: np.ndarray,
+    used: np.ndarray, frozen: np.ndarray | None = None,
+) -> tuple[int, np.ndarray, np.ndarray] | None:
+    """AllocGPU on every candidate row at once; the one whose share grows least (first on ties).
+
+    Algorithm 1's choice: ``used`` is each row's share before the newcomer. Returns (row, final
+    cfg, final units) or None. Rows are dropped as soon as they cannot win: a row's increase only
+    grows while it iterates, so a row whose increase so far exceeds the best finished one, or
+    equals it but comes later, can never be chosen. This returns exactly what running AllocGPU
+    to the end on every row and taking the first minimum would. Candidates must be within
+    capacity at the start (the newcomer at its lower bound).
+    """
+    active = np.arange(units.shape[0])
+    best_row, best_inc = -1, np.inf
+    limit = cap_with_tolerance(terms, cap)
+    first = True
+    while active.size:
+        if not first:
+            active = active[units[active].sum(axis=1) <= limit]
+            if not active.size:
+                break
+        f, k, nn = (cfg, const, n) if first else (cfg[active], const[active], n[active])
+        viol = violations(terms, f, k, nn)
+        if frozen is not None:
+            stuck = (viol & (frozen if first else frozen[active])).any(axis=1)
+            active, viol = (active[~stuck], viol[~stuck])
+        done = ~viol.any(axis=1)
+        if first and done.any():
+            # Nothing was raised yet: every finished row grew by exactly the newcomer's lower bound,
+            # the least any row can, so the first of them wins.
+            j = int(active[np.argmax(done)])
+            return j, cfg[j], units[j]
+        first = False
+        if done.any():
+            finished = active[done]
+            inc = units[finished].sum(axis=1) - used[finished]
+            j = int(np.argmin(inc))  # rows are in GPU order: first on ties
+            if inc[j] < best_inc or (inc[j] == best_inc and finished[j] < best_row):
+                best_row, best_inc = int(finished[j]), float(inc[j])
+        active, viol = active[~done], viol[~done]
+        units[active] += viol
+        cfg[active] += viol
+        if best_row >= 0 and active.size:
+            inc = units[active].sum(axis=1) - used[active]
+            active = active[(inc < best_inc) | ((inc == best_inc) & (active < best_row))]
+    if best_row < 0:
+        return None
+    return best_row, cfg[best_row], units[best_row]

@@ -1,0 +1,54 @@
+"""Turn a packing into a Plan, with every prediction computed from the plan's own configurations."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from igniter_opt.domain import GpuAssignment, LatencyBudget, Placement, Plan, PlanningProblem, Prediction
+from igniter_opt.placement.feasibility import placement_queue_delay_ms, predict_gpu, request_predictions
+from igniter_opt.placement.packing import GpuPacking, Packing
+from igniter_opt.solver import SolveOutcome
+
+
+def _placements(problem: PlanningProblem, packing: Packing, gpu: GpuPacking) -> tuple[Placement, ...]:
+    perf = problem.perf_model
+    budget, margin = problem.latency_budget, problem.margin
+    bare = []
+    for s in gpu.slots:
+        d = packing.demands[s.demand]
+        bare.append(Placement(workload=d.workload.name, model=d.workload.model, slo_ms=d.workload.slo_ms,
+                              rate_rps=d.rate_rps, batch=s.batch, share_pct=s.share_pct(perf.unit_pct),
+                              queue_delay_ms=s.queue_delay_ms))
+    preds = predict_gpu(perf, bare)
+    out = [replace(p, predicted=Prediction(lat, thr)) for p, (lat, thr) in zip(bare, preds, strict=True)]
+    out = [replace(p, queue_delay_ms=round(placement_queue_delay_ms(p, budget, margin), 6)) for p in out]
+    if perf.serving is not None:
+        reqs = request_predictions(perf, perf.serving, out, [lat for lat, _ in preds], budget, margin)
+        out = [replace(p, predicted=replace(p.predicted, p50_ms=a, p99_ms=b, within_slo=c))
+               for p, (a, b, c) in zip(out, reqs, strict=True)]
+    return tuple(out)
+
+
+def assemble_plan(problem: PlanningProblem, packing: Packing, planner: str, solver: SolveOutcome,
+                  gpu_ids: list[str] | None = None) -> Plan:
+    """A Plan of ``packing``: placements in slot order, predictions filled in, the queue delay each
+    server runs with, GPUs named by ``gpu_ids`` (default: a packing GPU's own id, else gpu0, gpu1, ...)."""
+    perf = problem.perf_model
+    gpu_type = str(perf.gpu.get("name", perf.name))
+    gpus = []
+    for n, gpu in enumerate(packing.gpus):
+        gid = gpu_ids[n] if gpu_ids is not None else (gpu.gpu_id if gpu.gpu_id is not None else f"gpu{n}")
+        gpus.append(GpuAssignment(gpu_id=gid, gpu_type=gpu_type, placements=_placements(problem, packing, gpu)))
+    budget = problem.latency_budget
+    return Plan(
+        profile=perf.name,
+        planner=planner,
+        latency_budget=str(budget),
+        gpus=tuple(gpus),
+        price_per_gpu_hour=perf.hardware.price_per_gpu_hour,
+        solver=solver,
+        margin=problem.margin if budget is LatencyBudget.FULL else None,
+        attainment=problem.attainment if budget is LatencyBudget.TAIL else None,
+        serving=perf.serving,
+        **perf.serving_plan_fields(),
+    )

@@ -1,0 +1,165 @@
+"""The one feasibility test, with one tolerance, and a plan's re-verification from the plan itself.
+
+A placement is feasible when its predicted batch latency is within its serving model's limit and
+its predicted throughput at least its rate (``violates``); a GPU when its shares sum to at most
+100 % and every placement on it is feasible next to the others. Every planner, the verifier, the
+predictor and the trace evaluator decide with these functions and nothing else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from igniter_opt.domain import GpuAssignment, LatencyBudget, Placement, Plan, PlanningProblem, Prediction, ServingParams
+from igniter_opt.perfmodel.model import PerformanceModel
+from igniter_opt.placement.serving import ServingModel, default_queue_delay_ms, serving_model_for
+
+# Relative slack on a limit or a rate, for float noise only; anything larger is a violation.
+REL_TOL = 1e-9
+# Shares summing to 100 % plus this (percentage points) still fit: float noise of plan files.
+SHARE_TOL_PCT = 1e-6
+
+
+def violates(lat: np.ndarray, thr: np.ndarray, limit: np.ndarray, rate: np.ndarray) -> np.ndarray:
+    """True where a placement misses its latency limit or its rate (vectorised)."""
+    return (lat > limit * (1.0 + REL_TOL)) | (thr < rate * (1.0 - REL_TOL))
+
+
+def over_capacity(total_share_pct: float | np.ndarray) -> bool | np.ndarray:
+    """True where a GPU's shares sum to more than 100 %."""
+    return total_share_pct > 100.0 + SHARE_TOL_PCT
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One way a plan breaks a requirement; ``excess`` is how far, relative to the limit."""
+
+    kind: str  # latency | throughput | share | coverage | model | batch
+    gpu_id: str | None
+    workload: str | None
+    message: str
+    excess: float = 0.0
+
+
+def placement_queue_delay_ms(p: Placement, budget: LatencyBudget, margin: float) -> float:
+    """The queue delay a placement runs with: its own, else the one ``apply`` configures."""
+    if p.queue_delay_ms is not None:
+        return p.queue_delay_ms
+    lat = p.predicted.latency_ms if p.predicted is not None else None
+    return default_queue_delay_ms(p.slo_ms, p.rate_rps, p.batch, budget, margin, lat)
+
+
+def predict_gpu(perf: PerformanceModel, placements: tuple[Placement, ...] | list[Placement]) -> list[tuple[float, float]]:
+    """(latency_ms, throughput_rps) of each placement of one GPU, next to the others."""
+    return perf.predict_gpu([(p.model, p.batch, p.share_pct) for p in placements])
+
+
+def request_predictions(perf: PerformanceModel, serving: ServingParams, placements: list[Placement],
+                        batch_latency_ms: list[float], budget: LatencyBudget, margin: float
+                        ) -> list[tuple[float, float, float]]:
+    """(p50_ms, p99_ms, within_slo) of each placement's requests under random arrivals.
+
+    The service time of a batch is its predicted latency plus the per-batch serving overhead
+    (already inside the latency when the performance model plans with one).
+    """
+    from igniter_opt.placement import queueing
+
+    if not placements:
+        return []
+    overhead = 0.0 if perf.serving_overhead_ms is not None else serving.overhead_ms
+    rate = np.array([p.rate_rps for p in placements], float)
+    batch = np.array([p.batch for p in placements], float)
+    delay = np.array([placement_queue_delay_ms(p, budget, margin) for p in placements], float)
+    service = np.array(batch_latency_ms, float) + overhead
+    slo = np.array([p.slo_ms for p in placements], float)
+    p50, p99, within = queueing.request_latency(rate, batch, delay, service, slo, serving)
+    return [(float(a), float(b), float(c)) for a, b, c in zip(p50, p99, within, strict=True)]
+
+
+def predict_plan(plan: Plan, perf: PerformanceModel, serving: ServingParams | None = None) -> Plan:
+    """A copy of ``plan`` with every ``predicted`` block recomputed from the plan itself.
+
+    With ``serving`` (the serving stack's measurements), each placement also gets the per-request
+    p50, p99 and fraction within its SLO, and a placement without a queue delay gets the one
+    ``apply`` would configure for it.
+    """
+    budget = LatencyBudget(plan.latency_budget)
+    margin = plan.margin or 0.0
+    gpus = []
+    for g in plan.gpus:
+        preds = predict_gpu(perf, g.placements)
+        placements = [replace(p, predicted=Prediction(lat, thr)) for p, (lat, thr) in zip(g.placements, preds, strict=True)]
+        if serving is not None:
+            placements = [replace(p, queue_delay_ms=placement_queue_delay_ms(p, budget, margin)) for p in placements]
+            reqs = request_predictions(perf, serving, placements, [lat for lat, _ in preds], budget, margin)
+            placements = [replace(p, predicted=replace(p.predicted, p50_ms=a, p99_ms=b, within_slo=c))
+                          for p, (a, b, c) in zip(placements, reqs, strict=True)]
+        gpus.append(GpuAssignment(g.gpu_id, g.gpu_type, tuple(placements)))
+    return replace(plan, gpus=tuple(gpus), serving=serving if serving is not None else plan.serving)
+
+
+def _placement_violations(g: GpuAssignment, p: Placement, lat: float, thr: float, limit: float) -> list[Violation]:
+    out = []
+    if violates(np.array(lat), np.array(thr), np.array(limit), np.array(p.rate_rps)):
+        if lat > limit * (1 + REL_TOL):
+            out.append(Violation("latency", g.gpu_id, p.workload,
+                                 f"{p.workload} on {g.gpu_id}: predicted {lat:.3f} ms > limit {limit:.3f} ms",
+                                 (lat - limit) / max(abs(limit), 1e-9)))
+        if thr < p.rate_rps * (1 - REL_TOL):
+            out.append(Violation("throughput", g.gpu_id, p.workload,
+                                 f"{p.workload} on {g.gpu_id}: predicted {thr:.1f} req/s < rate {p.rate_rps:.1f} req/s",
+                                 (p.rate_rps - thr) / p.rate_rps))
+    return out
+
+
+def _gpu_violations(g: GpuAssignment, problem: PlanningProblem, rule: ServingModel,
+                    served: dict[str, float]) -> list[Violation]:
+    perf = problem.perf_model
+    out: list[Violation] = []
+    total = g.total_share_pct
+    if over_capacity(total):
+        out.append(Violation("share", g.gpu_id, None, f"{g.gpu_id}: shares sum to {total:.2f} % > 100 %",
+                             total / 100.0 - 1.0))
+    unknown = [p for p in g.placements if p.model not in perf.models]
+    for p in unknown:
+        out.append(Violation("model", g.gpu_id, p.workload, f"{p.workload}: model '{p.model}' not in profile"))
+    if unknown:
+        return out
+    max_batch = problem.batch_limit
+    for p, (lat, thr) in zip(g.placements, predict_gpu(perf, g.placements), strict=True):
+        served[p.workload] += p.rate_rps
+        if p.batch < 1 or (max_batch is not None and p.batch > max_batch):
+            out.append(Violation("batch", g.gpu_id, p.workload,
+                                 f"{p.workload} on {g.gpu_id}: batch {p.batch} outside 1..{max_batch} (the batches "
+                                 "the profile measured; --max-batch N to extrapolate)"))
+            continue
+        delay = placement_queue_delay_ms(p, problem.latency_budget, problem.margin)
+        limit = rule.limit(p.slo_ms, p.rate_rps, p.batch, delay)
+        out.extend(_placement_violations(g, p, lat, thr, limit))
+    return out
+
+
+def verify_plan(plan: Plan, problem: PlanningProblem) -> list[Violation]:
+    """Check ``plan`` against ``problem`` under the exact model; an empty list means feasible.
+
+    Everything is recomputed from the plan itself (never from a planner's internal state):
+    shares per GPU, each placement's latency against its serving model's limit and throughput
+    against its rate next to its co-runners, batches within the profile's, and that every
+    workload's rate is served exactly once. Sorted worst first.
+    """
+    rule = serving_model_for(problem)
+    served: dict[str, float] = defaultdict(float)
+    out = [v for g in plan.gpus for v in _gpu_violations(g, problem, rule, served)]
+    for w in problem.workloads:
+        got = served.get(w.name, 0.0)
+        if not math.isclose(got, w.rate_rps, rel_tol=1e-6, abs_tol=1e-6):
+            out.append(Violation("coverage", None, w.name, f"{w.name}: plan serves {got:g} req/s of {w.rate_rps:g} req/s",
+                                 abs(w.rate_rps - got) / w.rate_rps))
+    names = {w.name for w in problem.workloads}
+    for extra in sorted(set(served) - names):
+        out.append(Violation("coverage", None, extra, f"{extra}: in the plan but not a workload of the problem"))
+    return sorted(out, key=lambda v: -v.excess)

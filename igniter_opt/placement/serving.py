@@ -1,0 +1,207 @@
+"""Serving models: what "meets its SLO" means for one placement (pluggable into the kernel).
+
+A serving model turns a placement's workload piece (SLO, rate) and configuration (batch, queue
+delay) into a *latency limit*: the largest predicted batch latency (the performance model's
+``latency``: t_inf, plus the per-batch serving overhead when the model has one) that still meets
+the SLO. Together with "throughput >= rate" it is the whole feasibility test
+(``feasibility.violates``), and because it is a limit on one number, the exact planner keeps its
+linear form (``PerformanceModel.gpu_time_budget_ms`` turns it into a GPU-time budget).
+
+- ``igniter``: the paper's rule, latency <= SLO / 2.
+- ``full``: batch formation (b - 1) / R plus latency <= SLO (1 - margin).
+- ``tail``: each request's end-to-end latency under random arrivals (batch formation, queueing
+  behind earlier batches, service, client and network) within the SLO for at least a fraction A
+  of requests (``queueing``); the limit is the largest batch service time that achieves it.
+
+Each model also says which queue delays a placement may run with: the one ``apply`` configures for
+the first two (``default_queue_delay_ms``), a small grid chosen jointly with the batch for ``tail``.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+from igniter_opt.domain import DEFAULT_ATTAINMENT, DEFAULT_MARGIN, LatencyBudget, PlanningProblem, ServingParams
+from igniter_opt.errors import ProblemError
+from igniter_opt.perfmodel.model import PerformanceModel
+
+
+def default_queue_delay_ms(slo_ms: float, rate_rps: float, batch: int, budget: LatencyBudget, margin: float,
+                           latency_ms: float | None) -> float:
+    """The dynamic batcher's queue delay for a placement whose plan does not choose one.
+
+    igniter: batch formation gets the half of the SLO that inference does not (SLO / 2). full and
+    tail: SLO (1 - margin) - t_inf, with t_inf the predicted latency or, where unknown, the largest
+    the full budget allows (which leaves (b - 1) / R for formation). Clamped to [0, SLO]; a batch
+    of 1 never waits.
+    """
+    if batch <= 1 or not math.isfinite(slo_ms):
+        return 0.0
+    if budget is LatencyBudget.IGNITER:
+        wait = slo_ms / 2.0
+    else:
+        if latency_ms is not None and math.isfinite(latency_ms):
+            t_inf = latency_ms
+        elif math.isfinite(rate_rps):
+            t_inf = full_limit_ms(slo_ms, rate_rps, batch, margin)
+        else:
+            t_inf = slo_ms / 2.0
+        wait = slo_ms * (1.0 - margin) - t_inf
+    return min(max(wait, 0.0), slo_ms)
+
+
+def full_limit_ms(slo_ms, rate_rps, batch, margin: float):  # noqa: ANN001, ANN201 - scalars or arrays
+    """(b - 1) / R + t_inf <= SLO (1 - margin), solved for t_inf."""
+    return slo_ms * (1.0 - margin) - 1000.0 * (batch - 1) / rate_rps
+
+
+class ServingModel(ABC):
+    """The pluggable part of the feasibility test: a latency limit per placement."""
+
+    budget: LatencyBudget
+
+    @abstractmethod
+    def limit_ms(self, slo_ms: np.ndarray, rate_rps: np.ndarray, batch: np.ndarray,
+                 queue_delay_ms: np.ndarray | None = None) -> np.ndarray:
+        """The largest admissible predicted batch latency of each placement (vectorised)."""
+
+    def queue_delay_candidates(self, slo_ms: float, rate_rps: float, batch: np.ndarray) -> np.ndarray:
+        """Queue delays a placement may be planned with, shape (len(batch), k); NaN: none chosen
+        by the planner (``apply``'s rule applies). Only ``tail`` chooses them."""
+        return np.full((len(batch), 1), np.nan)
+
+    def limit(self, slo_ms: float, rate_rps: float, batch: int, queue_delay_ms: float | None = None) -> float:
+        """``limit_ms`` for one placement."""
+        d = None if queue_delay_ms is None else np.array([queue_delay_ms], float)
+        return float(self.limit_ms(np.array([slo_ms], float), np.array([rate_rps], float),
+                                   np.array([batch], float), d)[0])
+
+    def plan_fields(self) -> dict[str, object]:
+        """What a plan records of this serving model (besides its budget's name)."""
+        return {}
+
+    def min_slo_ms(self, perf: PerformanceModel, model: str, rate_rps: float) -> float:
+        """The smallest SLO a workload of ``model`` at ``rate_rps`` meets alone on a whole GPU at
+        batch 1 (for error messages; NaN if none)."""
+        lat, _ = perf.solo(model, 1, perf.max_units * perf.unit_pct)
+        return self._slo_for_latency(lat)
+
+    def _slo_for_latency(self, latency_ms: float) -> float:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class IgniterServing(ServingModel):
+    """The paper's rule: latency <= SLO / 2 (the other half is for batch formation)."""
+
+    budget: LatencyBudget = LatencyBudget.IGNITER
+
+    def limit_ms(self, slo_ms, rate_rps, batch, queue_delay_ms=None):  # noqa: ANN001, ANN201
+        return np.asarray(slo_ms, float) / 2.0 + 0.0 * np.asarray(batch, float)
+
+    def _slo_for_latency(self, latency_ms: float) -> float:
+        return 2.0 * latency_ms
+
+
+@dataclass(frozen=True)
+class FullServing(ServingModel):
+    """Batch formation (b - 1) / R plus latency within SLO (1 - margin)."""
+
+    margin: float = DEFAULT_MARGIN
+    budget: LatencyBudget = LatencyBudget.FULL
+
+    def limit_ms(self, slo_ms, rate_rps, batch, queue_delay_ms=None):  # noqa: ANN001, ANN201
+        return full_limit_ms(np.asarray(slo_ms, float), np.asarray(rate_rps, float), np.asarray(batch, float),
+                             self.margin)
+
+    def plan_fields(self) -> dict[str, object]:
+        return {"margin": self.margin}
+
+    def _slo_for_latency(self, latency_ms: float) -> float:
+        return latency_ms / (1.0 - self.margin)
+
+
+@dataclass(frozen=True)
+class TailServing(ServingModel):
+    """At least ``attainment`` of the requests within the SLO, under random arrivals (``queueing``).
+
+    The limit of a placement at (rate, batch, queue delay) is the largest batch service time whose
+    predicted fraction of requests within the SLO is at least ``attainment``; the performance
+    model's latency is that service time when it includes the per-batch serving overhead.
+    """
+
+    serving: ServingParams
+    attainment: float = DEFAULT_ATTAINMENT
+    budget: LatencyBudget = LatencyBudget.TAIL
+
+    def limit_ms(self, slo_ms, rate_rps, batch, queue_delay_ms=None):  # noqa: ANN001, ANN201
+        from igniter_opt.placement import queueing
+
+        if queue_delay_ms is None:
+            raise ValueError("the tail serving model needs each placement's queue delay")
+        return queueing.max_service_ms(np.asarray(rate_rps, float), np.asarray(batch, float),
+                                       np.asarray(queue_delay_ms, float), np.asarray(slo_ms, float),
+                                       self.attainment, self.serving)
+
+    def queue_delay_candidates(self, slo_ms: float, rate_rps: float, batch: np.ndarray) -> np.ndarray:
+        from igniter_opt.placement import queueing
+
+        return queueing.queue_delay_candidates(np.full(len(batch), float(rate_rps)), np.asarray(batch, float))
+
+    def plan_fields(self) -> dict[str, object]:
+        return {"attainment": self.attainment, "serving": self.serving}
+
+    def min_slo_ms(self, perf: PerformanceModel, model: str, rate_rps: float, max_batch: int = 32) -> float:
+        """The smallest SLO met alone on a whole GPU: the least ``attainment``-quantile of the
+        request latency over batches 1..max_batch and their queue-delay candidates."""
+        from igniter_opt.placement import queueing
+
+        b = np.arange(1, max_batch + 1, dtype=float)
+        idx = np.full((b.size, 1), perf.model_index(model))
+        lat, _ = perf.predict_padded(idx, b[:, None], np.full((b.size, 1), perf.max_units * perf.unit_pct))
+        delays = self.queue_delay_candidates(math.inf, rate_rps, b)
+        k = delays.shape[1]
+        q = queueing.latency_quantile_ms(np.full(b.size * k, float(rate_rps)), np.repeat(b, k), delays.ravel(),
+                                         np.repeat(lat[:, 0], k), self.attainment, self.serving)
+        q = q[np.isfinite(q)]
+        return float(q.min()) if q.size else math.nan
+
+
+def serving_model_for(problem: PlanningProblem) -> ServingModel:
+    """The serving model a problem is planned under."""
+    budget = problem.latency_budget
+    if budget is LatencyBudget.IGNITER:
+        return IgniterServing()
+    if budget is LatencyBudget.FULL:
+        return FullServing(problem.margin)
+    perf = problem.perf_model
+    if perf.serving is None or perf.serving_overhead_ms is None:
+        raise ProblemError(
+            f"the 'tail' budget needs the serving measurements of profile '{perf.name}' (per-batch overhead, "
+            "client cost, service-time variance), which it lacks; measure them with 'igniter-opt profile "
+            "--serving', or pass --serving-overhead-ms O (the other serving parameters then take their "
+            "documented defaults)"
+        )
+    return TailServing(perf.serving, problem.attainment)
+
+
+def plan_serving_model(budget: LatencyBudget, margin: float | None, attainment: float | None,
+                       serving: ServingParams | None) -> ServingModel:
+    """The serving model a plan was made under, from what the plan records."""
+    if budget is LatencyBudget.IGNITER:
+        return IgniterServing()
+    if budget is LatencyBudget.FULL:
+        return FullServing(DEFAULT_MARGIN if margin is None else margin)
+    if serving is None:
+        raise ProblemError("the plan uses the 'tail' budget but records no serving measurements; re-plan it")
+    return TailServing(serving, DEFAULT_ATTAINMENT if attainment is None else attainment)
+
+
+__all__ = [
+    "DEFAULT_ATTAINMENT", "FullServing", "IgniterServing", "ServingModel", "TailServing",
+    "default_queue_delay_ms", "full_limit_ms", "plan_serving_model", "serving_model_for",
+]

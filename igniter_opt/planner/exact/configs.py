@@ -1,0 +1,189 @@
+"""Candidate configurations of one demand: every (batch, queue delay, share units) with its
+constants, its GPU-time budget and whether it is feasible alone; and the dominance pruning."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+from igniter_opt.errors import ProblemError
+from igniter_opt.perfmodel.model import HardwareCoefficients, PerformanceModel
+from igniter_opt.placement import Demand, violates
+from igniter_opt.placement.serving import ServingModel
+from igniter_opt.planner.greedy import batch_limit, igniter_batch
+
+
+def busy_power_w(hw: HardwareCoefficients) -> float:
+    """Power of a busy GPU before its placements' own terms: idle power plus the shared floor."""
+    return hw.idle_power_w + hw.power_floor_w
+
+
+@dataclass(frozen=True)
+class Config:
+    """One candidate configuration of a demand: batch, share units, queue delay and its constants."""
+
+    batch: int
+    units: int
+    active_ms: float  # a_k = k_act(b, r), solo active time
+    cache: float  # c_k, L2 demand (% of peak)
+    power_w: float  # p_k, power above idle (and above the shared floor, see busy_power_w)
+    budget_ms: float  # B_k, the largest t_gpu (at full clock) meeting latency limit and rate
+    queue_delay_ms: float | None = None  # the queue delay it runs with (None: apply's rule)
+
+    @property
+    def key(self) -> tuple[int, float, int]:
+        return config_key(self.batch, self.queue_delay_ms, self.units)
+
+
+def config_key(batch: int, queue_delay_ms: float | None, units: int) -> tuple[int, float, int]:
+    """A configuration's identity (a delay of None and NaN are the same: apply's rule)."""
+    d = -1.0 if queue_delay_ms is None or math.isnan(queue_delay_ms) else round(float(queue_delay_ms), 9)
+    return int(batch), d, int(units)
+
+
+@dataclass(frozen=True)
+class ConfigTable:
+    """Every candidate configuration of one demand, as flat arrays (one entry per configuration)."""
+
+    batch: np.ndarray
+    units: np.ndarray
+    delay: np.ndarray  # NaN: apply's rule
+    active: np.ndarray
+    cache: np.ndarray
+    power: np.ndarray
+    budget: np.ndarray
+    limit: np.ndarray
+    lat: np.ndarray
+    thr: np.ndarray
+    solo_ok: np.ndarray
+
+    def index(self) -> dict[tuple[int, float, int], int]:
+        return {config_key(int(b), float(d), int(u)): j
+                for j, (b, d, u) in enumerate(zip(self.batch, self.delay, self.units, strict=True))}
+
+    def config(self, j: int) -> Config:
+        d = float(self.delay[j])
+        return Config(int(self.batch[j]), int(self.units[j]), float(self.active[j]), float(self.cache[j]),
+                      float(self.power[j]), float(self.budget[j]), None if math.isnan(d) else d)
+
+
+def batch_range(perf: PerformanceModel, problem: PlanningProblem, d: Demand) -> int:
+    """The largest batch a demand's candidates use: igniter, up to the paper's batch at its rate;
+    full, while batch formation leaves room for inference; tail, the batch limit."""
+    w = d.workload
+    bmax = batch_limit(problem)
+    if problem.latency_budget is LatencyBudget.IGNITER:
+        top = igniter_batch(perf, Workload(w.name, w.model, w.slo_ms, d.rate_rps), bmax)
+    elif problem.latency_budget is LatencyBudget.FULL:
+        top = min(bmax, math.floor(w.slo_ms * (1.0 - problem.margin) * d.rate_rps / 1000.0) + 1)
+    else:
+        top = bmax
+    return max(1, d.batch, top)
+
+
+def config_table(perf: PerformanceModel, rule: ServingModel, d: Demand, max_batch: int, cap: int,
+                 extra: tuple[tuple[int, float | None], ...] = ()) -> ConfigTable:
+    """Every (batch <= max_batch, queue-delay candidate, units) of demand ``d``, and the (batch,
+    delay) pairs in ``extra`` (running placements it could keep), with constants and solo feasibility."""
+    w = d.workload
+    b_vals = np.arange(1, max_batch + 1)
+    delays = rule.queue_delay_candidates(w.slo_ms, d.rate_rps, b_vals)
+    bd_batch = np.repeat(b_vals, delays.shape[1])
+    bd_delay = delays.ravel()
+    if d.queue_delay_ms is not None:
+        extra = ((d.batch, d.queue_delay_ms), *extra)
+    have = {config_key(int(b), float(x), 0) for b, x in zip(bd_batch, bd_delay, strict=True)}
+    for b, x in extra:
+        if config_key(b, x, 0) not in have:
+            have.add(config_key(b, x, 0))
+            bd_batch = np.append(bd_batch, b)
+            bd_delay = np.append(bd_delay, np.nan if x is None else x)
+    batch = np.repeat(bd_batch, cap)
+    delay = np.repeat(bd_delay, cap)
+    units = np.tile(np.arange(1, cap + 1), bd_batch.size)
+    midx = np.full(batch.size, perf.model_index(w.model))
+    rate = np.full(batch.size, d.rate_rps)
+    limit = np.repeat(rule.limit_ms(np.full(bd_batch.size, w.slo_ms), np.full(bd_batch.size, d.rate_rps),
+                                    bd_batch.astype(float), bd_delay), cap)
+    active, cache, power = perf.solo_terms(midx, batch.astype(float), units * perf.unit_pct)
+    budget = perf.gpu_time_budget_ms(midx, batch.astype(float), limit, rate)
+    lat, thr = perf.predict_padded(midx[:, None], batch[:, None].astype(float), (units * perf.unit_pct)[:, None])
+    solo_ok = ~violates(lat[:, 0], thr[:, 0], limit, rate) & np.isfinite(limit)
+    return ConfigTable(batch, units, delay, active, cache, power, budget, limit, lat[:, 0], thr[:, 0], solo_ok)
+
+
+def unplaceable(d: Demand, t: ConfigTable) -> ProblemError:
+    """Say why no configuration of a demand works even alone on a GPU."""
+    w = d.workload
+    gap = np.where(np.isfinite(t.limit), t.lat - t.limit, np.inf)
+    j = int(np.argmin(gap))
+    why = []
+    if not math.isfinite(float(gap[j])):
+        why.append("no batch and queue delay can meet the SLO at this rate")
+    elif float(t.lat[j]) > float(t.limit[j]):
+        why.append(f"best latency {t.lat[j]:.2f} ms > limit {t.limit[j]:.2f} ms (batch {int(t.batch[j])}, 100 %)")
+    if float(np.max(t.thr)) < d.rate_rps:
+        why.append(f"best throughput {float(np.max(t.thr)):.1f} req/s < rate {d.rate_rps:g} req/s")
+    if not why:
+        why.append("no batch meets the latency limit and the rate at the same time")
+    return ProblemError(
+        f"workload '{w.name}' ({w.model}, SLO {w.slo_ms:g} ms, {d.rate_rps:g} req/s) cannot be placed "
+        f"even alone on a GPU: {'; '.join(why)}; relax its SLO or lower its rate"
+    )
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Reachable ranges on one GPU, used for dominance and the tightest big-M."""
+
+    max_members: int
+    max_sched_ms: float  # largest scheduling-delay increment D
+    max_cache: float  # largest total L2 demand on a GPU
+    max_power_w: float  # largest total power demand (idle included)
+    min_clock_ratio: float  # f / F at max_power_w
+
+
+def slack(t: ConfigTable, idx: np.ndarray, kernels: float, idle: float, alpha_cache: float, clock_ratio: float,
+          cache_others: float, sched: float) -> np.ndarray:
+    """B_k f/F - Y_k for an environment (clock ratio, others' L2, scheduling increment): >= 0 feasible."""
+    return (t.budget[idx] * clock_ratio - idle - t.active[idx] * (1.0 + alpha_cache * cache_others)
+            - kernels * sched)
+
+
+def prune(t: ConfigTable, kernels: float, idle: float, alpha_cache: float, bounds: Bounds) -> np.ndarray:
+    """Indices of the non-dominated solo-feasible configurations.
+
+    Environment box: others' L2 in [0, max_cache], clock ratio in [min_clock_ratio, 1],
+    scheduling increment in [0, max_sched]. A dominates B when A needs no more units, L2 and
+    power, and A's slack >= B's slack at the box's corners (the difference is linear, and the
+    scheduling term cancels: same model), or A is feasible everywhere in the box. Per (batch,
+    delay), shares above the first one feasible everywhere are dominated by it.
+    """
+    idx = np.flatnonzero(t.solo_ok)
+    if idx.size == 0:
+        return idx
+    worst = (bounds.min_clock_ratio, bounds.max_cache, bounds.max_sched_ms)
+    always = slack(t, idx, kernels, idle, alpha_cache, *worst) >= 0
+    first_always: dict[tuple[int, float], int] = {}
+    for j in idx[always]:
+        first_always.setdefault((int(t.batch[j]), float(t.delay[j])), int(t.units[j]))
+    idx = np.array([i for i in idx if t.units[i] <= first_always.get((int(t.batch[i]), float(t.delay[i])), 10**9)],
+                   dtype=np.intp)
+    corners = [(1.0, 0.0), (1.0, bounds.max_cache), (bounds.min_clock_ratio, 0.0),
+               (bounds.min_clock_ratio, bounds.max_cache)]
+    sl = np.stack([slack(t, idx, kernels, idle, alpha_cache, f, co, 0.0) for f, co in corners], axis=1)
+    always = slack(t, idx, kernels, idle, alpha_cache, *worst) >= 0
+    u, c, p = t.units[idx], t.cache[idx], t.power[idx]
+    n = idx.size
+    # le[i, j]: i needs no more of every resource than j
+    le = (u[:, None] <= u[None, :]) & (c[:, None] <= c[None, :] + 1e-12) & (p[:, None] <= p[None, :] + 1e-12)
+    better = np.all(sl[:, None, :] >= sl[None, :, :] - 1e-12, axis=2) | always[:, None]
+    dom = le & better
+    np.fill_diagonal(dom, False)
+    # strict: i dominates j unless j also dominates i, in which case keep the earlier index
+    mutual = dom & dom.T
+    dom = dom & ~(mutual & (np.arange(n)[:, None] > np.arange(n)[None, :]))
+    return idx[~dom.any(axis=0)]
