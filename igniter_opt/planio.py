@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from igniter_opt.domain import GpuAssignment, Placement, Plan, Prediction, ServingParams, Workload
 from igniter_opt.errors import InputError, PlanError
@@ -31,39 +30,61 @@ def _positive_cell(value: Any, column: str, row: int, name: str, path: str) -> f
     return x
 
 
-def read_workloads(path: str | os.PathLike[str]) -> tuple[Workload, ...]:
-    """Read a workloads CSV with header ``name,model,slo_ms,rate_rps``; every row is validated."""
+def read_csv_rows(path: str | os.PathLike[str], required: tuple[str, ...], what: str) -> list[tuple[int, dict[str, str]]]:
+    """(row number, cells stripped) of a CSV whose header has ``required``; a row with more
+    fields than the header is an error that says so. Row 1 is the header."""
     p = Path(path)
     if not p.is_file():
-        raise InputError(f"{p}: no such workloads file; pass a CSV with header {','.join(WORKLOAD_COLUMNS)}")
+        raise InputError(f"{p}: no such {what} file; pass a CSV with header {','.join(required)}")
     try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        with p.open(newline="", encoding="utf-8") as fh:
+            reader = csv.reader(fh, skipinitialspace=True)
+            header = [c.strip() for c in next(reader, [])]
+            rows = [(i, r) for i, r in enumerate(reader, start=2) if any(c.strip() for c in r)]
+    except (UnicodeDecodeError, csv.Error) as exc:
         raise InputError(f"{p}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    df.columns = [str(c).strip() for c in df.columns]
-    missing = [c for c in WORKLOAD_COLUMNS if c not in df.columns]
+    missing = [c for c in required if c not in header]
     if missing:
-        raise InputError(
-            f"{p}: missing column(s) {', '.join(missing)}; the header must be {','.join(WORKLOAD_COLUMNS)}"
-        )
-    if df.empty:
-        raise InputError(f"{p}: no workloads; add at least one row")
+        raise InputError(f"{p}: missing column(s) {', '.join(missing)}; the header must be {','.join(required)}")
+    out = []
+    for i, r in rows:
+        if len(r) > len(header):
+            raise InputError(f"{p}: row {i} has {len(r)} fields but the header has {len(header)}; remove the extra "
+                             "field(s) or quote a value that contains a comma")
+        out.append((i, {h: (r[k].strip() if k < len(r) else "") for k, h in enumerate(header)}))
+    return out
+
+
+def _workload_rows(path: str | os.PathLike[str], columns: tuple[str, ...]) -> list[tuple[int, str, str, float, dict[str, str]]]:
+    """(row, name, model, slo_ms, cells) of every workload row, names unique, SLOs positive."""
+    rows = read_csv_rows(path, columns, "workloads")
+    if not rows:
+        raise InputError(f"{path}: no workloads; add at least one row")
     seen: dict[str, int] = {}
     out = []
-    for i, rec in enumerate(df.to_dict("records"), start=2):  # row 1 is the header
-        name = str(rec["name"]).strip()
-        model = str(rec["model"]).strip()
+    for i, rec in rows:
+        name, model = rec["name"], rec["model"]
         if not name:
-            raise InputError(f"{p}: row {i}: empty workload name")
+            raise InputError(f"{path}: row {i}: empty workload name")
         if not model:
-            raise InputError(f"{p}: row {i} ('{name}'): empty model")
+            raise InputError(f"{path}: row {i} ('{name}'): empty model")
         if name in seen:
-            raise InputError(f"{p}: row {i}: duplicate workload name '{name}' (first at row {seen[name]})")
+            raise InputError(f"{path}: row {i}: duplicate workload name '{name}' (first at row {seen[name]})")
         seen[name] = i
-        slo = _positive_cell(rec["slo_ms"], "slo_ms", i, name, str(p))
-        rate = _positive_cell(rec["rate_rps"], "rate_rps", i, name, str(p))
-        out.append(Workload(name=name, model=model, slo_ms=slo, rate_rps=rate))
-    return tuple(out)
+        out.append((i, name, model, _positive_cell(rec["slo_ms"], "slo_ms", i, name, str(path)), rec))
+    return out
+
+
+def read_workloads(path: str | os.PathLike[str]) -> tuple[Workload, ...]:
+    """Read a workloads CSV with header ``name,model,slo_ms,rate_rps``; every row is validated."""
+    return tuple(Workload(name=name, model=model, slo_ms=slo,
+                          rate_rps=_positive_cell(rec["rate_rps"], "rate_rps", i, name, str(path)))
+                 for i, name, model, slo, rec in _workload_rows(path, WORKLOAD_COLUMNS))
+
+
+def read_workload_specs(path: str | os.PathLike[str]) -> dict[str, tuple[str, float]]:
+    """name -> (model, slo_ms) from a CSV with ``name,model,slo_ms`` (a rate_rps column is ignored)."""
+    return {name: (model, slo) for _, name, model, slo, _ in _workload_rows(path, WORKLOAD_COLUMNS[:3])}
 
 
 # ---- plans -------------------------------------------------------------------------------------

@@ -102,3 +102,11 @@ def test_written_files_get_the_ordinary_mode_not_0600(tmp_path) -> None:
     assert stat.S_IMODE(a.stat().st_mode) == 0o644
     assert stat.S_IMODE(b.stat().st_mode) == 0o644
     assert list(tmp_path.glob(".*.tmp")) == [] and list((tmp_path / "sub").glob(".*.tmp")) == []
+
+
+def test_a_row_with_an_extra_field_says_so(tmp_path: Path) -> None:
+    """Issue 14.10: an extra field used to be read as the rate ('got 'extra'')."""
+    with pytest.raises(InputError) as exc:
+        read_workloads(write(tmp_path, "name,model,slo_ms,rate_rps\nA,vgg19,20,5,extra\n"))
+    assert str(exc.value).endswith("row 2 has 5 fields but the header has 4; remove the extra field(s) or quote "
+                                   "a value that contains a comma")

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from igniter_opt.cli import cli
 from igniter_opt.errors import InputError
 from igniter_opt.perfmodel import PerformanceModel, load_profile
-from igniter_opt.replan import trace as trace_mod
+from igniter_opt.replan.trace import job as trace_mod
 from igniter_opt.replan.trace import (
     STEP_COLUMNS,
     TraceJob,
