@@ -16,6 +16,7 @@ SHARED_V100 = Path(
     os.environ.get("IGNITER_OPT_V100_PROFILE", REPO.parent / "shared" / "data" / "igniter_v100_profile.jsonl")
 )
 PAPER_WORKLOADS = REPO / "examples" / "paper-table3.csv"
+H100_PROFILE = REPO / "profiles" / "h100"
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +32,29 @@ def v100_path() -> Path:
 @pytest.fixture(scope="session")
 def v100_model(v100_path: Path) -> PerformanceModel:
     return load_profile(v100_path)
+
+
+@pytest.fixture(scope="session")
+def h100_model() -> PerformanceModel:
+    """The shipped H100 profile: always there, so correctness tests run on a fresh clone."""
+    return load_profile(H100_PROFILE)
+
+
+# Correctness tests run on every profile at hand: the shipped H100 always, the paper's V100 where its
+# data is (without it the V100 variants are not collected: only the V100 reproductions skip).
+PROFILES_AT_HAND = ["h100", *(["v100"] if SHARED_V100.is_file() else [])]
+
+
+@pytest.fixture(scope="session", params=PROFILES_AT_HAND)
+def any_model(request: pytest.FixtureRequest) -> PerformanceModel:
+    """Each correctness test on the shipped H100 profile, and on the paper's V100 profile where present."""
+    return request.getfixturevalue(f"{request.param}_model")
+
+
+@pytest.fixture(scope="session", params=PROFILES_AT_HAND)
+def any_profile_path(request: pytest.FixtureRequest) -> Path:
+    """A profile path for CLI tests: the shipped H100 folder, and the paper's V100 file where present."""
+    return H100_PROFILE if request.param == "h100" else request.getfixturevalue("v100_path")
 
 
 @pytest.fixture(scope="session")

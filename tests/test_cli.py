@@ -87,34 +87,69 @@ def test_fit_predict_verify(runner: CliRunner, v100_path: Path, tmp_path: Path) 
     assert "W1: plan serves 1200 req/s of 2400 req/s" in res.output
 
 
+def test_fit_predict_verify_on_the_shipped_h100_raw_profile(runner: CliRunner, tmp_path: Path) -> None:
+    """fit -> solve -> predict -> verify on the shipped H100 measurements (runs on every clone)."""
+    prof = tmp_path / "profiles" / "h100-refit"
+    res = runner.invoke(cli, ["fit", str(REPO / "profiles" / "h100" / "raw.json"), "-o", str(prof)])
+    assert res.exit_code == 0, res.output
+    shipped = json.loads((REPO / "profiles" / "h100" / "coefficients.json").read_text())
+    refit = json.loads((prof / "coefficients.json").read_text())
+    for m, c in shipped["models"].items():
+        assert refit["models"][m]["k"] == pytest.approx(c["k"], rel=1e-6), m
+    plan = tmp_path / "plan.json"
+    assert runner.invoke(cli, ["solve", "-p", str(prof), "-o", str(plan)]).exit_code == 0
+    d = json.loads(plan.read_text())
+    want = d["gpus"][0]["placements"][0]["predicted"]["latency_ms"]
+    for g in d["gpus"]:
+        for p in g["placements"]:
+            p.pop("predicted"), p.pop("slo_ms"), p.pop("rate_rps")
+    bare = tmp_path / "bare.json"
+    bare.write_text(json.dumps(d))
+    filled = tmp_path / "filled.json"
+    res = runner.invoke(cli, ["predict", "-p", str(prof), str(bare), "-o", str(filled)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(filled.read_text())["gpus"][0]["placements"][0]["predicted"]["latency_ms"] == pytest.approx(want)
+    paper = REPO / "examples" / "paper-table3.csv"
+    res = runner.invoke(cli, ["verify", str(plan), "-w", str(paper), "-p", str(prof)])
+    assert res.exit_code == 0 and res.output.startswith(f"ok: {len(d['gpus'])} GPU(s)")
+    heavy = tmp_path / "heavy.csv"
+    heavy.write_text(paper.read_text().replace(",1200\n", ",24000\n"))
+    res = runner.invoke(cli, ["verify", str(plan), "-w", str(heavy), "-p", str(prof)])
+    assert res.exit_code == 1
+    assert "W1: plan serves 1200 req/s of 24000 req/s" in res.output
+
+
 @pytest.mark.parametrize(
     ("csv", "message"),
     [
         ("name,model,slo_ms,rate_rps\nA,vgg19,20,-1\n", "Error: {p}: row 2 ('A'): rate_rps must be a positive number, got '-1'\n"),
         ("name,model,slo\nA,vgg19,20\n", "Error: {p}: missing column(s) slo_ms, rate_rps; the header must be name,model,slo_ms,rate_rps\n"),
-        ("name,model,slo_ms,rate_rps\nA,bert,20,5\n", "Error: workload 'A': model 'bert' is not in profile 'v100' (it has: alexnet, resnet50, ssd, vgg19); profile it or fix the workloads file\n"),
+        ("name,model,slo_ms,rate_rps\nA,bert,20,5\n", "Error: workload 'A': model 'bert' is not in profile '{name}' (it has: {models}); profile it or fix the workloads file\n"),
     ],
 )
 def test_bad_input_exits_1_with_one_line_and_writes_nothing(
-    runner: CliRunner, v100_path: Path, tmp_path: Path, csv: str, message: str
+    runner: CliRunner, any_profile_path: Path, tmp_path: Path, csv: str, message: str
 ) -> None:
+    from igniter_opt.perfmodel import load_profile
+
+    perf = load_profile(any_profile_path)
     w = tmp_path / "w.csv"
     w.write_text(csv)
     out = tmp_path / "plan.json"
-    res = runner.invoke(cli, ["solve", "-w", str(w), "-p", str(v100_path), "-o", str(out)])
+    res = runner.invoke(cli, ["solve", "-w", str(w), "-p", str(any_profile_path), "-o", str(out)])
     assert res.exit_code == 1
-    assert res.output == message.format(p=w)
+    assert res.output == message.format(p=w, name=perf.name, models=", ".join(perf.model_names))
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [w]  # no temp file left behind
 
 
-def test_unreachable_slo_says_smallest_slo(runner: CliRunner, v100_path: Path, tmp_path: Path) -> None:
+def test_unreachable_slo_says_smallest_slo(runner: CliRunner, any_profile_path: Path, tmp_path: Path) -> None:
     w = tmp_path / "w.csv"
-    w.write_text("name,model,slo_ms,rate_rps\nfast,vgg19,2,10\n")
-    res = runner.invoke(cli, ["solve", "-w", str(w), "-p", str(v100_path)])
+    w.write_text("name,model,slo_ms,rate_rps\nfast,vgg19,1,10\n")
+    res = runner.invoke(cli, ["solve", "-w", str(w), "-p", str(any_profile_path)])
     assert res.exit_code == 1
     assert re.fullmatch(
-        r"Error: workload 'fast' \(vgg19\): SLO 2 ms cannot be met even alone at 100 % under the 'igniter' "
+        r"Error: workload 'fast' \(vgg19\): SLO 1 ms cannot be met even alone at 100 % under the 'igniter' "
         r"budget; the smallest SLO that works is \d+\.\d\d ms\n",
         res.output,
     )
@@ -166,24 +201,24 @@ def test_compare_with_exact_as_json_and_csv(runner: CliRunner, v100_path: Path) 
                                           "bound,gap,wall_s,message")
 
 
-def test_compare_unknown_planner_exits_1(runner: CliRunner, v100_path: Path) -> None:
-    res = runner.invoke(cli, ["compare", "--profile", str(v100_path), "--planners", "greedy,magic"])
+def test_compare_unknown_planner_exits_1(runner: CliRunner, any_profile_path: Path) -> None:
+    res = runner.invoke(cli, ["compare", "--profile", str(any_profile_path), "--planners", "greedy,magic"])
     assert res.exit_code == 1
     assert res.output == "Error: unknown planner(s) magic; choose from: greedy, exact, ffd, gpulet\n"
 
 
-def test_solve_exact_without_highspy_gives_install_hint(runner: CliRunner, v100_path: Path, monkeypatch) -> None:
+def test_solve_exact_without_highspy_gives_install_hint(runner: CliRunner, any_profile_path: Path, monkeypatch) -> None:
     import sys
 
     monkeypatch.setitem(sys.modules, "highspy", None)
-    res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "--planner", "exact"])
+    res = runner.invoke(cli, ["solve", "--profile", str(any_profile_path), "--planner", "exact"])
     assert res.exit_code == 1
     assert res.output.startswith("Error: the exact planner needs the HiGHS solver: pip install")
     assert len(res.output.strip().splitlines()) == 1
 
 
-def test_solve_ffd_exits_1_and_names_the_violation(runner: CliRunner, v100_path: Path) -> None:
-    res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "--planner", "ffd"])
+def test_solve_ffd_exits_1_and_names_the_violation(runner: CliRunner, any_profile_path: Path) -> None:
+    res = runner.invoke(cli, ["solve", "--profile", str(any_profile_path), "--planner", "ffd"])
     assert res.exit_code == 1
     assert "exact model:" in res.output and "violation(s)" in res.output
     assert res.output.splitlines()[-1].startswith("Error: the ffd plan violates the exact model in ")

@@ -42,36 +42,41 @@ def test_paper_mix_gives_the_papers_plan(v100_model: PerformanceModel, paper_wor
 
 
 @pytest.mark.parametrize(("seed", "n"), [(1, 40), (2, 150), (3, 400)])
-def test_vectorised_planner_equals_plain_algorithm(v100_model: PerformanceModel, seed: int, n: int) -> None:
+def test_vectorised_planner_equals_plain_algorithm(any_model: PerformanceModel, seed: int, n: int) -> None:
     """Pruning, lookup tables and vectorisation change nothing: same GPUs, members and shares."""
-    ws = random_workloads(seed, n, max_rate=2000)
-    demands = greedy.initial_demands(PlanningProblem(ws, v100_model))
-    assert demands == [d for w in ws for d in reference_igniter_demands(PlanningProblem(ws, v100_model), w)]
-    assert greedy.place(v100_model, demands) == reference_place(v100_model, demands)
+    scale = 1 if any_model.name == "v100" else 4  # the H100 is about 4x the V100: as many GPUs' worth of load
+    ws = random_workloads(seed, n, max_rate=2000 * scale)
+    demands = greedy.initial_demands(PlanningProblem(ws, any_model))
+    assert demands == [d for w in ws for d in reference_igniter_demands(PlanningProblem(ws, any_model), w)]
+    assert greedy.place(any_model, demands) == reference_place(any_model, demands)
 
 
-def test_workload_too_large_for_one_gpu_is_split(v100_model: PerformanceModel) -> None:
-    w = Workload("heavy", "vgg19", 20.0, 3000.0)
+def test_workload_too_large_for_one_gpu_is_split(any_model: PerformanceModel) -> None:
+    v100_model = any_model
+    w = Workload("heavy", "vgg19", 20.0, 3000.0 if any_model.name == "v100" else 12000.0)
     problem = PlanningProblem((w,), v100_model)
     plan = greedy.solve(problem)
     parts = [p for _, p in plan.placements()]
-    dedicated = [p for p in parts if p.share_pct == 100.0]
+    dedicated = [p for p in parts if p.share_pct == round(v100_model.max_units * v100_model.unit_pct, 6)]
     assert len(parts) >= 3 and len(dedicated) >= 2
-    assert sum(p.rate_rps for p in parts) == pytest.approx(3000.0)
+    assert sum(p.rate_rps for p in parts) == pytest.approx(w.rate_rps)
     # every dedicated replica serves 90 % of its predicted throughput alone at 100 %
     for p in dedicated[:-1]:
-        assert p.rate_rps == pytest.approx(0.9 * v100_model.solo("vgg19", p.batch, 100.0)[1])
+        assert p.rate_rps == pytest.approx(0.9 * v100_model.solo("vgg19", p.batch, p.share_pct)[1])
     assert verify_plan(plan, problem) == []
 
 
-def test_slo_no_share_can_meet_names_workload_and_smallest_slo(v100_model: PerformanceModel) -> None:
-    w = Workload("tight", "ssd", 6.0, 100.0)
-    best = 2 * v100_model.solo("ssd", 1, 100.0)[0]
-    with pytest.raises(ProblemError, match=rf"workload 'tight' \(ssd\): SLO 6 ms cannot be met.*{best:.2f} ms"):
+def test_slo_no_share_can_meet_names_workload_and_smallest_slo(any_model: PerformanceModel) -> None:
+    v100_model = any_model
+    slo = 6.0 if any_model.name == "v100" else 1.0
+    w = Workload("tight", "ssd", slo, 100.0)
+    best = 2 * v100_model.solo("ssd", 1, v100_model.max_units * v100_model.unit_pct)[0]
+    with pytest.raises(ProblemError, match=rf"workload 'tight' \(ssd\): SLO {slo:g} ms cannot be met.*{best:.2f} ms"):
         run_planner(PlanningProblem((w,), v100_model), "greedy")
 
 
-def test_full_budget_greedy_is_feasible(v100_model: PerformanceModel, paper_workloads) -> None:
+def test_full_budget_greedy_is_feasible(any_model: PerformanceModel, paper_workloads) -> None:
+    v100_model = any_model
     for margin in (0.0, 0.1):
         problem = PlanningProblem(paper_workloads, v100_model, LatencyBudget.FULL, margin)
         outcome = run_planner(problem, "greedy")
@@ -95,8 +100,9 @@ workload_strategy = st.lists(
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=workload_strategy, budget=st.sampled_from([LatencyBudget.IGNITER, LatencyBudget.FULL]))
-def test_every_greedy_plan_is_feasible(v100_model: PerformanceModel, rows, budget: LatencyBudget) -> None:
+def test_every_greedy_plan_is_feasible(any_model: PerformanceModel, rows, budget: LatencyBudget) -> None:
     """Property: whatever the mix, the plan meets every limit and rate, and no GPU exceeds 100 %."""
+    v100_model = any_model
     ws = []
     for i, (m, q, rate) in enumerate(rows):
         lo, hi = PAPER_RANGES[m]

