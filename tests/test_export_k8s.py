@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from igniter_opt.cli import cli
-from igniter_opt.export import k8s as k8s_module
+from igniter_opt.export import output as output_module
 from igniter_opt.export.gpulabels import gfd_product_label
 from igniter_opt.export.names import dns_label
 from igniter_opt.export.yamltext import dump, dump_all
@@ -617,7 +617,7 @@ def test_a_failure_while_writing_leaves_the_earlier_export_as_it_was(plans: dict
     assert export(plans["split"], out).exit_code == 0
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     written: list[Path] = []
-    real = k8s_module.atomic_write_text
+    real = output_module.atomic_write_text
 
     def failing(path: Any, text: str) -> Path:
         if len(written) == 3:
@@ -625,7 +625,7 @@ def test_a_failure_while_writing_leaves_the_earlier_export_as_it_was(plans: dict
         written.append(Path(path))
         return real(path, text)
 
-    monkeypatch.setattr(k8s_module, "atomic_write_text", failing)
+    monkeypatch.setattr(output_module, "atomic_write_text", failing)
     with pytest.raises(OSError, match="No space left"):
         CliRunner().invoke(cli, ["export", "k8s", str(plans["paper"]), "-o", str(out), "--force"],
                            catch_exceptions=False)

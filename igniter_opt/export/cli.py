@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from igniter_opt.errors import IgniterOptError
+from igniter_opt.export.deploydoc import summary_lines
 from igniter_opt.export.gpulabels import PRODUCT_LABEL, parse_gpu_labels
-from igniter_opt.export.k8s import ExportOptions, export_diff, export_plan, summary_lines
+from igniter_opt.export.k8s import ExportOptions, export_diff, export_plan
 from igniter_opt.export.manifests import ManifestOptions, ModelStore
 from igniter_opt.export.names import check_namespace, check_prefix
 
@@ -25,8 +26,8 @@ def export() -> None:
 @click.argument("plan_file", metavar="[PLAN.json]", type=click.Path(path_type=Path), required=False)
 @click.option("--diff", "diff_files", nargs=2, type=click.Path(path_type=Path), default=None,
               metavar="OLD.json NEW.json",
-              help="Export a plan change instead: NEW's manifests and the steps from OLD's deployment to NEW's "
-                   "(new servers first, then the switch, then the old ones deleted).")
+              help="Export a plan change instead: NEW's manifests and the steps from OLD's deployment to "
+                   "NEW's (new servers first, then the switch, then the old ones deleted).")
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Folder to write: manifests/, steps.sh, DEPLOY.md, export.json.")
 @click.option("--namespace", default=None, help="Namespace of every object (and a Namespace manifest). "
@@ -34,7 +35,8 @@ def export() -> None:
 @click.option("--image", default=None, help="Server image: Triton, Python 3 and igniter-opt with torch "
                                             "(docs/k8s.md). Default: igniter-opt-triton:<version>.")
 @click.option("--name", "prefix", default="igniter", show_default=True,
-              help="Prefix of the GPU pods' names and the instance label: one deployment per prefix and namespace.")
+              help="Prefix of the GPU pods' names and the instance label: one deployment per prefix and "
+                   "namespace.")
 @click.option("--model-store", default="configmap", show_default=True,
               help="Where the model repositories go: configmap (one per GPU pod) or pvc:CLAIM (an existing "
                    "PersistentVolumeClaim that you fill from model-repository/).")
@@ -62,7 +64,8 @@ def k8s(plan_file: Path | None, diff_files: tuple[Path, Path] | None, out_dir: P
         raise click.UsageError("give either PLAN.json or --diff OLD.json NEW.json")
     try:
         manifests = ManifestOptions(prefix=check_prefix(prefix), namespace=check_namespace(namespace),
-                                    model_store=ModelStore.parse(model_store), **({"image": image} if image else {}))
+                                    model_store=ModelStore.parse(model_store),
+                                    **({"image": image} if image else {}))
         options = ExportOptions(out_dir=out_dir, manifests=manifests, gpu_labels=parse_gpu_labels(gpu_labels),
                                 profile=profile, force=force, allow_unverified=allow_unverified)
         if diff_files is not None:

@@ -4,4 +4,4 @@ from igniter_opt.errors import IgniterOptError
 
 
 class ExportError(IgniterOptError):
-    """A plan cannot be exported as asked: a name, a GPU type, the output folder, a plan that fails verification."""
+    """A plan cannot be exported as asked: a name, a GPU type, the output folder, a failed verification."""

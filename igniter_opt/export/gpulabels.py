@@ -29,7 +29,7 @@ _DROPPED = re.compile(r"[^A-Za-z0-9\-_. ]")
 
 
 def gfd_product_label(nvml_name: str) -> str:
-    """The value GPU Feature Discovery gives ``nvidia.com/gpu.product`` for a GPU of this NVML name (unshared)."""
+    """The ``nvidia.com/gpu.product`` value GPU Feature Discovery gives an unshared GPU of this NVML name."""
     return "-".join(_DROPPED.sub("", nvml_name).split())
 
 
@@ -48,8 +48,8 @@ def parse_gpu_labels(values: tuple[str, ...] | list[str]) -> dict[str, str]:
             raise ExportError(f"--gpu-label '{v}': write GPU_TYPE=LABEL, e.g. "
                               "'NVIDIA H100 80GB HBM3=NVIDIA-H100-80GB-HBM3'")
         if not is_label_value(label):
-            raise ExportError(f"--gpu-label '{v}': '{label}' is not a valid label value (at most 63 letters, digits, "
-                              "'-', '_' and '.', alphanumeric at both ends)")
+            raise ExportError(f"--gpu-label '{v}': '{label}' is not a valid label value (at most 63 letters, "
+                              "digits, '-', '_' and '.', alphanumeric at both ends)")
         out[gpu_type] = label
     return out
 
@@ -64,8 +64,8 @@ def product_labels(plans: list[Plan], overrides: dict[str, str]) -> dict[str, st
     types = list(dict.fromkeys(g.gpu_type for g in gpus))
     unused = sorted(set(overrides) - set(types))
     if unused:
-        raise ExportError(f"--gpu-label names GPU type '{unused[0]}', which the plan does not use; its GPU types: "
-                          + ", ".join(f"'{t}'" for t in types))
+        raise ExportError(f"--gpu-label names GPU type '{unused[0]}', which the plan does not use; its GPU "
+                          "types: " + ", ".join(f"'{t}'" for t in types))
     out: dict[str, str] = {}
     for t in types:
         label = overrides.get(t)

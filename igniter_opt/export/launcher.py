@@ -19,6 +19,7 @@ host, for one GPU:
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -52,7 +53,8 @@ class Launcher:
     def __init__(self, cfg: dict) -> None:
         self.cfg = cfg
         self.servers = cfg["servers"]
-        self.mps_env = {"CUDA_MPS_PIPE_DIRECTORY": cfg["mps_pipe_dir"], "CUDA_MPS_LOG_DIRECTORY": cfg["mps_log_dir"]}
+        self.mps_env = {"CUDA_MPS_PIPE_DIRECTORY": cfg["mps_pipe_dir"],
+                        "CUDA_MPS_LOG_DIRECTORY": cfg["mps_log_dir"]}
         self.procs: list[subprocess.Popen] = []
         self.ready = False
         self.stop_signal: str | None = None
@@ -60,8 +62,9 @@ class Launcher:
 
     # ---- MPS ----------------------------------------------------------------------------------
     def _control(self, args: list[str], command: str | None, timeout_s: float) -> subprocess.CompletedProcess:
-        return subprocess.run(list(self.cfg["mps_control"]) + args, input=command, env={**os.environ, **self.mps_env},
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
+        return subprocess.run(list(self.cfg["mps_control"]) + args, input=command,
+                              env={**os.environ, **self.mps_env}, capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
 
     def start_mps(self) -> None:
         pipe = self.cfg["mps_pipe_dir"]
@@ -99,7 +102,8 @@ class Launcher:
 
     def start_servers(self) -> None:
         for s in self.servers:
-            env = {**os.environ, **self.mps_env, "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": f"{float(s['share_pct']):g}"}
+            share = f"{float(s['share_pct']):g}"
+            env = {**os.environ, **self.mps_env, "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": share}
             proc = subprocess.Popen(s["argv"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     start_new_session=True)
             self.procs.append(proc)
@@ -109,7 +113,8 @@ class Launcher:
 
     def _server_ready(self, s: dict) -> bool:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{s['http_port']}/v2/health/ready", timeout=1.0) as r:
+            url = f"http://127.0.0.1:{s['http_port']}/v2/health/ready"
+            with urllib.request.urlopen(url, timeout=1.0) as r:
                 return r.status == 200
         except OSError:
             return False
@@ -161,9 +166,11 @@ class Launcher:
 
     def wait(self) -> int:
         while self.stop_signal is None:
-            for s, p in zip(self.servers, self.procs):
+            for i, p in enumerate(self.procs):
                 if p.poll() is not None:
-                    log(f"{s['name']} (workload {s['workload']}) exited with code {p.returncode}; stopping the others")
+                    s = self.servers[i]
+                    log(f"{s['name']} (workload {s['workload']}) exited with code {p.returncode}; "
+                        "stopping the others")
                     return 1
             time.sleep(0.2)
         log(f"{self.stop_signal}: stopping every server")
@@ -192,10 +199,8 @@ class Launcher:
 
 
 def _signal_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def main(argv: list[str] | None = None) -> int:

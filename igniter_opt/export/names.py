@@ -111,14 +111,16 @@ def kube_names(plan: Plan) -> KubeNames:
 def check_prefix(prefix: str) -> str:
     """The ``--name`` prefix of every object: already a short DNS-1035 label, or a clear error."""
     if not is_dns_label(prefix, PREFIX_MAX):
-        raise ExportError(f"--name '{prefix}' is not a valid prefix: use at most {PREFIX_MAX} lowercase letters, "
-                          f"digits and '-', starting with a letter (e.g. {dns_label(prefix, max_len=PREFIX_MAX)})")
+        example = dns_label(prefix, max_len=PREFIX_MAX)
+        raise ExportError(f"--name '{prefix}' is not a valid prefix: use at most {PREFIX_MAX} lowercase "
+                          f"letters, digits and '-', starting with a letter (e.g. {example})")
     return prefix
 
 
 def check_namespace(namespace: str | None) -> str | None:
     """A namespace name is a DNS-1123 label (it may start with a digit)."""
     if namespace is not None and not (len(namespace) <= DNS_LABEL_MAX and _DNS_1123.match(namespace)):
-        raise ExportError(f"--namespace '{namespace}' is not a valid namespace name: use at most 63 lowercase "
-                          f"letters, digits and '-', alphanumeric at both ends (e.g. {dns_label(namespace)})")
+        raise ExportError(f"--namespace '{namespace}' is not a valid namespace name: use at most 63 "
+                          "lowercase letters, digits and '-', alphanumeric at both ends "
+                          f"(e.g. {dns_label(namespace)})")
     return namespace

@@ -60,8 +60,9 @@ class ServerSpec:
         return f"{MODEL_ROOT}/{self.name}"
 
     def repository_files(self) -> dict[str, str]:
-        """{path inside the server's repository: content}, Triton's layout ``<model>/config.pbtxt``, ``<model>/1/``."""
-        return {f"{self.model_name}/config.pbtxt": self.config_pbtxt, f"{self.model_name}/1/model.py": self.model_py}
+        """{path in the server's repository: content}: Triton's ``<model>/config.pbtxt``, ``<model>/1/``."""
+        m = self.model_name
+        return {f"{m}/config.pbtxt": self.config_pbtxt, f"{m}/1/model.py": self.model_py}
 
     def argv(self) -> list[str]:
         flags = {
@@ -100,17 +101,18 @@ def check_placements(plan: Plan) -> None:
     for g in plan.gpus:
         seen: set[str] = set()
         for p in g.placements:
-            if not (math.isfinite(p.rate_rps) and p.rate_rps > 0 and math.isfinite(p.slo_ms) and p.slo_ms > 0):
-                raise ExportError(f"placement {p.workload} on {g.gpu_id}: rate_rps and slo_ms must be positive "
-                                  f"numbers (the queue delay and the traffic weights follow from them), got "
-                                  f"{p.rate_rps:g} and {p.slo_ms:g}; write them into the plan")
+            if not all(math.isfinite(x) and x > 0 for x in (p.rate_rps, p.slo_ms)):
+                raise ExportError(f"placement {p.workload} on {g.gpu_id}: rate_rps and slo_ms must be "
+                                  "positive numbers (the queue delay and the traffic weights follow from "
+                                  f"them), got {p.rate_rps:g} and {p.slo_ms:g}; write them into the plan")
             if p.workload in seen:
-                raise ExportError(f"workload {p.workload} has two placements on GPU {g.gpu_id}; a Service reaches "
-                                  "one server per workload in a pod: merge them into one placement")
+                raise ExportError(f"workload {p.workload} has two placements on GPU {g.gpu_id}; a Service "
+                                  "reaches one server per workload in a pod: merge them into one placement")
             seen.add(p.workload)
 
 
-def _server(i: int, p: Placement, names: KubeNames, budget: LatencyBudget, margin: float, gpu_id: str) -> ServerSpec:
+def _server(i: int, p: Placement, names: KubeNames, budget: LatencyBudget, margin: float,
+            gpu_id: str) -> ServerSpec:
     try:
         model = served_model(p.model)
     except ApplyError:

@@ -23,8 +23,10 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 
-from igniter_opt.export.manifests import COMPONENT, GPU_SERVER, INSTANCE, REVISION, SERVICE, SERVING, WORKLOAD_SERVICE
+from igniter_opt.export.manifests import COMPONENT, GPU_SERVER, INSTANCE, REVISION, SERVING
+from igniter_opt.export.services import SERVICE, WORKLOAD_SERVICE
 
+SCRIPT = "steps.sh"
 ROLLOUT_TIMEOUT_S = 900
 
 
@@ -41,8 +43,9 @@ def _ns(namespace: str | None) -> str:
 
 
 def _apply_pods(files: list[str], deployments: list[str], namespace: str | None) -> list[str]:
-    return [f"kubectl apply -f {f}" for f in files] + [
-        f"kubectl rollout status deployment/{d}{_ns(namespace)} --timeout={ROLLOUT_TIMEOUT_S}s" for d in deployments]
+    wait = [f"kubectl rollout status deployment/{d}{_ns(namespace)} --timeout={ROLLOUT_TIMEOUT_S}s"
+            for d in deployments]
+    return [f"kubectl apply -f {f}" for f in files] + wait
 
 
 def deploy_steps(namespace_file: str | None, pod_files: list[str], deployments: list[str], services_file: str,
@@ -69,7 +72,8 @@ def diff_steps(namespace_file: str | None, new_pod_files: list[str], new_deploym
     ``pods_go`` / ``services_go``: whether the old plan has pods / Services that the new one has not
     (without them there is nobody to take out of the Services or to delete).
     """
-    old_pods = shlex.quote(f"{INSTANCE}={prefix},{COMPONENT}={GPU_SERVER},{REVISION} notin {_not_in(new_revisions)}")
+    old_pods = shlex.quote(
+        f"{INSTANCE}={prefix},{COMPONENT}={GPU_SERVER},{REVISION} notin {_not_in(new_revisions)}")
     old_services = shlex.quote(
         f"{INSTANCE}={prefix},{COMPONENT}={WORKLOAD_SERVICE},{SERVICE} notin {_not_in(new_services)}")
     steps = []
@@ -82,7 +86,8 @@ def diff_steps(namespace_file: str | None, new_pod_files: list[str], new_deploym
     switch = [f"kubectl apply -f {services_file}"]
     if pods_go:
         switch.append(f"kubectl label pods{_ns(namespace)} -l {old_pods} {SERVING}=false --overwrite")
-    steps.append(Step("the switch: the new plan's Services, and the old pods leave every Service", tuple(switch)))
+    steps.append(Step("the switch: the new plan's Services, and the old pods leave every Service",
+                      tuple(switch)))
     delete = []
     if pods_go:
         delete.append(f"kubectl delete deployments,configmaps{_ns(namespace)} -l {old_pods} "
@@ -90,7 +95,8 @@ def diff_steps(namespace_file: str | None, new_pod_files: list[str], new_deploym
     if services_go:
         delete.append(f"kubectl delete services{_ns(namespace)} -l {old_services}")
     steps.append(Step("the old servers deleted (each finishes its requests in flight), and the Services of "
-                      "workloads the new plan no longer has", tuple(delete) or ("true  # nothing to delete",)))
+                      "workloads the new plan no longer has",
+                      tuple(delete) or ("true  # nothing to delete",)))
     return steps
 
 
