@@ -83,9 +83,10 @@ def deploy_md(r: Rendered, opts: ManifestOptions, steps: list[Step], verificatio
              "## What the cluster needs", "", *_needs(r, opts), "", *_tables(r)]
     if notes:
         lines += ["", "A Service spreads connections evenly over its ready servers; it cannot weight them. "
-                  "Send the traffic of these workloads through a router that splits it by weight, for example "
-                  "a Gateway API GRPCRoute with one backendRef per per-server Service, weighted by its "
-                  f"`{WEIGHT}` annotation:", "", *[f"- {n.removeprefix('note: ')}" for n in notes]]
+                  "Send the traffic of these workloads through a router that splits it by weight, for "
+                  "example a Gateway API GRPCRoute with one backendRef per per-server Service, weighted by "
+                  f"its `{WEIGHT}` annotation:", ""]
+        lines += [f"- {n.removeprefix('note: ').removesuffix('; see DEPLOY.md')}" for n in notes]
     if changes is not None:
         lines += ["", "## The change", "",
                   f"GPU pods started: {', '.join(changes.started) or 'none'}; kept: "

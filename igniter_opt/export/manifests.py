@@ -192,7 +192,7 @@ def _deployment(pod: GpuPod, name: str, revision: str, opts: ManifestOptions) ->
         "metadata": metadata(name, opts, _pod_labels(pod, revision), _annotations(pod)),
         "spec": {
             "replicas": 1,
-            # a replaced pod (node lost) must not wait for a second GPU while the old one holds its own
+            # an edit in place (kubectl set image) must not need a second GPU: the old pod goes first
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector},
             "template": {
@@ -202,6 +202,9 @@ def _deployment(pod: GpuPod, name: str, revision: str, opts: ManifestOptions) ->
                     # GPU nodes are often tainted so that only pods that ask for GPUs land there
                     "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
                     "terminationGracePeriodSeconds": GRACE_PERIOD_S,
+                    # the pod's pause process, not the launcher, is PID 1 and reaps orphans (the MPS
+                    # daemon, a dead server's backend stubs)
+                    "shareProcessNamespace": True,
                     "enableServiceLinks": False,
                     "containers": [_container(pod, name, opts)],
                     "volumes": _volumes(pod, name, opts),
