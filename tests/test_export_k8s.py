@@ -388,9 +388,31 @@ def test_diff_keeps_an_unchanged_gpu_pod(plans: Plans, tmp_path: Path) -> None:
     assert record["change"]["placements"]["summary"]["resized"] == 1
     cmds = steps_commands(out)
     assert f"kubectl apply -f manifests/10-{gpu1['deployment']}.yaml" in cmds
-    assert not any(gpu0["deployment"] in c for c in cmds)  # the kept pod is neither applied nor deleted
+    assert not any(gpu0["deployment"] in c for c in cmds)  # the kept pod is neither applied nor waited for
     assert (out / "manifests" / f"10-{gpu0['deployment']}.yaml").is_file()  # but the manifests are complete
-    assert not any(c.startswith("kubectl delete services") for c in cmds)  # every workload stays
+    # the old pods' selector spares both of the new plan's pods, the kept one included
+    label = next(c for c in cmds if c.startswith("kubectl label pods"))
+    assert f"igniter-opt/revision notin ({','.join(sorted([gpu0['revision'], gpu1['revision']]))})'" in label
+
+
+def test_a_plain_export_deploys_then_removes_what_an_earlier_plan_left(plans: Plans, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert export(plans["paper"], out).exit_code == 0
+    record = json.loads((out / "export.json").read_text())
+    deps = [g["deployment"] for g in record["gpus"]]
+    revisions = ",".join(sorted(g["revision"] for g in record["gpus"]))
+    old_pods = (f"'app.kubernetes.io/instance=igniter,app.kubernetes.io/component=gpu-server,"
+                f"igniter-opt/revision notin ({revisions})'")
+    services = ",".join(sorted(record["services"]))
+    assert steps_commands(out) == [
+        *(f"kubectl apply -f manifests/10-{d}.yaml" for d in deps),
+        *(f"kubectl rollout status deployment/{d} --timeout=900s" for d in deps),
+        "kubectl apply -f manifests/20-services.yaml",
+        f"kubectl label pods -l {old_pods} igniter-opt/serving=false --overwrite",
+        f"kubectl delete deployments,configmaps -l {old_pods} --cascade=foreground --wait=true",
+        "kubectl delete services -l 'app.kubernetes.io/instance=igniter,app.kubernetes.io/component="
+        f"workload-service,igniter-opt/service notin ({services})'",
+    ]
 
 
 # ---- the launcher, run with stand-ins for tritonserver and MPS -----------------------------------

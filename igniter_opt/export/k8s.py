@@ -40,7 +40,7 @@ from igniter_opt.export.output import EXPORT_SCHEMA, RECORD, check_out_dir, writ
 from igniter_opt.export.pods import build_pods
 from igniter_opt.export.result import ExportResult, PodChanges, Rendered, Verification
 from igniter_opt.export.services import traffic_notes, workload_services
-from igniter_opt.export.steps import SCRIPT, Step, deploy_steps, diff_steps, render_script
+from igniter_opt.export.steps import SCRIPT, Step, Target, plan_steps, render_script
 from igniter_opt.export.yamltext import dump_all
 from igniter_opt.perfmodel import load_profile
 from igniter_opt.planio import read_plan
@@ -119,6 +119,17 @@ def pod_file(rp: RenderedPod) -> str:
     return f"manifests/10-{rp.name}.yaml"
 
 
+def target(r: Rendered, opts: ManifestOptions, to_start: tuple[RenderedPod, ...]) -> Target:
+    """Where the steps lead: ``r``'s objects, starting the pods ``to_start``."""
+    return Target(
+        namespace=opts.namespace, namespace_file=NAMESPACE_FILE if opts.namespace else None,
+        prefix=opts.prefix,
+        pod_files=tuple(pod_file(rp) for rp in to_start), deployments=tuple(rp.name for rp in to_start),
+        services_file=SERVICES_FILE, revisions=tuple(rp.revision for rp in r.pods),
+        services=tuple(s["metadata"]["name"] for s in r.services),
+    )
+
+
 def manifest_files(r: Rendered, opts: ManifestOptions) -> dict[str, str]:
     """The YAML files of ``manifests/`` and, for a volume model store, the repositories to copy into it."""
     files: dict[str, str] = {}
@@ -174,8 +185,7 @@ def export_plan(plan_path: Path, options: ExportOptions) -> ExportResult:
     verification = verify_for_export(plan, str(plan_path), options)
     opts = options.manifests
     r = render(plan, product_labels([plan], options.gpu_labels), opts)
-    steps = deploy_steps(NAMESPACE_FILE if opts.namespace else None, [pod_file(rp) for rp in r.pods],
-                         [rp.name for rp in r.pods], SERVICES_FILE, opts.namespace)
+    steps = plan_steps(target(r, opts, r.pods), change=False)
     header = f"Deploys {plan_path.name}: {len(r.pods)} GPU pod(s), {len(r.services)} Service(s)."
     return _write(r, options, steps, header, {"plan": str(plan_path)}, verification)
 
@@ -204,13 +214,8 @@ def export_diff(old_path: Path, new_path: Path, options: ExportOptions) -> Expor
     old, new = render(old_plan, labels, opts), render(new_plan, labels, opts)
     diff = diff_plans(old_plan, new_plan)
     changes = pod_changes(old, new, diff)
-    started = [rp for rp in new.pods if rp.name in changes.started]
-    new_services = [s["metadata"]["name"] for s in new.services]
-    services_go = any(s["metadata"]["name"] not in new_services for s in old.services)
-    steps = diff_steps(NAMESPACE_FILE if opts.namespace else None, [pod_file(rp) for rp in started],
-                       [rp.name for rp in started], SERVICES_FILE, opts.prefix,
-                       [rp.revision for rp in new.pods], new_services, opts.namespace,
-                       pods_go=bool(changes.deleted), services_go=services_go)
+    started = tuple(rp for rp in new.pods if rp.name in changes.started)
+    steps = plan_steps(target(new, opts, started), change=True)
     header = (f"Changes the deployment of {old_path.name} into {new_path.name}: {len(changes.started)} GPU "
               f"pod(s) started, {len(changes.kept)} kept, {len(changes.deleted)} deleted.")
     return _write(new, options, steps, header, {"old": str(old_path), "new": str(new_path)}, verification,

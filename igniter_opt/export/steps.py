@@ -14,8 +14,12 @@ still runs; a GPU whose servers stay the same keeps its pod. The steps:
 3. delete the old pods' Deployments and ConfigMaps (each server finishes its requests in flight
    within its exit timeout) and the Services of workloads the new plan no longer has.
 
-Old objects are found by label (this export's instance, a revision that is not the new plan's),
-not by name, so the steps are right even when the old plan was exported with other options.
+Old objects are found by label (this export's instance, a revision or Service name that is not
+the new plan's), not by name, so the steps are right even where the old plan was exported with
+other options; where there is none, ``kubectl label`` and ``kubectl delete`` find nothing and
+succeed. A plain export takes the same steps with every GPU's Deployment in step 1: on a first
+deployment steps 2 and 3 have nothing to do, and over an earlier deployment of the same
+``--name`` it converges to the plan.
 """
 
 from __future__ import annotations
@@ -38,65 +42,56 @@ class Step:
     commands: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Target:
+    """The state the steps lead to: the plan's files, objects and revisions."""
+
+    namespace: str | None
+    namespace_file: str | None
+    prefix: str
+    pod_files: tuple[str, ...]  # the Deployments to apply (a plan change: only the GPUs that change)
+    deployments: tuple[str, ...]  # ... and to wait for
+    services_file: str
+    revisions: tuple[str, ...]  # every GPU pod of the plan
+    services: tuple[str, ...]  # every Service of the plan
+
+
 def _ns(namespace: str | None) -> str:
     return f" -n {namespace}" if namespace else ""
 
 
-def _apply_pods(files: list[str], deployments: list[str], namespace: str | None) -> list[str]:
-    wait = [f"kubectl rollout status deployment/{d}{_ns(namespace)} --timeout={ROLLOUT_TIMEOUT_S}s"
-            for d in deployments]
-    return [f"kubectl apply -f {f}" for f in files] + wait
-
-
-def deploy_steps(namespace_file: str | None, pod_files: list[str], deployments: list[str], services_file: str,
-                 namespace: str | None) -> list[Step]:
-    """A plan deployed from nothing: the namespace, the GPU pods (until ready), the Services."""
-    steps = []
-    if namespace_file:
-        steps.append(Step("the namespace", (f"kubectl apply -f {namespace_file}",)))
-    steps.append(Step("the GPU pods: every GPU's MPS daemon and servers, until each is ready",
-                      tuple(_apply_pods(pod_files, deployments, namespace))))
-    steps.append(Step("the Services: one per workload", (f"kubectl apply -f {services_file}",)))
-    return steps
-
-
-def _not_in(values: list[str]) -> str:
+def _not_in(values: tuple[str, ...]) -> str:
     return f"({','.join(sorted(values))})"
 
 
-def diff_steps(namespace_file: str | None, new_pod_files: list[str], new_deployments: list[str],
-               services_file: str, prefix: str, new_revisions: list[str], new_services: list[str],
-               namespace: str | None, *, pods_go: bool, services_go: bool) -> list[Step]:
-    """A plan change: new servers first, then the switch, then the old ones deleted (module docstring).
-
-    ``pods_go`` / ``services_go``: whether the old plan has pods / Services that the new one has not
-    (without them there is nobody to take out of the Services or to delete).
-    """
+def plan_steps(t: Target, *, change: bool) -> list[Step]:
+    """Namespace, new pods until ready, the switch, the old pods and Services deleted (module docstring)."""
+    ns = _ns(t.namespace)
     old_pods = shlex.quote(
-        f"{INSTANCE}={prefix},{COMPONENT}={GPU_SERVER},{REVISION} notin {_not_in(new_revisions)}")
+        f"{INSTANCE}={t.prefix},{COMPONENT}={GPU_SERVER},{REVISION} notin {_not_in(t.revisions)}")
     old_services = shlex.quote(
-        f"{INSTANCE}={prefix},{COMPONENT}={WORKLOAD_SERVICE},{SERVICE} notin {_not_in(new_services)}")
-    steps = []
-    if namespace_file:
-        steps.append(Step("the namespace", (f"kubectl apply -f {namespace_file}",)))
-    start = _apply_pods(new_pod_files, new_deployments, namespace)
-    steps.append(Step("new servers first: the pods of the GPUs whose servers change, next to the old ones, "
-                      "until each is ready" + ("" if start else " (no GPU changes its servers)"),
-                      tuple(start) or ("true  # nothing to start",)))
-    switch = [f"kubectl apply -f {services_file}"]
-    if pods_go:
-        switch.append(f"kubectl label pods{_ns(namespace)} -l {old_pods} {SERVING}=false --overwrite")
-    steps.append(Step("the switch: the new plan's Services, and the old pods leave every Service",
-                      tuple(switch)))
-    delete = []
-    if pods_go:
-        delete.append(f"kubectl delete deployments,configmaps{_ns(namespace)} -l {old_pods} "
-                      "--cascade=foreground --wait=true")
-    if services_go:
-        delete.append(f"kubectl delete services{_ns(namespace)} -l {old_services}")
-    steps.append(Step("the old servers deleted (each finishes its requests in flight), and the Services of "
-                      "workloads the new plan no longer has",
-                      tuple(delete) or ("true  # nothing to delete",)))
+        f"{INSTANCE}={t.prefix},{COMPONENT}={WORKLOAD_SERVICE},{SERVICE} notin {_not_in(t.services)}")
+    start = [f"kubectl apply -f {f}" for f in t.pod_files]
+    start += [f"kubectl rollout status deployment/{d}{ns} --timeout={ROLLOUT_TIMEOUT_S}s"
+              for d in t.deployments]
+    steps = [Step("the namespace", (f"kubectl apply -f {t.namespace_file}",))] if t.namespace_file else []
+    if change:
+        title = ("new servers first: the pods of the GPUs whose servers change, next to the old ones, "
+                 "until ready")
+        steps.append(Step(title + ("" if start else " (no GPU changes its servers)"),
+                          tuple(start) or ("true  # nothing to start",)))
+    else:
+        steps.append(Step("the GPU pods: every GPU's MPS daemon and servers, until each is ready",
+                          tuple(start)))
+    steps.append(Step("the switch: the plan's Services, and pods of an earlier plan leave every Service", (
+        f"kubectl apply -f {t.services_file}",
+        f"kubectl label pods{ns} -l {old_pods} {SERVING}=false --overwrite",
+    )))
+    steps.append(Step("the earlier plan's servers deleted (each finishes its requests in flight), and its "
+                      "Services of workloads this plan does not have", (
+        f"kubectl delete deployments,configmaps{ns} -l {old_pods} --cascade=foreground --wait=true",
+        f"kubectl delete services{ns} -l {old_services}",
+    )))
     return steps
 
 
