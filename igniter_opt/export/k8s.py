@@ -179,7 +179,7 @@ def _write(r: Rendered, options: ExportOptions, steps: list[Step], header: str, 
 
 # ---- the two exports -----------------------------------------------------------------------------
 def export_plan(plan_path: Path, options: ExportOptions) -> ExportResult:
-    """Export one plan: its manifests, and the steps that deploy it (or converge an earlier deployment to it)."""
+    """Export one plan: its manifests, and the steps that deploy it (or bring an earlier deployment to it)."""
     check_out_dir(options.out_dir, options.force)
     plan = read_plan(plan_path)
     verification = verify_for_export(plan, str(plan_path), options)
