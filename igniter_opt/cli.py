@@ -482,6 +482,10 @@ from igniter_opt.profiling.cli import profile
 
 cli.add_command(profile)
 
+from igniter_opt.export.cli import export  # noqa: E402
+
+cli.add_command(export)
+
 
 def main() -> None:
     cli(prog_name="igniter-opt")
