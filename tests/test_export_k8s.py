@@ -552,7 +552,7 @@ def refused(res: Any, message: str, out: Path) -> None:
 
 
 def test_a_plan_that_fails_verification_is_refused_unless_allowed(plans: Plans, tmp_path: Path) -> None:
-    bad = edited(plans["paper"], tmp_path / "bad.json", share_of_gpu1(0.5, batch=64))
+    bad = edited(plans["paper"], tmp_path / "bad.json", share_of_gpu1(0.5, batch=32))
     out = tmp_path / "out"
     res = export(bad, out)
     first = r"W3 on gpu1: predicted \d+\.\d{3} ms > limit 10\.000 ms \(\+1 more\)"

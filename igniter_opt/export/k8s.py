@@ -17,12 +17,7 @@ from typing import Any
 
 from igniter_opt import __version__
 from igniter_opt.domain import (
-    DEFAULT_ATTAINMENT,
-    DEFAULT_MARGIN,
-    LatencyBudget,
     Plan,
-    PlanningProblem,
-    Workload,
 )
 from igniter_opt.errors import IgniterOptError
 from igniter_opt.export.deploydoc import deploy_md
@@ -43,8 +38,8 @@ from igniter_opt.export.services import traffic_notes, workload_services
 from igniter_opt.export.steps import SCRIPT, Step, Target, plan_steps, render_script
 from igniter_opt.export.yamltext import dump_all
 from igniter_opt.perfmodel import load_profile
+from igniter_opt.placement import Violation, plan_problem, verify_plan
 from igniter_opt.planio import read_plan
-from igniter_opt.planner.verify import Violation, verify_plan
 from igniter_opt.replan.diff import ChangeKind, PlanDiff, diff_plans
 
 NAMESPACE_FILE = "manifests/00-namespace.yaml"
@@ -74,17 +69,7 @@ def plan_violations(plan: Plan, profile: str | None) -> tuple[str, list[Violatio
     name = profile or plan.profile
     if not name:
         raise ExportError("the plan names no profile to verify it with; pass --profile")
-    perf = load_profile(name).with_serving_overhead(plan.serving_overhead_ms, plan.serving_max_utilization)
-    workloads: dict[str, Workload] = {}
-    for _, p in plan.placements():
-        w = workloads.get(p.workload)
-        rate = p.rate_rps + (w.rate_rps if w is not None else 0.0)
-        workloads[p.workload] = Workload(p.workload, p.model, p.slo_ms, rate)
-    problem = PlanningProblem(
-        tuple(workloads.values()), perf, LatencyBudget(plan.latency_budget),
-        plan.margin if plan.margin is not None else DEFAULT_MARGIN,
-        plan.attainment if plan.attainment is not None else DEFAULT_ATTAINMENT,
-    )
+    problem = plan_problem(plan, load_profile(name))
     return name, verify_plan(plan, problem)
 
 

@@ -15,12 +15,18 @@ Model equations are evaluated only through ``PerformanceModel``.
 """
 
 from igniter_opt.placement.assemble import assemble_plan
-from igniter_opt.placement.bounds import lower_share_units, lower_share_units_array, max_units, solo_feasible_units
+from igniter_opt.placement.bounds import (
+    lower_share_units,
+    lower_share_units_array,
+    max_units,
+    solo_feasible_units,
+)
 from igniter_opt.placement.feasibility import (
     REL_TOL,
     SHARE_TOL_PCT,
     Violation,
     over_capacity,
+    plan_problem,
     predict_plan,
     verify_plan,
     violates,
@@ -31,6 +37,6 @@ from igniter_opt.placement.serving import ServingModel, default_queue_delay_ms, 
 __all__ = [
     "REL_TOL", "SHARE_TOL_PCT", "Demand", "GpuPacking", "Packing", "ServingModel", "Slot", "Violation",
     "assemble_plan", "default_queue_delay_ms", "gpu_of", "lower_share_units", "lower_share_units_array",
-    "max_units", "over_capacity", "predict_plan", "serving_model_for", "solo_feasible_units", "verify_plan",
+    "max_units", "over_capacity", "plan_problem", "predict_plan", "serving_model_for", "solo_feasible_units", "verify_plan",
     "violates",
 ]

@@ -14,7 +14,18 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from igniter_opt.domain import GpuAssignment, LatencyBudget, Placement, Plan, PlanningProblem, Prediction, ServingParams
+from igniter_opt.domain import (
+    DEFAULT_ATTAINMENT,
+    DEFAULT_MARGIN,
+    GpuAssignment,
+    LatencyBudget,
+    Placement,
+    Plan,
+    PlanningProblem,
+    Prediction,
+    ServingParams,
+    Workload,
+)
 from igniter_opt.perfmodel.model import PerformanceModel
 from igniter_opt.placement.serving import ServingModel, default_queue_delay_ms, serving_model_for
 
@@ -141,6 +152,24 @@ def _gpu_violations(g: GpuAssignment, problem: PlanningProblem, rule: ServingMod
         limit = rule.limit(p.slo_ms, p.rate_rps, p.batch, delay)
         out.extend(_placement_violations(g, p, lat, thr, limit))
     return out
+
+
+def plan_problem(plan: Plan, perf: PerformanceModel, workloads: tuple[Workload, ...] | None = None) -> PlanningProblem:
+    """The problem a plan describes: its workloads (or ``workloads``; per workload, its model and
+    SLO and the sum of its placements' rates), under the plan's own budget, margin, attainment and
+    serving model (the overhead and utilization it was made with, its serving measurements)."""
+    if workloads is None:
+        found: dict[str, Workload] = {}
+        for _, p in plan.placements():
+            w = found.get(p.workload)
+            found[p.workload] = Workload(p.workload, p.model, p.slo_ms, p.rate_rps + (w.rate_rps if w else 0.0))
+        workloads = tuple(found.values())
+    perf = perf.with_serving_overhead(plan.serving_overhead_ms, plan.serving_max_utilization)
+    if plan.serving is not None:
+        perf = perf.with_serving(plan.serving)
+    return PlanningProblem(workloads, perf, LatencyBudget(plan.latency_budget),
+                           plan.margin if plan.margin is not None else DEFAULT_MARGIN,
+                           plan.attainment if plan.attainment is not None else DEFAULT_ATTAINMENT)
 
 
 def verify_plan(plan: Plan, problem: PlanningProblem) -> list[Violation]:

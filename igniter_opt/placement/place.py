@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from igniter_opt.placement.alloc import ConfigTerms, blank_constants, cap_with_tolerance, cheapest_feasible_row
+from igniter_opt.placement.alloc import (
+    ConfigTerms,
+    blank_constants,
+    cap_with_tolerance,
+    cheapest_feasible_row,
+)
 from igniter_opt.placement.packing import Demand, GpuPacking, Slot
 
 

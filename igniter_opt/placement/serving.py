@@ -25,7 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from igniter_opt.domain import DEFAULT_ATTAINMENT, DEFAULT_MARGIN, LatencyBudget, PlanningProblem, ServingParams
+from igniter_opt.domain import (
+    DEFAULT_ATTAINMENT,
+    DEFAULT_MARGIN,
+    LatencyBudget,
+    PlanningProblem,
+    ServingParams,
+)
 from igniter_opt.errors import ProblemError
 from igniter_opt.perfmodel.model import PerformanceModel
 
