@@ -424,8 +424,8 @@ def accuracy_lines(study: Study) -> list[str]:
     n = study.rows["n"]
     lines = [
         "| form | parameters fitted to mixes (mean over folds) | median | p90 | max | median 2/3/4 | "
-        "p90 2/3/4 | signed median 2/3/4 | MIP |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "p90 2/3/4 | max 2/3/4 | signed median 2/3/4 | MIP |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, cand in itf.CANDIDATES.items():
         s = error_stats(_errors(study, name), n)
@@ -445,7 +445,7 @@ def accuracy_lines(study: Study) -> list[str]:
         a = s["all"]
         lines.append(
             f"| {name} | {params} | {_pct(a['median'])} | {_pct(a['p90'])} | {_pct(a['max'])} | "
-            f"{per('median')} | {per('p90')} | {per('signed_median', '+.1%')} | {cand.mip} |"
+            f"{per('median')} | {per('p90')} | {per('max')} | {per('signed_median', '+.1%')} | {cand.mip} |"
         )
     return lines
 
@@ -486,6 +486,14 @@ def concurrency_lines(study: Study) -> list[str]:
     return lines
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it (reports carry no machine paths)."""
+    try:
+        return str(path.resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
+
+
 def render_markdown(study: Study, runs_path: Path, profile_dir: Path, draws: int, seed: int) -> str:
     c = study.clock
     rows = len(study.rows["n"])
@@ -493,9 +501,9 @@ def render_markdown(study: Study, runs_path: Path, profile_dir: Path, draws: int
     head = [
         f"# Interference study on {study.gpu}",
         "",
-        f"{mixes} held-out mixes, {rows} workloads (`{runs_path.name}`), profile `{profile_dir}`. Error = "
-        "(predicted - measured) / measured latency (iGniter's t_inf). Forms with parameters fitted to "
-        "mixes are "
+        f"{mixes} held-out mixes, {rows} workloads (`{runs_path.name}`), profile `{_shown(profile_dir)}`. "
+        "Error = (predicted - measured) / measured latency (iGniter's t_inf). Forms with parameters fitted "
+        "to mixes are "
         "cross-validated leave-one-mix-out (each mix predicted with parameters fitted to the other mixes); "
         "forms without such parameters use no mix at all. Written by `benchmarks/interference_study.py`; "
         "docs/interference.md explains it.",

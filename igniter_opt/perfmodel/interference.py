@@ -204,6 +204,13 @@ def apply_interference(perf: PerformanceModel, coefs: InterferenceCoefficients) 
         raise ProfileError(
             f"interference coefficients lack models {', '.join(missing)}; refit them with this profile"
         )
+    applied = perf.gpu.get("fit", {}).get("interference_form", "igniter")
+    if applied != "igniter":
+        # Its beta_sch already holds a delta_co: adding another would count it twice.
+        raise ProfileError(
+            f"profile '{perf.name}' is already fitted with the '{applied}' interference form; "
+            "apply the form to the paper's fit (fit_profile) instead"
+        )
     hw = replace(perf.hardware, beta_sch=perf.hardware.beta_sch + coefs.co_kernel_delay_ms)
     models = {
         m: replace(c, alpha_cache=coefs.cache_scale * coefs.alpha_cache[m]) for m, c in perf.models.items()
