@@ -657,55 +657,75 @@ def _plot_decomposition(ax: Any, study: Study, n: np.ndarray, meas: np.ndarray) 
 V100_CONCURRENCY = ("vgg19", 32, 20.0)  # design note section 2: copies of VGG-19 at batch 32 and 20 %
 
 
+def _row(kind: str, case: str, unit: str, measured: float, predicted: dict[str, float]) -> dict[str, Any]:
+    return {"kind": kind, "case": case, "unit": unit, "measured": measured, **predicted}
+
+
 def v100_rows(path: Path) -> list[dict[str, Any]]:
     """Each co-location measurement of the paper's profile, predicted by both forms."""
     raw = load_raw(path)
     perf = fit_profile(raw, "v100")
     coefs = {f: itf.fit_interference(raw, perf, form=f) for f in itf.INTERFERENCE_FORMS}
     forms = {f: itf.apply_interference(perf, c) for f, c in coefs.items()}
+    return _v100_pair_rows(raw, perf, coefs, forms) + _v100_concurrency_rows(raw, perf, forms)
+
+
+def _v100_pair_rows(
+    raw: RawProfile,
+    perf: PerformanceModel,
+    coefs: dict[str, itf.InterferenceCoefficients],
+    forms: dict[str, PerformanceModel],
+) -> list[dict[str, Any]]:
     pairs = {f: itf.predict_pair_runs(m, raw) for f, m in forms.items()}
     ident = {f: itf.pair_residuals_ms(c, raw, perf.hardware) for f, c in coefs.items()}
-    rows: list[dict[str, Any]] = []
+    F = perf.hardware.max_clock_mhz
+    rows = []
     for name in perf.model_names:
         b, r = itf.pair_point(raw, name)
-        rows.append(
-            {
-                "kind": "pair GPU time (whole model)",
-                "case": f"{name} x2 at ({b}, {r:g} %)",
-                "unit": "ms",
-                "measured": pairs["igniter"][name][1],
-                **{f: pairs[f][name][0] for f in forms},
-            }
-        )
-        # From the run's own inputs (solo time, co-runner L2, measured clock): what each fit must reproduce.
+        case = f"{name} x2 at ({b}, {r:g} %)"
         cp = raw.models[name].cache_pair
         rows.append(
-            {
-                "kind": "pair GPU time (fit inputs)",
-                "case": f"{name} x2 at ({b}, {r:g} %)",
-                "unit": "ms",
-                "measured": cp.pair_active_ms,
-                **{
-                    f: cp.pair_active_ms + ident[f][name] * perf.hardware.max_clock_mhz / cp.pair_clock_mhz
-                    for f in forms
-                },
-            }
+            _row(
+                "pair GPU time (whole model)",
+                case,
+                "ms",
+                cp.pair_active_ms,
+                {f: pairs[f][name][0] for f in forms},
+            )
         )
+        # From the run's own inputs (solo time, co-runner L2, measured clock): what each fit must reproduce.
+        rows.append(
+            _row(
+                "pair GPU time (fit inputs)",
+                case,
+                "ms",
+                cp.pair_active_ms,
+                {f: cp.pair_active_ms + ident[f][name] * F / cp.pair_clock_mhz for f in forms},
+            )
+        )
+    return rows
+
+
+def _v100_concurrency_rows(
+    raw: RawProfile, perf: PerformanceModel, forms: dict[str, PerformanceModel]
+) -> list[dict[str, Any]]:
     model, b, r = V100_CONCURRENCY
     F = perf.hardware.max_clock_mhz
     recs = sorted(raw.hardware.concurrency, key=lambda c: c.copies)
     base_idle = recs[0].idle_per_kernel_ms * recs[0].clock_mhz / F
+    rows = []
     for rec in recs:
         slots = [(model, b, r)] * rec.copies
         rows.append(
-            {
-                "kind": "clock",
-                "case": f"{rec.copies} x {model} ({b}, {r:g} %)",
-                "unit": "MHz",
-                "measured": rec.clock_mhz,
-                **{f: predicted_clock_mhz(m, slots) for f, m in forms.items()},
-            }
+            _row(
+                "clock",
+                f"{rec.copies} x {model} ({b}, {r:g} %)",
+                "MHz",
+                rec.clock_mhz,
+                {f: predicted_clock_mhz(m, slots) for f, m in forms.items()},
+            )
         )
+        # The idle-gap part of each form's scheduling delay (the kernel-delay form records it apart).
         idle = {
             f: 0.0
             if rec.copies < 2
@@ -713,13 +733,13 @@ def v100_rows(path: Path) -> list[dict[str, Any]]:
             for f, m in forms.items()
         }
         rows.append(
-            {
-                "kind": "idle gap per kernel above 1 copy",
-                "case": f"{rec.copies} copies",
-                "unit": "us",
-                "measured": (rec.idle_per_kernel_ms * rec.clock_mhz / F - base_idle) * 1e3,
-                **{f: v * 1e3 for f, v in idle.items()},
-            }
+            _row(
+                "idle gap per kernel above 1 copy",
+                f"{rec.copies} copies",
+                "us",
+                (rec.idle_per_kernel_ms * rec.clock_mhz / F - base_idle) * 1e3,
+                {f: v * 1e3 for f, v in idle.items()},
+            )
         )
     return rows
 

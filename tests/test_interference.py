@@ -102,8 +102,9 @@ def test_kernel_delay_form_reproduces_every_pair_run_and_the_paper_double_counts
     assert model.gpu["fit"]["interference_form"] == "kernel-delay"
     assert model.gpu["fit"]["interference"]["idle_beta_sch"] == hw.beta_sch
     assert model.gpu["fit"]["power_form"] == "shared-floor"  # the other fit choices are kept
-    with pytest.raises(ProfileError, match="already fitted with the 'kernel-delay' interference form"):
-        itf.apply_interference(model, kd)
+    for twice in (lambda: itf.apply_interference(model, kd), lambda: itf.fit_interference(raw, model)):
+        with pytest.raises(ProfileError, match="already fitted with the 'kernel-delay' interference form"):
+            twice()
 
 
 def _with_pairs(raw: RawProfile, hw: HardwareCoefficients, delta: float, lam: float) -> RawProfile:

@@ -156,6 +156,17 @@ class InterferenceCoefficients:
             ) from None
 
 
+def _require_paper_fit(perf: PerformanceModel) -> None:
+    """Refuse a model already fitted with another form: its beta_sch holds a delta_co, which a
+    second fit would take out of the pair runs and a second apply would add again."""
+    applied = perf.gpu.get("fit", {}).get("interference_form", "igniter")
+    if applied != "igniter":
+        raise ProfileError(
+            f"profile '{perf.name}' is already fitted with the '{applied}' interference form; "
+            "use the paper's fit of its raw profile (fit_profile) instead"
+        )
+
+
 def fit_interference(
     raw: RawProfile, perf: PerformanceModel, *, form: str = "kernel-delay", runs: Sequence[CoRun] = ()
 ) -> InterferenceCoefficients:
@@ -166,6 +177,7 @@ def fit_interference(
     """
     if form not in INTERFERENCE_FORMS:
         raise ProfileError(f"interference form must be one of {', '.join(INTERFERENCE_FORMS)}, got '{form}'")
+    _require_paper_fit(perf)
     if set(raw.models) != set(perf.models):
         raise ProfileError(
             "the raw profile and the fitted model list different models; fit the raw profile first"
@@ -204,13 +216,7 @@ def apply_interference(perf: PerformanceModel, coefs: InterferenceCoefficients) 
         raise ProfileError(
             f"interference coefficients lack models {', '.join(missing)}; refit them with this profile"
         )
-    applied = perf.gpu.get("fit", {}).get("interference_form", "igniter")
-    if applied != "igniter":
-        # Its beta_sch already holds a delta_co: adding another would count it twice.
-        raise ProfileError(
-            f"profile '{perf.name}' is already fitted with the '{applied}' interference form; "
-            "apply the form to the paper's fit (fit_profile) instead"
-        )
+    _require_paper_fit(perf)
     hw = replace(perf.hardware, beta_sch=perf.hardware.beta_sch + coefs.co_kernel_delay_ms)
     models = {
         m: replace(c, alpha_cache=coefs.cache_scale * coefs.alpha_cache[m]) for m, c in perf.models.items()
@@ -227,6 +233,8 @@ def pair_residuals_ms(
     coefs: InterferenceCoefficients, raw: RawProfile, hardware: HardwareCoefficients
 ) -> dict[str, float]:
     """Per model: predicted minus measured pair GPU time (ms, full clock), from the run's own inputs.
+
+    ``hardware`` is the paper's fit (its ``beta_sch`` without ``delta_co``).
 
     The inputs are what the fit consumes (solo time, the co-runner's measured L2): the prediction
     is ``solo + n_k (D(2) + delta_co) + solo kappa alpha c_pair``. The paper's form leaves
@@ -311,7 +319,7 @@ class RunBatch:
     share_pct: np.ndarray
     mask: np.ndarray
     measured_ms: np.ndarray  # NaN in empty slots
-    cache_other: np.ndarray  # L2 demand of the co-runners, sum_l c_l - c_i (0 in empty slots)
+    cache_other: np.ndarray  # L2 demand of the co-runners, sum_l c_l - c_i (ignore in empty slots)
     pair_l2_pct: np.ndarray  # L2 demand of the co-runner in each slot's model's pair run (1 if unknown)
 
     @property
