@@ -21,7 +21,7 @@ from igniter_opt.perfmodel.fit import fit_profile
 from igniter_opt.perfmodel.model import HardwareCoefficients, PerformanceModel
 from igniter_opt.perfmodel.raw import RawProfile, load_raw
 from igniter_opt.perfmodel.store import load_profile
-from igniter_opt.planner import mip
+from igniter_opt.planner import exact as mip
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = REPO / "profiles" / "h100"
@@ -289,7 +289,7 @@ def test_mip_rows_never_accept_what_the_kernel_delay_model_rejects(h100, rows, s
         data = mip.prepare(problem)
     except ProblemError:
         return  # a workload no share can serve: nothing to place
-    m = mip.build_model(problem, data)
+    m = mip.build_model(data)
     rng = np.random.default_rng(seed)
     for _ in range(6):
         assignment = {d: int(rng.integers(len(md.configs))) for d, md in enumerate(data.demands)}
