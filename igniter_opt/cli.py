@@ -1,4 +1,9 @@
-"""The ``igniter-opt`` command line: thin commands over library functions."""
+"""The ``igniter-opt`` command line: thin commands over library functions.
+
+Heavy libraries (scipy and scikit-learn for fitting, Pyomo and HiGHS for the exact planner,
+matplotlib, the executor) are imported inside the commands that use them, so that ``--help`` and
+a greedy ``solve`` start fast.
+"""
 
 from __future__ import annotations
 
@@ -7,33 +12,26 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from igniter_opt import __version__
-from igniter_opt.domain import LatencyBudget, PlanningProblem
+from igniter_opt.domain import DEFAULT_ATTAINMENT, DEFAULT_MARGIN, LatencyBudget
 from igniter_opt.errors import IgniterOptError, PlanError, ProfileError
-from igniter_opt.perfmodel import fit_profile, load_profile, load_raw, write_profile
-from igniter_opt.planio import EXAMPLE_WORKLOADS, plan_to_dict, read_plan, read_workloads, write_plan
-from igniter_opt.planner import planner_names, run_planner
-from igniter_opt.planner.compare import compare_planners, parse_planners
-from igniter_opt.placement import predict_plan, verify_plan
-from igniter_opt.replan import REPLANNERS, ReplanProblem, check_current_plan, run_replanner
-from igniter_opt.replan.diff import write_diff
-from igniter_opt.replan.trace import PLAN_FOR, TraceJob, comparison, file_sha256, read_trace, run_trace_job
-from igniter_opt.report import (
-    plan_table,
-    render_comparison,
-    render_diff,
-    render_plan,
-    render_table,
-    render_trace_comparison,
-)
-from igniter_opt.solver import DEFAULT_MIGRATION_COST, SolveOptions
+from igniter_opt.solver import DEFAULT_MIGRATION_COST, DEFAULT_TIME_LIMIT_S
+
+if TYPE_CHECKING:
+    from igniter_opt.domain import Plan
+    from igniter_opt.placement import Violation
+    from igniter_opt.problems import BudgetChoice
 
 DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "h100")
+PLANNER_NAMES = ("greedy", "exact", "ffd", "gpulet")
+REPLANNER_NAMES = ("greedy", "exact")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+# Violations that make a plan unusable whatever it is used for: refused by predict too.
+STRUCTURAL = ("share", "model", "batch")
 
 
 def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -63,27 +61,49 @@ def profile_option(fn: Callable[..., Any]) -> Callable[..., Any]:
     )(fn)
 
 
-def budget_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    fn = click.option(
-        "--max-utilization", "max_utilization", type=click.FloatRange(0, 1, min_open=True), default=None,
-        help="With the serial-server model: plan each server to at most this fraction of its capacity "
-             "(room for bursts of random arrivals). Implies --serving-overhead-ms 0 when that is not given.",
-    )(fn)
-    fn = click.option(
-        "--serving-overhead-ms", "serving_overhead", type=click.FloatRange(min=0), default=None,
-        help="Plan for servers that handle one batch at a time with this overhead per batch (ms): latency "
-             "t_inf + o, throughput b / (t_inf + o). Measure it with 'igniter-opt apply' (server ms - model "
-             "ms). Default: the paper's model.",
-    )(fn)
-    fn = click.option(
-        "--margin", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
-        help="Safety margin of the 'full' budget: batching + inference <= SLO * (1 - margin).",
-    )(fn)
-    return click.option(
-        "--latency-budget", "budget", type=click.Choice([b.value for b in LatencyBudget]), default="igniter",
-        show_default=True,
-        help="igniter: inference <= SLO/2 (the paper's rule); full: batch formation + inference <= SLO.",
-    )(fn)
+def budget_options(default_budget: str | None = "igniter") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """--latency-budget, --attainment, --margin, --serving-overhead-ms, --max-utilization, --max-batch.
+
+    ``default_budget`` None: every option defaults to what the plan at hand was made with.
+    """
+    from_plan = default_budget is None
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn = click.option(
+            "--max-batch", type=click.IntRange(min=1), default=None,
+            help="Largest batch a plan may use. Default: the largest the profile measured (beyond it the fit "
+                 "extrapolates, which this option allows).",
+        )(fn)
+        fn = click.option(
+            "--max-utilization", "max_utilization", type=click.FloatRange(0, 1, min_open=True), default=None,
+            help="igniter/full budgets with the serial-server model: plan each server to at most this fraction of "
+                 "its capacity. Implies --serving-overhead-ms 0 when that is not given.",
+        )(fn)
+        fn = click.option(
+            "--serving-overhead-ms", "serving_overhead", type=click.FloatRange(min=0), default=None,
+            help="Per-batch overhead of the serving stack (ms). tail: replaces the profile's measured one; igniter/"
+                 "full: plan for servers that run one batch at a time with this overhead (latency t_inf + o, "
+                 "throughput b / (t_inf + o)). " + ("Default: the plan's." if from_plan else
+                                                   "Default: the profile's (tail), the paper's model (others)."),
+        )(fn)
+        fn = click.option(
+            "--margin", type=click.FloatRange(0, 1, max_open=True), default=None if from_plan else DEFAULT_MARGIN,
+            show_default=not from_plan, help="full budget: batch formation + inference <= SLO * (1 - margin).",
+        )(fn)
+        fn = click.option(
+            "--attainment", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+            default=None if from_plan else DEFAULT_ATTAINMENT, show_default=not from_plan,
+            help="tail budget: the fraction of each workload's requests that must be within its SLO.",
+        )(fn)
+        return click.option(
+            "--latency-budget", "budget", type=click.Choice([b.value for b in LatencyBudget]), default=default_budget,
+            show_default=not from_plan,
+            help="igniter: inference <= SLO/2 (the paper's rule); full: batch formation + inference <= SLO; tail: "
+                 "each request's latency under random arrivals within the SLO for --attainment of the requests."
+                 + (" Default: the plan's." if from_plan else ""),
+        )(fn)
+
+    return deco
 
 
 def solver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -91,11 +111,52 @@ def solver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--gap", type=click.FloatRange(min=0), default=None,
                       help="Relative MIP gap at which the exact planner stops.")(fn)
     return click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
-                        help="Time limit in seconds for the exact planner.")(fn)
+                        help=f"Seconds the exact planner may take in all (building the model included). "
+                             f"[default: {DEFAULT_TIME_LIMIT_S:g}; $IGNITER_OPT_TIME_LIMIT_S]")(fn)
 
 
 def emit(text: str) -> None:
     click.echo(text)
+
+
+def note(text: str) -> None:
+    """A remark on stderr (after the result, so that the result's first lines stay where they are)."""
+    click.echo(f"note: {text}", err=True)
+
+
+def _choice(budget: str, margin: float | None, attainment: float | None, serving_overhead: float | None,
+            max_utilization: float | None, max_batch: int | None) -> BudgetChoice:
+    from igniter_opt.problems import BudgetChoice
+
+    return BudgetChoice(LatencyBudget(budget), DEFAULT_MARGIN if margin is None else margin,
+                        DEFAULT_ATTAINMENT if attainment is None else attainment, serving_overhead, max_utilization,
+                        max_batch)
+
+
+def _workloads(path: Path | None) -> tuple[Any, str | None]:
+    """The workloads of --workloads, or the paper's mix with a note saying so."""
+    from igniter_opt.planio import EXAMPLE_WORKLOADS, read_workloads
+
+    if path is not None:
+        return read_workloads(path), None
+    return read_workloads(EXAMPLE_WORKLOADS), f"no --workloads given: planned the paper's 12-workload mix ({EXAMPLE_WORKLOADS.name})"
+
+
+def _violations_error(what: str, violations: tuple[Violation, ...] | list[Violation]) -> click.ClickException:
+    n_w = len({v.workload for v in violations if v.workload})
+    return click.ClickException(f"{what} violates the exact model in {len(violations)} place(s) in {n_w} workload(s): "
+                                f"{violations[0].message}")
+
+
+def read_runnable_plan(path: Path) -> Plan:
+    """A plan to run: one marked as failing verification ("verified": false) is refused."""
+    from igniter_opt.planio import read_plan
+
+    plan = read_plan(path)
+    if plan.verified is False:
+        raise PlanError(f"{path}: the plan failed verification when it was written (\"verified\": false); "
+                        "fix it, or re-plan and write it without --write-failing")
+    return plan
 
 
 @click.group(context_settings=CONTEXT_SETTINGS)
@@ -120,8 +181,11 @@ def fit(raw: Path, out_dir: Path, name: str | None) -> None:
     RAW is a raw profile in the project's format (raw.json, or a profile folder) or in the format
     the iGniter authors published (JSON lines). The result is a profile folder that --profile takes.
 
-    Example: igniter-opt fit igniter_v100_profile.jsonl -o profiles/v100
+    Example: igniter-opt fit profiles/h100/raw.json -o profiles/h100-refit
     """
+    from igniter_opt.perfmodel import fit_profile, load_raw, write_profile
+    from igniter_opt.report import render_table
+
     raw_profile = load_raw(raw)
     model = fit_profile(raw_profile, name=name or out_dir.name)
     write_profile(raw_profile, model, out_dir)
@@ -135,66 +199,129 @@ def fit(raw: Path, out_dir: Path, name: str | None) -> None:
     emit(f"wrote {out_dir}/raw.json and {out_dir}/coefficients.json")
 
 
+def _plan_profile(plan: Plan, profile: str | None, what: str) -> Any:
+    """The profile a plan is judged with: --profile, else the one the plan names."""
+    from igniter_opt.perfmodel import load_profile
+
+    name = profile or plan.profile
+    if not name:
+        raise PlanError(f"{what}: the plan names no profile; pass --profile")
+    return load_profile(name)
+
+
 @cli.command()
 @click.argument("plan_file", metavar="PLAN.json", type=click.Path(path_type=Path))
-@profile_option
+@click.option("--profile", "-p", default=None, help="Profile name or path. Default: the one the plan names.")
+@click.option("--serving-overhead-ms", "serving_overhead", type=click.FloatRange(min=0), default=None,
+              help="Per-batch serving overhead for the per-request predictions, where neither the plan nor the "
+                   "profile has serving measurements (or to replace theirs).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the plan with every 'predicted' block filled in.")
 @format_option
 @handle_errors
-def predict(plan_file: Path, profile: str, output: Path | None, fmt: str) -> None:
-    """Predict latency and throughput of every placement of a plan.
+def predict(plan_file: Path, profile: str | None, serving_overhead: float | None, output: Path | None, fmt: str) -> None:
+    """Predict every placement of a plan: batch latency and throughput, and each request's p50, p99
+    and fraction within the SLO under random arrivals (with serving measurements).
 
-    The plan's slo_ms and rate_rps may be absent; its 'predicted' blocks are (re)computed.
+    Works for any plan, whatever budget or planner made it (by hand too); a placement without
+    queue_delay_ms is predicted with the queue delay apply would configure. Judged under the plan's
+    own budget: GPUs over 100 % (and other broken placements) are refused, placements over their
+    limit are flagged.
 
-    Example: igniter-opt predict --profile v100 plan.json -o predicted.json
+    Example: igniter-opt predict plan.json -o predicted.json
     """
-    perf = load_profile(profile)
-    plan = predict_plan(read_plan(plan_file), perf)
+    from igniter_opt.placement import plan_problem, predict_plan, verify_plan
+    from igniter_opt.placement.serving import configure_serving
+    from igniter_opt.planio import read_plan, write_plan
+    from igniter_opt.report import group_violations, plan_table, render_plan
+
+    plan = read_plan(plan_file)
+    perf = _plan_profile(plan, profile, str(plan_file))
+    if plan.serving is not None and serving_overhead is None:
+        perf = perf.with_serving(plan.serving)
+    perf = configure_serving(perf, LatencyBudget.IGNITER, serving_overhead)  # serving measurements only
+    base = perf.with_serving_overhead(plan.serving_overhead_ms, plan.serving_max_utilization)
+    predicted = predict_plan(plan, base, perf.serving)
+    known = [v for v in verify_plan(predicted, plan_problem(predicted, perf)) if v.kind != "coverage"]
+    broken = [v for v in known if v.kind in STRUCTURAL]
+    if broken:
+        raise _violations_error(str(plan_file), broken)
     if output is not None:
-        write_plan(plan, output)
-    emit(plan_table(plan) if fmt == "table" else render_plan(plan, [], fmt))
+        write_plan(predicted, output)
+    emit(plan_table(predicted) if fmt == "table" else render_plan(predicted, [], fmt))
+    if known and fmt == "table":
+        emit("\nover their limit (under the plan's own budget):\n" + "\n".join(group_violations(known)))
+
+
+def _write_plan_or_refuse(outcome: Any, output: Path | None, write_failing: bool, what: str) -> None:
+    """Write the plan when it verifies; a failing plan only with --write-failing, marked unverified."""
+    from dataclasses import replace
+
+    from igniter_opt.planio import write_plan
+
+    if output is None:
+        return
+    if not outcome.violations:
+        write_plan(replace(outcome.plan, verified=True), output)
+    elif write_failing:
+        write_plan(replace(outcome.plan, verified=False), output)
+        note(f"wrote {output} although {what} fails verification (--write-failing); it says \"verified\": false "
+             "and apply refuses it")
+
+
+def _split_notes(plan: Plan) -> list[str]:
+    """A note for every workload split over several servers (one GPU cannot carry it)."""
+    from collections import Counter
+
+    counts = Counter(p.workload for _, p in plan.placements())
+    return [f"workload {w} is split over {n} servers: one GPU cannot carry its rate within its SLO" for w, n
+            in counts.items() if n > 1]
 
 
 @cli.command()
 @click.option("--workloads", "-w", type=click.Path(path_type=Path), default=None,
               help="Workloads CSV (name,model,slo_ms,rate_rps). Default: the paper's 12-workload mix.")
 @profile_option
-@click.option("--planner", type=click.Choice(planner_names()), default="greedy", show_default=True,
+@click.option("--planner", type=click.Choice(PLANNER_NAMES), default="greedy", show_default=True,
               help="Which planner to run.")
-@budget_options
+@budget_options()
 @solver_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Write the plan JSON here (atomically).")
+              help="Write the plan JSON here (atomically); only a plan that verifies is written.")
+@click.option("--write-failing", is_flag=True,
+              help="Write the plan even when it fails verification (it then says \"verified\": false; apply refuses it).")
 @format_option
 @handle_errors
-def solve(workloads: Path | None, profile: str, planner: str, budget: str, margin: float,
-          serving_overhead: float | None, max_utilization: float | None, time_limit: float | None, gap: float | None, threads: int | None, output: Path | None, fmt: str) -> None:
+def solve(workloads: Path | None, profile: str, planner: str, budget: str, margin: float, attainment: float,
+          serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
+          time_limit: float | None, gap: float | None, threads: int | None, output: Path | None,
+          write_failing: bool, fmt: str) -> None:
     """Plan GPUs, co-location, MPS shares and batch sizes for a set of workloads.
 
     Prints the plan (GPU, workload, model, batch, share, predicted latency against its limit,
-    throughput against the rate) and re-verifies it with the exact performance model; exits 1 if
-    the plan violates the model.
+    throughput against the rate) and re-verifies it with the exact performance model; a plan that
+    fails is not written (see --write-failing) and the command exits 1.
 
-    Example: igniter-opt solve --workloads examples/paper-table3.csv --profile v100 -o plan.json
+    Example: igniter-opt solve --workloads examples/paper-table3.csv --profile h100 -o plan.json
+
+    Example: igniter-opt solve -w examples/paper-table3.csv --latency-budget tail --attainment 0.99 -o plan.json
     """
-    perf = load_profile(profile).with_serving_overhead(serving_overhead, max_utilization)
-    problem = PlanningProblem(
-        workloads=read_workloads(workloads or EXAMPLE_WORKLOADS),
-        perf_model=perf,
-        latency_budget=LatencyBudget(budget),
-        margin=margin,
-    )
+    from igniter_opt.planner import run_planner
+    from igniter_opt.problems import make_problem
+    from igniter_opt.report import render_plan
+    from igniter_opt.solver import SolveOptions
+
+    ws, default_note = _workloads(workloads)
+    problem = make_problem(ws, profile, _choice(budget, margin, attainment, serving_overhead, max_utilization,
+                                                max_batch))
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads)
     outcome = run_planner(problem, planner, options)
-    if output is not None:
-        write_plan(outcome.plan, output)
+    _write_plan_or_refuse(outcome, output, write_failing, f"the {planner} plan")
     emit(render_plan(outcome.plan, outcome.violations, fmt))
+    for text in ([default_note] if default_note else []) + _split_notes(outcome.plan):
+        note(text)
     if outcome.violations:
-        raise click.ClickException(
-            f"the {planner} plan violates the exact model in {len(outcome.violations)} place(s): "
-            f"{outcome.violations[0].message}"
-        )
+        raise _violations_error(f"the {planner} plan", outcome.violations)
 
 
 @cli.command()
@@ -203,58 +330,77 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
 @profile_option
 @click.option("--planners", default="greedy,exact,ffd,gpulet", show_default=True,
               help="Comma-separated planners to run, in this order.")
-@budget_options
+@budget_options()
 @solver_options
 @format_option
 @handle_errors
-def compare(workloads: Path | None, profile: str, planners: str, budget: str, margin: float,
-            serving_overhead: float | None, max_utilization: float | None, time_limit: float | None, gap: float | None, threads: int | None, fmt: str) -> None:
+def compare(workloads: Path | None, profile: str, planners: str, budget: str, margin: float, attainment: float,
+            serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
+            time_limit: float | None, gap: float | None, threads: int | None, fmt: str) -> None:
     """Run several planners on the same workloads and compare their plans.
 
     One row per planner: GPUs, cost per hour, total share, workloads predicted to miss their SLO
     under the exact model, the proven lower bound on cost and the gap to it (exact planner), and
     the wall time. Heuristic plans that miss SLOs are listed, not rejected.
 
-    Example: igniter-opt compare --workloads examples/paper-table3.csv --profile v100 --planners greedy,exact,ffd,gpulet
+    Example: igniter-opt compare --workloads examples/paper-table3.csv --profile h100 --planners greedy,exact,ffd,gpulet
     """
+    from igniter_opt.planner.compare import compare_planners, parse_planners
+    from igniter_opt.problems import make_problem
+    from igniter_opt.report import render_comparison
+    from igniter_opt.solver import SolveOptions
+
     names = parse_planners(planners)
-    problem = PlanningProblem(
-        workloads=read_workloads(workloads or EXAMPLE_WORKLOADS),
-        perf_model=load_profile(profile).with_serving_overhead(serving_overhead, max_utilization),
-        latency_budget=LatencyBudget(budget),
-        margin=margin,
-    )
+    ws, default_note = _workloads(workloads)
+    problem = make_problem(ws, profile, _choice(budget, margin, attainment, serving_overhead, max_utilization,
+                                                max_batch))
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads)
     rows, _ = compare_planners(problem, names, options)
     emit(render_comparison(rows, fmt))
+    if default_note:
+        note(default_note)
 
 
 @cli.command()
 @click.argument("plan_file", metavar="PLAN.json", type=click.Path(path_type=Path))
-@click.option("--workloads", "-w", type=click.Path(path_type=Path), required=True, help="The workloads CSV.")
-@profile_option
-@budget_options
+@click.option("--workloads", "-w", type=click.Path(path_type=Path), default=None,
+              help="The workloads CSV to check against. Default: the plan's own workloads and rates.")
+@click.option("--profile", "-p", default=None, help="Profile name or path. Default: the one the plan names.")
+@budget_options(None)
 @handle_errors
-def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: float,
-           serving_overhead: float | None, max_utilization: float | None) -> None:
-    """Re-check a plan against workloads with the exact performance model; exit 1 on any violation.
+def verify(plan_file: Path, workloads: Path | None, profile: str | None, budget: str | None, margin: float | None,
+           attainment: float | None, serving_overhead: float | None, max_utilization: float | None,
+           max_batch: int | None) -> None:
+    """Re-check a plan with the exact model; exit 1 on any violation.
 
-    The serving model (overhead, utilization) defaults to the one the plan was made with.
+    By default under the plan's own budget, margin, attainment and serving model, against the
+    plan's own workloads; each option overrides one of them.
 
-    Example: igniter-opt verify plan.json --workloads examples/paper-table3.csv --profile v100
+    Example: igniter-opt verify plan.json --workloads examples/paper-table3.csv
     """
+    from dataclasses import replace
+
+    from igniter_opt.placement import plan_problem, verify_plan
+    from igniter_opt.placement.serving import configure_serving
+    from igniter_opt.planio import read_plan, read_workloads
+    from igniter_opt.report import group_violations
+
     plan = read_plan(plan_file)
-    if serving_overhead is None and max_utilization is None:
-        serving_overhead, max_utilization = plan.serving_overhead_ms, plan.serving_max_utilization
-    perf = load_profile(profile).with_serving_overhead(serving_overhead, max_utilization)
-    problem = PlanningProblem(read_workloads(workloads), perf,
-                              LatencyBudget(budget), margin)
+    perf = _plan_profile(plan, profile, str(plan_file))
+    problem = plan_problem(plan, perf, read_workloads(workloads) if workloads is not None else None)
+    if any(x is not None for x in (budget, serving_overhead, max_utilization)):
+        b = LatencyBudget(budget or plan.latency_budget)
+        overhead = serving_overhead if serving_overhead is not None or max_utilization is not None else (
+            plan.serving_overhead_ms if b is not LatencyBudget.TAIL else None)
+        problem = replace(problem, latency_budget=b, perf_model=configure_serving(perf, b, overhead, max_utilization))
+    problem = replace(problem, margin=problem.margin if margin is None else margin,
+                      attainment=problem.attainment if attainment is None else attainment, max_batch=max_batch)
     violations = verify_plan(plan, problem)
-    for v in violations:
-        emit(v.message)
     if violations:
+        emit("\n".join(group_violations(violations)))
         raise click.ClickException(f"{len(violations)} violation(s) under the exact model")
-    emit(f"ok: {plan.num_gpus} GPU(s), every placement meets its limit and rate under the exact model")
+    emit(f"ok: {plan.num_gpus} GPU(s), every placement meets its limit and rate under the exact model "
+         f"(budget {problem.latency_budget})")
 
 
 @cli.command()
@@ -319,7 +465,7 @@ def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at:
         return
     if step_at is not None:
         raise click.UsageError("--step-at goes with --diff")
-    dep = build_deployment(read_plan(plan_file), options)
+    dep = build_deployment(read_runnable_plan(plan_file), options)
     if dry_run:
         emit(render_dry_run(dep))
         return
@@ -343,7 +489,7 @@ def _apply_diff(diff_files: tuple[Path, Path], step_s: float, options: Any, dry_
         render_transition_dry_run,
     )
 
-    tr = build_transition(read_plan(diff_files[0]), read_plan(diff_files[1]), options, step_s)
+    tr = build_transition(read_runnable_plan(diff_files[0]), read_runnable_plan(diff_files[1]), options, step_s)
     if dry_run:
         emit(render_transition_dry_run(tr))
         return
@@ -355,6 +501,7 @@ def _apply_diff(diff_files: tuple[Path, Path], step_s: float, options: Any, dry_
     if result.errors:
         more = f" (+{len(result.errors) - 1} more, see transition.json)" if len(result.errors) > 1 else ""
         raise click.ClickException(f"{result.errors[0]}{more}; every server and MPS stopped")
+
 
 
 def _migration_option(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -372,61 +519,58 @@ def _migration_option(fn: Callable[..., Any]) -> Callable[..., Any]:
               help="The new workloads CSV (name,model,slo_ms,rate_rps); names identify workloads.")
 @click.option("--profile", "-p", default=None,
               help="Profile name or path. Default: the current plan's (another one is refused).")
-@click.option("--planner", type=click.Choice(list(REPLANNERS)), default="greedy", show_default=True,
+@click.option("--planner", type=click.Choice(REPLANNER_NAMES), default="greedy", show_default=True,
               help="greedy: keep what still works, place the rest; exact: the MIP with a migration cost.")
 @_migration_option
 @solver_options
 @click.option("-o", "--output", metavar="NEW_PLAN.json", type=click.Path(dir_okay=False, path_type=Path),
-              required=True, help="Write the new plan here (atomically).")
+              default=None, help="Write the new plan here (atomically), and its diff next to it.")
 @click.option("--diff-output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the diff (igniter-opt/diff/v1) here. Default: NEW_PLAN.diff.json next to -o.")
 @format_option
 @handle_errors
 def replan(current_file: Path, workloads: Path, profile: str | None, planner: str, migration_cost: float | None,
-           time_limit: float | None, gap: float | None, threads: int | None, output: Path,
+           time_limit: float | None, gap: float | None, threads: int | None, output: Path | None,
            diff_output: Path | None, fmt: str) -> None:
     """Replan a running plan for new rates, changing as few running servers as possible.
 
     Prints the new plan and its diff against the current one: every placement kept (same GPU,
     share and batch: its server runs on), resized (same GPU, restart), moved, started or stopped,
-    and the GPUs opened and released. The latency budget is the current plan's. Writes the plan
-    and the diff only when everything succeeded.
+    and the GPUs opened and released. The latency budget and serving model are the current plan's.
+    Writes the plan and the diff (with -o) only when everything succeeded.
 
-    Example: igniter-opt replan --current plan.json --workloads evening.csv --planner exact --migration-cost 0.25 -o new.json
+    Example: igniter-opt replan --current plan.json --workloads examples/paper-table3-evening.csv --planner exact -o new.json
     """
+    from igniter_opt.placement import plan_problem
+    from igniter_opt.planio import plan_to_dict, read_plan, read_workloads, write_plan
+    from igniter_opt.replan import ReplanProblem, check_current_plan, run_replanner
+    from igniter_opt.replan.diff import write_diff
+    from igniter_opt.report import render_diff, render_plan
+    from igniter_opt.solver import SolveOptions
+
     current = read_plan(current_file)
-    if profile is None:
-        if not current.profile:
-            raise PlanError(f"{current_file}: the plan names no profile; pass --profile")
-        try:
-            perf = load_profile(current.profile)
-        except ProfileError as exc:
-            raise ProfileError(f"the current plan's profile '{current.profile}': {exc}; pass --profile") from None
-    else:
-        perf = load_profile(profile)
-    # the running plan's serving model (overhead, utilization) carries over to the new plan
-    perf = perf.with_serving_overhead(current.serving_overhead_ms, current.serving_max_utilization)
+    try:
+        perf = _plan_profile(current, profile, str(current_file))
+    except ProfileError as exc:
+        raise ProfileError(f"the current plan's profile '{current.profile}': {exc}; pass --profile") from None
     check_current_plan(current, perf, str(current_file))
-    budget = LatencyBudget(current.latency_budget)
-    problem = PlanningProblem(read_workloads(workloads), perf, budget,
-                              current.margin if current.margin is not None else 0.1)
+    # the running plan's budget and serving model carry over to the new plan
+    problem = plan_problem(current, perf, read_workloads(workloads))
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
                                     migration_cost=migration_cost)
     outcome = run_replanner(ReplanProblem(current, problem), planner, options)
-    diff_path = diff_output or output.with_name(output.name.removesuffix(".json") + ".diff.json")
-    write_plan(outcome.plan, output)
-    write_diff(outcome.diff, diff_path)
+    if outcome.violations:
+        emit(render_plan(outcome.plan, outcome.violations, "table"))
+        raise _violations_error(f"the {planner} replan", outcome.violations)
+    if output is not None:
+        write_plan(outcome.plan, output)
+        write_diff(outcome.diff, diff_output or output.with_name(output.name.removesuffix(".json") + ".diff.json"))
     if fmt == "json":
         emit(json.dumps({"plan": plan_to_dict(outcome.plan), "diff": outcome.diff.to_dict()}, indent=2))
     elif fmt == "csv":
         emit(render_diff(outcome.diff, "csv"))
     else:
         emit(render_plan(outcome.plan, outcome.violations, "table") + "\n\n" + render_diff(outcome.diff))
-    if outcome.violations:
-        raise click.ClickException(
-            f"the {planner} replan violates the exact model in {len(outcome.violations)} place(s): "
-            f"{outcome.violations[0].message}"
-        )
 
 
 @cli.command("replan-trace")
@@ -437,12 +581,12 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
 @profile_option
 @click.option("--every", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Replan every S seconds (default: at every time of the trace).")
-@click.option("--planner", type=click.Choice(list(REPLANNERS)), default="greedy", show_default=True,
+@click.option("--planner", type=click.Choice(REPLANNER_NAMES), default="greedy", show_default=True,
               help="Planner of the replan and re-solve strategies and of the peak plan.")
 @_migration_option
-@click.option("--plan-for", type=click.Choice(list(PLAN_FOR)), default="peak", show_default=True,
+@click.option("--plan-for", type=click.Choice(["peak", "start"]), default="peak", show_default=True,
               help="Provision each step for its interval's peak rate, or for the rate at its start.")
-@budget_options
+@budget_options()
 @solver_options
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("replan-trace-out"), show_default=True,
@@ -450,8 +594,9 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
 @handle_errors
 def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: float | None, planner: str,
-                 migration_cost: float | None, plan_for: str, budget: str, margin: float,
-                 serving_overhead: float | None, max_utilization: float | None, time_limit: float | None, gap: float | None, threads: int | None, out_dir: Path,
+                 migration_cost: float | None, plan_for: str, budget: str, margin: float, attainment: float,
+                 serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
+                 time_limit: float | None, gap: float | None, threads: int | None, out_dir: Path,
                  progress: bool | None) -> None:
     """Replay a rate trace: replan at every step, against re-solving from scratch and peak provisioning.
 
@@ -464,13 +609,20 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
 
     Example: igniter-opt replan-trace --trace examples/trace_paper_mix.csv --profile h100 --every 3600 -o runs/trace
     """
+    from igniter_opt.problems import make_problem
+    from igniter_opt.replan.trace import TraceJob, comparison, file_sha256, read_trace, run_trace_job
+    from igniter_opt.report import render_trace_comparison
+    from igniter_opt.solver import SolveOptions
+
     trace = read_trace(trace_file, workloads, every_s=every)
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
                                     migration_cost=migration_cost)
-    perf = load_profile(profile).with_serving_overhead(serving_overhead, max_utilization)
-    job = TraceJob(trace, perf, planner, options, every, plan_for, LatencyBudget(budget), margin,
+    peak = make_problem(trace.workloads, profile, _choice(budget, margin, attainment, serving_overhead,
+                                                          max_utilization, max_batch))
+    job = TraceJob(trace, peak.perf_model, planner, options, every, plan_for, peak.latency_budget, peak.margin,
                    trace_sha256=file_sha256(trace_file),
-                   workloads_sha256=file_sha256(workloads) if workloads is not None else None)
+                   workloads_sha256=file_sha256(workloads) if workloads is not None else None,
+                   attainment=peak.attainment, max_batch=max_batch)
     result = run_trace_job(job, out_dir, progress=progress)
     emit(render_trace_comparison(comparison(job, result.summaries)))
     resumed = f" (resumed: {result.resumed_steps} step(s) read back)" if result.resumed_steps else ""
@@ -478,13 +630,16 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
          f"and per step replan/, resolve/, peak/ plans{resumed}")
 
 
-from igniter_opt.profiling.cli import profile
+def _register_command_groups() -> None:
+    """Commands that live with their subsystem (profiling, export)."""
+    from igniter_opt.export.cli import export
+    from igniter_opt.profiling.cli import profile
 
-cli.add_command(profile)
+    cli.add_command(profile)
+    cli.add_command(export)
 
-from igniter_opt.export.cli import export  # noqa: E402
 
-cli.add_command(export)
+_register_command_groups()
 
 
 def main() -> None:

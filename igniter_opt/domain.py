@@ -123,6 +123,9 @@ class Plan:
     serving_max_utilization: float | None = None  # and to at most this utilization per server
     attainment: float | None = None  # tail budget: the fraction of requests planned within the SLO
     serving: ServingParams | None = None  # the serving measurements the per-request predictions used
+    # True: re-verified by the exact model when written; False: written although it failed (apply
+    # refuses it); None: not said (hand-written, or written before this field existed).
+    verified: bool | None = None
 
     @property
     def num_gpus(self) -> int:

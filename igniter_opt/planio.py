@@ -151,6 +151,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         d["attainment"] = plan.attainment
     if plan.serving is not None:
         d["serving"] = serving_to_dict(plan.serving)
+    if plan.verified is not None:
+        d["verified"] = plan.verified
     d["gpus"] = [
         {"id": g.gpu_id, "type": g.gpu_type, "placements": [placement_to_dict(p) for p in g.placements]}
         for g in plan.gpus
@@ -238,6 +240,7 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
             serving_max_utilization=_opt_float(d.get("serving_max_utilization")),
             attainment=_opt_float(d.get("attainment")),
             serving=serving_from_dict(d["serving"], source) if d.get("serving") is not None else None,
+            verified=None if d.get("verified") is None else bool(d["verified"]),
         )
     except PlanError:
         raise

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 import math
 from collections.abc import Sequence
 
-import pandas as pd
-
 from igniter_opt.domain import LatencyBudget, Plan
-from igniter_opt.planio import plan_to_dict
 from igniter_opt.placement import Violation
 from igniter_opt.placement.feasibility import placement_queue_delay_ms
 from igniter_opt.placement.serving import plan_serving_model
+from igniter_opt.planio import plan_to_dict
 
 
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None) -> str:
@@ -42,72 +41,114 @@ def _fmt(v: object) -> str:
     return str(v)
 
 
-def plan_frame(plan: Plan) -> pd.DataFrame:
-    """One row per placement, with the latency limit under the plan's serving model."""
+PLAN_COLUMNS = ["gpu", "workload", "model", "batch", "share_pct", "latency_ms", "limit_ms", "slo_ms",
+                "throughput_rps", "rate_rps"]
+REQUEST_COLUMNS = ["queue_delay_ms", "p50_ms", "p99_ms", "within_slo_pct"]
+
+
+def share_text(pct: float) -> str:
+    """A share (or a total of shares) as the tool prints it everywhere: two decimals."""
+    return f"{pct:.2f} %"
+
+
+def plan_rows(plan: Plan) -> list[dict[str, object]]:
+    """One row per placement, with the latency limit under the plan's serving model and, where the
+    plan has them, the per-request predictions."""
     budget = LatencyBudget(plan.latency_budget)
     margin = plan.margin or 0.0
     rule = plan_serving_model(budget, plan.margin, plan.attainment, plan.serving)
-    rows = []
+    rows: list[dict[str, object]] = []
     for g in plan.gpus:
         for p in g.placements:
-            limit = (
-                rule.limit(p.slo_ms, p.rate_rps, p.batch, placement_queue_delay_ms(p, budget, margin))
-                if math.isfinite(p.slo_ms) and math.isfinite(p.rate_rps)
-                else math.nan
-            )
+            known = math.isfinite(p.slo_ms) and math.isfinite(p.rate_rps)
+            pr = p.predicted
             rows.append({
-                "gpu": g.gpu_id,
-                "workload": p.workload,
-                "model": p.model,
-                "batch": p.batch,
-                "share_pct": p.share_pct,
-                "latency_ms": p.predicted.latency_ms if p.predicted else math.nan,
-                "limit_ms": limit,
-                "slo_ms": p.slo_ms,
-                "throughput_rps": p.predicted.throughput_rps if p.predicted else math.nan,
-                "rate_rps": p.rate_rps,
-                "queue_delay_ms": p.queue_delay_ms if p.queue_delay_ms is not None else math.nan,
-                "p99_ms": _opt(p.predicted.p99_ms if p.predicted else None),
-                "within_slo_pct": _opt(100.0 * p.predicted.within_slo if p.predicted and p.predicted.within_slo
-                                       is not None else None),
+                "gpu": g.gpu_id, "workload": p.workload, "model": p.model, "batch": p.batch, "share_pct": p.share_pct,
+                "latency_ms": pr.latency_ms if pr else math.nan,
+                "limit_ms": rule.limit(p.slo_ms, p.rate_rps, p.batch, placement_queue_delay_ms(p, budget, margin))
+                if known else math.nan,
+                "slo_ms": p.slo_ms, "throughput_rps": pr.throughput_rps if pr else math.nan, "rate_rps": p.rate_rps,
+                "queue_delay_ms": _opt(p.queue_delay_ms), "p50_ms": _opt(pr.p50_ms if pr else None),
+                "p99_ms": _opt(pr.p99_ms if pr else None),
+                "within_slo_pct": _opt(100.0 * pr.within_slo if pr and pr.within_slo is not None else None),
             })
-    return pd.DataFrame(rows)
+    return rows
 
 
 def _opt(x: float | None) -> float:
     return math.nan if x is None else float(x)
 
 
+def _has_requests(rows: list[dict[str, object]]) -> bool:
+    return any(not math.isnan(float(r["within_slo_pct"])) for r in rows)  # type: ignore[arg-type]
+
+
 def plan_table(plan: Plan) -> str:
     """The plan as a table; with per-request predictions, their p99 and % within SLO too."""
-    df = plan_frame(plan)
+    rows = plan_rows(plan)
     headers = ["GPU", "workload", "model", "batch", "share %", "latency ms", "limit ms", "thr req/s", "rate req/s"]
-    with_requests = bool(df["within_slo_pct"].notna().any()) if len(df) else False
+    with_requests = _has_requests(rows)
     if with_requests:
-        headers += ["p99 ms", "in SLO %"]
-    rows = []
-    for r in df.itertuples():
-        row = [r.gpu, r.workload, r.model, int(r.batch), float(r.share_pct), float(r.latency_ms), float(r.limit_ms),
-               float(r.throughput_rps), float(r.rate_rps)]
-        rows.append(row + ([float(r.p99_ms), float(r.within_slo_pct)] if with_requests else []))
-    return render_table(headers, rows, align="lllrrrrrr" + ("rr" if with_requests else ""))
+        headers += ["delay ms", "p99 ms", "in SLO %"]
+    body = []
+    for r in rows:
+        row = [r["gpu"], r["workload"], r["model"], int(r["batch"]), *(float(r[k]) for k in  # type: ignore[call-overload]
+               ("share_pct", "latency_ms", "limit_ms", "throughput_rps", "rate_rps"))]
+        if with_requests:
+            row += [float(r[k]) for k in ("queue_delay_ms", "p99_ms", "within_slo_pct")]  # type: ignore[arg-type]
+        body.append(row)
+    return render_table(headers, body, align="lllrrrrrr" + ("rrr" if with_requests else ""))
+
+
+def csv_text(rows: Sequence[dict[str, object]], columns: Sequence[str], float_format: str = "{:.4f}") -> str:
+    """Rows as CSV (no trailing newline); floats with ``float_format``, NaN and None as empty cells."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        cells = []
+        for c in columns:
+            v = r.get(c)
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                cells.append("")
+            elif isinstance(v, float):
+                cells.append(float_format.format(v))
+            else:
+                cells.append(str(v))
+        w.writerow(cells)
+    return buf.getvalue().rstrip("\n")
+
+
+def group_violations(violations: Sequence[Violation]) -> list[str]:
+    """Violations grouped by workload (worst workload first), then the GPU-wide ones."""
+    by_workload: dict[str, list[Violation]] = {}
+    others: list[Violation] = []
+    for v in violations:
+        (by_workload.setdefault(v.workload, []) if v.workload else others).append(v)
+    lines = []
+    for w, vs in sorted(by_workload.items(), key=lambda kv: -max(v.excess for v in kv[1])):
+        lines.append(f"  {w}: " + "; ".join(v.message.removeprefix(f"{w}: ").removeprefix(f"{w} ") for v in vs))
+    lines.extend(f"  {v.message}" for v in others)
+    return lines
 
 
 def plan_summary(plan: Plan, violations: Sequence[Violation]) -> str:
     s = plan.solver
     parts = [
-        f"{plan.num_gpus} GPU(s), cost {plan.cost_per_hour:.2f}/h, total share {plan.total_share_pct:.4g} %",
+        f"{plan.num_gpus} GPU(s), cost {plan.cost_per_hour:.2f}/h, total share {share_text(plan.total_share_pct)}",
         f"planner {plan.planner} ({s.status}"
         + (f", bound {s.bound:g}, gap {100 * s.gap:.2f} %" if s.bound is not None and s.gap is not None else "")
         + (f", {s.wall_s:.3f} s" if s.wall_s is not None else "")
         + f"), budget {plan.latency_budget}"
-        + (f" (margin {plan.margin:g})" if plan.margin is not None else ""),
+        + (f" (margin {plan.margin:g})" if plan.margin is not None else "")
+        + (f" (attainment {plan.attainment:g})" if plan.attainment is not None else ""),
     ]
     if s.message:
         parts.append(f"note: {s.message}")
     if violations:
-        parts.append(f"exact model: {len(violations)} violation(s):")
-        parts.extend(f"  {v.message}" for v in violations)
+        n_w = len({v.workload for v in violations if v.workload})
+        parts.append(f"exact model: {len(violations)} violation(s) in {n_w} workload(s):")
+        parts.extend(group_violations(violations))
     else:
         parts.append("exact model: every placement meets its latency limit and rate; no GPU over 100 %")
     return "\n".join(parts)
@@ -117,12 +158,8 @@ def render_plan(plan: Plan, violations: Sequence[Violation], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(plan_to_dict(plan), indent=2)
     if fmt == "csv":
-        df = plan_frame(plan)
-        if not (len(df) and df["within_slo_pct"].notna().any()):  # no per-request predictions to show
-            df = df.drop(columns=["queue_delay_ms", "p99_ms", "within_slo_pct"])
-        buf = io.StringIO()
-        df.to_csv(buf, index=False, float_format="%.4f")
-        return buf.getvalue().rstrip("\n")
+        rows = plan_rows(plan)
+        return csv_text(rows, PLAN_COLUMNS + (REQUEST_COLUMNS if _has_requests(rows) else []))
     return plan_table(plan) + "\n\n" + plan_summary(plan, violations)
 
 
@@ -135,9 +172,7 @@ def render_comparison(rows: Sequence[object], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(dicts, indent=2)
     if fmt == "csv":
-        buf = io.StringIO()
-        pd.DataFrame(dicts).to_csv(buf, index=False, float_format="%.6g")
-        return buf.getvalue().rstrip("\n")
+        return csv_text(dicts, list(dicts[0]) if dicts else [], "{:.6g}")
     body = [
         [d["planner"], d["status"], d["gpus"], float(d["cost_per_hour"]), float(d["total_share_pct"]),
          d["slo_misses"], math.nan if d["bound"] is None else float(d["bound"]),
@@ -160,9 +195,7 @@ def render_diff(diff: object, fmt: str = "table") -> str:
         return json.dumps(d, indent=2)
     rows = d["placements"]
     if fmt == "csv":
-        buf = io.StringIO()
-        pd.DataFrame(rows).to_csv(buf, index=False, float_format="%.6g")
-        return buf.getvalue().rstrip("\n")
+        return csv_text(rows, list(rows[0]) if rows else [], "{:.6g}")
 
     def num(x: object) -> object:
         return math.nan if x is None else float(x)  # type: ignore[arg-type]

@@ -8,17 +8,24 @@ profile directory, or a raw profile file in either format, which is then fitted 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
+from typing import TYPE_CHECKING, Any
+
+from igniter_opt.domain import ServingParams
 from igniter_opt.errors import ProfileError
 from igniter_opt.ioutil import atomic_write_json
-from igniter_opt.perfmodel.fit import fit_profile
 from igniter_opt.perfmodel.model import PerformanceModel
-from igniter_opt.perfmodel.raw import RawProfile, load_raw
+
+if TYPE_CHECKING:
+    from igniter_opt.perfmodel.raw import RawProfile
 
 RAW_FILE = "raw.json"
 COEFFICIENTS_FILE = "coefficients.json"
+SERVING_FILE = "serving.json"
+SERVING_SCHEMA = "igniter-opt/serving/v1"
 SHIPPED_PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 
 
@@ -47,18 +54,57 @@ def resolve_profile(spec: str | os.PathLike[str]) -> Path:
     )
 
 
+def _read_json(path: Path, fix: str) -> dict[str, Any]:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ProfileError(f"{path}: not valid JSON ({exc.msg}); {fix}") from None
+    if not isinstance(d, dict):
+        raise ProfileError(f"{path}: expected a JSON object; {fix}")
+    return d
+
+
+def read_serving(path: Path) -> ServingParams:
+    """A profile's serving measurements (``serving.json``)."""
+    fix = "re-measure it with 'igniter-opt profile --serving' or remove the file"
+    d = _read_json(path, fix)
+    if d.get("schema") != SERVING_SCHEMA:
+        raise ProfileError(f"{path}: schema is {d.get('schema')!r}, expected '{SERVING_SCHEMA}'; {fix}")
+    try:
+        out = ServingParams(float(d["overhead_ms"]), float(d["client_ms"]), float(d["service_cv"]),
+                            str(d.get("source", "")))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProfileError(f"{path}: missing or bad field ({exc}); {fix}") from None
+    if not all(math.isfinite(x) and x >= 0 for x in (out.overhead_ms, out.client_ms, out.service_cv)):
+        raise ProfileError(f"{path}: overhead_ms, client_ms and service_cv must be numbers >= 0; {fix}")
+    return out
+
+
+def write_serving(serving: ServingParams, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+    """Write a profile's ``serving.json`` atomically."""
+    return atomic_write_json(Path(out_dir) / SERVING_FILE, {
+        "schema": SERVING_SCHEMA, "overhead_ms": serving.overhead_ms, "client_ms": serving.client_ms,
+        "service_cv": serving.service_cv, "source": serving.source, **(extra or {})})
+
+
 def load_profile(spec: str | os.PathLike[str]) -> PerformanceModel:
-    """Load a fitted performance model from a profile name, directory or raw file."""
+    """Load a fitted performance model from a profile name, directory or raw file, with the
+    profile's serving measurements where it has them (``serving.json``)."""
     path = resolve_profile(spec)
+    model = _load_model(path)
+    if path.is_dir() and (path / SERVING_FILE).is_file():
+        model = model.with_serving(read_serving(path / SERVING_FILE))
+    return model
+
+
+def _load_model(path: Path) -> PerformanceModel:
+    from igniter_opt.perfmodel.fit import fit_profile
+    from igniter_opt.perfmodel.raw import load_raw
+
     if path.is_dir():
         coef = path / COEFFICIENTS_FILE
         if coef.exists():
-            try:
-                d = json.loads(coef.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise ProfileError(f"{coef}: not valid JSON ({exc.msg}); re-run 'igniter-opt fit'") from None
-            if not isinstance(d, dict):
-                raise ProfileError(f"{coef}: expected a JSON object; re-run 'igniter-opt fit'")
+            d = _read_json(coef, "re-run 'igniter-opt fit'")
             return PerformanceModel.from_dict(d, source=str(coef), name=path.name)
         if (path / RAW_FILE).exists():
             return fit_profile(load_raw(path / RAW_FILE), name=path.name)

@@ -195,6 +195,38 @@ def serving_model_for(problem: PlanningProblem) -> ServingModel:
     return TailServing(perf.serving, problem.attainment)
 
 
+# Serving parameters a profile without serving measurements is given with --serving-overhead-ms:
+# the per-request client and network cost and the service-time variation measured on the H100
+# (docs/serving-model.md, benchmarks/results/serving_calibration_h100.md).
+DEFAULT_CLIENT_MS = 1.0
+DEFAULT_SERVICE_CV = 0.05
+
+
+def configure_serving(perf: PerformanceModel, budget: LatencyBudget, overhead_ms: float | None = None,
+                      max_utilization: float | None = None) -> PerformanceModel:
+    """The performance model a problem under ``budget`` is planned with.
+
+    ``overhead_ms`` (--serving-overhead-ms) replaces the profile's measured per-batch overhead (a
+    profile without serving measurements gets the documented defaults for the rest). igniter and
+    full plan with the paper's model unless an overhead or a utilization cap is given; tail always
+    plans with the serving overhead (the one measured, or the one given) and no utilization cap.
+    """
+    serving = perf.serving
+    if overhead_ms is not None:
+        base = serving or ServingParams(overhead_ms, DEFAULT_CLIENT_MS, DEFAULT_SERVICE_CV,
+                                        "--serving-overhead-ms with the documented client cost and variance")
+        serving = ServingParams(overhead_ms, base.client_ms, base.service_cv,
+                                base.source if overhead_ms == base.overhead_ms else f"overhead {overhead_ms:g} ms given; "
+                                f"client cost and variance from: {base.source}")
+        perf = perf.with_serving(serving)
+    if budget is not LatencyBudget.TAIL:
+        return perf.with_serving_overhead(overhead_ms, max_utilization)
+    if max_utilization is not None:
+        raise ProblemError("--max-utilization goes with the igniter and full budgets: the tail budget plans every "
+                           "workload to --attainment of its requests within the SLO instead")
+    return perf.with_serving_overhead(serving.overhead_ms if serving is not None else None, None)
+
+
 def plan_serving_model(budget: LatencyBudget, margin: float | None, attainment: float | None,
                        serving: ServingParams | None) -> ServingModel:
     """The serving model a plan was made under, from what the plan records."""
@@ -209,5 +241,6 @@ def plan_serving_model(budget: LatencyBudget, margin: float | None, attainment: 
 
 __all__ = [
     "DEFAULT_ATTAINMENT", "FullServing", "IgniterServing", "ServingModel", "TailServing",
-    "default_queue_delay_ms", "full_limit_ms", "plan_serving_model", "serving_model_for",
+    "DEFAULT_CLIENT_MS", "DEFAULT_SERVICE_CV", "configure_serving", "default_queue_delay_ms", "full_limit_ms",
+    "plan_serving_model", "serving_model_for",
 ]

@@ -96,7 +96,7 @@ def _check_out_dir(out_dir: Path, job: TraceJob) -> None:
 
 def _problem(job: TraceJob, rates: np.ndarray) -> PlanningProblem:
     wl = tuple(replace(w, rate_rps=float(r)) for w, r in zip(job.trace.workloads, rates, strict=True) if r > 0)
-    return PlanningProblem(wl, job.perf, job.budget, job.margin)
+    return PlanningProblem(wl, job.perf, job.budget, job.margin, job.attainment, job.max_batch)
 
 
 def run_trace_job(job: TraceJob, out_dir: str | os.PathLike[str], *, progress: bool | None = None,

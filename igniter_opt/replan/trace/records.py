@@ -7,11 +7,11 @@ import json
 import logging
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from igniter_opt.domain import LatencyBudget
+from igniter_opt.domain import DEFAULT_ATTAINMENT, DEFAULT_MARGIN, LatencyBudget
 from igniter_opt.errors import InputError
 from igniter_opt.perfmodel.model import PerformanceModel
 from igniter_opt.solver import SolveOptions
@@ -42,10 +42,12 @@ class TraceJob:
     every_s: float | None = None
     plan_for: str = "peak"
     budget: LatencyBudget = LatencyBudget.IGNITER
-    margin: float = 0.1
+    margin: float = DEFAULT_MARGIN
     strategies: tuple[str, ...] = STRATEGIES
     trace_sha256: str = ""
     workloads_sha256: str | None = None
+    attainment: float = DEFAULT_ATTAINMENT
+    max_batch: int | None = None
 
     def __post_init__(self) -> None:
         if self.plan_for not in PLAN_FOR:
@@ -77,7 +79,10 @@ class TraceJob:
         } | ({} if self.perf.serving_overhead_ms is None else {
             "serving_overhead_ms": self.perf.serving_overhead_ms,
             "serving_max_utilization": self.perf.serving_max_utilization,
-        })
+        }) | ({} if self.budget is not LatencyBudget.TAIL else {
+            "attainment": self.attainment,
+            "serving": None if self.perf.serving is None else asdict(self.perf.serving),
+        }) | ({} if self.max_batch is None else {"max_batch": self.max_batch})
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
