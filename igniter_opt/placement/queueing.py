@@ -202,7 +202,8 @@ def simulate_normalised(batch: np.ndarray | int, delta: np.ndarray | float, sigm
     ``batch``, ``delta``, ``sigma``: arrays of one shape (broadcast), one scenario each, each with
     ``sigma < batch`` (utilisation below 1). Every scenario sees the same stream of arrivals and
     service multipliers, so results are smooth in ``sigma``. The recorded requests are
-    ``WARMUP_CAP .. WARMUP_CAP + n_requests - 1`` of the stream, cut into segments of at least
+    ``WARMUP_CAP .. WARMUP_CAP + n_requests - 1`` of the stream (which goes on for a batch
+    more, so that no batch is cut short by its end), cut into segments of at least
     ``SEGMENT_MIN`` requests that are simulated side by side, each after its own warm-up of the
     requests just before it (``warmup_requests``): a scenario's result does not depend on which
     other scenarios are simulated with it.
@@ -213,7 +214,9 @@ def simulate_normalised(batch: np.ndarray | int, delta: np.ndarray | float, sigm
     b, d, s = np.broadcast_arrays(np.asarray(batch), np.asarray(delta, dtype=float),
                                   np.asarray(sigma, dtype=float))
     _check_scenarios(b, d, s)
-    arrivals, multipliers = normalised_stream(WARMUP_CAP + n_requests, arrival, service_cv, seed)
+    # the requests after the recorded ones exist too: the last batches may take them
+    length = WARMUP_CAP + n_requests + (int(b.max()) if b.size else 0)
+    arrivals, multipliers = normalised_stream(length, arrival, service_cv, seed)
     width = n_requests if levels is None else len(levels)
     out = np.empty((*b.shape, width))
     flat_b, flat_d, flat_s, flat_out = b.ravel(), d.ravel(), s.ravel(), out.reshape(-1, width)
