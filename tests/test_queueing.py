@@ -220,7 +220,7 @@ def test_a_batch_of_one_ignores_the_queue_delay() -> None:
     b = q.request_latency(200.0, 1, 50.0, 3.0, 10.0, SMALL)
     assert [x[()] for x in a] == [x[()] for x in b]
     np.testing.assert_array_equal(q.queue_delay_candidates(200.0, [1, 3]),
-                                  [[0.0] * 5, [0.0, 2.5, 5.0, 10.0, 20.0]])
+                                  [[0.0] * 6, [0.0, 2.5, 5.0, 10.0, 15.0, 20.0]])
 
 
 # ---------------------------------------------------------------------------------------------

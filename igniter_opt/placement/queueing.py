@@ -48,9 +48,9 @@ TABLE_CODE_VERSION = 1
 
 # Queue delays of the table: fractions f of a batch's fill time, delta = f (b - 1). Measured
 # (docs/serving-model.md): choosing among {0, 1/4, 1/2, 1} loses at most 1-2 % of the largest
-# feasible service time against a grid of ten fractions up to 3; 2 covers the executor's default
-# delay for the paper's batch (SLO / 2, f = b / (b - 1) <= 2).
-DELAY_FRACTIONS = (0.0, 0.25, 0.5, 1.0, 2.0)
+# feasible service time against a grid of ten fractions up to 3. 1.5 and 2 cover the executor's
+# default delay for plans that do not choose one (SLO / 2, f = b / (b - 1) for the paper's batch).
+DELAY_FRACTIONS = (0.0, 0.25, 0.5, 1.0, 1.5, 2.0)
 # Utilisation-like rho = sigma / b of the table, denser where the tail rises steeply.
 RHO_GRID = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7,
             0.75, 0.8, 0.825, 0.85, 0.875, 0.9, 0.92, 0.94, 0.95, 0.96, 0.97)
