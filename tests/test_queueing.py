@@ -314,6 +314,7 @@ def test_cache_key_holds_everything_the_numbers_depend_on() -> None:
                                           q.QueueingParams(n_requests=5000))}
     assert len(paths) == 5
     assert q.cache_path(3, SMALL) == q.cache_path(3, q.QueueingParams(n_requests=4000, client_ms=3.0))
+    assert q.cache_path(3, SMALL) == q.cache_path(3, q.QueueingParams(n_requests=4e3, service_cv=0, seed=0.0))
     assert q.cache_path(3, SMALL) != q.cache_path(4, SMALL)
 
 

@@ -108,6 +108,9 @@ class QueueingParams:
             raise InputError(f"n_requests must be an integer >= 1000, got {self.n_requests}")
         if int(self.seed) != self.seed or self.seed < 0:
             raise InputError(f"seed must be an integer >= 0, got {self.seed}")
+        # one spelling per value (5e4 and 50000, 0 and 0.0), so that equal parameters share a cache key
+        for name, kind in (("client_ms", float), ("service_cv", float), ("n_requests", int), ("seed", int)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
 
     @classmethod
     def from_serving(cls, serving: ServingParams, **overrides: object) -> QueueingParams:
@@ -436,7 +439,7 @@ def clear_memory_cache() -> None:
 
 
 def cache_dir() -> Path:
-    """Folder: ``$IGNITER_OPT_CACHE/serving-model`` or ``~/.cache/igniter-opt/serving-model``."""
+    """The table cache: ``$IGNITER_OPT_CACHE/serving-model``, else ``~/.cache/igniter-opt/serving-model``."""
     root = os.environ.get("IGNITER_OPT_CACHE") or Path.home() / ".cache" / "igniter-opt"
     return Path(root) / "serving-model"
 
