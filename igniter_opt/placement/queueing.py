@@ -649,3 +649,9 @@ def _largest_sigma_within(curve: np.ndarray, sigma: np.ndarray, x: np.ndarray) -
     s = sigma[j] + (sigma[j + 1] - sigma[j]) * np.clip(t, 0.0, 1.0)
     s = np.where(n_le == 0, -np.inf, np.where(n_le == sigma.size, sigma[-1], s))
     return np.where(np.isnan(curve).any(axis=1) | np.isnan(x), np.nan, s)
+
+
+__all__ = ["DELAY_FRACTIONS", "LEVELS", "RHO_GRID", "Arrival", "LatencyTable", "QueueingParams",
+           "build_table", "cache_dir", "cache_path", "clear_memory_cache", "delay_grid", "latency_table",
+           "latency_tables", "levels_with", "max_service_ms", "normalised_stream", "queue_delay_candidates",
+           "request_latency", "sigma_grid", "simulate_normalised", "simulate_stream", "warmup_requests"]
