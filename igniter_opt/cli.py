@@ -318,8 +318,9 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
     outcome = run_planner(problem, planner, options)
     _write_plan_or_refuse(outcome, output, write_failing, f"the {planner} plan")
     emit(render_plan(outcome.plan, outcome.violations, fmt))
-    for text in ([default_note] if default_note else []) + _split_notes(outcome.plan):
-        note(text)
+    if fmt == "table":  # machine-readable output stays clean
+        for text in ([default_note] if default_note else []) + _split_notes(outcome.plan):
+            note(text)
     if outcome.violations:
         raise _violations_error(f"the {planner} plan", outcome.violations)
 
@@ -357,7 +358,7 @@ def compare(workloads: Path | None, profile: str, planners: str, budget: str, ma
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads)
     rows, _ = compare_planners(problem, names, options)
     emit(render_comparison(rows, fmt))
-    if default_note:
+    if default_note and fmt == "table":
         note(default_note)
 
 

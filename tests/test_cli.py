@@ -44,7 +44,7 @@ def test_solve_paper_mix_table_and_json(runner: CliRunner, v100_path: Path, tmp_
     assert lines[0].split() == ["GPU", "workload", "model", "batch", "share", "%", "latency", "ms", "limit", "ms",
                                 "thr", "req/s", "rate", "req/s"]
     assert lines[2].split() == ["gpu0", "W12", "ssd", "8", "92.50", "26.98", "27.50", "306.33", "300.00"]
-    assert "6 GPU(s), cost 6.00/h, total share 472.5 %" in res.output
+    assert "6 GPU(s), cost 6.00/h, total share 472.50 %" in res.output  # one share format (issue 14.10)
     assert "exact model: every placement meets its latency limit and rate; no GPU over 100 %" in res.output
     plan = json.loads(out.read_text())
     assert plan["cost"]["gpus"] == 6 and plan["planner"] == "greedy" and plan["profile"] == "v100"

@@ -23,7 +23,7 @@ def _placements(problem: PlanningProblem, packing: Packing, gpu: GpuPacking) -> 
     out = [replace(p, predicted=Prediction(lat, thr)) for p, (lat, thr) in zip(bare, preds, strict=True)]
     out = [replace(p, queue_delay_ms=round(placement_queue_delay_ms(p, budget, margin), 6)) for p in out]
     if perf.serving is not None:
-        reqs = request_predictions(perf, perf.serving, out, [lat for lat, _ in preds], budget, margin)
+        reqs = request_predictions(perf, perf.serving, out, budget, margin)
         out = [replace(p, predicted=replace(p.predicted, p50_ms=a, p99_ms=b, within_slo=c))
                for p, (a, b, c) in zip(out, reqs, strict=True)]
     return tuple(out)

@@ -36,8 +36,9 @@ SHARE_TOL_PCT = 1e-6
 
 
 def violates(lat: np.ndarray, thr: np.ndarray, limit: np.ndarray, rate: np.ndarray) -> np.ndarray:
-    """True where a placement misses its latency limit or its rate (vectorised)."""
-    return (lat > limit * (1.0 + REL_TOL)) | (thr < rate * (1.0 - REL_TOL))
+    """True where a placement misses its latency limit or its rate (vectorised). A limit the
+    serving model cannot give (NaN: outside what it knows) is missed too."""
+    return ~(lat <= limit * (1.0 + REL_TOL)) | (thr < rate * (1.0 - REL_TOL))
 
 
 def over_capacity(total_share_pct: float | np.ndarray) -> bool | np.ndarray:
@@ -70,25 +71,32 @@ def predict_gpu(perf: PerformanceModel, placements: tuple[Placement, ...] | list
 
 
 def request_predictions(perf: PerformanceModel, serving: ServingParams, placements: list[Placement],
-                        batch_latency_ms: list[float], budget: LatencyBudget, margin: float
-                        ) -> list[tuple[float, float, float]]:
-    """(p50_ms, p99_ms, within_slo) of each placement's requests under random arrivals.
+                        budget: LatencyBudget, margin: float) -> list[tuple[float, float, float]]:
+    """(p50_ms, p99_ms, within_slo) of the requests of each placement of one GPU, under random arrivals.
 
-    The service time of a batch is its predicted latency plus the per-batch serving overhead
-    (already inside the latency when the performance model plans with one).
+    A batch's service time is its GPU time next to the others (the paper's latency, whatever
+    overhead the plan was made with) plus the measured per-batch serving overhead. Placements
+    without a known SLO or rate get NaN.
     """
     from igniter_opt.placement import queueing
 
-    if not placements:
-        return []
-    overhead = 0.0 if perf.serving_overhead_ms is not None else serving.overhead_ms
-    rate = np.array([p.rate_rps for p in placements], float)
-    batch = np.array([p.batch for p in placements], float)
-    delay = np.array([placement_queue_delay_ms(p, budget, margin) for p in placements], float)
-    service = np.array(batch_latency_ms, float) + overhead
-    slo = np.array([p.slo_ms for p in placements], float)
-    p50, p99, within = queueing.request_latency(rate, batch, delay, service, slo, serving)
-    return [(float(a), float(b), float(c)) for a, b, c in zip(p50, p99, within, strict=True)]
+    out = [(math.nan, math.nan, math.nan)] * len(placements)
+    t_inf = [lat for lat, _ in predict_gpu(perf.with_serving_overhead(None), placements)]
+    known = [i for i, p in enumerate(placements) if math.isfinite(p.rate_rps) and p.rate_rps > 0
+             and math.isfinite(p.slo_ms) and math.isfinite(t_inf[i])]
+    if not known:
+        return out
+    ps = [placements[i] for i in known]
+    rate = np.array([p.rate_rps for p in ps], float)
+    batch = np.array([p.batch for p in ps], float)
+    delay = np.array([placement_queue_delay_ms(p, budget, margin) for p in ps], float)
+    service = np.array([t_inf[i] for i in known], float) + serving.overhead_ms
+    slo = np.array([p.slo_ms for p in ps], float)
+    p50, p99, within = queueing.request_latency(rate, batch, delay, service, slo,
+                                                queueing.QueueingParams.from_serving(serving))
+    for j, i in enumerate(known):
+        out[i] = (float(p50[j]), float(p99[j]), float(within[j]))
+    return out
 
 
 def predict_plan(plan: Plan, perf: PerformanceModel, serving: ServingParams | None = None) -> Plan:
@@ -106,7 +114,7 @@ def predict_plan(plan: Plan, perf: PerformanceModel, serving: ServingParams | No
         placements = [replace(p, predicted=Prediction(lat, thr)) for p, (lat, thr) in zip(g.placements, preds, strict=True)]
         if serving is not None:
             placements = [replace(p, queue_delay_ms=placement_queue_delay_ms(p, budget, margin)) for p in placements]
-            reqs = request_predictions(perf, serving, placements, [lat for lat, _ in preds], budget, margin)
+            reqs = request_predictions(perf, serving, placements, budget, margin)
             placements = [replace(p, predicted=replace(p.predicted, p50_ms=a, p99_ms=b, within_slo=c))
                           for p, (a, b, c) in zip(placements, reqs, strict=True)]
         gpus.append(GpuAssignment(g.gpu_id, g.gpu_type, tuple(placements)))
@@ -116,10 +124,14 @@ def predict_plan(plan: Plan, perf: PerformanceModel, serving: ServingParams | No
 def _placement_violations(g: GpuAssignment, p: Placement, lat: float, thr: float, limit: float) -> list[Violation]:
     out = []
     if violates(np.array(lat), np.array(thr), np.array(limit), np.array(p.rate_rps)):
-        if lat > limit * (1 + REL_TOL):
+        if math.isnan(limit):
+            out.append(Violation("latency", g.gpu_id, p.workload,
+                                 f"{p.workload} on {g.gpu_id}: batch {p.batch} with a {p.queue_delay_ms:g} ms queue delay "
+                                 f"at {p.rate_rps:g} req/s is outside what the serving model predicts", 1.0))
+        elif not lat <= limit * (1 + REL_TOL):
             out.append(Violation("latency", g.gpu_id, p.workload,
                                  f"{p.workload} on {g.gpu_id}: predicted {lat:.3f} ms > limit {limit:.3f} ms",
-                                 (lat - limit) / max(abs(limit), 1e-9)))
+                                 (lat - limit) / max(abs(limit), 1e-9) if math.isfinite(limit) else 1.0))
         if thr < p.rate_rps * (1 - REL_TOL):
             out.append(Violation("throughput", g.gpu_id, p.workload,
                                  f"{p.workload} on {g.gpu_id}: predicted {thr:.1f} req/s < rate {p.rate_rps:.1f} req/s",

@@ -582,6 +582,26 @@ def request_latency(rate_rps: np.ndarray | float, batch: np.ndarray | int, queue
     return p50, p99, within
 
 
+def latency_quantile_ms(rate_rps: np.ndarray | float, batch: np.ndarray | int, queue_delay_ms: np.ndarray | float,
+                        service_ms: np.ndarray | float, level: float, params: QueueingParams) -> np.ndarray:
+    """Per placement: the ``level``-quantile of each request's end-to-end latency (ms), from the
+    table (the attainment's own table when ``level`` is not on the default grid); inf when
+    overloaded, nan outside the table."""
+    rate, b, delay, service = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (
+        rate_rps, batch, queue_delay_ms, service_ms)))
+    _check_rate_batch(rate, b)
+    _check_delay(delay)
+    levels = levels_with(level)
+    out = np.full(rate.shape, np.nan)
+    for bb, table in latency_tables(b, params, levels).items():
+        m = b == bb
+        r = rate[m]
+        q = table.at(r * delay[m] / 1000.0, r * service[m] / 1000.0)
+        out[m] = params.client_ms + 1000.0 * q[:, table.level_index(level)] / r
+    out[rate * service >= 1000.0 * b] = np.inf
+    return out
+
+
 def _fraction_within(q: np.ndarray, levels: np.ndarray, x: np.ndarray) -> np.ndarray:
     """Piecewise-linear inverse of each row's quantile curve (``q`` over ``levels``) at ``x``; nan stays nan.
 
@@ -652,6 +672,7 @@ def _largest_sigma_within(curve: np.ndarray, sigma: np.ndarray, x: np.ndarray) -
 
 
 __all__ = ["DELAY_FRACTIONS", "LEVELS", "RHO_GRID", "Arrival", "LatencyTable", "QueueingParams",
-           "build_table", "cache_dir", "cache_path", "clear_memory_cache", "delay_grid", "latency_table",
+           "build_table", "cache_dir", "cache_path", "clear_memory_cache", "delay_grid", "latency_quantile_ms",
+           "latency_table",
            "latency_tables", "levels_with", "max_service_ms", "normalised_stream", "queue_delay_candidates",
            "request_latency", "sigma_grid", "simulate_normalised", "simulate_stream", "warmup_requests"]

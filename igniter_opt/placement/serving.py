@@ -151,7 +151,7 @@ class TailServing(ServingModel):
             raise ValueError("the tail serving model needs each placement's queue delay")
         return queueing.max_service_ms(np.asarray(rate_rps, float), np.asarray(batch, float),
                                        np.asarray(queue_delay_ms, float), np.asarray(slo_ms, float),
-                                       self.attainment, self.serving)
+                                       self.attainment, queueing.QueueingParams.from_serving(self.serving))
 
     def queue_delay_candidates(self, slo_ms: float, rate_rps: float, batch: np.ndarray) -> np.ndarray:
         from igniter_opt.placement import queueing
@@ -172,7 +172,8 @@ class TailServing(ServingModel):
         delays = self.queue_delay_candidates(math.inf, rate_rps, b)
         k = delays.shape[1]
         q = queueing.latency_quantile_ms(np.full(b.size * k, float(rate_rps)), np.repeat(b, k), delays.ravel(),
-                                         np.repeat(lat[:, 0], k), self.attainment, self.serving)
+                                         np.repeat(lat[:, 0], k), self.attainment,
+                                         queueing.QueueingParams.from_serving(self.serving))
         q = q[np.isfinite(q)]
         return float(q.min()) if q.size else math.nan
 
@@ -198,8 +199,8 @@ def serving_model_for(problem: PlanningProblem) -> ServingModel:
 # Serving parameters a profile without serving measurements is given with --serving-overhead-ms:
 # the per-request client and network cost and the service-time variation measured on the H100
 # (docs/serving-model.md, benchmarks/results/serving_calibration_h100.md).
-DEFAULT_CLIENT_MS = 1.0
-DEFAULT_SERVICE_CV = 0.05
+DEFAULT_CLIENT_MS = 1.22
+DEFAULT_SERVICE_CV = 0.1
 
 
 def configure_serving(perf: PerformanceModel, budget: LatencyBudget, overhead_ms: float | None = None,

@@ -164,21 +164,27 @@ def _igniter_pieces(w: Workload, fits_at: int, rest: np.ndarray, replica_rate: f
     return [*ds, Demand(w, float(rest[last]), big, cap, limit, dedicated=True)]
 
 
+def formation_batch_limit(problem: PlanningProblem, slo_ms: float, rate_rps: float) -> int:
+    """The largest batch worth considering for a workload piece: at most the batch limit, and no
+    more than the requests arriving within one SLO (the full budget: within SLO (1 - margin)).
+    A larger batch fills only when its oldest request has waited past the SLO, so under every
+    budget a smaller batch that takes the same requests (and less GPU time) does at least as well."""
+    budget_ms = slo_ms * (1.0 - problem.margin) if problem.latency_budget is LatencyBudget.FULL else slo_ms
+    return min(batch_limit(problem), max(1, int(rate_rps * budget_ms / 1000.0) + 1))
+
+
 def _candidates(problem: PlanningProblem, rule: ServingModel, ws: list[Workload], rates: np.ndarray
                 ) -> tuple[np.ndarray, ...]:
     """Every (workload, batch, queue delay) candidate: (owner, batch, delay, limit), flattened."""
-    bmax = batch_limit(problem)
     owners, batches, delays = [], [], []
     for j, (w, r) in enumerate(zip(ws, rates, strict=True)):
-        if rule.budget is LatencyBudget.FULL:  # (b - 1) / R must leave room for inference
-            top = min(bmax, max(1, int(r * w.slo_ms * (1 - problem.margin) / 1000.0) + 1))
-        else:
-            top = bmax
-        b = np.arange(1, top + 1)
+        b = np.arange(1, formation_batch_limit(problem, w.slo_ms, float(r)) + 1)
         d = rule.queue_delay_candidates(w.slo_ms, float(r), b)
-        owners.append(np.full(d.size, j))
-        batches.append(np.repeat(b, d.shape[1]))
-        delays.append(d.ravel())
+        keep = np.ones(d.shape, bool)
+        keep[b == 1, 1:] = False  # a batch of one never waits: one delay is enough
+        owners.append(np.full(int(keep.sum()), j))
+        batches.append(np.repeat(b, d.shape[1])[keep.ravel()])
+        delays.append(d.ravel()[keep.ravel()])
     owner, batch, delay = np.concatenate(owners), np.concatenate(batches), np.concatenate(delays)
     slo = np.array([w.slo_ms for w in ws])[owner]
     limit = rule.limit_ms(slo, rates[owner], batch, delay)
