@@ -9,7 +9,7 @@ import numpy as np
 from igniter_opt.domain import PlanningProblem
 from igniter_opt.errors import ProblemError
 from igniter_opt.placement import lower_share_units, violates
-from igniter_opt.placement.serving import serving_model_for
+from igniter_opt.placement.serving import serving_model_for, unreachable_slo_error
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,7 @@ def check_slo_reachable(problem: PlanningProblem) -> list[Issue]:
             reachable = (lower_share_units(perf, w.model, 1, limit) is not None
                          and not violates(np.array(lat), np.array(np.inf), np.array(limit), np.array(0.0)))
         if not reachable:
-            out.append(Issue(
-                w.name,
-                f"workload '{w.name}' ({w.model}): SLO {w.slo_ms:g} ms cannot be met even alone at 100 % "
-                f"under the '{problem.latency_budget}' budget; the smallest SLO that works is {best:.2f} ms",
-            ))
+            out.append(Issue(w.name, str(unreachable_slo_error(problem, w))))
     return out
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 import numpy as np
 
 from igniter_opt.perfmodel.model import PerformanceModel
-from igniter_opt.placement.feasibility import SHARE_TOL_PCT, violates
+from igniter_opt.placement.feasibility import SHARE_TOL_PCT, exceeds, tolerant_bounds
 
-# Per-slot constants kept along the last axis of a slot table, in this order.
+# Per-slot constants kept along the last axis of a slot table, in this order (``violations``
+# reads them by position: it is the hot loop of the greedy planner). "limit" and "rate" are kept
+# as the tolerant bounds of ``feasibility.tolerant_bounds``.
 FIELDS = ("batch", "limit", "rate", "kernels", "idle_ms", "alpha_cache", "t_load", "t_fb")
 F = {name: i for i, name in enumerate(FIELDS)}
 
@@ -60,10 +62,11 @@ class ConfigTerms:
 
 def slot_constants(perf: PerformanceModel, model_idx: np.ndarray, batch: np.ndarray, limit_ms: np.ndarray,
                    rate_rps: np.ndarray) -> np.ndarray:
-    """Per-slot constants (``FIELDS``), shape (n, len(FIELDS))."""
+    """Per-slot constants (``FIELDS``), shape (n, len(FIELDS)); limit and rate as tolerant bounds."""
     batch = np.asarray(batch, float)
     consts = perf.slot_constants(model_idx, batch)
-    return np.column_stack([batch, limit_ms, rate_rps, *(consts[f] for f in FIELDS[3:])])
+    latency_bound, rate_bound = tolerant_bounds(limit_ms, rate_rps)
+    return np.column_stack([batch, latency_bound, rate_bound, *(consts[f] for f in FIELDS[3:])])
 
 
 def blank_constants(shape: tuple[int, int]) -> np.ndarray:
@@ -74,18 +77,14 @@ def blank_constants(shape: tuple[int, int]) -> np.ndarray:
     return const
 
 
-def predict_rows(terms: ConfigTerms, cfg: np.ndarray, const: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Latency and throughput of every slot of every row (the performance model's co-location)."""
-    return terms.perf.co_located(
-        terms.k_act[cfg], terms.c[cfg], terms.p[cfg], n, const[..., F["batch"]], const[..., F["kernels"]],
-        const[..., F["idle_ms"]], const[..., F["alpha_cache"]], const[..., F["t_load"]], const[..., F["t_fb"]],
-    )
-
-
 def violations(terms: ConfigTerms, cfg: np.ndarray, const: np.ndarray, n: np.ndarray) -> np.ndarray:
-    """Which slots of each row violate their limit or rate, next to their row's other slots."""
-    lat, thr = predict_rows(terms, cfg, const, n)
-    return violates(lat, thr, const[..., F["limit"]], const[..., F["rate"]])
+    """Which slots of each row violate their limit or rate next to their row's other slots (the
+    performance model's co-location, judged by the kernel's one test)."""
+    lat, thr = terms.perf.co_located(
+        terms.k_act[cfg], terms.c[cfg], terms.p[cfg], n, const[..., 0], const[..., 3], const[..., 4], const[..., 5],
+        const[..., 6], const[..., 7],
+    )
+    return exceeds(lat, thr, const[..., 1], const[..., 2])
 
 
 def cap_with_tolerance(terms: ConfigTerms, cap: int) -> float:

@@ -35,10 +35,23 @@ REL_TOL = 1e-9
 SHARE_TOL_PCT = 1e-6
 
 
+def tolerant_bounds(limit: np.ndarray, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The one tolerance policy: the latency and throughput a placement must stay within, ``limit``
+    and ``rate`` widened by ``REL_TOL``. A limit the serving model cannot give (NaN: outside what it
+    knows) becomes -inf: nothing meets it."""
+    limit = np.asarray(limit, float)
+    return np.where(np.isnan(limit), -np.inf, limit * (1.0 + REL_TOL)), np.asarray(rate, float) * (1.0 - REL_TOL)
+
+
+def exceeds(lat: np.ndarray, thr: np.ndarray, latency_bound: np.ndarray, rate_bound: np.ndarray) -> np.ndarray:
+    """True where a placement's latency is above its bound or its throughput below its bound
+    (bounds from ``tolerant_bounds``; the hot loops keep them precomputed)."""
+    return (lat > latency_bound) | (thr < rate_bound)
+
+
 def violates(lat: np.ndarray, thr: np.ndarray, limit: np.ndarray, rate: np.ndarray) -> np.ndarray:
-    """True where a placement misses its latency limit or its rate (vectorised). A limit the
-    serving model cannot give (NaN: outside what it knows) is missed too."""
-    return ~(lat <= limit * (1.0 + REL_TOL)) | (thr < rate * (1.0 - REL_TOL))
+    """True where a placement misses its latency limit or its rate (vectorised): the one test."""
+    return exceeds(lat, thr, *tolerant_bounds(limit, rate))
 
 
 def over_capacity(total_share_pct: float | np.ndarray) -> bool | np.ndarray:

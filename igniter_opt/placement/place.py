@@ -89,19 +89,59 @@ class OpenGpus:
         self.slots.append([slot])
         self.gpu_ids.append(gpu_id)
         self.cfg[g, 0], self.units[g, 0], self.const[g, 0] = cfg, units, const
-        self.frozen[g, 0] = slot.frozen
-        self.any_frozen |= slot.frozen
+        if slot.frozen_share_pct is not None:  # (rows start unfrozen)
+            self.frozen[g, 0] = self.any_frozen = True
         self.count[g], self.used[g] = 1, units
         return g
 
     def packing_gpus(self) -> tuple[GpuPacking, ...]:
         """The open GPUs as packings, with each unfrozen slot's final units."""
         out = []
+        units = np.rint(self.units[: self.n]).astype(np.int64).tolist()
         for g in range(self.n):
-            slots = tuple(s if s.frozen else Slot(s.demand, int(round(self.units[g, j])), s.batch, s.queue_delay_ms)
+            row = units[g]
+            slots = tuple(s if s.frozen_share_pct is not None else s._replace(units=row[j])
                           for j, s in enumerate(self.slots[g]))
             out.append(GpuPacking(slots, self.gpu_ids[g]))
         return tuple(out)
+
+
+class _Spare:
+    """The open GPUs with room, in GPU order, and how many have each number of free units.
+
+    The counts answer "does any GPU have room for u units?" in O(1): demands come largest first,
+    so most of the big ones fit nowhere, and filtering thousands of GPUs to find that out was the
+    planner's main cost at 10 000 workloads.
+    """
+
+    def __init__(self, table: OpenGpus, cap: int, limit: float) -> None:
+        self.table, self.cap, self.limit = table, cap, limit
+        self.rows = np.flatnonzero(table.used[: table.n] < cap - 1e-9)
+        self.free_count = np.zeros(cap + 2, np.int64)
+        for g in self.rows:
+            self.free_count[self._bucket(int(g))] += 1
+
+    def _bucket(self, g: int) -> int:
+        return int(min(self.cap + 1, max(0.0, np.floor(self.limit - self.table.used[g]))))
+
+    def candidates(self, units: int) -> np.ndarray:
+        if not self.free_count[units:].any():
+            return self.rows[:0]
+        return self.rows[self.table.used[self.rows] + units <= self.limit]
+
+    def before_change(self, g: int) -> None:
+        self.free_count[self._bucket(g)] -= 1
+
+    def after_change(self, g: int) -> None:
+        if self.table.used[g] >= self.cap - 1e-9:
+            self.rows = self.rows[self.rows != g]
+        else:
+            self.free_count[self._bucket(g)] += 1
+
+    def opened(self, g: int) -> None:
+        if self.table.used[g] < self.cap - 1e-9:
+            self.rows = np.append(self.rows, g)
+            self.free_count[self._bucket(g)] += 1
 
 
 def place_demands(table: OpenGpus, demands: list[Demand] | tuple[Demand, ...], order: list[int],
@@ -112,14 +152,13 @@ def place_demands(table: OpenGpus, demands: list[Demand] | tuple[Demand, ...], o
     its lower bound. Returns False, with ``table`` partly changed, when ``may_open`` is off and a
     demand fits on no open GPU.
     """
-    limit = cap_with_tolerance(table.terms, cap)
     # GPUs with room, in GPU order: only they can take anyone (full GPUs are never tried again).
-    spare = np.flatnonzero(table.used[: table.n] < cap - 1e-9)
+    spare = _Spare(table, cap, cap_with_tolerance(table.terms, cap))
     for i in order:
         d = demands[i]
         const = slot_const[i]
         slot = Slot(i, d.lower_units, d.batch, d.queue_delay_ms)
-        cand = spare[table.used[spare] + d.lower_units <= limit]
+        cand = spare.candidates(d.lower_units)
         if cand.size:
             counts = table.count[cand]
             width = int(counts.max()) + 1
@@ -135,13 +174,11 @@ def place_demands(table: OpenGpus, demands: list[Demand] | tuple[Demand, ...], o
             if best is not None:
                 j, cfg_row, units_row = best
                 g = int(cand[j])
+                spare.before_change(g)
                 table.add(g, slot, cfg_row, units_row, const)
-                if table.used[g] >= cap - 1e-9:
-                    spare = spare[spare != g]
+                spare.after_change(g)
                 continue
         if not may_open:
             return False
-        g = table.open_gpu(slot, int(cfg_of[i]), float(d.lower_units), const)
-        if d.lower_units < cap:
-            spare = np.append(spare, g)
+        spare.opened(table.open_gpu(slot, int(cfg_of[i]), float(d.lower_units), const))
     return True

@@ -410,11 +410,17 @@ class LatencyTable:
                 + (q[d_hi, s_lo] * (1.0 - ws) + q[d_hi, s_lo + 1] * ws) * wd)
 
 
+# A point this close (relative to the grid's span) past a grid's end is on it: a queue delay or
+# service time read back from a plan file (rounded to 1e-6 ms) lands on the edge it was planned at.
+GRID_EDGE_TOL = 1e-6
+
+
 def _bracket(grid: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For each x: the grid interval's left index and the weight of its right end (nan outside the grid)."""
     lo = np.clip(np.searchsorted(grid, x, side="right") - 1, 0, grid.size - 2)
     w = (x - grid[lo]) / (grid[lo + 1] - grid[lo])
-    inside = (x >= grid[0]) & (x <= grid[-1])
+    tol = GRID_EDGE_TOL * (grid[-1] - grid[0])
+    inside = (x >= grid[0] - tol) & (x <= grid[-1] + tol)
     return lo, np.where(inside, np.clip(w, 0.0, 1.0), np.nan)
 
 
@@ -645,14 +651,48 @@ def max_service_ms(rate_rps: np.ndarray | float, batch: np.ndarray | int, queue_
     _check_rate_batch(rate, b)
     _check_delay(delay)
     levels = levels_with(attainment)
+    shape = rate.shape
+    rate, b, delay, slo = rate.ravel(), b.ravel(), delay.ravel(), slo.ravel()
     out = np.full(rate.shape, np.nan)
     for bb, table in latency_tables(b, params, levels).items():
-        m = b == bb
+        m = np.flatnonzero(b == bb)
         r = rate[m]
-        curve = table.curve(r * delay[m] / 1000.0, table.level_index(attainment))
+        level = table.level_index(attainment)
+        delta = r * delay[m] / 1000.0
         budget = (slo[m] - params.client_ms) * r / 1000.0  # normalised latency the SLO leaves
-        out[m] = 1000.0 * _largest_sigma_within(curve, table.sigma, budget) / r
-    return out
+        on_grid = _grid_index(table.delta, delta)
+        for j in np.unique(on_grid[on_grid >= 0]):  # planners' delays: one shared curve per grid delay
+            sel = on_grid == j
+            out[m[sel]] = 1000.0 * _largest_sigma_on_curve(table.quantiles[j, :, level], table.sigma,
+                                                           budget[sel]) / r[sel]
+        off = on_grid < 0
+        if off.any():
+            curve = table.curve(delta[off], level)
+            out[m[off]] = 1000.0 * _largest_sigma_within(curve, table.sigma, budget[off]) / r[off]
+    return out.reshape(shape)
+
+
+def _grid_index(grid: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """Index of the grid point each x is on (within ``GRID_EDGE_TOL`` of the grid's span), else -1."""
+    if grid.size == 1:
+        return np.zeros(x.size, np.int64)
+    j = np.clip(np.rint(np.interp(x, grid, np.arange(grid.size))).astype(np.int64), 0, grid.size - 1)
+    tol = GRID_EDGE_TOL * (grid[-1] - grid[0])
+    return np.where(np.abs(x - grid[j]) <= tol, j, -1)
+
+
+def _largest_sigma_on_curve(curve: np.ndarray, sigma: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``_largest_sigma_within`` for many x against one curve (a binary search, not a comparison per point)."""
+    if np.isnan(curve).any():
+        return np.full(x.shape, np.nan)
+    n_le = np.searchsorted(curve, x, side="right")
+    j = np.clip(n_le - 1, 0, sigma.size - 2)
+    c_lo, c_hi = curve[j], curve[j + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(c_hi > c_lo, (x - c_lo) / (c_hi - c_lo), 1.0)
+    s = sigma[j] + (sigma[j + 1] - sigma[j]) * np.clip(t, 0.0, 1.0)
+    s = np.where(n_le == 0, -np.inf, np.where(n_le == sigma.size, sigma[-1], s))
+    return np.where(np.isnan(x), np.nan, s)
 
 
 def _largest_sigma_within(curve: np.ndarray, sigma: np.ndarray, x: np.ndarray) -> np.ndarray:

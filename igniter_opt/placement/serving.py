@@ -31,6 +31,7 @@ from igniter_opt.domain import (
     LatencyBudget,
     PlanningProblem,
     ServingParams,
+    Workload,
 )
 from igniter_opt.errors import ProblemError
 from igniter_opt.perfmodel.model import PerformanceModel
@@ -75,10 +76,11 @@ class ServingModel(ABC):
                  queue_delay_ms: np.ndarray | None = None) -> np.ndarray:
         """The largest admissible predicted batch latency of each placement (vectorised)."""
 
-    def queue_delay_candidates(self, slo_ms: float, rate_rps: float, batch: np.ndarray) -> np.ndarray:
-        """Queue delays a placement may be planned with, shape (len(batch), k); NaN: none chosen
-        by the planner (``apply``'s rule applies). Only ``tail`` chooses them."""
-        return np.full((len(batch), 1), np.nan)
+    def queue_delay_candidates(self, slo_ms: np.ndarray | float, rate_rps: np.ndarray | float,
+                               batch: np.ndarray) -> np.ndarray:
+        """Queue delays each placement (slo, rate, batch; broadcast) may be planned with, shape
+        (n, k); NaN: none chosen by the planner (``apply``'s rule applies). Only ``tail`` chooses."""
+        return np.full((np.size(batch), 1), np.nan)
 
     def limit(self, slo_ms: float, rate_rps: float, batch: int, queue_delay_ms: float | None = None) -> float:
         """``limit_ms`` for one placement."""
@@ -131,6 +133,11 @@ class FullServing(ServingModel):
         return latency_ms / (1.0 - self.margin)
 
 
+# The rate at which the tail budget asks whether an SLO can be met at all: a server at 1 req/s
+# never queues, so this is the SLO's floor (a higher rate can always be split over servers).
+LOW_RATE_RPS = 1.0
+
+
 @dataclass(frozen=True)
 class TailServing(ServingModel):
     """At least ``attainment`` of the requests within the SLO, under random arrivals (``queueing``).
@@ -153,19 +160,23 @@ class TailServing(ServingModel):
                                        np.asarray(queue_delay_ms, float), np.asarray(slo_ms, float),
                                        self.attainment, queueing.QueueingParams.from_serving(self.serving))
 
-    def queue_delay_candidates(self, slo_ms: float, rate_rps: float, batch: np.ndarray) -> np.ndarray:
+    def queue_delay_candidates(self, slo_ms: np.ndarray | float, rate_rps: np.ndarray | float,
+                               batch: np.ndarray) -> np.ndarray:
         from igniter_opt.placement import queueing
 
-        return queueing.queue_delay_candidates(np.full(len(batch), float(rate_rps)), np.asarray(batch, float))
+        b = np.asarray(batch, float).ravel()
+        return queueing.queue_delay_candidates(np.broadcast_to(np.asarray(rate_rps, float), b.shape), b)
 
     def plan_fields(self) -> dict[str, object]:
         return {"attainment": self.attainment, "serving": self.serving}
 
     def min_slo_ms(self, perf: PerformanceModel, model: str, rate_rps: float, max_batch: int = 32) -> float:
         """The smallest SLO met alone on a whole GPU: the least ``attainment``-quantile of the
-        request latency over batches 1..max_batch and their queue-delay candidates."""
+        request latency over batches 1..max_batch and their queue-delay candidates, at a rate low
+        enough that nothing queues (a higher rate is split over several servers)."""
         from igniter_opt.placement import queueing
 
+        rate_rps = min(rate_rps, LOW_RATE_RPS)
         b = np.arange(1, max_batch + 1, dtype=float)
         idx = np.full((b.size, 1), perf.model_index(model))
         lat, _ = perf.predict_padded(idx, b[:, None], np.full((b.size, 1), perf.max_units * perf.unit_pct))
@@ -228,6 +239,17 @@ def configure_serving(perf: PerformanceModel, budget: LatencyBudget, overhead_ms
     return perf.with_serving_overhead(serving.overhead_ms if serving is not None else None, None)
 
 
+def unreachable_slo_error(problem: PlanningProblem, workload: Workload) -> ProblemError:
+    """The error for a workload whose SLO no configuration meets even alone on a whole GPU, with
+    the smallest SLO that does (rounded up to 0.01 ms, so that the SLO it names works)."""
+    best = serving_model_for(problem).min_slo_ms(problem.perf_model, workload.model, workload.rate_rps)
+    said = f"{math.ceil(best * 100 - 1e-9) / 100:.2f} ms" if math.isfinite(best) else "none at this rate"
+    return ProblemError(
+        f"workload '{workload.name}' ({workload.model}): SLO {workload.slo_ms:g} ms cannot be met even alone at 100 % "
+        f"under the '{problem.latency_budget}' budget; the smallest SLO that works is {said}"
+    )
+
+
 def plan_serving_model(budget: LatencyBudget, margin: float | None, attainment: float | None,
                        serving: ServingParams | None) -> ServingModel:
     """The serving model a plan was made under, from what the plan records."""
@@ -243,5 +265,5 @@ def plan_serving_model(budget: LatencyBudget, margin: float | None, attainment: 
 __all__ = [
     "DEFAULT_ATTAINMENT", "FullServing", "IgniterServing", "ServingModel", "TailServing",
     "DEFAULT_CLIENT_MS", "DEFAULT_SERVICE_CV", "configure_serving", "default_queue_delay_ms", "full_limit_ms",
-    "plan_serving_model", "serving_model_for",
+    "plan_serving_model", "serving_model_for", "unreachable_slo_error",
 ]

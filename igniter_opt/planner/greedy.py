@@ -19,6 +19,7 @@ least after AllocGPU (first on ties), else to a new GPU. Nothing placed moves.
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -30,7 +31,7 @@ from igniter_opt.placement import Demand, Packing, assemble_plan, lower_share_un
 from igniter_opt.placement.alloc import ConfigTerms, slot_constants
 from igniter_opt.placement.feasibility import violates
 from igniter_opt.placement.place import OpenGpus, place_demands
-from igniter_opt.placement.serving import ServingModel, serving_model_for
+from igniter_opt.placement.serving import ServingModel, serving_model_for, unreachable_slo_error
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 
 PLANNER_NAME = "greedy"
@@ -38,17 +39,19 @@ PLANNER_NAME = "greedy"
 DEDICATED_LOAD_FACTOR = 0.9
 # Largest batch considered where the profile does not say which batches it measured.
 FALLBACK_MAX_BATCH = 1024
+# A workload split over more servers than this is refused (a rate or SLO typed wrong, most likely).
+MAX_REPLICAS = 10_000
 _EPS = 1e-9
 
 
 def too_tight(problem: PlanningProblem, w: Workload) -> ProblemError:
     """The error for a workload whose SLO no share can meet even alone."""
-    rule = serving_model_for(problem)
-    best = rule.min_slo_ms(problem.perf_model, w.model, w.rate_rps)
-    return ProblemError(
-        f"workload '{w.name}' ({w.model}): SLO {w.slo_ms:g} ms cannot be met even alone at 100 % "
-        f"under the '{problem.latency_budget}' budget; the smallest SLO that works is {best:.2f} ms"
-    )
+    return unreachable_slo_error(problem, w)
+
+
+def too_many_servers(problem: PlanningProblem, w: Workload) -> ProblemError:
+    return ProblemError(f"workload '{w.name}' ({w.model}, {w.rate_rps:g} req/s) would need more than {MAX_REPLICAS} "
+                        f"servers under the '{problem.latency_budget}' budget; lower its rate or relax its SLO")
 
 
 def batch_limit(problem: PlanningProblem) -> int:
@@ -165,71 +168,93 @@ def _igniter_pieces(w: Workload, fits_at: int, rest: np.ndarray, replica_rate: f
 
 
 def formation_batch_limit(problem: PlanningProblem, slo_ms: float, rate_rps: float) -> int:
-    """The largest batch worth considering for a workload piece: at most the batch limit, and no
-    more than the requests arriving within one SLO (the full budget: within SLO (1 - margin)).
-    A larger batch fills only when its oldest request has waited past the SLO, so under every
-    budget a smaller batch that takes the same requests (and less GPU time) does at least as well."""
-    budget_ms = slo_ms * (1.0 - problem.margin) if problem.latency_budget is LatencyBudget.FULL else slo_ms
-    return min(batch_limit(problem), max(1, int(rate_rps * budget_ms / 1000.0) + 1))
+    """The largest batch worth considering for a workload piece: the batch limit, and under the full
+    budget no more than the requests arriving within SLO (1 - margin), since (b - 1) / R of batch
+    formation must leave room for inference. (Not under tail: a larger maximum batch shortens the
+    queue behind a busy server even when batches rarely fill.)"""
+    if problem.latency_budget is not LatencyBudget.FULL:
+        return batch_limit(problem)
+    return min(batch_limit(problem), max(1, int(rate_rps * slo_ms * (1.0 - problem.margin) / 1000.0) + 1))
 
 
-def _candidates(problem: PlanningProblem, rule: ServingModel, ws: list[Workload], rates: np.ndarray
+def _candidates(problem: PlanningProblem, rule: ServingModel, slo: np.ndarray, rates: np.ndarray
                 ) -> tuple[np.ndarray, ...]:
-    """Every (workload, batch, queue delay) candidate: (owner, batch, delay, limit), flattened."""
-    owners, batches, delays = [], [], []
-    for j, (w, r) in enumerate(zip(ws, rates, strict=True)):
-        b = np.arange(1, formation_batch_limit(problem, w.slo_ms, float(r)) + 1)
-        d = rule.queue_delay_candidates(w.slo_ms, float(r), b)
-        keep = np.ones(d.shape, bool)
-        keep[b == 1, 1:] = False  # a batch of one never waits: one delay is enough
-        owners.append(np.full(int(keep.sum()), j))
-        batches.append(np.repeat(b, d.shape[1])[keep.ravel()])
-        delays.append(d.ravel()[keep.ravel()])
-    owner, batch, delay = np.concatenate(owners), np.concatenate(batches), np.concatenate(delays)
-    slo = np.array([w.slo_ms for w in ws])[owner]
-    limit = rule.limit_ms(slo, rates[owner], batch, delay)
-    return owner, batch, delay, limit
+    """Every (workload piece, batch, queue delay) candidate: (owner, batch, delay, limit), flattened."""
+    tops = np.array([formation_batch_limit(problem, float(x), float(r)) for x, r in zip(slo, rates, strict=True)])
+    owner = np.repeat(np.arange(tops.size), tops)
+    batch = np.arange(owner.size) - np.repeat(np.cumsum(tops) - tops, tops) + 1
+    delays = rule.queue_delay_candidates(slo[owner], rates[owner], batch)
+    keep = np.ones(delays.shape, bool)
+    keep[batch == 1, 1:] = False  # a batch of one never waits: one delay is enough
+    k = delays.shape[1]
+    owner, batch, delay = np.repeat(owner, k)[keep.ravel()], np.repeat(batch, k)[keep.ravel()], delays[keep]
+    return owner, batch, delay, rule.limit_ms(slo[owner], rates[owner], batch, delay)
+
+
+def _fewest_replicas(problem: PlanningProblem, ws: list[Workload]) -> np.ndarray:
+    """A lower bound on each workload's servers: its rate over the most any one server carries
+    (the best batch at 100 %); fewer can never meet the rate, whatever the latency budget."""
+    perf = problem.perf_model
+    b = np.arange(1, batch_limit(problem) + 1, dtype=float)
+    best = {}
+    for m in {w.model for w in ws}:
+        idx = np.full((b.size, 1), perf.model_index(m))
+        _, thr = perf.predict_padded(idx, b[:, None], np.full((b.size, 1), perf.max_units * perf.unit_pct))
+        best[m] = float(np.max(thr))
+    return np.array([max(1, math.ceil(w.rate_rps / best[w.model] - 1e-9)) for w in ws], np.int64)
+
+
+def _choose(owner: np.ndarray, batch: np.ndarray, delay: np.ndarray, units: np.ndarray, cap: int) -> dict[int, int]:
+    """Per owner, its candidate with the fewest units alone (ties: smaller batch, shorter delay).
+
+    Candidates come in owner order; one key per candidate ranks (units, batch, delay) exactly
+    (units <= 4096, batch <= 1024 and the delay's rank among its batch's candidates < 64).
+    """
+    if owner.size == 0:
+        return {}
+    ok = (units > 0) & (units <= cap)
+    starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    same_batch = np.r_[False, (batch[1:] == batch[:-1]) & (owner[1:] == owner[:-1])]
+    rank = np.arange(owner.size) - np.maximum.accumulate(np.where(same_batch, 0, np.arange(owner.size)))
+    key = np.where(ok, (units.astype(float) * 1025 + batch) * 64 + rank, np.inf)
+    best = np.minimum.reduceat(key, starts)
+    hit = np.flatnonzero(np.isfinite(key) & (key == np.repeat(best, np.diff(np.r_[starts, owner.size]))))
+    first = hit[np.r_[True, owner[hit][1:] != owner[hit][:-1]]] if hit.size else hit
+    return {int(owner[i]): int(i) for i in first}
 
 
 def best_solo_demands(problem: PlanningProblem, ws: list[Workload]) -> list[list[Demand]]:
     """Initialisation under the full and tail budgets: per workload the configuration (batch, queue
     delay) that needs the smallest share alone (ties: smaller batch, then shorter delay); a
-    workload no single GPU can carry is split into r equal replicas, the fewest that fit."""
+    workload no single GPU can carry is split into r equal replicas, the fewest that fit (counted
+    up from ``_fewest_replicas``, below which none can)."""
     perf = problem.perf_model
     rule = serving_model_for(problem)
-    cap = perf.max_units
     out: list[list[Demand]] = [[] for _ in ws]
-    todo = list(range(len(ws)))
-    replicas = 1
-    while todo:
-        sub = [ws[j] for j in todo]
-        rates = np.array([w.rate_rps / replicas for w in sub])
-        owner, batch, delay, limit = _candidates(problem, rule, sub, rates)
-        midx = np.array([perf.model_index(w.model) for w in sub], np.intp)[owner]
+    replicas = _fewest_replicas(problem, ws)
+    slo_all = np.array([w.slo_ms for w in ws])
+    midx_all = np.array([perf.model_index(w.model) for w in ws], np.intp)
+    todo = np.arange(len(ws))
+    while todo.size:
+        rates = np.array([ws[j].rate_rps for j in todo]) / replicas[todo]
+        owner, batch, delay, limit = _candidates(problem, rule, slo_all[todo], rates)
+        midx = midx_all[todo][owner]
         units = solo_feasible_units(perf, midx, batch, lower_share_units_array(perf, midx, batch, limit),
                                     limit, rates[owner])
-        ok = (units > 0) & (units <= cap)
-        order = np.lexsort((np.nan_to_num(delay), batch, units, owner))
-        order = order[ok[order]]
-        first = order[np.r_[True, owner[order][1:] != owner[order][:-1]]] if order.size else order
-        chosen = {int(owner[i]): int(i) for i in first}
-        if replicas == 1:
-            for j, w in enumerate(sub):
-                if j not in chosen and not (units[owner == j] > 0).any():
-                    raise too_tight(problem, w)
-        left = []
-        for j, w in enumerate(sub):
-            i = chosen.get(j)
-            if i is None:
-                left.append(todo[j])
-                continue
+        chosen = _choose(owner, batch, delay, units, perf.max_units)
+        if rule.budget is LatencyBudget.FULL:  # the full budget's limit is the same at any rate
+            for j in np.flatnonzero(replicas[todo] == 1):
+                if int(j) not in chosen and not (units[owner == j] > 0).any():
+                    raise too_tight(problem, ws[todo[j]])
+        for j, i in chosen.items():
+            w, r = ws[todo[j]], int(replicas[todo[j]])
             d = None if np.isnan(delay[i]) else float(delay[i])
-            out[todo[j]] = [Demand(w, float(rates[j]), int(batch[i]), int(units[i]), float(limit[i]),
-                                   dedicated=replicas > 1, queue_delay_ms=d) for _ in range(replicas)]
-        todo = left
-        replicas += 1
-        if replicas > 10_000:
-            raise too_tight(problem, ws[todo[0]])
+            out[todo[j]] = [Demand(w, float(rates[j]), int(batch[i]), int(units[i]), float(limit[i]), dedicated=r > 1,
+                                   queue_delay_ms=d) for _ in range(r)]
+        todo = np.array([t for j, t in enumerate(todo) if j not in chosen], np.int64)
+        replicas[todo] += 1
+        if todo.size and replicas[todo].max() > MAX_REPLICAS:
+            raise too_many_servers(problem, ws[todo[int(np.argmax(replicas[todo]))]])
     return out
 
 

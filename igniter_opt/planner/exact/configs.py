@@ -90,7 +90,7 @@ def config_table(perf: PerformanceModel, rule: ServingModel, d: Demand, max_batc
     delay) pairs in ``extra`` (running placements it could keep), with constants and solo feasibility."""
     w = d.workload
     b_vals = np.arange(1, max_batch + 1)
-    delays = rule.queue_delay_candidates(w.slo_ms, d.rate_rps, b_vals)
+    delays = rule.queue_delay_candidates(w.slo_ms, d.rate_rps, b_vals)  # (batches, k)
     bd_batch = np.repeat(b_vals, delays.shape[1])
     bd_delay = delays.ravel()
     if d.queue_delay_ms is not None:

@@ -181,7 +181,7 @@ def repair_start(problem: PlanningProblem, rule: ServingModel, packing: Packing,
     changed = 0
     for g, gpu in enumerate(packing.gpus):
         if ok[g]:
-            slots = tuple(replace(s, units=int(round(final[g, j]))) for j, s in enumerate(gpu.slots))
+            slots = tuple(s._replace(units=int(round(final[g, j]))) for j, s in enumerate(gpu.slots))
             changed += slots != gpu.slots
             out.append(GpuPacking(slots, gpu.gpu_id))
             origins.append(g)

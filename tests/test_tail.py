@@ -1,0 +1,188 @@
+"""The tail budget (issue 12): plans to an SLO attainment under random arrivals, end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_mip import _exact_slack, _rows_accept  # the MIP tests' row checker, reused
+
+from igniter_opt.cli import cli
+from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+from igniter_opt.errors import ProblemError
+from igniter_opt.perfmodel import PerformanceModel
+from igniter_opt.placement import plan_problem, predict_plan, verify_plan
+from igniter_opt.placement import queueing
+from igniter_opt.placement.serving import DEFAULT_CLIENT_MS, DEFAULT_SERVICE_CV, configure_serving
+from igniter_opt.planner import exact as mip
+from igniter_opt.planner import run_planner
+from igniter_opt.problems import BudgetChoice, make_problem
+from igniter_opt.solver import SolveOptions
+
+REPO = Path(__file__).resolve().parents[1]
+MIX = (Workload("res", "resnet50", 12.0, 500.0), Workload("vgg", "vgg19", 15.0, 500.0),
+       Workload("bert", "bert_base", 15.0, 500.0))
+
+
+def tail_problem(perf: PerformanceModel, ws: tuple[Workload, ...], attainment: float = 0.99) -> PlanningProblem:
+    return make_problem(ws, perf, BudgetChoice(LatencyBudget.TAIL, attainment=attainment))
+
+
+@pytest.mark.parametrize("planner", ["greedy", "exact"])
+@pytest.mark.parametrize("attainment", [0.99, 0.95])
+def test_tail_plans_meet_the_attainment_under_the_serving_model(h100_model, planner: str, attainment: float) -> None:
+    problem = tail_problem(h100_model, MIX, attainment)
+    out = run_planner(problem, planner, SolveOptions(time_limit_s=20))
+    assert out.violations == ()
+    plan = out.plan
+    assert plan.latency_budget == "tail" and plan.attainment == attainment and plan.serving == h100_model.serving
+    for _, p in plan.placements():
+        pr = p.predicted
+        assert pr.within_slo >= attainment - 1e-9, (p.workload, pr.within_slo)
+        assert pr.p99_ms is not None and pr.p50_ms <= pr.p99_ms
+        # the queue delay is one the planner could choose with its batch at its rate
+        cands = queueing.queue_delay_candidates(p.rate_rps, p.batch)
+        assert np.isclose(cands, p.queue_delay_ms, rtol=1e-6, atol=1e-6).any()
+    # predict, on the written plan, gives the same per-request numbers
+    again = predict_plan(plan, problem.perf_model, plan.serving)
+    for (_, a), (_, b) in zip(plan.placements(), again.placements(), strict=True):
+        assert b.predicted.within_slo == pytest.approx(a.predicted.within_slo, abs=1e-9)
+
+
+def test_a_lower_attainment_never_costs_more(h100_model) -> None:
+    """Feasible sets nest (within >= 0.999 implies within >= 0.99): the exact plan's (GPUs, share)
+    can only fall with the attainment."""
+    keys = []
+    for a in (0.999, 0.99, 0.9):
+        plan = run_planner(tail_problem(h100_model, MIX, a), "exact", SolveOptions(time_limit_s=20)).plan
+        assert plan.solver.status == "optimal"
+        keys.append((plan.num_gpus, round(plan.total_share_pct, 6)))
+    assert keys[0] >= keys[1] >= keys[2]
+
+
+workloads = st.lists(st.tuples(st.sampled_from(["alexnet", "resnet50", "vgg19", "ssd", "vit_b_16", "bert_base"]),
+                               st.integers(8, 60), st.floats(20.0, 6000.0, allow_nan=False)), min_size=1, max_size=12)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=workloads)
+def test_every_greedy_tail_plan_is_feasible(h100_model, rows) -> None:
+    """Property: whatever the mix, every placement's requests meet the attainment, no GPU over 100 %."""
+    ws = tuple(Workload(f"w{i}", m, float(s), r) for i, (m, s, r) in enumerate(rows))
+    problem = tail_problem(h100_model, ws)
+    try:
+        out = run_planner(problem, "greedy")
+    except ProblemError as exc:  # an SLO no configuration meets alone: said before planning
+        assert "cannot be met even alone" in str(exc)
+        return
+    assert out.violations == ()
+    for _, p in out.plan.placements():
+        assert p.predicted.within_slo >= 0.99 - 1e-9
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(st.sampled_from(["alexnet", "resnet50", "vgg19", "bert_base"]), st.integers(10, 40),
+                               st.integers(100, 1500)), min_size=1, max_size=4), seed=st.integers(0, 2**31 - 1))
+def test_tail_rows_accept_only_what_the_exact_model_accepts(h100_model, rows, seed) -> None:
+    """The MIP's linear rows under the tail budget: never a co-location the kernel rejects."""
+    problem = tail_problem(h100_model, tuple(Workload(f"w{i}", m, float(s), float(r)) for i, (m, s, r) in enumerate(rows)))
+    data = mip.prepare(problem)
+    m = mip.build_model(data)
+    rng = np.random.default_rng(seed)
+    for _ in range(6):
+        assignment = {d: int(rng.integers(len(md.configs))) for d, md in enumerate(data.demands)}
+        if _rows_accept(m, assignment):
+            assert _exact_slack(problem, m, assignment) >= -1e-9
+
+
+def test_smaller_service_time_is_what_the_limit_allows(h100_model) -> None:
+    """S <= S_max exactly when the predicted fraction within the SLO reaches the attainment."""
+    params = queueing.QueueingParams.from_serving(h100_model.serving)
+    rate, b, slo = np.full(200, 800.0), np.full(200, 4.0), np.full(200, 15.0)
+    delay = queueing.queue_delay_candidates(800.0, 4)[2] * np.ones(200)
+    s_max = queueing.max_service_ms(rate, b, delay, slo, 0.99, params)
+    for scale, ok in ((1 - 1e-6, True), (1 + 1e-6, False)):
+        _, _, within = queueing.request_latency(rate, b, delay, s_max * scale, slo, params)
+        assert np.all((within >= 0.99) == ok)
+
+
+# ---- bad input ---------------------------------------------------------------------------------
+def test_tail_without_serving_measurements_names_both_ways_out(v100_model) -> None:
+    with pytest.raises(ProblemError, match=r"lacks; measure them with 'igniter-opt profile --serving', or pass "
+                                           r"--serving-overhead-ms O"):
+        run_planner(PlanningProblem(MIX[:1], v100_model, LatencyBudget.TAIL), "greedy")
+
+
+def test_serving_overhead_alone_gives_the_documented_defaults(h100_model) -> None:
+    bare = h100_model.with_serving(None)
+    perf = configure_serving(bare, LatencyBudget.TAIL, 2.0)
+    assert perf.serving_overhead_ms == 2.0
+    assert (perf.serving.client_ms, perf.serving.service_cv) == (DEFAULT_CLIENT_MS, DEFAULT_SERVICE_CV)
+    assert run_planner(PlanningProblem(MIX, perf, LatencyBudget.TAIL), "greedy").violations == ()
+
+
+def test_tail_refuses_a_utilization_cap(h100_model) -> None:
+    with pytest.raises(ProblemError, match="--max-utilization goes with the igniter and full budgets"):
+        configure_serving(h100_model, LatencyBudget.TAIL, None, 0.8)
+
+
+def test_slo_unreachable_at_the_attainment_names_the_workload_and_the_smallest_slo(h100_model) -> None:
+    problem = tail_problem(h100_model, (Workload("tight", "vgg19", 2.5, 100.0),))
+    with pytest.raises(ProblemError) as exc:
+        run_planner(problem, "greedy")
+    msg = str(exc.value)
+    assert msg.startswith("workload 'tight' (vgg19): SLO 2.5 ms cannot be met even alone at 100 % under the 'tail' "
+                          "budget; the smallest SLO that works is ")
+    best = float(msg.rsplit(" ", 2)[-2])
+    assert best > 2.5
+    # and that SLO does work
+    assert run_planner(tail_problem(h100_model, (Workload("tight", "vgg19", math.ceil(best * 100) / 100, 100.0),)),
+                       "greedy").violations == ()
+
+
+def test_an_overloaded_placement_is_reported_not_predicted(h100_model, tmp_path: Path) -> None:
+    plan = run_planner(tail_problem(h100_model, MIX), "greedy").plan
+    d = json.loads(json.dumps(__import__("igniter_opt.planio", fromlist=["plan_to_dict"]).plan_to_dict(plan)))
+    d["gpus"][0]["placements"][0]["rate_rps"] *= 20  # far past what its server can carry
+    f = tmp_path / "over.json"
+    f.write_text(json.dumps(d))
+    res = CliRunner().invoke(cli, ["verify", str(f)])
+    assert res.exit_code == 1
+    assert "predicted" in res.output and "violation(s) under the exact model" in res.output
+
+
+@pytest.mark.parametrize(("args", "msg"), [
+    (["--attainment", "1"], "Invalid value for '--attainment'"),
+    (["--attainment", "0"], "Invalid value for '--attainment'"),
+    (["--max-utilization", "0.8"], "Error: --max-utilization goes with the igniter and full budgets"),
+])
+def test_cli_bad_tail_options(tmp_path: Path, args: list[str], msg: str) -> None:
+    out = tmp_path / "p.json"
+    res = CliRunner().invoke(cli, ["solve", "--latency-budget", "tail", *args, "-o", str(out)])
+    assert res.exit_code != 0 and msg in res.output
+    assert not out.exists()
+
+
+def test_cli_tail_plan_round_trip_verify_and_predict(tmp_path: Path) -> None:
+    wl = tmp_path / "w.csv"
+    wl.write_text("name,model,slo_ms,rate_rps\n" + "".join(f"{w.name},{w.model},{w.slo_ms:g},{w.rate_rps:g}\n" for w in MIX))
+    out = tmp_path / "plan.json"
+    r = CliRunner().invoke(cli, ["solve", "-w", str(wl), "--latency-budget", "tail", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    d = json.loads(out.read_text())
+    assert d["latency_budget"] == "tail" and d["attainment"] == 0.99 and d["verified"] is True
+    assert d["serving"]["overhead_ms"] > 0
+    first = d["gpus"][0]["placements"][0]
+    assert {"p50_ms", "p99_ms", "within_slo"} <= set(first["predicted"]) and "queue_delay_ms" in first
+    ok = CliRunner().invoke(cli, ["verify", str(out)])
+    assert ok.exit_code == 0 and "(budget tail)" in ok.output
+    # under a stricter attainment the same plan may fail; under a looser one it holds
+    assert CliRunner().invoke(cli, ["verify", str(out), "--attainment", "0.9"]).exit_code == 0
+    pr = CliRunner().invoke(cli, ["predict", str(out), "-o", str(tmp_path / "pred.json")])
+    assert pr.exit_code == 0 and "in SLO %" in pr.output
