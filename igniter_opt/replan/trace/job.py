@@ -7,7 +7,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from igniter_opt.checks import check_problem
 from igniter_opt.domain import Plan, PlanningProblem
 from igniter_opt.errors import InputError, PlanError
 from igniter_opt.ioutil import atomic_write_json
-from igniter_opt.placement.serving import serving_model_for
+from igniter_opt.placement.serving import ServingModel, serving_model_for
 from igniter_opt.planio import plan_from_dict, plan_to_dict
 from igniter_opt.planner import run_planner
 from igniter_opt.replan import ReplanProblem, empty_plan, run_replanner
@@ -99,93 +99,123 @@ def _problem(job: TraceJob, rates: np.ndarray) -> PlanningProblem:
     return PlanningProblem(wl, job.perf, job.budget, job.margin, job.attainment, job.max_batch)
 
 
-def run_trace_job(job: TraceJob, out_dir: str | os.PathLike[str], *, progress: bool | None = None,
-                  stop_after: int | None = None,
-                  on_step: Callable[[str, StepRecord], None] | None = None) -> TraceResult:
-    """Replay the trace (see the module docstring), resuming what ``out_dir`` already holds.
+@dataclass
+class _Replay:
+    """One replay's state: the steps' times and samples, the serving model, the plans so far."""
 
-    ``stop_after``: stop once that many steps are done (a test's stand-in for an interruption).
-    ``progress``: a tqdm bar on stderr (None: only on a terminal).
-    """
-    out = Path(out_dir)
+    job: TraceJob
+    out: Path
+    times: list[float]
+    ends: list[float]
+    samples: list[list[dict[str, float]]]
+    rule: ServingModel
+    steps: dict[str, list[StepRecord]] = field(default_factory=dict)
+    prev: dict[str, Plan] = field(default_factory=dict)
+    peak_plan: Plan | None = None
+    resumed: int = 0
+
+    def misses(self, plan: Plan, k: int) -> int:
+        return predicted_misses(plan, self.rule, self.job.perf, self.samples[k])
+
+    def empty(self) -> Plan:
+        return empty_plan(self.job.perf, self.job.budget)
+
+    def peak(self, peak_problem: PlanningProblem) -> None:
+        """The peak strategy's one plan: read back, or made and written as step 0."""
+        got = _read_step(self.out, "peak", 0, self.times[0])
+        if got is not None:
+            self.peak_plan = got[1]
+            return
+        t0 = time.perf_counter()
+        outcome = run_planner(peak_problem, self.job.planner, self.job.options)
+        plan = self.peak_plan = outcome.plan
+        diff = diff_plans(self.empty(), plan)
+        _write_step(self.out, _record("peak", 0, self.times[0], self.ends[0] - self.times[0], self.job.planner, plan,
+                                      diff, self.misses(plan, 0), time.perf_counter() - t0, len(outcome.violations)),
+                    plan, diff)
+
+    def plan_for(self, strategy: str, problem: PlanningProblem) -> tuple[Plan, int]:
+        """(plan, violations) of one strategy's step."""
+        job = self.job
+        if strategy == "replan":
+            o = run_replanner(ReplanProblem(self.prev[strategy], problem), job.planner, job.options)
+            return o.plan, len(o.violations)
+        if strategy == "resolve":
+            if not problem.workloads:
+                return self.empty(), 0
+            outcome = run_planner(problem, job.planner, job.options)
+            return relabel_gpus(outcome.plan, self.prev[strategy]), len(outcome.violations)
+        assert self.peak_plan is not None
+        return self.peak_plan, 0
+
+    def step(self, k: int, strategy: str, problem: PlanningProblem) -> StepRecord:
+        """One strategy's step k: read back if done, else planned, recorded and written."""
+        t, e = self.times[k], self.ends[k]
+        got = _read_step(self.out, strategy, k, t)
+        if got is not None:
+            rec, plan = got
+            self.resumed += strategy == "replan"
+        else:
+            t0 = time.perf_counter()
+            plan, viol = self.plan_for(strategy, problem)
+            diff = diff_plans(self.prev[strategy], plan)
+            rec = _record(strategy, k, t, e - t, self.job.planner, plan, diff, self.misses(plan, k),
+                          time.perf_counter() - t0, viol)
+            _write_step(self.out, rec, plan, diff)
+        self.steps[strategy].append(rec)
+        self.prev[strategy] = plan
+        return rec
+
+
+def _start(job: TraceJob, out: Path) -> tuple[_Replay, PlanningProblem]:
+    """Checks (every workload at its peak: models profiled, SLOs reachable), the output folder, the replay."""
     trace = job.trace
     times = step_times(trace, job.every_s)
     ends = [*times[1:], trace.end_s]
     samples = [[dict(zip([w.name for w in trace.workloads], trace.rates_at(c).tolist(), strict=True))
                 for c in trace.change_times(t, e)] for t, e in zip(times, ends, strict=True)]
-    # every workload at its peak: models profiled, SLOs reachable (before anything is written)
     peak_problem = _problem(job, np.array([w.rate_rps for w in trace.workloads]))
     check_problem(peak_problem, strict=True)
-    rule = serving_model_for(peak_problem)
     _check_out_dir(out, job)
-    options = job.options
+    replay = _Replay(job, out, times, ends, samples, serving_model_for(peak_problem),
+                     steps={s: [] for s in job.strategies})
+    replay.prev = {s: replay.empty() for s in job.strategies}
+    return replay, peak_problem
 
+
+def run_trace_job(job: TraceJob, out_dir: str | os.PathLike[str], *, progress: bool | None = None,
+                  stop_after: int | None = None,
+                  on_step: Callable[[str, StepRecord], None] | None = None) -> TraceResult:
+    """Replay the trace (see the package docstring), resuming what ``out_dir`` already holds.
+
+    ``stop_after``: stop once that many steps are done (a test's stand-in for an interruption).
+    ``progress``: a tqdm bar on stderr (None: only on a terminal).
+    """
     from tqdm import tqdm
 
-    bar = tqdm(total=len(times), desc=f"replan-trace ({job.planner})", unit="step", dynamic_ncols=True,
-               disable=(None if progress is None else not progress))
-    steps: dict[str, list[StepRecord]] = {s: [] for s in job.strategies}
-    resumed = 0
-
-    def misses(plan: Plan, k: int) -> int:
-        return predicted_misses(plan, rule, job.perf, samples[k])
-
-    peak_plan: Plan | None = None
+    out = Path(out_dir)
+    replay, peak_problem = _start(job, out)
     if "peak" in job.strategies:
-        got = _read_step(out, "peak", 0, times[0])
-        if got is not None:
-            peak_plan = got[1]
-        else:
-            t0 = time.perf_counter()
-            outcome = run_planner(peak_problem, job.planner, options)
-            peak_plan = outcome.plan
-            diff = diff_plans(empty_plan(job.perf, job.budget), peak_plan)
-            _write_step(out, _record("peak", 0, times[0], ends[0] - times[0], job.planner, peak_plan, diff,
-                                     misses(peak_plan, 0), time.perf_counter() - t0, len(outcome.violations)),
-                        peak_plan, diff)
-    prev: dict[str, Plan] = {s: empty_plan(job.perf, job.budget) for s in job.strategies}
+        replay.peak(peak_problem)
+    bar = tqdm(total=len(replay.times), desc=f"replan-trace ({job.planner})", unit="step", dynamic_ncols=True,
+               disable=(None if progress is None else not progress))
     complete = True
     try:
-        for k, (t, e) in enumerate(zip(times, ends, strict=True)):
+        for k, (t, e) in enumerate(zip(replay.times, replay.ends, strict=True)):
             if stop_after is not None and k >= stop_after:
                 complete = False
                 break
-            problem = _problem(job, step_rates(trace, t, e, job.plan_for))
+            problem = _problem(job, step_rates(job.trace, t, e, job.plan_for))
             for strategy in job.strategies:
-                got = _read_step(out, strategy, k, t)
-                if got is not None:
-                    rec, plan = got
-                    resumed += strategy == "replan"
-                else:
-                    t0 = time.perf_counter()
-                    if strategy == "replan":
-                        o = run_replanner(ReplanProblem(prev[strategy], problem), job.planner, options)
-                        plan, viol = o.plan, len(o.violations)
-                    elif strategy == "resolve":
-                        if problem.workloads:
-                            outcome = run_planner(problem, job.planner, options)
-                            plan, viol = relabel_gpus(outcome.plan, prev[strategy]), len(outcome.violations)
-                        else:
-                            plan, viol = empty_plan(job.perf, job.budget), 0
-                    else:
-                        assert peak_plan is not None
-                        plan, viol = peak_plan, 0
-                    solve_s = time.perf_counter() - t0
-                    diff = diff_plans(prev[strategy], plan)
-                    rec = _record(strategy, k, t, e - t, job.planner, plan, diff, misses(plan, k), solve_s, viol)
-                    _write_step(out, rec, plan, diff)
-                steps[strategy].append(rec)
-                prev[strategy] = plan
+                rec = replay.step(k, strategy, problem)
                 if on_step is not None:
                     on_step(strategy, rec)
-            r = steps["replan"][-1]
+            r = replay.steps["replan"][-1]
             bar.set_postfix_str(f"t={t / 3600:.2f} h, {r.gpus} GPU(s), {r.restarts} restart(s)", refresh=False)
             bar.update(1)
     finally:
         bar.close()
-    summaries = {s: summarise(s, recs) for s, recs in steps.items() if recs}
+    summaries = {s: summarise(s, recs) for s, recs in replay.steps.items() if recs}
     if complete:
-        write_outputs(out, job, steps, summaries)
-    return TraceResult(out, steps, summaries, complete, resumed)
-
-
+        write_outputs(out, job, replay.steps, summaries)
+    return TraceResult(out, replay.steps, summaries, complete, replay.resumed)
