@@ -287,11 +287,17 @@ def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: 
                    "(no GPU, no MPS): tests the serving and measuring path on any machine.")
 @click.option("--max-rps-per-process", type=click.FloatRange(min=1), default=200.0, show_default=True,
               help="A placement with a higher rate is driven by several load-generating processes.")
-@click.option("--dry-run", is_flag=True, help="Print every command, environment and config; start nothing.")
+@click.option("--max-lag-ms", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="A workload's results are valid only if the load generator sent its requests at most this late "
+                   "(p99 behind schedule); an invalid one is marked in the table and summary.json.")
+@click.option("--dry-run", is_flag=True,
+              help="Print every command, environment and config; start nothing. Works on any machine: what only "
+                   "the GPU machine can say (its GPUs, its tritonserver) is assumed and listed.")
 @handle_errors
 def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at: float | None, duration: float,
           arrival: str, tritonserver: Path | None, out_dir: Path, gpus: str | None, base_port: int | None,
-          ready_timeout: float, seed: int, echo_ms: float | None, max_rps_per_process: float, dry_run: bool) -> None:
+          ready_timeout: float, seed: int, echo_ms: float | None, max_rps_per_process: float, max_lag_ms: float,
+          dry_run: bool) -> None:
     """Apply a plan to Triton Inference Servers under MPS, drive it with load, and measure SLO attainment.
 
     One tritonserver per placement, on its GPU (by UUID) with its MPS share and batch; requests at
@@ -311,6 +317,7 @@ def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at:
         out_dir=out_dir, duration_s=duration, arrival=arrival,
         tritonserver=str(tritonserver) if tritonserver else None, gpus=gpus, base_port=base_port,
         ready_timeout_s=ready_timeout, echo_ms=echo_ms, seed=seed, max_rps_per_process=max_rps_per_process,
+        max_lag_ms=max_lag_ms,
     )
     if (plan_file is None) == (diff_files is None):
         raise click.UsageError("give either PLAN.json or --diff OLD.json NEW.json")
@@ -319,7 +326,7 @@ def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at:
         return
     if step_at is not None:
         raise click.UsageError("--step-at goes with --diff")
-    dep = build_deployment(read_plan(plan_file), options)
+    dep = build_deployment(read_plan(plan_file), options, dry_run=dry_run)
     if dry_run:
         emit(render_dry_run(dep))
         return
@@ -343,7 +350,7 @@ def _apply_diff(diff_files: tuple[Path, Path], step_s: float, options: Any, dry_
         render_transition_dry_run,
     )
 
-    tr = build_transition(read_plan(diff_files[0]), read_plan(diff_files[1]), options, step_s)
+    tr = build_transition(read_plan(diff_files[0]), read_plan(diff_files[1]), options, step_s, dry_run=dry_run)
     if dry_run:
         emit(render_transition_dry_run(tr))
         return

@@ -15,17 +15,19 @@ from pathlib import Path
 import pytest
 from _procs import live_processes
 from click.testing import CliRunner
+from fakes import FakeBehaviour, FakeLauncher, FakeMps
 
-from igniter_opt.apply import executor as ex
-from igniter_opt.apply.executor import ApplyOptions, apply_plan, build_deployment, check_plan
+from igniter_opt.apply import deploy, run, serverstats
+from igniter_opt.apply.deploy import build_deployment, check_plan
 from igniter_opt.apply.gpus import GpuInfo, parse_gpu_map, resolve_gpus
-from igniter_opt.apply.launcher import FakeBehaviour, FakeLauncher, LaunchMode, ServerSpec, make_launcher
+from igniter_opt.apply.launcher import LaunchMode, ServerSpec, make_launcher
 from igniter_opt.apply.loadgen import StreamSpec, arrival_times, split_streams
 from igniter_opt.apply.models import BUILTIN_MODELS, served_model
-from igniter_opt.apply.mps import FakeMps, MpsDaemon
+from igniter_opt.apply.options import ApplyOptions
 from igniter_opt.apply.ports import allocate_ports, port_is_free
+from igniter_opt.apply.report import WorkloadTarget, percentile, summarize
 from igniter_opt.apply.repository import batch_formation_budget_ms, model_config_for, model_py_for
-from igniter_opt.apply.results import WorkloadTarget, percentile, summarize
+from igniter_opt.apply.run import apply_plan
 from igniter_opt.apply.triton import (
     TritonInstall,
     TritonServerConfig,
@@ -66,7 +68,7 @@ def fake_server(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def machine(monkeypatch: pytest.MonkeyPatch) -> list[GpuInfo]:
-    monkeypatch.setattr(ex, "nvml_gpus", lambda: MACHINE)
+    monkeypatch.setattr(deploy, "nvml_gpus", lambda: MACHINE)
     return MACHINE
 
 
@@ -315,7 +317,7 @@ def _deploy(tmp_path: Path, fake_server: Path, mps: FakeMps):
 ])
 def test_server_failure_stops_everything(tmp_path: Path, fake_server: Path, bad: FakeBehaviour, message: str,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ex, "prepare_backend_dir", lambda install, dest: dest)
+    monkeypatch.setattr(run, "prepare_backend_dir", lambda install, dest: dest)
     mps = FakeMps()
     dep = _deploy(tmp_path, fake_server, mps)
     calls: list[tuple[str, str]] = []
@@ -348,7 +350,7 @@ def test_server_failure_stops_everything(tmp_path: Path, fake_server: Path, bad:
 
 
 def test_mps_failure_starts_no_server(tmp_path: Path, fake_server: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ex, "prepare_backend_dir", lambda install, dest: dest)
+    monkeypatch.setattr(run, "prepare_backend_dir", lambda install, dest: dest)
     mps = FakeMps(fail_start=True)
     calls: list[tuple[str, str]] = []
     result = apply_plan(_deploy(tmp_path, fake_server, mps), launcher_factory=lambda s: FakeLauncher(s, calls=calls))
@@ -358,7 +360,7 @@ def test_mps_failure_starts_no_server(tmp_path: Path, fake_server: Path, monkeyp
 def test_local_launcher_server_that_exits_at_start(tmp_path: Path, fake_server: Path) -> None:
     """The real launcher on a binary that exits at once: clear error naming the exit code, nothing left."""
     spec = ServerSpec("s0", (str(fake_server),), dict(os.environ), {}, allocate_ports(1)[0], tmp_path / "s0.log", "m")
-    lc = make_launcher(LaunchMode.LOCAL, spec)
+    lc = make_launcher(LaunchMode.LOCAL)(spec)
     lc.start()
     with pytest.raises(ApplyError, match=r"^server s0 exited with code 3 before it was ready"):
         lc.wait_ready(10)
@@ -371,7 +373,7 @@ def test_local_launcher_never_ready_is_stopped(tmp_path: Path) -> None:
     script.write_text("#!/bin/sh\necho starting\nsleep 60 & wait\n")  # a child too: the whole group must go
     script.chmod(0o755)
     spec = ServerSpec("s0", (str(script),), dict(os.environ), {}, allocate_ports(1)[0], tmp_path / "s0.log", "m")
-    lc = make_launcher(LaunchMode.LOCAL, spec)
+    lc = make_launcher(LaunchMode.LOCAL)(spec)
     lc.start()
     with pytest.raises(ApplyError, match=r"^server s0 was not ready after 0.5 s .*starting"):
         lc.wait_ready(0.5)
@@ -379,41 +381,6 @@ def test_local_launcher_never_ready_is_stopped(tmp_path: Path) -> None:
     lc.stop()
     assert not lc.is_running()
     assert live_processes(lambda pgid, cmd: pgid == pid) == []  # the child sleep went with the group
-
-
-FAKE_MPS_CONTROL = """#!/bin/sh
-echo "args=$* pipe=$CUDA_MPS_PIPE_DIRECTORY" >> "$CUDA_MPS_LOG_DIRECTORY/calls"
-if [ "$1" = "-d" ]; then
-  [ -n "$FAIL" ] && { echo "An instance of this daemon is already running" >&2; exit 1; }
-  touch "$CUDA_MPS_PIPE_DIRECTORY/control"; exit 0
-fi
-read cmd; echo "stdin=$cmd" >> "$CUDA_MPS_LOG_DIRECTORY/calls"; rm -f "$CUDA_MPS_PIPE_DIRECTORY/control"
-"""
-
-
-def test_mps_daemon_start_and_quit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real MpsDaemon against a stand-in nvidia-cuda-mps-control: -d with private folders, then quit."""
-    ctl = tmp_path / "nvidia-cuda-mps-control"
-    ctl.write_text(FAKE_MPS_CONTROL)
-    ctl.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    pipe, logd = tmp_path / "pipe", tmp_path / "log"
-    m = MpsDaemon(pipe, logd, stop_timeout_s=2)
-    m.start(pipe, logd)
-    assert (pipe / "control").exists()
-    m.stop()
-    m.stop()  # twice is fine
-    assert not (pipe / "control").exists()
-    assert (logd / "calls").read_text().splitlines() == [f"args=-d pipe={pipe}", f"args= pipe={pipe}", "stdin=quit"]
-    # a daemon left by a killed run in the same folder is quit first, then a fresh one starts
-    (pipe / "control").touch()
-    (logd / "calls").unlink()
-    m.start(pipe, logd)
-    assert (logd / "calls").read_text().splitlines() == [f"args= pipe={pipe}", "stdin=quit", f"args=-d pipe={pipe}"]
-    m.stop()
-    monkeypatch.setenv("FAIL", "1")
-    with pytest.raises(ApplyError, match=r"nvidia-cuda-mps-control -d failed \(exit 1\): An instance of this daemon"):
-        MpsDaemon(pipe, logd).start(pipe, logd)
 
 
 def test_missing_mps_control_is_an_error_before_anything_starts(tmp_path: Path, fake_server: Path,
@@ -429,19 +396,10 @@ def test_missing_mps_control_is_an_error_before_anything_starts(tmp_path: Path, 
     assert calls == [] and not (tmp_path / "out").exists()
 
 
-def test_mps_daemon_env_and_commands(tmp_path: Path) -> None:
-    m = MpsDaemon(tmp_path / "pipe", tmp_path / "log", control="/usr/bin/nvidia-cuda-mps-control")
-    assert m.env_for_client(12.5) == {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "pipe"),
-                                      "CUDA_MPS_LOG_DIRECTORY": str(tmp_path / "log"),
-                                      "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "12.5"}
-    assert m.describe()[0].endswith("/usr/bin/nvidia-cuda-mps-control -d")
-    m.stop()  # never started: nothing to do
-
-
 # ---- CLI ---------------------------------------------------------------------------------------
 def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuInfo],
                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ex, "_site_dirs", lambda: ["/site"])
+    monkeypatch.setattr(deploy, "site_dirs", lambda: ["/site"])
     monkeypatch.setattr("igniter_opt.apply.triton.libpython_dir", lambda: Path("/pylib"))
     monkeypatch.setenv("LD_LIBRARY_PATH", "")
     plan_path = tmp_path / "plan.json"
@@ -456,22 +414,23 @@ def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuI
     assert res.exit_code == 0, res.output
     o = out.resolve()
     repo = o / "repository" / "s0-gpu0-W1"
-    dep_cfg = ex.model_config_for(placement("W1", batch=4, share=37.5, slo=40.0, rate=200.0), served_model("resnet50"),
+    dep_cfg = deploy.model_config_for(placement("W1", batch=4, share=37.5, slo=40.0, rate=200.0), served_model("resnet50"),
                                   LatencyBudget.IGNITER)
     assert res.output.splitlines() == [
         "dry run: nothing is started or written",
         "plan: 1 GPU(s), 1 server(s), planner greedy, budget igniter, profile h100",
-        f"models: {ex.zoo_models()[1]} list",
+        f"models: {deploy.zoo_models()[1]} list",
         f"tritonserver: {fake_server} (option)",
-        f"backend directory: {o}/backends (python backend, stub for Python {ex.python_version()})",
-        f"MPS: CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} CUDA_MPS_LOG_DIRECTORY={o}/mps/log nvidia-cuda-mps-control -d",
-        (f"     echo quit | CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} CUDA_MPS_LOG_DIRECTORY={o}/mps/log "
+        f"backend directory: {o}/backends (python backend, stub for Python {deploy.python_version()})",
+        f"MPS: CUDA_MPS_PIPE_DIRECTORY={deploy.mps_dirs(o)[0]} CUDA_MPS_LOG_DIRECTORY={o}/mps/log nvidia-cuda-mps-control -d",
+        (f"     echo quit | CUDA_MPS_PIPE_DIRECTORY={deploy.mps_dirs(o)[0]} CUDA_MPS_LOG_DIRECTORY={o}/mps/log "
         "nvidia-cuda-mps-control   (at the end)"),
         "",
         (f"server s0-gpu0-W1: workload W1, model resnet50, gpu0 ({UUID0}, Fake H100), share 37.5 %, batch 4, "
          "200 req/s, SLO 40 ms"),
         "  ports: http 41000, grpc 41001, metrics 41002 on 127.0.0.1",
-        (f"  env: LD_LIBRARY_PATH=/pylib CUDA_VISIBLE_DEVICES={UUID0} CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} "
+        "  queue delay: 20 ms (the plan has none: its latency budget's rule)",
+        (f"  env: LD_LIBRARY_PATH=/pylib CUDA_VISIBLE_DEVICES={UUID0} CUDA_MPS_PIPE_DIRECTORY={deploy.mps_dirs(o)[0]} "
         f"CUDA_MPS_LOG_DIRECTORY={o}/mps/log CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=37.5"),
         (f"  command: {fake_server} --model-repository={repo} --backend-directory={o}/backends "
         "--http-address=127.0.0.1 --http-port=41000 --grpc-address=127.0.0.1 --grpc-port=41001 "
@@ -497,7 +456,7 @@ def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuI
         '    parameters: { key: "torch_threads" value: { string_value: "1" } }',
         '    parameters: { key: "output_device" value: { string_value: "cpu" } }',
         f'    parameters: {{ key: "exec_trace" value: {{ string_value: "{o}/logs/s0-gpu0-W1.exec.csv" }} }}',
-        f"  {repo}/resnet50/1/model.py: generated ({len(ex.model_py_for(dep_cfg, echo=False, site_dirs=['/site']).splitlines())} lines)",
+        f"  {repo}/resnet50/1/model.py: generated ({len(deploy.model_py_for(dep_cfg, echo=False, site_dirs=['/site']).splitlines())} lines)",
         "",
         "load s0-gpu0-W1: W1 -> 127.0.0.1:41001 model resnet50, 200 req/s poisson for 30 s (at most 12010 requests)",
         f"results: {o}/requests.csv, summary.csv, summary.json, latency.png",
@@ -613,7 +572,7 @@ def test_zoo_model_py_batches_and_splits_through_dlpack(monkeypatch: pytest.Monk
     rows = list(csv.DictReader(trace.open()))
     assert [(r["requests"], r["samples"]) for r in rows] == [("2", "3"), ("1", "1")]
     assert all(float(r[k]) >= 0 for r in rows for k in ("input_ms", "run_ms", "respond_ms"))
-    assert ex.read_exec_trace(trace)["traced"] == 2 and ex.read_exec_trace(tmp_path / "none.csv") == {}
+    assert serverstats.read_exec_trace(trace)["traced"] == 2 and serverstats.read_exec_trace(tmp_path / "none.csv") == {}
 
 
 def test_monitor_stops_load_when_a_server_dies(tmp_path: Path) -> None:
@@ -630,7 +589,7 @@ def test_monitor_stops_load_when_a_server_dies(tmp_path: Path) -> None:
             self.stopped = True
 
     gen, errors, done = Gen(), [], threading.Event()
-    t = threading.Thread(target=ex._monitor, args=([lc], gen, errors, done))
+    t = threading.Thread(target=run.watch_servers, args=([lc], gen, errors, done))
     t.start()
     lc.running = False  # the server dies
     t.join(timeout=5)
@@ -705,26 +664,6 @@ def test_cli_dry_run_of_a_two_gpu_plan_binds_each_server_to_its_gpu(tmp_path: Pa
     swapped = servers("--gpus", "gpu0=1,gpu1=0")
     assert [swapped[n][0] for n in ("s0-gpu0-A", "s1-gpu0-B", "s2-gpu1-C")] == [UUID1, UUID1, UUID0]
     assert not (tmp_path / "o").exists()
-
-
-def test_mps_daemon_refuses_to_start_next_to_another_users_daemon(tmp_path: Path) -> None:
-    """Another nvidia-cuda-mps-control (other pipe folder) is an error before anything starts; our own leftover is not."""
-    proc = tmp_path / "proc"
-
-    def daemon(pid: int, pipe: str) -> None:
-        entry = proc / str(pid)
-        entry.mkdir(parents=True)
-        (entry / "comm").write_text("nvidia-cuda-mps\n")
-        (entry / "cmdline").write_bytes(b"nvidia-cuda-mps-control\0-d\0")
-        (entry / "environ").write_bytes(f"CUDA_MPS_PIPE_DIRECTORY={pipe}\0".encode())
-
-    ours = tmp_path / "out" / "mps" / "pipe"
-    m = MpsDaemon(ours, tmp_path / "log", control="/usr/bin/nvidia-cuda-mps-control", proc_root=proc)
-    daemon(4100, str(ours))
-    m.check()  # a leftover of ours: quit at start, not refused
-    daemon(4242, "/tmp/nvidia-mps")
-    with pytest.raises(ApplyError, match=r"^an MPS control daemon is already running \(pid 4242\); stop it first"):
-        m.check()
 
 
 def test_stream_rate_step_and_split() -> None:

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -121,20 +122,43 @@ def test_apply_echo_on_real_tritonserver(tmp_path: Path) -> None:
     assert wall < 40
 
 
+def _progress_lines(p: subprocess.Popen) -> tuple[list[str], threading.Thread]:
+    """The lines of ``p``'s stderr as they come, and the thread that reads them (it ends with the stream)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        assert p.stderr is not None
+        for line in p.stderr:
+            lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def _wait_for(lines: list[str], text: str, p: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(text in ln for ln in lines):
+        assert p.poll() is None and time.monotonic() < deadline, lines
+        time.sleep(0.05)
+
+
 def test_interrupt_stops_everything_and_keeps_results(tmp_path: Path) -> None:
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "igniter_opt", "apply", str(plan_file(tmp_path)), "--echo-ms", "1", "--duration", "60",
            "--out", str(out)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (out / "parts").exists() and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.1)
+        progress, reader = _progress_lines(p)
+        _wait_for(progress, "load started", p, timeout_s=90)
         time.sleep(1.5)  # some load
         os.killpg(p.pid, signal.SIGINT)  # as Ctrl-C does: the whole foreground group
         time.sleep(0.3)
         os.killpg(p.pid, signal.SIGINT)  # impatient: a second Ctrl-C must not cut the cleanup short
-        stdout, stderr = p.communicate(timeout=60)
+        stdout = p.stdout.read() if p.stdout else ""
+        p.wait(timeout=60)
+        reader.join(timeout=10)
+        stderr = "\n".join(progress)
     finally:
         if p.poll() is None:
             p.kill()
@@ -152,7 +176,7 @@ def test_server_that_fails_at_start(tmp_path: Path) -> None:
     """A real server whose model cannot load exits at start: one-line error, nothing left running."""
     import dataclasses
 
-    from igniter_opt.apply.executor import ApplyOptions, apply_plan, build_deployment
+    from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment
     from igniter_opt.planio import read_plan
 
     out = tmp_path / "out"

@@ -42,6 +42,22 @@ def batch_formation_budget_ms(p: Placement, budget: LatencyBudget, margin: float
     return min(max(wait, 0.0), p.slo_ms)
 
 
+class QueueDelaySource:
+    PLAN = "plan"  # the placement's queue_delay_ms, chosen by the planner
+    BUDGET = "budget"  # the plan has none: batch_formation_budget_ms of the plan's latency budget
+
+
+def queue_delay_us(p: Placement, budget: LatencyBudget, margin: float = 0.0) -> tuple[int, str]:
+    """The dynamic batcher's ``max_queue_delay_microseconds`` of a placement, and where it came from.
+
+    The plan's ``queue_delay_ms`` when it has one (floor of 1000 x ms; a hair of tolerance so that
+    a delay such as 2.3 ms, 2299.9999... in binary, gives 2300 µs); else the budget rule.
+    """
+    if p.queue_delay_ms is not None:
+        return math.floor(1000.0 * p.queue_delay_ms + 1e-6), QueueDelaySource.PLAN
+    return math.floor(1000.0 * batch_formation_budget_ms(p, budget, margin)), QueueDelaySource.BUDGET
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """What ``config.pbtxt`` says about one served model."""
@@ -51,6 +67,7 @@ class ModelConfig:
     max_queue_delay_us: int
     instance_kind: str = "KIND_GPU"  # KIND_CPU for the echo stand-in
     parameters: tuple[tuple[str, str], ...] = ()
+    queue_delay_source: str = QueueDelaySource.BUDGET  # not in config.pbtxt: for the dry run and deployment.json
 
     def render(self) -> str:
         def tensors(ts: tuple[Tensor, ...]) -> str:
@@ -217,19 +234,21 @@ def model_config_for(
 ) -> ModelConfig:
     """The config of the server of one placement (echo stand-in on CPU when ``echo_ms`` is given).
 
-    ``exec_trace``: file the model appends one line per execution to; ``torch_threads``: CPU
+    The queue delay is the placement's own (``queue_delay_ms``) where the plan chose one, else the
+    latency budget's rule (:func:`queue_delay_us`). ``exec_trace``: file the model appends one line per execution to; ``torch_threads``: CPU
     threads of torch in the server (0: torch's default); ``output_device``: where outputs are
     handed to Triton ('cpu': copied to host memory in the model, 'gpu': handed over on the GPU).
     """
     if output_device not in ("cpu", "gpu"):
         raise ValueError(f"output_device must be 'cpu' or 'gpu', got {output_device!r}")
-    delay_us = math.floor(1000.0 * batch_formation_budget_ms(placement, budget, margin))
+    delay_us, source = queue_delay_us(placement, budget, margin)
     trace = (("exec_trace", str(exec_trace)),) if exec_trace is not None else ()
     if echo_ms is not None:
-        return ModelConfig(model, placement.batch, delay_us, "KIND_CPU", (("sleep_ms", f"{echo_ms:g}"), *trace))
+        return ModelConfig(model, placement.batch, delay_us, "KIND_CPU", (("sleep_ms", f"{echo_ms:g}"), *trace),
+                           source)
     return ModelConfig(model, placement.batch, delay_us, "KIND_GPU",
                        (("graph_batches", str(placement.batch)), ("torch_threads", str(torch_threads)),
-                        ("output_device", output_device), *trace))
+                        ("output_device", output_device), *trace), source)
 
 
 def model_py_for(config: ModelConfig, *, echo: bool, site_dirs: list[str]) -> str:

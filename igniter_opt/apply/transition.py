@@ -18,37 +18,34 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from igniter_opt.apply.executor import (
-    ApplyOptions,
-    Deployment,
-    ServerPlan,
-    _interrupt_once,
-    _targets,
-    base_stream,
-    build_deployment,
+from igniter_opt.apply.deploy import Deployment, ServerPlan, base_stream, build_deployment, workload_targets
+from igniter_opt.apply.launcher import Launcher, LauncherFactory
+from igniter_opt.apply.loadgen import LoadGenerator, StreamSpec, split_streams
+from igniter_opt.apply.options import DEFAULT_MAX_LAG_MS, ApplyOptions
+from igniter_opt.apply.report import (
+    WorkloadResult,
+    invalid_notes,
+    plot_latency,
+    summarize,
+    summary_table,
+    write_requests_csv,
+)
+from igniter_opt.apply.run import (
+    Progress,
     drive_load,
+    interrupt_once,
     prepare_run,
     start_mps,
     start_servers,
     stop_all,
     stop_mps,
 )
-from igniter_opt.apply.launcher import Launcher, ServerSpec
-from igniter_opt.apply.loadgen import LoadGenerator, StreamSpec, split_streams
-from igniter_opt.apply.results import (
-    WorkloadResult,
-    plot_latency,
-    summarize,
-    summary_table,
-    write_requests_csv,
-)
 from igniter_opt.domain import Plan
-from igniter_opt.errors import ApplyError
+from igniter_opt.errors import ApplyError, IgniterOptError
 from igniter_opt.ioutil import atomic_write_json, atomic_write_text
 from igniter_opt.replan.diff import ChangeKind, PlanDiff, diff_plans
 
@@ -78,6 +75,7 @@ class TransitionResult:
     errors: list[str] = field(default_factory=list)
     interrupted: str | None = None
     files: list[Path] = field(default_factory=list)
+    max_lag_ms: float = DEFAULT_MAX_LAG_MS
 
 
 def _by_slot(dep: Deployment) -> dict[tuple[str, int], ServerPlan]:
@@ -163,8 +161,8 @@ def _phase(sent_s: float, step_s: float, switched_s: float) -> str:
 
 
 def _run_change(tr: Transition, gen: LoadGenerator, started: dict[str, Launcher], watched: list[Launcher],
-                old_launchers: dict[str, Launcher], factory: Callable[[ServerSpec], Launcher],
-                events: dict[str, float], errors: list[str], say: Callable[[str], None],
+                old_launchers: dict[str, Launcher], factory: LauncherFactory,
+                events: dict[str, float], errors: list[str], say: Progress,
                 release: threading.Event) -> None:
     """At the step: start the new servers, switch their clients once all are ready, stop the old ones.
 
@@ -193,7 +191,7 @@ def _run_change(tr: Transition, gen: LoadGenerator, started: dict[str, Launcher]
             watched.remove(lc)
         errors.extend(stop_all(to_stop))
         events["old_stopped_s"] = time.time() - t0
-    except ApplyError as exc:
+    except IgniterOptError as exc:
         errors.append(str(exc))
         gen.stop()
     except Exception as exc:  # noqa: BLE001 - reported, and the run stops
@@ -206,15 +204,15 @@ def _run_change(tr: Transition, gen: LoadGenerator, started: dict[str, Launcher]
 def apply_transition(
     tr: Transition,
     *,
-    launcher_factory: Callable[[ServerSpec], Launcher] | None = None,
-    progress: Callable[[str], None] | None = None,
+    launcher_factory: LauncherFactory | None = None,
+    progress: Progress | None = None,
 ) -> TransitionResult:
     """Run the old plan, change to the new one under load, and measure every phase; cleans up whatever happens."""
     # the old plan's MPS daemon serves the new servers too (build_transition gives them its folders)
     say, factory = prepare_run([tr.old, tr.new], [s.spec for s in (*tr.old.servers, *tr.start_new)],
                                launcher_factory, progress)
     out = tr.options.out_dir.resolve()
-    result = TransitionResult(out_dir=out)
+    result = TransitionResult(out_dir=out, max_lag_ms=tr.options.max_lag_ms)
     old_launchers: dict[str, Launcher] = {}
     started: dict[str, Launcher] = {}
     watched: list[Launcher] = []
@@ -222,11 +220,9 @@ def apply_transition(
     ctl: threading.Thread | None = None
     release = threading.Event()
     mps_started = False
-    with _interrupt_once() as sig:
+    with interrupt_once() as sig:
         try:
-            say("starting the MPS control daemon")
-            start_mps(tr.old)
-            mps_started = True
+            mps_started = start_mps(tr.old.mps, say)
             ready = start_servers([s.spec for s in tr.old.servers], factory, tr.options.ready_timeout_s, old_launchers)
             watched.extend(old_launchers.values())
             say(f"old plan ready after {max(ready.values(), default=0.0):.1f} s; load for {tr.options.duration_s:g} s, "
@@ -235,12 +231,12 @@ def apply_transition(
             ctl = threading.Thread(target=_run_change, daemon=True,
                                    args=(tr, gen, started, watched, old_launchers, factory, result.events,
                                          result.errors, say, release))
-            outcome = drive_load(gen, watched, result.errors, also=ctl.start)
+            outcome = drive_load(gen, watched, result.errors, also=ctl.start, say=say)
             result.errors.extend(outcome.errors)
         except KeyboardInterrupt:
             result.interrupted = sig.get("signal", "SIGINT")
             say(f"interrupted ({result.interrupted}); stopping everything")
-        except ApplyError as exc:
+        except IgniterOptError as exc:
             result.errors.append(str(exc))
         finally:
             if gen is not None:
@@ -257,7 +253,7 @@ def apply_transition(
 
 
 def phase_results(records: list[dict[str, Any]], old_plan: Plan, new_plan: Plan, step_s: float, switched_s: float,
-                  end_s: float) -> dict[str, list[WorkloadResult]]:
+                  end_s: float, max_lag_ms: float = DEFAULT_MAX_LAG_MS) -> dict[str, list[WorkloadResult]]:
     """Per phase, per workload: the results of the requests sent in that phase (from stored records).
 
     ``achieved_rps`` is the successful responses per second of the phase's own length.
@@ -269,7 +265,7 @@ def phase_results(records: list[dict[str, Any]], old_plan: Plan, new_plan: Plan,
     out = {}
     for phase, recs in by_phase.items():
         lo, hi = bounds[phase]
-        rows = summarize(recs, _targets(old_plan if phase == "before" else new_plan))
+        rows = summarize(recs, workload_targets(old_plan if phase == "before" else new_plan), max_lag_ms=max_lag_ms)
         out[phase] = [replace(r, achieved_rps=r.ok / (hi - lo) if hi > lo else math.nan) for r in rows if r.requests > 0]
     return out
 
@@ -277,7 +273,8 @@ def phase_results(records: list[dict[str, Any]], old_plan: Plan, new_plan: Plan,
 def _write(out: Path, records: list[dict[str, Any]], result: TransitionResult, tr: Transition) -> list[Path]:
     step = result.events.get("step_s", tr.step_s)
     switched = result.events.get("switched_s", math.inf)
-    result.results = phase_results(records, tr.old.plan, tr.new.plan, step, switched, tr.options.duration_s)
+    result.results = phase_results(records, tr.old.plan, tr.new.plan, step, switched, tr.options.duration_s,
+                                   tr.options.max_lag_ms)
     files = [write_requests_csv(out / "requests.csv", records)]
     header = ["phase", *WorkloadResult.__dataclass_fields__]
     lines = [",".join(header)]
@@ -294,6 +291,8 @@ def _write(out: Path, records: list[dict[str, Any]], result: TransitionResult, t
         "diff": tr.diff.to_dict(),
         "errors": result.errors,
         "interrupted": result.interrupted,
+        "max_lag_ms": tr.options.max_lag_ms,
+        "valid": all(r.valid for rs in result.results.values() for r in rs),
         "phases": {p: [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                         for k, v in r.__dict__.items()} for r in rs] for p, rs in result.results.items()},
     }))
@@ -323,6 +322,8 @@ def render_transition(result: TransitionResult) -> str:
     for phase in PHASES:
         if result.results.get(phase):
             lines += ["", f"{phase}:", summary_table(result.results[phase])]
+            notes = invalid_notes(result.results[phase], result.max_lag_ms)
+            lines += [f"{phase}: {n}" for n in notes]
     if result.files:
         lines += ["", "wrote " + ", ".join(str(f) for f in result.files)]
     return "\n".join(lines)
