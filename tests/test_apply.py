@@ -686,3 +686,156 @@ def test_stream_rate_step_and_split() -> None:
     poisson = stream_arrival_times(replace(stepped, arrival="poisson", seed=3))
     before = sum(t < 4.0 for t in poisson)
     assert 50 < before < 110 and 240 < len(poisson) - before < 360
+
+
+# ---- queue delay from the plan (issue 12) ---------------------------------------------------------
+def test_queue_delay_from_the_plan_or_the_budget_rule() -> None:
+    from dataclasses import replace
+
+    from igniter_opt.apply.repository import queue_delay_us
+
+    p = placement(batch=4, slo=40.0)
+    assert queue_delay_us(p, LatencyBudget.IGNITER) == (20000, "budget")  # SLO / 2
+    assert queue_delay_us(replace(p, queue_delay_ms=2.5), LatencyBudget.IGNITER) == (2500, "plan")
+    # floor(1000 x ms), not fooled by binary rounding: 1.005 ms is 1004.999... in floating point
+    assert queue_delay_us(replace(p, queue_delay_ms=1.005), LatencyBudget.IGNITER) == (1005, "plan")
+    assert queue_delay_us(replace(p, queue_delay_ms=0.0004), LatencyBudget.IGNITER) == (0, "plan")
+    # the plan's choice wins, also where the rule would not wait (batch 1)
+    assert queue_delay_us(replace(placement(batch=1), queue_delay_ms=3.0), LatencyBudget.FULL) == (3000, "plan")
+    cfg = model_config_for(replace(p, queue_delay_ms=7.25), served_model("resnet50"), LatencyBudget.IGNITER)
+    assert "  max_queue_delay_microseconds: 7250\n" in cfg.render() and cfg.queue_delay_source == "plan"
+
+
+def test_queue_delay_in_dry_run_and_deployment_json(tmp_path: Path, fake_server: Path, machine: list[GpuInfo],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    plan = make_plan((replace(placement("W1", share=40), queue_delay_ms=2.5), placement("W2", "vgg19", share=40)))
+    plan_path = write_plan(plan, tmp_path / "plan.json")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["apply", str(plan_path), "--dry-run", "--tritonserver", str(fake_server),
+                                   "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    delays = [ln for ln in res.output.splitlines() if "queue delay" in ln or "max_queue_delay" in ln]
+    assert delays == ["  queue delay: 2.5 ms (from the plan)", "      max_queue_delay_microseconds: 2500",
+                      "  queue delay: 20 ms (the plan has none: its latency budget's rule)",
+                      "      max_queue_delay_microseconds: 20000"]
+    monkeypatch.setattr(run, "prepare_backend_dir", lambda install, dest: dest)
+    dep = build_deployment(plan, ApplyOptions(out_dir=out, tritonserver=str(fake_server)), machine_gpus=MACHINE,
+                           mps=FakeMps())
+    apply_plan(dep, launcher_factory=lambda s: FakeLauncher(s, FakeBehaviour.EXIT_AT_START))
+    rec = json.loads((out / "deployment.json").read_text())
+    assert [(s["max_queue_delay_us"], s["queue_delay_source"]) for s in rec["servers"]] == [(2500, "plan"),
+                                                                                         (20000, "budget")]
+    assert "max_queue_delay_microseconds: 2500" in (out / "repository/s0-gpu0-W1/resnet50/config.pbtxt").read_text()
+
+
+# ---- the dry run on the planning machine (issue 14.5) ------------------------------------------------
+def test_dry_run_without_gpu_or_tritonserver_says_what_it_assumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                  ) -> None:
+    """This GPU-less machine, no --gpus, no tritonserver: exit 0, the GPU identities and binary are assumed."""
+    from igniter_opt.apply.gpus import nvml_gpus
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr("igniter_opt.apply.triton._pytriton_root", lambda: None)
+    plan_path = write_plan(make_plan((placement("A", share=60.0),), (placement("B", "vgg19", share=90.0),)),
+                           tmp_path / "plan.json")
+    args = ["apply", str(plan_path), "--dry-run", "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    tritonserver = ("assumed: the GPU machine's tritonserver (none here; apply uses tritonserver on PATH there, else "
+                    "the nvidia-pytriton==0.7.0 wheel's)")
+    if nvml_gpus() is None:  # as on the development machine
+        assert lines[2:4] == ["assumed: GPUs in plan order (gpu0 -> GPU 0, gpu1 -> GPU 1); no NVML here", tritonserver]
+        assert " CUDA_VISIBLE_DEVICES=1 " in next(ln for ln in lines if ln.startswith("  env:") and "=90" in ln)
+        assert "gpu1 (1, assumed), share 90 %" in res.output
+    assert tritonserver in lines and "tritonserver: tritonserver (assumed)" in lines
+    assert not (tmp_path / "o").exists()
+    # the same without --dry-run is an error: a real run needs the real machine
+    monkeypatch.setattr(deploy, "nvml_gpus", lambda: None)
+    assert _cli_error(args[1:2] + args[3:]).startswith("Error: cannot list this machine's GPUs (NVML unavailable)")
+
+
+def test_dry_run_assumes_only_facts_of_the_gpu_machine(tmp_path: Path, fake_server: Path, machine: list[GpuInfo],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A plan for more GPUs than this machine has: assumed; a wrong --gpus is still an error."""
+    plan_path = write_plan(make_plan((placement(),), (placement("W2"),), (placement("W3"),)), tmp_path / "plan.json")
+    base = ["apply", str(plan_path), "--dry-run", "--tritonserver", str(fake_server), "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(cli, [*base, "--gpus", f"gpu0={UUID1}"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[2] == (
+        f"assumed: GPUs in plan order (gpu0 -> {UUID1}, gpu1 -> GPU 1, gpu2 -> GPU 2); this machine has 2 GPU(s), "
+        "not GPU 2")
+    assert f"tritonserver: {fake_server} (option)" in res.output
+    assert _cli_error([*base[1:], "--gpus", "gpu7=0"]).startswith("Error: --gpus names gpu7, which the plan does not")
+    assert _cli_error([*base[1:], "--gpus", "gpu0=1"]) == "Error: two plan GPUs map to the same GPU 1; each plan GPU needs its own"
+    dep = build_deployment(make_plan((placement(),)), ApplyOptions(out_dir=tmp_path / "o"), machine_gpus=lambda: None,
+                           mps=FakeMps(), dry_run=True)
+    with pytest.raises(ApplyError, match=r"^this deployment was worked out for a dry run \(it assumes GPUs in plan"):
+        apply_plan(dep, launcher_factory=FakeLauncher)
+    assert not (tmp_path / "o").exists()
+
+
+def test_dry_run_of_a_plan_change_without_gpu(tmp_path: Path, fake_server: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deploy, "nvml_gpus", lambda: None)
+    old = write_plan(make_plan((placement("W1", share=40),)), tmp_path / "old.json")
+    new = write_plan(make_plan((placement("W1", share=60),)), tmp_path / "new.json")
+    res = CliRunner().invoke(cli, ["apply", "--diff", str(old), str(new), "--dry-run", "--tritonserver",
+                                   str(fake_server), "--out", str(tmp_path / "o")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "resized 1" in res.output and "CUDA_VISIBLE_DEVICES=0 " in res.output
+
+
+# ---- load generator lag and validity (issue 12.7) --------------------------------------------------
+def test_lag_per_request_and_validity(tmp_path: Path) -> None:
+    recs = [{"workload": "W1", "status": "ok", "latency_ms": "5", "sent_s": str(i / 100 + lag / 1000),
+             "scheduled_s": str(i / 100), "lag_ms": str(lag), "received_s": str(i / 100 + 0.006)}
+            for i, lag in enumerate([0.01] * 98 + [0.5, 30.0])]
+    t = WorkloadTarget("W1", "resnet50", "4", "50", 100.0, 20.0, 8.0)
+    (r,) = summarize(recs, [t], max_lag_ms=1.0)
+    assert r.generator_lag_p50_ms == pytest.approx(0.01) and r.generator_lag_max_ms == 30.0
+    assert r.generator_lag_p99_ms == pytest.approx(0.5 + 0.01 * 29.5, rel=1e-6)  # interpolated, as numpy
+    assert r.valid
+    (late,) = summarize(recs, [t], max_lag_ms=0.5)
+    assert not late.valid
+    # records from before lag_ms existed: the lag comes from the send and schedule times
+    old = [{k: v for k, v in x.items() if k != "lag_ms"} for x in recs]
+    assert summarize(old, [t], max_lag_ms=1.0)[0].generator_lag_max_ms == pytest.approx(30.0)
+    (none,) = summarize([], [t])
+    assert not none.valid  # nothing sent is no measurement
+
+
+def test_an_invalid_run_is_reported_as_invalid(tmp_path: Path, fake_server: Path, monkeypatch: pytest.MonkeyPatch,
+                                               ) -> None:
+    from fakes import FakeLoad
+
+    from igniter_opt.apply.run import render_result
+
+    monkeypatch.setattr(run, "prepare_backend_dir", lambda install, dest: dest)
+    plan = make_plan((placement("W1", share=40, rate=100.0), placement("W2", "vgg19", share=40, rate=50.0)))
+    opts = ApplyOptions(out_dir=tmp_path / "out", tritonserver=str(fake_server), duration_s=0.5,
+                        arrival="constant", max_lag_ms=2.0)
+    dep = build_deployment(plan, opts, machine_gpus=MACHINE, mps=FakeMps())
+    result = apply_plan(dep, launcher_factory=FakeLauncher, load_factory=FakeLoad.factory(lag_ms=3.0))
+    assert result.ok and not result.valid and [r.valid for r in result.results] == [False, False]
+    text = render_result(result)
+    table = text.splitlines()
+    assert table[0].endswith("ran batch  lag p99 ms  valid")
+    assert [row.split()[-2:] for row in table[2:4]] == [["3.00", "NO"], ["3.00", "NO"]]
+    assert ("INVALID: W1: the load generator sent its requests late (lag p99 3.00 ms, max 3.00 ms > 2 ms), so its "
+            "latencies include the generator's own delay") in text
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["valid"] is False and summary["max_lag_ms"] == 2.0
+    assert [(w["valid"], w["generator_lag_p99_ms"]) for w in summary["workloads"]] == [(False, 3.0), (False, 3.0)]
+    rows = (tmp_path / "out" / "requests.csv").read_text().splitlines()
+    assert rows[0] == "stream,workload,server,seq,scheduled_s,sent_s,lag_ms,received_s,latency_ms,status,error"
+    assert len(rows) == 1 + 50 + 25 and all(r.split(",")[6] == "3.0" for r in rows[1:])
+    on_time = apply_plan(build_deployment(plan, opts, machine_gpus=MACHINE, mps=FakeMps()),
+                         launcher_factory=FakeLauncher, load_factory=FakeLoad.factory(lag_ms=0.2))
+    assert on_time.valid and "INVALID" not in render_result(on_time)
+
+
+def test_max_lag_option_is_checked() -> None:
+    with pytest.raises(ApplyError, match=r"^--max-lag-ms must be a positive number of ms, got 0$"):
+        ApplyOptions(max_lag_ms=0.0)

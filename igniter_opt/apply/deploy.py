@@ -21,7 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from igniter_opt.apply.gpus import GpuInfo, assumed_gpus, nvml_gpus, parse_gpu_map, resolve_gpus
+from igniter_opt.apply.gpus import (
+    GpuInfo,
+    assumed_gpus,
+    check_gpu_map,
+    nvml_gpus,
+    parse_gpu_map,
+    resolve_gpus,
+    unresolvable_gpus,
+)
 from igniter_opt.apply.launcher import ServerSpec
 from igniter_opt.apply.loadgen import StreamSpec, split_streams
 from igniter_opt.apply.models import ServedModel, served_model, zoo_models
@@ -126,17 +134,17 @@ def bind_gpus(plan: Plan, options: ApplyOptions, machine_gpus: MachineGpus, *, d
     if options.echo:
         return GpuBinding(dict.fromkeys(gpu_ids), {})
     mapping = parse_gpu_map(options.gpus)
+    check_gpu_map(gpu_ids, mapping)
     source = machine_gpus if machine_gpus is not None else nvml_gpus  # None: ask NVML
     machine = source() if callable(source) else source
-    try:
-        uuids = resolve_gpus(gpu_ids, machine, mapping)
-    except ApplyError as exc:
-        if not dry_run or "--gpus" in str(exc) or "same GPU" in str(exc):
-            raise  # wrong input, not a fact of the GPU machine
+    missing = unresolvable_gpus(gpu_ids, machine, mapping)
+    if dry_run and missing:
         devices = assumed_gpus(gpu_ids, mapping)
-        why = "no NVML here" if machine is None else f"this machine does not have them ({exc})"
         order = ", ".join(f"{g} -> {'GPU ' + d if d.isdigit() else d}" for g, d in devices.items())
+        why = ("no NVML here" if machine is None else
+               f"this machine has {len(machine)} GPU(s), not {', '.join(f'GPU {w}' for w in missing.values())}")
         return GpuBinding(dict(devices), {}, (f"GPUs in plan order ({order}); {why}",))
+    uuids = resolve_gpus(gpu_ids, machine, mapping)
     by_uuid = {g.uuid: g.name for g in machine or []}
     return GpuBinding(dict(uuids), {gid: by_uuid.get(u, "unknown") for gid, u in uuids.items()})
 

@@ -79,6 +79,23 @@ def assumed_gpus(plan_gpu_ids: Sequence[str], mapping: dict[str, str]) -> dict[s
     return _check_distinct({gid: mapping.get(gid, str(pos)) for pos, gid in enumerate(plan_gpu_ids)})
 
 
+def _find(want: str, machine: list[GpuInfo]) -> GpuInfo | None:
+    return next((g for g in machine if want == g.uuid or want == str(g.index)), None)
+
+
+def unresolvable_gpus(plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None,
+                      mapping: dict[str, str]) -> dict[str, str]:
+    """The plan GPUs this machine cannot resolve (plan GPU id -> what it maps to): without NVML every one
+    not given by UUID, else those the machine does not have."""
+    out = {}
+    for pos, gid in enumerate(plan_gpu_ids):
+        want = mapping.get(gid, str(pos))
+        ok = want.startswith(("GPU-", "MIG-")) if machine is None else _find(want, machine) is not None
+        if not ok:
+            out[gid] = want
+    return out
+
+
 def resolve_gpus(plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None, mapping: dict[str, str]) -> dict[str, str]:
     """Plan GPU id -> the UUID to put in CUDA_VISIBLE_DEVICES; a clear error for a GPU that does not exist.
 
@@ -97,7 +114,7 @@ def resolve_gpus(plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None, map
                 f"cannot list this machine's GPUs (NVML unavailable), so plan GPU {gid} -> GPU {want} cannot be "
                 "resolved; install nvidia-ml-py on a GPU machine, pass --gpus with UUIDs, or --echo-ms to test on CPU"
             )
-        found = next((g for g in machine if want == g.uuid or want == str(g.index)), None)
+        found = _find(want, machine)
         if found is None:
             have = ", ".join(f"{g.index}={g.uuid}" for g in machine) or "none"
             raise ApplyError(

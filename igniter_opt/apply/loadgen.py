@@ -27,7 +27,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from igniter_opt.apply.models import WIRE_DTYPES, Tensor
 from igniter_opt.errors import ApplyError
@@ -308,9 +308,35 @@ def _worker(spec: StreamSpec, part: str, ready_q: Any, go: Any, start_at: Any, s
 
 @dataclass
 class LoadOutcome:
-    records: list[dict[str, Any]]
+    records: list[dict[str, Any]]  # one dict per request, keys RECORD_FIELDS
     errors: list[str]
-    start_epoch: float | None
+    start_epoch: float | None  # the common start (epoch s); None when the load never started
+
+
+class LoadDriver(Protocol):
+    """What a run needs from a load generator (``LoadGenerator`` here; tests inject their own)."""
+
+    streams: list[StreamSpec]
+    outcome: LoadOutcome | None  # set when run() returns, also when it was interrupted
+
+    def run(self, on_started: Callable[[], None] | None = None,
+            on_go: Callable[[float], None] | None = None) -> LoadOutcome: ...
+
+    def stop(self) -> None: ...
+
+    def switch(self, servers: set[str]) -> None: ...
+
+    @property
+    def started(self) -> bool: ...
+
+    @property
+    def stopped(self) -> bool: ...
+
+    @property
+    def start_epoch(self) -> float: ...
+
+
+LoadFactory = Callable[[list[StreamSpec], Path], LoadDriver]
 
 
 class LoadGenerator:

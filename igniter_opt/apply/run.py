@@ -23,7 +23,7 @@ from typing import Any
 
 from igniter_opt.apply.deploy import Deployment, deployment_record, exec_trace_path
 from igniter_opt.apply.launcher import Launcher, LauncherFactory, ServerSpec, make_launcher
-from igniter_opt.apply.loadgen import LoadGenerator, LoadOutcome
+from igniter_opt.apply.loadgen import LoadDriver, LoadFactory, LoadGenerator, LoadOutcome
 from igniter_opt.apply.options import DEFAULT_MAX_LAG_MS
 from igniter_opt.apply.ports import check_ports_free
 from igniter_opt.apply.report import WorkloadResult, render_results, summarize, write_results
@@ -106,10 +106,19 @@ def write_files(dep: Deployment) -> None:
     atomic_write_json(out / "deployment.json", deployment_record(dep))
 
 
+@dataclass(frozen=True)
+class RunTools:
+    """How a run reports progress, starts servers and drives load (tests inject fakes)."""
+
+    say: Progress
+    launcher: LauncherFactory
+    load: LoadFactory
+
+
 def prepare_run(deployments: list[Deployment], specs: list[ServerSpec], launcher_factory: LauncherFactory | None,
-                progress: Progress | None) -> tuple[Progress, LauncherFactory]:
+                progress: Progress | None, load_factory: LoadFactory | None = None) -> RunTools:
     """Last checks before anything starts (the servers' ports free, MPS startable), then the files of every
-    deployment; returns the progress callback and the launcher factory to use. ApplyError on a problem."""
+    deployment; returns the tools of the run (defaults where not given). ApplyError on a problem."""
     if any(dep.assumptions for dep in deployments):
         raise ApplyError("this deployment was worked out for a dry run (it assumes "
                          f"{deployments[0].assumptions[0]}); build it without dry_run to run it")
@@ -122,8 +131,9 @@ def prepare_run(deployments: list[Deployment], specs: list[ServerSpec], launcher
             raise ApplyError(str(exc)) from None
     for dep in deployments:
         write_files(dep)
-    return (progress or (lambda msg: log.info("%s", msg)),
-            launcher_factory or make_launcher(deployments[0].options.launch_mode))
+    return RunTools(progress or (lambda msg: log.info("%s", msg)),
+                    launcher_factory or make_launcher(deployments[0].options.launch_mode),
+                    load_factory or LoadGenerator)
 
 
 def start_mps(mps: MpsDaemon | None, say: Progress) -> bool:
@@ -181,7 +191,7 @@ def stop_all(launchers: list[Launcher]) -> list[str]:
     return errors
 
 
-def watch_servers(launchers: list[Launcher], gen: LoadGenerator, errors: list[str], done: threading.Event) -> None:
+def watch_servers(launchers: list[Launcher], gen: LoadDriver, errors: list[str], done: threading.Event) -> None:
     """Stop the load as soon as a server dies during the run."""
     while not done.wait(0.5):
         for lc in list(launchers):  # a plan change removes the servers it stops on purpose
@@ -191,7 +201,7 @@ def watch_servers(launchers: list[Launcher], gen: LoadGenerator, errors: list[st
                 return
 
 
-def drive_load(gen: LoadGenerator, watched: list[Launcher], errors: list[str],
+def drive_load(gen: LoadDriver, watched: list[Launcher], errors: list[str],
                also: Callable[[], None] | None = None, say: Progress | None = None) -> LoadOutcome:
     """Run the load while a watcher stops it as soon as a server in ``watched`` dies.
 
@@ -225,24 +235,29 @@ def collect_server_stats(launchers: list[Launcher]) -> dict[str, dict[str, float
 
 # ---- one plan ----------------------------------------------------------------------------------
 def apply_plan(dep: Deployment, *, launcher_factory: LauncherFactory | None = None,
-               progress: Progress | None = None) -> ApplyResult:
-    """Run a deployment and measure it. Cleans up whatever happens; raises only for errors before the start."""
-    say, factory = prepare_run([dep], [s.spec for s in dep.servers], launcher_factory, progress)
+               progress: Progress | None = None, load_factory: LoadFactory | None = None) -> ApplyResult:
+    """Run a deployment and measure it. Cleans up whatever happens; raises only for errors before the start.
+
+    ``launcher_factory`` and ``load_factory``: how servers are started and load is driven (default:
+    local ``tritonserver`` processes, ``LoadGenerator``).
+    """
+    tools = prepare_run([dep], [s.spec for s in dep.servers], launcher_factory, progress, load_factory)
+    say = tools.say
     out = dep.options.out_dir.resolve()
     result = ApplyResult(out_dir=out, results=[], errors=[], max_lag_ms=dep.options.max_lag_ms)
     launchers: dict[str, Launcher] = {}
-    gen: LoadGenerator | None = None
+    gen: LoadDriver | None = None
     mps_started = False
     with interrupt_once() as sig:
         try:
             mps_started = start_mps(dep.mps, say)
             say(f"starting {len(dep.servers)} server(s); waiting until ready "
                 f"(at most {dep.options.ready_timeout_s:g} s)")
-            result.ready_s = start_servers([s.spec for s in dep.servers], factory, dep.options.ready_timeout_s,
-                                           launchers)
+            result.ready_s = start_servers([s.spec for s in dep.servers], tools.launcher,
+                                           dep.options.ready_timeout_s, launchers)
             say(f"servers ready after {max(result.ready_s.values(), default=0.0):.1f} s; driving load for "
                 f"{dep.options.duration_s:g} s ({len(dep.streams)} stream process(es), {dep.options.arrival} arrivals)")
-            gen = LoadGenerator(list(dep.streams), out / "parts")
+            gen = tools.load(list(dep.streams), out / "parts")
             result.errors.extend(drive_load(gen, list(launchers.values()), result.errors, say=say).errors)
         except KeyboardInterrupt:
             result.interrupted = sig.get("signal", "SIGINT")
@@ -254,7 +269,7 @@ def apply_plan(dep: Deployment, *, launcher_factory: LauncherFactory | None = No
     return result
 
 
-def _finish(dep: Deployment, result: ApplyResult, gen: LoadGenerator | None, launchers: dict[str, Launcher],
+def _finish(dep: Deployment, result: ApplyResult, gen: LoadDriver | None, launchers: dict[str, Launcher],
             mps_started: bool) -> None:
     """Stop the load, read the servers' statistics, stop every server and MPS, write what was measured."""
     if gen is not None:

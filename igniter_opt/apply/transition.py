@@ -24,7 +24,7 @@ from typing import Any
 
 from igniter_opt.apply.deploy import Deployment, ServerPlan, base_stream, build_deployment, workload_targets
 from igniter_opt.apply.launcher import Launcher, LauncherFactory
-from igniter_opt.apply.loadgen import LoadGenerator, StreamSpec, split_streams
+from igniter_opt.apply.loadgen import LoadDriver, LoadFactory, StreamSpec, split_streams
 from igniter_opt.apply.options import DEFAULT_MAX_LAG_MS, ApplyOptions
 from igniter_opt.apply.report import (
     WorkloadResult,
@@ -160,7 +160,21 @@ def _phase(sent_s: float, step_s: float, switched_s: float) -> str:
     return "transition" if sent_s < switched_s else "after"
 
 
-def _run_change(tr: Transition, gen: LoadGenerator, started: dict[str, Launcher], watched: list[Launcher],
+def _step_due(gen: LoadDriver, step_s: float) -> float | None:
+    """Wait until ``step_s`` after the load's start; returns the start (epoch s), or None when the load stopped."""
+    while not gen.started:
+        if gen.stopped:
+            return None
+        time.sleep(0.01)
+    t0 = gen.start_epoch
+    while (left := t0 + step_s - time.time()) > 0:
+        if gen.stopped:
+            return None
+        time.sleep(min(left, 0.01))
+    return t0
+
+
+def _run_change(tr: Transition, gen: LoadDriver, started: dict[str, Launcher], watched: list[Launcher],
                 old_launchers: dict[str, Launcher], factory: LauncherFactory,
                 events: dict[str, float], errors: list[str], say: Progress,
                 release: threading.Event) -> None:
@@ -171,12 +185,9 @@ def _run_change(tr: Transition, gen: LoadGenerator, started: dict[str, Launcher]
     run has stopped every server.
     """
     try:
-        while not gen.started:
-            if gen.stopped:
-                return
-            time.sleep(0.01)
-        t0 = gen.start_epoch
-        time.sleep(max(0.0, t0 + tr.step_s - time.time()))
+        t0 = _step_due(gen, tr.step_s)
+        if t0 is None:
+            return  # the run stopped before the step: start nothing
         events["step_s"] = time.time() - t0
         say(f"step at {events['step_s']:.1f} s: starting {len(tr.start_new)} new server(s)")
         start_servers([s.spec for s in tr.start_new], factory, tr.options.ready_timeout_s, started)
@@ -206,17 +217,22 @@ def apply_transition(
     *,
     launcher_factory: LauncherFactory | None = None,
     progress: Progress | None = None,
+    load_factory: LoadFactory | None = None,
 ) -> TransitionResult:
-    """Run the old plan, change to the new one under load, and measure every phase; cleans up whatever happens."""
+    """Run the old plan, change to the new one under load, and measure every phase; cleans up whatever happens.
+
+    ``launcher_factory``, ``load_factory``: as for ``apply_plan``.
+    """
     # the old plan's MPS daemon serves the new servers too (build_transition gives them its folders)
-    say, factory = prepare_run([tr.old, tr.new], [s.spec for s in (*tr.old.servers, *tr.start_new)],
-                               launcher_factory, progress)
+    tools = prepare_run([tr.old, tr.new], [s.spec for s in (*tr.old.servers, *tr.start_new)],
+                        launcher_factory, progress, load_factory)
+    say, factory = tools.say, tools.launcher
     out = tr.options.out_dir.resolve()
     result = TransitionResult(out_dir=out, max_lag_ms=tr.options.max_lag_ms)
     old_launchers: dict[str, Launcher] = {}
     started: dict[str, Launcher] = {}
     watched: list[Launcher] = []
-    gen: LoadGenerator | None = None
+    gen: LoadDriver | None = None
     ctl: threading.Thread | None = None
     release = threading.Event()
     mps_started = False
@@ -227,7 +243,7 @@ def apply_transition(
             watched.extend(old_launchers.values())
             say(f"old plan ready after {max(ready.values(), default=0.0):.1f} s; load for {tr.options.duration_s:g} s, "
                 f"change at {tr.step_s:g} s")
-            gen = LoadGenerator(list(tr.streams), out / "parts")
+            gen = tools.load(list(tr.streams), out / "parts")
             ctl = threading.Thread(target=_run_change, daemon=True,
                                    args=(tr, gen, started, watched, old_launchers, factory, result.events,
                                          result.errors, say, release))
@@ -239,17 +255,27 @@ def apply_transition(
         except IgniterOptError as exc:
             result.errors.append(str(exc))
         finally:
-            if gen is not None:
-                gen.stop()
-            result.errors.extend(stop_all([*old_launchers.values(), *started.values()]))
-            release.set()
-            if ctl is not None and ctl.is_alive():
-                ctl.join(timeout=tr.options.ready_timeout_s + 30)
-            if mps_started:
-                stop_mps(tr.old.mps, result.errors)
-            if gen is not None and gen.outcome is not None:
-                result.files = _write(out, gen.outcome.records, result, tr)
+            _finish(tr, result, gen, old_launchers, started, ctl, release, mps_started)
     return result
+
+
+def _finish(tr: Transition, result: TransitionResult, gen: LoadDriver | None, old_launchers: dict[str, Launcher],
+            started: dict[str, Launcher], ctl: threading.Thread | None, release: threading.Event,
+            mps_started: bool) -> None:
+    """Stop the load and every server (also one the change thread started meanwhile), quit MPS, write results."""
+    if gen is not None:
+        gen.stop()
+    stopped = [*old_launchers.values(), *started.values()]
+    result.errors.extend(stop_all(stopped))
+    release.set()
+    if ctl is not None and ctl.is_alive():
+        ctl.join(timeout=tr.options.ready_timeout_s + 30)
+    # a new server whose start was under way when the run stopped: the change thread has returned now
+    result.errors.extend(stop_all([lc for lc in list(started.values()) if lc not in stopped]))
+    if mps_started:
+        stop_mps(tr.old.mps, result.errors)
+    if gen is not None and gen.outcome is not None:
+        result.files = _write(tr.options.out_dir.resolve(), gen.outcome.records, result, tr)
 
 
 def phase_results(records: list[dict[str, Any]], old_plan: Plan, new_plan: Plan, step_s: float, switched_s: float,
