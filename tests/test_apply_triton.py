@@ -250,3 +250,94 @@ def test_plan_change_under_load_on_real_tritonserver(tmp_path: Path) -> None:
     keep_after = next(w for w in tj["phases"]["after"] if w["workload"] == "KEEP")
     assert 45 < keep_after["achieved_rps"] < 52  # per second of the phase itself, at the new 50 req/s
     assert (out / "latency.png").is_file() and (out / "summary.csv").read_text().startswith("phase,workload,")
+
+
+# ---- nothing outlives apply (issue 14.11) -----------------------------------------------------------
+FAKE_MPS = Path(__file__).parent / "fake_gpu" / "fake_mps_control.py"
+
+
+def _not_gone(pids: set[int]) -> list[str]:
+    """Pids still running, or zombies that this process (their parent) has not reaped; checked at once."""
+    left = []
+    for pid in sorted(pids):
+        try:
+            st = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        if fields[0] != "Z" or int(fields[1]) == os.getpid():
+            left.append(f"{pid} {fields[0]} {Path(f'/proc/{pid}/comm').read_text().strip()}")
+    return left
+
+
+def _with_stubborn_children(dep, pids: Path):  # noqa: ANN001, ANN202 - a Deployment in, a Deployment out
+    """The served models start children like a stub stuck tearing down its GPU context: one ignores
+    SIGTERM; the other also left the server's process group (not its session). Their pids go to ``pids``."""
+    import dataclasses
+
+    codes = [f"import os, signal, time; {leave}signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+             f"open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(600)"
+             for leave in ("", "os.setpgid(0, 0); ")]
+    spawn = "        import subprocess\n" + "".join(
+        f"        subprocess.Popen([{sys.executable!r}, '-c', {c!r}])\n" for c in codes)
+    servers = tuple(dataclasses.replace(s, model_py=s.model_py.replace(
+        "    def initialize(self, args):\n", "    def initialize(self, args):\n" + spawn, 1)) for s in dep.servers)
+    assert all(spawn in s.model_py for s in servers)
+    return dataclasses.replace(dep, servers=servers)
+
+
+@pytest.mark.parametrize("ending", ["success", "sigterm", "server_crash"])
+def test_no_process_of_the_run_outlives_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str) -> None:
+    """Servers, their Python-backend stubs (and what they started), load processes and the MPS daemon and
+    server: all gone when apply_plan returns, whether the run ends normally, by SIGTERM, or because a
+    server crashed."""
+    from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment
+    from igniter_opt.apply.launcher import LocalTritonLauncher
+    from igniter_opt.apply.loadgen import LoadGenerator
+    from igniter_opt.gpu.mps import MpsDaemon
+    from igniter_opt.planio import read_plan
+    from igniter_opt.procgroup import group_members
+
+    control = tmp_path / "nvidia-cuda-mps-control"
+    control.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_MPS} \"$@\"\n")
+    control.chmod(0o755)
+    monkeypatch.setenv("FAKE_PIDFILE", str(tmp_path / "mps-pids"))
+    out = tmp_path / "out"
+    mps = MpsDaemon(pipe_dir=tmp_path / "mps" / "pipe", log_dir=out / "mps" / "log", control_binary=str(control))
+    dep = build_deployment(read_plan(plan_file(tmp_path)), ApplyOptions(out_dir=out, echo_ms=1, duration_s=4,
+                                                                        ready_timeout_s=60), mps=mps)
+    dep = _with_stubborn_children(dep, tmp_path / "stubborn-pids")
+    servers: list[LocalTritonLauncher] = []
+    loads: list[LoadGenerator] = []
+    seen: set[int] = set()
+
+    def at_go(_: float) -> None:
+        for lc in servers:  # the servers and their stubs, which are up by now
+            seen.update(group_members(lc.pid or 0))
+        seen.update(p.pid for p in loads[0].procs)
+        if ending == "sigterm":
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        elif ending == "server_crash":
+            threading.Timer(1.0, os.kill, (servers[0].pid, signal.SIGKILL)).start()
+
+    class Load(LoadGenerator):
+        def run(self, on_started=None, on_go=None):  # noqa: ANN001, ANN202 - the LoadDriver signature
+            loads.append(self)
+            return super().run(on_started, lambda t: (at_go(t), on_go and on_go(t)))
+
+    result = apply_plan(dep, launcher_factory=lambda spec: servers.append(LocalTritonLauncher(spec)) or servers[-1],
+                        load_factory=Load)
+    mps_pids = {int(x) for x in (tmp_path / "mps-pids").read_text().split()}
+    stubborn = {int(x) for x in (tmp_path / "stubborn-pids").read_text().split()}
+    assert len(mps_pids) == 2 and len(servers) == 2 and len(stubborn) == 4
+    assert len(seen) >= 2 + 2 + 2 + 2  # servers, stubs, the stubborn children in the groups, load processes
+    assert _not_gone(seen | mps_pids | stubborn) == []  # at once: nothing was left to exit later
+    assert [group_members(lc.pid or 0) for lc in servers] == [[], []]
+    assert ours(out, wait_s=0) == []
+    assert sum(r.requests for r in result.results) > 20, result.errors  # the load ran before the ending
+    if ending == "success":
+        assert result.ok, result.errors
+    elif ending == "sigterm":
+        assert result.interrupted == "SIGTERM" and result.errors == []
+    else:
+        assert result.errors[0] == f"server s0-gpu0-W1 exited during the run; log {out.resolve()}/logs/s0-gpu0-W1.log"

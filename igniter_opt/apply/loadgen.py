@@ -256,18 +256,19 @@ async def _drive(spec: StreamSpec, times: list[float], stop: Any, records: list[
     tasks: set[asyncio.Task[None]] = set()
     try:
         await stream.warm_up()
+        # No garbage collection from here on: a full collection pauses this process for tens of ms,
+        # and streams of equal rates allocate alike, so they would pause together and every response
+        # in flight would look late (seen on the H100 host: 40-50 ms stalls every 1.5 s). Frozen, not
+        # collected, and before the start: a collection walks the whole heap inherited from the
+        # parent, which took up to a second in a forked process (its sends went out that late). A
+        # run's records are a few MB at most; collection resumes when the run ends.
+        gc.freeze()
+        gc.disable()
         ready()
         while not go.is_set():
             if stop.is_set():
                 return
             await asyncio.sleep(0.005)
-        # No garbage collection while timing: a full collection pauses this process for tens of ms,
-        # and streams of equal rates allocate alike, so they would pause together and every response
-        # in flight would look late (seen on the H100 host: 40-50 ms stalls every 1.5 s). A run's
-        # records are a few MB at most; collection resumes when the run ends.
-        gc.collect()
-        gc.freeze()
-        gc.disable()
         stream.base_pc = _now() + (start_at.value - time.time())
         tasks = await stream.send_all(times)
     finally:
