@@ -1,4 +1,4 @@
-"""Children that lead a process group and session of their own (a Triton server and its stubs, a profiler worker).
+"""Children that lead a process group and session of their own (a Triton server and stubs, a profiler worker).
 
 Both the executor and the profiler start such children with ``start_new_session=True``, so that
 the whole group (including grandchildren, e.g. Python-backend stubs or processes under ncu) can
@@ -10,6 +10,7 @@ waited for, so that nothing outlives the call that stopped it).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -48,10 +49,8 @@ def die_with_parent(parent_pid: int) -> None:
 
 def signal_group(pid: int, sig: int) -> None:
     """Send ``sig`` to the process group led by ``pid``; a group that is already gone is fine."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _stat_fields(stat: str) -> list[str]:
@@ -93,10 +92,8 @@ def kill_members(leader: int, timeout_s: float, proc: Path = Path("/proc")) -> l
             return left
         signal_group(leader, signal.SIGKILL)
         for pid in left:
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
         time.sleep(0.05)
 
 

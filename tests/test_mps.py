@@ -80,8 +80,11 @@ def test_fixed_folders_are_known_before_start_and_kept(tmp_path: Path, control: 
     """The executor's way: the dry run prints the folders and clients' variables before anything starts."""
     pipe, logs = tmp_path / "out" / "mps" / "pipe", tmp_path / "out" / "mps" / "log"
     m = MpsDaemon(pipe_dir=pipe, log_dir=logs, control_binary=str(control), stop_timeout_s=3)
-    assert m.client_env(30, base={}) == {"CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(logs),
-                                         "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "30"}
+    assert m.client_env(30, base={}) == {
+        "CUDA_MPS_PIPE_DIRECTORY": str(pipe),
+        "CUDA_MPS_LOG_DIRECTORY": str(logs),
+        "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "30",
+    }
     env = f"CUDA_MPS_PIPE_DIRECTORY={pipe} CUDA_MPS_LOG_DIRECTORY={logs}"
     assert m.describe() == [f"{env} {control} -d", f"echo quit | {env} {control}   (at the end)"]
     assert not pipe.exists()  # nothing made yet
@@ -90,24 +93,36 @@ def test_fixed_folders_are_known_before_start_and_kept(tmp_path: Path, control: 
     m.stop()
     m.stop()  # twice is fine
     assert alive(started_pids(tmp_path)) == [] and pipe.is_dir() and not (pipe / "control").exists()
-    assert (logs / "calls").read_text().splitlines() == [f"args=-d pipe={pipe}", f"args= pipe={pipe}", "stdin=quit"]
+    assert (logs / "calls").read_text().splitlines() == [
+        f"args=-d pipe={pipe}",
+        f"args= pipe={pipe}",
+        "stdin=quit",
+    ]
 
 
 def test_a_leftover_daemon_of_ours_is_quit_first(tmp_path: Path, control: Path) -> None:
     """A run killed with SIGKILL leaves its daemon in its fixed folders: the next run there quits it."""
     pipe, logs = tmp_path / "pipe", tmp_path / "log"
-    MpsDaemon(pipe_dir=pipe, log_dir=logs, control_binary=str(control)).start()  # then "killed": never stopped
+    MpsDaemon(
+        pipe_dir=pipe, log_dir=logs, control_binary=str(control)
+    ).start()  # then "killed": never stopped
     first = started_pids(tmp_path)
     (logs / "calls").unlink()
     m = MpsDaemon(pipe_dir=pipe, log_dir=logs, control_binary=str(control), stop_timeout_s=3)
     m.start()
     assert alive(first) == []
-    assert (logs / "calls").read_text().splitlines() == [f"args= pipe={pipe}", "stdin=quit", f"args=-d pipe={pipe}"]
+    assert (logs / "calls").read_text().splitlines() == [
+        f"args= pipe={pipe}",
+        "stdin=quit",
+        f"args=-d pipe={pipe}",
+    ]
     m.stop()
     assert alive(started_pids(tmp_path)) == []
 
 
-def test_a_daemon_that_ignores_quit_is_killed(tmp_path: Path, control: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_daemon_that_ignores_quit_is_killed(
+    tmp_path: Path, control: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_MPS_IGNORE_QUIT", "1")
     m = MpsDaemon(control_binary=str(control), base_dir=tmp_path, stop_timeout_s=1).start()
     pids = started_pids(tmp_path)
@@ -132,9 +147,13 @@ def test_another_users_daemon_is_refused_in_both_modes(tmp_path: Path, control: 
     assert not temporary.running and started_pids(tmp_path) == [] and not list(tmp_path.glob("igniter-mps-*"))
 
 
-def test_failing_start_is_clear_and_cleans_up(tmp_path: Path, control: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failing_start_is_clear_and_cleans_up(
+    tmp_path: Path, control: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("FAKE_MPS_FAIL", "1")
-    message = r"^the MPS control daemon failed to start \(exit 1\): An instance of this daemon is already running$"
+    message = (
+        r"^the MPS control daemon failed to start \(exit 1\): An instance of this daemon is already running$"
+    )
     with pytest.raises(MpsError, match=message):
         MpsDaemon(control_binary=str(control), base_dir=tmp_path).start()
     assert not list(tmp_path.glob("igniter-mps-*"))  # temporary folders removed
@@ -147,7 +166,9 @@ def test_failing_start_is_clear_and_cleans_up(tmp_path: Path, control: Path, mon
 def test_missing_control_binary_and_bad_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("igniter_opt.gpu.mps._SEARCH_PATH", ())
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(MpsError, match=r"^nvidia-cuda-mps-control not found on PATH .*install the NVIDIA driver"):
+    with pytest.raises(
+        MpsError, match=r"^nvidia-cuda-mps-control not found on PATH .*install the NVIDIA driver"
+    ):
         MpsDaemon(pipe_dir=tmp_path / "p", log_dir=tmp_path / "l").check()
     with pytest.raises(MpsError, match="both a pipe and a log folder, or neither"):
         MpsDaemon(pipe_dir=tmp_path / "p")

@@ -61,22 +61,33 @@ def test_build_transition_works_out_the_change(tmp_path: Path, fake_server: Path
     assert [s.spec.name for s in tr.start_new] == ["s1-gpu0-GROW", "s2-gpu0-NEW"]
     assert [s.spec.name for s in tr.stop_old] == ["s1-gpu0-GROW", "s2-gpu0-GONE"]
     assert tr.new.mps is mps and tr.new.servers[1].spec.env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "45"
-    assert tr.new.servers[1].config.max_queue_delay_us == 3000 and tr.new.servers[1].config.queue_delay_source == "plan"
+    assert (
+        tr.new.servers[1].config.max_queue_delay_us == 3000
+        and tr.new.servers[1].config.queue_delay_source == "plan"
+    )
     old_ports = {p for s in tr.old.servers for p in s.spec.ports.as_tuple()}
     assert not old_ports & {p for s in tr.new.servers for p in s.spec.ports.as_tuple()}
     by = {st.workload: st for st in tr.streams}
     assert (by["KEEP"].rate_rps, by["KEEP"].rate_after_rps, by["KEEP"].switch_url) == (30.0, 50.0, None)
-    assert by["GROW"].switch_server == "new-s1-gpu0-GROW" and by["GROW"].switch_url == tr.new.servers[1].spec.grpc_url
+    assert (
+        by["GROW"].switch_server == "new-s1-gpu0-GROW"
+        and by["GROW"].switch_url == tr.new.servers[1].spec.grpc_url
+    )
     assert by["GONE"].rate_after_rps == 0.0
     assert by["NEW"].start_on_switch and by["NEW"].rate_rps == 0.0 and by["NEW"].rate_after_rps == 20.0
     text = render_transition_dry_run(tr)
-    assert text.splitlines()[1] == "change: kept 1, resized 1, moved 0, started 1, stopped 1; 1 restart(s); GPUs 1 -> 1"
+    assert (
+        text.splitlines()[1]
+        == "change: kept 1, resized 1, moved 0, started 1, stopped 1; 1 restart(s); GPUs 1 -> 1"
+    )
     assert mps.calls == [] and not (tmp_path / "out").exists()
     with pytest.raises(ApplyError, match=r"--step-at must be within the run \(0 < step < 1.5 s\), got 2"):
         transition(tmp_path, fake_server, mps, step_s=2.0)
 
 
-def test_plan_change_under_load_with_fakes(tmp_path: Path, fake_server: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_change_under_load_with_fakes(
+    tmp_path: Path, fake_server: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(run, "prepare_backend_dir", lambda install, dest: dest)
     mps = FakeMps()
     tr = transition(tmp_path, fake_server, mps)
@@ -88,14 +99,18 @@ def test_plan_change_under_load_with_fakes(tmp_path: Path, fake_server: Path, mo
         return launchers[-1]
 
     said: list[str] = []
-    result = apply_transition(tr, launcher_factory=factory, load_factory=FakeLoad.factory(), progress=said.append)
+    result = apply_transition(
+        tr, launcher_factory=factory, load_factory=FakeLoad.factory(), progress=said.append
+    )
     assert result.errors == [] and result.interrupted is None
     ev = result.events
     assert 0.45 < ev["step_s"] <= ev["ready_s"] <= ev["switched_s"] <= ev["old_stopped_s"] < 1.5
     starts = [name for what, name in calls if what == "start"]
     assert starts == ["s0-gpu0-KEEP", "s1-gpu0-GROW", "s2-gpu0-GONE", "s1-gpu0-GROW", "s2-gpu0-NEW"]
     # the old GROW and GONE servers stop once the clients have switched; every server is stopped at the end
-    first_stops = [name for what, name in calls[calls.index(("wait_ready", "s2-gpu0-NEW")):] if what == "stop"]
+    first_stops = [
+        name for what, name in calls[calls.index(("wait_ready", "s2-gpu0-NEW")) :] if what == "stop"
+    ]
     assert first_stops[:2] == ["s1-gpu0-GROW", "s2-gpu0-GONE"]
     assert not any(lc.running for lc in launchers) and mps.calls == ["start", "stop"]
     assert any(m.startswith("load started") for m in said)

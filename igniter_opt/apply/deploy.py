@@ -100,7 +100,9 @@ def check_plan(plan: Plan, *, echo: bool) -> str:
     for g in plan.gpus:
         if g.total_share_pct > 100.0 + SHARE_EPS:
             shares = " + ".join(f"{p.workload} {p.share_pct:g}" for p in g.placements)
-            raise ApplyError(f"GPU {g.gpu_id}: shares add up to {g.total_share_pct:g} % ({shares}), over 100 %")
+            raise ApplyError(
+                f"GPU {g.gpu_id}: shares add up to {g.total_share_pct:g} % ({shares}), over 100 %"
+            )
     source = "echo stand-in"
     if not echo:
         _, source = zoo_models()
@@ -108,8 +110,8 @@ def check_plan(plan: Plan, *, echo: bool) -> str:
         served_model(p.model, echo=echo)
         if not (math.isfinite(p.rate_rps) and p.rate_rps > 0 and math.isfinite(p.slo_ms) and p.slo_ms > 0):
             raise ApplyError(
-                f"placement {p.workload} on {gid}: rate_rps and slo_ms must be positive numbers to drive and judge "
-                f"load, got {p.rate_rps:g} and {p.slo_ms:g}; write them into the plan"
+                f"placement {p.workload} on {gid}: rate_rps and slo_ms must be positive numbers to drive and "
+                f"judge load, got {p.rate_rps:g} and {p.slo_ms:g}; write them into the plan"
             )
     return source
 
@@ -141,8 +143,8 @@ def bind_gpus(plan: Plan, options: ApplyOptions, machine_gpus: MachineGpus, *, d
     if dry_run and missing:
         devices = assumed_gpus(gpu_ids, mapping)
         order = ", ".join(f"{g} -> {'GPU ' + d if d.isdigit() else d}" for g, d in devices.items())
-        why = ("no NVML here" if machine is None else
-               f"this machine has {len(machine)} GPU(s), not {', '.join(f'GPU {w}' for w in missing.values())}")
+        lacking = ", ".join(f"GPU {w}" for w in missing.values())
+        why = "no NVML here" if machine is None else f"this machine has {len(machine)} GPU(s), not {lacking}"
         return GpuBinding(dict(devices), {}, (f"GPUs in plan order ({order}); {why}",))
     uuids = resolve_gpus(gpu_ids, machine, mapping)
     by_uuid = {g.uuid: g.name for g in machine or []}
@@ -242,10 +244,18 @@ def build_deployment(
         argv = server_argv(install, out / "repository" / name, out / "backends", sp)
         spec = ServerSpec(name=name, argv=argv, env={**server_env0, **overrides}, env_overrides=overrides,
                           ports=sp, log_path=out / "logs" / f"{name}.log", model=model.name)
-        server = ServerPlan(gid, gpus.devices[gid], p, model, cfg,
-                            model_py_for(cfg, echo=options.echo, site_dirs=sites), out / "repository" / name, spec)
+        server = ServerPlan(
+            gid,
+            gpus.devices[gid],
+            p,
+            model,
+            cfg,
+            model_py_for(cfg, echo=options.echo, site_dirs=sites),
+            out / "repository" / name,
+            spec,
+        )
         servers.append(server)
-        streams.extend(split_streams(base_stream(server, options, i), options.max_rps_per_process))
+        streams.extend(split_streams(base_stream(server, options, i), max_rps_per_stream(options)))
     return Deployment(plan, options, tuple(servers), tuple(streams), tuple(workload_targets(plan)), install,
                       out / "backends", mps, source, gpus.names, (*gpus.assumptions, *install_notes))
 
@@ -265,16 +275,33 @@ def server_argv(install: TritonInstall, repository: Path, backend_dir: Path, por
     return tuple(flags.to_argv(install.binary))
 
 
-def base_stream(server: ServerPlan, options: ApplyOptions, i: int, peak_rps: float | None = None) -> StreamSpec:
+def max_rps_per_stream(options: ApplyOptions) -> float:
+    """A Python load process keeps ``--max-rps-per-process``; one perf_analyzer keeps a placement's rate."""
+    return math.inf if options.load_generator == "perf_analyzer" else options.max_rps_per_process
+
+
+def base_stream(
+    server: ServerPlan, options: ApplyOptions, i: int, peak_rps: float | None = None
+) -> StreamSpec:
     """The request stream of one server at its placement's rate (before splitting over processes)."""
     p, model = server.placement, server.model
     peak = max(p.rate_rps, peak_rps or 0.0)
     return StreamSpec(
-        stream=server.spec.name, workload=p.workload, server=server.spec.name, url=server.spec.grpc_url,
-        model=model.name, inputs=model.inputs, outputs=tuple(t.name for t in model.outputs), rate_rps=p.rate_rps,
-        duration_s=options.duration_s, arrival=options.arrival, seed=options.seed * 1009 + i,
+        stream=server.spec.name,
+        workload=p.workload,
+        server=server.spec.name,
+        url=server.spec.grpc_url,
+        model=model.name,
+        inputs=model.inputs,
+        outputs=tuple(t.name for t in model.outputs),
+        rate_rps=p.rate_rps,
+        duration_s=options.duration_s,
+        arrival=options.arrival,
+        seed=options.seed * 1009 + i,
         max_requests=math.ceil(peak * options.duration_s * options.max_requests_factor) + 10,
-        timeout_s=options.request_timeout_s, drain_s=options.drain_s, check_echo=options.echo,
+        timeout_s=options.request_timeout_s,
+        drain_s=options.drain_s,
+        check_echo=options.echo,
     )
 
 
@@ -287,11 +314,22 @@ def workload_targets(plan: Plan) -> list[WorkloadTarget]:
     for w, ps in by.items():
         rate = sum(p.rate_rps for p in ps)
         preds = [(p.predicted.latency_ms, p.rate_rps) for p in ps if p.predicted is not None]
-        pred = sum(x * r for x, r in preds) / sum(r for _, r in preds) if len(preds) == len(ps) and rate else math.nan
-        out.append(WorkloadTarget(
-            workload=w, model=ps[0].model, batch="+".join(str(p.batch) for p in ps),
-            share_pct="+".join(f"{p.share_pct:g}" for p in ps), rate_rps=rate, slo_ms=ps[0].slo_ms, predicted_ms=pred,
-        ))
+        pred = (
+            sum(x * r for x, r in preds) / sum(r for _, r in preds)
+            if len(preds) == len(ps) and rate
+            else math.nan
+        )
+        out.append(
+            WorkloadTarget(
+                workload=w,
+                model=ps[0].model,
+                batch="+".join(str(p.batch) for p in ps),
+                share_pct="+".join(f"{p.share_pct:g}" for p in ps),
+                rate_rps=rate,
+                slo_ms=ps[0].slo_ms,
+                predicted_ms=pred,
+            )
+        )
     return out
 
 
@@ -308,10 +346,13 @@ def render_dry_run(dep: Deployment) -> str:
     o, plan = dep.options, dep.plan
     lines = [
         "dry run: nothing is started or written",
-        (f"plan: {plan.num_gpus} GPU(s), {len(dep.servers)} server(s), planner {plan.planner}, "
-         f"budget {plan.latency_budget}, profile {plan.profile}"),
+        (
+            f"plan: {plan.num_gpus} GPU(s), {len(dep.servers)} server(s), planner {plan.planner}, "
+            f"budget {plan.latency_budget}, profile {plan.profile}"
+        ),
         *(f"assumed: {a}" for a in dep.assumptions),
-        "models: " + (f"echo stand-in on CPU, {o.echo_ms:g} ms per batch" if o.echo else f"{dep.model_source} list"),
+        "models: "
+        + (f"echo stand-in on CPU, {o.echo_ms:g} ms per batch" if o.echo else f"{dep.model_source} list"),
         f"tritonserver: {dep.install.binary} ({dep.install.source})",
         f"backend directory: {dep.backend_dir} (python backend, stub for Python {python_version()})",
     ]
@@ -320,10 +361,12 @@ def render_dry_run(dep: Deployment) -> str:
     lines.extend(f"     {c}" for c in mps_cmds[1:])
     for s in dep.servers:
         lines += ["", *_render_server(dep, s)]
-    lines.append("")
+    lines += ["", f"load generator: {o.load_generator}"]
     for st in dep.streams:
-        lines.append(f"load {st.stream}: {st.workload} -> {st.url} model {st.model}, {st.rate_rps:g} req/s {st.arrival} "
-                     f"for {st.duration_s:g} s (at most {st.max_requests} requests)")
+        lines.append(
+            f"load {st.stream}: {st.workload} -> {st.url} model {st.model}, {st.rate_rps:g} req/s "
+            f"{st.arrival} for {st.duration_s:g} s (at most {st.max_requests} requests)"
+        )
     lines.append(f"results: {o.out_dir.resolve()}/requests.csv, summary.csv, summary.json, latency.png")
     return "\n".join(lines)
 
@@ -337,9 +380,12 @@ def _render_server(dep: Deployment, s: ServerPlan) -> list[str]:
     else:
         gpu = f"{s.gpu_id} ({s.gpu_uuid}, assumed)"
     lines = [
-        (f"server {s.spec.name}: workload {p.workload}, model {p.model}, {gpu}, share {p.share_pct:g} %, "
-         f"batch {p.batch}, {p.rate_rps:g} req/s, SLO {p.slo_ms:g} ms"),
-        f"  ports: http {s.spec.ports.http}, grpc {s.spec.ports.grpc}, metrics {s.spec.ports.metrics} on {HOST}",
+        (
+            f"server {s.spec.name}: workload {p.workload}, model {p.model}, {gpu}, share {p.share_pct:g} %, "
+            f"batch {p.batch}, {p.rate_rps:g} req/s, SLO {p.slo_ms:g} ms"
+        ),
+        f"  ports: http {s.spec.ports.http}, grpc {s.spec.ports.grpc}, metrics {s.spec.ports.metrics} "
+        f"on {HOST}",
         f"  queue delay: {queue_delay_text(s.config)}",
         "  env: " + " ".join(f"{k}={v}" for k, v in s.spec.env_overrides.items()),
         "  command: " + " ".join(s.spec.argv),
@@ -347,7 +393,8 @@ def _render_server(dep: Deployment, s: ServerPlan) -> list[str]:
         f"  {s.repository / s.model.name / 'config.pbtxt'}:",
     ]
     lines.extend("    " + ln for ln in s.config.render().splitlines())
-    lines.append(f"  {s.repository / s.model.name / '1' / 'model.py'}: generated ({len(s.model_py.splitlines())} lines)")
+    model_py = s.repository / s.model.name / "1" / "model.py"
+    lines.append(f"  {model_py}: generated ({len(s.model_py.splitlines())} lines)")
     return lines
 
 
@@ -360,14 +407,34 @@ def deployment_record(dep: Deployment) -> dict[str, Any]:
         "mps": dep.mps.describe() if dep.mps is not None else [],
         "options": {k: (str(v) if isinstance(v, Path) else v) for k, v in dep.options.__dict__.items()},
         "servers": [
-            {"name": s.spec.name, "gpu": s.gpu_id, "gpu_uuid": s.gpu_uuid,
-             "gpu_name": dep.gpu_names.get(s.gpu_id), "workload": s.placement.workload,
-             "model": s.model.name, "batch": s.placement.batch, "share_pct": s.placement.share_pct,
-             "rate_rps": s.placement.rate_rps, "slo_ms": s.placement.slo_ms,
-             "max_queue_delay_us": s.config.max_queue_delay_us, "queue_delay_source": s.config.queue_delay_source,
-             "ports": s.spec.ports.__dict__, "argv": list(s.spec.argv), "env": s.spec.env_overrides}
+            {
+                "name": s.spec.name,
+                "gpu": s.gpu_id,
+                "gpu_uuid": s.gpu_uuid,
+                "gpu_name": dep.gpu_names.get(s.gpu_id),
+                "workload": s.placement.workload,
+                "model": s.model.name,
+                "batch": s.placement.batch,
+                "share_pct": s.placement.share_pct,
+                "rate_rps": s.placement.rate_rps,
+                "slo_ms": s.placement.slo_ms,
+                "max_queue_delay_us": s.config.max_queue_delay_us,
+                "queue_delay_source": s.config.queue_delay_source,
+                "ports": s.spec.ports.__dict__,
+                "argv": list(s.spec.argv),
+                "env": s.spec.env_overrides,
+            }
             for s in dep.servers
         ],
-        "streams": [{"stream": st.stream, "workload": st.workload, "url": st.url, "rate_rps": st.rate_rps,
-                     "arrival": st.arrival, "seed": st.seed} for st in dep.streams],
+        "streams": [
+            {
+                "stream": st.stream,
+                "workload": st.workload,
+                "url": st.url,
+                "rate_rps": st.rate_rps,
+                "arrival": st.arrival,
+                "seed": st.seed,
+            }
+            for st in dep.streams
+        ],
     }

@@ -62,7 +62,9 @@ def check_gpu_map(plan_gpu_ids: Sequence[str], mapping: dict[str, str]) -> None:
     """--gpus may name only the plan's GPUs."""
     unknown = sorted(set(mapping) - set(plan_gpu_ids))
     if unknown:
-        raise ApplyError(f"--gpus names {', '.join(unknown)}, which the plan does not have ({', '.join(plan_gpu_ids)})")
+        raise ApplyError(
+            f"--gpus names {', '.join(unknown)}, which the plan does not have ({', '.join(plan_gpu_ids)})"
+        )
 
 
 def _check_distinct(out: dict[str, str]) -> dict[str, str]:
@@ -96,7 +98,9 @@ def unresolvable_gpus(plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None
     return out
 
 
-def resolve_gpus(plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None, mapping: dict[str, str]) -> dict[str, str]:
+def resolve_gpus(
+    plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None, mapping: dict[str, str]
+) -> dict[str, str]:
     """Plan GPU id -> the UUID to put in CUDA_VISIBLE_DEVICES; a clear error for a GPU that does not exist.
 
     ``machine`` is None when the GPUs cannot be listed (no NVML): then only UUIDs given in
@@ -111,8 +115,9 @@ def resolve_gpus(plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None, map
                 out[gid] = want
                 continue
             raise ApplyError(
-                f"cannot list this machine's GPUs (NVML unavailable), so plan GPU {gid} -> GPU {want} cannot be "
-                "resolved; install nvidia-ml-py on a GPU machine, pass --gpus with UUIDs, or --echo-ms to test on CPU"
+                f"cannot list this machine's GPUs (NVML unavailable), so plan GPU {gid} -> GPU {want} cannot "
+                "be resolved; install nvidia-ml-py on a GPU machine, pass --gpus with UUIDs, or --echo-ms to "
+                "test on CPU"
             )
         found = _find(want, machine)
         if found is None:

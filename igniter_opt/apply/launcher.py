@@ -90,7 +90,7 @@ class Launcher(ABC):
 
 
 class LocalTritonLauncher(Launcher):
-    """A ``tritonserver`` subprocess in a session of its own; stop = SIGTERM -> wait -> SIGKILL (whole group)."""
+    """A ``tritonserver`` in a session of its own; stop: SIGTERM, wait, SIGKILL, verify (the whole group)."""
 
     def __init__(self, spec: ServerSpec, *, stop_grace_s: float = 10.0, poll_s: float = 0.1) -> None:
         super().__init__(spec)
@@ -111,7 +111,9 @@ class LocalTritonLauncher(Launcher):
                     preexec_fn=lambda: die_with_parent(parent),  # noqa: PLW1509
                 )
             except OSError as exc:
-                raise ApplyError(f"server {self.spec.name}: cannot run {self.spec.argv[0]} ({exc.strerror})") from None
+                raise ApplyError(
+                    f"server {self.spec.name}: cannot run {self.spec.argv[0]} ({exc.strerror})"
+                ) from None
         log.info("server %s started (pid %d)", self.spec.name, self.proc.pid)
 
     @property
@@ -147,8 +149,10 @@ class LocalTritonLauncher(Launcher):
             return
         left = stop_group(self.proc, f"server {self.spec.name}", grace_s=self.stop_grace_s, reap_s=5.0)
         if left:
-            raise ApplyError(f"server {self.spec.name}: processes {', '.join(map(str, left))} survived SIGKILL; "
-                             "kill them by hand and check the GPU node")
+            raise ApplyError(
+                f"server {self.spec.name}: processes {', '.join(map(str, left))} survived SIGKILL; "
+                "kill them by hand and check the GPU node"
+            )
 
     def logs(self) -> str:
         try:
@@ -167,7 +171,9 @@ class RemoteTritonLauncher(Launcher):
         t0 = time.monotonic()
         while not http_ready(self.spec.ready_url):
             if time.monotonic() - t0 > timeout_s:
-                raise ApplyError(f"server {self.spec.name} at {self.spec.ready_url} was not ready after {timeout_s:g} s")
+                raise ApplyError(
+                    f"server {self.spec.name} at {self.spec.ready_url} was not ready after {timeout_s:g} s"
+                )
             time.sleep(0.2)
         return time.monotonic() - t0
 

@@ -11,6 +11,7 @@ from igniter_opt.apply.loadgen import Arrival
 from igniter_opt.errors import ApplyError
 
 DEFAULT_MAX_LAG_MS = 1.0
+LOAD_GENERATORS = ("python", "perf_analyzer")  # see docs/executor.md for how they compare
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class ApplyOptions:
     # A workload's results are valid only when the generator sent its requests on time: p99 of
     # (sent - scheduled) at most this. Later sends are the client's delay, not the server's.
     max_lag_ms: float = DEFAULT_MAX_LAG_MS
+    load_generator: str = "python"  # or perf_analyzer (Triton's, C++: cheaper per request; no apply --diff)
+    perf_analyzer: str | None = None  # its binary; default: on PATH, else next to this interpreter
 
     def __post_init__(self) -> None:
         if self.arrival not in Arrival.ALL:
@@ -48,6 +51,9 @@ class ApplyOptions:
             raise ApplyError(f"output_device must be 'cpu' or 'gpu', got {self.output_device!r}")
         if self.torch_threads < 0:
             raise ApplyError(f"torch_threads must be >= 0, got {self.torch_threads}")
+        if self.load_generator not in LOAD_GENERATORS:
+            raise ApplyError(f"--load-generator must be one of {', '.join(LOAD_GENERATORS)}, "
+                             f"got {self.load_generator!r}")
         if not (math.isfinite(self.max_lag_ms) and self.max_lag_ms > 0):
             raise ApplyError(f"--max-lag-ms must be a positive number of ms, got {self.max_lag_ms:g}")
 

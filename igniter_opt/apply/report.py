@@ -59,12 +59,16 @@ class WorkloadResult:
     server_infer_ms: float  # measured mean time per model execution in the server (Triton's batch statistics)
     server_queue_ms: float  # measured mean queueing (incl. batch formation) per request in the server
     executed_batch: float  # measured mean samples per execution
-    model_ms: float  # of an execution: the model's run in the served model.py (inputs in place -> outputs ready)
+    model_ms: (
+        float  # of an execution: the model's run in the served model.py (inputs in place -> outputs ready)
+    )
     backend_ms: float  # of an execution: taking the inputs and building the responses in model.py
     generator_lag_p50_ms: float  # how late the load generator sent a request behind its schedule
     generator_lag_p99_ms: float
     generator_lag_max_ms: float
-    valid: bool  # generator_lag_p99_ms <= the run's max_lag_ms: the latencies are the server's, not the client's
+    valid: (
+        bool  # generator_lag_p99_ms <= the run's max_lag_ms: the latencies are the server's, not the client's
+    )
 
 
 def percentile(sorted_vals: Sequence[float], q: float) -> float:
@@ -78,7 +82,7 @@ def percentile(sorted_vals: Sequence[float], q: float) -> float:
 
 
 def request_lag_ms(record: dict[str, Any]) -> float:
-    """How late one request was sent behind its schedule (records before ``lag_ms`` existed: from the times)."""
+    """How late one request was sent behind its schedule (records without ``lag_ms``: from the times)."""
     lag = record.get("lag_ms")
     if lag not in (None, ""):
         return float(lag)
@@ -120,14 +124,48 @@ def summarize(records: Sequence[dict[str, Any]], targets: Sequence[WorkloadTarge
 
 
 def summary_table(results: Sequence[WorkloadResult]) -> str:
-    """One row per workload; ``valid`` says whether the generator kept its schedule (else the row is no measurement)."""
-    headers = ["workload", "model", "batch", "share %", "rate req/s", "got req/s", "requests", "p50 ms", "p95 ms",
-               "p99 ms", "SLO ms", "within SLO", "predicted ms", "server ms", "model ms", "ran batch", "lag p99 ms",
-               "valid"]
+    """One row per workload; ``valid``: whether the generator kept its schedule (else no measurement)."""
+    headers = [
+        "workload",
+        "model",
+        "batch",
+        "share %",
+        "rate req/s",
+        "got req/s",
+        "requests",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "SLO ms",
+        "within SLO",
+        "predicted ms",
+        "server ms",
+        "model ms",
+        "ran batch",
+        "lag p99 ms",
+        "valid",
+    ]
     rows = [
-        [r.workload, r.model, r.batch, r.share_pct, r.rate_rps, r.achieved_rps, r.requests, r.p50_ms, r.p95_ms,
-         r.p99_ms, r.slo_ms, "-" if math.isnan(r.within_slo) else f"{100 * r.within_slo:.2f} %", r.predicted_ms,
-         r.server_infer_ms, r.model_ms, r.executed_batch, r.generator_lag_p99_ms, "yes" if r.valid else "NO"]
+        [
+            r.workload,
+            r.model,
+            r.batch,
+            r.share_pct,
+            r.rate_rps,
+            r.achieved_rps,
+            r.requests,
+            r.p50_ms,
+            r.p95_ms,
+            r.p99_ms,
+            r.slo_ms,
+            "-" if math.isnan(r.within_slo) else f"{100 * r.within_slo:.2f} %",
+            r.predicted_ms,
+            r.server_infer_ms,
+            r.model_ms,
+            r.executed_batch,
+            r.generator_lag_p99_ms,
+            "yes" if r.valid else "NO",
+        ]
         for r in results
     ]
     return render_table(headers, rows, align="llllrrrrrrrrrrrrrl")
@@ -136,16 +174,18 @@ def summary_table(results: Sequence[WorkloadResult]) -> str:
 def invalid_notes(results: Sequence[WorkloadResult], max_lag_ms: float) -> list[str]:
     """One line per workload whose generator lagged: its numbers measure the client, not the plan."""
     return [
-        f"INVALID: {r.workload}: the load generator sent its requests late (lag p99 {r.generator_lag_p99_ms:.2f} ms, "
-        f"max {r.generator_lag_max_ms:.2f} ms > {max_lag_ms:g} ms), so its latencies include the generator's own "
-        "delay; rerun with fewer load processes per core (a higher --max-rps-per-process, fewer workloads per "
+        f"INVALID: {r.workload}: the load generator sent its requests late (lag p99 "
+        f"{r.generator_lag_p99_ms:.2f} ms, max {r.generator_lag_max_ms:.2f} ms > {max_lag_ms:g} ms), so its "
+        "latencies include the generator's own delay; rerun with fewer load processes per core (a higher "
+        "--max-rps-per-process, fewer workloads per "
         "host) or on a machine with more free cores"
-        for r in results if not r.valid
+        for r in results
+        if not r.valid
     ]
 
 
 def serving_overhead_ms(results: Sequence[WorkloadResult]) -> float | None:
-    """The largest measured per-execution overhead of the servers (Triton's time minus the model's), if measured."""
+    """The largest measured per-execution overhead of the servers (Triton's time - the model's), if any."""
     gaps = [r.server_infer_ms - r.model_ms for r in results
             if math.isfinite(r.server_infer_ms) and math.isfinite(r.model_ms)]
     return max(gaps) if gaps else None
@@ -160,8 +200,10 @@ def render_results(results: Sequence[WorkloadResult], files: Sequence[Path], max
     overhead = serving_overhead_ms(results)
     if overhead is not None:
         lines.append("")
-        lines.append(f"serving overhead per batch (Triton's time per execution - the model's): {overhead:.2f} ms "
-                     "(largest over workloads); plan with --serving-overhead-ms to include it")
+        lines.append(
+            f"serving overhead per batch (Triton's time per execution - the model's): {overhead:.2f} ms "
+            "(largest over workloads); plan with --serving-overhead-ms to include it"
+        )
     if files:
         lines.append("")
         lines.append("wrote " + ", ".join(str(f) for f in files))
@@ -182,7 +224,7 @@ def write_requests_csv(path: Path, records: Sequence[dict[str, Any]]) -> Path:
 
 
 def write_summary(out_dir: Path, results: Sequence[WorkloadResult], meta: dict[str, Any]) -> None:
-    """``summary.csv`` (one row per workload) and ``summary.json`` (the rows, whether all are valid, the run's facts)."""
+    """``summary.csv`` (a row per workload) and ``summary.json`` (the rows, validity, the run's facts)."""
     buf = io.StringIO()
     fields = list(WorkloadResult.__dataclass_fields__)
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
@@ -198,7 +240,7 @@ def write_summary(out_dir: Path, results: Sequence[WorkloadResult], meta: dict[s
 
 def write_results(out_dir: Path, records: Sequence[dict[str, Any]], results: Sequence[WorkloadResult],
                   meta: dict[str, Any]) -> list[Path]:
-    """``requests.csv``, ``summary.csv``, ``summary.json`` and ``latency.png`` of one run; returns the files."""
+    """``requests.csv``, ``summary.csv``, ``summary.json`` and ``latency.png`` of a run; returns the files."""
     files = [write_requests_csv(out_dir / "requests.csv", records)]
     write_summary(out_dir, results, meta)
     files += [out_dir / "summary.csv", out_dir / "summary.json"]
@@ -233,11 +275,16 @@ def plot_latency(path: Path, records: Sequence[dict[str, Any]], results: Sequenc
             ax.scatter(bad, [r.slo_ms] * len(bad), s=8, marker="x", color="red", label="failed")
         if math.isfinite(r.slo_ms):
             ax.axhline(r.slo_ms, color="black", linestyle="--", linewidth=1, label=f"SLO {r.slo_ms:g} ms")
-        for (label, t), color in zip((marks or {}).items(), ("tab:orange", "tab:green", "tab:purple"), strict=False):
+        for (label, t), color in zip(
+            (marks or {}).items(), ("tab:orange", "tab:green", "tab:purple"), strict=False
+        ):
             ax.axvline(t, color=color, linewidth=1, label=label)
         within = "-" if math.isnan(r.within_slo) else f"{100 * r.within_slo:.2f} %"
-        ax.set_title(f"{r.workload} ({r.model}, batch {r.batch}, share {r.share_pct} %, {r.rate_rps:g} req/s): "
-                     f"{within} within SLO", fontsize=9)
+        ax.set_title(
+            f"{r.workload} ({r.model}, batch {r.batch}, share {r.share_pct} %, {r.rate_rps:g} req/s): "
+            f"{within} within SLO",
+            fontsize=9,
+        )
         ax.set_ylabel("latency ms")
         ax.set_ylim(bottom=0)
         ax.legend(loc="upper right", fontsize=7)

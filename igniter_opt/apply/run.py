@@ -25,6 +25,12 @@ from igniter_opt.apply.deploy import Deployment, deployment_record, exec_trace_p
 from igniter_opt.apply.launcher import Launcher, LauncherFactory, ServerSpec, make_launcher
 from igniter_opt.apply.loadgen import LoadDriver, LoadFactory, LoadGenerator, LoadOutcome
 from igniter_opt.apply.options import DEFAULT_MAX_LAG_MS
+from igniter_opt.apply.perfanalyzer import (
+    PerfAnalyzerLoad,
+    check_perf_analyzer,
+    find_perf_analyzer,
+    perf_analyzer_env,
+)
 from igniter_opt.apply.ports import check_ports_free
 from igniter_opt.apply.report import WorkloadResult, render_results, summarize, write_results
 from igniter_opt.apply.repository import write_repository
@@ -115,8 +121,13 @@ class RunTools:
     load: LoadFactory
 
 
-def prepare_run(deployments: list[Deployment], specs: list[ServerSpec], launcher_factory: LauncherFactory | None,
-                progress: Progress | None, load_factory: LoadFactory | None = None) -> RunTools:
+def prepare_run(
+    deployments: list[Deployment],
+    specs: list[ServerSpec],
+    launcher_factory: LauncherFactory | None,
+    progress: Progress | None,
+    load_factory: LoadFactory | None = None,
+) -> RunTools:
     """Last checks before anything starts (the servers' ports free, MPS startable), then the files of every
     deployment; returns the tools of the run (defaults where not given). ApplyError on a problem."""
     if any(dep.assumptions for dep in deployments):
@@ -129,11 +140,21 @@ def prepare_run(deployments: list[Deployment], specs: list[ServerSpec], launcher
             mps.check()
         except MpsError as exc:
             raise ApplyError(str(exc)) from None
+    load = load_factory or default_load_factory(deployments[0])
     for dep in deployments:
         write_files(dep)
     return RunTools(progress or (lambda msg: log.info("%s", msg)),
-                    launcher_factory or make_launcher(deployments[0].options.launch_mode),
-                    load_factory or LoadGenerator)
+                    launcher_factory or make_launcher(deployments[0].options.launch_mode), load)
+
+
+def default_load_factory(dep: Deployment) -> LoadFactory:
+    """The load generator the options name; perf_analyzer is found and checked to start here first."""
+    if dep.options.load_generator != "perf_analyzer":
+        return LoadGenerator
+    binary = find_perf_analyzer(dep.options.perf_analyzer)
+    env = perf_analyzer_env(dep.install.lib_dirs, dep.options.out_dir.resolve() / "perf_analyzer-lib")
+    check_perf_analyzer(binary, env)
+    return PerfAnalyzerLoad.factory(binary, env)
 
 
 def start_mps(mps: MpsDaemon | None, say: Progress) -> bool:
@@ -191,7 +212,9 @@ def stop_all(launchers: list[Launcher]) -> list[str]:
     return errors
 
 
-def watch_servers(launchers: list[Launcher], gen: LoadDriver, errors: list[str], done: threading.Event) -> None:
+def watch_servers(
+    launchers: list[Launcher], gen: LoadDriver, errors: list[str], done: threading.Event
+) -> None:
     """Stop the load as soon as a server dies during the run."""
     while not done.wait(0.5):
         for lc in list(launchers):  # a plan change removes the servers it stops on purpose
@@ -255,8 +278,11 @@ def apply_plan(dep: Deployment, *, launcher_factory: LauncherFactory | None = No
                 f"(at most {dep.options.ready_timeout_s:g} s)")
             result.ready_s = start_servers([s.spec for s in dep.servers], tools.launcher,
                                            dep.options.ready_timeout_s, launchers)
-            say(f"servers ready after {max(result.ready_s.values(), default=0.0):.1f} s; driving load for "
-                f"{dep.options.duration_s:g} s ({len(dep.streams)} stream process(es), {dep.options.arrival} arrivals)")
+            say(
+                f"servers ready after {max(result.ready_s.values(), default=0.0):.1f} s; driving load for "
+                f"{dep.options.duration_s:g} s ({len(dep.streams)} stream process(es), "
+                f"{dep.options.arrival} arrivals)"
+            )
             gen = tools.load(list(dep.streams), out / "parts")
             result.errors.extend(drive_load(gen, list(launchers.values()), result.errors, say=say).errors)
         except KeyboardInterrupt:
@@ -284,7 +310,9 @@ def _finish(dep: Deployment, result: ApplyResult, gen: LoadDriver | None, launch
     if measured:
         assert gen is not None and gen.outcome is not None
         per_workload = workload_stats(stats, [(s.spec.name, s.placement.workload) for s in dep.servers])
-        result.results = summarize(gen.outcome.records, dep.targets, per_workload, max_lag_ms=dep.options.max_lag_ms)
+        result.results = summarize(
+            gen.outcome.records, dep.targets, per_workload, max_lag_ms=dep.options.max_lag_ms
+        )
         result.files = write_results(result.out_dir, gen.outcome.records, result.results, _meta(dep, result))
 
 

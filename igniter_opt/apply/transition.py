@@ -22,7 +22,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from igniter_opt.apply.deploy import Deployment, ServerPlan, base_stream, build_deployment, workload_targets
+from igniter_opt.apply.deploy import (
+    Deployment,
+    ServerPlan,
+    base_stream,
+    build_deployment,
+    max_rps_per_stream,
+    workload_targets,
+)
 from igniter_opt.apply.launcher import Launcher, LauncherFactory
 from igniter_opt.apply.loadgen import LoadDriver, LoadFactory, StreamSpec, split_streams
 from igniter_opt.apply.options import DEFAULT_MAX_LAG_MS, ApplyOptions
@@ -98,8 +105,15 @@ def build_transition(
     if old_plan.profile != new_plan.profile:
         raise ApplyError(f"the plans were made with different profiles ('{old_plan.profile}' and "
                          f"'{new_plan.profile}'); replan from the running plan with its profile")
+    if options.load_generator != "python":
+        raise ApplyError(
+            f"apply --diff needs --load-generator python ({options.load_generator} cannot move a "
+            "stream to another server during a run)"
+        )
     if not 0 < step_s < options.duration_s:
-        raise ApplyError(f"--step-at must be within the run (0 < step < {options.duration_s:g} s), got {step_s:g}")
+        raise ApplyError(
+            f"--step-at must be within the run (0 < step < {options.duration_s:g} s), got {step_s:g}"
+        )
     diff = diff_plans(old_plan, new_plan)
     old = build_deployment(old_plan, options, **machine)
     taken = frozenset(p for s in old.servers for p in s.spec.ports.as_tuple())
@@ -131,7 +145,7 @@ def build_transition(
                 start_new.append(n)
             if c.kind is not ChangeKind.KEPT:
                 stop_old.append(o)
-        streams.extend(split_streams(base, options.max_rps_per_process))
+        streams.extend(split_streams(base, max_rps_per_stream(options)))
     return Transition(old, new, diff, step_s, tuple(streams), tuple(start_new), tuple(stop_old), options)
 
 
@@ -139,12 +153,20 @@ def render_transition_dry_run(tr: Transition) -> str:
     d = tr.diff
     lines = [
         "dry run: nothing is started or written",
-        (f"change: {', '.join(f'{k} {v}' for k, v in d.counts.items())}; {d.restarts} restart(s); "
-         f"GPUs {d.old_gpus} -> {d.new_gpus}"),
+        (
+            f"change: {', '.join(f'{k} {v}' for k, v in d.counts.items())}; {d.restarts} restart(s); "
+            f"GPUs {d.old_gpus} -> {d.new_gpus}"
+        ),
         f"at 0 s: the old plan's {len(tr.old.servers)} server(s) under load at the old rates",
         f"at {tr.step_s:g} s: new rates; start {len(tr.start_new)} server(s): "
-        + (", ".join(f"{s.spec.name} ({s.placement.workload} on {s.gpu_id}, share {s.placement.share_pct:g} %, "
-                     f"batch {s.placement.batch})" for s in tr.start_new) or "none"),
+        + (
+            ", ".join(
+                f"{s.spec.name} ({s.placement.workload} on {s.gpu_id}, share {s.placement.share_pct:g} %, "
+                f"batch {s.placement.batch})"
+                for s in tr.start_new
+            )
+            or "none"
+        ),
         "once they are ready: their clients switch to them, then stop "
         + (", ".join(f"{s.spec.name} ({s.placement.workload})" for s in tr.stop_old) or "nothing"),
     ]
@@ -161,7 +183,7 @@ def _phase(sent_s: float, step_s: float, switched_s: float) -> str:
 
 
 def _step_due(gen: LoadDriver, step_s: float) -> float | None:
-    """Wait until ``step_s`` after the load's start; returns the start (epoch s), or None when the load stopped."""
+    """Wait until ``step_s`` after the load's start; returns the start (epoch s), None if the load stopped."""
     while not gen.started:
         if gen.stopped:
             return None
@@ -219,7 +241,7 @@ def apply_transition(
     progress: Progress | None = None,
     load_factory: LoadFactory | None = None,
 ) -> TransitionResult:
-    """Run the old plan, change to the new one under load, and measure every phase; cleans up whatever happens.
+    """Run the old plan, change to the new one under load, measure every phase; cleans up whatever happens.
 
     ``launcher_factory``, ``load_factory``: as for ``apply_plan``.
     """
@@ -239,10 +261,15 @@ def apply_transition(
     with interrupt_once() as sig:
         try:
             mps_started = start_mps(tr.old.mps, say)
-            ready = start_servers([s.spec for s in tr.old.servers], factory, tr.options.ready_timeout_s, old_launchers)
+            ready = start_servers(
+                [s.spec for s in tr.old.servers], factory, tr.options.ready_timeout_s, old_launchers
+            )
             watched.extend(old_launchers.values())
-            say(f"old plan ready after {max(ready.values(), default=0.0):.1f} s; load for {tr.options.duration_s:g} s, "
-                f"change at {tr.step_s:g} s")
+            say(
+                f"old plan ready after {max(ready.values(), default=0.0):.1f} s; load for "
+                f"{tr.options.duration_s:g} s, "
+                f"change at {tr.step_s:g} s"
+            )
             gen = tools.load(list(tr.streams), out / "parts")
             ctl = threading.Thread(target=_run_change, daemon=True,
                                    args=(tr, gen, started, watched, old_launchers, factory, result.events,
@@ -259,10 +286,17 @@ def apply_transition(
     return result
 
 
-def _finish(tr: Transition, result: TransitionResult, gen: LoadDriver | None, old_launchers: dict[str, Launcher],
-            started: dict[str, Launcher], ctl: threading.Thread | None, release: threading.Event,
-            mps_started: bool) -> None:
-    """Stop the load and every server (also one the change thread started meanwhile), quit MPS, write results."""
+def _finish(
+    tr: Transition,
+    result: TransitionResult,
+    gen: LoadDriver | None,
+    old_launchers: dict[str, Launcher],
+    started: dict[str, Launcher],
+    ctl: threading.Thread | None,
+    release: threading.Event,
+    mps_started: bool,
+) -> None:
+    """Stop the load and every server (also one the change thread started meanwhile), quit MPS, write."""
     if gen is not None:
         gen.stop()
     stopped = [*old_launchers.values(), *started.values()]
@@ -278,21 +312,36 @@ def _finish(tr: Transition, result: TransitionResult, gen: LoadDriver | None, ol
         result.files = _write(tr.options.out_dir.resolve(), gen.outcome.records, result, tr)
 
 
-def phase_results(records: list[dict[str, Any]], old_plan: Plan, new_plan: Plan, step_s: float, switched_s: float,
-                  end_s: float, max_lag_ms: float = DEFAULT_MAX_LAG_MS) -> dict[str, list[WorkloadResult]]:
+def phase_results(
+    records: list[dict[str, Any]],
+    old_plan: Plan,
+    new_plan: Plan,
+    step_s: float,
+    switched_s: float,
+    end_s: float,
+    max_lag_ms: float = DEFAULT_MAX_LAG_MS,
+) -> dict[str, list[WorkloadResult]]:
     """Per phase, per workload: the results of the requests sent in that phase (from stored records).
 
     ``achieved_rps`` is the successful responses per second of the phase's own length.
     """
-    bounds = {"before": (0.0, step_s), "transition": (step_s, min(switched_s, end_s)), "after": (switched_s, end_s)}
+    bounds = {
+        "before": (0.0, step_s),
+        "transition": (step_s, min(switched_s, end_s)),
+        "after": (switched_s, end_s),
+    }
     by_phase: dict[str, list[dict[str, Any]]] = {p: [] for p in PHASES}
     for r in records:
         by_phase[_phase(float(r["sent_s"]), step_s, switched_s)].append(r)
     out = {}
     for phase, recs in by_phase.items():
         lo, hi = bounds[phase]
-        rows = summarize(recs, workload_targets(old_plan if phase == "before" else new_plan), max_lag_ms=max_lag_ms)
-        out[phase] = [replace(r, achieved_rps=r.ok / (hi - lo) if hi > lo else math.nan) for r in rows if r.requests > 0]
+        rows = summarize(
+            recs, workload_targets(old_plan if phase == "before" else new_plan), max_lag_ms=max_lag_ms
+        )
+        out[phase] = [
+            replace(r, achieved_rps=r.ok / (hi - lo) if hi > lo else math.nan) for r in rows if r.requests > 0
+        ]
     return out
 
 

@@ -20,6 +20,7 @@ power limits, compute mode or MIG.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -48,7 +49,8 @@ def find_control_binary() -> str:
         if p.is_file() and os.access(p, os.X_OK):
             return str(p)
     raise MpsError(
-        f"{CONTROL_BINARY} not found on PATH or in {', '.join(_SEARCH_PATH)}; install the NVIDIA driver utilities"
+        f"{CONTROL_BINARY} not found on PATH or in {', '.join(_SEARCH_PATH)}; "
+        "install the NVIDIA driver utilities"
     )
 
 
@@ -57,8 +59,15 @@ def mps_env(pipe_dir: str | os.PathLike[str], log_dir: str | os.PathLike[str]) -
     return {"CUDA_MPS_PIPE_DIRECTORY": str(pipe_dir), "CUDA_MPS_LOG_DIRECTORY": str(log_dir)}
 
 
-def run_control(binary: str, args: list[str], pipe_dir: str | os.PathLike[str], log_dir: str | os.PathLike[str], *,
-                timeout_s: float, command: str | None = None) -> subprocess.CompletedProcess[str]:
+def run_control(
+    binary: str,
+    args: list[str],
+    pipe_dir: str | os.PathLike[str],
+    log_dir: str | os.PathLike[str],
+    *,
+    timeout_s: float,
+    command: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run ``nvidia-cuda-mps-control ARGS`` for the daemon of these folders (``command`` on its stdin)."""
     return subprocess.run([binary, *args], input=None if command is None else command + "\n",
                           env={**os.environ, **mps_env(pipe_dir, log_dir)}, capture_output=True, text=True,
@@ -95,7 +104,11 @@ def other_control_daemons(own_pipe_dir: str | os.PathLike[str] | None = None,
                           proc: Path = Path("/proc")) -> list[int]:
     """Pids of running MPS control daemons whose pipe folder is not ``own_pipe_dir``."""
     own = None if own_pipe_dir is None else str(own_pipe_dir)
-    return [pid for pid, name, pipe in mps_processes(proc) if name == CONTROL_BINARY and (own is None or pipe != own)]
+    return [
+        pid
+        for pid, name, pipe in mps_processes(proc)
+        if name == CONTROL_BINARY and (own is None or pipe != own)
+    ]
 
 
 def already_running_message(pids: list[int]) -> str:
@@ -115,7 +128,9 @@ def processes_with_pipe(pipe_dir: str | os.PathLike[str], proc: Path = Path("/pr
     for entry in proc.iterdir() if proc.is_dir() else []:
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
-        if want in _read(entry / "environ").split(b"\0") and ") Z" not in _read(entry / "stat").decode(errors="replace"):
+        if want in _read(entry / "environ").split(b"\0") and ") Z" not in _read(entry / "stat").decode(
+            errors="replace"
+        ):
             out.append(int(entry.name))
     return out
 
@@ -142,7 +157,9 @@ class MpsDaemon:
         if (pipe_dir is None) != (log_dir is None):
             raise MpsError("give the MPS daemon both a pipe and a log folder, or neither (temporary folders)")
         if pipe_dir is not None and base_dir is not None:
-            raise MpsError("base_dir is for temporary MPS folders; it cannot go with fixed pipe and log folders")
+            raise MpsError(
+                "base_dir is for temporary MPS folders; it cannot go with fixed pipe and log folders"
+            )
         self.fixed_folders = pipe_dir is not None
         self.pipe_dir: Path | None = None if pipe_dir is None else Path(pipe_dir)
         self.log_dir: Path | None = None if log_dir is None else Path(log_dir)
@@ -155,7 +172,9 @@ class MpsDaemon:
         self.running = False
 
     # ---- what clients and the dry run need ------------------------------------------------------
-    def client_env(self, share_pct: float | None = None, base: dict[str, str] | None = None) -> dict[str, str]:
+    def client_env(
+        self, share_pct: float | None = None, base: dict[str, str] | None = None
+    ) -> dict[str, str]:
         """Environment for a client process of this daemon, limited to ``share_pct`` % of the SMs.
 
         ``base``: the environment to extend (default: this process's); ``{}`` gives only the variables
@@ -225,17 +244,21 @@ class MpsDaemon:
         if res.returncode != 0:
             self._remove_folders(keep_logs=False)
             msg = (res.stderr or res.stdout).strip().splitlines()
-            raise MpsError(f"the MPS control daemon failed to start (exit {res.returncode}): {msg[-1] if msg else ''}")
+            raise MpsError(
+                f"the MPS control daemon failed to start (exit {res.returncode}): {msg[-1] if msg else ''}"
+            )
         self.running = True
         deadline = time.monotonic() + self.start_timeout_s
         while not (self.pipe_dir / "control").exists():
             if time.monotonic() > deadline:
                 self.stop()
-                raise MpsError(f"the MPS control daemon did not create its pipe in {self.start_timeout_s:g} s")
+                raise MpsError(
+                    f"the MPS control daemon did not create its pipe in {self.start_timeout_s:g} s"
+                )
             time.sleep(0.05)
 
     def _quit_leftover(self) -> None:
-        """A daemon of an earlier, killed run in our fixed folders is ours: quit it rather than fail or share it."""
+        """A daemon of an earlier, killed run in our fixed folders is ours: quit it (not fail or share it)."""
         assert self.pipe_dir is not None
         if (self.pipe_dir / "control").exists() or processes_with_pipe(self.pipe_dir, self.proc_root):
             log.warning("quitting a leftover MPS control daemon in %s", self.pipe_dir)
@@ -248,7 +271,9 @@ class MpsDaemon:
             raise MpsError("the MPS daemon is not running")
         assert self.pipe_dir is not None and self.log_dir is not None
         try:
-            res = run_control(self._binary(), [], self.pipe_dir, self.log_dir, timeout_s=timeout_s, command=command)
+            res = run_control(
+                self._binary(), [], self.pipe_dir, self.log_dir, timeout_s=timeout_s, command=command
+            )
         except subprocess.TimeoutExpired:
             raise MpsError(f"the MPS control daemon did not answer '{command}' in {timeout_s:g} s") from None
         return res.stdout.strip()
@@ -283,10 +308,8 @@ class MpsDaemon:
         while (left := self._ours()) and time.monotonic() < deadline:
             for pid in left:
                 log.warning("MPS process %d did not quit; killing it", pid)
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.1)
         return left
 

@@ -27,10 +27,10 @@ def note(line: str) -> None:
         fh.write(line + "\n")
 
 
-def record_pid() -> None:
+def record_pids(*pids: int) -> None:
     if os.environ.get("FAKE_PIDFILE"):
         with open(os.environ["FAKE_PIDFILE"], "a") as fh:
-            fh.write(f"{os.getpid()}\n")
+            fh.write("".join(f"{pid}\n" for pid in pids))
 
 
 def detach() -> None:
@@ -47,7 +47,6 @@ def detach() -> None:
 
 def server() -> None:
     """The daemon's server: lives while its daemon does."""
-    record_pid()
     parent = os.getppid()
     while os.getppid() == parent:
         time.sleep(0.05)
@@ -55,13 +54,13 @@ def server() -> None:
 
 
 def daemon() -> None:
-    record_pid()
     stubborn = bool(os.environ.get("FAKE_MPS_IGNORE_QUIT"))
     if stubborn:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     child = os.fork()
     if child == 0:
         server()
+    record_pids(os.getpid(), child)  # before the control pipe: whoever sees the pipe finds both pids
     (pipe / "control").write_text("")
     while True:
         time.sleep(0.02)

@@ -50,7 +50,9 @@ class FakeLauncher(Launcher):
         if self.behaviour is FakeBehaviour.EXIT_AT_START:
             raise ApplyError(f"server {self.spec.name} exited with code 1 before it was ready; log: (fake)")
         if self.behaviour is FakeBehaviour.NEVER_READY:
-            raise ApplyError(f"server {self.spec.name} was not ready after {timeout_s:g} s (raise --ready-timeout?)")
+            raise ApplyError(
+                f"server {self.spec.name} was not ready after {timeout_s:g} s (raise --ready-timeout?)"
+            )
         return 0.0
 
     def stop(self) -> None:
@@ -101,7 +103,9 @@ class FakeLoad:
         self.switched_at: dict[str, float] = {}  # server -> seconds since the start
 
     @classmethod
-    def factory(cls, made: list[FakeLoad] | None = None, **kw: Any) -> Callable[[list[StreamSpec], Path], FakeLoad]:
+    def factory(
+        cls, made: list[FakeLoad] | None = None, **kw: Any
+    ) -> Callable[[list[StreamSpec], Path], FakeLoad]:
         def make(streams: list[StreamSpec], work_dir: Path) -> FakeLoad:
             gen = cls(streams, work_dir, **kw)
             if made is not None:
@@ -129,7 +133,9 @@ class FakeLoad:
         for seq, t in enumerate(stream_arrival_times(s)):
             if t > end or (s.start_on_switch and (switched is None or t < switched)):
                 continue
-            server = s.switch_server if switched is not None and t >= switched and s.switch_server else s.server
+            server = (
+                s.switch_server if switched is not None and t >= switched and s.switch_server else s.server
+            )
             sent = t + self.lag_ms / 1000
             values = (s.stream, s.workload, server, seq, t, sent, self.lag_ms, sent + self.latency_ms / 1000,
                       self.latency_ms, "ok", "")
