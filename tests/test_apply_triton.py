@@ -7,6 +7,7 @@ and the results and the clean shutdown (no process left) are checked.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -315,6 +316,12 @@ def _not_gone(pids: set[int]) -> list[str]:
     return left
 
 
+def _kill(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _with_stubborn_children(dep, pids: Path):  # noqa: ANN001, ANN202 - a Deployment in, a Deployment out
     """The served models start children like a stub stuck tearing down its GPU context: one ignores
     SIGTERM; the other also left the server's process group (not its session). Their pids go to ``pids``."""
@@ -339,9 +346,8 @@ def _with_stubborn_children(dep, pids: Path):  # noqa: ANN001, ANN202 - a Deploy
 
 
 @pytest.mark.parametrize("ending", ["success", "sigterm", "server_crash"])
-def test_no_process_of_the_run_outlives_apply(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: str
-) -> None:
+def test_no_process_of_the_run_outlives_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              request: pytest.FixtureRequest, ending: str) -> None:
     """Servers, their Python-backend stubs (and what they started), load processes and the MPS daemon and
     server: all gone when apply_plan returns, whether the run ends normally, by SIGTERM, or because a
     server crashed."""
@@ -388,6 +394,7 @@ def test_no_process_of_the_run_outlives_apply(
     )
     mps_pids = {int(x) for x in (tmp_path / "mps-pids").read_text().split()}
     stubborn = {int(x) for x in (tmp_path / "stubborn-pids").read_text().split()}
+    request.addfinalizer(lambda: _kill(seen | mps_pids | stubborn))  # only if an assertion below fails
     assert len(mps_pids) == 2 and len(servers) == 2 and len(stubborn) == 4
     assert len(seen) >= 2 + 2 + 2 + 2  # servers, stubs, the stubborn children in the groups, load processes
     assert _not_gone(seen | mps_pids | stubborn) == []  # at once: nothing was left to exit later

@@ -4,10 +4,13 @@ on real processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import stat
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +22,18 @@ FAKE = Path(__file__).parent / "fake_gpu" / "fake_mps_control.py"
 
 
 @pytest.fixture()
-def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An executable fake control binary; the pids of the daemons it starts go to tmp_path/pids."""
+def control(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An executable fake control binary; the pids of the daemons it starts go to tmp_path/pids (and
+    whatever a failing test left running is killed afterwards)."""
     exe = tmp_path / "bin" / "nvidia-cuda-mps-control"
     exe.parent.mkdir()
     exe.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE} \"$@\"\n")
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("FAKE_PIDFILE", str(tmp_path / "pids"))
-    return exe
+    yield exe
+    for pid in alive(started_pids(tmp_path), wait_s=0):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def started_pids(tmp_path: Path) -> list[int]:
