@@ -294,9 +294,9 @@ def verify(plan_file: Path, workloads: Path, profile: str, budget: str, margin: 
                    "late (p99 behind schedule); an invalid one is marked in the table and summary.json.")
 @click.option("--load-generator", type=click.Choice(["python", "perf_analyzer"]), default="python",
               show_default=True,
-              help="Who sends the requests: igniter-opt's own (one asyncio process per stream) or Triton's "
-                   "perf_analyzer (C++, less CPU per request; needs tritonclient 2.51's binary and libb64; not "
-                   "with --diff). See docs/executor.md.")
+              help="Who sends the requests: igniter-opt's own (one asyncio process per stream) or "
+                   "Triton's perf_analyzer (C++, less CPU per request; needs tritonclient 2.51's binary and "
+                   "libb64; not with --diff). See docs/executor.md.")
 @click.option("--dry-run", is_flag=True,
               help="Print every command, environment and config; start nothing. Works on any machine: what "
                    "only the GPU machine can say (its GPUs, its tritonserver) is assumed and listed.")

@@ -34,7 +34,7 @@ from igniter_opt.apply.launcher import ServerSpec
 from igniter_opt.apply.loadgen import StreamSpec, split_streams
 from igniter_opt.apply.models import ServedModel, served_model, zoo_models
 from igniter_opt.apply.options import ApplyOptions
-from igniter_opt.apply.ports import HOST, allocate_ports
+from igniter_opt.apply.ports import HOST, ServerPorts, allocate_ports
 from igniter_opt.apply.report import WorkloadTarget
 from igniter_opt.apply.repository import ModelConfig, QueueDelaySource, model_config_for, model_py_for
 from igniter_opt.apply.triton import (
@@ -228,39 +228,51 @@ def build_deployment(
         pipe_dir, mps_log = mps_dirs(out)
         mps = MpsDaemon(pipe_dir=pipe_dir, log_dir=mps_log, stop_timeout_s=10.0)
     env0 = {k: v for k, v in (base_env if base_env is not None else os.environ).items() if k not in _SCRUB}
-    server_env0 = server_environment(install, env0)
-    sites = site_dirs()
+    here = _Machine(out, install, server_environment(install, env0), mps, gpus, site_dirs())
     servers, streams = [], []
     for i, ((gid, p), sp) in enumerate(zip(placements, ports, strict=True)):
-        name = _safe(f"s{i}-{gid}-{p.workload}")
-        model = served_model(p.model, echo=options.echo)
-        cfg = model_config_for(p, model, LatencyBudget(plan.latency_budget), plan.margin or 0.0,
-                               echo_ms=options.echo_ms, exec_trace=exec_trace_path(out, name),
-                               torch_threads=options.torch_threads, output_device=options.output_device)
-        overrides = {"LD_LIBRARY_PATH": server_env0.get("LD_LIBRARY_PATH", "")}
-        if mps is not None and not options.echo:
-            overrides["CUDA_VISIBLE_DEVICES"] = str(gpus.devices[gid])
-            overrides.update(mps.client_env(p.share_pct, base={}))
-        argv = server_argv(install, out / "repository" / name, out / "backends", sp)
-        spec = ServerSpec(name=name, argv=argv, env={**server_env0, **overrides}, env_overrides=overrides,
-                          ports=sp, log_path=out / "logs" / f"{name}.log", model=model.name)
-        server = ServerPlan(
-            gid,
-            gpus.devices[gid],
-            p,
-            model,
-            cfg,
-            model_py_for(cfg, echo=options.echo, site_dirs=sites),
-            out / "repository" / name,
-            spec,
-        )
+        server = _server_plan(plan, options, here, i, gid, p, sp)
         servers.append(server)
         streams.extend(split_streams(base_stream(server, options, i), max_rps_per_stream(options)))
     return Deployment(plan, options, tuple(servers), tuple(streams), tuple(workload_targets(plan)), install,
                       out / "backends", mps, source, gpus.names, (*gpus.assumptions, *install_notes))
 
 
-def server_argv(install: TritonInstall, repository: Path, backend_dir: Path, ports: Any) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class _Machine:
+    """What every server of a deployment shares: the output folder, the server binary, the base
+    environment, the MPS daemon, the GPUs and the package folders the served model adds."""
+
+    out: Path
+    install: TritonInstall
+    env: dict[str, str]
+    mps: MpsDaemon | None
+    gpus: GpuBinding
+    sites: list[str]
+
+
+def _server_plan(plan: Plan, options: ApplyOptions, here: _Machine, i: int, gid: str, p: Placement,
+                 ports: ServerPorts) -> ServerPlan:
+    """The i-th server: its model configuration, command, environment and files."""
+    name = _safe(f"s{i}-{gid}-{p.workload}")
+    model = served_model(p.model, echo=options.echo)
+    cfg = model_config_for(p, model, LatencyBudget(plan.latency_budget), plan.margin or 0.0,
+                           echo_ms=options.echo_ms, exec_trace=exec_trace_path(here.out, name),
+                           torch_threads=options.torch_threads, output_device=options.output_device)
+    overrides = {"LD_LIBRARY_PATH": here.env.get("LD_LIBRARY_PATH", "")}
+    if here.mps is not None and not options.echo:
+        overrides["CUDA_VISIBLE_DEVICES"] = str(here.gpus.devices[gid])
+        overrides.update(here.mps.client_env(p.share_pct, base={}))
+    repository = here.out / "repository" / name
+    spec = ServerSpec(name=name, argv=server_argv(here.install, repository, here.out / "backends", ports),
+                      env={**here.env, **overrides}, env_overrides=overrides, ports=ports,
+                      log_path=here.out / "logs" / f"{name}.log", model=model.name)
+    model_py = model_py_for(cfg, echo=options.echo, site_dirs=here.sites)
+    return ServerPlan(gid, here.gpus.devices[gid], p, model, cfg, model_py, repository, spec)
+
+
+def server_argv(install: TritonInstall, repository: Path, backend_dir: Path,
+                ports: ServerPorts) -> tuple[str, ...]:
     """The server's command line: its repository and backends, every port on 127.0.0.1 only."""
     flags = TritonServerConfig().update({
         "model-repository": repository,

@@ -91,6 +91,19 @@ def _by_slot(dep: Deployment) -> dict[tuple[str, int], ServerPlan]:
     return dict(zip(keys, dep.servers, strict=True))
 
 
+def check_change(old_plan: Plan, new_plan: Plan, options: ApplyOptions, step_s: float) -> None:
+    """A change this executor can apply: plans of one profile, a step within the run, the Python generator."""
+    if old_plan.profile != new_plan.profile:
+        raise ApplyError(f"the plans were made with different profiles ('{old_plan.profile}' and "
+                         f"'{new_plan.profile}'); replan from the running plan with its profile")
+    if options.load_generator != "python":
+        raise ApplyError(f"apply --diff needs --load-generator python ({options.load_generator} cannot move "
+                         "a stream to another server during a run)")
+    if not 0 < step_s < options.duration_s:
+        raise ApplyError(f"--step-at must be within the run (0 < step < {options.duration_s:g} s), "
+                         f"got {step_s:g}")
+
+
 def build_transition(
     old_plan: Plan,
     new_plan: Plan,
@@ -100,20 +113,9 @@ def build_transition(
 ) -> Transition:
     """Work out both deployments and the change; starts and writes nothing.
 
-    ``machine``: ``machine_gpus``, ``mps``, ``base_env`` as for ``build_deployment``.
+    ``machine``: ``machine_gpus``, ``mps``, ``base_env``, ``dry_run`` as for ``build_deployment``.
     """
-    if old_plan.profile != new_plan.profile:
-        raise ApplyError(f"the plans were made with different profiles ('{old_plan.profile}' and "
-                         f"'{new_plan.profile}'); replan from the running plan with its profile")
-    if options.load_generator != "python":
-        raise ApplyError(
-            f"apply --diff needs --load-generator python ({options.load_generator} cannot move a "
-            "stream to another server during a run)"
-        )
-    if not 0 < step_s < options.duration_s:
-        raise ApplyError(
-            f"--step-at must be within the run (0 < step < {options.duration_s:g} s), got {step_s:g}"
-        )
+    check_change(old_plan, new_plan, options, step_s)
     diff = diff_plans(old_plan, new_plan)
     old = build_deployment(old_plan, options, **machine)
     taken = frozenset(p for s in old.servers for p in s.spec.ports.as_tuple())
