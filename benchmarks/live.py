@@ -160,7 +160,7 @@ def cmd_run(args: argparse.Namespace) -> None:
                     "p99_ms": r.p99_ms, "predicted_ms": r.predicted_ms, "measured_mean_ms": r.server_infer_ms,
                     "e2e_mean_ms": r.mean_ms, "executed_batch": r.executed_batch, "model_ms": r.model_ms,
                     "queue_ms": r.server_queue_ms, "achieved_rps": r.achieved_rps, "failed": r.failed,
-                    "send_lag_p99_ms": r.send_lag_p99_ms, "server_ready_s": ready, "gpu": gpu,
+                    "send_lag_p99_ms": r.generator_lag_p99_ms, "server_ready_s": ready, "gpu": gpu,
                 }.items()})
         keep = args.out / "live_runs" / run
         keep.mkdir(parents=True, exist_ok=True)

@@ -408,9 +408,9 @@ def verify(plan_file: Path, workloads: Path | None, profile: str | None, budget:
 @click.argument("plan_file", metavar="[PLAN.json]", type=click.Path(path_type=Path), required=False)
 @click.option("--diff", "diff_files", nargs=2, type=click.Path(path_type=Path), default=None,
               metavar="OLD.json NEW.json",
-              help="Apply a plan change under load instead: run OLD, step the rates to NEW's at --step-at, start "
-                   "NEW's changed servers next to the old ones, switch clients when they are ready, then stop the "
-                   "old ones.")
+              help="Apply a plan change under load instead: run OLD, step the rates to NEW's at --step-at, "
+                   "start NEW's changed servers next to the old ones, switch clients when they are ready, "
+                   "then stop the old ones.")
 @click.option("--step-at", type=click.FloatRange(min=0, min_open=True), default=None,
               help="With --diff: seconds into the run when the rates change and the change begins. "
                    "Default: a third of --duration.")
@@ -423,22 +423,35 @@ def verify(plan_file: Path, workloads: Path | None, profile: str | None, budget:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("apply-out"),
               show_default=True, help="Folder for the model repositories, server logs and results.")
 @click.option("--gpus", default=None,
-              help="Map plan GPUs to this machine's, by UUID or index: gpu0=GPU-<uuid>,gpu1=1. Default: in order.")
+              help="Map plan GPUs to this machine's, by UUID or index: gpu0=GPU-<uuid>,gpu1=1. "
+                   "Default: in order.")
 @click.option("--base-port", type=click.IntRange(1024, 65535), default=None,
-              help="Use ports BASE, BASE+1, ... (HTTP, gRPC, metrics per server) on 127.0.0.1. Default: free ports.")
-@click.option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=180.0, show_default=True,
-              help="Seconds to wait for every server to be ready.")
+              help="Use ports BASE, BASE+1, ... (HTTP, gRPC, metrics per server) on 127.0.0.1. "
+                   "Default: free ports.")
+@click.option("--ready-timeout", type=click.FloatRange(min=0, min_open=True), default=180.0,
+              show_default=True, help="Seconds to wait for every server to be ready.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the arrival times.")
 @click.option("--echo-ms", type=click.FloatRange(min=0), default=None,
               help="Serve a numpy-free stand-in on CPU that returns its input after this many ms per batch "
                    "(no GPU, no MPS): tests the serving and measuring path on any machine.")
 @click.option("--max-rps-per-process", type=click.FloatRange(min=1), default=200.0, show_default=True,
               help="A placement with a higher rate is driven by several load-generating processes.")
-@click.option("--dry-run", is_flag=True, help="Print every command, environment and config; start nothing.")
+@click.option("--max-lag-ms", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="A workload's results are valid only if the load generator sent its requests at most this "
+                   "late (p99 behind schedule); an invalid one is marked in the table and summary.json.")
+@click.option("--load-generator", type=click.Choice(["python", "perf_analyzer"]), default="python",
+              show_default=True,
+              help="Who sends the requests: igniter-opt's own (one asyncio process per stream) or "
+                   "Triton's perf_analyzer (C++, less CPU per request; needs tritonclient 2.51's binary and "
+                   "libb64; not with --diff). See docs/executor.md.")
+@click.option("--dry-run", is_flag=True,
+              help="Print every command, environment and config; start nothing. Works on any machine: what "
+                   "only the GPU machine can say (its GPUs, its tritonserver) is assumed and listed.")
 @handle_errors
-def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at: float | None, duration: float,
-          arrival: str, tritonserver: Path | None, out_dir: Path, gpus: str | None, base_port: int | None,
-          ready_timeout: float, seed: int, echo_ms: float | None, max_rps_per_process: float, dry_run: bool) -> None:
+def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at: float | None,
+          duration: float, arrival: str, tritonserver: Path | None, out_dir: Path, gpus: str | None,
+          base_port: int | None, ready_timeout: float, seed: int, echo_ms: float | None,
+          max_rps_per_process: float, max_lag_ms: float, load_generator: str, dry_run: bool) -> None:
     """Apply a plan to Triton Inference Servers under MPS, drive it with load, and measure SLO attainment.
 
     One tritonserver per placement, on its GPU (by UUID) with its MPS share and batch; requests at
@@ -458,6 +471,7 @@ def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at:
         out_dir=out_dir, duration_s=duration, arrival=arrival,
         tritonserver=str(tritonserver) if tritonserver else None, gpus=gpus, base_port=base_port,
         ready_timeout_s=ready_timeout, echo_ms=echo_ms, seed=seed, max_rps_per_process=max_rps_per_process,
+        max_lag_ms=max_lag_ms, load_generator=load_generator,
     )
     if (plan_file is None) == (diff_files is None):
         raise click.UsageError("give either PLAN.json or --diff OLD.json NEW.json")
@@ -466,7 +480,7 @@ def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at:
         return
     if step_at is not None:
         raise click.UsageError("--step-at goes with --diff")
-    dep = build_deployment(read_runnable_plan(plan_file), options)
+    dep = build_deployment(read_runnable_plan(plan_file), options, dry_run=dry_run)
     if dry_run:
         emit(render_dry_run(dep))
         return
@@ -475,7 +489,8 @@ def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at:
         emit(render_result(result))
     if result.interrupted:
         raise click.ClickException(
-            f"interrupted by {result.interrupted}; every server and MPS stopped; results so far in {result.out_dir}"
+            f"interrupted by {result.interrupted}; every server and MPS stopped; "
+            f"results so far in {result.out_dir}"
         )
     if result.errors:
         more = f" (+{len(result.errors) - 1} more, see summary.json)" if len(result.errors) > 1 else ""
@@ -490,7 +505,8 @@ def _apply_diff(diff_files: tuple[Path, Path], step_s: float, options: Any, dry_
         render_transition_dry_run,
     )
 
-    tr = build_transition(read_runnable_plan(diff_files[0]), read_runnable_plan(diff_files[1]), options, step_s)
+    tr = build_transition(read_runnable_plan(diff_files[0]), read_runnable_plan(diff_files[1]), options, step_s,
+                          dry_run=dry_run)
     if dry_run:
         emit(render_transition_dry_run(tr))
         return
@@ -498,7 +514,8 @@ def _apply_diff(diff_files: tuple[Path, Path], step_s: float, options: Any, dry_
     emit(render_transition(result))
     if result.interrupted:
         raise click.ClickException(
-            f"interrupted by {result.interrupted}; every server and MPS stopped; results so far in {result.out_dir}")
+            f"interrupted by {result.interrupted}; every server and MPS stopped; "
+            f"results so far in {result.out_dir}")
     if result.errors:
         more = f" (+{len(result.errors) - 1} more, see transition.json)" if len(result.errors) > 1 else ""
         raise click.ClickException(f"{result.errors[0]}{more}; every server and MPS stopped")

@@ -15,17 +15,19 @@ from pathlib import Path
 import pytest
 from _procs import live_processes
 from click.testing import CliRunner
+from fakes import FakeBehaviour, FakeLauncher, FakeMps
 
-from igniter_opt.apply import executor as ex
-from igniter_opt.apply.executor import ApplyOptions, apply_plan, build_deployment, check_plan
+from igniter_opt.apply import deploy, run, serverstats
+from igniter_opt.apply.deploy import build_deployment, check_plan
 from igniter_opt.apply.gpus import GpuInfo, parse_gpu_map, resolve_gpus
-from igniter_opt.apply.launcher import FakeBehaviour, FakeLauncher, LaunchMode, ServerSpec, make_launcher
+from igniter_opt.apply.launcher import LaunchMode, ServerSpec, make_launcher
 from igniter_opt.apply.loadgen import StreamSpec, arrival_times, split_streams
 from igniter_opt.apply.models import BUILTIN_MODELS, served_model
-from igniter_opt.apply.mps import FakeMps, MpsDaemon
+from igniter_opt.apply.options import ApplyOptions
 from igniter_opt.apply.ports import allocate_ports, port_is_free
+from igniter_opt.apply.report import WorkloadTarget, percentile, summarize
 from igniter_opt.apply.repository import batch_formation_budget_ms, model_config_for, model_py_for
-from igniter_opt.apply.results import WorkloadTarget, percentile, summarize
+from igniter_opt.apply.run import apply_plan
 from igniter_opt.apply.triton import (
     TritonInstall,
     TritonServerConfig,
@@ -66,7 +68,7 @@ def fake_server(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def machine(monkeypatch: pytest.MonkeyPatch) -> list[GpuInfo]:
-    monkeypatch.setattr(ex, "nvml_gpus", lambda: MACHINE)
+    monkeypatch.setattr(deploy, "nvml_gpus", lambda: MACHINE)
     return MACHINE
 
 
@@ -105,9 +107,13 @@ def test_config_pbtxt_exact() -> None:
         'parameters: { key: "torch_threads" value: { string_value: "1" } }\n'
         'parameters: { key: "output_device" value: { string_value: "cpu" } }\n'
     )
-    ssd = model_config_for(placement(model="ssd", batch=2), served_model("ssd"), LatencyBudget.IGNITER).render()
+    ssd = model_config_for(
+        placement(model="ssd", batch=2), served_model("ssd"), LatencyBudget.IGNITER
+    ).render()
     assert '{ name: "cls_logits" data_type: TYPE_FP16 dims: [ 8732, 91 ] }' in ssd
-    bert = model_config_for(placement(model="bert_base"), served_model("bert_base"), LatencyBudget.IGNITER).render()
+    bert = model_config_for(
+        placement(model="bert_base"), served_model("bert_base"), LatencyBudget.IGNITER
+    ).render()
     assert '{ name: "input_ids" data_type: TYPE_INT64 dims: [ 128 ] }' in bert
 
 
@@ -128,14 +134,21 @@ def test_model_py_imports_zoo_lazily_and_keeps_numpy_out() -> None:
 
 
 def test_unknown_model_lists_the_zoo() -> None:
-    with pytest.raises(ApplyError, match=r"model 'yolo' is not in the model zoo .*alexnet.*; plan only zoo models"):
+    with pytest.raises(
+        ApplyError, match=r"model 'yolo' is not in the model zoo .*alexnet.*; plan only zoo models"
+    ):
         served_model("yolo")
     assert set(BUILTIN_MODELS) == {"alexnet", "resnet50", "vgg19", "ssd", "vit_b_16", "bert_base"}
 
 
 def test_server_config_whitelists_and_renders_in_order() -> None:
     c = TritonServerConfig().update({"grpc-port": 2, "model-repository": "/r", "strict-readiness": True})
-    assert c.to_argv("/bin/ts") == ["/bin/ts", "--model-repository=/r", "--grpc-port=2", "--strict-readiness=true"]
+    assert c.to_argv("/bin/ts") == [
+        "/bin/ts",
+        "--model-repository=/r",
+        "--grpc-port=2",
+        "--strict-readiness=true",
+    ]
     with pytest.raises(ApplyError, match="--model-store is not supported"):
         c["model-store"] = "/x"
 
@@ -163,7 +176,10 @@ def test_find_tritonserver_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     inst = find_tritonserver()
     assert inst.source == "wheel" and inst.binary == binary
     assert inst.lib_dirs == (tmp_path / "site" / "nvidia_pytriton.libs",)
-    assert inst.stub_for("3.12") == binary.parent.parent / "python_backend_stubs" / "3.12" / "triton_python_backend_stub"
+    assert (
+        inst.stub_for("3.12")
+        == binary.parent.parent / "python_backend_stubs" / "3.12" / "triton_python_backend_stub"
+    )
     monkeypatch.setenv("PATH", str(binary.parent))
     assert find_tritonserver().source == "path"
     assert find_tritonserver(binary).source == "option"
@@ -171,7 +187,9 @@ def test_find_tritonserver_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         find_tritonserver(tmp_path / "nope")
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     monkeypatch.setattr("igniter_opt.apply.triton._pytriton_root", lambda: None)
-    with pytest.raises(ApplyError, match=r"^tritonserver not found: pass --tritonserver PATH, .*nvidia-pytriton==0.7.0"):
+    with pytest.raises(
+        ApplyError, match=r"^tritonserver not found: pass --tritonserver PATH, .*nvidia-pytriton==0.7.0"
+    ):
         find_tritonserver()
 
 
@@ -190,7 +208,11 @@ def test_backend_dir_and_environment(tmp_path: Path) -> None:
         prepare_backend_dir(inst, tmp_path / "be2", "3.7")
     env = server_environment(inst, {"LD_LIBRARY_PATH": "/old", "HOME": "/h"})
     parts = env["LD_LIBRARY_PATH"].split(os.pathsep)
-    assert parts[0] == str(tmp_path / "site/nvidia_pytriton.libs") and parts[-1] == "/old" and env["HOME"] == "/h"
+    assert (
+        parts[0] == str(tmp_path / "site/nvidia_pytriton.libs")
+        and parts[-1] == "/old"
+        and env["HOME"] == "/h"
+    )
 
 
 # ---- ports -------------------------------------------------------------------------------------
@@ -219,12 +241,23 @@ def test_base_port_in_use_is_a_clear_error() -> None:
 
 # ---- plan -> processes -------------------------------------------------------------------------
 def test_plan_to_process_mapping(tmp_path: Path, fake_server: Path) -> None:
-    plan = make_plan((placement("W1", batch=4, share=30), placement("W2", "vgg19", batch=2, share=70, rate=450.0)),
-                     (placement("W1", batch=4, share=25, rate=100.0),))
+    plan = make_plan(
+        (placement("W1", batch=4, share=30), placement("W2", "vgg19", batch=2, share=70, rate=450.0)),
+        (placement("W1", batch=4, share=25, rate=100.0),),
+    )
     mps = FakeMps()
-    dep = build_deployment(plan, ApplyOptions(out_dir=tmp_path / "out", tritonserver=str(fake_server), duration_s=10,
-                                              gpus=f"gpu1={UUID0},gpu0=1"),
-                           machine_gpus=MACHINE, mps=mps, base_env={"CUDA_VISIBLE_DEVICES": "7", "X": "1"})
+    dep = build_deployment(
+        plan,
+        ApplyOptions(
+            out_dir=tmp_path / "out",
+            tritonserver=str(fake_server),
+            duration_s=10,
+            gpus=f"gpu1={UUID0},gpu0=1",
+        ),
+        machine_gpus=MACHINE,
+        mps=mps,
+        base_env={"CUDA_VISIBLE_DEVICES": "7", "X": "1"},
+    )
     assert [s.spec.name for s in dep.servers] == ["s0-gpu0-W1", "s1-gpu0-W2", "s2-gpu1-W1"]
     s0, s1, s2 = dep.servers
     assert s0.spec.env["CUDA_VISIBLE_DEVICES"] == UUID1 and s2.spec.env["CUDA_VISIBLE_DEVICES"] == UUID0
@@ -247,7 +280,9 @@ def test_plan_to_process_mapping(tmp_path: Path, fake_server: Path) -> None:
 
 def test_validation_errors(tmp_path: Path, fake_server: Path) -> None:
     opts = ApplyOptions(out_dir=tmp_path / "out", tritonserver=str(fake_server))
-    with pytest.raises(ApplyError, match=r"^GPU gpu0: shares add up to 110 % \(W1 60 \+ W2 50\), over 100 %$"):
+    with pytest.raises(
+        ApplyError, match=r"^GPU gpu0: shares add up to 110 % \(W1 60 \+ W2 50\), over 100 %$"
+    ):
         check_plan(make_plan((placement("W1", share=60), placement("W2", share=50))), echo=False)
     with pytest.raises(ApplyError, match="model 'yolo' is not in the model zoo"):
         check_plan(make_plan((placement(model="yolo"),)), echo=False)
@@ -282,17 +317,37 @@ def test_arrival_times() -> None:
     assert len(arrival_times(1000.0, 10.0, "poisson", 1, 50)) == 50  # bounded in count
     base = StreamSpec("s", "W", "srv", "127.0.0.1:1", "m", (), (), 300.0, 1.0, "constant", 3, 400, 1.0, 1.0)
     parts = split_streams(base, 200.0)
-    merged = sorted(t for s in parts for t in arrival_times(s.rate_rps, 1.0, "constant", s.seed, s.max_requests,
-                                                             s.phase_s))
+    merged = sorted(
+        t
+        for s in parts
+        for t in arrival_times(s.rate_rps, 1.0, "constant", s.seed, s.max_requests, s.phase_s)
+    )
     assert len(parts) == 2 and len(merged) == 300
     assert max(b - a for a, b in itertools.pairwise(merged)) == pytest.approx(1 / 300)
 
 
 def test_summarize_counts_failures_as_misses() -> None:
-    recs = [{"workload": "W1", "status": "ok", "latency_ms": str(x), "sent_s": str(i / 10), "scheduled_s": str(i / 10),
-             "received_s": str(i / 10 + x / 1000)} for i, x in enumerate([5.0, 10.0, 15.0, 30.0])]
-    recs.append({"workload": "W1", "status": "timeout", "latency_ms": "1000", "sent_s": "0.5", "scheduled_s": "0.5",
-                 "received_s": "1.0"})
+    recs = [
+        {
+            "workload": "W1",
+            "status": "ok",
+            "latency_ms": str(x),
+            "sent_s": str(i / 10),
+            "scheduled_s": str(i / 10),
+            "received_s": str(i / 10 + x / 1000),
+        }
+        for i, x in enumerate([5.0, 10.0, 15.0, 30.0])
+    ]
+    recs.append(
+        {
+            "workload": "W1",
+            "status": "timeout",
+            "latency_ms": "1000",
+            "sent_s": "0.5",
+            "scheduled_s": "0.5",
+            "received_s": "1.0",
+        }
+    )
     t = WorkloadTarget("W1", "resnet50", "4", "50", 200.0, 20.0, 8.0)
     (r,) = summarize(recs, [t], {"W1": {"infer_ms": 7.5, "queue_ms": 1.0}})
     assert (r.requests, r.ok, r.failed) == (5, 4, 1)
@@ -304,7 +359,9 @@ def test_summarize_counts_failures_as_misses() -> None:
 
 # ---- failure handling with fakes ---------------------------------------------------------------
 def _deploy(tmp_path: Path, fake_server: Path, mps: FakeMps):
-    plan = make_plan((placement("W1", share=40), placement("W2", "vgg19", share=40)), (placement("W3", share=90),))
+    plan = make_plan(
+        (placement("W1", share=40), placement("W2", "vgg19", share=40)), (placement("W3", share=90),)
+    )
     return build_deployment(plan, ApplyOptions(out_dir=tmp_path / "out", tritonserver=str(fake_server)),
                             machine_gpus=MACHINE, mps=mps)
 
@@ -315,7 +372,7 @@ def _deploy(tmp_path: Path, fake_server: Path, mps: FakeMps):
 ])
 def test_server_failure_stops_everything(tmp_path: Path, fake_server: Path, bad: FakeBehaviour, message: str,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ex, "prepare_backend_dir", lambda install, dest: dest)
+    monkeypatch.setattr(run, "prepare_backend_dir", lambda install, dest: dest)
     mps = FakeMps()
     dep = _deploy(tmp_path, fake_server, mps)
     calls: list[tuple[str, str]] = []
@@ -334,7 +391,9 @@ def test_server_failure_stops_everything(tmp_path: Path, fake_server: Path, bad:
     assert not stale.exists() and not (tmp_path / "out" / "requests.csv").exists()
     assert result.errors and result.errors[0].startswith(message)
     assert not result.ok and result.results == [] and result.files == []
-    assert [c for c in calls if c[0] == "start"] == [("start", n) for n in ("s0-gpu0-W1", "s1-gpu0-W2", "s2-gpu1-W3")]
+    assert [c for c in calls if c[0] == "start"] == [
+        ("start", n) for n in ("s0-gpu0-W1", "s1-gpu0-W2", "s2-gpu1-W3")
+    ]
     assert sorted(c[1] for c in calls if c[0] == "stop") == ["s0-gpu0-W1", "s1-gpu0-W2", "s2-gpu1-W3"]
     assert not any(lc.running for lc in launchers)
     assert mps.calls == ["start", "stop"] and not mps.running
@@ -347,18 +406,24 @@ def test_server_failure_stops_everything(tmp_path: Path, fake_server: Path, bad:
     assert (tmp_path / "out/repository/s0-gpu0-W1/resnet50/config.pbtxt").is_file()
 
 
-def test_mps_failure_starts_no_server(tmp_path: Path, fake_server: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ex, "prepare_backend_dir", lambda install, dest: dest)
+def test_mps_failure_starts_no_server(
+    tmp_path: Path, fake_server: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run, "prepare_backend_dir", lambda install, dest: dest)
     mps = FakeMps(fail_start=True)
     calls: list[tuple[str, str]] = []
-    result = apply_plan(_deploy(tmp_path, fake_server, mps), launcher_factory=lambda s: FakeLauncher(s, calls=calls))
+    result = apply_plan(
+        _deploy(tmp_path, fake_server, mps), launcher_factory=lambda s: FakeLauncher(s, calls=calls)
+    )
     assert result.errors == ["MPS control daemon failed to start (fake)"] and calls == []
 
 
 def test_local_launcher_server_that_exits_at_start(tmp_path: Path, fake_server: Path) -> None:
     """The real launcher on a binary that exits at once: clear error naming the exit code, nothing left."""
-    spec = ServerSpec("s0", (str(fake_server),), dict(os.environ), {}, allocate_ports(1)[0], tmp_path / "s0.log", "m")
-    lc = make_launcher(LaunchMode.LOCAL, spec)
+    spec = ServerSpec(
+        "s0", (str(fake_server),), dict(os.environ), {}, allocate_ports(1)[0], tmp_path / "s0.log", "m"
+    )
+    lc = make_launcher(LaunchMode.LOCAL)(spec)
     lc.start()
     with pytest.raises(ApplyError, match=r"^server s0 exited with code 3 before it was ready"):
         lc.wait_ready(10)
@@ -370,8 +435,10 @@ def test_local_launcher_never_ready_is_stopped(tmp_path: Path) -> None:
     script = tmp_path / "hang.sh"
     script.write_text("#!/bin/sh\necho starting\nsleep 60 & wait\n")  # a child too: the whole group must go
     script.chmod(0o755)
-    spec = ServerSpec("s0", (str(script),), dict(os.environ), {}, allocate_ports(1)[0], tmp_path / "s0.log", "m")
-    lc = make_launcher(LaunchMode.LOCAL, spec)
+    spec = ServerSpec(
+        "s0", (str(script),), dict(os.environ), {}, allocate_ports(1)[0], tmp_path / "s0.log", "m"
+    )
+    lc = make_launcher(LaunchMode.LOCAL)(spec)
     lc.start()
     with pytest.raises(ApplyError, match=r"^server s0 was not ready after 0.5 s .*starting"):
         lc.wait_ready(0.5)
@@ -379,41 +446,6 @@ def test_local_launcher_never_ready_is_stopped(tmp_path: Path) -> None:
     lc.stop()
     assert not lc.is_running()
     assert live_processes(lambda pgid, cmd: pgid == pid) == []  # the child sleep went with the group
-
-
-FAKE_MPS_CONTROL = """#!/bin/sh
-echo "args=$* pipe=$CUDA_MPS_PIPE_DIRECTORY" >> "$CUDA_MPS_LOG_DIRECTORY/calls"
-if [ "$1" = "-d" ]; then
-  [ -n "$FAIL" ] && { echo "An instance of this daemon is already running" >&2; exit 1; }
-  touch "$CUDA_MPS_PIPE_DIRECTORY/control"; exit 0
-fi
-read cmd; echo "stdin=$cmd" >> "$CUDA_MPS_LOG_DIRECTORY/calls"; rm -f "$CUDA_MPS_PIPE_DIRECTORY/control"
-"""
-
-
-def test_mps_daemon_start_and_quit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The real MpsDaemon against a stand-in nvidia-cuda-mps-control: -d with private folders, then quit."""
-    ctl = tmp_path / "nvidia-cuda-mps-control"
-    ctl.write_text(FAKE_MPS_CONTROL)
-    ctl.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
-    pipe, logd = tmp_path / "pipe", tmp_path / "log"
-    m = MpsDaemon(pipe, logd, stop_timeout_s=2)
-    m.start(pipe, logd)
-    assert (pipe / "control").exists()
-    m.stop()
-    m.stop()  # twice is fine
-    assert not (pipe / "control").exists()
-    assert (logd / "calls").read_text().splitlines() == [f"args=-d pipe={pipe}", f"args= pipe={pipe}", "stdin=quit"]
-    # a daemon left by a killed run in the same folder is quit first, then a fresh one starts
-    (pipe / "control").touch()
-    (logd / "calls").unlink()
-    m.start(pipe, logd)
-    assert (logd / "calls").read_text().splitlines() == [f"args= pipe={pipe}", "stdin=quit", f"args=-d pipe={pipe}"]
-    m.stop()
-    monkeypatch.setenv("FAIL", "1")
-    with pytest.raises(ApplyError, match=r"nvidia-cuda-mps-control -d failed \(exit 1\): An instance of this daemon"):
-        MpsDaemon(pipe, logd).start(pipe, logd)
 
 
 def test_missing_mps_control_is_an_error_before_anything_starts(tmp_path: Path, fake_server: Path,
@@ -429,19 +461,10 @@ def test_missing_mps_control_is_an_error_before_anything_starts(tmp_path: Path, 
     assert calls == [] and not (tmp_path / "out").exists()
 
 
-def test_mps_daemon_env_and_commands(tmp_path: Path) -> None:
-    m = MpsDaemon(tmp_path / "pipe", tmp_path / "log", control="/usr/bin/nvidia-cuda-mps-control")
-    assert m.env_for_client(12.5) == {"CUDA_MPS_PIPE_DIRECTORY": str(tmp_path / "pipe"),
-                                      "CUDA_MPS_LOG_DIRECTORY": str(tmp_path / "log"),
-                                      "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE": "12.5"}
-    assert m.describe()[0].endswith("/usr/bin/nvidia-cuda-mps-control -d")
-    m.stop()  # never started: nothing to do
-
-
 # ---- CLI ---------------------------------------------------------------------------------------
 def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuInfo],
                            monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ex, "_site_dirs", lambda: ["/site"])
+    monkeypatch.setattr(deploy, "site_dirs", lambda: ["/site"])
     monkeypatch.setattr("igniter_opt.apply.triton.libpython_dir", lambda: Path("/pylib"))
     monkeypatch.setenv("LD_LIBRARY_PATH", "")
     plan_path = tmp_path / "plan.json"
@@ -456,27 +479,41 @@ def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuI
     assert res.exit_code == 0, res.output
     o = out.resolve()
     repo = o / "repository" / "s0-gpu0-W1"
-    dep_cfg = ex.model_config_for(placement("W1", batch=4, share=37.5, slo=40.0, rate=200.0), served_model("resnet50"),
-                                  LatencyBudget.IGNITER)
+    dep_cfg = deploy.model_config_for(
+        placement("W1", batch=4, share=37.5, slo=40.0, rate=200.0),
+        served_model("resnet50"),
+        LatencyBudget.IGNITER,
+    )
+    pipe = deploy.mps_dirs(o)[0]
+    model_py_lines = len(deploy.model_py_for(dep_cfg, echo=False, site_dirs=["/site"]).splitlines())
     assert res.output.splitlines() == [
         "dry run: nothing is started or written",
         "plan: 1 GPU(s), 1 server(s), planner greedy, budget igniter, profile h100",
-        f"models: {ex.zoo_models()[1]} list",
+        f"models: {deploy.zoo_models()[1]} list",
         f"tritonserver: {fake_server} (option)",
-        f"backend directory: {o}/backends (python backend, stub for Python {ex.python_version()})",
-        f"MPS: CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} CUDA_MPS_LOG_DIRECTORY={o}/mps/log nvidia-cuda-mps-control -d",
-        (f"     echo quit | CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} CUDA_MPS_LOG_DIRECTORY={o}/mps/log "
-        "nvidia-cuda-mps-control   (at the end)"),
+        f"backend directory: {o}/backends (python backend, stub for Python {deploy.python_version()})",
+        f"MPS: CUDA_MPS_PIPE_DIRECTORY={pipe} CUDA_MPS_LOG_DIRECTORY={o}/mps/log nvidia-cuda-mps-control -d",
+        (
+            f"     echo quit | CUDA_MPS_PIPE_DIRECTORY={pipe} CUDA_MPS_LOG_DIRECTORY={o}/mps/log "
+            "nvidia-cuda-mps-control   (at the end)"
+        ),
         "",
-        (f"server s0-gpu0-W1: workload W1, model resnet50, gpu0 ({UUID0}, Fake H100), share 37.5 %, batch 4, "
-         "200 req/s, SLO 40 ms"),
+        (
+            f"server s0-gpu0-W1: workload W1, model resnet50, gpu0 ({UUID0}, Fake H100), share 37.5 %, "
+            "batch 4, 200 req/s, SLO 40 ms"
+        ),
         "  ports: http 41000, grpc 41001, metrics 41002 on 127.0.0.1",
-        (f"  env: LD_LIBRARY_PATH=/pylib CUDA_VISIBLE_DEVICES={UUID0} CUDA_MPS_PIPE_DIRECTORY={ex._mps_dirs(o)[0]} "
-        f"CUDA_MPS_LOG_DIRECTORY={o}/mps/log CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=37.5"),
-        (f"  command: {fake_server} --model-repository={repo} --backend-directory={o}/backends "
-        "--http-address=127.0.0.1 --http-port=41000 --grpc-address=127.0.0.1 --grpc-port=41001 "
-        "--metrics-address=127.0.0.1 --metrics-port=41002 --allow-gpu-metrics=false --strict-readiness=true "
-        "--exit-timeout-secs=5"),
+        "  queue delay: 20 ms (the plan has none: its latency budget's rule)",
+        (
+            f"  env: LD_LIBRARY_PATH=/pylib CUDA_VISIBLE_DEVICES={UUID0} CUDA_MPS_PIPE_DIRECTORY={pipe} "
+            f"CUDA_MPS_LOG_DIRECTORY={o}/mps/log CUDA_MPS_ACTIVE_THREAD_PERCENTAGE=37.5"
+        ),
+        (
+            f"  command: {fake_server} --model-repository={repo} --backend-directory={o}/backends "
+            "--http-address=127.0.0.1 --http-port=41000 --grpc-address=127.0.0.1 --grpc-port=41001 "
+            "--metrics-address=127.0.0.1 --metrics-port=41002 --allow-gpu-metrics=false "
+            "--strict-readiness=true --exit-timeout-secs=5"
+        ),
         f"  log: {o}/logs/s0-gpu0-W1.log",
         f"  {repo}/resnet50/config.pbtxt:",
         '    name: "resnet50"',
@@ -497,9 +534,11 @@ def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuI
         '    parameters: { key: "torch_threads" value: { string_value: "1" } }',
         '    parameters: { key: "output_device" value: { string_value: "cpu" } }',
         f'    parameters: {{ key: "exec_trace" value: {{ string_value: "{o}/logs/s0-gpu0-W1.exec.csv" }} }}',
-        f"  {repo}/resnet50/1/model.py: generated ({len(ex.model_py_for(dep_cfg, echo=False, site_dirs=['/site']).splitlines())} lines)",
+        f"  {repo}/resnet50/1/model.py: generated ({model_py_lines} lines)",
         "",
-        "load s0-gpu0-W1: W1 -> 127.0.0.1:41001 model resnet50, 200 req/s poisson for 30 s (at most 12010 requests)",
+        "load generator: python",
+        "load s0-gpu0-W1: W1 -> 127.0.0.1:41001 model resnet50, 200 req/s poisson for 30 s "
+        "(at most 12010 requests)",
         f"results: {o}/requests.csv, summary.csv, summary.json, latency.png",
     ]
     assert not out.exists()
@@ -512,13 +551,16 @@ def _cli_error(args: list[str]) -> str:
     return res.output.rstrip("\n")
 
 
-def test_cli_bad_input_is_one_line_and_starts_nothing(tmp_path: Path, fake_server: Path, machine: list[GpuInfo],
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_bad_input_is_one_line_and_starts_nothing(
+    tmp_path: Path, fake_server: Path, machine: list[GpuInfo], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "o"
     common = ["--out", str(out), "--tritonserver", str(fake_server)]
     p = tmp_path / "p.json"
     write_plan(make_plan((placement("W1", share=60), placement("W2", share=50))), p)
-    assert _cli_error([str(p), *common]) == "Error: GPU gpu0: shares add up to 110 % (W1 60 + W2 50), over 100 %"
+    assert (
+        _cli_error([str(p), *common]) == "Error: GPU gpu0: shares add up to 110 % (W1 60 + W2 50), over 100 %"
+    )
     write_plan(make_plan((placement(model="yolo"),)), p)
     assert _cli_error([str(p), *common]).startswith("Error: model 'yolo' is not in the model zoo")
     write_plan(make_plan((placement(),), (placement("W2"),), (placement("W3"),)), p)
@@ -538,8 +580,10 @@ def test_cli_bad_input_is_one_line_and_starts_nothing(tmp_path: Path, fake_serve
     assert not out.exists()
 
 
-def test_zoo_model_py_batches_and_splits_through_dlpack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The served zoo model.py run in-process with stand-ins: pb_utils, torch (numpy arrays), the zoo runner."""
+def test_zoo_model_py_batches_and_splits_through_dlpack(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The served zoo model.py run in-process with stand-ins: pb_utils, torch (numpy arrays), the runner."""
     import sys
     import types
 
@@ -603,7 +647,7 @@ def test_zoo_model_py_batches_and_splits_through_dlpack(monkeypatch: pytest.Monk
     assert built == [("ssd", [4])] and threads == [1]
     reqs = [{"input": np.full((1, 3), 1.0)}, {"input": np.full((2, 3), 2.0)}]
     responses = m.execute(reqs)
-    # the requests' tensors go to the runner as they are (no host concatenation), outputs come back on the host
+    # the requests' tensors go to the runner as they are (no host concatenation); outputs come back on host
     assert calls == [([1, 2], True)]
     assert [[name for name, _ in r] for r in responses] == [["bbox_regression", "cls_logits"]] * 2
     assert responses[0][0][1].tolist() == [[2.0, 2.0, 2.0]]
@@ -613,7 +657,10 @@ def test_zoo_model_py_batches_and_splits_through_dlpack(monkeypatch: pytest.Monk
     rows = list(csv.DictReader(trace.open()))
     assert [(r["requests"], r["samples"]) for r in rows] == [("2", "3"), ("1", "1")]
     assert all(float(r[k]) >= 0 for r in rows for k in ("input_ms", "run_ms", "respond_ms"))
-    assert ex.read_exec_trace(trace)["traced"] == 2 and ex.read_exec_trace(tmp_path / "none.csv") == {}
+    assert (
+        serverstats.read_exec_trace(trace)["traced"] == 2
+        and serverstats.read_exec_trace(tmp_path / "none.csv") == {}
+    )
 
 
 def test_monitor_stops_load_when_a_server_dies(tmp_path: Path) -> None:
@@ -630,7 +677,7 @@ def test_monitor_stops_load_when_a_server_dies(tmp_path: Path) -> None:
             self.stopped = True
 
     gen, errors, done = Gen(), [], threading.Event()
-    t = threading.Thread(target=ex._monitor, args=([lc], gen, errors, done))
+    t = threading.Thread(target=run.watch_servers, args=([lc], gen, errors, done))
     t.start()
     lc.running = False  # the server dies
     t.join(timeout=5)
@@ -644,15 +691,30 @@ def test_load_generator_reports_a_server_that_is_not_there(tmp_path: Path, metho
     from igniter_opt.apply.loadgen import LoadGenerator
 
     port = allocate_ports(1)[0].grpc  # nothing listens there
-    spec = StreamSpec("s0", "W1", "srv", f"127.0.0.1:{port}", "m", served_model("m", echo=True).inputs, ("OUTPUT",),
-                      10.0, 1.0, "constant", 0, 20, 1.0, 1.0)
+    spec = StreamSpec(
+        "s0",
+        "W1",
+        "srv",
+        f"127.0.0.1:{port}",
+        "m",
+        served_model("m", echo=True).inputs,
+        ("OUTPUT",),
+        10.0,
+        1.0,
+        "constant",
+        0,
+        20,
+        1.0,
+        1.0,
+    )
     gen = LoadGenerator([spec], tmp_path / "parts", start_method=method)
     t0 = time.monotonic()
     outcome = gen.run()
     assert time.monotonic() - t0 < 45
     assert len(outcome.errors) == 1
-    assert outcome.errors[0].startswith(f"load generator for stream s0 failed: ApplyError: warm-up request to m at "
-                                        f"127.0.0.1:{port} failed")
+    assert outcome.errors[0].startswith(
+        f"load generator for stream s0 failed: ApplyError: warm-up request to m at 127.0.0.1:{port} failed"
+    )
     assert outcome.records == [] and outcome.start_epoch is None
     assert all(not p.is_alive() for p in gen.procs)
 
@@ -684,8 +746,20 @@ def test_cli_dry_run_of_a_two_gpu_plan_binds_each_server_to_its_gpu(tmp_path: Pa
                          (placement("C", "bert_base", share=90.0),)), plan_path)
 
     def servers(*extra: str) -> dict[str, tuple[str, str]]:
-        res = CliRunner().invoke(cli, ["apply", str(plan_path), "--dry-run", "--tritonserver", str(fake_server),
-                                       "--out", str(tmp_path / "o"), *extra], catch_exceptions=False)
+        res = CliRunner().invoke(
+            cli,
+            [
+                "apply",
+                str(plan_path),
+                "--dry-run",
+                "--tritonserver",
+                str(fake_server),
+                "--out",
+                str(tmp_path / "o"),
+                *extra,
+            ],
+            catch_exceptions=False,
+        )
         assert res.exit_code == 0, res.output
         out: dict[str, tuple[str, str]] = {}
         name = ""
@@ -700,31 +774,15 @@ def test_cli_dry_run_of_a_two_gpu_plan_binds_each_server_to_its_gpu(tmp_path: Pa
         return out
 
     s = servers()
-    assert [s[n] for n in ("s0-gpu0-A", "s1-gpu0-B", "s2-gpu1-C")] == [(UUID0, "60"), (UUID0, "30"), (UUID1, "90")]
+    assert [s[n] for n in ("s0-gpu0-A", "s1-gpu0-B", "s2-gpu1-C")] == [
+        (UUID0, "60"),
+        (UUID0, "30"),
+        (UUID1, "90"),
+    ]
     assert len({s[n + ":ports"] for n in ("s0-gpu0-A", "s1-gpu0-B", "s2-gpu1-C")}) == 3
     swapped = servers("--gpus", "gpu0=1,gpu1=0")
     assert [swapped[n][0] for n in ("s0-gpu0-A", "s1-gpu0-B", "s2-gpu1-C")] == [UUID1, UUID1, UUID0]
     assert not (tmp_path / "o").exists()
-
-
-def test_mps_daemon_refuses_to_start_next_to_another_users_daemon(tmp_path: Path) -> None:
-    """Another nvidia-cuda-mps-control (other pipe folder) is an error before anything starts; our own leftover is not."""
-    proc = tmp_path / "proc"
-
-    def daemon(pid: int, pipe: str) -> None:
-        entry = proc / str(pid)
-        entry.mkdir(parents=True)
-        (entry / "comm").write_text("nvidia-cuda-mps\n")
-        (entry / "cmdline").write_bytes(b"nvidia-cuda-mps-control\0-d\0")
-        (entry / "environ").write_bytes(f"CUDA_MPS_PIPE_DIRECTORY={pipe}\0".encode())
-
-    ours = tmp_path / "out" / "mps" / "pipe"
-    m = MpsDaemon(ours, tmp_path / "log", control="/usr/bin/nvidia-cuda-mps-control", proc_root=proc)
-    daemon(4100, str(ours))
-    m.check()  # a leftover of ours: quit at start, not refused
-    daemon(4242, "/tmp/nvidia-mps")
-    with pytest.raises(ApplyError, match=r"^an MPS control daemon is already running \(pid 4242\); stop it first"):
-        m.check()
 
 
 def test_stream_rate_step_and_split() -> None:
@@ -747,3 +805,212 @@ def test_stream_rate_step_and_split() -> None:
     poisson = stream_arrival_times(replace(stepped, arrival="poisson", seed=3))
     before = sum(t < 4.0 for t in poisson)
     assert 50 < before < 110 and 240 < len(poisson) - before < 360
+
+
+# ---- queue delay from the plan (issue 12) ---------------------------------------------------------
+def test_queue_delay_from_the_plan_or_the_budget_rule() -> None:
+    from dataclasses import replace
+
+    from igniter_opt.apply.repository import queue_delay_us
+
+    p = placement(batch=4, slo=40.0)
+    assert queue_delay_us(p, LatencyBudget.IGNITER) == (20000, "budget")  # SLO / 2
+    assert queue_delay_us(replace(p, queue_delay_ms=2.5), LatencyBudget.IGNITER) == (2500, "plan")
+    # floor(1000 x ms), not fooled by binary rounding: 1.005 ms is 1004.999... in floating point
+    assert queue_delay_us(replace(p, queue_delay_ms=1.005), LatencyBudget.IGNITER) == (1005, "plan")
+    assert queue_delay_us(replace(p, queue_delay_ms=0.0004), LatencyBudget.IGNITER) == (0, "plan")
+    # the plan's choice wins, also where the rule would not wait (batch 1)
+    assert queue_delay_us(replace(placement(batch=1), queue_delay_ms=3.0), LatencyBudget.FULL) == (
+        3000,
+        "plan",
+    )
+    cfg = model_config_for(replace(p, queue_delay_ms=7.25), served_model("resnet50"), LatencyBudget.IGNITER)
+    assert "  max_queue_delay_microseconds: 7250\n" in cfg.render() and cfg.queue_delay_source == "plan"
+
+
+def test_queue_delay_in_dry_run_and_deployment_json(tmp_path: Path, fake_server: Path, machine: list[GpuInfo],
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import replace
+
+    plan = make_plan(
+        (replace(placement("W1", share=40), queue_delay_ms=2.5), placement("W2", "vgg19", share=40))
+    )
+    plan_path = write_plan(plan, tmp_path / "plan.json")
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["apply", str(plan_path), "--dry-run", "--tritonserver", str(fake_server),
+                                   "--out", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    delays = [ln for ln in res.output.splitlines() if "queue delay" in ln or "max_queue_delay" in ln]
+    assert delays == ["  queue delay: 2.5 ms (from the plan)", "      max_queue_delay_microseconds: 2500",
+                      "  queue delay: 20 ms (the plan has none: its latency budget's rule)",
+                      "      max_queue_delay_microseconds: 20000"]
+    monkeypatch.setattr(run, "prepare_backend_dir", lambda install, dest: dest)
+    dep = build_deployment(
+        plan, ApplyOptions(out_dir=out, tritonserver=str(fake_server)), machine_gpus=MACHINE, mps=FakeMps()
+    )
+    apply_plan(dep, launcher_factory=lambda s: FakeLauncher(s, FakeBehaviour.EXIT_AT_START))
+    rec = json.loads((out / "deployment.json").read_text())
+    assert [(s["max_queue_delay_us"], s["queue_delay_source"]) for s in rec["servers"]] == [(2500, "plan"),
+                                                                                         (20000, "budget")]
+    assert (
+        "max_queue_delay_microseconds: 2500"
+        in (out / "repository/s0-gpu0-W1/resnet50/config.pbtxt").read_text()
+    )
+
+
+# ---- the dry run on the planning machine (issue 14.5) ------------------------------------------------
+def test_dry_run_without_gpu_or_tritonserver_says_what_it_assumed(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """This GPU-less machine, no --gpus, no tritonserver: exit 0, the GPUs and the binary are assumed."""
+    from igniter_opt.apply.gpus import nvml_gpus
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr("igniter_opt.apply.triton._pytriton_root", lambda: None)
+    plan_path = write_plan(make_plan((placement("A", share=60.0),), (placement("B", "vgg19", share=90.0),)),
+                           tmp_path / "plan.json")
+    args = ["apply", str(plan_path), "--dry-run", "--out", str(tmp_path / "o")]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    tritonserver = (
+        "assumed: the GPU machine's tritonserver (none here; apply uses tritonserver on PATH there, else "
+        "the nvidia-pytriton==0.7.0 wheel's)"
+    )
+    if nvml_gpus() is None:  # as on the development machine
+        assert lines[2:4] == [
+            "assumed: GPUs in plan order (gpu0 -> GPU 0, gpu1 -> GPU 1); no NVML here",
+            tritonserver,
+        ]
+        assert " CUDA_VISIBLE_DEVICES=1 " in next(
+            ln for ln in lines if ln.startswith("  env:") and "=90" in ln
+        )
+        assert "gpu1 (1, assumed), share 90 %" in res.output
+    assert tritonserver in lines and "tritonserver: tritonserver (assumed)" in lines
+    assert not (tmp_path / "o").exists()
+    # the same without --dry-run is an error: a real run needs the real machine
+    monkeypatch.setattr(deploy, "nvml_gpus", lambda: None)
+    assert _cli_error(args[1:2] + args[3:]).startswith(
+        "Error: cannot list this machine's GPUs (NVML unavailable)"
+    )
+
+
+def test_dry_run_assumes_only_facts_of_the_gpu_machine(
+    tmp_path: Path, fake_server: Path, machine: list[GpuInfo], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plan for more GPUs than this machine has: assumed; a wrong --gpus is still an error."""
+    plan_path = write_plan(
+        make_plan((placement(),), (placement("W2"),), (placement("W3"),)), tmp_path / "plan.json"
+    )
+    base = [
+        "apply",
+        str(plan_path),
+        "--dry-run",
+        "--tritonserver",
+        str(fake_server),
+        "--out",
+        str(tmp_path / "o"),
+    ]
+    res = CliRunner().invoke(cli, [*base, "--gpus", f"gpu0={UUID1}"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines()[2] == (
+        f"assumed: GPUs in plan order (gpu0 -> {UUID1}, gpu1 -> GPU 1, gpu2 -> GPU 2); this machine has "
+        "2 GPU(s), not GPU 2"
+    )
+    assert f"tritonserver: {fake_server} (option)" in res.output
+    assert _cli_error([*base[1:], "--gpus", "gpu7=0"]).startswith(
+        "Error: --gpus names gpu7, which the plan does not"
+    )
+    assert (
+        _cli_error([*base[1:], "--gpus", "gpu0=1"])
+        == "Error: two plan GPUs map to the same GPU 1; each plan GPU needs its own"
+    )
+    dep = build_deployment(
+        make_plan((placement(),)),
+        ApplyOptions(out_dir=tmp_path / "o"),
+        machine_gpus=lambda: None,
+        mps=FakeMps(),
+        dry_run=True,
+    )
+    with pytest.raises(
+        ApplyError, match=r"^this deployment was worked out for a dry run \(it assumes GPUs in plan"
+    ):
+        apply_plan(dep, launcher_factory=FakeLauncher)
+    assert not (tmp_path / "o").exists()
+
+
+def test_dry_run_of_a_plan_change_without_gpu(
+    tmp_path: Path, fake_server: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(deploy, "nvml_gpus", lambda: None)
+    old = write_plan(make_plan((placement("W1", share=40),)), tmp_path / "old.json")
+    new = write_plan(make_plan((placement("W1", share=60),)), tmp_path / "new.json")
+    res = CliRunner().invoke(cli, ["apply", "--diff", str(old), str(new), "--dry-run", "--tritonserver",
+                                   str(fake_server), "--out", str(tmp_path / "o")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "resized 1" in res.output and "CUDA_VISIBLE_DEVICES=0 " in res.output
+
+
+# ---- load generator lag and validity (issue 12.7) --------------------------------------------------
+def test_lag_per_request_and_validity(tmp_path: Path) -> None:
+    recs = [{"workload": "W1", "status": "ok", "latency_ms": "5", "sent_s": str(i / 100 + lag / 1000),
+             "scheduled_s": str(i / 100), "lag_ms": str(lag), "received_s": str(i / 100 + 0.006)}
+            for i, lag in enumerate([0.01] * 98 + [0.5, 30.0])]
+    t = WorkloadTarget("W1", "resnet50", "4", "50", 100.0, 20.0, 8.0)
+    (r,) = summarize(recs, [t], max_lag_ms=1.0)
+    assert r.generator_lag_p50_ms == pytest.approx(0.01) and r.generator_lag_max_ms == 30.0
+    assert r.generator_lag_p99_ms == pytest.approx(0.5 + 0.01 * 29.5, rel=1e-6)  # interpolated, as numpy
+    assert r.valid
+    (late,) = summarize(recs, [t], max_lag_ms=0.5)
+    assert not late.valid
+    # records from before lag_ms existed: the lag comes from the send and schedule times
+    old = [{k: v for k, v in x.items() if k != "lag_ms"} for x in recs]
+    assert summarize(old, [t], max_lag_ms=1.0)[0].generator_lag_max_ms == pytest.approx(30.0)
+    (none,) = summarize([], [t])
+    assert not none.valid  # nothing sent is no measurement
+
+
+def test_an_invalid_run_is_reported_as_invalid(
+    tmp_path: Path,
+    fake_server: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from fakes import FakeLoad
+
+    from igniter_opt.apply.run import render_result
+
+    monkeypatch.setattr(run, "prepare_backend_dir", lambda install, dest: dest)
+    plan = make_plan((placement("W1", share=40, rate=100.0), placement("W2", "vgg19", share=40, rate=50.0)))
+    opts = ApplyOptions(out_dir=tmp_path / "out", tritonserver=str(fake_server), duration_s=0.5,
+                        arrival="constant", max_lag_ms=2.0)
+    dep = build_deployment(plan, opts, machine_gpus=MACHINE, mps=FakeMps())
+    result = apply_plan(dep, launcher_factory=FakeLauncher, load_factory=FakeLoad.factory(lag_ms=3.0))
+    assert result.ok and not result.valid and [r.valid for r in result.results] == [False, False]
+    text = render_result(result)
+    table = text.splitlines()
+    assert table[0].endswith("ran batch  lag p99 ms  valid")
+    assert [row.split()[-2:] for row in table[2:4]] == [["3.00", "NO"], ["3.00", "NO"]]
+    assert (
+        "INVALID: W1: the load generator sent its requests late (lag p99 3.00 ms, max 3.00 ms > 2 ms), so "
+        "its latencies include the generator's own delay"
+    ) in text
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["valid"] is False and summary["max_lag_ms"] == 2.0
+    assert [(w["valid"], w["generator_lag_p99_ms"]) for w in summary["workloads"]] == [
+        (False, 3.0),
+        (False, 3.0),
+    ]
+    rows = (tmp_path / "out" / "requests.csv").read_text().splitlines()
+    assert (
+        rows[0] == "stream,workload,server,seq,scheduled_s,sent_s,lag_ms,received_s,latency_ms,status,error"
+    )
+    assert len(rows) == 1 + 50 + 25 and all(r.split(",")[6] == "3.0" for r in rows[1:])
+    on_time = apply_plan(build_deployment(plan, opts, machine_gpus=MACHINE, mps=FakeMps()),
+                         launcher_factory=FakeLauncher, load_factory=FakeLoad.factory(lag_ms=0.2))
+    assert on_time.valid and "INVALID" not in render_result(on_time)
+
+
+def test_max_lag_option_is_checked() -> None:
+    with pytest.raises(ApplyError, match=r"^--max-lag-ms must be a positive number of ms, got 0$"):
+        ApplyOptions(max_lag_ms=0.0)

@@ -7,6 +7,7 @@ and the results and the clean shutdown (no process left) are checked.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.util
 import json
@@ -14,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,7 +38,8 @@ def _why_not() -> str | None:
     try:
         inst = find_tritonserver()
     except ApplyError:
-        return "no tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 (the wheel holds Triton 2.51; --no-deps keeps numpy 2)"
+        return ("no tritonserver: pip install --no-deps nvidia-pytriton==0.7.0 (the wheel holds Triton 2.51; "
+                "--no-deps keeps numpy 2)")
     if inst.python_backend is None:
         return f"{inst.binary} has no python backend next to it"
     if libpython_dir() is None:
@@ -60,10 +63,21 @@ def _needs_triton() -> None:
 
 def plan_file(tmp_path: Path) -> Path:
     """Two workloads on one 'GPU' (shares are not used on CPU), one with a prediction to compare."""
-    plan = Plan(profile="cpu", planner="greedy", latency_budget="igniter", gpus=(GpuAssignment("gpu0", "cpu", (
-        Placement("W1", "resnet50", 200.0, 40.0, 4, 50.0, Prediction(3.0, 1000.0)),
-        Placement("W2", "vgg19", 200.0, 60.0, 2, 50.0),
-    )),))
+    plan = Plan(
+        profile="cpu",
+        planner="greedy",
+        latency_budget="igniter",
+        gpus=(
+            GpuAssignment(
+                "gpu0",
+                "cpu",
+                (
+                    Placement("W1", "resnet50", 200.0, 40.0, 4, 50.0, Prediction(3.0, 1000.0)),
+                    Placement("W2", "vgg19", 200.0, 60.0, 2, 50.0),
+                ),
+            ),
+        ),
+    )
     return write_plan(plan, tmp_path / "plan.json")
 
 
@@ -108,7 +122,9 @@ def test_apply_echo_on_real_tritonserver(tmp_path: Path) -> None:
     assert 2.0 <= w1["model_ms"] < w1["server_infer_ms"] + 0.5 and w1["backend_ms"] < 5.0
     assert 1.0 <= w1["executed_batch"] <= 4.0
     gap = max(w["server_infer_ms"] - w["model_ms"] for w in summary["workloads"])
-    assert f"serving overhead per batch (Triton's time per execution - the model's): {gap:.2f} ms" in res.output
+    assert (
+        f"serving overhead per batch (Triton's time per execution - the model's): {gap:.2f} ms" in res.output
+    )
     with open(out / "logs" / "s0-gpu0-W1.exec.csv", newline="") as fh:
         trace = list(csv.DictReader(fh))
     assert 120 <= sum(int(r["samples"]) for r in trace) <= 130 and max(int(r["requests"]) for r in trace) <= 4
@@ -121,20 +137,56 @@ def test_apply_echo_on_real_tritonserver(tmp_path: Path) -> None:
     assert wall < 40
 
 
+def _progress_lines(p: subprocess.Popen) -> tuple[list[str], threading.Thread]:
+    """The lines of ``p``'s stderr as they come, and the thread that reads them (it ends with the stream)."""
+    lines: list[str] = []
+
+    def read() -> None:
+        assert p.stderr is not None
+        for line in p.stderr:
+            lines.append(line.rstrip("\n"))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def _wait_for(lines: list[str], text: str, p: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not any(text in ln for ln in lines):
+        assert p.poll() is None and time.monotonic() < deadline, lines
+        time.sleep(0.05)
+
+
 def test_interrupt_stops_everything_and_keeps_results(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "igniter_opt", "apply", str(plan_file(tmp_path)), "--echo-ms", "1", "--duration", "60",
-           "--out", str(out)]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "igniter_opt",
+        "apply",
+        str(plan_file(tmp_path)),
+        "--echo-ms",
+        "1",
+        "--duration",
+        "60",
+        "--out",
+        str(out),
+    ]
+    p = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
-        deadline = time.monotonic() + 60
-        while not (out / "parts").exists() and time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.1)
+        progress, reader = _progress_lines(p)
+        _wait_for(progress, "load started", p, timeout_s=90)
         time.sleep(1.5)  # some load
         os.killpg(p.pid, signal.SIGINT)  # as Ctrl-C does: the whole foreground group
         time.sleep(0.3)
         os.killpg(p.pid, signal.SIGINT)  # impatient: a second Ctrl-C must not cut the cleanup short
-        stdout, stderr = p.communicate(timeout=60)
+        stdout = p.stdout.read() if p.stdout else ""
+        p.wait(timeout=60)
+        reader.join(timeout=10)
+        stderr = "\n".join(progress)
     finally:
         if p.poll() is None:
             p.kill()
@@ -152,11 +204,13 @@ def test_server_that_fails_at_start(tmp_path: Path) -> None:
     """A real server whose model cannot load exits at start: one-line error, nothing left running."""
     import dataclasses
 
-    from igniter_opt.apply.executor import ApplyOptions, apply_plan, build_deployment
+    from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment
     from igniter_opt.planio import read_plan
 
     out = tmp_path / "out"
-    dep = build_deployment(read_plan(plan_file(tmp_path)), ApplyOptions(out_dir=out, echo_ms=1, ready_timeout_s=60))
+    dep = build_deployment(
+        read_plan(plan_file(tmp_path)), ApplyOptions(out_dir=out, echo_ms=1, ready_timeout_s=60)
+    )
     broken = dataclasses.replace(dep.servers[1], model_py="raise RuntimeError('broken model')\n")
     dep = dataclasses.replace(dep, servers=(dep.servers[0], broken))
     result = apply_plan(dep)
@@ -168,8 +222,19 @@ def test_server_that_fails_at_start(tmp_path: Path) -> None:
 def test_killed_executor_leaves_no_server(tmp_path: Path) -> None:
     """SIGKILL gives the executor no chance to clean up: the servers and load processes die with it."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "igniter_opt", "apply", str(plan_file(tmp_path)), "--echo-ms", "1", "--duration", "60",
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "igniter_opt",
+        "apply",
+        str(plan_file(tmp_path)),
+        "--echo-ms",
+        "1",
+        "--duration",
+        "60",
+        "--out",
+        str(out),
+    ]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60
@@ -204,12 +269,17 @@ def test_plan_change_under_load_on_real_tritonserver(tmp_path: Path) -> None:
     assert ours(out) == []  # every server (old and new) stopped
     tj = json.loads((out / "transition.json").read_text())
     ev = tj["events_s"]
-    assert tj["errors"] == [] and 1.9 < ev["step_s"] < ev["ready_s"] <= ev["switched_s"] <= ev["old_stopped_s"] < 9
+    assert (
+        tj["errors"] == []
+        and 1.9 < ev["step_s"] < ev["ready_s"] <= ev["switched_s"] <= ev["old_stopped_s"] < 9
+    )
     assert tj["diff"]["summary"]["kept"] == 1 and tj["diff"]["summary"]["resized"] == 1
     assert tj["diff"]["summary"]["started"] == 1 and tj["diff"]["summary"]["stopped"] == 1
     with open(out / "requests.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert {r["status"] for r in rows} == {"ok"}, [r for r in rows if r["status"] != "ok"][:3]  # nothing dropped
+    assert {r["status"] for r in rows} == {"ok"}, [r for r in rows if r["status"] != "ok"][
+        :3
+    ]  # nothing dropped
     sw = ev["switched_s"]
 
     def servers(w: str, after: bool) -> set[str]:
@@ -226,3 +296,182 @@ def test_plan_change_under_load_on_real_tritonserver(tmp_path: Path) -> None:
     keep_after = next(w for w in tj["phases"]["after"] if w["workload"] == "KEEP")
     assert 45 < keep_after["achieved_rps"] < 52  # per second of the phase itself, at the new 50 req/s
     assert (out / "latency.png").is_file() and (out / "summary.csv").read_text().startswith("phase,workload,")
+
+
+# ---- nothing outlives apply (issue 14.11) -----------------------------------------------------------
+FAKE_MPS = Path(__file__).parent / "fake_gpu" / "fake_mps_control.py"
+
+
+def _not_gone(pids: set[int]) -> list[str]:
+    """Pids still running, or zombies that this process (their parent) has not reaped; checked at once."""
+    left = []
+    for pid in sorted(pids):
+        try:
+            st = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = st[st.rindex(")") + 2:].split()
+        if fields[0] != "Z" or int(fields[1]) == os.getpid():
+            left.append(f"{pid} {fields[0]} {Path(f'/proc/{pid}/comm').read_text().strip()}")
+    return left
+
+
+def _kill(pids: set[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _with_stubborn_children(dep, pids: Path):  # noqa: ANN001, ANN202 - a Deployment in, a Deployment out
+    """The served models start children like a stub stuck tearing down its GPU context: one ignores
+    SIGTERM; the other also left the server's process group (not its session). Their pids go to ``pids``."""
+    import dataclasses
+
+    codes = [f"import os, signal, time; {leave}signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+             f"open({str(pids)!r}, 'a').write(f'{{os.getpid()}}\\n'); time.sleep(600)"
+             for leave in ("", "os.setpgid(0, 0); ")]
+    spawn = "        import subprocess\n" + "".join(
+        f"        subprocess.Popen([{sys.executable!r}, '-c', {c!r}])\n" for c in codes)
+    servers = tuple(
+        dataclasses.replace(
+            s,
+            model_py=s.model_py.replace(
+                "    def initialize(self, args):\n", "    def initialize(self, args):\n" + spawn, 1
+            ),
+        )
+        for s in dep.servers
+    )
+    assert all(spawn in s.model_py for s in servers)
+    return dataclasses.replace(dep, servers=servers)
+
+
+@pytest.mark.parametrize("ending", ["success", "sigterm", "server_crash"])
+def test_no_process_of_the_run_outlives_apply(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              request: pytest.FixtureRequest, ending: str) -> None:
+    """Servers, their Python-backend stubs (and what they started), load processes and the MPS daemon and
+    server: all gone when apply_plan returns, whether the run ends normally, by SIGTERM, or because a
+    server crashed."""
+    from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment
+    from igniter_opt.apply.launcher import LocalTritonLauncher
+    from igniter_opt.apply.loadgen import LoadGenerator
+    from igniter_opt.gpu.mps import MpsDaemon
+    from igniter_opt.planio import read_plan
+    from igniter_opt.procgroup import group_members
+
+    control = tmp_path / "nvidia-cuda-mps-control"
+    control.write_text(f"#!/bin/sh\nexec {sys.executable} {FAKE_MPS} \"$@\"\n")
+    control.chmod(0o755)
+    monkeypatch.setenv("FAKE_PIDFILE", str(tmp_path / "mps-pids"))
+    out = tmp_path / "out"
+    mps = MpsDaemon(
+        pipe_dir=tmp_path / "mps" / "pipe", log_dir=out / "mps" / "log", control_binary=str(control)
+    )
+    dep = build_deployment(read_plan(plan_file(tmp_path)), ApplyOptions(out_dir=out, echo_ms=1, duration_s=4,
+                                                                        ready_timeout_s=60), mps=mps)
+    dep = _with_stubborn_children(dep, tmp_path / "stubborn-pids")
+    servers: list[LocalTritonLauncher] = []
+    loads: list[LoadGenerator] = []
+    seen: set[int] = set()
+
+    def at_go(_: float) -> None:
+        for lc in servers:  # the servers and their stubs, which are up by now
+            seen.update(group_members(lc.pid or 0))
+        seen.update(p.pid for p in loads[0].procs)
+        if ending == "sigterm":
+            threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM)).start()
+        elif ending == "server_crash":
+            threading.Timer(1.0, os.kill, (servers[0].pid, signal.SIGKILL)).start()
+
+    class Load(LoadGenerator):
+        def run(self, on_started=None, on_go=None):  # noqa: ANN001, ANN202 - the LoadDriver signature
+            loads.append(self)
+            return super().run(on_started, lambda t: (at_go(t), on_go and on_go(t)))
+
+    result = apply_plan(
+        dep,
+        launcher_factory=lambda spec: servers.append(LocalTritonLauncher(spec)) or servers[-1],
+        load_factory=Load,
+    )
+    mps_pids = {int(x) for x in (tmp_path / "mps-pids").read_text().split()}
+    stubborn = {int(x) for x in (tmp_path / "stubborn-pids").read_text().split()}
+    request.addfinalizer(lambda: _kill(seen | mps_pids | stubborn))  # only if an assertion below fails
+    assert len(mps_pids) == 2 and len(servers) == 2 and len(stubborn) == 4
+    assert len(seen) >= 2 + 2 + 2 + 2  # servers, stubs, the stubborn children in the groups, load processes
+    assert _not_gone(seen | mps_pids | stubborn) == []  # at once: nothing was left to exit later
+    assert [group_members(lc.pid or 0) for lc in servers] == [[], []]
+    assert ours(out, wait_s=0) == []
+    assert sum(r.requests for r in result.results) > 20, result.errors  # the load ran before the ending
+    if ending == "success":
+        assert result.ok, result.errors
+    elif ending == "sigterm":
+        assert result.interrupted == "SIGTERM" and result.errors == []
+    else:
+        assert (
+            result.errors[0]
+            == f"server s0-gpu0-W1 exited during the run; log {out.resolve()}/logs/s0-gpu0-W1.log"
+        )
+
+
+def _perf_analyzer_missing() -> str | None:
+    from igniter_opt.apply.perfanalyzer import (
+        INSTALL_HINT,
+        check_perf_analyzer,
+        find_perf_analyzer,
+        perf_analyzer_env,
+    )
+    from igniter_opt.apply.triton import find_tritonserver
+    from igniter_opt.errors import ApplyError
+
+    try:
+        binary = find_perf_analyzer()
+        check_perf_analyzer(
+            binary, perf_analyzer_env(find_tritonserver().lib_dirs, Path("/tmp/igniter-opt-pa-libs"))
+        )
+    except ApplyError as exc:
+        return f"perf_analyzer is not usable here ({exc}); {INSTALL_HINT}"
+    return None
+
+
+def test_apply_with_perf_analyzer_as_load_generator(tmp_path: Path) -> None:
+    """Triton's perf_analyzer drives the same plan: exact request counts at a constant rate, each request's
+    lag recovered against our schedule, the run judged valid or not like the Python generator's, nothing
+    left running."""
+    missing = _perf_analyzer_missing()
+    if missing:
+        pytest.skip(missing)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(
+        cli,
+        [
+            "apply",
+            str(plan_file(tmp_path)),
+            "--echo-ms",
+            "1",
+            "--duration",
+            "3",
+            "--arrival",
+            "constant",
+            "--load-generator",
+            "perf_analyzer",
+            "--max-lag-ms",
+            "50",
+            "--out",
+            str(out),
+        ],
+        catch_exceptions=False,
+    )
+    assert res.exit_code == 0, res.output
+    assert (
+        ours(out) == [] and live_processes(lambda pgid, cmd: "perf_analyzer" in cmd and str(out) in cmd) == []
+    )
+    with open(out / "requests.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert sum(r["workload"] == "W1" for r in rows) == 120 and sum(r["workload"] == "W2" for r in rows) == 180
+    assert {r["status"] for r in rows} == {"ok"}
+    assert min(float(r["lag_ms"]) for r in rows) >= 0.0
+    w2 = sorted(float(r["scheduled_s"]) for r in rows if r["workload"] == "W2")
+    assert w2[1] - w2[0] == pytest.approx(1 / 60, abs=1e-5)  # one stream of 60 req/s: our schedule
+    summary = json.loads((out / "summary.json").read_text())
+    w1 = summary["workloads"][0]
+    assert w1["requests"] == 120 and w1["generator_lag_p99_ms"] is not None and w1["server_infer_ms"] >= 1.0
+    assert summary["valid"] == all(w["generator_lag_p99_ms"] <= 50 for w in summary["workloads"])

@@ -58,15 +58,55 @@ def parse_gpu_map(text: str | None) -> dict[str, str]:
     return out
 
 
-def resolve_gpus(plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None, mapping: dict[str, str]) -> dict[str, str]:
+def check_gpu_map(plan_gpu_ids: Sequence[str], mapping: dict[str, str]) -> None:
+    """--gpus may name only the plan's GPUs."""
+    unknown = sorted(set(mapping) - set(plan_gpu_ids))
+    if unknown:
+        raise ApplyError(
+            f"--gpus names {', '.join(unknown)}, which the plan does not have ({', '.join(plan_gpu_ids)})"
+        )
+
+
+def _check_distinct(out: dict[str, str]) -> dict[str, str]:
+    dup = sorted({u for u in out.values() if list(out.values()).count(u) > 1})
+    if dup:
+        raise ApplyError(f"two plan GPUs map to the same GPU {dup[0]}; each plan GPU needs its own")
+    return out
+
+
+def assumed_gpus(plan_gpu_ids: Sequence[str], mapping: dict[str, str]) -> dict[str, str]:
+    """For a dry run where this machine cannot say which GPUs the GPU machine has: plan GPU id -> the
+    ``--gpus`` value (UUID or index), else its position in the plan as an NVML index."""
+    check_gpu_map(plan_gpu_ids, mapping)
+    return _check_distinct({gid: mapping.get(gid, str(pos)) for pos, gid in enumerate(plan_gpu_ids)})
+
+
+def _find(want: str, machine: list[GpuInfo]) -> GpuInfo | None:
+    return next((g for g in machine if want == g.uuid or want == str(g.index)), None)
+
+
+def unresolvable_gpus(plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None,
+                      mapping: dict[str, str]) -> dict[str, str]:
+    """The plan GPUs this machine cannot resolve (plan GPU id -> what it maps to): without NVML every one
+    not given by UUID, else those the machine does not have."""
+    out = {}
+    for pos, gid in enumerate(plan_gpu_ids):
+        want = mapping.get(gid, str(pos))
+        ok = want.startswith(("GPU-", "MIG-")) if machine is None else _find(want, machine) is not None
+        if not ok:
+            out[gid] = want
+    return out
+
+
+def resolve_gpus(
+    plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None, mapping: dict[str, str]
+) -> dict[str, str]:
     """Plan GPU id -> the UUID to put in CUDA_VISIBLE_DEVICES; a clear error for a GPU that does not exist.
 
     ``machine`` is None when the GPUs cannot be listed (no NVML): then only UUIDs given in
     ``mapping`` are accepted, as they are.
     """
-    unknown = sorted(set(mapping) - set(plan_gpu_ids))
-    if unknown:
-        raise ApplyError(f"--gpus names {', '.join(unknown)}, which the plan does not have ({', '.join(plan_gpu_ids)})")
+    check_gpu_map(plan_gpu_ids, mapping)
     out: dict[str, str] = {}
     for pos, gid in enumerate(plan_gpu_ids):
         want = mapping.get(gid, str(pos))
@@ -75,10 +115,11 @@ def resolve_gpus(plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None, map
                 out[gid] = want
                 continue
             raise ApplyError(
-                f"cannot list this machine's GPUs (NVML unavailable), so plan GPU {gid} -> GPU {want} cannot be "
-                "resolved; install nvidia-ml-py on a GPU machine, pass --gpus with UUIDs, or --echo-ms to test on CPU"
+                f"cannot list this machine's GPUs (NVML unavailable), so plan GPU {gid} -> GPU {want} cannot "
+                "be resolved; install nvidia-ml-py on a GPU machine, pass --gpus with UUIDs, or --echo-ms to "
+                "test on CPU"
             )
-        found = next((g for g in machine if want == g.uuid or want == str(g.index)), None)
+        found = _find(want, machine)
         if found is None:
             have = ", ".join(f"{g.index}={g.uuid}" for g in machine) or "none"
             raise ApplyError(
@@ -86,7 +127,4 @@ def resolve_gpus(plan_gpu_ids: Sequence[str], machine: list[GpuInfo] | None, map
                 f"the plan needs {len(plan_gpu_ids)} GPU(s)"
             )
         out[gid] = found.uuid
-    dup = sorted({u for u in out.values() if list(out.values()).count(u) > 1})
-    if dup:
-        raise ApplyError(f"two plan GPUs map to the same GPU {dup[0]}; each plan GPU needs its own")
-    return out
+    return _check_distinct(out)

@@ -1,43 +1,28 @@
-"""Server launchers behind one interface (local process, remote/already running, fake for tests)."""
+"""Server launchers behind one interface: a local process, or a server someone else runs.
+
+``make_launcher(mode)`` gives the factory that the run uses (``spec -> Launcher``); tests pass
+a factory of their own (``tests/fakes``) instead.
+"""
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 from igniter_opt.apply.ports import HOST, ServerPorts
 from igniter_opt.errors import ApplyError
-from igniter_opt.procgroup import stop_group
+from igniter_opt.procgroup import die_with_parent, stop_group, stop_signals_deferred
 
 log = logging.getLogger(__name__)
-
-PR_SET_PDEATHSIG = 1
-_PRCTL: Any
-try:  # resolved here, not in the child between fork and exec
-    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
-except (OSError, AttributeError):  # not Linux
-    _PRCTL = None
-
-
-def die_with_parent(parent_pid: int) -> None:
-    """Ask the kernel to SIGTERM this process when its parent dies (Linux), e.g. when igniter-opt is
-    killed with SIGKILL and cannot clean up. Runs in the child (``preexec_fn`` or a forked worker)."""
-    if _PRCTL is not None:
-        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
 
 @dataclass(frozen=True)
 class ServerSpec:
@@ -105,7 +90,7 @@ class Launcher(ABC):
 
 
 class LocalTritonLauncher(Launcher):
-    """A ``tritonserver`` subprocess in a session of its own; stop = SIGTERM -> wait -> SIGKILL (whole group)."""
+    """A ``tritonserver`` in a session of its own; stop: SIGTERM, wait, SIGKILL, verify (the whole group)."""
 
     def __init__(self, spec: ServerSpec, *, stop_grace_s: float = 10.0, poll_s: float = 0.1) -> None:
         super().__init__(spec)
@@ -115,18 +100,20 @@ class LocalTritonLauncher(Launcher):
 
     def start(self) -> None:
         self.spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.spec.log_path, "wb") as fh:
+        with open(self.spec.log_path, "wb") as fh, stop_signals_deferred():
             parent = os.getpid()
             try:
-                # preexec_fn calls only prctl, getppid and kill; and the executor starts its servers
-                # before it starts any thread of its own.
+                # preexec_fn calls only sigmask, prctl, getppid and kill. Ctrl-C is held back until
+                # self.proc is set, so that stop() always knows the process.
                 self.proc = subprocess.Popen(
                     list(self.spec.argv), env=self.spec.env, stdout=fh, stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL, start_new_session=True,
                     preexec_fn=lambda: die_with_parent(parent),  # noqa: PLW1509
                 )
             except OSError as exc:
-                raise ApplyError(f"server {self.spec.name}: cannot run {self.spec.argv[0]} ({exc.strerror})") from None
+                raise ApplyError(
+                    f"server {self.spec.name}: cannot run {self.spec.argv[0]} ({exc.strerror})"
+                ) from None
         log.info("server %s started (pid %d)", self.spec.name, self.proc.pid)
 
     @property
@@ -157,8 +144,15 @@ class LocalTritonLauncher(Launcher):
             time.sleep(self.poll_s)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_group(self.proc, f"server {self.spec.name}", grace_s=self.stop_grace_s, reap_s=5.0)
+        """Stop the server's whole session (server and stubs) and verify that none of it is left."""
+        if self.proc is None:
+            return
+        left = stop_group(self.proc, f"server {self.spec.name}", grace_s=self.stop_grace_s, reap_s=5.0)
+        if left:
+            raise ApplyError(
+                f"server {self.spec.name}: processes {', '.join(map(str, left))} survived SIGKILL; "
+                "kill them by hand and check the GPU node"
+            )
 
     def logs(self) -> str:
         try:
@@ -177,7 +171,9 @@ class RemoteTritonLauncher(Launcher):
         t0 = time.monotonic()
         while not http_ready(self.spec.ready_url):
             if time.monotonic() - t0 > timeout_s:
-                raise ApplyError(f"server {self.spec.name} at {self.spec.ready_url} was not ready after {timeout_s:g} s")
+                raise ApplyError(
+                    f"server {self.spec.name} at {self.spec.ready_url} was not ready after {timeout_s:g} s"
+                )
             time.sleep(0.2)
         return time.monotonic() - t0
 
@@ -191,54 +187,14 @@ class RemoteTritonLauncher(Launcher):
         return ""
 
 
-class FakeBehaviour(StrEnum):
-    OK = "ok"
-    EXIT_AT_START = "exit_at_start"
-    NEVER_READY = "never_ready"
-
-
-class FakeLauncher(Launcher):
-    """Records its calls; ``behaviour`` makes it fail the way a real server can."""
-
-    def __init__(self, spec: ServerSpec, behaviour: FakeBehaviour = FakeBehaviour.OK,
-                 calls: list[tuple[str, str]] | None = None) -> None:
-        super().__init__(spec)
-        self.behaviour = behaviour
-        self.calls = calls if calls is not None else []
-        self.running = False
-
-    def start(self) -> None:
-        self.calls.append(("start", self.spec.name))
-        self.running = self.behaviour is not FakeBehaviour.EXIT_AT_START
-
-    def is_running(self) -> bool:
-        return self.running
-
-    def wait_ready(self, timeout_s: float) -> float:
-        self.calls.append(("wait_ready", self.spec.name))
-        if self.behaviour is FakeBehaviour.EXIT_AT_START:
-            raise ApplyError(f"server {self.spec.name} exited with code 1 before it was ready; log: (fake)")
-        if self.behaviour is FakeBehaviour.NEVER_READY:
-            raise ApplyError(f"server {self.spec.name} was not ready after {timeout_s:g} s (raise --ready-timeout?)")
-        return 0.0
-
-    def stop(self) -> None:
-        self.calls.append(("stop", self.spec.name))
-        self.running = False
-
-    def logs(self) -> str:
-        return ""
-
-
 class LaunchMode(StrEnum):
-    LOCAL = "local"
-    REMOTE = "remote"
-    FAKE = "fake"
+    LOCAL = "local"  # start tritonserver here
+    REMOTE = "remote"  # someone else runs the servers on 127.0.0.1; only wait for them
 
 
-def make_launcher(mode: LaunchMode, spec: ServerSpec) -> Launcher:
-    if mode is LaunchMode.LOCAL:
-        return LocalTritonLauncher(spec)
-    if mode is LaunchMode.REMOTE:
-        return RemoteTritonLauncher(spec)
-    return FakeLauncher(spec)
+LauncherFactory = Callable[[ServerSpec], Launcher]
+
+
+def make_launcher(mode: LaunchMode) -> LauncherFactory:
+    """The launcher factory of a launch mode."""
+    return {LaunchMode.LOCAL: LocalTritonLauncher, LaunchMode.REMOTE: RemoteTritonLauncher}[mode]

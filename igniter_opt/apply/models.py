@@ -68,7 +68,9 @@ ECHO_TENSOR_SHAPE = (16,)
 
 def echo_model(name: str) -> ServedModel:
     return ServedModel(
-        name, (Tensor("INPUT", ECHO_TENSOR_SHAPE, "float32"),), (Tensor("OUTPUT", ECHO_TENSOR_SHAPE, "float32"),)
+        name,
+        (Tensor("INPUT", ECHO_TENSOR_SHAPE, "float32"),),
+        (Tensor("OUTPUT", ECHO_TENSOR_SHAPE, "float32"),),
     )
 
 

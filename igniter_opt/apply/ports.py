@@ -46,7 +46,9 @@ def allocate_ports(n_servers: int, base_port: int | None = None, host: str = HOS
         ports = list(range(base_port, base_port + need))
         for p in ports:
             if p in exclude:
-                raise ApplyError(f"port {p} is already taken by another server of this run; pass another --base-port")
+                raise ApplyError(
+                    f"port {p} is already taken by another server of this run; pass another --base-port"
+                )
             if not port_is_free(p, host):
                 raise ApplyError(
                     f"port {p} on {host} is in use; stop what listens there or pass another --base-port "
@@ -68,4 +70,6 @@ def check_ports_free(all_ports: list[ServerPorts], host: str = HOST) -> None:
     for sp in all_ports:
         for p in sp.as_tuple():
             if not port_is_free(p, host):
-                raise ApplyError(f"port {p} on {host} is in use; stop what listens there or pass another --base-port")
+                raise ApplyError(
+                    f"port {p} on {host} is in use; stop what listens there or pass another --base-port"
+                )

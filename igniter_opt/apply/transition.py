@@ -18,37 +18,41 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from igniter_opt.apply.executor import (
-    ApplyOptions,
+from igniter_opt.apply.deploy import (
     Deployment,
     ServerPlan,
-    _interrupt_once,
-    _targets,
     base_stream,
     build_deployment,
+    max_rps_per_stream,
+    workload_targets,
+)
+from igniter_opt.apply.launcher import Launcher, LauncherFactory
+from igniter_opt.apply.loadgen import LoadDriver, LoadFactory, StreamSpec, split_streams
+from igniter_opt.apply.options import DEFAULT_MAX_LAG_MS, ApplyOptions
+from igniter_opt.apply.report import (
+    WorkloadResult,
+    invalid_notes,
+    plot_latency,
+    summarize,
+    summary_table,
+    write_requests_csv,
+)
+from igniter_opt.apply.run import (
+    Progress,
     drive_load,
+    interrupt_once,
     prepare_run,
     start_mps,
     start_servers,
     stop_all,
     stop_mps,
 )
-from igniter_opt.apply.launcher import Launcher, ServerSpec
-from igniter_opt.apply.loadgen import LoadGenerator, StreamSpec, split_streams
-from igniter_opt.apply.results import (
-    WorkloadResult,
-    plot_latency,
-    summarize,
-    summary_table,
-    write_requests_csv,
-)
 from igniter_opt.domain import Plan
-from igniter_opt.errors import ApplyError
+from igniter_opt.errors import ApplyError, IgniterOptError
 from igniter_opt.ioutil import atomic_write_json, atomic_write_text
 from igniter_opt.replan.diff import ChangeKind, PlanDiff, diff_plans
 
@@ -78,12 +82,26 @@ class TransitionResult:
     errors: list[str] = field(default_factory=list)
     interrupted: str | None = None
     files: list[Path] = field(default_factory=list)
+    max_lag_ms: float = DEFAULT_MAX_LAG_MS
 
 
 def _by_slot(dep: Deployment) -> dict[tuple[str, int], ServerPlan]:
     """(GPU id, index on that GPU) -> server, in plan order (how ``build_deployment`` lists servers)."""
     keys = [(g.gpu_id, slot) for g in dep.plan.gpus for slot in range(len(g.placements))]
     return dict(zip(keys, dep.servers, strict=True))
+
+
+def check_change(old_plan: Plan, new_plan: Plan, options: ApplyOptions, step_s: float) -> None:
+    """A change this executor can apply: plans of one profile, a step within the run, the Python generator."""
+    if old_plan.profile != new_plan.profile:
+        raise ApplyError(f"the plans were made with different profiles ('{old_plan.profile}' and "
+                         f"'{new_plan.profile}'); replan from the running plan with its profile")
+    if options.load_generator != "python":
+        raise ApplyError(f"apply --diff needs --load-generator python ({options.load_generator} cannot move "
+                         "a stream to another server during a run)")
+    if not 0 < step_s < options.duration_s:
+        raise ApplyError(f"--step-at must be within the run (0 < step < {options.duration_s:g} s), "
+                         f"got {step_s:g}")
 
 
 def build_transition(
@@ -95,13 +113,9 @@ def build_transition(
 ) -> Transition:
     """Work out both deployments and the change; starts and writes nothing.
 
-    ``machine``: ``machine_gpus``, ``mps``, ``base_env`` as for ``build_deployment``.
+    ``machine``: ``machine_gpus``, ``mps``, ``base_env``, ``dry_run`` as for ``build_deployment``.
     """
-    if old_plan.profile != new_plan.profile:
-        raise ApplyError(f"the plans were made with different profiles ('{old_plan.profile}' and "
-                         f"'{new_plan.profile}'); replan from the running plan with its profile")
-    if not 0 < step_s < options.duration_s:
-        raise ApplyError(f"--step-at must be within the run (0 < step < {options.duration_s:g} s), got {step_s:g}")
+    check_change(old_plan, new_plan, options, step_s)
     diff = diff_plans(old_plan, new_plan)
     old = build_deployment(old_plan, options, **machine)
     taken = frozenset(p for s in old.servers for p in s.spec.ports.as_tuple())
@@ -133,7 +147,7 @@ def build_transition(
                 start_new.append(n)
             if c.kind is not ChangeKind.KEPT:
                 stop_old.append(o)
-        streams.extend(split_streams(base, options.max_rps_per_process))
+        streams.extend(split_streams(base, max_rps_per_stream(options)))
     return Transition(old, new, diff, step_s, tuple(streams), tuple(start_new), tuple(stop_old), options)
 
 
@@ -141,12 +155,20 @@ def render_transition_dry_run(tr: Transition) -> str:
     d = tr.diff
     lines = [
         "dry run: nothing is started or written",
-        (f"change: {', '.join(f'{k} {v}' for k, v in d.counts.items())}; {d.restarts} restart(s); "
-         f"GPUs {d.old_gpus} -> {d.new_gpus}"),
+        (
+            f"change: {', '.join(f'{k} {v}' for k, v in d.counts.items())}; {d.restarts} restart(s); "
+            f"GPUs {d.old_gpus} -> {d.new_gpus}"
+        ),
         f"at 0 s: the old plan's {len(tr.old.servers)} server(s) under load at the old rates",
         f"at {tr.step_s:g} s: new rates; start {len(tr.start_new)} server(s): "
-        + (", ".join(f"{s.spec.name} ({s.placement.workload} on {s.gpu_id}, share {s.placement.share_pct:g} %, "
-                     f"batch {s.placement.batch})" for s in tr.start_new) or "none"),
+        + (
+            ", ".join(
+                f"{s.spec.name} ({s.placement.workload} on {s.gpu_id}, share {s.placement.share_pct:g} %, "
+                f"batch {s.placement.batch})"
+                for s in tr.start_new
+            )
+            or "none"
+        ),
         "once they are ready: their clients switch to them, then stop "
         + (", ".join(f"{s.spec.name} ({s.placement.workload})" for s in tr.stop_old) or "nothing"),
     ]
@@ -162,9 +184,23 @@ def _phase(sent_s: float, step_s: float, switched_s: float) -> str:
     return "transition" if sent_s < switched_s else "after"
 
 
-def _run_change(tr: Transition, gen: LoadGenerator, started: dict[str, Launcher], watched: list[Launcher],
-                old_launchers: dict[str, Launcher], factory: Callable[[ServerSpec], Launcher],
-                events: dict[str, float], errors: list[str], say: Callable[[str], None],
+def _step_due(gen: LoadDriver, step_s: float) -> float | None:
+    """Wait until ``step_s`` after the load's start; returns the start (epoch s), None if the load stopped."""
+    while not gen.started:
+        if gen.stopped:
+            return None
+        time.sleep(0.01)
+    t0 = gen.start_epoch
+    while (left := t0 + step_s - time.time()) > 0:
+        if gen.stopped:
+            return None
+        time.sleep(min(left, 0.01))
+    return t0
+
+
+def _run_change(tr: Transition, gen: LoadDriver, started: dict[str, Launcher], watched: list[Launcher],
+                old_launchers: dict[str, Launcher], factory: LauncherFactory,
+                events: dict[str, float], errors: list[str], say: Progress,
                 release: threading.Event) -> None:
     """At the step: start the new servers, switch their clients once all are ready, stop the old ones.
 
@@ -173,12 +209,9 @@ def _run_change(tr: Transition, gen: LoadGenerator, started: dict[str, Launcher]
     run has stopped every server.
     """
     try:
-        while not gen.started:
-            if gen.stopped:
-                return
-            time.sleep(0.01)
-        t0 = gen.start_epoch
-        time.sleep(max(0.0, t0 + tr.step_s - time.time()))
+        t0 = _step_due(gen, tr.step_s)
+        if t0 is None:
+            return  # the run stopped before the step: start nothing
         events["step_s"] = time.time() - t0
         say(f"step at {events['step_s']:.1f} s: starting {len(tr.start_new)} new server(s)")
         start_servers([s.spec for s in tr.start_new], factory, tr.options.ready_timeout_s, started)
@@ -193,7 +226,7 @@ def _run_change(tr: Transition, gen: LoadGenerator, started: dict[str, Launcher]
             watched.remove(lc)
         errors.extend(stop_all(to_stop))
         events["old_stopped_s"] = time.time() - t0
-    except ApplyError as exc:
+    except IgniterOptError as exc:
         errors.append(str(exc))
         gen.stop()
     except Exception as exc:  # noqa: BLE001 - reported, and the run stops
@@ -206,78 +239,119 @@ def _run_change(tr: Transition, gen: LoadGenerator, started: dict[str, Launcher]
 def apply_transition(
     tr: Transition,
     *,
-    launcher_factory: Callable[[ServerSpec], Launcher] | None = None,
-    progress: Callable[[str], None] | None = None,
+    launcher_factory: LauncherFactory | None = None,
+    progress: Progress | None = None,
+    load_factory: LoadFactory | None = None,
 ) -> TransitionResult:
-    """Run the old plan, change to the new one under load, and measure every phase; cleans up whatever happens."""
+    """Run the old plan, change to the new one under load, measure every phase; cleans up whatever happens.
+
+    ``launcher_factory``, ``load_factory``: as for ``apply_plan``.
+    """
     # the old plan's MPS daemon serves the new servers too (build_transition gives them its folders)
-    say, factory = prepare_run([tr.old, tr.new], [s.spec for s in (*tr.old.servers, *tr.start_new)],
-                               launcher_factory, progress)
+    tools = prepare_run([tr.old, tr.new], [s.spec for s in (*tr.old.servers, *tr.start_new)],
+                        launcher_factory, progress, load_factory)
+    say, factory = tools.say, tools.launcher
     out = tr.options.out_dir.resolve()
-    result = TransitionResult(out_dir=out)
+    result = TransitionResult(out_dir=out, max_lag_ms=tr.options.max_lag_ms)
     old_launchers: dict[str, Launcher] = {}
     started: dict[str, Launcher] = {}
     watched: list[Launcher] = []
-    gen: LoadGenerator | None = None
+    gen: LoadDriver | None = None
     ctl: threading.Thread | None = None
     release = threading.Event()
     mps_started = False
-    with _interrupt_once() as sig:
+    with interrupt_once() as sig:
         try:
-            say("starting the MPS control daemon")
-            start_mps(tr.old)
-            mps_started = True
-            ready = start_servers([s.spec for s in tr.old.servers], factory, tr.options.ready_timeout_s, old_launchers)
+            mps_started = start_mps(tr.old.mps, say)
+            ready = start_servers(
+                [s.spec for s in tr.old.servers], factory, tr.options.ready_timeout_s, old_launchers
+            )
             watched.extend(old_launchers.values())
-            say(f"old plan ready after {max(ready.values(), default=0.0):.1f} s; load for {tr.options.duration_s:g} s, "
-                f"change at {tr.step_s:g} s")
-            gen = LoadGenerator(list(tr.streams), out / "parts")
+            say(
+                f"old plan ready after {max(ready.values(), default=0.0):.1f} s; load for "
+                f"{tr.options.duration_s:g} s, "
+                f"change at {tr.step_s:g} s"
+            )
+            gen = tools.load(list(tr.streams), out / "parts")
             ctl = threading.Thread(target=_run_change, daemon=True,
                                    args=(tr, gen, started, watched, old_launchers, factory, result.events,
                                          result.errors, say, release))
-            outcome = drive_load(gen, watched, result.errors, also=ctl.start)
+            outcome = drive_load(gen, watched, result.errors, also=ctl.start, say=say)
             result.errors.extend(outcome.errors)
         except KeyboardInterrupt:
             result.interrupted = sig.get("signal", "SIGINT")
             say(f"interrupted ({result.interrupted}); stopping everything")
-        except ApplyError as exc:
+        except IgniterOptError as exc:
             result.errors.append(str(exc))
         finally:
-            if gen is not None:
-                gen.stop()
-            result.errors.extend(stop_all([*old_launchers.values(), *started.values()]))
-            release.set()
-            if ctl is not None and ctl.is_alive():
-                ctl.join(timeout=tr.options.ready_timeout_s + 30)
-            if mps_started:
-                stop_mps(tr.old.mps, result.errors)
-            if gen is not None and gen.outcome is not None:
-                result.files = _write(out, gen.outcome.records, result, tr)
+            _finish(tr, result, gen, old_launchers, started, ctl, release, mps_started)
     return result
 
 
-def phase_results(records: list[dict[str, Any]], old_plan: Plan, new_plan: Plan, step_s: float, switched_s: float,
-                  end_s: float) -> dict[str, list[WorkloadResult]]:
+def _finish(
+    tr: Transition,
+    result: TransitionResult,
+    gen: LoadDriver | None,
+    old_launchers: dict[str, Launcher],
+    started: dict[str, Launcher],
+    ctl: threading.Thread | None,
+    release: threading.Event,
+    mps_started: bool,
+) -> None:
+    """Stop the load and every server (also one the change thread started meanwhile), quit MPS, write."""
+    if gen is not None:
+        gen.stop()
+    stopped = [*old_launchers.values(), *started.values()]
+    result.errors.extend(stop_all(stopped))
+    release.set()
+    if ctl is not None and ctl.is_alive():
+        ctl.join(timeout=tr.options.ready_timeout_s + 30)
+    # a new server whose start was under way when the run stopped: the change thread has returned now
+    result.errors.extend(stop_all([lc for lc in list(started.values()) if lc not in stopped]))
+    if mps_started:
+        stop_mps(tr.old.mps, result.errors)
+    if gen is not None and gen.outcome is not None:
+        result.files = _write(tr.options.out_dir.resolve(), gen.outcome.records, result, tr)
+
+
+def phase_results(
+    records: list[dict[str, Any]],
+    old_plan: Plan,
+    new_plan: Plan,
+    step_s: float,
+    switched_s: float,
+    end_s: float,
+    max_lag_ms: float = DEFAULT_MAX_LAG_MS,
+) -> dict[str, list[WorkloadResult]]:
     """Per phase, per workload: the results of the requests sent in that phase (from stored records).
 
     ``achieved_rps`` is the successful responses per second of the phase's own length.
     """
-    bounds = {"before": (0.0, step_s), "transition": (step_s, min(switched_s, end_s)), "after": (switched_s, end_s)}
+    bounds = {
+        "before": (0.0, step_s),
+        "transition": (step_s, min(switched_s, end_s)),
+        "after": (switched_s, end_s),
+    }
     by_phase: dict[str, list[dict[str, Any]]] = {p: [] for p in PHASES}
     for r in records:
         by_phase[_phase(float(r["sent_s"]), step_s, switched_s)].append(r)
     out = {}
     for phase, recs in by_phase.items():
         lo, hi = bounds[phase]
-        rows = summarize(recs, _targets(old_plan if phase == "before" else new_plan))
-        out[phase] = [replace(r, achieved_rps=r.ok / (hi - lo) if hi > lo else math.nan) for r in rows if r.requests > 0]
+        rows = summarize(
+            recs, workload_targets(old_plan if phase == "before" else new_plan), max_lag_ms=max_lag_ms
+        )
+        out[phase] = [
+            replace(r, achieved_rps=r.ok / (hi - lo) if hi > lo else math.nan) for r in rows if r.requests > 0
+        ]
     return out
 
 
 def _write(out: Path, records: list[dict[str, Any]], result: TransitionResult, tr: Transition) -> list[Path]:
     step = result.events.get("step_s", tr.step_s)
     switched = result.events.get("switched_s", math.inf)
-    result.results = phase_results(records, tr.old.plan, tr.new.plan, step, switched, tr.options.duration_s)
+    result.results = phase_results(records, tr.old.plan, tr.new.plan, step, switched, tr.options.duration_s,
+                                   tr.options.max_lag_ms)
     files = [write_requests_csv(out / "requests.csv", records)]
     header = ["phase", *WorkloadResult.__dataclass_fields__]
     lines = [",".join(header)]
@@ -294,6 +368,8 @@ def _write(out: Path, records: list[dict[str, Any]], result: TransitionResult, t
         "diff": tr.diff.to_dict(),
         "errors": result.errors,
         "interrupted": result.interrupted,
+        "max_lag_ms": tr.options.max_lag_ms,
+        "valid": all(r.valid for rs in result.results.values() for r in rs),
         "phases": {p: [{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
                         for k, v in r.__dict__.items()} for r in rs] for p, rs in result.results.items()},
     }))
@@ -323,6 +399,8 @@ def render_transition(result: TransitionResult) -> str:
     for phase in PHASES:
         if result.results.get(phase):
             lines += ["", f"{phase}:", summary_table(result.results[phase])]
+            notes = invalid_notes(result.results[phase], result.max_lag_ms)
+            lines += [f"{phase}: {n}" for n in notes]
     if result.files:
         lines += ["", "wrote " + ", ".join(str(f) for f in result.files)]
     return "\n".join(lines)

@@ -61,7 +61,9 @@ def _pytriton_root() -> Path | None:
 def _install_around(binary: Path, source: str) -> TritonInstall:
     """Guess the backend and stub folders of a server binary from the usual layouts."""
     root = binary.resolve().parent.parent  # .../tritonserver/bin/tritonserver -> .../tritonserver
-    backend = next((p for p in (root / "backends" / "python",) if (p / "libtriton_python.so").is_file()), None)
+    backend = next(
+        (p for p in (root / "backends" / "python",) if (p / "libtriton_python.so").is_file()), None
+    )
     stubs = root / "python_backend_stubs"
     libs = root.parent.parent / "nvidia_pytriton.libs"  # <site>/pytriton/tritonserver -> <site>
     return TritonInstall(
@@ -122,8 +124,8 @@ def prepare_backend_dir(install: TritonInstall, dest: Path, version: str | None 
     stub = install.stub_for(version)
     if stub is None:
         raise ApplyError(
-            f"{install.binary}: no triton_python_backend_stub for Python {version}; run igniter-opt with a Python "
-            "the server ships a stub for (the nvidia-pytriton wheel has 3.8 to 3.13)"
+            f"{install.binary}: no triton_python_backend_stub for Python {version}; run igniter-opt with a "
+            "Python the server ships a stub for (the nvidia-pytriton wheel has 3.8 to 3.13)"
         )
     target = dest / "python"
     target.mkdir(parents=True, exist_ok=True)
@@ -175,7 +177,9 @@ class TritonServerConfig:
 
     def __setitem__(self, key: str, value: object) -> None:
         if key not in self.ALLOWED:
-            raise ApplyError(f"tritonserver flag --{key} is not supported here; allowed: {', '.join(self.ALLOWED)}")
+            raise ApplyError(
+                f"tritonserver flag --{key} is not supported here; allowed: {', '.join(self.ALLOWED)}"
+            )
         self.flags[key] = str(value).lower() if isinstance(value, bool) else str(value)
 
     def __getitem__(self, key: str) -> str:
@@ -188,4 +192,6 @@ class TritonServerConfig:
 
     def to_argv(self, binary: str | os.PathLike[str]) -> list[str]:
         order = {k: i for i, k in enumerate(self.ALLOWED)}
-        return [str(binary)] + [f"--{k}={v}" for k, v in sorted(self.flags.items(), key=lambda kv: order[kv[0]])]
+        return [str(binary)] + [
+            f"--{k}={v}" for k, v in sorted(self.flags.items(), key=lambda kv: order[kv[0]])
+        ]

@@ -84,7 +84,7 @@ class Phase:
 
 
 @dataclass(frozen=True)
-class WorkloadResult:
+class PhaseMeasurement:
     """What one process measured in one phase (fields by op; ms and req/s)."""
 
     latency_ms: float
@@ -99,7 +99,7 @@ class WorkloadResult:
 class PhaseResult:
     """One phase of a co-located run: per-workload results, GPU power and SM clock meanwhile."""
 
-    workloads: tuple[WorkloadResult, ...]
+    workloads: tuple[PhaseMeasurement, ...]
     power_w: float
     clock_mhz: float
     elapsed_s: float = 0.0

@@ -34,11 +34,11 @@ from igniter_opt.profiling.backend import (
     JobSetup,
     L2Measurement,
     Phase,
+    PhaseMeasurement,
     PhaseResult,
     ShareResult,
     SoloMeasurement,
     TraceMeasurement,
-    WorkloadResult,
 )
 from igniter_opt.profiling.procs import WorkerProcess, kill_all
 
@@ -366,7 +366,7 @@ class CudaBackend(GpuBackend):
                     raise MeasurementError(f"phase {i}: the processes did not overlap in time")
                 power, clock, _ = self.sampler.window(t0, t1)
                 results.append(PhaseResult(
-                    workloads=tuple(_workload_result(ph.op, r) for r in rs),
+                    workloads=tuple(_phase_measurement(ph.op, r) for r in rs),
                     power_w=power, clock_mhz=clock, elapsed_s=time.time() - t_start,
                     extra={"overlap_s": t1 - t0},
                 ))
@@ -382,14 +382,14 @@ class CudaBackend(GpuBackend):
                 p.kill()
 
 
-def _workload_result(op: str, r: dict[str, Any]) -> WorkloadResult:
+def _phase_measurement(op: str, r: dict[str, Any]) -> PhaseMeasurement:
     if op == "trace_loop":
-        return WorkloadResult(latency_ms=float("nan"), idle_per_kernel_ms=r["idle_per_kernel_ms"],
+        return PhaseMeasurement(latency_ms=float("nan"), idle_per_kernel_ms=r["idle_per_kernel_ms"],
                               kernels=int(r["kernels"]), iterations=int(r["traced"]))
     if op == "loop":
-        return WorkloadResult(latency_ms=r["latency_ms"], throughput_rps=r["throughput_rps"], loop_rps=r["loop_rps"],
+        return PhaseMeasurement(latency_ms=r["latency_ms"], throughput_rps=r["throughput_rps"], loop_rps=r["loop_rps"],
                               iterations=int(r["n"]))
-    return WorkloadResult(latency_ms=r["latency_ms"], iterations=int(r["n"]))
+    return PhaseMeasurement(latency_ms=r["latency_ms"], iterations=int(r["n"]))
 
 
 def unit_from_probes(rows: list[dict[str, Any]], *, total_sms: int) -> tuple[float, dict[str, Any]]:

@@ -30,11 +30,11 @@ from igniter_opt.profiling.backend import (
     JobSetup,
     L2Measurement,
     Phase,
+    PhaseMeasurement,
     PhaseResult,
     ShareResult,
     SoloMeasurement,
     TraceMeasurement,
-    WorkloadResult,
 )
 
 
@@ -136,19 +136,19 @@ class SimulatedBackend(GpuBackend):
                 c.alpha_p * x + c.beta_p - hw.power_floor_w for c, x in zip(cs, h, strict=True))
             f = self._clock(demand)
             n = len(slots)
-            res: list[WorkloadResult] = []
+            res: list[PhaseMeasurement] = []
             if ph.op == "replay":
                 for c, k, ci in zip(cs, k_act, l2, strict=True):
                     t = (k + c.idle_ms) * (1 + c.alpha_cache * (sum(l2) - ci)) * F / f
-                    res.append(WorkloadResult(latency_ms=t, iterations=1))
+                    res.append(PhaseMeasurement(latency_ms=t, iterations=1))
             elif ph.op == "loop":
                 for lat, thr in self.truth.predict_gpu(slots):
-                    res.append(WorkloadResult(latency_ms=lat, throughput_rps=thr, loop_rps=thr, iterations=1))
+                    res.append(PhaseMeasurement(latency_ms=lat, throughput_rps=thr, loop_rps=thr, iterations=1))
             elif ph.op == "trace_loop":
                 d = hw.alpha_sch * n + hw.beta_sch if n >= 2 else 0.0
                 for c in cs:
                     per_kernel = (c.idle_ms / c.kernels_per_inference + d) * F / f
-                    res.append(WorkloadResult(latency_ms=float("nan"), idle_per_kernel_ms=per_kernel,
+                    res.append(PhaseMeasurement(latency_ms=float("nan"), idle_per_kernel_ms=per_kernel,
                                               kernels=c.kernels_per_inference, iterations=1))
             else:
                 raise MeasurementError(f"unknown phase op {ph.op!r}")
