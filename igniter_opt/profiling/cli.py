@@ -76,7 +76,8 @@ def _sigterm(*_: object) -> None:
 
 
 @click.command("profile")
-@click.option("--models", "models_text", required=True,
+@click.option("--models", "models_text", default=None,
+
               help="Comma-separated zoo models (alexnet, resnet50, vgg19, ssd, vit_b_16, bert_base) or 'all'.")
 @click.option("--gpu", type=int, default=0, show_default=True, help="GPU index (as NVML numbers them).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
@@ -93,20 +94,56 @@ def _sigterm(*_: object) -> None:
               help="Power fit recorded for this GPU: one power floor per busy GPU (shared-floor) or the paper's "
                    "per-placement intercept (igniter).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with ETA.")
-def profile(models_text: str, gpu: int, out_dir: Path, backend: str, truth: str | None, batches: str, shares: str,
-            max_copies: int, fit: bool, power_form: str, progress: bool) -> None:
+@click.option("--serving", is_flag=True,
+              help="Measure the serving stack (per-batch overhead, client cost, service-time variation) through "
+                   "real Triton servers, into OUTPUT/serving.json; after the GPU profile with --models, or alone "
+                   "on an existing profile.")
+@click.option("--load-generator", type=click.Choice(["perf_analyzer", "python"]), default="perf_analyzer",
+              show_default=True, help="--serving: who sends the requests (see docs/executor.md).")
+def profile(models_text: str | None, gpu: int, out_dir: Path, backend: str, truth: str | None, batches: str,
+            shares: str, max_copies: int, fit: bool, power_form: str, progress: bool, serving: bool,
+            load_generator: str) -> None:
     """Measure a GPU with iGniter's plan and write a profile folder.
 
     Each measurement runs in its own process under an MPS daemon that the command starts and
     stops itself; nothing changes clocks, power limits, compute mode or MIG. Every measurement
     is checkpointed to OUTPUT/checkpoint.jsonl as it finishes: if the run is cut off, run the
-    same command again and it resumes where it stopped.
+    same command again and it resumes where it stopped. With --serving, the serving stack is
+    measured too (what the tail latency budget plans with).
 
     Example:
 
-        igniter-opt profile --models all --gpu 0 -o profiles/h100/
+        igniter-opt profile --models all --gpu 0 -o profiles/h200/ --serving
+
+        igniter-opt profile --serving -o profiles/h200/     # the serving stack only, on an existing profile
     """
     signal.signal(signal.SIGTERM, _sigterm)
+    if models_text is None and not serving:
+        raise click.UsageError("give --models (a GPU profile), --serving (the serving stack), or both")
+    if models_text is not None:
+        _profile_models(models_text, gpu, out_dir, backend, truth, batches, shares, max_copies, fit, power_form,
+                        progress)
+    if serving:
+        _profile_serving(out_dir, gpu, load_generator)
+
+
+def _profile_serving(out_dir: Path, gpu: int, load_generator: str) -> None:
+    from igniter_opt.profiling.serving import measure_serving
+
+    try:
+        params, per_server = measure_serving(out_dir, gpus=f"gpu0={gpu}", load_generator=load_generator,
+                                             progress=lambda m: click.echo(m, err=True))
+    except IgniterOptError as exc:
+        raise click.ClickException(str(exc)) from None
+    for s in per_server:
+        click.echo(f"{s.workload}: batch {s.batch} (ran {s.executed_batch:.2f}), overhead {s.overhead_ms:.3f} ms, "
+                   f"client {s.client_ms:.3f} ms, service cv {s.service_cv:.3f}{'' if s.valid else ' (INVALID run)'}")
+    click.echo(f"wrote {out_dir}/serving.json: overhead {params.overhead_ms:g} ms per batch, client "
+               f"{params.client_ms:g} ms per request, service cv {params.service_cv:g}")
+
+
+def _profile_models(models_text: str, gpu: int, out_dir: Path, backend: str, truth: str | None, batches: str,
+                    shares: str, max_copies: int, fit: bool, power_form: str, progress: bool) -> None:
     try:
         models = parse_models(models_text)
         plan = ProfilePlan(models=tuple(models), batches=_number_list(batches, "--batches", int),
