@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# What the device calls of issue 12/15 run on the lent GPU machine (no network there).
+#
+#   bash benchmarks/device_h200.sh profile  DEADLINE_S   # profile the H200 (resumes from the checkpoint)
+#   bash benchmarks/device_h200.sh serving               # the serving stack, into profiles/h200/serving.json
+#   bash benchmarks/device_h200.sh live DEADLINE_S PLAN...  # apply plans for 60 s each, perf_analyzer load
+#
+# Needs, carried with the working tree: .carry/site.tar.xz, the nvidia-pytriton 0.7.0, tritonclient
+# 2.51.0 and python-rapidjson wheels unpacked (the Python 3.13 libpython, other stubs and
+# perf_client dropped) and Debian's libb64-0d (perf_analyzer needs it). Results go to $OUT.
+set -uo pipefail
+stage=$1; shift
+here=$(pwd)
+carry=/tmp/carry
+if [ ! -d $carry/site ]; then
+  mkdir -p $carry && tar -xJf .carry/site.tar.xz -C $carry || exit 3
+fi
+export PYTHONPATH=$carry/site
+export PATH=$carry/site/tritonclient-2.51.0.data/data/bin:$PATH
+export LD_LIBRARY_PATH=$carry/deb/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+export PYTHONUNBUFFERED=1 IGNITER_OPT_NCU_IN_MPS=0 IGNITER_OPT_CACHE=/tmp/igniter-cache
+python3 -m pip install -q --no-deps --no-build-isolation --no-index -e . >/tmp/pip.log 2>&1 || { tail -5 /tmp/pip.log; exit 4; }
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $OUT/gpu.txt
+prof=profiles/h200
+case $stage in
+  profile)
+    deadline=$1
+    timeout -s TERM "$deadline" igniter-opt profile --models all --gpu 0 -o $prof \
+      --batches 1,2,4,8,16,32 --shares 10,25,50,100 --no-progress 2>&1 | tail -40
+    echo "profile exit ${PIPESTATUS[0]}"
+    ;;
+  serving)
+    igniter-opt profile --serving -o $prof 2>&1 | tail -30
+    tar -czf $OUT/serving_run.tgz -C $prof serving-run/summary.json serving-run/deployment.json serving-run/logs 2>/dev/null
+    ;;
+  live)
+    deadline=$1; shift
+    timeout -s TERM "$deadline" python3 benchmarks/live_tail.py run "$@" --duration 60 \
+      --load-generator perf_analyzer -o $OUT/res 2>&1 | grep -v "^  " | tail -60
+    echo "live exit ${PIPESTATUS[0]}"
+    tar -czf $OUT/live_runs.tgz -C $OUT/res live_tail_runs 2>/dev/null && rm -rf $OUT/res/live_tail_runs
+    ;;
+esac
+for f in raw.json coefficients.json checkpoint.jsonl serving.json; do
+  [ -f $prof/$f ] && cp $prof/$f $OUT/ 2>/dev/null
+done
+exit 0

@@ -1,0 +1,302 @@
+"""Live proof of the tail budget (issue 12): plans that hold on the GPU, measured beside their predictions.
+
+``python benchmarks/live_tail.py mixes --profile profiles/h200 [-o benchmarks/results/live_tail_plans]``
+    Anywhere. Sizes each mix of ``MIXES`` (3-5 zoo workloads, SLOs 10-50 ms) to its target share of
+    one GPU (the rates scaled together until the greedy tail plan uses that share), then plans it
+    with greedy and exact under ``tail`` at 0.99, and writes the workloads, both plans, and
+    ``shares.csv``: the GPU share the tail plans need against the utilisation cap 0.8 (serial
+    servers with the profile's measured overhead) and the paper's budget.
+
+``python benchmarks/live_tail.py run PLANS... [--duration 60] [--load-generator perf_analyzer] [-o DIR]``
+    On the GPU. Applies each plan (Poisson arrivals) and appends one row per workload to
+    ``live_tail_<gpu>.csv``: measured within-SLO and p99 beside the plan's predictions, and the
+    load generator's lag and the run's validity. Runs already in the file are skipped (a cut-off
+    batch resumes).
+
+``python benchmarks/live_tail.py report [CSV]``
+    Anywhere. ``live_tail_<gpu>.md`` and ``.png`` from the CSV, with the prediction errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks.live import gpu_slug  # noqa: E402
+from igniter_opt.domain import LatencyBudget, Workload  # noqa: E402
+from igniter_opt.perfmodel import load_profile  # noqa: E402
+from igniter_opt.planio import read_plan, write_plan  # noqa: E402
+from igniter_opt.planner import run_planner  # noqa: E402
+from igniter_opt.problems import BudgetChoice, make_problem  # noqa: E402
+from igniter_opt.solver import SolveOptions  # noqa: E402
+
+RESULTS = HERE / "results"
+# (name, model, SLO ms, relative rate) per workload, and the share of one GPU the mix is sized to.
+# Models differ across mixes, SLOs span 10-50 ms, targets span 40-95 % of the GPU.
+MIXES: dict[str, tuple[float, list[tuple[str, str, float, float]]]] = {
+    "T1": (0.45, [("res", "resnet50", 15, 1.0), ("vgg", "vgg19", 20, 1.0), ("bert", "bert_base", 15, 1.0)]),
+    "T2": (0.60, [("alex", "alexnet", 10, 2.0), ("vit", "vit_b_16", 25, 1.0), ("ssd", "ssd", 40, 0.5)]),
+    "T3": (0.75, [("res", "resnet50", 10, 1.0), ("bert", "bert_base", 20, 1.0), ("vit", "vit_b_16", 30, 0.5),
+                  ("alex", "alexnet", 15, 2.0)]),
+    "T4": (0.90, [("vgg", "vgg19", 25, 1.0), ("ssd", "ssd", 50, 0.5), ("bert", "bert_base", 12, 1.0)]),
+    "T5": (0.65, [("vit", "vit_b_16", 15, 1.0), ("res", "resnet50", 20, 1.0), ("vgg", "vgg19", 30, 0.5),
+                  ("bert", "bert_base", 40, 1.0), ("alex", "alexnet", 10, 2.0)]),
+    "T6": (0.85, [("ssd", "ssd", 30, 0.5), ("alex", "alexnet", 20, 2.0), ("res", "resnet50", 50, 1.0)]),
+    "T7": (0.55, [("bert", "bert_base", 10, 1.0), ("vit", "vit_b_16", 20, 0.5), ("vgg", "vgg19", 15, 1.0)]),
+    "T8": (0.95, [("alex", "alexnet", 25, 2.0), ("res", "resnet50", 12, 1.0), ("ssd", "ssd", 35, 0.5),
+                  ("vit", "vit_b_16", 50, 0.5)]),
+}
+ATTAINMENT = 0.99
+FIELDS = ["run", "planner", "budget", "workload", "model", "batch", "share", "queue_delay_ms", "rate_rps", "slo_ms",
+          "requests", "within_slo", "predicted_within_slo", "p99_ms", "predicted_p99_ms", "p50_ms",
+          "predicted_p50_ms", "generator_lag_p99_ms", "valid", "service_ms", "predicted_service_ms",
+          "executed_batch", "queue_ms", "achieved_rps", "failed", "gpu"]
+
+
+# ---- mixes ---------------------------------------------------------------------------------------
+def _workloads(mix: str, scale: float) -> tuple[Workload, ...]:
+    return tuple(Workload(n, m, float(slo), round(scale * rel, 1)) for n, m, slo, rel in MIXES[mix][1])
+
+
+def _greedy_share(perf: Any, ws: tuple[Workload, ...]) -> float:
+    """Total share of the greedy tail plan, or inf when it needs more than one GPU."""
+    out = run_planner(make_problem(ws, perf, BudgetChoice(LatencyBudget.TAIL, attainment=ATTAINMENT)), "greedy")
+    return out.plan.total_share_pct if out.plan.num_gpus == 1 else math.inf
+
+
+def size_mix(perf: Any, mix: str) -> tuple[Workload, ...]:
+    """The mix's rates scaled together (bisection on the scale) until greedy's tail plan uses its target share."""
+    target = 100.0 * MIXES[mix][0]
+    lo, hi = 1.0, 4000.0
+    for _ in range(30):
+        mid = math.sqrt(lo * hi)
+        if _greedy_share(perf, _workloads(mix, mid)) <= target:
+            lo = mid
+        else:
+            hi = mid
+    return _workloads(mix, lo)
+
+
+def _compare_shares(perf: Any, ws: tuple[Workload, ...], plans: dict[str, Any]) -> dict[str, Any]:
+    """The share the tail plans need against the utilisation cap 0.8 (serial servers, the measured overhead)
+    and against the paper's budget, with the paper-model plans' predicted within-SLO."""
+    row: dict[str, Any] = {f"tail_{k}_share": p.total_share_pct for k, p in plans.items()}
+    row |= {f"tail_{k}_gpus": p.num_gpus for k, p in plans.items()}
+    overhead = perf.serving.overhead_ms if perf.serving is not None else None
+    for name, choice in (("util0.8", BudgetChoice(LatencyBudget.IGNITER, serving_overhead_ms=overhead,
+                                                  max_utilization=0.8)),
+                         ("paper", BudgetChoice(LatencyBudget.IGNITER))):
+        out = run_planner(make_problem(ws, perf, choice), "greedy")
+        row[f"{name}_share"] = out.plan.total_share_pct
+        row[f"{name}_gpus"] = out.plan.num_gpus
+        within = [p.predicted.within_slo for _, p in out.plan.placements() if p.predicted.within_slo is not None]
+        row[f"{name}_min_predicted_within_slo"] = min(within) if within else math.nan
+    return row
+
+
+def cmd_mixes(args: argparse.Namespace) -> None:
+    perf = load_profile(args.profile)
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for mix in args.mixes.split(","):
+        ws = size_mix(perf, mix)
+        (args.out / f"{mix}.csv").write_text("name,model,slo_ms,rate_rps\n" + "".join(
+            f"{w.name},{w.model},{w.slo_ms:g},{w.rate_rps:g}\n" for w in ws))
+        problem = make_problem(ws, perf, BudgetChoice(LatencyBudget.TAIL, attainment=ATTAINMENT))
+        plans = {}
+        for planner in ("greedy", "exact"):
+            out = run_planner(problem, planner, SolveOptions(time_limit_s=args.time_limit))
+            if out.violations:
+                raise SystemExit(f"{mix} {planner}: the plan violates the model: {out.violations[0].message}")
+            plans[planner] = replace(out.plan, verified=True)
+            write_plan(plans[planner], args.out / f"{mix}_{planner}_tail.json")
+        row = {"mix": mix, "workloads": len(ws), "target_share": 100 * MIXES[mix][0],
+               "rates": " ".join(f"{w.name}={w.rate_rps:g}" for w in ws)} | _compare_shares(perf, ws, plans)
+        rows.append(row)
+        print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+    with (args.out / "shares.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+# ---- run -----------------------------------------------------------------------------------------
+def _done_runs(path: Path) -> set[str]:
+    if not path.exists():
+        return set()
+    with path.open(newline="") as fh:
+        return {r["run"] for r in csv.DictReader(fh)}
+
+
+def _fmt(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else round(v, 5)
+    return v
+
+
+def _rows(run: str, plan: Any, result: Any, gpu: str) -> list[dict[str, Any]]:
+    placed = {p.workload: p for _, p in plan.placements()}
+    out = []
+    for r in result.results:
+        p = placed[r.workload]
+        pr = p.predicted
+        service = pr.latency_ms + (plan.serving.overhead_ms if plan.serving_overhead_ms is None else 0.0)
+        out.append({
+            "run": run, "planner": plan.planner, "budget": plan.latency_budget, "workload": r.workload,
+            "model": r.model, "batch": p.batch, "share": p.share_pct, "queue_delay_ms": p.queue_delay_ms,
+            "rate_rps": p.rate_rps, "slo_ms": p.slo_ms, "requests": r.requests, "within_slo": r.within_slo,
+            "predicted_within_slo": pr.within_slo, "p99_ms": r.p99_ms, "predicted_p99_ms": pr.p99_ms,
+            "p50_ms": r.p50_ms, "predicted_p50_ms": pr.p50_ms, "generator_lag_p99_ms": r.generator_lag_p99_ms,
+            "valid": r.valid, "service_ms": r.server_infer_ms, "predicted_service_ms": service,
+            "executed_batch": r.executed_batch, "queue_ms": r.server_queue_ms, "achieved_rps": r.achieved_rps,
+            "failed": r.failed, "gpu": gpu,
+        })
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment, render_result
+    from igniter_opt.apply.gpus import nvml_gpus
+
+    gpus = nvml_gpus()
+    if not gpus and args.echo_ms is None:
+        raise SystemExit("no NVIDIA GPU visible through NVML: run this on the GPU machine")
+    gpu = gpus[0].name if gpus else "cpu-echo"
+    path = args.out / f"live_tail_{gpu_slug(gpu)}.csv"
+    for plan_path in args.plans:
+        run = plan_path.stem
+        if run in _done_runs(path):
+            print(f"{run}: already in {path}, skipped", flush=True)
+            continue
+        plan = read_plan(plan_path)
+        work = args.work / run
+        shutil.rmtree(work, ignore_errors=True)
+        t0 = time.monotonic()
+        options = ApplyOptions(out_dir=work, duration_s=args.duration, seed=args.seed, echo_ms=args.echo_ms,
+                               load_generator=args.load_generator, max_lag_ms=args.max_lag_ms)
+        result = apply_plan(build_deployment(plan, options), progress=lambda m: print(f"  {m}", flush=True))
+        print(render_result(result), flush=True)
+        if not result.ok:
+            print(f"{run}: not recorded: {result.errors or result.interrupted}", flush=True)
+            continue
+        new = not path.exists()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=FIELDS)
+            if new:
+                w.writeheader()
+            for row in _rows(run, plan, result, gpu):
+                w.writerow({k: _fmt(v) for k, v in row.items()})
+        keep = args.out / "live_tail_runs" / run
+        keep.mkdir(parents=True, exist_ok=True)
+        for f in ("summary.json", "latency.png", "deployment.json"):
+            if (work / f).exists():
+                shutil.copy2(work / f, keep / f)
+        print(f"{run}: done in {time.monotonic() - t0:.0f} s -> {path}", flush=True)
+
+
+# ---- report --------------------------------------------------------------------------------------
+def _num(r: dict[str, str], k: str) -> float:
+    return float(r[k]) if r.get(k) not in (None, "", "nan") else math.nan
+
+
+def errors_table(rows: list[dict[str, str]]) -> list[str]:
+    """Median and largest absolute error of the predictions (valid rows): points of within-SLO, ms of p99."""
+    valid = [r for r in rows if r["valid"] == "True"]
+    d_within = [abs(100 * (_num(r, "predicted_within_slo") - _num(r, "within_slo"))) for r in valid]
+    d_p99 = [abs(_num(r, "predicted_p99_ms") - _num(r, "p99_ms")) for r in valid]
+    d_within = [x for x in d_within if math.isfinite(x)]
+    d_p99 = [x for x in d_p99 if math.isfinite(x)]
+    if not d_within:
+        return ["no valid rows"]
+    return [f"- within SLO: median |predicted - measured| {statistics.median(d_within):.2f} points, largest "
+            f"{max(d_within):.2f} ({len(d_within)} valid workload-runs)",
+            f"- p99: median |predicted - measured| {statistics.median(d_p99):.2f} ms, largest {max(d_p99):.2f} ms"]
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    with args.csv.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise SystemExit(f"{args.csv}: no rows")
+    met = [r for r in rows if r["valid"] == "True" and _num(r, "within_slo") >= ATTAINMENT]
+    valid = [r for r in rows if r["valid"] == "True"]
+    lines = [f"# Tail-budget plans live: {rows[0]['gpu']} ({args.csv.name})", "",
+             f"{len(met)} of {len(valid)} valid workload-runs met {100 * ATTAINMENT:g} % within SLO; "
+             f"{len(rows) - len(valid)} invalid (the load generator lagged) not counted.", "", *errors_table(rows), "",
+             "| run | workload | model | b | share % | delay ms | rate | SLO ms | within SLO % (pred.) | p99 ms (pred.) "
+             "| lag p99 ms | valid |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['run']} | {r['workload']} | {r['model']} | {r['batch']} | {_num(r, 'share'):.1f} | "
+            f"{_num(r, 'queue_delay_ms'):.2f} | {_num(r, 'rate_rps'):.0f} | {_num(r, 'slo_ms'):g} | "
+            f"{100 * _num(r, 'within_slo'):.2f} ({100 * _num(r, 'predicted_within_slo'):.2f}) | "
+            f"{_num(r, 'p99_ms'):.2f} ({_num(r, 'predicted_p99_ms'):.2f}) | {_num(r, 'generator_lag_p99_ms'):.2f} | "
+            f"{r['valid']} |")
+    args.csv.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    _plot(rows, args.csv.with_suffix(".png"))
+    print("\n".join(lines[:6]))
+
+
+def _plot(rows: list[dict[str, str]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.5))
+    for r in rows:
+        ok = r["valid"] == "True"
+        a.scatter(100 * _num(r, "predicted_within_slo"), 100 * _num(r, "within_slo"), c="C0" if ok else "C3",
+                  marker="o" if ok else "x", s=18)
+        b.scatter(_num(r, "predicted_p99_ms"), _num(r, "p99_ms"), c="C0" if ok else "C3", marker="o" if ok else "x",
+                  s=18)
+    a.axhline(100 * ATTAINMENT, color="black", linestyle="--", linewidth=1)
+    a.set(xlabel="predicted % within SLO", ylabel="measured % within SLO", xlim=(95, 100.2), ylim=(80, 100.5))
+    hi = max((_num(r, "p99_ms") for r in rows if math.isfinite(_num(r, "p99_ms"))), default=50)
+    b.plot([0, hi], [0, hi], color="grey", linewidth=1)
+    b.set(xlabel="predicted p99 ms", ylabel="measured p99 ms")
+    fig.suptitle(f"Tail plans on {rows[0]['gpu']}: measured against predicted (x: invalid runs)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("mixes", help="size and plan the mixes (anywhere)")
+    m.add_argument("--profile", default="profiles/h200")
+    m.add_argument("--mixes", default=",".join(MIXES))
+    m.add_argument("--time-limit", type=float, default=30.0)
+    m.add_argument("-o", "--out", type=Path, default=RESULTS / "live_tail_plans")
+    m.set_defaults(fn=cmd_mixes)
+    r = sub.add_parser("run", help="apply plans on the GPU (live_tail_<gpu>.csv)")
+    r.add_argument("plans", type=Path, nargs="+")
+    r.add_argument("--duration", type=float, default=60.0)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--load-generator", default="perf_analyzer", choices=["perf_analyzer", "python"])
+    r.add_argument("--max-lag-ms", type=float, default=1.0)
+    r.add_argument("--echo-ms", type=float, default=None, help="CPU stand-in (tests the harness without a GPU)")
+    r.add_argument("--work", type=Path, default=Path("/tmp/live-tail-work"))
+    r.add_argument("-o", "--out", type=Path, default=RESULTS)
+    r.set_defaults(fn=cmd_run)
+    rep = sub.add_parser("report", help="markdown and PNG from live_tail_<gpu>.csv (anywhere)")
+    rep.add_argument("csv", type=Path, nargs="?", default=RESULTS / "live_tail_h200.csv")
+    rep.set_defaults(fn=cmd_report)
+    args = ap.parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()
