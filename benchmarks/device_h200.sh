@@ -36,8 +36,8 @@ case $stage in
   live)
     deadline=$1; shift
     timeout -s TERM "$deadline" python3 benchmarks/live_tail.py run "$@" --duration 60 \
-      --load-generator perf_analyzer -o $OUT/res 2>&1 | grep -v "^  " | tail -60
-    echo "live exit ${PIPESTATUS[0]}"
+      --load-generator perf_analyzer --max-lag-ms 2 -o $OUT/res > $OUT/live.log 2>&1
+    echo "live exit $?"; grep -v "^  " $OUT/live.log | tail -40
     tar -czf $OUT/live_runs.tgz -C $OUT/res live_tail_runs 2>/dev/null && rm -rf $OUT/res/live_tail_runs
     ;;
 esac

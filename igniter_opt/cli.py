@@ -240,7 +240,8 @@ def predict(plan_file: Path, profile: str | None, serving_overhead: float | None
     if plan.serving is not None and serving_overhead is None:
         perf = perf.with_serving(plan.serving)
     perf = configure_serving(perf, LatencyBudget.IGNITER, serving_overhead)  # serving measurements only
-    base = perf.with_serving_overhead(plan.serving_overhead_ms, plan.serving_max_utilization)
+    base = perf.with_serving_overhead(plan.serving_overhead_ms, plan.serving_max_utilization,
+                                      plan.serving_overhead_per_request_ms)
     predicted = predict_plan(plan, base, perf.serving)
     known = [v for v in verify_plan(predicted, plan_problem(predicted, perf)) if v.kind != "coverage"]
     broken = [v for v in known if v.kind in STRUCTURAL]

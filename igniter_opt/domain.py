@@ -106,6 +106,11 @@ class ServingParams:
     client_ms: float = 0.0
     service_cv: float = 0.0
     source: str = ""
+    # a batch's overhead grows with its requests: overhead_ms + overhead_per_request_ms * batch
+    overhead_per_request_ms: float = 0.0
+
+    def batch_overhead_ms(self, batch: float) -> float:
+        return self.overhead_ms + self.overhead_per_request_ms * batch
 
 
 @dataclass(frozen=True)
@@ -121,6 +126,7 @@ class Plan:
     margin: float | None = None
     serving_overhead_ms: float | None = None  # planned with this overhead per batch execution (None: paper)
     serving_max_utilization: float | None = None  # and to at most this utilization per server
+    serving_overhead_per_request_ms: float = 0.0  # and this much more per request of a batch
     attainment: float | None = None  # tail budget: the fraction of requests planned within the SLO
     serving: ServingParams | None = None  # the serving measurements the per-request predictions used
     # True: re-verified by the exact model when written; False: written although it failed (apply

@@ -95,17 +95,22 @@ def _clean(x: float | None, digits: int = 6) -> float | None:
 
 
 def serving_to_dict(s: ServingParams) -> dict[str, Any]:
-    return {"overhead_ms": s.overhead_ms, "client_ms": s.client_ms, "service_cv": s.service_cv, "source": s.source}
+    out = {"overhead_ms": s.overhead_ms, "client_ms": s.client_ms, "service_cv": s.service_cv, "source": s.source}
+    if s.overhead_per_request_ms:
+        out["overhead_per_request_ms"] = s.overhead_per_request_ms
+    return out
 
 
 def serving_from_dict(d: Any, source: str) -> ServingParams:
     """Serving measurements (a plan's or a profile's ``serving`` block); a one-line PlanError otherwise."""
     try:
         out = ServingParams(float(d["overhead_ms"]), float(d.get("client_ms", 0.0)),
-                            float(d.get("service_cv", 0.0)), str(d.get("source", "")))
+                            float(d.get("service_cv", 0.0)), str(d.get("source", "")),
+                            float(d.get("overhead_per_request_ms", 0.0)))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlanError(f"{source}: malformed serving block ({type(exc).__name__}: {exc})") from None
-    if not all(math.isfinite(x) and x >= 0 for x in (out.overhead_ms, out.client_ms, out.service_cv)):
+    if not all(math.isfinite(x) and x >= 0 for x in (out.overhead_ms, out.client_ms, out.service_cv,
+                                                    out.overhead_per_request_ms)):
         raise PlanError(f"{source}: serving overhead_ms, client_ms and service_cv must be numbers >= 0")
     return out
 
@@ -147,6 +152,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     if plan.serving_overhead_ms is not None:
         d["serving_overhead_ms"] = plan.serving_overhead_ms
         d["serving_max_utilization"] = plan.serving_max_utilization
+        if plan.serving_overhead_per_request_ms:
+            d["serving_overhead_per_request_ms"] = plan.serving_overhead_per_request_ms
     if plan.attainment is not None:
         d["attainment"] = plan.attainment
     if plan.serving is not None:
@@ -238,6 +245,7 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
             margin=_opt_float(d.get("margin")),
             serving_overhead_ms=_opt_float(d.get("serving_overhead_ms")),
             serving_max_utilization=_opt_float(d.get("serving_max_utilization")),
+            serving_overhead_per_request_ms=float(d.get("serving_overhead_per_request_ms", 0.0)),
             attainment=_opt_float(d.get("attainment")),
             serving=serving_from_dict(d["serving"], source) if d.get("serving") is not None else None,
             verified=None if d.get("verified") is None else bool(d["verified"]),

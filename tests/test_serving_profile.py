@@ -54,8 +54,16 @@ def test_reading_a_run_medians_over_valid_servers(tmp_path: Path) -> None:
     assert [round(s.client_ms, 6) for s in per] == [1.5, 1.5, 6.0]
     assert per[0].service_cv == pytest.approx(0.1 / 3.0)  # std 0.1 ms over 3 ms per execution
     assert math.isnan(per[1].service_cv)  # no trace for that server
-    params = serving_params(per, "test")
+    params = serving_params(per, "test")  # the valid servers ran the same batch: the median overhead
     assert (params.overhead_ms, params.client_ms, params.service_cv) == (1.25, 1.5, round(0.1 / 3.0, 4))
+    assert params.overhead_per_request_ms == 0.0
+
+
+def test_the_overhead_grows_with_the_requests_of_a_batch() -> None:
+    per = [ServerServing(f"w{k}", "m", 8, k, 0.35 + 0.25 * k, 0.8, 0.05, valid=True) for k in (1.5, 3.5, 7.0)]
+    params = serving_params(per, "test")
+    assert (params.overhead_ms, params.overhead_per_request_ms) == (0.35, 0.25)
+    assert params.batch_overhead_ms(8) == pytest.approx(2.35)
 
 
 def test_a_run_with_no_valid_server_is_an_error() -> None:

@@ -100,6 +100,9 @@ class PerformanceModel:
     # utilization a server may be planned to (below 1 leaves room for bursts of random arrivals).
     serving_overhead_ms: float | None = None
     serving_max_utilization: float = 1.0
+    # and this much more per request of a batch (the Python backend takes each request's inputs and
+    # builds its response): a batch of b costs serving_overhead_ms + b * this
+    serving_overhead_per_request_ms: float = 0.0
     # The serving stack's measurements (profile's serving.json), for per-request latency
     # predictions; None when the profile has none (the user passes --serving-overhead-ms).
     serving: ServingParams | None = None
@@ -208,7 +211,7 @@ class PerformanceModel:
         t_gpu = (t_sch + t_act) * (hw.max_clock_mhz / clock)
         if self.serving_overhead_ms is None:
             return t_load + t_gpu + t_fb, 1000.0 * batch / (t_gpu + t_fb)
-        served = t_load + t_gpu + t_fb + self.serving_overhead_ms
+        served = t_load + t_gpu + t_fb + self.serving_overhead_ms + self.serving_overhead_per_request_ms * batch
         return served, self.serving_max_utilization * 1000.0 * batch / served
 
     def gpu_time_budget_ms(
@@ -224,7 +227,7 @@ class PerformanceModel:
         if self.serving_overhead_ms is None:
             return np.minimum(limit_ms - c["t_load"] - c["t_fb"], 1000.0 * batch / rate_rps - c["t_fb"])
         served = np.minimum(limit_ms, self.serving_max_utilization * 1000.0 * batch / rate_rps)
-        return served - c["t_load"] - c["t_fb"] - self.serving_overhead_ms
+        return served - c["t_load"] - c["t_fb"] - self.batch_overhead_ms(batch)
 
     def lower_share_pct(self, model_idx: np.ndarray, batch: np.ndarray, limit_ms: np.ndarray) -> np.ndarray:
         """The share (%) at which the interference-free solo latency just meets ``limit_ms``:
@@ -237,32 +240,44 @@ class PerformanceModel:
         k = self._arrays["k"][model_idx]
         c = self.slot_constants(model_idx, batch)
         g = k[..., 0] * batch * batch + k[..., 1] * batch + k[..., 2]
-        delta = limit_ms - c["idle_ms"] - (c["t_load"] + c["t_fb"]) - k[..., 4] - (self.serving_overhead_ms or 0.0)
+        delta = limit_ms - c["idle_ms"] - (c["t_load"] + c["t_fb"]) - k[..., 4] - self.batch_overhead_ms(batch)
         ok = delta > 0
         return np.where(ok, g / np.where(ok, delta, 1.0) - k[..., 3], np.nan)
+
+    def batch_overhead_ms(self, batch: np.ndarray | float) -> np.ndarray | float:
+        """The serving overhead of one batch execution under this model (0 for the paper's model)."""
+        if self.serving_overhead_ms is None:
+            return 0.0 * batch
+        return self.serving_overhead_ms + self.serving_overhead_per_request_ms * batch
 
     def serving_plan_fields(self) -> dict[str, float]:
         """What a plan made with this model records of its serving model (nothing for the paper's model)."""
         if self.serving_overhead_ms is None:
             return {}
-        return {"serving_overhead_ms": self.serving_overhead_ms, "serving_max_utilization": self.serving_max_utilization}
+        out = {"serving_overhead_ms": self.serving_overhead_ms, "serving_max_utilization": self.serving_max_utilization}
+        if self.serving_overhead_per_request_ms:
+            out["serving_overhead_per_request_ms"] = self.serving_overhead_per_request_ms
+        return out
 
     def with_serving(self, serving: ServingParams | None) -> PerformanceModel:
         """This model with the serving stack's measurements (None: unknown)."""
         return replace(self, serving=serving)
 
-    def with_serving_overhead(self, overhead_ms: float | None, max_utilization: float | None = None) -> PerformanceModel:
+    def with_serving_overhead(self, overhead_ms: float | None, max_utilization: float | None = None,
+                              per_request_ms: float = 0.0) -> PerformanceModel:
         """This model for servers that run one batch at a time, with ``overhead_ms`` per batch and
         planned to at most ``max_utilization`` of their capacity; both None: the paper's model."""
         if overhead_ms is None and max_utilization is None:
-            return replace(self, serving_overhead_ms=None, serving_max_utilization=1.0)
+            return replace(self, serving_overhead_ms=None, serving_max_utilization=1.0, serving_overhead_per_request_ms=0.0)
         o = 0.0 if overhead_ms is None else float(overhead_ms)
         u = 1.0 if max_utilization is None else float(max_utilization)
         if not (math.isfinite(o) and o >= 0):
             raise ProfileError(f"serving overhead must be a number of ms >= 0, got {overhead_ms}")
         if not 0 < u <= 1:
             raise ProfileError(f"max utilization must be in (0, 1], got {max_utilization}")
-        return replace(self, serving_overhead_ms=o, serving_max_utilization=u)
+        if not (math.isfinite(per_request_ms) and per_request_ms >= 0):
+            raise ProfileError(f"serving overhead per request must be a number of ms >= 0, got {per_request_ms}")
+        return replace(self, serving_overhead_ms=o, serving_max_utilization=u, serving_overhead_per_request_ms=per_request_ms)
 
     def predict_padded(
         self,

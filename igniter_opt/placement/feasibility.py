@@ -103,7 +103,7 @@ def request_predictions(perf: PerformanceModel, serving: ServingParams, placemen
     rate = np.array([p.rate_rps for p in ps], float)
     batch = np.array([p.batch for p in ps], float)
     delay = np.array([placement_queue_delay_ms(p, budget, margin) for p in ps], float)
-    service = np.array([t_inf[i] for i in known], float) + serving.overhead_ms
+    service = np.array([t_inf[i] + serving.batch_overhead_ms(placements[i].batch) for i in known], float)
     slo = np.array([p.slo_ms for p in ps], float)
     p50, p99, within = queueing.request_latency(rate, batch, delay, service, slo,
                                                 queueing.QueueingParams.from_serving(serving))
@@ -189,7 +189,8 @@ def plan_problem(plan: Plan, perf: PerformanceModel, workloads: tuple[Workload, 
             w = found.get(p.workload)
             found[p.workload] = Workload(p.workload, p.model, p.slo_ms, p.rate_rps + (w.rate_rps if w else 0.0))
         workloads = tuple(found.values())
-    perf = perf.with_serving_overhead(plan.serving_overhead_ms, plan.serving_max_utilization)
+    perf = perf.with_serving_overhead(plan.serving_overhead_ms, plan.serving_max_utilization,
+                                      plan.serving_overhead_per_request_ms)
     if plan.serving is not None:
         perf = perf.with_serving(plan.serving)
     return PlanningProblem(workloads, perf, LatencyBudget(plan.latency_budget),

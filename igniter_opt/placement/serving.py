@@ -227,16 +227,20 @@ def configure_serving(perf: PerformanceModel, budget: LatencyBudget, overhead_ms
     if overhead_ms is not None:
         base = serving or ServingParams(overhead_ms, DEFAULT_CLIENT_MS, DEFAULT_SERVICE_CV,
                                         "--serving-overhead-ms with the documented client cost and variance")
+        same = overhead_ms == base.overhead_ms
         serving = ServingParams(overhead_ms, base.client_ms, base.service_cv,
-                                base.source if overhead_ms == base.overhead_ms else f"overhead {overhead_ms:g} ms given; "
-                                f"client cost and variance from: {base.source}")
+                                base.source if same else f"overhead {overhead_ms:g} ms given; "
+                                f"client cost and variance from: {base.source}",
+                                base.overhead_per_request_ms if same else 0.0)
         perf = perf.with_serving(serving)
     if budget is not LatencyBudget.TAIL:
         return perf.with_serving_overhead(overhead_ms, max_utilization)
     if max_utilization is not None:
         raise ProblemError("--max-utilization goes with the igniter and full budgets: the tail budget plans every "
                            "workload to --attainment of its requests within the SLO instead")
-    return perf.with_serving_overhead(serving.overhead_ms if serving is not None else None, None)
+    if serving is None:
+        return perf.with_serving_overhead(None, None)
+    return perf.with_serving_overhead(serving.overhead_ms, None, serving.overhead_per_request_ms)
 
 
 def unreachable_slo_error(problem: PlanningProblem, workload: Workload) -> ProblemError:

@@ -5,9 +5,10 @@ under MPS on the GPU, each serving a zoo model at its own batch with a third of 
 with Poisson arrivals at about half of each server's predicted capacity (busy enough to batch,
 far from queueing). From what ``apply`` measures:
 
-- ``overhead_ms``: Triton's time per execution minus the model's own run inside it (the per-batch
-  cost of taking the inputs, running one batch at a time and building the responses), the median
-  over the servers;
+- ``overhead_ms`` and ``overhead_per_request_ms``: Triton's time per execution minus the model's
+  own run inside it (the cost of taking the inputs, running one batch at a time and building the
+  responses), as a straight line in the requests per execution (least squares over the servers,
+  which run different batches; both parts >= 0);
 - ``client_ms``: each request's end-to-end mean minus Triton's queueing and time per execution
   (client and network), the median over the servers;
 - ``service_cv``: the coefficient of variation of one execution's time, from the served model's
@@ -94,16 +95,29 @@ def summarize_run(results: list[Any], out_dir: Path, servers: dict[str, str]) ->
     return out
 
 
+def overhead_line(per_server: list[ServerServing]) -> tuple[float, float]:
+    """(overhead_ms, overhead_per_request_ms): least squares of the overhead on the requests per
+    execution, both parts >= 0; the median alone where the servers ran one batch size."""
+    k = [s.executed_batch for s in per_server]
+    o = [s.overhead_ms for s in per_server]
+    if len(set(k)) < 2:
+        return max(0.0, statistics.median(o)), 0.0
+    k_mean, o_mean = statistics.fmean(k), statistics.fmean(o)
+    slope = sum((a - k_mean) * (b - o_mean) for a, b in zip(k, o, strict=True)) / sum((a - k_mean) ** 2 for a in k)
+    slope = max(0.0, slope)
+    return max(0.0, o_mean - slope * k_mean), slope
+
+
 def serving_params(per_server: list[ServerServing], source: str) -> ServingParams:
-    """The medians over the servers whose load went out on time."""
+    """From the servers whose load went out on time: the overhead line, the median client cost and cv."""
     usable = [s for s in per_server if s.valid and math.isfinite(s.overhead_ms) and math.isfinite(s.client_ms)]
     if not usable:
         raise MeasurementError("no server's run was valid (the load generator lagged, or nothing was measured); "
                                "see the run's summary.json, and run again on a quieter host")
     cvs = [s.service_cv for s in usable if math.isfinite(s.service_cv)]
-    return ServingParams(round(max(0.0, statistics.median(s.overhead_ms for s in usable)), 4),
-                         round(max(0.0, statistics.median(s.client_ms for s in usable)), 4),
-                         round(statistics.median(cvs), 4) if cvs else 0.0, source)
+    base, per_request = overhead_line(usable)
+    return ServingParams(round(base, 4), round(max(0.0, statistics.median(s.client_ms for s in usable)), 4),
+                         round(statistics.median(cvs), 4) if cvs else 0.0, source, round(per_request, 4))
 
 
 def measure_serving(profile_dir: Path, *, duration_s: float = 20.0, load_generator: str = "perf_analyzer",
