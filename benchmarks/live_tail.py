@@ -96,6 +96,8 @@ def _compare_shares(perf: Any, ws: tuple[Workload, ...], plans: dict[str, Any]) 
     overhead = perf.serving.overhead_ms if perf.serving is not None else None
     for name, choice in (("util0.8", BudgetChoice(LatencyBudget.IGNITER, serving_overhead_ms=overhead,
                                                   max_utilization=0.8)),
+                         ("util0.8_o3.5", BudgetChoice(LatencyBudget.IGNITER, serving_overhead_ms=3.5,
+                                                       max_utilization=0.8)),
                          ("paper", BudgetChoice(LatencyBudget.IGNITER))):
         out = run_planner(make_problem(ws, perf, choice), "greedy")
         row[f"{name}_share"] = out.plan.total_share_pct
@@ -103,6 +105,27 @@ def _compare_shares(perf: Any, ws: tuple[Workload, ...], plans: dict[str, Any]) 
         within = [p.predicted.within_slo for _, p in out.plan.placements() if p.predicted.within_slo is not None]
         row[f"{name}_min_predicted_within_slo"] = min(within) if within else math.nan
     return row
+
+
+def cmd_shares(args: argparse.Namespace) -> None:
+    """shares.csv again from the plans and workloads written by ``mixes`` (no re-planning)."""
+    from igniter_opt.planio import read_workloads
+
+    perf = load_profile(args.profile)
+    rows = []
+    for mix in args.mixes.split(","):
+        ws = read_workloads(args.out / f"{mix}.csv")
+        plans = {k: read_plan(args.out / f"{mix}_{k}_tail.json") for k in ("greedy", "exact")}
+        rows.append({"mix": mix, "workloads": len(ws), "target_share": 100 * MIXES[mix][0],
+                     "rates": " ".join(f"{w.name}={w.rate_rps:g}" for w in ws)} | _compare_shares(perf, ws, plans))
+    _write_shares(args.out / "shares.csv", rows)
+
+
+def _write_shares(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows({k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in rows)
 
 
 def cmd_mixes(args: argparse.Namespace) -> None:
@@ -125,10 +148,7 @@ def cmd_mixes(args: argparse.Namespace) -> None:
                "rates": " ".join(f"{w.name}={w.rate_rps:g}" for w in ws)} | _compare_shares(perf, ws, plans)
         rows.append(row)
         print(", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    with (args.out / "shares.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    _write_shares(args.out / "shares.csv", rows)
 
 
 # ---- run -----------------------------------------------------------------------------------------
@@ -211,18 +231,36 @@ def _num(r: dict[str, str], k: str) -> float:
     return float(r[k]) if r.get(k) not in (None, "", "nan") else math.nan
 
 
+def at_measured_service(rows: list[dict[str, str]], profile: str) -> None:
+    """Add the serving model's prediction at each row's *measured* service time (Triton's time per
+    execution): what is left of the error once the performance model's is taken out."""
+    from igniter_opt.placement import queueing
+
+    params = queueing.QueueingParams.from_serving(load_profile(profile).serving)
+    for r in rows:
+        _, p99, within = queueing.request_latency(_num(r, "rate_rps"), int(r["batch"]), _num(r, "queue_delay_ms"),
+                                                  _num(r, "service_ms"), _num(r, "slo_ms"), params)
+        r["model_at_measured_within_slo"], r["model_at_measured_p99_ms"] = str(float(within)), str(float(p99))
+
+
 def errors_table(rows: list[dict[str, str]]) -> list[str]:
-    """Median and largest absolute error of the predictions (valid rows): points of within-SLO, ms of p99."""
+    """Median and largest absolute error (valid rows): points of within-SLO, ms of p99; the plan's
+    prediction, and the serving model at the measured service time."""
     valid = [r for r in rows if r["valid"] == "True"]
-    d_within = [abs(100 * (_num(r, "predicted_within_slo") - _num(r, "within_slo"))) for r in valid]
-    d_p99 = [abs(_num(r, "predicted_p99_ms") - _num(r, "p99_ms")) for r in valid]
-    d_within = [x for x in d_within if math.isfinite(x)]
-    d_p99 = [x for x in d_p99 if math.isfinite(x)]
-    if not d_within:
-        return ["no valid rows"]
-    return [f"- within SLO: median |predicted - measured| {statistics.median(d_within):.2f} points, largest "
-            f"{max(d_within):.2f} ({len(d_within)} valid workload-runs)",
-            f"- p99: median |predicted - measured| {statistics.median(d_p99):.2f} ms, largest {max(d_p99):.2f} ms"]
+    out = []
+    for label, within_key, p99_key in (("plan's prediction", "predicted_within_slo", "predicted_p99_ms"),
+                                       ("serving model at the measured service time", "model_at_measured_within_slo",
+                                        "model_at_measured_p99_ms")):
+        d_within = [abs(100 * (_num(r, within_key) - _num(r, "within_slo"))) for r in valid]
+        d_p99 = [abs(_num(r, p99_key) - _num(r, "p99_ms")) for r in valid]
+        d_within = [x for x in d_within if math.isfinite(x)]
+        d_p99 = [x for x in d_p99 if math.isfinite(x)]
+        if not d_within:
+            return ["no valid rows"]
+        out.append(f"- {label}: within SLO median |error| {statistics.median(d_within):.2f} points, largest "
+                   f"{max(d_within):.2f}; p99 median |error| {statistics.median(d_p99):.2f} ms, largest "
+                   f"{max(d_p99):.2f} ms ({len(d_within)} valid workload-runs)")
+    return out
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -230,20 +268,24 @@ def cmd_report(args: argparse.Namespace) -> None:
         rows = list(csv.DictReader(fh))
     if not rows:
         raise SystemExit(f"{args.csv}: no rows")
+    at_measured_service(rows, args.profile)
     met = [r for r in rows if r["valid"] == "True" and _num(r, "within_slo") >= ATTAINMENT]
     valid = [r for r in rows if r["valid"] == "True"]
     lines = [f"# Tail-budget plans live: {rows[0]['gpu']} ({args.csv.name})", "",
              f"{len(met)} of {len(valid)} valid workload-runs met {100 * ATTAINMENT:g} % within SLO; "
              f"{len(rows) - len(valid)} invalid (the load generator lagged) not counted.", "", *errors_table(rows), "",
-             "| run | workload | model | b | share % | delay ms | rate | SLO ms | within SLO % (pred.) | p99 ms (pred.) "
-             "| lag p99 ms | valid |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "Columns: measured (the plan's prediction; the serving model at the measured service time).", "",
+             "| run | workload | model | b | share % | delay ms | rate | SLO ms | service ms (pred.) | within SLO % "
+             "| p99 ms | lag p99 ms | valid |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['run']} | {r['workload']} | {r['model']} | {r['batch']} | {_num(r, 'share'):.1f} | "
             f"{_num(r, 'queue_delay_ms'):.2f} | {_num(r, 'rate_rps'):.0f} | {_num(r, 'slo_ms'):g} | "
-            f"{100 * _num(r, 'within_slo'):.2f} ({100 * _num(r, 'predicted_within_slo'):.2f}) | "
-            f"{_num(r, 'p99_ms'):.2f} ({_num(r, 'predicted_p99_ms'):.2f}) | {_num(r, 'generator_lag_p99_ms'):.2f} | "
-            f"{r['valid']} |")
+            f"{_num(r, 'service_ms'):.2f} ({_num(r, 'predicted_service_ms'):.2f}) | "
+            f"{100 * _num(r, 'within_slo'):.2f} ({100 * _num(r, 'predicted_within_slo'):.2f}; "
+            f"{100 * _num(r, 'model_at_measured_within_slo'):.2f}) | "
+            f"{_num(r, 'p99_ms'):.2f} ({_num(r, 'predicted_p99_ms'):.2f}; {_num(r, 'model_at_measured_p99_ms'):.2f}) | "
+            f"{_num(r, 'generator_lag_p99_ms'):.2f} | {r['valid']} |")
     args.csv.with_suffix(".md").write_text("\n".join(lines) + "\n")
     _plot(rows, args.csv.with_suffix(".png"))
     print("\n".join(lines[:6]))
@@ -281,6 +323,11 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--time-limit", type=float, default=30.0)
     m.add_argument("-o", "--out", type=Path, default=RESULTS / "live_tail_plans")
     m.set_defaults(fn=cmd_mixes)
+    sh = sub.add_parser("shares", help="shares.csv again from the plans written by mixes (anywhere)")
+    sh.add_argument("--profile", default="profiles/h200")
+    sh.add_argument("--mixes", default=",".join(MIXES))
+    sh.add_argument("-o", "--out", type=Path, default=RESULTS / "live_tail_plans")
+    sh.set_defaults(fn=cmd_shares)
     r = sub.add_parser("run", help="apply plans on the GPU (live_tail_<gpu>.csv)")
     r.add_argument("plans", type=Path, nargs="+")
     r.add_argument("--duration", type=float, default=60.0)
@@ -293,6 +340,8 @@ def main(argv: list[str] | None = None) -> None:
     r.set_defaults(fn=cmd_run)
     rep = sub.add_parser("report", help="markdown and PNG from live_tail_<gpu>.csv (anywhere)")
     rep.add_argument("csv", type=Path, nargs="?", default=RESULTS / "live_tail_h200.csv")
+    rep.add_argument("--profile", default="profiles/h200", help="its serving measurements, for the model at the "
+                                                                "measured service time")
     rep.set_defaults(fn=cmd_report)
     args = ap.parse_args(argv)
     args.fn(args)
