@@ -144,8 +144,8 @@ def _workloads(path: Path | None) -> tuple[Any, str | None]:
 
 def _violations_error(what: str, violations: tuple[Violation, ...] | list[Violation]) -> click.ClickException:
     n_w = len({v.workload for v in violations if v.workload})
-    return click.ClickException(f"{what} violates the exact model in {len(violations)} place(s) in {n_w} workload(s): "
-                                f"{violations[0].message}")
+    where = f"{len(violations)} place(s)" + (f" of {n_w} workload(s)" if n_w else "")
+    return click.ClickException(f"{what} violates the exact model in {where}: {violations[0].message}")
 
 
 def read_runnable_plan(path: Path) -> Plan:
@@ -268,14 +268,23 @@ def _write_plan_or_refuse(outcome: Any, output: Path | None, write_failing: bool
         write_plan(replace(outcome.plan, verified=False), output)
         note(f"wrote {output} although {what} fails verification (--write-failing); it says \"verified\": false "
              "and apply refuses it")
+    else:
+        note(f"{output} not written: {what} fails verification (--write-failing writes it, marked "
+             "\"verified\": false, which apply refuses)")
 
 
-def _split_notes(plan: Plan) -> list[str]:
-    """A note for every workload split over several servers (one GPU cannot carry it)."""
+def _split_notes(plan: Plan, batch_limit: int | None) -> list[str]:
+    """A note for every workload split over several servers, saying what stops one GPU carrying it."""
     from collections import Counter
 
     counts = Counter(p.workload for _, p in plan.placements())
-    return [f"workload {w} is split over {n} servers: one GPU cannot carry its rate within its SLO" for w, n
+    why = "within its SLO"
+    if batch_limit is not None:
+        why += f" at batch <= {batch_limit} (the largest the profile measured, or --max-batch)"
+    cap = plan.serving_max_utilization
+    if cap is not None and cap < 1.0:
+        why += f" and utilization <= {cap:g} (--max-utilization)"
+    return [f"workload {w} is split over {n} servers: one GPU cannot carry its rate {why}" for w, n
             in counts.items() if n > 1]
 
 
@@ -320,7 +329,7 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
     _write_plan_or_refuse(outcome, output, write_failing, f"the {planner} plan")
     emit(render_plan(outcome.plan, outcome.violations, fmt))
     if fmt == "table":  # machine-readable output stays clean
-        for text in ([default_note] if default_note else []) + _split_notes(outcome.plan):
+        for text in ([default_note] if default_note else []) + _split_notes(outcome.plan, problem.batch_limit):
             note(text)
     if outcome.violations:
         raise _violations_error(f"the {planner} plan", outcome.violations)

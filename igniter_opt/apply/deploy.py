@@ -48,10 +48,10 @@ from igniter_opt.apply.triton import (
 from igniter_opt.domain import LatencyBudget, Placement, Plan
 from igniter_opt.errors import ApplyError
 from igniter_opt.gpu.mps import MpsDaemon
+from igniter_opt.placement import over_capacity_message
 
 log = logging.getLogger(__name__)
 
-SHARE_EPS = 1e-6
 # Variables of the caller that must not leak into a server (each server gets its own).
 _SCRUB = ("CUDA_VISIBLE_DEVICES", "CUDA_MPS_PIPE_DIRECTORY", "CUDA_MPS_LOG_DIRECTORY",
           "CUDA_MPS_ACTIVE_THREAD_PERCENTAGE")
@@ -98,11 +98,9 @@ def check_plan(plan: Plan, *, echo: bool) -> str:
     if len(set(ids)) != len(ids):
         raise ApplyError(f"the plan names a GPU twice ({', '.join(ids)})")
     for g in plan.gpus:
-        if g.total_share_pct > 100.0 + SHARE_EPS:
-            shares = " + ".join(f"{p.workload} {p.share_pct:g}" for p in g.placements)
-            raise ApplyError(
-                f"GPU {g.gpu_id}: shares add up to {g.total_share_pct:g} % ({shares}), over 100 %"
-            )
+        too_much = over_capacity_message(g)
+        if too_much is not None:
+            raise ApplyError(too_much)
     source = "echo stand-in"
     if not echo:
         _, source = zoo_models()

@@ -7,11 +7,7 @@ from pathlib import Path
 import click
 
 from igniter_opt.errors import IgniterOptError
-from igniter_opt.export.deploydoc import summary_lines
 from igniter_opt.export.gpulabels import PRODUCT_LABEL, parse_gpu_labels
-from igniter_opt.export.k8s import ExportOptions, export_diff, export_plan
-from igniter_opt.export.manifests import ManifestOptions, ModelStore
-from igniter_opt.export.names import check_namespace, check_prefix
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -62,6 +58,12 @@ def k8s(plan_file: Path | None, diff_files: tuple[Path, Path] | None, out_dir: P
     """
     if (plan_file is None) == (diff_files is None):
         raise click.UsageError("give either PLAN.json or --diff OLD.json NEW.json")
+    # Imported here: the exporter pulls in the replanner (scipy), which no other command's start-up needs.
+    from igniter_opt.export.deploydoc import summary_lines
+    from igniter_opt.export.k8s import ExportOptions, export_diff, export_plan
+    from igniter_opt.export.manifests import ManifestOptions, ModelStore
+    from igniter_opt.export.names import check_namespace, check_prefix
+
     try:
         manifests = ManifestOptions(prefix=check_prefix(prefix), namespace=check_namespace(namespace),
                                     model_store=ModelStore.parse(model_store),

@@ -30,12 +30,18 @@ SHIPPED_PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
 
 
 def profile_search_dirs() -> list[Path]:
+    """Where a bare profile name is looked up, in order, each folder once: ./profiles,
+    $IGNITER_OPT_PROFILES, the shipped profiles."""
     dirs = [Path.cwd() / "profiles"]
     env = os.environ.get("IGNITER_OPT_PROFILES")
     if env:
         dirs.append(Path(env))
     dirs.append(SHIPPED_PROFILES_DIR)
-    return dirs
+    unique: list[Path] = []
+    for d in dirs:
+        if all(d.resolve() != u.resolve() for u in unique):
+            unique.append(d)
+    return unique
 
 
 def resolve_profile(spec: str | os.PathLike[str]) -> Path:
@@ -99,19 +105,23 @@ def load_profile(spec: str | os.PathLike[str]) -> PerformanceModel:
 
 
 def _load_model(path: Path) -> PerformanceModel:
-    from igniter_opt.perfmodel.fit import fit_profile
-    from igniter_opt.perfmodel.raw import load_raw
-
     if path.is_dir():
         coef = path / COEFFICIENTS_FILE
         if coef.exists():
             d = _read_json(coef, "re-run 'igniter-opt fit'")
             return PerformanceModel.from_dict(d, source=str(coef), name=path.name)
         if (path / RAW_FILE).exists():
-            return fit_profile(load_raw(path / RAW_FILE), name=path.name)
+            return _fit_raw(path / RAW_FILE, path.name)
         raise ProfileError(f"{path}: neither {COEFFICIENTS_FILE} nor {RAW_FILE} is there; not a profile folder")
-    name = path.stem.replace("igniter_", "").replace("_profile", "")
-    return fit_profile(load_raw(path), name=name)
+    return _fit_raw(path, path.stem.replace("igniter_", "").replace("_profile", ""))
+
+
+def _fit_raw(raw_path: Path, name: str) -> PerformanceModel:
+    """Fit a raw profile (scikit-learn is imported only here: loading fitted coefficients stays light)."""
+    from igniter_opt.perfmodel.fit import fit_profile
+    from igniter_opt.perfmodel.raw import load_raw
+
+    return fit_profile(load_raw(raw_path), name=name)
 
 
 def write_profile(raw: RawProfile, model: PerformanceModel, out_dir: str | os.PathLike[str]) -> Path:

@@ -26,6 +26,7 @@ from igniter_opt.placement.feasibility import (
     SHARE_TOL_PCT,
     Violation,
     over_capacity,
+    over_capacity_message,
     plan_problem,
     predict_plan,
     verify_plan,
@@ -37,6 +38,6 @@ from igniter_opt.placement.serving import ServingModel, default_queue_delay_ms, 
 __all__ = [
     "REL_TOL", "SHARE_TOL_PCT", "Demand", "GpuPacking", "Packing", "ServingModel", "Slot", "Violation",
     "assemble_plan", "default_queue_delay_ms", "gpu_of", "lower_share_units", "lower_share_units_array",
-    "max_units", "over_capacity", "plan_problem", "predict_plan", "serving_model_for", "solo_feasible_units", "verify_plan",
+    "max_units", "over_capacity", "over_capacity_message", "plan_problem", "predict_plan", "serving_model_for", "solo_feasible_units", "verify_plan",
     "violates",
 ]

@@ -5,7 +5,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 from igniter_opt.domain import GpuAssignment, LatencyBudget, Placement, Plan, PlanningProblem, Prediction
-from igniter_opt.placement.feasibility import placement_queue_delay_ms, predict_gpu, request_predictions
+from igniter_opt.placement.feasibility import (
+    placement_queue_delay_ms,
+    predict_gpu,
+    request_predictions,
+    with_request_predictions,
+)
 from igniter_opt.placement.packing import GpuPacking, Packing
 from igniter_opt.solver import SolveOutcome
 
@@ -21,12 +26,7 @@ def _placements(problem: PlanningProblem, packing: Packing, gpu: GpuPacking) -> 
                               queue_delay_ms=s.queue_delay_ms))
     preds = predict_gpu(perf, bare)
     out = [replace(p, predicted=Prediction(lat, thr)) for p, (lat, thr) in zip(bare, preds, strict=True)]
-    out = [replace(p, queue_delay_ms=round(placement_queue_delay_ms(p, budget, margin), 6)) for p in out]
-    if perf.serving is not None:
-        reqs = request_predictions(perf, perf.serving, out, budget, margin)
-        out = [replace(p, predicted=replace(p.predicted, p50_ms=a, p99_ms=b, within_slo=c))
-               for p, (a, b, c) in zip(out, reqs, strict=True)]
-    return tuple(out)
+    return tuple(replace(p, queue_delay_ms=round(placement_queue_delay_ms(p, budget, margin), 6)) for p in out)
 
 
 def assemble_plan(problem: PlanningProblem, packing: Packing, planner: str, solver: SolveOutcome,
@@ -35,11 +35,15 @@ def assemble_plan(problem: PlanningProblem, packing: Packing, planner: str, solv
     server runs with, GPUs named by ``gpu_ids`` (default: a packing GPU's own id, else gpu0, gpu1, ...)."""
     perf = problem.perf_model
     gpu_type = str(perf.gpu.get("name", perf.name))
-    gpus = []
-    for n, gpu in enumerate(packing.gpus):
-        gid = gpu_ids[n] if gpu_ids is not None else (gpu.gpu_id if gpu.gpu_id is not None else f"gpu{n}")
-        gpus.append(GpuAssignment(gpu_id=gid, gpu_type=gpu_type, placements=_placements(problem, packing, gpu)))
+    per_gpu: list[list[Placement]] = [list(_placements(problem, packing, gpu)) for gpu in packing.gpus]
     budget = problem.latency_budget
+    if perf.serving is not None:
+        per_gpu = with_request_predictions(
+            per_gpu, request_predictions(perf, perf.serving, per_gpu, budget, problem.margin))
+    gpus = []
+    for n, (gpu, ps) in enumerate(zip(packing.gpus, per_gpu, strict=True)):
+        gid = gpu_ids[n] if gpu_ids is not None else (gpu.gpu_id if gpu.gpu_id is not None else f"gpu{n}")
+        gpus.append(GpuAssignment(gpu_id=gid, gpu_type=gpu_type, placements=tuple(ps)))
     return Plan(
         profile=perf.name,
         planner=planner,

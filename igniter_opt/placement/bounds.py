@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from igniter_opt.perfmodel.model import PerformanceModel
-from igniter_opt.placement.feasibility import violates
+from igniter_opt.placement.feasibility import tolerant_bounds, violates
 
 # Shares are kept as whole numbers of the profile's share unit; this absorbs float noise in 100 / unit.
 _EPS = 1e-9
@@ -64,3 +64,19 @@ def solo_feasible_units(
         units[todo] += 1
         todo = todo[units[todo] <= cap]
     return units
+
+
+def solo_rate_ceiling(model: PerformanceModel, model_idx: np.ndarray, batch: np.ndarray,
+                      limit_ms: np.ndarray) -> np.ndarray:
+    """The most throughput (req/s) a placement can have alone on a GPU at any share whose latency
+    meets ``limit_ms``; 0 where no share does. A rate whose tolerant bound is above it cannot fit
+    one GPU, so ``solo_feasible_units`` need not walk its shares to find that out."""
+    cap = max_units(model)
+    n = len(model_idx)
+    # One row per (placement, share): each row is a GPU of its own.
+    units = np.tile(np.arange(1, cap + 1, dtype=float), n)[:, None]
+    lat, thr = model.predict_padded(np.repeat(np.asarray(model_idx, np.intp), cap)[:, None],
+                                    np.repeat(np.asarray(batch, float), cap)[:, None], units * model.unit_pct)
+    latency_bound, _ = tolerant_bounds(np.asarray(limit_ms, float), np.zeros(n))
+    ok = lat[:, 0].reshape(n, cap) <= latency_bound[:, None]
+    return np.where(ok, thr[:, 0].reshape(n, cap), 0.0).max(axis=1, initial=0.0)

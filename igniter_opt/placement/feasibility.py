@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -59,6 +60,17 @@ def over_capacity(total_share_pct: float | np.ndarray) -> bool | np.ndarray:
     return total_share_pct > 100.0 + SHARE_TOL_PCT
 
 
+def over_capacity_message(g: GpuAssignment) -> str | None:
+    """The one message for a GPU whose shares sum to more than 100 % (None when they fit): what
+    every command that reads a plan (verify, predict, apply, replan) says about it."""
+    total = g.total_share_pct
+    if not over_capacity(total):
+        return None
+    shares = " + ".join(f"{p.workload} {p.share_pct:.2f}" for p in g.placements)
+    return (f"{g.gpu_id}: shares sum to {total:.2f} % > 100 % ({shares}); lower a share or move a placement "
+            "to another GPU")
+
+
 @dataclass(frozen=True)
 class Violation:
     """One way a plan breaks a requirement; ``excess`` is how far, relative to the limit."""
@@ -83,32 +95,46 @@ def predict_gpu(perf: PerformanceModel, placements: tuple[Placement, ...] | list
     return perf.predict_gpu([(p.model, p.batch, p.share_pct) for p in placements])
 
 
-def request_predictions(perf: PerformanceModel, serving: ServingParams, placements: list[Placement],
-                        budget: LatencyBudget, margin: float) -> list[tuple[float, float, float]]:
-    """(p50_ms, p99_ms, within_slo) of the requests of each placement of one GPU, under random arrivals.
+def request_predictions(perf: PerformanceModel, serving: ServingParams,
+                        gpus: Sequence[Sequence[Placement]], budget: LatencyBudget,
+                        margin: float) -> list[list[tuple[float, float, float]]]:
+    """(p50_ms, p99_ms, within_slo) of the requests of each placement of each GPU, under random arrivals.
 
-    A batch's service time is its GPU time next to the others (the paper's latency, whatever
-    overhead the plan was made with) plus the measured per-batch serving overhead. Placements
-    without a known SLO or rate get NaN.
+    A batch's service time is its GPU time next to the others on its GPU (the paper's latency,
+    whatever overhead the plan was made with) plus the measured per-batch serving overhead.
+    Placements without a known SLO or rate get NaN. All GPUs go through the queueing model at
+    once (a plan of a thousand GPUs would otherwise pay its per-call cost a thousand times).
     """
     from igniter_opt.placement import queueing
 
-    out = [(math.nan, math.nan, math.nan)] * len(placements)
-    t_inf = [lat for lat, _ in predict_gpu(perf.with_serving_overhead(None), placements)]
-    known = [i for i, p in enumerate(placements) if math.isfinite(p.rate_rps) and p.rate_rps > 0
-             and math.isfinite(p.slo_ms) and math.isfinite(t_inf[i])]
+    bare = perf.with_serving_overhead(None)
+    flat = [(g, i, p, lat) for g, ps in enumerate(gpus)
+            for i, (p, (lat, _)) in enumerate(zip(ps, predict_gpu(bare, ps), strict=True))]
+    out = [[(math.nan, math.nan, math.nan)] * len(ps) for ps in gpus]
+    known = [x for x in flat if math.isfinite(x[2].rate_rps) and x[2].rate_rps > 0
+             and math.isfinite(x[2].slo_ms) and math.isfinite(x[3])]
     if not known:
         return out
-    ps = [placements[i] for i in known]
-    rate = np.array([p.rate_rps for p in ps], float)
-    batch = np.array([p.batch for p in ps], float)
-    delay = np.array([placement_queue_delay_ms(p, budget, margin) for p in ps], float)
-    service = np.array([t_inf[i] + serving.batch_overhead_ms(placements[i].batch) for i in known], float)
-    slo = np.array([p.slo_ms for p in ps], float)
+    rate = np.array([p.rate_rps for _, _, p, _ in known], float)
+    batch = np.array([p.batch for _, _, p, _ in known], float)
+    delay = np.array([placement_queue_delay_ms(p, budget, margin) for _, _, p, _ in known], float)
+    service = np.array([t + serving.batch_overhead_ms(p.batch) for _, _, p, t in known], float)
+    slo = np.array([p.slo_ms for _, _, p, _ in known], float)
     p50, p99, within = queueing.request_latency(rate, batch, delay, service, slo,
                                                 queueing.QueueingParams.from_serving(serving))
-    for j, i in enumerate(known):
-        out[i] = (float(p50[j]), float(p99[j]), float(within[j]))
+    for j, (g, i, _, _) in enumerate(known):
+        out[g][i] = (float(p50[j]), float(p99[j]), float(within[j]))
+    return out
+
+
+def with_request_predictions(gpus: Sequence[Sequence[Placement]],
+                             reqs: list[list[tuple[float, float, float]]]) -> list[list[Placement]]:
+    """``gpus`` with each placement's ``predicted`` block given its request quantiles (placements
+    must already carry a prediction)."""
+    out = []
+    for ps, rs in zip(gpus, reqs, strict=True):
+        out.append([replace(p, predicted=replace(p.predicted, p50_ms=a, p99_ms=b, within_slo=c))  # type: ignore[arg-type]
+                    for p, (a, b, c) in zip(ps, rs, strict=True)])
     return out
 
 
@@ -121,17 +147,17 @@ def predict_plan(plan: Plan, perf: PerformanceModel, serving: ServingParams | No
     """
     budget = LatencyBudget(plan.latency_budget)
     margin = plan.margin or 0.0
-    gpus = []
+    per_gpu = []
     for g in plan.gpus:
         preds = predict_gpu(perf, g.placements)
         placements = [replace(p, predicted=Prediction(lat, thr)) for p, (lat, thr) in zip(g.placements, preds, strict=True)]
         if serving is not None:
             placements = [replace(p, queue_delay_ms=placement_queue_delay_ms(p, budget, margin)) for p in placements]
-            reqs = request_predictions(perf, serving, placements, budget, margin)
-            placements = [replace(p, predicted=replace(p.predicted, p50_ms=a, p99_ms=b, within_slo=c))
-                          for p, (a, b, c) in zip(placements, reqs, strict=True)]
-        gpus.append(GpuAssignment(g.gpu_id, g.gpu_type, tuple(placements)))
-    return replace(plan, gpus=tuple(gpus), serving=serving if serving is not None else plan.serving)
+        per_gpu.append(placements)
+    if serving is not None:
+        per_gpu = with_request_predictions(per_gpu, request_predictions(perf, serving, per_gpu, budget, margin))
+    gpus = tuple(GpuAssignment(g.gpu_id, g.gpu_type, tuple(ps)) for g, ps in zip(plan.gpus, per_gpu, strict=True))
+    return replace(plan, gpus=gpus, serving=serving if serving is not None else plan.serving)
 
 
 def _placement_violations(g: GpuAssignment, p: Placement, lat: float, thr: float, limit: float) -> list[Violation]:
@@ -156,10 +182,9 @@ def _gpu_violations(g: GpuAssignment, problem: PlanningProblem, rule: ServingMod
                     served: dict[str, float]) -> list[Violation]:
     perf = problem.perf_model
     out: list[Violation] = []
-    total = g.total_share_pct
-    if over_capacity(total):
-        out.append(Violation("share", g.gpu_id, None, f"{g.gpu_id}: shares sum to {total:.2f} % > 100 %",
-                             total / 100.0 - 1.0))
+    too_much = over_capacity_message(g)
+    if too_much is not None:
+        out.append(Violation("share", g.gpu_id, None, too_much, g.total_share_pct / 100.0 - 1.0))
     unknown = [p for p in g.placements if p.model not in perf.models]
     for p in unknown:
         out.append(Violation("model", g.gpu_id, p.workload, f"{p.workload}: model '{p.model}' not in profile"))

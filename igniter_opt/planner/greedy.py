@@ -29,7 +29,8 @@ from igniter_opt.errors import ProblemError
 from igniter_opt.perfmodel.model import PerformanceModel
 from igniter_opt.placement import Demand, Packing, assemble_plan, lower_share_units_array, solo_feasible_units
 from igniter_opt.placement.alloc import ConfigTerms, slot_constants
-from igniter_opt.placement.feasibility import violates
+from igniter_opt.placement.bounds import solo_rate_ceiling
+from igniter_opt.placement.feasibility import tolerant_bounds, violates
 from igniter_opt.placement.place import OpenGpus, place_demands
 from igniter_opt.placement.serving import ServingModel, serving_model_for, unreachable_slo_error
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
@@ -129,11 +130,18 @@ def igniter_demands_many(problem: PlanningProblem, ws: tuple[Workload, ...] | li
     batch0, units0 = np.zeros(n, np.int64), np.zeros(n, np.int64)
     k = 0
     todo = np.arange(n)
+    ceilings: dict[tuple[int, int, float], float] = {}
     while todo.size:
         col = rest[todo, k]
         b = igniter_batches(model, idx[todo], slo[todo], col, bmax)
-        u = solo_feasible_units(model, idx[todo], b, lower_share_units_array(model, idx[todo], b, limit[todo]),
-                                limit[todo], col)
+        u = np.full(todo.size, cap + 1, np.int64)
+        # After a replica, most columns are still far above what one GPU can carry: skip walking
+        # their shares (a workload at 1e7 req/s has a thousand such columns).
+        walk = np.ones(todo.size, bool) if k == 0 else _may_fit_one_gpu(model, idx[todo], b, limit[todo], col,
+                                                                         ceilings)
+        t = todo[walk]
+        u[walk] = solo_feasible_units(model, idx[t], b[walk], lower_share_units_array(model, idx[t], b[walk],
+                                                                                      limit[t]), limit[t], col[walk])
         ok = (u > 0) & (u <= cap)
         batch0[todo[ok]], units0[todo[ok]] = b[ok], u[ok]
         fits_at[todo[ok]] = k
@@ -152,6 +160,19 @@ def igniter_demands_many(problem: PlanningProblem, ws: tuple[Workload, ...] | li
         k += 1
     return [_igniter_pieces(w, int(fits_at[j]), rest[j], float(replica_rate[j]), int(big[j]), int(batch0[j]),
                             int(units0[j]), float(limit[j]), cap) for j, w in enumerate(ws)]
+
+
+def _may_fit_one_gpu(model: PerformanceModel, idx: np.ndarray, batch: np.ndarray, limit: np.ndarray,
+                     rate: np.ndarray, ceilings: dict[tuple[int, int, float], float]) -> np.ndarray:
+    """False where ``rate`` is above the most a GPU can carry at that batch and limit
+    (``solo_rate_ceiling``, memoised in ``ceilings``): no share can fit it."""
+    keys = list(zip(idx.tolist(), batch.tolist(), limit.tolist()))
+    new = sorted({key for key in keys if key not in ceilings})
+    if new:
+        i, b, lim = (np.array(c) for c in zip(*new))
+        ceilings.update(zip(new, solo_rate_ceiling(model, i.astype(np.intp), b, lim.astype(float)).tolist()))
+    _, rate_bound = tolerant_bounds(limit, rate)
+    return rate_bound <= np.array([ceilings[key] for key in keys])
 
 
 def _igniter_pieces(w: Workload, fits_at: int, rest: np.ndarray, replica_rate: float, big: int, batch0: int,

@@ -126,8 +126,7 @@ class CudaBackend(GpuBackend):
         ncu_timeout_s: float = 600.0,
     ) -> None:
         self.gpu_index = gpu_index
-        self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir = Path(log_dir)  # made when the first worker starts: a run that fails before leaves none
         self.worker_cmd = worker_cmd
         self.setup_timeout_s = setup_timeout_s
         self.op_timeout_s = op_timeout_s
@@ -145,6 +144,7 @@ class CudaBackend(GpuBackend):
     def _start(self) -> None:
         if self._started:
             return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.sampler.start()
         try:
             # Idle power before any client exists.

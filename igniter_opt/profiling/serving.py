@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from igniter_opt.domain import GpuAssignment, Placement, Plan, ServingParams
-from igniter_opt.errors import MeasurementError
+from igniter_opt.errors import MeasurementError, ProfileError
 from igniter_opt.perfmodel import PerformanceModel, load_profile
 from igniter_opt.perfmodel.store import write_serving
 
@@ -129,6 +129,9 @@ def measure_serving(profile_dir: Path, *, duration_s: float = 20.0, load_generat
     what it measures is the stand-in's serving cost, not a GPU's)."""
     from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment
 
+    if not profile_dir.is_dir():
+        raise ProfileError(f"{profile_dir} is not a profile folder: --serving alone measures the serving stack of "
+                           "an existing profile; profile the GPU first (--models ... -o that folder)")
     perf = load_profile(profile_dir)
     gpu_name = str(perf.gpu.get("name", perf.name))
     plan = serving_plan(perf, gpu_name)

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from igniter_opt.domain import GpuAssignment, Placement, Plan
 from igniter_opt.errors import PlanError
@@ -316,6 +315,8 @@ def relabel_gpus(new: Plan, old: Plan) -> Plan:
                            if a.workload == b.workload and a.model == b.model)
                 kept = _count_kept(go, gn)
                 weight[i, j] = 1000.0 * kept + same
+        from scipy.optimize import linear_sum_assignment  # heavy; only a diff needs it
+
         rows, cols = linear_sum_assignment(weight, maximize=True)
         for i, j in zip(rows, cols, strict=True):
             ids[j] = old.gpus[i].gpu_id

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from igniter_opt.domain import LatencyBudget, Plan, PlanningProblem
 from igniter_opt.errors import PlanError
 from igniter_opt.perfmodel.model import PerformanceModel
+from igniter_opt.placement import over_capacity_message
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ def check_current_plan(current: Plan, perf: PerformanceModel, source: str = "the
                                 f"'{perf.name}' lacks (it has: {', '.join(perf.model_names)})")
             if not (p.batch >= 1 and 0 < p.share_pct <= 100 and math.isfinite(p.share_pct)):
                 raise PlanError(f"{source}: {p.workload} on {g.gpu_id}: batch {p.batch}, share {p.share_pct}")
+        too_much = over_capacity_message(g)
+        if too_much is not None:
+            raise PlanError(f"{source}: {too_much}")
     ids = [g.gpu_id for g in current.gpus]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
