@@ -9,8 +9,8 @@ import numpy as np
 
 from igniter_opt.domain import LatencyBudget, Workload
 from igniter_opt.perfmodel.model import PerformanceModel
-from igniter_opt.planio import EXAMPLE_WORKLOADS, read_workloads
 from igniter_opt.placement import lower_share_units, max_units
+from igniter_opt.planio import EXAMPLE_WORKLOADS, read_workloads
 from igniter_opt.planner.greedy import igniter_batch
 
 # SLO ranges per model as in the paper's Table 3 mix; rates as in its evaluation (50..1200 req/s).

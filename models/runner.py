@@ -14,8 +14,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from igniter_opt.zoo import get_spec
+
 from igniter_opt.errors import InputError
-from igniter_opt.zoo import BERT_SEQ_LEN, get_spec
 
 _TORCH_DTYPES = {"float16": "float16", "float32": "float32", "int64": "int64"}
 

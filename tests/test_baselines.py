@@ -6,8 +6,8 @@ import pytest
 
 from igniter_opt.domain import LatencyBudget, PlanningProblem
 from igniter_opt.perfmodel import PerformanceModel
-from igniter_opt.planner import baselines, greedy, run_planner
 from igniter_opt.placement import max_units
+from igniter_opt.planner import baselines, greedy, run_planner
 
 
 def test_first_fit_decreasing_packs_largest_first_into_the_first_gpu_with_room() -> None:

@@ -15,9 +15,9 @@ from igniter_opt.cli import cli
 from igniter_opt.domain import GpuAssignment, LatencyBudget, Placement, Plan, PlanningProblem, Workload
 from igniter_opt.errors import PlanError
 from igniter_opt.perfmodel import PerformanceModel, load_profile
+from igniter_opt.placement import verify_plan
 from igniter_opt.planio import read_workloads, write_plan
 from igniter_opt.planner import run_planner
-from igniter_opt.placement import verify_plan
 from igniter_opt.replan import ReplanProblem, run_replanner
 from igniter_opt.replan.diff import ChangeKind, PlanDiff, diff_plans, read_diff, relabel_gpus
 from igniter_opt.solver import SolveOptions

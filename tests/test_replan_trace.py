@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from igniter_opt.cli import cli
 from igniter_opt.errors import InputError
 from igniter_opt.perfmodel import PerformanceModel, load_profile
-from igniter_opt.replan.trace import job as trace_mod
 from igniter_opt.replan.trace import (
     STEP_COLUMNS,
     TraceJob,
@@ -24,6 +23,7 @@ from igniter_opt.replan.trace import (
     step_rates,
     step_times,
 )
+from igniter_opt.replan.trace import job as trace_mod
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = REPO / "profiles" / "h100"

@@ -17,8 +17,7 @@ from igniter_opt.cli import cli
 from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
 from igniter_opt.errors import ProblemError
 from igniter_opt.perfmodel import PerformanceModel
-from igniter_opt.placement import plan_problem, predict_plan, verify_plan
-from igniter_opt.placement import queueing
+from igniter_opt.placement import predict_plan, queueing
 from igniter_opt.placement.serving import DEFAULT_CLIENT_MS, DEFAULT_SERVICE_CV, configure_serving
 from igniter_opt.planner import exact as mip
 from igniter_opt.planner import run_planner

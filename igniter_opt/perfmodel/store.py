@@ -11,7 +11,6 @@ import json
 import math
 import os
 from pathlib import Path
-
 from typing import TYPE_CHECKING, Any
 
 from igniter_opt.domain import ServingParams

@@ -22,14 +22,13 @@ from igniter_opt.planio import plan_from_dict, plan_to_dict
 from igniter_opt.planner import run_planner
 from igniter_opt.replan import ReplanProblem, empty_plan, run_replanner
 from igniter_opt.replan.diff import PlanDiff, diff_plans, relabel_gpus
-
-log = logging.getLogger(__name__)
-
-
 from igniter_opt.replan.trace.evaluate import predicted_misses
 from igniter_opt.replan.trace.parse import step_rates, step_times
 from igniter_opt.replan.trace.records import JOB_SCHEMA, STEP_SCHEMA, StepRecord, TraceJob, TraceResult
 from igniter_opt.replan.trace.report import summarise, write_outputs
+
+log = logging.getLogger(__name__)
+
 
 
 def _record(strategy: str, k: int, t: float, dur: float, planner: str, plan: Plan, diff: PlanDiff,

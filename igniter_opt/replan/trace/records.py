@@ -14,12 +14,11 @@ from typing import Any
 from igniter_opt.domain import DEFAULT_ATTAINMENT, DEFAULT_MARGIN, LatencyBudget
 from igniter_opt.errors import InputError
 from igniter_opt.perfmodel.model import PerformanceModel
+from igniter_opt.replan.trace.parse import Trace
 from igniter_opt.solver import SolveOptions
 
 log = logging.getLogger(__name__)
 
-
-from igniter_opt.replan.trace.parse import Trace
 
 JOB_SCHEMA = "igniter-opt/replan-trace/v1"
 STEP_SCHEMA = "igniter-opt/trace-step/v1"

@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from igniter_opt.ioutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from igniter_opt.replan.trace.records import STEP_COLUMNS, StepRecord, StrategySummary, TraceJob
 
 log = logging.getLogger(__name__)
 
-
-from igniter_opt.replan.trace.records import STEP_COLUMNS, StepRecord, StrategySummary, TraceJob
 
 
 # ---- summary and outputs -------------------------------------------------------------------------
