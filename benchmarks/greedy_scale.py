@@ -1,7 +1,12 @@
 """Greedy planning time and peak memory for 10 .. 10000 workloads (seeded), and a check that the
 vectorised planner returns exactly the plan of a plain port of the paper's algorithm.
 
-    python benchmarks/greedy_scale.py --profile ../shared/data/igniter_v100_profile.jsonl
+    python benchmarks/greedy_scale.py --profile ../shared/data/igniter_v100_profile.jsonl [--budgets igniter,tail]
+
+``--budgets``: the latency budgets to time, one row each per size. ``tail`` plans to 99 % of the
+requests within the SLO with the serving model; a profile without serving measurements (the
+paper's V100) gets ``--serving-overhead-ms`` (default 1.57, the H100's measured overhead) and the
+documented client cost and variance. The plain port is the paper's algorithm (igniter budget only).
 
 Writes benchmarks/results/greedy_scale.csv. Timings are wall-clock, best of --repeats, in one
 process on whatever machine runs it (recorded in the CSV).
@@ -23,12 +28,13 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.instances import GENERATORS  # noqa: E402
-from igniter_opt.domain import PlanningProblem  # noqa: E402
+from igniter_opt.domain import LatencyBudget  # noqa: E402
 from igniter_opt.ioutil import atomic_write_text  # noqa: E402
 from igniter_opt.perfmodel import load_profile  # noqa: E402
+from igniter_opt.placement import verify_plan  # noqa: E402
 from igniter_opt.planner import greedy  # noqa: E402
 from igniter_opt.planner.greedy_reference import reference_igniter_demands, reference_place  # noqa: E402
-from igniter_opt.placement import verify_plan  # noqa: E402
+from igniter_opt.problems import BudgetChoice, make_problem  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_V100 = Path(__file__).resolve().parents[2] / "shared" / "data" / "igniter_v100_profile.jsonl"
@@ -43,14 +49,19 @@ def main() -> None:
     ap.add_argument("--reference-up-to", type=int, default=10000,
                     help="run the plain port (slow) for sizes up to this, to check the plans are identical")
     ap.add_argument("--generator", default="paper_like", choices=sorted(GENERATORS))
+    ap.add_argument("--budgets", default="igniter", help="comma-separated latency budgets to time")
+    ap.add_argument("--serving-overhead-ms", type=float, default=1.57,
+                    help="tail budget on a profile without serving measurements: the per-batch overhead")
     ap.add_argument("-o", "--output", default=str(RESULTS / "greedy_scale.csv"))
     args = ap.parse_args()
 
-    perf = load_profile(args.profile)
+    base = load_profile(args.profile)
     rows = []
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n, budget in ((int(s), LatencyBudget(b)) for s in args.sizes.split(",") for b in args.budgets.split(",")):
         ws = GENERATORS[args.generator](n, args.seed)
-        problem = PlanningProblem(ws, perf)
+        overhead = args.serving_overhead_ms if budget is LatencyBudget.TAIL and base.serving is None else None
+        problem = make_problem(ws, base, BudgetChoice(budget, serving_overhead_ms=overhead))
+        perf = problem.perf_model
         times, init_times = [], []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
@@ -67,14 +78,14 @@ def main() -> None:
         plan = greedy.solve(problem)
         violations = len(verify_plan(plan, problem))
         ref_s, same = float("nan"), None
-        if n <= args.reference_up_to:
+        if n <= args.reference_up_to and budget is LatencyBudget.IGNITER:
             t0 = time.perf_counter()
             ref_demands = [d for w in ws for d in reference_igniter_demands(problem, w)]
             ref = reference_place(perf, ref_demands)
             ref_s = time.perf_counter() - t0
             same = ref_demands == demands and ref == gpus
         rows.append({
-            "workloads": n, "seed": args.seed, "demands": len(demands), "gpus": gpus.num_gpus,
+            "workloads": n, "budget": str(budget), "seed": args.seed, "demands": len(demands), "gpus": gpus.num_gpus,
             "total_share_pct": plan.total_share_pct, "plan_s_best": min(times), "plan_s_median": float(np.median(times)),
             "init_s_best": min(init_times), "peak_mib": round(peak, 2), "violations": violations,
             "plain_port_s": ref_s, "same_plan_as_plain_port": same,
@@ -82,7 +93,7 @@ def main() -> None:
             "numpy": np.__version__, "profile": perf.name,
         })
         r = rows[-1]
-        print(f"{n:>6} workloads -> {r['gpus']:>6} GPUs  best {r['plan_s_best']:.3f} s  median {r['plan_s_median']:.3f} s"
+        print(f"{n:>6} workloads {str(budget):>7} -> {r['gpus']:>6} GPUs  best {r['plan_s_best']:.3f} s  median {r['plan_s_median']:.3f} s"
               f"  peak {r['peak_mib']:.1f} MiB  plain port {ref_s:.2f} s  same plan: {same}", flush=True)
     df = pd.DataFrame(rows)
     atomic_write_text(args.output, df.to_csv(index=False, float_format="%.4f"))
