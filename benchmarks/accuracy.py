@@ -23,6 +23,7 @@ input copies with execution, which is what iGniter's throughput formula assumes.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import random
@@ -68,10 +69,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     done = set()
     if out.exists():
         for line in out.read_text().splitlines():
-            try:
+            # A line cut short by a killed run, or one without a mix, is measured again.
+            with contextlib.suppress(json.JSONDecodeError, KeyError):
                 done.add(json.loads(line)["mix"])
-            except (json.JSONDecodeError, KeyError):
-                pass
     todo = [m for m in draw_mixes(args.mixes, args.seed) if m["mix"] not in done]
     print(f"{len(done)} mixes already measured, {len(todo)} to go", file=sys.stderr, flush=True)
     if not todo:
@@ -174,7 +174,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         idx = [i for i, x in enumerate(rows) if x["model"] == m]
         by_model[m] = {"latency": _stats([lat_err[i] for i in idx]), "throughput": _stats([thr_err[i] for i in idx])}
     power_form = model.gpu.get("fit", {}).get("power_form", "igniter")
-    summary = {"gpu": gpu, "profile": str(args.profile), "power_form": power_form, "mixes": len(recs), "workloads": len(rows),
+    summary = {"gpu": gpu, "profile": str(args.profile), "power_form": power_form,
+               "mixes": len(recs), "workloads": len(rows),
                "latency_rel_error": _stats(lat_err), "throughput_rel_error": _stats(thr_err), "by_model": by_model}
     (out / f"accuracy_{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
     lines = [f"# Prediction accuracy on {gpu}", "",

@@ -27,14 +27,14 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.instances import GENERATORS  # noqa: E402
-from igniter_opt.domain import LatencyBudget  # noqa: E402
-from igniter_opt.ioutil import atomic_write_text  # noqa: E402
-from igniter_opt.perfmodel import load_profile  # noqa: E402
-from igniter_opt.placement import verify_plan  # noqa: E402
-from igniter_opt.planner import greedy  # noqa: E402
-from igniter_opt.planner.greedy_reference import reference_igniter_demands, reference_place  # noqa: E402
-from igniter_opt.problems import BudgetChoice, make_problem  # noqa: E402
+from benchmarks.instances import GENERATORS
+from igniter_opt.domain import LatencyBudget
+from igniter_opt.ioutil import atomic_write_text
+from igniter_opt.perfmodel import load_profile
+from igniter_opt.placement import verify_plan
+from igniter_opt.planner import greedy
+from igniter_opt.planner.greedy_reference import reference_igniter_demands, reference_place
+from igniter_opt.problems import BudgetChoice, make_problem
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_V100 = Path(__file__).resolve().parents[2] / "shared" / "data" / "igniter_v100_profile.jsonl"
@@ -85,15 +85,17 @@ def main() -> None:
             ref_s = time.perf_counter() - t0
             same = ref_demands == demands and ref == gpus
         rows.append({
-            "workloads": n, "budget": str(budget), "seed": args.seed, "demands": len(demands), "gpus": gpus.num_gpus,
-            "total_share_pct": plan.total_share_pct, "plan_s_best": min(times), "plan_s_median": float(np.median(times)),
+            "workloads": n, "budget": str(budget), "seed": args.seed, "demands": len(demands),
+            "gpus": gpus.num_gpus, "total_share_pct": plan.total_share_pct,
+            "plan_s_best": min(times), "plan_s_median": float(np.median(times)),
             "init_s_best": min(init_times), "peak_mib": round(peak, 2), "violations": violations,
             "plain_port_s": ref_s, "same_plan_as_plain_port": same,
             "machine": f"{platform.machine()} {os.cpu_count()} cpu", "python": platform.python_version(),
             "numpy": np.__version__, "profile": perf.name,
         })
         r = rows[-1]
-        print(f"{n:>6} workloads {str(budget):>7} -> {r['gpus']:>6} GPUs  best {r['plan_s_best']:.3f} s  median {r['plan_s_median']:.3f} s"
+        print(f"{n:>6} workloads {str(budget):>7} -> {r['gpus']:>6} GPUs"
+              f"  best {r['plan_s_best']:.3f} s  median {r['plan_s_median']:.3f} s"
               f"  peak {r['peak_mib']:.1f} MiB  plain port {ref_s:.2f} s  same plan: {same}", flush=True)
     df = pd.DataFrame(rows)
     atomic_write_text(args.output, df.to_csv(index=False, float_format="%.4f"))

@@ -83,7 +83,8 @@ def main() -> None:
     gen, seed = TRACES[args.trace]
     rows = gen(seed if args.seed is None else args.seed)
     atomic_write_text(args.output, to_csv(rows))
-    print(f"wrote {args.output}: {len(rows)} rows, {len({r[0] for r in rows})} times, {len({r[1] for r in rows})} workloads")
+    times, workloads = {r[0] for r in rows}, {r[1] for r in rows}
+    print(f"wrote {args.output}: {len(rows)} rows, {len(times)} times, {len(workloads)} workloads")
 
 
 if __name__ == "__main__":

@@ -105,7 +105,8 @@ def run(profile: str, time_limit_s: float, work: Path, fresh: bool, long_time_li
 def _beat_greedy(out: Path, step: int) -> bool:
     """Whether the exact replanner's plan at ``step`` beat its greedy start (its solver message says)."""
     plan = json.loads((out / "replan" / f"step_{step:04d}.plan.json").read_text())
-    return str(plan["solver"].get("message", "")).startswith(("better than the greedy replan", "as cheap as the greedy"))
+    message = str(plan["solver"].get("message", ""))
+    return message.startswith(("better than the greedy replan", "as cheap as the greedy"))
 
 
 def machine() -> dict[str, object]:

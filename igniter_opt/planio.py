@@ -30,7 +30,8 @@ def _positive_cell(value: Any, column: str, row: int, name: str, path: str) -> f
     return x
 
 
-def read_csv_rows(path: str | os.PathLike[str], required: tuple[str, ...], what: str) -> list[tuple[int, dict[str, str]]]:
+def read_csv_rows(path: str | os.PathLike[str], required: tuple[str, ...],
+                  what: str) -> list[tuple[int, dict[str, str]]]:
     """(row number, cells stripped) of a CSV whose header has ``required``; a row with more
     fields than the header is an error that says so. Row 1 is the header."""
     p = Path(path)
@@ -55,7 +56,8 @@ def read_csv_rows(path: str | os.PathLike[str], required: tuple[str, ...], what:
     return out
 
 
-def _workload_rows(path: str | os.PathLike[str], columns: tuple[str, ...]) -> list[tuple[int, str, str, float, dict[str, str]]]:
+def _workload_rows(path: str | os.PathLike[str],
+                   columns: tuple[str, ...]) -> list[tuple[int, str, str, float, dict[str, str]]]:
     """(row, name, model, slo_ms, cells) of every workload row, names unique, SLOs positive."""
     rows = read_csv_rows(path, columns, "workloads")
     if not rows:

@@ -6,7 +6,8 @@ import csv
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TypedDict
 
 from igniter_opt.domain import LatencyBudget, Plan
 from igniter_opt.placement import Violation
@@ -46,18 +47,37 @@ PLAN_COLUMNS = ["gpu", "workload", "model", "batch", "share_pct", "latency_ms", 
 REQUEST_COLUMNS = ["queue_delay_ms", "p50_ms", "p99_ms", "within_slo_pct"]
 
 
+class PlanRow(TypedDict):
+    """One placement of a plan as a table or CSV row (NaN where unknown)."""
+
+    gpu: str
+    workload: str
+    model: str
+    batch: int
+    share_pct: float
+    latency_ms: float
+    limit_ms: float
+    slo_ms: float
+    throughput_rps: float
+    rate_rps: float
+    queue_delay_ms: float
+    p50_ms: float
+    p99_ms: float
+    within_slo_pct: float
+
+
 def share_text(pct: float) -> str:
     """A share (or a total of shares) as the tool prints it everywhere: two decimals."""
     return f"{pct:.2f} %"
 
 
-def plan_rows(plan: Plan) -> list[dict[str, object]]:
+def plan_rows(plan: Plan) -> list[PlanRow]:
     """One row per placement, with the latency limit under the plan's serving model and, where the
     plan has them, the per-request predictions."""
     budget = LatencyBudget(plan.latency_budget)
     margin = plan.margin or 0.0
     rule = plan_serving_model(budget, plan.margin, plan.attainment, plan.serving)
-    rows: list[dict[str, object]] = []
+    rows: list[PlanRow] = []
     for g in plan.gpus:
         for p in g.placements:
             known = math.isfinite(p.slo_ms) and math.isfinite(p.rate_rps)
@@ -79,8 +99,8 @@ def _opt(x: float | None) -> float:
     return math.nan if x is None else float(x)
 
 
-def _has_requests(rows: list[dict[str, object]]) -> bool:
-    return any(not math.isnan(float(r["within_slo_pct"])) for r in rows)  # type: ignore[arg-type]
+def _has_requests(rows: list[PlanRow]) -> bool:
+    return any(not math.isnan(float(r["within_slo_pct"])) for r in rows)
 
 
 def plan_table(plan: Plan) -> str:
@@ -92,15 +112,16 @@ def plan_table(plan: Plan) -> str:
         headers += ["delay ms", "p99 ms", "in SLO %"]
     body = []
     for r in rows:
-        row = [r["gpu"], r["workload"], r["model"], int(r["batch"]), *(float(r[k]) for k in  # type: ignore[call-overload]
-               ("share_pct", "latency_ms", "limit_ms", "throughput_rps", "rate_rps"))]
+        row: list[object] = [r["gpu"], r["workload"], r["model"], int(r["batch"]),
+                             *(float(v) for v in (r["share_pct"], r["latency_ms"], r["limit_ms"],
+                                                  r["throughput_rps"], r["rate_rps"]))]
         if with_requests:
-            row += [float(r[k]) for k in ("queue_delay_ms", "p99_ms", "within_slo_pct")]  # type: ignore[arg-type]
+            row += [float(v) for v in (r["queue_delay_ms"], r["p99_ms"], r["within_slo_pct"])]
         body.append(row)
     return render_table(headers, body, align="lllrrrrrr" + ("rrr" if with_requests else ""))
 
 
-def csv_text(rows: Sequence[dict[str, object]], columns: Sequence[str], float_format: str = "{:.4f}") -> str:
+def csv_text(rows: Sequence[Mapping[str, object]], columns: Sequence[str], float_format: str = "{:.4f}") -> str:
     """Rows as CSV (no trailing newline); floats with ``float_format``, NaN and None as empty cells."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -199,7 +199,9 @@ class ModelRunner:
         static_in = self._static_in[b]
         for p in parts:
             if tuple(p.shape[1:]) != tuple(static_in.shape[1:]):
-                raise InputError(f"{self.name}: input shape {tuple(p.shape)} does not match {tuple(static_in.shape[1:])}")
+                raise InputError(
+                    f"{self.name}: input shape {tuple(p.shape)} does not match {tuple(static_in.shape[1:])}"
+                )
         import torch
 
         with torch.inference_mode():

@@ -46,7 +46,8 @@ def test_report_from_stored_records(accuracy, tmp_path: Path, monkeypatch: pytes
         for m in accuracy.draw_mixes(5, 1):
             slots = [(w["model"], w["batch"], w["share_pct"]) for w in m["workloads"]]
             pred = truth.predict_gpu(slots)
-            wl = [{**w, "measured_ms": lat * 1.1, "measured_rps": thr} for w, (lat, thr) in zip(m["workloads"], pred)]
+            wl = [{**w, "measured_ms": lat * 1.1, "measured_rps": thr}
+                  for w, (lat, thr) in zip(m["workloads"], pred, strict=True)]
             fh.write(json.dumps({"mix": m["mix"], "gpu": raw.gpu["name"], "workloads": wl}) + "\n")
     monkeypatch.setattr(sys, "argv", ["accuracy", "report", str(results), "--profile", str(tmp_path / "p"),
                                       "-o", str(tmp_path / "out"), "--tag", "sim"])

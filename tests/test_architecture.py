@@ -87,7 +87,8 @@ def test_planners_reach_the_performance_model_only_through_its_model_class() -> 
     may name the ``PerformanceModel`` class (its predictors), never fitting or profile I/O."""
     for module, deps in GRAPH.items():
         if module.startswith(("igniter_opt.planner", "igniter_opt.replan")):
-            bad = sorted(d for d in deps if d.startswith("igniter_opt.perfmodel") and d != "igniter_opt.perfmodel.model")
+            bad = sorted(d for d in deps
+                         if d.startswith("igniter_opt.perfmodel") and d != "igniter_opt.perfmodel.model")
             assert bad == [], f"{module} reaches around the kernel into {bad}"
 
 

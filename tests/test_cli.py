@@ -29,7 +29,7 @@ def test_version_and_help(runner: CliRunner) -> None:
 
 def test_every_command_has_help_with_example_and_is_in_readme(runner: CliRunner) -> None:
     readme = (REPO / "README.md").read_text()
-    for name, cmd in cli.commands.items():
+    for name in cli.commands:
         res = runner.invoke(cli, [name, "--help"])
         assert res.exit_code == 0, name
         assert "Example:" in res.output, name
@@ -52,7 +52,9 @@ def test_solve_paper_mix_table_and_json(runner: CliRunner, v100_path: Path, tmp_
     res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "--format", "json"])
     assert json.loads(res.output)["cost"] == {"gpus": 6, "per_hour": 6.0}
     res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "--format", "csv"])
-    assert res.output.splitlines()[0] == "gpu,workload,model,batch,share_pct,latency_ms,limit_ms,slo_ms,throughput_rps,rate_rps"
+    assert res.output.splitlines()[0] == (
+        "gpu,workload,model,batch,share_pct,latency_ms,limit_ms,slo_ms,throughput_rps,rate_rps"
+    )
 
 
 def test_fit_predict_verify(runner: CliRunner, v100_path: Path, tmp_path: Path) -> None:
@@ -122,9 +124,13 @@ def test_fit_predict_verify_on_the_shipped_h100_raw_profile(runner: CliRunner, t
 @pytest.mark.parametrize(
     ("csv", "message"),
     [
-        ("name,model,slo_ms,rate_rps\nA,vgg19,20,-1\n", "Error: {p}: row 2 ('A'): rate_rps must be a positive number, got '-1'\n"),
-        ("name,model,slo\nA,vgg19,20\n", "Error: {p}: missing column(s) slo_ms, rate_rps; the header must be name,model,slo_ms,rate_rps\n"),
-        ("name,model,slo_ms,rate_rps\nA,bert,20,5\n", "Error: workload 'A': model 'bert' is not in profile '{name}' (it has: {models}); profile it or fix the workloads file\n"),
+        ("name,model,slo_ms,rate_rps\nA,vgg19,20,-1\n",
+         "Error: {p}: row 2 ('A'): rate_rps must be a positive number, got '-1'\n"),
+        ("name,model,slo\nA,vgg19,20\n",
+         "Error: {p}: missing column(s) slo_ms, rate_rps; the header must be name,model,slo_ms,rate_rps\n"),
+        ("name,model,slo_ms,rate_rps\nA,bert,20,5\n",
+         "Error: workload 'A': model 'bert' is not in profile '{name}' (it has: {models}); "
+         "profile it or fix the workloads file\n"),
     ],
 )
 def test_bad_input_exits_1_with_one_line_and_writes_nothing(

@@ -16,7 +16,8 @@ from igniter_opt.placement import verify_plan
 from igniter_opt.planner import greedy, run_planner
 from igniter_opt.planner.greedy_reference import reference_igniter_demands, reference_place
 
-PAPER_SHARES = dict(zip([f"W{i}" for i in range(1, 13)], [20, 7.5, 12.5, 32.5, 45, 15, 60, 75, 37.5, 60, 15, 92.5], strict=True))
+PAPER_SHARES = dict(zip([f"W{i}" for i in range(1, 13)], [20, 7.5, 12.5, 32.5, 45, 15, 60, 75, 37.5, 60, 15, 92.5],
+                        strict=True))
 PAPER_BATCHES = dict(zip([f"W{i}" for i in range(1, 13)], [6, 3, 8, 4, 9, 4, 3, 6, 4, 2, 1, 8], strict=True))
 PAPER_RANGES = {"alexnet": (10, 20), "resnet50": (20, 40), "vgg19": (20, 40), "ssd": (25, 55)}
 

@@ -81,11 +81,10 @@ def test_a_plan_that_fails_verification_is_not_written_unless_asked_and_apply_re
 
 
 def _heavy_modules_after(args: list[str]) -> list[str]:
-    code = ("import sys\nfrom igniter_opt.cli import cli\ntry:\n    cli(%r, standalone_mode=False)\n"
+    code = (f"import sys\nfrom igniter_opt.cli import cli\ntry:\n    cli({args!r}, standalone_mode=False)\n"
             "except SystemExit:\n    pass\n"
             "heavy = {'sklearn', 'pyomo', 'pandas', 'matplotlib', 'scipy', 'highspy', 'torch', 'tritonclient'}\n"
-            "print('HEAVY=' + ','.join(sorted({m.split('.')[0] for m in sys.modules} & heavy)), file=sys.stderr)\n"
-            % (args,))
+            "print('HEAVY=' + ','.join(sorted({m.split('.')[0] for m in sys.modules} & heavy)), file=sys.stderr)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     line = [x for x in res.stderr.splitlines() if x.startswith("HEAVY=")]
     assert line, res.stderr
@@ -184,7 +183,8 @@ def test_output_folders_are_made_the_same_way_by_every_command(runner: CliRunner
     assert runner.invoke(cli, ["solve", "--profile", H100, "-o", str(plan)]).exit_code == 0
     assert runner.invoke(cli, ["predict", str(plan), "-o", str(tmp_path / "b" / "p.json")]).exit_code == 0
     evening = REPO / "examples" / "paper-table3-evening.csv"
-    res = runner.invoke(cli, ["replan", "--current", str(plan), "-w", str(evening), "-o", str(tmp_path / "c" / "r.json")])
+    res = runner.invoke(cli, ["replan", "--current", str(plan), "-w", str(evening),
+                              "-o", str(tmp_path / "c" / "r.json")])
     assert res.exit_code == 0, res.output
     assert all((tmp_path / f).is_file() for f in ("a/plan.json", "b/p.json", "c/r.json"))
 

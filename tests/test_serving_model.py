@@ -70,7 +70,8 @@ def test_planners_meet_the_serial_model_and_record_it(h100, planner: str, budget
 
 def test_plan_file_round_trip_and_verify_defaults_to_the_plans_serving_model(tmp_path: Path, h100) -> None:
     wl = tmp_path / "w.csv"
-    wl.write_text("name,model,slo_ms,rate_rps\n" + "".join(f"{w.name},{w.model},{w.slo_ms:g},{w.rate_rps:g}\n" for w in MIX))
+    wl.write_text("name,model,slo_ms,rate_rps\n"
+                  + "".join(f"{w.name},{w.model},{w.slo_ms:g},{w.rate_rps:g}\n" for w in MIX))
     out = tmp_path / "plan.json"
     r = CliRunner().invoke(cli, ["solve", "-w", str(wl), "-p", str(H100), "--serving-overhead-ms", "3.5",
                                  "--max-utilization", "0.9", "-o", str(out)])

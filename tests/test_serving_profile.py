@@ -36,7 +36,8 @@ def test_the_run_serves_three_models_at_half_their_capacity(h100_model) -> None:
     assert verify_plan(plan, plan_problem(plan, h100_model)) == []
 
 
-def _result(workload: str, infer: float, model: float, mean: float, queue: float, valid: bool = True) -> SimpleNamespace:
+def _result(workload: str, infer: float, model: float, mean: float, queue: float,
+            valid: bool = True) -> SimpleNamespace:
     return SimpleNamespace(workload=workload, model="m", batch="4", executed_batch=3.5, server_infer_ms=infer,
                            model_ms=model, mean_ms=mean, server_queue_ms=queue, valid=valid)
 

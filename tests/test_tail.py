@@ -90,7 +90,8 @@ def test_every_greedy_tail_plan_is_feasible(h100_model, rows) -> None:
                                st.integers(100, 1500)), min_size=1, max_size=4), seed=st.integers(0, 2**31 - 1))
 def test_tail_rows_accept_only_what_the_exact_model_accepts(h100_model, rows, seed) -> None:
     """The MIP's linear rows under the tail budget: never a co-location the kernel rejects."""
-    problem = tail_problem(h100_model, tuple(Workload(f"w{i}", m, float(s), float(r)) for i, (m, s, r) in enumerate(rows)))
+    problem = tail_problem(h100_model,
+                           tuple(Workload(f"w{i}", m, float(s), float(r)) for i, (m, s, r) in enumerate(rows)))
     data = mip.prepare(problem)
     m = mip.build_model(data)
     rng = np.random.default_rng(seed)
@@ -170,7 +171,8 @@ def test_cli_bad_tail_options(tmp_path: Path, args: list[str], msg: str) -> None
 
 def test_cli_tail_plan_round_trip_verify_and_predict(tmp_path: Path) -> None:
     wl = tmp_path / "w.csv"
-    wl.write_text("name,model,slo_ms,rate_rps\n" + "".join(f"{w.name},{w.model},{w.slo_ms:g},{w.rate_rps:g}\n" for w in MIX))
+    wl.write_text("name,model,slo_ms,rate_rps\n"
+                  + "".join(f"{w.name},{w.model},{w.slo_ms:g},{w.rate_rps:g}\n" for w in MIX))
     out = tmp_path / "plan.json"
     r = CliRunner().invoke(cli, ["solve", "-w", str(wl), "--latency-budget", "tail", "-o", str(out)])
     assert r.exit_code == 0, r.output

@@ -128,8 +128,8 @@ def build_transition(
     start_new: list[ServerPlan] = []
     stop_old: list[ServerPlan] = []
     for i, c in enumerate(diff.changes):
-        o = old_at.get((c.old_gpu, c.old_slot)) if c.old_gpu is not None else None
-        n = new_at.get((c.new_gpu, c.new_slot)) if c.new_gpu is not None else None
+        o = old_at.get((c.old_gpu, c.old_slot)) if c.old_gpu is not None and c.old_slot is not None else None
+        n = new_at.get((c.new_gpu, c.new_slot)) if c.new_gpu is not None and c.new_slot is not None else None
         new_rate = c.new_rate_rps or 0.0
         if c.kind is ChangeKind.STARTED:
             assert n is not None

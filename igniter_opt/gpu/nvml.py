@@ -6,6 +6,7 @@ Read-only: nothing here changes clocks, power limits, compute mode or MIG.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import threading
 import time
 from dataclasses import dataclass
@@ -24,7 +25,9 @@ def _nvml() -> Any:
     try:
         pynvml.nvmlInit()
     except Exception as exc:  # pynvml.NVMLError and friends
-        raise GpuUnavailableError(f"NVML could not start ({exc}); is the NVIDIA driver loaded and a GPU present?") from None
+        raise GpuUnavailableError(
+            f"NVML could not start ({exc}); is the NVIDIA driver loaded and a GPU present?"
+        ) from None
     return pynvml
 
 
@@ -38,7 +41,9 @@ def gpu_facts(index: int) -> dict[str, Any]:
     try:
         count = nv.nvmlDeviceGetCount()
         if not 0 <= index < count:
-            raise GpuUnavailableError(f"GPU {index} does not exist (NVML sees {count} GPU(s)); pass --gpu 0..{count - 1}")
+            raise GpuUnavailableError(
+                f"GPU {index} does not exist (NVML sees {count} GPU(s)); pass --gpu 0..{count - 1}"
+            )
         h = nv.nvmlDeviceGetHandleByIndex(index)
         facts: dict[str, Any] = {
             "index": index,
@@ -49,10 +54,8 @@ def gpu_facts(index: int) -> dict[str, Any]:
             "power_limit_w": nv.nvmlDeviceGetEnforcedPowerLimit(h) / 1000.0,
             "memory_total_bytes": int(nv.nvmlDeviceGetMemoryInfo(h).total),
         }
-        try:
+        with contextlib.suppress(Exception):  # optional; any NVML failure leaves it out
             facts["cuda_driver_version"] = int(nv.nvmlSystemGetCudaDriverVersion())
-        except Exception:  # noqa: BLE001 - optional
-            pass
         try:
             facts["compute_mode"] = int(nv.nvmlDeviceGetComputeMode(h))
             facts["mig_mode"] = int(nv.nvmlDeviceGetMigMode(h)[0])
@@ -155,10 +158,8 @@ class NvmlSampler:
         if self._thread is not None:
             self._thread.join(timeout=5)
         if self._nv is not None:
-            try:
+            with contextlib.suppress(Exception):  # stopping anyway; a failed shutdown changes nothing
                 self._nv.nvmlShutdown()
-            except Exception:  # noqa: BLE001
-                pass
             self._nv = None
 
     def __enter__(self) -> NvmlSampler:

@@ -25,7 +25,9 @@ ACTIVE_TIME_FORMS = ("igniter",)
 POWER_FORMS = ("igniter", "shared-floor")
 
 
-def _igniter_active_ms(x: np.ndarray, k1: float, k2: float, k3: float, k4: float, k5: float) -> np.ndarray:
+def _igniter_active_ms(x: tuple[np.ndarray, np.ndarray] | np.ndarray,
+                       k1: float, k2: float, k3: float, k4: float, k5: float) -> np.ndarray:
+    # (batches, shares); curve_fit hands the pair over as one two-row array.
     b, r = x
     return (k1 * b * b + k2 * b + k3) / (r + k4) + k5
 
@@ -195,7 +197,8 @@ def fit_shared_power_floor(raw: RawProfile) -> tuple[float, dict[str, float]]:
     return float(coef[0]), {n: float(coef[1 + j]) for j, n in enumerate(names)}
 
 
-def fit_profile(raw: RawProfile, name: str, *, form: str = "igniter", power_form: str | None = None) -> PerformanceModel:
+def fit_profile(raw: RawProfile, name: str, *, form: str = "igniter",
+                power_form: str | None = None) -> PerformanceModel:
     """Fit every model of a raw profile and the hardware coefficients.
 
     ``power_form`` (see ``POWER_FORMS``) defaults to the one the profile recommends in

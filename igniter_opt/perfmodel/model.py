@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -70,6 +70,14 @@ class HardwareCoefficients:
 
 _MODEL_FIELDS = [f for f in ModelCoefficients.__dataclass_fields__]
 _HW_FIELDS = [f for f in HardwareCoefficients.__dataclass_fields__]
+
+
+class ServingPlanFields(TypedDict, total=False):
+    """The serving-model fields of a :class:`igniter_opt.domain.Plan`, as keyword arguments."""
+
+    serving_overhead_ms: float
+    serving_max_utilization: float
+    serving_overhead_per_request_ms: float
 
 
 def _row_sum(x: np.ndarray) -> np.ndarray:
@@ -250,11 +258,12 @@ class PerformanceModel:
             return 0.0 * batch
         return self.serving_overhead_ms + self.serving_overhead_per_request_ms * batch
 
-    def serving_plan_fields(self) -> dict[str, float]:
+    def serving_plan_fields(self) -> ServingPlanFields:
         """What a plan made with this model records of its serving model (nothing for the paper's model)."""
         if self.serving_overhead_ms is None:
             return {}
-        out = {"serving_overhead_ms": self.serving_overhead_ms, "serving_max_utilization": self.serving_max_utilization}
+        out: ServingPlanFields = {"serving_overhead_ms": self.serving_overhead_ms,
+                                  "serving_max_utilization": self.serving_max_utilization}
         if self.serving_overhead_per_request_ms:
             out["serving_overhead_per_request_ms"] = self.serving_overhead_per_request_ms
         return out
@@ -268,7 +277,8 @@ class PerformanceModel:
         """This model for servers that run one batch at a time, with ``overhead_ms`` per batch and
         planned to at most ``max_utilization`` of their capacity; both None: the paper's model."""
         if overhead_ms is None and max_utilization is None:
-            return replace(self, serving_overhead_ms=None, serving_max_utilization=1.0, serving_overhead_per_request_ms=0.0)
+            return replace(self, serving_overhead_ms=None, serving_max_utilization=1.0,
+                           serving_overhead_per_request_ms=0.0)
         o = 0.0 if overhead_ms is None else float(overhead_ms)
         u = 1.0 if max_utilization is None else float(max_utilization)
         if not (math.isfinite(o) and o >= 0):
@@ -277,7 +287,8 @@ class PerformanceModel:
             raise ProfileError(f"max utilization must be in (0, 1], got {max_utilization}")
         if not (math.isfinite(per_request_ms) and per_request_ms >= 0):
             raise ProfileError(f"serving overhead per request must be a number of ms >= 0, got {per_request_ms}")
-        return replace(self, serving_overhead_ms=o, serving_max_utilization=u, serving_overhead_per_request_ms=per_request_ms)
+        return replace(self, serving_overhead_ms=o, serving_max_utilization=u,
+                       serving_overhead_per_request_ms=per_request_ms)
 
     def predict_padded(
         self,

@@ -134,7 +134,9 @@ def _nonneg(value: Any, where: str) -> float:
 
 def _require(d: dict[str, Any], key: str, where: str) -> Any:
     if key not in d:
-        raise ProfileError(f"{where}: missing key '{key}'; the profile is incomplete, re-run the profiler or fix the file")
+        raise ProfileError(
+            f"{where}: missing key '{key}'; the profile is incomplete, re-run the profiler or fix the file"
+        )
     return d[key]
 
 

@@ -38,6 +38,6 @@ from igniter_opt.placement.serving import ServingModel, default_queue_delay_ms, 
 __all__ = [
     "REL_TOL", "SHARE_TOL_PCT", "Demand", "GpuPacking", "Packing", "ServingModel", "Slot", "Violation",
     "assemble_plan", "default_queue_delay_ms", "gpu_of", "lower_share_units", "lower_share_units_array",
-    "max_units", "over_capacity", "over_capacity_message", "plan_problem", "predict_plan", "serving_model_for", "solo_feasible_units", "verify_plan",
-    "violates",
+    "max_units", "over_capacity", "over_capacity_message", "plan_problem", "predict_plan", "serving_model_for",
+    "solo_feasible_units", "verify_plan", "violates",
 ]

@@ -27,6 +27,7 @@ from igniter_opt.domain import (
     ServingParams,
     Workload,
 )
+from igniter_opt.errors import PlanError
 from igniter_opt.perfmodel.model import PerformanceModel
 from igniter_opt.placement.serving import ServingModel, default_queue_delay_ms, serving_model_for
 
@@ -36,7 +37,7 @@ REL_TOL = 1e-9
 SHARE_TOL_PCT = 1e-6
 
 
-def tolerant_bounds(limit: np.ndarray, rate: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def tolerant_bounds(limit: np.ndarray | float, rate: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     """The one tolerance policy: the latency and throughput a placement must stay within, ``limit``
     and ``rate`` widened by ``REL_TOL``. A limit the serving model cannot give (NaN: outside what it
     knows) becomes -inf: nothing meets it."""
@@ -44,14 +45,16 @@ def tolerant_bounds(limit: np.ndarray, rate: np.ndarray) -> tuple[np.ndarray, np
     return np.where(np.isnan(limit), -np.inf, limit * (1.0 + REL_TOL)), np.asarray(rate, float) * (1.0 - REL_TOL)
 
 
-def exceeds(lat: np.ndarray, thr: np.ndarray, latency_bound: np.ndarray, rate_bound: np.ndarray) -> np.ndarray:
+def exceeds(lat: np.ndarray | float, thr: np.ndarray | float, latency_bound: np.ndarray,
+            rate_bound: np.ndarray) -> np.ndarray:
     """True where a placement's latency is above its bound or its throughput below its bound
     (bounds from ``tolerant_bounds``; the hot loops keep them precomputed)."""
     return (lat > latency_bound) | (thr < rate_bound)
 
 
-def violates(lat: np.ndarray, thr: np.ndarray, limit: np.ndarray, rate: np.ndarray) -> np.ndarray:
-    """True where a placement misses its latency limit or its rate (vectorised): the one test."""
+def violates(lat: np.ndarray | float, thr: np.ndarray | float, limit: np.ndarray | float,
+             rate: np.ndarray | float) -> np.ndarray:
+    """True where a placement misses its latency limit or its rate (vectorised, scalars broadcast): the one test."""
     return exceeds(lat, thr, *tolerant_bounds(limit, rate))
 
 
@@ -90,7 +93,7 @@ def placement_queue_delay_ms(p: Placement, budget: LatencyBudget, margin: float)
     return default_queue_delay_ms(p.slo_ms, p.rate_rps, p.batch, budget, margin, lat)
 
 
-def predict_gpu(perf: PerformanceModel, placements: tuple[Placement, ...] | list[Placement]) -> list[tuple[float, float]]:
+def predict_gpu(perf: PerformanceModel, placements: Sequence[Placement]) -> list[tuple[float, float]]:
     """(latency_ms, throughput_rps) of each placement of one GPU, next to the others."""
     return perf.predict_gpu([(p.model, p.batch, p.share_pct) for p in placements])
 
@@ -131,11 +134,14 @@ def with_request_predictions(gpus: Sequence[Sequence[Placement]],
                              reqs: list[list[tuple[float, float, float]]]) -> list[list[Placement]]:
     """``gpus`` with each placement's ``predicted`` block given its request quantiles (placements
     must already carry a prediction)."""
-    out = []
-    for ps, rs in zip(gpus, reqs, strict=True):
-        out.append([replace(p, predicted=replace(p.predicted, p50_ms=a, p99_ms=b, within_slo=c))  # type: ignore[arg-type]
-                    for p, (a, b, c) in zip(ps, rs, strict=True)])
-    return out
+    return [[_with_request_quantiles(p, *r) for p, r in zip(ps, rs, strict=True)]
+            for ps, rs in zip(gpus, reqs, strict=True)]
+
+
+def _with_request_quantiles(p: Placement, p50_ms: float, p99_ms: float, within_slo: float) -> Placement:
+    if p.predicted is None:
+        raise PlanError(f"{p.workload}: request quantiles need the placement's batch prediction first")
+    return replace(p, predicted=replace(p.predicted, p50_ms=p50_ms, p99_ms=p99_ms, within_slo=within_slo))
 
 
 def predict_plan(plan: Plan, perf: PerformanceModel, serving: ServingParams | None = None) -> Plan:
@@ -150,7 +156,8 @@ def predict_plan(plan: Plan, perf: PerformanceModel, serving: ServingParams | No
     per_gpu = []
     for g in plan.gpus:
         preds = predict_gpu(perf, g.placements)
-        placements = [replace(p, predicted=Prediction(lat, thr)) for p, (lat, thr) in zip(g.placements, preds, strict=True)]
+        placements = [replace(p, predicted=Prediction(lat, thr))
+                      for p, (lat, thr) in zip(g.placements, preds, strict=True)]
         if serving is not None:
             placements = [replace(p, queue_delay_ms=placement_queue_delay_ms(p, budget, margin)) for p in placements]
         per_gpu.append(placements)
@@ -165,7 +172,8 @@ def _placement_violations(g: GpuAssignment, p: Placement, lat: float, thr: float
     if violates(np.array(lat), np.array(thr), np.array(limit), np.array(p.rate_rps)):
         if math.isnan(limit):
             out.append(Violation("latency", g.gpu_id, p.workload,
-                                 f"{p.workload} on {g.gpu_id}: batch {p.batch} with a {p.queue_delay_ms:g} ms queue delay "
+                                 f"{p.workload} on {g.gpu_id}: batch {p.batch} "
+                                 f"with a {p.queue_delay_ms:g} ms queue delay "
                                  f"at {p.rate_rps:g} req/s is outside what the serving model predicts", 1.0))
         elif not lat <= limit * (1 + REL_TOL):
             out.append(Violation("latency", g.gpu_id, p.workload,
@@ -237,7 +245,8 @@ def verify_plan(plan: Plan, problem: PlanningProblem) -> list[Violation]:
     for w in problem.workloads:
         got = served.get(w.name, 0.0)
         if not math.isclose(got, w.rate_rps, rel_tol=1e-6, abs_tol=1e-6):
-            out.append(Violation("coverage", None, w.name, f"{w.name}: plan serves {got:g} req/s of {w.rate_rps:g} req/s",
+            out.append(Violation("coverage", None, w.name,
+                                 f"{w.name}: plan serves {got:g} req/s of {w.rate_rps:g} req/s",
                                  abs(w.rate_rps - got) / w.rate_rps))
     names = {w.name for w in problem.workloads}
     for extra in sorted(set(served) - names):

@@ -94,6 +94,7 @@ def gpu_of(demands: tuple[Demand, ...] | list[Demand], members: list[int] | tupl
            units: list[int] | tuple[int, ...], gpu_id: str | None = None) -> GpuPacking:
     """A GPU holding ``members`` at their demands' batch and queue delay with ``units`` each."""
     return GpuPacking(
-        tuple(Slot(i, int(u), demands[i].batch, demands[i].queue_delay_ms) for i, u in zip(members, units, strict=True)),
+        tuple(Slot(i, int(u), demands[i].batch, demands[i].queue_delay_ms)
+              for i, u in zip(members, units, strict=True)),
         gpu_id,
     )

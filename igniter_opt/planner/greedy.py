@@ -166,11 +166,12 @@ def _may_fit_one_gpu(model: PerformanceModel, idx: np.ndarray, batch: np.ndarray
                      rate: np.ndarray, ceilings: dict[tuple[int, int, float], float]) -> np.ndarray:
     """False where ``rate`` is above the most a GPU can carry at that batch and limit
     (``solo_rate_ceiling``, memoised in ``ceilings``): no share can fit it."""
-    keys = list(zip(idx.tolist(), batch.tolist(), limit.tolist()))
+    keys = list(zip(idx.tolist(), batch.tolist(), limit.tolist(), strict=True))
     new = sorted({key for key in keys if key not in ceilings})
     if new:
-        i, b, lim = (np.array(c) for c in zip(*new))
-        ceilings.update(zip(new, solo_rate_ceiling(model, i.astype(np.intp), b, lim.astype(float)).tolist()))
+        i, b, lim = (np.array(c) for c in zip(*new, strict=True))
+        ceilings.update(zip(new, solo_rate_ceiling(model, i.astype(np.intp), b, lim.astype(float)).tolist(),
+                            strict=True))
     _, rate_bound = tolerant_bounds(limit, rate)
     return rate_bound <= np.array([ceilings[key] for key in keys])
 
@@ -264,8 +265,8 @@ def best_solo_demands(problem: PlanningProblem, ws: list[Workload]) -> list[list
                                     limit, rates[owner])
         chosen = _choose(owner, batch, delay, units, perf.max_units)
         if rule.budget is LatencyBudget.FULL:  # the full budget's limit is the same at any rate
-            for j in np.flatnonzero(replicas[todo] == 1):
-                if int(j) not in chosen and not (units[owner == j] > 0).any():
+            for j in map(int, np.flatnonzero(replicas[todo] == 1)):
+                if j not in chosen and not (units[owner == j] > 0).any():
                     raise too_tight(problem, ws[todo[j]])
         for j, i in chosen.items():
             w, r = ws[todo[j]], int(replicas[todo[j]])

@@ -27,7 +27,8 @@ def _alloc_gpu(perf: PerformanceModel, demands: list[Demand], members: list[int]
         if sum(units) > cap:
             return None
         preds = perf.predict_gpu(
-            [(demands[i].workload.model, demands[i].batch, u * perf.unit_pct) for i, u in zip(members, units, strict=True)]
+            [(demands[i].workload.model, demands[i].batch, u * perf.unit_pct)
+             for i, u in zip(members, units, strict=True)]
         )
         bad = False
         for j, (i, (lat, thr)) in enumerate(zip(members, preds, strict=True)):

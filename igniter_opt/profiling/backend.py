@@ -58,7 +58,8 @@ class JobSetup:
     setup_s: float
 
 
-ShareResult = SoloMeasurement | TraceMeasurement | L2Measurement | JobSetup
+# What ``GpuBackend.run_share`` yields (L2 comes from ``GpuBackend.l2``).
+ShareResult = SoloMeasurement | TraceMeasurement | JobSetup
 
 
 @dataclass(frozen=True)

@@ -84,8 +84,10 @@ def _sigterm(*_: object) -> None:
               help="Profile folder; receives raw.json, coefficients.json, checkpoint.jsonl and logs/.")
 @click.option("--backend", type=click.Choice(["cuda", "simulated"]), default="cuda", show_default=True,
               help="cuda: measure the GPU under MPS; simulated: generate measurements from a known model.")
-@click.option("--truth", default=None, help="simulated backend only: the profile to simulate (default: invented H100-like).")
-@click.option("--batches", default=",".join(map(str, DEFAULT_BATCHES)), show_default=True, help="Solo-grid batch sizes.")
+@click.option("--truth", default=None,
+              help="simulated backend only: the profile to simulate (default: invented H100-like).")
+@click.option("--batches", default=",".join(map(str, DEFAULT_BATCHES)), show_default=True,
+              help="Solo-grid batch sizes.")
 @click.option("--shares", default=",".join(f"{s:g}" for s in DEFAULT_SHARES_PCT), show_default=True,
               help="Solo-grid shares (% of SMs).")
 @click.option("--max-copies", type=int, default=5, show_default=True, help="Concurrency runs: 1..N copies of VGG-19.")

@@ -192,7 +192,8 @@ class CudaBackend(GpuBackend):
         if self._hw is None:
             w = self.spawn("hardware", 100.0)
             try:
-                ready = self._start_job(w, {"models": {}, "ops": [{"id": "info", "op": "info"}, {"id": "pcie", "op": "pcie"}]})
+                ops = [{"id": "info", "op": "info"}, {"id": "pcie", "op": "pcie"}]
+                ready = self._start_job(w, {"models": {}, "ops": ops})
                 info = w.expect("result", self.op_timeout_s)
                 pcie = w.expect("result", self.op_timeout_s)
                 w.expect("done", self.op_timeout_s)
@@ -254,8 +255,9 @@ class CudaBackend(GpuBackend):
         models: dict[str, set[int]] = {}
         for m, b in [*solo, *traces]:
             models.setdefault(m, set()).add(b)
-        ops = [
-            {"id": f"solo/{m}/{b}", "op": "solo", "model": m, "batch": b, "min_time_s": min_time_s, "min_iters": min_iters}
+        ops: list[dict[str, Any]] = [
+            {"id": f"solo/{m}/{b}", "op": "solo", "model": m, "batch": b,
+             "min_time_s": min_time_s, "min_iters": min_iters}
             for m, b in solo
         ] + [{"id": f"trace/{m}/{b}", "op": "trace", "model": m, "batch": b} for m, b in traces]
         t_spawn = time.time()
@@ -269,9 +271,11 @@ class CudaBackend(GpuBackend):
                     raise MeasurementError(f"{w.name}: answer for {r['id']}, expected {op['id']}")
                 if op["op"] == "solo":
                     power, clock, _ = self.sampler.window(r["t0"], r["t1"])
-                    yield SoloMeasurement(op["model"], op["batch"], share_pct, r["latency_ms"], power, clock, r["elapsed_s"])
+                    yield SoloMeasurement(op["model"], op["batch"], share_pct, r["latency_ms"], power, clock,
+                                          r["elapsed_s"])
                 else:
-                    yield TraceMeasurement(op["model"], op["batch"], share_pct, int(r["kernels"]), r["idle_ms"], r["elapsed_s"])
+                    yield TraceMeasurement(op["model"], op["batch"], share_pct, int(r["kernels"]), r["idle_ms"],
+                                           r["elapsed_s"])
             w.expect("done", self.op_timeout_s)
             w.wait()
         finally:
@@ -412,9 +416,6 @@ def unit_from_probes(rows: list[dict[str, Any]], *, total_sms: int) -> tuple[flo
             if rows[i + 1]["median_ms"] < rows[i]["median_ms"] * 0.98
         ]
         gaps = sorted(b - a for a, b in zip(change, change[1:], strict=False))
-        if gaps:
-            unit = gaps[0]
-        else:
-            unit = rows[-1]["share_pct"] - rows[0]["share_pct"]
+        unit = gaps[0] if gaps else rows[-1]["share_pct"] - rows[0]["share_pct"]
         method = "matmul time steps"
     return round(unit, 4), {"method": method, "probes": rows, "total_sms": total_sms}

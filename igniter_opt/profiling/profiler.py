@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from igniter_opt.errors import ProfileError
+from igniter_opt.errors import MeasurementError, ProfileError
 from igniter_opt.perfmodel.raw import (
     CachePairRecord,
     ConcurrencyRecord,
@@ -26,6 +26,7 @@ from igniter_opt.profiling.backend import (
     JobSetup,
     L2Measurement,
     Phase,
+    PhaseResult,
     SoloMeasurement,
 )
 from igniter_opt.profiling.checkpoint import CHECKPOINT_FILE, Checkpoint
@@ -86,6 +87,16 @@ def run_plan(
 
 
 def _measure(plan: ProfilePlan, backend: GpuBackend, ck: Checkpoint, bar: _Progress) -> None:
+    _measure_hardware(plan, backend, ck, bar)
+    setups = sum(1 for k in ck.records if k.startswith("setup/"))
+    setups = _measure_solo_grid(plan, backend, ck, bar, setups)
+    _measure_l2(plan, backend, ck, bar, setups)
+    _measure_cache_pairs(plan, backend, ck, bar)
+    _measure_concurrency(plan, backend, ck, bar)
+
+
+def _measure_hardware(plan: ProfilePlan, backend: GpuBackend, ck: Checkpoint, bar: _Progress) -> None:
+    """GPU facts, idle power, PCIe bandwidth and the MPS share unit, each once."""
     t = time.monotonic()
     info = backend.gpu_info()
     ck.bind_gpu(info)
@@ -106,8 +117,16 @@ def _measure(plan: ProfilePlan, backend: GpuBackend, ck: Checkpoint, bar: _Progr
         ck.put(HW_SHARE_UNIT, {"unit_pct": unit, **evidence}, time.monotonic() - t)
         bar.step("share unit")
 
-    # Solo grid (and the kernel trace) one process per share, all models inside.
-    setups = sum(1 for k in ck.records if k.startswith("setup/"))
+
+def _put_setup(ck: Checkpoint, setups: int, r: JobSetup) -> int:
+    """Checkpoint a measurement process's start-up time as the next ``setup/<n>``; the new count."""
+    setups += 1
+    ck.put(f"setup/{setups}", {"models": list(r.models), "setup_s": r.setup_s}, r.setup_s)
+    return setups
+
+
+def _measure_solo_grid(plan: ProfilePlan, backend: GpuBackend, ck: Checkpoint, bar: _Progress, setups: int) -> int:
+    """Solo grid (and the kernel trace), one process per share with all models inside; the setup count."""
     for share in sorted(plan.shares_pct, reverse=True):
         solo = [(m, b) for m in plan.models for b in plan.batches if solo_key(m, b, share) not in ck]
         tb, ts = plan.trace_point
@@ -116,8 +135,7 @@ def _measure(plan: ProfilePlan, backend: GpuBackend, ck: Checkpoint, bar: _Progr
             continue
         for r in backend.run_share(share, solo, traces, min_time_s=plan.solo_min_time_s, min_iters=plan.solo_min_iters):
             if isinstance(r, JobSetup):
-                setups += 1
-                ck.put(f"setup/{setups}", {"models": list(r.models), "setup_s": r.setup_s}, r.setup_s)
+                setups = _put_setup(ck, setups, r)
             elif isinstance(r, SoloMeasurement):
                 ck.put(solo_key(r.model, r.batch, share),
                        {"latency_ms": r.latency_ms, "power_w": r.power_w, "clock_mhz": r.clock_mhz}, r.elapsed_s)
@@ -125,8 +143,11 @@ def _measure(plan: ProfilePlan, backend: GpuBackend, ck: Checkpoint, bar: _Progr
             else:
                 ck.put(trace_key(r.model, r.batch, share), {"kernels": r.kernels, "idle_ms": r.idle_ms}, r.elapsed_s)
                 bar.step(f"trace {r.model}")
+    return setups
 
-    # L2 utilisation, one ncu process per share.
+
+def _measure_l2(plan: ProfilePlan, backend: GpuBackend, ck: Checkpoint, bar: _Progress, setups: int) -> int:
+    """L2 utilisation, one ncu process per share; the setup count."""
     by_share: dict[float, list[tuple[str, int]]] = {}
     for b, s in plan.l2_points:
         for m in plan.models:
@@ -135,14 +156,16 @@ def _measure(plan: ProfilePlan, backend: GpuBackend, ck: Checkpoint, bar: _Progr
     for share, points in by_share.items():
         for r in backend.l2(share, points):
             if isinstance(r, JobSetup):
-                setups += 1
-                ck.put(f"setup/{setups}", {"models": list(r.models), "setup_s": r.setup_s}, r.setup_s)
+                setups = _put_setup(ck, setups, r)
             else:
                 assert isinstance(r, L2Measurement)
                 ck.put(l2_key(r.model, r.batch, share), {"l2_pct": r.l2_pct, "method": r.method}, r.elapsed_s)
                 bar.step(f"l2 {r.model} b{r.batch} {share:g}%")
+    return setups
 
-    # Cache sensitivity: two copies side by side.
+
+def _measure_cache_pairs(plan: ProfilePlan, backend: GpuBackend, ck: Checkpoint, bar: _Progress) -> None:
+    """Cache sensitivity: two copies of each model side by side."""
     pb, ps = plan.pair_point
     for m in plan.models:
         key = pair_key(m, pb, ps)
@@ -153,19 +176,31 @@ def _measure(plan: ProfilePlan, backend: GpuBackend, ck: Checkpoint, bar: _Progr
                      "pair_clock_mhz": res.clock_mhz, "power_w": res.power_w}, res.elapsed_s)
         bar.step(f"pair {m}")
 
-    # 1..n concurrent copies: power and clock at the concurrency point, then per-kernel idle time.
+
+def _measure_concurrency(plan: ProfilePlan, backend: GpuBackend, ck: Checkpoint, bar: _Progress) -> None:
+    """1..n concurrent copies: power and clock at the concurrency point, then per-kernel idle time."""
     cb, cs = plan.concurrency_point
     for n in range(1, plan.max_copies + 1):
         key = conc_key(n)
         if key in ck:
             continue
         w = CoWorkload(plan.concurrency_model, cs, (cb, plan.concurrency_idle_batch))
-        res = backend.co_run([w] * n, [Phase("replay", plan.co_phase_s), Phase("trace_loop", plan.co_phase_s)])
-        idle = statistics.fmean(x.idle_per_kernel_ms for x in res[1].workloads)  # type: ignore[misc]
-        ck.put(key, {"copies": n, "power_w": res[0].power_w, "clock_mhz": res[0].clock_mhz,
-                     "idle_per_kernel_ms": idle, "latency_ms": statistics.fmean(x.latency_ms for x in res[0].workloads)},
-               res[-1].elapsed_s)
+        phases = backend.co_run([w] * n, [Phase("replay", plan.co_phase_s), Phase("trace_loop", plan.co_phase_s)])
+        replay, trace = phases[0], phases[1]
+        ck.put(key, {"copies": n, "power_w": replay.power_w, "clock_mhz": replay.clock_mhz,
+                     "idle_per_kernel_ms": _mean_idle_per_kernel_ms(trace),
+                     "latency_ms": statistics.fmean(x.latency_ms for x in replay.workloads)},
+               phases[-1].elapsed_s)
         bar.step(f"{n} copies")
+
+
+def _mean_idle_per_kernel_ms(trace: PhaseResult) -> float:
+    """Mean per-kernel idle time over the copies of a ``trace_loop`` phase."""
+    idle = [x.idle_per_kernel_ms for x in trace.workloads]
+    present = [v for v in idle if v is not None]
+    if len(present) != len(idle):
+        raise MeasurementError("a trace_loop phase returned no per-kernel idle time; the backend must measure it")
+    return statistics.fmean(present)
 
 
 def profiling_cost_s(plan: ProfilePlan, ck: Checkpoint) -> dict[str, Any]:
@@ -245,7 +280,8 @@ def assemble_raw(plan: ProfilePlan, ck: Checkpoint) -> RawProfile:
             ),
         )
     conc = tuple(
-        ConcurrencyRecord(copies=n, power_w=r["power_w"], clock_mhz=r["clock_mhz"], idle_per_kernel_ms=r["idle_per_kernel_ms"])
+        ConcurrencyRecord(copies=n, power_w=r["power_w"], clock_mhz=r["clock_mhz"],
+                          idle_per_kernel_ms=r["idle_per_kernel_ms"])
         for n in range(1, plan.max_copies + 1)
         for r in [ck.records[conc_key(n)]]
     )

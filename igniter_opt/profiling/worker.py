@@ -17,6 +17,7 @@ The share of the GPU is set by the parent through ``CUDA_MPS_ACTIVE_THREAD_PERCE
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -179,10 +180,8 @@ def main() -> int:
         return 3
     # Optional preloading while the process waits for its job (CPU only: no CUDA yet).
     for mod in filter(None, os.environ.get("IGNITER_PRELOAD", "").split(",")):
-        try:
+        with contextlib.suppress(ImportError):  # optional; the job imports what it needs itself
             __import__(mod)
-        except ImportError:
-            pass
     emit({"event": "imported", "pid": os.getpid()})
     line = sys.stdin.readline()
     if not line.strip():

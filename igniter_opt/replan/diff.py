@@ -322,8 +322,8 @@ def relabel_gpus(new: Plan, old: Plan) -> Plan:
             ids[j] = old.gpus[i].gpu_id
     fresh = iter(fresh_gpu_ids({g.gpu_id for g in old.gpus}, sum(1 for x in ids if x is None)))
     gpus = tuple(
-        GpuAssignment(ids[j] if ids[j] is not None else next(fresh), g.gpu_type, g.placements)
-        for j, g in enumerate(new.gpus)
+        GpuAssignment(gpu_id if gpu_id is not None else next(fresh), g.gpu_type, g.placements)
+        for gpu_id, g in zip(ids, new.gpus, strict=True)
     )
     return replace(new, gpus=gpus)
 

@@ -72,7 +72,8 @@ def _slot_checks(rp: ReplanProblem, demands: tuple[Demand, ...], slots: list[Slo
     return violates(lat, thr, limit, rate), excess
 
 
-def _table(rp: ReplanProblem, demands: tuple[Demand, ...], gpus: list[GpuPacking]) -> tuple[OpenGpus, np.ndarray, np.ndarray]:
+def _table(rp: ReplanProblem, demands: tuple[Demand, ...],
+           gpus: list[GpuPacking]) -> tuple[OpenGpus, np.ndarray, np.ndarray]:
     """Open GPUs holding ``gpus`` (frozen slots at their exact shares), and every demand's slot
     constants and configuration index at its lower bound (for placing the rest)."""
     perf = rp.perf_model
@@ -81,7 +82,8 @@ def _table(rp: ReplanProblem, demands: tuple[Demand, ...], gpus: list[GpuPacking
     terms = ConfigTerms(perf, max(batches, default=1), cap)
     midx = np.array([perf.model_index(d.workload.model) for d in demands], np.intp)
     limits = np.array([slot_limit(rp, d, d.batch, d.queue_delay_ms) for d in demands])
-    const = slot_constants(perf, midx, np.array([d.batch for d in demands]), limits, np.array([d.rate_rps for d in demands]))
+    const = slot_constants(perf, midx, np.array([d.batch for d in demands]), limits,
+                           np.array([d.rate_rps for d in demands]))
     cfg = np.array([terms.index(int(m), d.batch, d.lower_units) for m, d in zip(midx, demands, strict=True)], np.int64)
     table = OpenGpus(terms)
     for gpu in gpus:
@@ -92,7 +94,8 @@ def _table(rp: ReplanProblem, demands: tuple[Demand, ...], gpus: list[GpuPacking
             k = slot_constants(perf, np.array([m]), np.array([s.batch]),
                                np.array([slot_limit(rp, d, s.batch, s.queue_delay_ms)]), np.array([d.rate_rps]))[0]
             if s.frozen:
-                c, u = terms.add_fixed(m, s.batch, s.share_pct(perf.unit_pct)), s.share_pct(perf.unit_pct) / perf.unit_pct
+                share_pct = s.share_pct(perf.unit_pct)
+                c, u = terms.add_fixed(m, s.batch, share_pct), share_pct / perf.unit_pct
             else:
                 c, u = terms.index(m, s.batch, s.units), float(s.units)
             if g is None:
@@ -113,7 +116,8 @@ def place(rp: ReplanProblem, demands: tuple[Demand, ...], gpus: list[GpuPacking]
     return list(table.packing_gpus())
 
 
-def _running_candidates(rp: ReplanProblem, model_of: dict[str, str]) -> dict[str, list[tuple[int, int, Placement, float, float]]]:
+def _running_candidates(rp: ReplanProblem,
+                        model_of: dict[str, str]) -> dict[str, list[tuple[int, int, Placement, float, float]]]:
     """Per workload: its running placements (GPU, slot, placement, latency, throughput), each predicted
     next to the neighbours that may stay (same workload and model)."""
     perf = rp.perf_model

@@ -71,7 +71,8 @@ def render_comparison_md(cmp: dict[str, Any]) -> str:
         "",
         setup,
         "",
-        "| strategy | GPU-hours | cost | mean GPUs | max GPUs | restarts | changed placements | predicted SLO misses | solve s |",
+        "| strategy | GPU-hours | cost | mean GPUs | max GPUs | restarts | changed placements "
+        "| predicted SLO misses | solve s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for s, v in cmp["strategies"].items():
@@ -79,7 +80,8 @@ def render_comparison_md(cmp: dict[str, Any]) -> str:
                      f"{v['restarts']} | {v['changed']} | {v['predicted_misses']} | {v['solve_s']:.1f} |")
     lines.append("")
     if "replan_saving_vs_peak_pct" in cmp:
-        lines.append(f"- replan costs {cmp['replan_saving_vs_peak_pct']:.1f} % less than provisioning once for the peaks")
+        lines.append(f"- replan costs {cmp['replan_saving_vs_peak_pct']:.1f} % less "
+                     "than provisioning once for the peaks")
     if "restarts_avoided_vs_resolve" in cmp:
         lines.append(f"- replan restarts {cmp['restarts_avoided_vs_resolve']} fewer servers than re-solving from "
                      f"scratch at every step, at {cmp['replan_extra_cost_vs_resolve_pct']:+.1f} % cost")
