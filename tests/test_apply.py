@@ -281,7 +281,9 @@ def test_plan_to_process_mapping(tmp_path: Path, fake_server: Path) -> None:
 def test_validation_errors(tmp_path: Path, fake_server: Path) -> None:
     opts = ApplyOptions(out_dir=tmp_path / "out", tritonserver=str(fake_server))
     with pytest.raises(
-        ApplyError, match=r"^GPU gpu0: shares add up to 110 % \(W1 60 \+ W2 50\), over 100 %$"
+        ApplyError,
+        match=r"^gpu0: shares sum to 110.00 % > 100 % \(W1 60.00 \+ W2 50.00\); lower a share or move a "
+              r"placement to another GPU$",
     ):
         check_plan(make_plan((placement("W1", share=60), placement("W2", share=50))), echo=False)
     with pytest.raises(ApplyError, match="model 'yolo' is not in the model zoo"):
@@ -559,7 +561,9 @@ def test_cli_bad_input_is_one_line_and_starts_nothing(
     p = tmp_path / "p.json"
     write_plan(make_plan((placement("W1", share=60), placement("W2", share=50))), p)
     assert (
-        _cli_error([str(p), *common]) == "Error: GPU gpu0: shares add up to 110 % (W1 60 + W2 50), over 100 %"
+        _cli_error([str(p), *common])
+        == "Error: gpu0: shares sum to 110.00 % > 100 % (W1 60.00 + W2 50.00); lower a share or move a placement "
+           "to another GPU"
     )
     write_plan(make_plan((placement(model="yolo"),)), p)
     assert _cli_error([str(p), *common]).startswith("Error: model 'yolo' is not in the model zoo")
