@@ -158,21 +158,15 @@ def _wait_for(lines: list[str], text: str, p: subprocess.Popen, timeout_s: float
         time.sleep(0.05)
 
 
+def _apply_for_a_minute(tmp_path: Path, out: Path) -> list[str]:
+    """``igniter-opt apply`` of the CPU stand-in plan for 60 s, as a process of its own."""
+    return [sys.executable, "-m", "igniter_opt", "apply", str(plan_file(tmp_path)), "--echo-ms", "1",
+            "--duration", "60", "--out", str(out)]
+
+
 def test_interrupt_stops_everything_and_keeps_results(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "igniter_opt",
-        "apply",
-        str(plan_file(tmp_path)),
-        "--echo-ms",
-        "1",
-        "--duration",
-        "60",
-        "--out",
-        str(out),
-    ]
+    cmd = _apply_for_a_minute(tmp_path, out)
     p = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -222,19 +216,7 @@ def test_server_that_fails_at_start(tmp_path: Path) -> None:
 def test_killed_executor_leaves_no_server(tmp_path: Path) -> None:
     """SIGKILL gives the executor no chance to clean up: the servers and load processes die with it."""
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "igniter_opt",
-        "apply",
-        str(plan_file(tmp_path)),
-        "--echo-ms",
-        "1",
-        "--duration",
-        "60",
-        "--out",
-        str(out),
-    ]
+    cmd = _apply_for_a_minute(tmp_path, out)
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 60

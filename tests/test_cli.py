@@ -57,6 +57,19 @@ def test_solve_paper_mix_table_and_json(runner: CliRunner, v100_path: Path, tmp_
     )
 
 
+def _predict_bare(runner: CliRunner, prof: Path, plan: Path, tmp_path: Path) -> Path:
+    """Strip the plan's predictions, SLOs and rates, and let ``predict`` fill the predictions back in."""
+    d = json.loads(plan.read_text())
+    for g in d["gpus"]:
+        for p in g["placements"]:
+            p.pop("predicted"), p.pop("slo_ms"), p.pop("rate_rps")
+    bare, filled = tmp_path / "bare.json", tmp_path / "filled.json"
+    bare.write_text(json.dumps(d))
+    res = runner.invoke(cli, ["predict", "-p", str(prof), str(bare), "-o", str(filled)])
+    assert res.exit_code == 0, res.output
+    return filled
+
+
 def test_fit_predict_verify(runner: CliRunner, v100_path: Path, tmp_path: Path) -> None:
     prof = tmp_path / "profiles" / "v100"
     res = runner.invoke(cli, ["fit", str(v100_path), "-o", str(prof)])
@@ -66,16 +79,7 @@ def test_fit_predict_verify(runner: CliRunner, v100_path: Path, tmp_path: Path) 
 
     plan = tmp_path / "plan.json"
     assert runner.invoke(cli, ["solve", "-p", str(prof), "-o", str(plan)]).exit_code == 0
-    # strip predictions and SLOs: predict fills them back in
-    d = json.loads(plan.read_text())
-    for g in d["gpus"]:
-        for p in g["placements"]:
-            p.pop("predicted"), p.pop("slo_ms"), p.pop("rate_rps")
-    bare = tmp_path / "bare.json"
-    bare.write_text(json.dumps(d))
-    filled = tmp_path / "filled.json"
-    res = runner.invoke(cli, ["predict", "-p", str(prof), str(bare), "-o", str(filled)])
-    assert res.exit_code == 0, res.output
+    filled = _predict_bare(runner, prof, plan, tmp_path)
     first = json.loads(filled.read_text())["gpus"][0]["placements"][0]
     assert first["predicted"]["latency_ms"] == pytest.approx(26.98, abs=0.01)
 
@@ -102,14 +106,7 @@ def test_fit_predict_verify_on_the_shipped_h100_raw_profile(runner: CliRunner, t
     assert runner.invoke(cli, ["solve", "-p", str(prof), "-o", str(plan)]).exit_code == 0
     d = json.loads(plan.read_text())
     want = d["gpus"][0]["placements"][0]["predicted"]["latency_ms"]
-    for g in d["gpus"]:
-        for p in g["placements"]:
-            p.pop("predicted"), p.pop("slo_ms"), p.pop("rate_rps")
-    bare = tmp_path / "bare.json"
-    bare.write_text(json.dumps(d))
-    filled = tmp_path / "filled.json"
-    res = runner.invoke(cli, ["predict", "-p", str(prof), str(bare), "-o", str(filled)])
-    assert res.exit_code == 0, res.output
+    filled = _predict_bare(runner, prof, plan, tmp_path)
     assert json.loads(filled.read_text())["gpus"][0]["placements"][0]["predicted"]["latency_ms"] == pytest.approx(want)
     paper = REPO / "examples" / "paper-table3.csv"
     res = runner.invoke(cli, ["verify", str(plan), "-w", str(paper), "-p", str(prof)])

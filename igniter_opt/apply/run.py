@@ -94,6 +94,19 @@ def interrupt_once() -> Iterator[dict[str, str]]:
             signal.signal(sig, h)
 
 
+@contextmanager
+def failures_recorded(result: Any, interrupt: dict[str, str], say: Callable[[str], None]) -> Iterator[None]:
+    """An interrupt or an ``IgniterOptError`` inside ends the run without raising: it is recorded in
+    ``result`` (``interrupted``, ``errors``), so that the caller still stops everything and reports."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        result.interrupted = interrupt.get("signal", "SIGINT")
+        say(f"interrupted ({result.interrupted}); stopping everything")
+    except IgniterOptError as exc:
+        result.errors.append(str(exc))
+
+
 def write_files(dep: Deployment) -> None:
     """The model repositories, the backend folder and deployment.json (before anything starts).
 
@@ -273,23 +286,19 @@ def apply_plan(dep: Deployment, *, launcher_factory: LauncherFactory | None = No
     mps_started = False
     with interrupt_once() as sig:
         try:
-            mps_started = start_mps(dep.mps, say)
-            say(f"starting {len(dep.servers)} server(s); waiting until ready "
-                f"(at most {dep.options.ready_timeout_s:g} s)")
-            result.ready_s = start_servers([s.spec for s in dep.servers], tools.launcher,
-                                           dep.options.ready_timeout_s, launchers)
-            say(
-                f"servers ready after {max(result.ready_s.values(), default=0.0):.1f} s; driving load for "
-                f"{dep.options.duration_s:g} s ({len(dep.streams)} stream process(es), "
-                f"{dep.options.arrival} arrivals)"
-            )
-            gen = tools.load(list(dep.streams), out / "parts")
-            result.errors.extend(drive_load(gen, list(launchers.values()), result.errors, say=say).errors)
-        except KeyboardInterrupt:
-            result.interrupted = sig.get("signal", "SIGINT")
-            say(f"interrupted ({result.interrupted}); stopping everything")
-        except IgniterOptError as exc:
-            result.errors.append(str(exc))
+            with failures_recorded(result, sig, say):
+                mps_started = start_mps(dep.mps, say)
+                say(f"starting {len(dep.servers)} server(s); waiting until ready "
+                    f"(at most {dep.options.ready_timeout_s:g} s)")
+                result.ready_s = start_servers([s.spec for s in dep.servers], tools.launcher,
+                                               dep.options.ready_timeout_s, launchers)
+                say(
+                    f"servers ready after {max(result.ready_s.values(), default=0.0):.1f} s; driving load for "
+                    f"{dep.options.duration_s:g} s ({len(dep.streams)} stream process(es), "
+                    f"{dep.options.arrival} arrivals)"
+                )
+                gen = tools.load(list(dep.streams), out / "parts")
+                result.errors.extend(drive_load(gen, list(launchers.values()), result.errors, say=say).errors)
         finally:
             _finish(dep, result, gen, launchers, mps_started)
     return result

@@ -44,6 +44,7 @@ from igniter_opt.apply.report import (
 from igniter_opt.apply.run import (
     Progress,
     drive_load,
+    failures_recorded,
     interrupt_once,
     prepare_run,
     start_mps,
@@ -262,27 +263,23 @@ def apply_transition(
     mps_started = False
     with interrupt_once() as sig:
         try:
-            mps_started = start_mps(tr.old.mps, say)
-            ready = start_servers(
-                [s.spec for s in tr.old.servers], factory, tr.options.ready_timeout_s, old_launchers
-            )
-            watched.extend(old_launchers.values())
-            say(
-                f"old plan ready after {max(ready.values(), default=0.0):.1f} s; load for "
-                f"{tr.options.duration_s:g} s, "
-                f"change at {tr.step_s:g} s"
-            )
-            gen = tools.load(list(tr.streams), out / "parts")
-            ctl = threading.Thread(target=_run_change, daemon=True,
-                                   args=(tr, gen, started, watched, old_launchers, factory, result.events,
-                                         result.errors, say, release))
-            outcome = drive_load(gen, watched, result.errors, also=ctl.start, say=say)
-            result.errors.extend(outcome.errors)
-        except KeyboardInterrupt:
-            result.interrupted = sig.get("signal", "SIGINT")
-            say(f"interrupted ({result.interrupted}); stopping everything")
-        except IgniterOptError as exc:
-            result.errors.append(str(exc))
+            with failures_recorded(result, sig, say):
+                mps_started = start_mps(tr.old.mps, say)
+                ready = start_servers(
+                    [s.spec for s in tr.old.servers], factory, tr.options.ready_timeout_s, old_launchers
+                )
+                watched.extend(old_launchers.values())
+                say(
+                    f"old plan ready after {max(ready.values(), default=0.0):.1f} s; load for "
+                    f"{tr.options.duration_s:g} s, "
+                    f"change at {tr.step_s:g} s"
+                )
+                gen = tools.load(list(tr.streams), out / "parts")
+                ctl = threading.Thread(target=_run_change, daemon=True,
+                                       args=(tr, gen, started, watched, old_launchers, factory, result.events,
+                                             result.errors, say, release))
+                outcome = drive_load(gen, watched, result.errors, also=ctl.start, say=say)
+                result.errors.extend(outcome.errors)
         finally:
             _finish(tr, result, gen, old_launchers, started, ctl, release, mps_started)
     return result
