@@ -56,6 +56,17 @@ MIXES: dict[str, tuple[float, list[tuple[str, str, float, float]]]] = {
     "T7": (0.55, [("bert", "bert_base", 10, 1.0), ("vit", "vit_b_16", 20, 0.5), ("vgg", "vgg19", 15, 1.0)]),
     "T8": (0.95, [("alex", "alexnet", 25, 2.0), ("res", "resnet50", 12, 1.0), ("ssd", "ssd", 35, 0.5),
                   ("vit", "vit_b_16", 50, 0.5)]),
+    # Second round (after the service cv was calibrated on T1, T3 and T7): held out from the calibration,
+    # without SSD, whose serving overhead the one overhead line per GPU does not capture (docs/serving-model.md).
+    "T9": (0.50, [("alex", "alexnet", 20, 2.0), ("bert", "bert_base", 25, 1.0), ("res", "resnet50", 30, 1.0)]),
+    "T10": (0.80, [("vgg", "vgg19", 40, 0.5), ("vit", "vit_b_16", 12, 1.0), ("alex", "alexnet", 50, 2.0)]),
+    "T11": (0.70, [("res", "resnet50", 25, 1.0), ("vit", "vit_b_16", 35, 0.5), ("bert", "bert_base", 10, 1.0),
+                   ("vgg", "vgg19", 45, 0.5)]),
+    "T12": (0.90, [("bert", "bert_base", 30, 1.0), ("alex", "alexnet", 12, 2.0), ("res", "resnet50", 40, 1.0),
+                   ("vit", "vit_b_16", 45, 0.5)]),
+    # Third round (service headroom fitted on rounds 1-2): held out from every calibration.
+    "T13": (0.60, [("vgg", "vgg19", 20, 1.0), ("alex", "alexnet", 30, 2.0), ("vit", "vit_b_16", 25, 0.5)]),
+    "T14": (0.85, [("res", "resnet50", 15, 1.0), ("bert", "bert_base", 20, 1.0), ("vgg", "vgg19", 35, 0.5)]),
 }
 ATTAINMENT = 0.99
 FIELDS = ["run", "planner", "budget", "workload", "model", "batch", "share", "queue_delay_ms", "rate_rps", "slo_ms",
@@ -115,7 +126,7 @@ def cmd_shares(args: argparse.Namespace) -> None:
     rows = []
     for mix in args.mixes.split(","):
         ws = read_workloads(args.out / f"{mix}.csv")
-        plans = {k: read_plan(args.out / f"{mix}_{k}_tail.json") for k in ("greedy", "exact")}
+        plans = {k: read_plan(args.out / f"{mix}_{k}_tail{args.tag}.json") for k in ("greedy", "exact")}
         rows.append({"mix": mix, "workloads": len(ws), "target_share": 100 * MIXES[mix][0],
                      "rates": " ".join(f"{w.name}={w.rate_rps:g}" for w in ws)} | _compare_shares(perf, ws, plans))
     _write_shares(args.out / "shares.csv", rows)
@@ -143,7 +154,7 @@ def cmd_mixes(args: argparse.Namespace) -> None:
             if out.violations:
                 raise SystemExit(f"{mix} {planner}: the plan violates the model: {out.violations[0].message}")
             plans[planner] = replace(out.plan, verified=True)
-            write_plan(plans[planner], args.out / f"{mix}_{planner}_tail.json")
+            write_plan(plans[planner], args.out / f"{mix}_{planner}_tail{args.tag}.json")
         row = {"mix": mix, "workloads": len(ws), "target_share": 100 * MIXES[mix][0],
                "rates": " ".join(f"{w.name}={w.rate_rps:g}" for w in ws)} | _compare_shares(perf, ws, plans)
         rows.append(row)
@@ -263,6 +274,34 @@ def errors_table(rows: list[dict[str, str]]) -> list[str]:
     return out
 
 
+# Rounds of live runs, by the suffix of the run's name: what the plans were made with, and what was held out.
+ROUNDS = (
+    ("", "1: solo service cv 0.06 (the profile's serving run), no headroom", "T1, T3, T7 later calibrate the cv"),
+    ("_r2", "2: service cv 0.5 (fitted to round 1), no headroom",
+     "held out from the cv fit; later calibrate the headroom"),
+    ("_r3", "3: service cv 0.5, service headroom 0.2 (fitted to rounds 1-2)", "T5, T9, T13, T14 held out; T12 not"),
+)
+
+
+def _round(run: str) -> str:
+    return next((suffix for suffix, _, _ in reversed(ROUNDS) if suffix and run.endswith(suffix)), "")
+
+
+def rounds_table(rows: list[dict[str, str]]) -> list[str]:
+    """Per round: valid workload-runs at 99 % within SLO, and mixes whose every workload got there."""
+    out = ["| round: plans made with | held out | valid workload-runs >= 99 % | mixes all >= 99 % | invalid |",
+           "|---|---|---|---|---|"]
+    for suffix, what, held in ROUNDS:
+        mine = [r for r in rows if _round(r["run"]) == suffix]
+        valid = [r for r in mine if r["valid"] == "True"]
+        runs = sorted({r["run"] for r in valid})
+        whole = [run for run in runs if all(_num(r, "within_slo") >= ATTAINMENT for r in valid if r["run"] == run)]
+        met = sum(_num(r, "within_slo") >= ATTAINMENT for r in valid)
+        out.append(f"| {what} | {held} | {met} of {len(valid)} | {len(whole)} of {len(runs)}"
+                   f"{' (' + ', '.join(whole) + ')' if whole else ''} | {len(mine) - len(valid)} |")
+    return out
+
+
 def cmd_report(args: argparse.Namespace) -> None:
     with args.csv.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -273,7 +312,10 @@ def cmd_report(args: argparse.Namespace) -> None:
     valid = [r for r in rows if r["valid"] == "True"]
     lines = [f"# Tail-budget plans live: {rows[0]['gpu']} ({args.csv.name})", "",
              f"{len(met)} of {len(valid)} valid workload-runs met {100 * ATTAINMENT:g} % within SLO; "
-             f"{len(rows) - len(valid)} invalid (the load generator lagged) not counted.", "", *errors_table(rows), "",
+             f"{len(rows) - len(valid)} invalid (the load generator lagged) not counted.", "", *rounds_table(rows), "",
+             "All rounds:", *errors_table(rows), "",
+             *(line for suffix, what, _ in ROUNDS for line in (f"Round {what}:", *errors_table(
+                 [r for r in rows if _round(r["run"]) == suffix]), "")),
              "Columns: measured (the plan's prediction; the serving model at the measured service time).", "",
              "| run | workload | model | b | share % | delay ms | rate | SLO ms | service ms (pred.) | within SLO % "
              "| p99 ms | lag p99 ms | valid |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -289,6 +331,106 @@ def cmd_report(args: argparse.Namespace) -> None:
     args.csv.with_suffix(".md").write_text("\n".join(lines) + "\n")
     _plot(rows, args.csv.with_suffix(".png"))
     print("\n".join(lines[:6]))
+
+
+# ---- calibrate ----------------------------------------------------------------------------------
+CV_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 .. 1.0
+OPTIMISM_POINTS = 0.25  # the calibrated model may over-predict within-SLO by at most this on any row
+HEADROOM_QUANTILE = 0.9  # the service headroom covers this quantile of measured / predicted service time
+HEADROOM_STEP = 0.05
+
+
+def fit_service_headroom(rows: list[dict[str, str]]) -> tuple[float, list[float]]:
+    """``HEADROOM_QUANTILE`` of (measured / predicted service time - 1) over the rows, rounded up to
+    ``HEADROOM_STEP`` (at least 0), and the sorted ratios: the performance model's error next to co-runners."""
+    ratios = sorted(_num(r, "service_ms") / _num(r, "predicted_service_ms") for r in rows)
+    q = statistics.quantiles(ratios, n=10, method="inclusive")[8] if len(ratios) > 1 else ratios[0]
+    return max(0.0, math.ceil(round((q - 1.0) / HEADROOM_STEP, 6)) * HEADROOM_STEP), ratios
+
+
+def _model_at_measured(rows: list[dict[str, str]], serving: Any, cv: float) -> tuple[list[float], list[float]]:
+    """The serving model at each row's measured service time with service cv ``cv``: (within, p99)."""
+    from igniter_opt.placement import queueing
+
+    params = queueing.QueueingParams(client_ms=serving.client_ms, service_cv=cv)
+    within, p99 = [], []
+    for r in rows:
+        _, q99, w = queueing.request_latency(_num(r, "rate_rps"), int(r["batch"]), _num(r, "queue_delay_ms"),
+                                             _num(r, "service_ms"), _num(r, "slo_ms"), params)
+        within.append(float(w))
+        p99.append(float(q99))
+    return within, p99
+
+
+def fit_service_cv(rows: list[dict[str, str]], serving: Any) -> tuple[float, list[dict[str, float]]]:
+    """The smallest cv of ``CV_GRID`` at which the serving model, at the measured service times, over-predicts
+    no calibration row's within-SLO fraction by more than ``OPTIMISM_POINTS``; and the whole sweep.
+
+    The i.i.d. service variation stands for everything the model does not separate on a shared GPU: a
+    batch's time next to co-runners whose kernels come and go, host stalls, the serving stack's jitter.
+    """
+    sweep, chosen = [], math.nan
+    for cv in CV_GRID:
+        within, p99 = _model_at_measured(rows, serving, cv)
+        d_within = [100 * (w - _num(r, "within_slo")) for w, r in zip(within, rows, strict=True)]
+        d_p99 = [abs(q - _num(r, "p99_ms")) for q, r in zip(p99, rows, strict=True)]
+        sweep.append({"service_cv": cv, "most_optimistic_points": max(d_within),
+                      "median_abs_within_points": statistics.median(abs(x) for x in d_within),
+                      "median_abs_p99_ms": statistics.median(d_p99)})
+        if math.isnan(chosen) and max(d_within) <= OPTIMISM_POINTS:
+            chosen = cv
+    return chosen, sweep
+
+
+def cmd_calibrate(args: argparse.Namespace) -> None:
+    """Fit the profile's service cv to valid live runs and (with --write) record it in its serving.json."""
+    import json
+
+    from igniter_opt.ioutil import atomic_write_json
+    from igniter_opt.perfmodel.store import SERVING_FILE, resolve_profile
+
+    with args.csv.open(newline="") as fh:
+        valid = [r for r in csv.DictReader(fh) if r["valid"] == "True"]
+    rows = [r for r in valid if args.runs == "all" or r["run"] in set(args.runs.split(","))]
+    headroom_rows = [r for r in valid if args.headroom_runs == "all" or r["run"] in set(args.headroom_runs.split(","))]
+    if not rows or not headroom_rows:
+        raise SystemExit(f"{args.csv}: no valid rows of runs {args.runs} / {args.headroom_runs}")
+    serving = load_profile(args.profile).serving
+    cv, sweep = fit_service_cv(rows, serving)
+    headroom, ratios = fit_service_headroom(headroom_rows)
+    lines = [f"# Service cv calibrated on live runs: {rows[0]['gpu']}", "",
+             f"Runs {args.runs} ({len(rows)} valid workload-runs of {args.csv.name}); the serving model at each "
+             f"row's measured service time, client {serving.client_ms} ms. Chosen: the smallest cv at which no row's "
+             f"within-SLO is over-predicted by more than {OPTIMISM_POINTS} points: **{cv}**.", "",
+             "| service cv | most optimistic (points) | median abs. within-SLO error (points) "
+             "| median abs. p99 error (ms) |",
+             "|---|---|---|---|"]
+    lines += [f"| {s['service_cv']:.2f} | {s['most_optimistic_points']:+.2f} | {s['median_abs_within_points']:.2f} | "
+              f"{s['median_abs_p99_ms']:.2f} |" for s in sweep]
+    lines += ["", f"Service time measured / predicted by the performance model (Triton's time per execution against "
+              f"the plan's), runs {args.headroom_runs} ({len(headroom_rows)} valid workload-runs): median "
+              f"{statistics.median(ratios):.3f}, range {ratios[0]:.3f}-{ratios[-1]:.3f}; the "
+              f"{HEADROOM_QUANTILE:g} quantile rounded up to {HEADROOM_STEP:g} gives the service headroom "
+              f"**{headroom:g}**: the tail budget plans every service time that much above the prediction."]
+    out = args.csv.parent / f"serving_calibration_{gpu_slug(rows[0]['gpu'])}.md"
+    out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if math.isnan(cv):
+        raise SystemExit(f"no cv up to {CV_GRID[-1]} keeps the model within {OPTIMISM_POINTS} points: not written")
+    if args.write:
+        path = resolve_profile(args.profile) / SERVING_FILE
+        d = json.loads(path.read_text())
+        d.setdefault("service_cv_solo", d["service_cv"])
+        d["service_cv"] = cv
+        d["service_headroom"] = headroom
+        d["service_cv_source"] = (f"calibrated on live co-located runs {args.runs} ({args.csv.name}, {out.name}): the "
+                                  f"smallest cv at which no run's within-SLO is over-predicted by more than "
+                                  f"{OPTIMISM_POINTS} points; service_cv_solo is the solo serving run's")
+        d["service_headroom_source"] = (f"{HEADROOM_QUANTILE:g} quantile of measured / predicted service time over "
+                                        f"live runs {args.headroom_runs} ({args.csv.name}), rounded up to "
+                                        f"{HEADROOM_STEP:g}")
+        atomic_write_json(path, d)
+        print(f"wrote service_cv {cv} and service_headroom {headroom:g} to {path}")
 
 
 def _plot(rows: list[dict[str, str]], out: Path) -> None:
@@ -321,11 +463,13 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("--profile", default="profiles/h200")
     m.add_argument("--mixes", default=",".join(MIXES))
     m.add_argument("--time-limit", type=float, default=30.0)
+    m.add_argument("--tag", default="", help="appended to the plans' names (and so to the runs')")
     m.add_argument("-o", "--out", type=Path, default=RESULTS / "live_tail_plans")
     m.set_defaults(fn=cmd_mixes)
     sh = sub.add_parser("shares", help="shares.csv again from the plans written by mixes (anywhere)")
     sh.add_argument("--profile", default="profiles/h200")
     sh.add_argument("--mixes", default=",".join(MIXES))
+    sh.add_argument("--tag", default="")
     sh.add_argument("-o", "--out", type=Path, default=RESULTS / "live_tail_plans")
     sh.set_defaults(fn=cmd_shares)
     r = sub.add_parser("run", help="apply plans on the GPU (live_tail_<gpu>.csv)")
@@ -343,6 +487,13 @@ def main(argv: list[str] | None = None) -> None:
     rep.add_argument("--profile", default="profiles/h200", help="its serving measurements, for the model at the "
                                                                 "measured service time")
     rep.set_defaults(fn=cmd_report)
+    cal = sub.add_parser("calibrate", help="fit the profile's service cv to live runs (anywhere)")
+    cal.add_argument("csv", type=Path, nargs="?", default=RESULTS / "live_tail_h200.csv")
+    cal.add_argument("--runs", default="all", help="comma-separated run names, or all (every valid run)")
+    cal.add_argument("--headroom-runs", default="all", help="the runs the service headroom is fitted to")
+    cal.add_argument("--profile", default="profiles/h200")
+    cal.add_argument("--write", action="store_true", help="record the fitted cv in the profile's serving.json")
+    cal.set_defaults(fn=cmd_calibrate)
     args = ap.parse_args(argv)
     args.fn(args)
 

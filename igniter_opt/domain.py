@@ -108,6 +108,9 @@ class ServingParams:
     source: str = ""
     # a batch's overhead grows with its requests: overhead_ms + overhead_per_request_ms * batch
     overhead_per_request_ms: float = 0.0
+    # the tail budget plans each service time this fraction above the performance model's prediction:
+    # the model's error next to co-runners, measured live (docs/serving-model.md)
+    service_headroom: float = 0.0
 
     def batch_overhead_ms(self, batch: float) -> float:
         return self.overhead_ms + self.overhead_per_request_ms * batch

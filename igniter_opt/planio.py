@@ -100,6 +100,8 @@ def serving_to_dict(s: ServingParams) -> dict[str, Any]:
     out = {"overhead_ms": s.overhead_ms, "client_ms": s.client_ms, "service_cv": s.service_cv, "source": s.source}
     if s.overhead_per_request_ms:
         out["overhead_per_request_ms"] = s.overhead_per_request_ms
+    if s.service_headroom:
+        out["service_headroom"] = s.service_headroom
     return out
 
 
@@ -108,12 +110,13 @@ def serving_from_dict(d: Any, source: str) -> ServingParams:
     try:
         out = ServingParams(float(d["overhead_ms"]), float(d.get("client_ms", 0.0)),
                             float(d.get("service_cv", 0.0)), str(d.get("source", "")),
-                            float(d.get("overhead_per_request_ms", 0.0)))
+                            float(d.get("overhead_per_request_ms", 0.0)), float(d.get("service_headroom", 0.0)))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlanError(f"{source}: malformed serving block ({type(exc).__name__}: {exc})") from None
     if not all(math.isfinite(x) and x >= 0 for x in (out.overhead_ms, out.client_ms, out.service_cv,
-                                                    out.overhead_per_request_ms)):
-        raise PlanError(f"{source}: serving overhead_ms, client_ms and service_cv must be numbers >= 0")
+                                                    out.overhead_per_request_ms, out.service_headroom)):
+        raise PlanError(f"{source}: serving overhead_ms, client_ms, service_cv and service_headroom must be "
+                        "numbers >= 0")
     return out
 
 

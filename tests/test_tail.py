@@ -112,6 +112,51 @@ def test_smaller_service_time_is_what_the_limit_allows(h100_model) -> None:
         assert np.all((within >= 0.99) == ok)
 
 
+def test_service_headroom_plans_each_service_time_that_much_above_the_prediction(h100_model, tmp_path: Path) -> None:
+    """With headroom h the limit is the largest admissible service time / (1 + h): every placement of the
+    plan meets the attainment even at (1 + h) times its predicted service time; the plan records h."""
+    from dataclasses import replace
+
+    from igniter_opt.placement.serving import TailServing
+    from igniter_opt.planio import read_plan, write_plan
+
+    slo, rate, b = np.full(3, 15.0), np.array([300.0, 800.0, 1500.0]), np.array([2.0, 4.0, 8.0])
+    delay = np.array([queueing.queue_delay_candidates(r, int(k))[1] for r, k in zip(rate, b, strict=True)])
+    plain = TailServing(h100_model.serving).limit_ms(slo, rate, b, delay)
+    roomy = TailServing(replace(h100_model.serving, service_headroom=0.2)).limit_ms(slo, rate, b, delay)
+    np.testing.assert_allclose(roomy, plain / 1.2)
+
+    perf = h100_model.with_serving(replace(h100_model.serving, service_headroom=0.2))
+    problem = tail_problem(perf, MIX)
+    plan = run_planner(problem, "greedy").plan
+    assert plan.serving.service_headroom == 0.2
+    params = queueing.QueueingParams.from_serving(plan.serving)
+    for _, p in plan.placements():
+        service = p.predicted.latency_ms  # the tail budget's latency includes the per-batch serving overhead
+        _, _, within = queueing.request_latency(p.rate_rps, p.batch, p.queue_delay_ms, 1.2 * service, p.slo_ms,
+                                                params)
+        assert float(within) >= 0.99 - 1e-9, p.workload
+    # more headroom never costs less share
+    assert plan.total_share_pct >= run_planner(tail_problem(h100_model, MIX), "greedy").plan.total_share_pct
+    write_plan(plan, tmp_path / "p.json")
+    assert read_plan(tmp_path / "p.json").serving.service_headroom == 0.2
+
+
+def test_profile_serving_headroom_is_read_and_checked(h100_model, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from igniter_opt.errors import ProfileError
+    from igniter_opt.perfmodel.store import read_serving, write_serving
+
+    write_serving(replace(h100_model.serving, service_headroom=0.15), tmp_path)
+    assert read_serving(tmp_path / "serving.json").service_headroom == 0.15
+    d = json.loads((tmp_path / "serving.json").read_text())
+    d["service_headroom"] = -0.1
+    (tmp_path / "serving.json").write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match="service_headroom must be numbers >= 0"):
+        read_serving(tmp_path / "serving.json")
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 def test_tail_without_serving_measurements_names_both_ways_out(v100_model) -> None:
     with pytest.raises(ProblemError, match=r"lacks; measure them with 'igniter-opt profile --serving', or pass "

@@ -143,8 +143,10 @@ class TailServing(ServingModel):
     """At least ``attainment`` of the requests within the SLO, under random arrivals (``queueing``).
 
     The limit of a placement at (rate, batch, queue delay) is the largest batch service time whose
-    predicted fraction of requests within the SLO is at least ``attainment``; the performance
-    model's latency is that service time when it includes the per-batch serving overhead.
+    predicted fraction of requests within the SLO is at least ``attainment``, divided by
+    ``1 + service_headroom`` (the service time is planned that much above the performance model's
+    prediction); the performance model's latency is that service time when it includes the per-batch
+    serving overhead.
     """
 
     serving: ServingParams
@@ -158,7 +160,8 @@ class TailServing(ServingModel):
             raise ValueError("the tail serving model needs each placement's queue delay")
         return queueing.max_service_ms(np.asarray(rate_rps, float), np.asarray(batch, float),
                                        np.asarray(queue_delay_ms, float), np.asarray(slo_ms, float),
-                                       self.attainment, queueing.QueueingParams.from_serving(self.serving))
+                                       self.attainment, queueing.QueueingParams.from_serving(self.serving)
+                                       ) / (1.0 + self.serving.service_headroom)
 
     def queue_delay_candidates(self, slo_ms: np.ndarray | float, rate_rps: np.ndarray | float,
                                batch: np.ndarray) -> np.ndarray:
@@ -183,7 +186,8 @@ class TailServing(ServingModel):
         delays = self.queue_delay_candidates(math.inf, rate_rps, b)
         k = delays.shape[1]
         q = queueing.latency_quantile_ms(np.full(b.size * k, float(rate_rps)), np.repeat(b, k), delays.ravel(),
-                                         np.repeat(lat[:, 0], k), self.attainment,
+                                         np.repeat(lat[:, 0], k) * (1.0 + self.serving.service_headroom),
+                                         self.attainment,
                                          queueing.QueueingParams.from_serving(self.serving))
         q = q[np.isfinite(q)]
         return float(q.min()) if q.size else math.nan
@@ -231,7 +235,7 @@ def configure_serving(perf: PerformanceModel, budget: LatencyBudget, overhead_ms
         serving = ServingParams(overhead_ms, base.client_ms, base.service_cv,
                                 base.source if same else f"overhead {overhead_ms:g} ms given; "
                                 f"client cost and variance from: {base.source}",
-                                base.overhead_per_request_ms if same else 0.0)
+                                base.overhead_per_request_ms if same else 0.0, base.service_headroom)
         perf = perf.with_serving(serving)
     if budget is not LatencyBudget.TAIL:
         return perf.with_serving_overhead(overhead_ms, max_utilization)
