@@ -284,6 +284,9 @@ def _split_notes(plan: Plan, batch_limit: int | None) -> list[str]:
     cap = plan.serving_max_utilization
     if cap is not None and cap < 1.0:
         why += f" and utilization <= {cap:g} (--max-utilization)"
+    rate_cap = plan.serving.max_server_rate_rps if plan.serving is not None else None
+    if rate_cap is not None:
+        why += f", or its rate is above the profile's {rate_cap:g} req/s per server (max_server_rate_rps)"
     return [f"workload {w} is split over {n} servers: one GPU cannot carry its rate {why}" for w, n
             in counts.items() if n > 1]
 

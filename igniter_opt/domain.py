@@ -111,6 +111,10 @@ class ServingParams:
     # the tail budget plans each service time this fraction above the performance model's prediction:
     # the model's error next to co-runners, measured live (docs/serving-model.md)
     service_headroom: float = 0.0
+    # the tail budget gives no server a higher request rate than this (None: no cap); a workload above
+    # it is split over more servers. Measured live: co-runners' slow episodes queue a fast server at
+    # high rates for seconds although its mean service time is unchanged (docs/live-tail.md)
+    max_server_rate_rps: float | None = None
 
     def batch_overhead_ms(self, batch: float) -> float:
         return self.overhead_ms + self.overhead_per_request_ms * batch

@@ -102,6 +102,8 @@ def serving_to_dict(s: ServingParams) -> dict[str, Any]:
         out["overhead_per_request_ms"] = s.overhead_per_request_ms
     if s.service_headroom:
         out["service_headroom"] = s.service_headroom
+    if s.max_server_rate_rps is not None:
+        out["max_server_rate_rps"] = s.max_server_rate_rps
     return out
 
 
@@ -110,13 +112,17 @@ def serving_from_dict(d: Any, source: str) -> ServingParams:
     try:
         out = ServingParams(float(d["overhead_ms"]), float(d.get("client_ms", 0.0)),
                             float(d.get("service_cv", 0.0)), str(d.get("source", "")),
-                            float(d.get("overhead_per_request_ms", 0.0)), float(d.get("service_headroom", 0.0)))
+                            float(d.get("overhead_per_request_ms", 0.0)), float(d.get("service_headroom", 0.0)),
+                            None if d.get("max_server_rate_rps") is None else float(d["max_server_rate_rps"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise PlanError(f"{source}: malformed serving block ({type(exc).__name__}: {exc})") from None
     if not all(math.isfinite(x) and x >= 0 for x in (out.overhead_ms, out.client_ms, out.service_cv,
                                                     out.overhead_per_request_ms, out.service_headroom)):
         raise PlanError(f"{source}: serving overhead_ms, client_ms, service_cv and service_headroom must be "
                         "numbers >= 0")
+    if out.max_server_rate_rps is not None and not (math.isfinite(out.max_server_rate_rps)
+                                                    and out.max_server_rate_rps > 0):
+        raise PlanError(f"{source}: serving max_server_rate_rps must be a number > 0 (or absent for no cap)")
     return out
 
 

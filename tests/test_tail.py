@@ -142,6 +142,49 @@ def test_service_headroom_plans_each_service_time_that_much_above_the_prediction
     assert read_plan(tmp_path / "p.json").serving.service_headroom == 0.2
 
 
+@pytest.mark.parametrize("planner", ["greedy", "exact"])
+def test_a_server_rate_cap_splits_faster_workloads(h100_model, planner: str, tmp_path: Path) -> None:
+    """max_server_rate_rps: no server of a tail plan gets more; a faster workload is split over more
+    servers (the fewest that stay under the cap, here), the plan verifies and records the cap."""
+    from dataclasses import replace
+
+    from igniter_opt.planio import read_plan, write_plan
+
+    ws = (Workload("alex", "alexnet", 20.0, 1100.0), Workload("res", "resnet50", 25.0, 400.0))
+    uncapped = run_planner(tail_problem(h100_model, ws), planner, SolveOptions(time_limit_s=20)).plan
+    assert sum(p.workload == "alex" for _, p in uncapped.placements()) == 1
+    perf = h100_model.with_serving(replace(h100_model.serving, max_server_rate_rps=500.0))
+    out = run_planner(tail_problem(perf, ws), planner, SolveOptions(time_limit_s=20))
+    assert out.violations == ()
+    alex = [p for _, p in out.plan.placements() if p.workload == "alex"]
+    assert len(alex) == 3 and all(p.rate_rps <= 500.0 for p in alex)
+    assert sum(p.rate_rps for p in alex) == pytest.approx(1100.0)
+    assert [p.rate_rps for _, p in out.plan.placements() if p.workload == "res"] == [400.0]
+    write_plan(out.plan, tmp_path / "p.json")
+    assert read_plan(tmp_path / "p.json").serving.max_server_rate_rps == 500.0
+
+
+def test_cli_says_a_split_may_come_from_the_rate_cap(tmp_path: Path) -> None:
+    import shutil
+
+    prof = tmp_path / "capped"
+    shutil.copytree(REPO / "profiles" / "h100", prof)
+    d = json.loads((prof / "serving.json").read_text())
+    d["max_server_rate_rps"] = 500
+    (prof / "serving.json").write_text(json.dumps(d))
+    (tmp_path / "w.csv").write_text("name,model,slo_ms,rate_rps\nalex,alexnet,20,1100\n")
+    res = CliRunner().invoke(cli, ["solve", "-w", str(tmp_path / "w.csv"), "--profile", str(prof),
+                                   "--latency-budget", "tail"])
+    assert res.exit_code == 0, res.output
+    assert "workload alex is split over 3 servers" in res.output
+    assert "above the profile's 500 req/s per server (max_server_rate_rps)" in res.output
+    d["max_server_rate_rps"] = 0
+    (prof / "serving.json").write_text(json.dumps(d))
+    res = CliRunner().invoke(cli, ["solve", "-w", str(tmp_path / "w.csv"), "--profile", str(prof),
+                                   "--latency-budget", "tail"])
+    assert res.exit_code == 1 and "max_server_rate_rps must be a number > 0" in res.output
+
+
 def test_profile_serving_headroom_is_read_and_checked(h100_model, tmp_path: Path) -> None:
     from dataclasses import replace
 

@@ -78,13 +78,17 @@ def read_serving(path: Path) -> ServingParams:
     try:
         out = ServingParams(float(d["overhead_ms"]), float(d["client_ms"]), float(d["service_cv"]),
                             str(d.get("source", "")), float(d.get("overhead_per_request_ms", 0.0)),
-                            float(d.get("service_headroom", 0.0)))
+                            float(d.get("service_headroom", 0.0)),
+                            None if d.get("max_server_rate_rps") is None else float(d["max_server_rate_rps"]))
     except (KeyError, TypeError, ValueError) as exc:
         raise ProfileError(f"{path}: missing or bad field ({exc}); {fix}") from None
     if not all(math.isfinite(x) and x >= 0 for x in (out.overhead_ms, out.client_ms, out.service_cv,
                                                     out.service_headroom)):
         raise ProfileError(f"{path}: overhead_ms, client_ms, service_cv and service_headroom must be numbers >= 0; "
                            f"{fix}")
+    if out.max_server_rate_rps is not None and not (math.isfinite(out.max_server_rate_rps)
+                                                    and out.max_server_rate_rps > 0):
+        raise ProfileError(f"{path}: max_server_rate_rps must be a number > 0 (or absent for no cap); {fix}")
     return out
 
 
@@ -93,7 +97,7 @@ def write_serving(serving: ServingParams, out_dir: str | os.PathLike[str], extra
     return atomic_write_json(Path(out_dir) / SERVING_FILE, {
         "schema": SERVING_SCHEMA, "overhead_ms": serving.overhead_ms, "client_ms": serving.client_ms,
         "service_cv": serving.service_cv, "overhead_per_request_ms": serving.overhead_per_request_ms,
-        "service_headroom": serving.service_headroom,
+        "service_headroom": serving.service_headroom, "max_server_rate_rps": serving.max_server_rate_rps,
         "source": serving.source, **(extra or {})})
 
 

@@ -146,7 +146,8 @@ class TailServing(ServingModel):
     predicted fraction of requests within the SLO is at least ``attainment``, divided by
     ``1 + service_headroom`` (the service time is planned that much above the performance model's
     prediction); the performance model's latency is that service time when it includes the per-batch
-    serving overhead.
+    serving overhead. A rate above ``max_server_rate_rps`` gets no service time (-inf), so planners
+    split such a workload over more servers.
     """
 
     serving: ServingParams
@@ -158,10 +159,13 @@ class TailServing(ServingModel):
 
         if queue_delay_ms is None:
             raise ValueError("the tail serving model needs each placement's queue delay")
-        return queueing.max_service_ms(np.asarray(rate_rps, float), np.asarray(batch, float),
-                                       np.asarray(queue_delay_ms, float), np.asarray(slo_ms, float),
-                                       self.attainment, queueing.QueueingParams.from_serving(self.serving)
-                                       ) / (1.0 + self.serving.service_headroom)
+        rate = np.asarray(rate_rps, float)
+        limit = queueing.max_service_ms(rate, np.asarray(batch, float), np.asarray(queue_delay_ms, float),
+                                        np.asarray(slo_ms, float), self.attainment,
+                                        queueing.QueueingParams.from_serving(self.serving)
+                                        ) / (1.0 + self.serving.service_headroom)
+        cap = self.serving.max_server_rate_rps
+        return limit if cap is None else np.where(rate <= cap * (1 + 1e-12), limit, -np.inf)
 
     def queue_delay_candidates(self, slo_ms: np.ndarray | float, rate_rps: np.ndarray | float,
                                batch: np.ndarray) -> np.ndarray:
@@ -235,7 +239,8 @@ def configure_serving(perf: PerformanceModel, budget: LatencyBudget, overhead_ms
         serving = ServingParams(overhead_ms, base.client_ms, base.service_cv,
                                 base.source if same else f"overhead {overhead_ms:g} ms given; "
                                 f"client cost and variance from: {base.source}",
-                                base.overhead_per_request_ms if same else 0.0, base.service_headroom)
+                                base.overhead_per_request_ms if same else 0.0, base.service_headroom,
+                                base.max_server_rate_rps)
         perf = perf.with_serving(serving)
     if budget is not LatencyBudget.TAIL:
         return perf.with_serving_overhead(overhead_ms, max_utilization)
