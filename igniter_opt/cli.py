@@ -22,9 +22,10 @@ from igniter_opt.errors import IgniterOptError, PlanError, ProfileError
 from igniter_opt.solver import DEFAULT_MIGRATION_COST, DEFAULT_TIME_LIMIT_S
 
 if TYPE_CHECKING:
-    from igniter_opt.domain import Plan
+    from igniter_opt.domain import Plan, Workload
     from igniter_opt.placement import Violation
     from igniter_opt.problems import BudgetChoice
+    from igniter_opt.solver import SolveOptions
 
 DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "h100")
 PLANNER_NAMES = ("greedy", "exact", "ffd", "gpulet")
@@ -303,12 +304,16 @@ def _split_notes(plan: Plan, batch_limit: int | None) -> list[str]:
               help="Write the plan JSON here (atomically); only a plan that verifies is written.")
 @click.option("--write-failing", is_flag=True,
               help="Write the plan even when it fails verification (it then says \"verified\": false; apply refuses it).")
+@click.option("--fleet", default=None, metavar="TYPE:PRICE[:MAX],...|FILE.csv",
+              help="Plan over several GPU types with prices per GPU-hour instead of one --profile (TYPE: a profile; "
+                   "MAX: most GPUs of the type). -o PLAN.json then writes one plan per type, PLAN.<type>.json, and "
+                   "the fleet's summary (docs/fleet.md).")
 @format_option
 @handle_errors
 def solve(workloads: Path | None, profile: str, planner: str, budget: str, margin: float, attainment: float,
           serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
           time_limit: float | None, gap: float | None, threads: int | None, output: Path | None,
-          write_failing: bool, fmt: str) -> None:
+          write_failing: bool, fleet: str | None, fmt: str) -> None:
     """Plan GPUs, co-location, MPS shares and batch sizes for a set of workloads.
 
     Prints the plan (GPU, workload, model, batch, share, predicted latency against its limit,
@@ -318,6 +323,8 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
     Example: igniter-opt solve --workloads examples/paper-table3.csv --profile h100 -o plan.json
 
     Example: igniter-opt solve -w examples/paper-table3.csv --latency-budget tail --attainment 0.99 -o plan.json
+
+    Example: igniter-opt solve --fleet h100:2.5,h200:3.4:4 -o plan.json
     """
     from igniter_opt.planner import run_planner
     from igniter_opt.problems import make_problem
@@ -325,9 +332,15 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
     from igniter_opt.solver import SolveOptions
 
     ws, default_note = _workloads(workloads)
-    problem = make_problem(ws, profile, _choice(budget, margin, attainment, serving_overhead, max_utilization,
-                                                max_batch))
+    choice = _choice(budget, margin, attainment, serving_overhead, max_utilization, max_batch)
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads)
+    if fleet is not None:
+        if click.get_current_context().get_parameter_source("profile") is not click.core.ParameterSource.DEFAULT:
+            from igniter_opt.errors import InputError
+
+            raise InputError("--fleet and --profile exclude each other: a fleet names its types' profiles")
+        return _solve_fleet(ws, fleet, choice, planner, options, output, fmt)
+    problem = make_problem(ws, profile, choice)
     outcome = run_planner(problem, planner, options)
     _write_plan_or_refuse(outcome, output, write_failing, f"the {planner} plan")
     emit(render_plan(outcome.plan, outcome.violations, fmt))
@@ -336,6 +349,28 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
             note(text)
     if outcome.violations:
         raise _violations_error(f"the {planner} plan", outcome.violations)
+
+
+def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, planner: str, options: SolveOptions,
+                 output: Path | None, fmt: str) -> None:
+    """solve --fleet: every type's part printed, then the fleet's cost; the parts and summary written."""
+    from igniter_opt.fleet import parse_fleet
+    from igniter_opt.planner.fleet import fleet_plan_to_dict, solve_fleet, write_fleet_plan
+    from igniter_opt.report import render_plan
+
+    fp = solve_fleet(ws, parse_fleet(spec), choice, planner, options)
+    if output is not None:
+        write_fleet_plan(fp, output)
+    if fmt == "json":
+        emit(json.dumps(fleet_plan_to_dict(fp, output or Path("plan.json")), indent=2))
+        return
+    for part in fp.parts:
+        emit(f"== {part.gpu_type.name}: {part.plan.num_gpus} GPU(s) at {part.gpu_type.price_per_gpu_hour:g}/h")
+        emit(render_plan(part.plan, (), fmt))
+    if fmt == "table":
+        by_type = ", ".join(f"{n} x {t}" for t, n in fp.gpus_by_type().items())
+        emit(f"fleet: {fp.num_gpus} GPU(s) ({by_type}), cost {fp.cost_per_hour:.2f}/h; planner fleet-{planner} "
+             f"(heuristic, {fp.wall_s:.3f} s); every part verified by its type's model")
 
 
 @cli.command()

@@ -198,6 +198,10 @@ def _opt_float(v: Any) -> float | None:
 
 def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
     """Parse a plan; slo_ms, rate_rps and predicted may be absent (e.g. a hand-written plan)."""
+    if isinstance(d, dict) and d.get("schema") == "igniter-opt/fleet-plan/v1":
+        parts = ", ".join(str(t.get("plan")) for t in d.get("types", []) if isinstance(t, dict))
+        raise PlanError(f"{source}: a fleet plan (several GPU types); give one of its parts, each a plan for one "
+                        f"type: {parts}")
     if not isinstance(d, dict) or d.get("schema") != PLAN_SCHEMA:
         got = d.get("schema") if isinstance(d, dict) else type(d).__name__
         raise PlanError(f"{source}: schema is {got!r}, expected '{PLAN_SCHEMA}'; is this an igniter-opt plan?")

@@ -10,6 +10,7 @@ import os
 import socket
 import stat
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,8 @@ from igniter_opt.planio import write_plan
 
 UUID0 = "GPU-00000000-0000-0000-0000-000000000000"
 UUID1 = "GPU-11111111-1111-1111-1111-111111111111"
-MACHINE = [GpuInfo(0, UUID0, "Fake H100"), GpuInfo(1, UUID1, "Fake H100")]
+H100 = "NVIDIA H100 80GB HBM3"  # the shipped H100 profile's GPU name, as NVML gives it
+MACHINE = [GpuInfo(0, UUID0, H100), GpuInfo(1, UUID1, H100)]
 
 
 def placement(workload: str = "W1", model: str = "resnet50", *, batch: int = 4, share: float = 50.0,
@@ -278,6 +280,26 @@ def test_plan_to_process_mapping(tmp_path: Path, fake_server: Path) -> None:
     assert mps.calls == [] and not (tmp_path / "out").exists()  # nothing started or written
 
 
+def test_plan_gpus_go_to_gpus_of_the_profiles_type(tmp_path: Path, fake_server: Path) -> None:
+    """The plan's GPUs map to this machine's GPUs of its profile's type (NVML name), in index order;
+    another type only where --gpus says so, and then the deployment says it."""
+    a100 = "NVIDIA A100-SXM4-80GB"
+    machine = [GpuInfo(0, "GPU-a", a100), GpuInfo(1, "GPU-b", H100), GpuInfo(2, "GPU-c", H100)]
+    two = make_plan((placement(),), (placement("W2"),))
+    opts = ApplyOptions(out_dir=tmp_path / "out", tritonserver=str(fake_server))
+    dep = build_deployment(two, opts, machine_gpus=machine, mps=FakeMps())
+    assert [s.gpu_uuid for s in dep.servers] == ["GPU-b", "GPU-c"]
+    with pytest.raises(ApplyError, match=r"made for NVIDIA H100 80GB HBM3 GPUs and needs 2 of them, but this machine "
+                                         r"has 1 .*or map plan GPUs explicitly with --gpus"):
+        build_deployment(two, opts, machine_gpus=machine[:2], mps=FakeMps())
+    dep = build_deployment(two, replace(opts, gpus="gpu0=0"), machine_gpus=machine[:2], mps=FakeMps())
+    assert [s.gpu_uuid for s in dep.servers] == ["GPU-a", "GPU-b"]
+    assert any("gpu0 runs on GPU 0 (NVIDIA A100-SXM4-80GB) although the plan was made for NVIDIA H100 80GB HBM3"
+               in a for a in dep.assumptions)
+    dry = build_deployment(two, opts, machine_gpus=lambda: None, mps=FakeMps(), dry_run=True)
+    assert any("GPUs of type NVIDIA H100 80GB HBM3 (the profile's) in plan order" in a for a in dry.assumptions)
+
+
 def test_validation_errors(tmp_path: Path, fake_server: Path) -> None:
     opts = ApplyOptions(out_dir=tmp_path / "out", tritonserver=str(fake_server))
     with pytest.raises(
@@ -292,13 +314,16 @@ def test_validation_errors(tmp_path: Path, fake_server: Path) -> None:
     with pytest.raises(ApplyError, match="rate_rps and slo_ms must be positive numbers"):
         check_plan(make_plan((placement(rate=math.nan),)), echo=False)
     two = make_plan((placement(),), (placement("W2"),))
+    with pytest.raises(ApplyError, match=r"^the plan was made for NVIDIA H100 80GB HBM3 GPUs and needs 2 of them, "
+                                         r"but this machine has 1 \(GPUs: 0=NVIDIA H100 80GB HBM3\)"):
+        build_deployment(two, opts, machine_gpus=MACHINE[:1], mps=FakeMps())
     with pytest.raises(ApplyError, match=r"^plan GPU gpu1 -> GPU 1, which does not exist on this machine "
                                          r"\(GPUs: 0=GPU-0+.*\); the plan needs 2 GPU\(s\)$"):
-        build_deployment(two, opts, machine_gpus=MACHINE[:1], mps=FakeMps())
+        build_deployment(two, replace(opts, gpus="gpu1=1"), machine_gpus=MACHINE[:1], mps=FakeMps())
     with pytest.raises(ApplyError, match=r"cannot list this machine's GPUs \(NVML unavailable\)"):
         build_deployment(two, opts, machine_gpus=lambda: None, mps=FakeMps())
     with pytest.raises(ApplyError, match="two plan GPUs map to the same GPU"):
-        build_deployment(two, ApplyOptions(out_dir=tmp_path, tritonserver=str(fake_server), gpus="gpu1=0"),
+        build_deployment(two, ApplyOptions(out_dir=tmp_path, tritonserver=str(fake_server), gpus="gpu0=1,gpu1=1"),
                          machine_gpus=MACHINE, mps=FakeMps())
     with pytest.raises(ApplyError, match="--gpus names gpu5, which the plan does not have"):
         resolve_gpus(["gpu0"], MACHINE, parse_gpu_map("gpu5=0"))
@@ -403,7 +428,7 @@ def test_server_failure_stops_everything(tmp_path: Path, fake_server: Path, bad:
     rec = json.loads((tmp_path / "out" / "deployment.json").read_text())
     assert [s["name"] for s in rec["servers"]] == ["s0-gpu0-W1", "s1-gpu0-W2", "s2-gpu1-W3"]
     assert [(s["gpu_uuid"], s["gpu_name"], s["share_pct"]) for s in rec["servers"]] == [
-        (UUID0, "Fake H100", 40.0), (UUID0, "Fake H100", 40.0), (UUID1, "Fake H100", 90.0)]
+        (UUID0, H100, 40.0), (UUID0, H100, 40.0), (UUID1, H100, 90.0)]
     assert rec["servers"][0]["env"]["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "40"
     assert (tmp_path / "out/repository/s0-gpu0-W1/resnet50/config.pbtxt").is_file()
 
@@ -501,7 +526,7 @@ def test_cli_dry_run_exact(tmp_path: Path, fake_server: Path, machine: list[GpuI
         ),
         "",
         (
-            f"server s0-gpu0-W1: workload W1, model resnet50, gpu0 ({UUID0}, Fake H100), share 37.5 %, "
+            f"server s0-gpu0-W1: workload W1, model resnet50, gpu0 ({UUID0}, NVIDIA H100 80GB HBM3), share 37.5 %, "
             "batch 4, 200 req/s, SLO 40 ms"
         ),
         "  ports: http 41000, grpc 41001, metrics 41002 on 127.0.0.1",
@@ -568,7 +593,8 @@ def test_cli_bad_input_is_one_line_and_starts_nothing(
     write_plan(make_plan((placement(model="yolo"),)), p)
     assert _cli_error([str(p), *common]).startswith("Error: model 'yolo' is not in the model zoo")
     write_plan(make_plan((placement(),), (placement("W2"),), (placement("W3"),)), p)
-    assert _cli_error([str(p), *common]).startswith("Error: plan GPU gpu2 -> GPU 2, which does not exist")
+    assert _cli_error([str(p), *common]).startswith("Error: the plan was made for NVIDIA H100 80GB HBM3 GPUs and "
+                                                    "needs 3 of them, but this machine has 2")
     write_plan(make_plan((placement(),)), p)
     assert _cli_error([str(p), "--out", str(out), "--tritonserver", str(tmp_path / "none")]) == (
         f"Error: --tritonserver {tmp_path / 'none'}: no such executable file")
@@ -884,7 +910,7 @@ def test_dry_run_without_gpu_or_tritonserver_says_what_it_assumed(
     )
     if nvml_gpus() is None:  # as on the development machine
         assert lines[2:4] == [
-            "assumed: GPUs in plan order (gpu0 -> GPU 0, gpu1 -> GPU 1); no NVML here",
+            f"assumed: GPUs of type {H100} (the profile's) in plan order (gpu0 -> GPU 0, gpu1 -> GPU 1); no NVML here",
             tritonserver,
         ]
         assert " CUDA_VISIBLE_DEVICES=1 " in next(
@@ -919,8 +945,8 @@ def test_dry_run_assumes_only_facts_of_the_gpu_machine(
     res = CliRunner().invoke(cli, [*base, "--gpus", f"gpu0={UUID1}"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert res.output.splitlines()[2] == (
-        f"assumed: GPUs in plan order (gpu0 -> {UUID1}, gpu1 -> GPU 1, gpu2 -> GPU 2); this machine has "
-        "2 GPU(s), not GPU 2"
+        f"assumed: GPUs of type {H100} (the profile's) in plan order (gpu0 -> {UUID1}, gpu1 -> GPU 1, gpu2 -> GPU 2); "
+        "this machine has 2 GPU(s), not GPU 2"
     )
     assert f"tritonserver: {fake_server} (option)" in res.output
     assert _cli_error([*base[1:], "--gpus", "gpu7=0"]).startswith(
@@ -938,7 +964,7 @@ def test_dry_run_assumes_only_facts_of_the_gpu_machine(
         dry_run=True,
     )
     with pytest.raises(
-        ApplyError, match=r"^this deployment was worked out for a dry run \(it assumes GPUs in plan"
+        ApplyError, match=r"^this deployment was worked out for a dry run \(it assumes GPUs of type .* in plan"
     ):
         apply_plan(dep, launcher_factory=FakeLauncher)
     assert not (tmp_path / "o").exists()

@@ -146,7 +146,7 @@ def test_perf_analyzer_is_one_stream_per_placement_and_not_for_plan_changes(tmp_
     fake = tmp_path / "tritonserver"
     fake.write_text("#!/bin/sh\n")
     fake.chmod(0o755)
-    machine = [GpuInfo(0, "GPU-0", "Fake")]
+    machine = [GpuInfo(0, "GPU-0", "NVIDIA H100 80GB HBM3")]
     opts = ApplyOptions(out_dir=tmp_path / "o", tritonserver=str(fake), load_generator="perf_analyzer")
     dep = build_deployment(NEW, opts, machine_gpus=machine, mps=FakeMps())
     assert [st.stream for st in dep.streams] == [

@@ -26,7 +26,7 @@ from igniter_opt.domain import GpuAssignment, Placement, Plan
 from igniter_opt.errors import ApplyError
 
 UUID0 = "GPU-00000000-0000-0000-0000-000000000000"
-MACHINE = [GpuInfo(0, UUID0, "Fake H100")]
+MACHINE = [GpuInfo(0, UUID0, "NVIDIA H100 80GB HBM3")]
 
 OLD = Plan(profile="h100", planner="greedy", latency_budget="igniter", gpus=(GpuAssignment("gpu0", "H100", (
     Placement("KEEP", "resnet50", 500.0, 30.0, 2, 40.0),

@@ -28,6 +28,7 @@ from igniter_opt.apply.gpus import (
     nvml_gpus,
     parse_gpu_map,
     resolve_gpus,
+    typed_mapping,
     unresolvable_gpus,
 )
 from igniter_opt.apply.launcher import ServerSpec
@@ -137,16 +138,33 @@ def bind_gpus(plan: Plan, options: ApplyOptions, machine_gpus: MachineGpus, *, d
     check_gpu_map(gpu_ids, mapping)
     source = machine_gpus if machine_gpus is not None else nvml_gpus  # None: ask NVML
     machine = source() if callable(source) else source
+    want = plan_gpu_name(plan)
+    typed: tuple[str, ...] = ()
+    if machine is not None and want is not None and not (dry_run and unresolvable_gpus(gpu_ids, machine, mapping)):
+        mapping, typed = typed_mapping(gpu_ids, machine, mapping, want)
     missing = unresolvable_gpus(gpu_ids, machine, mapping)
     if dry_run and missing:
         devices = assumed_gpus(gpu_ids, mapping)
         order = ", ".join(f"{g} -> {'GPU ' + d if d.isdigit() else d}" for g, d in devices.items())
         lacking = ", ".join(f"GPU {w}" for w in missing.values())
         why = "no NVML here" if machine is None else f"this machine has {len(machine)} GPU(s), not {lacking}"
-        return GpuBinding(dict(devices), {}, (f"GPUs in plan order ({order}); {why}",))
+        kind = f" of type {want} (the profile's)" if want else ""
+        return GpuBinding(dict(devices), {}, (f"GPUs{kind} in plan order ({order}); {why}",))
     uuids = resolve_gpus(gpu_ids, machine, mapping)
     by_uuid = {g.uuid: g.name for g in machine or []}
-    return GpuBinding(dict(uuids), {gid: by_uuid.get(u, "unknown") for gid, u in uuids.items()})
+    return GpuBinding(dict(uuids), {gid: by_uuid.get(u, "unknown") for gid, u in uuids.items()}, typed)
+
+
+def plan_gpu_name(plan: Plan) -> str | None:
+    """The NVML name of the GPU type the plan was made for (its profile's), or None when unknown."""
+    from igniter_opt.errors import IgniterOptError
+    from igniter_opt.perfmodel import load_profile
+
+    try:
+        name = load_profile(plan.profile).gpu.get("name")
+    except IgniterOptError:
+        return None
+    return str(name) if name else None
 
 
 def locate_tritonserver(options: ApplyOptions, *, dry_run: bool) -> tuple[TritonInstall, tuple[str, ...]]:

@@ -81,6 +81,29 @@ def assumed_gpus(plan_gpu_ids: Sequence[str], mapping: dict[str, str]) -> dict[s
     return _check_distinct({gid: mapping.get(gid, str(pos)) for pos, gid in enumerate(plan_gpu_ids)})
 
 
+def typed_mapping(plan_gpu_ids: Sequence[str], machine: list[GpuInfo], mapping: dict[str, str],
+                  gpu_name: str) -> tuple[dict[str, str], tuple[str, ...]]:
+    """Every plan GPU -> a GPU of this machine: ``--gpus`` where it says, else the next unused GPU (by
+    index) whose NVML name is the profile's ``gpu_name``; and a note for each ``--gpus`` entry that maps
+    a plan GPU to a GPU of another type (asked for explicitly, so allowed). A clear error when the
+    machine has too few GPUs of the type."""
+    explicit = {gid: _find(want, machine) for gid, want in mapping.items()}
+    used = {g.index for g in explicit.values() if g is not None}
+    free = [g for g in machine if g.name == gpu_name and g.index not in used]
+    rest = [gid for gid in plan_gpu_ids if gid not in mapping]
+    if len(rest) > len(free):
+        have = ", ".join(f"{g.index}={g.name}" for g in machine) or "none"
+        raise ApplyError(
+            f"the plan was made for {gpu_name} GPUs and needs {len(rest)}{' more' if mapping else ''} of them, but "
+            f"this machine has {len(free)}{' free' if mapping else ''} (GPUs: {have}); run it on {gpu_name} GPUs, "
+            "or map plan GPUs explicitly with --gpus to run them on another type"
+        )
+    out = dict(mapping) | {gid: str(g.index) for gid, g in zip(rest, free, strict=False)}
+    notes = tuple(f"{gid} runs on GPU {g.index} ({g.name}) although the plan was made for {gpu_name} (--gpus)"
+                  for gid, g in explicit.items() if g is not None and g.name != gpu_name)
+    return out, notes
+
+
 def _find(want: str, machine: list[GpuInfo]) -> GpuInfo | None:
     return next((g for g in machine if want == g.uuid or want == str(g.index)), None)
 

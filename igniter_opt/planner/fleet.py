@@ -1,0 +1,245 @@
+"""Greedy planning over a fleet of GPU types with prices (issue 15).
+
+The paper's greedy plans one GPU type. Over a fleet, each workload is given a type, and each type's
+workloads are planned by the single-type planner (greedy by default) on that type's profile, so
+every part is an ordinary plan verified by the kernel under its own performance model. The
+assignment is chosen in three steps (docs/fleet.md; `benchmarks/fleet.py` measures them):
+
+1. **Candidates**: every type alone (all workloads on it, where it can serve them all), each
+   workload on the type where it is cheapest alone (price x the share its single-type plan needs),
+   and, with count limits, that assignment repaired: workloads moved off a type over its limit,
+   the least rise in solo cost first.
+2. **Keep the best** candidate by (GPUs over a count limit, cost per hour, price-weighted share).
+3. **Local search**: move one workload to another type, re-plan the two types, keep the move when
+   the key falls; repeat until no move helps (or ``MAX_PASSES``).
+
+It is a heuristic: the plan is verified, its cost is not proven minimal.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from igniter_opt.domain import Plan, Workload
+from igniter_opt.errors import IgniterOptError, ProblemError
+from igniter_opt.fleet import FLEET_PLAN_SCHEMA, Fleet, FleetType
+from igniter_opt.problems import BudgetChoice, make_problem
+from igniter_opt.solver import SolveOptions
+
+MAX_PASSES = 3
+
+
+@dataclass(frozen=True)
+class FleetPart:
+    """The workloads given to one GPU type, planned on it."""
+
+    gpu_type: FleetType
+    plan: Plan
+
+
+@dataclass(frozen=True)
+class FleetPlan:
+    """A plan over several GPU types: one single-type plan per type used."""
+
+    parts: tuple[FleetPart, ...]
+    planner: str
+    wall_s: float = 0.0
+
+    @property
+    def cost_per_hour(self) -> float:
+        return sum(p.plan.num_gpus * p.gpu_type.price_per_gpu_hour for p in self.parts)
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(p.plan.num_gpus for p in self.parts)
+
+    def gpus_by_type(self) -> dict[str, int]:
+        return {p.gpu_type.name: p.plan.num_gpus for p in self.parts}
+
+
+# A part planned: its plan, or None when the type cannot serve one of the workloads.
+PartPlanner = Callable[[int, tuple[Workload, ...]], Plan | None]
+
+
+def _part_planner(fleet: Fleet, choice: BudgetChoice, planner: str, options: SolveOptions) -> PartPlanner:
+    """Plans one type's workloads (memoised): None when that type cannot serve them."""
+    from igniter_opt.planner import run_planner
+
+    cache: dict[tuple[int, tuple[Workload, ...]], Plan | None] = {}
+
+    def plan(t: int, ws: tuple[Workload, ...]) -> Plan | None:
+        key = (t, ws)
+        if key not in cache:
+            try:
+                out = run_planner(make_problem(ws, fleet.models[t], choice), planner, options)
+                cache[key] = None if out.violations else out.plan
+            except IgniterOptError:  # a model the type's profile lacks, an SLO it cannot meet, ...
+                cache[key] = None
+        return cache[key]
+
+    return plan
+
+
+def _key(fleet: Fleet, plans: list[Plan | None]) -> tuple[float, float, float]:
+    """(GPUs over count limits, cost per hour, price-weighted share); inf when a part cannot be planned."""
+    if any(p is None for p in plans):
+        return (math.inf, math.inf, math.inf)
+    over = sum(max(0, p.num_gpus - (t.max_count or p.num_gpus)) for t, p in zip(fleet.types, plans, strict=True)
+               if p is not None)
+    cost = sum(p.num_gpus * t.price_per_gpu_hour for t, p in zip(fleet.types, plans, strict=True) if p is not None)
+    share = sum(p.total_share_pct * t.price_per_gpu_hour for t, p in zip(fleet.types, plans, strict=True)
+                if p is not None)
+    return (float(over), round(cost, 9), round(share, 6))
+
+
+class _Assignment:
+    """Which type serves each workload, with every type's plan of its workloads."""
+
+    def __init__(self, fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner, types: list[int]) -> None:
+        self.fleet, self.ws, self.plan_part, self.types = fleet, ws, plan_part, list(types)
+        self.plans = [self._plan(t) for t in range(len(fleet.types))]
+        self.key = _key(fleet, self.plans)
+
+    def _members(self, t: int, types: list[int]) -> tuple[Workload, ...]:
+        return tuple(w for w, u in zip(self.ws, types, strict=True) if u == t)
+
+    def _plan(self, t: int, types: list[int] | None = None) -> Plan | None:
+        members = self._members(t, self.types if types is None else types)
+        return self.plan_part(t, members) if members else _EMPTY
+
+    def try_move(self, j: int, t: int) -> bool:
+        """Move workload j to type t if that lowers the key."""
+        old = self.types[j]
+        types = self.types.copy()
+        types[j] = t
+        plans = self.plans.copy()
+        plans[old], plans[t] = self._plan(old, types), self._plan(t, types)
+        key = _key(self.fleet, plans)
+        if key < self.key:
+            self.types, self.plans, self.key = types, plans, key
+            return True
+        return False
+
+
+# The plan of a type given no workloads: no GPUs.
+_EMPTY = Plan(profile="", planner="", latency_budget="", gpus=())
+
+
+def _solo_costs(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner) -> list[list[float]]:
+    """Per workload and type: price x the share the workload's single-type plan needs (inf: cannot)."""
+    out = []
+    for w in ws:
+        row = []
+        for t, ft in enumerate(fleet.types):
+            p = plan_part(t, (w,))
+            row.append(math.inf if p is None else ft.price_per_gpu_hour * p.total_share_pct / 100.0)
+        out.append(row)
+    return out
+
+
+def _repaired(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner, costs: list[list[float]],
+              types: list[int]) -> _Assignment:
+    """``types`` with workloads moved off every type over its count limit, cheapest move first (the
+    least rise in solo cost), until no type is over its limit or nothing can move."""
+    a = _Assignment(fleet, ws, plan_part, types)
+    for _ in range(len(ws) * len(fleet.types)):
+        over = [t for t, p in enumerate(a.plans) if p is not None and fleet.types[t].max_count is not None
+                and p.num_gpus > (fleet.types[t].max_count or 0)]
+        if not over:
+            break
+        moves = [(costs[j][u] - costs[j][t], j, u) for t in over for j in range(len(ws)) if a.types[j] == t
+                 for u in range(len(fleet.types)) if u != t and math.isfinite(costs[j][u])]
+        if not moves:
+            break
+        _, j, u = min(moves)
+        types = a.types.copy()
+        types[j] = u
+        a = _Assignment(fleet, ws, plan_part, types)
+    return a
+
+
+def _cheapest(row: list[float]) -> int:
+    """The type where a workload costs least alone (ties: the first listed)."""
+    return min(range(len(row)), key=lambda t: (row[t], t))
+
+
+def _unservable_error(fleet: Fleet, ws: tuple[Workload, ...], costs: list[list[float]]) -> ProblemError:
+    names = [w.name for w, row in zip(ws, costs, strict=True) if all(math.isinf(c) for c in row)]
+    return ProblemError(f"workload(s) {', '.join(names)} can go nowhere: no GPU type of the fleet "
+                        f"({', '.join(fleet.type_names())}) profiles their model or meets their SLO at their rate "
+                        "even on GPUs of their own; remove them or add a type that can serve them")
+
+
+def _count_error(fleet: Fleet, best: _Assignment) -> ProblemError:
+    needs = [f"{p.num_gpus} GPUs of {t.name} (limit {t.max_count})"
+             for t, p in zip(fleet.types, best.plans, strict=True)
+             if p is not None and t.max_count is not None and p.num_gpus > t.max_count]
+    return ProblemError(f"the fleet's count limits leave no plan that the fleet greedy found: its best needs "
+                        f"{', '.join(needs)}; raise those limits or add a type")
+
+
+def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, planner: str = "greedy",
+                options: SolveOptions | None = None, search: bool = True) -> FleetPlan:
+    """Plan ``ws`` over the fleet's types at the least cost the steps above find (a verified plan per type)."""
+    t0 = time.perf_counter()
+    plan_part = _part_planner(fleet, choice, planner, options or SolveOptions())
+    costs = _solo_costs(fleet, ws, plan_part)
+    if any(all(math.isinf(c) for c in row) for row in costs):
+        raise _unservable_error(fleet, ws, costs)
+    n_types = len(fleet.types)
+    candidates = [[t] * len(ws) for t in range(n_types) if all(math.isfinite(row[t]) for row in costs)]
+    candidates.append([_cheapest(row) for row in costs])
+    starts = [_Assignment(fleet, ws, plan_part, c) for c in candidates]
+    if any(t.max_count is not None for t in fleet.types):
+        starts.append(_repaired(fleet, ws, plan_part, costs, candidates[-1]))
+    best = min(starts, key=lambda a: a.key)
+    for _ in range(MAX_PASSES if search else 0):
+        moved = False
+        for j in sorted(range(len(ws)), key=lambda j: -min(costs[j])):
+            for t in range(n_types):
+                if t != best.types[j] and math.isfinite(costs[j][t]):
+                    moved |= best.try_move(j, t)
+        if not moved:
+            break
+    if math.isinf(best.key[0]):
+        raise ProblemError("the fleet greedy found no plan: a type could not carry the workloads given to it")
+    if best.key[0] > 0:
+        raise _count_error(fleet, best)
+    parts = tuple(FleetPart(t, replace(p, price_per_gpu_hour=t.price_per_gpu_hour))
+                  for t, p in zip(fleet.types, best.plans, strict=True) if p is not None and p.num_gpus)
+    return FleetPlan(parts, planner, time.perf_counter() - t0)
+
+
+def part_path(path: Path, type_name: str) -> Path:
+    """Where the part of a fleet plan for one type goes: PLAN.<type>.json beside PLAN.json."""
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(type_name).name) or "type"
+    return path.with_name(f"{path.stem}.{slug}{path.suffix or '.json'}")
+
+
+def fleet_plan_to_dict(fp: FleetPlan, path: Path) -> dict[str, Any]:
+    return {
+        "schema": FLEET_PLAN_SCHEMA, "planner": f"fleet-{fp.planner}",
+        "types": [{"type": p.gpu_type.name, "price_per_hour": p.gpu_type.price_per_gpu_hour,
+                   "max_count": p.gpu_type.max_count, "gpus": p.plan.num_gpus,
+                   "plan": part_path(path, p.gpu_type.name).name} for p in fp.parts],
+        "cost": {"gpus": fp.num_gpus, "per_hour": round(fp.cost_per_hour, 6), "gpus_by_type": fp.gpus_by_type()},
+        "wall_s": round(fp.wall_s, 6),
+    }
+
+
+def write_fleet_plan(fp: FleetPlan, path: Path) -> list[Path]:
+    """Each type's part as an ordinary plan (PLAN.<type>.json), then the fleet's summary at ``path``
+    (written last, so that a summary never names a part that is missing)."""
+    from igniter_opt.ioutil import atomic_write_json
+    from igniter_opt.planio import write_plan
+
+    out = [write_plan(p.plan, part_path(path, p.gpu_type.name)) for p in fp.parts]
+    return [*out, atomic_write_json(path, fleet_plan_to_dict(fp, path))]
+
+
+__all__ = ["FleetPart", "FleetPlan", "fleet_plan_to_dict", "part_path", "solve_fleet", "write_fleet_plan"]

@@ -1,0 +1,121 @@
+"""Planning over a fleet of GPU types with prices (issue 15): --fleet parsing, the fleet greedy, its CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from igniter_opt.cli import cli
+from igniter_opt.domain import LatencyBudget, Workload
+from igniter_opt.errors import InputError, ProblemError
+from igniter_opt.fleet import parse_fleet
+from igniter_opt.placement import verify_plan
+from igniter_opt.planio import read_plan, read_workloads
+from igniter_opt.planner import run_planner
+from igniter_opt.planner.fleet import solve_fleet
+from igniter_opt.problems import BudgetChoice, make_problem
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = read_workloads(REPO / "examples" / "paper-table3.csv")
+MODELS = ("alexnet", "resnet50", "vgg19", "ssd", "vit_b_16", "bert_base")
+
+
+def _mix(seed: int, n: int = 10) -> tuple[Workload, ...]:
+    rng = random.Random(seed)
+    return tuple(Workload(f"w{i}", rng.choice(MODELS), rng.choice((15.0, 25.0, 40.0)),
+                          rng.choice((100.0, 300.0, 600.0))) for i in range(n))
+
+
+def test_a_spec_string_and_a_csv_describe_the_same_fleet(tmp_path: Path) -> None:
+    f = parse_fleet("h100:2.5:8, h200:3.4")
+    assert [(t.name, t.price_per_gpu_hour, t.max_count) for t in f.types] == [("h100", 2.5, 8), ("h200", 3.4, None)]
+    assert [m.name for m in f.models] == ["h100", "h200"]
+    (tmp_path / "fleet.csv").write_text("type,price_per_hour,max_count\nh100,2.5,8\nh200,3.4,\n")
+    g = parse_fleet(str(tmp_path / "fleet.csv"))
+    assert g.types == f.types
+
+
+@pytest.mark.parametrize("spec, msg", [
+    ("h100:x", "price 'x' is not a number"),
+    ("h100:0", "price must be a number > 0"),
+    ("h100:-1", "price must be a number > 0"),
+    ("h100:nan", "price must be a number > 0"),
+    ("h100:1,h100:2", "GPU type 'h100' is listed twice"),
+    ("nosuchgpu:1", "unknown GPU type: profile 'nosuchgpu' not found"),
+    ("h100:1:0", "max count must be >= 1"),
+    ("h100:1:two", "max count 'two' is not a whole number"),
+    ("h100", "expected TYPE:PRICE[:MAX_COUNT]"),
+    ("h100:1,,h200:2", "expected TYPE:PRICE[:MAX_COUNT]"),
+])
+def test_bad_fleets_are_named(spec: str, msg: str) -> None:
+    with pytest.raises(InputError, match=msg.replace("[", r"\[").replace("]", r"\]")):
+        parse_fleet(spec)
+
+
+@pytest.mark.parametrize("budget", [LatencyBudget.IGNITER, LatencyBudget.TAIL])
+def test_one_type_fleet_is_the_single_type_plan(budget: LatencyBudget) -> None:
+    fp = solve_fleet(PAPER, parse_fleet("h100:2"), BudgetChoice(budget))
+    single = run_planner(make_problem(PAPER, "h100", BudgetChoice(budget)), "greedy").plan
+    (part,) = fp.parts
+    assert part.plan.num_gpus == single.num_gpus and part.plan.total_share_pct == pytest.approx(single.total_share_pct)
+    assert fp.cost_per_hour == pytest.approx(2 * single.num_gpus) and part.plan.price_per_gpu_hour == 2
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_mixed_fleet_never_costs_more_than_its_best_single_type(seed: int) -> None:
+    """Every type alone is a candidate, so mixing can only help; every part is verified by its type."""
+    ws = _mix(seed)
+    choice = BudgetChoice(LatencyBudget.IGNITER)
+    mixed = solve_fleet(ws, parse_fleet("h100:1.0,h200:1.25"), choice)
+    alone = [solve_fleet(ws, parse_fleet(s), choice).cost_per_hour for s in ("h100:1.0", "h200:1.25")]
+    assert mixed.cost_per_hour <= min(alone) + 1e-9
+    served = {p.workload for part in mixed.parts for _, p in part.plan.placements()}
+    assert served == {w.name for w in ws}
+    for part in mixed.parts:
+        m = parse_fleet(f"{part.gpu_type.name}:1").models[0]
+        ws_part = tuple(w for w in ws if w.name in {p.workload for _, p in part.plan.placements()})
+        assert verify_plan(part.plan, make_problem(ws_part, m, choice)) == []
+
+
+def test_count_limits_hold_or_say_what_is_needed() -> None:
+    choice = BudgetChoice(LatencyBudget.TAIL)
+    capped = solve_fleet(PAPER, parse_fleet("h100:1.0:1,h200:1.6"), choice)
+    assert capped.gpus_by_type().get("h100", 0) <= 1
+    free = solve_fleet(PAPER, parse_fleet("h100:1.0,h200:1.6"), choice)
+    assert capped.cost_per_hour >= free.cost_per_hour - 1e-9
+    with pytest.raises(ProblemError, match=r"its best needs 2 GPUs of h100 \(limit 1\)"):
+        solve_fleet(PAPER, parse_fleet("h100:1.0:1"), choice)
+
+
+def test_a_workload_no_type_can_serve_is_named() -> None:
+    ws = (Workload("fine", "resnet50", 30.0, 200.0), Workload("impossible", "vgg19", 0.5, 200.0))
+    with pytest.raises(ProblemError, match=r"workload\(s\) impossible can go nowhere"):
+        solve_fleet(ws, parse_fleet("h100:1,h200:2"), BudgetChoice())
+
+
+def test_cli_writes_one_plan_per_type_and_a_summary(tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    res = CliRunner().invoke(cli, ["solve", "--fleet", "h100:1.0:1,h200:1.6", "--latency-budget", "tail",
+                                   "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "fleet: 3 GPU(s) (1 x h100, 2 x h200), cost 4.20/h" in res.output
+    summary = json.loads(out.read_text())
+    assert summary["schema"] == "igniter-opt/fleet-plan/v1" and summary["cost"]["per_hour"] == pytest.approx(4.2)
+    for t in summary["types"]:
+        part = read_plan(tmp_path / t["plan"])
+        assert part.num_gpus == t["gpus"] and part.price_per_gpu_hour == t["price_per_hour"]
+        res = CliRunner().invoke(cli, ["verify", str(tmp_path / t["plan"])])
+        assert res.exit_code == 0, res.output
+        assert (tmp_path / t["plan"]).stat().st_mode & 0o777 == out.stat().st_mode & 0o777
+    res = CliRunner().invoke(cli, ["verify", str(out)])
+    assert res.exit_code == 1 and "a fleet plan (several GPU types); give one of its parts" in res.output
+    assert "plan.h100.json" in res.output
+
+
+def test_cli_fleet_and_profile_exclude_each_other() -> None:
+    res = CliRunner().invoke(cli, ["solve", "--fleet", "h100:1", "--profile", "h200"])
+    assert res.exit_code == 1 and "--fleet and --profile exclude each other" in res.output
