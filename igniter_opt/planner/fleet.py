@@ -10,8 +10,10 @@ assignment is chosen in three steps (docs/fleet.md; `benchmarks/fleet.py` measur
    and, with count limits, that assignment repaired: workloads moved off a type over its limit,
    the least rise in solo cost first.
 2. **Keep the best** candidate by (GPUs over a count limit, cost per hour, price-weighted share).
-3. **Local search**: move one workload to another type, re-plan the two types, keep the move when
-   the key falls; repeat until no move helps (or ``MAX_PASSES``).
+3. **Local search** from every candidate: move one workload to another type, re-plan the two types,
+   keep the move when the price-weighted share falls (the GPU count only changes when a GPU
+   empties, so single moves are guided by the share); the best assignment met by key wins.
+   Repeat until no move helps (or ``MAX_PASSES``).
 
 It is a heuristic: the plan is verified, its cost is not proven minimal.
 """
@@ -112,15 +114,22 @@ class _Assignment:
         members = self._members(t, self.types if types is None else types)
         return self.plan_part(t, members) if members else _EMPTY
 
+    @property
+    def guide(self) -> tuple[float, float, float]:
+        """What the local search lowers: (over the limits, price-weighted share, cost). The share moves
+        with every workload moved, where the whole-GPU cost changes only when a GPU empties, so the
+        search can walk towards a cheaper packing through moves that do not pay off one by one."""
+        return (self.key[0], self.key[2], self.key[1])
+
     def try_move(self, j: int, t: int) -> bool:
-        """Move workload j to type t if that lowers the key."""
+        """Move workload j to type t if that lowers the guide."""
         old = self.types[j]
         types = self.types.copy()
         types[j] = t
         plans = self.plans.copy()
         plans[old], plans[t] = self._plan(old, types), self._plan(t, types)
         key = _key(self.fleet, plans)
-        if key < self.key:
+        if (key[0], key[2], key[1]) < self.guide:
             self.types, self.plans, self.key = types, plans, key
             return True
         return False
@@ -163,6 +172,26 @@ def _repaired(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner, co
     return a
 
 
+def _searched(a: _Assignment, costs: list[list[float]]) -> _Assignment:
+    """Local search from ``a`` (a copy): single moves that lower its guide, up to ``MAX_PASSES`` passes;
+    the assignment of least key met on the way."""
+    cur = _Assignment.__new__(_Assignment)
+    cur.__dict__.update(a.__dict__, types=list(a.types), plans=list(a.plans))
+    best = (cur.key, list(cur.types), list(cur.plans))
+    for _ in range(MAX_PASSES):
+        moved = False
+        for j in sorted(range(len(cur.ws)), key=lambda j: -min(costs[j])):
+            for t in range(len(cur.fleet.types)):
+                if t != cur.types[j] and math.isfinite(costs[j][t]) and cur.try_move(j, t):
+                    moved = True
+                    if cur.key < best[0]:
+                        best = (cur.key, list(cur.types), list(cur.plans))
+        if not moved:
+            break
+    cur.key, cur.types, cur.plans = best
+    return cur
+
+
 def _cheapest(row: list[float]) -> int:
     """The type where a workload costs least alone (ties: the first listed)."""
     return min(range(len(row)), key=lambda t: (row[t], t))
@@ -198,14 +227,8 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
     if any(t.max_count is not None for t in fleet.types):
         starts.append(_repaired(fleet, ws, plan_part, costs, candidates[-1]))
     best = min(starts, key=lambda a: a.key)
-    for _ in range(MAX_PASSES if search else 0):
-        moved = False
-        for j in sorted(range(len(ws)), key=lambda j: -min(costs[j])):
-            for t in range(n_types):
-                if t != best.types[j] and math.isfinite(costs[j][t]):
-                    moved |= best.try_move(j, t)
-        if not moved:
-            break
+    if search:
+        best = min([best, *(_searched(a, costs) for a in starts)], key=lambda a: a.key)
     if math.isinf(best.key[0]):
         raise ProblemError("the fleet greedy found no plan: a type could not carry the workloads given to it")
     if best.key[0] > 0:
