@@ -119,3 +119,16 @@ def test_cli_writes_one_plan_per_type_and_a_summary(tmp_path: Path) -> None:
 def test_cli_fleet_and_profile_exclude_each_other() -> None:
     res = CliRunner().invoke(cli, ["solve", "--fleet", "h100:1", "--profile", "h200"])
     assert res.exit_code == 1 and "--fleet and --profile exclude each other" in res.output
+
+
+def test_another_planner_plans_the_chosen_parts_again_never_worse() -> None:
+    """The search runs on greedy; --planner exact re-plans each chosen part and keeps it where it is no worse."""
+    from igniter_opt.solver import SolveOptions
+
+    choice = BudgetChoice(LatencyBudget.IGNITER)
+    greedy = solve_fleet(PAPER, parse_fleet("h100:1.0,h200:1.25"), choice)
+    exact = solve_fleet(PAPER, parse_fleet("h100:1.0,h200:1.25"), choice, "exact", SolveOptions(time_limit_s=10))
+    assert exact.gpus_by_type() == greedy.gpus_by_type() and exact.cost_per_hour <= greedy.cost_per_hour
+    for g, e in zip(greedy.parts, exact.parts, strict=True):
+        assert e.plan.total_share_pct <= g.plan.total_share_pct + 1e-9
+        assert e.plan.planner in ("exact", "greedy")

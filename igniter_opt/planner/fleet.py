@@ -15,7 +15,9 @@ assignment is chosen in three steps (docs/fleet.md; `benchmarks/fleet.py` measur
    empties, so single moves are guided by the share); the best assignment met by key wins.
    Repeat until no move helps (or ``MAX_PASSES``).
 
-It is a heuristic: the plan is verified, its cost is not proven minimal.
+The search plans parts with greedy; with another planner (``--planner exact``) each chosen type's
+part is planned again with it, and kept where it is no worse. It is a heuristic: the plan is
+verified, its cost is not proven minimal.
 """
 
 from __future__ import annotations
@@ -216,7 +218,8 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
                 options: SolveOptions | None = None, search: bool = True) -> FleetPlan:
     """Plan ``ws`` over the fleet's types at the least cost the steps above find (a verified plan per type)."""
     t0 = time.perf_counter()
-    plan_part = _part_planner(fleet, choice, planner, options or SolveOptions())
+    options = options or SolveOptions()
+    plan_part = _part_planner(fleet, choice, "greedy", options)  # the search re-plans parts many times
     costs = _solo_costs(fleet, ws, plan_part)
     if any(all(math.isinf(c) for c in row) for row in costs):
         raise _unservable_error(fleet, ws, costs)
@@ -233,9 +236,16 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
         raise ProblemError("the fleet greedy found no plan: a type could not carry the workloads given to it")
     if best.key[0] > 0:
         raise _count_error(fleet, best)
-    parts = tuple(FleetPart(t, replace(p, price_per_gpu_hour=t.price_per_gpu_hour))
-                  for t, p in zip(fleet.types, best.plans, strict=True) if p is not None and p.num_gpus)
-    return FleetPlan(parts, planner, time.perf_counter() - t0)
+    final = _part_planner(fleet, choice, planner, options) if planner != "greedy" else plan_part
+    parts = []
+    for t, (ft, p) in enumerate(zip(fleet.types, best.plans, strict=True)):
+        if p is None or not p.num_gpus:
+            continue
+        other = final(t, best._members(t, best.types))
+        if other is not None and (other.num_gpus, other.total_share_pct) <= (p.num_gpus, p.total_share_pct):
+            p = other
+        parts.append(FleetPart(ft, replace(p, price_per_gpu_hour=ft.price_per_gpu_hour)))
+    return FleetPlan(tuple(parts), planner, time.perf_counter() - t0)
 
 
 def part_path(path: Path, type_name: str) -> Path:
