@@ -15,9 +15,12 @@ LAYERS = {
     "igniter_opt.errors": 0, "igniter_opt.ioutil": 0, "igniter_opt.solver": 0, "igniter_opt.domain": 0,
     "igniter_opt.procgroup": 0, "igniter_opt.__init__": 0,
     "igniter_opt.perfmodel": 1, "igniter_opt.planio": 1, "igniter_opt.zoo": 1, "igniter_opt.gpu": 1,
+    "igniter_opt.fleet": 1,
     "igniter_opt.placement": 2,
     "igniter_opt.planner": 3, "igniter_opt.checks": 3,
     "igniter_opt.replan": 4, "igniter_opt.report": 4, "igniter_opt.problems": 4,
+    # plans over GPU types by building one problem per type (problems) and running a planner on each
+    "igniter_opt.planner.fleet": 4,
     "igniter_opt.apply": 5, "igniter_opt.profiling": 5, "igniter_opt.export": 5,
     "igniter_opt.cli": 6, "igniter_opt.__main__": 6,
 }
