@@ -107,12 +107,19 @@ def budget_options(default_budget: str | None = "igniter") -> Callable[[Callable
 
 
 def solver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--quiet", is_flag=True,
+                      help="No progress lines on stderr while the exact planner runs.")(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None, help="Solver threads (exact).")(fn)
     fn = click.option("--gap", type=click.FloatRange(min=0), default=None,
                       help="Relative MIP gap at which the exact planner stops.")(fn)
     return click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
                         help=f"Seconds the exact planner may take in all (building the model included). "
                              f"[default: {DEFAULT_TIME_LIMIT_S:g}; $IGNITER_OPT_TIME_LIMIT_S]")(fn)
+
+
+def solver_progress(quiet: bool) -> Callable[[str], None] | None:
+    """Where the exact planner's progress lines go: stderr, or nowhere with --quiet."""
+    return None if quiet else (lambda line: click.echo(line, err=True))
 
 
 def emit(text: str) -> None:
@@ -304,7 +311,7 @@ def _split_notes(plan: Plan, batch_limit: int | None) -> list[str]:
 @handle_errors
 def solve(workloads: Path | None, profile: str, planner: str, budget: str, margin: float, attainment: float,
           serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
-          time_limit: float | None, gap: float | None, threads: int | None, output: Path | None,
+          time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, output: Path | None,
           write_failing: bool, fmt: str) -> None:
     """Plan GPUs, co-location, MPS shares and batch sizes for a set of workloads.
 
@@ -324,7 +331,8 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
     ws, default_note = _workloads(workloads)
     problem = make_problem(ws, profile, _choice(budget, margin, attainment, serving_overhead, max_utilization,
                                                 max_batch))
-    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads)
+    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
+                                    progress=solver_progress(quiet))
     outcome = run_planner(problem, planner, options)
     _write_plan_or_refuse(outcome, output, write_failing, f"the {planner} plan")
     emit(render_plan(outcome.plan, outcome.violations, fmt))
@@ -347,7 +355,7 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
 @handle_errors
 def compare(workloads: Path | None, profile: str, planners: str, budget: str, margin: float, attainment: float,
             serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
-            time_limit: float | None, gap: float | None, threads: int | None, fmt: str) -> None:
+            time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, fmt: str) -> None:
     """Run several planners on the same workloads and compare their plans.
 
     One row per planner: GPUs, cost per hour, total share, workloads predicted to miss their SLO
@@ -365,7 +373,8 @@ def compare(workloads: Path | None, profile: str, planners: str, budget: str, ma
     ws, default_note = _workloads(workloads)
     problem = make_problem(ws, profile, _choice(budget, margin, attainment, serving_overhead, max_utilization,
                                                 max_batch))
-    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads)
+    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
+                                    progress=solver_progress(quiet))
     rows, _ = compare_planners(problem, names, options)
     emit(render_comparison(rows, fmt))
     if default_note and fmt == "table":
@@ -558,7 +567,7 @@ def _migration_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 @format_option
 @handle_errors
 def replan(current_file: Path, workloads: Path, profile: str | None, planner: str, migration_cost: float | None,
-           time_limit: float | None, gap: float | None, threads: int | None, output: Path | None,
+           time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, output: Path | None,
            diff_output: Path | None, fmt: str) -> None:
     """Replan a running plan for new rates, changing as few running servers as possible.
 
@@ -585,7 +594,7 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
     # the running plan's budget and serving model carry over to the new plan
     problem = plan_problem(current, perf, read_workloads(workloads))
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    migration_cost=migration_cost)
+                                    migration_cost=migration_cost, progress=solver_progress(quiet))
     outcome = run_replanner(ReplanProblem(current, problem), planner, options)
     if outcome.violations:
         emit(render_plan(outcome.plan, outcome.violations, "table"))
@@ -624,7 +633,7 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
 def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: float | None, planner: str,
                  migration_cost: float | None, plan_for: str, budget: str, margin: float, attainment: float,
                  serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
-                 time_limit: float | None, gap: float | None, threads: int | None, out_dir: Path,
+                 time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, out_dir: Path,
                  progress: bool | None) -> None:
     """Replay a rate trace: replan at every step, against re-solving from scratch and peak provisioning.
 
@@ -643,8 +652,9 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
     from igniter_opt.solver import SolveOptions
 
     trace = read_trace(trace_file, workloads, every_s=every)
+    # the solver's lines would break the progress bar: they go to stderr only without one
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    migration_cost=migration_cost)
+                                    migration_cost=migration_cost, progress=solver_progress(quiet or progress is not False))
     peak = make_problem(trace.workloads, profile, _choice(budget, margin, attainment, serving_overhead,
                                                           max_utilization, max_batch))
     job = TraceJob(trace, peak.perf_model, planner, options, every, plan_for, peak.latency_budget, peak.margin,

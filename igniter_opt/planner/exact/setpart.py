@@ -1,0 +1,111 @@
+"""The exact planner by set partitioning: column generation for the bound, price-and-branch for the plan.
+
+Within ``options.time_limit_s`` (counted from the caller's start, so preparation and extraction
+are inside it): the greedy plan is the start; ``colgen.generate`` raises the certified bound
+until ``GENERATE_SHARE`` of the limit has passed (or the bound meets the start); then the master
+over the generated columns is solved as a MIP from the start (``Master.solve_integer``) in what
+is left, less ``EXTRACT_RESERVE_S``. The plan returned is the better of that MIP's plan and the
+start, both verified by the kernel (``verify_plan``); the bound is the largest of the trivial
+bound and column generation's certified (Farley or LP) bound, rounded up, over the split options
+of ``pieces`` (``pieces.scope_text``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from igniter_opt.domain import Plan, PlanningProblem
+from igniter_opt.placement import Packing, assemble_plan, verify_plan
+from igniter_opt.placement.serving import serving_model_for
+from igniter_opt.planner.exact.claims import Evidence, progress_line
+from igniter_opt.planner.exact.colgen import (
+    ColgenSetup,
+    ColgenState,
+    generate,
+    initial_master,
+    integer_packing,
+    prepare_colgen,
+    start_solution,
+)
+from igniter_opt.planner.exact.master import IntegerSolution
+from igniter_opt.planner.exact.pieces import scope_text
+from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
+
+# Share of the time limit column generation may use; the integer master gets the rest.
+GENERATE_SHARE = 0.6
+# Seconds kept at the end for turning the solution into a verified plan.
+EXTRACT_RESERVE_S = 0.5
+FORMULATION = "set partitioning (column generation, price-and-branch)"
+
+
+def _say(options: SolveOptions, text: str) -> None:
+    if options.progress is not None:
+        options.progress(text)
+
+
+def _reporter(options: SolveOptions, t0: float, setup: ColgenSetup, incumbent: int) -> Callable[[ColgenState], None]:
+    last = [0.0]
+
+    def report(state: ColgenState) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 1.0:  # at most a line a second
+            last[0] = now
+            bound = max(setup.trivial_gpus, state.bound_gpus)
+            _say(options, progress_line(now - t0, len(state.master.columns), bound, incumbent, state.lp_value))
+
+    return report
+
+
+def _integer_plan(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, sol: IntegerSolution
+                  ) -> tuple[Plan | None, str]:
+    """The integer master's solution as a verified plan, or None with the reason."""
+    if not sol.counts:
+        return None, f"the integer master ended with '{sol.result.status}' and no solution"
+    packing = integer_packing(setup, state.master, sol)
+    if packing is None:
+        return None, "the integer master's solution did not cover every workload once trimmed (a defect)"
+    plan = assemble_plan(problem, packing, "exact", SolveOutcome(SolveStatus.FEASIBLE))
+    bad = verify_plan(plan, problem)
+    if bad:
+        return None, f"the integer master's plan violates the exact model ({bad[0].message}); please report it"
+    return plan, ""
+
+
+def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float, start: Packing,
+                     start_plan: Plan) -> tuple[Plan, Evidence]:
+    """The best verified plan found and its evidence (see the module docstring)."""
+    deadline = t0 + options.time_limit_s
+    setup = prepare_colgen(problem, serving_model_for(problem), start)
+    master = initial_master(setup, options.threads)
+    state = ColgenState(master)
+    target = start_plan.num_gpus
+    report = _reporter(options, t0, setup, target)
+    gen_deadline = t0 + GENERATE_SHARE * options.time_limit_s
+    generate(setup, state, gen_deadline, target, options.threads, report)
+    bound = max(setup.trivial_gpus, state.bound_gpus)
+    plan, notes, raw = start_plan, list(state.notes), "column generation"
+    message = f"returned the greedy plan: the bound proves it optimal"
+    if bound < target:
+        left = deadline - EXTRACT_RESERVE_S - time.perf_counter()
+        sol = master.solve_integer(max(0.1, left), start_solution(setup, master), setup.start_choice,
+                                   options.mip_rel_gap)
+        raw = f"column generation; integer master: {sol.result.status}"
+        if sol.note:
+            notes.append(sol.note)
+        found, why = _integer_plan(problem, setup, state, sol)
+        if found is not None and found.num_gpus < start_plan.num_gpus:
+            plan = found
+            message = f"{start_plan.num_gpus - found.num_gpus} GPU(s) fewer than greedy ({start_plan.num_gpus})"
+        else:
+            message = "returned the greedy plan: " + (why or "the integer master found nothing better")
+        if sol.result.objective is not None and sol.result.bound is not None:
+            notes.append(f"solver's integer master over the generated columns: {sol.cost} GPU(s), its bound "
+                         f"{sol.result.bound:.6g} (not a bound of the problem)")
+    _say(options, progress_line(time.perf_counter() - t0, len(master.columns), bound, plan.num_gpus, state.lp_value))
+    lp = "" if state.lp_value is None else f"master LP {state.lp_value:.4f} GPUs over the generated columns, "
+    notes.append(f"{lp}{'LP solved' if state.converged else 'LP not solved to the end'}, "
+                 f"{state.pricing_rounds} exact pricing round(s)")
+    ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, notes, raw,
+                  columns=len(master.columns), solve_s=time.perf_counter() - t0)
+    return plan, ev
