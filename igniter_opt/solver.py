@@ -65,7 +65,7 @@ class SolveOptions:
     @classmethod
     def from_env(cls, **overrides: object) -> SolveOptions:
         """Defaults, then IGNITER_OPT_* environment variables, then explicit (non-None) overrides."""
-        base = {
+        base: dict[str, object] = {
             "time_limit_s": _env_float("IGNITER_OPT_TIME_LIMIT_S", DEFAULT_TIME_LIMIT_S),
             "mip_rel_gap": _env_float("IGNITER_OPT_MIP_REL_GAP", DEFAULT_MIP_REL_GAP),
             "threads": int(_env_float("IGNITER_OPT_THREADS", DEFAULT_THREADS)),

@@ -114,7 +114,7 @@ def build_migration(rp: ReplanProblem, start: rgreedy.GreedyReplan, migration_co
 def extract_plan(m: object, rp: ReplanProblem, slot_ids: list[str], info: SolveOutcome) -> Plan:
     """The loaded solution as a Plan: running slots keep their GPU's id, new slots get fresh ids."""
     data: mip.MipData = m.data  # type: ignore[attr-defined]
-    by_slot = mip.extract_slots(m)  # type: ignore[arg-type]
+    by_slot = mip.extract_slots(m)
     slots = sorted(by_slot)
     packing = mip.assignment_packing(data, by_slot, slots)
     fresh = iter(fresh_gpu_ids({g.gpu_id for g in rp.current.gpus}, sum(g >= data.fixed_slots for g in slots)))

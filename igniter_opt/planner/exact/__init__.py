@@ -37,9 +37,9 @@ from igniter_opt.planner.exact.configs import Config, ConfigTable, batch_range, 
 from igniter_opt.planner.exact.data import (
     DEFAULT_MAX_ASSIGN_VARS,
     KeepOption,
+    Migration,
     MipData,
     MipDemand,
-    Migration,
     prepare,
     slot_allowed,
 )

@@ -11,6 +11,7 @@ split option needs).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -45,7 +46,7 @@ class Column:
         return sum(s.units for s in self.slots)
 
 
-def column_key(slots: list[ColSlot] | tuple[ColSlot, ...]) -> tuple[ColSlot, ...]:
+def column_key(slots: Sequence[ColSlot]) -> tuple[ColSlot, ...]:
     """The identity of a configuration: its slots in a fixed order."""
     return tuple(sorted(slots, key=lambda s: (s.piece, s.batch, s.units, -1.0 if s.delay is None else s.delay)))
 
@@ -73,7 +74,7 @@ class PieceSpace:
         }
 
 
-def _padded(space: PieceSpace, slot_lists: list[tuple[ColSlot, ...]]) -> dict[str, np.ndarray]:
+def _padded(slot_lists: list[tuple[ColSlot, ...]]) -> dict[str, np.ndarray]:
     n, width = len(slot_lists), max(1, max(len(s) for s in slot_lists))
     piece = np.zeros((n, width), np.intp)
     batch = np.ones((n, width))
@@ -88,13 +89,13 @@ def _padded(space: PieceSpace, slot_lists: list[tuple[ColSlot, ...]]) -> dict[st
     return {"piece": piece, "batch": batch, "units": units, "delay": delay, "mask": mask}
 
 
-def evaluate(space: PieceSpace, slot_lists: list[list[ColSlot] | tuple[ColSlot, ...]]) -> list[Column | None]:
+def evaluate(space: PieceSpace, slot_lists: Sequence[Sequence[ColSlot]]) -> list[Column | None]:
     """Each configuration as a ``Column``, or None where the kernel says it does not fit."""
     if not slot_lists:
         return []
     perf = space.problem.perf_model
     keys = [column_key(s) for s in slot_lists]
-    a = _padded(space, keys)
+    a = _padded(keys)
     pa = space.piece_arrays()
     mask = a["mask"]
     lat, thr = perf.predict_padded(pa["model"][a["piece"]], a["batch"], a["units"] * perf.unit_pct, mask)

@@ -317,7 +317,8 @@ def pair_conflicts(mds: list[MipDemand], cap: int, problem: PlanningProblem) -> 
     return conf
 
 
-def clique_cover(conf: np.ndarray, num_gpus: int, max_nonzeros: int = 400_000) -> tuple[tuple[tuple[int, ...], ...], int]:
+def clique_cover(conf: np.ndarray, num_gpus: int, max_nonzeros: int = 400_000
+                 ) -> tuple[tuple[tuple[int, ...], ...], int]:
     """Greedy maximal cliques of the conflict graph (largest first), and the largest size found.
 
     Each clique gives one row per GPU slot; cliques are kept while their rows stay within

@@ -141,6 +141,7 @@ def _slots(ent: Entries, st: _States, r: int) -> list[ColSlot]:
     for j in range(int(st.count[r])):
         e = int(st.member[r, j])
         d = float(ent.delay[e])
-        out.append(ColSlot(int(ent.piece[e]), int(ent.batch[e]), int(round(st.units[r, j])), None if np.isnan(d) else d))
+        units = int(round(st.units[r, j]))
+        out.append(ColSlot(int(ent.piece[e]), int(ent.batch[e]), units, None if np.isnan(d) else d))
     return out
 

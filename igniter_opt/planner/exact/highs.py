@@ -72,7 +72,7 @@ def _run(opt: Any, m: ConcreteModel, options: SolveOptions, warm_start: bool, pr
     """
     opt.config.warmstart = bool(warm_start)
     opt.highs_options = {**highs_options(options), **({} if presolve else {"presolve": "off"})}
-    highs = getattr(opt, "_solver_model", None)
+    highs: Any = getattr(opt, "_solver_model", None)
     fired = threading.Event()
 
     def cancel() -> None:

@@ -105,5 +105,5 @@ def int32(a: np.ndarray | list[int]) -> np.ndarray:
     return np.asarray(a, dtype=np.int32)
 
 
-def f64(a: np.ndarray | list[float]) -> np.ndarray:
+def f64(a: np.ndarray | list[float] | float) -> np.ndarray:
     return np.asarray(a, dtype=np.float64)

@@ -189,7 +189,7 @@ def add_gpu_time_budget_constraints(m: ConcreteModel, data: MipData) -> None:
         const, a_s, a_c = _gpu_time_terms(data, d, k)
         b = data.demands[d].configs[k].budget_ms
         big_m = max(0.0, _y_max(data, d, k) - b)
-        rhs = b + budget_shift(big_m, getattr(m, 'loosened', False))
+        rhs = b + budget_shift(big_m, getattr(m, "loosened", False))
         if big_m <= 0.0:
             return pyo.Constraint.Skip  # feasible in every reachable environment
         return a_s * m.sched[g] + a_c * m.cache[g] + const <= rhs + big_m * (1 - m.x[d, g, k])
@@ -217,12 +217,13 @@ def add_gpu_time_budget_throttled_constraints(m: ConcreteModel, data: MipData) -
         if big_m <= 0.0:
             return pyo.Constraint.Skip
         return (a_s * m.sched[g] + a_c * m.cache[g] + const - b * kappa * (m.power[g] - hw.max_power_w)
-                <= b + budget_shift(big_m, getattr(m, 'loosened', False)) + big_m * (1 - m.x[d, g, k]))
+                <= b + budget_shift(big_m, getattr(m, "loosened", False)) + big_m * (1 - m.x[d, g, k]))
 
     m.gpu_time_budget_throttled = pyo.Constraint(m.ASSIGN, rule=rule)
 
 
-def _tolerance_terms(data: MipData, d: int, throttled: bool, loosened: bool = False) -> tuple[float, float, list[float], float] | None:
+def _tolerance_terms(data: MipData, d: int, throttled: bool, loosened: bool = False
+                     ) -> tuple[float, float, list[float], float] | None:
     """Per demand: (sigma, pi, theta_k, big) of the aggregated tolerance cut, or None if not needed."""
     hw = data.problem.perf_model.hardware
     kappa = hw.alpha_f / hw.max_clock_mhz
@@ -265,7 +266,8 @@ def add_interference_tolerance_constraints(m: ConcreteModel, data: MipData) -> N
     if not len(m.PAIRS):
         return
     hw = data.problem.perf_model.hardware
-    terms = {(d, t): _tolerance_terms(data, d, t, getattr(m, 'loosened', False)) for d in m.DEMANDS for t in (False, True)
+    loosened = getattr(m, "loosened", False)
+    terms = {(d, t): _tolerance_terms(data, d, t, loosened) for d in m.DEMANDS for t in (False, True)
              if not t or data.bounds.max_power_w > hw.max_power_w}
     m.CLOCKS = pyo.Set(initialize=[0, 1] if data.bounds.max_power_w > hw.max_power_w else [0])
 
@@ -295,7 +297,8 @@ def add_conflict_clique_constraints(m: ConcreteModel, data: MipData) -> None:
         return
     K = {d: range(len(md.configs)) for d, md in enumerate(data.demands)}
     # largest cliques first, while their rows stay small (dense rows make HiGHS's presolve slow)
-    keep, used = [], 0
+    keep: list[int] = []
+    used = 0
     for c, clique in enumerate(data.cliques):
         nz = sum(len(K[d]) * min(d + 1, data.num_gpus) for d in clique)
         if keep and used + nz > CLIQUE_MAX_NONZEROS:

@@ -77,7 +77,7 @@ def piece_types(problem: PlanningProblem, demands: list[Demand] | tuple[Demand, 
     by_name: dict[str, list[float]] = {w.name: [] for w in problem.workloads}
     for d in demands:
         by_name[d.workload.name].append(d.rate_rps)
-    out = []
+    out: list[PieceType] = []
     for i, w in enumerate(problem.workloads):
         for o, option in enumerate(split_options(w.rate_rps, fewest[i], by_name[w.name])):
             out.extend(PieceType(i, o, rate, count) for rate, count in option)
@@ -97,7 +97,8 @@ def scope_text(problem: PlanningProblem) -> str:
     perf = problem.perf_model
     batches = _batches_text(problem)
     return (f"bound over plans serving each workload by k equal replicas, k up to {EXTRA_REPLICAS} more than the "
-            f"fewest that can serve it, or as the greedy planner splits it (shares in whole units of {perf.unit_pct:g} %, {batches})")
+            f"fewest that can serve it, or as the greedy planner splits it (shares in whole units of "
+            f"{perf.unit_pct:g} %, {batches})")
 
 
 def compact_scope_text(problem: PlanningProblem, split: bool) -> str:

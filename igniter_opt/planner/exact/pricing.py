@@ -20,12 +20,14 @@ The solution it finds is re-judged by the kernel (``columns.evaluate``) before i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from igniter_opt.perfmodel.model import HardwareCoefficients
 from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
-from igniter_opt.planner.exact.configs import busy_power_w
-from igniter_opt.planner.exact.items import Items
+from igniter_opt.planner.exact.configs import Bounds, busy_power_w
+from igniter_opt.planner.exact.items import Items, ItemTable
 from igniter_opt.planner.exact.lp import ROWWISE, f64, highspy_module, int32, new_highs, run
 
 # Budgets in the pricing MIP are loosened (not tightened) by this much, plus a share of the row's
@@ -61,7 +63,7 @@ class _Rows:
         self.val: list[np.ndarray] = []
         self.len: list[np.ndarray] = []
 
-    def add(self, lower: np.ndarray, upper: np.ndarray, idx: np.ndarray, val: np.ndarray) -> None:
+    def add(self, lower: np.ndarray | float, upper: np.ndarray | float, idx: np.ndarray, val: np.ndarray) -> None:
         """Rows of equal length: ``idx`` and ``val`` shaped (rows, nonzeros per row)."""
         idx, val = np.atleast_2d(idx), np.atleast_2d(val)
         self.lower.append(np.broadcast_to(f64(lower), idx.shape[:1]))
@@ -132,13 +134,12 @@ def price_mip(space: PieceSpace, items: Items, duals: np.ndarray, time_limit_s: 
     return PricingResult(slots or None, res.objective, worth_bound, res.status == "Optimal")
 
 
-def _pass_model(h: object, space: PieceSpace, items: Items, tab: object, lay: _Layout, duals: np.ndarray) -> None:
+def _pass_model(h: Any, space: PieceSpace, items: Items, tab: ItemTable, lay: _Layout, duals: np.ndarray) -> None:
     """Variables, bounds and rows of the pricing MIP, passed to HiGHS in one call."""
     hs = highspy_module()
     hw = space.problem.perf_model.hardware
     b = items.bounds
     k, n_t = lay.k, lay.pieces.size
-    v_n, v_c, v_p, v_s = lay.n, lay.n + 1, lay.n + 2, lay.n + 3
     n_col = lay.n + 4
     req = np.array([space.pieces[t].requirement for t in lay.pieces])
     cost = np.zeros(n_col)
@@ -157,7 +158,7 @@ def _pass_model(h: object, space: PieceSpace, items: Items, tab: object, lay: _L
         raise RuntimeError(f"HiGHS refused the pricing model ({status})")
 
 
-def _rows(space: PieceSpace, items: Items, tab: object, lay: _Layout) -> _Rows:
+def _rows(space: PieceSpace, items: Items, tab: ItemTable, lay: _Layout) -> _Rows:
     hw = space.problem.perf_model.hardware
     b = items.bounds
     k = lay.k
@@ -182,19 +183,20 @@ def _rows(space: PieceSpace, items: Items, tab: object, lay: _Layout) -> _Rows:
     return r
 
 
-def _sched_rows(r: _Rows, hw: object, max_members: int, v_s: int, v_n: int) -> None:
+def _sched_rows(r: _Rows, hw: HardwareCoefficients, max_members: int, v_s: int, v_n: int) -> None:
     """S >= alpha_sch n + beta_sch (exact with S >= 0 when alpha_sch + beta_sch <= 0: alone, D = 0).
     Otherwise the row is relaxed by alpha_sch + beta_sch so that a lone member may have S = 0."""
     if max_members < 2:
         return
-    a, beta = hw.alpha_sch, hw.beta_sch  # type: ignore[attr-defined]
+    a, beta = hw.alpha_sch, hw.beta_sch
     relax = max(0.0, a + beta)
     r.add_one(beta - relax, np.inf, np.array([v_s, v_n]), np.array([1.0, -a]))
 
 
-def _budget_rows(r: _Rows, hw: object, b: object, tab: object, on: np.ndarray, v_s: int, v_c: int, v_p: int) -> None:
+def _budget_rows(r: _Rows, hw: HardwareCoefficients, b: Bounds, tab: ItemTable, on: np.ndarray, v_s: int, v_c: int,
+                 v_p: int) -> None:
     """Per item switched on: its GPU time within its budget at full clock and under throttling."""
-    s_max, c_max = b.max_sched_ms, b.max_cache  # type: ignore[attr-defined]
+    s_max, c_max = b.max_sched_ms, b.max_cache
     const = tab.idle + tab.active * (1.0 - tab.alpha_cache * tab.cache)
     a_c = tab.active * tab.alpha_cache
     kern = tab.kernels
@@ -202,18 +204,16 @@ def _budget_rows(r: _Rows, hw: object, b: object, tab: object, on: np.ndarray, v
     big = np.maximum(0.0, lhs_max - tab.budget)
     rhs = tab.budget + LOOSEN_ABS_MS + LOOSEN_REL_BIGM * big - const
     live = np.flatnonzero(big > 0)
-    ones = np.ones(live.size)
     r.add(-np.inf, rhs[live] + big[live], np.column_stack([np.full(live.size, v_s), np.full(live.size, v_c), on[live]]),
           np.column_stack([kern[live], a_c[live], big[live]]))
-    p_max = b.max_power_w  # type: ignore[attr-defined]
-    if p_max <= hw.max_power_w:  # type: ignore[attr-defined]
+    p_max = b.max_power_w
+    if p_max <= hw.max_power_w:
         return
-    kap = -hw.alpha_f / hw.max_clock_mhz  # type: ignore[attr-defined]  # |kappa|
-    pm = hw.max_power_w  # type: ignore[attr-defined]
+    kap = -hw.alpha_f / hw.max_clock_mhz  # |kappa|
+    pm = hw.max_power_w
     big2 = np.maximum(0.0, lhs_max + tab.budget * kap * (p_max - pm) - tab.budget)
     rhs2 = tab.budget + LOOSEN_ABS_MS + LOOSEN_REL_BIGM * big2 - const + tab.budget * kap * pm
     live = np.flatnonzero(big2 > 0)
-    del ones
     r.add(-np.inf, rhs2[live] + big2[live],
           np.column_stack([np.full(live.size, v_s), np.full(live.size, v_c), np.full(live.size, v_p), on[live]]),
           np.column_stack([kern[live], a_c[live], tab.budget[live] * kap, big2[live]]))

@@ -85,7 +85,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     generate(setup, state, gen_deadline, target, options.threads, report)
     bound = max(setup.trivial_gpus, state.bound_gpus)
     plan, notes, raw = start_plan, list(state.notes), "column generation"
-    message = f"returned the greedy plan: the bound proves it optimal"
+    message = "returned the greedy plan: the bound proves it optimal"
     if bound < target:
         left = deadline - EXTRACT_RESERVE_S - time.perf_counter()
         sol = master.solve_integer(max(0.1, left), start_solution(setup, master), setup.start_choice,
