@@ -204,6 +204,7 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
     """Column generation until the LP is solved, the bound reaches ``target_gpus`` (a plan's GPU
     count: nothing more to prove) or ``deadline`` (``time.perf_counter()`` seconds)."""
     master = state.master
+    stalled = False  # the last exact pricing, cut short by its time share, found no column
     while time.perf_counter() < deadline:
         lp = master.solve_lp(max(0.1, deadline - time.perf_counter()))
         if lp.objective is None:
@@ -218,15 +219,15 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
         if _heuristic_round(setup, master, lp.duals):
             continue
         left = deadline - time.perf_counter()
-        if left <= 0.05 or not _exact_round(setup, state, lp.duals, PRICING_SHARE * left, threads):
-            if state.converged or left <= 0.05:
-                break
-            if state.pricing_rounds and not math.isfinite(state.bound):
-                break
-            if time.perf_counter() >= deadline:
-                break
-            # the exact pricing ran out of time without a column: nothing more to do in time
+        if left <= 0.05:
             break
+        # at the same duals again, the exact pricing gets all the time left (its bound tightens)
+        if _exact_round(setup, state, lp.duals, left if stalled else PRICING_SHARE * left, threads):
+            stalled = False
+            continue
+        if state.converged or stalled:
+            break
+        stalled = True
     if state.converged and state.lp_value is not None:
         state.bound = max(state.bound, state.lp_value)
     return state

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from igniter_opt.domain import Plan, PlanningProblem
 from igniter_opt.placement import Packing, assemble_plan, verify_plan
@@ -36,6 +37,8 @@ from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 GENERATE_SHARE = 0.6
 # Seconds kept at the end for turning the solution into a verified plan.
 EXTRACT_RESERVE_S = 0.5
+# No new round of generation and integer master with less time than this left.
+MIN_ROUND_S = 1.0
 FORMULATION = "set partitioning (column generation, price-and-branch)"
 
 
@@ -72,40 +75,63 @@ def _integer_plan(problem: PlanningProblem, setup: ColgenSetup, state: ColgenSta
     return plan, ""
 
 
+@dataclass
+class _Incumbent:
+    """The best verified plan so far and, when it came from the integer master, its solution there."""
+
+    plan: Plan
+    counts: dict[int, int]
+    chosen: dict[int, int]
+    message: str
+
+
+def _improve(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, inc: _Incumbent, limit_s: float,
+             options: SolveOptions, notes: list[str]) -> _Incumbent:
+    """One integer master over the columns so far, from the incumbent; the better verified plan."""
+    sol = state.master.solve_integer(limit_s, inc.counts, inc.chosen, options.mip_rel_gap)
+    if sol.note:
+        notes.append(sol.note)
+    found, why = _integer_plan(problem, setup, state, sol)
+    if found is not None and found.num_gpus < inc.plan.num_gpus:
+        return _Incumbent(found, sol.counts, sol.chosen, "")
+    if why:
+        notes.append(why)
+    return inc
+
+
 def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float, start: Packing,
                      start_plan: Plan) -> tuple[Plan, Evidence]:
-    """The best verified plan found and its evidence (see the module docstring)."""
-    deadline = t0 + options.time_limit_s
+    """The best verified plan found and its evidence (see the module docstring): rounds of column
+    generation and the integer master until the bound meets the incumbent or time runs out."""
+    deadline = t0 + options.time_limit_s - EXTRACT_RESERVE_S
     setup = prepare_colgen(problem, serving_model_for(problem), start)
-    master = initial_master(setup, options.threads)
-    state = ColgenState(master)
-    target = start_plan.num_gpus
-    report = _reporter(options, t0, setup, target)
-    gen_deadline = t0 + GENERATE_SHARE * options.time_limit_s
-    generate(setup, state, gen_deadline, target, options.threads, report)
-    bound = max(setup.trivial_gpus, state.bound_gpus)
-    plan, notes, raw = start_plan, list(state.notes), "column generation"
-    message = "returned the greedy plan: the bound proves it optimal"
-    if bound < target:
-        left = deadline - EXTRACT_RESERVE_S - time.perf_counter()
-        sol = master.solve_integer(max(0.1, left), start_solution(setup, master), setup.start_choice,
-                                   options.mip_rel_gap)
-        raw = f"column generation; integer master: {sol.result.status}"
-        if sol.note:
-            notes.append(sol.note)
-        found, why = _integer_plan(problem, setup, state, sol)
-        if found is not None and found.num_gpus < start_plan.num_gpus:
-            plan = found
-            message = f"{start_plan.num_gpus - found.num_gpus} GPU(s) fewer than greedy ({start_plan.num_gpus})"
-        else:
-            message = "returned the greedy plan: " + (why or "the integer master found nothing better")
-        if sol.result.objective is not None and sol.result.bound is not None:
-            notes.append(f"solver's integer master over the generated columns: {sol.cost} GPU(s), its bound "
-                         f"{sol.result.bound:.6g} (not a bound of the problem)")
-    _say(options, progress_line(time.perf_counter() - t0, len(master.columns), bound, plan.num_gpus, state.lp_value))
+    state = ColgenState(initial_master(setup, options.threads))
+    inc = _Incumbent(start_plan, start_solution(setup, state.master), setup.start_choice, "")
+    notes: list[str] = []
+    masters = 0
+    while True:
+        report = _reporter(options, t0, setup, inc.plan.num_gpus)
+        left = deadline - time.perf_counter()
+        generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, inc.plan.num_gpus, options.threads,
+                 report)
+        bound = max(setup.trivial_gpus, state.bound_gpus)
+        left = deadline - time.perf_counter()
+        if bound >= inc.plan.num_gpus or left < MIN_ROUND_S:
+            break
+        inc = _improve(problem, setup, state, inc, left, options, notes)
+        masters += 1
+        if bound >= inc.plan.num_gpus or state.converged or deadline - time.perf_counter() < MIN_ROUND_S:
+            break
+    plan = inc.plan
+    _say(options, progress_line(time.perf_counter() - t0, len(state.master.columns), bound, plan.num_gpus,
+                                state.lp_value))
+    saved = start_plan.num_gpus - plan.num_gpus
+    message = (f"{saved} GPU(s) fewer than greedy ({start_plan.num_gpus})" if saved > 0 else
+               "returned the greedy plan: " + ("the bound proves it optimal" if bound >= plan.num_gpus
+                                               else "the integer master found nothing better"))
     lp = "" if state.lp_value is None else f"master LP {state.lp_value:.4f} GPUs over the generated columns, "
     notes.append(f"{lp}{'LP solved' if state.converged else 'LP not solved to the end'}, "
-                 f"{state.pricing_rounds} exact pricing round(s)")
-    ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, notes, raw,
-                  columns=len(master.columns), solve_s=time.perf_counter() - t0)
+                 f"{state.pricing_rounds} exact pricing round(s), {masters} integer master run(s)")
+    ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, [*state.notes, *notes],
+                  "column generation", columns=len(state.master.columns), solve_s=time.perf_counter() - t0)
     return plan, ev
