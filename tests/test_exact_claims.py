@@ -186,3 +186,32 @@ def test_progress_lines_while_it_runs_and_the_limit_bounds_the_whole_call(v100_m
     assert lines and all(re.search(r"columns.*bound \d+ GPU.*incumbent \d+ GPU", ln) for ln in lines)
     assert plan.num_gpus <= greedy.solve(problem).num_gpus
     _check_claim(plan, problem)
+
+
+# ---- the command line: the limit's default in --help, progress on stderr, --quiet ---------------
+def test_help_shows_the_time_limit_default_and_quiet() -> None:
+    from click.testing import CliRunner
+
+    from igniter_opt.cli import cli
+
+    for command in ("solve", "compare", "replan", "replan-trace"):
+        out = CliRunner().invoke(cli, [command, "--help"]).output
+        assert "--time-limit" in out and "[default: 60" in out and "--quiet" in out, command
+
+
+def test_progress_goes_to_stderr_and_quiet_silences_it(v100_path, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from igniter_opt.cli import cli
+
+    wl = tmp_path / "w.csv"
+    wl.write_text("name,model,slo_ms,rate_rps\nbig,vgg19,40,1098\n")
+    args = ["solve", "-w", str(wl), "--profile", str(v100_path), "--planner", "exact", "--time-limit", "20",
+            "--format", "json"]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)  # stdout stays clean JSON
+    assert plan["cost"]["gpus"] == 2 and plan["solver"]["status"] == "optimal"
+    assert re.search(r"exact: .*bound 2 GPU\(s\), incumbent 2 GPU\(s\)", res.stderr)
+    quiet = CliRunner().invoke(cli, [*args, "--quiet"], catch_exceptions=False)
+    assert quiet.exit_code == 0 and "exact:" not in quiet.stderr

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from igniter_opt.domain import Plan, PlanningProblem
 from igniter_opt.placement import Packing, assemble_plan, verify_plan
-from igniter_opt.planner.exact.claims import Evidence
+from igniter_opt.planner.exact.claims import Evidence, progress_line
 from igniter_opt.planner.exact.data import MipData, prepare
 from igniter_opt.planner.exact.extract import choose_plan, extract_packing
 from igniter_opt.planner.exact.highs import solve_model
@@ -86,6 +86,10 @@ def solve_compact(problem: PlanningProblem, options: SolveOptions, t0: float, st
     deadline = t0 + options.time_limit_s - EXTRACT_RESERVE_S
     data = prepare(problem, start=start)
     m = build_model(data, loosened=True)
+    trivial = math.ceil(sum(d.min_units for d in data.demands) / data.cap_units - 1e-9)
+    if options.progress is not None:
+        options.progress(progress_line(time.perf_counter() - t0, 0, data.lower_bound_gpus(),
+                                       data.start_plan.num_gpus, None).replace(", 0 columns", ", compact MIP"))
     report, notes, consistent = solve_checked(m, options, deadline)
     gpus = bound_gpus(data, report, consistent)
     start_plan = data.start_plan
@@ -105,11 +109,14 @@ def solve_compact(problem: PlanningProblem, options: SolveOptions, t0: float, st
         notes.append("configurations per demand capped for size: HiGHS's bound bounds the capped model, not used")
     if report.message:
         notes.append(report.message)
-    ev = Evidence(gpus, math.ceil(sum(d.min_units for d in data.demands) / data.cap_units - 1e-9),
+    ev = Evidence(gpus, trivial,
                   compact_scope_text(problem, len(start.demands) != len(problem.workloads)),
                   _message(start_plan, choice.plan, choice.from_solver, choice.message),
                   FORMULATION, notes, report.termination_raw, report.solver_name or "highs",
                   build_s=report.build_s, solve_s=report.solve_s, share_pct=report.share_pct,
                   share_bound_pct=report.share_bound_pct)
     failed = None if report.status.has_solution else report.status
+    if options.progress is not None:
+        options.progress(progress_line(time.perf_counter() - t0, 0, gpus, choice.plan.num_gpus, None)
+                         .replace(", 0 columns", ", compact MIP"))
     return choice.plan, ev, failed
