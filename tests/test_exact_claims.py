@@ -215,3 +215,16 @@ def test_progress_goes_to_stderr_and_quiet_silences_it(v100_path, tmp_path) -> N
     assert re.search(r"exact: .*bound 2 GPU\(s\), incumbent 2 GPU\(s\)", res.stderr)
     quiet = CliRunner().invoke(cli, [*args, "--quiet"], catch_exceptions=False)
     assert quiet.exit_code == 0 and "exact:" not in quiet.stderr
+
+
+def test_highs_failing_in_column_generation_returns_greedy_with_the_reason(v100_model, monkeypatch) -> None:
+    def exploding(*args, **kwargs):
+        raise RuntimeError("HiGHS exploded")
+
+    monkeypatch.setattr(colgen, "price_mip", exploding)
+    problem = _problem(v100_model, [("vgg19", 40, 1098)])
+    plan = exact.solve(problem, SolveOptions(time_limit_s=20), formulation="columns")
+    assert plan.solver.status == SolveStatus.ERROR and "HiGHS exploded" in plan.solver.message
+    assert plan.num_gpus == greedy.solve(problem).num_gpus
+    assert verify_plan(plan, problem) == []
+    assert plan.solver.bound is not None and plan.solver.bound <= plan.cost_per_hour

@@ -94,12 +94,14 @@ def solve(problem: PlanningProblem, options: SolveOptions | None = None, *, form
     else:
         start_plan = assemble_plan(problem, start, greedy.PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
         if verify_plan(start_plan, problem):  # greedy's plan must meet the model to be the start
-            return solve(problem, options, formulation="compact") if formulation is None else _no_start()
-        plan, ev = solve_by_columns(problem, options, t0, start, start_plan)
-        failed = None
+            if formulation is not None:
+                _no_start()
+            plan, ev, failed = solve_compact(problem, options, t0, start)  # it repairs the start
+        else:
+            plan, ev, failed = solve_by_columns(problem, options, t0, start, start_plan)
     return claim(plan, ev, time.perf_counter() - t0, failed)
 
 
-def _no_start() -> Plan:
+def _no_start() -> None:
     raise ProblemError("the greedy plan violates the exact model, so column generation has no start: "
                        "use the default formulation")

@@ -12,6 +12,7 @@ of ``pieces`` (``pieces.scope_text``).
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from igniter_opt.planner.exact.colgen import (
 from igniter_opt.planner.exact.master import IntegerSolution
 from igniter_opt.planner.exact.pieces import scope_text
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
+
+log = logging.getLogger(__name__)
 
 # Share of the time limit column generation may use; the integer master gets the rest.
 GENERATE_SHARE = 0.6
@@ -99,30 +102,52 @@ def _improve(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, i
     return inc
 
 
+@dataclass
+class _Run:
+    """The incumbent, the certified bound in GPUs, and how many integer masters ran."""
+
+    inc: _Incumbent
+    bound: int
+    masters: int = 0
+
+
+def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, options: SolveOptions,
+            t0: float, deadline: float, notes: list[str]) -> None:
+    """Column generation and the integer master in turn until the bound meets the incumbent, the LP
+    is solved (the columns will not change) or time runs out."""
+    while True:
+        report = _reporter(options, t0, setup, run.inc.plan.num_gpus)
+        left = deadline - time.perf_counter()
+        generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, run.inc.plan.num_gpus, options.threads,
+                 report)
+        run.bound = max(setup.trivial_gpus, state.bound_gpus)
+        left = deadline - time.perf_counter()
+        if run.bound >= run.inc.plan.num_gpus or left < MIN_ROUND_S:
+            return
+        run.inc = _improve(problem, setup, state, run.inc, left, options, notes)
+        run.masters += 1
+        if run.bound >= run.inc.plan.num_gpus or state.converged or deadline - time.perf_counter() < MIN_ROUND_S:
+            return
+
+
 def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float, start: Packing,
-                     start_plan: Plan) -> tuple[Plan, Evidence]:
-    """The best verified plan found and its evidence (see the module docstring): rounds of column
-    generation and the integer master until the bound meets the incumbent or time runs out."""
+                     start_plan: Plan) -> tuple[Plan, Evidence, SolveStatus | None]:
+    """The best verified plan found, its evidence (see the module docstring), and ``error`` when the
+    solver failed on the way (the best plan so far comes back, with the reason)."""
     deadline = t0 + options.time_limit_s - EXTRACT_RESERVE_S
     setup = prepare_colgen(problem, serving_model_for(problem), start)
     state = ColgenState(initial_master(setup, options.threads))
-    inc = _Incumbent(start_plan, start_solution(setup, state.master), setup.start_choice, "")
+    run = _Run(_Incumbent(start_plan, start_solution(setup, state.master), setup.start_choice, ""), setup.trivial_gpus)
     notes: list[str] = []
-    masters = 0
-    while True:
-        report = _reporter(options, t0, setup, inc.plan.num_gpus)
-        left = deadline - time.perf_counter()
-        generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, inc.plan.num_gpus, options.threads,
-                 report)
-        bound = max(setup.trivial_gpus, state.bound_gpus)
-        left = deadline - time.perf_counter()
-        if bound >= inc.plan.num_gpus or left < MIN_ROUND_S:
-            break
-        inc = _improve(problem, setup, state, inc, left, options, notes)
-        masters += 1
-        if bound >= inc.plan.num_gpus or state.converged or deadline - time.perf_counter() < MIN_ROUND_S:
-            break
-    plan = inc.plan
+    failed = None
+    try:
+        _rounds(problem, setup, state, run, options, t0, deadline, notes)
+    except Exception as exc:  # noqa: BLE001 - solver trouble returns the best plan so far, with the reason
+        log.error("column generation failed: %s: %s", type(exc).__name__, exc)
+        notes.append(f"column generation failed ({type(exc).__name__}: {exc}); returned the best plan found so far")
+        run.bound = max(setup.trivial_gpus, state.bound_gpus)
+        failed = SolveStatus.ERROR
+    plan, bound = run.inc.plan, run.bound
     _say(options, progress_line(time.perf_counter() - t0, len(state.master.columns), bound, plan.num_gpus,
                                 state.lp_value))
     saved = start_plan.num_gpus - plan.num_gpus
@@ -131,7 +156,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
                                                else "the integer master found nothing better"))
     lp = "" if state.lp_value is None else f"master LP {state.lp_value:.4f} GPUs over the generated columns, "
     notes.append(f"{lp}{'LP solved' if state.converged else 'LP not solved to the end'}, "
-                 f"{state.pricing_rounds} exact pricing round(s), {masters} integer master run(s)")
+                 f"{state.pricing_rounds} exact pricing round(s), {run.masters} integer master run(s)")
     ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, [*state.notes, *notes],
                   "column generation", columns=len(state.master.columns), solve_s=time.perf_counter() - t0)
-    return plan, ev
+    return plan, ev, failed
