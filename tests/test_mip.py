@@ -243,6 +243,21 @@ def test_mip_equals_brute_force_on_tiny_instances(request: pytest.FixtureRequest
     assert (plan.num_gpus, plan.total_share_pct) == (gpus, pytest.approx(share))
 
 
+@pytest.mark.parametrize(("profile", "rows"), [*(("v100", r) for r in TINY if "v100" in PROFILES_AT_HAND),
+                                              *(("h100", r) for r in TINY_H100)])
+def test_column_generation_agrees_with_brute_force_on_tiny_instances(request: pytest.FixtureRequest, profile: str,
+                                                                     rows) -> None:
+    """Set partitioning's scope holds every one-server plan (and replica splits too): its plan is
+    verified and never has more GPUs than brute force's optimum, and its bound never exceeds it."""
+    problem = _problem(request.getfixturevalue(f"{profile}_model"), rows)
+    plan = mip.solve(problem, SolveOptions(time_limit_s=30, mip_rel_gap=0.0), formulation="columns")
+    assert verify_plan(plan, problem) == []
+    gpus, _ = _brute_force(problem)
+    assert plan.num_gpus <= gpus
+    assert plan.solver.bound is not None and plan.solver.bound <= gpus + 1e-9
+    assert plan.solver.status == "optimal"  # tiny instances: the LP bound closes the gap
+
+
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(st.tuples(st.sampled_from(MODELS), st.integers(20, 60), st.integers(50, 400)),
                      min_size=3, max_size=7))
