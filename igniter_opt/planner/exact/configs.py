@@ -188,8 +188,11 @@ def prune(t: ConfigTable, kernels: float, idle: float, alpha_cache: float, bound
     # le[i, j]: i needs no more of every resource than j (and is worth no less)
     le = ((u[:, None] <= u[None, :]) & (c[:, None] <= c[None, :] + 1e-12) & (p[:, None] <= p[None, :] + 1e-12)
           & (v[:, None] >= v[None, :]))
-    better = np.all(sl[:, None, :] >= sl[None, :, :] - 1e-12, axis=2) | always[:, None]
-    dom = le & better
+    # better[i, j]: i's slack >= j's at every corner (one 2-D comparison per corner: no n x n x 4 array)
+    better = np.ones_like(le)
+    for corner in range(sl.shape[1]):
+        better &= sl[:, None, corner] >= sl[None, :, corner] - 1e-12
+    dom = le & (better | always[:, None])
     np.fill_diagonal(dom, False)
     # strict: i dominates j unless j also dominates i, in which case keep the earlier index
     mutual = dom & dom.T

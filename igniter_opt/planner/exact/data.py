@@ -232,13 +232,28 @@ def resource_bound(per_demand: list[tuple[np.ndarray, np.ndarray]], cap: int,
     copies = copies or [1] * len(per_demand)
     ratios = np.concatenate([v / u for u, v in per_demand] + [np.zeros(1)])
     lams = np.unique(np.clip(ratios, 0.0, None))
-    # Every lambda at once. max_k (v_k - lambda u_k) is attained on the upper convex hull of the
-    # points (u_k, v_k), a few of the hundreds of configurations: evaluate those only.
-    acc = np.zeros(lams.size)
-    for (u, v), m in zip(per_demand, copies, strict=True):
-        h = upper_hull(u, v)
-        acc += m * np.maximum(0.0, (v[None, h] - lams[:, None] * u[None, h]).max(axis=1))
-    return float(np.min(lams * cap + acc))
+    # max_k (v_k - lambda u_k) is attained on the upper convex hull of the points (u_k, v_k), a few
+    # of the hundreds of configurations: keep those only, all demands in one flat array.
+    hulls = [upper_hull(u, v) for u, v in per_demand]
+    hu = np.concatenate([u[h] for (u, _), h in zip(per_demand, hulls, strict=True)])
+    hv = np.concatenate([v[h] for (_, v), h in zip(per_demand, hulls, strict=True)])
+    starts = np.cumsum([0] + [h.size for h in hulls[:-1]])
+    mult = np.asarray(copies, float)
+
+    def dual(i: int) -> float:
+        best = np.maximum.reduceat(hv - lams[i] * hu, starts)
+        return float(lams[i] * cap + np.dot(mult, np.maximum(0.0, best)))
+
+    # The dual is convex in lambda, so over the sorted candidate lambdas (its breakpoints, where its
+    # minimum lies) it is a convex sequence: bisect on its differences for the smallest value.
+    lo, hi = 0, lams.size - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if dual(mid + 1) >= dual(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return dual(lo)
 
 
 def reachable_bounds(problem: PlanningProblem, tables: list[ConfigTable], copies: list[int] | None = None) -> Bounds:
