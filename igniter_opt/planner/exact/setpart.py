@@ -155,7 +155,9 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
                "returned the greedy plan: " + ("the bound proves it optimal" if bound >= plan.num_gpus
                                                else "the integer master found nothing better"))
     lp = "" if state.lp_value is None else f"master LP {state.lp_value:.4f} GPUs over the generated columns, "
-    notes.append(f"{lp}{'LP solved' if state.converged else 'LP not solved to the end'}, "
+    ended = ("LP solved" if state.converged else "generation stopped: the bound meets the plan"
+             if bound >= plan.num_gpus else "LP not solved to the end")
+    notes.append(f"{lp}{ended}, "
                  f"{state.pricing_rounds} exact pricing round(s), {run.masters} integer master run(s)")
     ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, [*state.notes, *notes],
                   "column generation", columns=len(state.master.columns), solve_s=time.perf_counter() - t0)
