@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import resource
 import sys
 import time
 from pathlib import Path
@@ -26,10 +27,7 @@ from instances import SUITES
 
 from igniter_opt.domain import PlanningProblem
 from igniter_opt.perfmodel import load_profile
-from igniter_opt.planner import (
-    mip,
-    run_planner,
-)
+from igniter_opt.planner import run_planner
 from igniter_opt.solver import SolveOptions
 
 PROFILE = HERE.parent.parent / "shared" / "data" / "igniter_v100_profile.jsonl"
@@ -37,7 +35,7 @@ RESULTS = HERE / "results"
 PLANNERS = ("greedy", "exact", "ffd", "gpulet")
 FIELDS = ["suite", "size", "seed", "budget", "margin", "planner", "status", "gpus", "cost", "share_pct",
           "slo_misses", "violations", "bound", "gap", "wall_s", "build_s", "solve_s", "time_limit_s",
-          "mip_vars", "configs", "message"]
+          "columns", "trivial_bound", "peak_rss_mb", "message"]
 
 log = logging.getLogger("greedy_vs_exact")
 
@@ -46,7 +44,7 @@ def _key(r: dict[str, str]) -> tuple[str, ...]:
     return (r["suite"], str(r["size"]), str(r["seed"]), r["budget"], str(r["margin"]), r["planner"])
 
 
-def run(suites: list[str], out_csv: Path, threads: int, profile: Path) -> None:
+def run(suites: list[str], out_csv: Path, threads: int, profile: Path, seeds: list[int] | None = None) -> None:
     perf = load_profile(profile)
     done: set[tuple[str, ...]] = set()
     if out_csv.exists():
@@ -58,11 +56,11 @@ def run(suites: list[str], out_csv: Path, threads: int, profile: Path) -> None:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         if new_file:
             writer.writeheader()
-        for suite, gen, sizes, seeds, budgets, limit in SUITES:
+        for suite, gen, sizes, seeds_of_suite, budgets, limit in SUITES:
             if suites and suite not in suites:
                 continue
             for size in sizes:
-                for seed in seeds:
+                for seed in [s for s in seeds_of_suite if seeds is None or s in seeds]:
                     workloads = GENERATORS[gen](perf, size, seed)
                     for budget, margin in budgets:
                         problem = PlanningProblem(workloads, perf, budget, margin)
@@ -75,12 +73,10 @@ def run(suites: list[str], out_csv: Path, threads: int, profile: Path) -> None:
                             outcome = run_planner(problem, planner, opts)
                             wall = time.perf_counter() - t0
                             plan, s = outcome.plan, outcome.plan.solver
-                            extra: dict[str, object] = {}
-                            if planner == "exact":
-                                data = mip.prepare(problem)
-                                extra = {"configs": sum(len(d.configs) for d in data.demands),
-                                         "mip_vars": sum(len(d.configs) * min(i + 1, data.num_gpus)
-                                                         for i, d in enumerate(data.demands))}
+                            # process-wide peak so far (Linux: KiB)
+                            extra = {"columns": "" if s.columns is None else s.columns,
+                                     "trivial_bound": "" if s.trivial_bound is None else s.trivial_bound,
+                                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
                             row = {
                                 "suite": suite, "size": len(workloads), "seed": seed, "budget": str(budget),
                                 "margin": margin, "planner": planner, "status": s.status, "gpus": plan.num_gpus,
@@ -180,6 +176,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=RESULTS / "greedy_vs_exact.csv")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--profile", type=Path, default=PROFILE)
+    ap.add_argument("--seeds", default="", help="comma-separated seeds to run (default: each suite's)")
     ap.add_argument("--fresh", action="store_true", help="start a new CSV instead of resuming")
     ap.add_argument("--summary-only", action="store_true", help="only redo the summary, table and plot from the CSV")
     args = ap.parse_args()
@@ -188,7 +185,8 @@ def main() -> None:
         args.out.unlink()
     suites = [s for s in args.suites.split(",") if s]
     if not args.summary_only:
-        run(suites, args.out, args.threads, args.profile)
+        seeds = [int(s) for s in args.seeds.split(",") if s] or None
+        run(suites, args.out, args.threads, args.profile, seeds)
     summary = summarise(args.out, args.out.with_suffix(".png"))
     args.out.with_suffix(".summary.txt").write_text(summary + "\n")
     log.info("summary:\n%s", summary)

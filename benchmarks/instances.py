@@ -95,4 +95,5 @@ SUITES = [
     ("random-50", "random", [50], [0, 1, 2, 3, 4], [(LatencyBudget.IGNITER, 0.1)], 60.0),
     ("random-100", "random", [100], [0, 1, 2, 3, 4], [(LatencyBudget.IGNITER, 0.1)], 120.0),
     ("random-200", "random", [200], [0, 1, 2, 3, 4], [(LatencyBudget.IGNITER, 0.1)], 120.0),
+    ("random-1000", "random", [1000], [0, 1, 2, 3, 4], [(LatencyBudget.IGNITER, 0.1)], 600.0),
 ]

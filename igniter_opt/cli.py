@@ -108,12 +108,19 @@ def budget_options(default_budget: str | None = "igniter") -> Callable[[Callable
 
 
 def solver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--quiet", is_flag=True,
+                      help="No progress lines on stderr while the exact planner runs.")(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None, help="Solver threads (exact).")(fn)
     fn = click.option("--gap", type=click.FloatRange(min=0), default=None,
                       help="Relative MIP gap at which the exact planner stops.")(fn)
     return click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
                         help=f"Seconds the exact planner may take in all (building the model included). "
                              f"[default: {DEFAULT_TIME_LIMIT_S:g}; $IGNITER_OPT_TIME_LIMIT_S]")(fn)
+
+
+def solver_progress(quiet: bool) -> Callable[[str], None] | None:
+    """Where the exact planner's progress lines go: stderr, or nowhere with --quiet."""
+    return None if quiet else (lambda line: click.echo(line, err=True))
 
 
 def emit(text: str) -> None:
@@ -140,7 +147,8 @@ def _workloads(path: Path | None) -> tuple[Any, str | None]:
 
     if path is not None:
         return read_workloads(path), None
-    return read_workloads(EXAMPLE_WORKLOADS), f"no --workloads given: planned the paper's 12-workload mix ({EXAMPLE_WORKLOADS.name})"
+    return read_workloads(EXAMPLE_WORKLOADS), ("no --workloads given: planned the paper's 12-workload mix "
+                                               f"({EXAMPLE_WORKLOADS.name})")
 
 
 def _violations_error(what: str, violations: tuple[Violation, ...] | list[Violation]) -> click.ClickException:
@@ -220,7 +228,8 @@ def _plan_profile(plan: Plan, profile: str | None, what: str) -> Any:
               help="Write the plan with every 'predicted' block filled in.")
 @format_option
 @handle_errors
-def predict(plan_file: Path, profile: str | None, serving_overhead: float | None, output: Path | None, fmt: str) -> None:
+def predict(plan_file: Path, profile: str | None, serving_overhead: float | None, output: Path | None,
+            fmt: str) -> None:
     """Predict every placement of a plan: batch latency and throughput, and each request's p50, p99
     and fraction within the SLO under random arrivals (with serving measurements).
 
@@ -303,7 +312,8 @@ def _split_notes(plan: Plan, batch_limit: int | None) -> list[str]:
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the plan JSON here (atomically); only a plan that verifies is written.")
 @click.option("--write-failing", is_flag=True,
-              help="Write the plan even when it fails verification (it then says \"verified\": false; apply refuses it).")
+              help="Write the plan even when it fails verification (it then says \"verified\": false; apply "
+                   "refuses it).")
 @click.option("--fleet", default=None, metavar="TYPE:PRICE[:MAX],...|FILE.csv",
               help="Plan over several GPU types with prices per GPU-hour instead of one --profile (TYPE: a profile; "
                    "MAX: most GPUs of the type). -o PLAN.json then writes one plan per type, PLAN.<type>.json, and "
@@ -312,7 +322,7 @@ def _split_notes(plan: Plan, batch_limit: int | None) -> list[str]:
 @handle_errors
 def solve(workloads: Path | None, profile: str, planner: str, budget: str, margin: float, attainment: float,
           serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
-          time_limit: float | None, gap: float | None, threads: int | None, output: Path | None,
+          time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, output: Path | None,
           write_failing: bool, fleet: str | None, fmt: str) -> None:
     """Plan GPUs, co-location, MPS shares and batch sizes for a set of workloads.
 
@@ -333,7 +343,8 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
 
     ws, default_note = _workloads(workloads)
     choice = _choice(budget, margin, attainment, serving_overhead, max_utilization, max_batch)
-    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads)
+    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
+                                    progress=solver_progress(quiet))
     if fleet is not None:
         if click.get_current_context().get_parameter_source("profile") is not click.core.ParameterSource.DEFAULT:
             from igniter_opt.errors import InputError
@@ -385,7 +396,7 @@ def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, plan
 @handle_errors
 def compare(workloads: Path | None, profile: str, planners: str, budget: str, margin: float, attainment: float,
             serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
-            time_limit: float | None, gap: float | None, threads: int | None, fmt: str) -> None:
+            time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, fmt: str) -> None:
     """Run several planners on the same workloads and compare their plans.
 
     One row per planner: GPUs, cost per hour, total share, workloads predicted to miss their SLO
@@ -403,7 +414,8 @@ def compare(workloads: Path | None, profile: str, planners: str, budget: str, ma
     ws, default_note = _workloads(workloads)
     problem = make_problem(ws, profile, _choice(budget, margin, attainment, serving_overhead, max_utilization,
                                                 max_batch))
-    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads)
+    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
+                                    progress=solver_progress(quiet))
     rows, _ = compare_planners(problem, names, options)
     emit(render_comparison(rows, fmt))
     if default_note and fmt == "table":
@@ -528,6 +540,7 @@ def apply(plan_file: Path | None, diff_files: tuple[Path, Path] | None, step_at:
         return
     if step_at is not None:
         raise click.UsageError("--step-at goes with --diff")
+    assert plan_file is not None  # exactly one of PLAN.json and --diff, checked above
     dep = build_deployment(read_runnable_plan(plan_file), options, dry_run=dry_run)
     if dry_run:
         emit(render_dry_run(dep))
@@ -596,7 +609,7 @@ def _migration_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 @format_option
 @handle_errors
 def replan(current_file: Path, workloads: Path, profile: str | None, planner: str, migration_cost: float | None,
-           time_limit: float | None, gap: float | None, threads: int | None, output: Path | None,
+           time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, output: Path | None,
            diff_output: Path | None, fmt: str) -> None:
     """Replan a running plan for new rates, changing as few running servers as possible.
 
@@ -605,7 +618,7 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
     and the GPUs opened and released. The latency budget and serving model are the current plan's.
     Writes the plan and the diff (with -o) only when everything succeeded.
 
-    Example: igniter-opt replan --current plan.json --workloads examples/paper-table3-evening.csv --planner exact -o new.json
+    Example: igniter-opt replan --current plan.json -w examples/paper-table3-evening.csv --planner exact -o new.json
     """
     from igniter_opt.placement import plan_problem
     from igniter_opt.planio import plan_to_dict, read_plan, read_workloads, write_plan
@@ -623,7 +636,7 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
     # the running plan's budget and serving model carry over to the new plan
     problem = plan_problem(current, perf, read_workloads(workloads))
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    migration_cost=migration_cost)
+                                    migration_cost=migration_cost, progress=solver_progress(quiet))
     outcome = run_replanner(ReplanProblem(current, problem), planner, options)
     if outcome.violations:
         emit(render_plan(outcome.plan, outcome.violations, "table"))
@@ -662,7 +675,7 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
 def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: float | None, planner: str,
                  migration_cost: float | None, plan_for: str, budget: str, margin: float, attainment: float,
                  serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
-                 time_limit: float | None, gap: float | None, threads: int | None, out_dir: Path,
+                 time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, out_dir: Path,
                  progress: bool | None) -> None:
     """Replay a rate trace: replan at every step, against re-solving from scratch and peak provisioning.
 
@@ -681,8 +694,10 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
     from igniter_opt.solver import SolveOptions
 
     trace = read_trace(trace_file, workloads, every_s=every)
+    # the solver's lines would break the progress bar: they go to stderr only without one
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    migration_cost=migration_cost)
+                                    migration_cost=migration_cost,
+                                    progress=solver_progress(quiet or progress is not False))
     peak = make_problem(trace.workloads, profile, _choice(budget, margin, attainment, serving_overhead,
                                                           max_utilization, max_batch))
     job = TraceJob(trace, peak.perf_model, planner, options, every, plan_for, peak.latency_budget, peak.margin,

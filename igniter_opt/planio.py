@@ -183,9 +183,11 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "gap": _clean(s.gap),
         "wall_s": _clean(s.wall_s, 4),
     }
-    for extra in ("build_s", "solve_s"):
+    for extra in ("build_s", "solve_s", "trivial_bound"):
         if getattr(s, extra) is not None:
             solver[extra] = _clean(getattr(s, extra), 4)
+    if s.columns is not None:
+        solver["columns"] = s.columns
     if s.message:
         solver["message"] = s.message
     d["solver"] = solver
@@ -249,6 +251,8 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
             build_s=_opt_float(s.get("build_s")),
             solve_s=_opt_float(s.get("solve_s")),
             message=s.get("message"),
+            columns=int(s["columns"]) if s.get("columns") is not None else None,
+            trivial_bound=_opt_float(s.get("trivial_bound")),
         )
         return Plan(
             profile=str(d.get("profile", "")),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -48,7 +49,9 @@ def _env_float(name: str, default: float) -> float:
 class SolveOptions:
     """Options every planner accepts (heuristics ignore what does not apply).
 
-    ``migration_cost`` is read by the replanners only (``igniter_opt.replan``).
+    ``migration_cost`` is read by the replanners only (``igniter_opt.replan``). ``progress``, if
+    given, receives one line of text now and then while a long solve runs (the exact planner:
+    columns, bound, incumbent, gap); None keeps it quiet.
     """
 
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
@@ -57,11 +60,12 @@ class SolveOptions:
     log_to_console: bool = False
     warm_start: Plan | None = None
     migration_cost: float = DEFAULT_MIGRATION_COST
+    progress: Callable[[str], None] | None = None
 
     @classmethod
     def from_env(cls, **overrides: object) -> SolveOptions:
         """Defaults, then IGNITER_OPT_* environment variables, then explicit (non-None) overrides."""
-        base = {
+        base: dict[str, object] = {
             "time_limit_s": _env_float("IGNITER_OPT_TIME_LIMIT_S", DEFAULT_TIME_LIMIT_S),
             "mip_rel_gap": _env_float("IGNITER_OPT_MIP_REL_GAP", DEFAULT_MIP_REL_GAP),
             "threads": int(_env_float("IGNITER_OPT_THREADS", DEFAULT_THREADS)),
@@ -79,7 +83,9 @@ class SolveOutcome:
     proven lower bound on the optimum of the problem asked (never of a tightened or capped model);
     ``gap`` is ``(objective - bound) / |objective|`` when both exist. A heuristic fills what
     applies. ``termination_raw`` is the solver's own word; ``share_pct`` / ``share_bound_pct``
-    report a lexicographic second objective (total share, %) where one was solved.
+    report a lexicographic second objective (total share, %) where one was solved. ``columns``:
+    GPU configurations column generation produced; ``trivial_bound``: the bound no formulation is
+    needed for (every workload's least share alone, summed, over 100 %), for comparison.
     """
 
     status: SolveStatus
@@ -94,6 +100,8 @@ class SolveOutcome:
     solver_name: str = ""
     share_pct: float | None = None
     share_bound_pct: float | None = None
+    columns: int | None = None
+    trivial_bound: float | None = None
 
 
 def status_from_text(text: str) -> SolveStatus:

@@ -194,7 +194,7 @@ def test_compare_with_exact_as_json_and_csv(runner: CliRunner, v100_path: Path) 
                               "--latency-budget", "full", "--margin", "0", "--time-limit", "60", "--format", "json"],
                         catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    rows = {r["planner"]: r for r in json.loads(res.output)}
+    rows = {r["planner"]: r for r in json.loads(res.stdout)}  # progress lines go to stderr
     assert rows["exact"]["gpus"] == 5 and rows["exact"]["status"] == "optimal"
     assert rows["exact"]["bound"] == 5.0 and rows["exact"]["gap"] == 0.0 and rows["exact"]["slo_misses"] == 0
     assert rows["greedy"]["gpus"] == 6 and rows["greedy"]["bound"] is None

@@ -8,11 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import PROFILES_AT_HAND
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-pyo = pytest.importorskip("pyomo.environ", reason="the exact planner needs pyomo")
-pytest.importorskip("highspy", reason="the exact planner needs highspy")
 
 from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
 from igniter_opt.errors import ProblemError, SolverUnavailableError
@@ -24,14 +22,16 @@ from igniter_opt.planner import greedy, run_planner
 from igniter_opt.planner.exact import data as mip_data
 from igniter_opt.planner.exact import highs as mip_solve
 from igniter_opt.solver import SolveOptions, SolveStatus
-from conftest import PROFILES_AT_HAND
+
+pyo = pytest.importorskip("pyomo.environ", reason="the exact planner needs pyomo")
+pytest.importorskip("highspy", reason="the exact planner needs highspy")
 
 MODELS = ("alexnet", "resnet50", "vgg19", "ssd")
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-def _problem(perf: PerformanceModel, rows: list[tuple[str, float, float]], budget: LatencyBudget = LatencyBudget.IGNITER,
-             margin: float = 0.1) -> PlanningProblem:
+def _problem(perf: PerformanceModel, rows: list[tuple[str, float, float]],
+             budget: LatencyBudget = LatencyBudget.IGNITER, margin: float = 0.1) -> PlanningProblem:
     wl = tuple(Workload(f"w{i}", m, slo, rate) for i, (m, slo, rate) in enumerate(rows))
     return PlanningProblem(wl, perf, budget, margin)
 
@@ -193,7 +193,8 @@ def test_greedy_start_satisfies_every_row_with_a_shared_power_floor(paper_worklo
 # ---- the linear rows are never optimistic (and, on the V100, not pessimistic either) ----------
 @settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    rows=st.lists(st.tuples(st.sampled_from(MODELS), st.integers(15, 60), st.integers(50, 500)), min_size=1, max_size=4),
+    rows=st.lists(st.tuples(st.sampled_from(MODELS), st.integers(15, 60), st.integers(50, 500)),
+                  min_size=1, max_size=4),
     seed=st.integers(0, 2**31 - 1),
 )
 def test_linear_rows_accept_only_what_the_exact_model_accepts(any_model: PerformanceModel, rows, seed) -> None:
@@ -240,6 +241,21 @@ def test_mip_equals_brute_force_on_tiny_instances(request: pytest.FixtureRequest
     assert verify_plan(plan, problem) == []
     gpus, share = _brute_force(problem)
     assert (plan.num_gpus, plan.total_share_pct) == (gpus, pytest.approx(share))
+
+
+@pytest.mark.parametrize(("profile", "rows"), [*(("v100", r) for r in TINY if "v100" in PROFILES_AT_HAND),
+                                              *(("h100", r) for r in TINY_H100)])
+def test_column_generation_agrees_with_brute_force_on_tiny_instances(request: pytest.FixtureRequest, profile: str,
+                                                                     rows) -> None:
+    """Set partitioning's scope holds every one-server plan (and replica splits too): its plan is
+    verified and never has more GPUs than brute force's optimum, and its bound never exceeds it."""
+    problem = _problem(request.getfixturevalue(f"{profile}_model"), rows)
+    plan = mip.solve(problem, SolveOptions(time_limit_s=30, mip_rel_gap=0.0), formulation="columns")
+    assert verify_plan(plan, problem) == []
+    gpus, _ = _brute_force(problem)
+    assert plan.num_gpus <= gpus
+    assert plan.solver.bound is not None and plan.solver.bound <= gpus + 1e-9
+    assert plan.solver.status == "optimal"  # tiny instances: the LP bound closes the gap
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -335,7 +351,8 @@ def test_unplaceable_demand_says_which_and_why(any_model) -> None:
     rate = 5000.0 if v100_model.name == "v100" else 20000.0
     problem = _problem(v100_model, [("vgg19", 40.0, rate)])
     demand = Demand(problem.workloads[0], rate, 4, 40, 20.0)
-    with pytest.raises(ProblemError, match=rf"'w0' \(vgg19.*cannot be placed even alone.*throughput .* < rate {rate:g}"):
+    expected = rf"'w0' \(vgg19.*cannot be placed even alone.*throughput .* < rate {rate:g}"
+    with pytest.raises(ProblemError, match=expected):
         mip.prepare(problem, start=Packing((demand,), (gpu_of([demand], [0], [40]),)))
 
 

@@ -153,35 +153,46 @@ def slack(t: ConfigTable, idx: np.ndarray, kernels: float, idle: float, alpha_ca
             - kernels * sched)
 
 
-def prune(t: ConfigTable, kernels: float, idle: float, alpha_cache: float, bounds: Bounds) -> np.ndarray:
+def prune(t: ConfigTable, kernels: float, idle: float, alpha_cache: float, bounds: Bounds,
+          credit: np.ndarray | None = None) -> np.ndarray:
     """Indices of the non-dominated solo-feasible configurations.
 
     Environment box: others' L2 in [0, max_cache], clock ratio in [min_clock_ratio, 1],
     scheduling increment in [0, max_sched]. A dominates B when A needs no more units, L2 and
     power, and A's slack >= B's slack at the box's corners (the difference is linear, and the
     scheduling term cancels: same model), or A is feasible everywhere in the box. Per (batch,
-    delay), shares above the first one feasible everywhere are dominated by it.
+    delay), shares above the first one feasible everywhere are dominated by it. With ``credit``
+    (what each configuration is worth, per configuration), A must also be worth at least as much.
     """
     idx = np.flatnonzero(t.solo_ok)
     if idx.size == 0:
         return idx
+    cr = np.zeros(t.batch.size) if credit is None else np.asarray(credit, float)
     worst = (bounds.min_clock_ratio, bounds.max_cache, bounds.max_sched_ms)
     always = slack(t, idx, kernels, idle, alpha_cache, *worst) >= 0
     first_always: dict[tuple[int, float], int] = {}
     for j in idx[always]:
-        first_always.setdefault((int(t.batch[j]), float(t.delay[j])), int(t.units[j]))
-    idx = np.array([i for i in idx if t.units[i] <= first_always.get((int(t.batch[i]), float(t.delay[i])), 10**9)],
-                   dtype=np.intp)
+        first_always.setdefault((int(t.batch[j]), float(t.delay[j])), int(j))
+    def kept(i: int) -> bool:
+        f = first_always.get((int(t.batch[i]), float(t.delay[i])))
+        return (f is None or t.units[i] <= t.units[f] or cr[i] > cr[f] or t.cache[i] < t.cache[f]
+                or t.power[i] < t.power[f])
+
+    idx = np.array([i for i in idx if kept(int(i))], dtype=np.intp)
     corners = [(1.0, 0.0), (1.0, bounds.max_cache), (bounds.min_clock_ratio, 0.0),
                (bounds.min_clock_ratio, bounds.max_cache)]
     sl = np.stack([slack(t, idx, kernels, idle, alpha_cache, f, co, 0.0) for f, co in corners], axis=1)
     always = slack(t, idx, kernels, idle, alpha_cache, *worst) >= 0
-    u, c, p = t.units[idx], t.cache[idx], t.power[idx]
+    u, c, p, v = t.units[idx], t.cache[idx], t.power[idx], cr[idx]
     n = idx.size
-    # le[i, j]: i needs no more of every resource than j
-    le = (u[:, None] <= u[None, :]) & (c[:, None] <= c[None, :] + 1e-12) & (p[:, None] <= p[None, :] + 1e-12)
-    better = np.all(sl[:, None, :] >= sl[None, :, :] - 1e-12, axis=2) | always[:, None]
-    dom = le & better
+    # le[i, j]: i needs no more of every resource than j (and is worth no less)
+    le = ((u[:, None] <= u[None, :]) & (c[:, None] <= c[None, :] + 1e-12) & (p[:, None] <= p[None, :] + 1e-12)
+          & (v[:, None] >= v[None, :]))
+    # better[i, j]: i's slack >= j's at every corner (one 2-D comparison per corner: no n x n x 4 array)
+    better = np.ones_like(le)
+    for corner in range(sl.shape[1]):
+        better &= sl[:, None, corner] >= sl[None, :, corner] - 1e-12
+    dom = le & (better | always[:, None])
     np.fill_diagonal(dom, False)
     # strict: i dominates j unless j also dominates i, in which case keep the earlier index
     mutual = dom & dom.T

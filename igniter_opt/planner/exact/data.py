@@ -220,39 +220,57 @@ def upper_hull(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return np.array(hull, dtype=np.intp)
 
 
-def resource_bound(per_demand: list[tuple[np.ndarray, np.ndarray]], cap: int) -> float:
-    """Upper bound on sum of a resource over one GPU: max sum v s.t. sum units <= cap, one config each.
+def resource_bound(per_demand: list[tuple[np.ndarray, np.ndarray]], cap: int,
+                   copies: list[int] | None = None) -> float:
+    """Upper bound on sum of a resource over one GPU: max sum v s.t. sum units <= cap, one config
+    each (or up to ``copies[d]`` placements of demand d, each with a config of its own).
 
-    Lagrangian dual: min over lambda >= 0 of lambda cap + sum_d max(0, max_k (v_k - lambda u_k)).
+    Lagrangian dual: min over lambda >= 0 of lambda cap + sum_d copies_d max(0, max_k (v_k - lambda u_k)).
     """
     if not per_demand:
         return 0.0
+    copies = copies or [1] * len(per_demand)
     ratios = np.concatenate([v / u for u, v in per_demand] + [np.zeros(1)])
     lams = np.unique(np.clip(ratios, 0.0, None))
-    # Every lambda at once. max_k (v_k - lambda u_k) is attained on the upper convex hull of the
-    # points (u_k, v_k), a few of the hundreds of configurations: evaluate those only.
-    acc = np.zeros(lams.size)
-    for u, v in per_demand:
-        h = upper_hull(u, v)
-        acc += np.maximum(0.0, (v[None, h] - lams[:, None] * u[None, h]).max(axis=1))
-    return float(np.min(lams * cap + acc))
+    # max_k (v_k - lambda u_k) is attained on the upper convex hull of the points (u_k, v_k), a few
+    # of the hundreds of configurations: keep those only, all demands in one flat array.
+    hulls = [upper_hull(u, v) for u, v in per_demand]
+    hu = np.concatenate([u[h] for (u, _), h in zip(per_demand, hulls, strict=True)])
+    hv = np.concatenate([v[h] for (_, v), h in zip(per_demand, hulls, strict=True)])
+    starts = np.cumsum([0] + [h.size for h in hulls[:-1]])
+    mult = np.asarray(copies, float)
+
+    def dual(i: int) -> float:
+        best = np.maximum.reduceat(hv - lams[i] * hu, starts)
+        return float(lams[i] * cap + np.dot(mult, np.maximum(0.0, best)))
+
+    # The dual is convex in lambda, so over the sorted candidate lambdas (its breakpoints, where its
+    # minimum lies) it is a convex sequence: bisect on its differences for the smallest value.
+    lo, hi = 0, lams.size - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if dual(mid + 1) >= dual(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return dual(lo)
 
 
-def reachable_bounds(problem: PlanningProblem, tables: list[ConfigTable]) -> Bounds:
-    """Largest members, scheduling increment, L2 and power any set of demands reaches on one GPU."""
+def reachable_bounds(problem: PlanningProblem, tables: list[ConfigTable], copies: list[int] | None = None) -> Bounds:
+    """Largest members, scheduling increment, L2 and power any set of demands reaches on one GPU
+    (with up to ``copies[d]`` placements of demand d; default one)."""
     hw = problem.perf_model.hardware
     cap = problem.perf_model.max_units
-    members, used = 0, 0
-    for mu in sorted(int(t.units[t.solo_ok].min()) for t in tables):
-        if used + mu > cap:
-            break
-        used += mu
-        members += 1
-    members = max(1, members)
-    max_sched = max(0.0, hw.alpha_sch * members + hw.beta_sch) if members >= 2 else 0.0
-    max_cache = resource_bound([(t.units[t.solo_ok].astype(float), t.cache[t.solo_ok]) for t in tables], cap)
+    copies = copies or [1] * len(tables)
+    smallest = np.array([int(t.units[t.solo_ok].min()) for t in tables])
+    order = np.argsort(smallest, kind="stable")
+    fill = np.cumsum(np.repeat(smallest[order], np.asarray(copies)[order]))
+    members = max(1, int(np.searchsorted(fill, cap, side="right")))
+    # D(n) = alpha_sch n + beta_sch is linear in n: its largest value over 2..members is at an end
+    max_sched = max(0.0, hw.alpha_sch * members + hw.beta_sch, 2 * hw.alpha_sch + hw.beta_sch) if members >= 2 else 0.0
+    max_cache = resource_bound([(t.units[t.solo_ok].astype(float), t.cache[t.solo_ok]) for t in tables], cap, copies)
     max_power = busy_power_w(hw) + resource_bound(
-        [(t.units[t.solo_ok].astype(float), t.power[t.solo_ok]) for t in tables], cap)
+        [(t.units[t.solo_ok].astype(float), t.power[t.solo_ok]) for t in tables], cap, copies)
     min_ratio = min(1.0, 1.0 + hw.alpha_f / hw.max_clock_mhz * (max_power - hw.max_power_w))
     return Bounds(members, max_sched, max(0.0, max_cache), max_power, max(min_ratio, 1e-6))
 
@@ -314,7 +332,8 @@ def pair_conflicts(mds: list[MipDemand], cap: int, problem: PlanningProblem) -> 
     return conf
 
 
-def clique_cover(conf: np.ndarray, num_gpus: int, max_nonzeros: int = 400_000) -> tuple[tuple[tuple[int, ...], ...], int]:
+def clique_cover(conf: np.ndarray, num_gpus: int, max_nonzeros: int = 400_000
+                 ) -> tuple[tuple[tuple[int, ...], ...], int]:
     """Greedy maximal cliques of the conflict graph (largest first), and the largest size found.
 
     Each clique gives one row per GPU slot; cliques are kept while their rows stay within

@@ -61,7 +61,8 @@ class _TimeLimitHit:
     name = "maxTimeLimit"
 
 
-def _run(opt: Any, m: ConcreteModel, options: SolveOptions, warm_start: bool) -> tuple[object, float | None, float | None]:
+def _run(opt: Any, m: ConcreteModel, options: SolveOptions, warm_start: bool, presolve: bool = True
+         ) -> tuple[object, float | None, float | None]:
     """One HiGHS run: (termination condition, incumbent objective or None, bound or None).
 
     HiGHS checks its time limit between phases; a long root-node cut round can overrun it by a
@@ -70,8 +71,8 @@ def _run(opt: Any, m: ConcreteModel, options: SolveOptions, warm_start: bool) ->
     found so far are kept and the run counts as a time limit.
     """
     opt.config.warmstart = bool(warm_start)
-    opt.highs_options = highs_options(options)
-    highs = getattr(opt, "_solver_model", None)
+    opt.highs_options = {**highs_options(options), **({} if presolve else {"presolve": "off"})}
+    highs: Any = getattr(opt, "_solver_model", None)
     fired = threading.Event()
 
     def cancel() -> None:
@@ -105,11 +106,13 @@ def _run(opt: Any, m: ConcreteModel, options: SolveOptions, warm_start: bool) ->
     return tc, (float(obj) if has_sol else None), bound
 
 
-def solve_model(m: ConcreteModel, options: SolveOptions, *, warm_start: bool = True, tiebreak: bool = True) -> SolveOutcome:
+def solve_model(m: ConcreteModel, options: SolveOptions, *, warm_start: bool = True, tiebreak: bool = True,
+                presolve: bool = True) -> SolveOutcome:
     """Solve with HiGHS through APPSI, GPU cost first, then (GPUs fixed) total share.
 
     ``options.time_limit_s`` covers both phases. Never raises for solver trouble: it becomes
-    ``ERROR`` with the reason in ``message``.
+    ``ERROR`` with the reason in ``message``. ``presolve`` off: HiGHS without its presolve (the
+    retry when a run contradicts itself, see ``compact``).
     """
     highspy, opt = require_highs()
     t0 = time.perf_counter()
@@ -129,7 +132,7 @@ def solve_model(m: ConcreteModel, options: SolveOptions, *, warm_start: bool = T
         build_s = (build_s or 0.0) + translate_s
         options = replace(options, time_limit_s=max(0.5, options.time_limit_s - translate_s))
         t0 = time.perf_counter()
-        tc, obj, bound = _run(opt, m, options, warm_start)
+        tc, obj, bound = _run(opt, m, options, warm_start, presolve)
     except Exception as exc:  # noqa: BLE001 - any solver failure is reported, not raised
         return SolveOutcome(SolveStatus.ERROR, termination_raw=type(exc).__name__, build_s=build_s,
                             solve_s=time.perf_counter() - t0, solver_name=SOLVER_NAME,
@@ -152,7 +155,7 @@ def solve_model(m: ConcreteModel, options: SolveOptions, *, warm_start: bool = T
         m.gpu_cost.deactivate()
         m.total_share.activate()
         try:
-            tc2, share, share_bound = _run(opt, m, replace(options, time_limit_s=left), True)
+            tc2, share, share_bound = _run(opt, m, replace(options, time_limit_s=left), True, presolve)
             raw = f"{raw}; share phase: {getattr(tc2, 'name', str(tc2))}"
             if share is None:
                 message = "the share tie-break found no solution in time; kept the GPU-optimal one"

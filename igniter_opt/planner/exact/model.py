@@ -46,6 +46,18 @@ INSTALL_HINT = "the exact planner needs the HiGHS solver: pip install 'highspy>=
 # still meets the exact model.
 SAFETY_ABS_MS = 1e-5
 SAFETY_REL_BIGM = 2e-6
+# The bound's model is loosened instead (a bound must come from a model no tighter than the
+# problem): budgets widened by this much (ms, plus a share of the big-M).
+LOOSEN_ABS_MS = 1e-6
+LOOSEN_REL_BIGM = 1e-7
+
+
+def budget_shift(big_m: float, loosened: bool) -> float:
+    """What a budget row's right-hand side moves by: down by the safety margin (plans that meet
+    the exact model), or up by the loosening (a model whose optimum bounds the problem's)."""
+    if loosened:
+        return LOOSEN_ABS_MS + LOOSEN_REL_BIGM * big_m
+    return -SAFETY_ABS_MS - SAFETY_REL_BIGM * big_m
 # Conflict-clique rows are dense: at most this many nonzeros in all (the largest clique always).
 CLIQUE_MAX_NONZEROS = 40_000
 
@@ -177,7 +189,7 @@ def add_gpu_time_budget_constraints(m: ConcreteModel, data: MipData) -> None:
         const, a_s, a_c = _gpu_time_terms(data, d, k)
         b = data.demands[d].configs[k].budget_ms
         big_m = max(0.0, _y_max(data, d, k) - b)
-        rhs = b - SAFETY_ABS_MS - SAFETY_REL_BIGM * big_m
+        rhs = b + budget_shift(big_m, getattr(m, "loosened", False))
         if big_m <= 0.0:
             return pyo.Constraint.Skip  # feasible in every reachable environment
         return a_s * m.sched[g] + a_c * m.cache[g] + const <= rhs + big_m * (1 - m.x[d, g, k])
@@ -205,12 +217,13 @@ def add_gpu_time_budget_throttled_constraints(m: ConcreteModel, data: MipData) -
         if big_m <= 0.0:
             return pyo.Constraint.Skip
         return (a_s * m.sched[g] + a_c * m.cache[g] + const - b * kappa * (m.power[g] - hw.max_power_w)
-                <= b - SAFETY_ABS_MS - SAFETY_REL_BIGM * big_m + big_m * (1 - m.x[d, g, k]))
+                <= b + budget_shift(big_m, getattr(m, "loosened", False)) + big_m * (1 - m.x[d, g, k]))
 
     m.gpu_time_budget_throttled = pyo.Constraint(m.ASSIGN, rule=rule)
 
 
-def _tolerance_terms(data: MipData, d: int, throttled: bool) -> tuple[float, float, list[float], float] | None:
+def _tolerance_terms(data: MipData, d: int, throttled: bool, loosened: bool = False
+                     ) -> tuple[float, float, list[float], float] | None:
     """Per demand: (sigma, pi, theta_k, big) of the aggregated tolerance cut, or None if not needed."""
     hw = data.problem.perf_model.hardware
     kappa = hw.alpha_f / hw.max_clock_mhz
@@ -223,13 +236,13 @@ def _tolerance_terms(data: MipData, d: int, throttled: bool) -> tuple[float, flo
         b = c.budget_ms
         if throttled:
             big_m = max(0.0, _y_max(data, d, k) - b * (1.0 + kappa * (data.bounds.max_power_w - hw.max_power_w)))
-            rhs = b - SAFETY_ABS_MS - SAFETY_REL_BIGM * big_m - const
+            rhs = b + budget_shift(big_m, loosened) - const
             # a_s s + a_c C - b kappa (P - P_idle) <= rhs + b kappa (P_idle - P_max), divided by a_c
             pis.append(-b * kappa / a_c)
             thetas.append((rhs + b * kappa * (hw.idle_power_w - hw.max_power_w)) / a_c)
         else:
             big_m = max(0.0, _y_max(data, d, k) - b)
-            rhs = b - SAFETY_ABS_MS - SAFETY_REL_BIGM * big_m - const
+            rhs = b + budget_shift(big_m, loosened) - const
             pis.append(0.0)
             thetas.append(rhs / a_c)
         sig.append(a_s / a_c)
@@ -253,7 +266,8 @@ def add_interference_tolerance_constraints(m: ConcreteModel, data: MipData) -> N
     if not len(m.PAIRS):
         return
     hw = data.problem.perf_model.hardware
-    terms = {(d, t): _tolerance_terms(data, d, t) for d in m.DEMANDS for t in (False, True)
+    loosened = getattr(m, "loosened", False)
+    terms = {(d, t): _tolerance_terms(data, d, t, loosened) for d in m.DEMANDS for t in (False, True)
              if not t or data.bounds.max_power_w > hw.max_power_w}
     m.CLOCKS = pyo.Set(initialize=[0, 1] if data.bounds.max_power_w > hw.max_power_w else [0])
 
@@ -283,7 +297,8 @@ def add_conflict_clique_constraints(m: ConcreteModel, data: MipData) -> None:
         return
     K = {d: range(len(md.configs)) for d, md in enumerate(data.demands)}
     # largest cliques first, while their rows stay small (dense rows make HiGHS's presolve slow)
-    keep, used = [], 0
+    keep: list[int] = []
+    used = 0
     for c, clique in enumerate(data.cliques):
         nz = sum(len(K[d]) * min(d + 1, data.num_gpus) for d in clique)
         if keep and used + nz > CLIQUE_MAX_NONZEROS:
@@ -361,11 +376,17 @@ def add_objective(m: ConcreteModel, data: MipData) -> None:
     m.total_share.deactivate()
 
 
-def build_model(data: MipData) -> ConcreteModel:
-    """The Pyomo model (not solved). ``m.data`` holds the instance data; ``m.build_s`` its build time."""
+def build_model(data: MipData, *, loosened: bool = False) -> ConcreteModel:
+    """The Pyomo model (not solved). ``m.data`` holds the instance data; ``m.build_s`` its build time.
+
+    ``loosened``: budgets widened (``budget_shift``) instead of tightened, so that the solver's
+    bound is a bound of the problem; its plans then still go through ``verify_plan``, which
+    rejects one that only the widening let in.
+    """
     pyo = _pyomo()
     t0 = time.perf_counter()
     m = pyo.ConcreteModel(name="igniter_exact")
+    m.loosened = loosened
     add_variables(m, data)
     add_one_gpu_per_demand_constraints(m, data)
     add_gpu_share_capacity_constraints(m, data)

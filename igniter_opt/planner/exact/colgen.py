@@ -1,0 +1,277 @@
+"""Column generation: the master LP's bound, certified, and price-and-branch plans.
+
+1. ``prepare_colgen``: piece types (``pieces``), items (``items``), heuristic entries, the start
+   (the greedy plan) as columns, and every piece type alone as a column.
+2. ``generate``: re-solve the master LP; price with the kernel heuristic (``heuristic.grow``) while
+   it finds columns worth more than a GPU at the duals; then price exactly (``pricing.price_mip``)
+   within a share of the time left. Every exact pricing gives a certified bound (Farley): with
+   duals pi >= 0 and kappa >= every column's worth sum_t pi_t n_{t,p} (the pricing MIP's dual
+   bound),
+
+       GPUs >= D(pi) / max(1, kappa),    D(pi) = sum_w min_o sum_{t in o} count_t pi_t,
+
+   because pi / max(1, kappa) is feasible for the master's dual. The LP is solved to optimality
+   when kappa <= 1.
+3. ``Master.solve_integer``: the master over the columns generated, y integer (price-and-branch),
+   warm-started with the start; ``integer_packing`` turns its solution into a packing.
+
+The bound is a bound over the split options the piece types describe (``pieces.scope_text``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from igniter_opt.domain import PlanningProblem
+from igniter_opt.placement import Demand, GpuPacking, Packing, Slot
+from igniter_opt.placement.alloc import ConfigTerms
+from igniter_opt.placement.serving import ServingModel
+from igniter_opt.planner import greedy
+from igniter_opt.planner.exact.columns import ColSlot, Column, PieceSpace, column_worth, evaluate
+from igniter_opt.planner.exact.heuristic import Entries, grow, make_entries
+from igniter_opt.planner.exact.items import Items, build_items, check_company_never_helps, fewest_replicas
+from igniter_opt.planner.exact.master import IntegerSolution, Master
+from igniter_opt.planner.exact.pieces import PieceType, piece_types
+from igniter_opt.planner.exact.pricing import price_mip
+
+# A column must be worth more than a GPU by this much at the duals to enter the master.
+IMPROVE_EPS = 1e-7
+# Share of the time left that one exact pricing may take.
+PRICING_SHARE = 0.4
+# The bound in GPUs is rounded up after subtracting this (float noise only: it lowers the bound).
+ROUND_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class ColgenSetup:
+    """Everything column generation needs, computed once."""
+
+    space: PieceSpace
+    items: Items
+    terms: ConfigTerms
+    entries: Entries
+    start_columns: list[tuple[Column, int]]  # the start's GPU configurations and how many GPUs run each
+    start_choice: dict[int, int]  # workload -> split option the start uses
+    trivial_gpus: int  # ceil(sum_w min_o sum_{t in o} count_t least units_t / 100 %)
+
+    @property
+    def pieces(self) -> tuple[PieceType, ...]:
+        return self.space.pieces
+
+
+def start_pieces(problem: PlanningProblem, pieces: tuple[PieceType, ...], packing: Packing
+                 ) -> tuple[dict[int, int], dict[int, int]]:
+    """(demand -> piece type, workload -> option) for a start packing whose every workload is split
+    as one of its options (the greedy plan always is: ``pieces.split_options``)."""
+    index = {w.name: i for i, w in enumerate(problem.workloads)}
+    demands_of: dict[int, list[int]] = {}
+    for i, d in enumerate(packing.demands):
+        demands_of.setdefault(index[d.workload.name], []).append(i)
+    piece_of: dict[int, int] = {}
+    choice: dict[int, int] = {}
+    for w, ds in demands_of.items():
+        for o in sorted({p.option for p in pieces if p.workload == w}):
+            mine = [t for t, p in enumerate(pieces) if p.workload == w and p.option == o]
+            got = _assign(pieces, mine, [packing.demands[i].rate_rps for i in ds])
+            if got is not None:
+                choice[w] = o
+                piece_of.update(zip(ds, got, strict=True))
+                break
+    return piece_of, choice
+
+
+def _assign(pieces: tuple[PieceType, ...], mine: list[int], rates: list[float]) -> list[int] | None:
+    """Each rate's piece type when the rates are exactly option ``mine``'s pieces, else None."""
+    need = {t: pieces[t].count for t in mine}
+    out = []
+    for r in rates:
+        t = next((t for t in mine if need[t] > 0 and math.isclose(pieces[t].rate_rps, r, rel_tol=1e-9)), None)
+        if t is None:
+            return None
+        need[t] -= 1
+        out.append(t)
+    return out if all(v == 0 for v in need.values()) else None
+
+
+def _start_columns(space: PieceSpace, packing: Packing, piece_of: dict[int, int]) -> list[tuple[Column, int]]:
+    slots = [[ColSlot(piece_of[s.demand], s.batch, s.units, s.queue_delay_ms) for s in g.slots]
+             for g in packing.gpus if all(s.demand in piece_of for s in g.slots)]
+    counts: dict[tuple, tuple[Column, int]] = {}
+    for col in evaluate(space, slots):
+        if col is not None:
+            prev = counts.get(col.slots)
+            counts[col.slots] = (col, (prev[1] if prev else 0) + 1)
+    return list(counts.values())
+
+
+def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing) -> ColgenSetup:
+    """Piece types, items, entries and the start as columns. Raises ``ProblemError`` for a
+    workload that cannot be served or a profile the bound's assumptions do not hold for."""
+    check_company_never_helps(problem)
+    perf = problem.perf_model
+    pieces = piece_types(problem, start.demands, fewest_replicas(problem, rule))
+    items = build_items(problem, rule, pieces)
+    space = PieceSpace(problem, rule, pieces)
+    terms = ConfigTerms(perf, greedy.batch_limit(problem), perf.max_units)
+    entries = make_entries(space, items, terms)
+    piece_of, choice = start_pieces(problem, pieces, start)
+    least = np.array([items.table.units[idx].min() for idx in items.by_piece], float)
+    need: dict[int, dict[int, float]] = {}
+    for t, p in enumerate(pieces):
+        need.setdefault(p.workload, {}).setdefault(p.option, 0.0)
+        need[p.workload][p.option] += p.count * least[t]
+    units = sum(min(v.values()) for v in need.values())
+    trivial = math.ceil(units / perf.max_units - 1e-9)
+    return ColgenSetup(space, items, terms, entries, _start_columns(space, start, piece_of), choice, trivial)
+
+
+def dual_value(pieces: tuple[PieceType, ...], duals: np.ndarray) -> float:
+    """D(pi) = sum_w min_o sum_{t in o} count_t pi_t: the master dual's objective."""
+    per: dict[int, dict[int, float]] = {}
+    for t, p in enumerate(pieces):
+        per.setdefault(p.workload, {}).setdefault(p.option, 0.0)
+        per[p.workload][p.option] += p.count * float(duals[t])
+    return math.fsum(min(v.values()) for v in per.values())
+
+
+@dataclass
+class ColgenState:
+    """What column generation has found so far (GPU counts; the caller prices them)."""
+
+    master: Master
+    lp_value: float | None = None
+    bound: float = 0.0  # the best certified bound (fractional GPUs)
+    converged: bool = False  # the last exact pricing found no column worth more than a GPU
+    pricing_rounds: int = 0
+    pricing_s: float = 0.0
+    iterations: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bound_gpus(self) -> int:
+        return max(0, math.ceil(self.bound - ROUND_EPS))
+
+
+Progress = Callable[[ColgenState], None]
+
+
+def initial_master(setup: ColgenSetup, threads: int) -> Master:
+    """The master with the start's columns and every piece type's entries alone."""
+    master = Master(setup.space, threads)
+    master.add([c for c, _ in setup.start_columns])
+    ent = setup.entries
+    singles = [[ColSlot(int(ent.piece[e]), int(ent.batch[e]), int(ent.units[e]),
+                        None if np.isnan(ent.delay[e]) else float(ent.delay[e]))] for e in range(ent.piece.size)]
+    master.add([c for c in evaluate(setup.space, singles) if c is not None])
+    return master
+
+
+def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray) -> int:
+    """One round of kernel pricing: how many improving columns entered the master."""
+    cols = [c for c in evaluate(setup.space, grow(setup.space, setup.entries, setup.terms, duals)) if c is not None]
+    good = [c for c in cols if column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+    before = len(master.columns)
+    master.add(good)
+    return len(master.columns) - before
+
+
+def _exact_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, limit_s: float, threads: int) -> bool:
+    """Exact pricing: update the certified bound; add the column found if it improves. True if it did."""
+    t0 = time.perf_counter()
+    res = price_mip(setup.space, setup.items, duals, limit_s, threads)
+    state.pricing_s += time.perf_counter() - t0
+    state.pricing_rounds += 1
+    kappa = max(res.worth_bound, max((column_worth(c, duals) for c in state.master.columns), default=0.0))
+    if math.isfinite(kappa):
+        state.bound = max(state.bound, dual_value(setup.pieces, duals) / max(1.0, kappa))
+    if res.proven and res.worth_bound <= 1.0 + IMPROVE_EPS:
+        state.converged = True
+        return False
+    col = evaluate(setup.space, [res.slots])[0] if res.slots else None
+    if col is not None and column_worth(col, duals) > 1.0 + IMPROVE_EPS:
+        state.master.add([col])
+        return True
+    return False
+
+
+def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpus: int | None, threads: int = 1,
+             progress: Progress | None = None) -> ColgenState:
+    """Column generation until the LP is solved, the bound reaches ``target_gpus`` (a plan's GPU
+    count: nothing more to prove) or ``deadline`` (``time.perf_counter()`` seconds)."""
+    master = state.master
+    stalled = False  # the last exact pricing, cut short by its time share, found no column
+    while time.perf_counter() < deadline:
+        lp = master.solve_lp(max(0.1, deadline - time.perf_counter()))
+        if lp.objective is None:
+            state.notes.append(f"the master LP ended with '{lp.status}'")
+            break
+        state.lp_value = lp.objective
+        state.iterations += 1
+        if progress:
+            progress(state)
+        if target_gpus is not None and state.bound_gpus >= target_gpus:
+            break
+        if _heuristic_round(setup, master, lp.duals):
+            continue
+        left = deadline - time.perf_counter()
+        if left <= 0.05:
+            break
+        # at the same duals again, the exact pricing gets all the time left (its bound tightens)
+        if _exact_round(setup, state, lp.duals, left if stalled else PRICING_SHARE * left, threads):
+            stalled = False
+            continue
+        if state.converged or stalled:
+            break
+        stalled = True
+    if state.converged and state.lp_value is not None:
+        state.bound = max(state.bound, state.lp_value)
+    return state
+
+
+def integer_packing(setup: ColgenSetup, master: Master, sol: IntegerSolution) -> Packing | None:
+    """The integer master's solution as a packing: per workload exactly its chosen option's pieces
+    (surplus pieces dropped; a GPU left empty is not used). None when a GPU that lost a piece no
+    longer fits (co-runners only slow a placement down, so that is not expected)."""
+    pieces = setup.pieces
+    problem = setup.space.problem
+    need = {t: p.count for t, p in enumerate(pieces) if sol.chosen.get(p.workload) == p.option}
+    demands: list[Demand] = []
+    gpus: list[GpuPacking] = []
+    trimmed: list[list[ColSlot]] = []
+    for j, copies in sorted(sol.counts.items()):
+        for _ in range(copies):
+            kept = []
+            for s in master.columns[j].slots:
+                if need.get(s.piece, 0) > 0:
+                    need[s.piece] -= 1
+                    kept.append(s)
+            if kept:
+                trimmed.append(kept)
+    if any(v > 0 for v in need.values()) or any(c is None for c in evaluate(setup.space, trimmed)):
+        return None
+    rule = setup.space.rule
+    for kept in trimmed:
+        slots = []
+        for s in kept:
+            p = pieces[s.piece]
+            w = problem.workloads[p.workload]
+            demands.append(Demand(w, p.rate_rps, s.batch, s.units, rule.limit(w.slo_ms, p.rate_rps, s.batch, s.delay),
+                                  dedicated=p.count > 1, queue_delay_ms=s.delay))
+            slots.append(Slot(len(demands) - 1, s.units, s.batch, s.delay))
+        gpus.append(GpuPacking(tuple(slots)))
+    return Packing(tuple(demands), tuple(gpus))
+
+
+def start_solution(setup: ColgenSetup, master: Master) -> dict[int, int]:
+    """The start as GPUs per master column."""
+    out: dict[int, int] = {}
+    for col, n in setup.start_columns:
+        j = master.keys.get(col.slots)
+        if j is not None:
+            out[j] = out.get(j, 0) + n
+    return out

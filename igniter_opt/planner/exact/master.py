@@ -1,0 +1,150 @@
+"""The master problem over the columns generated so far: min GPUs such that every workload is served.
+
+Rows: per piece type t (``PieceType``: count_t pieces of one rate, of split option o(t) of its
+workload) and per workload w,
+
+    sum_p n_{t,p} y_p - count_t z_{w,o(t)} >= 0,        sum_o z_{w,o} = 1,
+
+with y_p >= 0 the GPUs running configuration p, n_{t,p} its pieces of type t and z_{w,o} in
+[0, 1] the choice of w's split option. The LP relaxation gives the duals pricing needs; the same
+model with y integer and z binary is the price-and-branch MIP. Kept in one HiGHS instance so
+that the LP re-solves from the last basis.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from igniter_opt.planner.exact.columns import Column, PieceSpace, column_key
+from igniter_opt.planner.exact.lp import RunResult, f64, highspy_module, int32, new_highs, run
+
+
+@dataclass(frozen=True)
+class LpSolution:
+    """The master LP's value, each piece type's dual (clipped at 0: the rows are >=) and status."""
+
+    status: str
+    objective: float | None
+    duals: np.ndarray
+
+
+@dataclass(frozen=True)
+class IntegerSolution:
+    """The price-and-branch MIP: GPUs per column (index into ``Master.columns``), the split option
+    chosen per workload, and HiGHS's own objective and bound."""
+
+    result: RunResult
+    counts: dict[int, int]
+    chosen: dict[int, int]  # workload -> option
+    note: str = ""  # what had to be done about HiGHS's answer, if anything
+
+    @property
+    def cost(self) -> int:
+        """GPUs of the solution as returned (every column costs one GPU)."""
+        return sum(self.counts.values())
+
+
+class Master:
+    """The restricted master problem (see the module docstring)."""
+
+    def __init__(self, space: PieceSpace, threads: int = 1) -> None:
+        self.space = space
+        self.threads = threads
+        self.h = new_highs(threads)
+        pieces = space.pieces
+        inf = self.h.getInfinity()
+        self.n_pieces = len(pieces)
+        n_w = len(space.problem.workloads)
+        n_rows = self.n_pieces + n_w
+        lower = [0.0] * self.n_pieces + [1.0] * n_w
+        upper = [inf] * self.n_pieces + [1.0] * n_w
+        self.h.addRows(n_rows, f64(lower), f64(upper), 0, int32([0] * n_rows), int32([]), f64([]))
+        self.options = sorted({(p.workload, p.option) for p in pieces})
+        for w, o in self.options:
+            mine = [t for t, p in enumerate(pieces) if (p.workload, p.option) == (w, o)]
+            self.h.addCols(1, f64([0.0]), f64([0.0]), f64([1.0]), len(mine) + 1, int32([0]),
+                           int32([*mine, self.n_pieces + w]), f64([*(-pieces[t].requirement for t in mine), 1.0]))
+        self.columns: list[Column] = []
+        self.keys: dict[tuple, int] = {}
+
+    @property
+    def offset(self) -> int:
+        """Index of the first column variable (the option variables come first)."""
+        return len(self.options)
+
+    def add(self, cols: list[Column], cost: float = 1.0) -> list[int]:
+        """Add the columns not there yet; returns the index of each given column."""
+        out, new = [], []
+        for c in cols:
+            key = c.slots
+            if key not in self.keys:
+                self.keys[key] = len(self.columns)
+                self.columns.append(c)
+                new.append(c)
+            out.append(self.keys[key])
+        if new:
+            starts = np.cumsum([0] + [len(c.coef) for c in new[:-1]])
+            idx = [p for c in new for p, _ in c.coef]
+            val = [a for c in new for _, a in c.coef]
+            self.h.addCols(len(new), f64([cost] * len(new)), f64([0.0] * len(new)),
+                           f64([self.h.getInfinity()] * len(new)), len(idx), int32(starts), int32(idx), f64(val))
+        return out
+
+    def index_of(self, slots: tuple) -> int | None:
+        return self.keys.get(column_key(slots))
+
+    def solve_lp(self, time_limit_s: float) -> LpSolution:
+        res = run(self.h, time_limit_s, mip=False)
+        if res.status != "Optimal":
+            return LpSolution(res.status, None, np.zeros(self.n_pieces))
+        duals = np.asarray(self.h.getSolution().row_dual, float)[: self.n_pieces]
+        return LpSolution(res.status, res.objective, np.maximum(duals, 0.0))
+
+    def lp_values(self) -> np.ndarray:
+        """The last LP solution's value of every column variable."""
+        return np.asarray(self.h.getSolution().col_value, float)[self.offset:]
+
+    def solve_integer(self, time_limit_s: float, start: dict[int, int] | None, chosen: dict[int, int] | None,
+                      mip_rel_gap: float) -> IntegerSolution:
+        """y integer, z binary, from ``start`` (GPUs per column) and ``chosen`` (workload -> option).
+
+        The objective is recomputed from the solution HiGHS hands back. With a start and its
+        presolve, HiGHS 1.16 was seen to report an objective below that of the solution it returned
+        (and below the certified bound); such a run is repeated without presolve in the time left.
+        """
+        t0 = time.perf_counter()
+        sol = self._integer_run(time_limit_s, start, chosen, mip_rel_gap, presolve=True)
+        if sol.result.objective is not None and abs(sol.result.objective - sol.cost) > 1e-6:
+            left = time_limit_s - (time.perf_counter() - t0)
+            retry = self._integer_run(max(0.1, left), start, chosen, mip_rel_gap, presolve=False)
+            note = (f"HiGHS reported {sol.result.objective:g} GPUs for a solution of {sol.cost:g}; "
+                    "re-solved without presolve")
+            return replace(retry, note=note)
+        return sol
+
+    def _integer_run(self, time_limit_s: float, start: dict[int, int] | None, chosen: dict[int, int] | None,
+                     mip_rel_gap: float, presolve: bool) -> IntegerSolution:
+        lp = self.h.getLp()
+        h = new_highs(self.threads)
+        lp.integrality_ = [highspy_module().HighsVarType.kInteger] * lp.num_col_
+        h.passModel(lp)
+        h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+        if not presolve:
+            h.setOptionValue("presolve", "off")
+        if start is not None:
+            values = np.zeros(lp.num_col_)
+            for z, (w, o) in enumerate(self.options):
+                values[z] = 1.0 if chosen and chosen.get(w) == o else 0.0
+            for j, n in start.items():
+                values[self.offset + j] = n
+            h.setSolution(lp.num_col_, int32(np.arange(lp.num_col_)), f64(values))
+        res = run(h, time_limit_s, mip=True)
+        if res.objective is None:
+            return IntegerSolution(res, {}, {})
+        x = np.rint(np.asarray(h.getSolution().col_value, float)).astype(int)
+        counts = {j: int(v) for j, v in enumerate(x[self.offset:]) if v > 0}
+        picked = {w: o for z, (w, o) in enumerate(self.options) if x[z] > 0}
+        return IntegerSolution(res, counts, picked)

@@ -1,0 +1,164 @@
+"""The exact planner by set partitioning: column generation for the bound, price-and-branch for the plan.
+
+Within ``options.time_limit_s`` (counted from the caller's start, so preparation and extraction
+are inside it): the greedy plan is the start; ``colgen.generate`` raises the certified bound
+until ``GENERATE_SHARE`` of the limit has passed (or the bound meets the start); then the master
+over the generated columns is solved as a MIP from the start (``Master.solve_integer``) in what
+is left, less ``EXTRACT_RESERVE_S``. The plan returned is the better of that MIP's plan and the
+start, both verified by the kernel (``verify_plan``); the bound is the largest of the trivial
+bound and column generation's certified (Farley or LP) bound, rounded up, over the split options
+of ``pieces`` (``pieces.scope_text``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from igniter_opt.domain import Plan, PlanningProblem
+from igniter_opt.placement import Packing, assemble_plan, verify_plan
+from igniter_opt.placement.serving import serving_model_for
+from igniter_opt.planner.exact.claims import Evidence, progress_line
+from igniter_opt.planner.exact.colgen import (
+    ColgenSetup,
+    ColgenState,
+    generate,
+    initial_master,
+    integer_packing,
+    prepare_colgen,
+    start_solution,
+)
+from igniter_opt.planner.exact.master import IntegerSolution
+from igniter_opt.planner.exact.pieces import scope_text
+from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
+
+log = logging.getLogger(__name__)
+
+# Share of the time limit column generation may use; the integer master gets the rest.
+GENERATE_SHARE = 0.6
+# Seconds kept at the end for turning the solution into a verified plan.
+EXTRACT_RESERVE_S = 0.5
+# No new round of generation and integer master with less time than this left.
+MIN_ROUND_S = 1.0
+FORMULATION = "set partitioning (column generation, price-and-branch)"
+
+
+def _say(options: SolveOptions, text: str) -> None:
+    if options.progress is not None:
+        options.progress(text)
+
+
+def _reporter(options: SolveOptions, t0: float, setup: ColgenSetup, incumbent: int) -> Callable[[ColgenState], None]:
+    last = [0.0]
+
+    def report(state: ColgenState) -> None:
+        now = time.perf_counter()
+        if now - last[0] >= 1.0:  # at most a line a second
+            last[0] = now
+            bound = max(setup.trivial_gpus, state.bound_gpus)
+            _say(options, progress_line(now - t0, len(state.master.columns), bound, incumbent, state.lp_value))
+
+    return report
+
+
+def _integer_plan(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, sol: IntegerSolution
+                  ) -> tuple[Plan | None, str]:
+    """The integer master's solution as a verified plan, or None with the reason."""
+    if not sol.counts:
+        return None, f"the integer master ended with '{sol.result.status}' and no solution"
+    packing = integer_packing(setup, state.master, sol)
+    if packing is None:
+        return None, "the integer master's solution did not cover every workload once trimmed (a defect)"
+    plan = assemble_plan(problem, packing, "exact", SolveOutcome(SolveStatus.FEASIBLE))
+    bad = verify_plan(plan, problem)
+    if bad:
+        return None, f"the integer master's plan violates the exact model ({bad[0].message}); please report it"
+    return plan, ""
+
+
+@dataclass
+class _Incumbent:
+    """The best verified plan so far and, when it came from the integer master, its solution there."""
+
+    plan: Plan
+    counts: dict[int, int]
+    chosen: dict[int, int]
+    message: str
+
+
+def _improve(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, inc: _Incumbent, limit_s: float,
+             options: SolveOptions, notes: list[str]) -> _Incumbent:
+    """One integer master over the columns so far, from the incumbent; the better verified plan."""
+    sol = state.master.solve_integer(limit_s, inc.counts, inc.chosen, options.mip_rel_gap)
+    if sol.note:
+        notes.append(sol.note)
+    found, why = _integer_plan(problem, setup, state, sol)
+    if found is not None and found.num_gpus < inc.plan.num_gpus:
+        return _Incumbent(found, sol.counts, sol.chosen, "")
+    if why:
+        notes.append(why)
+    return inc
+
+
+@dataclass
+class _Run:
+    """The incumbent, the certified bound in GPUs, and how many integer masters ran."""
+
+    inc: _Incumbent
+    bound: int
+    masters: int = 0
+
+
+def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, options: SolveOptions,
+            t0: float, deadline: float, notes: list[str]) -> None:
+    """Column generation and the integer master in turn until the bound meets the incumbent, the LP
+    is solved (the columns will not change) or time runs out."""
+    while True:
+        report = _reporter(options, t0, setup, run.inc.plan.num_gpus)
+        left = deadline - time.perf_counter()
+        generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, run.inc.plan.num_gpus, options.threads,
+                 report)
+        run.bound = max(setup.trivial_gpus, state.bound_gpus)
+        left = deadline - time.perf_counter()
+        if run.bound >= run.inc.plan.num_gpus or left < MIN_ROUND_S:
+            return
+        run.inc = _improve(problem, setup, state, run.inc, left, options, notes)
+        run.masters += 1
+        if run.bound >= run.inc.plan.num_gpus or state.converged or deadline - time.perf_counter() < MIN_ROUND_S:
+            return
+
+
+def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float, start: Packing,
+                     start_plan: Plan) -> tuple[Plan, Evidence, SolveStatus | None]:
+    """The best verified plan found, its evidence (see the module docstring), and ``error`` when the
+    solver failed on the way (the best plan so far comes back, with the reason)."""
+    deadline = t0 + options.time_limit_s - EXTRACT_RESERVE_S
+    setup = prepare_colgen(problem, serving_model_for(problem), start)
+    state = ColgenState(initial_master(setup, options.threads))
+    run = _Run(_Incumbent(start_plan, start_solution(setup, state.master), setup.start_choice, ""), setup.trivial_gpus)
+    notes: list[str] = []
+    failed = None
+    try:
+        _rounds(problem, setup, state, run, options, t0, deadline, notes)
+    except Exception as exc:  # noqa: BLE001 - solver trouble returns the best plan so far, with the reason
+        log.error("column generation failed: %s: %s", type(exc).__name__, exc)
+        notes.append(f"column generation failed ({type(exc).__name__}: {exc}); returned the best plan found so far")
+        run.bound = max(setup.trivial_gpus, state.bound_gpus)
+        failed = SolveStatus.ERROR
+    plan, bound = run.inc.plan, run.bound
+    _say(options, progress_line(time.perf_counter() - t0, len(state.master.columns), bound, plan.num_gpus,
+                                state.lp_value))
+    saved = start_plan.num_gpus - plan.num_gpus
+    message = (f"{saved} GPU(s) fewer than greedy ({start_plan.num_gpus})" if saved > 0 else
+               "returned the greedy plan: " + ("the bound proves it optimal" if bound >= plan.num_gpus
+                                               else "the integer master found nothing better"))
+    lp = "" if state.lp_value is None else f"master LP {state.lp_value:.4f} GPUs over the generated columns, "
+    ended = ("LP solved" if state.converged else "generation stopped: the bound meets the plan"
+             if bound >= plan.num_gpus else "LP not solved to the end")
+    notes.append(f"{lp}{ended}, "
+                 f"{state.pricing_rounds} exact pricing round(s), {run.masters} integer master run(s)")
+    ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, [*state.notes, *notes],
+                  "column generation", columns=len(state.master.columns), solve_s=time.perf_counter() - t0)
+    return plan, ev, failed

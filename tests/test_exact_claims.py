@@ -1,0 +1,230 @@
+"""The exact planner's claims (issue 13's audit, one test per finding): a bound is a lower bound of
+what it says it bounds, ``optimal`` means bound == objective, and every output shows one set of
+numbers. Also the set-partitioning formulation, the automatic choice, progress and time limits."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+
+import pytest
+
+pytest.importorskip("pyomo.environ", reason="the exact planner needs pyomo")
+pytest.importorskip("highspy", reason="the exact planner needs highspy")
+
+from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+from igniter_opt.errors import ProblemError
+from igniter_opt.perfmodel import PerformanceModel
+from igniter_opt.placement import verify_plan
+from igniter_opt.placement.serving import serving_model_for
+from igniter_opt.planio import plan_from_dict, plan_to_dict
+from igniter_opt.planner import exact, greedy
+from igniter_opt.planner.exact import colgen, compact, model
+from igniter_opt.report import render_plan
+from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
+
+# random_mix(V100, 8, seed 0) of benchmarks/instances.py: HiGHS (1.16, presolve on, greedy's start)
+# reported 4 GPUs for the integer master's solution of 5 (below the certified bound 4.75).
+MIX8 = [("vgg19", 23.5, 57.0), ("ssd", 40.3, 260.0), ("vgg19", 37.2, 400.0), ("resnet50", 10.1, 763.0),
+        ("vgg19", 11.7, 325.0), ("vgg19", 53.2, 279.0), ("alexnet", 25.0, 192.0), ("resnet50", 16.2, 421.0)]
+
+
+def _problem(perf: PerformanceModel, rows, budget: LatencyBudget = LatencyBudget.IGNITER,
+             margin: float = 0.1) -> PlanningProblem:
+    ws = tuple(Workload(f"w{i}", m, float(slo), float(rate)) for i, (m, slo, rate) in enumerate(rows))
+    return PlanningProblem(ws, perf, budget, margin)
+
+
+def _check_claim(plan, problem) -> None:
+    """What every exact plan must satisfy: verified, bound <= objective == cost, optimal iff equal."""
+    s = plan.solver
+    assert verify_plan(plan, problem) == []
+    assert s.objective == pytest.approx(plan.cost_per_hour)
+    assert s.bound is not None and s.bound <= plan.cost_per_hour + 1e-9
+    assert (s.status == SolveStatus.OPTIMAL) == math.isclose(s.bound, s.objective, abs_tol=1e-9)
+    assert s.trivial_bound is not None and s.trivial_bound <= s.bound + 1e-9
+
+
+# ---- audit bullet 1: a split workload voids the claim -------------------------------------------
+@pytest.mark.parametrize(("rows", "budget", "margin"), [
+    ([("vgg19", 40, 1098)], LatencyBudget.IGNITER, 0.1),
+    ([("vgg19", 40, 753), ("resnet50", 40, 500)], LatencyBudget.FULL, 0.0),
+])
+def test_the_master_chooses_the_split_and_finds_the_two_gpu_plans(v100_model, rows, budget, margin) -> None:
+    """Greedy splits these into 3 GPUs and the compact model "proved" 3 optimal; 2 GPUs verify."""
+    problem = _problem(v100_model, rows, budget, margin)
+    assert greedy.solve(problem).num_gpus == 3
+    plan = exact.solve(problem, SolveOptions(time_limit_s=30))
+    assert plan.num_gpus == 2
+    assert plan.solver.status == SolveStatus.OPTIMAL and plan.solver.bound == pytest.approx(2.0)
+    assert "equal replicas" in plan.solver.message  # the claim says what it is a bound of
+    _check_claim(plan, problem)
+
+
+def test_the_compact_model_is_chosen_only_where_greedy_splits_nothing(v100_model, paper_workloads) -> None:
+    split = _problem(v100_model, [("vgg19", 40, 1098)])
+    start = greedy.place(v100_model, greedy.initial_demands(split))
+    assert exact.choose_formulation(split, start) == "columns"
+    small = _problem(v100_model, [("resnet50", 30, 200), ("alexnet", 20, 300)])
+    start = greedy.place(v100_model, greedy.initial_demands(small))
+    assert exact.choose_formulation(small, start) == "compact"
+    forced = exact.solve(split, SolveOptions(time_limit_s=20), formulation="compact")
+    assert "split as the greedy planner splits it" in forced.solver.message  # its scope, said
+
+
+# ---- audit bullet 2: HiGHS contradicted itself ---------------------------------------------------
+def test_an_integer_master_objective_is_recomputed_and_a_contradiction_re_solved(v100_model) -> None:
+    problem = _problem(v100_model, MIX8)
+    start = greedy.place(v100_model, greedy.initial_demands(problem))
+    setup = colgen.prepare_colgen(problem, serving_model_for(problem), start)
+    state = colgen.ColgenState(colgen.initial_master(setup, 1))
+    colgen.generate(setup, state, time.perf_counter() + 20, len(start.gpus))
+    sol = state.master.solve_integer(20, colgen.start_solution(setup, state.master), setup.start_choice, 1e-6)
+    assert sol.result.objective == pytest.approx(sol.cost)  # what HiGHS says is what it handed back
+    assert sol.cost >= state.bound_gpus
+    plan = exact.solve(problem, SolveOptions(time_limit_s=30), formulation="columns")
+    _check_claim(plan, problem)
+
+
+def test_a_compact_run_whose_objective_disagrees_with_its_solution_is_re_solved(v100_model, monkeypatch) -> None:
+    problem = _problem(v100_model, [("resnet50", 30, 200), ("alexnet", 20, 300), ("vgg19", 40, 100)])
+    calls: list[bool] = []
+    real = compact.solve_model
+
+    def lying(m, options, *, presolve: bool = True, **kw):
+        calls.append(presolve)
+        out = real(m, options, presolve=presolve, **kw)
+        if presolve and out.objective is not None:  # the contradiction seen: a lower objective than loaded
+            return SolveOutcome(out.status, objective=out.objective - 1.0, bound=out.objective - 1.0,
+                                termination_raw=out.termination_raw, solver_name=out.solver_name)
+        return out
+
+    monkeypatch.setattr(compact, "solve_model", lying)
+    plan = exact.solve(problem, SolveOptions(time_limit_s=20), formulation="compact")
+    assert calls == [True, False]
+    assert "re-solved without presolve" in plan.solver.message
+    _check_claim(plan, problem)
+
+
+# ---- audit bullet 3: the tightened model's bound was used as the problem's ----------------------
+def test_the_bounds_model_is_loosened_not_tightened(v100_model, monkeypatch) -> None:
+    """The compact model the planner solves widens every budget (its bound is then a bound of the
+    problem); the plan-making safety margin tightens them."""
+    built = []
+    real = compact.build_model
+
+    def spy(data, **kw):
+        built.append(real(data, **kw))
+        return built[-1]
+
+    monkeypatch.setattr(compact, "build_model", spy)
+    rows = [("resnet50", 30, 300), ("alexnet", 20, 400), ("vgg19", 40, 150), ("ssd", 50, 60)]
+    exact.solve(_problem(v100_model, rows), SolveOptions(time_limit_s=20), formulation="compact")
+    (m,) = built
+    assert m.loosened
+    assert model.budget_shift(10.0, True) > 0 > model.budget_shift(10.0, False)
+    tight = real(m.data)
+    from pyomo.repn import generate_standard_repn
+
+    def rhs(c) -> float:  # the row as "variables <= rhs"
+        return c.upper() - generate_standard_repn(c.body).constant
+
+    rows_l = {k: rhs(c) for k, c in m.gpu_time_budget.items()}
+    rows_t = {k: rhs(c) for k, c in tight.gpu_time_budget.items()}
+    assert rows_l and all(rows_l[k] > rows_t[k] for k in rows_t)
+
+
+# ---- audit bullet 4: at 50 workloads the bound was the trivial bound ----------------------------
+def test_the_trivial_bound_is_reported_beside_the_bound(v100_model) -> None:
+    problem = _problem(v100_model, MIX8)
+    plan = exact.solve(problem, SolveOptions(time_limit_s=20), formulation="columns")
+    s = plan.solver
+    assert s.columns is not None and s.columns > len(MIX8)  # columns were generated
+    assert s.trivial_bound is not None and s.bound >= s.trivial_bound
+    _check_claim(plan, problem)
+
+
+# ---- audit bullet 5: the note showed HiGHS's raw numbers ----------------------------------------
+@pytest.mark.parametrize("formulation", ["compact", "columns"])
+def test_table_note_and_json_show_one_objective_bound_and_gap(v100_model, formulation) -> None:
+    rows = [("resnet50", 30, 300), ("alexnet", 20, 400), ("vgg19", 40, 150), ("ssd", 50, 60)]
+    problem = _problem(v100_model, rows)
+    plan = exact.solve(problem, SolveOptions(time_limit_s=20), formulation=formulation)
+    s = plan.solver
+    text = render_plan(plan, [], "table")
+    assert f"bound {s.bound:g}, gap {100 * s.gap:.2f} %" in text
+    d = json.loads(json.dumps(plan_to_dict(plan)))
+    assert (d["solver"]["objective"], d["solver"]["bound"]) == (pytest.approx(s.objective), pytest.approx(s.bound))
+    back = plan_from_dict(d).solver
+    assert (back.columns, back.trivial_bound) == (s.columns, pytest.approx(s.trivial_bound))
+    # every other GPU count in the note is labelled as the solver's
+    for clause in s.message.split("; "):
+        if re.search(r"GPU cost|its bound", clause):
+            assert clause.startswith(("HiGHS", "solver's")), clause
+
+
+# ---- time limits, progress, bad input ----------------------------------------------------------
+def test_a_time_limit_at_or_below_zero_is_refused(v100_model) -> None:
+    with pytest.raises(ProblemError, match="time limit"):
+        exact.solve(_problem(v100_model, MIX8), SolveOptions(time_limit_s=0))
+
+
+def test_progress_lines_while_it_runs_and_the_limit_bounds_the_whole_call(v100_model) -> None:
+    import sys
+
+    sys.path.insert(0, "benchmarks")
+    from instances import random_mix
+
+    problem = PlanningProblem(random_mix(v100_model, 40, 1), v100_model, LatencyBudget.IGNITER, 0.1)
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    plan = exact.solve(problem, SolveOptions(time_limit_s=8, progress=lines.append))
+    wall = time.perf_counter() - t0
+    assert wall < 8 + 2.5, wall
+    assert lines and all(re.search(r"columns.*bound \d+ GPU.*incumbent \d+ GPU", ln) for ln in lines)
+    assert plan.num_gpus <= greedy.solve(problem).num_gpus
+    _check_claim(plan, problem)
+
+
+# ---- the command line: the limit's default in --help, progress on stderr, --quiet ---------------
+def test_help_shows_the_time_limit_default_and_quiet() -> None:
+    from click.testing import CliRunner
+
+    from igniter_opt.cli import cli
+
+    for command in ("solve", "compare", "replan", "replan-trace"):
+        out = CliRunner().invoke(cli, [command, "--help"]).output
+        assert "--time-limit" in out and "[default: 60" in out and "--quiet" in out, command
+
+
+def test_progress_goes_to_stderr_and_quiet_silences_it(v100_path, tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from igniter_opt.cli import cli
+
+    wl = tmp_path / "w.csv"
+    wl.write_text("name,model,slo_ms,rate_rps\nbig,vgg19,40,1098\n")
+    args = ["solve", "-w", str(wl), "--profile", str(v100_path), "--planner", "exact", "--time-limit", "20",
+            "--format", "json"]
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)  # stdout stays clean JSON
+    assert plan["cost"]["gpus"] == 2 and plan["solver"]["status"] == "optimal"
+    assert re.search(r"exact: .*bound 2 GPU\(s\), incumbent 2 GPU\(s\)", res.stderr)
+    quiet = CliRunner().invoke(cli, [*args, "--quiet"], catch_exceptions=False)
+    assert quiet.exit_code == 0 and "exact:" not in quiet.stderr
+
+
+def test_highs_failing_in_column_generation_returns_greedy_with_the_reason(v100_model, monkeypatch) -> None:
+    def exploding(*args, **kwargs):
+        raise RuntimeError("HiGHS exploded")
+
+    monkeypatch.setattr(colgen, "price_mip", exploding)
+    problem = _problem(v100_model, [("vgg19", 40, 1098)])
+    plan = exact.solve(problem, SolveOptions(time_limit_s=20), formulation="columns")
+    assert plan.solver.status == SolveStatus.ERROR and "HiGHS exploded" in plan.solver.message
+    assert plan.num_gpus == greedy.solve(problem).num_gpus
+    assert verify_plan(plan, problem) == []
+    assert plan.solver.bound is not None and plan.solver.bound <= plan.cost_per_hour
