@@ -193,6 +193,10 @@ def test_processes_with_pipe_finds_only_that_folder(tmp_path: Path) -> None:
     p = subprocess.Popen(["sleep", "30"], env=env)
     q = subprocess.Popen(["sleep", "30"], env={**env, "CUDA_MPS_PIPE_DIRECTORY": str(pipe) + "-other"})
     try:
+        # a process just started may not show its new environment in /proc at once on a loaded machine
+        deadline = time.monotonic() + 5.0
+        while processes_with_pipe(pipe) != [p.pid] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert processes_with_pipe(pipe) == [p.pid]
     finally:
         for x in (p, q):
