@@ -346,10 +346,7 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
                                     progress=solver_progress(quiet))
     if fleet is not None:
-        if click.get_current_context().get_parameter_source("profile") is not click.core.ParameterSource.DEFAULT:
-            from igniter_opt.errors import InputError
-
-            raise InputError("--fleet and --profile exclude each other: a fleet names its types' profiles")
+        _refuse_profile_with_fleet()
         return _solve_fleet(ws, fleet, choice, planner, options, output, fmt)
     problem = make_problem(ws, profile, choice)
     outcome = run_planner(problem, planner, options)
@@ -360,6 +357,54 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
             note(text)
     if outcome.violations:
         raise _violations_error(f"the {planner} plan", outcome.violations)
+
+
+def _refuse_profile_with_fleet() -> None:
+    if click.get_current_context().get_parameter_source("profile") is not click.core.ParameterSource.DEFAULT:
+        from igniter_opt.errors import InputError
+
+        raise InputError("--fleet and --profile exclude each other: a fleet names its types' profiles")
+
+
+def _compare_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, planners: list[str],
+                   options: SolveOptions, fmt: str) -> None:
+    """compare --fleet: the fleet plan of each planner, then every type alone (the first planner)."""
+    from dataclasses import replace
+
+    from igniter_opt.errors import IgniterOptError
+    from igniter_opt.fleet import parse_fleet
+    from igniter_opt.planner.fleet import solve_fleet
+    from igniter_opt.report import csv_text, render_table
+
+    fleet = parse_fleet(spec)
+    runs = [(f"fleet {p}", fleet, p) for p in planners]
+    runs += [(f"{t.name} alone", replace(fleet, types=(t,), models=(m,)), planners[0])
+             for t, m in zip(fleet.types, fleet.models, strict=True)] if len(fleet.types) > 1 else []
+    rows: list[dict[str, object]] = []
+    for label, f, p in runs:
+        try:
+            fp = solve_fleet(ws, f, choice, p, options)
+        except IgniterOptError as exc:  # a type that cannot serve every workload alone, a count limit, ...
+            rows.append({"plan": label, "gpus_by_type": "", "gpus": None, "cost_per_hour": None,
+                         "total_share_pct": None, "wall_s": None, "message": str(exc)})
+            continue
+        rows.append({"plan": label, "gpus_by_type": " ".join(f"{t}:{n}" for t, n in fp.gpus_by_type().items()),
+                     "gpus": fp.num_gpus, "cost_per_hour": round(fp.cost_per_hour, 6),
+                     "total_share_pct": round(sum(x.plan.total_share_pct for x in fp.parts), 4),
+                     "wall_s": round(fp.wall_s, 3), "message": ""})
+    if fmt == "json":
+        emit(json.dumps(rows, indent=2))
+    elif fmt == "csv":
+        emit(csv_text(rows, list(rows[0]), "{:.6g}"))
+    else:
+        nan = float("nan")
+        body = [[r["plan"], r["gpus_by_type"] or "-", nan if r["gpus"] is None else r["gpus"],
+                 nan if r["cost_per_hour"] is None else r["cost_per_hour"],
+                 nan if r["total_share_pct"] is None else r["total_share_pct"],
+                 nan if r["wall_s"] is None else r["wall_s"]] for r in rows]
+        notes = [f"{r['plan']}: {r['message']}" for r in rows if r["message"]]
+        emit(render_table(["plan", "GPUs by type", "GPUs", "cost/h", "share %", "wall s"], body, align="llrrrr")
+             + ("\n\n" + "\n".join(notes) if notes else ""))
 
 
 def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, planner: str, options: SolveOptions,
@@ -390,12 +435,15 @@ def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, plan
 @profile_option
 @click.option("--planners", default="greedy,exact,ffd,gpulet", show_default=True,
               help="Comma-separated planners to run, in this order.")
+@click.option("--fleet", default=None, metavar="TYPE:PRICE[:MAX],...|FILE.csv",
+              help="Compare over a fleet of GPU types instead (docs/fleet.md): the fleet plan of each planner "
+                   "beside every type alone.")
 @budget_options()
 @solver_options
 @format_option
 @handle_errors
-def compare(workloads: Path | None, profile: str, planners: str, budget: str, margin: float, attainment: float,
-            serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
+def compare(workloads: Path | None, profile: str, planners: str, fleet: str | None, budget: str, margin: float,
+            attainment: float, serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
             time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, fmt: str) -> None:
     """Run several planners on the same workloads and compare their plans.
 
@@ -412,10 +460,13 @@ def compare(workloads: Path | None, profile: str, planners: str, budget: str, ma
 
     names = parse_planners(planners)
     ws, default_note = _workloads(workloads)
-    problem = make_problem(ws, profile, _choice(budget, margin, attainment, serving_overhead, max_utilization,
-                                                max_batch))
+    choice = _choice(budget, margin, attainment, serving_overhead, max_utilization, max_batch)
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
                                     progress=solver_progress(quiet))
+    if fleet is not None:
+        _refuse_profile_with_fleet()
+        return _compare_fleet(ws, fleet, choice, names, options, fmt)
+    problem = make_problem(ws, profile, choice)
     rows, _ = compare_planners(problem, names, options)
     emit(render_comparison(rows, fmt))
     if default_note and fmt == "table":

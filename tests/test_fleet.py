@@ -132,3 +132,18 @@ def test_another_planner_plans_the_chosen_parts_again_never_worse() -> None:
     for g, e in zip(greedy.parts, exact.parts, strict=True):
         assert e.plan.total_share_pct <= g.plan.total_share_pct + 1e-9
         assert e.plan.planner in ("exact", "greedy")
+
+
+def test_compare_over_a_fleet_lists_each_planner_and_every_type_alone() -> None:
+    res = CliRunner().invoke(cli, ["compare", "--fleet", "h100:1.0,h200:1.6", "--planners", "greedy",
+                                   "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["plan"]: r for r in json.loads(res.stdout)}
+    assert list(rows) == ["fleet greedy", "h100 alone", "h200 alone"]
+    assert rows["fleet greedy"]["cost_per_hour"] <= min(rows["h100 alone"]["cost_per_hour"],
+                                                        rows["h200 alone"]["cost_per_hour"]) + 1e-9
+    res = CliRunner().invoke(cli, ["compare", "--fleet", "h100:1.0:1", "--planners", "greedy",
+                                   "--latency-budget", "tail"])
+    assert res.exit_code == 0 and "fleet greedy: the fleet's count limits leave no plan" in res.output
+    res = CliRunner().invoke(cli, ["compare", "--fleet", "h100:1", "-p", "h200"])
+    assert res.exit_code == 1 and "--fleet and --profile exclude each other" in res.output
