@@ -87,6 +87,10 @@ def parse_fleet(spec: str) -> Fleet:
     for where, name, price, count in _entries(spec):
         if name in (t.name for t in types):
             raise InputError(f"{where}: GPU type '{name}' is listed twice; give each type once")
+        same = [t.name for t in types if Path(t.name).name == Path(name).name]
+        if same:
+            raise InputError(f"{where}: GPU types '{same[0]}' and '{name}' have the same name, and a fleet plan "
+                             "names its parts by type; give each profile folder its own name")
         try:
             model = load_profile(name)
         except (InputError, ProfileError) as exc:

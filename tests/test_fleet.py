@@ -50,6 +50,7 @@ def test_a_spec_string_and_a_csv_describe_the_same_fleet(tmp_path: Path) -> None
     ("h100:1:two", "max count 'two' is not a whole number"),
     ("h100", "expected TYPE:PRICE[:MAX_COUNT]"),
     ("h100:1,,h200:2", "expected TYPE:PRICE[:MAX_COUNT]"),
+    ("h100:1,profiles/h100:2", "GPU types 'h100' and 'profiles/h100' have the same name"),
 ])
 def test_bad_fleets_are_named(spec: str, msg: str) -> None:
     with pytest.raises(InputError, match=msg.replace("[", r"\[").replace("]", r"\]")):
