@@ -768,6 +768,11 @@ def test_builtin_model_list_matches_the_zoo() -> None:
     assert models == BUILTIN_MODELS
 
 
+def _dry_run_args(plan_path: Path, fake_server: Path, out: Path) -> list[str]:
+    """``apply PLAN --dry-run`` with the stand-in server binary and an output folder."""
+    return ["apply", str(plan_path), "--dry-run", "--tritonserver", str(fake_server), "--out", str(out)]
+
+
 def test_cli_dry_run_of_a_two_gpu_plan_binds_each_server_to_its_gpu(tmp_path: Path, fake_server: Path,
                                                                      machine: list[GpuInfo]) -> None:
     """Each server's env line names its own GPU's UUID (default order and an explicit map), ports differ."""
@@ -776,20 +781,8 @@ def test_cli_dry_run_of_a_two_gpu_plan_binds_each_server_to_its_gpu(tmp_path: Pa
                          (placement("C", "bert_base", share=90.0),)), plan_path)
 
     def servers(*extra: str) -> dict[str, tuple[str, str]]:
-        res = CliRunner().invoke(
-            cli,
-            [
-                "apply",
-                str(plan_path),
-                "--dry-run",
-                "--tritonserver",
-                str(fake_server),
-                "--out",
-                str(tmp_path / "o"),
-                *extra,
-            ],
-            catch_exceptions=False,
-        )
+        res = CliRunner().invoke(cli, [*_dry_run_args(plan_path, fake_server, tmp_path / "o"), *extra],
+                                 catch_exceptions=False)
         assert res.exit_code == 0, res.output
         out: dict[str, tuple[str, str]] = {}
         name = ""
@@ -933,15 +926,7 @@ def test_dry_run_assumes_only_facts_of_the_gpu_machine(
     plan_path = write_plan(
         make_plan((placement(),), (placement("W2"),), (placement("W3"),)), tmp_path / "plan.json"
     )
-    base = [
-        "apply",
-        str(plan_path),
-        "--dry-run",
-        "--tritonserver",
-        str(fake_server),
-        "--out",
-        str(tmp_path / "o"),
-    ]
+    base = _dry_run_args(plan_path, fake_server, tmp_path / "o")
     res = CliRunner().invoke(cli, [*base, "--gpus", f"gpu0={UUID1}"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert res.output.splitlines()[2] == (
