@@ -89,16 +89,28 @@ def _part_planner(fleet: Fleet, choice: BudgetChoice, planner: str, options: Sol
     return plan
 
 
+def _over_limit(t: FleetType, p: Plan) -> int:
+    """GPUs of the part beyond its type's count limit."""
+    return 0 if t.max_count is None else max(0, p.num_gpus - t.max_count)
+
+
 def _key(fleet: Fleet, plans: list[Plan | None]) -> tuple[float, float, float]:
     """(GPUs over count limits, cost per hour, price-weighted share); inf when a part cannot be planned."""
-    if any(p is None for p in plans):
-        return (math.inf, math.inf, math.inf)
-    over = sum(max(0, p.num_gpus - (t.max_count or p.num_gpus)) for t, p in zip(fleet.types, plans, strict=True)
-               if p is not None)
-    cost = sum(p.num_gpus * t.price_per_gpu_hour for t, p in zip(fleet.types, plans, strict=True) if p is not None)
-    share = sum(p.total_share_pct * t.price_per_gpu_hour for t, p in zip(fleet.types, plans, strict=True)
-                if p is not None)
-    return (float(over), round(cost, 9), round(share, 6))
+    over = cost = share = 0.0
+    for t, p in zip(fleet.types, plans, strict=True):
+        if p is None:
+            return (math.inf, math.inf, math.inf)
+        over += _over_limit(t, p)
+        cost += p.num_gpus * t.price_per_gpu_hour
+        share += p.total_share_pct * t.price_per_gpu_hour
+    return (over, round(cost, 9), round(share, 6))
+
+
+def _guide(key: tuple[float, float, float]) -> tuple[float, float, float]:
+    """What the local search lowers: (over the limits, price-weighted share, cost). The share moves
+    with every workload moved, where the whole-GPU cost changes only when a GPU empties, so the
+    search can walk towards a cheaper packing through moves that do not pay off one by one."""
+    return (key[0], key[2], key[1])
 
 
 class _Assignment:
@@ -109,19 +121,17 @@ class _Assignment:
         self.plans = [self._plan(t) for t in range(len(fleet.types))]
         self.key = _key(fleet, self.plans)
 
-    def _members(self, t: int, types: list[int]) -> tuple[Workload, ...]:
-        return tuple(w for w, u in zip(self.ws, types, strict=True) if u == t)
+    def members(self, t: int, types: list[int] | None = None) -> tuple[Workload, ...]:
+        """The workloads given to type t (under ``types``, default this assignment's)."""
+        return tuple(w for w, u in zip(self.ws, self.types if types is None else types, strict=True) if u == t)
 
     def _plan(self, t: int, types: list[int] | None = None) -> Plan | None:
-        members = self._members(t, self.types if types is None else types)
+        members = self.members(t, types)
         return self.plan_part(t, members) if members else _EMPTY
 
-    @property
-    def guide(self) -> tuple[float, float, float]:
-        """What the local search lowers: (over the limits, price-weighted share, cost). The share moves
-        with every workload moved, where the whole-GPU cost changes only when a GPU empties, so the
-        search can walk towards a cheaper packing through moves that do not pay off one by one."""
-        return (self.key[0], self.key[2], self.key[1])
+    def over(self) -> list[int]:
+        """The types whose part is over their count limit."""
+        return [t for t, p in enumerate(self.plans) if p is not None and _over_limit(self.fleet.types[t], p)]
 
     def try_move(self, j: int, t: int) -> bool:
         """Move workload j to type t if that lowers the guide."""
@@ -131,7 +141,7 @@ class _Assignment:
         plans = self.plans.copy()
         plans[old], plans[t] = self._plan(old, types), self._plan(t, types)
         key = _key(self.fleet, plans)
-        if (key[0], key[2], key[1]) < self.guide:
+        if _guide(key) < _guide(self.key):
             self.types, self.plans, self.key = types, plans, key
             return True
         return False
@@ -159,8 +169,7 @@ def _repaired(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner, co
     least rise in solo cost), until no type is over its limit or nothing can move."""
     a = _Assignment(fleet, ws, plan_part, types)
     for _ in range(len(ws) * len(fleet.types)):
-        over = [t for t, p in enumerate(a.plans) if p is not None and fleet.types[t].max_count is not None
-                and p.num_gpus > (fleet.types[t].max_count or 0)]
+        over = a.over()
         if not over:
             break
         moves = [(costs[j][u] - costs[j][t], j, u) for t in over for j in range(len(ws)) if a.types[j] == t
@@ -177,8 +186,7 @@ def _repaired(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner, co
 def _searched(a: _Assignment, costs: list[list[float]]) -> _Assignment:
     """Local search from ``a`` (a copy): single moves that lower its guide, up to ``MAX_PASSES`` passes;
     the assignment of least key met on the way."""
-    cur = _Assignment.__new__(_Assignment)
-    cur.__dict__.update(a.__dict__, types=list(a.types), plans=list(a.plans))
+    cur = _Assignment(a.fleet, a.ws, a.plan_part, a.types)  # parts come from the memoised planner
     best = (cur.key, list(cur.types), list(cur.plans))
     for _ in range(MAX_PASSES):
         moved = False
@@ -207,9 +215,8 @@ def _unservable_error(fleet: Fleet, ws: tuple[Workload, ...], costs: list[list[f
 
 
 def _count_error(fleet: Fleet, best: _Assignment) -> ProblemError:
-    needs = [f"{p.num_gpus} GPUs of {t.name} (limit {t.max_count})"
-             for t, p in zip(fleet.types, best.plans, strict=True)
-             if p is not None and t.max_count is not None and p.num_gpus > t.max_count]
+    needs = [f"{p.num_gpus} GPUs of {fleet.types[t].name} (limit {fleet.types[t].max_count})"
+             for t in best.over() if (p := best.plans[t]) is not None]
     return ProblemError(f"the fleet's count limits leave no plan that the fleet greedy found: its best needs "
                         f"{', '.join(needs)}; raise those limits or add a type")
 
@@ -241,7 +248,7 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
     for t, (ft, p) in enumerate(zip(fleet.types, best.plans, strict=True)):
         if p is None or not p.num_gpus:
             continue
-        other = final(t, best._members(t, best.types))
+        other = final(t, best.members(t))
         if other is not None and (other.num_gpus, other.total_share_pct) <= (p.num_gpus, p.total_share_pct):
             p = other
         parts.append(FleetPart(ft, replace(p, price_per_gpu_hour=ft.price_per_gpu_hour)))
