@@ -6,7 +6,6 @@ exception. The objective and bound reported here are the solver's own, of the mo
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 import threading
@@ -15,7 +14,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from igniter_opt.errors import SolverUnavailableError
-from igniter_opt.planner.exact.model import INSTALL_HINT, set_warm_start
+from igniter_opt.planner.exact.model import INSTALL_HINT, set_warm_start, solver_module
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus, highs_options, relative_gap
 
 if TYPE_CHECKING:
@@ -30,11 +29,7 @@ WATCHDOG_GRACE_S = 2.0
 
 def require_highs() -> tuple[Any, Any]:
     """Import highspy and Pyomo's APPSI HiGHS interface, or raise SolverUnavailableError."""
-    try:
-        highspy = importlib.import_module("highspy")
-        appsi = importlib.import_module("pyomo.contrib.appsi.solvers")
-    except ImportError as exc:
-        raise SolverUnavailableError(f"{INSTALL_HINT} ({exc})") from None
+    highspy, appsi = solver_module("highspy"), solver_module("pyomo.contrib.appsi.solvers")
     opt = appsi.Highs()
     if not opt.available():
         raise SolverUnavailableError(f"{INSTALL_HINT} (Pyomo cannot load highspy)")

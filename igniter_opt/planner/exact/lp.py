@@ -9,7 +9,6 @@ in place (``addCols``), and HiGHS keeps the master's basis between re-solves.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import math
 import os
 import threading
@@ -19,8 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from igniter_opt.errors import SolverUnavailableError
-from igniter_opt.planner.exact.model import INSTALL_HINT
+from igniter_opt.planner.exact.model import solver_module
 
 # Seconds past its own time limit after which a HiGHS run is cancelled (see ``run``).
 WATCHDOG_GRACE_S = 1.0
@@ -29,10 +27,7 @@ ROWWISE = 2
 
 
 def highspy_module() -> Any:
-    try:
-        return importlib.import_module("highspy")
-    except ImportError as exc:
-        raise SolverUnavailableError(f"{INSTALL_HINT} ({exc})") from None
+    return solver_module("highspy")
 
 
 @contextlib.contextmanager

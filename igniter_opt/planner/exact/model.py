@@ -62,11 +62,16 @@ def budget_shift(big_m: float, loosened: bool) -> float:
 CLIQUE_MAX_NONZEROS = 40_000
 
 
-def _pyomo() -> Any:
+def solver_module(name: str) -> Any:
+    """Import a module the exact planner needs (highspy, a part of Pyomo), or raise SolverUnavailableError."""
     try:
-        return importlib.import_module("pyomo.environ")
+        return importlib.import_module(name)
     except ImportError as exc:
         raise SolverUnavailableError(f"{INSTALL_HINT} ({exc})") from None
+
+
+def _pyomo() -> Any:
+    return solver_module("pyomo.environ")
 
 
 def add_variables(m: ConcreteModel, data: MipData) -> None:
