@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from igniter_opt.solver import SolveOutcome, SolveStatus
 
@@ -118,6 +119,37 @@ class ServingParams:
 
     def batch_overhead_ms(self, batch: float) -> float:
         return self.overhead_ms + self.overhead_per_request_ms * batch
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON fields of a profile's serving.json or a plan's serving block (optional ones when set)."""
+        out: dict[str, Any] = {"overhead_ms": self.overhead_ms, "client_ms": self.client_ms,
+                               "service_cv": self.service_cv, "source": self.source}
+        if self.overhead_per_request_ms:
+            out["overhead_per_request_ms"] = self.overhead_per_request_ms
+        if self.service_headroom:
+            out["service_headroom"] = self.service_headroom
+        if self.max_server_rate_rps is not None:
+            out["max_server_rate_rps"] = self.max_server_rate_rps
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Any) -> ServingParams:
+        """The inverse of ``to_dict``; a ValueError that names what is wrong."""
+        try:
+            out = cls(float(d["overhead_ms"]), float(d.get("client_ms", 0.0)), float(d.get("service_cv", 0.0)),
+                      str(d.get("source", "")), float(d.get("overhead_per_request_ms", 0.0)),
+                      float(d.get("service_headroom", 0.0)),
+                      None if d.get("max_server_rate_rps") is None else float(d["max_server_rate_rps"]))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"missing or bad field ({type(exc).__name__}: {exc})") from None
+        if not all(math.isfinite(x) and x >= 0 for x in (out.overhead_ms, out.client_ms, out.service_cv,
+                                                        out.overhead_per_request_ms, out.service_headroom)):
+            raise ValueError("overhead_ms, client_ms, service_cv, overhead_per_request_ms and service_headroom "
+                             "must be numbers >= 0")
+        cap = out.max_server_rate_rps
+        if cap is not None and not (math.isfinite(cap) and cap > 0):
+            raise ValueError("max_server_rate_rps must be a number > 0 (or absent for no cap)")
+        return out
 
 
 @dataclass(frozen=True)

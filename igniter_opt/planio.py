@@ -96,34 +96,12 @@ def _clean(x: float | None, digits: int = 6) -> float | None:
     return None if not math.isfinite(x) else round(float(x), digits)
 
 
-def serving_to_dict(s: ServingParams) -> dict[str, Any]:
-    out = {"overhead_ms": s.overhead_ms, "client_ms": s.client_ms, "service_cv": s.service_cv, "source": s.source}
-    if s.overhead_per_request_ms:
-        out["overhead_per_request_ms"] = s.overhead_per_request_ms
-    if s.service_headroom:
-        out["service_headroom"] = s.service_headroom
-    if s.max_server_rate_rps is not None:
-        out["max_server_rate_rps"] = s.max_server_rate_rps
-    return out
-
-
 def serving_from_dict(d: Any, source: str) -> ServingParams:
-    """Serving measurements (a plan's or a profile's ``serving`` block); a one-line PlanError otherwise."""
+    """A plan's ``serving`` block; a one-line PlanError otherwise."""
     try:
-        out = ServingParams(float(d["overhead_ms"]), float(d.get("client_ms", 0.0)),
-                            float(d.get("service_cv", 0.0)), str(d.get("source", "")),
-                            float(d.get("overhead_per_request_ms", 0.0)), float(d.get("service_headroom", 0.0)),
-                            None if d.get("max_server_rate_rps") is None else float(d["max_server_rate_rps"]))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise PlanError(f"{source}: malformed serving block ({type(exc).__name__}: {exc})") from None
-    if not all(math.isfinite(x) and x >= 0 for x in (out.overhead_ms, out.client_ms, out.service_cv,
-                                                    out.overhead_per_request_ms, out.service_headroom)):
-        raise PlanError(f"{source}: serving overhead_ms, client_ms, service_cv and service_headroom must be "
-                        "numbers >= 0")
-    if out.max_server_rate_rps is not None and not (math.isfinite(out.max_server_rate_rps)
-                                                    and out.max_server_rate_rps > 0):
-        raise PlanError(f"{source}: serving max_server_rate_rps must be a number > 0 (or absent for no cap)")
-    return out
+        return ServingParams.from_dict(d)
+    except ValueError as exc:
+        raise PlanError(f"{source}: serving block: {exc}") from None
 
 
 def _prediction_to_dict(pr: Prediction | None) -> dict[str, Any] | None:
@@ -168,7 +146,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
     if plan.attainment is not None:
         d["attainment"] = plan.attainment
     if plan.serving is not None:
-        d["serving"] = serving_to_dict(plan.serving)
+        d["serving"] = plan.serving.to_dict()
     if plan.verified is not None:
         d["verified"] = plan.verified
     d["gpus"] = [

@@ -8,7 +8,6 @@ profile directory, or a raw profile file in either format, which is then fitted 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -75,30 +74,19 @@ def read_serving(path: Path) -> ServingParams:
     d = _read_json(path, fix)
     if d.get("schema") != SERVING_SCHEMA:
         raise ProfileError(f"{path}: schema is {d.get('schema')!r}, expected '{SERVING_SCHEMA}'; {fix}")
+    missing = [k for k in ("overhead_ms", "client_ms", "service_cv") if k not in d]
+    if missing:
+        raise ProfileError(f"{path}: missing field(s) {', '.join(missing)}; {fix}")
     try:
-        out = ServingParams(float(d["overhead_ms"]), float(d["client_ms"]), float(d["service_cv"]),
-                            str(d.get("source", "")), float(d.get("overhead_per_request_ms", 0.0)),
-                            float(d.get("service_headroom", 0.0)),
-                            None if d.get("max_server_rate_rps") is None else float(d["max_server_rate_rps"]))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProfileError(f"{path}: missing or bad field ({exc}); {fix}") from None
-    if not all(math.isfinite(x) and x >= 0 for x in (out.overhead_ms, out.client_ms, out.service_cv,
-                                                    out.service_headroom)):
-        raise ProfileError(f"{path}: overhead_ms, client_ms, service_cv and service_headroom must be numbers >= 0; "
-                           f"{fix}")
-    if out.max_server_rate_rps is not None and not (math.isfinite(out.max_server_rate_rps)
-                                                    and out.max_server_rate_rps > 0):
-        raise ProfileError(f"{path}: max_server_rate_rps must be a number > 0 (or absent for no cap); {fix}")
-    return out
+        return ServingParams.from_dict(d)
+    except ValueError as exc:
+        raise ProfileError(f"{path}: {exc}; {fix}") from None
 
 
 def write_serving(serving: ServingParams, out_dir: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
     """Write a profile's ``serving.json`` atomically."""
-    return atomic_write_json(Path(out_dir) / SERVING_FILE, {
-        "schema": SERVING_SCHEMA, "overhead_ms": serving.overhead_ms, "client_ms": serving.client_ms,
-        "service_cv": serving.service_cv, "overhead_per_request_ms": serving.overhead_per_request_ms,
-        "service_headroom": serving.service_headroom, "max_server_rate_rps": serving.max_server_rate_rps,
-        "source": serving.source, **(extra or {})})
+    return atomic_write_json(Path(out_dir) / SERVING_FILE,
+                             {"schema": SERVING_SCHEMA, **serving.to_dict(), **(extra or {})})
 
 
 def load_profile(spec: str | os.PathLike[str]) -> PerformanceModel:
