@@ -140,9 +140,10 @@ def bind_gpus(plan: Plan, options: ApplyOptions, machine_gpus: MachineGpus, *, d
     machine = source() if callable(source) else source
     want = plan_gpu_name(plan)
     typed: tuple[str, ...] = ()
-    if machine is not None and want is not None and not (dry_run and unresolvable_gpus(gpu_ids, machine, mapping)):
-        mapping, typed = typed_mapping(gpu_ids, machine, mapping, want)
     missing = unresolvable_gpus(gpu_ids, machine, mapping)
+    if machine is not None and want is not None and not (dry_run and missing):
+        mapping, typed = typed_mapping(gpu_ids, machine, mapping, want)
+        missing = unresolvable_gpus(gpu_ids, machine, mapping)
     if dry_run and missing:
         devices = assumed_gpus(gpu_ids, mapping)
         order = ", ".join(f"{g} -> {'GPU ' + d if d.isdigit() else d}" for g, d in devices.items())
