@@ -245,13 +245,10 @@ def _num(r: dict[str, str], k: str) -> float:
 def at_measured_service(rows: list[dict[str, str]], profile: str) -> None:
     """Add the serving model's prediction at each row's *measured* service time (Triton's time per
     execution): what is left of the error once the performance model's is taken out."""
-    from igniter_opt.placement import queueing
-
-    params = queueing.QueueingParams.from_serving(load_profile(profile).serving)
-    for r in rows:
-        _, p99, within = queueing.request_latency(_num(r, "rate_rps"), int(r["batch"]), _num(r, "queue_delay_ms"),
-                                                  _num(r, "service_ms"), _num(r, "slo_ms"), params)
-        r["model_at_measured_within_slo"], r["model_at_measured_p99_ms"] = str(float(within)), str(float(p99))
+    serving = load_profile(profile).serving
+    within, p99 = _model_at_measured(rows, serving, serving.service_cv)
+    for r, w, q in zip(rows, within, p99, strict=True):
+        r["model_at_measured_within_slo"], r["model_at_measured_p99_ms"] = str(w), str(q)
 
 
 def errors_table(rows: list[dict[str, str]]) -> list[str]:
@@ -353,13 +350,9 @@ def _model_at_measured(rows: list[dict[str, str]], serving: Any, cv: float) -> t
     from igniter_opt.placement import queueing
 
     params = queueing.QueueingParams(client_ms=serving.client_ms, service_cv=cv)
-    within, p99 = [], []
-    for r in rows:
-        _, q99, w = queueing.request_latency(_num(r, "rate_rps"), int(r["batch"]), _num(r, "queue_delay_ms"),
-                                             _num(r, "service_ms"), _num(r, "slo_ms"), params)
-        within.append(float(w))
-        p99.append(float(q99))
-    return within, p99
+    _, p99, within = queueing.request_latency(*([_num(r, k) for r in rows] for k in (
+        "rate_rps", "batch", "queue_delay_ms", "service_ms", "slo_ms")), params)
+    return [float(x) for x in within], [float(x) for x in p99]
 
 
 def fit_service_cv(rows: list[dict[str, str]], serving: Any) -> tuple[float, list[dict[str, float]]]:
