@@ -165,7 +165,11 @@ class TailServing(ServingModel):
                                         queueing.QueueingParams.from_serving(self.serving)
                                         ) / (1.0 + self.serving.service_headroom)
         cap = self.serving.max_server_rate_rps
-        return limit if cap is None else np.where(rate <= cap * (1 + 1e-12), limit, -np.inf)
+        if cap is None:
+            return limit
+        from igniter_opt.placement.feasibility import REL_TOL  # the kernel's one tolerance (it imports this module)
+
+        return np.where(rate <= cap * (1.0 + REL_TOL), limit, -np.inf)
 
     def queue_delay_candidates(self, slo_ms: np.ndarray | float, rate_rps: np.ndarray | float,
                                batch: np.ndarray) -> np.ndarray:
