@@ -369,42 +369,11 @@ def _refuse_profile_with_fleet() -> None:
 def _compare_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, planners: list[str],
                    options: SolveOptions, fmt: str) -> None:
     """compare --fleet: the fleet plan of each planner, then every type alone (the first planner)."""
-    from dataclasses import replace
-
-    from igniter_opt.errors import IgniterOptError
     from igniter_opt.fleet import parse_fleet
-    from igniter_opt.planner.fleet import solve_fleet
-    from igniter_opt.report import csv_text, render_table
+    from igniter_opt.planner.fleet import compare_fleet
+    from igniter_opt.report import render_fleet_comparison
 
-    fleet = parse_fleet(spec)
-    runs = [(f"fleet {p}", fleet, p) for p in planners]
-    runs += [(f"{t.name} alone", replace(fleet, types=(t,), models=(m,)), planners[0])
-             for t, m in zip(fleet.types, fleet.models, strict=True)] if len(fleet.types) > 1 else []
-    rows: list[dict[str, object]] = []
-    for label, f, p in runs:
-        try:
-            fp = solve_fleet(ws, f, choice, p, options)
-        except IgniterOptError as exc:  # a type that cannot serve every workload alone, a count limit, ...
-            rows.append({"plan": label, "gpus_by_type": "", "gpus": None, "cost_per_hour": None,
-                         "total_share_pct": None, "wall_s": None, "message": str(exc)})
-            continue
-        rows.append({"plan": label, "gpus_by_type": " ".join(f"{t}:{n}" for t, n in fp.gpus_by_type().items()),
-                     "gpus": fp.num_gpus, "cost_per_hour": round(fp.cost_per_hour, 6),
-                     "total_share_pct": round(sum(x.plan.total_share_pct for x in fp.parts), 4),
-                     "wall_s": round(fp.wall_s, 3), "message": ""})
-    if fmt == "json":
-        emit(json.dumps(rows, indent=2))
-    elif fmt == "csv":
-        emit(csv_text(rows, list(rows[0]), "{:.6g}"))
-    else:
-        nan = float("nan")
-        body = [[r["plan"], r["gpus_by_type"] or "-", nan if r["gpus"] is None else r["gpus"],
-                 nan if r["cost_per_hour"] is None else r["cost_per_hour"],
-                 nan if r["total_share_pct"] is None else r["total_share_pct"],
-                 nan if r["wall_s"] is None else r["wall_s"]] for r in rows]
-        notes = [f"{r['plan']}: {r['message']}" for r in rows if r["message"]]
-        emit(render_table(["plan", "GPUs by type", "GPUs", "cost/h", "share %", "wall s"], body, align="llrrrr")
-             + ("\n\n" + "\n".join(notes) if notes else ""))
+    emit(render_fleet_comparison(compare_fleet(ws, parse_fleet(spec), choice, planners, options), fmt))
 
 
 def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, planner: str, options: SolveOptions,

@@ -205,6 +205,22 @@ def render_comparison(rows: Sequence[object], fmt: str) -> str:
     return out + ("\n\n" + "\n".join(notes) if notes else "")
 
 
+FLEET_COMPARISON_HEADERS = ["plan", "GPUs by type", "GPUs", "cost/h", "share %", "wall s"]
+_FLEET_NUMBERS = ("gpus", "cost_per_hour", "total_share_pct", "wall_s")
+
+
+def render_fleet_comparison(rows: Sequence[Mapping[str, object]], fmt: str) -> str:
+    """The ``compare --fleet`` table (``planner.fleet.compare_fleet`` rows), with each failed row's reason below."""
+    if fmt == "json":
+        return json.dumps(list(rows), indent=2)
+    if fmt == "csv":
+        return csv_text(rows, list(rows[0]), "{:.6g}")
+    body = [[r["plan"], r["gpus_by_type"] or "-", *(math.nan if r[k] is None else r[k] for k in _FLEET_NUMBERS)]
+            for r in rows]
+    notes = [f"{r['plan']}: {r['message']}" for r in rows if r["message"]]
+    return render_table(FLEET_COMPARISON_HEADERS, body, align="llrrrr") + ("\n\n" + "\n".join(notes) if notes else "")
+
+
 DIFF_HEADERS = ["change", "workload", "model", "old GPU", "new GPU", "old share %", "new share %", "old batch",
                 "new batch", "old req/s", "new req/s"]
 

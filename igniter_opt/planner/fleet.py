@@ -62,6 +62,10 @@ class FleetPlan:
     def num_gpus(self) -> int:
         return sum(p.plan.num_gpus for p in self.parts)
 
+    @property
+    def total_share_pct(self) -> float:
+        return sum(p.plan.total_share_pct for p in self.parts)
+
     def gpus_by_type(self) -> dict[str, int]:
         return {p.gpu_type.name: p.plan.num_gpus for p in self.parts}
 
@@ -255,6 +259,29 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
     return FleetPlan(tuple(parts), planner, time.perf_counter() - t0)
 
 
+def compare_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, planners: list[str],
+                  options: SolveOptions) -> list[dict[str, Any]]:
+    """One row per planner's fleet plan, then one per type alone (the first planner): GPUs by type, cost,
+    share, wall time; a row whose planning failed (a type that cannot serve every workload, a count
+    limit) carries the reason instead."""
+    runs = [(f"fleet {p}", fleet, p) for p in planners]
+    if len(fleet.types) > 1:
+        runs += [(f"{t.name} alone", replace(fleet, types=(t,), models=(m,)), planners[0])
+                 for t, m in zip(fleet.types, fleet.models, strict=True)]
+    rows: list[dict[str, Any]] = []
+    for label, f, p in runs:
+        row: dict[str, Any] = dict.fromkeys(("gpus_by_type", "gpus", "cost_per_hour", "total_share_pct", "wall_s"))
+        try:
+            fp = solve_fleet(ws, f, choice, p, options)
+        except IgniterOptError as exc:
+            rows.append({"plan": label, **row, "gpus_by_type": "", "message": str(exc)})
+            continue
+        rows.append({"plan": label, "gpus_by_type": " ".join(f"{t}:{n}" for t, n in fp.gpus_by_type().items()),
+                     "gpus": fp.num_gpus, "cost_per_hour": round(fp.cost_per_hour, 6),
+                     "total_share_pct": round(fp.total_share_pct, 4), "wall_s": round(fp.wall_s, 3), "message": ""})
+    return rows
+
+
 def part_path(path: Path, type_name: str) -> Path:
     """Where the part of a fleet plan for one type goes: PLAN.<type>.json beside PLAN.json."""
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in Path(type_name).name) or "type"
@@ -282,4 +309,5 @@ def write_fleet_plan(fp: FleetPlan, path: Path) -> list[Path]:
     return [*out, atomic_write_json(path, fleet_plan_to_dict(fp, path))]
 
 
-__all__ = ["FleetPart", "FleetPlan", "fleet_plan_to_dict", "part_path", "solve_fleet", "write_fleet_plan"]
+__all__ = ["FleetPart", "FleetPlan", "compare_fleet", "fleet_plan_to_dict", "part_path", "solve_fleet",
+           "write_fleet_plan"]
