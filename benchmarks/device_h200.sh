@@ -4,6 +4,7 @@
 #   bash benchmarks/device_h200.sh profile  DEADLINE_S   # profile the H200 (resumes from the checkpoint)
 #   bash benchmarks/device_h200.sh serving               # the serving stack, into profiles/h200/serving.json
 #   bash benchmarks/device_h200.sh live DEADLINE_S PLAN...  # apply plans for 60 s each, perf_analyzer load
+#   bash benchmarks/device_h200.sh accuracy DEADLINE_S    # held-out co-located mixes (resumes from the repo's file)
 #
 # Needs, carried with the working tree: .carry/site.tar.xz, the nvidia-pytriton 0.7.0, tritonclient
 # 2.51.0 and python-rapidjson wheels unpacked (the Python 3.13 libpython, other stubs and
@@ -39,6 +40,14 @@ case $stage in
       --load-generator perf_analyzer --max-lag-ms 2 -o $OUT/res > $OUT/live.log 2>&1
     echo "live exit $?"; grep -v "^  " $OUT/live.log | tail -40
     tar -czf $OUT/live_runs.tgz -C $OUT/res live_tail_runs 2>/dev/null && rm -rf $OUT/res/live_tail_runs
+    ;;
+  accuracy)
+    deadline=$1
+    runs=benchmarks/results/accuracy_h200_runs.jsonl
+    [ -f $runs ] && cp $runs $OUT/
+    python3 benchmarks/accuracy.py run -o $OUT/accuracy_h200_runs.jsonl --mixes 48 --seed 7 \
+      --deadline-s "$deadline" --log-dir /tmp/accuracy-logs 2>&1 | tail -60
+    echo "accuracy exit ${PIPESTATUS[0]}"
     ;;
 esac
 for f in raw.json coefficients.json checkpoint.jsonl serving.json; do

@@ -67,6 +67,17 @@ MIXES: dict[str, tuple[float, list[tuple[str, str, float, float]]]] = {
     # Third round (service headroom fitted on rounds 1-2): held out from every calibration.
     "T13": (0.60, [("vgg", "vgg19", 20, 1.0), ("alex", "alexnet", 30, 2.0), ("vit", "vit_b_16", 25, 0.5)]),
     "T14": (0.85, [("res", "resnet50", 15, 1.0), ("bert", "bert_base", 20, 1.0), ("vgg", "vgg19", 35, 0.5)]),
+    # Fourth round (the per-server rate cap fitted on rounds 1-3): held out from every calibration. T15 was
+    # written by hand at absolute rates (live_tail_plans_r4/T15.csv); these are sized like the others.
+    "T16": (0.45, [("vit", "vit_b_16", 10, 1.0), ("alex", "alexnet", 35, 2.0), ("vgg", "vgg19", 50, 0.5)]),
+    "T17": (0.75, [("bert", "bert_base", 15, 1.0), ("res", "resnet50", 35, 1.0), ("alex", "alexnet", 45, 2.0)]),
+    "T18": (0.90, [("vgg", "vgg19", 30, 1.0), ("vit", "vit_b_16", 20, 1.0), ("res", "resnet50", 12, 0.5)]),
+    "T19": (0.55, [("res", "resnet50", 20, 1.0), ("bert", "bert_base", 50, 1.0), ("vit", "vit_b_16", 15, 0.5),
+                   ("alex", "alexnet", 25, 1.0)]),
+    "T20": (0.80, [("alex", "alexnet", 15, 3.0), ("bert", "bert_base", 35, 1.0), ("vgg", "vgg19", 25, 0.5)]),
+    "T21": (0.65, [("vgg", "vgg19", 12, 1.0), ("res", "resnet50", 45, 1.0), ("bert", "bert_base", 20, 0.5),
+                   ("vit", "vit_b_16", 30, 0.5), ("alex", "alexnet", 40, 1.0)]),
+    "T22": (0.95, [("res", "resnet50", 30, 1.0), ("vit", "vit_b_16", 45, 1.0), ("bert", "bert_base", 25, 0.5)]),
 }
 ATTAINMENT = 0.99
 FIELDS = ["run", "planner", "budget", "workload", "model", "batch", "share", "queue_delay_ms", "rate_rps", "slo_ms",
@@ -277,6 +288,8 @@ ROUNDS = (
     ("_r2", "2: service cv 0.5 (fitted to round 1), no headroom",
      "held out from the cv fit; later calibrate the headroom"),
     ("_r3", "3: service cv 0.5, service headroom 0.2 (fitted to rounds 1-2)", "T5, T9, T13, T14 held out; T12 not"),
+    ("_r4", "4: service cv 0.5, headroom 0.2, server rate cap 550 req/s (fitted to rounds 1-3)",
+     "T15-T22 held out from every fit"),
 )
 
 
