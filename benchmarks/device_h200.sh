@@ -50,7 +50,10 @@ case $stage in
     echo "accuracy exit ${PIPESTATUS[0]}"
     ;;
 esac
-for f in raw.json coefficients.json checkpoint.jsonl serving.json; do
-  [ -f $prof/$f ] && cp $prof/$f $OUT/ 2>/dev/null
-done
+# Only the stages that write the profile bring it back (the device tool returns a limited number of files).
+case $stage in profile|serving)
+  for f in raw.json coefficients.json checkpoint.jsonl serving.json; do
+    [ -f $prof/$f ] && cp $prof/$f $OUT/ 2>/dev/null
+  done;;
+esac
 exit 0
