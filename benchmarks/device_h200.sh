@@ -3,8 +3,8 @@
 #
 #   bash benchmarks/device_h200.sh profile  DEADLINE_S   # profile the H200 (resumes from the checkpoint)
 #   bash benchmarks/device_h200.sh serving               # the serving stack, into profiles/h200/serving.json
-#   bash benchmarks/device_h200.sh live DEADLINE_S PLAN...  # apply plans for 60 s each, perf_analyzer load
-#   bash benchmarks/device_h200.sh accuracy DEADLINE_S    # held-out co-located mixes (resumes from the repo's file)
+#   [LOADGEN=python] bash benchmarks/device_h200.sh live DEADLINE_S PLAN...  # apply plans for 60 s each
+#   bash benchmarks/device_h200.sh accuracy DEADLINE_S [SEED FILE]  # co-located mixes (resumes from the repo's file)
 #
 # Needs, carried with the working tree: .carry/site.tar.xz, the nvidia-pytriton 0.7.0, tritonclient
 # 2.51.0 and python-rapidjson wheels unpacked (the Python 3.13 libpython, other stubs and
@@ -36,16 +36,16 @@ case $stage in
     ;;
   live)
     deadline=$1; shift
+    gen=${LOADGEN:-perf_analyzer}; res=$OUT/res_$gen
     timeout -s TERM "$deadline" python3 benchmarks/live_tail.py run "$@" --duration 60 \
-      --load-generator perf_analyzer --max-lag-ms 2 -o $OUT/res > $OUT/live.log 2>&1
-    echo "live exit $?"; grep -v "^  " $OUT/live.log | tail -40
-    tar -czf $OUT/live_runs.tgz -C $OUT/res live_tail_runs 2>/dev/null && rm -rf $OUT/res/live_tail_runs
+      --load-generator $gen --max-lag-ms 2 -o $res > $OUT/live_$gen.log 2>&1
+    echo "live exit $?"; grep -v "^  " $OUT/live_$gen.log | tail -40
+    tar -czf $OUT/live_runs_$gen.tgz -C $res live_tail_runs 2>/dev/null && rm -rf $res/live_tail_runs
     ;;
   accuracy)
-    deadline=$1
-    runs=benchmarks/results/accuracy_h200_runs.jsonl
-    [ -f $runs ] && cp $runs $OUT/
-    python3 benchmarks/accuracy.py run -o $OUT/accuracy_h200_runs.jsonl --mixes 48 --seed 7 \
+    deadline=$1; seed=${2:-7}; name=${3:-accuracy_h200_runs.jsonl}
+    [ -f benchmarks/results/$name ] && cp benchmarks/results/$name $OUT/
+    python3 benchmarks/accuracy.py run -o $OUT/$name --mixes 48 --seed $seed \
       --deadline-s "$deadline" --log-dir /tmp/accuracy-logs 2>&1 | tail -60
     echo "accuracy exit ${PIPESTATUS[0]}"
     ;;
