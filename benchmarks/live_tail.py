@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import shutil
 import statistics
@@ -210,6 +211,34 @@ def _rows(run: str, plan: Any, result: Any, gpu: str) -> list[dict[str, Any]]:
     return out
 
 
+def _append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        if new:
+            w.writeheader()
+        for row in rows:
+            w.writerow({k: _fmt(v) for k, v in row.items()})
+
+
+def cmd_record(args: argparse.Namespace) -> None:
+    """Rows again from kept runs (live_tail_runs/RUN/summary.json beside its plan), for a run whose CSV
+    did not come back from the GPU machine; runs already in the CSV are skipped."""
+    from types import SimpleNamespace
+
+    for kept in args.runs:
+        run = kept.name
+        if run in _done_runs(args.csv):
+            print(f"{run}: already in {args.csv}, skipped")
+            continue
+        summary = json.loads((kept / "summary.json").read_text())
+        gpu = next(iter(summary["gpus"].values()))["name"]
+        result = SimpleNamespace(results=[SimpleNamespace(**w) for w in summary["workloads"]])
+        _append_rows(args.csv, _rows(run, read_plan(args.plans / f"{run}.json"), result, gpu))
+        print(f"{run}: recorded from {kept / 'summary.json'}")
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment, render_result
     from igniter_opt.apply.gpus import nvml_gpus
@@ -235,14 +264,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         if not result.ok:
             print(f"{run}: not recorded: {result.errors or result.interrupted}", flush=True)
             continue
-        new = not path.exists()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=FIELDS)
-            if new:
-                w.writeheader()
-            for row in _rows(run, plan, result, gpu):
-                w.writerow({k: _fmt(v) for k, v in row.items()})
+        _append_rows(path, _rows(run, plan, result, gpu))
         keep = args.out / "live_tail_runs" / run
         keep.mkdir(parents=True, exist_ok=True)
         for f in ("summary.json", "latency.png", "deployment.json"):
@@ -491,6 +513,11 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--work", type=Path, default=Path("/tmp/live-tail-work"))
     r.add_argument("-o", "--out", type=Path, default=RESULTS)
     r.set_defaults(fn=cmd_run)
+    rec = sub.add_parser("record", help="CSV rows again from kept runs' summary.json (anywhere)")
+    rec.add_argument("runs", type=Path, nargs="+", help="live_tail_runs/RUN folders")
+    rec.add_argument("--plans", type=Path, required=True, help="the folder holding RUN.json")
+    rec.add_argument("--csv", type=Path, default=RESULTS / "live_tail_h200.csv")
+    rec.set_defaults(fn=cmd_record)
     rep = sub.add_parser("report", help="markdown and PNG from live_tail_<gpu>.csv (anywhere)")
     rep.add_argument("csv", type=Path, nargs="?", default=RESULTS / "live_tail_h200.csv")
     rep.add_argument("--profile", default="profiles/h200", help="its serving measurements, for the model at the "
