@@ -251,7 +251,7 @@ def predict(plan_file: Path, profile: str | None, serving_overhead: float | None
         perf = perf.with_serving(plan.serving)
     perf = configure_serving(perf, LatencyBudget.IGNITER, serving_overhead)  # serving measurements only
     base = perf.with_serving_overhead(plan.serving_overhead_ms, plan.serving_max_utilization,
-                                      plan.serving_overhead_per_request_ms)
+                                      plan.serving_overhead_per_request_ms, plan.serving_model_overheads)
     predicted = predict_plan(plan, base, perf.serving)
     known = [v for v in verify_plan(predicted, plan_problem(predicted, perf)) if v.kind != "coverage"]
     broken = [v for v in known if v.kind in STRUCTURAL]
