@@ -394,8 +394,12 @@ def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, plan
         emit(render_plan(part.plan, (), fmt))
     if fmt == "table":
         by_type = ", ".join(f"{n} x {t}" for t, n in fp.gpus_by_type().items())
+        how = ("heuristic" if fp.bound is None else
+               f"{fp.status}, bound {fp.bound.cost_per_hour:.2f}/h, gap {100 * (fp.gap or 0.0):.2f} %")
         emit(f"fleet: {fp.num_gpus} GPU(s) ({by_type}), cost {fp.cost_per_hour:.2f}/h; planner fleet-{planner} "
-             f"(heuristic, {fp.wall_s:.3f} s); every part verified by its type's model")
+             f"({how}, {fp.wall_s:.3f} s); every part verified by its type's model")
+        if fp.bound is not None:
+            note(f"the fleet's {fp.bound.scope}: each workload's least share alone on each type, GPU counts whole")
 
 
 @cli.command()
@@ -626,11 +630,13 @@ def _migration_option(fn: Callable[..., Any]) -> Callable[..., Any]:
               default=None, help="Write the new plan here (atomically), and its diff next to it.")
 @click.option("--diff-output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the diff (igniter-opt/diff/v1) here. Default: NEW_PLAN.diff.json next to -o.")
+@click.option("--fleet", default=None, metavar="TYPE:PRICE[:MAX],...|FILE.csv",
+              help="Replan over this fleet (docs/fleet.md). Default, for a fleet plan: the fleet it was planned over.")
 @format_option
 @handle_errors
 def replan(current_file: Path, workloads: Path, profile: str | None, planner: str, migration_cost: float | None,
            time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, output: Path | None,
-           diff_output: Path | None, fmt: str) -> None:
+           diff_output: Path | None, fleet: str | None, fmt: str) -> None:
     """Replan a running plan for new rates, changing as few running servers as possible.
 
     Prints the new plan and its diff against the current one: every placement kept (same GPU,
@@ -638,8 +644,25 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
     and the GPUs opened and released. The latency budget and serving model are the current plan's.
     Writes the plan and the diff (with -o) only when everything succeeded.
 
+    A fleet plan (the summary 'solve --fleet -o' wrote) is replanned over its fleet, or over --fleet:
+    running workloads stay on their GPU type, new ones go where they cost least, each type's part is
+    replanned (docs/fleet.md).
+
     Example: igniter-opt replan --current plan.json -w examples/paper-table3-evening.csv --planner exact -o new.json
+
+    Example: igniter-opt replan --current fleet.json -w examples/paper-table3-evening.csv -o new.json
     """
+    from igniter_opt.planio import plan_kind
+
+    if fleet is not None or plan_kind(current_file) == "fleet":
+        from igniter_opt.errors import InputError
+        from igniter_opt.solver import SolveOptions
+
+        if profile is not None:
+            raise InputError("--profile goes with a single-type plan; a fleet names its types' profiles")
+        return _replan_fleet(current_file, workloads, fleet, planner, SolveOptions.from_env(
+            time_limit_s=time_limit, mip_rel_gap=gap, threads=threads, migration_cost=migration_cost,
+            progress=solver_progress(quiet)), output, fmt)
     from igniter_opt.placement import plan_problem
     from igniter_opt.planio import plan_to_dict, read_plan, read_workloads, write_plan
     from igniter_opt.replan import ReplanProblem, check_current_plan, run_replanner
@@ -670,6 +693,47 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
         emit(render_diff(outcome.diff, "csv"))
     else:
         emit(render_plan(outcome.plan, outcome.violations, "table") + "\n\n" + render_diff(outcome.diff))
+
+
+def _replan_fleet(current_file: Path, workloads: Path, spec: str | None, planner: str, options: Any,
+                  output: Path | None, fmt: str) -> None:
+    """replan over a fleet: each type's part replanned; the parts, their diffs and the summary written."""
+    from igniter_opt.errors import InputError
+    from igniter_opt.fleet import parse_fleet
+    from igniter_opt.planio import plan_kind, read_plan, read_workloads
+    from igniter_opt.planner.fleet import fleet_plan_to_dict, part_path, read_fleet_plan, write_fleet_plan
+    from igniter_opt.replan.diff import write_diff
+    from igniter_opt.replan.fleet import replan_fleet
+    from igniter_opt.report import render_diff, render_plan
+
+    if plan_kind(current_file) == "fleet":
+        own, running = read_fleet_plan(current_file)
+    else:  # a single-type plan joining a fleet: its type is the fleet type of its profile
+        if spec is None:
+            raise InputError(f"{current_file}: a single-type plan; --fleet names the fleet to replan it over")
+        plan = read_plan(current_file)
+        f = parse_fleet(spec)
+        name = next((t.name for t, m in zip(f.types, f.models, strict=True) if m.name == plan.profile), plan.profile)
+        own, running = spec, {name: plan}
+    fleet = parse_fleet(spec or own)
+    out = replan_fleet(running, read_workloads(workloads), fleet, planner, options)
+    if output is not None:
+        write_fleet_plan(out.plan, output)
+        for name, outcome in out.outcomes.items():
+            write_diff(outcome.diff, part_path(output, name).with_suffix(".diff.json"))
+    if fmt == "json":
+        emit(json.dumps({"fleet": fleet_plan_to_dict(out.plan, output or Path("plan.json")),
+                         "diffs": {n: o.diff.to_dict() for n, o in out.outcomes.items()}}, indent=2))
+        return
+    for name, outcome in out.outcomes.items():
+        emit(f"== {name}: {outcome.plan.num_gpus} GPU(s)")
+        if outcome.plan.num_gpus:
+            emit(render_plan(outcome.plan, outcome.violations, "table"))
+        emit(render_diff(outcome.diff))
+    by_type = ", ".join(f"{n} x {t}" for t, n in out.plan.gpus_by_type().items())
+    emit(f"fleet: {out.plan.num_gpus} GPU(s) ({by_type}), cost {out.plan.cost_per_hour:.2f}/h (was "
+         f"{out.old_cost_per_hour:.2f}/h); "
+         f"replanner {planner}; every part verified by its type's model")
 
 
 @cli.command("replan-trace")

@@ -196,6 +196,15 @@ def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
 
 
+def plan_kind(path: str | os.PathLike[str]) -> str:
+    """``fleet`` for a fleet plan's summary, else ``plan`` (reading it as a plan then says what is wrong)."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return "plan"
+    return "fleet" if isinstance(d, dict) and d.get("schema") == "igniter-opt/fleet-plan/v1" else "plan"
+
+
 def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
     """Parse a plan; slo_ms, rate_rps and predicted may be absent (e.g. a hand-written plan)."""
     if isinstance(d, dict) and d.get("schema") == "igniter-opt/fleet-plan/v1":

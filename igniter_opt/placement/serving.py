@@ -213,8 +213,8 @@ def serving_model_for(problem: PlanningProblem) -> ServingModel:
         raise ProblemError(
             f"the 'tail' budget needs the serving measurements of profile '{perf.name}' (per-batch overhead, "
             "client cost, service-time variance), which it lacks; measure them with 'igniter-opt profile "
-            "--serving', or pass --serving-overhead-ms O (the other serving parameters then take their "
-            "documented defaults)"
+            "--serving', pass --serving-overhead-ms O (the other serving parameters then take their "
+            "documented defaults), or plan with the paper's budget, --latency-budget igniter"
         )
     return TailServing(perf.serving, problem.attainment)
 
