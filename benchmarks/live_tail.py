@@ -317,7 +317,7 @@ ROUNDS = (
      "held out from the cv fit; later calibrate the headroom"),
     ("_r3", "3: service cv 0.5, service headroom 0.2 (fitted to rounds 1-2)", "T5, T9, T13, T14 held out; T12 not"),
     ("_r4", "4: service cv 0.5, headroom 0.2, server rate cap 550 req/s (fitted to rounds 1-3)",
-     "T15-T24 held out from every fit (T23, T24 with SSD)"),
+     "T15-T23 held out from every fit (T23 with SSD; T24 was cut off by the call's deadline)"),
     ("_r5", "5: as 4, with SSD's own serving overhead (3.0 ms per batch + 2.7 ms per request, fitted to T4 and T23)",
      "T24, T25 held out from every fit"),
 )
