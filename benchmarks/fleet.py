@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from igniter_opt.domain import LatencyBudget, Workload
+from igniter_opt.errors import IgniterOptError
 from igniter_opt.fleet import parse_fleet
 from igniter_opt.ioutil import atomic_write_text
 from igniter_opt.planio import read_workloads
@@ -51,8 +52,12 @@ def random_mix(seed: int, n: int) -> tuple[Workload, ...]:
 
 def _row(mix: str, budget: str, fleet: str, search: bool, ws: tuple[Workload, ...], planner: str = "greedy",
          time_limit_s: float = 60.0) -> dict[str, object]:
-    fp = solve_fleet(ws, parse_fleet(FLEETS[fleet]), BudgetChoice(LatencyBudget(budget)), planner,
-                     SolveOptions(time_limit_s=time_limit_s), search=search)
+    try:
+        fp = solve_fleet(ws, parse_fleet(FLEETS[fleet]), BudgetChoice(LatencyBudget(budget)), planner,
+                         SolveOptions(time_limit_s=time_limit_s), search=search)
+    except IgniterOptError as exc:  # a type that cannot serve a workload: a row that says so
+        return {**dict.fromkeys(FIELDS, ""), "mix": mix, "budget": budget, "fleet": fleet, "planner": planner,
+                "search": search, "status": f"no plan: {exc}"}
     by_type = fp.gpus_by_type()
     models = {p.gpu_type.name: sorted({pl.model for _, pl in p.plan.placements()}) for p in fp.parts}
     return {"mix": mix, "budget": budget, "fleet": fleet, "planner": planner, "search": search, "gpus": fp.num_gpus,
@@ -76,7 +81,8 @@ def _report(rows: list[dict[str, object]]) -> str:
             for fleet in FLEETS:
                 r = next(r for r in rows if r["mix"] == mix and r["budget"] == budget and r["fleet"] == fleet
                          and r["search"] and r["planner"] == "greedy")
-                cells.append(f"{r['cost_per_hour']:g} ({r['h100_gpus']}+{r['h200_gpus']})")
+                cells.append("no plan" if r["cost_per_hour"] == "" else
+                             f"{r['cost_per_hour']:g} ({r['h100_gpus']}+{r['h200_gpus']})")
             lines.append(f"| {mix} | " + " | ".join(cells) + " |")
         lines.append("")
         mixed = [r for r in rows if r["budget"] == budget and str(r["fleet"]).startswith("mixed")
@@ -84,18 +90,22 @@ def _report(rows: list[dict[str, object]]) -> str:
         gains = []
         for r in mixed:
             plain = next(q for q in mixed if q["mix"] == r["mix"] and q["fleet"] == r["fleet"] and not q["search"])
-            if r["search"]:
+            if r["search"] and r["cost_per_hour"] != "" and plain["cost_per_hour"] != "":
                 gains.append(float(plain["cost_per_hour"]) - float(r["cost_per_hour"]))
         lines += [f"Local search (mixed fleets): lowered the cost in {sum(g > 1e-9 for g in gains)} of {len(gains)} "
                   f"instances, by {max(gains, default=0):g} per hour at most; median wall time with it "
-                  f"{statistics.median(float(r['wall_s']) for r in mixed if r['search']):.2f} s.", ""]
+                  f"{statistics.median(float(r['wall_s']) for r in mixed if r['search'] and r['wall_s'] != ''):.2f} s.",
+                  ""]
+        failed = sorted({f"{r['mix']} on {r['fleet']}" for r in rows if r["budget"] == budget and r["cost_per_hour"] == ""})
+        if failed:
+            lines += [f"No plan (a workload the type cannot serve): {', '.join(failed)}.", ""]
         exact = [r for r in rows if r["budget"] == budget and r["planner"] == "exact"]
         if exact:
             lines += ["Exact over the mixed fleets: cost against greedy's, the certified bound (over plans that serve "
                       "each workload on one type) and the gap.", "",
                       "| mix | fleet | greedy | exact (H100+H200) | bound | gap % | status | wall s |",
                       "|---|---|---|---|---|---|---|---|"]
-            for r in exact:
+            for r in (r for r in exact if r["cost_per_hour"] != ""):
                 g = next(q for q in mixed if q["mix"] == r["mix"] and q["fleet"] == r["fleet"] and q["search"])
                 lines.append(f"| {r['mix']} | {r['fleet']} | {g['cost_per_hour']:g} | {r['cost_per_hour']:g} "
                              f"({r['h100_gpus']}+{r['h200_gpus']}) | {r['bound_per_hour']:g} | {r['gap_pct']:g} | "
