@@ -755,12 +755,15 @@ def _replan_fleet(current_file: Path, workloads: Path, spec: str | None, planner
               default=Path("replan-trace-out"), show_default=True,
               help="Output folder; a job there with the same arguments resumes after its last completed step.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
+@click.option("--fleet", default=None, metavar="TYPE:PRICE[:MAX],...|FILE.csv",
+              help="Replay over a fleet of GPU types instead of one --profile (docs/fleet.md); such a job does not "
+                   "resume.")
 @handle_errors
 def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: float | None, planner: str,
                  migration_cost: float | None, plan_for: str, budget: str, margin: float, attainment: float,
                  serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
                  time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, out_dir: Path,
-                 progress: bool | None) -> None:
+                 progress: bool | None, fleet: str | None) -> None:
     """Replay a rate trace: replan at every step, against re-solving from scratch and peak provisioning.
 
     Per step: cost, GPUs, placements kept, resized, moved, started and stopped, restarts and
@@ -771,7 +774,14 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
     cost_gpus.png, and prints the comparison.
 
     Example: igniter-opt replan-trace --trace examples/trace_paper_mix.csv --profile h100 --every 3600 -o runs/trace
+
+    Example: igniter-opt replan-trace --trace examples/trace_paper_mix.csv --fleet h100:2.5,h200:3.4 --every 3600 -o runs/fleet
     """
+    if fleet is not None:
+        _refuse_profile_with_fleet()
+        return _replan_trace_fleet(trace_file, workloads, fleet, every, planner, plan_for, _choice(
+            budget, margin, attainment, serving_overhead, max_utilization, max_batch), time_limit, gap, threads,
+            migration_cost, quiet, out_dir)
     from igniter_opt.problems import make_problem
     from igniter_opt.replan.trace import TraceJob, comparison, file_sha256, read_trace, run_trace_job
     from igniter_opt.report import render_trace_comparison
@@ -793,6 +803,30 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
     resumed = f" (resumed: {result.resumed_steps} step(s) read back)" if result.resumed_steps else ""
     emit(f"\nwrote {out_dir}/: steps.csv, strategies_steps.csv, comparison.json, comparison.md, cost_gpus.png, "
          f"and per step replan/, resolve/, peak/ plans{resumed}")
+
+
+def _replan_trace_fleet(trace_file: Path, workloads: Path | None, spec: str, every: float | None, planner: str,
+                        plan_for: str, choice: Any, time_limit: float | None, gap: float | None, threads: int | None,
+                        migration_cost: float | None, quiet: bool, out_dir: Path) -> None:
+    """replan-trace --fleet: the three strategies over the fleet, a line per step on stderr."""
+    from igniter_opt.fleet import parse_fleet
+    from igniter_opt.replan.trace import read_trace
+    from igniter_opt.replan.trace.fleet import render_fleet_trace, run_fleet_trace, summarise_fleet
+    from igniter_opt.solver import SolveOptions
+
+    trace = read_trace(trace_file, workloads, every_s=every)
+    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
+                                    migration_cost=migration_cost, progress=solver_progress(True))
+
+    def said(rec: Any) -> None:
+        if not quiet:
+            click.echo(f"step {rec.step} ({rec.time_s / 3600:.2f} h) {rec.strategy}: {rec.gpus_by_type or '-'}, "
+                       f"cost {rec.cost_per_hour:g}/h, {rec.restarts} restart(s)", err=True)
+
+    steps = run_fleet_trace(trace, parse_fleet(spec), choice, planner, options, every, plan_for, out_dir, said)
+    emit(render_fleet_trace({s: summarise_fleet(r) for s, r in steps.items()}))
+    emit(f"wrote {out_dir}/: steps.csv, comparison.json, comparison.md, and per step replan/, resolve/, peak/ fleet "
+         "plans")
 
 
 def _register_command_groups() -> None:

@@ -288,3 +288,34 @@ def test_a_fleet_summary_without_its_parts_is_refused(tmp_path: Path) -> None:
         (tmp_path / t["plan"]).unlink()
     res = CliRunner().invoke(cli, ["replan", "--current", str(current), "-w", str(REPO / "examples" / "paper-table3.csv")])
     assert res.exit_code == 1 and "is not beside it" in res.output
+
+
+# ---- replan-trace over a fleet -----------------------------------------------------------------
+def test_replan_trace_over_a_fleet_writes_every_strategy_and_step(tmp_path: Path) -> None:
+    out = tmp_path / "job"
+    res = CliRunner().invoke(cli, ["replan-trace", "--trace", str(REPO / "examples" / "trace_paper_mix.csv"),
+                                   "--fleet", "h100:1.0,h200:1.25", "--every", "43200", "-o", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    import csv
+
+    rows = list(csv.DictReader((out / "steps.csv").open()))
+    assert [(r["strategy"], r["step"]) for r in rows] == [(s, str(k)) for s in ("replan", "resolve", "peak")
+                                                          for k in (0, 1)]
+    assert all(r["predicted_misses"] == "0" for r in rows)  # every step planned for its interval's peaks
+    totals = json.loads((out / "comparison.json").read_text())["strategies"]
+    for s in ("replan", "resolve", "peak"):
+        mine = [r for r in rows if r["strategy"] == s]
+        assert totals[s]["cost"] == pytest.approx(sum(float(r["cost_per_hour"]) * float(r["duration_s"]) / 3600
+                                                      for r in mine))
+        assert totals[s]["restarts"] == sum(int(r["restarts"]) for r in mine[1:])
+    peak = [r for r in rows if r["strategy"] == "peak"]
+    assert peak[0]["cost_per_hour"] == peak[1]["cost_per_hour"] and peak[1]["kept"] != "0"
+    summary = json.loads((out / "replan" / "step_0001.json").read_text())
+    for t in summary["types"]:
+        assert CliRunner().invoke(cli, ["verify", str(out / "replan" / t["plan"])]).exit_code == 0
+    res = CliRunner().invoke(cli, ["replan-trace", "--trace", str(REPO / "examples" / "trace_paper_mix.csv"),
+                                   "--fleet", "h100:1.0", "-o", str(out)])
+    assert res.exit_code == 1 and "is not empty: a fleet trace job does not resume" in res.output
+    res = CliRunner().invoke(cli, ["replan-trace", "--trace", str(REPO / "examples" / "trace_paper_mix.csv"),
+                                   "--fleet", "h100:1.0", "-p", "h200", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "--fleet and --profile exclude each other" in res.output
