@@ -318,12 +318,15 @@ def _split_notes(plan: Plan, batch_limit: int | None) -> list[str]:
               help="Plan over several GPU types with prices per GPU-hour instead of one --profile (TYPE: a profile; "
                    "MAX: most GPUs of the type). -o PLAN.json then writes one plan per type, PLAN.<type>.json, and "
                    "the fleet's summary (docs/fleet.md).")
+@click.option("--skip-unservable", is_flag=True,
+              help="--fleet: leave out the workloads no type can serve (named in a note and the summary's "
+                   "'unserved') and plan the rest, instead of stopping with an error.")
 @format_option
 @handle_errors
 def solve(workloads: Path | None, profile: str, planner: str, budget: str, margin: float, attainment: float,
           serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
           time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, output: Path | None,
-          write_failing: bool, fleet: str | None, fmt: str) -> None:
+          write_failing: bool, fleet: str | None, skip_unservable: bool, fmt: str) -> None:
     """Plan GPUs, co-location, MPS shares and batch sizes for a set of workloads.
 
     Prints the plan (GPU, workload, model, batch, share, predicted latency against its limit,
@@ -347,7 +350,12 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
                                     progress=solver_progress(quiet))
     if fleet is not None:
         _refuse_profile_with_fleet()
-        return _solve_fleet(ws, fleet, choice, planner, options, output, fmt)
+        return _solve_fleet(ws, fleet, choice, planner, options, output, fmt, skip_unservable)
+    if skip_unservable:
+        from igniter_opt.errors import InputError
+
+        raise InputError("--skip-unservable goes with --fleet (a single type names what it cannot serve; remove "
+                         "those workloads)")
     problem = make_problem(ws, profile, choice)
     outcome = run_planner(problem, planner, options)
     _write_plan_or_refuse(outcome, output, write_failing, f"the {planner} plan")
@@ -377,15 +385,17 @@ def _compare_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, pl
 
 
 def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, planner: str, options: SolveOptions,
-                 output: Path | None, fmt: str) -> None:
+                 output: Path | None, fmt: str, skip_unservable: bool = False) -> None:
     """solve --fleet: every type's part printed, then the fleet's cost; the parts and summary written."""
     from igniter_opt.fleet import parse_fleet
     from igniter_opt.planner.fleet import fleet_plan_to_dict, solve_fleet, write_fleet_plan
     from igniter_opt.report import render_plan
 
-    fp = solve_fleet(ws, parse_fleet(spec), choice, planner, options)
+    fp = solve_fleet(ws, parse_fleet(spec), choice, planner, options, skip_unservable=skip_unservable)
     if output is not None:
         write_fleet_plan(fp, output)
+    if fp.unserved:
+        note(f"left out, no type of the fleet can serve them: {', '.join(fp.unserved)}")
     if fmt == "json":
         emit(json.dumps(fleet_plan_to_dict(fp, output or Path("plan.json")), indent=2))
         return

@@ -319,3 +319,19 @@ def test_replan_trace_over_a_fleet_writes_every_strategy_and_step(tmp_path: Path
     res = CliRunner().invoke(cli, ["replan-trace", "--trace", str(REPO / "examples" / "trace_paper_mix.csv"),
                                    "--fleet", "h100:1.0", "-p", "h200", "-o", str(tmp_path / "x")])
     assert res.exit_code == 1 and "--fleet and --profile exclude each other" in res.output
+
+
+def test_skip_unservable_plans_the_rest_and_names_what_was_left_out(tmp_path: Path) -> None:
+    (tmp_path / "w.csv").write_text("name,model,slo_ms,rate_rps\nfine,resnet50,30,200\nimpossible,vgg19,0.5,200\n")
+    args = ["solve", "-w", str(tmp_path / "w.csv"), "--fleet", "h100:1,h200:2"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1 and "or plan the rest with --skip-unservable" in res.output
+    res = CliRunner().invoke(cli, [*args, "--skip-unservable", "-o", str(tmp_path / "p.json")])
+    assert res.exit_code == 0, res.output
+    assert "left out, no type of the fleet can serve them: impossible" in res.output
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert summary["unserved"] == ["impossible"]
+    placed = {p.workload for t in summary["types"] for _, p in read_plan(tmp_path / t["plan"]).placements()}
+    assert placed == {"fine"}
+    res = CliRunner().invoke(cli, ["solve", "-w", str(tmp_path / "w.csv"), "--skip-unservable"])
+    assert res.exit_code == 1 and "--skip-unservable goes with --fleet" in res.output

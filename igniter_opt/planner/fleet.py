@@ -74,6 +74,7 @@ class FleetPlan:
     planner: str
     wall_s: float = 0.0
     bound: FleetBound | None = None
+    unserved: tuple[str, ...] = ()  # workloads left out because no type can serve them (when asked)
 
     @property
     def status(self) -> SolveStatus:
@@ -249,7 +250,8 @@ def unservable_error(fleet: Fleet, ws: tuple[Workload, ...], costs: list[list[fl
     names = [w.name for w, row in zip(ws, costs, strict=True) if all(math.isinf(c) for c in row)]
     return ProblemError(f"workload(s) {', '.join(names)} can go nowhere: no GPU type of the fleet "
                         f"({', '.join(fleet.type_names())}) profiles their model or meets their SLO at their rate "
-                        "even on GPUs of their own; remove them or add a type that can serve them")
+                        "even on GPUs of their own; remove them, add a type that can serve them, or plan the rest "
+                        "with --skip-unservable")
 
 
 def _count_error(fleet: Fleet, best: _Assignment) -> ProblemError:
@@ -320,14 +322,25 @@ def fleet_bound(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, se
 
 
 def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, planner: str = "greedy",
-                options: SolveOptions | None = None, search: bool = True) -> FleetPlan:
-    """Plan ``ws`` over the fleet's types at the least cost the steps above find (a verified plan per type)."""
+                options: SolveOptions | None = None, search: bool = True, skip_unservable: bool = False) -> FleetPlan:
+    """Plan ``ws`` over the fleet's types at the least cost the steps above find (a verified plan per type).
+
+    A workload no type can serve is an error that names it; with ``skip_unservable`` it is left out
+    (``FleetPlan.unserved``) and the rest planned."""
     t0 = time.perf_counter()
     options = options or SolveOptions()
     plan_part = part_planner(fleet, choice, "greedy", options)  # the search re-plans parts many times
     costs = solo_costs(fleet, ws, plan_part)
-    if any(all(math.isinf(c) for c in row) for row in costs):
+    nowhere = [j for j, row in enumerate(costs) if all(math.isinf(c) for c in row)]
+    if nowhere and not skip_unservable:
         raise unservable_error(fleet, ws, costs)
+    unserved = tuple(ws[j].name for j in nowhere)
+    if nowhere:
+        ws = tuple(w for j, w in enumerate(ws) if j not in set(nowhere))
+        costs = [row for j, row in enumerate(costs) if j not in set(nowhere)]
+        if not ws:
+            raise ProblemError(f"no workload can be served by the fleet ({', '.join(fleet.type_names())}): "
+                               f"{', '.join(unserved)} can go nowhere")
     n_types = len(fleet.types)
     candidates = [[t] * len(ws) for t in range(n_types) if all(math.isfinite(row[t]) for row in costs)]
     candidates.append([_cheapest(row) for row in costs])
@@ -355,7 +368,7 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
             if other is not None and (other.num_gpus, other.total_share_pct) <= (p.num_gpus, p.total_share_pct):
                 p = other
         parts.append(FleetPart(ft, replace(p, price_per_gpu_hour=ft.price_per_gpu_hour)))
-    fp = FleetPlan(tuple(parts), planner, time.perf_counter() - t0, bound)
+    fp = FleetPlan(tuple(parts), planner, time.perf_counter() - t0, bound, unserved)
     if bound is not None and bound.cost_per_hour > fp.cost_per_hour * (1 + COST_REL_TOL):
         log.error("DEFECT: fleet bound %.6g above a verified fleet plan of %.6g per hour", bound.cost_per_hour,
                   fp.cost_per_hour)
@@ -402,6 +415,7 @@ def fleet_plan_to_dict(fp: FleetPlan, path: Path) -> dict[str, Any]:
                    "max_count": p.gpu_type.max_count, "gpus": p.plan.num_gpus,
                    "plan": part_path(path, p.gpu_type.name).name} for p in fp.parts],
         "cost": {"gpus": fp.num_gpus, "per_hour": round(fp.cost_per_hour, 6), "gpus_by_type": fp.gpus_by_type()},
+        "unserved": list(fp.unserved),
         "solver": {"status": str(fp.status),
                    **({} if fp.bound is None else {
                        "bound_per_hour": round(fp.bound.cost_per_hour, 6), "gap": round(fp.gap or 0.0, 6),
