@@ -96,7 +96,8 @@ def _report(rows: list[dict[str, object]]) -> str:
                   f"instances, by {max(gains, default=0):g} per hour at most; median wall time with it "
                   f"{statistics.median(float(r['wall_s']) for r in mixed if r['search'] and r['wall_s'] != ''):.2f} s.",
                   ""]
-        failed = sorted({f"{r['mix']} on {r['fleet']}" for r in rows if r["budget"] == budget and r["cost_per_hour"] == ""})
+        failed = sorted({f"{r['mix']} on {r['fleet']}" for r in rows
+                         if r["budget"] == budget and r["cost_per_hour"] == ""})
         if failed:
             lines += [f"No plan (a workload the type cannot serve): {', '.join(failed)}.", ""]
         exact = [r for r in rows if r["budget"] == budget and r["planner"] == "exact"]

@@ -396,6 +396,8 @@ def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, plan
         write_fleet_plan(fp, output)
     if fp.unserved:
         note(f"left out, no type of the fleet can serve them: {', '.join(fp.unserved)}")
+    for text in fp.notes:
+        note(text)
     if fmt == "json":
         emit(json.dumps(fleet_plan_to_dict(fp, output or Path("plan.json")), indent=2))
         return
@@ -785,7 +787,7 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
 
     Example: igniter-opt replan-trace --trace examples/trace_paper_mix.csv --profile h100 --every 3600 -o runs/trace
 
-    Example: igniter-opt replan-trace --trace examples/trace_paper_mix.csv --fleet h100:2.5,h200:3.4 --every 3600 -o runs/fleet
+    Example: igniter-opt replan-trace --trace examples/trace_paper_mix.csv --fleet h100:2.5,h200:3.4 -o runs/fleet
     """
     if fleet is not None:
         _refuse_profile_with_fleet()

@@ -236,8 +236,8 @@ def _fleet_plan(tmp_path: Path, spec: str, workloads: Path, name: str = "plan.js
 
 def test_replanning_a_fleet_plan_for_the_same_rates_keeps_every_server(tmp_path: Path) -> None:
     current = _fleet_plan(tmp_path, "h100:2.5,h200:3.4", REPO / "examples" / "paper-table3.csv")
-    res = CliRunner().invoke(cli, ["replan", "--current", str(current), "-w", str(REPO / "examples" / "paper-table3.csv"),
-                                   "--format", "json"])
+    res = CliRunner().invoke(cli, ["replan", "--current", str(current), "-w",
+                                   str(REPO / "examples" / "paper-table3.csv"), "--format", "json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     before = json.loads(current.read_text())
@@ -252,7 +252,8 @@ def test_replan_keeps_running_workloads_on_their_type_and_sends_new_ones_where_t
     (tmp_path / "w.csv").write_text("name,model,slo_ms,rate_rps\nres,resnet50,30,300\nbert,bert_base,30,300\n")
     (tmp_path / "w2.csv").write_text("name,model,slo_ms,rate_rps\nres,resnet50,30,400\nbert,bert_base,30,300\n"
                                      "vit,vit_b_16,40,200\n")
-    res = CliRunner().invoke(cli, ["solve", "-w", str(tmp_path / "w.csv"), "-p", "h100", "-o", str(tmp_path / "a.json")])
+    res = CliRunner().invoke(cli, ["solve", "-w", str(tmp_path / "w.csv"), "-p", "h100", "-o",
+                                   str(tmp_path / "a.json")])
     assert res.exit_code == 0, res.output
     out = tmp_path / "new.json"
     res = CliRunner().invoke(cli, ["replan", "--current", str(tmp_path / "a.json"), "-w", str(tmp_path / "w2.csv"),
@@ -286,7 +287,8 @@ def test_a_fleet_summary_without_its_parts_is_refused(tmp_path: Path) -> None:
     current = _fleet_plan(tmp_path, "h100:2.5,h200:3.4", REPO / "examples" / "paper-table3.csv")
     for t in json.loads(current.read_text())["types"]:
         (tmp_path / t["plan"]).unlink()
-    res = CliRunner().invoke(cli, ["replan", "--current", str(current), "-w", str(REPO / "examples" / "paper-table3.csv")])
+    res = CliRunner().invoke(cli, ["replan", "--current", str(current), "-w",
+                                   str(REPO / "examples" / "paper-table3.csv")])
     assert res.exit_code == 1 and "is not beside it" in res.output
 
 

@@ -342,7 +342,9 @@ def test_the_greedy_replan_never_costs_more_than_before_resplit_existed(h100_mod
     assert verify_plan(plan, rp.problem) == []
     demands = tuple(rg.paper.initial_demands(rp.problem))
     kept, todo = rg._keep(rp, demands)
-    incremental = rg.GreedyReplan(rg.Packing(demands, tuple(rg.place(rp, demands, [g for g in kept if g.slots], todo))), 0)
+    placed = rg.place(rp, demands, [g for g in kept if g.slots], todo)
+    assert placed is not None
+    incremental = rg.GreedyReplan(rg.Packing(demands, tuple(placed)), 0)
     others = [rg._from_scratch(rp, demands), incremental]
     best = min(rg.migration_objective(rg.to_plan(rp, r, "greedy", SolveOutcome(SolveStatus.HEURISTIC)), current,
                                       0.25)[0] for r in others)

@@ -270,9 +270,10 @@ def test_profile_serving_headroom_is_read_and_checked(h100_model, tmp_path: Path
 
 
 # ---- bad input ---------------------------------------------------------------------------------
-def test_tail_without_serving_measurements_names_both_ways_out(v100_model) -> None:
-    with pytest.raises(ProblemError, match=r"lacks; measure them with 'igniter-opt profile --serving', or pass "
-                                           r"--serving-overhead-ms O"):
+def test_tail_without_serving_measurements_names_the_ways_out(v100_model) -> None:
+    with pytest.raises(ProblemError, match=r"lacks; measure them with 'igniter-opt profile --serving', pass "
+                                           r"--serving-overhead-ms O .*, or plan with the paper's budget, "
+                                           r"--latency-budget igniter"):
         run_planner(PlanningProblem(MIX[:1], v100_model, LatencyBudget.TAIL), "greedy")
 
 

@@ -43,6 +43,8 @@ from igniter_opt.solver import SolveOptions, SolveStatus, relative_gap
 log = logging.getLogger(__name__)
 
 MAX_PASSES = 3
+# A part is planned again by the exact planner only with at least this many seconds of the limit left.
+MIN_PART_S = 1.0
 # Relative tolerance at which a fleet plan's cost meets its bound (float noise in prices).
 COST_REL_TOL = 1e-9
 
@@ -75,6 +77,7 @@ class FleetPlan:
     wall_s: float = 0.0
     bound: FleetBound | None = None
     unserved: tuple[str, ...] = ()  # workloads left out because no type can serve them (when asked)
+    notes: tuple[str, ...] = ()  # what the planner had to give up (time)
 
     @property
     def status(self) -> SolveStatus:
@@ -222,14 +225,16 @@ def _repaired(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner, co
     return a
 
 
-def _searched(a: _Assignment, costs: list[list[float]]) -> _Assignment:
-    """Local search from ``a`` (a copy): single moves that lower its guide, up to ``MAX_PASSES`` passes;
-    the assignment of least key met on the way."""
+def _searched(a: _Assignment, costs: list[list[float]], deadline: float = math.inf) -> _Assignment:
+    """Local search from ``a`` (a copy): single moves that lower its guide, up to ``MAX_PASSES`` passes
+    or until ``deadline`` (``time.perf_counter``); the assignment of least key met on the way."""
     cur = _Assignment(a.fleet, a.ws, a.plan_part, a.types)  # parts come from the memoised planner
     best = (cur.key, list(cur.types), list(cur.plans))
     for _ in range(MAX_PASSES):
         moved = False
         for j in sorted(range(len(cur.ws)), key=lambda j: -min(costs[j])):
+            if time.perf_counter() > deadline:
+                break
             for t in range(len(cur.fleet.types)):
                 if t != cur.types[j] and math.isfinite(costs[j][t]) and cur.try_move(j, t):
                     moved = True
@@ -301,23 +306,23 @@ def fleet_bound(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, se
               int32([]), f64([]))
     cells = [(j, t) for j in range(n) for t in range(n_t) if math.isfinite(need[j][t])]
     h.addCols(len(cells), f64([0.0] * len(cells)), f64([0.0] * len(cells)), f64([1.0] * len(cells)), 2 * len(cells),
-              int32(range(0, 2 * len(cells), 2)), int32([r for j, t in cells for r in (j, n + t)]),
+              int32(np.arange(0, 2 * len(cells), 2)), int32([r for j, t in cells for r in (j, n + t)]),
               f64([v for j, t in cells for v in (1.0, need[j][t])]))
     prices = [ft.price_per_gpu_hour for ft in fleet.types]
     h.addCols(n_t, f64(prices), f64([0.0] * n_t), f64([inf if ft.max_count is None else ft.max_count
                                                         for ft in fleet.types]),
-              n_t, int32(range(n_t)), int32([n + t for t in range(n_t)]), f64([-1.0] * n_t))
+              n_t, int32(np.arange(n_t)), int32([n + t for t in range(n_t)]), f64([-1.0] * n_t))
     lp = run(h, BOUND_MIP_LIMIT_S, mip=False)
     if lp.status == "Infeasible":
         raise ProblemError(f"the fleet's count limits cannot carry the workloads even with each workload's least "
                            f"share alone ({', '.join(f'{ft.name} at most {ft.max_count}' for ft in fleet.types)}); "
                            "raise the limits or add a type")
     kinteger = highspy_module().HighsVarType.kInteger
-    h.changeColsIntegrality(n_t, int32(range(len(cells), len(cells) + n_t)), [kinteger] * n_t)
+    h.changeColsIntegrality(n_t, int32(np.arange(len(cells), len(cells) + n_t)), [kinteger] * n_t)
     mip = run(h, BOUND_MIP_LIMIT_S, mip=True)
     bound = max(x for x in (lp.objective, mip.bound, 0.0) if x is not None)
-    counts = np.rint(np.asarray(h.getSolution().col_value, float)[len(cells):]).astype(int) if mip.objective is not None \
-        else np.zeros(n_t, int)
+    counts = (np.rint(np.asarray(h.getSolution().col_value, float)[len(cells):]).astype(int)
+              if mip.objective is not None else np.zeros(n_t, int))
     return FleetBound(bound, {ft.name: int(c) for ft, c in zip(fleet.types, counts, strict=True)}, FLEET_SCOPE)
 
 
@@ -349,7 +354,9 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
         starts.append(_repaired(fleet, ws, plan_part, costs, candidates[-1]))
     best = min(starts, key=lambda a: a.key)
     if search:
-        best = min([best, *(_searched(a, costs) for a in starts)], key=lambda a: a.key)
+        # the exact planner's --time-limit bounds its whole run: the search stops at half of it
+        until = t0 + 0.5 * options.time_limit_s if planner != "greedy" else math.inf
+        best = min([best, *(_searched(a, costs, until) for a in starts)], key=lambda a: a.key)
     if math.isinf(best.key[0]):
         raise ProblemError("the fleet greedy found no plan: a type could not carry the workloads given to it")
     if best.key[0] > 0:
@@ -360,15 +367,17 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
     chosen = [(t, ft, p) for t, (ft, p) in enumerate(zip(fleet.types, best.plans, strict=True))
               if p is not None and p.num_gpus]
     deadline = t0 + options.time_limit_s
-    parts = []
+    parts, notes = [], []
     for i, (t, ft, p) in enumerate(chosen):
-        if planner != "greedy":  # the time left, shared among the parts still to plan
-            share = max(1.0, (deadline - time.perf_counter()) / (len(chosen) - i))
+        share = (deadline - time.perf_counter()) / (len(chosen) - i)  # the time left, shared among the parts
+        if planner != "greedy" and share < MIN_PART_S:
+            notes.append(f"{ft.name}: kept the fleet greedy's part, the time limit was spent")
+        elif planner != "greedy":
             other = part_planner(fleet, choice, planner, replace(options, time_limit_s=share))(t, best.members(t))
             if other is not None and (other.num_gpus, other.total_share_pct) <= (p.num_gpus, p.total_share_pct):
                 p = other
         parts.append(FleetPart(ft, replace(p, price_per_gpu_hour=ft.price_per_gpu_hour)))
-    fp = FleetPlan(tuple(parts), planner, time.perf_counter() - t0, bound, unserved)
+    fp = FleetPlan(tuple(parts), planner, time.perf_counter() - t0, bound, unserved, tuple(notes))
     if bound is not None and bound.cost_per_hour > fp.cost_per_hour * (1 + COST_REL_TOL):
         log.error("DEFECT: fleet bound %.6g above a verified fleet plan of %.6g per hour", bound.cost_per_hour,
                   fp.cost_per_hour)

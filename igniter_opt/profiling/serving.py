@@ -87,7 +87,8 @@ def serving_plan(perf: PerformanceModel, gpu_name: str, models: tuple[str, ...] 
     known = perf.serving
     placements = []
     for (m, b, r), (lat, _) in zip(slots, preds, strict=True):
-        service = lat + (GUESSED_OVERHEAD_MS if known is None else max(GUESSED_OVERHEAD_MS, known.batch_overhead_ms(b, m)))
+        own = GUESSED_OVERHEAD_MS if known is None else known.batch_overhead_ms(b, m)
+        service = lat + max(GUESSED_OVERHEAD_MS, own)
         rate = round(utilization * 1000.0 * b / service, 1)
         placements.append(Placement(f"S-{m}-b{b}" if batches else f"S-{m}", m, slo_ms=max(50.0, 10 * service),
                                     rate_rps=rate, batch=b, share_pct=r, queue_delay_ms=1000.0 * (b - 1) / rate))
@@ -98,7 +99,8 @@ def model_runs(perf: PerformanceModel, gpu_name: str, models: tuple[str, ...]) -
     """The per-model measurement: every model at each of ``MODEL_BATCHES``, ``SERVERS_PER_RUN`` servers per run."""
     missing = [m for m in models if m not in perf.models]
     if missing:
-        raise MeasurementError(f"profile '{perf.name}' lacks {', '.join(missing)} (it has: {', '.join(perf.model_names)})")
+        raise MeasurementError(f"profile '{perf.name}' lacks {', '.join(missing)} "
+                               f"(it has: {', '.join(perf.model_names)})")
     servers = [(m, b) for m in models for b in MODEL_BATCHES]
     runs = [servers[i:i + SERVERS_PER_RUN] for i in range(0, len(servers), SERVERS_PER_RUN)]
     return [serving_plan(perf, gpu_name, tuple(m for m, _ in run), tuple(b for _, b in run), MODEL_UTILIZATION)
@@ -123,8 +125,8 @@ def summarize_run(results: list[Any], out_dir: Path, servers: dict[str, str]) ->
     for r in results:
         trace = exec_trace_path(out_dir, servers[r.workload])
         cv = _trace_cv(trace, r.server_infer_ms) if trace.is_file() else math.nan
-        rate = getattr(r, "rate_rps", None)
-        overloaded = bool(rate) and getattr(r, "achieved_rps", rate) < SERVED_MIN * rate
+        rate = float(getattr(r, "rate_rps", 0.0) or 0.0)
+        overloaded = rate > 0 and float(getattr(r, "achieved_rps", rate)) < SERVED_MIN * rate
         out.append(ServerServing(r.workload, r.model, int(r.batch), r.executed_batch, r.server_infer_ms - r.model_ms,
                                  r.mean_ms - r.server_queue_ms - r.server_infer_ms, cv, bool(r.valid), overloaded))
     return out
@@ -192,7 +194,8 @@ def _keep_calibration(params: ServingParams, old: dict[str, Any]) -> tuple[Servi
         return replace(params, service_headroom=float(old.get("service_headroom", 0.0)),
                        max_server_rate_rps=old.get("max_server_rate_rps")), extra
     extra |= {"service_cv_source": old["service_cv_source"], "service_cv_solo": params.service_cv}
-    return replace(params, service_cv=float(old["service_cv"]), service_headroom=float(old.get("service_headroom", 0.0)),
+    return replace(params, service_cv=float(old["service_cv"]),
+                   service_headroom=float(old.get("service_headroom", 0.0)),
                    max_server_rate_rps=old.get("max_server_rate_rps")), extra
 
 

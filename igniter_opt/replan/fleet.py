@@ -54,8 +54,8 @@ def _budget_of(running: dict[str, Plan]) -> BudgetChoice:
     plans = list(running.values())
     budgets = {p.latency_budget for p in plans}
     if len(budgets) > 1:
-        raise PlanError(f"the current fleet plan's parts were made under different budgets ({', '.join(sorted(budgets))}); "
-                        "replan each part on its own with 'igniter-opt replan'")
+        raise PlanError(f"the current fleet plan's parts were made under different budgets "
+                        f"({', '.join(sorted(budgets))}); replan each part on its own with 'igniter-opt replan'")
     first = plans[0]
     return BudgetChoice(LatencyBudget(first.latency_budget),
                         margin=first.margin if first.margin is not None else DEFAULT_MARGIN,

@@ -135,8 +135,9 @@ def run_fleet_trace(trace: Trace, fleet: Fleet, choice: BudgetChoice, planner: s
             counts = _diff_counts(fleet, prev[strategy], parts, relabel=strategy == "resolve")
             rec = FleetStep(strategy, k, t, e - t, round(fp.cost_per_hour, 6), fp.num_gpus,
                             " ".join(f"{n}:{g}" for n, g in fp.gpus_by_type().items()),
-                            *(counts[c] for c in COUNTS), counts["restarts"], _misses(fleet, parts, samples[k]),
-                            round(solve_s, 4))
+                            kept=counts["kept"], resized=counts["resized"], moved=counts["moved"],
+                            started=counts["started"], stopped=counts["stopped"], restarts=counts["restarts"],
+                            predicted_misses=_misses(fleet, parts, samples[k]), solve_s=round(solve_s, 4))
             if fp.parts:
                 write_fleet_plan(fp, out / strategy / f"step_{k:04d}.json")
             steps[strategy].append(rec)
