@@ -335,6 +335,7 @@ def study_module():
 def test_study_writes_its_report_from_stored_records(study_module, tmp_path: Path, capsys) -> None:
     assert study_module.main(["-o", str(tmp_path), "--bootstrap", "20"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "accuracy_h100_kernel_delay.csv",
         "interference_study_h100.csv",
         "interference_study_h100.md",
         "interference_study_h100.png",
@@ -355,3 +356,46 @@ def test_study_refuses_a_bad_results_file_and_writes_nothing(study_module, tmp_p
         f"Error: {bad}: not a results file of 'benchmarks/accuracy.py run'"
     )
     assert not out.exists()
+
+
+def test_study_on_the_h200_fits_on_training_mixes_and_scores_held_out_ones(
+    study_module, tmp_path: Path, capsys
+) -> None:
+    assert study_module.main(["--gpu", "h200", "-o", str(tmp_path), "--bootstrap", "20"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "accuracy_h200_kernel_delay.csv",
+        "interference_study_h200.csv",
+        "interference_study_h200.md",
+        "interference_study_h200.png",
+    ]
+    md = (tmp_path / "interference_study_h200.md").read_text()
+    assert "fitted once on 40 separate training mixes (`accuracy_h200_train_runs.jsonl`" in md
+    # the paper's form as accuracy.py reports it; kappa from the 40 training mixes only
+    assert "| igniter | none | 7.2% | 14.8% | 24.8% |" in md
+    assert "| kernel-delay-scaled | kappa = 0.685 | 3.7% | 9.4% | 19.3% |" in md
+    with (tmp_path / "accuracy_h200_kernel_delay.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 133 and list(rows[0]) == [
+        "mix", "model", "batch", "share", "predicted_ms", "measured_ms", "predicted_rps", "measured_rps"
+    ]
+    err = np.array([abs(float(r["predicted_ms"]) / float(r["measured_ms"]) - 1) for r in rows])
+    assert np.median(err) <= 0.05 and np.quantile(err, 0.9) <= 0.10
+
+
+def test_study_refuses_training_mixes_that_are_held_out_ones(study_module, tmp_path: Path, capsys) -> None:
+    held_out = REPO / "benchmarks" / "results" / "accuracy_h200_runs.jsonl"
+    train = tmp_path / "train.jsonl"
+    train.write_text(held_out.read_text().splitlines()[3] + "\n")
+    out = tmp_path / "out"
+    args = ["--gpu", "h200", "--runs", str(held_out), "--train-runs", str(train), "-o", str(out)]
+    assert study_module.main(args) == 1
+    assert "1 training mixes equal held-out mixes (held-out, training: [(3, 3)])" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_h200_training_and_held_out_mixes_share_no_mix(study_module) -> None:
+    res = REPO / "benchmarks" / "results"
+    held_out = study_module.load_mixes(res / "accuracy_h200_runs.jsonl")
+    train = study_module.load_mixes(res / "accuracy_h200_train_runs.jsonl")
+    assert (len(held_out.runs), len(train.runs)) == (48, 40)
+    assert study_module.same_mixes(held_out, train) == []
