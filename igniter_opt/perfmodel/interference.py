@@ -36,9 +36,12 @@ each with how the MIP would represent it.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,9 +51,9 @@ from sklearn.linear_model import LinearRegression
 from igniter_opt.errors import ProfileError
 from igniter_opt.perfmodel.model import HardwareCoefficients, PerformanceModel
 from igniter_opt.perfmodel.raw import RawProfile
+from igniter_opt.perfmodel.store import INTERFERENCE_FORMS as INTERFERENCE_FORMS  # named where profiles load
 
 INTERFERENCE_SCHEMA = "igniter-opt/interference/v1"
-INTERFERENCE_FORMS = ("igniter", "kernel-delay")
 # Below this rank tolerance the pair runs cannot tell a per-kernel delay from an L2 effect.
 _RANK_TOL = 1e-9
 
@@ -188,6 +191,12 @@ def fit_interference(
         return InterferenceCoefficients(
             "igniter", 0.0, 1.0, {m: c.alpha_cache for m, c in perf.models.items()}
         )
+    unknown = sorted({m for r in runs for m, _, _ in r.slots} - set(perf.models))
+    if unknown:
+        raise ProfileError(
+            f"the co-location runs use models the profile lacks ({', '.join(unknown)}); profile them or "
+            "drop those runs"
+        )
     pairs = pair_runs(raw, perf.hardware)
     delta, lam = fit_pair_delay(pairs)
     alpha, clamped = {}, []
@@ -308,6 +317,40 @@ class CoRun:
             raise ProfileError(
                 f"co-location latencies must be positive numbers of ms, got {list(self.latency_ms)}"
             )
+
+
+def load_co_runs(path: str | os.PathLike[str], *, gpu: str | None = None) -> list[CoRun]:
+    """The co-location runs of a ``benchmarks/accuracy.py run`` results file (JSON lines, one mix
+    each: ``workloads`` with ``model, batch, share_pct, measured_ms``), in mix order.
+
+    ``gpu``: the profile's GPU name; records of another GPU are refused.
+    """
+    what = "not a co-location record of 'benchmarks/accuracy.py run'"
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: cannot read the co-location runs ({exc})") from None
+    recs = []
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            run = CoRun(
+                tuple((str(w["model"]), int(w["batch"]), float(w["share_pct"])) for w in rec["workloads"]),
+                tuple(float(w["measured_ms"]) for w in rec["workloads"]),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProfileError(f"{path}: line {no}: {what} ({type(exc).__name__}: {exc})") from None
+        except ProfileError as exc:
+            raise ProfileError(f"{path}: line {no}: {exc}") from None
+        rec_gpu = rec.get("gpu")
+        if gpu and rec_gpu and rec_gpu != gpu:
+            raise ProfileError(f"{path}: line {no}: measured on '{rec_gpu}', the profile is of '{gpu}'")
+        recs.append(run)
+    if not recs:
+        raise ProfileError(f"{path}: no co-location runs in it")
+    return recs
 
 
 @dataclass(frozen=True)
