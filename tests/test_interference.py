@@ -10,6 +10,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import pyomo.environ as pyo
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -23,10 +24,13 @@ from igniter_opt.perfmodel.model import HardwareCoefficients, PerformanceModel
 from igniter_opt.perfmodel.raw import RawProfile, load_raw
 from igniter_opt.perfmodel.store import interference_form, load_profile
 from igniter_opt.planner import exact as mip
+from igniter_opt.planner.exact.configs import busy_power_w
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = REPO / "profiles" / "h100"
 MIXES = REPO / "benchmarks" / "results" / "accuracy_h100_runs.jsonl"
+H200 = REPO / "profiles" / "h200"
+H200_TRAIN = REPO / "benchmarks" / "results" / "accuracy_h200_train_runs.jsonl"
 
 
 # ---- fixtures --------------------------------------------------------------------------------
@@ -299,6 +303,105 @@ def test_mip_rows_never_accept_what_the_kernel_delay_model_rejects(h100, rows, s
             assert slack >= -1e-9, f"the MIP accepts a co-location the kernel-delay model rejects ({slack})"
 
 
+def _rows_accept_placement(m, place: dict[int, tuple[int, int]], *, lone_delay: bool = False) -> bool:
+    """Put demand d on GPU place[d][0] with configuration place[d][1]; True if every row holds with
+    the model's own values. ``lone_delay``: charge a lone workload alpha_sch + beta_sch (shared = 1),
+    as the plain row did before the binary."""
+    data = m.data
+    hw = data.problem.perf_model.hardware
+    for idx in m.x:
+        m.x[idx].set_value(0)
+    for d, (g, k) in place.items():
+        m.x[d, g, k].set_value(1)
+    for g in m.GPUS:
+        mem = [(d, k) for d, (gg, k) in place.items() if gg == g]
+        n = len(mem)
+        m.open[g].set_value(1 if mem else 0)
+        m.n[g].set_value(n, skip_validation=True)
+        m.cache[g].set_value(sum(data.demands[d].configs[k].cache for d, k in mem))
+        m.power[g].set_value(busy_power_w(hw) + sum(data.demands[d].configs[k].power_w for d, k in mem))
+        shared = n >= 2 or (lone_delay and n == 1)
+        m.shared[g].set_value(int(shared))
+        m.sched[g].set_value(max(0.0, hw.alpha_sch * n + hw.beta_sch) if shared else 0.0, skip_validation=True)
+    for v in m.component_data_objects(pyo.Var):
+        if (v.lb is not None and v.value < v.lb - 1e-9) or (v.ub is not None and v.value > v.ub + 1e-9):
+            return False
+    for c in m.component_data_objects(pyo.Constraint, active=True):
+        body = pyo.value(c.body)
+        if (c.has_ub() and body > pyo.value(c.upper) + 1e-9) or (c.has_lb() and body < pyo.value(c.lower) - 1e-9):
+            return False
+    return True
+
+
+def _placement_slack(problem, m, place: dict[int, tuple[int, int]]) -> float:
+    """The exact model's worst relative slack over every GPU of ``place``."""
+    gpus = {g for g, _ in place.values()}
+    return min(_exact_slack(problem, m, {d: k for d, (gg, k) in place.items() if gg == g}) for g in gpus)
+
+
+@pytest.fixture(scope="module")
+def h200_kd() -> PerformanceModel:
+    """The H200 profile under the kernel-delay form with kappa from the 40 training mixes."""
+    raw = load_raw(H200 / "raw.json")
+    return fit_profile(raw, "h200-kd", interference_form="kernel-delay", co_runs=itf.load_co_runs(H200_TRAIN))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(H100_MODELS), st.integers(4, 40), st.integers(200, 3000)), min_size=2, max_size=4
+    ),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_mip_with_the_shared_binary_accepts_exactly_what_the_kernel_delay_model_accepts(h200_kd, rows, seed) -> None:
+    """Under the kernel-delay form (alpha_sch + beta_sch > 0) the MIP has shared[g]. Any placement
+    within the GPUs' shares, lone workloads included, is accepted by its rows when the model
+    accepts it (slack > 1e-6) and refused when the model refuses it: exact, not only conservative."""
+    problem = _problem(h200_kd, [(m, float(s), float(r)) for m, s, r in rows])
+    try:
+        data = mip.prepare(problem)
+    except ProblemError:
+        return
+    m = mip.build_model(data)
+    if data.bounds.max_members < 2:
+        return
+    assert hasattr(m, "shared")
+    rng = np.random.default_rng(seed)
+    allowed = {d: sorted({g for dd, g, _ in m.ASSIGN if dd == d}) for d in m.DEMANDS}
+    for _ in range(10):
+        place = {d: (int(rng.choice(allowed[d])), int(rng.integers(len(md.configs))))
+                 for d, md in enumerate(data.demands)}
+        units: dict[int, int] = {}
+        for d, (g, k) in place.items():
+            units[g] = units.get(g, 0) + data.demands[d].configs[k].units
+        if max(units.values()) > data.cap_units:
+            continue
+        slack, accepted = _placement_slack(problem, m, place), _rows_accept_placement(m, place)
+        assert not (accepted and slack < -1e-9), f"the MIP accepts a placement the model rejects ({slack}, {place})"
+        assert accepted or slack <= 1e-6, f"the MIP rejects a placement the model accepts ({slack}, {place})"
+
+
+def test_the_shared_binary_accepts_lone_placements_the_plain_row_refused(h200_kd) -> None:
+    hw = h200_kd.hardware
+    assert hw.alpha_sch + hw.beta_sch > 0  # 0.66 us per kernel alone under the plain row
+    problem = _problem(h200_kd, [("vgg19", 35.0, 321.0), ("ssd", 6.0, 1463.0)])
+    data = mip.prepare(problem)
+    m = mip.build_model(data)
+    assert data.num_gpus == 2 and len(data.demands) == 2
+    lone = [{0: (0, k0), 1: (1, k1)} for k0 in range(len(data.demands[0].configs))
+            for k1 in range(len(data.demands[1].configs))]
+    exact = [_placement_slack(problem, m, p) >= 0 for p in lone]
+    binary = [_rows_accept_placement(m, p) for p in lone]
+    plain = [_rows_accept_placement(m, p, lone_delay=True) for p in lone]
+    assert binary == exact and all(exact)  # every configuration is feasible alone
+    assert (len(lone), sum(plain)) == (60, 36)  # the plain row refused 24 of the 60
+    # a paper-form profile keeps the plain row (exact there: alpha_sch + beta_sch <= 0)
+    paper = load_profile(H200)
+    assert paper.hardware.alpha_sch + paper.hardware.beta_sch <= 0
+    assert not hasattr(mip.build_model(mip.prepare(_problem(paper, [("vgg19", 35.0, 321.0), ("ssd", 6.0, 1463.0)]))),
+                       "shared")
+
+
 # ---- coefficients on disk --------------------------------------------------------------------
 def test_coefficients_round_trip_and_refuse_corruption(h100) -> None:
     raw, perf = h100
@@ -418,10 +521,6 @@ def test_profile_refuses_co_runs_without_the_kernel_delay_form_before_measuring(
         "(and --fit), or leave --co-runs out"
     )
     assert not (tmp_path / "sim" / "checkpoint.jsonl").exists()
-
-
-H200 = REPO / "profiles" / "h200"
-H200_TRAIN = REPO / "benchmarks" / "results" / "accuracy_h200_train_runs.jsonl"
 
 
 def test_fit_cli_records_the_form_and_loading_applies_it(tmp_path: Path) -> None:

@@ -27,8 +27,10 @@ keeps the paper's equations and fits them differently:
 Both forms are the paper's functional form, so ``apply_interference`` returns an ordinary
 ``PerformanceModel`` (``beta_sch`` then includes ``delta_co``; the idle-gap part alone and the
 form are recorded in ``gpu["fit"]``) that every planner uses as is. The exact planner stays
-valid: its row ``sched[g] >= max(0, alpha_sch n + beta_sch)`` over-estimates a lone workload's
-delay when ``alpha_sch + beta_sch > 0``; ``sched_delay_rows`` gives the rows that make it exact.
+exact: where ``alpha_sch + beta_sch > 0`` the plain row ``sched[g] >= max(0, alpha_sch n + beta_sch)``
+would over-estimate a lone workload's delay, so the MIP uses the rows of ``sched_delay_rows`` (a
+binary ``shared[g]`` per GPU, ``planner/exact/model.py``). ``fit_profile(..., interference_form=...)``
+and ``igniter-opt fit/profile --interference-form`` fit and record the form.
 
 ``CANDIDATES`` lists the other forms the study (``benchmarks/interference_study.py``) compared,
 each with how the MIP would represent it.
@@ -553,7 +555,7 @@ CANDIDATES: dict[str, CandidateForm] = {
             (),
             lambda rb, th: np.ones_like(rb.batch),
             "per-kernel co-location delay delta_co and alpha' from the pair runs alone",
-            "linear; exact for lone workloads with one binary per GPU (sched_delay_rows)",
+            "linear; exact for lone workloads with one binary per GPU (shared[g], sched_delay_rows)",
         ),
         CandidateForm(
             "kernel-delay-scaled",
@@ -564,7 +566,7 @@ CANDIDATES: dict[str, CandidateForm] = {
             (10.0,),
             lambda rb, th: np.full_like(rb.batch, th[0]),
             "kernel-delay with alpha' times kappa fitted to co-location runs of different models",
-            "linear: alpha_cache scaled; exact with one binary per GPU (sched_delay_rows)",
+            "linear: alpha_cache scaled; exact with one binary per GPU (shared[g], sched_delay_rows)",
         ),
         CandidateForm(
             "kernel-delay-share",
