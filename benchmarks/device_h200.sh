@@ -3,6 +3,7 @@
 #
 #   bash benchmarks/device_h200.sh profile  DEADLINE_S   # profile the H200 (resumes from the checkpoint)
 #   bash benchmarks/device_h200.sh serving               # the serving stack, into profiles/h200/serving.json
+#   bash benchmarks/device_h200.sh serving-all           # the same, every model at two batches
 #   [LOADGEN=python] bash benchmarks/device_h200.sh live DEADLINE_S PLAN...  # apply plans for 60 s each
 #   bash benchmarks/device_h200.sh accuracy DEADLINE_S [SEED FILE]  # co-located mixes (resumes from the repo's file)
 #
@@ -30,8 +31,8 @@ case $stage in
       --batches 1,2,4,8,16,32 --shares 10,25,50,100 --no-progress 2>&1 | tail -40
     echo "profile exit ${PIPESTATUS[0]}"
     ;;
-  serving)
-    igniter-opt profile --serving -o $prof 2>&1 | tail -30
+  serving|serving-all)  # serving-all: every model at two batches (their own overheads), about 4 x 35 s
+    igniter-opt profile --serving $([ $stage = serving-all ] && echo --serving-models all) -o $prof 2>&1 | tail -30
     tar -czf $OUT/serving_run.tgz -C $prof serving-run/summary.json serving-run/deployment.json serving-run/logs 2>/dev/null
     ;;
   live)
@@ -51,7 +52,7 @@ case $stage in
     ;;
 esac
 # Only the stages that write the profile bring it back (the device tool returns a limited number of files).
-case $stage in profile|serving)
+case $stage in profile|serving|serving-all)
   for f in raw.json coefficients.json checkpoint.jsonl serving.json; do
     [ -f $prof/$f ] && cp $prof/$f $OUT/ 2>/dev/null
   done;;

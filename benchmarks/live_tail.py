@@ -82,6 +82,9 @@ MIXES: dict[str, tuple[float, list[tuple[str, str, float, float]]]] = {
     # With SSD, whose own serving overhead (about 2x the others') the one overhead per GPU does not capture.
     "T23": (0.60, [("ssd", "ssd", 30, 0.5), ("res", "resnet50", 20, 1.0), ("alex", "alexnet", 30, 1.5)]),
     "T24": (0.80, [("ssd", "ssd", 45, 0.5), ("vit", "vit_b_16", 25, 1.0), ("bert", "bert_base", 15, 1.0)]),
+    # Fifth round (SSD's own serving overhead fitted on T4 and T23): T24 again (cut off in round 4), T25 new.
+    "T25": (0.70, [("ssd", "ssd", 35, 0.5), ("alex", "alexnet", 20, 1.0), ("vgg", "vgg19", 15, 1.0),
+                   ("res", "resnet50", 40, 0.5)]),
 }
 ATTAINMENT = 0.99
 FIELDS = ["run", "planner", "budget", "workload", "model", "batch", "share", "queue_delay_ms", "rate_rps", "slo_ms",
@@ -314,7 +317,9 @@ ROUNDS = (
      "held out from the cv fit; later calibrate the headroom"),
     ("_r3", "3: service cv 0.5, service headroom 0.2 (fitted to rounds 1-2)", "T5, T9, T13, T14 held out; T12 not"),
     ("_r4", "4: service cv 0.5, headroom 0.2, server rate cap 550 req/s (fitted to rounds 1-3)",
-     "T15-T24 held out from every fit (T23, T24 with SSD)"),
+     "T15-T23 held out from every fit (T23 with SSD; T24 was cut off by the call's deadline)"),
+    ("_r5", "5: as 4, with SSD's own serving overhead (3.0 ms per batch + 2.7 ms per request, fitted to T4 and T23)",
+     "T24, T25 held out from every fit"),
 )
 
 
@@ -464,6 +469,49 @@ def cmd_calibrate(args: argparse.Namespace) -> None:
         print(f"wrote service_cv {cv} and service_headroom {headroom:g} to {path}")
 
 
+def fit_own_overheads(points: list[dict[str, str]]) -> dict[str, tuple[float, float]]:
+    """Per model, (per_batch_ms, per_request_ms) >= 0: least squares of Triton's measured time per execution
+    minus the plan's predicted service time on the executed batch. One point (or a negative slope) puts it
+    all per request (per batch), a negative intercept puts it through the origin."""
+    out = {}
+    for model in sorted({p["model"] for p in points}):
+        b = [float(p["executed_batch"]) for p in points if p["model"] == model]
+        extra = [float(p["service_ms"]) - float(p["predicted_service_ms"]) for p in points if p["model"] == model]
+        if len(set(b)) >= 2:
+            slope, intercept = statistics.linear_regression(b, extra)
+        else:
+            slope, intercept = statistics.fmean(extra) / statistics.fmean(b), 0.0
+        if slope < 0:
+            slope, intercept = 0.0, statistics.fmean(extra)
+        if intercept < 0:
+            slope, intercept = sum(x * y for x, y in zip(b, extra, strict=True)) / sum(x * x for x in b), 0.0
+        out[model] = (round(max(intercept, 0.0), 3), round(max(slope, 0.0), 3))
+    return out
+
+
+def cmd_own_overheads(args: argparse.Namespace) -> None:
+    """Fit models' own serving overheads from measured service times and (with --write) record them."""
+    from igniter_opt.domain import model_overheads_to_dict
+    from igniter_opt.ioutil import atomic_write_json
+    from igniter_opt.perfmodel.store import SERVING_FILE, resolve_profile
+
+    with args.points.open(newline="") as fh:
+        points = list(csv.DictReader(fh))
+    fitted = fit_own_overheads(points)
+    for model, (a, r) in fitted.items():
+        runs = ", ".join(p["run"] for p in points if p["model"] == model)
+        print(f"{model}: {a:g} ms per batch + {r:g} ms per request beyond the GPU's overhead line (from {runs})")
+    if args.write:
+        path = resolve_profile(args.profile) / SERVING_FILE
+        d = json.loads(path.read_text())
+        d["model_overheads"] = model_overheads_to_dict(tuple((m, a, r) for m, (a, r) in fitted.items()))
+        d["model_overheads_source"] = (
+            f"{args.points.name}: per model, least squares of Triton's time per execution minus the plan's predicted "
+            f"service time on the executed batch, over live runs {', '.join(p['run'] for p in points)}")
+        atomic_write_json(path, d)
+        print(f"wrote model_overheads to {path}")
+
+
 def _plot(rows: list[dict[str, str]], out: Path) -> None:
     import matplotlib
 
@@ -530,6 +578,12 @@ def main(argv: list[str] | None = None) -> None:
     cal.add_argument("--profile", default="profiles/h200")
     cal.add_argument("--write", action="store_true", help="record the fitted cv in the profile's serving.json")
     cal.set_defaults(fn=cmd_calibrate)
+    own = sub.add_parser("own-overheads", help="fit models' own serving overheads (anywhere)")
+    own.add_argument("points", type=Path, nargs="?", default=RESULTS / "serving_own_overheads_h200.csv",
+                     help="run,model,batch,executed_batch,service_ms,predicted_service_ms,source")
+    own.add_argument("--profile", default="profiles/h200")
+    own.add_argument("--write", action="store_true", help="record them in the profile's serving.json")
+    own.set_defaults(fn=cmd_own_overheads)
     args = ap.parse_args(argv)
     args.fn(args)
 

@@ -291,7 +291,7 @@ def predict(plan_file: Path, profile: str | None, serving_overhead: float | None
         perf = perf.with_serving(plan.serving)
     perf = configure_serving(perf, LatencyBudget.IGNITER, serving_overhead)  # serving measurements only
     base = perf.with_serving_overhead(plan.serving_overhead_ms, plan.serving_max_utilization,
-                                      plan.serving_overhead_per_request_ms)
+                                      plan.serving_overhead_per_request_ms, plan.serving_model_overheads)
     predicted = predict_plan(plan, base, perf.serving)
     known = [v for v in verify_plan(predicted, plan_problem(predicted, perf)) if v.kind != "coverage"]
     broken = [v for v in known if v.kind in STRUCTURAL]
@@ -358,12 +358,15 @@ def _split_notes(plan: Plan, batch_limit: int | None) -> list[str]:
               help="Plan over several GPU types with prices per GPU-hour instead of one --profile (TYPE: a profile; "
                    "MAX: most GPUs of the type). -o PLAN.json then writes one plan per type, PLAN.<type>.json, and "
                    "the fleet's summary (docs/fleet.md).")
+@click.option("--skip-unservable", is_flag=True,
+              help="--fleet: leave out the workloads no type can serve (named in a note and the summary's "
+                   "'unserved') and plan the rest, instead of stopping with an error.")
 @format_option
 @handle_errors
 def solve(workloads: Path | None, profile: str, planner: str, budget: str, margin: float, attainment: float,
           serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
           time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, output: Path | None,
-          write_failing: bool, fleet: str | None, fmt: str) -> None:
+          write_failing: bool, fleet: str | None, skip_unservable: bool, fmt: str) -> None:
     """Plan GPUs, co-location, MPS shares and batch sizes for a set of workloads.
 
     Prints the plan (GPU, workload, model, batch, share, predicted latency against its limit,
@@ -387,7 +390,12 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
                                     progress=solver_progress(quiet))
     if fleet is not None:
         _refuse_profile_with_fleet()
-        return _solve_fleet(ws, fleet, choice, planner, options, output, fmt)
+        return _solve_fleet(ws, fleet, choice, planner, options, output, fmt, skip_unservable)
+    if skip_unservable:
+        from igniter_opt.errors import InputError
+
+        raise InputError("--skip-unservable goes with --fleet (a single type names what it cannot serve; remove "
+                         "those workloads)")
     problem = make_problem(ws, profile, choice)
     outcome = run_planner(problem, planner, options)
     _write_plan_or_refuse(outcome, output, write_failing, f"the {planner} plan")
@@ -417,15 +425,17 @@ def _compare_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, pl
 
 
 def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, planner: str, options: SolveOptions,
-                 output: Path | None, fmt: str) -> None:
+                 output: Path | None, fmt: str, skip_unservable: bool = False) -> None:
     """solve --fleet: every type's part printed, then the fleet's cost; the parts and summary written."""
     from igniter_opt.fleet import parse_fleet
     from igniter_opt.planner.fleet import fleet_plan_to_dict, solve_fleet, write_fleet_plan
     from igniter_opt.report import render_plan
 
-    fp = solve_fleet(ws, parse_fleet(spec), choice, planner, options)
+    fp = solve_fleet(ws, parse_fleet(spec), choice, planner, options, skip_unservable=skip_unservable)
     if output is not None:
         write_fleet_plan(fp, output)
+    if fp.unserved:
+        note(f"left out, no type of the fleet can serve them: {', '.join(fp.unserved)}")
     if fmt == "json":
         emit(json.dumps(fleet_plan_to_dict(fp, output or Path("plan.json")), indent=2))
         return
@@ -434,8 +444,12 @@ def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, plan
         emit(render_plan(part.plan, (), fmt))
     if fmt == "table":
         by_type = ", ".join(f"{n} x {t}" for t, n in fp.gpus_by_type().items())
+        how = ("heuristic" if fp.bound is None else
+               f"{fp.status}, bound {fp.bound.cost_per_hour:.2f}/h, gap {100 * (fp.gap or 0.0):.2f} %")
         emit(f"fleet: {fp.num_gpus} GPU(s) ({by_type}), cost {fp.cost_per_hour:.2f}/h; planner fleet-{planner} "
-             f"(heuristic, {fp.wall_s:.3f} s); every part verified by its type's model")
+             f"({how}, {fp.wall_s:.3f} s); every part verified by its type's model")
+        if fp.bound is not None:
+            note(f"the fleet's {fp.bound.scope}: each workload's least share alone on each type, GPU counts whole")
 
 
 @cli.command()
@@ -666,11 +680,13 @@ def _migration_option(fn: Callable[..., Any]) -> Callable[..., Any]:
               default=None, help="Write the new plan here (atomically), and its diff next to it.")
 @click.option("--diff-output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write the diff (igniter-opt/diff/v1) here. Default: NEW_PLAN.diff.json next to -o.")
+@click.option("--fleet", default=None, metavar="TYPE:PRICE[:MAX],...|FILE.csv",
+              help="Replan over this fleet (docs/fleet.md). Default, for a fleet plan: the fleet it was planned over.")
 @format_option
 @handle_errors
 def replan(current_file: Path, workloads: Path, profile: str | None, planner: str, migration_cost: float | None,
            time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, output: Path | None,
-           diff_output: Path | None, fmt: str) -> None:
+           diff_output: Path | None, fleet: str | None, fmt: str) -> None:
     """Replan a running plan for new rates, changing as few running servers as possible.
 
     Prints the new plan and its diff against the current one: every placement kept (same GPU,
@@ -678,8 +694,25 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
     and the GPUs opened and released. The latency budget and serving model are the current plan's.
     Writes the plan and the diff (with -o) only when everything succeeded.
 
+    A fleet plan (the summary 'solve --fleet -o' wrote) is replanned over its fleet, or over --fleet:
+    running workloads stay on their GPU type, new ones go where they cost least, each type's part is
+    replanned (docs/fleet.md).
+
     Example: igniter-opt replan --current plan.json -w examples/paper-table3-evening.csv --planner exact -o new.json
+
+    Example: igniter-opt replan --current fleet.json -w examples/paper-table3-evening.csv -o new.json
     """
+    from igniter_opt.planio import plan_kind
+
+    if fleet is not None or plan_kind(current_file) == "fleet":
+        from igniter_opt.errors import InputError
+        from igniter_opt.solver import SolveOptions
+
+        if profile is not None:
+            raise InputError("--profile goes with a single-type plan; a fleet names its types' profiles")
+        return _replan_fleet(current_file, workloads, fleet, planner, SolveOptions.from_env(
+            time_limit_s=time_limit, mip_rel_gap=gap, threads=threads, migration_cost=migration_cost,
+            progress=solver_progress(quiet)), output, fmt)
     from igniter_opt.placement import plan_problem
     from igniter_opt.planio import plan_to_dict, read_plan, read_workloads, write_plan
     from igniter_opt.replan import ReplanProblem, check_current_plan, run_replanner
@@ -712,6 +745,47 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
         emit(render_plan(outcome.plan, outcome.violations, "table") + "\n\n" + render_diff(outcome.diff))
 
 
+def _replan_fleet(current_file: Path, workloads: Path, spec: str | None, planner: str, options: Any,
+                  output: Path | None, fmt: str) -> None:
+    """replan over a fleet: each type's part replanned; the parts, their diffs and the summary written."""
+    from igniter_opt.errors import InputError
+    from igniter_opt.fleet import parse_fleet
+    from igniter_opt.planio import plan_kind, read_plan, read_workloads
+    from igniter_opt.planner.fleet import fleet_plan_to_dict, part_path, read_fleet_plan, write_fleet_plan
+    from igniter_opt.replan.diff import write_diff
+    from igniter_opt.replan.fleet import replan_fleet
+    from igniter_opt.report import render_diff, render_plan
+
+    if plan_kind(current_file) == "fleet":
+        own, running = read_fleet_plan(current_file)
+    else:  # a single-type plan joining a fleet: its type is the fleet type of its profile
+        if spec is None:
+            raise InputError(f"{current_file}: a single-type plan; --fleet names the fleet to replan it over")
+        plan = read_plan(current_file)
+        f = parse_fleet(spec)
+        name = next((t.name for t, m in zip(f.types, f.models, strict=True) if m.name == plan.profile), plan.profile)
+        own, running = spec, {name: plan}
+    fleet = parse_fleet(spec or own)
+    out = replan_fleet(running, read_workloads(workloads), fleet, planner, options)
+    if output is not None:
+        write_fleet_plan(out.plan, output)
+        for name, outcome in out.outcomes.items():
+            write_diff(outcome.diff, part_path(output, name).with_suffix(".diff.json"))
+    if fmt == "json":
+        emit(json.dumps({"fleet": fleet_plan_to_dict(out.plan, output or Path("plan.json")),
+                         "diffs": {n: o.diff.to_dict() for n, o in out.outcomes.items()}}, indent=2))
+        return
+    for name, outcome in out.outcomes.items():
+        emit(f"== {name}: {outcome.plan.num_gpus} GPU(s)")
+        if outcome.plan.num_gpus:
+            emit(render_plan(outcome.plan, outcome.violations, "table"))
+        emit(render_diff(outcome.diff))
+    by_type = ", ".join(f"{n} x {t}" for t, n in out.plan.gpus_by_type().items())
+    emit(f"fleet: {out.plan.num_gpus} GPU(s) ({by_type}), cost {out.plan.cost_per_hour:.2f}/h (was "
+         f"{out.old_cost_per_hour:.2f}/h); "
+         f"replanner {planner}; every part verified by its type's model")
+
+
 @cli.command("replan-trace")
 @click.option("--trace", "trace_file", metavar="RATES.csv", type=click.Path(path_type=Path), required=True,
               help="CSV time_s,workload,rate_rps[,model,slo_ms]: each row sets a workload's rate from then on.")
@@ -731,12 +805,15 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
               default=Path("replan-trace-out"), show_default=True,
               help="Output folder; a job there with the same arguments resumes after its last completed step.")
 @click.option("--progress/--no-progress", default=None, help="Progress bar on stderr (default: on a terminal).")
+@click.option("--fleet", default=None, metavar="TYPE:PRICE[:MAX],...|FILE.csv",
+              help="Replay over a fleet of GPU types instead of one --profile (docs/fleet.md); such a job does not "
+                   "resume.")
 @handle_errors
 def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: float | None, planner: str,
                  migration_cost: float | None, plan_for: str, budget: str, margin: float, attainment: float,
                  serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
                  time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, out_dir: Path,
-                 progress: bool | None) -> None:
+                 progress: bool | None, fleet: str | None) -> None:
     """Replay a rate trace: replan at every step, against re-solving from scratch and peak provisioning.
 
     Per step: cost, GPUs, placements kept, resized, moved, started and stopped, restarts and
@@ -747,7 +824,14 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
     cost_gpus.png, and prints the comparison.
 
     Example: igniter-opt replan-trace --trace examples/trace_paper_mix.csv --profile h100 --every 3600 -o runs/trace
+
+    Example: igniter-opt replan-trace --trace examples/trace_paper_mix.csv --fleet h100:2.5,h200:3.4 --every 3600 -o runs/fleet
     """
+    if fleet is not None:
+        _refuse_profile_with_fleet()
+        return _replan_trace_fleet(trace_file, workloads, fleet, every, planner, plan_for, _choice(
+            budget, margin, attainment, serving_overhead, max_utilization, max_batch), time_limit, gap, threads,
+            migration_cost, quiet, out_dir)
     from igniter_opt.problems import make_problem
     from igniter_opt.replan.trace import TraceJob, comparison, file_sha256, read_trace, run_trace_job
     from igniter_opt.report import render_trace_comparison
@@ -769,6 +853,30 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
     resumed = f" (resumed: {result.resumed_steps} step(s) read back)" if result.resumed_steps else ""
     emit(f"\nwrote {out_dir}/: steps.csv, strategies_steps.csv, comparison.json, comparison.md, cost_gpus.png, "
          f"and per step replan/, resolve/, peak/ plans{resumed}")
+
+
+def _replan_trace_fleet(trace_file: Path, workloads: Path | None, spec: str, every: float | None, planner: str,
+                        plan_for: str, choice: Any, time_limit: float | None, gap: float | None, threads: int | None,
+                        migration_cost: float | None, quiet: bool, out_dir: Path) -> None:
+    """replan-trace --fleet: the three strategies over the fleet, a line per step on stderr."""
+    from igniter_opt.fleet import parse_fleet
+    from igniter_opt.replan.trace import read_trace
+    from igniter_opt.replan.trace.fleet import render_fleet_trace, run_fleet_trace, summarise_fleet
+    from igniter_opt.solver import SolveOptions
+
+    trace = read_trace(trace_file, workloads, every_s=every)
+    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
+                                    migration_cost=migration_cost, progress=solver_progress(True))
+
+    def said(rec: Any) -> None:
+        if not quiet:
+            click.echo(f"step {rec.step} ({rec.time_s / 3600:.2f} h) {rec.strategy}: {rec.gpus_by_type or '-'}, "
+                       f"cost {rec.cost_per_hour:g}/h, {rec.restarts} restart(s)", err=True)
+
+    steps = run_fleet_trace(trace, parse_fleet(spec), choice, planner, options, every, plan_for, out_dir, said)
+    emit(render_fleet_trace({s: summarise_fleet(r) for s, r in steps.items()}))
+    emit(f"wrote {out_dir}/: steps.csv, comparison.json, comparison.md, and per step replan/, resolve/, peak/ fleet "
+         "plans")
 
 
 def _register_command_groups() -> None:

@@ -93,6 +93,37 @@ class GpuAssignment:
         return sum(p.share_pct for p in self.placements)
 
 
+# Per model, the serving stack's cost beyond the GPU's overhead line, measured where a model's serving
+# differs (SSD's large outputs): (model, per_batch_ms, per_request_ms), sorted by model. A batch of b
+# of that model costs overhead_ms + per_batch_ms + (overhead_per_request_ms + per_request_ms) * b.
+ModelOverheads = tuple[tuple[str, float, float], ...]
+
+
+def model_overheads_to_dict(extra: ModelOverheads) -> dict[str, dict[str, float]]:
+    return {m: {"per_batch_ms": a, "per_request_ms": r} for m, a, r in extra}
+
+
+def model_overheads_from_dict(d: Any) -> ModelOverheads:
+    """The inverse of ``model_overheads_to_dict``; a ValueError that names what is wrong."""
+    if not isinstance(d, dict):
+        raise ValueError("model_overheads must map each model to {per_batch_ms, per_request_ms}")
+    out = []
+    for m, v in d.items():
+        try:
+            a, r = float(v.get("per_batch_ms", 0.0)), float(v.get("per_request_ms", 0.0))
+        except (TypeError, ValueError, AttributeError):
+            raise ValueError(f"model_overheads of '{m}' must be {{per_batch_ms, per_request_ms}} in ms") from None
+        if not (math.isfinite(a) and math.isfinite(r) and a >= 0 and r >= 0):
+            raise ValueError(f"model_overheads of '{m}' must be numbers of ms >= 0")
+        out.append((str(m), a, r))
+    return tuple(sorted(out))
+
+
+def model_overhead_ms(extra: ModelOverheads, model: str, batch: float) -> float:
+    """A batch's serving cost beyond the GPU's line for ``model`` (0 for a model without its own)."""
+    return next((a + r * batch for m, a, r in extra if m == model), 0.0)
+
+
 @dataclass(frozen=True)
 class ServingParams:
     """How the serving stack adds to a batch's GPU time, measured per GPU type (times in ms).
@@ -116,9 +147,12 @@ class ServingParams:
     # it is split over more servers. Measured live: co-runners' slow episodes queue a fast server at
     # high rates for seconds although its mean service time is unchanged (docs/live-tail.md)
     max_server_rate_rps: float | None = None
+    # per model, what its serving costs beyond the line above (ModelOverheads)
+    model_overheads: ModelOverheads = ()
 
-    def batch_overhead_ms(self, batch: float) -> float:
-        return self.overhead_ms + self.overhead_per_request_ms * batch
+    def batch_overhead_ms(self, batch: float, model: str | None = None) -> float:
+        own = 0.0 if model is None else model_overhead_ms(self.model_overheads, model, batch)
+        return self.overhead_ms + self.overhead_per_request_ms * batch + own
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON fields of a profile's serving.json or a plan's serving block (optional ones when set)."""
@@ -130,6 +164,8 @@ class ServingParams:
             out["service_headroom"] = self.service_headroom
         if self.max_server_rate_rps is not None:
             out["max_server_rate_rps"] = self.max_server_rate_rps
+        if self.model_overheads:
+            out["model_overheads"] = model_overheads_to_dict(self.model_overheads)
         return out
 
     @classmethod
@@ -139,7 +175,8 @@ class ServingParams:
             out = cls(float(d["overhead_ms"]), float(d.get("client_ms", 0.0)), float(d.get("service_cv", 0.0)),
                       str(d.get("source", "")), float(d.get("overhead_per_request_ms", 0.0)),
                       float(d.get("service_headroom", 0.0)),
-                      None if d.get("max_server_rate_rps") is None else float(d["max_server_rate_rps"]))
+                      None if d.get("max_server_rate_rps") is None else float(d["max_server_rate_rps"]),
+                      model_overheads_from_dict(d.get("model_overheads", {})))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"missing or bad field ({type(exc).__name__}: {exc})") from None
         if not all(math.isfinite(x) and x >= 0 for x in (out.overhead_ms, out.client_ms, out.service_cv,
@@ -166,6 +203,7 @@ class Plan:
     serving_overhead_ms: float | None = None  # planned with this overhead per batch execution (None: paper)
     serving_max_utilization: float | None = None  # and to at most this utilization per server
     serving_overhead_per_request_ms: float = 0.0  # and this much more per request of a batch
+    serving_model_overheads: ModelOverheads = ()  # and, per model, its own serving cost beyond that line
     attainment: float | None = None  # tail budget: the fraction of requests planned within the SLO
     serving: ServingParams | None = None  # the serving measurements the per-request predictions used
     # True: re-verified by the exact model when written; False: written although it failed (apply

@@ -9,7 +9,17 @@ import os
 from pathlib import Path
 from typing import Any
 
-from igniter_opt.domain import GpuAssignment, Placement, Plan, Prediction, ServingParams, Workload
+from igniter_opt.domain import (
+    GpuAssignment,
+    ModelOverheads,
+    Placement,
+    Plan,
+    Prediction,
+    ServingParams,
+    Workload,
+    model_overheads_from_dict,
+    model_overheads_to_dict,
+)
 from igniter_opt.errors import InputError, PlanError
 from igniter_opt.ioutil import atomic_write_json
 from igniter_opt.solver import SolveOutcome, status_from_text
@@ -104,6 +114,14 @@ def serving_from_dict(d: Any, source: str) -> ServingParams:
         raise PlanError(f"{source}: serving block: {exc}") from None
 
 
+def _model_overheads(d: Any, source: str) -> ModelOverheads:
+    """A plan's ``serving_model_overheads``; a one-line PlanError otherwise."""
+    try:
+        return model_overheads_from_dict(d)
+    except ValueError as exc:
+        raise PlanError(f"{source}: serving_model_overheads: {exc}") from None
+
+
 def _prediction_to_dict(pr: Prediction | None) -> dict[str, Any] | None:
     if pr is None:
         return None
@@ -143,6 +161,8 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         d["serving_max_utilization"] = plan.serving_max_utilization
         if plan.serving_overhead_per_request_ms:
             d["serving_overhead_per_request_ms"] = plan.serving_overhead_per_request_ms
+        if plan.serving_model_overheads:
+            d["serving_model_overheads"] = model_overheads_to_dict(plan.serving_model_overheads)
     if plan.attainment is not None:
         d["attainment"] = plan.attainment
     if plan.serving is not None:
@@ -174,6 +194,15 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
 
 def _opt_float(v: Any) -> float | None:
     return None if v is None else float(v)
+
+
+def plan_kind(path: str | os.PathLike[str]) -> str:
+    """``fleet`` for a fleet plan's summary, else ``plan`` (reading it as a plan then says what is wrong)."""
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return "plan"
+    return "fleet" if isinstance(d, dict) and d.get("schema") == "igniter-opt/fleet-plan/v1" else "plan"
 
 
 def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
@@ -243,6 +272,7 @@ def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:
             serving_overhead_ms=_opt_float(d.get("serving_overhead_ms")),
             serving_max_utilization=_opt_float(d.get("serving_max_utilization")),
             serving_overhead_per_request_ms=float(d.get("serving_overhead_per_request_ms", 0.0)),
+            serving_model_overheads=_model_overheads(d.get("serving_model_overheads", {}), source),
             attainment=_opt_float(d.get("attainment")),
             serving=serving_from_dict(d["serving"], source) if d.get("serving") is not None else None,
             verified=None if d.get("verified") is None else bool(d["verified"]),

@@ -205,8 +205,8 @@ def render_comparison(rows: Sequence[object], fmt: str) -> str:
     return out + ("\n\n" + "\n".join(notes) if notes else "")
 
 
-FLEET_COMPARISON_HEADERS = ["plan", "GPUs by type", "GPUs", "cost/h", "share %", "wall s"]
-_FLEET_NUMBERS = ("gpus", "cost_per_hour", "total_share_pct", "wall_s")
+FLEET_COMPARISON_HEADERS = ["plan", "GPUs by type", "GPUs", "cost/h", "bound/h", "gap %", "share %", "wall s"]
+_FLEET_NUMBERS = ("gpus", "cost_per_hour", "bound_per_hour", "gap_pct", "total_share_pct", "wall_s")
 
 
 def render_fleet_comparison(rows: Sequence[Mapping[str, object]], fmt: str) -> str:
@@ -218,7 +218,7 @@ def render_fleet_comparison(rows: Sequence[Mapping[str, object]], fmt: str) -> s
     body = [[r["plan"], r["gpus_by_type"] or "-", *(math.nan if r[k] is None else r[k] for k in _FLEET_NUMBERS)]
             for r in rows]
     notes = [f"{r['plan']}: {r['message']}" for r in rows if r["message"]]
-    return render_table(FLEET_COMPARISON_HEADERS, body, align="llrrrr") + ("\n\n" + "\n".join(notes) if notes else "")
+    return render_table(FLEET_COMPARISON_HEADERS, body, align="llrrrrrr") + ("\n\n" + "\n".join(notes) if notes else "")
 
 
 DIFF_HEADERS = ["change", "workload", "model", "old GPU", "new GPU", "old share %", "new share %", "old batch",

@@ -711,6 +711,11 @@ _documents = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_
                           max_leaves=20)
 
 
+def test_a_key_ending_in_a_newline_is_quoted() -> None:
+    """A regex's "$" matches before a final newline: such a key must not be written plain."""
+    assert yaml.safe_load(dump({"A\n": None, "": None})) == {"A\n": None, "": None}
+
+
 @settings(max_examples=300, deadline=None)
 @given(_documents)
 def test_yaml_text_reads_back_as_what_was_written(doc: Any) -> None:

@@ -18,6 +18,7 @@ from igniter_opt.planio import read_plan, read_workloads
 from igniter_opt.planner import run_planner
 from igniter_opt.planner.fleet import solve_fleet
 from igniter_opt.problems import BudgetChoice, make_problem
+from igniter_opt.solver import SolveOptions, SolveStatus
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = read_workloads(REPO / "examples" / "paper-table3.csv")
@@ -148,3 +149,189 @@ def test_compare_over_a_fleet_lists_each_planner_and_every_type_alone() -> None:
     assert res.exit_code == 0 and "fleet greedy: the fleet's count limits leave no plan" in res.output
     res = CliRunner().invoke(cli, ["compare", "--fleet", "h100:1", "-p", "h200"])
     assert res.exit_code == 1 and "--fleet and --profile exclude each other" in res.output
+
+
+# ---- the exact planner's certified bound over a fleet --------------------------------------------
+def _assignment_costs(ws: tuple[Workload, ...], fleet_spec: str, choice: BudgetChoice) -> list[float]:
+    """The cost of greedy's verified plan for every assignment of the workloads to the fleet's types."""
+    import itertools
+
+    fleet = parse_fleet(fleet_spec)
+    out = []
+    for types in itertools.product(range(len(fleet.types)), repeat=len(ws)):
+        cost = 0.0
+        for t, (ft, perf) in enumerate(zip(fleet.types, fleet.models, strict=True)):
+            mine = tuple(w for w, u in zip(ws, types, strict=True) if u == t)
+            if mine:
+                outcome = run_planner(make_problem(mine, perf, choice), "greedy")
+                assert not outcome.violations
+                if ft.max_count is not None and outcome.plan.num_gpus > ft.max_count:
+                    cost = float("inf")
+                    break
+                cost += outcome.plan.num_gpus * ft.price_per_gpu_hour
+        out.append(cost)
+    return out
+
+
+@pytest.mark.parametrize(("seed", "spec"), [(1, "h100:1.0,h200:1.25"), (2, "h100:1.0,h200:1.6"),
+                                            (3, "h100:1.0:1,h200:1.25"), (4, "h100:2.0,h200:1.0")])
+def test_the_fleet_bound_is_below_every_assignments_plan(seed: int, spec: str) -> None:
+    """The bound is a lower bound of the cost of every plan in its scope: below the verified plan of every
+    one of the 2^n assignments of workloads to types; the exact fleet plan is at least the bound, and
+    optimal exactly when it meets it."""
+    ws = _mix(seed, 5)
+    choice = BudgetChoice(LatencyBudget.IGNITER)
+    fp = solve_fleet(ws, parse_fleet(spec), choice, "exact", SolveOptions(time_limit_s=10))
+    assert fp.bound is not None
+    costs = _assignment_costs(ws, spec, choice)
+    assert fp.bound.cost_per_hour <= min(costs) + 1e-9
+    assert fp.cost_per_hour >= fp.bound.cost_per_hour - 1e-9
+    assert fp.cost_per_hour <= solve_fleet(ws, parse_fleet(spec), choice).cost_per_hour + 1e-9
+    assert (fp.status == SolveStatus.OPTIMAL) == (fp.gap == pytest.approx(0.0))
+
+
+def test_one_small_workload_is_proven_optimal_on_the_cheaper_type_that_serves_it() -> None:
+    ws = (Workload("r", "resnet50", 30.0, 100.0),)
+    fp = solve_fleet(ws, parse_fleet("h100:2.0,h200:1.5"), BudgetChoice(LatencyBudget.IGNITER), "exact",
+                     SolveOptions(time_limit_s=10))
+    assert fp.gpus_by_type() == {"h200": 1}
+    assert fp.status == SolveStatus.OPTIMAL and fp.bound.cost_per_hour == pytest.approx(1.5) and fp.gap == 0.0
+
+
+def test_count_limits_no_relaxation_can_meet_are_named() -> None:
+    from igniter_opt.planner.fleet import fleet_bound
+
+    ws = tuple(Workload(f"v{i}", "vgg19", 20.0, 1000.0) for i in range(40))
+    fleet, choice = parse_fleet("h100:1.0:1,h200:1.5:1"), BudgetChoice(LatencyBudget.IGNITER)
+    with pytest.raises(ProblemError, match="count limits leave no plan"):  # the fleet greedy says it first
+        solve_fleet(ws, fleet, choice, "exact", SolveOptions(time_limit_s=10))
+    with pytest.raises(ProblemError, match="count limits cannot carry the workloads even with each workload's least "
+                                           "share alone"):
+        fleet_bound(ws, fleet, choice, [[True, True]] * len(ws))
+
+
+def test_cli_exact_fleet_reports_its_bound_in_the_table_and_the_summary(tmp_path: Path) -> None:
+    out = tmp_path / "plan.json"
+    res = CliRunner().invoke(cli, ["solve", "--fleet", "h100:2.5,h200:3.4", "--planner", "exact", "--time-limit",
+                                   "20", "--quiet", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(out.read_text())
+    solver = summary["solver"]
+    assert solver["status"] in ("optimal", "feasible") and solver["bound_per_hour"] <= summary["cost"]["per_hour"]
+    assert f"bound {solver['bound_per_hour']:.2f}/h, gap {100 * solver['gap']:.2f} %" in res.output
+    res = CliRunner().invoke(cli, ["compare", "--fleet", "h100:2.5,h200:3.4", "--planners", "greedy,exact",
+                                   "--time-limit", "20", "--quiet", "--format", "json"])
+    rows = {r["plan"]: r for r in json.loads(res.stdout)}
+    assert rows["fleet greedy"]["bound_per_hour"] is None and rows["fleet greedy"]["status"] == "heuristic"
+    assert rows["fleet exact"]["bound_per_hour"] == pytest.approx(solver["bound_per_hour"])
+
+
+# ---- replan over a fleet -----------------------------------------------------------------------
+def _fleet_plan(tmp_path: Path, spec: str, workloads: Path, name: str = "plan.json") -> Path:
+    out = tmp_path / name
+    res = CliRunner().invoke(cli, ["solve", "--fleet", spec, "-w", str(workloads), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_replanning_a_fleet_plan_for_the_same_rates_keeps_every_server(tmp_path: Path) -> None:
+    current = _fleet_plan(tmp_path, "h100:2.5,h200:3.4", REPO / "examples" / "paper-table3.csv")
+    res = CliRunner().invoke(cli, ["replan", "--current", str(current), "-w", str(REPO / "examples" / "paper-table3.csv"),
+                                   "--format", "json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    before = json.loads(current.read_text())
+    assert out["fleet"]["cost"] == before["cost"]
+    for diff in out["diffs"].values():
+        assert diff["summary"]["kept"] == len(diff["placements"]) == 12 and diff["summary"]["restarts"] == 0
+
+
+def test_replan_keeps_running_workloads_on_their_type_and_sends_new_ones_where_they_cost_least(tmp_path: Path) -> None:
+    """A single-type H100 plan replanned over a fleet where the H200 is cheaper: what runs stays on the H100,
+    the new workload goes to the H200; every part written verifies under its type's model, with its diff."""
+    (tmp_path / "w.csv").write_text("name,model,slo_ms,rate_rps\nres,resnet50,30,300\nbert,bert_base,30,300\n")
+    (tmp_path / "w2.csv").write_text("name,model,slo_ms,rate_rps\nres,resnet50,30,400\nbert,bert_base,30,300\n"
+                                     "vit,vit_b_16,40,200\n")
+    res = CliRunner().invoke(cli, ["solve", "-w", str(tmp_path / "w.csv"), "-p", "h100", "-o", str(tmp_path / "a.json")])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "new.json"
+    res = CliRunner().invoke(cli, ["replan", "--current", str(tmp_path / "a.json"), "-w", str(tmp_path / "w2.csv"),
+                                   "--fleet", "h100:1.0,h200:0.9", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(out.read_text())
+    parts = {t["type"]: read_plan(tmp_path / t["plan"]) for t in summary["types"]}
+    assert {p.workload for _, p in parts["h100"].placements()} == {"res", "bert"}
+    assert {p.workload for _, p in parts["h200"].placements()} == {"vit"}
+    for t in summary["types"]:
+        assert CliRunner().invoke(cli, ["verify", str(tmp_path / t["plan"])]).exit_code == 0
+        assert (tmp_path / t["plan"]).with_suffix(".diff.json").is_file()
+    assert summary["cost"]["per_hour"] == pytest.approx(parts["h100"].num_gpus * 1.0 + parts["h200"].num_gpus * 0.9)
+
+
+@pytest.mark.parametrize(("extra", "msg"), [
+    (["--fleet", "h200:1"], "runs on GPU type 'h100', which the fleet (h200) lacks; add it to --fleet"),
+    (["--fleet", "h100:1:1"], "need 2 GPUs of it after the replan (limit 1)"),
+    (["--fleet", "h100:1", "-p", "h100"], "--profile goes with a single-type plan"),
+])
+def test_replan_over_a_fleet_bad_input(tmp_path: Path, extra: list[str], msg: str) -> None:
+    res = CliRunner().invoke(cli, ["solve", "-p", "h100", "-o", str(tmp_path / "a.json")])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(cli, ["replan", "--current", str(tmp_path / "a.json"), "-w",
+                                   str(REPO / "examples" / "paper-table3.csv"), *extra, "-o", str(tmp_path / "n.json")])
+    assert res.exit_code == 1 and msg in res.output, res.output
+    assert not (tmp_path / "n.json").exists()
+
+
+def test_a_fleet_summary_without_its_parts_is_refused(tmp_path: Path) -> None:
+    current = _fleet_plan(tmp_path, "h100:2.5,h200:3.4", REPO / "examples" / "paper-table3.csv")
+    for t in json.loads(current.read_text())["types"]:
+        (tmp_path / t["plan"]).unlink()
+    res = CliRunner().invoke(cli, ["replan", "--current", str(current), "-w", str(REPO / "examples" / "paper-table3.csv")])
+    assert res.exit_code == 1 and "is not beside it" in res.output
+
+
+# ---- replan-trace over a fleet -----------------------------------------------------------------
+def test_replan_trace_over_a_fleet_writes_every_strategy_and_step(tmp_path: Path) -> None:
+    out = tmp_path / "job"
+    res = CliRunner().invoke(cli, ["replan-trace", "--trace", str(REPO / "examples" / "trace_paper_mix.csv"),
+                                   "--fleet", "h100:1.0,h200:1.25", "--every", "43200", "-o", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    import csv
+
+    rows = list(csv.DictReader((out / "steps.csv").open()))
+    assert [(r["strategy"], r["step"]) for r in rows] == [(s, str(k)) for s in ("replan", "resolve", "peak")
+                                                          for k in (0, 1)]
+    assert all(r["predicted_misses"] == "0" for r in rows)  # every step planned for its interval's peaks
+    totals = json.loads((out / "comparison.json").read_text())["strategies"]
+    for s in ("replan", "resolve", "peak"):
+        mine = [r for r in rows if r["strategy"] == s]
+        assert totals[s]["cost"] == pytest.approx(sum(float(r["cost_per_hour"]) * float(r["duration_s"]) / 3600
+                                                      for r in mine))
+        assert totals[s]["restarts"] == sum(int(r["restarts"]) for r in mine[1:])
+    peak = [r for r in rows if r["strategy"] == "peak"]
+    assert peak[0]["cost_per_hour"] == peak[1]["cost_per_hour"] and peak[1]["kept"] != "0"
+    summary = json.loads((out / "replan" / "step_0001.json").read_text())
+    for t in summary["types"]:
+        assert CliRunner().invoke(cli, ["verify", str(out / "replan" / t["plan"])]).exit_code == 0
+    res = CliRunner().invoke(cli, ["replan-trace", "--trace", str(REPO / "examples" / "trace_paper_mix.csv"),
+                                   "--fleet", "h100:1.0", "-o", str(out)])
+    assert res.exit_code == 1 and "is not empty: a fleet trace job does not resume" in res.output
+    res = CliRunner().invoke(cli, ["replan-trace", "--trace", str(REPO / "examples" / "trace_paper_mix.csv"),
+                                   "--fleet", "h100:1.0", "-p", "h200", "-o", str(tmp_path / "x")])
+    assert res.exit_code == 1 and "--fleet and --profile exclude each other" in res.output
+
+
+def test_skip_unservable_plans_the_rest_and_names_what_was_left_out(tmp_path: Path) -> None:
+    (tmp_path / "w.csv").write_text("name,model,slo_ms,rate_rps\nfine,resnet50,30,200\nimpossible,vgg19,0.5,200\n")
+    args = ["solve", "-w", str(tmp_path / "w.csv"), "--fleet", "h100:1,h200:2"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1 and "or plan the rest with --skip-unservable" in res.output
+    res = CliRunner().invoke(cli, [*args, "--skip-unservable", "-o", str(tmp_path / "p.json")])
+    assert res.exit_code == 0, res.output
+    assert "left out, no type of the fleet can serve them: impossible" in res.output
+    summary = json.loads((tmp_path / "p.json").read_text())
+    assert summary["unserved"] == ["impossible"]
+    placed = {p.workload for t in summary["types"] for _, p in read_plan(tmp_path / t["plan"]).placements()}
+    assert placed == {"fine"}
+    res = CliRunner().invoke(cli, ["solve", "-w", str(tmp_path / "w.csv"), "--skip-unservable"])
+    assert res.exit_code == 1 and "--skip-unservable goes with --fleet" in res.output

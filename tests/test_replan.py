@@ -295,3 +295,55 @@ def test_replan_keeps_the_current_plans_budget(tmp_path: Path, h100: Performance
     doc = json.loads(res.output)
     assert doc["plan"]["latency_budget"] == "full" and doc["plan"]["margin"] == 0.1
     assert doc["diff"]["summary"]["kept"] == len(current.placements())
+
+
+# ---- re-split: a grown workload keeps its running server and adds replicas ---------------------------
+@pytest.mark.parametrize("planner", ["greedy", "exact"])
+def test_a_grown_workload_keeps_its_running_server_and_adds_replicas(h100_model, planner: str) -> None:
+    """ResNet-50 from 400 to 3000 req/s beside VGG-19: re-placing it whole resizes (restarts) its server;
+    the re-split keeps it running at its rate and serves the rest on a new server, with no restart and
+    no more GPUs. The plan verifies and serves every request."""
+    from igniter_opt.placement import plan_problem, verify_plan
+    from igniter_opt.replan import ReplanProblem, run_replanner
+
+    before = (Workload("res", "resnet50", 30.0, 400.0), Workload("vgg", "vgg19", 30.0, 300.0))
+    after = (Workload("res", "resnet50", 30.0, 3000.0), Workload("vgg", "vgg19", 30.0, 300.0))
+    current = run_planner(PlanningProblem(before, h100_model), "greedy").plan
+    out = run_replanner(ReplanProblem(current, plan_problem(current, h100_model, after)), planner,
+                        SolveOptions(time_limit_s=20))
+    assert out.violations == () and verify_plan(out.plan, plan_problem(out.plan, h100_model, after)) == []
+    assert out.diff.restarts == 0 and out.diff.count("kept") == 2 and out.diff.count("started") >= 1
+    assert out.plan.num_gpus == current.num_gpus
+    assert sum(p.rate_rps for _, p in out.plan.placements() if p.workload == "res") == pytest.approx(3000.0)
+    assert "re-split" in out.plan.solver.message
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**31 - 1), growth=st.floats(0.3, 6.0))
+def test_the_greedy_replan_never_costs_more_than_before_resplit_existed(h100_model, seed: int, growth: float) -> None:
+    """The re-split candidates only add choices: the objective is never above the best of keeping and
+    re-placing (steps 1-4) and planning from scratch, and the plan verifies."""
+    import random
+
+    from igniter_opt.placement import plan_problem, verify_plan
+    from igniter_opt.replan import ReplanProblem
+    from igniter_opt.replan import greedy as rg
+    from igniter_opt.solver import SolveOutcome, SolveStatus
+
+    rng = random.Random(seed)
+    models = ("resnet50", "vgg19", "alexnet", "bert_base")
+    before = tuple(Workload(f"w{i}", rng.choice(models), rng.choice((20.0, 30.0, 50.0)), rng.choice((100.0, 300.0)))
+                   for i in range(4))
+    after = tuple(Workload(w.name, w.model, w.slo_ms, round(w.rate_rps * (growth if i % 2 == 0 else 1.0), 1))
+                  for i, w in enumerate(before))
+    current = run_planner(PlanningProblem(before, h100_model), "greedy").plan
+    rp = ReplanProblem(current, plan_problem(current, h100_model, after))
+    plan = rg.solve(rp, SolveOptions(migration_cost=0.25))
+    assert verify_plan(plan, rp.problem) == []
+    demands = tuple(rg.paper.initial_demands(rp.problem))
+    kept, todo = rg._keep(rp, demands)
+    incremental = rg.GreedyReplan(rg.Packing(demands, tuple(rg.place(rp, demands, [g for g in kept if g.slots], todo))), 0)
+    others = [rg._from_scratch(rp, demands), incremental]
+    best = min(rg.migration_objective(rg.to_plan(rp, r, "greedy", SolveOutcome(SolveStatus.HEURISTIC)), current,
+                                      0.25)[0] for r in others)
+    assert rg.migration_objective(plan, current, 0.25)[0] <= best + 1e-9

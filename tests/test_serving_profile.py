@@ -99,3 +99,87 @@ def test_measure_serving_on_the_real_tritonserver_with_the_cpu_stand_in(tmp_path
     from igniter_opt.problems import BudgetChoice, make_problem
 
     assert make_problem((), perf, BudgetChoice(LatencyBudget.TAIL)).perf_model.serving_overhead_ms == params.overhead_ms
+
+
+# ---- every model at two batches: the models' own overheads ---------------------------------------
+def test_every_model_runs_at_two_batches_three_servers_a_run_far_from_overload(h100_model) -> None:
+    from igniter_opt.profiling.serving import MODEL_BATCHES, MODEL_UTILIZATION, model_runs
+
+    runs = model_runs(h100_model, "NVIDIA H100 80GB HBM3", tuple(h100_model.model_names))
+    served = [(p.model, p.batch) for plan in runs for _, p in plan.placements()]
+    assert sorted(served) == sorted((m, b) for m in h100_model.model_names for b in MODEL_BATCHES)
+    assert len(runs) == math.ceil(len(served) / 3) and all(len(plan.gpus[0].placements) <= 3 for plan in runs)
+    perf = h100_model.with_serving_overhead(2.0)
+    for plan in runs:
+        (gpu,) = plan.gpus
+        assert gpu.total_share_pct <= 100.0 and len({p.workload for p in gpu.placements}) == len(gpu.placements)
+        for p, (lat, _) in zip(gpu.placements, perf.predict_gpu([(p.model, p.batch, p.share_pct)
+                                                                 for p in gpu.placements]), strict=True):
+            assert p.rate_rps * lat / (1000.0 * p.batch) <= MODEL_UTILIZATION * 1.01
+    with pytest.raises(MeasurementError, match="lacks nope"):
+        model_runs(h100_model, "x", ("resnet50", "nope"))
+
+
+def _server(model: str, k: float, overhead: float, overloaded: bool = False) -> ServerServing:
+    return ServerServing(f"S-{model}-b{k:g}", model, int(k), k, overhead, 0.8, 0.05, valid=True, overloaded=overloaded)
+
+
+def test_a_model_whose_serving_costs_more_gets_its_own_overhead_and_the_gpus_line_stays() -> None:
+    """Five models on the line 0.35 + 0.25 k, SSD on 3.0 + 2.7 k: the GPU's line is the models' median, SSD
+    alone keeps the difference; an overloaded server (inflated times) is left out of every fit."""
+    per = [_server(m, k, 0.35 + 0.25 * k) for m in ("alexnet", "resnet50", "vgg19", "vit_b_16", "bert_base")
+           for k in (1.0, 4.0)]
+    per += [_server("ssd", 1.0, 3.0 + 2.7), _server("ssd", 4.0, 3.0 + 2.7 * 4), _server("vgg19", 4.0, 40.0, True)]
+    params = serving_params(per, "test")
+    assert (params.overhead_ms, params.overhead_per_request_ms) == (0.35, 0.25)
+    assert params.model_overheads == (("ssd", 2.65, 2.45),)
+    assert params.batch_overhead_ms(4, "ssd") == pytest.approx(3.0 + 2.7 * 4)
+    assert params.batch_overhead_ms(4, "vgg19") == pytest.approx(1.35)
+    # a model a little above the line (noise) gets nothing of its own
+    per[0:2] = [_server("alexnet", 1.0, 0.5), _server("alexnet", 4.0, 1.5)]
+    assert [m for m, _, _ in serving_params(per, "test").model_overheads] == ["ssd"]
+
+
+def test_a_server_that_could_not_keep_up_is_marked_overloaded(tmp_path: Path) -> None:
+    results = [SimpleNamespace(**vars(_result("a", 3.0, 2.0, 6.0, 1.5)), rate_rps=100.0, achieved_rps=99.0),
+               SimpleNamespace(**vars(_result("b", 9.0, 2.0, 60.0, 40.0)), rate_rps=100.0, achieved_rps=80.0)]
+    per = summarize_run(results, tmp_path, {"a": "s0", "b": "s1"})
+    assert [s.overloaded for s in per] == [False, True]
+    assert serving_params(per, "test").overhead_ms == 1.0  # b's inflated 7 ms is not in it
+
+
+def test_a_new_measurement_keeps_what_was_calibrated_on_live_runs() -> None:
+    from igniter_opt.domain import ServingParams
+    from igniter_opt.profiling.serving import _keep_calibration
+
+    new = ServingParams(0.4, 0.9, 0.06, "new")
+    old = {"service_cv": 0.5, "service_cv_source": "live", "service_headroom": 0.2, "max_server_rate_rps": 550.0,
+           "max_server_rate_source": "live runs"}
+    kept, extra = _keep_calibration(new, old)
+    assert (kept.service_cv, kept.service_headroom, kept.max_server_rate_rps) == (0.5, 0.2, 550.0)
+    assert extra["service_cv_solo"] == 0.06 and extra["max_server_rate_source"] == "live runs"
+    assert _keep_calibration(new, {})[0] == new  # nothing calibrated: the measurement as it is
+
+
+def test_measure_serving_per_model_runs_every_server_and_keeps_the_calibration(tmp_path: Path) -> None:
+    """Two models at two batches: two runs (three servers, then one) on the real tritonserver with the CPU
+    stand-in; serving.json holds all four servers and keeps the live calibration of the one before."""
+    pytest.importorskip("tritonclient.grpc")
+    from igniter_opt.apply.triton import find_tritonserver
+    from igniter_opt.errors import ApplyError
+    from igniter_opt.profiling.serving import measure_serving
+
+    try:
+        find_tritonserver()
+    except ApplyError:
+        pytest.skip("no tritonserver (pip install --no-deps nvidia-pytriton==0.7.0)")
+    prof = tmp_path / "prof"
+    shutil.copytree(REPO / "profiles" / "h200", prof, ignore=shutil.ignore_patterns("checkpoint.jsonl"))
+    params, per_server = measure_serving(prof, duration_s=2, load_generator="python", echo_ms=1.0, max_lag_ms=1e4,
+                                         models=("resnet50", "bert_base"))
+    assert sorted((s.model, s.batch) for s in per_server) == [("bert_base", 1), ("bert_base", 4), ("resnet50", 1),
+                                                               ("resnet50", 4)]
+    assert (prof / "serving-run" / "run1").is_dir() and (prof / "serving-run" / "run2").is_dir()
+    record = json.loads((prof / "serving.json").read_text())
+    assert len(record["servers"]) == 4 and record["service_cv"] == 0.5 and record["max_server_rate_rps"] == 550.0
+    assert read_serving(prof / "serving.json") == params

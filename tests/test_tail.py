@@ -164,6 +164,75 @@ def test_a_server_rate_cap_splits_faster_workloads(h100_model, planner: str, tmp
     assert read_plan(tmp_path / "p.json").serving.max_server_rate_rps == 500.0
 
 
+SSD_OWN = (("ssd", 3.0, 2.7),)  # per batch, per request (ms), the H200's measured order of magnitude
+
+
+def test_a_models_own_serving_overhead_adds_to_its_service_time_only(h100_model) -> None:
+    """model_overheads: the model's batch costs per_batch + per_request * b more; other models are unchanged,
+    and the GPU-time budget the MIP uses is the latency inverted with the same overhead."""
+    from dataclasses import replace
+
+    base = configure_serving(h100_model, LatencyBudget.TAIL)
+    own = configure_serving(h100_model.with_serving(replace(h100_model.serving, model_overheads=SSD_OWN)),
+                            LatencyBudget.TAIL)
+    slots = [("ssd", 4, 40.0), ("resnet50", 8, 40.0)]
+    (ssd0, _), (res0, _) = base.predict_gpu(slots)
+    (ssd1, thr1), (res1, _) = own.predict_gpu(slots)
+    assert ssd1 == pytest.approx(ssd0 + 3.0 + 2.7 * 4)
+    assert thr1 == pytest.approx(1000.0 * 4 / ssd1)
+    assert res1 == pytest.approx(res0)
+    idx = np.array([own.model_index("ssd"), own.model_index("resnet50")])
+    b, limit = np.array([4.0, 8.0]), np.array([30.0, 30.0])
+    gap = base.gpu_time_budget_ms(idx, b, limit, np.array([1.0, 1.0])) - own.gpu_time_budget_ms(
+        idx, b, limit, np.array([1.0, 1.0]))
+    np.testing.assert_allclose(gap, [3.0 + 2.7 * 4, 0.0])
+
+
+@pytest.mark.parametrize("planner", ["greedy", "exact"])
+def test_plans_with_a_models_own_overhead_verify_and_record_it(h100_model, planner: str, tmp_path: Path) -> None:
+    """A tail plan made with SSD's own overhead holds under it (the kernel's verification and the request
+    predictions use it), costs at least the plan made without it, and its JSON records it: verified against
+    the plan's own record, the plan without SSD's overhead fails."""
+    from dataclasses import replace
+
+    from igniter_opt.placement import plan_problem, verify_plan
+    from igniter_opt.planio import read_plan, write_plan
+
+    ws = (Workload("ssd", "ssd", 40.0, 250.0), Workload("res", "resnet50", 20.0, 400.0))
+    perf = h100_model.with_serving(replace(h100_model.serving, model_overheads=SSD_OWN))
+    plain = run_planner(tail_problem(h100_model, ws), planner, SolveOptions(time_limit_s=20)).plan
+    out = run_planner(tail_problem(perf, ws), planner, SolveOptions(time_limit_s=20))
+    assert out.violations == ()
+    assert out.plan.total_share_pct >= plain.total_share_pct
+    assert out.plan.serving_model_overheads == SSD_OWN and out.plan.serving.model_overheads == SSD_OWN
+    write_plan(out.plan, tmp_path / "p.json")
+    back = read_plan(tmp_path / "p.json")
+    assert back.serving_model_overheads == SSD_OWN and back.serving.model_overheads == SSD_OWN
+    assert not verify_plan(back, plan_problem(back, h100_model))
+    # the plan made without SSD's overhead, judged with it: SSD's servers fail
+    stripped = replace(plain, serving_model_overheads=SSD_OWN,
+                       serving=replace(plain.serving, model_overheads=SSD_OWN))
+    bad = verify_plan(stripped, plan_problem(stripped, h100_model))
+    assert bad and all(v.workload == "ssd" for v in bad if v.workload is not None)
+
+
+def test_model_overheads_are_checked_where_they_are_read(h100_model, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from igniter_opt.domain import ServingParams
+    from igniter_opt.errors import ProfileError
+    from igniter_opt.perfmodel.store import read_serving, write_serving
+
+    write_serving(replace(h100_model.serving, model_overheads=SSD_OWN), tmp_path)
+    assert read_serving(tmp_path / "serving.json").model_overheads == SSD_OWN
+    assert ServingParams.from_dict(ServingParams(1.0, model_overheads=SSD_OWN).to_dict()).model_overheads == SSD_OWN
+    d = json.loads((tmp_path / "serving.json").read_text())
+    d["model_overheads"] = {"ssd": {"per_batch_ms": -1}}
+    (tmp_path / "serving.json").write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match="model_overheads of 'ssd' must be numbers of ms >= 0"):
+        read_serving(tmp_path / "serving.json")
+
+
 def test_cli_says_a_split_may_come_from_the_rate_cap(tmp_path: Path) -> None:
     import shutil
 

@@ -42,7 +42,7 @@ def scalar(value: Any) -> str:
         # YAML 1.1 reads a float only with a '.' in it ('1e-05' would be a string)
         return mantissa + ("" if "." in mantissa else ".0") + e + exponent
     if isinstance(value, str):
-        if _PLAIN.match(value) and value.lower() not in _RESERVED:
+        if _PLAIN.fullmatch(value) and value.lower() not in _RESERVED:  # fullmatch: "$" would let "a\n" through
             return value
         return _ESCAPE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
     raise TypeError(f"no YAML for a value of type {type(value).__name__}")

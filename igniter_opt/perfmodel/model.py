@@ -23,7 +23,7 @@ from typing import Any, TypedDict
 
 import numpy as np
 
-from igniter_opt.domain import ServingParams
+from igniter_opt.domain import ModelOverheads, ServingParams
 from igniter_opt.errors import ProfileError
 
 COEFFICIENTS_SCHEMA = "igniter-opt/profile-coefficients/v1"
@@ -78,6 +78,7 @@ class ServingPlanFields(TypedDict, total=False):
     serving_overhead_ms: float
     serving_max_utilization: float
     serving_overhead_per_request_ms: float
+    serving_model_overheads: ModelOverheads
 
 
 def _row_sum(x: np.ndarray) -> np.ndarray:
@@ -111,6 +112,8 @@ class PerformanceModel:
     # and this much more per request of a batch (the Python backend takes each request's inputs and
     # builds its response): a batch of b costs serving_overhead_ms + b * this
     serving_overhead_per_request_ms: float = 0.0
+    # and, per model, its own serving cost beyond that line (SSD's large outputs), when measured
+    serving_model_overheads: ModelOverheads = ()
     # The serving stack's measurements (profile's serving.json), for per-request latency
     # predictions; None when the profile has none (the user passes --serving-overhead-ms).
     serving: ServingParams | None = None
@@ -133,6 +136,9 @@ class PerformanceModel:
             "input_bytes": np.array([c.input_bytes for c in cs]),
             "output_bytes": np.array([c.output_bytes for c in cs]),
         }
+        own = {m: (a, r) for m, a, r in self.serving_model_overheads}
+        arrays["own_overhead_ms"] = np.array([own.get(n, (0.0, 0.0))[0] for n in names])
+        arrays["own_overhead_per_request_ms"] = np.array([own.get(n, (0.0, 0.0))[1] for n in names])
         object.__setattr__(self, "_arrays", arrays)
 
     # ---- lookup -------------------------------------------------------------------------
@@ -190,6 +196,7 @@ class PerformanceModel:
             "alpha_cache": a["alpha_cache"][model_idx],
             "t_load": a["input_bytes"][model_idx] * batch / bw,
             "t_fb": a["output_bytes"][model_idx] * batch / bw,
+            "overhead_ms": self.batch_overhead_ms(batch, model_idx),
         }
 
     def co_located(
@@ -204,10 +211,12 @@ class PerformanceModel:
         alpha_cache: np.ndarray,
         t_load: np.ndarray,
         t_fb: np.ndarray,
+        overhead_ms: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Latency and throughput from per-slot terms; rows are GPUs, empty slots have c = p = 0.
 
-        ``n`` is the number of placements per row, shaped (rows, 1).
+        ``n`` is the number of placements per row, shaped (rows, 1); ``overhead_ms`` is each slot's
+        serving overhead per batch (``batch_overhead_ms``; unused by the paper's model).
         """
         hw = self.hardware
         power = hw.idle_power_w + np.where(n >= 1, hw.power_floor_w, 0.0) + _row_sum(p)
@@ -219,7 +228,7 @@ class PerformanceModel:
         t_gpu = (t_sch + t_act) * (hw.max_clock_mhz / clock)
         if self.serving_overhead_ms is None:
             return t_load + t_gpu + t_fb, 1000.0 * batch / (t_gpu + t_fb)
-        served = t_load + t_gpu + t_fb + self.serving_overhead_ms + self.serving_overhead_per_request_ms * batch
+        served = t_load + t_gpu + t_fb + overhead_ms
         return served, self.serving_max_utilization * 1000.0 * batch / served
 
     def gpu_time_budget_ms(
@@ -235,7 +244,7 @@ class PerformanceModel:
         if self.serving_overhead_ms is None:
             return np.minimum(limit_ms - c["t_load"] - c["t_fb"], 1000.0 * batch / rate_rps - c["t_fb"])
         served = np.minimum(limit_ms, self.serving_max_utilization * 1000.0 * batch / rate_rps)
-        return served - c["t_load"] - c["t_fb"] - self.batch_overhead_ms(batch)
+        return served - c["t_load"] - c["t_fb"] - c["overhead_ms"]
 
     def lower_share_pct(self, model_idx: np.ndarray, batch: np.ndarray, limit_ms: np.ndarray) -> np.ndarray:
         """The share (%) at which the interference-free solo latency just meets ``limit_ms``:
@@ -248,15 +257,21 @@ class PerformanceModel:
         k = self._arrays["k"][model_idx]
         c = self.slot_constants(model_idx, batch)
         g = k[..., 0] * batch * batch + k[..., 1] * batch + k[..., 2]
-        delta = limit_ms - c["idle_ms"] - (c["t_load"] + c["t_fb"]) - k[..., 4] - self.batch_overhead_ms(batch)
+        delta = limit_ms - c["idle_ms"] - (c["t_load"] + c["t_fb"]) - k[..., 4] - c["overhead_ms"]
         ok = delta > 0
         return np.where(ok, g / np.where(ok, delta, 1.0) - k[..., 3], np.nan)
 
-    def batch_overhead_ms(self, batch: np.ndarray | float) -> np.ndarray | float:
-        """The serving overhead of one batch execution under this model (0 for the paper's model)."""
+    def batch_overhead_ms(self, batch: np.ndarray | float, model_idx: np.ndarray | int | None = None
+                          ) -> np.ndarray | float:
+        """The serving overhead of one batch execution under this model (0 for the paper's model),
+        with each model's own serving cost where ``model_idx`` is given."""
         if self.serving_overhead_ms is None:
             return 0.0 * batch
-        return self.serving_overhead_ms + self.serving_overhead_per_request_ms * batch
+        line = self.serving_overhead_ms + self.serving_overhead_per_request_ms * batch
+        if model_idx is None:
+            return line
+        a = self._arrays
+        return line + a["own_overhead_ms"][model_idx] + a["own_overhead_per_request_ms"][model_idx] * batch
 
     def serving_plan_fields(self) -> ServingPlanFields:
         """What a plan made with this model records of its serving model (nothing for the paper's model)."""
@@ -266,6 +281,8 @@ class PerformanceModel:
                                   "serving_max_utilization": self.serving_max_utilization}
         if self.serving_overhead_per_request_ms:
             out["serving_overhead_per_request_ms"] = self.serving_overhead_per_request_ms
+        if self.serving_model_overheads:
+            out["serving_model_overheads"] = self.serving_model_overheads
         return out
 
     def with_serving(self, serving: ServingParams | None) -> PerformanceModel:
@@ -273,12 +290,14 @@ class PerformanceModel:
         return replace(self, serving=serving)
 
     def with_serving_overhead(self, overhead_ms: float | None, max_utilization: float | None = None,
-                              per_request_ms: float = 0.0) -> PerformanceModel:
-        """This model for servers that run one batch at a time, with ``overhead_ms`` per batch and
-        planned to at most ``max_utilization`` of their capacity; both None: the paper's model."""
+                              per_request_ms: float = 0.0, model_overheads: ModelOverheads = ()
+                              ) -> PerformanceModel:
+        """This model for servers that run one batch at a time, with ``overhead_ms`` per batch (and
+        ``per_request_ms`` per request, and each model's own ``model_overheads``) and planned to at
+        most ``max_utilization`` of their capacity; overhead and utilization None: the paper's model."""
         if overhead_ms is None and max_utilization is None:
             return replace(self, serving_overhead_ms=None, serving_max_utilization=1.0,
-                           serving_overhead_per_request_ms=0.0)
+                           serving_overhead_per_request_ms=0.0, serving_model_overheads=())
         o = 0.0 if overhead_ms is None else float(overhead_ms)
         u = 1.0 if max_utilization is None else float(max_utilization)
         if not (math.isfinite(o) and o >= 0):
@@ -288,7 +307,7 @@ class PerformanceModel:
         if not (math.isfinite(per_request_ms) and per_request_ms >= 0):
             raise ProfileError(f"serving overhead per request must be a number of ms >= 0, got {per_request_ms}")
         return replace(self, serving_overhead_ms=o, serving_max_utilization=u,
-                       serving_overhead_per_request_ms=per_request_ms)
+                       serving_overhead_per_request_ms=per_request_ms, serving_model_overheads=tuple(model_overheads))
 
     def predict_padded(
         self,

@@ -21,7 +21,7 @@ from igniter_opt.placement.feasibility import SHARE_TOL_PCT, exceeds, tolerant_b
 # Per-slot constants kept along the last axis of a slot table, in this order (``violations``
 # reads them by position: it is the hot loop of the greedy planner). "limit" and "rate" are kept
 # as the tolerant bounds of ``feasibility.tolerant_bounds``.
-FIELDS = ("batch", "limit", "rate", "kernels", "idle_ms", "alpha_cache", "t_load", "t_fb")
+FIELDS = ("batch", "limit", "rate", "kernels", "idle_ms", "alpha_cache", "t_load", "t_fb", "overhead_ms")
 F = {name: i for i, name in enumerate(FIELDS)}
 
 
@@ -82,7 +82,7 @@ def violations(terms: ConfigTerms, cfg: np.ndarray, const: np.ndarray, n: np.nda
     performance model's co-location, judged by the kernel's one test)."""
     lat, thr = terms.perf.co_located(
         terms.k_act[cfg], terms.c[cfg], terms.p[cfg], n, const[..., 0], const[..., 3], const[..., 4], const[..., 5],
-        const[..., 6], const[..., 7],
+        const[..., 6], const[..., 7], const[..., 8],
     )
     return exceeds(lat, thr, const[..., 1], const[..., 2])
 

@@ -121,7 +121,7 @@ def request_predictions(perf: PerformanceModel, serving: ServingParams,
     rate = np.array([p.rate_rps for _, _, p, _ in known], float)
     batch = np.array([p.batch for _, _, p, _ in known], float)
     delay = np.array([placement_queue_delay_ms(p, budget, margin) for _, _, p, _ in known], float)
-    service = np.array([t + serving.batch_overhead_ms(p.batch) for _, _, p, t in known], float)
+    service = np.array([t + serving.batch_overhead_ms(p.batch, p.model) for _, _, p, t in known], float)
     slo = np.array([p.slo_ms for _, _, p, _ in known], float)
     p50, p99, within = queueing.request_latency(rate, batch, delay, service, slo,
                                                 queueing.QueueingParams.from_serving(serving))
@@ -223,7 +223,7 @@ def plan_problem(plan: Plan, perf: PerformanceModel, workloads: tuple[Workload, 
             found[p.workload] = Workload(p.workload, p.model, p.slo_ms, p.rate_rps + (w.rate_rps if w else 0.0))
         workloads = tuple(found.values())
     perf = perf.with_serving_overhead(plan.serving_overhead_ms, plan.serving_max_utilization,
-                                      plan.serving_overhead_per_request_ms)
+                                      plan.serving_overhead_per_request_ms, plan.serving_model_overheads)
     if plan.serving is not None:
         perf = perf.with_serving(plan.serving)
     return PlanningProblem(workloads, perf, LatencyBudget(plan.latency_budget),

@@ -213,8 +213,8 @@ def serving_model_for(problem: PlanningProblem) -> ServingModel:
         raise ProblemError(
             f"the 'tail' budget needs the serving measurements of profile '{perf.name}' (per-batch overhead, "
             "client cost, service-time variance), which it lacks; measure them with 'igniter-opt profile "
-            "--serving', or pass --serving-overhead-ms O (the other serving parameters then take their "
-            "documented defaults)"
+            "--serving', pass --serving-overhead-ms O (the other serving parameters then take their "
+            "documented defaults), or plan with the paper's budget, --latency-budget igniter"
         )
     return TailServing(perf.serving, problem.attainment)
 
@@ -244,7 +244,7 @@ def configure_serving(perf: PerformanceModel, budget: LatencyBudget, overhead_ms
                                 base.source if same else f"overhead {overhead_ms:g} ms given; "
                                 f"client cost and variance from: {base.source}",
                                 base.overhead_per_request_ms if same else 0.0, base.service_headroom,
-                                base.max_server_rate_rps)
+                                base.max_server_rate_rps, base.model_overheads if same else ())
         perf = perf.with_serving(serving)
     if budget is not LatencyBudget.TAIL:
         return perf.with_serving_overhead(overhead_ms, max_utilization)
@@ -253,7 +253,8 @@ def configure_serving(perf: PerformanceModel, budget: LatencyBudget, overhead_ms
                            "workload to --attainment of its requests within the SLO instead")
     if serving is None:
         return perf.with_serving_overhead(None, None)
-    return perf.with_serving_overhead(serving.overhead_ms, None, serving.overhead_per_request_ms)
+    return perf.with_serving_overhead(serving.overhead_ms, None, serving.overhead_per_request_ms,
+                                      serving.model_overheads)
 
 
 def unreachable_slo_error(problem: PlanningProblem, workload: Workload) -> ProblemError:

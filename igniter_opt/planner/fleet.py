@@ -16,12 +16,15 @@ assignment is chosen in three steps (docs/fleet.md; `benchmarks/fleet.py` measur
    Repeat until no move helps (or ``MAX_PASSES``).
 
 The search plans parts with greedy; with another planner (``--planner exact``) each chosen type's
-part is planned again with it, and kept where it is no worse. It is a heuristic: the plan is
-verified, its cost is not proven minimal.
+part is planned again with it (the time limit shared among the parts), and kept where it is no worse.
+The search is a heuristic. The exact planner adds a certified lower bound on the cost of any plan
+that serves each workload on one type (``fleet_bound``), so its fleet plans carry a bound, a gap
+and ``optimal`` when the two meet.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -29,13 +32,19 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from igniter_opt.domain import Plan, Workload
-from igniter_opt.errors import IgniterOptError, ProblemError
+from igniter_opt.errors import IgniterOptError, PlanError, ProblemError
 from igniter_opt.fleet import FLEET_PLAN_SCHEMA, Fleet, FleetType
 from igniter_opt.problems import BudgetChoice, make_problem
-from igniter_opt.solver import SolveOptions
+from igniter_opt.solver import SolveOptions, SolveStatus, relative_gap
+
+log = logging.getLogger(__name__)
 
 MAX_PASSES = 3
+# Relative tolerance at which a fleet plan's cost meets its bound (float noise in prices).
+COST_REL_TOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -47,12 +56,38 @@ class FleetPart:
 
 
 @dataclass(frozen=True)
+class FleetBound:
+    """A certified lower bound on the cost per hour of any plan in ``scope``, and the GPUs per type
+    of the relaxation that attains it (not a plan)."""
+
+    cost_per_hour: float
+    gpus_by_type: dict[str, int]
+    scope: str
+
+
+@dataclass(frozen=True)
 class FleetPlan:
-    """A plan over several GPU types: one single-type plan per type used."""
+    """A plan over several GPU types: one single-type plan per type used (and, from the exact
+    planner, a certified bound on the cost)."""
 
     parts: tuple[FleetPart, ...]
     planner: str
     wall_s: float = 0.0
+    bound: FleetBound | None = None
+    unserved: tuple[str, ...] = ()  # workloads left out because no type can serve them (when asked)
+
+    @property
+    def status(self) -> SolveStatus:
+        """``optimal`` when the bound meets the cost, ``feasible`` with a bound short of it, else
+        ``heuristic`` (no bound)."""
+        if self.bound is None:
+            return SolveStatus.HEURISTIC
+        met = self.bound.cost_per_hour >= self.cost_per_hour * (1 - COST_REL_TOL)
+        return SolveStatus.OPTIMAL if met else SolveStatus.FEASIBLE
+
+    @property
+    def gap(self) -> float | None:
+        return None if self.bound is None else relative_gap(self.cost_per_hour, self.bound.cost_per_hour)
 
     @property
     def cost_per_hour(self) -> float:
@@ -74,7 +109,7 @@ class FleetPlan:
 PartPlanner = Callable[[int, tuple[Workload, ...]], Plan | None]
 
 
-def _part_planner(fleet: Fleet, choice: BudgetChoice, planner: str, options: SolveOptions) -> PartPlanner:
+def part_planner(fleet: Fleet, choice: BudgetChoice, planner: str, options: SolveOptions) -> PartPlanner:
     """Plans one type's workloads (memoised): None when that type cannot serve them."""
     from igniter_opt.planner import run_planner
 
@@ -155,7 +190,7 @@ class _Assignment:
 _EMPTY = Plan(profile="", planner="", latency_budget="", gpus=())
 
 
-def _solo_costs(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner) -> list[list[float]]:
+def solo_costs(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner) -> list[list[float]]:
     """Per workload and type: price x the share the workload's single-type plan needs (inf: cannot)."""
     out = []
     for w in ws:
@@ -211,11 +246,12 @@ def _cheapest(row: list[float]) -> int:
     return min(range(len(row)), key=lambda t: (row[t], t))
 
 
-def _unservable_error(fleet: Fleet, ws: tuple[Workload, ...], costs: list[list[float]]) -> ProblemError:
+def unservable_error(fleet: Fleet, ws: tuple[Workload, ...], costs: list[list[float]]) -> ProblemError:
     names = [w.name for w, row in zip(ws, costs, strict=True) if all(math.isinf(c) for c in row)]
     return ProblemError(f"workload(s) {', '.join(names)} can go nowhere: no GPU type of the fleet "
                         f"({', '.join(fleet.type_names())}) profiles their model or meets their SLO at their rate "
-                        "even on GPUs of their own; remove them or add a type that can serve them")
+                        "even on GPUs of their own; remove them, add a type that can serve them, or plan the rest "
+                        "with --skip-unservable")
 
 
 def _count_error(fleet: Fleet, best: _Assignment) -> ProblemError:
@@ -225,15 +261,86 @@ def _count_error(fleet: Fleet, best: _Assignment) -> ProblemError:
                         f"{', '.join(needs)}; raise those limits or add a type")
 
 
+FLEET_SCOPE = ("bound over plans serving each workload on one GPU type, split there as the exact planner's bound "
+               "allows (k equal replicas, k up to one more than the fewest that can serve it, or as the greedy "
+               "planner splits it; shares in whole units of the type's share unit), within the count limits")
+# Seconds the bound's small MIP may take (it has one integer per type; it ends in milliseconds).
+BOUND_MIP_LIMIT_S = 10.0
+
+
+def fleet_bound(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, servable: list[list[bool]],
+                threads: int = 1) -> FleetBound:
+    """A certified lower bound on the cost per hour of any plan in ``FLEET_SCOPE``.
+
+    With u_{w,t} the least share units workload w needs on type t in any of its split options (each
+    piece alone on a GPU: ``colgen.workload_least_units``, what one type's trivial bound sums) and U_t
+    the units in a GPU of type t, every plan in scope has integer GPU counts G_t with
+
+        min  sum_t price_t G_t   s.t.  sum_t x_{w,t} = 1,   sum_w u_{w,t} x_{w,t} <= U_t G_t,
+                                       G_t <= max_count_t,  x_{w,t} in [0, 1] (0 where t cannot serve w),
+
+    a relaxation (x fractional, shares added as if alone). HiGHS solves it with G_t integer; the bound is
+    the larger of its LP value and the MIP's dual bound, both lower bounds of the relaxation.
+    """
+    from igniter_opt.placement.serving import serving_model_for
+    from igniter_opt.planner.exact.colgen import workload_least_units
+    from igniter_opt.planner.exact.lp import f64, highspy_module, int32, new_highs, run
+
+    n, n_t = len(ws), len(fleet.types)
+    need = [[math.inf] * n_t for _ in ws]  # GPUs of type t that workload w needs at least
+    for t, perf in enumerate(fleet.models):
+        mine = [j for j in range(n) if servable[j][t]]
+        if mine:
+            problem = make_problem(tuple(ws[j] for j in mine), perf, choice)
+            units = workload_least_units(problem, serving_model_for(problem))
+            for j, u in zip(mine, units, strict=True):
+                need[j][t] = u / problem.perf_model.max_units
+    h = new_highs(threads)
+    inf = h.getInfinity()
+    h.addRows(n + n_t, f64([1.0] * n + [-inf] * n_t), f64([1.0] * n + [0.0] * n_t), 0, int32([0] * (n + n_t)),
+              int32([]), f64([]))
+    cells = [(j, t) for j in range(n) for t in range(n_t) if math.isfinite(need[j][t])]
+    h.addCols(len(cells), f64([0.0] * len(cells)), f64([0.0] * len(cells)), f64([1.0] * len(cells)), 2 * len(cells),
+              int32(range(0, 2 * len(cells), 2)), int32([r for j, t in cells for r in (j, n + t)]),
+              f64([v for j, t in cells for v in (1.0, need[j][t])]))
+    prices = [ft.price_per_gpu_hour for ft in fleet.types]
+    h.addCols(n_t, f64(prices), f64([0.0] * n_t), f64([inf if ft.max_count is None else ft.max_count
+                                                        for ft in fleet.types]),
+              n_t, int32(range(n_t)), int32([n + t for t in range(n_t)]), f64([-1.0] * n_t))
+    lp = run(h, BOUND_MIP_LIMIT_S, mip=False)
+    if lp.status == "Infeasible":
+        raise ProblemError(f"the fleet's count limits cannot carry the workloads even with each workload's least "
+                           f"share alone ({', '.join(f'{ft.name} at most {ft.max_count}' for ft in fleet.types)}); "
+                           "raise the limits or add a type")
+    kinteger = highspy_module().HighsVarType.kInteger
+    h.changeColsIntegrality(n_t, int32(range(len(cells), len(cells) + n_t)), [kinteger] * n_t)
+    mip = run(h, BOUND_MIP_LIMIT_S, mip=True)
+    bound = max(x for x in (lp.objective, mip.bound, 0.0) if x is not None)
+    counts = np.rint(np.asarray(h.getSolution().col_value, float)[len(cells):]).astype(int) if mip.objective is not None \
+        else np.zeros(n_t, int)
+    return FleetBound(bound, {ft.name: int(c) for ft, c in zip(fleet.types, counts, strict=True)}, FLEET_SCOPE)
+
+
 def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, planner: str = "greedy",
-                options: SolveOptions | None = None, search: bool = True) -> FleetPlan:
-    """Plan ``ws`` over the fleet's types at the least cost the steps above find (a verified plan per type)."""
+                options: SolveOptions | None = None, search: bool = True, skip_unservable: bool = False) -> FleetPlan:
+    """Plan ``ws`` over the fleet's types at the least cost the steps above find (a verified plan per type).
+
+    A workload no type can serve is an error that names it; with ``skip_unservable`` it is left out
+    (``FleetPlan.unserved``) and the rest planned."""
     t0 = time.perf_counter()
     options = options or SolveOptions()
-    plan_part = _part_planner(fleet, choice, "greedy", options)  # the search re-plans parts many times
-    costs = _solo_costs(fleet, ws, plan_part)
-    if any(all(math.isinf(c) for c in row) for row in costs):
-        raise _unservable_error(fleet, ws, costs)
+    plan_part = part_planner(fleet, choice, "greedy", options)  # the search re-plans parts many times
+    costs = solo_costs(fleet, ws, plan_part)
+    nowhere = [j for j, row in enumerate(costs) if all(math.isinf(c) for c in row)]
+    if nowhere and not skip_unservable:
+        raise unservable_error(fleet, ws, costs)
+    unserved = tuple(ws[j].name for j in nowhere)
+    if nowhere:
+        ws = tuple(w for j, w in enumerate(ws) if j not in set(nowhere))
+        costs = [row for j, row in enumerate(costs) if j not in set(nowhere)]
+        if not ws:
+            raise ProblemError(f"no workload can be served by the fleet ({', '.join(fleet.type_names())}): "
+                               f"{', '.join(unserved)} can go nowhere")
     n_types = len(fleet.types)
     candidates = [[t] * len(ws) for t in range(n_types) if all(math.isfinite(row[t]) for row in costs)]
     candidates.append([_cheapest(row) for row in costs])
@@ -247,16 +354,26 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
         raise ProblemError("the fleet greedy found no plan: a type could not carry the workloads given to it")
     if best.key[0] > 0:
         raise _count_error(fleet, best)
-    final = _part_planner(fleet, choice, planner, options) if planner != "greedy" else plan_part
+    bound = None
+    if planner == "exact":
+        bound = fleet_bound(ws, fleet, choice, [[math.isfinite(c) for c in row] for row in costs], options.threads)
+    chosen = [(t, ft, p) for t, (ft, p) in enumerate(zip(fleet.types, best.plans, strict=True))
+              if p is not None and p.num_gpus]
+    deadline = t0 + options.time_limit_s
     parts = []
-    for t, (ft, p) in enumerate(zip(fleet.types, best.plans, strict=True)):
-        if p is None or not p.num_gpus:
-            continue
-        other = final(t, best.members(t))
-        if other is not None and (other.num_gpus, other.total_share_pct) <= (p.num_gpus, p.total_share_pct):
-            p = other
+    for i, (t, ft, p) in enumerate(chosen):
+        if planner != "greedy":  # the time left, shared among the parts still to plan
+            share = max(1.0, (deadline - time.perf_counter()) / (len(chosen) - i))
+            other = part_planner(fleet, choice, planner, replace(options, time_limit_s=share))(t, best.members(t))
+            if other is not None and (other.num_gpus, other.total_share_pct) <= (p.num_gpus, p.total_share_pct):
+                p = other
         parts.append(FleetPart(ft, replace(p, price_per_gpu_hour=ft.price_per_gpu_hour)))
-    return FleetPlan(tuple(parts), planner, time.perf_counter() - t0)
+    fp = FleetPlan(tuple(parts), planner, time.perf_counter() - t0, bound, unserved)
+    if bound is not None and bound.cost_per_hour > fp.cost_per_hour * (1 + COST_REL_TOL):
+        log.error("DEFECT: fleet bound %.6g above a verified fleet plan of %.6g per hour", bound.cost_per_hour,
+                  fp.cost_per_hour)
+        fp = replace(fp, bound=None)  # never a false bound
+    return fp
 
 
 def compare_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, planners: list[str],
@@ -270,14 +387,17 @@ def compare_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, 
                  for t, m in zip(fleet.types, fleet.models, strict=True)]
     rows: list[dict[str, Any]] = []
     for label, f, p in runs:
-        row: dict[str, Any] = dict.fromkeys(("gpus_by_type", "gpus", "cost_per_hour", "total_share_pct", "wall_s"))
+        row: dict[str, Any] = dict.fromkeys(("gpus_by_type", "gpus", "cost_per_hour", "status", "bound_per_hour",
+                                             "gap_pct", "total_share_pct", "wall_s"))
         try:
             fp = solve_fleet(ws, f, choice, p, options)
         except IgniterOptError as exc:
             rows.append({"plan": label, **row, "gpus_by_type": "", "message": str(exc)})
             continue
         rows.append({"plan": label, "gpus_by_type": " ".join(f"{t}:{n}" for t, n in fp.gpus_by_type().items()),
-                     "gpus": fp.num_gpus, "cost_per_hour": round(fp.cost_per_hour, 6),
+                     "gpus": fp.num_gpus, "cost_per_hour": round(fp.cost_per_hour, 6), "status": str(fp.status),
+                     "bound_per_hour": None if fp.bound is None else round(fp.bound.cost_per_hour, 6),
+                     "gap_pct": None if fp.gap is None else round(100 * fp.gap, 4),
                      "total_share_pct": round(fp.total_share_pct, 4), "wall_s": round(fp.wall_s, 3), "message": ""})
     return rows
 
@@ -295,6 +415,11 @@ def fleet_plan_to_dict(fp: FleetPlan, path: Path) -> dict[str, Any]:
                    "max_count": p.gpu_type.max_count, "gpus": p.plan.num_gpus,
                    "plan": part_path(path, p.gpu_type.name).name} for p in fp.parts],
         "cost": {"gpus": fp.num_gpus, "per_hour": round(fp.cost_per_hour, 6), "gpus_by_type": fp.gpus_by_type()},
+        "unserved": list(fp.unserved),
+        "solver": {"status": str(fp.status),
+                   **({} if fp.bound is None else {
+                       "bound_per_hour": round(fp.bound.cost_per_hour, 6), "gap": round(fp.gap or 0.0, 6),
+                       "scope": fp.bound.scope, "relaxation_gpus_by_type": fp.bound.gpus_by_type})},
         "wall_s": round(fp.wall_s, 6),
     }
 
@@ -309,5 +434,34 @@ def write_fleet_plan(fp: FleetPlan, path: Path) -> list[Path]:
     return [*out, atomic_write_json(path, fleet_plan_to_dict(fp, path))]
 
 
-__all__ = ["FleetPart", "FleetPlan", "compare_fleet", "fleet_plan_to_dict", "part_path", "solve_fleet",
-           "write_fleet_plan"]
+def read_fleet_plan(path: Path) -> tuple[str, dict[str, Plan]]:
+    """A fleet plan's summary: its fleet as a ``--fleet`` spec (types, prices, count limits) and, per type,
+    the part running on it (read from the part files beside the summary). One-line PlanErrors."""
+    import json
+
+    from igniter_opt.planio import read_plan
+
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise PlanError(f"{path}: cannot read the fleet plan ({exc})") from None
+    if not isinstance(d, dict) or d.get("schema") != FLEET_PLAN_SCHEMA or not isinstance(d.get("types"), list):
+        raise PlanError(f"{path}: not a fleet plan (schema {FLEET_PLAN_SCHEMA}); give the summary 'solve --fleet -o' "
+                        "wrote")
+    specs, running = [], {}
+    for t in d["types"]:
+        try:
+            name, price, limit, part = str(t["type"]), float(t["price_per_hour"]), t.get("max_count"), str(t["plan"])
+        except (KeyError, TypeError, ValueError):
+            raise PlanError(f"{path}: a type entry lacks type, price_per_hour or plan: {t!r}") from None
+        specs.append(f"{name}:{price:g}" + ("" if limit is None else f":{int(limit)}"))
+        file = Path(path).parent / part
+        if not file.is_file():
+            raise PlanError(f"{path}: the part of {name}, {part}, is not beside it; keep the parts the summary names "
+                            "next to it")
+        running[name] = read_plan(file)
+    return ",".join(specs), running
+
+
+__all__ = ["FLEET_SCOPE", "FleetBound", "FleetPart", "FleetPlan", "compare_fleet", "fleet_bound", "fleet_plan_to_dict",
+           "part_path", "read_fleet_plan", "solve_fleet", "write_fleet_plan"]

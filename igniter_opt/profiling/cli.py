@@ -116,9 +116,14 @@ def _sigterm(*_: object) -> None:
                    "on an existing profile.")
 @click.option("--load-generator", type=click.Choice(["perf_analyzer", "python"]), default="perf_analyzer",
               show_default=True, help="--serving: who sends the requests (see docs/executor.md).")
+@click.option("--serving-models", default=None, metavar="all|M1,M2,...",
+              help="--serving: measure each of these models at two batches (three servers per run), so that a "
+                   "model whose serving costs more than the others' gets its own overhead. Default: one run of three "
+                   "models at one batch each.")
 def profile(models_text: str | None, gpu: int, out_dir: Path, backend: str, truth: str | None, batches: str,
             shares: str, max_copies: int, fit: bool, power_form: str, interference_form: str,
-            co_runs: Path | None, progress: bool, serving: bool, load_generator: str) -> None:
+            co_runs: Path | None, progress: bool, serving: bool, load_generator: str,
+            serving_models: str | None) -> None:
     """Measure a GPU with iGniter's plan and write a profile folder.
 
     Each measurement runs in its own process under an MPS daemon that the command starts and
@@ -132,6 +137,8 @@ def profile(models_text: str | None, gpu: int, out_dir: Path, backend: str, trut
         igniter-opt profile --models all --gpu 0 -o profiles/h200/ --serving
 
         igniter-opt profile --serving -o profiles/h200/     # the serving stack only, on an existing profile
+
+        igniter-opt profile --serving --serving-models all -o profiles/h200/   # every model, own overheads
     """
     signal.signal(signal.SIGTERM, _sigterm)
     if models_text is None and not serving:
@@ -141,23 +148,30 @@ def profile(models_text: str | None, gpu: int, out_dir: Path, backend: str, trut
     if models_text is not None:
         _profile_models(models_text, gpu, out_dir, backend, truth, batches, shares, max_copies, fit, power_form,
                         progress, interference_form, co_runs)
+    if serving_models is not None and not serving:
+        raise click.UsageError("--serving-models goes with --serving")
     if serving:
-        _profile_serving(out_dir, gpu, load_generator)
+        _profile_serving(out_dir, gpu, load_generator, serving_models)
 
 
-def _profile_serving(out_dir: Path, gpu: int, load_generator: str) -> None:
+def _profile_serving(out_dir: Path, gpu: int, load_generator: str, serving_models: str | None) -> None:
     from igniter_opt.profiling.serving import measure_serving
 
     try:
+        models = () if serving_models is None else ("all",) if serving_models.strip() == "all" else tuple(
+            parse_models(serving_models))
         params, per_server = measure_serving(out_dir, gpus=f"gpu0={gpu}", load_generator=load_generator,
-                                             progress=lambda m: click.echo(m, err=True))
+                                             progress=lambda m: click.echo(m, err=True), models=models)
     except IgniterOptError as exc:
         raise click.ClickException(str(exc)) from None
     for s in per_server:
+        state = " (INVALID run)" if not s.valid else " (OVERLOADED: not fitted)" if s.overloaded else ""
         click.echo(f"{s.workload}: batch {s.batch} (ran {s.executed_batch:.2f}), overhead {s.overhead_ms:.3f} ms, "
-                   f"client {s.client_ms:.3f} ms, service cv {s.service_cv:.3f}{'' if s.valid else ' (INVALID run)'}")
-    click.echo(f"wrote {out_dir}/serving.json: overhead {params.overhead_ms:g} ms per batch, client "
-               f"{params.client_ms:g} ms per request, service cv {params.service_cv:g}")
+                   f"client {s.client_ms:.3f} ms, service cv {s.service_cv:.3f}{state}")
+    own = "".join(f"; {m}'s own: +{a:g} ms per batch + {r:g} ms per request" for m, a, r in params.model_overheads)
+    click.echo(f"wrote {out_dir}/serving.json: overhead {params.overhead_ms:g} ms per batch + "
+               f"{params.overhead_per_request_ms:g} ms per request{own}, client {params.client_ms:g} ms per request, "
+               f"service cv {params.service_cv:g}")
 
 
 def _profile_models(models_text: str, gpu: int, out_dir: Path, backend: str, truth: str | None, batches: str,

@@ -14,6 +14,15 @@ far from queueing). From what ``apply`` measures:
 - ``service_cv``: the coefficient of variation of one execution's time, from the served model's
   execution trace (its per-execution time over Triton's mean time per execution), the median.
 
+With ``models`` (``profile --serving --serving-models all``) every named model is served at two batches
+(``MODEL_BATCHES``), three servers per run at a third of the GPU and ``MODEL_UTILIZATION`` of their
+predicted capacity, so that no server is overloaded (an overloaded server's time per execution grows,
+which is how the H200's SSD was first mis-measured, docs/live-tail.md). Each model gets its own
+overhead line; the GPU's line is the median of the models' intercepts and slopes (robust to one model
+whose serving differs), and a model whose own line is above it by more than ``OWN_OVERHEAD_MIN_MS`` at
+its larger batch gets the difference as its ``model_overheads`` entry. A server that served less than
+``SERVED_MIN`` of its rate was overloaded: it is recorded, and left out of every fit.
+
 The result is the profile's ``serving.json``; the run's own files stay under ``<profile>/serving-run``.
 """
 
@@ -23,11 +32,11 @@ import csv
 import datetime as dt
 import math
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from igniter_opt.domain import GpuAssignment, Placement, Plan, ServingParams
+from igniter_opt.domain import GpuAssignment, ModelOverheads, Placement, Plan, ServingParams
 from igniter_opt.errors import MeasurementError, ProfileError
 from igniter_opt.perfmodel import PerformanceModel, load_profile
 from igniter_opt.perfmodel.store import write_serving
@@ -38,6 +47,14 @@ BATCHES = (2, 4, 8)
 TARGET_UTILIZATION = 0.5
 GUESSED_OVERHEAD_MS = 2.0  # only to size the rates; what is measured replaces it
 WARMUP_EXECUTIONS = 50  # the first executions of a server are not counted in the variation
+# Per-model measurement: every model at two batches, servers three to a run, far from overload.
+MODEL_BATCHES = (1, 4)
+MODEL_UTILIZATION = 0.3
+SERVERS_PER_RUN = 3
+# A model's own overhead is recorded where its line is this much above the GPU's at its larger batch.
+OWN_OVERHEAD_MIN_MS = 0.5
+# A server that served less than this fraction of its rate was overloaded (its times are inflated).
+SERVED_MIN = 0.95
 
 
 @dataclass(frozen=True)
@@ -52,24 +69,40 @@ class ServerServing:
     client_ms: float
     service_cv: float
     valid: bool
+    overloaded: bool = False  # served less than SERVED_MIN of its rate: left out of every fit
 
 
-def serving_plan(perf: PerformanceModel, gpu_name: str, models: tuple[str, ...] = ()) -> Plan:
-    """Three placements, a third of the GPU each, at half their predicted capacity."""
+def serving_plan(perf: PerformanceModel, gpu_name: str, models: tuple[str, ...] = (),
+                 batches: tuple[int, ...] | None = None, utilization: float = TARGET_UTILIZATION) -> Plan:
+    """One placement per model (the i-th at ``batches[i]``, default ``BATCHES`` in turn), an equal share of
+    the GPU each, at ``utilization`` of their predicted capacity (with the profile's own overheads
+    where it has them, else a guessed one)."""
     chosen = list(models) or [m for m in PREFERRED_MODELS if m in perf.models][:3]
     if not chosen:
         raise MeasurementError(f"profile '{perf.name}' has none of the zoo models {', '.join(PREFERRED_MODELS)}")
     units = perf.max_units // len(chosen)
     share = round(units * perf.unit_pct, 6)
-    slots = [(m, BATCHES[i % len(BATCHES)], share) for i, m in enumerate(chosen)]
+    slots = [(m, (batches or BATCHES)[i % len(batches or BATCHES)], share) for i, m in enumerate(chosen)]
     preds = perf.predict_gpu(slots)
+    known = perf.serving
     placements = []
     for (m, b, r), (lat, _) in zip(slots, preds, strict=True):
-        service = lat + GUESSED_OVERHEAD_MS
-        rate = round(TARGET_UTILIZATION * 1000.0 * b / service, 1)
-        placements.append(Placement(f"S-{m}", m, slo_ms=max(50.0, 10 * service), rate_rps=rate, batch=b,
-                                    share_pct=r, queue_delay_ms=1000.0 * (b - 1) / rate))
+        service = lat + (GUESSED_OVERHEAD_MS if known is None else max(GUESSED_OVERHEAD_MS, known.batch_overhead_ms(b, m)))
+        rate = round(utilization * 1000.0 * b / service, 1)
+        placements.append(Placement(f"S-{m}-b{b}" if batches else f"S-{m}", m, slo_ms=max(50.0, 10 * service),
+                                    rate_rps=rate, batch=b, share_pct=r, queue_delay_ms=1000.0 * (b - 1) / rate))
     return Plan(perf.name, "serving-measurement", "igniter", (GpuAssignment("gpu0", gpu_name, tuple(placements)),))
+
+
+def model_runs(perf: PerformanceModel, gpu_name: str, models: tuple[str, ...]) -> list[Plan]:
+    """The per-model measurement: every model at each of ``MODEL_BATCHES``, ``SERVERS_PER_RUN`` servers per run."""
+    missing = [m for m in models if m not in perf.models]
+    if missing:
+        raise MeasurementError(f"profile '{perf.name}' lacks {', '.join(missing)} (it has: {', '.join(perf.model_names)})")
+    servers = [(m, b) for m in models for b in MODEL_BATCHES]
+    runs = [servers[i:i + SERVERS_PER_RUN] for i in range(0, len(servers), SERVERS_PER_RUN)]
+    return [serving_plan(perf, gpu_name, tuple(m for m, _ in run), tuple(b for _, b in run), MODEL_UTILIZATION)
+            for run in runs]
 
 
 def _trace_cv(path: Path, mean_exec_ms: float) -> float:
@@ -90,8 +123,10 @@ def summarize_run(results: list[Any], out_dir: Path, servers: dict[str, str]) ->
     for r in results:
         trace = exec_trace_path(out_dir, servers[r.workload])
         cv = _trace_cv(trace, r.server_infer_ms) if trace.is_file() else math.nan
+        rate = getattr(r, "rate_rps", None)
+        overloaded = bool(rate) and getattr(r, "achieved_rps", rate) < SERVED_MIN * rate
         out.append(ServerServing(r.workload, r.model, int(r.batch), r.executed_batch, r.server_infer_ms - r.model_ms,
-                                 r.mean_ms - r.server_queue_ms - r.server_infer_ms, cv, bool(r.valid)))
+                                 r.mean_ms - r.server_queue_ms - r.server_infer_ms, cv, bool(r.valid), overloaded))
     return out
 
 
@@ -108,25 +143,73 @@ def overhead_line(per_server: list[ServerServing]) -> tuple[float, float]:
     return max(0.0, o_mean - slope * k_mean), slope
 
 
+def model_overheads_from(usable: list[ServerServing]) -> tuple[tuple[float, float], ModelOverheads]:
+    """(the GPU's line, each model's own overhead beyond it) from servers of models measured at two
+    batches or more: per model its own line; the GPU's is the median intercept and slope over the
+    models; a model whose own line is above it by more than ``OWN_OVERHEAD_MIN_MS`` at its larger
+    batch keeps the difference (each part >= 0)."""
+    lines, largest = {}, {}
+    for m in sorted({s.model for s in usable}):
+        mine = [s for s in usable if s.model == m]
+        if len({s.executed_batch for s in mine}) >= 2:
+            lines[m] = overhead_line(mine)
+            largest[m] = max(s.executed_batch for s in mine)
+    if not lines:
+        return overhead_line(usable), ()
+    base = statistics.median(a for a, _ in lines.values())
+    slope = statistics.median(r for _, r in lines.values())
+    own = []
+    for m, (a, r) in lines.items():
+        if a + r * largest[m] - (base + slope * largest[m]) > OWN_OVERHEAD_MIN_MS:
+            own.append((m, round(max(0.0, a - base), 4), round(max(0.0, r - slope), 4)))
+    return (base, slope), tuple(own)
+
+
 def serving_params(per_server: list[ServerServing], source: str) -> ServingParams:
-    """From the servers whose load went out on time: the overhead line, the median client cost and cv."""
-    usable = [s for s in per_server if s.valid and math.isfinite(s.overhead_ms) and math.isfinite(s.client_ms)]
+    """From the servers whose load went out on time and that kept up with it: the overhead line (and
+    the models' own overheads, where models ran at two batches), the median client cost and cv."""
+    usable = [s for s in per_server if s.valid and not s.overloaded and math.isfinite(s.overhead_ms)
+              and math.isfinite(s.client_ms)]
     if not usable:
-        raise MeasurementError("no server's run was valid (the load generator lagged, or nothing was measured); "
-                               "see the run's summary.json, and run again on a quieter host")
+        raise MeasurementError("no server's run was valid (the load generator lagged, a server could not keep up, or "
+                               "nothing was measured); see the run's summary.json, and run again on a quieter host")
     cvs = [s.service_cv for s in usable if math.isfinite(s.service_cv)]
-    base, per_request = overhead_line(usable)
+    (base, per_request), own = model_overheads_from(usable)
     return ServingParams(round(base, 4), round(max(0.0, statistics.median(s.client_ms for s in usable)), 4),
-                         round(statistics.median(cvs), 4) if cvs else 0.0, source, round(per_request, 4))
+                         round(statistics.median(cvs), 4) if cvs else 0.0, source, round(per_request, 4),
+                         model_overheads=own)
+
+
+# Fields of serving.json calibrated on live runs (benchmarks/live_tail.py): a new measurement keeps them.
+CALIBRATED = ("service_headroom", "service_headroom_source", "max_server_rate_rps", "max_server_rate_source")
+
+
+def _keep_calibration(params: ServingParams, old: dict[str, Any]) -> tuple[ServingParams, dict[str, Any]]:
+    """``params`` with what the old serving.json had calibrated on live runs (the cv, headroom and rate cap,
+    with their sources); the new solo cv is kept beside it as ``service_cv_solo``."""
+    extra = {k: old[k] for k in CALIBRATED if k in old}
+    if "service_cv_source" not in old:
+        return replace(params, service_headroom=float(old.get("service_headroom", 0.0)),
+                       max_server_rate_rps=old.get("max_server_rate_rps")), extra
+    extra |= {"service_cv_source": old["service_cv_source"], "service_cv_solo": params.service_cv}
+    return replace(params, service_cv=float(old["service_cv"]), service_headroom=float(old.get("service_headroom", 0.0)),
+                   max_server_rate_rps=old.get("max_server_rate_rps")), extra
 
 
 def measure_serving(profile_dir: Path, *, duration_s: float = 20.0, load_generator: str = "perf_analyzer",
                     gpus: str | None = None, tritonserver: str | None = None, echo_ms: float | None = None,
-                    max_lag_ms: float | None = None, progress: Any = None) -> tuple[ServingParams, list[ServerServing]]:
+                    max_lag_ms: float | None = None, progress: Any = None, models: tuple[str, ...] = ()
+                    ) -> tuple[ServingParams, list[ServerServing]]:
     """Run the measurement on this machine's GPU and write ``<profile>/serving.json``.
 
-    ``echo_ms``: serve apply's CPU stand-in instead of the zoo models (tests the path without a GPU;
-    what it measures is the stand-in's serving cost, not a GPU's)."""
+    ``models``: measure each of them (``("all",)``: every model of the profile) at two batches (several
+    runs, see the module docstring); without,
+    one run of three models at one batch each. What an earlier serving.json calibrated on live runs
+    (``CALIBRATED``, and a calibrated service cv) is kept. ``echo_ms``: serve apply's CPU stand-in
+    instead of the zoo models (tests the path without a GPU; what it measures is the stand-in's
+    serving cost, not a GPU's)."""
+    import json
+
     from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment
 
     if not profile_dir.is_dir():
@@ -134,22 +217,36 @@ def measure_serving(profile_dir: Path, *, duration_s: float = 20.0, load_generat
                            "an existing profile; profile the GPU first (--models ... -o that folder)")
     perf = load_profile(profile_dir)
     gpu_name = str(perf.gpu.get("name", perf.name))
-    plan = serving_plan(perf, gpu_name)
-    run_dir = profile_dir / "serving-run"
+    if models == ("all",):
+        models = tuple(perf.model_names)
+    plans = model_runs(perf, gpu_name, models) if models else [serving_plan(perf, gpu_name)]
     extra = {} if max_lag_ms is None else {"max_lag_ms": max_lag_ms}
-    options = ApplyOptions(out_dir=run_dir, duration_s=duration_s, load_generator=load_generator, gpus=gpus,
-                           tritonserver=tritonserver, echo_ms=echo_ms, **extra)
-    dep = build_deployment(plan, options)
-    result = apply_plan(dep, progress=progress)
-    if not result.ok:
-        raise MeasurementError(f"the serving run failed: {(result.errors or [result.interrupted])[0]}; "
-                               f"files in {run_dir}")
-    servers = {s.placement.workload: s.spec.name for s in dep.servers}
-    per_server = summarize_run(result.results, run_dir, servers)
+    per_server: list[ServerServing] = []
+    for i, plan in enumerate(plans):
+        run_dir = profile_dir / ("serving-run" if len(plans) == 1 else f"serving-run/run{i + 1}")
+        options = ApplyOptions(out_dir=run_dir, duration_s=duration_s, load_generator=load_generator, gpus=gpus,
+                               tritonserver=tritonserver, echo_ms=echo_ms, **extra)
+        dep = build_deployment(plan, options)
+        if progress is not None and len(plans) > 1:
+            progress(f"serving run {i + 1} of {len(plans)}: "
+                     + ", ".join(f"{p.model} b{p.batch}" for _, p in plan.placements()))
+        result = apply_plan(dep, progress=progress)
+        if not result.ok:
+            raise MeasurementError(f"the serving run failed: {(result.errors or [result.interrupted])[0]}; "
+                                   f"files in {run_dir}")
+        servers = {s.placement.workload: s.spec.name for s in dep.servers}
+        per_server += summarize_run(result.results, run_dir, servers)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    how = f"{len(plans)} run(s), each model at batches {', '.join(map(str, MODEL_BATCHES))}" if models else "one run"
     source = (f"igniter-opt profile --serving on {gpu_name} ({when}): {len(per_server)} Triton Python-backend "
-              f"servers, {duration_s:g} s of Poisson load with {load_generator}")
+              f"servers ({how}), {duration_s:g} s of Poisson load with {load_generator}")
     params = serving_params(per_server, source)
+    old_path = profile_dir / "serving.json"
+    try:
+        old = json.loads(old_path.read_text()) if old_path.is_file() else {}
+    except (OSError, ValueError):
+        old = {}  # an unreadable earlier file has nothing to keep
+    params, kept = _keep_calibration(params, old)
     write_serving(params, profile_dir, {"gpu": gpu_name, "measured_utc": when, "load_generator": load_generator,
-                                        "servers": [s.__dict__ for s in per_server]})
+                                        **kept, "servers": [s.__dict__ for s in per_server]})
     return params, per_server

@@ -1,6 +1,9 @@
 """Exact replanning: the exact planner's MIP with a cost per running placement that does not survive.
 
-The demands are the greedy replanner's (the new workloads split as a plan from scratch splits them).
+The demands are the greedy replan's: the new workloads split as a plan from scratch splits them, or,
+where the greedy replanner's re-split candidate won, each grown workload's running servers as pieces
+and the rest split as from scratch. The bound is over plans with those pieces, and the message says
+which.
 ``planner.exact`` builds the program with a ``Migration``:
 
 - GPU slots: first the running GPUs on which some running placement could be kept (in the
@@ -147,7 +150,10 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     if report.bound is not None and not data.configs_capped:
         bound = max(bound, report.bound)
     slots = f"{data.fixed_slots} running + {data.num_gpus - data.fixed_slots} new GPU slot(s)"
-    notes = [f"HiGHS {report.termination_raw}", f"{slots}, {len(data.keeps)} keep option(s)"]
+    pieces = ("bound over plans serving each workload by the greedy re-split's pieces (running servers kept, the "
+              "rest split as from scratch)" if start.resplit else
+              "bound over plans serving each workload split as a plan from scratch splits it")
+    notes = [f"HiGHS {report.termination_raw}", f"{slots}, {len(data.keeps)} keep option(s)", pieces]
     if data.configs_capped:
         notes.append("configurations per demand capped for size (optimal within the kept ones)")
     if report.message:

@@ -18,16 +18,25 @@
    C times the running placements it moves is below the price of a GPU, empty it (GPUs with the
    least total share are tried first). With C at or above the price nothing is ever moved.
 
+5. Re-split (two more candidates). A workload whose rate grew past what its running servers carry
+   keeps them, each at the rate it serves now or at the most it carries next to its neighbours
+   (``most_rate``; one candidate each: the first leaves room for a new co-runner's interference),
+   so that its server runs on and only the load sent to it changes; the rest of its rate becomes new
+   demands, split as from scratch and placed by step 3 (then step 4). Steps 1-2 instead re-place such a workload whole
+   (its running server is resized or moved), which restarts it.
+
 Steps 1-4 never shrink a running placement, so when rates fall a GPU can only be released once
 its placements fit elsewhere next to running ones at their (now too large) shares, which is rare.
 So the greedy replanner also plans from scratch (the paper's algorithm on the new rates, GPUs
 renamed after the running ones to keep what happens to coincide, ``diff.relabel_gpus``) and
-returns whichever of the two has the lower objective: cost per hour + C x running placements not
-kept; ties go to fewer changed placements, then less total share, then the incremental plan.
+returns whichever candidate has the lowest objective: cost per hour + C x running placements not
+kept; ties go to fewer changed placements, then less total share, then the incremental plan, then
+the re-split one.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -54,6 +63,7 @@ class GreedyReplan:
     packing: Packing
     moved_by_consolidation: int
     from_scratch: bool = False
+    resplit: bool = False
 
 
 def slot_limit(rp: ReplanProblem, d: Demand, batch: int, queue_delay_ms: float | None) -> float:
@@ -168,6 +178,68 @@ def _keep(rp: ReplanProblem, demands: tuple[Demand, ...]) -> tuple[list[GpuPacki
     return [GpuPacking(tuple(s), ga.gpu_id) for s, ga in zip(kept, rp.current.gpus, strict=True)], sorted(todo)
 
 
+# Rates tried, as fractions of a running placement's predicted throughput, for the most it can carry.
+RATE_STEPS = np.linspace(1.0, 0.025, 40)
+
+
+def most_rate(rp: ReplanProblem, p: Placement, lat: float, thr: float, slo_ms: float) -> float:
+    """The largest rate (of ``RATE_STEPS`` x its throughput) at which running placement ``p``, predicted at
+    ``lat`` and ``thr`` next to its neighbours, meets its workload's latency limit at that rate; 0 if none.
+    (Under ``full`` and ``tail`` the limit depends on the rate, not monotonically, so rates are tried.)"""
+    rule = serving_model_for(rp.problem)
+    for r in thr * RATE_STEPS:
+        if not violates(np.array(lat), np.array(thr), np.array(rule.limit(slo_ms, r, p.batch, p.queue_delay_ms)),
+                        np.array(r)):
+            return float(r)
+    return 0.0
+
+
+def _resplit(rp: ReplanProblem, migration_cost: float, to_capacity: bool) -> GreedyReplan | None:
+    """Step 5: running servers kept at up to their capacity (``to_capacity``; else at up to the rate they
+    serve now, which leaves room for new co-runners' interference), the rest of each workload's rate as
+    new demands; None when no workload has a running server to keep."""
+    from igniter_opt.domain import PlanningProblem
+
+    perf = rp.perf_model
+    problem = rp.problem
+    cands = _running_candidates(rp, {w.name: w.model for w in problem.workloads})
+    demands: list[Demand] = []
+    kept: list[list[Slot]] = [[] for _ in rp.current.gpus]
+    todo: list[int] = []
+    for w in problem.workloads:
+        left = w.rate_rps
+        for g, _, p, lat, thr in sorted(cands.get(w.name, []), key=lambda c: (-c[4], c[0], c[1])):
+            most = most_rate(rp, p, lat, thr, w.slo_ms) if to_capacity else p.rate_rps
+            r = min(most, left) if left > 0 and math.isfinite(most) else 0.0
+            if r <= 0:
+                continue
+            limit = slot_limit(rp, Demand(w, r, p.batch, 0, 0.0), p.batch, p.queue_delay_ms)
+            demands.append(Demand(w, r, p.batch, round(p.share_pct / perf.unit_pct), limit,
+                                  queue_delay_ms=p.queue_delay_ms))
+            kept[g].append(Slot(len(demands) - 1, round(p.share_pct / perf.unit_pct), p.batch, p.queue_delay_ms,
+                                p.share_pct))
+            left -= r
+        if left > 1e-9 * w.rate_rps:
+            rest = paper.initial_demands(PlanningProblem((replace(w, rate_rps=left),), perf, problem.latency_budget,
+                                                         problem.margin, problem.attainment, problem.max_batch))
+            todo += range(len(demands), len(demands) + len(rest))
+            demands += [replace(d, workload=w) for d in rest]
+    if not any(kept):
+        return None
+    ds = tuple(demands)
+    for slots in kept:  # a kept set must hold on its own, as in step 2
+        while slots:
+            bad, excess = _slot_checks(rp, ds, slots)
+            if not bad.any() and not over_capacity(sum(s.share_pct(perf.unit_pct) for s in slots)):
+                break
+            todo.append(slots.pop(int(np.argmax(excess))).demand)
+    gpus = place(rp, ds, [GpuPacking(tuple(sl), ga.gpu_id) for sl, ga in zip(kept, rp.current.gpus, strict=True)
+                          if sl], sorted(todo))
+    assert gpus is not None
+    gpus, moved = _consolidate(rp, ds, gpus, migration_cost)
+    return GreedyReplan(Packing(ds, tuple(gpus)), moved, resplit=True)
+
+
 def _consolidate(rp: ReplanProblem, demands: tuple[Demand, ...], gpus: list[GpuPacking], migration_cost: float
                  ) -> tuple[list[GpuPacking], int]:
     """Step 4: empty GPUs while that is cheaper than keeping them. Returns the GPUs and the running placements moved."""
@@ -212,15 +284,14 @@ def replan_greedy(rp: ReplanProblem, migration_cost: float) -> GreedyReplan:
     gpus, moved = _consolidate(rp, demands, gpus, migration_cost)
     best = GreedyReplan(Packing(demands, tuple(gpus)), moved)
     if rp.current.gpus and demands:
-        scratch = _from_scratch(rp, demands)
 
         def key(r: GreedyReplan) -> tuple[float, int, float]:
             plan = to_plan(rp, r, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
             objective, changes = migration_objective(plan, rp.current, migration_cost)
             return round(objective, 9), changes, round(plan.total_share_pct, 6)
 
-        if key(scratch) < key(best):
-            best = scratch
+        others = [_from_scratch(rp, demands), _resplit(rp, migration_cost, False), _resplit(rp, migration_cost, True)]
+        best = min([best, *(r for r in others if r is not None)], key=key)  # min keeps the first of equals
     return best
 
 
@@ -252,4 +323,6 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
         msg += f"; {result.moved_by_consolidation} moved to release GPUs"
     if result.from_scratch:
         msg += "; the plan from scratch beat keeping the running placements"
+    if result.resplit:
+        msg += "; re-split: running servers kept, the rest of their workloads' rates on new servers"
     return replace(plan, solver=replace(plan.solver, objective=objective, message=msg))

@@ -120,14 +120,28 @@ def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing)
     terms = ConfigTerms(perf, greedy.batch_limit(problem), perf.max_units)
     entries = make_entries(space, items, terms)
     piece_of, choice = start_pieces(problem, pieces, start)
+    units = sum(least_units(pieces, items).values())
+    trivial = math.ceil(units / perf.max_units - 1e-9)
+    return ColgenSetup(space, items, terms, entries, _start_columns(space, start, piece_of), choice, trivial)
+
+
+def least_units(pieces: tuple[PieceType, ...], items: Items) -> dict[int, float]:
+    """Per workload: the least share units any of its split options needs, each piece alone on a GPU,
+    min_o sum_{t in o} count_t least units_t (the terms the trivial bound sums)."""
     least = np.array([items.table.units[idx].min() for idx in items.by_piece], float)
     need: dict[int, dict[int, float]] = {}
     for t, p in enumerate(pieces):
         need.setdefault(p.workload, {}).setdefault(p.option, 0.0)
         need[p.workload][p.option] += p.count * least[t]
-    units = sum(min(v.values()) for v in need.values())
-    trivial = math.ceil(units / perf.max_units - 1e-9)
-    return ColgenSetup(space, items, terms, entries, _start_columns(space, start, piece_of), choice, trivial)
+    return {w: min(v.values()) for w, v in need.items()}
+
+
+def workload_least_units(problem: PlanningProblem, rule: ServingModel) -> list[float]:
+    """``least_units`` of every workload of ``problem``, over the split options the set-partitioning
+    bound covers (``pieces.scope_text``): what a GPU type's trivial bound sums, for bounds over a fleet."""
+    pieces = piece_types(problem, greedy.initial_demands(problem), fewest_replicas(problem, rule))
+    per = least_units(pieces, build_items(problem, rule, pieces))
+    return [float(per[i]) for i in range(len(problem.workloads))]
 
 
 def dual_value(pieces: tuple[PieceType, ...], duals: np.ndarray) -> float:
