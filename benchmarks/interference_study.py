@@ -1,17 +1,22 @@
-"""Which interference term is wrong on the H100, and which form fixes it (issue 16, CPU part).
+"""Which interference term is wrong, and which form fixes it (issue 16, CPU part).
 
 Built from stored records only (no GPU): the held-out co-located mixes that
-``benchmarks/accuracy.py run`` measured, the profile's raw runs (``raw.json``, ``checkpoint.jsonl``)
-and, with ``--v100``, the paper's published V100 profile (read in place).
+``benchmarks/accuracy.py run`` measured, the profile's raw runs (``raw.json``, ``checkpoint.jsonl``),
+optionally a second set of measured mixes to fit the forms' parameters on (``--train-runs``) and,
+with ``--v100``, the paper's published V100 profile (read in place).
 
     python benchmarks/interference_study.py                      # H100: mixes + profiles/h100
+    python benchmarks/interference_study.py --gpu h200           # H200: held-out seed 7, training seed 8
     python benchmarks/interference_study.py --v100 ../shared/data/igniter_v100_profile.jsonl
 
-Writes ``interference_study_<tag>.{csv,md,png}`` (per-workload predictions of every candidate form
-under leave-one-mix-out cross-validation, the error decomposition, the accuracy tables, plots)
-and, with ``--v100``, ``interference_study_v100.{csv,md}`` (the paper's co-location measurements
-predicted by the paper's form and the kernel-delay form). Every file is written atomically
-after everything has been computed.
+Writes ``interference_study_<tag>.{csv,md,png}`` (per-workload predictions of every candidate form,
+the error decomposition, the accuracy tables, plots) and ``accuracy_<tag>_kernel_delay.csv`` (the
+chosen form's predictions in ``accuracy.py``'s columns) and, with ``--v100``,
+``interference_study_v100.{csv,md}`` (the paper's co-location measurements predicted by the paper's
+form and the kernel-delay form). Forms with parameters are fitted once on the training mixes when
+``--train-runs`` is given (and no training mix may equal a held-out one), else cross-validated
+leave-one-mix-out on the held-out mixes. Every file is written atomically after everything has been
+computed.
 """
 
 from __future__ import annotations
@@ -43,6 +48,11 @@ CHOSEN = "kernel-delay-scaled"
 KEY_FORMS = ("igniter", "kernel-delay", CHOSEN)
 FORM_COLORS = {"igniter": "#d62728", "kernel-delay": "#1f77b4", CHOSEN: "#2ca02c"}
 COUNTS = (2, 3, 4)
+# --gpu presets: (held-out mixes, profile folder, training mixes or None)
+GPUS = {
+    "h100": ("accuracy_h100_runs.jsonl", "h100", None),
+    "h200": ("accuracy_h200_runs.jsonl", "h200", "accuracy_h200_train_runs.jsonl"),
+}
 
 
 # ---- data ------------------------------------------------------------------------------------
@@ -86,6 +96,19 @@ def load_mixes(path: Path) -> Mixes:
         raise InputError(f"{path}: not a results file of 'benchmarks/accuracy.py run' ({exc})") from None
 
 
+def _mix_key(run: itf.CoRun) -> tuple[tuple[str, int, float], ...]:
+    return tuple(sorted(run.slots))
+
+
+def same_mixes(held_out: Mixes, train: Mixes) -> list[tuple[int, int]]:
+    """(held-out mix, training mix) pairs with the same workloads (same models, batches and shares,
+    in any order)."""
+    keys = {}
+    for i, r in zip(train.mix_ids, train.runs, strict=True):
+        keys.setdefault(_mix_key(r), []).append(i)
+    return [(i, j) for i, r in zip(held_out.mix_ids, held_out.runs, strict=True) for j in keys.get(_mix_key(r), [])]
+
+
 def concurrency_latencies(profile_dir: Path) -> dict[int, float]:
     """GPU time per batch of the n-copy concurrency runs (checkpoint.jsonl, ``conc/<n>``), if recorded."""
     path = profile_dir / "checkpoint.jsonl"
@@ -109,16 +132,26 @@ def base_models(perf: PerformanceModel, raw: RawProfile) -> dict[str, Performanc
 
 # ---- predictions -----------------------------------------------------------------------------
 def cv_predict(
-    cand: itf.CandidateForm, base: PerformanceModel, runs: tuple[itf.CoRun, ...], raw: RawProfile
+    cand: itf.CandidateForm,
+    base: PerformanceModel,
+    runs: tuple[itf.CoRun, ...],
+    raw: RawProfile,
+    train: tuple[itf.CoRun, ...] = (),
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Latency and throughput of every slot, each mix predicted with parameters fitted on the others.
+    """Latency and throughput of every slot of ``runs``, never with parameters fitted on its own mix.
 
-    Forms without parameters use no mix at all. Returns (latency, throughput, per-fold parameters).
+    With ``train``, parameters are fitted once on those mixes; without, each mix is predicted with
+    parameters fitted on the other mixes (leave-one-mix-out). Forms without parameters use no mix at
+    all. Returns (latency, throughput, parameters per fit).
     """
     rb = itf.run_batch(base, runs, raw)
     if not cand.params:
         lat, thr = itf.predict_batch(base, rb, cand.factor(rb, np.zeros(0)))
         return lat, thr, np.zeros((0, 0))
+    if train:
+        theta = itf.fit_candidate(base, cand, itf.run_batch(base, train, raw))
+        lat, thr = itf.predict_batch(base, rb, cand.factor(rb, theta))
+        return lat, thr, theta[None, :]
     lat, thr = np.full(rb.batch.shape, np.nan), np.full(rb.batch.shape, np.nan)
     thetas = []
     for i in range(len(runs)):
@@ -222,11 +255,25 @@ class Study:
     kappa_closed_form: float
     concurrency: list[dict[str, float]]
     clock: dict[str, Any]
+    train: Mixes | None = None  # the mixes the parameters were fitted on (None: leave-one-mix-out)
+    train_path: Path | None = None
 
 
-def run_study(runs_path: Path, profile_dir: Path) -> Study:
+def run_study(runs_path: Path, profile_dir: Path, train_path: Path | None = None) -> Study:
     mixes = load_mixes(runs_path)
+    train = load_mixes(train_path) if train_path is not None else None
+    if train is not None:
+        if train.gpu != mixes.gpu:
+            raise InputError(f"{train_path}: training mixes are from {train.gpu}, held-out mixes from {mixes.gpu}")
+        same = same_mixes(mixes, train)
+        if same:
+            raise InputError(
+                f"{train_path}: {len(same)} training mixes equal held-out mixes (held-out, training: "
+                f"{same[:5]}); the held-out mixes must be unseen"
+            )
     perf = load_profile(profile_dir)
+    if perf.gpu.get("name") and perf.gpu["name"] != mixes.gpu:
+        raise InputError(f"{profile_dir}: profile is for {perf.gpu['name']}, the mixes are from {mixes.gpu}")
     raw = load_raw(profile_dir / "raw.json")
     bases = base_models(perf, raw)
     rb = itf.run_batch(perf, mixes.runs, raw)
@@ -244,7 +291,7 @@ def run_study(runs_path: Path, profile_dir: Path) -> Study:
     }
     latency, throughput, thetas = {}, {}, {}
     for name, cand in itf.CANDIDATES.items():
-        lat, thr, th = cv_predict(cand, bases[cand.base], mixes.runs, raw)
+        lat, thr, th = cv_predict(cand, bases[cand.base], mixes.runs, raw, train.runs if train else ())
         latency[name], throughput[name], thetas[name] = lat[mask], thr[mask], th
     kd = bases["kernel-delay"]
     kappa_mean = float(thetas[CHOSEN].mean()) if thetas[CHOSEN].size else 1.0
@@ -266,9 +313,11 @@ def run_study(runs_path: Path, profile_dir: Path) -> Study:
         {m: c.alpha_cache for m, c in perf.models.items()},
         _delta_leave_one_model_out(raw, perf),
         _cross_check(perf, raw, coefs["kernel-delay"], mixes.runs),
-        itf.fit_interference(raw, perf, runs=mixes.runs).cache_scale,
+        itf.fit_interference(raw, perf, runs=(train or mixes).runs).cache_scale,
         _concurrency_check(perf, coefs["kernel-delay"], kappa_mean, profile_dir, raw),
         _clock_check(mixes, perf),
+        train,
+        train_path,
     )
 
 
@@ -414,7 +463,8 @@ def pair_lines(study: Study) -> list[str]:
     lines += [
         "",
         f"Spread of the sensitivities (max/min): paper {pa.max() / pa.min():.2f}, kernel-delay "
-        f"{ka.max() / ka.min():.2f}. Cross-check, fitted to the 48 mixes alone (in-sample): delta_co = "
+        f"{ka.max() / ka.min():.2f}. Cross-check, fitted to the {len(np.unique(study.rows['mix']))} held-out "
+        "mixes alone (in-sample): delta_co = "
         f"{cd * 1e3:.3f} us per kernel, kappa = {ck:.3f}.",
     ]
     return lines
@@ -423,21 +473,24 @@ def pair_lines(study: Study) -> list[str]:
 def accuracy_lines(study: Study) -> list[str]:
     n = study.rows["n"]
     lines = [
-        "| form | parameters fitted to mixes (mean over folds) | median | p90 | max | median 2/3/4 | "
+        "| form | parameters fitted to mixes"
+        + (" (training mixes)" if study.train is not None else " (mean over folds)")
+        + " | median | p90 | max | median 2/3/4 | "
         "p90 2/3/4 | max 2/3/4 | signed median 2/3/4 | MIP |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, cand in itf.CANDIDATES.items():
         s = error_stats(_errors(study, name), n)
         th = study.thetas[name]
-        params = (
-            ", ".join(
+        if not th.size:
+            params = "none"
+        elif study.train is not None:
+            params = ", ".join(f"{p} = {v:.3g}" for p, v in zip(cand.params, th[0], strict=True))
+        else:
+            params = ", ".join(
                 f"{p} = {m:.3g} +/- {sd:.2g}"
                 for p, m, sd in zip(cand.params, th.mean(0), th.std(0), strict=True)
             )
-            if th.size
-            else "none"
-        )
 
         def per(key: str, fmt: str = ".1%", s: dict[str, Any] = s) -> str:
             return " / ".join(format(s[str(k)][key], fmt) for k in COUNTS)
@@ -469,6 +522,44 @@ def confidence_lines(study: Study, draws: int, seed: int) -> list[str]:
     return lines
 
 
+def paired_lines(study: Study, draws: int, seed: int) -> list[str]:
+    """Paper vs the chosen form per number of workloads, with 95 % intervals of the difference
+    (chosen minus paper) resampling whole mixes of that count, the same resample for both forms."""
+    n, mix = study.rows["n"], study.rows["mix"]
+    a, b = np.abs(_errors(study, "igniter")), np.abs(_errors(study, CHOSEN))
+    ta, tb = np.abs(_errors(study, "igniter", "throughput")), np.abs(_errors(study, CHOSEN, "throughput"))
+    rng = np.random.default_rng(seed)
+    lines = [
+        f"Paper (`igniter`) vs `{CHOSEN}` on the same workloads; difference = {CHOSEN} minus paper, 95 % "
+        f"interval from {draws} resamples of whole mixes (negative: the new form is better).",
+        "",
+        "| workloads | n | latency median paper / new | difference [95 % CI] | latency p90 paper / new | "
+        "difference [95 % CI] | latency max paper / new | throughput median paper / new | "
+        "throughput p90 paper / new |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for k in ("all", *COUNTS):
+        s = np.ones_like(n, bool) if k == "all" else n == k
+        ids = np.unique(mix[s])
+        rows = [np.flatnonzero(s & (mix == i)) for i in ids]
+        dmed, dp90 = [], []
+        for _ in range(draws):
+            r = np.concatenate([rows[j] for j in rng.integers(len(ids), size=len(ids))])
+            dmed.append(np.median(b[r]) - np.median(a[r]))
+            dp90.append(np.quantile(b[r], 0.9) - np.quantile(a[r], 0.9))
+        lo_m, hi_m = np.quantile(dmed, [0.025, 0.975])
+        lo_p, hi_p = np.quantile(dp90, [0.025, 0.975])
+        lines.append(
+            f"| {k} | {int(s.sum())} | {_pct(np.median(a[s]))} / {_pct(np.median(b[s]))} | "
+            f"{np.median(b[s]) - np.median(a[s]):+.1%} [{lo_m:+.1%}, {hi_m:+.1%}] | "
+            f"{_pct(np.quantile(a[s], 0.9))} / {_pct(np.quantile(b[s], 0.9))} | "
+            f"{np.quantile(b[s], 0.9) - np.quantile(a[s], 0.9):+.1%} [{lo_p:+.1%}, {hi_p:+.1%}] | "
+            f"{_pct(a[s].max())} / {_pct(b[s].max())} | {_pct(np.median(ta[s]))} / {_pct(np.median(tb[s]))} | "
+            f"{_pct(np.quantile(ta[s], 0.9))} / {_pct(np.quantile(tb[s], 0.9))} |"
+        )
+    return lines
+
+
 def concurrency_lines(study: Study) -> list[str]:
     if not study.concurrency:
         return ["(no concurrency-run latencies in the profile's checkpoint)"]
@@ -494,6 +585,23 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+def validation_text(study: Study) -> str:
+    if study.train is None:
+        return (
+            "Forms with parameters fitted to mixes are cross-validated leave-one-mix-out (each mix "
+            "predicted with parameters fitted to the other mixes)."
+        )
+    t = study.train
+    counts = {k: sum(len(r.slots) == k for r in t.runs) for k in sorted({len(r.slots) for r in t.runs})}
+    return (
+        f"Forms with parameters fitted to mixes are fitted once on {len(t.runs)} separate training mixes "
+        f"(`{study.train_path.name if study.train_path else '?'}`; "
+        + ", ".join(f"{v} of {k} workloads" for k, v in counts.items())
+        + "), none of which has the same workloads as a held-out mix (checked), and evaluated on the "
+        "held-out mixes only."
+    )
+
+
 def render_markdown(study: Study, runs_path: Path, profile_dir: Path, draws: int, seed: int) -> str:
     c = study.clock
     rows = len(study.rows["n"])
@@ -502,10 +610,9 @@ def render_markdown(study: Study, runs_path: Path, profile_dir: Path, draws: int
         f"# Interference study on {study.gpu}",
         "",
         f"{mixes} held-out mixes, {rows} workloads (`{runs_path.name}`), profile `{_shown(profile_dir)}`. "
-        "Error = (predicted - measured) / measured latency (iGniter's t_inf). Forms with parameters fitted "
-        "to mixes are "
-        "cross-validated leave-one-mix-out (each mix predicted with parameters fitted to the other mixes); "
-        "forms without such parameters use no mix at all. Written by `benchmarks/interference_study.py`; "
+        "Error = (predicted - measured) / measured latency (iGniter's t_inf). "
+        + validation_text(study)
+        + " Forms without such parameters use no mix at all. Written by `benchmarks/interference_study.py`; "
         "docs/interference.md explains it.",
         "",
         "## Where the error comes from",
@@ -530,15 +637,18 @@ def render_markdown(study: Study, runs_path: Path, profile_dir: Path, draws: int
             + clock
             + ["", "## The pair runs hold a per-kernel delay", ""]
             + pair_lines(study)
-            + ["", "## Accuracy, cross-validated by mix", ""]
+            + ["", "## Accuracy on the held-out mixes", ""]
             + accuracy_lines(study)
             + [
                 "",
-                f"kappa of `{CHOSEN}` fitted to all mixes by the closed form (`fit_cache_scale`): "
-                f"{study.kappa_closed_form:.4f}.",
+                f"kappa of `{CHOSEN}` fitted to all "
+                + ("training" if study.train is not None else "held-out")
+                + f" mixes by the closed form (`fit_cache_scale`): {study.kappa_closed_form:.4f}.",
                 "",
             ]
             + confidence_lines(study, draws, seed)
+            + ["", "### Paper vs new, per number of workloads", ""]
+            + paired_lines(study, draws, seed)
             + ["", "## Concurrency runs of the profile (GPU time, used by no interference fit)", ""]
             + concurrency_lines(study)
         )
@@ -570,6 +680,28 @@ def render_csv(study: Study) -> str:
         ]
         row += [f"{dp[f][t][i]:.4f}" for f in ("igniter", CHOSEN) for t in ("sched", "cache", "clock")]
         w.writerow(row)
+    return buf.getvalue()
+
+
+def render_accuracy_csv(study: Study, form: str) -> str:
+    """``form``'s predictions in ``benchmarks/accuracy.py report``'s columns (``accuracy_<gpu>.csv``)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["mix", "model", "batch", "share", "predicted_ms", "measured_ms", "predicted_rps", "measured_rps"])
+    r = study.rows
+    for i in range(len(r["n"])):
+        w.writerow(
+            [
+                int(r["mix"][i]),
+                r["model"][i],
+                int(r["batch"][i]),
+                f"{r['share'][i]:.1f}",
+                round(float(study.latency[form][i]), 4),
+                round(float(r["measured_ms"][i]), 4),
+                round(float(study.throughput[form][i]), 2),
+                round(float(r["measured_rps"][i]), 2),
+            ]
+        )
     return buf.getvalue()
 
 
@@ -610,7 +742,8 @@ def render_png(study: Study) -> bytes:
         [i * (len(KEY_FORMS) + 1) + 1 for i in range(len(COUNTS))], [f"{k} workloads" for k in COUNTS]
     )
     axes[2].set(ylabel="|latency error| (%)", title="red: paper, blue: kernel-delay, green: " + CHOSEN)
-    fig.suptitle(f"Interference on {study.gpu}: paper's form vs kernel-delay form (cross-validated by mix)")
+    how = "parameters from training mixes" if study.train is not None else "cross-validated by mix"
+    fig.suptitle(f"Interference on {study.gpu}: paper's form vs kernel-delay form (held-out mixes; {how})")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
@@ -799,9 +932,20 @@ def v100_csv(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
-        "--runs", type=Path, default=RESULTS / "accuracy_h100_runs.jsonl", help="measured mixes (jsonl)"
+        "--gpu",
+        choices=sorted(GPUS),
+        default="h100",
+        help="preset for --runs, --profile and --train-runs (h200: held-out seed-7 mixes, training seed-8 mixes)",
     )
-    ap.add_argument("--profile", type=Path, default=HERE.parent / "profiles" / "h100", help="profile folder")
+    ap.add_argument("--runs", type=Path, default=None, help="held-out measured mixes (jsonl)")
+    ap.add_argument("--profile", type=Path, default=None, help="profile folder")
+    ap.add_argument(
+        "--train-runs",
+        type=Path,
+        default=None,
+        help="measured mixes to fit the forms' parameters on (jsonl; default: leave-one-mix-out on --runs)",
+    )
+    ap.add_argument("--no-train-runs", action="store_true", help="ignore the preset's training mixes")
     ap.add_argument(
         "--v100", type=Path, default=None, help="the paper's V100 profile (.jsonl), read in place"
     )
@@ -810,18 +954,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of whole mixes")
     ap.add_argument("--seed", type=int, default=16)
     args = ap.parse_args(argv)
+    runs_name, profile_name, train_name = GPUS[args.gpu]
+    runs = args.runs or RESULTS / runs_name
+    profile = args.profile or HERE.parent / "profiles" / profile_name
+    train = args.train_runs or (RESULTS / train_name if train_name and args.runs is None else None)
+    if args.no_train_runs:
+        train = None
     try:
-        study = run_study(args.runs, args.profile)
+        study = run_study(runs, profile, train)
         tag = args.tag or next(
             (t for t in ("h100", "h200", "v100") if t in study.gpu.lower()),
             study.gpu.replace(" ", "_").lower(),
         )
         outputs = {
-            f"interference_study_{tag}.md": render_markdown(
-                study, args.runs, args.profile, args.bootstrap, args.seed
-            ).encode(),
+            f"interference_study_{tag}.md": render_markdown(study, runs, profile, args.bootstrap, args.seed).encode(),
             f"interference_study_{tag}.csv": render_csv(study).encode(),
             f"interference_study_{tag}.png": render_png(study),
+            f"accuracy_{tag}_kernel_delay.csv": render_accuracy_csv(study, CHOSEN).encode(),
         }
         if args.v100 is not None:
             rows = v100_rows(args.v100)

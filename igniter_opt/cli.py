@@ -178,26 +178,65 @@ def cli() -> None:
     """
 
 
+def interference_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--interference-form and --co-runs, shared by 'fit' and 'profile'."""
+    fn = click.option("--co-runs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                      help="kernel-delay only: measured co-locations of different models (the JSON lines of "
+                           "'benchmarks/accuracy.py run') to fit the cache scale kappa on; without them kappa "
+                           "is the one the raw profile records, else 1.")(fn)
+    return click.option("--interference-form", type=click.Choice(["igniter", "kernel-delay"]), default=None,
+                        help="Co-location interference form: the paper's (igniter) or a per-kernel delay plus a "
+                             "scaled cache term (kernel-delay, docs/interference.md). Default: the one the raw "
+                             "profile records, else igniter.")(fn)
+
+
+def _co_runs(path: Path | None, raw: Any) -> Any:
+    """The co-location runs of --co-runs, read before any fitting (or measuring)."""
+    if path is None:
+        return ()
+    from igniter_opt.perfmodel.interference import load_co_runs
+
+    return load_co_runs(path, gpu=raw.gpu.get("name") if raw is not None else None)
+
+
+def interference_summary(model: Any) -> str:
+    """One line: the interference form a fitted model predicts with, and its coefficients."""
+    fit = model.gpu.get("fit", {})
+    form = fit.get("interference_form", "igniter")
+    if form == "igniter":
+        return "interference: igniter (the paper's form)"
+    b = fit["interference"]
+    return (f"interference: {form}, delta_co={b['co_kernel_delay_ms'] * 1e3:.4g} us per kernel, "
+            f"kappa={b['cache_scale']:.4g} ({b['cache_scale_source']})")
+
+
 @cli.command()
 @click.argument("raw", type=click.Path(dir_okay=True, path_type=Path))
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Profile folder to write (raw.json and coefficients.json).")
 @click.option("--name", default=None, help="Profile name recorded in the coefficients (default: folder name).")
+@interference_options
 @handle_errors
-def fit(raw: Path, out_dir: Path, name: str | None) -> None:
+def fit(raw: Path, out_dir: Path, name: str | None, interference_form: str | None, co_runs: Path | None) -> None:
     """Fit the performance model's coefficients from a raw profile.
 
     RAW is a raw profile in the project's format (raw.json, or a profile folder) or in the format
     the iGniter authors published (JSON lines). The result is a profile folder that --profile takes.
 
     Example: igniter-opt fit profiles/h100/raw.json -o profiles/h100-refit
+
+    Example: igniter-opt fit profiles/h200 -o profiles/h200-kd --interference-form kernel-delay
+    --co-runs benchmarks/results/accuracy_h200_train_runs.jsonl
     """
     from igniter_opt.perfmodel import fit_profile, load_raw, write_profile
+    from igniter_opt.perfmodel.fit import record_interference
     from igniter_opt.report import render_table
 
     raw_profile = load_raw(raw)
-    model = fit_profile(raw_profile, name=name or out_dir.name)
-    write_profile(raw_profile, model, out_dir)
+    runs = _co_runs(co_runs, raw_profile)
+    model = fit_profile(raw_profile, name=name or out_dir.name, interference_form=interference_form,
+                        co_runs=runs, co_runs_source=co_runs.name if co_runs else None)
+    write_profile(record_interference(raw_profile, model), model, out_dir)
     rows = [[m, *(f"{x:.6g}" for x in (*c.k, c.alpha_c, c.beta_c, c.alpha_p, c.beta_p, c.alpha_cache))]
             for m, c in sorted(model.models.items())]
     headers = ["model", "k1", "k2", "k3", "k4", "k5", "alpha_c", "beta_c", "alpha_p", "beta_p", "alpha_cache"]
@@ -205,6 +244,7 @@ def fit(raw: Path, out_dir: Path, name: str | None) -> None:
     hw = model.hardware
     emit(f"\nhardware: F={hw.max_clock_mhz:g} MHz, P_max={hw.max_power_w:g} W, alpha_f={hw.alpha_f:.6g}, "
          f"alpha_sch={hw.alpha_sch:.6g}, beta_sch={hw.beta_sch:.6g}, unit={hw.share_unit_pct:g} %")
+    emit(interference_summary(model))
     emit(f"wrote {out_dir}/raw.json and {out_dir}/coefficients.json")
 
 

@@ -10,7 +10,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import pyomo.environ as pyo
 import pytest
+from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_mip import _exact_slack, _problem, _rows_accept  # the MIP tests' row checker, reused
@@ -20,12 +22,15 @@ from igniter_opt.perfmodel import interference as itf
 from igniter_opt.perfmodel.fit import fit_profile
 from igniter_opt.perfmodel.model import HardwareCoefficients, PerformanceModel
 from igniter_opt.perfmodel.raw import RawProfile, load_raw
-from igniter_opt.perfmodel.store import load_profile
+from igniter_opt.perfmodel.store import interference_form, load_profile
 from igniter_opt.planner import exact as mip
+from igniter_opt.planner.exact.configs import busy_power_w
 
 REPO = Path(__file__).resolve().parents[1]
 H100 = REPO / "profiles" / "h100"
 MIXES = REPO / "benchmarks" / "results" / "accuracy_h100_runs.jsonl"
+H200 = REPO / "profiles" / "h200"
+H200_TRAIN = REPO / "benchmarks" / "results" / "accuracy_h200_train_runs.jsonl"
 
 
 # ---- fixtures --------------------------------------------------------------------------------
@@ -298,6 +303,105 @@ def test_mip_rows_never_accept_what_the_kernel_delay_model_rejects(h100, rows, s
             assert slack >= -1e-9, f"the MIP accepts a co-location the kernel-delay model rejects ({slack})"
 
 
+def _rows_accept_placement(m, place: dict[int, tuple[int, int]], *, lone_delay: bool = False) -> bool:
+    """Put demand d on GPU place[d][0] with configuration place[d][1]; True if every row holds with
+    the model's own values. ``lone_delay``: charge a lone workload alpha_sch + beta_sch (shared = 1),
+    as the plain row did before the binary."""
+    data = m.data
+    hw = data.problem.perf_model.hardware
+    for idx in m.x:
+        m.x[idx].set_value(0)
+    for d, (g, k) in place.items():
+        m.x[d, g, k].set_value(1)
+    for g in m.GPUS:
+        mem = [(d, k) for d, (gg, k) in place.items() if gg == g]
+        n = len(mem)
+        m.open[g].set_value(1 if mem else 0)
+        m.n[g].set_value(n, skip_validation=True)
+        m.cache[g].set_value(sum(data.demands[d].configs[k].cache for d, k in mem))
+        m.power[g].set_value(busy_power_w(hw) + sum(data.demands[d].configs[k].power_w for d, k in mem))
+        shared = n >= 2 or (lone_delay and n == 1)
+        m.shared[g].set_value(int(shared))
+        m.sched[g].set_value(max(0.0, hw.alpha_sch * n + hw.beta_sch) if shared else 0.0, skip_validation=True)
+    for v in m.component_data_objects(pyo.Var):
+        if (v.lb is not None and v.value < v.lb - 1e-9) or (v.ub is not None and v.value > v.ub + 1e-9):
+            return False
+    for c in m.component_data_objects(pyo.Constraint, active=True):
+        body = pyo.value(c.body)
+        if (c.has_ub() and body > pyo.value(c.upper) + 1e-9) or (c.has_lb() and body < pyo.value(c.lower) - 1e-9):
+            return False
+    return True
+
+
+def _placement_slack(problem, m, place: dict[int, tuple[int, int]]) -> float:
+    """The exact model's worst relative slack over every GPU of ``place``."""
+    gpus = {g for g, _ in place.values()}
+    return min(_exact_slack(problem, m, {d: k for d, (gg, k) in place.items() if gg == g}) for g in gpus)
+
+
+@pytest.fixture(scope="module")
+def h200_kd() -> PerformanceModel:
+    """The H200 profile under the kernel-delay form with kappa from the 40 training mixes."""
+    raw = load_raw(H200 / "raw.json")
+    return fit_profile(raw, "h200-kd", interference_form="kernel-delay", co_runs=itf.load_co_runs(H200_TRAIN))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(
+        st.tuples(st.sampled_from(H100_MODELS), st.integers(4, 40), st.integers(200, 3000)), min_size=2, max_size=4
+    ),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_mip_with_the_shared_binary_accepts_exactly_what_the_kernel_delay_model_accepts(h200_kd, rows, seed) -> None:
+    """Under the kernel-delay form (alpha_sch + beta_sch > 0) the MIP has shared[g]. Any placement
+    within the GPUs' shares, lone workloads included, is accepted by its rows when the model
+    accepts it (slack > 1e-6) and refused when the model refuses it: exact, not only conservative."""
+    problem = _problem(h200_kd, [(m, float(s), float(r)) for m, s, r in rows])
+    try:
+        data = mip.prepare(problem)
+    except ProblemError:
+        return
+    m = mip.build_model(data)
+    if data.bounds.max_members < 2:
+        return
+    assert hasattr(m, "shared")
+    rng = np.random.default_rng(seed)
+    allowed = {d: sorted({g for dd, g, _ in m.ASSIGN if dd == d}) for d in m.DEMANDS}
+    for _ in range(10):
+        place = {d: (int(rng.choice(allowed[d])), int(rng.integers(len(md.configs))))
+                 for d, md in enumerate(data.demands)}
+        units: dict[int, int] = {}
+        for d, (g, k) in place.items():
+            units[g] = units.get(g, 0) + data.demands[d].configs[k].units
+        if max(units.values()) > data.cap_units:
+            continue
+        slack, accepted = _placement_slack(problem, m, place), _rows_accept_placement(m, place)
+        assert not (accepted and slack < -1e-9), f"the MIP accepts a placement the model rejects ({slack}, {place})"
+        assert accepted or slack <= 1e-6, f"the MIP rejects a placement the model accepts ({slack}, {place})"
+
+
+def test_the_shared_binary_accepts_lone_placements_the_plain_row_refused(h200_kd) -> None:
+    hw = h200_kd.hardware
+    assert hw.alpha_sch + hw.beta_sch > 0  # 0.66 us per kernel alone under the plain row
+    problem = _problem(h200_kd, [("vgg19", 35.0, 321.0), ("ssd", 6.0, 1463.0)])
+    data = mip.prepare(problem)
+    m = mip.build_model(data)
+    assert data.num_gpus == 2 and len(data.demands) == 2
+    lone = [{0: (0, k0), 1: (1, k1)} for k0 in range(len(data.demands[0].configs))
+            for k1 in range(len(data.demands[1].configs))]
+    exact = [_placement_slack(problem, m, p) >= 0 for p in lone]
+    binary = [_rows_accept_placement(m, p) for p in lone]
+    plain = [_rows_accept_placement(m, p, lone_delay=True) for p in lone]
+    assert binary == exact and all(exact)  # every configuration is feasible alone
+    assert (len(lone), sum(plain)) == (60, 36)  # the plain row refused 24 of the 60
+    # a paper-form profile keeps the plain row (exact there: alpha_sch + beta_sch <= 0)
+    paper = load_profile(H200)
+    assert paper.hardware.alpha_sch + paper.hardware.beta_sch <= 0
+    assert not hasattr(mip.build_model(mip.prepare(_problem(paper, [("vgg19", 35.0, 321.0), ("ssd", 6.0, 1463.0)]))),
+                       "shared")
+
+
 # ---- coefficients on disk --------------------------------------------------------------------
 def test_coefficients_round_trip_and_refuse_corruption(h100) -> None:
     raw, perf = h100
@@ -319,6 +423,213 @@ def test_coefficients_round_trip_and_refuse_corruption(h100) -> None:
         )
 
 
+# ---- the form where profiles are fitted (fit_profile, 'igniter-opt fit', 'igniter-opt profile') ----
+def _runs_file(path: Path, runs: list[itf.CoRun], gpu: str) -> Path:
+    """``runs`` as 'benchmarks/accuracy.py run' writes them."""
+    lines = [
+        json.dumps(
+            {
+                "mix": i,
+                "gpu": gpu,
+                "workloads": [
+                    {"model": m, "batch": b, "share_pct": r, "measured_ms": y, "measured_rps": 1.0}
+                    for (m, b, r), y in zip(run.slots, run.latency_ms, strict=True)
+                ],
+            }
+        )
+        for i, run in enumerate(runs)
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _synthetic_mixes(models: list[str], n: int, seed: int) -> list[tuple[tuple[str, int, float], ...]]:
+    """``n`` seeded mixes of 2-4 workloads of ``models`` (shares in 5 % steps, at most 100 % in all)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    while len(out) < n:
+        k = int(rng.integers(2, 5))
+        shares = rng.integers(2, 8, size=k) * 5.0
+        if shares.sum() <= 100:
+            out.append(
+                tuple((str(rng.choice(models)), int(rng.choice([1, 2, 4, 8, 16, 32])), float(s)) for s in shares)
+            )
+    return out
+
+
+def _measure(truth: PerformanceModel, mixes, seed: int, noise: float = 0.03) -> list[itf.CoRun]:
+    """What a GPU obeying ``truth`` would measure for ``mixes``, with multiplicative noise."""
+    rng = np.random.default_rng(seed)
+    return [
+        itf.CoRun(m, tuple(lat * (1 + noise * rng.standard_normal()) for lat, _ in truth.predict_gpu(list(m))))
+        for m in mixes
+    ]
+
+
+def _simulated_profile(out: Path, *extra: str):
+    from igniter_opt.profiling.cli import profile
+
+    args = ["--models", "alexnet,resnet50,vgg19", "-o", str(out), "--backend", "simulated", "--batches", "1,8,32",
+            "--shares", "10,50,100", "--max-copies", "3", "--no-progress", *extra]
+    return CliRunner().invoke(profile, args)
+
+
+def test_kappa_fitted_on_training_runs_reduces_held_out_error_on_a_synthetic_profile(tmp_path: Path) -> None:
+    """A simulated GPU profiled with the kernel-delay form; the co-locations it would measure obey
+    that form with kappa = 0.5 (3 % noise). Profiling again with training runs (seed 8) recovers
+    kappa and predicts other mixes (seed 7) better than the pair runs alone and the paper's form."""
+    out = tmp_path / "sim"
+    res = _simulated_profile(out, "--interference-form", "kernel-delay")
+    assert res.exit_code == 0, res.output
+    pair_only = load_profile(out)
+    assert interference_form(pair_only) == "kernel-delay"
+    block = pair_only.gpu["fit"]["interference"]
+    assert (block["cache_scale"], block["cache_scale_source"]) == (1.0, "pair runs only")
+    raw = load_raw(out / "raw.json")
+    paper = fit_profile(raw, "paper", interference_form="igniter")
+    truth = itf.apply_interference(paper, replace(itf.fit_interference(raw, paper), cache_scale=0.5))
+    models = sorted(raw.models)
+    train = _measure(truth, _synthetic_mixes(models, 40, seed=8), seed=1)
+    held_out = _measure(truth, _synthetic_mixes(models, 48, seed=7), seed=2)
+    gpu = raw.gpu.get("name", "simulated")
+    runs = _runs_file(tmp_path / "train.jsonl", train, gpu)
+    # profiling again resumes from the checkpoint (measures nothing) and fits kappa on the runs
+    res = _simulated_profile(out, "--interference-form", "kernel-delay", "--co-runs", str(runs))
+    assert res.exit_code == 0, res.output
+    fitted = load_profile(out)
+    block = fitted.gpu["fit"]["interference"]
+    assert block["cache_scale"] == pytest.approx(0.5, abs=0.03)
+    assert block["cache_scale_source"] == "least squares over 40 co-location runs (train.jsonl)"
+    errs = {name: _abs_errors(m, held_out)[0] for name, m in (("fitted", fitted), ("pair", pair_only),
+                                                                 ("paper", paper))}
+    assert np.median(errs["fitted"]) < np.median(errs["pair"]) and np.median(errs["fitted"]) < np.median(errs["paper"])
+    assert np.mean(errs["fitted"]) < np.mean(errs["pair"]) < np.mean(errs["paper"])
+    # raw.json records the form and kappa: fitting it again gives the same coefficients
+    rec = load_raw(out / "raw.json").gpu["fit"]
+    assert rec["interference_form"] == "kernel-delay" and rec["cache_scale"] == block["cache_scale"]
+    again = fit_profile(load_raw(out / "raw.json"), "again")
+    assert again.hardware == fitted.hardware and again.models == fitted.models
+
+
+def test_profile_refuses_co_runs_without_the_kernel_delay_form_before_measuring(tmp_path: Path) -> None:
+    runs = _runs_file(tmp_path / "runs.jsonl", [itf.CoRun((("vgg19", 8, 50.0), ("alexnet", 8, 50.0)), (3.0, 1.0))],
+                      "x")
+    res = _simulated_profile(tmp_path / "sim", "--co-runs", str(runs))
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1] == (
+        "Error: --co-runs is used by the kernel-delay form's fit only: give --interference-form kernel-delay "
+        "(and --fit), or leave --co-runs out"
+    )
+    assert not (tmp_path / "sim" / "checkpoint.jsonl").exists()
+
+
+def test_fit_cli_records_the_form_and_loading_applies_it(tmp_path: Path) -> None:
+    from igniter_opt.cli import cli
+
+    runner = CliRunner()
+    out = tmp_path / "h200-kd"
+    res = runner.invoke(cli, ["fit", str(H200), "-o", str(out), "--interference-form", "kernel-delay",
+                              "--co-runs", str(H200_TRAIN)])
+    assert res.exit_code == 0, res.output
+    assert ("interference: kernel-delay, delta_co=0.7273 us per kernel, kappa=0.6852 (least squares over 40 "
+            "co-location runs (accuracy_h200_train_runs.jsonl))") in res.output
+    coef = json.loads((out / "coefficients.json").read_text())
+    assert coef["gpu"]["fit"]["interference_form"] == "kernel-delay"
+    assert coef["gpu"]["fit"]["interference"]["cache_scale"] == pytest.approx(0.6852, abs=1e-4)
+    # loading predicts with the form: the 48 held-out mixes as the study scores them
+    model = load_profile(out)
+    assert interference_form(model) == "kernel-delay"
+    mixes = itf.load_co_runs(REPO / "benchmarks" / "results" / "accuracy_h200_runs.jsonl", gpu="NVIDIA H200")
+    err, _ = _abs_errors(model, mixes)
+    assert (np.median(err), np.quantile(err, 0.9)) == pytest.approx((0.0373, 0.0938), abs=5e-4)
+    # raw.json records it: a plain refit of the new folder gives the same coefficients
+    again = tmp_path / "again"
+    assert runner.invoke(cli, ["fit", str(out), "-o", str(again)]).exit_code == 0
+    assert json.loads((again / "coefficients.json").read_text())["models"] == coef["models"]
+    assert json.loads((again / "coefficients.json").read_text())["hardware"] == coef["hardware"]
+    # and back to the paper's form: the shipped profile's coefficients
+    paper = tmp_path / "paper"
+    assert runner.invoke(cli, ["fit", str(out), "-o", str(paper), "--interference-form", "igniter"]).exit_code == 0
+    shipped = load_profile(H200)
+    refit = load_profile(paper)
+    assert interference_form(refit) == interference_form(shipped) == "igniter"
+    for m, c in shipped.models.items():
+        assert refit.models[m].alpha_cache == pytest.approx(c.alpha_cache, rel=1e-9)
+    assert refit.hardware.beta_sch == pytest.approx(shipped.hardware.beta_sch, rel=1e-9)
+
+
+def test_older_profiles_load_unchanged_as_the_papers_form(tmp_path: Path, v100_path: Path) -> None:
+    for prof in (REPO / "profiles" / "h100", H200):
+        d = json.loads((prof / "coefficients.json").read_text())
+        assert "interference_form" not in d["gpu"]["fit"]
+        model = load_profile(prof)
+        assert interference_form(model) == "igniter"
+        assert model.to_dict()["models"] == d["models"] and model.to_dict()["hardware"] == d["hardware"]
+    # the V100 reproduction: the paper's form is the default and changes nothing
+    raw = load_raw(v100_path)
+    default, paper = fit_profile(raw, "v100"), fit_profile(raw, "v100", interference_form="igniter")
+    assert default.models == paper.models and default.hardware == paper.hardware
+    assert interference_form(default) == "igniter" and "interference" not in default.gpu["fit"]
+
+
+def test_fit_refuses_bad_forms_runs_and_profiles_in_one_line(tmp_path: Path) -> None:
+    from igniter_opt.cli import cli
+
+    runner = CliRunner()
+
+    def err(*args: str) -> str:
+        res = runner.invoke(cli, ["fit", *args])
+        assert res.exit_code != 0
+        return res.output.strip().splitlines()[-1]
+
+    out = str(tmp_path / "x")
+    assert err(str(H200), "-o", out, "--interference-form", "linear") == (
+        "Error: Invalid value for '--interference-form': 'linear' is not one of 'igniter', 'kernel-delay'."
+    )
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"mix": 0, "workloads": [{"model": "vgg19", "batch": 8}]}\n')
+    assert err(str(H200), "-o", out, "--interference-form", "kernel-delay", "--co-runs", str(bad)) == (
+        f"Error: {bad}: line 1: not a co-location record of 'benchmarks/accuracy.py run' (KeyError: 'share_pct')"
+    )
+    h100_runs = REPO / "benchmarks" / "results" / "accuracy_h100_runs.jsonl"
+    assert err(str(H200), "-o", out, "--interference-form", "kernel-delay", "--co-runs", str(h100_runs)) == (
+        f"Error: {h100_runs}: line 1: measured on 'NVIDIA H100 80GB HBM3', the profile is of 'NVIDIA H200'"
+    )
+    assert err(str(H200), "-o", out, "--co-runs", str(H200_TRAIN)) == (
+        "Error: co-location runs fit the kernel-delay form's cache scale; the 'igniter' form takes none "
+        "(use --interference-form kernel-delay, or leave the runs out)"
+    )
+    raw = load_raw(H200 / "raw.json")
+    one = tmp_path / "one.json"
+    one.write_text(json.dumps(replace(raw, models={"vgg19": raw.models["vgg19"]}).to_dict()))
+    assert err(str(one), "-o", out, "--interference-form", "kernel-delay") == (
+        "Error: the kernel-delay form needs pair runs of at least 2 models with different kernels per ms, got 1; "
+        "profile more models or use the interference form 'igniter'"
+    )
+    assert runner.invoke(cli, ["fit", str(one), "-o", out]).exit_code == 0  # the paper's form fits it
+
+
+def test_loading_refuses_coefficients_that_disagree_with_their_form(tmp_path: Path) -> None:
+    raw = load_raw(H200 / "raw.json")
+    model = fit_profile(raw, "kd", interference_form="kernel-delay", co_runs=itf.load_co_runs(H200_TRAIN))
+    d = model.to_dict()
+    prof = tmp_path / "p"
+    prof.mkdir()
+    (prof / "coefficients.json").write_text(json.dumps(d))
+    assert load_profile(prof).hardware == model.hardware
+    d["hardware"]["beta_sch"] -= d["gpu"]["fit"]["interference"]["co_kernel_delay_ms"]  # the delay taken out
+    (prof / "coefficients.json").write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match=r"beta_sch disagree with the recorded 'kernel-delay' interference form; "
+                                           r"re-run 'igniter-opt fit'$"):
+        load_profile(prof)
+    d = model.to_dict()
+    d["gpu"]["fit"]["interference_form"] = "saturating"
+    (prof / "coefficients.json").write_text(json.dumps(d))
+    with pytest.raises(ProfileError, match=r"unknown interference form 'saturating' \(expected one of igniter, "
+                                           r"kernel-delay\); re-run 'igniter-opt fit'$"):
+        load_profile(prof)
+
+
 # ---- the study script ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def study_module():
@@ -335,6 +646,7 @@ def study_module():
 def test_study_writes_its_report_from_stored_records(study_module, tmp_path: Path, capsys) -> None:
     assert study_module.main(["-o", str(tmp_path), "--bootstrap", "20"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "accuracy_h100_kernel_delay.csv",
         "interference_study_h100.csv",
         "interference_study_h100.md",
         "interference_study_h100.png",
@@ -355,3 +667,46 @@ def test_study_refuses_a_bad_results_file_and_writes_nothing(study_module, tmp_p
         f"Error: {bad}: not a results file of 'benchmarks/accuracy.py run'"
     )
     assert not out.exists()
+
+
+def test_study_on_the_h200_fits_on_training_mixes_and_scores_held_out_ones(
+    study_module, tmp_path: Path, capsys
+) -> None:
+    assert study_module.main(["--gpu", "h200", "-o", str(tmp_path), "--bootstrap", "20"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "accuracy_h200_kernel_delay.csv",
+        "interference_study_h200.csv",
+        "interference_study_h200.md",
+        "interference_study_h200.png",
+    ]
+    md = (tmp_path / "interference_study_h200.md").read_text()
+    assert "fitted once on 40 separate training mixes (`accuracy_h200_train_runs.jsonl`" in md
+    # the paper's form as accuracy.py reports it; kappa from the 40 training mixes only
+    assert "| igniter | none | 7.2% | 14.8% | 24.8% |" in md
+    assert "| kernel-delay-scaled | kappa = 0.685 | 3.7% | 9.4% | 19.3% |" in md
+    with (tmp_path / "accuracy_h200_kernel_delay.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 133 and list(rows[0]) == [
+        "mix", "model", "batch", "share", "predicted_ms", "measured_ms", "predicted_rps", "measured_rps"
+    ]
+    err = np.array([abs(float(r["predicted_ms"]) / float(r["measured_ms"]) - 1) for r in rows])
+    assert np.median(err) <= 0.05 and np.quantile(err, 0.9) <= 0.10
+
+
+def test_study_refuses_training_mixes_that_are_held_out_ones(study_module, tmp_path: Path, capsys) -> None:
+    held_out = REPO / "benchmarks" / "results" / "accuracy_h200_runs.jsonl"
+    train = tmp_path / "train.jsonl"
+    train.write_text(held_out.read_text().splitlines()[3] + "\n")
+    out = tmp_path / "out"
+    args = ["--gpu", "h200", "--runs", str(held_out), "--train-runs", str(train), "-o", str(out)]
+    assert study_module.main(args) == 1
+    assert "1 training mixes equal held-out mixes (held-out, training: [(3, 3)])" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_h200_training_and_held_out_mixes_share_no_mix(study_module) -> None:
+    res = REPO / "benchmarks" / "results"
+    held_out = study_module.load_mixes(res / "accuracy_h200_runs.jsonl")
+    train = study_module.load_mixes(res / "accuracy_h200_train_runs.jsonl")
+    assert (len(held_out.runs), len(train.runs)) == (48, 40)
+    assert study_module.same_mixes(held_out, train) == []

@@ -51,7 +51,12 @@ def _rows_accept(m, assignment: dict[int, int]) -> bool:
         m.cache[g].set_value(sum(data.demands[d].configs[k].cache for d, k in mem))
         floor = hw.power_floor_w if mem else 0.0  # a busy GPU pays the shared floor once
         m.power[g].set_value(hw.idle_power_w + floor + sum(data.demands[d].configs[k].power_w for d, k in mem))
-        m.sched[g].set_value(max(0.0, hw.alpha_sch * len(mem) + hw.beta_sch), skip_validation=True)
+        if hasattr(m, "shared"):  # the binary lets a lone workload have no delay, as the model says
+            m.shared[g].set_value(1 if len(mem) >= 2 else 0)
+            m.sched[g].set_value(max(0.0, hw.alpha_sch * len(mem) + hw.beta_sch) if len(mem) >= 2 else 0.0,
+                                 skip_validation=True)
+        else:
+            m.sched[g].set_value(max(0.0, hw.alpha_sch * len(mem) + hw.beta_sch), skip_validation=True)
     for v in m.component_data_objects(pyo.Var):
         if (v.lb is not None and v.value < v.lb - 1e-9) or (v.ub is not None and v.value > v.ub + 1e-9):
             return False

@@ -463,8 +463,9 @@ def test_profile_records_the_power_form_for_fit(tmp_path: Path) -> None:
                                        "--no-progress"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     raw = load_raw(out / "raw.json")
-    assert raw.gpu["fit"] == {"power_form": "shared-floor"}
+    assert raw.gpu["fit"] == {"power_form": "shared-floor", "interference_form": "igniter"}
     assert fit_profile(raw, "again").gpu["fit"]["power_form"] == "shared-floor"  # igniter-opt fit follows it
+    assert fit_profile(raw, "again").gpu["fit"]["interference_form"] == "igniter"
     coef = json.loads((out / "coefficients.json").read_text())
     assert coef["hardware"]["power_floor_w"] == PerformanceModel.from_dict(coef).hardware.power_floor_w
 

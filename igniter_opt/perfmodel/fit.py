@@ -7,7 +7,9 @@ returns ``self``, fitted attributes end in ``_``, ``predict`` refuses an unfitte
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.optimize import OptimizeWarning, curve_fit
@@ -18,11 +20,17 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from igniter_opt.errors import ProfileError
 from igniter_opt.perfmodel.model import HardwareCoefficients, ModelCoefficients, PerformanceModel
 from igniter_opt.perfmodel.raw import RawHardware, RawModel, RawProfile
+from igniter_opt.perfmodel.store import INTERFERENCE_FORMS
+
+if TYPE_CHECKING:
+    from igniter_opt.perfmodel.interference import CoRun
 
 ACTIVE_TIME_FORMS = ("igniter",)
 # "igniter": p_i = alpha_p h + beta_p per placement, summed (the paper). "shared-floor": one
 # intercept per GPU (fitted jointly over all models' solo points), counted once per busy GPU.
 POWER_FORMS = ("igniter", "shared-floor")
+# What gpu["fit"] records about the interference form (raw.json and coefficients.json).
+_INTERFERENCE_KEYS = ("interference_form", "interference", "cache_scale", "cache_scale_source")
 
 
 def _igniter_active_ms(x: tuple[np.ndarray, np.ndarray] | np.ndarray,
@@ -198,22 +206,74 @@ def fit_shared_power_floor(raw: RawProfile) -> tuple[float, dict[str, float]]:
 
 
 def fit_profile(raw: RawProfile, name: str, *, form: str = "igniter",
-                power_form: str | None = None) -> PerformanceModel:
+                power_form: str | None = None, interference_form: str | None = None,
+                co_runs: Sequence[CoRun] = (), co_runs_source: str | None = None) -> PerformanceModel:
     """Fit every model of a raw profile and the hardware coefficients.
 
     ``power_form`` (see ``POWER_FORMS``) defaults to the one the profile recommends in
     ``gpu["fit"]["power_form"]`` (written by the profiler), else the paper's.
+
+    ``interference_form`` (``igniter`` or ``kernel-delay``, docs/interference.md) likewise defaults
+    to ``gpu["fit"]["interference_form"]``, else the paper's. ``kernel-delay`` fits the per-kernel
+    co-location delay from the pair runs and its cache scale kappa by least squares over
+    ``co_runs`` (measured co-locations of different models; ``co_runs_source`` names where they
+    came from); without them kappa is the one the raw profile records (``gpu["fit"]["cache_scale"]``,
+    see ``record_interference``), else 1. The fitted model records the form and its coefficients.
     """
+    recorded = raw.gpu.get("fit", {})
     if power_form is None:
-        power_form = str(raw.gpu.get("fit", {}).get("power_form", "igniter"))
+        power_form = str(recorded.get("power_form", "igniter"))
     if power_form not in POWER_FORMS:
         raise ProfileError(f"power form must be one of {', '.join(POWER_FORMS)}, got '{power_form}'")
+    if interference_form is None:
+        interference_form = str(recorded.get("interference_form", "igniter"))
+    if interference_form not in INTERFERENCE_FORMS:
+        raise ProfileError(
+            f"interference form must be one of {', '.join(INTERFERENCE_FORMS)}, got '{interference_form}'"
+        )
+    if co_runs and interference_form != "kernel-delay":
+        raise ProfileError(
+            f"co-location runs fit the kernel-delay form's cache scale; the '{interference_form}' form takes none "
+            "(use --interference-form kernel-delay, or leave the runs out)"
+        )
     hardware = fit_hardware(raw.hardware)
     models = {m: fit_model(m, rm, raw.hardware, form=form) for m, rm in sorted(raw.models.items())}
     if power_form == "shared-floor":
         floor, slopes = fit_shared_power_floor(raw)
         models = {m: replace(c, alpha_p=slopes[m], beta_p=floor) for m, c in models.items()}
         hardware = replace(hardware, power_floor_w=floor)
-    gpu = {**raw.gpu, "fit": {**raw.gpu.get("fit", {}), "form": form, "power_form": power_form},
+    kept = {k: v for k, v in recorded.items() if k not in _INTERFERENCE_KEYS}
+    gpu = {**raw.gpu, "fit": {**kept, "form": form, "power_form": power_form, "interference_form": "igniter"},
            "max_measured_batch": max(r.batch for m in raw.models.values() for r in m.solo)}
-    return PerformanceModel(name=name, hardware=hardware, models=models, gpu=gpu)
+    paper = PerformanceModel(name=name, hardware=hardware, models=models, gpu=gpu)
+    if interference_form == "igniter":
+        return paper
+    from igniter_opt.perfmodel.interference import apply_interference, fit_interference
+
+    coefs = fit_interference(raw, paper, form=interference_form, runs=co_runs)
+    if co_runs and co_runs_source:
+        coefs = replace(coefs, cache_scale_source=f"{coefs.cache_scale_source} ({co_runs_source})")
+    elif not co_runs and recorded.get("interference_form") == interference_form and "cache_scale" in recorded:
+        try:
+            kappa = float(recorded["cache_scale"])
+        except (TypeError, ValueError):
+            raise ProfileError(
+                f"the raw profile's recorded cache_scale {recorded['cache_scale']!r} is not a number; fix or "
+                "remove it, or refit with co-location runs"
+            ) from None
+        source = str(recorded.get("cache_scale_source", "recorded in the raw profile"))
+        coefs = replace(coefs, cache_scale=kappa, cache_scale_source=source)
+    return apply_interference(paper, coefs)
+
+
+def record_interference(raw: RawProfile, model: PerformanceModel) -> RawProfile:
+    """``raw`` recording the interference form ``model`` was fitted with (and kappa with its source,
+    which come from runs outside the raw profile), so that fitting it again gives the same model."""
+    fit: dict[str, Any] = {k: v for k, v in raw.gpu.get("fit", {}).items() if k not in _INTERFERENCE_KEYS}
+    mf = model.gpu.get("fit", {})
+    fit["interference_form"] = mf.get("interference_form", "igniter")
+    if fit["interference_form"] != "igniter":
+        block = mf["interference"]
+        fit["cache_scale"] = block["cache_scale"]
+        fit["cache_scale_source"] = block["cache_scale_source"]
+    return replace(raw, gpu={**raw.gpu, "fit": fit})

@@ -27,8 +27,10 @@ keeps the paper's equations and fits them differently:
 Both forms are the paper's functional form, so ``apply_interference`` returns an ordinary
 ``PerformanceModel`` (``beta_sch`` then includes ``delta_co``; the idle-gap part alone and the
 form are recorded in ``gpu["fit"]``) that every planner uses as is. The exact planner stays
-valid: its row ``sched[g] >= max(0, alpha_sch n + beta_sch)`` over-estimates a lone workload's
-delay when ``alpha_sch + beta_sch > 0``; ``sched_delay_rows`` gives the rows that make it exact.
+exact: where ``alpha_sch + beta_sch > 0`` the plain row ``sched[g] >= max(0, alpha_sch n + beta_sch)``
+would over-estimate a lone workload's delay, so the MIP uses the rows of ``sched_delay_rows`` (a
+binary ``shared[g]`` per GPU, ``planner/exact/model.py``). ``fit_profile(..., interference_form=...)``
+and ``igniter-opt fit/profile --interference-form`` fit and record the form.
 
 ``CANDIDATES`` lists the other forms the study (``benchmarks/interference_study.py``) compared,
 each with how the MIP would represent it.
@@ -36,9 +38,12 @@ each with how the MIP would represent it.
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,9 +53,9 @@ from sklearn.linear_model import LinearRegression
 from igniter_opt.errors import ProfileError
 from igniter_opt.perfmodel.model import HardwareCoefficients, PerformanceModel
 from igniter_opt.perfmodel.raw import RawProfile
+from igniter_opt.perfmodel.store import INTERFERENCE_FORMS as INTERFERENCE_FORMS  # named where profiles load
 
 INTERFERENCE_SCHEMA = "igniter-opt/interference/v1"
-INTERFERENCE_FORMS = ("igniter", "kernel-delay")
 # Below this rank tolerance the pair runs cannot tell a per-kernel delay from an L2 effect.
 _RANK_TOL = 1e-9
 
@@ -188,6 +193,12 @@ def fit_interference(
         return InterferenceCoefficients(
             "igniter", 0.0, 1.0, {m: c.alpha_cache for m, c in perf.models.items()}
         )
+    unknown = sorted({m for r in runs for m, _, _ in r.slots} - set(perf.models))
+    if unknown:
+        raise ProfileError(
+            f"the co-location runs use models the profile lacks ({', '.join(unknown)}); profile them or "
+            "drop those runs"
+        )
     pairs = pair_runs(raw, perf.hardware)
     delta, lam = fit_pair_delay(pairs)
     alpha, clamped = {}, []
@@ -308,6 +319,40 @@ class CoRun:
             raise ProfileError(
                 f"co-location latencies must be positive numbers of ms, got {list(self.latency_ms)}"
             )
+
+
+def load_co_runs(path: str | os.PathLike[str], *, gpu: str | None = None) -> list[CoRun]:
+    """The co-location runs of a ``benchmarks/accuracy.py run`` results file (JSON lines, one mix
+    each: ``workloads`` with ``model, batch, share_pct, measured_ms``), in mix order.
+
+    ``gpu``: the profile's GPU name; records of another GPU are refused.
+    """
+    what = "not a co-location record of 'benchmarks/accuracy.py run'"
+    try:
+        lines = Path(path).read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: cannot read the co-location runs ({exc})") from None
+    recs = []
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            run = CoRun(
+                tuple((str(w["model"]), int(w["batch"]), float(w["share_pct"])) for w in rec["workloads"]),
+                tuple(float(w["measured_ms"]) for w in rec["workloads"]),
+            )
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ProfileError(f"{path}: line {no}: {what} ({type(exc).__name__}: {exc})") from None
+        except ProfileError as exc:
+            raise ProfileError(f"{path}: line {no}: {exc}") from None
+        rec_gpu = rec.get("gpu")
+        if gpu and rec_gpu and rec_gpu != gpu:
+            raise ProfileError(f"{path}: line {no}: measured on '{rec_gpu}', the profile is of '{gpu}'")
+        recs.append(run)
+    if not recs:
+        raise ProfileError(f"{path}: no co-location runs in it")
+    return recs
 
 
 @dataclass(frozen=True)
@@ -510,7 +555,7 @@ CANDIDATES: dict[str, CandidateForm] = {
             (),
             lambda rb, th: np.ones_like(rb.batch),
             "per-kernel co-location delay delta_co and alpha' from the pair runs alone",
-            "linear; exact for lone workloads with one binary per GPU (sched_delay_rows)",
+            "linear; exact for lone workloads with one binary per GPU (shared[g], sched_delay_rows)",
         ),
         CandidateForm(
             "kernel-delay-scaled",
@@ -521,7 +566,7 @@ CANDIDATES: dict[str, CandidateForm] = {
             (10.0,),
             lambda rb, th: np.full_like(rb.batch, th[0]),
             "kernel-delay with alpha' times kappa fitted to co-location runs of different models",
-            "linear: alpha_cache scaled; exact with one binary per GPU (sched_delay_rows)",
+            "linear: alpha_cache scaled; exact with one binary per GPU (shared[g], sched_delay_rows)",
         ),
         CandidateForm(
             "kernel-delay-share",

@@ -25,6 +25,8 @@ COEFFICIENTS_FILE = "coefficients.json"
 SERVING_FILE = "serving.json"
 SERVING_SCHEMA = "igniter-opt/serving/v1"
 SHIPPED_PROFILES_DIR = Path(__file__).resolve().parents[2] / "profiles"
+# Co-location interference forms (docs/interference.md); a profile that records none is "igniter".
+INTERFERENCE_FORMS = ("igniter", "kernel-delay")
 
 
 def profile_search_dirs() -> list[Path]:
@@ -104,11 +106,51 @@ def _load_model(path: Path) -> PerformanceModel:
         coef = path / COEFFICIENTS_FILE
         if coef.exists():
             d = _read_json(coef, "re-run 'igniter-opt fit'")
-            return PerformanceModel.from_dict(d, source=str(coef), name=path.name)
+            model = PerformanceModel.from_dict(d, source=str(coef), name=path.name)
+            check_interference(model, str(coef))
+            return model
         if (path / RAW_FILE).exists():
             return _fit_raw(path / RAW_FILE, path.name)
         raise ProfileError(f"{path}: neither {COEFFICIENTS_FILE} nor {RAW_FILE} is there; not a profile folder")
     return _fit_raw(path, path.stem.replace("igniter_", "").replace("_profile", ""))
+
+
+def interference_form(model: PerformanceModel) -> str:
+    """The interference form a fitted model predicts with (``igniter`` where none is recorded)."""
+    return str(model.gpu.get("fit", {}).get("interference_form", "igniter"))
+
+
+def check_interference(model: PerformanceModel, source: str) -> None:
+    """Refuse coefficients whose recorded interference form is unknown, or whose kernel-delay
+    block disagrees with the coefficients it was applied to (``beta_sch`` = idle-gap intercept +
+    delta_co, ``alpha_cache`` = kappa alpha'), so that a profile predicts with the form it names."""
+    fix = "re-run 'igniter-opt fit'"
+    form = interference_form(model)
+    if form not in INTERFERENCE_FORMS:
+        raise ProfileError(
+            f"{source}: unknown interference form '{form}' (expected one of {', '.join(INTERFERENCE_FORMS)}); {fix}"
+        )
+    if form == "igniter":
+        return
+    block = model.gpu["fit"].get("interference")
+    try:
+        delta, kappa = float(block["co_kernel_delay_ms"]), float(block["cache_scale"])
+        idle = float(block["idle_beta_sch"])
+        alpha = {m: float(block["alpha_cache"][m]) for m in model.models}
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ProfileError(
+            f"{source}: the '{form}' interference form's coefficients are incomplete ({exc}); {fix}"
+        ) from None
+
+    def close(a: float, b: float) -> bool:
+        return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
+
+    bad = [] if close(model.hardware.beta_sch, idle + delta) else ["beta_sch"]
+    bad += [f"{m}.alpha_cache" for m, c in model.models.items() if not close(c.alpha_cache, kappa * alpha[m])]
+    if bad:
+        raise ProfileError(
+            f"{source}: {', '.join(bad)} disagree with the recorded '{form}' interference form; {fix}"
+        )
 
 
 def _fit_raw(raw_path: Path, name: str) -> PerformanceModel:

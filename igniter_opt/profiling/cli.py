@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from igniter_opt.errors import IgniterOptError, InputError
+from igniter_opt.errors import IgniterOptError, InputError, ProfileError
 from igniter_opt.profiling.plan import DEFAULT_BATCHES, DEFAULT_SHARES_PCT, ProfilePlan
 from igniter_opt.zoo import parse_models
 
@@ -46,28 +46,35 @@ def make_backend(kind: str, gpu: int, out_dir: Path, truth: str | None, models: 
 
 
 def profile_gpu(plan: ProfilePlan, backend: Any, out_dir: str | Path, *, fit: bool = True,
-                progress: bool = True, name: str | None = None, power_form: str = "shared-floor") -> tuple[Path, Any]:
+                progress: bool = True, name: str | None = None, power_form: str = "shared-floor",
+                interference_form: str = "igniter", co_runs: Any = (),
+                co_runs_source: str | None = None) -> tuple[Path, Any]:
     """Run the plan (resuming from the checkpoint), write raw.json and, with ``fit``, coefficients.json.
 
-    ``power_form`` is recorded in raw.json (``gpu.fit.power_form``) as the fit to use; ``igniter-opt
-    fit`` follows it unless told otherwise.
+    ``power_form`` and ``interference_form`` are recorded in raw.json (``gpu.fit``) as the fits to
+    use; ``igniter-opt fit`` follows them unless told otherwise. ``co_runs`` (``CoRun``, with
+    ``fit`` and the kernel-delay form only) set its cache scale, which raw.json then records too.
     """
     import dataclasses
 
     from igniter_opt.ioutil import atomic_write_json
-    from igniter_opt.perfmodel.fit import fit_profile
+    from igniter_opt.perfmodel.fit import fit_profile, record_interference
     from igniter_opt.perfmodel.store import RAW_FILE, write_profile
     from igniter_opt.profiling.profiler import run_plan
 
+    if co_runs and (not fit or interference_form != "kernel-delay"):
+        raise ProfileError("--co-runs is used by the kernel-delay form's fit only: give "
+                           "--interference-form kernel-delay (and --fit), or leave --co-runs out")
     out = Path(out_dir)
     with backend:
         raw = run_plan(plan, backend, out, progress=progress)
-    raw = dataclasses.replace(raw, gpu={**raw.gpu, "fit": {"power_form": power_form}})
+    raw = dataclasses.replace(
+        raw, gpu={**raw.gpu, "fit": {"power_form": power_form, "interference_form": interference_form}})
     if not fit:
         atomic_write_json(out / RAW_FILE, raw.to_dict())
         return out, None
-    model = fit_profile(raw, name=name or out.name)
-    write_profile(raw, model, out)
+    model = fit_profile(raw, name=name or out.name, co_runs=co_runs, co_runs_source=co_runs_source)
+    write_profile(record_interference(raw, model), model, out)
     return out, model
 
 
@@ -95,6 +102,13 @@ def _sigterm(*_: object) -> None:
 @click.option("--power-form", type=click.Choice(["shared-floor", "igniter"]), default="shared-floor", show_default=True,
               help="Power fit recorded for this GPU: one power floor per busy GPU (shared-floor) or the paper's "
                    "per-placement intercept (igniter).")
+@click.option("--interference-form", type=click.Choice(["igniter", "kernel-delay"]), default="igniter",
+              show_default=True,
+              help="Co-location interference form recorded and fitted for this GPU: the paper's (igniter) or a "
+                   "per-kernel delay plus a scaled cache term (kernel-delay, docs/interference.md).")
+@click.option("--co-runs", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="kernel-delay only: measured co-locations of different models (the JSON lines of "
+                   "'benchmarks/accuracy.py run') to fit its cache scale kappa on (else 1); read before measuring.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with ETA.")
 @click.option("--serving", is_flag=True,
               help="Measure the serving stack (per-batch overhead, client cost, service-time variation) through "
@@ -107,8 +121,9 @@ def _sigterm(*_: object) -> None:
                    "model whose serving costs more than the others' gets its own overhead. Default: one run of three "
                    "models at one batch each.")
 def profile(models_text: str | None, gpu: int, out_dir: Path, backend: str, truth: str | None, batches: str,
-            shares: str, max_copies: int, fit: bool, power_form: str, progress: bool, serving: bool,
-            load_generator: str, serving_models: str | None) -> None:
+            shares: str, max_copies: int, fit: bool, power_form: str, interference_form: str,
+            co_runs: Path | None, progress: bool, serving: bool, load_generator: str,
+            serving_models: str | None) -> None:
     """Measure a GPU with iGniter's plan and write a profile folder.
 
     Each measurement runs in its own process under an MPS daemon that the command starts and
@@ -128,9 +143,11 @@ def profile(models_text: str | None, gpu: int, out_dir: Path, backend: str, trut
     signal.signal(signal.SIGTERM, _sigterm)
     if models_text is None and not serving:
         raise click.UsageError("give --models (a GPU profile), --serving (the serving stack), or both")
+    if co_runs is not None and models_text is None:
+        raise click.UsageError("--co-runs fits a GPU profile: give --models too")
     if models_text is not None:
         _profile_models(models_text, gpu, out_dir, backend, truth, batches, shares, max_copies, fit, power_form,
-                        progress)
+                        progress, interference_form, co_runs)
     if serving_models is not None and not serving:
         raise click.UsageError("--serving-models goes with --serving")
     if serving:
@@ -158,13 +175,24 @@ def _profile_serving(out_dir: Path, gpu: int, load_generator: str, serving_model
 
 
 def _profile_models(models_text: str, gpu: int, out_dir: Path, backend: str, truth: str | None, batches: str,
-                    shares: str, max_copies: int, fit: bool, power_form: str, progress: bool) -> None:
+                    shares: str, max_copies: int, fit: bool, power_form: str, progress: bool,
+                    interference_form: str = "igniter", co_runs: Path | None = None) -> None:
     try:
+        runs: Any = ()
+        if co_runs is not None:  # a bad file is refused before any GPU time is spent
+            from igniter_opt.perfmodel.interference import load_co_runs
+
+            runs = load_co_runs(co_runs)
+            if interference_form != "kernel-delay" or not fit:
+                raise ProfileError("--co-runs is used by the kernel-delay form's fit only: give "
+                                   "--interference-form kernel-delay (and --fit), or leave --co-runs out")
         models = parse_models(models_text)
         plan = ProfilePlan(models=tuple(models), batches=_number_list(batches, "--batches", int),
                            shares_pct=_number_list(shares, "--shares", float), max_copies=max_copies)
         be = make_backend(backend, gpu, out_dir, truth, models)
-        out, model = profile_gpu(plan, be, out_dir, fit=fit, progress=progress, power_form=power_form)
+        out, model = profile_gpu(plan, be, out_dir, fit=fit, progress=progress, power_form=power_form,
+                                 interference_form=interference_form, co_runs=runs,
+                                 co_runs_source=co_runs.name if co_runs is not None else None)
     except IgniterOptError as exc:
         kept = out_dir / "checkpoint.jsonl"
         hint = f" (measurements so far are kept in {kept}; run again to resume)" if kept.exists() else ""

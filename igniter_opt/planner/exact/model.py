@@ -14,12 +14,16 @@ Why the interference is linear, exactly
     ``t_gpu <= B_k`` under every serving model (``igniter``, ``full``, ``tail``). The scheduling
     delay D(n) (0 alone, alpha_sch n + beta_sch with company) is bounded by a variable
     ``s_g >= max(0, alpha_sch n_g + beta_sch)``, exact when alpha_sch + beta_sch <= 0 (as on the
-    V100) and an over-estimate for a lone workload otherwise. Every plan the program accepts
-    therefore meets the exact model (re-checked by ``verify_plan`` anyway), up to a safety margin
-    that absorbs the solver's tolerances.
+    V100, and under the paper's interference form on the H100 and H200). When alpha_sch + beta_sch
+    > 0 (the kernel-delay interference form, docs/interference.md) that row would charge a lone
+    workload a delay the model does not; a binary ``shared[g]`` (1 with company) then switches the
+    row off on a GPU with one member, so the delay is exact there too. Every plan the program
+    accepts therefore meets the exact model (re-checked by ``verify_plan`` anyway), up to a safety
+    margin that absorbs the solver's tolerances.
 
 The program (``build_model``): binaries x[d, g, k] (demand d on GPU g with configuration k) and
-open[g]; continuous n[g], cache[g], power[g], sched[g]; the constraint families are the
+open[g] (and shared[g] where ``needs_shared_binary``); continuous n[g], cache[g], power[g],
+sched[g]; the constraint families are the
 ``add_<name>_constraints`` functions below (their docstrings state the inequalities). Objective:
 lexicographic, GPU cost first, then total share (two HiGHS runs, see ``add_objective``).
 GPU symmetry is broken by ordering: demands sorted by lower-bound share, demand i may use GPUs
@@ -95,6 +99,8 @@ def add_variables(m: ConcreteModel, data: MipData) -> None:
     m.cache = pyo.Var(m.GPUS, domain=pyo.Reals)
     m.power = pyo.Var(m.GPUS, domain=pyo.Reals)
     m.sched = pyo.Var(m.GPUS, domain=pyo.NonNegativeReals, bounds=(0, max(data.bounds.max_sched_ms, 0.0)))
+    if needs_shared_binary(data):
+        m.shared = pyo.Var(m.GPUS, domain=pyo.Binary)
     if data.keeps:
         m.KEEPS = pyo.Set(initialize=range(len(data.keeps)), ordered=True)
         m.kept = pyo.Var(m.KEEPS, domain=pyo.NonNegativeReals, bounds=lambda m, j: (0, data.keeps[j][2]))
@@ -157,15 +163,40 @@ def add_gpu_load_constraints(m: ConcreteModel, data: MipData) -> None:
         cfg[d].configs[k].power_w * m.x[d, g, k] for d, k in members[g]))
 
 
+def needs_shared_binary(data: MipData) -> bool:
+    """True when the plain row would charge a lone workload a delay: alpha_sch + beta_sch > 0 (and
+    some GPU can have company)."""
+    hw = data.problem.perf_model.hardware
+    return data.bounds.max_members >= 2 and hw.alpha_sch + hw.beta_sch > 0.0
+
+
+def sched_big_m(data: MipData) -> float:
+    """What the row's right-hand side can reach with fewer than two members (n = 0 or 1), so that
+    ``big_m (1 - shared)`` cancels it there: max(0, beta_sch, alpha_sch + beta_sch)."""
+    hw = data.problem.perf_model.hardware
+    return max(0.0, hw.beta_sch, hw.alpha_sch + hw.beta_sch)
+
+
 def add_sched_delay_constraints(m: ConcreteModel, data: MipData) -> None:
-    """sched[g] >= alpha_sch n[g] + beta_sch (and sched[g] >= 0): D(n) = max(0, alpha_sch n + beta_sch)."""
+    """sched[g] >= alpha_sch n[g] + beta_sch (and sched[g] >= 0): D(n) = max(0, alpha_sch n + beta_sch).
+
+    Where ``needs_shared_binary``: n[g] - 1 <= (max_members - 1) shared[g] (company forces
+    shared[g] = 1) and sched[g] >= alpha_sch n[g] + beta_sch - big_m (1 - shared[g]); alone the
+    solver may set shared[g] = 0 and sched[g] = 0, the model's delay for a lone workload.
+    """
     pyo = _pyomo()
     if not len(m.GPUS):
         return
     hw = data.problem.perf_model.hardware
     if data.bounds.max_members < 2:
         return
-    m.sched_delay = pyo.Constraint(m.GPUS, rule=lambda m, g: m.sched[g] >= hw.alpha_sch * m.n[g] + hw.beta_sch)
+    if not needs_shared_binary(data):
+        m.sched_delay = pyo.Constraint(m.GPUS, rule=lambda m, g: m.sched[g] >= hw.alpha_sch * m.n[g] + hw.beta_sch)
+        return
+    big_m, most = sched_big_m(data), data.bounds.max_members
+    m.shared_with_company = pyo.Constraint(m.GPUS, rule=lambda m, g: m.n[g] - 1 <= (most - 1) * m.shared[g])
+    m.sched_delay = pyo.Constraint(m.GPUS, rule=lambda m, g: m.sched[g] >= hw.alpha_sch * m.n[g] + hw.beta_sch
+                                   - big_m * (1 - m.shared[g]))
 
 
 def _gpu_time_terms(data: MipData, d: int, k: int) -> tuple[float, float, float]:
@@ -427,5 +458,9 @@ def set_warm_start(m: ConcreteModel, data: MipData) -> None:
         m.cache[g].set_value(sum(data.demands[d].configs[k].cache for d, k in mem))
         m.power[g].set_value(busy_power_w(hw) + sum(data.demands[d].configs[k].power_w for d, k in mem))
         m.sched[g].set_value(max(0.0, hw.alpha_sch * n + hw.beta_sch) if data.bounds.max_members >= 2 else 0.0)
+        if hasattr(m, "shared"):  # alone: no delay (the binary switches the row off)
+            m.shared[g].set_value(1 if n >= 2 else 0)
+            if n < 2:
+                m.sched[g].set_value(0.0)
     for j, (g, cands, count) in enumerate(data.keeps):
         m.kept[j].set_value(min(count, sum(1 for d, k in cands if data.warm.get(d) == (g, k))))
