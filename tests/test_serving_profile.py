@@ -73,17 +73,23 @@ def test_a_run_with_no_valid_server_is_an_error() -> None:
         serving_params(bad, "test")
 
 
-def test_measure_serving_on_the_real_tritonserver_with_the_cpu_stand_in(tmp_path: Path) -> None:
-    """The whole path (plan, apply, traces, serving.json) without a GPU; the numbers are the stand-in's."""
+def _need_tritonserver() -> None:
+    """Skip unless the real tritonserver and its client are installed (the CPU stand-in runs on them)."""
     pytest.importorskip("tritonclient.grpc")
     from igniter_opt.apply.triton import find_tritonserver
     from igniter_opt.errors import ApplyError
-    from igniter_opt.profiling.serving import measure_serving
 
     try:
         find_tritonserver()
     except ApplyError:
         pytest.skip("no tritonserver (pip install --no-deps nvidia-pytriton==0.7.0)")
+
+
+def test_measure_serving_on_the_real_tritonserver_with_the_cpu_stand_in(tmp_path: Path) -> None:
+    """The whole path (plan, apply, traces, serving.json) without a GPU; the numbers are the stand-in's."""
+    _need_tritonserver()
+    from igniter_opt.profiling.serving import measure_serving
+
     prof = tmp_path / "prof"
     shutil.copytree(REPO / "profiles" / "h100", prof, ignore=shutil.ignore_patterns("serving.json", "checkpoint.jsonl"))
     # this busy 2-core machine cannot send on time to 1 ms: judge the path, not the host
@@ -164,15 +170,9 @@ def test_a_new_measurement_keeps_what_was_calibrated_on_live_runs() -> None:
 def test_measure_serving_per_model_runs_every_server_and_keeps_the_calibration(tmp_path: Path) -> None:
     """Two models at two batches: two runs (three servers, then one) on the real tritonserver with the CPU
     stand-in; serving.json holds all four servers and keeps the live calibration of the one before."""
-    pytest.importorskip("tritonclient.grpc")
-    from igniter_opt.apply.triton import find_tritonserver
-    from igniter_opt.errors import ApplyError
+    _need_tritonserver()
     from igniter_opt.profiling.serving import measure_serving
 
-    try:
-        find_tritonserver()
-    except ApplyError:
-        pytest.skip("no tritonserver (pip install --no-deps nvidia-pytriton==0.7.0)")
     prof = tmp_path / "prof"
     shutil.copytree(REPO / "profiles" / "h200", prof, ignore=shutil.ignore_patterns("checkpoint.jsonl"))
     params, per_server = measure_serving(prof, duration_s=2, load_generator="python", echo_ms=1.0, max_lag_ms=1e4,
