@@ -268,7 +268,7 @@ class PerformanceModel:
         if self.serving_overhead_ms is None:
             return 0.0 * batch
         line = self.serving_overhead_ms + self.serving_overhead_per_request_ms * batch
-        if model_idx is None:
+        if model_idx is None or not self.serving_model_overheads:  # most profiles: no model of its own
             return line
         a = self._arrays
         return line + a["own_overhead_ms"][model_idx] + a["own_overhead_per_request_ms"][model_idx] * batch
