@@ -46,7 +46,7 @@ MAX_PASSES = 3
 # A part is planned again by the exact planner only with at least this many seconds of the limit left.
 MIN_PART_S = 1.0
 # Relative tolerance at which a fleet plan's cost meets its bound (float noise in prices).
-COST_REL_TOL = 1e-9
+COST_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class FleetPlan:
         ``heuristic`` (no bound)."""
         if self.bound is None:
             return SolveStatus.HEURISTIC
-        met = self.bound.cost_per_hour >= self.cost_per_hour * (1 - COST_REL_TOL)
+        met = self.bound.cost_per_hour >= self.cost_per_hour * (1 - COST_TOLERANCE)
         return SolveStatus.OPTIMAL if met else SolveStatus.FEASIBLE
 
     @property
@@ -378,7 +378,7 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
                 p = other
         parts.append(FleetPart(ft, replace(p, price_per_gpu_hour=ft.price_per_gpu_hour)))
     fp = FleetPlan(tuple(parts), planner, time.perf_counter() - t0, bound, unserved, tuple(notes))
-    if bound is not None and bound.cost_per_hour > fp.cost_per_hour * (1 + COST_REL_TOL):
+    if bound is not None and bound.cost_per_hour > fp.cost_per_hour * (1 + COST_TOLERANCE):
         log.error("DEFECT: fleet bound %.6g above a verified fleet plan of %.6g per hour", bound.cost_per_hour,
                   fp.cost_per_hour)
         fp = replace(fp, bound=None)  # never a false bound
