@@ -138,7 +138,9 @@ def least_units(pieces: tuple[PieceType, ...], items: Items) -> dict[int, float]
 
 def workload_least_units(problem: PlanningProblem, rule: ServingModel) -> list[float]:
     """``least_units`` of every workload of ``problem``, over the split options the set-partitioning
-    bound covers (``pieces.scope_text``): what a GPU type's trivial bound sums, for bounds over a fleet."""
+    bound covers (``pieces.scope_text``): what a GPU type's trivial bound sums, for bounds over a fleet.
+    Refuses (``ProblemError``) a profile on which company could speed a workload up, as the bound does."""
+    check_company_never_helps(problem)
     pieces = piece_types(problem, greedy.initial_demands(problem), fewest_replicas(problem, rule))
     per = least_units(pieces, build_items(problem, rule, pieces))
     return [float(per[i]) for i in range(len(problem.workloads))]
