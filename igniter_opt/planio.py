@@ -202,7 +202,9 @@ def plan_kind(path: str | os.PathLike[str]) -> str:
         d = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return "plan"
-    return "fleet" if isinstance(d, dict) and d.get("schema") == "igniter-opt/fleet-plan/v1" else "plan"
+    from igniter_opt.fleet import FLEET_PLAN_SCHEMA
+
+    return "fleet" if isinstance(d, dict) and d.get("schema") == FLEET_PLAN_SCHEMA else "plan"
 
 
 def plan_from_dict(d: Any, source: str = "<plan>") -> Plan:

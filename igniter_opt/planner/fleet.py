@@ -266,9 +266,10 @@ def _count_error(fleet: Fleet, best: _Assignment) -> ProblemError:
                         f"{', '.join(needs)}; raise those limits or add a type")
 
 
-FLEET_SCOPE = ("bound over plans serving each workload on one GPU type, split there as the exact planner's bound "
-               "allows (k equal replicas, k up to one more than the fewest that can serve it, or as the greedy "
-               "planner splits it; shares in whole units of the type's share unit), within the count limits")
+FLEET_SCOPE = ("bound over plans serving each workload on one GPU type where the greedy planner can serve it alone, "
+               "split there as the exact planner's bound allows (k equal replicas, k up to one more than the fewest "
+               "that can serve it, or as the greedy planner splits it; shares in whole units of the type's share "
+               "unit), within the count limits")
 # Seconds the bound's small MIP may take (it has one integer per type; it ends in milliseconds).
 BOUND_MIP_LIMIT_S = 10.0
 
@@ -320,7 +321,8 @@ def fleet_bound(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, se
     kinteger = highspy_module().HighsVarType.kInteger
     h.changeColsIntegrality(n_t, int32(np.arange(len(cells), len(cells) + n_t)), [kinteger] * n_t)
     mip = run(h, BOUND_MIP_LIMIT_S, mip=True)
-    bound = max(x for x in (lp.objective, mip.bound, 0.0) if x is not None)
+    lp_value = lp.objective if lp.status == "Optimal" else None  # an unfinished simplex value bounds nothing
+    bound = max(x for x in (lp_value, mip.bound, 0.0) if x is not None)
     counts = (np.rint(np.asarray(h.getSolution().col_value, float)[len(cells):]).astype(int)
               if mip.objective is not None else np.zeros(n_t, int))
     return FleetBound(bound, {ft.name: int(c) for ft, c in zip(fleet.types, counts, strict=True)}, FLEET_SCOPE)
@@ -336,13 +338,13 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
     options = options or SolveOptions()
     plan_part = part_planner(fleet, choice, "greedy", options)  # the search re-plans parts many times
     costs = solo_costs(fleet, ws, plan_part)
-    nowhere = [j for j, row in enumerate(costs) if all(math.isinf(c) for c in row)]
+    nowhere = {j for j, row in enumerate(costs) if all(math.isinf(c) for c in row)}
     if nowhere and not skip_unservable:
         raise unservable_error(fleet, ws, costs)
-    unserved = tuple(ws[j].name for j in nowhere)
+    unserved = tuple(ws[j].name for j in sorted(nowhere))
     if nowhere:
-        ws = tuple(w for j, w in enumerate(ws) if j not in set(nowhere))
-        costs = [row for j, row in enumerate(costs) if j not in set(nowhere)]
+        ws = tuple(w for j, w in enumerate(ws) if j not in nowhere)
+        costs = [row for j, row in enumerate(costs) if j not in nowhere]
         if not ws:
             raise ProblemError(f"no workload can be served by the fleet ({', '.join(fleet.type_names())}): "
                                f"{', '.join(unserved)} can go nowhere")
@@ -361,13 +363,17 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
         raise ProblemError("the fleet greedy found no plan: a type could not carry the workloads given to it")
     if best.key[0] > 0:
         raise _count_error(fleet, best)
-    bound = None
+    bound, notes = None, []
     if planner == "exact":
-        bound = fleet_bound(ws, fleet, choice, [[math.isfinite(c) for c in row] for row in costs], options.threads)
+        try:
+            bound = fleet_bound(ws, fleet, choice, [[math.isfinite(c) for c in row] for row in costs], options.threads)
+        except IgniterOptError as exc:  # the plan stands without a bound, and says why
+            log.warning("fleet bound: %s", exc)
+            notes.append(f"no certified bound: {exc}")
     chosen = [(t, ft, p) for t, (ft, p) in enumerate(zip(fleet.types, best.plans, strict=True))
               if p is not None and p.num_gpus]
     deadline = t0 + options.time_limit_s
-    parts, notes = [], []
+    parts = []
     for i, (t, ft, p) in enumerate(chosen):
         share = (deadline - time.perf_counter()) / (len(chosen) - i)  # the time left, shared among the parts
         if planner != "greedy" and share < MIN_PART_S:
@@ -463,7 +469,7 @@ def read_fleet_plan(path: Path) -> tuple[str, dict[str, Plan]]:
             name, price, limit, part = str(t["type"]), float(t["price_per_hour"]), t.get("max_count"), str(t["plan"])
         except (KeyError, TypeError, ValueError):
             raise PlanError(f"{path}: a type entry lacks type, price_per_hour or plan: {t!r}") from None
-        specs.append(f"{name}:{price:g}" + ("" if limit is None else f":{int(limit)}"))
+        specs.append(f"{name}:{price!r}" + ("" if limit is None else f":{int(limit)}"))
         file = Path(path).parent / part
         if not file.is_file():
             raise PlanError(f"{path}: the part of {name}, {part}, is not beside it; keep the parts the summary names "

@@ -57,9 +57,14 @@ def _budget_of(running: dict[str, Plan]) -> BudgetChoice:
         raise PlanError(f"the current fleet plan's parts were made under different budgets "
                         f"({', '.join(sorted(budgets))}); replan each part on its own with 'igniter-opt replan'")
     first = plans[0]
-    return BudgetChoice(LatencyBudget(first.latency_budget),
-                        margin=first.margin if first.margin is not None else DEFAULT_MARGIN,
-                        attainment=first.attainment if first.attainment is not None else DEFAULT_ATTAINMENT)
+    budget = LatencyBudget(first.latency_budget)
+    # igniter and full plans may have been made with a serving overhead and utilization cap: keep them
+    serial = budget is not LatencyBudget.TAIL and first.serving_overhead_ms is not None
+    util = first.serving_max_utilization
+    return BudgetChoice(budget, margin=first.margin if first.margin is not None else DEFAULT_MARGIN,
+                        attainment=first.attainment if first.attainment is not None else DEFAULT_ATTAINMENT,
+                        serving_overhead_ms=first.serving_overhead_ms if serial else None,
+                        max_utilization=util if serial and util is not None and util < 1.0 else None)
 
 
 def replan_fleet(running: dict[str, Plan], ws: tuple[Workload, ...], fleet: Fleet, planner: str = "greedy",

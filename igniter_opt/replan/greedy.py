@@ -291,19 +291,21 @@ def replan_greedy(rp: ReplanProblem, migration_cost: float) -> GreedyReplan:
     best = GreedyReplan(Packing(demands, tuple(gpus)), moved)
     if rp.current.gpus and demands:
 
-        def key(r: GreedyReplan) -> tuple[float, int, float]:
-            plan = to_plan(rp, r, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
-            objective, changes = migration_objective(plan, rp.current, migration_cost)
-            return round(objective, 9), changes, round(plan.total_share_pct, 6)
+        def judged(r: GreedyReplan) -> tuple[GreedyReplan, Plan]:
+            return r, to_plan(rp, r, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
 
-        base = [best, _from_scratch(rp, demands)]
+        def key(candidate: tuple[GreedyReplan, Plan]) -> tuple[float, int, float]:
+            objective, changes = migration_objective(candidate[1], rp.current, migration_cost)
+            return round(objective, 9), changes, round(candidate[1].total_share_pct, 6)
+
+        base = [judged(best), judged(_from_scratch(rp, demands))]
         # a re-split keeps servers whose shares never shrink: over a day its extra share piles up, so it
         # may use at most RESPLIT_SHARE_SLACK more than the best of the others (benchmarks/replan_trace.py)
-        floor = min(to_plan(rp, r, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC)).total_share_pct for r in base)
-        splits = [r for r in (_resplit(rp, migration_cost, False), _resplit(rp, migration_cost, True)) if r is not None
-                  and to_plan(rp, r, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC)).total_share_pct
-                  <= floor * (1 + RESPLIT_SHARE_SLACK) + 1e-9]
-        best = min([*base, *splits], key=key)  # min keeps the first of equals
+        floor = min(plan.total_share_pct for _, plan in base)
+        splits = [judged(r) for r in (_resplit(rp, migration_cost, False), _resplit(rp, migration_cost, True))
+                  if r is not None]
+        splits = [c for c in splits if c[1].total_share_pct <= floor * (1 + RESPLIT_SHARE_SLACK) + 1e-9]
+        best = min([*base, *splits], key=key)[0]  # min keeps the first of equals
     return best
 
 
