@@ -96,7 +96,8 @@ def serving_plan(perf: PerformanceModel, gpu_name: str, models: tuple[str, ...] 
 
 
 def model_runs(perf: PerformanceModel, gpu_name: str, models: tuple[str, ...]) -> list[Plan]:
-    """The per-model measurement: every model at each of ``MODEL_BATCHES``, ``SERVERS_PER_RUN`` servers per run."""
+    """The per-model measurement: every model at each of ``MODEL_BATCHES``, ``SERVERS_PER_RUN`` servers per run
+    sharing the GPU equally (a last run with fewer servers gives each more)."""
     missing = [m for m in models if m not in perf.models]
     if missing:
         raise MeasurementError(f"profile '{perf.name}' lacks {', '.join(missing)} "

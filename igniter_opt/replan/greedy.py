@@ -166,17 +166,7 @@ def _keep(rp: ReplanProblem, demands: tuple[Demand, ...]) -> tuple[list[GpuPacki
             free.remove(chosen)
             g, _, p, _, _ = chosen
             kept[g].append(Slot(i, round(p.share_pct / perf.unit_pct), p.batch, p.queue_delay_ms, p.share_pct))
-    # A kept set must hold on its own: give up the worst violator until it does.
-    for slots in kept:
-        while slots:
-            if not over_capacity(sum(s.share_pct(perf.unit_pct) for s in slots)):
-                bad, excess = _slot_checks(rp, demands, slots)
-                if not bad.any():
-                    break
-                worst = int(np.argmax(excess))
-            else:
-                worst = max(range(len(slots)), key=lambda j: slots[j].share_pct(perf.unit_pct))
-            todo.append(slots.pop(worst).demand)
+    todo += _hold_on_their_own(rp, demands, kept)
     return [GpuPacking(tuple(s), ga.gpu_id) for s, ga in zip(kept, rp.current.gpus, strict=True)], sorted(todo)
 
 
@@ -208,6 +198,7 @@ def _resplit(rp: ReplanProblem, migration_cost: float, to_capacity: bool) -> Gre
 
     perf = rp.perf_model
     problem = rp.problem
+    rule = serving_model_for(problem)
     cands = _running_candidates(rp, {w.name: w.model for w in problem.workloads})
     demands: list[Demand] = []
     kept: list[list[Slot]] = [[] for _ in rp.current.gpus]
@@ -219,7 +210,7 @@ def _resplit(rp: ReplanProblem, migration_cost: float, to_capacity: bool) -> Gre
             r = min(most, left) if left > 0 and math.isfinite(most) else 0.0
             if r <= 0:
                 continue
-            limit = slot_limit(rp, Demand(w, r, p.batch, 0, 0.0), p.batch, p.queue_delay_ms)
+            limit = rule.limit(w.slo_ms, r, p.batch, p.queue_delay_ms)
             demands.append(Demand(w, r, p.batch, round(p.share_pct / perf.unit_pct), limit,
                                   queue_delay_ms=p.queue_delay_ms))
             kept[g].append(Slot(len(demands) - 1, round(p.share_pct / perf.unit_pct), p.batch, p.queue_delay_ms,
@@ -233,17 +224,30 @@ def _resplit(rp: ReplanProblem, migration_cost: float, to_capacity: bool) -> Gre
     if not any(kept):
         return None
     ds = tuple(demands)
-    for slots in kept:  # a kept set must hold on its own, as in step 2
-        while slots:
-            bad, excess = _slot_checks(rp, ds, slots)
-            if not bad.any() and not over_capacity(sum(s.share_pct(perf.unit_pct) for s in slots)):
-                break
-            todo.append(slots.pop(int(np.argmax(excess))).demand)
+    todo += _hold_on_their_own(rp, ds, kept)
     gpus = place(rp, ds, [GpuPacking(tuple(sl), ga.gpu_id) for sl, ga in zip(kept, rp.current.gpus, strict=True)
                           if sl], sorted(todo))
     assert gpus is not None
     gpus, moved = _consolidate(rp, ds, gpus, migration_cost)
     return GreedyReplan(Packing(ds, tuple(gpus)), moved, resplit=True)
+
+
+def _hold_on_their_own(rp: ReplanProblem, demands: tuple[Demand, ...], kept: list[list[Slot]]) -> list[int]:
+    """Each GPU's kept slots must hold on their own: give up the worst violator (the largest share while
+    over capacity) until they do. Changes ``kept`` in place; returns the demands given up."""
+    unit = rp.perf_model.unit_pct
+    given_up = []
+    for slots in kept:
+        while slots:
+            if not over_capacity(sum(s.share_pct(unit) for s in slots)):
+                bad, excess = _slot_checks(rp, demands, slots)
+                if not bad.any():
+                    break
+                worst = int(np.argmax(excess))
+            else:
+                worst = max(range(len(slots)), key=lambda j: slots[j].share_pct(unit))
+            given_up.append(slots.pop(worst).demand)
+    return given_up
 
 
 def _consolidate(rp: ReplanProblem, demands: tuple[Demand, ...], gpus: list[GpuPacking], migration_cost: float
