@@ -33,7 +33,9 @@ case $stage in
     ;;
   serving|serving-all)  # serving-all: every model at two batches (their own overheads), about 4 x 35 s
     igniter-opt profile --serving $([ $stage = serving-all ] && echo --serving-models all) -o $prof 2>&1 | tail -30
-    tar -czf $OUT/serving_run.tgz -C $prof serving-run/summary.json serving-run/deployment.json serving-run/logs 2>/dev/null
+    # One run (serving) or one folder per run (serving-all): keep the summaries, deployments and logs.
+    (cd $prof && find serving-run \( -name summary.json -o -name deployment.json -o -path '*/logs/*' \) -print0 |
+      tar -czf $OUT/serving_run.tgz --null -T -)
     ;;
   live)
     deadline=$1; shift
