@@ -332,6 +332,10 @@ ROUNDS = (
      "T15-T23 held out from every fit (T23 with SSD; T24 was cut off by the call's deadline)"),
     ("_r5", "5: as 4, with SSD's own serving overhead (3.0 ms per batch + 2.7 ms per request, fitted to T4 and T23)",
      "T24, T25 held out from every fit"),
+    ("_r6", "6: as 4, the paper's interference form beside the kernel-delay form (`_kd_`, issue 16) on the same "
+     "workloads", "T26, T27 held out from every fit"),
+    ("_r7", "7: as 4, with SSD's own overhead measured unloaded (0 ms per batch + 2.19 ms per request, "
+     "`profile --serving --serving-models all`)", "T28-T31 and GPUs 1 and 3 of the paper's mix held out from every fit"),
 )
 
 
