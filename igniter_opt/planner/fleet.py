@@ -43,6 +43,8 @@ from igniter_opt.solver import SolveOptions, SolveStatus, relative_gap
 log = logging.getLogger(__name__)
 
 MAX_PASSES = 3
+# Share of the time limit the search may take when another planner follows it.
+SEARCH_SHARE = 0.25
 # A part is planned again by the exact planner only with at least this many seconds of the limit left.
 MIN_PART_S = 1.0
 # Relative tolerance at which a fleet plan's cost meets its bound (float noise in prices).
@@ -275,7 +277,7 @@ BOUND_MIP_LIMIT_S = 10.0
 
 
 def fleet_bound(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, servable: list[list[bool]],
-                threads: int = 1) -> FleetBound:
+                threads: int = 1, at_least: float = 0.0, need: list[list[float]] | None = None) -> FleetBound:
     """A certified lower bound on the cost per hour of any plan in ``FLEET_SCOPE``.
 
     With u_{w,t} the least share units workload w needs on type t in any of its split options (each
@@ -283,24 +285,29 @@ def fleet_bound(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, se
     the units in a GPU of type t, every plan in scope has integer GPU counts G_t with
 
         min  sum_t price_t G_t   s.t.  sum_t x_{w,t} = 1,   sum_w u_{w,t} x_{w,t} <= U_t G_t,
+                                       sum_t price_t G_t >= at_least,
                                        G_t <= max_count_t,  x_{w,t} in [0, 1] (0 where t cannot serve w),
 
-    a relaxation (x fractional, shares added as if alone). HiGHS solves it with G_t integer; the bound is
-    the larger of its LP value and the MIP's dual bound, both lower bounds of the relaxation.
+    a relaxation (x fractional, shares added as if alone; ``need``: u_{w,t} / U_t when known, inf where t
+    cannot serve w; ``at_least``: another certified bound over the
+    same plans, the fleet master's, which the integer G_t then round up to a cost whole GPUs can have).
+    HiGHS solves it with G_t integer; the bound is the largest of its LP value, the MIP's dual bound and
+    ``at_least``, all lower bounds of the relaxation.
     """
     from igniter_opt.placement.serving import serving_model_for
     from igniter_opt.planner.exact.colgen import workload_least_units
     from igniter_opt.planner.exact.lp import f64, highspy_module, int32, new_highs, run
 
     n, n_t = len(ws), len(fleet.types)
-    need = [[math.inf] * n_t for _ in ws]  # GPUs of type t that workload w needs at least
-    for t, perf in enumerate(fleet.models):
-        mine = [j for j in range(n) if servable[j][t]]
-        if mine:
-            problem = make_problem(tuple(ws[j] for j in mine), perf, choice)
-            units = workload_least_units(problem, serving_model_for(problem))
-            for j, u in zip(mine, units, strict=True):
-                need[j][t] = u / problem.perf_model.max_units
+    if need is None:
+        need = [[math.inf] * n_t for _ in ws]  # GPUs of type t that workload w needs at least
+        for t, perf in enumerate(fleet.models):
+            mine = [j for j in range(n) if servable[j][t]]
+            if mine:
+                problem = make_problem(tuple(ws[j] for j in mine), perf, choice)
+                units = workload_least_units(problem, serving_model_for(problem))
+                for j, u in zip(mine, units, strict=True):
+                    need[j][t] = u / problem.perf_model.max_units
     h = new_highs(threads)
     inf = h.getInfinity()
     h.addRows(n + n_t, f64([1.0] * n + [-inf] * n_t), f64([1.0] * n + [0.0] * n_t), 0, int32([0] * (n + n_t)),
@@ -313,6 +320,9 @@ def fleet_bound(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, se
     h.addCols(n_t, f64(prices), f64([0.0] * n_t), f64([inf if ft.max_count is None else ft.max_count
                                                         for ft in fleet.types]),
               n_t, int32(np.arange(n_t)), int32([n + t for t in range(n_t)]), f64([-1.0] * n_t))
+    if at_least > 0:  # sum_t price_t G_t >= at_least (lowered by float noise only)
+        h.addRows(1, f64([at_least * (1 - COST_TOLERANCE)]), f64([inf]), n_t,
+                  int32([0]), int32(np.arange(len(cells), len(cells) + n_t)), f64(prices))
     lp = run(h, BOUND_MIP_LIMIT_S, mip=False)
     if lp.status == "Infeasible":
         raise ProblemError(f"the fleet's count limits cannot carry the workloads even with each workload's least "
@@ -322,10 +332,63 @@ def fleet_bound(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, se
     h.changeColsIntegrality(n_t, int32(np.arange(len(cells), len(cells) + n_t)), [kinteger] * n_t)
     mip = run(h, BOUND_MIP_LIMIT_S, mip=True)
     lp_value = lp.objective if lp.status == "Optimal" else None  # an unfinished simplex value bounds nothing
-    bound = max(x for x in (lp_value, mip.bound, 0.0) if x is not None)
+    bound = max(x for x in (lp_value, mip.bound, at_least, 0.0) if x is not None)
     counts = (np.rint(np.asarray(h.getSolution().col_value, float)[len(cells):]).astype(int)
               if mip.objective is not None else np.zeros(n_t, int))
     return FleetBound(bound, {ft.name: int(c) for ft, c in zip(fleet.types, counts, strict=True)}, FLEET_SCOPE)
+
+
+def _replanned_parts(fleet: Fleet, choice: BudgetChoice, planner: str, options: SolveOptions, best: _Assignment,
+                     t0: float) -> list[FleetPart]:
+    """The search's parts, each planned again by ``planner`` (not greedy) in its share of the time left
+    and kept where it is no worse (the parts as they are for greedy)."""
+    chosen = [(t, ft, p) for t, (ft, p) in enumerate(zip(fleet.types, best.plans, strict=True))
+              if p is not None and p.num_gpus]
+    deadline = t0 + options.time_limit_s
+    parts = []
+    for i, (t, ft, p) in enumerate(chosen):
+        share = (deadline - time.perf_counter()) / (len(chosen) - i)  # the time left, shared among the parts
+        if planner != "greedy" and share >= MIN_PART_S:
+            other = part_planner(fleet, choice, planner, replace(options, time_limit_s=share))(t, best.members(t))
+            if other is not None and (other.num_gpus, other.total_share_pct) <= (p.num_gpus, p.total_share_pct):
+                p = other
+        parts.append(FleetPart(ft, replace(p, price_per_gpu_hour=ft.price_per_gpu_hour)))
+    return parts
+
+
+def exact_parts(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, options: SolveOptions,
+                best: _Assignment, servable: list[list[bool]], t0: float
+                ) -> tuple[list[FleetPart], FleetBound | None, list[str]]:
+    """The fleet master's parts (``planner.exact.fleetplan``; the search's where it found nothing cheaper)
+    and the larger of its certified bound and the share relaxation's (``fleet_bound``, which also rounds
+    the master's bound up to a cost whole GPUs can have). Both are bounds over ``FLEET_SCOPE``."""
+    from igniter_opt.planner.exact.fleetplan import FleetTypeSpec, solve_exact_fleet
+
+    plans: list[Plan | None] = list(best.plans)
+    notes: list[str] = []
+    found, need = 0.0, None
+    try:
+        res = solve_exact_fleet(ws, [FleetTypeSpec(m, t.price_per_gpu_hour, t.max_count)
+                                     for t, m in zip(fleet.types, fleet.models, strict=True)],
+                                choice, servable, [[j for j in range(len(ws)) if best.types[j] == t]
+                                                   for t in range(len(fleet.types))],
+                                best.key[1], options, t0)
+        found, need = res.bound_per_hour, res.need
+        notes += [res.message, *res.notes]
+        if res.plans is not None:
+            plans = list(res.plans)
+    except IgniterOptError as exc:  # the search's plan stands, with the share bound where it can be had
+        log.warning("fleet master: %s", exc)
+        notes.append(f"no fleet master: {exc}")
+    bound = None
+    try:
+        bound = fleet_bound(ws, fleet, choice, servable, options.threads, at_least=found, need=need)
+    except IgniterOptError as exc:  # the plan stands without a bound, and says why
+        log.warning("fleet bound: %s", exc)
+        notes.append(f"no certified bound: {exc}")
+    parts = [FleetPart(ft, replace(p, price_per_gpu_hour=ft.price_per_gpu_hour))
+             for ft, p in zip(fleet.types, plans, strict=True) if p is not None and p.num_gpus]
+    return parts, bound, notes
 
 
 def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, planner: str = "greedy",
@@ -356,33 +419,18 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
         starts.append(_repaired(fleet, ws, plan_part, costs, candidates[-1]))
     best = min(starts, key=lambda a: a.key)
     if search:
-        # the exact planner's --time-limit bounds its whole run: the search stops at half of it
-        until = t0 + 0.5 * options.time_limit_s if planner != "greedy" else math.inf
+        # another planner's --time-limit bounds its whole run: the search stops at a share of it
+        until = t0 + SEARCH_SHARE * options.time_limit_s if planner != "greedy" else math.inf
         best = min([best, *(_searched(a, costs, until) for a in starts)], key=lambda a: a.key)
     if math.isinf(best.key[0]):
         raise ProblemError("the fleet greedy found no plan: a type could not carry the workloads given to it")
     if best.key[0] > 0:
         raise _count_error(fleet, best)
-    bound, notes = None, []
+    servable = [[math.isfinite(c) for c in row] for row in costs]
     if planner == "exact":
-        try:
-            bound = fleet_bound(ws, fleet, choice, [[math.isfinite(c) for c in row] for row in costs], options.threads)
-        except IgniterOptError as exc:  # the plan stands without a bound, and says why
-            log.warning("fleet bound: %s", exc)
-            notes.append(f"no certified bound: {exc}")
-    chosen = [(t, ft, p) for t, (ft, p) in enumerate(zip(fleet.types, best.plans, strict=True))
-              if p is not None and p.num_gpus]
-    deadline = t0 + options.time_limit_s
-    parts = []
-    for i, (t, ft, p) in enumerate(chosen):
-        share = (deadline - time.perf_counter()) / (len(chosen) - i)  # the time left, shared among the parts
-        if planner != "greedy" and share < MIN_PART_S:
-            notes.append(f"{ft.name}: kept the fleet greedy's part, the time limit was spent")
-        elif planner != "greedy":
-            other = part_planner(fleet, choice, planner, replace(options, time_limit_s=share))(t, best.members(t))
-            if other is not None and (other.num_gpus, other.total_share_pct) <= (p.num_gpus, p.total_share_pct):
-                p = other
-        parts.append(FleetPart(ft, replace(p, price_per_gpu_hour=ft.price_per_gpu_hour)))
+        parts, bound, notes = exact_parts(ws, fleet, choice, options, best, servable, t0)
+    else:
+        parts, notes, bound = _replanned_parts(fleet, choice, planner, options, best, t0), [], None
     fp = FleetPlan(tuple(parts), planner, time.perf_counter() - t0, bound, unserved, tuple(notes))
     if bound is not None and bound.cost_per_hour > fp.cost_per_hour * (1 + COST_TOLERANCE):
         log.error("DEFECT: fleet bound %.6g above a verified fleet plan of %.6g per hour", bound.cost_per_hour,

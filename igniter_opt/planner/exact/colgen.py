@@ -98,7 +98,9 @@ def _assign(pieces: tuple[PieceType, ...], mine: list[int], rates: list[float]) 
     return out if all(v == 0 for v in need.values()) else None
 
 
-def _start_columns(space: PieceSpace, packing: Packing, piece_of: dict[int, int]) -> list[tuple[Column, int]]:
+def packing_columns(space: PieceSpace, packing: Packing, piece_of: dict[int, int]) -> list[tuple[Column, int]]:
+    """The GPUs of ``packing`` whose every demand has a piece type (``piece_of``) as columns, with how
+    many GPUs run each."""
     slots = [[ColSlot(piece_of[s.demand], s.batch, s.units, s.queue_delay_ms) for s in g.slots]
              for g in packing.gpus if all(s.demand in piece_of for s in g.slots)]
     counts: dict[tuple, tuple[Column, int]] = {}
@@ -122,7 +124,7 @@ def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing)
     piece_of, choice = start_pieces(problem, pieces, start)
     units = sum(least_units(pieces, items).values())
     trivial = math.ceil(units / perf.max_units - 1e-9)
-    return ColgenSetup(space, items, terms, entries, _start_columns(space, start, piece_of), choice, trivial)
+    return ColgenSetup(space, items, terms, entries, packing_columns(space, start, piece_of), choice, trivial)
 
 
 def least_units(pieces: tuple[PieceType, ...], items: Items) -> dict[int, float]:
@@ -177,14 +179,18 @@ Progress = Callable[[ColgenState], None]
 
 
 def initial_master(setup: ColgenSetup, threads: int) -> Master:
-    """The master with the start's columns and every piece type's entries alone."""
+    """The master with ``initial_columns``."""
     master = Master(setup.space, threads)
-    master.add([c for c, _ in setup.start_columns])
+    master.add(initial_columns(setup))
+    return master
+
+
+def initial_columns(setup: ColgenSetup) -> list[Column]:
+    """The start's columns, then every piece type's entries alone."""
     ent = setup.entries
     singles = [[ColSlot(int(ent.piece[e]), int(ent.batch[e]), int(ent.units[e]),
                         None if np.isnan(ent.delay[e]) else float(ent.delay[e]))] for e in range(ent.piece.size)]
-    master.add([c for c in evaluate(setup.space, singles) if c is not None])
-    return master
+    return [c for c, _ in setup.start_columns] + [c for c in evaluate(setup.space, singles) if c is not None]
 
 
 def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray) -> int:
@@ -250,19 +256,26 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
 
 
 def integer_packing(setup: ColgenSetup, master: Master, sol: IntegerSolution) -> Packing | None:
-    """The integer master's solution as a packing: per workload exactly its chosen option's pieces
-    (surplus pieces dropped; a GPU left empty is not used). None when a GPU that lost a piece no
-    longer fits (co-runners only slow a placement down, so that is not expected)."""
+    """The integer master's solution as a packing (``packing_of``)."""
+    return packing_of(setup, master.columns, sol.counts, sol.chosen)
+
+
+def packing_of(setup: ColgenSetup, columns: list[Column], counts: dict[int, int], chosen: dict[int, int]
+               ) -> Packing | None:
+    """GPUs running ``columns`` (``counts``: GPUs per column index) as a packing of exactly the pieces of
+    the ``chosen`` option of each workload in ``chosen`` (surplus pieces dropped, and pieces of workloads
+    not in ``chosen``; a GPU left empty is not used). None when a piece is missing or a GPU that lost a
+    piece no longer fits (co-runners only slow a placement down, so that is not expected)."""
     pieces = setup.pieces
     problem = setup.space.problem
-    need = {t: p.count for t, p in enumerate(pieces) if sol.chosen.get(p.workload) == p.option}
+    need = {t: p.count for t, p in enumerate(pieces) if chosen.get(p.workload) == p.option}
     demands: list[Demand] = []
     gpus: list[GpuPacking] = []
     trimmed: list[list[ColSlot]] = []
-    for j, copies in sorted(sol.counts.items()):
+    for j, copies in sorted(counts.items()):
         for _ in range(copies):
             kept = []
-            for s in master.columns[j].slots:
+            for s in columns[j].slots:
                 if need.get(s.piece, 0) > 0:
                     need[s.piece] -= 1
                     kept.append(s)

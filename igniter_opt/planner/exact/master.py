@@ -14,7 +14,9 @@ that the LP re-solves from the last basis.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +40,7 @@ class IntegerSolution:
 
     result: RunResult
     counts: dict[int, int]
-    chosen: dict[int, int]  # workload -> option
+    chosen: dict[int, Any]  # workload -> option (over a fleet: (type, option))
     note: str = ""  # what had to be done about HiGHS's answer, if anything
 
     @property
@@ -109,42 +111,57 @@ class Master:
 
     def solve_integer(self, time_limit_s: float, start: dict[int, int] | None, chosen: dict[int, int] | None,
                       mip_rel_gap: float) -> IntegerSolution:
-        """y integer, z binary, from ``start`` (GPUs per column) and ``chosen`` (workload -> option).
+        """y integer, z binary, from ``start`` (GPUs per column) and ``chosen`` (workload -> option)
+        (``solve_integer_master``; every column costs one GPU)."""
+        return solve_integer_master(self.h, self.options, self.threads, time_limit_s, start, chosen, mip_rel_gap,
+                                    lambda counts: float(sum(counts.values())))
 
-        The objective is recomputed from the solution HiGHS hands back. With a start and its
-        presolve, HiGHS 1.16 was seen to report an objective below that of the solution it returned
-        (and below the certified bound); such a run is repeated without presolve in the time left.
-        """
-        t0 = time.perf_counter()
-        sol = self._integer_run(time_limit_s, start, chosen, mip_rel_gap, presolve=True)
-        if sol.result.objective is not None and abs(sol.result.objective - sol.cost) > 1e-6:
-            left = time_limit_s - (time.perf_counter() - t0)
-            retry = self._integer_run(max(0.1, left), start, chosen, mip_rel_gap, presolve=False)
-            note = (f"HiGHS reported {sol.result.objective:g} GPUs for a solution of {sol.cost:g}; "
-                    "re-solved without presolve")
-            return replace(retry, note=note)
-        return sol
 
-    def _integer_run(self, time_limit_s: float, start: dict[int, int] | None, chosen: dict[int, int] | None,
-                     mip_rel_gap: float, presolve: bool) -> IntegerSolution:
-        lp = self.h.getLp()
-        h = new_highs(self.threads)
-        lp.integrality_ = [highspy_module().HighsVarType.kInteger] * lp.num_col_
-        h.passModel(lp)
-        h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
-        if not presolve:
-            h.setOptionValue("presolve", "off")
-        if start is not None:
-            values = np.zeros(lp.num_col_)
-            for z, (w, o) in enumerate(self.options):
-                values[z] = 1.0 if chosen and chosen.get(w) == o else 0.0
-            for j, n in start.items():
-                values[self.offset + j] = n
-            h.setSolution(lp.num_col_, int32(np.arange(lp.num_col_)), f64(values))
-        res = run(h, time_limit_s, mip=True)
-        if res.objective is None:
-            return IntegerSolution(res, {}, {})
-        x = np.rint(np.asarray(h.getSolution().col_value, float)).astype(int)
-        counts = {j: int(v) for j, v in enumerate(x[self.offset:]) if v > 0}
-        picked = {w: o for z, (w, o) in enumerate(self.options) if x[z] > 0}
-        return IntegerSolution(res, counts, picked)
+def solve_integer_master(h: Any, options: Sequence[tuple[int, Hashable]], threads: int, time_limit_s: float,
+                         start: dict[int, int] | None, chosen: Mapping[int, Hashable] | None, mip_rel_gap: float,
+                         cost: Callable[[dict[int, int]], float]) -> IntegerSolution:
+    """The master in ``h`` (option variables z for ``options`` (workload, option) first, then the
+    columns) with every variable integer, from ``start`` (GPUs per column) and ``chosen`` (workload ->
+    option); ``cost`` prices a solution's GPUs per column.
+
+    The objective is recomputed from the solution HiGHS hands back. With a start and its presolve,
+    HiGHS 1.16 was seen to report an objective below that of the solution it returned (and below the
+    certified bound); such a run is repeated without presolve in the time left.
+    """
+    t0 = time.perf_counter()
+    args = (h, options, threads, start, chosen, mip_rel_gap)
+    sol = _integer_run(*args, time_limit_s, presolve=True)
+    if sol.result.objective is not None and abs(sol.result.objective - cost(sol.counts)) > 1e-6:
+        left = time_limit_s - (time.perf_counter() - t0)
+        retry = _integer_run(*args, max(0.1, left), presolve=False)
+        note = (f"HiGHS reported {sol.result.objective:g} for a solution of {cost(sol.counts):g}; "
+                "re-solved without presolve")
+        return replace(retry, note=note)
+    return sol
+
+
+def _integer_run(master: Any, options: Sequence[tuple[int, Hashable]], threads: int, start: dict[int, int] | None,
+                 chosen: Mapping[int, Hashable] | None, mip_rel_gap: float, time_limit_s: float, presolve: bool
+                 ) -> IntegerSolution:
+    lp = master.getLp()
+    offset = len(options)
+    h = new_highs(threads)
+    lp.integrality_ = [highspy_module().HighsVarType.kInteger] * lp.num_col_
+    h.passModel(lp)
+    h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+    if not presolve:
+        h.setOptionValue("presolve", "off")
+    if start is not None:
+        values = np.zeros(lp.num_col_)
+        for z, (w, o) in enumerate(options):
+            values[z] = 1.0 if chosen and chosen.get(w) == o else 0.0
+        for j, n in start.items():
+            values[offset + j] = n
+        h.setSolution(lp.num_col_, int32(np.arange(lp.num_col_)), f64(values))
+    res = run(h, time_limit_s, mip=True)
+    if res.objective is None:
+        return IntegerSolution(res, {}, {})
+    x = np.rint(np.asarray(h.getSolution().col_value, float)).astype(int)
+    counts = {j: int(v) for j, v in enumerate(x[offset:]) if v > 0}
+    picked = {w: o for z, (w, o) in enumerate(options) if x[z] > 0}
+    return IntegerSolution(res, counts, picked)

@@ -1,0 +1,269 @@
+"""Column generation and price-and-branch over a fleet of GPU types (``fleetmaster`` states the master).
+
+1. ``prepare_fleet``: per type, the single-type preparation (``colgen.prepare_colgen``: piece types,
+   items, heuristic entries) of the workloads that type can serve, under its profile; the master
+   with each type's start and single-piece columns, and the fleet greedy's plan as columns (the
+   start of the integer master, and the plan to beat).
+2. ``generate``: re-solve the master LP; price every type with the kernel heuristic at its duals
+   (a column of type t enters when its worth exceeds c_t + mu_t); when none enters, price every type
+   exactly (``pricing.price_mip``), which bounds every configuration's worth (kappa_t) and so
+   certifies ``fleetmaster.lagrangian_bound``. The LP value is the bound once exact pricing proves
+   no column of any type improves.
+3. ``improve``: the master over the columns generated with y integer (price-and-branch), warm-started
+   with the incumbent; its solution as a packing per type (``colgen.packing_of``).
+
+The bound is over the split options each type's piece types describe (``pieces.scope_text``, per type).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from igniter_opt.domain import PlanningProblem
+from igniter_opt.placement import Packing
+from igniter_opt.placement.serving import serving_model_for
+from igniter_opt.planner import greedy
+from igniter_opt.planner.exact.colgen import (
+    IMPROVE_EPS,
+    PRICING_SHARE,
+    ColgenSetup,
+    initial_columns,
+    packing_columns,
+    packing_of,
+    prepare_colgen,
+    start_pieces,
+)
+from igniter_opt.planner.exact.columns import Column, column_worth, evaluate
+from igniter_opt.planner.exact.fleetmaster import FleetLp, FleetMaster, lagrangian_bound, round_to_prices, type_blocks
+from igniter_opt.planner.exact.heuristic import grow
+from igniter_opt.planner.exact.pricing import price_mip
+
+# Relative tolerance at which a bound meets a cost (float noise in prices).
+MEET_REL = 1e-9
+# Exact pricing runs at least this often (seconds) while the heuristic still finds columns.
+EXACT_EVERY_S = 2.0
+# No master LP is started with less time than this left.
+MIN_LP_S = 0.1
+
+
+@dataclass(frozen=True)
+class FleetTypeInput:
+    """One GPU type as column generation sees it: the workloads it can serve as a problem under its
+    profile, which fleet workload each of them is, its price and limit, and the fleet greedy's part
+    on it (a packing of that part's own problem; None: the greedy uses no GPU of the type)."""
+
+    problem: PlanningProblem
+    workloads: tuple[int, ...]
+    price_per_gpu_hour: float
+    max_count: int | None
+    start: Packing | None
+
+
+@dataclass
+class _Incumbent:
+    """The best solution so far: its cost, GPUs per master column, choice per workload, and its
+    packing per type (None for the start, which the caller holds as a plan)."""
+
+    cost_per_hour: float
+    counts: dict[int, int]
+    chosen: dict[int, tuple[int, int]]
+    packings: tuple[Packing | None, ...] | None = None
+
+
+@dataclass
+class FleetColgen:
+    """Everything column generation over the fleet has: the types, the master, the certified bound
+    (cost per hour; ``rounded``: up to the next cost whole GPUs can have) and the incumbent."""
+
+    inputs: tuple[FleetTypeInput, ...]
+    setups: tuple[ColgenSetup, ...]
+    master: FleetMaster
+    inc: _Incumbent
+    threads: int = 1
+    lp_value: float | None = None
+    bound: float = 0.0
+    rounded: float = 0.0
+    converged: bool = False
+    pricing_rounds: int = 0
+    masters: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def prices(self) -> list[float]:
+        return [x.price_per_gpu_hour for x in self.inputs]
+
+    @property
+    def limits(self) -> list[int | None]:
+        return [x.max_count for x in self.inputs]
+
+    def proves(self, cost_per_hour: float) -> bool:
+        return self.rounded >= cost_per_hour * (1 - MEET_REL)
+
+    def raise_bound(self, value: float) -> None:
+        """Keep ``value`` (a certified bound) if it is larger, rounded up to the prices."""
+        if value > self.bound:
+            self.bound = value
+            self.rounded = max(self.rounded, round_to_prices(value, self.prices, self.limits, self.threads))
+
+
+def prepare_fleet(inputs: tuple[FleetTypeInput, ...], n_workloads: int, start_cost_per_hour: float,
+                  threads: int = 1) -> FleetColgen:
+    """Per type its single-type preparation, the master with the first columns, and the fleet
+    greedy's plan (costing ``start_cost_per_hour``) as the incumbent. Raises ``ProblemError`` as
+    ``prepare_colgen`` does (a profile on which company could speed a workload up)."""
+    setups = []
+    for x in inputs:
+        perf = x.problem.perf_model
+        setups.append(prepare_colgen(x.problem, serving_model_for(x.problem),
+                                     greedy.place(perf, greedy.initial_demands(x.problem))))
+    blocks = type_blocks([s.pieces for s in setups], [x.workloads for x in inputs],
+                         [x.price_per_gpu_hour for x in inputs], [x.max_count for x in inputs])
+    master = FleetMaster(blocks, n_workloads, threads)
+    counts: dict[int, int] = {}
+    chosen: dict[int, tuple[int, int]] = {}
+    for t, (x, s) in enumerate(zip(inputs, setups, strict=True)):
+        master.add(t, initial_columns(s))
+        if x.start is None:
+            continue
+        piece_of, choice = start_pieces(x.problem, s.pieces, x.start)
+        chosen.update({x.workloads[w]: (t, o) for w, o in choice.items()})
+        for col, n in packing_columns(s.space, x.start, piece_of):
+            j = master.add(t, [col])[0]
+            counts[j] = counts.get(j, 0) + n
+    fc = FleetColgen(inputs, tuple(setups), master, _Incumbent(start_cost_per_hour, counts, chosen), threads)
+    if not math.isclose(master.cost(counts), start_cost_per_hour, rel_tol=1e-9):
+        fc.notes.append("the fleet greedy's plan is not all columns of the master: the integer master starts "
+                        "without it")
+    return fc
+
+
+def _improves(fc: FleetColgen, t: int, col: Column, lp: FleetLp) -> bool:
+    price = fc.inputs[t].price_per_gpu_hour
+    return column_worth(col, lp.duals[t]) - lp.mu[t] > price * (1 + IMPROVE_EPS)
+
+
+def _heuristic_round(fc: FleetColgen, lp: FleetLp) -> int:
+    """Kernel pricing of every type: how many improving columns entered the master."""
+    before = len(fc.master.columns)
+    for t, s in enumerate(fc.setups):
+        cols = [c for c in evaluate(s.space, grow(s.space, s.entries, s.terms, lp.duals[t])) if c is not None]
+        fc.master.add(t, [c for c in cols if _improves(fc, t, c, lp)])
+    return len(fc.master.columns) - before
+
+
+def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float) -> bool:
+    """Exact pricing of every type: raise the certified bound; add the columns found that improve.
+    True if one did; ``fc.converged`` when every type is proven to have none."""
+    fc.pricing_rounds += 1
+    kappa, proven, added = [], True, False
+    for t, s in enumerate(fc.setups):
+        if not s.pieces:
+            kappa.append(0.0)
+            continue
+        res = price_mip(s.space, s.items, lp.duals[t], limit_s / len(fc.setups), fc.threads)
+        mine = [column_worth(c, lp.duals[t]) for u, c in fc.master.columns if u == t]
+        kappa.append(max(res.worth_bound, *mine, 0.0))
+        price = fc.inputs[t].price_per_gpu_hour
+        proven &= res.proven and res.worth_bound - lp.mu[t] <= price * (1 + IMPROVE_EPS)
+        col = evaluate(s.space, [res.slots])[0] if res.slots else None
+        if col is not None and _improves(fc, t, col, lp):
+            added |= bool(fc.master.add(t, [col]))
+    fc.raise_bound(lagrangian_bound(fc.master.dual_value(lp.duals), kappa, fc.prices, fc.limits))
+    fc.converged = proven and not added
+    return added
+
+
+def generate(fc: FleetColgen, deadline: float) -> None:
+    """Column generation until the LP is solved, the bound proves the incumbent or ``deadline``
+    (``time.perf_counter()`` seconds). Exact pricing runs when the heuristic finds nothing, and at
+    least every ``EXACT_EVERY_S`` (its bound at any duals is certified: the fleet's LP tails off slowly,
+    and a bound just above a cost whole GPUs can have already rounds up to the next)."""
+    stalled = False  # the last exact pricing, cut short by its time share, found no column
+    last_exact = time.perf_counter()
+    while not fc.proves(fc.inc.cost_per_hour):
+        left = deadline - time.perf_counter()
+        if left < MIN_LP_S:
+            break
+        lp = fc.master.solve_lp(left)
+        if lp.objective is None:
+            if time.perf_counter() < deadline:
+                fc.notes.append(f"the fleet master LP ended with '{lp.status}'")
+            break
+        fc.lp_value = lp.objective
+        added = _heuristic_round(fc, lp)
+        if added and time.perf_counter() - last_exact < EXACT_EVERY_S:
+            continue
+        left = deadline - time.perf_counter()
+        if left <= 0.05:
+            break
+        last_exact = time.perf_counter()
+        # at the same duals again, the exact pricing gets all the time left (its bound tightens)
+        if _exact_round(fc, lp, left if stalled else PRICING_SHARE * left) or added:
+            stalled = False
+            continue
+        if fc.converged or stalled:
+            break
+        stalled = True
+    if fc.converged and fc.lp_value is not None:
+        fc.raise_bound(fc.lp_value)
+
+
+def improve(fc: FleetColgen, limit_s: float, mip_rel_gap: float) -> None:
+    """The integer master over the columns so far, from the incumbent; kept when it costs less and
+    every type's part is a packing of exactly the workloads given to it."""
+    fc.masters += 1
+    sol = fc.master.solve_integer(limit_s, fc.inc.counts, fc.inc.chosen, mip_rel_gap)
+    if sol.note:
+        fc.notes.append(sol.note)
+    if not sol.counts:
+        return
+    cost = fc.master.cost(sol.counts)
+    if cost >= fc.inc.cost_per_hour * (1 - MEET_REL):
+        return
+    packings = _packings(fc, sol.counts, sol.chosen)
+    if packings is None:
+        fc.notes.append("the integer fleet master's solution did not cover every workload once trimmed (a defect)")
+        return
+    fc.inc = _Incumbent(cost, sol.counts, sol.chosen, packings)
+
+
+def _packings(fc: FleetColgen, counts: dict[int, int], chosen: dict[int, tuple[int, int]]
+              ) -> tuple[Packing | None, ...] | None:
+    """Per type, its GPUs of the solution as a packing of the workloads chosen there (None: no GPU)."""
+    out: list[Packing | None] = []
+    for t, (x, s) in enumerate(zip(fc.inputs, fc.setups, strict=True)):
+        local = {g: i for i, g in enumerate(x.workloads)}
+        mine = [j for j, (u, _) in enumerate(fc.master.columns) if u == t]
+        index = {j: k for k, j in enumerate(mine)}
+        cols = [fc.master.columns[j][1] for j in mine]
+        my_counts = {index[j]: n for j, n in counts.items() if j in index}
+        my_choice = {local[w]: o for w, (u, o) in chosen.items() if u == t}
+        if not my_choice:
+            out.append(None)
+            continue
+        p = packing_of(s, cols, my_counts, my_choice)
+        if p is None:
+            return None
+        out.append(p)
+    return tuple(out)
+
+
+def solve_fleet_columns(fc: FleetColgen, deadline: float, generate_share: float, min_round_s: float,
+                        mip_rel_gap: float) -> FleetColgen:
+    """Generation and the integer master in turn until the bound proves the incumbent, the LP is
+    solved (the columns will not change) or ``deadline``; generation takes ``generate_share`` of
+    the time left each round."""
+    while True:
+        left = deadline - time.perf_counter()
+        generate(fc, time.perf_counter() + generate_share * left)
+        left = deadline - time.perf_counter()
+        if fc.proves(fc.inc.cost_per_hour) or left < min_round_s:
+            return fc
+        improve(fc, left, mip_rel_gap)
+        if fc.proves(fc.inc.cost_per_hour) or fc.converged or deadline - time.perf_counter() < min_round_s:
+            return fc
+
+
+__all__ = ["FleetColgen", "FleetTypeInput", "generate", "improve", "prepare_fleet", "solve_fleet_columns"]
