@@ -451,7 +451,8 @@ def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, plan
         emit(f"fleet: {fp.num_gpus} GPU(s) ({by_type}), cost {fp.cost_per_hour:.2f}/h; planner fleet-{planner} "
              f"({how}, {fp.wall_s:.3f} s); every part verified by its type's model")
         if fp.bound is not None:
-            note(f"the fleet's {fp.bound.scope}: each workload's least share alone on each type, GPU counts whole")
+            note(f"the fleet's {fp.bound.scope}: the larger of the fleet master's bound (columns of every type) and "
+                 "each workload's least share alone on each type, rounded up to a cost of whole GPUs")
 
 
 @cli.command()

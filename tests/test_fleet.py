@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from igniter_opt.fleet import parse_fleet
 from igniter_opt.placement import verify_plan
 from igniter_opt.planio import read_plan, read_workloads
 from igniter_opt.planner import run_planner
-from igniter_opt.planner.fleet import solve_fleet
+from igniter_opt.planner.fleet import FleetPlan, solve_fleet
 from igniter_opt.problems import BudgetChoice, make_problem
 from igniter_opt.solver import SolveOptions, SolveStatus
 
@@ -124,16 +125,14 @@ def test_cli_fleet_and_profile_exclude_each_other() -> None:
 
 
 def test_another_planner_plans_the_chosen_parts_again_never_worse() -> None:
-    """The search runs on greedy; --planner exact re-plans each chosen part and keeps it where it is no worse."""
-    from igniter_opt.solver import SolveOptions
-
+    """The search runs on greedy; --planner ffd re-plans each chosen part and keeps it where it is no worse."""
     choice = BudgetChoice(LatencyBudget.IGNITER)
     greedy = solve_fleet(PAPER, parse_fleet("h100:1.0,h200:1.25"), choice)
-    exact = solve_fleet(PAPER, parse_fleet("h100:1.0,h200:1.25"), choice, "exact", SolveOptions(time_limit_s=10))
-    assert exact.gpus_by_type() == greedy.gpus_by_type() and exact.cost_per_hour <= greedy.cost_per_hour
-    for g, e in zip(greedy.parts, exact.parts, strict=True):
+    ffd = solve_fleet(PAPER, parse_fleet("h100:1.0,h200:1.25"), choice, "ffd")
+    assert ffd.gpus_by_type() == greedy.gpus_by_type() and ffd.cost_per_hour <= greedy.cost_per_hour
+    for g, e in zip(greedy.parts, ffd.parts, strict=True):
         assert e.plan.total_share_pct <= g.plan.total_share_pct + 1e-9
-        assert e.plan.planner in ("exact", "greedy")
+        assert e.plan.planner in ("ffd", "greedy")
 
 
 def test_compare_over_a_fleet_lists_each_planner_and_every_type_alone() -> None:
@@ -188,6 +187,43 @@ def test_the_fleet_bound_is_below_every_assignments_plan(seed: int, spec: str) -
     assert fp.cost_per_hour >= fp.bound.cost_per_hour - 1e-9
     assert fp.cost_per_hour <= solve_fleet(ws, parse_fleet(spec), choice).cost_per_hour + 1e-9
     assert (fp.status == SolveStatus.OPTIMAL) == (fp.gap == pytest.approx(0.0))
+    if fp.status == SolveStatus.OPTIMAL:  # the optimum of the scope, which holds every assignment's greedy plan
+        assert fp.cost_per_hour <= min(costs) + 1e-9
+
+
+def _parts_verified(fp: FleetPlan, ws: tuple[Workload, ...], choice: BudgetChoice) -> None:
+    """Every workload on exactly one part, every part verified under its own type's profile."""
+    served = [p.workload for part in fp.parts for p in {pl.workload: pl for _, pl in part.plan.placements()}.values()]
+    assert sorted(served) == sorted(w.name for w in ws)
+    for part in fp.parts:
+        names = {p.workload for _, p in part.plan.placements()}
+        model = parse_fleet(f"{part.gpu_type.name}:1").models[0]
+        assert verify_plan(part.plan, make_problem(tuple(w for w in ws if w.name in names), model, choice)) == []
+        assert part.gpu_type.max_count is None or part.plan.num_gpus <= part.gpu_type.max_count
+
+
+@pytest.mark.parametrize(("seed", "spec"), [(1, "h100:1.0,h200:1.25"), (5, "h100:2.0,h200:1.0"),
+                                            (7, "h100:1.0:1,h200:1.6")])
+def test_the_exact_fleet_plan_is_never_worse_than_the_fleet_greedys(seed: int, spec: str) -> None:
+    """The fleet master starts from the fleet greedy's plan and keeps only a cheaper verified one."""
+    ws, choice = _mix(seed, 10), BudgetChoice(LatencyBudget.IGNITER)
+    greedy = solve_fleet(ws, parse_fleet(spec), choice)
+    exact = solve_fleet(ws, parse_fleet(spec), choice, "exact", SolveOptions(time_limit_s=8))
+    assert exact.cost_per_hour <= greedy.cost_per_hour + 1e-9
+    assert exact.bound is not None and exact.bound.cost_per_hour <= exact.cost_per_hour + 1e-9
+    _parts_verified(exact, ws, choice)
+
+
+def test_the_fleet_master_keeps_the_count_limits() -> None:
+    """With one H100 allowed, the rest goes to the H200: the plan, the bound's relaxation and the parts
+    all keep the limit, and the bound never passes the unlimited fleet's cost from below."""
+    ws, choice = _mix(2, 10), BudgetChoice(LatencyBudget.TAIL)
+    capped = solve_fleet(ws, parse_fleet("h100:1.0:1,h200:1.25"), choice, "exact", SolveOptions(time_limit_s=8))
+    assert capped.gpus_by_type().get("h100", 0) <= 1 and capped.bound is not None
+    assert capped.bound.gpus_by_type["h100"] <= 1
+    _parts_verified(capped, ws, choice)
+    free = solve_fleet(ws, parse_fleet("h100:1.0,h200:1.25"), choice, "exact", SolveOptions(time_limit_s=8))
+    assert free.bound is not None and free.bound.cost_per_hour <= capped.cost_per_hour + 1e-9
 
 
 def test_one_small_workload_is_proven_optimal_on_the_cheaper_type_that_serves_it() -> None:
@@ -337,3 +373,26 @@ def test_skip_unservable_plans_the_rest_and_names_what_was_left_out(tmp_path: Pa
     assert placed == {"fine"}
     res = CliRunner().invoke(cli, ["solve", "-w", str(tmp_path / "w.csv"), "--skip-unservable"])
     assert res.exit_code == 1 and "--skip-unservable goes with --fleet" in res.output
+
+
+def test_the_fleet_master_replaces_a_costly_start_with_a_cheaper_verified_plan() -> None:
+    """Started from every workload on the dear type, the integer master finds the cheaper plan (each
+    type's own greedy packing is among its first columns); the plan comes back verified per type."""
+    from igniter_opt.planner.exact.fleetplan import FleetTypeSpec, solve_exact_fleet
+
+    ws, choice = _mix(3, 8), BudgetChoice(LatencyBudget.IGNITER)
+    fleet = parse_fleet("h100:1.0,h200:3.0")
+    dear = solve_fleet(ws, parse_fleet("h200:3.0"), choice).cost_per_hour
+    types = [FleetTypeSpec(m, t.price_per_gpu_hour, t.max_count)
+             for t, m in zip(fleet.types, fleet.models, strict=True)]
+    res = solve_exact_fleet(ws, types, choice, [[True, True]] * len(ws), [[], list(range(len(ws)))], dear,
+                            SolveOptions(time_limit_s=8), time.perf_counter())
+    assert res.plans is not None and res.message.startswith("fleet master: ")
+    cost = sum(p.num_gpus * t.price_per_gpu_hour for p, t in zip(res.plans, fleet.types, strict=True) if p)
+    assert cost < dear and res.bound_per_hour <= cost + 1e-9
+    names = [pl.workload for p in res.plans if p for pl in {q.workload: q for _, q in p.placements()}.values()]
+    assert sorted(names) == sorted(w.name for w in ws)
+    for plan, model in zip(res.plans, fleet.models, strict=True):
+        if plan is not None:
+            mine = {q.workload for _, q in plan.placements()}
+            assert verify_plan(plan, make_problem(tuple(w for w in ws if w.name in mine), model, choice)) == []

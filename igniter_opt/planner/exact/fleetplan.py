@@ -129,8 +129,8 @@ def solve_exact_fleet(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], 
     saved = start_cost_per_hour - fc.inc.cost_per_hour
     message = (f"fleet master: {saved:g} per hour less than the fleet greedy ({start_cost_per_hour:g})" if plans
                else "fleet master: returned the fleet greedy's plan (" + (
-                   "the bound proves it optimal)" if fc.proves(start_cost_per_hour)
-                   else "the integer master found nothing cheaper)"))
+                   "its bound proves it optimal)" if fc.proves(start_cost_per_hour)
+                   else "its integer master found nothing cheaper)"))
     lp = "" if fc.lp_value is None else f"master LP {fc.lp_value:.4f} per hour over {len(fc.master.columns)} columns, "
     ended = "LP solved" if fc.converged else "LP not solved to the end"
     notes.append(f"{lp}{ended}, {fc.pricing_rounds} exact pricing round(s), {fc.masters} integer master run(s), "
