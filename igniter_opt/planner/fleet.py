@@ -15,11 +15,12 @@ assignment is chosen in three steps (docs/fleet.md; `benchmarks/fleet.py` measur
    empties, so single moves are guided by the share); the best assignment met by key wins.
    Repeat until no move helps (or ``MAX_PASSES``).
 
-The search plans parts with greedy; with another planner (``--planner exact``) each chosen type's
-part is planned again with it (the time limit shared among the parts), and kept where it is no worse.
-The search is a heuristic. The exact planner adds a certified lower bound on the cost of any plan
-that serves each workload on one type (``fleet_bound``), so its fleet plans carry a bound, a gap
-and ``optimal`` when the two meet.
+The search plans parts with greedy and is a heuristic. With ``--planner exact`` the fleet is then
+planned as one set-partitioning problem from the search's plan (``planner.exact.fleetplan``: a column
+per GPU type and configuration, prices, count limits), and the plan carries a certified lower bound on
+the cost of any plan that serves each workload on one type (the larger of that master's and the share
+relaxation's, ``fleet_bound``), a gap, and ``optimal`` when the two meet. With another planner (ffd,
+gpulet) each chosen type's part is planned again with it and kept where it is no worse.
 """
 
 from __future__ import annotations
@@ -276,6 +277,24 @@ FLEET_SCOPE = ("bound over plans serving each workload on one GPU type where the
 BOUND_MIP_LIMIT_S = 10.0
 
 
+def least_gpus(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, servable: list[list[bool]]
+               ) -> list[list[float]]:
+    """Per workload and type: the least GPUs of the type it needs, its least share units alone
+    (``colgen.workload_least_units``) over the units of one GPU; inf where the type cannot serve it."""
+    from igniter_opt.placement.serving import serving_model_for
+    from igniter_opt.planner.exact.colgen import workload_least_units
+
+    need = [[math.inf] * len(fleet.types) for _ in ws]
+    for t, perf in enumerate(fleet.models):
+        mine = [j for j in range(len(ws)) if servable[j][t]]
+        if mine:
+            problem = make_problem(tuple(ws[j] for j in mine), perf, choice)
+            units = workload_least_units(problem, serving_model_for(problem))
+            for j, u in zip(mine, units, strict=True):
+                need[j][t] = u / problem.perf_model.max_units
+    return need
+
+
 def fleet_bound(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, servable: list[list[bool]],
                 threads: int = 1, at_least: float = 0.0, need: list[list[float]] | None = None) -> FleetBound:
     """A certified lower bound on the cost per hour of any plan in ``FLEET_SCOPE``.
@@ -294,20 +313,10 @@ def fleet_bound(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, se
     HiGHS solves it with G_t integer; the bound is the largest of its LP value, the MIP's dual bound and
     ``at_least``, all lower bounds of the relaxation.
     """
-    from igniter_opt.placement.serving import serving_model_for
-    from igniter_opt.planner.exact.colgen import workload_least_units
     from igniter_opt.planner.exact.lp import f64, highspy_module, int32, new_highs, run
 
     n, n_t = len(ws), len(fleet.types)
-    if need is None:
-        need = [[math.inf] * n_t for _ in ws]  # GPUs of type t that workload w needs at least
-        for t, perf in enumerate(fleet.models):
-            mine = [j for j in range(n) if servable[j][t]]
-            if mine:
-                problem = make_problem(tuple(ws[j] for j in mine), perf, choice)
-                units = workload_least_units(problem, serving_model_for(problem))
-                for j, u in zip(mine, units, strict=True):
-                    need[j][t] = u / problem.perf_model.max_units
+    need = least_gpus(ws, fleet, choice, servable) if need is None else need
     h = new_highs(threads)
     inf = h.getInfinity()
     h.addRows(n + n_t, f64([1.0] * n + [-inf] * n_t), f64([1.0] * n + [0.0] * n_t), 0, int32([0] * (n + n_t)),
@@ -356,8 +365,8 @@ def _replanned_parts(fleet: Fleet, choice: BudgetChoice, planner: str, options: 
     return parts
 
 
-def exact_parts(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, options: SolveOptions,
-                best: _Assignment, servable: list[list[bool]], t0: float
+def _exact_parts(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, options: SolveOptions,
+                 best: _Assignment, servable: list[list[bool]], t0: float
                 ) -> tuple[list[FleetPart], FleetBound | None, list[str]]:
     """The fleet master's parts (``planner.exact.fleetplan``; the search's where it found nothing cheaper)
     and the larger of its certified bound and the share relaxation's (``fleet_bound``, which also rounds
@@ -428,7 +437,7 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
         raise _count_error(fleet, best)
     servable = [[math.isfinite(c) for c in row] for row in costs]
     if planner == "exact":
-        parts, bound, notes = exact_parts(ws, fleet, choice, options, best, servable, t0)
+        parts, bound, notes = _exact_parts(ws, fleet, choice, options, best, servable, t0)
     else:
         parts, notes, bound = _replanned_parts(fleet, choice, planner, options, best, t0), [], None
     fp = FleetPlan(tuple(parts), planner, time.perf_counter() - t0, bound, unserved, tuple(notes))
@@ -527,4 +536,4 @@ def read_fleet_plan(path: Path) -> tuple[str, dict[str, Plan]]:
 
 
 __all__ = ["FLEET_SCOPE", "FleetBound", "FleetPart", "FleetPlan", "compare_fleet", "fleet_bound", "fleet_plan_to_dict",
-           "part_path", "read_fleet_plan", "solve_fleet", "write_fleet_plan"]
+           "least_gpus", "part_path", "read_fleet_plan", "solve_fleet", "write_fleet_plan"]
