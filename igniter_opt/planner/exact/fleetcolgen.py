@@ -109,12 +109,15 @@ class FleetColgen:
 
 
 def prepare_fleet(inputs: tuple[FleetTypeInput, ...], n_workloads: int, start_cost_per_hour: float,
-                  threads: int = 1) -> FleetColgen:
+                  threads: int = 1, deadline: float = math.inf) -> FleetColgen | None:
     """Per type its single-type preparation, the master with the first columns, and the fleet
-    greedy's plan (costing ``start_cost_per_hour``) as the incumbent. Raises ``ProblemError`` as
+    greedy's plan (costing ``start_cost_per_hour``) as the incumbent; None when ``deadline`` passes
+    between two types (a preparation cannot be interrupted). Raises ``ProblemError`` as
     ``prepare_colgen`` does (a profile on which company could speed a workload up)."""
     setups = []
     for x in inputs:
+        if time.perf_counter() > deadline:
+            return None
         perf = x.problem.perf_model
         setups.append(prepare_colgen(x.problem, serving_model_for(x.problem),
                                      greedy.place(perf, greedy.initial_demands(x.problem))))

@@ -45,7 +45,7 @@ class ExactFleetResult:
 
     plans: tuple[Plan | None, ...] | None
     bound_per_hour: float
-    need: list[list[float]]  # per workload and type: least GPUs of the type it needs alone (inf: cannot)
+    need: list[list[float]] | None  # per workload and type: least GPUs of the type it needs alone (inf: cannot)
     message: str
     notes: tuple[str, ...]
 
@@ -114,7 +114,10 @@ def solve_exact_fleet(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], 
     greedy's plan with the reason."""
     deadline = t0 + options.time_limit_s - EXTRACT_RESERVE_S
     used, inputs = _inputs(ws, types, choice, servable, members)
-    fc = prepare_fleet(tuple(inputs), len(ws), start_cost_per_hour, options.threads)
+    fc = prepare_fleet(tuple(inputs), len(ws), start_cost_per_hour, options.threads, deadline)
+    if fc is None:
+        return ExactFleetResult(None, 0.0, None, "fleet master: returned the fleet greedy's plan (the time limit "
+                                "was spent preparing the types; raise --time-limit)", ())
     failed = []
     try:
         solve_fleet_columns(fc, deadline, GENERATE_SHARE, MIN_ROUND_S, options.mip_rel_gap)
