@@ -6,7 +6,8 @@ Mixes: the paper's 12 workloads (``examples/paper-table3.csv``) and seeded rando
 models (SLO 15-60 ms, 50-800 req/s). Fleets: the H100 at 1.0 per GPU-hour; the H200 at 1.25x and 1.6x
 that, alone and beside the H100. Planner: the fleet greedy (``igniter_opt.planner.fleet``), with and
 without its local search, so the table shows what the search earns; on the mixed fleets also the
-exact planner (``--exact-time-limit`` seconds per instance), with its certified bound and gap. Writes
+exact planner (the fleet master: column generation over every type from the fleet greedy's plan,
+``--exact-time-limit`` seconds per instance), with its certified bound and gap. Writes
 ``fleet.csv`` and ``fleet.md``: GPUs per type, cost per hour, which models went to which type, bound,
 gap, wall time.
 """

@@ -383,10 +383,10 @@ def test_the_fleet_master_replaces_a_costly_start_with_a_cheaper_verified_plan()
     ws, choice = _mix(3, 8), BudgetChoice(LatencyBudget.IGNITER)
     fleet = parse_fleet("h100:1.0,h200:3.0")
     dear = solve_fleet(ws, parse_fleet("h200:3.0"), choice).cost_per_hour
-    types = [FleetTypeSpec(m, t.price_per_gpu_hour, t.max_count)
-             for t, m in zip(fleet.types, fleet.models, strict=True)]
-    res = solve_exact_fleet(ws, types, choice, [[True, True]] * len(ws), [[], list(range(len(ws)))], dear,
-                            SolveOptions(time_limit_s=8), time.perf_counter())
+    types = [FleetTypeSpec(t.price_per_gpu_hour, t.max_count) for t in fleet.types]
+    res = solve_exact_fleet(ws, types, lambda t, mine: make_problem(mine, fleet.models[t], choice),
+                            [[True, True]] * len(ws), [[], list(range(len(ws)))], dear, SolveOptions(time_limit_s=8),
+                            time.perf_counter())
     assert res.plans is not None and res.message.startswith("fleet master: ")
     cost = sum(p.num_gpus * t.price_per_gpu_hour for p, t in zip(res.plans, fleet.types, strict=True) if p)
     assert cost < dear and res.bound_per_hour <= cost + 1e-9

@@ -377,10 +377,9 @@ def _exact_parts(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, o
     notes: list[str] = []
     found, need = 0.0, None
     try:
-        res = solve_exact_fleet(ws, [FleetTypeSpec(m, t.price_per_gpu_hour, t.max_count)
-                                     for t, m in zip(fleet.types, fleet.models, strict=True)],
-                                choice, servable, [[j for j in range(len(ws)) if best.types[j] == t]
-                                                   for t in range(len(fleet.types))],
+        res = solve_exact_fleet(ws, [FleetTypeSpec(t.price_per_gpu_hour, t.max_count) for t in fleet.types],
+                                lambda t, mine: make_problem(mine, fleet.models[t], choice), servable,
+                                [[j for j in range(len(ws)) if best.types[j] == t] for t in range(len(fleet.types))],
                                 best.key[1], options, t0)
         found, need = res.bound_per_hour, res.need
         notes += [res.message, *res.notes]

@@ -13,17 +13,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from igniter_opt.domain import Plan, Workload
-from igniter_opt.perfmodel import PerformanceModel
+from igniter_opt.domain import Plan, PlanningProblem, Workload
 from igniter_opt.placement import Packing, assemble_plan, verify_plan
 from igniter_opt.planner import greedy
 from igniter_opt.planner.exact.colgen import least_units
 from igniter_opt.planner.exact.fleetcolgen import FleetColgen, FleetTypeInput, prepare_fleet, solve_fleet_columns
 from igniter_opt.planner.exact.setpart import EXTRACT_RESERVE_S, GENERATE_SHARE, MIN_ROUND_S
-from igniter_opt.problems import BudgetChoice, make_problem
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 
 log = logging.getLogger(__name__)
@@ -31,11 +29,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class FleetTypeSpec:
-    """One GPU type of the fleet: its profile, price and count limit."""
+    """One GPU type of the fleet: its price and count limit."""
 
-    model: PerformanceModel
     price_per_gpu_hour: float
     max_count: int | None
+
+
+# The planning problem of some workloads on fleet type t (its profile, the fleet's budget and options).
+ProblemOf = Callable[[int, tuple[Workload, ...]], PlanningProblem]
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class ExactFleetResult:
     notes: tuple[str, ...]
 
 
-def _inputs(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], choice: BudgetChoice,
+def _inputs(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], problem_of: ProblemOf,
             servable: list[list[bool]], members: Sequence[Sequence[int]]) -> tuple[list[int], list[FleetTypeInput]]:
     """The types that can serve some workload, and each as column generation sees it."""
     used, inputs = [], []
@@ -60,9 +61,9 @@ def _inputs(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], choice: Bu
             continue
         start = None
         if members[t]:
-            part = make_problem(tuple(ws[j] for j in members[t]), spec.model, choice)
+            part = problem_of(t, tuple(ws[j] for j in members[t]))
             start = greedy.place(part.perf_model, greedy.initial_demands(part))  # the fleet greedy's part
-        inputs.append(FleetTypeInput(make_problem(tuple(ws[j] for j in mine), spec.model, choice), mine,
+        inputs.append(FleetTypeInput(problem_of(t, tuple(ws[j] for j in mine)), mine,
                                      spec.price_per_gpu_hour, spec.max_count, start))
         used.append(t)
     return used, inputs
@@ -76,10 +77,10 @@ def _need(fc: FleetColgen, used: list[int], n_workloads: int, n_types: int) -> l
     return need
 
 
-def _plan_of(ws: tuple[Workload, ...], x: FleetTypeInput, choice: BudgetChoice, chosen: list[int],
+def _plan_of(ws: tuple[Workload, ...], t: int, x: FleetTypeInput, problem_of: ProblemOf, chosen: list[int],
              packing: Packing) -> tuple[Plan | None, str]:
-    """The packing as a plan of the workloads ``chosen`` for the type, verified; None with the reason."""
-    problem = make_problem(tuple(ws[j] for j in chosen), x.problem.perf_model, choice)
+    """The packing as a plan of the workloads ``chosen`` for type t, verified; None with the reason."""
+    problem = problem_of(t, tuple(ws[j] for j in chosen))
     plan = assemble_plan(problem, packing, "exact", SolveOutcome(SolveStatus.FEASIBLE))
     bad = verify_plan(plan, problem)
     if bad:
@@ -89,7 +90,7 @@ def _plan_of(ws: tuple[Workload, ...], x: FleetTypeInput, choice: BudgetChoice, 
     return plan, ""
 
 
-def _plans(ws: tuple[Workload, ...], fc: FleetColgen, used: list[int], n_types: int, choice: BudgetChoice
+def _plans(ws: tuple[Workload, ...], fc: FleetColgen, used: list[int], n_types: int, problem_of: ProblemOf
            ) -> tuple[tuple[Plan | None, ...] | None, str]:
     """The incumbent's packings as verified plans per fleet type, or None with the reason."""
     assert fc.inc.packings is not None
@@ -98,14 +99,14 @@ def _plans(ws: tuple[Workload, ...], fc: FleetColgen, used: list[int], n_types: 
         if packing is None:
             continue
         chosen = sorted(w for w, (u, _) in fc.inc.chosen.items() if u == k)
-        plan, why = _plan_of(ws, x, choice, chosen, packing)
+        plan, why = _plan_of(ws, t, x, problem_of, chosen, packing)
         if plan is None:
             return None, f"the fleet master's plan on type {t + 1} {why}; please report it"
         out[t] = plan
     return tuple(out), ""
 
 
-def solve_exact_fleet(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], choice: BudgetChoice,
+def solve_exact_fleet(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], problem_of: ProblemOf,
                       servable: list[list[bool]], members: Sequence[Sequence[int]], start_cost_per_hour: float,
                       options: SolveOptions, t0: float) -> ExactFleetResult:
     """The fleet master from the fleet greedy's plan (``members[t]``: the workloads it gives type t,
@@ -113,7 +114,7 @@ def solve_exact_fleet(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], 
     ``ProblemError`` as ``colgen.prepare_colgen`` does; any other failure on the way returns the
     greedy's plan with the reason."""
     deadline = t0 + options.time_limit_s - EXTRACT_RESERVE_S
-    used, inputs = _inputs(ws, types, choice, servable, members)
+    used, inputs = _inputs(ws, types, problem_of, servable, members)
     fc = prepare_fleet(tuple(inputs), len(ws), start_cost_per_hour, options.threads, deadline)
     if fc is None:
         return ExactFleetResult(None, 0.0, None, "fleet master: returned the fleet greedy's plan (the time limit "
@@ -125,7 +126,7 @@ def solve_exact_fleet(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], 
         log.error("fleet column generation failed: %s: %s", type(exc).__name__, exc)
         failed.append(f"fleet column generation failed ({type(exc).__name__}: {exc}); returned the best plan so far")
     notes = [*fc.notes, *failed]
-    plans, why = (None, "") if fc.inc.packings is None else _plans(ws, fc, used, len(types), choice)
+    plans, why = (None, "") if fc.inc.packings is None else _plans(ws, fc, used, len(types), problem_of)
     if why:
         log.error("DEFECT: %s", why)
         notes.append(why)
@@ -141,4 +142,4 @@ def solve_exact_fleet(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], 
     return ExactFleetResult(plans, fc.rounded, _need(fc, used, len(ws), len(types)), message, tuple(notes))
 
 
-__all__ = ["ExactFleetResult", "FleetTypeSpec", "solve_exact_fleet"]
+__all__ = ["ExactFleetResult", "FleetTypeSpec", "ProblemOf", "solve_exact_fleet"]
