@@ -479,7 +479,7 @@ def test_kappa_fitted_on_training_runs_reduces_held_out_error_on_a_synthetic_pro
     that form with kappa = 0.5 (3 % noise). Profiling again with training runs (seed 8) recovers
     kappa and predicts other mixes (seed 7) better than the pair runs alone and the paper's form."""
     out = tmp_path / "sim"
-    res = _simulated_profile(out, "--interference-form", "kernel-delay")
+    res = _simulated_profile(out, "--interference-form", "kernel-delay", "--co-runs-per-model", "0")
     assert res.exit_code == 0, res.output
     pair_only = load_profile(out)
     assert interference_form(pair_only) == "kernel-delay"
