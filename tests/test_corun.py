@@ -145,11 +145,15 @@ def test_profile_measures_co_runs_and_recovers_kappa(tmp_path: Path) -> None:
                            out, progress=False, interference_form="kernel-delay", co_run_design=design)
     block = model.gpu["fit"]["interference"]
     assert block["cache_scale"] == pytest.approx(0.6, abs=1e-6)
-    assert block["cache_scale_source"] == "least squares over 18 co-location runs (co_runs.jsonl)"
+    assert block["cache_scale_source"] == ("least squares over 18 co-location runs, own kappa for 1 of 3 models "
+                                           "(co_runs.jsonl)")
+    # the simulated pair runs leave alexnet and resnet50 no L2 sensitivity (alpha' = 0): only vgg19 has a kappa
+    assert block["model_cache_scale"] == {"vgg19": pytest.approx(0.6, abs=1e-6)}
     assert len((out / CO_RUNS_FILE).read_text().splitlines()) == 18
     raw = load_raw(out / "raw.json")
     assert raw.gpu["fit"]["interference_form"] == "kernel-delay"
     assert raw.gpu["fit"]["cache_scale"] == block["cache_scale"]
+    assert raw.gpu["fit"]["model_cache_scale"] == block["model_cache_scale"]
     rec = raw.gpu["co_runs"]
     assert (rec["file"], rec["seed"], rec["runs"], rec["runs_per_model"]) == (CO_RUNS_FILE, 16, 18, 6)
     assert set(rec["cost_s"]) == set(MODELS)
@@ -192,7 +196,8 @@ def test_profile_command_measures_co_runs_and_co_runs_file_overrides(tmp_path: P
     res = _cli(tmp_path / "kd", "--interference-form", "kernel-delay", "--co-runs-per-model", "2")
     assert res.exit_code == 0, res.output
     measured = load_profile(tmp_path / "kd").gpu["fit"]["interference"]
-    assert measured["cache_scale_source"] == "least squares over 6 co-location runs (co_runs.jsonl)"
+    assert measured["cache_scale_source"] == ("least squares over 6 co-location runs, own kappa for 1 of 3 "
+                                              "models (co_runs.jsonl)")
     # --co-runs: the file's runs (three of them, 20 % slower), none measured
     recs = [json.loads(line) for line in (tmp_path / "kd" / CO_RUNS_FILE).read_text().splitlines()[:3]]
     for r in recs:
