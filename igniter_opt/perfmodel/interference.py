@@ -618,6 +618,20 @@ CANDIDATES: dict[str, CandidateForm] = {
             "linear: alpha_cache scaled; exact with one binary per GPU (shared[g], sched_delay_rows)",
         ),
         CandidateForm(
+            "kernel-delay-count",
+            "kernel-delay",
+            ("kappa2", "kappa3", "kappa4"),
+            (1.0, 1.0, 1.0),
+            (0.0, 0.0, 0.0),
+            (10.0, 10.0, 10.0),
+            lambda rb, th: (
+                np.select([rb.members <= 2, rb.members == 3], [th[0], th[1]], th[2]) * np.ones_like(rb.batch)
+            ),
+            "kernel-delay with one kappa per number of workloads on the GPU (2, 3, 4 or more)",
+            "exact with binaries z[g,j] (n[g] = j) and one budget row per (d, g, k, j) relaxed by big-M "
+            "(1 - z), plus the shared[g] binary",
+        ),
+        CandidateForm(
             "kernel-delay-share",
             "kernel-delay",
             ("beta_share",),
@@ -632,6 +646,26 @@ CANDIDATES: dict[str, CandidateForm] = {
         ),
     )
 }
+
+
+MODEL_SCALED = "kernel-delay-model"
+
+
+def model_scale_candidate(model_names: Sequence[str]) -> CandidateForm:
+    """The kernel-delay form as fitted (``fit_model_cache_scales``): one kappa per model of a profile
+    whose models are ``model_names`` (in the profile's order, which ``RunBatch.model_idx`` indexes)."""
+    names = tuple(model_names)
+    return CandidateForm(
+        MODEL_SCALED,
+        "kernel-delay",
+        names,
+        (1.0,) * len(names),
+        (0.0,) * len(names),
+        (10.0,) * len(names),
+        lambda rb, th: np.asarray(th)[rb.model_idx] * np.ones_like(rb.batch),
+        "kernel-delay with a kappa per model fitted to co-location runs of different models",
+        "linear: each model's alpha_cache scaled, rows unchanged; exact with one binary per GPU (shared[g])",
+    )
 
 
 def fit_candidate(perf: PerformanceModel, candidate: CandidateForm, rb: RunBatch) -> np.ndarray:
