@@ -12,7 +12,7 @@ summed L2 demand, so it over-predicts more with every co-runner. The **kernel-de
 keeps the paper's equations and fits them differently:
 
     D'(n) = alpha_sch n + beta_sch + delta_co            (n >= 2, else 0)
-    t_act_i = k_act (1 + kappa alpha'_m (C - c_i))
+    t_act_i = k_act (1 + kappa_m alpha'_m (C - c_i))
 
 - ``delta_co`` (ms per kernel, per GPU type): the extra delay per kernel with company, beyond
   the inter-kernel idle gap that ``alpha_sch, beta_sch`` measure. Fitted from the pair runs of
@@ -22,7 +22,9 @@ keeps the paper's equations and fits them differently:
   form reproduces every pair run exactly, as the paper's does.
 - ``kappa`` (``cache_scale``): 1 from the pair runs alone; < 1 when fitted (least squares) to
   co-location runs of *different* models (``CoRun``), which interfere less than two identical
-  copies at 50 % + 50 %.
+  copies at 50 % + 50 %. With the runs each model with enough co-located workloads in them gets its
+  own kappa (``model_cache_scale``, ``fit_model_cache_scales``): the pair runs overstate some
+  models' sensitivity more than others'.
 
 Both forms are the paper's functional form, so ``apply_interference`` returns an ordinary
 ``PerformanceModel`` (``beta_sch`` then includes ``delta_co``; the idle-gap part alone and the
