@@ -25,6 +25,9 @@ class OpenGpus:
 
     ``units`` are share units (floats: a frozen slot's share need not be whole units); ``slots``
     keeps each GPU's ``Slot`` records (demand, batch, queue delay, frozen share) in slot order.
+    ``kind`` numbers each GPU's content: GPUs with the same kind hold slots that are the same in
+    every number AllocGPU reads (configurations, units, constants, frozen flags), so AllocGPU
+    treats them alike (see ``distinct_rows``).
     """
 
     def __init__(self, terms: ConfigTerms, capacity: int = 64, width: int = 4) -> None:
@@ -36,6 +39,8 @@ class OpenGpus:
         self.frozen = np.zeros((capacity, width), bool)
         self.count = np.zeros(capacity, np.int64)
         self.used = np.zeros(capacity, float)
+        self.kind = np.zeros(capacity, np.int64)
+        self._kinds: dict[bytes, int] = {}
         self.slots: list[list[Slot]] = []
         self.gpu_ids: list[str | None] = []
         self.any_frozen = False
@@ -54,7 +59,7 @@ class OpenGpus:
         frozen = np.zeros((r1, c1), bool)
         frozen[:r0, :c0] = self.frozen
         self.cfg, self.units, self.const, self.frozen = cfg, units, const, frozen
-        for name in ("count", "used"):
+        for name in ("count", "used", "kind"):
             old = getattr(self, name)
             new = np.zeros(r1, old.dtype)
             new[:r0] = old
@@ -72,6 +77,7 @@ class OpenGpus:
         self.count[g] = c + 1
         self.used[g] = float(units_row[: c + 1].sum())
         self.slots[g].append(slot)
+        self._set_kind(g)
 
     def append_slot(self, g: int, slot: Slot, cfg: int, units: float, const: np.ndarray) -> None:
         """Add ``slot`` as it is (configuration ``cfg``, ``units``) to open GPU ``g``; nothing else changes."""
@@ -92,7 +98,24 @@ class OpenGpus:
         if slot.frozen_share_pct is not None:  # (rows start unfrozen)
             self.frozen[g, 0] = self.any_frozen = True
         self.count[g], self.used[g] = 1, units
+        self._set_kind(g)
         return g
+
+    def _set_kind(self, g: int) -> None:
+        """Number GPU ``g``'s content: the bytes of its slots' numbers, so equal kinds are exactly equal."""
+        c = int(self.count[g])
+        key = b"".join(a[g, :c].tobytes() for a in (self.cfg, self.units, self.const, self.frozen))
+        self.kind[g] = self._kinds.setdefault(key, len(self._kinds))
+
+    def distinct_rows(self, rows: np.ndarray) -> np.ndarray:
+        """The first of ``rows`` (in order) of each kind. AllocGPU with a newcomer gives GPUs of one
+        kind the same outcome and Algorithm 1 takes the first on ties, so only these can be chosen:
+        a workload split into equal replicas opens many GPUs that are alike."""
+        _, first = np.unique(self.kind[rows], return_index=True)
+        if first.size == rows.size:
+            return rows
+        first.sort()
+        return rows[first]
 
     def packing_gpus(self) -> tuple[GpuPacking, ...]:
         """The open GPUs as packings, with each unfrozen slot's final units."""
@@ -100,7 +123,8 @@ class OpenGpus:
         units = np.rint(self.units[: self.n]).astype(np.int64).tolist()
         for g in range(self.n):
             row = units[g]
-            slots = tuple(s if s.frozen_share_pct is not None else s._replace(units=row[j])
+            # (a slot whose units did not change is kept: most are, and _replace is not cheap)
+            slots = tuple(s if s.frozen_share_pct is not None or s.units == row[j] else s._replace(units=row[j])
                           for j, s in enumerate(self.slots[g]))
             out.append(GpuPacking(slots, self.gpu_ids[g]))
         return tuple(out)
@@ -116,31 +140,47 @@ class _Spare:
 
     def __init__(self, table: OpenGpus, cap: int, limit: float) -> None:
         self.table, self.cap, self.limit = table, cap, limit
-        self.rows = np.flatnonzero(table.used[: table.n] < cap - 1e-9)
+        rows = np.flatnonzero(table.used[: table.n] < cap - 1e-9)
+        # The rows live at the front of a buffer that doubles when full: opening tens of thousands
+        # of GPUs one at a time must not copy the list each time.
+        self._buffer = np.zeros(max(64, 2 * rows.size), np.int64)
+        self._buffer[: rows.size] = rows
+        self._size = rows.size
         self.free_count = np.zeros(cap + 2, np.int64)
-        for g in self.rows:
+        for g in rows:
             self.free_count[self._bucket(int(g))] += 1
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self._buffer[: self._size]
 
     def _bucket(self, g: int) -> int:
         return int(min(self.cap + 1, max(0.0, np.floor(self.limit - self.table.used[g]))))
 
     def candidates(self, units: int) -> np.ndarray:
+        rows = self.rows
         if not self.free_count[units:].any():
-            return self.rows[:0]
-        return self.rows[self.table.used[self.rows] + units <= self.limit]
+            return rows[:0].copy()
+        return rows[self.table.used[rows] + units <= self.limit]
 
     def before_change(self, g: int) -> None:
         self.free_count[self._bucket(g)] -= 1
 
     def after_change(self, g: int) -> None:
         if self.table.used[g] >= self.cap - 1e-9:
-            self.rows = self.rows[self.rows != g]
+            rows = self.rows
+            keep = rows[rows != g]
+            self._buffer[: keep.size] = keep
+            self._size = keep.size
         else:
             self.free_count[self._bucket(g)] += 1
 
     def opened(self, g: int) -> None:
         if self.table.used[g] < self.cap - 1e-9:
-            self.rows = np.append(self.rows, g)
+            if self._size == self._buffer.size:
+                self._buffer = np.concatenate([self._buffer, np.zeros_like(self._buffer)])
+            self._buffer[self._size] = g
+            self._size += 1
             self.free_count[self._bucket(g)] += 1
 
 
@@ -158,7 +198,7 @@ def place_demands(table: OpenGpus, demands: list[Demand] | tuple[Demand, ...], o
         d = demands[i]
         const = slot_const[i]
         slot = Slot(i, d.lower_units, d.batch, d.queue_delay_ms)
-        cand = spare.candidates(d.lower_units)
+        cand = table.distinct_rows(spare.candidates(d.lower_units))
         if cand.size:
             counts = table.count[cand]
             width = int(counts.max()) + 1

@@ -245,6 +245,18 @@ def _choose(owner: np.ndarray, batch: np.ndarray, delay: np.ndarray, units: np.n
     return {int(owner[i]): int(i) for i in first}
 
 
+def _solo_units(perf: PerformanceModel, midx: np.ndarray, batch: np.ndarray, limit: np.ndarray,
+                rate: np.ndarray) -> np.ndarray:
+    """Each candidate's share units alone (``solo_feasible_units`` from the lower bound), computed
+    only where the serving model gives a limit: a NaN or -inf limit has no lower bound (-1), and
+    under the tail budget most candidates have none (batches that cannot fill within the SLO)."""
+    units = np.full(limit.shape, -1, np.int64)
+    has = np.flatnonzero(limit > -np.inf)  # False for NaN too
+    m, b, lim = midx[has], batch[has], limit[has]
+    units[has] = solo_feasible_units(perf, m, b, lower_share_units_array(perf, m, b, lim), lim, rate[has])
+    return units
+
+
 def best_solo_demands(problem: PlanningProblem, ws: list[Workload]) -> list[list[Demand]]:
     """Initialisation under the full and tail budgets: per workload the configuration (batch, queue
     delay) that needs the smallest share alone (ties: smaller batch, then shorter delay); a
@@ -260,9 +272,7 @@ def best_solo_demands(problem: PlanningProblem, ws: list[Workload]) -> list[list
     while todo.size:
         rates = np.array([ws[j].rate_rps for j in todo]) / replicas[todo]
         owner, batch, delay, limit = _candidates(problem, rule, slo_all[todo], rates)
-        midx = midx_all[todo][owner]
-        units = solo_feasible_units(perf, midx, batch, lower_share_units_array(perf, midx, batch, limit),
-                                    limit, rates[owner])
+        units = _solo_units(perf, midx_all[todo][owner], batch, limit, rates[owner])
         chosen = _choose(owner, batch, delay, units, perf.max_units)
         if rule.budget is LatencyBudget.FULL:  # the full budget's limit is the same at any rate
             for j in map(int, np.flatnonzero(replicas[todo] == 1)):
@@ -271,8 +281,9 @@ def best_solo_demands(problem: PlanningProblem, ws: list[Workload]) -> list[list
         for j, i in chosen.items():
             w, r = ws[todo[j]], int(replicas[todo[j]])
             d = None if np.isnan(delay[i]) else float(delay[i])
+            # r equal replicas: one (immutable) demand, r times; a workload may need thousands
             out[todo[j]] = [Demand(w, float(rates[j]), int(batch[i]), int(units[i]), float(limit[i]), dedicated=r > 1,
-                                   queue_delay_ms=d) for _ in range(r)]
+                                   queue_delay_ms=d)] * r
         todo = np.array([t for j, t in enumerate(todo) if j not in chosen], np.int64)
         replicas[todo] += 1
         if todo.size and replicas[todo].max() > MAX_REPLICAS:
