@@ -201,8 +201,11 @@ def formation_batch_limit(problem: PlanningProblem, slo_ms: float, rate_rps: flo
 
 def _candidates(problem: PlanningProblem, rule: ServingModel, slo: np.ndarray, rates: np.ndarray
                 ) -> tuple[np.ndarray, ...]:
-    """Every (workload piece, batch, queue delay) candidate: (owner, batch, delay, limit), flattened."""
+    """Every (workload piece, batch, queue delay) candidate: (owner, batch, delay, limit), flattened
+    in owner order (then batch, then delay)."""
     tops = np.array([formation_batch_limit(problem, float(x), float(r)) for x, r in zip(slo, rates, strict=True)])
+    if tops.size and (tops == tops[0]).all():
+        return _candidates_same_batches(rule, int(tops[0]), slo, rates)
     owner = np.repeat(np.arange(tops.size), tops)
     batch = np.arange(owner.size) - np.repeat(np.cumsum(tops) - tops, tops) + 1
     delays = rule.queue_delay_candidates(slo[owner], rates[owner], batch)
@@ -211,6 +214,24 @@ def _candidates(problem: PlanningProblem, rule: ServingModel, slo: np.ndarray, r
     k = delays.shape[1]
     owner, batch, delay = np.repeat(owner, k)[keep.ravel()], np.repeat(batch, k)[keep.ravel()], delays[keep]
     return owner, batch, delay, rule.limit_ms(slo[owner], rates[owner], batch, delay)
+
+
+def _candidates_same_batches(rule: ServingModel, top: int, slo: np.ndarray, rates: np.ndarray
+                             ) -> tuple[np.ndarray, ...]:
+    """``_candidates`` where every piece considers batches 1..``top``. The limits are asked for in
+    (batch, delay, owner) order, where the serving model's per-batch curves serve contiguous runs
+    (under the tail budget, millions of them), then laid out in owner order: a transpose."""
+    n = slo.size
+    batches = np.arange(1, top + 1)
+    delays = rule.queue_delay_candidates(np.tile(slo, top), np.tile(rates, top), np.repeat(batches, n))
+    k = delays.shape[1]
+    by_batch = delays.reshape(top, n, k).transpose(0, 2, 1)  # [batch, delay, owner]
+    # a batch of one never waits: one delay is enough
+    delay = np.concatenate([by_batch[0, :1].ravel(), by_batch[1:].ravel()])
+    cols = 1 + (top - 1) * k  # candidates per owner
+    batch = np.repeat(np.r_[1, np.repeat(batches[1:], k)], n)
+    limit = rule.limit_ms(np.tile(slo, cols), np.tile(rates, cols), batch, delay)
+    return (np.repeat(np.arange(n), cols), *(a.reshape(cols, n).T.ravel() for a in (batch, delay, limit)))
 
 
 def _fewest_replicas(problem: PlanningProblem, ws: list[Workload]) -> np.ndarray:
