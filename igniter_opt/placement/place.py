@@ -25,9 +25,10 @@ class OpenGpus:
 
     ``units`` are share units (floats: a frozen slot's share need not be whole units); ``slots``
     keeps each GPU's ``Slot`` records (demand, batch, queue delay, frozen share) in slot order.
-    ``kind`` numbers each GPU's content: GPUs with the same kind hold slots that are the same in
-    every number AllocGPU reads (configurations, units, constants, frozen flags), so AllocGPU
-    treats them alike (see ``distinct_rows``).
+    ``kind`` numbers GPUs that AllocGPU treats alike (see ``distinct_rows``): GPUs opened with
+    one slot that is the same in every number AllocGPU reads (configuration, units, constants,
+    frozen or not) and room to spare share a kind while nothing joins them; every other GPU has a
+    kind of its own.
     """
 
     def __init__(self, terms: ConfigTerms, capacity: int = 64, width: int = 4) -> None:
@@ -40,7 +41,12 @@ class OpenGpus:
         self.count = np.zeros(capacity, np.int64)
         self.used = np.zeros(capacity, float)
         self.kind = np.zeros(capacity, np.int64)
-        self._kinds: dict[bytes, int] = {}
+        self._kinds: dict[tuple[int, float, bool, bytes], int] = {}  # one-slot GPUs' kinds (>= 0)
+        self._members: list[list[int]] = []  # the GPUs of each of those kinds, in GPU order
+        self._own_kinds = 0  # the other GPUs' kinds: -1, -2, ...
+        # True: a GPU of a kind with an earlier GPU (the first of a kind stands for all of it)
+        self.repeat = np.zeros(capacity, bool)
+        self._repeats = 0
         self.slots: list[list[Slot]] = []
         self.gpu_ids: list[str | None] = []
         self.any_frozen = False
@@ -59,7 +65,7 @@ class OpenGpus:
         frozen = np.zeros((r1, c1), bool)
         frozen[:r0, :c0] = self.frozen
         self.cfg, self.units, self.const, self.frozen = cfg, units, const, frozen
-        for name in ("count", "used", "kind"):
+        for name in ("count", "used", "kind", "repeat"):
             old = getattr(self, name)
             new = np.zeros(r1, old.dtype)
             new[:r0] = old
@@ -77,7 +83,7 @@ class OpenGpus:
         self.count[g] = c + 1
         self.used[g] = float(units_row[: c + 1].sum())
         self.slots[g].append(slot)
-        self._set_kind(g)
+        self._leave_kind(g)
 
     def append_slot(self, g: int, slot: Slot, cfg: int, units: float, const: np.ndarray) -> None:
         """Add ``slot`` as it is (configuration ``cfg``, ``units``) to open GPU ``g``; nothing else changes."""
@@ -98,24 +104,45 @@ class OpenGpus:
         if slot.frozen_share_pct is not None:  # (rows start unfrozen)
             self.frozen[g, 0] = self.any_frozen = True
         self.count[g], self.used[g] = 1, units
-        self._set_kind(g)
+        if units >= self.terms.n_units - 1 - 1e-9:  # full: never a candidate again
+            self._own_kinds += 1
+            self.kind[g] = -self._own_kinds
+            return g
+        # the constants' exact bits: equal keys are equal in every number
+        k = self._kinds.setdefault((int(cfg), float(units), bool(self.frozen[g, 0]), self.const[g, 0].tobytes()),
+                                   len(self._kinds))
+        if k == len(self._members):
+            self._members.append([])
+        self.kind[g] = k
+        self.repeat[g] = bool(self._members[k])
+        self._repeats += bool(self._members[k])
+        self._members[k].append(g)
         return g
 
-    def _set_kind(self, g: int) -> None:
-        """Number GPU ``g``'s content: the bytes of its slots' numbers, so equal kinds are exactly equal."""
-        c = int(self.count[g])
-        key = b"".join(a[g, :c].tobytes() for a in (self.cfg, self.units, self.const, self.frozen))
-        self.kind[g] = self._kinds.setdefault(key, len(self._kinds))
+    def _leave_kind(self, g: int) -> None:
+        """GPU ``g`` changed: it gets a kind of its own (the next GPU of its old kind stands for it)."""
+        k = int(self.kind[g])
+        if k >= 0:
+            members = self._members[k]
+            members.remove(g)
+            if self.repeat[g]:
+                self.repeat[g] = False
+                self._repeats -= 1
+            elif members:  # it stood for its kind: the next one does now
+                self.repeat[members[0]] = False
+                self._repeats -= 1
+        self._own_kinds += 1
+        self.kind[g] = -self._own_kinds
 
     def distinct_rows(self, rows: np.ndarray) -> np.ndarray:
-        """The first of ``rows`` (in order) of each kind. AllocGPU with a newcomer gives GPUs of one
-        kind the same outcome and Algorithm 1 takes the first on ties, so only these can be chosen:
-        a workload split into equal replicas opens many GPUs that are alike."""
-        _, first = np.unique(self.kind[rows], return_index=True)
-        if first.size == rows.size:
+        """``rows`` (in GPU order, as Algorithm 1 tries them) without the GPUs that repeat an earlier
+        one's kind. AllocGPU with a newcomer gives GPUs of one kind the same outcome, and Algorithm 1
+        takes the first on ties, so a repeat can never be chosen. GPUs of one kind have the same
+        free share, so they are candidates together, their first among them. A workload split into
+        equal replicas opens many GPUs that are alike."""
+        if not self._repeats or rows.size < 2:
             return rows
-        first.sort()
-        return rows[first]
+        return rows[~self.repeat[rows]]
 
     def packing_gpus(self) -> tuple[GpuPacking, ...]:
         """The open GPUs as packings, with each unfrozen slot's final units."""
