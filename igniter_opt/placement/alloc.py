@@ -146,13 +146,13 @@ def cheapest_feasible_row(
             # Nothing was raised yet: every finished row grew by exactly the newcomer's lower bound,
             # the least any row can, so the first of them wins.
             j = int(np.argmax(done))
-            return int(rows.index[j]), rows.cfg[j], rows.units[j]
+            return int(rows.row[j]), rows.cfg[j], rows.units[j]
         first = False
         if done.any():
             finished = np.flatnonzero(done)
             inc = rows.units[finished].sum(axis=1) - rows.used[finished]
             j = int(np.argmin(inc))  # rows are in GPU order: first on ties
-            row = int(rows.index[finished[j]])
+            row = int(rows.row[finished[j]])
             if inc[j] < best_inc or (inc[j] == best_inc and best is not None and row < best[0]):
                 best, best_inc = (row, rows.cfg[finished[j]].copy(), rows.units[finished[j]].copy()), float(inc[j])
         iterating &= ~done
@@ -162,15 +162,15 @@ def cheapest_feasible_row(
         iterating &= total <= limit
         if best is not None:
             inc = total - rows.used
-            iterating &= (inc < best_inc) | ((inc == best_inc) & (rows.index < best[0]))
+            iterating &= (inc < best_inc) | ((inc == best_inc) & (rows.row < best[0]))
         rows = rows.keep(iterating)
     return best
 
 
 class Rows(NamedTuple):
-    """Candidate rows of ``cheapest_feasible_row`` still iterating, packed: ``index`` is each one's row."""
+    """Candidate rows of ``cheapest_feasible_row`` still iterating, packed: ``row`` is each one's row."""
 
-    index: np.ndarray
+    row: np.ndarray
     cfg: np.ndarray
     units: np.ndarray
     const: np.ndarray
@@ -180,9 +180,10 @@ class Rows(NamedTuple):
 
     @property
     def size(self) -> int:
-        return self.index.size
+        return self.row.size
 
     def keep(self, mask: np.ndarray) -> Rows:
         if mask.all():
             return self
-        return Rows(*(None if a is None else a[mask] for a in self))
+        return Rows(self.row[mask], self.cfg[mask], self.units[mask], self.const[mask], self.n[mask], self.used[mask],
+                    None if self.frozen is None else self.frozen[mask])
