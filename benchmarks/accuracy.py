@@ -30,7 +30,6 @@ import random
 import signal
 import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,7 @@ def _alarm(*_: object) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from igniter_opt.profiling.backend import CoWorkload, Phase
+    from igniter_opt.profiling.corun import Mix, run_mixes
     from igniter_opt.profiling.cuda import CudaBackend
 
     signal.signal(signal.SIGTERM, _alarm)
@@ -72,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             # A line cut short by a killed run, or one without a mix, is measured again.
             with contextlib.suppress(json.JSONDecodeError, KeyError):
                 done.add(json.loads(line)["mix"])
-    todo = [m for m in draw_mixes(args.mixes, args.seed) if m["mix"] not in done]
+    todo = [Mix.from_dict(m) for m in draw_mixes(args.mixes, args.seed) if m["mix"] not in done]
     print(f"{len(done)} mixes already measured, {len(todo)} to go", file=sys.stderr, flush=True)
     if not todo:
         return 0
@@ -81,31 +80,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Pre-spawned processes import the model libraries while the previous mix runs.
     os.environ.setdefault("IGNITER_PRELOAD", "torchvision,transformers")
     backend = CudaBackend(0, log_dir=Path(args.log_dir))
-    gpu = backend._facts
-    try:
-        def wls(m: dict[str, Any]) -> list[CoWorkload]:
-            return [CoWorkload(w["model"], w["share_pct"], (w["batch"],)) for w in m["workloads"]]
 
-        nxt = backend.prepare(wls(todo[0]))
-        for i, mix in enumerate(todo):
-            cur = nxt
-            t0 = time.time()
-            # Start the next mix's processes now: they import torch while this mix runs.
-            nxt = backend.prepare(wls(todo[i + 1])) if i + 1 < len(todo) else None
-            res = backend.co_run(wls(mix), [Phase("loop", args.phase_s)], prepared=cur)[0]
-            rec = {
-                "mix": mix["mix"], "gpu": gpu["name"], "gpu_uuid": gpu["uuid"], "driver": gpu["driver"],
-                "power_w": res.power_w, "clock_mhz": res.clock_mhz, "overlap_s": res.extra.get("overlap_s"),
-                "wall_s": time.time() - t0,
-                "workloads": [
-                    {**w, "measured_ms": r.latency_ms, "measured_rps": r.throughput_rps, "loop_rps": r.loop_rps,
-                     "iterations": r.iterations}
-                    for w, r in zip(mix["workloads"], res.workloads, strict=True)
-                ],
-            }
-            with out.open("a") as fh:
-                fh.write(json.dumps(rec) + "\n")
-            print(f"mix {mix['mix']}: {time.time() - t0:.1f} s", file=sys.stderr, flush=True)
+    def append(rec: dict[str, Any]) -> None:
+        with out.open("a") as fh:
+            fh.write(json.dumps(rec) + "\n")
+        print(f"mix {rec['mix']}: {rec['wall_s']:.1f} s", file=sys.stderr, flush=True)
+
+    try:
+        run_mixes(backend, todo, phase_s=args.phase_s, gpu=backend._facts, on_record=append)
     finally:
         backend.close()
     return 0

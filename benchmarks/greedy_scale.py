@@ -8,8 +8,10 @@ requests within the SLO with the serving model; a profile without serving measur
 paper's V100) gets ``--serving-overhead-ms`` (default 1.57, the H100's measured overhead) and the
 documented client cost and variance. The plain port is the paper's algorithm (igniter budget only).
 
-Writes benchmarks/results/greedy_scale.csv. Timings are wall-clock, best of --repeats, in one
-process on whatever machine runs it (recorded in the CSV).
+Writes benchmarks/results/greedy_scale.csv (``--append``: adds its rows to the file's). Timings are
+wall-clock, best of --repeats, in one process on whatever machine runs it (recorded in the CSV, with
+the code's commit and the machine's load average when the row started: on a shared machine other
+work slows every row).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -53,12 +56,14 @@ def main() -> None:
     ap.add_argument("--serving-overhead-ms", type=float, default=1.57,
                     help="tail budget on a profile without serving measurements: the per-batch overhead")
     ap.add_argument("-o", "--output", default=str(RESULTS / "greedy_scale.csv"))
+    ap.add_argument("--append", action="store_true", help="add the rows to those already in --output")
     args = ap.parse_args()
 
     base = load_profile(args.profile)
     rows = []
     for n, budget in ((int(s), LatencyBudget(b)) for s in args.sizes.split(",") for b in args.budgets.split(",")):
         ws = GENERATORS[args.generator](n, args.seed)
+        load = os.getloadavg()[0]
         overhead = args.serving_overhead_ms if budget is LatencyBudget.TAIL and base.serving is None else None
         problem = make_problem(ws, base, BudgetChoice(budget, serving_overhead_ms=overhead))
         perf = problem.perf_model
@@ -91,15 +96,30 @@ def main() -> None:
             "init_s_best": min(init_times), "peak_mib": round(peak, 2), "violations": violations,
             "plain_port_s": ref_s, "same_plan_as_plain_port": same,
             "machine": f"{platform.machine()} {os.cpu_count()} cpu", "python": platform.python_version(),
-            "numpy": np.__version__, "profile": perf.name,
+            "numpy": np.__version__, "profile": perf.name, "code": _commit(), "load_1min": round(load, 2),
         })
         r = rows[-1]
         print(f"{n:>6} workloads {str(budget):>7} -> {r['gpus']:>6} GPUs"
               f"  best {r['plan_s_best']:.3f} s  median {r['plan_s_median']:.3f} s"
               f"  peak {r['peak_mib']:.1f} MiB  plain port {ref_s:.2f} s  same plan: {same}", flush=True)
     df = pd.DataFrame(rows)
+    if args.append and Path(args.output).is_file():
+        df = pd.concat([pd.read_csv(args.output), df], ignore_index=True)
     atomic_write_text(args.output, df.to_csv(index=False, float_format="%.4f"))
     print(f"wrote {args.output}")
+
+
+def _commit() -> str:
+    """The commit of the code measured (with "+" when the working tree differs from it)."""
+    here = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+" if dirty else "")
 
 
 if __name__ == "__main__":

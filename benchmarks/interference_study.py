@@ -26,7 +26,7 @@ import csv
 import io
 import json
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +44,10 @@ from igniter_opt.perfmodel.raw import RawProfile, load_raw  # noqa: E402
 from igniter_opt.perfmodel.store import load_profile  # noqa: E402
 
 RESULTS = HERE / "results"
-CHOSEN = "kernel-delay-scaled"
-KEY_FORMS = ("igniter", "kernel-delay", CHOSEN)
-FORM_COLORS = {"igniter": "#d62728", "kernel-delay": "#1f77b4", CHOSEN: "#2ca02c"}
+CHOSEN = itf.MODEL_SCALED  # the kernel-delay form as fitted: a kappa per model
+ONE_KAPPA = "kernel-delay-scaled"
+KEY_FORMS = ("igniter", "kernel-delay", ONE_KAPPA, CHOSEN)
+FORM_COLORS = {"igniter": "#d62728", "kernel-delay": "#1f77b4", ONE_KAPPA: "#9467bd", CHOSEN: "#2ca02c"}
 COUNTS = (2, 3, 4)
 # --gpu presets: (held-out mixes, profile folder, training mixes or None)
 GPUS = {
@@ -252,11 +253,12 @@ class Study:
     paper_alpha: dict[str, float]
     delta_loo_ms: dict[str, float]  # delta_co with each model's pair run left out
     cross_check: tuple[float, float]  # (delta_co, kappa) fitted to all mixes at once, in-sample
-    kappa_closed_form: float
+    kappa_closed_form: itf.InterferenceCoefficients  # fit_interference on all training (else held-out) mixes
     concurrency: list[dict[str, float]]
     clock: dict[str, Any]
     train: Mixes | None = None  # the mixes the parameters were fitted on (None: leave-one-mix-out)
     train_path: Path | None = None
+    candidates: dict[str, itf.CandidateForm] = field(default_factory=lambda: dict(itf.CANDIDATES))
 
 
 def run_study(runs_path: Path, profile_dir: Path, train_path: Path | None = None) -> Study:
@@ -290,17 +292,23 @@ def run_study(runs_path: Path, profile_dir: Path, train_path: Path | None = None
         "measured_rps": rps[mask],
     }
     latency, throughput, thetas = {}, {}, {}
-    for name, cand in itf.CANDIDATES.items():
+    candidates = {**itf.CANDIDATES, CHOSEN: itf.model_scale_candidate(perf.model_names)}
+    for name, cand in candidates.items():
         lat, thr, th = cv_predict(cand, bases[cand.base], mixes.runs, raw, train.runs if train else ())
         latency[name], throughput[name], thetas[name] = lat[mask], thr[mask], th
     kd = bases["kernel-delay"]
-    kappa_mean = float(thetas[CHOSEN].mean()) if thetas[CHOSEN].size else 1.0
+    # the fitted parameters (mean over folds where cross-validated) for the decomposition and the copies
+    mean_theta = {f: thetas[f].mean(axis=0) for f in (ONE_KAPPA, CHOSEN)}
     decomposition = {
         "igniter": {k: v[mask] for k, v in decompose(bases["igniter"], rb, 1.0).items()},
         "kernel-delay": {k: v[mask] for k, v in decompose(kd, rb, 1.0).items()},
-        CHOSEN: {k: v[mask] for k, v in decompose(kd, rb, kappa_mean).items()},
+        **{f: {k: v[mask] for k, v in decompose(kd, rb, candidates[f].factor(rb, mean_theta[f])).items()}
+           for f in (ONE_KAPPA, CHOSEN)},
     }
     coefs = {f: itf.fit_interference(raw, perf, form=f) for f in itf.INTERFERENCE_FORMS}
+    own = dict(zip(perf.model_names, map(float, mean_theta[CHOSEN]), strict=True))
+    fitted = {ONE_KAPPA: replace(coefs["kernel-delay"], cache_scale=float(mean_theta[ONE_KAPPA][0])),
+              CHOSEN: replace(coefs["kernel-delay"], model_cache_scale=own)}
     return Study(
         mixes.gpu,
         rows,
@@ -313,11 +321,12 @@ def run_study(runs_path: Path, profile_dir: Path, train_path: Path | None = None
         {m: c.alpha_cache for m, c in perf.models.items()},
         _delta_leave_one_model_out(raw, perf),
         _cross_check(perf, raw, coefs["kernel-delay"], mixes.runs),
-        itf.fit_interference(raw, perf, runs=(train or mixes).runs).cache_scale,
-        _concurrency_check(perf, coefs["kernel-delay"], kappa_mean, profile_dir, raw),
+        itf.fit_interference(raw, perf, runs=(train or mixes).runs),
+        _concurrency_check(perf, coefs["kernel-delay"], fitted, profile_dir, raw),
         _clock_check(mixes, perf),
         train,
         train_path,
+        candidates,
     )
 
 
@@ -350,7 +359,7 @@ def _cross_check(
 def _concurrency_check(
     perf: PerformanceModel,
     coefs: itf.InterferenceCoefficients,
-    kappa: float,
+    fitted: dict[str, itf.InterferenceCoefficients],
     profile_dir: Path,
     raw: RawProfile,
 ) -> list[dict[str, float]]:
@@ -364,7 +373,7 @@ def _concurrency_check(
     forms = {
         "igniter": perf,
         "kernel-delay": itf.apply_interference(perf, coefs),
-        CHOSEN: itf.apply_interference(perf, replace(coefs, cache_scale=kappa)),
+        **{f: itf.apply_interference(perf, c) for f, c in fitted.items()},
     }
     out = []
     for n, measured in sorted(lat.items()):
@@ -479,7 +488,7 @@ def accuracy_lines(study: Study) -> list[str]:
         "p90 2/3/4 | max 2/3/4 | signed median 2/3/4 | MIP |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for name, cand in itf.CANDIDATES.items():
+    for name, cand in study.candidates.items():
         s = error_stats(_errors(study, name), n)
         th = study.thetas[name]
         if not th.size:
@@ -641,9 +650,13 @@ def render_markdown(study: Study, runs_path: Path, profile_dir: Path, draws: int
             + accuracy_lines(study)
             + [
                 "",
-                f"kappa of `{CHOSEN}` fitted to all "
+                "Fitted to all "
                 + ("training" if study.train is not None else "held-out")
-                + f" mixes by the closed form (`fit_cache_scale`): {study.kappa_closed_form:.4f}.",
+                + f" mixes by the closed forms: kappa of `{ONE_KAPPA}` (`fit_cache_scale`) "
+                f"{study.kappa_closed_form.cache_scale:.4f}; kappas of `{CHOSEN}` (`fit_model_cache_scales`, "
+                "what `igniter-opt fit/profile` records) "
+                + ", ".join(f"{m} {v:.3f}" for m, v in sorted(study.kappa_closed_form.model_cache_scale.items()))
+                + ".",
                 "",
             ]
             + confidence_lines(study, draws, seed)
@@ -659,7 +672,7 @@ def render_markdown(study: Study, runs_path: Path, profile_dir: Path, draws: int
 def render_csv(study: Study) -> str:
     buf = io.StringIO()
     cols = ["mix", "n_workloads", "model", "batch", "share_pct", "measured_ms", "measured_rps", "solo_ms"]
-    forms = list(itf.CANDIDATES)
+    forms = list(study.candidates)
     terms = [f"{f}_{t}_ms" for f in ("igniter", CHOSEN) for t in ("sched", "cache", "clock")]
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(cols + [f"{f}_ms" for f in forms] + [f"{f}_rps" for f in KEY_FORMS] + terms)
@@ -739,9 +752,11 @@ def render_png(study: Study) -> bytes:
     for patch, color in zip(box["boxes"], [FORM_COLORS[f] for f in KEY_FORMS] * len(COUNTS), strict=True):
         patch.set_facecolor(color)
     axes[2].set_xticks(
-        [i * (len(KEY_FORMS) + 1) + 1 for i in range(len(COUNTS))], [f"{k} workloads" for k in COUNTS]
+        [i * (len(KEY_FORMS) + 1) + (len(KEY_FORMS) - 1) / 2 for i in range(len(COUNTS))],
+        [f"{k} workloads" for k in COUNTS],
     )
-    axes[2].set(ylabel="|latency error| (%)", title="red: paper, blue: kernel-delay, green: " + CHOSEN)
+    axes[2].set(ylabel="|latency error| (%)",
+                title="red: paper, blue: pair runs only, purple: one kappa, green: kappa per model")
     how = "parameters from training mixes" if study.train is not None else "cross-validated by mix"
     fig.suptitle(f"Interference on {study.gpu}: paper's form vs kernel-delay form (held-out mixes; {how})")
     fig.tight_layout()
@@ -761,7 +776,7 @@ def _plot_decomposition(ax: Any, study: Study, n: np.ndarray, meas: np.ndarray) 
         for term, hatch in (("sched", "//"), ("cache", ""), ("clock", "..")):
             h = np.array([np.mean(d[term][n == k] / meas[n == k]) * 100 for k in COUNTS])
             ax.bar(
-                x + (j - 1) * width,
+                x + (j - (len(KEY_FORMS) - 1) / 2) * width,
                 h,
                 width,
                 bottom=bottom,

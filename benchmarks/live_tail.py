@@ -348,8 +348,10 @@ ROUNDS = (
     ("_r6", "6: as 4, the paper's interference form beside the kernel-delay form (`_kd_`, issue 16) on the same "
      "workloads", "T26, T27 held out from every fit"),
     ("_r7", "7: as 4, with SSD's own overhead measured unloaded (0 ms per batch + 2.19 ms per request, "
-     "`profile --serving --serving-models all`)", "T28-T31 and GPUs 1 and 3 of the paper's mix held out from every fit"),
-    ("_r8", "8: as 4, with SSD's own overhead refitted on every valid live SSD run of rounds 1-7 (3.23 ms per request)",
+     "`profile --serving --serving-models all`)",
+     "T28-T31 and GPUs 1 and 3 of the paper's mix held out from every fit"),
+    ("_r8", "8: as 4, with SSD's own overhead refitted on every valid live SSD run of rounds 1-7 "
+     "(3.23 ms per request)",
      "T32, T33 held out; T30 (GPU 0 of its new 2-GPU plan) and GPUs 3 and 5 of the paper's mix re-planned after "
      "their round-7 runs entered the fit"),
 )

@@ -61,3 +61,40 @@ def test_report_from_stored_records(accuracy, tmp_path: Path, monkeypatch: pytes
     assert summary["latency_rel_error"]["median"] == pytest.approx(1 - 1 / 1.1, abs=1e-3)
     assert summary["throughput_rel_error"]["max"] < 1e-3
     assert (tmp_path / "out" / "accuracy_sim.png").stat().st_size > 0
+
+
+def test_run_measures_the_seeded_mixes_through_the_profilers_mix_runner(
+    accuracy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``run`` (the GPU half) drives ``igniter_opt.profiling.corun.run_mixes``: here on the simulated
+    GPU, cut off after 3 mixes and resumed, in the record format the report and ``--co-runs`` read."""
+    from igniter_opt.perfmodel.interference import load_co_runs
+    from igniter_opt.profiling import cuda
+
+    truth = synthetic_model()
+    backends: list[SimulatedBackend] = []
+
+    def fake_cuda(gpu: int, *, log_dir: Path) -> SimulatedBackend:
+        be = SimulatedBackend(truth, fail_after=3 if not backends else None)
+        be._facts = {"name": "simulated GPU", "uuid": "GPU-sim", "driver": "sim"}  # type: ignore[attr-defined]
+        backends.append(be)
+        return be
+
+    monkeypatch.setattr(cuda, "CudaBackend", fake_cuda)
+    out = tmp_path / "runs.jsonl"
+    argv = ["accuracy", "run", "-o", str(out), "--mixes", "6", "--seed", "7", "--log-dir", str(tmp_path / "logs")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(Exception, match="simulated failure"):
+        accuracy.main()
+    assert [json.loads(line)["mix"] for line in out.read_text().splitlines()] == [0, 1, 2]
+    assert accuracy.main() == 0
+    assert len(backends[1].calls) == 3  # only the missing mixes
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    mixes = accuracy.draw_mixes(6, 7)
+    assert [r["mix"] for r in recs] == list(range(6))
+    for rec, mix in zip(recs, mixes, strict=True):
+        assert [{k: w[k] for k in ("model", "batch", "share_pct")} for w in rec["workloads"]] == mix["workloads"]
+        assert rec["gpu"] == "simulated GPU" and rec["wall_s"] >= 0
+        slots = [(w["model"], w["batch"], w["share_pct"]) for w in mix["workloads"]]
+        assert [w["measured_ms"] for w in rec["workloads"]] == [lat for lat, _ in truth.predict_gpu(slots)]
+    assert len(load_co_runs(out, gpu="simulated GPU")) == 6

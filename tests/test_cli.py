@@ -12,6 +12,9 @@ from click.testing import CliRunner
 from igniter_opt import __version__
 from igniter_opt.cli import cli
 
+# The paper's budget: these commands default to tail since it held live (docs/live-tail.md).
+IGNITER = ["--latency-budget", "igniter"]
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -38,7 +41,7 @@ def test_every_command_has_help_with_example_and_is_in_readme(runner: CliRunner)
 
 def test_solve_paper_mix_table_and_json(runner: CliRunner, v100_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "plan.json"
-    res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "-o", str(out)], catch_exceptions=False)
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", str(v100_path), "-o", str(out)], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
     assert lines[0].split() == ["GPU", "workload", "model", "batch", "share", "%", "latency", "ms", "limit", "ms",
@@ -49,9 +52,9 @@ def test_solve_paper_mix_table_and_json(runner: CliRunner, v100_path: Path, tmp_
     plan = json.loads(out.read_text())
     assert plan["cost"]["gpus"] == 6 and plan["planner"] == "greedy" and plan["profile"] == "v100"
 
-    res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "--format", "json"])
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", str(v100_path), "--format", "json"])
     assert json.loads(res.output)["cost"] == {"gpus": 6, "per_hour": 6.0}
-    res = runner.invoke(cli, ["solve", "--profile", str(v100_path), "--format", "csv"])
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", str(v100_path), "--format", "csv"])
     assert res.output.splitlines()[0] == (
         "gpu,workload,model,batch,share_pct,latency_ms,limit_ms,slo_ms,throughput_rps,rate_rps"
     )
@@ -78,7 +81,7 @@ def test_fit_predict_verify(runner: CliRunner, v100_path: Path, tmp_path: Path) 
     assert (prof / "raw.json").is_file() and (prof / "coefficients.json").is_file()
 
     plan = tmp_path / "plan.json"
-    assert runner.invoke(cli, ["solve", "-p", str(prof), "-o", str(plan)]).exit_code == 0
+    assert runner.invoke(cli, ["solve", *IGNITER, "-p", str(prof), "-o", str(plan)]).exit_code == 0
     filled = _predict_bare(runner, prof, plan, tmp_path)
     first = json.loads(filled.read_text())["gpus"][0]["placements"][0]
     assert first["predicted"]["latency_ms"] == pytest.approx(26.98, abs=0.01)
@@ -103,7 +106,7 @@ def test_fit_predict_verify_on_the_shipped_h100_raw_profile(runner: CliRunner, t
     for m, c in shipped["models"].items():
         assert refit["models"][m]["k"] == pytest.approx(c["k"], rel=1e-6), m
     plan = tmp_path / "plan.json"
-    assert runner.invoke(cli, ["solve", "-p", str(prof), "-o", str(plan)]).exit_code == 0
+    assert runner.invoke(cli, ["solve", *IGNITER, "-p", str(prof), "-o", str(plan)]).exit_code == 0
     d = json.loads(plan.read_text())
     want = d["gpus"][0]["placements"][0]["predicted"]["latency_ms"]
     filled = _predict_bare(runner, prof, plan, tmp_path)
@@ -139,7 +142,7 @@ def test_bad_input_exits_1_with_one_line_and_writes_nothing(
     w = tmp_path / "w.csv"
     w.write_text(csv)
     out = tmp_path / "plan.json"
-    res = runner.invoke(cli, ["solve", "-w", str(w), "-p", str(any_profile_path), "-o", str(out)])
+    res = runner.invoke(cli, ["solve", *IGNITER, "-w", str(w), "-p", str(any_profile_path), "-o", str(out)])
     assert res.exit_code == 1
     assert res.output == message.format(p=w, name=perf.name, models=", ".join(perf.model_names))
     assert not out.exists()
@@ -149,7 +152,7 @@ def test_bad_input_exits_1_with_one_line_and_writes_nothing(
 def test_unreachable_slo_says_smallest_slo(runner: CliRunner, any_profile_path: Path, tmp_path: Path) -> None:
     w = tmp_path / "w.csv"
     w.write_text("name,model,slo_ms,rate_rps\nfast,vgg19,1,10\n")
-    res = runner.invoke(cli, ["solve", "-w", str(w), "-p", str(any_profile_path)])
+    res = runner.invoke(cli, ["solve", *IGNITER, "-w", str(w), "-p", str(any_profile_path)])
     assert res.exit_code == 1
     assert re.fullmatch(
         r"Error: workload 'fast' \(vgg19\): SLO 1 ms cannot be met even alone at 100 % under the 'igniter' "
@@ -159,7 +162,7 @@ def test_unreachable_slo_says_smallest_slo(runner: CliRunner, any_profile_path: 
 
 
 def test_unknown_profile_and_wrong_plan_schema(runner: CliRunner, tmp_path: Path) -> None:
-    res = runner.invoke(cli, ["solve", "-p", "nonexistent-gpu"])
+    res = runner.invoke(cli, ["solve", *IGNITER, "-p", "nonexistent-gpu"])
     assert res.exit_code == 1 and res.output.startswith("Error: profile 'nonexistent-gpu' not found")
     bad = tmp_path / "p.json"
     bad.write_text('{"schema": "x/v1"}')
@@ -177,7 +180,7 @@ def test_python_m_entry_point() -> None:
 
 # ---- exact planner and compare -------------------------------------------------------------------
 def test_compare_heuristics_table_lists_each_planner(runner: CliRunner, v100_path: Path) -> None:
-    res = runner.invoke(cli, ["compare", "--profile", str(v100_path), "--planners", "greedy,ffd,gpulet"],
+    res = runner.invoke(cli, ["compare", *IGNITER, "--profile", str(v100_path), "--planners", "greedy,ffd,gpulet"],
                         catch_exceptions=False)
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
@@ -198,14 +201,15 @@ def test_compare_with_exact_as_json_and_csv(runner: CliRunner, v100_path: Path) 
     assert rows["exact"]["gpus"] == 5 and rows["exact"]["status"] == "optimal"
     assert rows["exact"]["bound"] == 5.0 and rows["exact"]["gap"] == 0.0 and rows["exact"]["slo_misses"] == 0
     assert rows["greedy"]["gpus"] == 6 and rows["greedy"]["bound"] is None
-    res = runner.invoke(cli, ["compare", "--profile", str(v100_path), "--planners", "greedy", "--format", "csv"])
+    res = runner.invoke(cli, ["compare", *IGNITER, "--profile", str(v100_path), "--planners", "greedy",
+                              "--format", "csv"])
     assert res.exit_code == 0
     assert res.output.splitlines()[0] == ("planner,status,gpus,cost_per_hour,total_share_pct,slo_misses,violations,"
                                           "bound,gap,wall_s,message")
 
 
 def test_compare_unknown_planner_exits_1(runner: CliRunner, any_profile_path: Path) -> None:
-    res = runner.invoke(cli, ["compare", "--profile", str(any_profile_path), "--planners", "greedy,magic"])
+    res = runner.invoke(cli, ["compare", *IGNITER, "--profile", str(any_profile_path), "--planners", "greedy,magic"])
     assert res.exit_code == 1
     assert res.output == "Error: unknown planner(s) magic; choose from: greedy, exact, ffd, gpulet\n"
 
@@ -214,14 +218,14 @@ def test_solve_exact_without_highspy_gives_install_hint(runner: CliRunner, any_p
     import sys
 
     monkeypatch.setitem(sys.modules, "highspy", None)
-    res = runner.invoke(cli, ["solve", "--profile", str(any_profile_path), "--planner", "exact"])
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", str(any_profile_path), "--planner", "exact"])
     assert res.exit_code == 1
     assert res.output.startswith("Error: the exact planner needs the HiGHS solver: pip install")
     assert len(res.output.strip().splitlines()) == 1
 
 
 def test_solve_ffd_exits_1_and_names_the_violation(runner: CliRunner, any_profile_path: Path) -> None:
-    res = runner.invoke(cli, ["solve", "--profile", str(any_profile_path), "--planner", "ffd"])
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", str(any_profile_path), "--planner", "ffd"])
     assert res.exit_code == 1
     assert "exact model:" in res.output and "violation(s)" in res.output
     assert res.output.splitlines()[-1].startswith("Error: the ffd plan violates the exact model in ")

@@ -21,6 +21,9 @@ from igniter_opt.planner.fleet import FleetPlan, solve_fleet
 from igniter_opt.problems import BudgetChoice, make_problem
 from igniter_opt.solver import SolveOptions, SolveStatus
 
+# The paper's budget: these commands default to tail since it held live (docs/live-tail.md).
+IGNITER = ["--latency-budget", "igniter"]
+
 REPO = Path(__file__).resolve().parents[1]
 PAPER = read_workloads(REPO / "examples" / "paper-table3.csv")
 MODELS = ("alexnet", "resnet50", "vgg19", "ssd", "vit_b_16", "bert_base")
@@ -120,7 +123,7 @@ def test_cli_writes_one_plan_per_type_and_a_summary(tmp_path: Path) -> None:
 
 
 def test_cli_fleet_and_profile_exclude_each_other() -> None:
-    res = CliRunner().invoke(cli, ["solve", "--fleet", "h100:1", "--profile", "h200"])
+    res = CliRunner().invoke(cli, ["solve", *IGNITER, "--fleet", "h100:1", "--profile", "h200"])
     assert res.exit_code == 1 and "--fleet and --profile exclude each other" in res.output
 
 
@@ -136,7 +139,7 @@ def test_another_planner_plans_the_chosen_parts_again_never_worse() -> None:
 
 
 def test_compare_over_a_fleet_lists_each_planner_and_every_type_alone() -> None:
-    res = CliRunner().invoke(cli, ["compare", "--fleet", "h100:1.0,h200:1.6", "--planners", "greedy",
+    res = CliRunner().invoke(cli, ["compare", *IGNITER, "--fleet", "h100:1.0,h200:1.6", "--planners", "greedy",
                                    "--format", "json"])
     assert res.exit_code == 0, res.output
     rows = {r["plan"]: r for r in json.loads(res.stdout)}
@@ -146,7 +149,7 @@ def test_compare_over_a_fleet_lists_each_planner_and_every_type_alone() -> None:
     res = CliRunner().invoke(cli, ["compare", "--fleet", "h100:1.0:1", "--planners", "greedy",
                                    "--latency-budget", "tail"])
     assert res.exit_code == 0 and "fleet greedy: the fleet's count limits leave no plan" in res.output
-    res = CliRunner().invoke(cli, ["compare", "--fleet", "h100:1", "-p", "h200"])
+    res = CliRunner().invoke(cli, ["compare", *IGNITER, "--fleet", "h100:1", "-p", "h200"])
     assert res.exit_code == 1 and "--fleet and --profile exclude each other" in res.output
 
 
@@ -248,14 +251,14 @@ def test_count_limits_no_relaxation_can_meet_are_named() -> None:
 
 def test_cli_exact_fleet_reports_its_bound_in_the_table_and_the_summary(tmp_path: Path) -> None:
     out = tmp_path / "plan.json"
-    res = CliRunner().invoke(cli, ["solve", "--fleet", "h100:2.5,h200:3.4", "--planner", "exact", "--time-limit",
-                                   "20", "--quiet", "-o", str(out)])
+    res = CliRunner().invoke(cli, ["solve", *IGNITER, "--fleet", "h100:2.5,h200:3.4", "--planner", "exact",
+                                   "--time-limit", "20", "--quiet", "-o", str(out)])
     assert res.exit_code == 0, res.output
     summary = json.loads(out.read_text())
     solver = summary["solver"]
     assert solver["status"] in ("optimal", "feasible") and solver["bound_per_hour"] <= summary["cost"]["per_hour"]
     assert f"bound {solver['bound_per_hour']:.2f}/h, gap {100 * solver['gap']:.2f} %" in res.output
-    res = CliRunner().invoke(cli, ["compare", "--fleet", "h100:2.5,h200:3.4", "--planners", "greedy,exact",
+    res = CliRunner().invoke(cli, ["compare", *IGNITER, "--fleet", "h100:2.5,h200:3.4", "--planners", "greedy,exact",
                                    "--time-limit", "20", "--quiet", "--format", "json"])
     rows = {r["plan"]: r for r in json.loads(res.stdout)}
     assert rows["fleet greedy"]["bound_per_hour"] is None and rows["fleet greedy"]["status"] == "heuristic"
@@ -265,7 +268,7 @@ def test_cli_exact_fleet_reports_its_bound_in_the_table_and_the_summary(tmp_path
 # ---- replan over a fleet -----------------------------------------------------------------------
 def _fleet_plan(tmp_path: Path, spec: str, workloads: Path, name: str = "plan.json") -> Path:
     out = tmp_path / name
-    res = CliRunner().invoke(cli, ["solve", "--fleet", spec, "-w", str(workloads), "-o", str(out)])
+    res = CliRunner().invoke(cli, ["solve", *IGNITER, "--fleet", spec, "-w", str(workloads), "-o", str(out)])
     assert res.exit_code == 0, res.output
     return out
 
@@ -288,7 +291,7 @@ def test_replan_keeps_running_workloads_on_their_type_and_sends_new_ones_where_t
     (tmp_path / "w.csv").write_text("name,model,slo_ms,rate_rps\nres,resnet50,30,300\nbert,bert_base,30,300\n")
     (tmp_path / "w2.csv").write_text("name,model,slo_ms,rate_rps\nres,resnet50,30,400\nbert,bert_base,30,300\n"
                                      "vit,vit_b_16,40,200\n")
-    res = CliRunner().invoke(cli, ["solve", "-w", str(tmp_path / "w.csv"), "-p", "h100", "-o",
+    res = CliRunner().invoke(cli, ["solve", *IGNITER, "-w", str(tmp_path / "w.csv"), "-p", "h100", "-o",
                                    str(tmp_path / "a.json")])
     assert res.exit_code == 0, res.output
     out = tmp_path / "new.json"
@@ -311,7 +314,7 @@ def test_replan_keeps_running_workloads_on_their_type_and_sends_new_ones_where_t
     (["--fleet", "h100:1", "-p", "h100"], "--profile goes with a single-type plan"),
 ])
 def test_replan_over_a_fleet_bad_input(tmp_path: Path, extra: list[str], msg: str) -> None:
-    res = CliRunner().invoke(cli, ["solve", "-p", "h100", "-o", str(tmp_path / "a.json")])
+    res = CliRunner().invoke(cli, ["solve", *IGNITER, "-p", "h100", "-o", str(tmp_path / "a.json")])
     assert res.exit_code == 0, res.output
     res = CliRunner().invoke(cli, ["replan", "--current", str(tmp_path / "a.json"), "-w",
                                    str(REPO / "examples" / "paper-table3.csv"), *extra, "-o", str(tmp_path / "n.json")])
@@ -361,7 +364,7 @@ def test_replan_trace_over_a_fleet_writes_every_strategy_and_step(tmp_path: Path
 
 def test_skip_unservable_plans_the_rest_and_names_what_was_left_out(tmp_path: Path) -> None:
     (tmp_path / "w.csv").write_text("name,model,slo_ms,rate_rps\nfine,resnet50,30,200\nimpossible,vgg19,0.5,200\n")
-    args = ["solve", "-w", str(tmp_path / "w.csv"), "--fleet", "h100:1,h200:2"]
+    args = ["solve", *IGNITER, "-w", str(tmp_path / "w.csv"), "--fleet", "h100:1,h200:2"]
     res = CliRunner().invoke(cli, args)
     assert res.exit_code == 1 and "or plan the rest with --skip-unservable" in res.output
     res = CliRunner().invoke(cli, [*args, "--skip-unservable", "-o", str(tmp_path / "p.json")])
@@ -371,7 +374,7 @@ def test_skip_unservable_plans_the_rest_and_names_what_was_left_out(tmp_path: Pa
     assert summary["unserved"] == ["impossible"]
     placed = {p.workload for t in summary["types"] for _, p in read_plan(tmp_path / t["plan"]).placements()}
     assert placed == {"fine"}
-    res = CliRunner().invoke(cli, ["solve", "-w", str(tmp_path / "w.csv"), "--skip-unservable"])
+    res = CliRunner().invoke(cli, ["solve", *IGNITER, "-w", str(tmp_path / "w.csv"), "--skip-unservable"])
     assert res.exit_code == 1 and "--skip-unservable goes with --fleet" in res.output
 
 

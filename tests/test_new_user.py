@@ -19,6 +19,9 @@ from igniter_opt.cli import cli
 from igniter_opt.perfmodel import load_profile
 from igniter_opt.perfmodel.store import SHIPPED_PROFILES_DIR, profile_search_dirs, resolve_profile
 
+# The paper's budget: these commands default to tail since it held live (docs/live-tail.md).
+IGNITER = ["--latency-budget", "igniter"]
+
 REPO = Path(__file__).resolve().parents[1]
 H100 = str(REPO / "profiles" / "h100")
 
@@ -35,7 +38,7 @@ def _placements(plan_file: Path) -> list[dict]:
 def test_a_low_utilization_cap_gives_a_sane_plan_and_says_why_it_splits(runner: CliRunner, tmp_path: Path) -> None:
     """Item 1: --max-utilization 0.05 used to write batch 1024 with negative latency, throughput and rate."""
     out = tmp_path / "mu.json"
-    res = runner.invoke(cli, ["solve", "--profile", H100, "--max-utilization", "0.05", "-o", str(out)])
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", H100, "--max-utilization", "0.05", "-o", str(out)])
     assert res.exit_code == 0, res.output
     largest = load_profile(H100).max_measured_batch
     for p in _placements(out):
@@ -54,7 +57,7 @@ def test_a_rate_no_gpu_carries_is_split_within_the_profiled_batches_and_the_cli_
     ws = tmp_path / "big.csv"
     ws.write_text("name,model,slo_ms,rate_rps\nbig,resnet50,20,1e7\n")
     out = tmp_path / "big.json"
-    res = runner.invoke(cli, ["solve", "--profile", H100, "-w", str(ws), "-o", str(out)])
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", H100, "-w", str(ws), "-o", str(out)])
     assert res.exit_code == 0, res.output
     largest = load_profile(H100).max_measured_batch
     placements = _placements(out)
@@ -68,13 +71,14 @@ def test_a_plan_that_fails_verification_is_not_written_unless_asked_and_apply_re
         runner: CliRunner, tmp_path: Path) -> None:
     """Item 3: ``solve --planner ffd -o`` used to leave the failing plan, and apply ran it."""
     out = tmp_path / "ffd.json"
-    res = runner.invoke(cli, ["solve", "--profile", H100, "--planner", "ffd", "-o", str(out)])
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", H100, "--planner", "ffd", "-o", str(out)])
     assert res.exit_code == 1 and not out.exists()
     assert f"note: {out} not written: the ffd plan fails verification" in res.output
     # Violations are listed grouped by workload: one line per workload.
     grouped = re.findall(r"^  (W\d+): ", res.output, re.M)
     assert len(grouped) == len(set(grouped)) == 12
-    res = runner.invoke(cli, ["solve", "--profile", H100, "--planner", "ffd", "-o", str(out), "--write-failing"])
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", H100, "--planner", "ffd", "-o", str(out),
+                              "--write-failing"])
     assert res.exit_code == 1 and json.loads(out.read_text())["verified"] is False
     dry = runner.invoke(cli, ["apply", str(out), "--dry-run"])
     assert dry.exit_code == 1 and '"verified": false' in dry.output
@@ -91,7 +95,7 @@ def _heavy_modules_after(args: list[str]) -> list[str]:
     return [m for m in line[-1].removeprefix("HEAVY=").split(",") if m]
 
 
-@pytest.mark.parametrize("args", [["--help"], ["solve", "--help"], ["solve", "--profile", H100],
+@pytest.mark.parametrize("args", [["--help"], ["solve", "--help"], ["solve", *IGNITER, "--profile", H100],
                                   ["solve", "--profile", H100, "--latency-budget", "tail", "--format", "json"]])
 def test_help_and_a_greedy_solve_import_no_heavy_library(args: list[str]) -> None:
     """Item 6: start-up was 1.8 s, nearly all of it scikit-learn, pyomo, pandas and matplotlib
@@ -121,7 +125,7 @@ def test_a_missing_profile_lists_each_folder_once(runner: CliRunner, monkeypatch
     """Item 8: run from the clone, the error listed <clone>/profiles twice."""
     monkeypatch.chdir(REPO)
     assert len(profile_search_dirs()) == len({d.resolve() for d in profile_search_dirs()})
-    res = runner.invoke(cli, ["solve", "--profile", "v100"])
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", "v100"])
     assert res.exit_code == 1
     assert res.output.count(str(REPO / "profiles")) == 1
 
@@ -130,7 +134,7 @@ def test_a_gpu_over_100_percent_is_refused_with_one_message_everywhere(runner: C
     """Item 9: predict accepted 140.9 %, replan --current repaired it silently; verify and apply
     refused it, each in its own words."""
     plan = tmp_path / "plan.json"
-    assert runner.invoke(cli, ["solve", "--profile", H100, "-o", str(plan)]).exit_code == 0
+    assert runner.invoke(cli, ["solve", *IGNITER, "--profile", H100, "-o", str(plan)]).exit_code == 0
     d = json.loads(plan.read_text())
     crowded = max(d["gpus"], key=lambda g: len(g["placements"]))
     assert len(crowded["placements"]) >= 2
@@ -172,7 +176,7 @@ def test_total_share_has_one_format(runner: CliRunner, tmp_path: Path) -> None:
     """Item 10: total share printed as 3.22e+04 %, 103 % and 95.46 %."""
     ws = tmp_path / "w.csv"
     ws.write_text("name,model,slo_ms,rate_rps\nbig,resnet50,20,200000\n")
-    res = runner.invoke(cli, ["solve", "--profile", H100, "-w", str(ws)])
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", H100, "-w", str(ws)])
     assert res.exit_code == 0, res.output
     assert re.search(r"total share \d{4,}\.\d\d %", res.output), res.output
 
@@ -180,7 +184,7 @@ def test_total_share_has_one_format(runner: CliRunner, tmp_path: Path) -> None:
 def test_output_folders_are_made_the_same_way_by_every_command(runner: CliRunner, tmp_path: Path) -> None:
     """Item 10: ``-o`` into a missing folder: made, by every command that writes a file."""
     plan = tmp_path / "a" / "plan.json"
-    assert runner.invoke(cli, ["solve", "--profile", H100, "-o", str(plan)]).exit_code == 0
+    assert runner.invoke(cli, ["solve", *IGNITER, "--profile", H100, "-o", str(plan)]).exit_code == 0
     assert runner.invoke(cli, ["predict", str(plan), "-o", str(tmp_path / "b" / "p.json")]).exit_code == 0
     evening = REPO / "examples" / "paper-table3-evening.csv"
     res = runner.invoke(cli, ["replan", "--current", str(plan), "-w", str(evening),
@@ -192,7 +196,7 @@ def test_output_folders_are_made_the_same_way_by_every_command(runner: CliRunner
 def test_replan_without_output_prints_and_verify_needs_no_workloads(runner: CliRunner, tmp_path: Path) -> None:
     """Item 10: replan required -o (solve does not); verify required --workloads though the plan has them."""
     plan = tmp_path / "plan.json"
-    assert runner.invoke(cli, ["solve", "--profile", H100, "-o", str(plan)]).exit_code == 0
+    assert runner.invoke(cli, ["solve", *IGNITER, "--profile", H100, "-o", str(plan)]).exit_code == 0
     evening = REPO / "examples" / "paper-table3-evening.csv"
     res = runner.invoke(cli, ["replan", "--current", str(plan), "-w", str(evening)])
     assert res.exit_code == 0, res.output
@@ -202,6 +206,6 @@ def test_replan_without_output_prints_and_verify_needs_no_workloads(runner: CliR
 
 
 def test_solve_without_workloads_says_which_mix_it_planned(runner: CliRunner) -> None:
-    res = runner.invoke(cli, ["solve", "--profile", H100])
+    res = runner.invoke(cli, ["solve", *IGNITER, "--profile", H100])
     assert res.exit_code == 0
     assert "note: no --workloads given: planned the paper's 12-workload mix" in res.output

@@ -479,3 +479,40 @@ def test_missing_ncu_is_a_clear_error(fake_env: dict, monkeypatch: pytest.Monkey
     with be, pytest.raises(MeasurementError, match=r"ncu \(Nsight Compute\) not found"):
         list(be.l2(50.0, [("alexnet", 8)]))
     assert not mps.running
+
+
+def test_co_location_runs_through_real_processes_resume_and_leave_none_behind(
+    fake_env: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The kernel-delay form's co-location runs on the real backend (fake worker executables): the
+    next run's processes start while one runs, a run that fails midway keeps the finished runs
+    and kills every process (the prepared ones too), and the next call measures only the rest."""
+    from igniter_opt.profiling import corun
+
+    monkeypatch.setenv("FAKE_MODE", "ok")
+    design = corun.CoRunDesign(models=("alexnet", "vgg19"), batches=(1, 8), runs_per_model=2)
+    path = fake_env["tmp"] / "prof" / corun.CO_RUNS_FILE
+    path.parent.mkdir()
+    be, mps, sampler = _backend(fake_env)
+    real_co_run, calls = be.co_run, []
+
+    def failing_co_run(*args: object, **kw: object) -> object:
+        calls.append(kw.get("prepared"))
+        if len(calls) == 3:
+            raise MeasurementError("measurement process exited (code 1)")
+        return real_co_run(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(be, "co_run", failing_co_run)
+    with be, pytest.raises(MeasurementError, match="exited"):
+        corun.measure_co_runs(design, be, path, FACTS)
+    assert not mps.running and sampler.stopped == 1
+    assert procs.live_count() == 0 and _all_dead(fake_env)
+    assert all(p is not None for p in calls)  # every run's processes were started ahead of it
+    assert [json.loads(line)["mix"] for line in path.read_text().splitlines()] == [0, 1]
+    be2, _, _ = _backend(fake_env)
+    with be2:
+        records = corun.measure_co_runs(design, be2, path, FACTS)
+    assert procs.live_count() == 0 and _all_dead(fake_env)
+    assert [r["mix"] for r in records] == [0, 1, 2, 3] and records[0]["gpu"] == "Fake GPU"
+    assert records[2]["power_w"] == 150.0 and records[2]["clock_mhz"] == 1980.0
+    assert all(w["loop_rps"] == 900.0 and w["measured_ms"] > 0 for r in records for w in r["workloads"])

@@ -16,6 +16,9 @@ from igniter_opt.planio import read_plan, write_plan
 from igniter_opt.planner import run_planner
 from igniter_opt.solver import SolveOptions
 
+# The paper's budget: these commands default to tail since it held live (docs/live-tail.md).
+IGNITER = ["--latency-budget", "igniter"]
+
 REPO = Path(__file__).resolve().parent.parent
 H100 = REPO / "profiles" / "h100"
 MIX = (Workload("res", "resnet50", 12.0, 500.0), Workload("vgg", "vgg19", 15.0, 500.0),
@@ -73,7 +76,7 @@ def test_plan_file_round_trip_and_verify_defaults_to_the_plans_serving_model(tmp
     wl.write_text("name,model,slo_ms,rate_rps\n"
                   + "".join(f"{w.name},{w.model},{w.slo_ms:g},{w.rate_rps:g}\n" for w in MIX))
     out = tmp_path / "plan.json"
-    r = CliRunner().invoke(cli, ["solve", "-w", str(wl), "-p", str(H100), "--serving-overhead-ms", "3.5",
+    r = CliRunner().invoke(cli, ["solve", *IGNITER, "-w", str(wl), "-p", str(H100), "--serving-overhead-ms", "3.5",
                                  "--max-utilization", "0.9", "-o", str(out)])
     assert r.exit_code == 0, r.output
     d = json.loads(out.read_text())

@@ -345,3 +345,38 @@ def test_cli_tail_plan_round_trip_verify_and_predict(tmp_path: Path) -> None:
     assert CliRunner().invoke(cli, ["verify", str(out), "--attainment", "0.9"]).exit_code == 0
     pr = CliRunner().invoke(cli, ["predict", str(out), "-o", str(tmp_path / "pred.json")])
     assert pr.exit_code == 0 and "in SLO %" in pr.output
+
+
+def test_solve_plans_for_each_request_on_the_h200_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The defaults a new user gets: the paper's mix on the H200 profile under tail at 0.99, every workload predicted
+    at the attainment (the budget and profile that held live, docs/live-tail.md)."""
+    monkeypatch.delenv("IGNITER_OPT_PROFILE", raising=False)
+    import importlib
+
+    import igniter_opt.cli as cli_module
+
+    fresh = importlib.reload(cli_module).cli
+    out = tmp_path / "plan.json"
+    res = CliRunner().invoke(fresh, ["solve", "-o", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    plan = json.loads(out.read_text())
+    assert plan["profile"] == "h200" and plan["latency_budget"] == "tail" and plan["attainment"] == 0.99
+    within = [p["predicted"]["within_slo"] for g in plan["gpus"] for p in g["placements"]]
+    assert len({p["workload"] for g in plan["gpus"] for p in g["placements"]}) == 12
+    assert min(within) >= 0.99
+    assert "default: tail" in CliRunner().invoke(fresh, ["solve", "--help"]).output
+
+
+def test_the_default_budget_on_a_profile_without_serving_measurements_names_the_ways_out(tmp_path: Path) -> None:
+    """tail by default on a profile that never measured its serving stack: one line naming both ways out, no file."""
+    prof = tmp_path / "bare"
+    prof.mkdir()
+    for name in ("raw.json", "coefficients.json"):
+        (prof / name).write_text((Path(__file__).parents[1] / "profiles" / "h200" / name).read_text())
+    out = tmp_path / "plan.json"
+    res = CliRunner().invoke(cli, ["solve", "-p", str(prof), "-o", str(out)])
+    assert res.exit_code == 1 and not out.exists()
+    assert res.output.count("\n") == 1 and "--serving-overhead-ms" in res.output
+    assert "--latency-budget igniter" in res.output
+    ok = CliRunner().invoke(cli, ["solve", "-p", str(prof), "--latency-budget", "igniter", "-o", str(out)])
+    assert ok.exit_code == 0 and json.loads(out.read_text())["latency_budget"] == "igniter"

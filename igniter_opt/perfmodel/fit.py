@@ -30,7 +30,7 @@ ACTIVE_TIME_FORMS = ("igniter",)
 # intercept per GPU (fitted jointly over all models' solo points), counted once per busy GPU.
 POWER_FORMS = ("igniter", "shared-floor")
 # What gpu["fit"] records about the interference form (raw.json and coefficients.json).
-_INTERFERENCE_KEYS = ("interference_form", "interference", "cache_scale", "cache_scale_source")
+_INTERFERENCE_KEYS = ("interference_form", "interference", "cache_scale", "cache_scale_source", "model_cache_scale")
 
 
 def _igniter_active_ms(x: tuple[np.ndarray, np.ndarray] | np.ndarray,
@@ -217,8 +217,10 @@ def fit_profile(raw: RawProfile, name: str, *, form: str = "igniter",
     to ``gpu["fit"]["interference_form"]``, else the paper's. ``kernel-delay`` fits the per-kernel
     co-location delay from the pair runs and its cache scale kappa by least squares over
     ``co_runs`` (measured co-locations of different models; ``co_runs_source`` names where they
-    came from); without them kappa is the one the raw profile records (``gpu["fit"]["cache_scale"]``,
-    see ``record_interference``), else 1. The fitted model records the form and its coefficients.
+    came from), and a kappa of its own for each model with enough workloads in them; without them
+    kappa is the one the raw profile records (``gpu["fit"]["cache_scale"]`` and
+    ``["model_cache_scale"]``, see ``record_interference``), else 1. The fitted model records the
+    form and its coefficients.
     """
     recorded = raw.gpu.get("fit", {})
     if power_form is None:
@@ -262,8 +264,21 @@ def fit_profile(raw: RawProfile, name: str, *, form: str = "igniter",
                 "remove it, or refit with co-location runs"
             ) from None
         source = str(recorded.get("cache_scale_source", "recorded in the raw profile"))
-        coefs = replace(coefs, cache_scale=kappa, cache_scale_source=source)
+        coefs = replace(coefs, cache_scale=kappa, cache_scale_source=source,
+                        model_cache_scale=_recorded_model_kappas(recorded))
     return apply_interference(paper, coefs)
+
+
+def _recorded_model_kappas(recorded: dict[str, Any]) -> dict[str, float]:
+    """The per-model kappas a raw profile records (``gpu.fit.model_cache_scale``), checked."""
+    own = recorded.get("model_cache_scale", {})
+    try:
+        return {str(m): float(v) for m, v in own.items()}
+    except (AttributeError, TypeError, ValueError):
+        raise ProfileError(
+            f"the raw profile's recorded model_cache_scale {own!r} is not a map of model to number; fix or "
+            "remove it, or refit with co-location runs"
+        ) from None
 
 
 def record_interference(raw: RawProfile, model: PerformanceModel) -> RawProfile:
@@ -276,4 +291,6 @@ def record_interference(raw: RawProfile, model: PerformanceModel) -> RawProfile:
         block = mf["interference"]
         fit["cache_scale"] = block["cache_scale"]
         fit["cache_scale_source"] = block["cache_scale_source"]
+        if block.get("model_cache_scale"):
+            fit["model_cache_scale"] = block["model_cache_scale"]
     return replace(raw, gpu={**raw.gpu, "fit": fit})

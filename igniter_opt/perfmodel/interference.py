@@ -12,7 +12,7 @@ summed L2 demand, so it over-predicts more with every co-runner. The **kernel-de
 keeps the paper's equations and fits them differently:
 
     D'(n) = alpha_sch n + beta_sch + delta_co            (n >= 2, else 0)
-    t_act_i = k_act (1 + kappa alpha'_m (C - c_i))
+    t_act_i = k_act (1 + kappa_m alpha'_m (C - c_i))
 
 - ``delta_co`` (ms per kernel, per GPU type): the extra delay per kernel with company, beyond
   the inter-kernel idle gap that ``alpha_sch, beta_sch`` measure. Fitted from the pair runs of
@@ -22,7 +22,9 @@ keeps the paper's equations and fits them differently:
   form reproduces every pair run exactly, as the paper's does.
 - ``kappa`` (``cache_scale``): 1 from the pair runs alone; < 1 when fitted (least squares) to
   co-location runs of *different* models (``CoRun``), which interfere less than two identical
-  copies at 50 % + 50 %.
+  copies at 50 % + 50 %. With the runs each model with enough co-located workloads in them gets its
+  own kappa (``model_cache_scale``, ``fit_model_cache_scales``): the pair runs overstate some
+  models' sensitivity more than others'.
 
 Both forms are the paper's functional form, so ``apply_interference`` returns an ordinary
 ``PerformanceModel`` (``beta_sch`` then includes ``delta_co``; the idle-gap part alone and the
@@ -125,15 +127,24 @@ class InterferenceCoefficients:
     common_alpha_cache: float | None = None
     cache_scale_source: str = "pair runs only"
     clamped: tuple[str, ...] = field(default_factory=tuple)
+    # kappa of each model with enough workloads in the co-location runs (fit_model_cache_scales);
+    # the others use ``cache_scale``.
+    model_cache_scale: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.form not in INTERFERENCE_FORMS:
             raise ProfileError(
                 f"interference form must be one of {', '.join(INTERFERENCE_FORMS)}, got '{self.form}'"
             )
-        for what, v in (("co_kernel_delay_ms", self.co_kernel_delay_ms), ("cache_scale", self.cache_scale)):
+        values = [("co_kernel_delay_ms", self.co_kernel_delay_ms), ("cache_scale", self.cache_scale)]
+        values += [(f"cache_scale of {m}", v) for m, v in sorted(self.model_cache_scale.items())]
+        for what, v in values:
             if not (math.isfinite(v) and v >= 0):
                 raise ProfileError(f"interference {what} must be a number >= 0, got {v}; re-run the fit")
+
+    def scale(self, model: str) -> float:
+        """kappa of ``model``: its own where the runs gave one, else the common one."""
+        return self.model_cache_scale.get(model, self.cache_scale)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": INTERFERENCE_SCHEMA, **asdict(self), "clamped": list(self.clamped)}
@@ -154,6 +165,7 @@ class InterferenceCoefficients:
                 common_alpha_cache=None if common is None else float(common),
                 cache_scale_source=str(d.get("cache_scale_source", "")),
                 clamped=tuple(str(m) for m in d.get("clamped", ())),
+                model_cache_scale={str(k): float(v) for k, v in d.get("model_cache_scale", {}).items()},
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ProfileError(
@@ -178,7 +190,9 @@ def fit_interference(
     """Fit an interference form from a raw profile and the paper's fit of it (``fit_profile``).
 
     ``runs``: co-location runs of different models (``CoRun``); with the kernel-delay form they
-    set ``cache_scale`` by least squares, without them it is 1 (the pair runs alone).
+    set ``cache_scale`` by least squares, and each model with at least ``MIN_MODEL_WORKLOADS``
+    workloads in them its own kappa (``model_cache_scale``); without runs kappa is 1 (the pair runs
+    alone).
     """
     if form not in INTERFERENCE_FORMS:
         raise ProfileError(f"interference form must be one of {', '.join(INTERFERENCE_FORMS)}, got '{form}'")
@@ -210,10 +224,13 @@ def fit_interference(
     coefs = InterferenceCoefficients("kernel-delay", delta, 1.0, alpha, lam, clamped=tuple(clamped))
     if not runs:
         return coefs
-    scale = fit_cache_scale(apply_interference(perf, coefs), runs)
-    return replace(
-        coefs, cache_scale=scale, cache_scale_source=f"least squares over {len(runs)} co-location runs"
-    )
+    unscaled = apply_interference(perf, coefs)
+    own = fit_model_cache_scales(unscaled, runs)
+    source = f"least squares over {len(runs)} co-location runs"
+    if own:
+        source += f", own kappa for {len(own)} of {len(perf.models)} models"
+    return replace(coefs, cache_scale=fit_cache_scale(unscaled, runs), model_cache_scale=own,
+                   cache_scale_source=source)
 
 
 def apply_interference(perf: PerformanceModel, coefs: InterferenceCoefficients) -> PerformanceModel:
@@ -229,9 +246,7 @@ def apply_interference(perf: PerformanceModel, coefs: InterferenceCoefficients) 
         )
     _require_paper_fit(perf)
     hw = replace(perf.hardware, beta_sch=perf.hardware.beta_sch + coefs.co_kernel_delay_ms)
-    models = {
-        m: replace(c, alpha_cache=coefs.cache_scale * coefs.alpha_cache[m]) for m, c in perf.models.items()
-    }
+    models = {m: replace(c, alpha_cache=coefs.scale(m) * coefs.alpha_cache[m]) for m, c in perf.models.items()}
     fit = {
         **perf.gpu.get("fit", {}),
         "interference_form": coefs.form,
@@ -257,7 +272,7 @@ def pair_residuals_ms(
     out = {}
     for name, rm in sorted(raw.models.items()):
         cp = rm.cache_pair
-        pred = cp.solo_active_ms * (1 + coefs.cache_scale * coefs.alpha_cache[name] * cp.solo_l2_pct)
+        pred = cp.solo_active_ms * (1 + coefs.scale(name) * coefs.alpha_cache[name] * cp.solo_l2_pct)
         out[name] = pred + rm.kernels_per_inference * d2 - cp.pair_active_ms * cp.pair_clock_mhz / F
     return out
 
@@ -418,22 +433,58 @@ def predict_batch(
     return np.where(rb.mask, lat, np.nan), np.where(rb.mask, thr, np.nan)
 
 
+def _affine_in_kappa(perf: PerformanceModel, runs: Sequence[CoRun]) -> tuple[RunBatch, np.ndarray, np.ndarray]:
+    """(runs, A, B): every slot's latency is A + kappa B, A at kappa = 0 (the clock depends on power only)."""
+    rb = run_batch(perf, runs)
+    a = predict_batch(perf, rb, 0.0)[0]
+    return rb, a, predict_batch(perf, rb, 1.0)[0] - a
+
+
+def _least_squares_kappa(a: np.ndarray, b: np.ndarray, y: np.ndarray) -> float | None:
+    """argmin over kappa >= 0 of sum ((a + kappa b - y) / y)^2; None when b is 0 everywhere."""
+    den = float(np.sum(b * b / (y * y)))
+    return None if den <= 0 else max(0.0, float(np.sum(b * (y - a) / (y * y))) / den)
+
+
 def fit_cache_scale(perf: PerformanceModel, runs: Sequence[CoRun]) -> float:
     """The ``kappa`` >= 0 minimising the squared relative latency error of ``runs``.
 
     Latency is affine in kappa (the clock depends on power only), so the minimum has a closed
     form: with predictions A at kappa = 0 and A + B at kappa = 1, kappa = sum B (y - A) / y^2 / sum B^2 / y^2.
     """
-    rb = run_batch(perf, runs)
-    a = predict_batch(perf, rb, 0.0)[0][rb.mask]
-    b = predict_batch(perf, rb, 1.0)[0][rb.mask] - a
-    y = rb.measured_ms[rb.mask]
-    den = float(np.sum(b * b / (y * y)))
-    if den <= 0:
+    rb, a, b = _affine_in_kappa(perf, runs)
+    kappa = _least_squares_kappa(a[rb.mask], b[rb.mask], rb.measured_ms[rb.mask])
+    if kappa is None:
         raise ProfileError(
             "the co-location runs have no L2 interference to fit (every run is a lone workload)"
         )
-    return max(0.0, float(np.sum(b * (y - a) / (y * y))) / den)
+    return kappa
+
+
+# A model's own kappa needs this many of its workloads in the runs; fewer keep the common kappa.
+MIN_MODEL_WORKLOADS = 5
+
+
+def fit_model_cache_scales(perf: PerformanceModel, runs: Sequence[CoRun]) -> dict[str, float]:
+    """Per model with at least ``MIN_MODEL_WORKLOADS`` co-located workloads in ``runs``: its own kappa.
+
+    A workload's latency depends on its own model's ``alpha_cache`` only (the co-runners enter
+    through their L2 demand), so the least squares of ``fit_cache_scale`` separates by model and
+    each model's kappa has the same closed form over its own workloads. Why per model: the pair
+    runs of models with few long kernels (SSD, VGG-19) overstate their sensitivity next to other
+    models, those with many short ones understate it (docs/interference.md).
+    """
+    rb, a, b = _affine_in_kappa(perf, runs)
+    company = rb.mask & (rb.members > 1)
+    out = {}
+    for name in perf.model_names:
+        sel = company & (rb.model_idx == perf.model_index(name))
+        if sel.sum() < MIN_MODEL_WORKLOADS:
+            continue
+        kappa = _least_squares_kappa(a[sel], b[sel], rb.measured_ms[sel])
+        if kappa is not None:
+            out[name] = kappa
+    return out
 
 
 # ---- the exact planner's scheduling rows -----------------------------------------------------
@@ -569,6 +620,20 @@ CANDIDATES: dict[str, CandidateForm] = {
             "linear: alpha_cache scaled; exact with one binary per GPU (shared[g], sched_delay_rows)",
         ),
         CandidateForm(
+            "kernel-delay-count",
+            "kernel-delay",
+            ("kappa2", "kappa3", "kappa4"),
+            (1.0, 1.0, 1.0),
+            (0.0, 0.0, 0.0),
+            (10.0, 10.0, 10.0),
+            lambda rb, th: (
+                np.select([rb.members <= 2, rb.members == 3], [th[0], th[1]], th[2]) * np.ones_like(rb.batch)
+            ),
+            "kernel-delay with one kappa per number of workloads on the GPU (2, 3, 4 or more)",
+            "exact with binaries z[g,j] (n[g] = j) and one budget row per (d, g, k, j) relaxed by big-M "
+            "(1 - z), plus the shared[g] binary",
+        ),
+        CandidateForm(
             "kernel-delay-share",
             "kernel-delay",
             ("beta_share",),
@@ -583,6 +648,26 @@ CANDIDATES: dict[str, CandidateForm] = {
         ),
     )
 }
+
+
+MODEL_SCALED = "kernel-delay-model"
+
+
+def model_scale_candidate(model_names: Sequence[str]) -> CandidateForm:
+    """The kernel-delay form as fitted (``fit_model_cache_scales``): one kappa per model of a profile
+    whose models are ``model_names`` (in the profile's order, which ``RunBatch.model_idx`` indexes)."""
+    names = tuple(model_names)
+    return CandidateForm(
+        MODEL_SCALED,
+        "kernel-delay",
+        names,
+        (1.0,) * len(names),
+        (0.0,) * len(names),
+        (10.0,) * len(names),
+        lambda rb, th: np.asarray(th)[rb.model_idx] * np.ones_like(rb.batch),
+        "kernel-delay with a kappa per model fitted to co-location runs of different models",
+        "linear: each model's alpha_cache scaled, rows unchanged; exact with one binary per GPU (shared[g])",
+    )
 
 
 def fit_candidate(perf: PerformanceModel, candidate: CandidateForm, rb: RunBatch) -> np.ndarray:

@@ -123,7 +123,8 @@ def interference_form(model: PerformanceModel) -> str:
 def check_interference(model: PerformanceModel, source: str) -> None:
     """Refuse coefficients whose recorded interference form is unknown, or whose kernel-delay
     block disagrees with the coefficients it was applied to (``beta_sch`` = idle-gap intercept +
-    delta_co, ``alpha_cache`` = kappa alpha'), so that a profile predicts with the form it names."""
+    delta_co, ``alpha_cache`` = kappa alpha', with the model's own kappa where it has one), so that a
+    profile predicts with the form it names."""
     fix = "re-run 'igniter-opt fit'"
     form = interference_form(model)
     if form not in INTERFERENCE_FORMS:
@@ -137,6 +138,7 @@ def check_interference(model: PerformanceModel, source: str) -> None:
         delta, kappa = float(block["co_kernel_delay_ms"]), float(block["cache_scale"])
         idle = float(block["idle_beta_sch"])
         alpha = {m: float(block["alpha_cache"][m]) for m in model.models}
+        own = {str(m): float(v) for m, v in block.get("model_cache_scale", {}).items()}
     except (KeyError, TypeError, ValueError) as exc:
         raise ProfileError(
             f"{source}: the '{form}' interference form's coefficients are incomplete ({exc}); {fix}"
@@ -146,7 +148,8 @@ def check_interference(model: PerformanceModel, source: str) -> None:
         return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
 
     bad = [] if close(model.hardware.beta_sch, idle + delta) else ["beta_sch"]
-    bad += [f"{m}.alpha_cache" for m, c in model.models.items() if not close(c.alpha_cache, kappa * alpha[m])]
+    bad += [f"{m}.alpha_cache" for m, c in model.models.items()
+            if not close(c.alpha_cache, own.get(m, kappa) * alpha[m])]
     if bad:
         raise ProfileError(
             f"{source}: {', '.join(bad)} disagree with the recorded '{form}' interference form; {fix}"

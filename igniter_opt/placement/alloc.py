@@ -13,6 +13,8 @@ counted in (float) units of the profile's share unit, whole numbers except for f
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from igniter_opt.perfmodel.model import PerformanceModel
@@ -127,41 +129,61 @@ def cheapest_feasible_row(
     grows while it iterates, so a row whose increase so far exceeds the best finished one, or
     equals it but comes later, can never be chosen. This returns exactly what running AllocGPU
     to the end on every row and taking the first minimum would. Candidates must be within
-    capacity at the start (the newcomer at its lower bound).
+    capacity at the start (the newcomer at its lower bound). ``cfg`` and ``units`` may be changed.
     """
-    active = np.arange(units.shape[0])
-    best_row, best_inc = -1, np.inf
+    # The rows still iterating are kept packed at the front (one compaction per round): indexing
+    # thousands of candidate GPUs by an index array in every step cost more than AllocGPU itself.
+    rows = Rows(np.arange(units.shape[0]), cfg, units, const, n, used, frozen)
+    best: tuple[int, np.ndarray, np.ndarray] | None = None
+    best_inc = np.inf
     limit = cap_with_tolerance(terms, cap)
     first = True
-    while active.size:
-        if not first:
-            active = active[units[active].sum(axis=1) <= limit]
-            if not active.size:
-                break
-        f, k, nn = (cfg, const, n) if first else (cfg[active], const[active], n[active])
-        viol = violations(terms, f, k, nn)
-        if frozen is not None:
-            stuck = (viol & (frozen if first else frozen[active])).any(axis=1)
-            active, viol = (active[~stuck], viol[~stuck])
-        done = ~viol.any(axis=1)
+    while rows.size:
+        viol = violations(terms, rows.cfg, rows.const, rows.n)
+        iterating = ~(viol & rows.frozen).any(axis=1) if rows.frozen is not None else np.ones(rows.size, bool)
+        done = iterating & ~viol.any(axis=1)
         if first and done.any():
             # Nothing was raised yet: every finished row grew by exactly the newcomer's lower bound,
             # the least any row can, so the first of them wins.
-            j = int(active[np.argmax(done)])
-            return j, cfg[j], units[j]
+            j = int(np.argmax(done))
+            return int(rows.row[j]), rows.cfg[j], rows.units[j]
         first = False
         if done.any():
-            finished = active[done]
-            inc = units[finished].sum(axis=1) - used[finished]
+            finished = np.flatnonzero(done)
+            inc = rows.units[finished].sum(axis=1) - rows.used[finished]
             j = int(np.argmin(inc))  # rows are in GPU order: first on ties
-            if inc[j] < best_inc or (inc[j] == best_inc and finished[j] < best_row):
-                best_row, best_inc = int(finished[j]), float(inc[j])
-        active, viol = active[~done], viol[~done]
-        units[active] += viol
-        cfg[active] += viol
-        if best_row >= 0 and active.size:
-            inc = units[active].sum(axis=1) - used[active]
-            active = active[(inc < best_inc) | ((inc == best_inc) & (active < best_row))]
-    if best_row < 0:
-        return None
-    return best_row, cfg[best_row], units[best_row]
+            row = int(rows.row[finished[j]])
+            if inc[j] < best_inc or (inc[j] == best_inc and best is not None and row < best[0]):
+                best, best_inc = (row, rows.cfg[finished[j]].copy(), rows.units[finished[j]].copy()), float(inc[j])
+        iterating &= ~done
+        np.add(rows.units, viol, out=rows.units)
+        np.add(rows.cfg, viol, out=rows.cfg)
+        total = rows.units.sum(axis=1)
+        iterating &= total <= limit
+        if best is not None:
+            inc = total - rows.used
+            iterating &= (inc < best_inc) | ((inc == best_inc) & (rows.row < best[0]))
+        rows = rows.keep(iterating)
+    return best
+
+
+class Rows(NamedTuple):
+    """Candidate rows of ``cheapest_feasible_row`` still iterating, packed: ``row`` is each one's row."""
+
+    row: np.ndarray
+    cfg: np.ndarray
+    units: np.ndarray
+    const: np.ndarray
+    n: np.ndarray
+    used: np.ndarray
+    frozen: np.ndarray | None
+
+    @property
+    def size(self) -> int:
+        return self.row.size
+
+    def keep(self, mask: np.ndarray) -> Rows:
+        if mask.all():
+            return self
+        return Rows(self.row[mask], self.cfg[mask], self.units[mask], self.const[mask], self.n[mask], self.used[mask],
+                    None if self.frozen is None else self.frozen[mask])

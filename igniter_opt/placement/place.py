@@ -25,6 +25,10 @@ class OpenGpus:
 
     ``units`` are share units (floats: a frozen slot's share need not be whole units); ``slots``
     keeps each GPU's ``Slot`` records (demand, batch, queue delay, frozen share) in slot order.
+    ``kind`` numbers GPUs that AllocGPU treats alike (see ``distinct_rows``): GPUs opened with
+    one slot that is the same in every number AllocGPU reads (configuration, units, constants,
+    frozen or not) and room to spare share a kind while nothing joins them; every other GPU has a
+    kind of its own.
     """
 
     def __init__(self, terms: ConfigTerms, capacity: int = 64, width: int = 4) -> None:
@@ -36,6 +40,13 @@ class OpenGpus:
         self.frozen = np.zeros((capacity, width), bool)
         self.count = np.zeros(capacity, np.int64)
         self.used = np.zeros(capacity, float)
+        self.kind = np.zeros(capacity, np.int64)
+        self._kinds: dict[tuple[int, float, bool, bytes], int] = {}  # one-slot GPUs' kinds (>= 0)
+        self._members: list[list[int]] = []  # the GPUs of each of those kinds, in GPU order
+        self._own_kinds = 0  # the other GPUs' kinds: -1, -2, ...
+        # True: a GPU of a kind with an earlier GPU (the first of a kind stands for all of it)
+        self.repeat = np.zeros(capacity, bool)
+        self._repeats = 0
         self.slots: list[list[Slot]] = []
         self.gpu_ids: list[str | None] = []
         self.any_frozen = False
@@ -54,7 +65,7 @@ class OpenGpus:
         frozen = np.zeros((r1, c1), bool)
         frozen[:r0, :c0] = self.frozen
         self.cfg, self.units, self.const, self.frozen = cfg, units, const, frozen
-        for name in ("count", "used"):
+        for name in ("count", "used", "kind", "repeat"):
             old = getattr(self, name)
             new = np.zeros(r1, old.dtype)
             new[:r0] = old
@@ -72,6 +83,7 @@ class OpenGpus:
         self.count[g] = c + 1
         self.used[g] = float(units_row[: c + 1].sum())
         self.slots[g].append(slot)
+        self._leave_kind(g)
 
     def append_slot(self, g: int, slot: Slot, cfg: int, units: float, const: np.ndarray) -> None:
         """Add ``slot`` as it is (configuration ``cfg``, ``units``) to open GPU ``g``; nothing else changes."""
@@ -92,7 +104,45 @@ class OpenGpus:
         if slot.frozen_share_pct is not None:  # (rows start unfrozen)
             self.frozen[g, 0] = self.any_frozen = True
         self.count[g], self.used[g] = 1, units
+        if units >= self.terms.n_units - 1 - 1e-9:  # full: never a candidate again
+            self._own_kinds += 1
+            self.kind[g] = -self._own_kinds
+            return g
+        # the constants' exact bits: equal keys are equal in every number
+        k = self._kinds.setdefault((int(cfg), float(units), bool(self.frozen[g, 0]), self.const[g, 0].tobytes()),
+                                   len(self._kinds))
+        if k == len(self._members):
+            self._members.append([])
+        self.kind[g] = k
+        self.repeat[g] = bool(self._members[k])
+        self._repeats += bool(self._members[k])
+        self._members[k].append(g)
         return g
+
+    def _leave_kind(self, g: int) -> None:
+        """GPU ``g`` changed: it gets a kind of its own (the next GPU of its old kind stands for it)."""
+        k = int(self.kind[g])
+        if k >= 0:
+            members = self._members[k]
+            members.remove(g)
+            if self.repeat[g]:
+                self.repeat[g] = False
+                self._repeats -= 1
+            elif members:  # it stood for its kind: the next one does now
+                self.repeat[members[0]] = False
+                self._repeats -= 1
+        self._own_kinds += 1
+        self.kind[g] = -self._own_kinds
+
+    def distinct_rows(self, rows: np.ndarray) -> np.ndarray:
+        """``rows`` (in GPU order, as Algorithm 1 tries them) without the GPUs that repeat an earlier
+        one's kind. AllocGPU with a newcomer gives GPUs of one kind the same outcome, and Algorithm 1
+        takes the first on ties, so a repeat can never be chosen. GPUs of one kind have the same
+        free share, so they are candidates together, their first among them. A workload split into
+        equal replicas opens many GPUs that are alike."""
+        if not self._repeats or rows.size < 2:
+            return rows
+        return rows[~self.repeat[rows]]
 
     def packing_gpus(self) -> tuple[GpuPacking, ...]:
         """The open GPUs as packings, with each unfrozen slot's final units."""
@@ -100,7 +150,8 @@ class OpenGpus:
         units = np.rint(self.units[: self.n]).astype(np.int64).tolist()
         for g in range(self.n):
             row = units[g]
-            slots = tuple(s if s.frozen_share_pct is not None else s._replace(units=row[j])
+            # (a slot whose units did not change is kept: most are, and _replace is not cheap)
+            slots = tuple(s if s.frozen_share_pct is not None or s.units == row[j] else s._replace(units=row[j])
                           for j, s in enumerate(self.slots[g]))
             out.append(GpuPacking(slots, self.gpu_ids[g]))
         return tuple(out)
@@ -116,31 +167,47 @@ class _Spare:
 
     def __init__(self, table: OpenGpus, cap: int, limit: float) -> None:
         self.table, self.cap, self.limit = table, cap, limit
-        self.rows = np.flatnonzero(table.used[: table.n] < cap - 1e-9)
+        rows = np.flatnonzero(table.used[: table.n] < cap - 1e-9)
+        # The rows live at the front of a buffer that doubles when full: opening tens of thousands
+        # of GPUs one at a time must not copy the list each time.
+        self._buffer = np.zeros(max(64, 2 * rows.size), np.int64)
+        self._buffer[: rows.size] = rows
+        self._size = rows.size
         self.free_count = np.zeros(cap + 2, np.int64)
-        for g in self.rows:
+        for g in rows:
             self.free_count[self._bucket(int(g))] += 1
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self._buffer[: self._size]
 
     def _bucket(self, g: int) -> int:
         return int(min(self.cap + 1, max(0.0, np.floor(self.limit - self.table.used[g]))))
 
     def candidates(self, units: int) -> np.ndarray:
+        rows = self.rows
         if not self.free_count[units:].any():
-            return self.rows[:0]
-        return self.rows[self.table.used[self.rows] + units <= self.limit]
+            return rows[:0].copy()
+        return rows[self.table.used[rows] + units <= self.limit]
 
     def before_change(self, g: int) -> None:
         self.free_count[self._bucket(g)] -= 1
 
     def after_change(self, g: int) -> None:
         if self.table.used[g] >= self.cap - 1e-9:
-            self.rows = self.rows[self.rows != g]
+            rows = self.rows
+            keep = rows[rows != g]
+            self._buffer[: keep.size] = keep
+            self._size = keep.size
         else:
             self.free_count[self._bucket(g)] += 1
 
     def opened(self, g: int) -> None:
         if self.table.used[g] < self.cap - 1e-9:
-            self.rows = np.append(self.rows, g)
+            if self._size == self._buffer.size:
+                self._buffer = np.concatenate([self._buffer, np.zeros_like(self._buffer)])
+            self._buffer[self._size] = g
+            self._size += 1
             self.free_count[self._bucket(g)] += 1
 
 
@@ -158,7 +225,7 @@ def place_demands(table: OpenGpus, demands: list[Demand] | tuple[Demand, ...], o
         d = demands[i]
         const = slot_const[i]
         slot = Slot(i, d.lower_units, d.batch, d.queue_delay_ms)
-        cand = spare.candidates(d.lower_units)
+        cand = table.distinct_rows(spare.candidates(d.lower_units))
         if cand.size:
             counts = table.count[cand]
             width = int(counts.max()) + 1

@@ -652,24 +652,50 @@ def max_service_ms(rate_rps: np.ndarray | float, batch: np.ndarray | int, queue_
     _check_delay(delay)
     levels = levels_with(attainment)
     shape = rate.shape
-    rate, b, delay, slo = rate.ravel(), b.ravel(), delay.ravel(), slo.ravel()
+    tables = latency_tables(b, params, levels)
+    # Placements sorted by batch, then by their delay's place on the batch's grid, so that each
+    # (batch, grid delay) curve serves one contiguous run: a planner asks about millions of
+    # placements at once, and a mask per curve cost more than the curves' own arithmetic.
+    order = _sorted_by(b.ravel())
+    rate, b, delay, slo = (v.ravel() if order is None else v.ravel()[order] for v in (rate, b, delay, slo))
+    starts = np.searchsorted(b, np.array(list(tables), float), side="left")
+    ends = np.r_[starts[1:], b.size]
     out = np.full(rate.shape, np.nan)
-    for bb, table in latency_tables(b, params, levels).items():
-        m = np.flatnonzero(b == bb)
-        r = rate[m]
+    for table, start, end in zip(tables.values(), starts, ends, strict=True):
+        part = slice(start, end)
+        r = rate[part]
         level = table.level_index(attainment)
-        delta = r * delay[m] / 1000.0
-        budget = (slo[m] - params.client_ms) * r / 1000.0  # normalised latency the SLO leaves
+        delta = r * delay[part] / 1000.0
+        budget = (slo[part] - params.client_ms) * r / 1000.0  # normalised latency the SLO leaves
         on_grid = _grid_index(table.delta, delta)
-        for j in np.unique(on_grid[on_grid >= 0]):  # planners' delays: one shared curve per grid delay
-            sel = on_grid == j
-            out[m[sel]] = 1000.0 * _largest_sigma_on_curve(table.quantiles[j, :, level], table.sigma,
-                                                           budget[sel]) / r[sel]
-        off = on_grid < 0
-        if off.any():
-            curve = table.curve(delta[off], level)
-            out[m[off]] = 1000.0 * _largest_sigma_within(curve, table.sigma, budget[off]) / r[off]
-    return out.reshape(shape)
+        by_delay = _sorted_by(on_grid + 1)
+        if by_delay is not None:
+            r, delta, budget, on_grid = r[by_delay], delta[by_delay], budget[by_delay], on_grid[by_delay]
+        res = np.empty(r.size)
+        cuts = np.r_[0, np.flatnonzero(on_grid[1:] != on_grid[:-1]) + 1, r.size]
+        for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
+            j, run = int(on_grid[lo]), slice(lo, hi)
+            if j >= 0:  # planners' delays: one shared curve per grid delay
+                s_max = _largest_sigma_on_curve(table.quantiles[j, :, level], table.sigma, budget[run])
+            else:
+                s_max = _largest_sigma_within(table.curve(delta[run], level), table.sigma, budget[run])
+            res[run] = 1000.0 * s_max / r[run]
+        out[part if by_delay is None else start + by_delay] = res
+    if order is None:
+        return out.reshape(shape)
+    result = np.empty_like(out)
+    result[order] = out
+    return result.reshape(shape)
+
+
+def _sorted_by(key: np.ndarray) -> np.ndarray | None:
+    """The stable order of small non-negative integers (batches, grid indices): numpy sorts int16
+    keys by radix, in linear time. None: already in order (as a planner asks), nothing to move."""
+    if key.size < 2 or (key[1:] >= key[:-1]).all():
+        return None
+    if key.max() < np.iinfo(np.int16).max:
+        return np.argsort(key.astype(np.int16), kind="stable")
+    return np.argsort(key, kind="stable")
 
 
 def _grid_index(grid: np.ndarray, x: np.ndarray) -> np.ndarray:

@@ -201,8 +201,11 @@ def formation_batch_limit(problem: PlanningProblem, slo_ms: float, rate_rps: flo
 
 def _candidates(problem: PlanningProblem, rule: ServingModel, slo: np.ndarray, rates: np.ndarray
                 ) -> tuple[np.ndarray, ...]:
-    """Every (workload piece, batch, queue delay) candidate: (owner, batch, delay, limit), flattened."""
+    """Every (workload piece, batch, queue delay) candidate: (owner, batch, delay, limit), flattened
+    in owner order (then batch, then delay)."""
     tops = np.array([formation_batch_limit(problem, float(x), float(r)) for x, r in zip(slo, rates, strict=True)])
+    if tops.size and (tops == tops[0]).all():
+        return _candidates_same_batches(rule, int(tops[0]), slo, rates)
     owner = np.repeat(np.arange(tops.size), tops)
     batch = np.arange(owner.size) - np.repeat(np.cumsum(tops) - tops, tops) + 1
     delays = rule.queue_delay_candidates(slo[owner], rates[owner], batch)
@@ -211,6 +214,24 @@ def _candidates(problem: PlanningProblem, rule: ServingModel, slo: np.ndarray, r
     k = delays.shape[1]
     owner, batch, delay = np.repeat(owner, k)[keep.ravel()], np.repeat(batch, k)[keep.ravel()], delays[keep]
     return owner, batch, delay, rule.limit_ms(slo[owner], rates[owner], batch, delay)
+
+
+def _candidates_same_batches(rule: ServingModel, top: int, slo: np.ndarray, rates: np.ndarray
+                             ) -> tuple[np.ndarray, ...]:
+    """``_candidates`` where every piece considers batches 1..``top``. The limits are asked for in
+    (batch, delay, owner) order, where the serving model's per-batch curves serve contiguous runs
+    (under the tail budget, millions of them), then laid out in owner order: a transpose."""
+    n = slo.size
+    batches = np.arange(1, top + 1)
+    delays = rule.queue_delay_candidates(np.tile(slo, top), np.tile(rates, top), np.repeat(batches, n))
+    k = delays.shape[1]
+    by_batch = delays.reshape(top, n, k).transpose(0, 2, 1)  # [batch, delay, owner]
+    # a batch of one never waits: one delay is enough
+    delay = np.concatenate([by_batch[0, :1].ravel(), by_batch[1:].ravel()])
+    cols = 1 + (top - 1) * k  # candidates per owner
+    batch = np.repeat(np.r_[1, np.repeat(batches[1:], k)], n)
+    limit = rule.limit_ms(np.tile(slo, cols), np.tile(rates, cols), batch, delay)
+    return (np.repeat(np.arange(n), cols), *(a.reshape(cols, n).T.ravel() for a in (batch, delay, limit)))
 
 
 def _fewest_replicas(problem: PlanningProblem, ws: list[Workload]) -> np.ndarray:
@@ -245,6 +266,18 @@ def _choose(owner: np.ndarray, batch: np.ndarray, delay: np.ndarray, units: np.n
     return {int(owner[i]): int(i) for i in first}
 
 
+def _solo_units(perf: PerformanceModel, midx: np.ndarray, batch: np.ndarray, limit: np.ndarray,
+                rate: np.ndarray) -> np.ndarray:
+    """Each candidate's share units alone (``solo_feasible_units`` from the lower bound), computed
+    only where the serving model gives a limit: a NaN or -inf limit has no lower bound (-1), and
+    under the tail budget most candidates have none (batches that cannot fill within the SLO)."""
+    units = np.full(limit.shape, -1, np.int64)
+    has = np.flatnonzero(limit > -np.inf)  # False for NaN too
+    m, b, lim = midx[has], batch[has], limit[has]
+    units[has] = solo_feasible_units(perf, m, b, lower_share_units_array(perf, m, b, lim), lim, rate[has])
+    return units
+
+
 def best_solo_demands(problem: PlanningProblem, ws: list[Workload]) -> list[list[Demand]]:
     """Initialisation under the full and tail budgets: per workload the configuration (batch, queue
     delay) that needs the smallest share alone (ties: smaller batch, then shorter delay); a
@@ -260,9 +293,7 @@ def best_solo_demands(problem: PlanningProblem, ws: list[Workload]) -> list[list
     while todo.size:
         rates = np.array([ws[j].rate_rps for j in todo]) / replicas[todo]
         owner, batch, delay, limit = _candidates(problem, rule, slo_all[todo], rates)
-        midx = midx_all[todo][owner]
-        units = solo_feasible_units(perf, midx, batch, lower_share_units_array(perf, midx, batch, limit),
-                                    limit, rates[owner])
+        units = _solo_units(perf, midx_all[todo][owner], batch, limit, rates[owner])
         chosen = _choose(owner, batch, delay, units, perf.max_units)
         if rule.budget is LatencyBudget.FULL:  # the full budget's limit is the same at any rate
             for j in map(int, np.flatnonzero(replicas[todo] == 1)):
@@ -271,8 +302,9 @@ def best_solo_demands(problem: PlanningProblem, ws: list[Workload]) -> list[list
         for j, i in chosen.items():
             w, r = ws[todo[j]], int(replicas[todo[j]])
             d = None if np.isnan(delay[i]) else float(delay[i])
+            # r equal replicas: one (immutable) demand, r times; a workload may need thousands
             out[todo[j]] = [Demand(w, float(rates[j]), int(batch[i]), int(units[i]), float(limit[i]), dedicated=r > 1,
-                                   queue_delay_ms=d) for _ in range(r)]
+                                   queue_delay_ms=d)] * r
         todo = np.array([t for j, t in enumerate(todo) if j not in chosen], np.int64)
         replicas[todo] += 1
         if todo.size and replicas[todo].max() > MAX_REPLICAS:

@@ -142,9 +142,17 @@ class GpuBackend(ABC):
     def l2(self, share_pct: float, points: list[tuple[str, int]]) -> Iterator[L2Measurement | JobSetup]:
         """L2 utilisation of (model, batch) points at one share."""
 
+    def prepare(self, workloads: list[CoWorkload]) -> Any:
+        """Start a co-located run's processes ahead of time, for ``co_run(..., prepared=...)``; None
+        where the backend has nothing to start early."""
+        return None
+
     @abstractmethod
-    def co_run(self, workloads: list[CoWorkload], phases: list[Phase]) -> list[PhaseResult]:
-        """Run workloads together (one process each), phase by phase, all starting each phase together."""
+    def co_run(self, workloads: list[CoWorkload], phases: list[Phase], prepared: Any = None) -> list[PhaseResult]:
+        """Run workloads together (one process each), phase by phase, all starting each phase together.
+
+        ``prepared``: what ``prepare(workloads)`` returned, or None to start the processes now.
+        """
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Stop everything the backend started (MPS daemon, samplers, processes)."""

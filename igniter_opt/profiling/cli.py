@@ -11,6 +11,13 @@ from typing import Any
 import click
 
 from igniter_opt.errors import IgniterOptError, InputError, ProfileError
+from igniter_opt.profiling.corun import (
+    CO_RUNS_FILE,
+    DEFAULT_RUNS_PER_MODEL,
+    CoRunDesign,
+    measure_co_runs,
+    measured_cost_s,
+)
 from igniter_opt.profiling.plan import DEFAULT_BATCHES, DEFAULT_SHARES_PCT, ProfilePlan
 from igniter_opt.zoo import parse_models
 
@@ -48,12 +55,15 @@ def make_backend(kind: str, gpu: int, out_dir: Path, truth: str | None, models: 
 def profile_gpu(plan: ProfilePlan, backend: Any, out_dir: str | Path, *, fit: bool = True,
                 progress: bool = True, name: str | None = None, power_form: str = "shared-floor",
                 interference_form: str = "igniter", co_runs: Any = (),
-                co_runs_source: str | None = None) -> tuple[Path, Any]:
+                co_runs_source: str | None = None, co_run_design: CoRunDesign | None = None) -> tuple[Path, Any]:
     """Run the plan (resuming from the checkpoint), write raw.json and, with ``fit``, coefficients.json.
 
     ``power_form`` and ``interference_form`` are recorded in raw.json (``gpu.fit``) as the fits to
     use; ``igniter-opt fit`` follows them unless told otherwise. ``co_runs`` (``CoRun``, with
     ``fit`` and the kernel-delay form only) set its cache scale, which raw.json then records too.
+    Without them, ``co_run_design`` (kernel-delay form only) is measured after the plan into
+    ``co_runs.jsonl`` (resumable) and kappa is fitted on those runs; raw.json records the design
+    and its cost in ``gpu.co_runs``.
     """
     import dataclasses
 
@@ -65,14 +75,27 @@ def profile_gpu(plan: ProfilePlan, backend: Any, out_dir: str | Path, *, fit: bo
     if co_runs and (not fit or interference_form != "kernel-delay"):
         raise ProfileError("--co-runs is used by the kernel-delay form's fit only: give "
                            "--interference-form kernel-delay (and --fit), or leave --co-runs out")
+    if co_run_design is not None and (co_runs or interference_form != "kernel-delay"):
+        raise ProfileError("co-location runs are measured for the kernel-delay form without --co-runs only: "
+                           "give --interference-form kernel-delay, or leave --co-runs-per-model out")
+    if co_run_design is not None:
+        co_run_design.check_budget()  # before any GPU time is spent
     out = Path(out_dir)
     with backend:
         raw = run_plan(plan, backend, out, progress=progress)
-    raw = dataclasses.replace(
-        raw, gpu={**raw.gpu, "fit": {"power_form": power_form, "interference_form": interference_form}})
+        measured = () if co_run_design is None else measure_co_runs(co_run_design, backend, out / CO_RUNS_FILE, raw.gpu)
+    gpu = {**raw.gpu, "fit": {"power_form": power_form, "interference_form": interference_form}}
+    if co_run_design is not None:
+        gpu["co_runs"] = {"file": CO_RUNS_FILE, **co_run_design.describe(),
+                          "cost_s": {m: round(v, 1) for m, v in measured_cost_s(co_run_design, measured).items()}}
+    raw = dataclasses.replace(raw, gpu=gpu)
     if not fit:
         atomic_write_json(out / RAW_FILE, raw.to_dict())
         return out, None
+    if co_run_design is not None:
+        from igniter_opt.perfmodel.interference import load_co_runs
+
+        co_runs, co_runs_source = load_co_runs(out / CO_RUNS_FILE, gpu=raw.gpu.get("name")), CO_RUNS_FILE
     model = fit_profile(raw, name=name or out.name, co_runs=co_runs, co_runs_source=co_runs_source)
     write_profile(record_interference(raw, model), model, out)
     return out, model
@@ -108,7 +131,12 @@ def _sigterm(*_: object) -> None:
                    "per-kernel delay plus a scaled cache term (kernel-delay, docs/interference.md).")
 @click.option("--co-runs", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="kernel-delay only: measured co-locations of different models (the JSON lines of "
-                   "'benchmarks/accuracy.py run') to fit its cache scale kappa on (else 1); read before measuring.")
+                   "'benchmarks/accuracy.py run') to fit its cache scale kappa on, instead of measuring them; read "
+                   "before measuring.")
+@click.option("--co-runs-per-model", type=int, default=None, metavar="N",
+              help=f"kernel-delay without --co-runs: co-location runs of different models measured after the "
+                   f"plan, N led by each model (pairs and triples, seeded; 0: none, kappa = 1) into "
+                   f"OUTPUT/{CO_RUNS_FILE}, to fit kappa on.  [default: {DEFAULT_RUNS_PER_MODEL}]")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar with ETA.")
 @click.option("--serving", is_flag=True,
               help="Measure the serving stack (per-batch overhead, client cost, service-time variation) through "
@@ -122,8 +150,8 @@ def _sigterm(*_: object) -> None:
                    "models at one batch each.")
 def profile(models_text: str | None, gpu: int, out_dir: Path, backend: str, truth: str | None, batches: str,
             shares: str, max_copies: int, fit: bool, power_form: str, interference_form: str,
-            co_runs: Path | None, progress: bool, serving: bool, load_generator: str,
-            serving_models: str | None) -> None:
+            co_runs: Path | None, co_runs_per_model: int | None, progress: bool, serving: bool,
+            load_generator: str, serving_models: str | None) -> None:
     """Measure a GPU with iGniter's plan and write a profile folder.
 
     Each measurement runs in its own process under an MPS daemon that the command starts and
@@ -139,6 +167,8 @@ def profile(models_text: str | None, gpu: int, out_dir: Path, backend: str, trut
         igniter-opt profile --serving -o profiles/h200/     # the serving stack only, on an existing profile
 
         igniter-opt profile --serving --serving-models all -o profiles/h200/   # every model, own overheads
+
+        igniter-opt profile --models all -o profiles/h200/ --interference-form kernel-delay   # + co-location runs
     """
     signal.signal(signal.SIGTERM, _sigterm)
     if models_text is None and not serving:
@@ -147,7 +177,7 @@ def profile(models_text: str | None, gpu: int, out_dir: Path, backend: str, trut
         raise click.UsageError("--co-runs fits a GPU profile: give --models too")
     if models_text is not None:
         _profile_models(models_text, gpu, out_dir, backend, truth, batches, shares, max_copies, fit, power_form,
-                        progress, interference_form, co_runs)
+                        progress, interference_form, co_runs, co_runs_per_model)
     if serving_models is not None and not serving:
         raise click.UsageError("--serving-models goes with --serving")
     if serving:
@@ -176,7 +206,8 @@ def _profile_serving(out_dir: Path, gpu: int, load_generator: str, serving_model
 
 def _profile_models(models_text: str, gpu: int, out_dir: Path, backend: str, truth: str | None, batches: str,
                     shares: str, max_copies: int, fit: bool, power_form: str, progress: bool,
-                    interference_form: str = "igniter", co_runs: Path | None = None) -> None:
+                    interference_form: str = "igniter", co_runs: Path | None = None,
+                    co_runs_per_model: int | None = None) -> None:
     try:
         runs: Any = ()
         if co_runs is not None:  # a bad file is refused before any GPU time is spent
@@ -189,16 +220,37 @@ def _profile_models(models_text: str, gpu: int, out_dir: Path, backend: str, tru
         models = parse_models(models_text)
         plan = ProfilePlan(models=tuple(models), batches=_number_list(batches, "--batches", int),
                            shares_pct=_number_list(shares, "--shares", float), max_copies=max_copies)
+        design = _co_run_design(plan, interference_form, co_runs, co_runs_per_model)
         be = make_backend(backend, gpu, out_dir, truth, models)
         out, model = profile_gpu(plan, be, out_dir, fit=fit, progress=progress, power_form=power_form,
                                  interference_form=interference_form, co_runs=runs,
-                                 co_runs_source=co_runs.name if co_runs is not None else None)
+                                 co_runs_source=co_runs.name if co_runs is not None else None,
+                                 co_run_design=design)
     except IgniterOptError as exc:
         kept = out_dir / "checkpoint.jsonl"
         hint = f" (measurements so far are kept in {kept}; run again to resume)" if kept.exists() else ""
         raise click.ClickException(f"{exc}{hint}") from None
     what = "raw.json and coefficients.json" if model is not None else "raw.json"
     click.echo(f"wrote {what} to {out}")
+
+
+def _co_run_design(plan: ProfilePlan, interference_form: str, co_runs: Path | None,
+                   co_runs_per_model: int | None) -> CoRunDesign | None:
+    """The co-location runs to measure: the kernel-delay form without --co-runs, unless N is 0."""
+    if co_runs_per_model is not None and interference_form != "kernel-delay":
+        raise ProfileError("--co-runs-per-model measures runs for the kernel-delay form: give "
+                           "--interference-form kernel-delay, or leave --co-runs-per-model out")
+    if co_runs_per_model is not None and co_runs is not None:
+        raise ProfileError("give either --co-runs FILE (runs measured before) or --co-runs-per-model N (runs to "
+                           "measure now), not both")
+    if interference_form != "kernel-delay" or co_runs is not None or co_runs_per_model == 0:
+        return None
+    if co_runs_per_model is not None and co_runs_per_model < 0:
+        raise ProfileError(f"--co-runs-per-model must be >= 0, got {co_runs_per_model}")
+    design = CoRunDesign(models=plan.models, batches=plan.batches, phase_s=plan.co_phase_s,
+                         runs_per_model=DEFAULT_RUNS_PER_MODEL if co_runs_per_model is None else co_runs_per_model)
+    design.check_budget()
+    return design
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,8 @@ What each measurement returns (F: max clock, f: clock, P: power demand, c: L2 de
 - solo (b, r):   latency = (k_act(b, r) + idle_1) F / f, power = min(P, P_max), f from P
 - L2 (b, r):     alpha_c h + beta_c with h = 1000 b / (latency - idle_1) as the fit computes it
 - replay phases of co-located runs (GPU time): (k_act + idle_1) (1 + alpha_cache (sum c - c_i)) F / f
-- loop phases (with host copies): the model's own prediction (latency and throughput)
+- loop phases (with host copies): the prediction (latency and throughput) of ``co_location_truth``,
+  by default the model itself
 - traced phases: per-kernel idle time (idle_1 / n_k + D(n)) F / f, D(n) = alpha_sch n + beta_sch for n >= 2
 
 ``noise`` adds seeded, per-measurement multiplicative Gaussian noise (0 = exact).
@@ -42,8 +43,11 @@ class SimulatedBackend(GpuBackend):
     """Measurements of an imaginary GPU that follows ``truth`` exactly (plus optional noise)."""
 
     def __init__(self, truth: PerformanceModel, *, noise: float = 0.0, seed: int = 0, sm_count: int = 132,
-                 fail_after: int | None = None) -> None:
+                 fail_after: int | None = None, co_location_truth: PerformanceModel | None = None) -> None:
         self.truth = truth
+        # What loop phases (co-locations with host copies) follow: ``truth`` unless a test gives
+        # another form, e.g. a kernel-delay model with a known kappa for the profiler to recover.
+        self.co_location_truth = co_location_truth or truth
         self.noise = noise
         self.seed = seed
         self.sm_count = sm_count
@@ -121,7 +125,7 @@ class SimulatedBackend(GpuBackend):
             h = 1000.0 * b / (lat - c.idle_ms)
             yield L2Measurement(m, b, share_pct, c.alpha_c * h + c.beta_c, elapsed_s=2.0)
 
-    def co_run(self, workloads: list[CoWorkload], phases: list[Phase]) -> list[PhaseResult]:
+    def co_run(self, workloads: list[CoWorkload], phases: list[Phase], prepared: Any = None) -> list[PhaseResult]:
         self._tick(f"co_run {len(workloads)}")
         hw = self.truth.hardware
         F = hw.max_clock_mhz
@@ -142,7 +146,7 @@ class SimulatedBackend(GpuBackend):
                     t = (k + c.idle_ms) * (1 + c.alpha_cache * (sum(l2) - ci)) * F / f
                     res.append(PhaseMeasurement(latency_ms=t, iterations=1))
             elif ph.op == "loop":
-                for lat, thr in self.truth.predict_gpu(slots):
+                for lat, thr in self.co_location_truth.predict_gpu(slots):
                     res.append(PhaseMeasurement(latency_ms=lat, throughput_rps=thr, loop_rps=thr, iterations=1))
             elif ph.op == "trace_loop":
                 d = hw.alpha_sch * n + hw.beta_sch if n >= 2 else 0.0
