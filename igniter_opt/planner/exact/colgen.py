@@ -24,6 +24,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -221,6 +222,20 @@ def _exact_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, limi
     return False
 
 
+def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: bool,
+                       converged: Callable[[], bool]) -> bool | None:
+    """One turn of exact pricing at the LP's duals, ``run(limit_s)`` -> whether it added a column, given
+    ``PRICING_SHARE`` of the time left, or all of it after a turn that was cut short and found nothing (at
+    the same duals again its bound tightens). Returns the next ``stalled`` flag, or None to stop: no time
+    left, the LP solved (``converged()``), or a second turn at the same duals found nothing."""
+    left = deadline - time.perf_counter()
+    if left <= 0.05:
+        return None
+    if run(left if stalled else PRICING_SHARE * left):
+        return False
+    return None if converged() or stalled else True
+
+
 def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpus: int | None, threads: int = 1,
              progress: Progress | None = None) -> ColgenState:
     """Column generation until the LP is solved, the bound reaches ``target_gpus`` (a plan's GPU
@@ -240,16 +255,11 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
             break
         if _heuristic_round(setup, master, lp.duals):
             continue
-        left = deadline - time.perf_counter()
-        if left <= 0.05:
+        turn = exact_pricing_turn(partial(_exact_round, setup, state, lp.duals, threads=threads), deadline, stalled,
+                                  lambda: state.converged)
+        if turn is None:
             break
-        # at the same duals again, the exact pricing gets all the time left (its bound tightens)
-        if _exact_round(setup, state, lp.duals, left if stalled else PRICING_SHARE * left, threads):
-            stalled = False
-            continue
-        if state.converged or stalled:
-            break
-        stalled = True
+        stalled = turn
     if state.converged and state.lp_value is not None:
         state.bound = max(state.bound, state.lp_value)
     return state

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 from igniter_opt.domain import PlanningProblem
 from igniter_opt.placement import Packing
@@ -27,8 +28,8 @@ from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import greedy
 from igniter_opt.planner.exact.colgen import (
     IMPROVE_EPS,
-    PRICING_SHARE,
     ColgenSetup,
+    exact_pricing_turn,
     initial_columns,
     packing_columns,
     packing_of,
@@ -178,6 +179,11 @@ def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float) -> bool:
     return added
 
 
+def _exact_round_or(fc: FleetColgen, lp: FleetLp, added: int, limit_s: float) -> bool:
+    """An exact round that counts as progress when the heuristic round before it added ``added`` columns."""
+    return _exact_round(fc, lp, limit_s) or added > 0
+
+
 def generate(fc: FleetColgen, deadline: float) -> None:
     """Column generation until the LP is solved, the bound proves the incumbent or ``deadline``
     (``time.perf_counter()`` seconds). Exact pricing runs when the heuristic finds nothing, and at
@@ -198,17 +204,11 @@ def generate(fc: FleetColgen, deadline: float) -> None:
         added = _heuristic_round(fc, lp)
         if added and time.perf_counter() - last_exact < EXACT_EVERY_S:
             continue
-        left = deadline - time.perf_counter()
-        if left <= 0.05:
-            break
         last_exact = time.perf_counter()
-        # at the same duals again, the exact pricing gets all the time left (its bound tightens)
-        if _exact_round(fc, lp, left if stalled else PRICING_SHARE * left) or added:
-            stalled = False
-            continue
-        if fc.converged or stalled:
+        turn = exact_pricing_turn(partial(_exact_round_or, fc, lp, added), deadline, stalled, lambda: fc.converged)
+        if turn is None:
             break
-        stalled = True
+        stalled = turn
     if fc.converged and fc.lp_value is not None:
         fc.raise_bound(fc.lp_value)
 
