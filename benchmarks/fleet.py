@@ -15,7 +15,6 @@ gap, wall time.
 from __future__ import annotations
 
 import argparse
-import csv
 import random
 import statistics
 import sys
@@ -27,7 +26,7 @@ sys.path.insert(0, str(HERE.parent))
 from igniter_opt.domain import LatencyBudget, Workload
 from igniter_opt.errors import IgniterOptError
 from igniter_opt.fleet import parse_fleet
-from igniter_opt.ioutil import atomic_write_text
+from igniter_opt.ioutil import atomic_write_csv, atomic_write_text
 from igniter_opt.planio import read_workloads
 from igniter_opt.planner.fleet import solve_fleet
 from igniter_opt.problems import BudgetChoice
@@ -137,10 +136,7 @@ def main(argv: list[str] | None = None) -> None:
                     rows.append(_row(mix, budget, fleet, True, ws, "exact", args.exact_time_limit))
                     print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "fleet.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    atomic_write_csv(args.out / "fleet.csv", FIELDS, rows)
     atomic_write_text(args.out / "fleet.md", _report(rows))
     print(_report(rows))
 

@@ -13,7 +13,6 @@ and ``.md``: GPUs and total share per plan. Predictions only: nothing here ran o
 from __future__ import annotations
 
 import argparse
-import csv
 import shutil
 import sys
 import tempfile
@@ -25,7 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 from benchmarks.instances import random_mix  # noqa: E402
 from igniter_opt.domain import LatencyBudget, Workload  # noqa: E402
 from igniter_opt.errors import IgniterOptError  # noqa: E402
-from igniter_opt.ioutil import atomic_write_text  # noqa: E402
+from igniter_opt.ioutil import atomic_write_csv, atomic_write_text  # noqa: E402
 from igniter_opt.perfmodel import PerformanceModel, fit_profile, load_profile, load_raw, write_profile  # noqa: E402
 from igniter_opt.perfmodel.fit import record_interference  # noqa: E402
 from igniter_opt.perfmodel.interference import load_co_runs  # noqa: E402
@@ -104,10 +103,7 @@ def main(argv: list[str] | None = None) -> None:
                         rows.append(_row(gpu, mix, budget, form, ws, perf))
                         print(rows[-1], flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    with (args.out / "interference_plans.csv").open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
-        w.writeheader()
-        w.writerows(rows)
+    atomic_write_csv(args.out / "interference_plans.csv", FIELDS, rows)
     atomic_write_text(args.out / "interference_plans.md", _report(rows))
     print(_report(rows))
 

@@ -111,3 +111,18 @@ def test_a_row_with_an_extra_field_says_so(tmp_path: Path) -> None:
         read_workloads(write(tmp_path, "name,model,slo_ms,rate_rps\nA,vgg19,20,5,extra\n"))
     assert str(exc.value).endswith("row 2 has 5 fields but the header has 4; remove the extra field(s) or quote "
                                    "a value that contains a comma")
+
+
+def test_a_csv_that_cannot_be_written_whole_leaves_the_old_file(tmp_path: Path) -> None:
+    """atomic_write_csv: the header and every row, or (a row with a field outside the header) nothing new."""
+    import csv
+
+    from igniter_opt.ioutil import atomic_write_csv
+
+    out = tmp_path / "r.csv"
+    atomic_write_csv(out, ["a", "b"], [{"a": 1, "b": 2.5}, {"a": "x", "b": ""}])
+    assert list(csv.DictReader(out.open(newline=""))) == [{"a": "1", "b": "2.5"}, {"a": "x", "b": ""}]
+    with pytest.raises(ValueError):
+        atomic_write_csv(out, ["a", "b"], [{"a": 3, "b": 4}, {"a": 5, "c": 6}])
+    assert out.read_text().splitlines() == ["a,b", "1,2.5", "x,"]
+    assert list(tmp_path.glob(".*.tmp")) == []
