@@ -194,10 +194,14 @@ def initial_columns(setup: ColgenSetup) -> list[Column]:
     return [c for c, _ in setup.start_columns] + [c for c in evaluate(setup.space, singles) if c is not None]
 
 
+def kernel_columns(setup: ColgenSetup, duals: np.ndarray) -> list[Column]:
+    """Kernel pricing: the feasible configurations the heuristic grows at these duals (improving or not)."""
+    return [c for c in evaluate(setup.space, grow(setup.space, setup.entries, setup.terms, duals)) if c is not None]
+
+
 def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray) -> int:
     """One round of kernel pricing: how many improving columns entered the master."""
-    cols = [c for c in evaluate(setup.space, grow(setup.space, setup.entries, setup.terms, duals)) if c is not None]
-    good = [c for c in cols if column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+    good = [c for c in kernel_columns(setup, duals) if column_worth(c, duals) > 1.0 + IMPROVE_EPS]
     before = len(master.columns)
     master.add(good)
     return len(master.columns) - before

@@ -31,6 +31,7 @@ from igniter_opt.planner.exact.colgen import (
     ColgenSetup,
     exact_pricing_turn,
     initial_columns,
+    kernel_columns,
     packing_columns,
     packing_of,
     prepare_colgen,
@@ -38,7 +39,6 @@ from igniter_opt.planner.exact.colgen import (
 )
 from igniter_opt.planner.exact.columns import Column, column_worth, evaluate
 from igniter_opt.planner.exact.fleetmaster import FleetLp, FleetMaster, lagrangian_bound, round_to_prices, type_blocks
-from igniter_opt.planner.exact.heuristic import grow
 from igniter_opt.planner.exact.pricing import price_mip
 
 # Relative tolerance at which a bound meets a cost (float noise in prices).
@@ -152,8 +152,7 @@ def _heuristic_round(fc: FleetColgen, lp: FleetLp) -> int:
     """Kernel pricing of every type: how many improving columns entered the master."""
     before = len(fc.master.columns)
     for t, s in enumerate(fc.setups):
-        cols = [c for c in evaluate(s.space, grow(s.space, s.entries, s.terms, lp.duals[t])) if c is not None]
-        fc.master.add(t, [c for c in cols if _improves(fc, t, c, lp)])
+        fc.master.add(t, [c for c in kernel_columns(s, lp.duals[t]) if _improves(fc, t, c, lp)])
     return len(fc.master.columns) - before
 
 
