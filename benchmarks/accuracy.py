@@ -107,15 +107,16 @@ def _stats(errs: list[float]) -> dict[str, float]:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    import csv
+    from igniter_opt.ioutil import atomic_write_csv, atomic_write_json, atomic_write_text
+    from igniter_opt.perfmodel.store import interference_form, load_profile
 
-    from igniter_opt.perfmodel.store import load_profile
-
-    if args.power_form:
+    if args.power_form or args.interference_form:
         from igniter_opt.perfmodel.fit import fit_profile
         from igniter_opt.perfmodel.raw import load_raw
 
-        model = fit_profile(load_raw(Path(args.profile) / "raw.json"), "refit", power_form=args.power_form)
+        # A refit of the raw profile; kernel-delay's kappas come from the runs the raw profile records.
+        model = fit_profile(load_raw(Path(args.profile) / "raw.json"), "refit", power_form=args.power_form,
+                            interference_form=args.interference_form)
     else:
         model = load_profile(args.profile)
     recs = [json.loads(line) for line in Path(args.results).read_text().splitlines() if line.strip()]
@@ -143,26 +144,24 @@ def cmd_report(args: argparse.Namespace) -> int:
                          "predicted_ms": round(p_ms, 4), "measured_ms": round(w["measured_ms"], 4),
                          "predicted_rps": round(p_rps, 2), "measured_rps": round(w["measured_rps"], 2),
                          "n_workloads": len(slots)})
-    csv_path = out / f"accuracy_{tag}.csv"
     cols = ["mix", "model", "batch", "share", "predicted_ms", "measured_ms", "predicted_rps", "measured_rps"]
-    with csv_path.open("w", newline="") as fh:
-        wr = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
-        wr.writeheader()
-        wr.writerows(rows)
     lat_err = [(x["predicted_ms"] - x["measured_ms"]) / x["measured_ms"] for x in rows]
     thr_err = [(x["predicted_rps"] - x["measured_rps"]) / x["measured_rps"] for x in rows]
     by_model = {}
     for m in sorted({x["model"] for x in rows}):
         idx = [i for i, x in enumerate(rows) if x["model"] == m]
         by_model[m] = {"latency": _stats([lat_err[i] for i in idx]), "throughput": _stats([thr_err[i] for i in idx])}
+    by_count = {n: _stats([lat_err[i] for i, x in enumerate(rows) if x["n_workloads"] == n])
+                for n in sorted({x["n_workloads"] for x in rows})}
     power_form = model.gpu.get("fit", {}).get("power_form", "igniter")
-    summary = {"gpu": gpu, "profile": str(args.profile), "power_form": power_form,
+    form = interference_form(model)
+    summary = {"gpu": gpu, "profile": str(args.profile), "power_form": power_form, "interference_form": form,
                "mixes": len(recs), "workloads": len(rows),
-               "latency_rel_error": _stats(lat_err), "throughput_rel_error": _stats(thr_err), "by_model": by_model}
-    (out / f"accuracy_{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
+               "latency_rel_error": _stats(lat_err), "throughput_rel_error": _stats(thr_err), "by_model": by_model,
+               "latency_by_workloads": {str(n): s for n, s in by_count.items()}}
     lines = [f"# Prediction accuracy on {gpu}", "",
              f"{len(recs)} held-out mixes, {len(rows)} workloads; profile `{args.profile}`, power form "
-             f"`{power_form}`.", "",
+             f"`{power_form}`, interference form `{form}`.", "",
              "| quantity | median | p90 | max | mean signed |", "| --- | --- | --- | --- | --- |"]
     for name, key in (("latency", "latency_rel_error"), ("throughput", "throughput_rel_error")):
         s = summary[key]
@@ -172,7 +171,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     for m, s in by_model.items():
         lines.append(f"| {m} | {s['latency']['n']} | {s['latency']['median']:.1%} | {s['latency']['p90']:.1%} | "
                      f"{s['throughput']['median']:.1%} | {s['throughput']['p90']:.1%} |")
-    (out / f"accuracy_{tag}.md").write_text("\n".join(lines) + "\n")
+    lines += ["", "| workloads on the GPU | n | latency median | latency p90 | latency max |",
+              "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {n} | {s['n']} | {s['median']:.1%} | {s['p90']:.1%} | {s['max']:.1%} |" for n, s in by_count.items()]
+    atomic_write_csv(out / f"accuracy_{tag}.csv", cols, ({c: x[c] for c in cols} for x in rows))
+    atomic_write_json(out / f"accuracy_{tag}.json", summary)
+    atomic_write_text(out / f"accuracy_{tag}.md", "\n".join(lines) + "\n")
     _scatter(rows, out / f"accuracy_{tag}.png", gpu)
     print("\n".join(lines))
     return 0
@@ -223,6 +227,8 @@ def main() -> int:
     p.add_argument("-o", "--output", default="benchmarks/results")
     p.add_argument("--tag", default=None)
     p.add_argument("--power-form", default=None, help="refit the profile's raw.json with this power form")
+    p.add_argument("--interference-form", default=None, choices=["igniter", "kernel-delay"],
+                   help="refit the profile's raw.json with this interference form (igniter: the paper's)")
     args = ap.parse_args()
     return cmd_run(args) if args.cmd == "run" else cmd_report(args)
 

@@ -2,6 +2,7 @@
 # What the device calls of issue 12/15 run on the lent GPU machine (no network there).
 #
 #   bash benchmarks/device_h200.sh profile  DEADLINE_S   # profile the H200 (resumes from the checkpoint)
+#   bash benchmarks/device_h200.sh co-runs  DEADLINE_S   # + the kernel-delay form's co-location design (co_runs.jsonl)
 #   bash benchmarks/device_h200.sh serving               # the serving stack, into profiles/h200/serving.json
 #   bash benchmarks/device_h200.sh serving-all           # the same, every model at two batches
 #   [LOADGEN=python] bash benchmarks/device_h200.sh live DEADLINE_S PLAN...  # apply plans for 60 s each
@@ -31,6 +32,12 @@ case $stage in
       --batches 1,2,4,8,16,32 --shares 10,25,50,100 --no-progress 2>&1 | tail -40
     echo "profile exit ${PIPESTATUS[0]}"
     ;;
+  co-runs)  # the solo plan is in the checkpoint already: only the co-location design runs
+    deadline=$1
+    timeout -s TERM "$deadline" igniter-opt profile --models all --gpu 0 -o $prof \
+      --batches 1,2,4,8,16,32 --shares 10,25,50,100 --interference-form kernel-delay --no-progress 2>&1 | tail -40
+    echo "profile exit ${PIPESTATUS[0]}"
+    ;;
   serving|serving-all)  # serving-all: every model at two batches (their own overheads), about 4 x 35 s
     igniter-opt profile --serving $([ $stage = serving-all ] && echo --serving-models all) -o $prof 2>&1 | tail -30
     # One run (serving) or one folder per run (serving-all): keep the summaries, deployments and logs.
@@ -54,8 +61,8 @@ case $stage in
     ;;
 esac
 # Only the stages that write the profile bring it back (the device tool returns a limited number of files).
-case $stage in profile|serving|serving-all)
-  for f in raw.json coefficients.json checkpoint.jsonl serving.json; do
+case $stage in profile|co-runs|serving|serving-all)
+  for f in raw.json coefficients.json checkpoint.jsonl serving.json co_runs.jsonl; do
     [ -f $prof/$f ] && cp $prof/$f $OUT/ 2>/dev/null
   done;;
 esac

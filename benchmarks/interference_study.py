@@ -41,7 +41,6 @@ from igniter_opt.perfmodel import interference as itf  # noqa: E402
 from igniter_opt.perfmodel.fit import fit_profile  # noqa: E402
 from igniter_opt.perfmodel.model import PerformanceModel  # noqa: E402
 from igniter_opt.perfmodel.raw import RawProfile, load_raw  # noqa: E402
-from igniter_opt.perfmodel.store import load_profile  # noqa: E402
 
 RESULTS = HERE / "results"
 CHOSEN = itf.MODEL_SCALED  # the kernel-delay form as fitted: a kappa per model
@@ -273,10 +272,11 @@ def run_study(runs_path: Path, profile_dir: Path, train_path: Path | None = None
                 f"{train_path}: {len(same)} training mixes equal held-out mixes (held-out, training: "
                 f"{same[:5]}); the held-out mixes must be unseen"
             )
-    perf = load_profile(profile_dir)
+    # The study compares forms from the paper's fit of the raw profile, whichever form the folder ships.
+    raw = load_raw(profile_dir / "raw.json")
+    perf = fit_profile(raw, profile_dir.name, interference_form="igniter")
     if perf.gpu.get("name") and perf.gpu["name"] != mixes.gpu:
         raise InputError(f"{profile_dir}: profile is for {perf.gpu['name']}, the mixes are from {mixes.gpu}")
-    raw = load_raw(profile_dir / "raw.json")
     bases = base_models(perf, raw)
     rb = itf.run_batch(perf, mixes.runs, raw)
     mask = rb.mask

@@ -408,7 +408,8 @@ def test_mip_with_the_shared_binary_accepts_exactly_what_the_kernel_delay_model_
 
 def test_the_shared_binary_accepts_lone_placements_the_plain_row_refused() -> None:
     # one kappa for every model: with the models' own kappas this instance fits on one GPU
-    raw, paper_fit = load_raw(H200 / "raw.json"), fit_profile(load_raw(H200 / "raw.json"), "h200")
+    raw = load_raw(H200 / "raw.json")
+    paper_fit = fit_profile(raw, "h200", interference_form="igniter")
     coefs = itf.fit_interference(raw, paper_fit, runs=itf.load_co_runs(H200_TRAIN))
     h200_kd = itf.apply_interference(paper_fit, replace(coefs, model_cache_scale={}))
     hw = h200_kd.hardware
@@ -425,7 +426,7 @@ def test_the_shared_binary_accepts_lone_placements_the_plain_row_refused() -> No
     assert binary == exact and all(exact)  # every configuration is feasible alone
     assert (len(lone), sum(plain)) == (60, 36)  # the plain row refused 24 of the 60
     # a paper-form profile keeps the plain row (exact there: alpha_sch + beta_sch <= 0)
-    paper = load_profile(H200)
+    paper = paper_fit
     assert paper.hardware.alpha_sch + paper.hardware.beta_sch <= 0
     assert not hasattr(mip.build_model(mip.prepare(_problem(paper, [("vgg19", 35.0, 321.0), ("ssd", 6.0, 1463.0)]))),
                        "shared")
@@ -581,24 +582,24 @@ def test_fit_cli_records_the_form_and_loading_applies_it(tmp_path: Path) -> None
     assert runner.invoke(cli, ["fit", str(out), "-o", str(again)]).exit_code == 0
     assert json.loads((again / "coefficients.json").read_text())["models"] == coef["models"]
     assert json.loads((again / "coefficients.json").read_text())["hardware"] == coef["hardware"]
-    # and back to the paper's form: the shipped profile's coefficients
+    # and back to the paper's form: the paper's fit of the raw profile
     paper = tmp_path / "paper"
     assert runner.invoke(cli, ["fit", str(out), "-o", str(paper), "--interference-form", "igniter"]).exit_code == 0
-    shipped = load_profile(H200)
+    papers = fit_profile(load_raw(H200 / "raw.json"), "h200", interference_form="igniter")
     refit = load_profile(paper)
-    assert interference_form(refit) == interference_form(shipped) == "igniter"
-    for m, c in shipped.models.items():
+    assert interference_form(refit) == interference_form(papers) == "igniter"
+    for m, c in papers.models.items():
         assert refit.models[m].alpha_cache == pytest.approx(c.alpha_cache, rel=1e-9)
-    assert refit.hardware.beta_sch == pytest.approx(shipped.hardware.beta_sch, rel=1e-9)
+    assert refit.hardware.beta_sch == pytest.approx(papers.hardware.beta_sch, rel=1e-9)
 
 
 def test_older_profiles_load_unchanged_as_the_papers_form(tmp_path: Path, v100_path: Path) -> None:
-    for prof in (REPO / "profiles" / "h100", H200):
-        d = json.loads((prof / "coefficients.json").read_text())
-        assert "interference_form" not in d["gpu"]["fit"]
-        model = load_profile(prof)
-        assert interference_form(model) == "igniter"
-        assert model.to_dict()["models"] == d["models"] and model.to_dict()["hardware"] == d["hardware"]
+    prof = REPO / "profiles" / "h100"  # fitted before the forms existed: no form recorded
+    d = json.loads((prof / "coefficients.json").read_text())
+    assert "interference_form" not in d["gpu"]["fit"]
+    model = load_profile(prof)
+    assert interference_form(model) == "igniter"
+    assert model.to_dict()["models"] == d["models"] and model.to_dict()["hardware"] == d["hardware"]
     # the V100 reproduction: the paper's form is the default and changes nothing
     raw = load_raw(v100_path)
     default, paper = fit_profile(raw, "v100"), fit_profile(raw, "v100", interference_form="igniter")
@@ -629,7 +630,7 @@ def test_fit_refuses_bad_forms_runs_and_profiles_in_one_line(tmp_path: Path) -> 
     assert err(str(H200), "-o", out, "--interference-form", "kernel-delay", "--co-runs", str(h100_runs)) == (
         f"Error: {h100_runs}: line 1: measured on 'NVIDIA H100 80GB HBM3', the profile is of 'NVIDIA H200'"
     )
-    assert err(str(H200), "-o", out, "--co-runs", str(H200_TRAIN)) == (
+    assert err(str(H200), "-o", out, "--interference-form", "igniter", "--co-runs", str(H200_TRAIN)) == (
         "Error: co-location runs fit the kernel-delay form's cache scale; the 'igniter' form takes none "
         "(use --interference-form kernel-delay, or leave the runs out)"
     )
@@ -640,7 +641,9 @@ def test_fit_refuses_bad_forms_runs_and_profiles_in_one_line(tmp_path: Path) -> 
         "Error: the kernel-delay form needs pair runs of at least 2 models with different kernels per ms, got 1; "
         "profile more models or use the interference form 'igniter'"
     )
-    assert runner.invoke(cli, ["fit", str(one), "-o", out]).exit_code == 0  # the paper's form fits it
+    # its raw.json records the kernel-delay form: a plain fit follows it and is refused the same way
+    assert err(str(one), "-o", out).startswith("Error: the kernel-delay form needs pair runs of at least 2 models")
+    assert runner.invoke(cli, ["fit", str(one), "-o", out, "--interference-form", "igniter"]).exit_code == 0
 
 
 def test_loading_refuses_coefficients_that_disagree_with_their_form(tmp_path: Path) -> None:
