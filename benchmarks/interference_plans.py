@@ -2,9 +2,11 @@
 
 ``python benchmarks/interference_plans.py [--seeds 1,2,3,4,5] [--workloads 20] [-o benchmarks/results]``
 
-For the shipped H100 and H200 profiles, the kernel-delay form is fitted from the same raw profile
-(H200: kappa from the 40 training mixes ``accuracy_h200_train_runs.jsonl``; H100: pair runs only, no
-H100 training mixes exist) and given the profile's serving measurements. The paper's 12-workload mix
+For the shipped H100 and H200 profiles, each form is the shipped profile where it ships that form,
+else refitted from the same raw profile with the profile's serving measurements: the H200 ships the
+kernel-delay form (kappas from its own 36 co-location runs), so its paper form is refitted; the H100
+ships the paper's form, so its kernel-delay form is refitted (pair runs only: kappa 1, no H100
+co-location runs outside its accuracy mixes). The paper's 12-workload mix
 and seeded random mixes (``benchmarks.instances.random_mix``, drawn on the paper-form profile) are
 planned by greedy under ``igniter`` and ``tail`` with both forms. Writes ``interference_plans.csv``
 and ``.md``: GPUs and total share per plan. Predictions only: nothing here ran on a GPU.
@@ -27,24 +29,25 @@ from igniter_opt.errors import IgniterOptError  # noqa: E402
 from igniter_opt.ioutil import atomic_write_csv, atomic_write_text  # noqa: E402
 from igniter_opt.perfmodel import PerformanceModel, fit_profile, load_profile, load_raw, write_profile  # noqa: E402
 from igniter_opt.perfmodel.fit import record_interference  # noqa: E402
-from igniter_opt.perfmodel.interference import load_co_runs  # noqa: E402
+from igniter_opt.perfmodel.store import interference_form  # noqa: E402
 from igniter_opt.planio import read_workloads  # noqa: E402
 from igniter_opt.planner import run_planner  # noqa: E402
 from igniter_opt.problems import BudgetChoice, make_problem  # noqa: E402
 
 REPO = HERE.parent
-TRAIN = {"h200": HERE / "results" / "accuracy_h200_train_runs.jsonl"}
 FIELDS = ["gpu", "mix", "budget", "form", "gpus", "total_share_pct", "message"]
 
 
-def kernel_delay_profile(name: str, work: Path) -> PerformanceModel:
-    """The shipped profile ``name`` refitted with the kernel-delay form, with its serving measurements."""
+def form_profile(name: str, form: str, work: Path) -> PerformanceModel:
+    """The shipped profile ``name`` under the interference ``form``: itself where it ships that form,
+    else refitted from its raw profile with that form, with its serving measurements."""
+    shipped = load_profile(name)
+    if interference_form(shipped) == form:
+        return shipped
     src = REPO / "profiles" / name
     raw = load_raw(src)
-    runs = load_co_runs(TRAIN[name], gpu=raw.gpu.get("name")) if name in TRAIN else ()
-    model = fit_profile(raw, name=f"{name}-kd", interference_form="kernel-delay", co_runs=runs,
-                        co_runs_source=TRAIN[name].name if name in TRAIN else None)
-    out = work / f"{name}-kd"
+    model = fit_profile(raw, name=f"{name}-{form}", interference_form=form)
+    out = work / f"{name}-{form}"
     write_profile(record_interference(raw, model), model, out)
     shutil.copy(src / "serving.json", out / "serving.json")
     return load_profile(out)
@@ -93,8 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for gpu in ("h100", "h200"):
-            paper = load_profile(gpu)
-            forms = {"paper": paper, "kernel-delay": kernel_delay_profile(gpu, Path(tmp))}
+            paper = form_profile(gpu, "igniter", Path(tmp))
+            forms = {"paper": paper, "kernel-delay": form_profile(gpu, "kernel-delay", Path(tmp))}
             mixes = {"paper": read_workloads(REPO / "examples" / "paper-table3.csv")}
             mixes |= {f"random{s}": random_mix(paper, args.workloads, int(s)) for s in args.seeds.split(",")}
             for budget in ("igniter", "tail"):
