@@ -32,7 +32,7 @@ DEFAULT_PROFILE = os.environ.get("IGNITER_OPT_PROFILE", "h200")
 # paper's budget stays one option away, and the other commands keep theirs until they are proven live.
 DEFAULT_PLAN_BUDGET = "tail"
 PLANNER_NAMES = ("greedy", "exact", "ffd", "gpulet")
-REPLANNER_NAMES = ("greedy", "exact")
+REPLANNER_NAMES = ("greedy", "exact", "columns")
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # Violations that make a plan unusable whatever it is used for: refused by predict too.
 STRUCTURAL = ("share", "model", "batch")

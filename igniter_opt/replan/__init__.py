@@ -16,13 +16,13 @@ from igniter_opt.checks import check_problem
 from igniter_opt.domain import Plan
 from igniter_opt.errors import InputError
 from igniter_opt.placement import Violation, verify_plan
-from igniter_opt.replan import exact, greedy
+from igniter_opt.replan import columns, exact, greedy
 from igniter_opt.replan.diff import ChangeKind, PlacementChange, PlanDiff, diff_plans, relabel_gpus
 from igniter_opt.replan.problem import ReplanProblem, check_current_plan, empty_plan
 from igniter_opt.solver import SolveOptions
 
 __all__ = [
-    "REPLANNERS", "ChangeKind", "PlacementChange", "PlanDiff", "ReplanOutcome", "ReplanProblem",
+    "REPLANNERS", "SCRATCH_PLANNER", "ChangeKind", "PlacementChange", "PlanDiff", "ReplanOutcome", "ReplanProblem",
     "check_current_plan", "diff_plans", "empty_plan", "relabel_gpus", "run_replanner",
 ]
 
@@ -31,7 +31,11 @@ ReplanFn = Callable[[ReplanProblem, SolveOptions], Plan]
 REPLANNERS: dict[str, ReplanFn] = {
     "greedy": greedy.solve,
     "exact": exact.solve,
+    "columns": columns.solve,
 }
+# The planner that plans from scratch where a replanner's job needs one (a trace's resolve and peak
+# strategies): the columns replanner's machinery is the exact planner's.
+SCRATCH_PLANNER = {"greedy": "greedy", "exact": "exact", "columns": "exact"}
 
 
 @dataclass(frozen=True)

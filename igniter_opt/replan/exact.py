@@ -49,7 +49,7 @@ REPLAN_MAX_ASSIGN_VARS = 2_000
 _UNIT_TOL = 1e-6
 
 
-def _units(share_pct: float, unit_pct: float) -> tuple[int, bool]:
+def share_units(share_pct: float, unit_pct: float) -> tuple[int, bool]:
     """(share in whole units, rounding up; whether the share is exactly that many units)."""
     u = round(share_pct / unit_pct)
     if abs(u * unit_pct - share_pct) <= _UNIT_TOL:
@@ -67,7 +67,7 @@ def _keep_options(rp: ReplanProblem, by_name: dict[str, list[int]], models: list
     for gi, ga in enumerate(rp.current.gpus):
         for p in ga.placements:
             ds = [i for i in by_name.get(p.workload, []) if models[i] == p.model]
-            u, whole = _units(p.share_pct, unit)
+            u, whole = share_units(p.share_pct, unit)
             if ds and whole:
                 key = (gi, p.workload, p.batch, u, -1.0 if p.queue_delay_ms is None else p.queue_delay_ms)
                 groups[key] = groups.get(key, 0) + 1
@@ -97,7 +97,7 @@ def build_migration(rp: ReplanProblem, start: rgreedy.GreedyReplan, migration_co
     for gpu in start.packing.gpus:
         slots = []
         for s in gpu.slots:
-            u = _units(s.share_pct(perf.unit_pct), perf.unit_pct)[0] if s.frozen else s.units
+            u = share_units(s.share_pct(perf.unit_pct), perf.unit_pct)[0] if s.frozen else s.units
             d = demands[s.demand]
             demands[s.demand] = replace(d, batch=s.batch, lower_units=u, queue_delay_ms=s.queue_delay_ms,
                                         limit_ms=rgreedy.slot_limit(rp, d, s.batch, s.queue_delay_ms))

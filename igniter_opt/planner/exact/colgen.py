@@ -280,13 +280,22 @@ def packing_of(setup: ColgenSetup, columns: list[Column], counts: dict[int, int]
     the ``chosen`` option of each workload in ``chosen`` (surplus pieces dropped, and pieces of workloads
     not in ``chosen``; a GPU left empty is not used). None when a piece is missing or a GPU that lost a
     piece no longer fits (co-runners only slow a placement down, so that is not expected)."""
+    found = packing_with_sources(setup, columns, counts, chosen)
+    return None if found is None else found[0]
+
+
+def packing_with_sources(setup: ColgenSetup, columns: list[Column], counts: dict[int, int], chosen: dict[int, int],
+                         first: frozenset[int] = frozenset()) -> tuple[Packing, list[int]] | None:
+    """``packing_of``, with the column index each of the packing's GPUs runs; the columns in ``first``
+    keep their pieces before the others (surplus pieces are dropped from the others)."""
     pieces = setup.pieces
     problem = setup.space.problem
     need = {t: p.count for t, p in enumerate(pieces) if chosen.get(p.workload) == p.option}
     demands: list[Demand] = []
     gpus: list[GpuPacking] = []
     trimmed: list[list[ColSlot]] = []
-    for j, copies in sorted(counts.items()):
+    sources: list[int] = []
+    for j, copies in sorted(counts.items(), key=lambda jc: (jc[0] not in first, jc[0])):
         for _ in range(copies):
             kept = []
             for s in columns[j].slots:
@@ -295,6 +304,7 @@ def packing_of(setup: ColgenSetup, columns: list[Column], counts: dict[int, int]
                     kept.append(s)
             if kept:
                 trimmed.append(kept)
+                sources.append(j)
     if any(v > 0 for v in need.values()) or any(c is None for c in evaluate(setup.space, trimmed)):
         return None
     rule = setup.space.rule
@@ -307,7 +317,7 @@ def packing_of(setup: ColgenSetup, columns: list[Column], counts: dict[int, int]
                                   dedicated=p.count > 1, queue_delay_ms=s.delay))
             slots.append(Slot(len(demands) - 1, s.units, s.batch, s.delay))
         gpus.append(GpuPacking(tuple(slots)))
-    return Packing(tuple(demands), tuple(gpus))
+    return Packing(tuple(demands), tuple(gpus)), sources
 
 
 def start_solution(setup: ColgenSetup, master: Master) -> dict[int, int]:

@@ -31,6 +31,7 @@ from igniter_opt.placement import plan_problem
 from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner.fleet import FleetPlan, solve_fleet, write_fleet_plan
 from igniter_opt.problems import BudgetChoice
+from igniter_opt.replan import SCRATCH_PLANNER
 from igniter_opt.replan.diff import diff_plans, relabel_gpus
 from igniter_opt.replan.fleet import replan_fleet
 from igniter_opt.replan.problem import empty_plan
@@ -122,14 +123,14 @@ def run_fleet_trace(trace: Trace, fleet: Fleet, choice: BudgetChoice, planner: s
             t0 = time.perf_counter()
             if strategy == "peak":
                 if peak is None:
-                    peak = solve_fleet(trace.workloads, fleet, choice, planner, options)
+                    peak = solve_fleet(trace.workloads, fleet, choice, SCRATCH_PLANNER[planner], options)
                 fp = peak
             elif not ws:
                 fp = FleetPlan((), planner)
             elif strategy == "replan" and prev["replan"]:
                 fp = replan_fleet(prev["replan"], ws, fleet, planner, options).plan
             else:
-                fp = solve_fleet(ws, fleet, choice, planner, options)
+                fp = solve_fleet(ws, fleet, choice, SCRATCH_PLANNER[planner], options)
             solve_s = time.perf_counter() - t0
             parts = _parts(fp)
             counts = _diff_counts(fleet, prev[strategy], parts, relabel=strategy == "resolve")

@@ -20,7 +20,7 @@ from igniter_opt.ioutil import atomic_write_json
 from igniter_opt.placement.serving import ServingModel, serving_model_for
 from igniter_opt.planio import plan_from_dict, plan_to_dict
 from igniter_opt.planner import run_planner
-from igniter_opt.replan import ReplanProblem, empty_plan, run_replanner
+from igniter_opt.replan import SCRATCH_PLANNER, ReplanProblem, empty_plan, run_replanner
 from igniter_opt.replan.diff import PlanDiff, diff_plans, relabel_gpus
 from igniter_opt.replan.trace.evaluate import predicted_misses
 from igniter_opt.replan.trace.parse import step_rates, step_times
@@ -126,7 +126,7 @@ class _Replay:
             self.peak_plan = got[1]
             return
         t0 = time.perf_counter()
-        outcome = run_planner(peak_problem, self.job.planner, self.job.options)
+        outcome = run_planner(peak_problem, SCRATCH_PLANNER[self.job.planner], self.job.options)
         plan = self.peak_plan = outcome.plan
         diff = diff_plans(self.empty(), plan)
         _write_step(self.out, _record("peak", 0, self.times[0], self.ends[0] - self.times[0], self.job.planner, plan,
@@ -142,7 +142,7 @@ class _Replay:
         if strategy == "resolve":
             if not problem.workloads:
                 return self.empty(), 0
-            outcome = run_planner(problem, job.planner, job.options)
+            outcome = run_planner(problem, SCRATCH_PLANNER[job.planner], job.options)
             return relabel_gpus(outcome.plan, self.prev[strategy]), len(outcome.violations)
         assert self.peak_plan is not None
         return self.peak_plan, 0

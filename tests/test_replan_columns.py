@@ -1,0 +1,93 @@
+"""The columns replanner: the exact planner's set partitioning with running GPUs as anchors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from igniter_opt.domain import Plan, PlanningProblem, Workload
+from igniter_opt.perfmodel import PerformanceModel, load_profile
+from igniter_opt.planio import read_workloads
+from igniter_opt.planner import run_planner
+from igniter_opt.replan import SCRATCH_PLANNER, ReplanProblem, run_replanner
+from igniter_opt.replan.diff import ChangeKind
+from igniter_opt.solver import SolveOptions
+
+pytest.importorskip("highspy")
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER = REPO / "examples" / "paper-table3.csv"
+SMALL = ("W1", "W4", "W5", "W7", "W8", "W12")
+
+
+@pytest.fixture(scope="module")
+def h100() -> PerformanceModel:
+    return load_profile(REPO / "profiles" / "h100")
+
+
+def _paper(scale: float, names: tuple[str, ...] = SMALL) -> tuple[Workload, ...]:
+    return tuple(replace(w, rate_rps=w.rate_rps * scale) for w in read_workloads(PAPER) if w.name in names)
+
+
+@pytest.fixture(scope="module")
+def small_current(h100: PerformanceModel) -> Plan:
+    plan = run_planner(PlanningProblem(_paper(6.0), h100), "greedy").plan
+    assert plan.num_gpus == 3
+    return plan
+
+
+def _objective(out, cost: float) -> float:
+    return out.plan.cost_per_hour + cost * out.diff.old_not_kept
+
+
+def test_a_high_migration_cost_keeps_the_running_plan(h100, small_current) -> None:
+    problem = PlanningProblem(_paper(1.0), h100)  # one GPU would do, from scratch
+    out = run_replanner(ReplanProblem(small_current, problem), "columns",
+                        SolveOptions(time_limit_s=8, migration_cost=10.0))
+    assert out.violations == ()
+    assert out.diff.counts["kept"] == 6 and out.plan.num_gpus == 3
+    assert out.plan.solver.objective == pytest.approx(3.0)
+    assert out.plan.solver.bound is not None and out.plan.solver.bound <= out.plan.solver.objective
+
+
+def test_at_no_migration_cost_it_reaches_the_from_scratch_gpu_count(h100, small_current) -> None:
+    problem = PlanningProblem(_paper(1.0), h100)
+    options = SolveOptions(time_limit_s=8, migration_cost=0.0)
+    out = run_replanner(ReplanProblem(small_current, problem), "columns", options)
+    assert out.violations == ()
+    assert out.plan.num_gpus == run_planner(problem, "exact", options).plan.num_gpus == 1
+    assert out.plan.solver.status == "optimal"  # 1 GPU meets the bound
+
+
+def test_never_worse_than_the_greedy_replan_and_its_numbers_agree(h100, small_current) -> None:
+    rp = ReplanProblem(small_current, PlanningProblem(_paper(1.0), h100))
+    for cost in (0.1, 0.25):
+        options = SolveOptions(time_limit_s=8, migration_cost=cost)
+        col = run_replanner(rp, "columns", options)
+        gr = run_replanner(rp, "greedy", options)
+        assert col.violations == ()
+        assert _objective(col, cost) == pytest.approx(col.plan.solver.objective)
+        assert _objective(col, cost) <= _objective(gr, cost) + 1e-9
+        assert col.plan.solver.bound <= col.plan.solver.objective + 1e-9
+        assert _objective(col, cost) < 3.0  # keeping everything costs 3 GPUs: at these costs moving pays
+
+
+def test_a_grown_workload_is_re_split_around_its_running_server(h100) -> None:
+    """W7 runs on one server; at three times its rate one server cannot carry it, so it is re-split:
+    its running server is kept (at a rate it can carry) and the rest goes to a new server."""
+    ws = (Workload("W7", "vgg19", 30.0, 700.0), Workload("W1", "alexnet", 20.0, 300.0))
+    current = run_planner(PlanningProblem(ws, h100), "greedy").plan
+    assert sum(p.workload == "W7" for _, p in current.placements()) == 1
+    grown = tuple(replace(w, rate_rps=3 * w.rate_rps) if w.name == "W7" else w for w in ws)
+    out = run_replanner(ReplanProblem(current, PlanningProblem(grown, h100)), "columns",
+                        SolveOptions(time_limit_s=8, migration_cost=1.0))
+    assert out.violations == ()
+    w7 = [c for c in out.diff.changes if c.workload == "W7"]
+    assert len([c for c in w7 if c.new_gpu is not None]) >= 2
+    assert any(c.kind is ChangeKind.KEPT for c in w7)
+
+
+def test_a_trace_job_plans_from_scratch_with_the_exact_planner() -> None:
+    assert SCRATCH_PLANNER == {"greedy": "greedy", "exact": "exact", "columns": "exact"}
