@@ -226,6 +226,7 @@ def test_highs_failing_in_column_generation_returns_greedy_with_the_reason(v100_
         raise RuntimeError("HiGHS exploded")
 
     monkeypatch.setattr(colgen, "price_mip", exploding)
+    monkeypatch.setattr(colgen, "relaxed_kappa", lambda *a: math.inf)  # it would prove the plan without HiGHS
     problem = _problem(v100_model, [("vgg19", 40, 1098)])
     plan = exact.solve(problem, SolveOptions(time_limit_s=20), formulation="columns")
     assert plan.solver.status == SolveStatus.ERROR and "HiGHS exploded" in plan.solver.message

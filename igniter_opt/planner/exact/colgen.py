@@ -4,14 +4,15 @@
    (the greedy plan) as columns, and every piece type alone as a column.
 2. ``generate``: re-solve the master LP; price with the kernel heuristic (``heuristic.grow``) while
    it finds columns worth more than a GPU at the duals; then price exactly (``pricing.price_mip``)
-   within a share of the time left. Every exact pricing gives a certified bound (Farley): with
-   duals pi >= 0 and kappa >= every column's worth sum_t pi_t n_{t,p} (the pricing MIP's dual
-   bound),
+   within a share of the time left. Every master LP's duals give a certified bound (Farley): with
+   duals pi >= 0 and kappa >= every column's worth sum_t pi_t n_{t,p} (the relaxation's bound,
+   ``relaxed.relaxed_kappa``, after every LP; at an exact pricing the least of it and the pricing
+   MIP's dual bound),
 
        GPUs >= D(pi) / max(1, kappa),    D(pi) = sum_w min_o sum_{t in o} count_t pi_t,
 
    because pi / max(1, kappa) is feasible for the master's dual. The LP is solved to optimality
-   when kappa <= 1.
+   when either kappa <= 1.
 3. ``Master.solve_integer``: the master over the columns generated, y integer (price-and-branch),
    warm-started with the start; ``integer_packing`` turns its solution into a packing.
 
@@ -20,6 +21,7 @@ The bound is a bound over the split options the piece types describe (``pieces.s
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -39,6 +41,9 @@ from igniter_opt.planner.exact.items import Items, build_items, check_company_ne
 from igniter_opt.planner.exact.master import IntegerSolution, Master
 from igniter_opt.planner.exact.pieces import PieceType, piece_types
 from igniter_opt.planner.exact.pricing import price_mip
+from igniter_opt.planner.exact.relaxed import RelaxedPricing, prepare_relaxed, relaxed_kappa
+
+log = logging.getLogger(__name__)
 
 # A column must be worth more than a GPU by this much at the duals to enter the master.
 IMPROVE_EPS = 1e-7
@@ -59,6 +64,7 @@ class ColgenSetup:
     start_columns: list[tuple[Column, int]]  # the start's GPU configurations and how many GPUs run each
     start_choice: dict[int, int]  # workload -> split option the start uses
     trivial_gpus: int  # ceil(sum_w min_o sum_{t in o} count_t least units_t / 100 %)
+    relaxed: RelaxedPricing  # the relaxation bounding every configuration's worth (``relaxed``)
 
     @property
     def pieces(self) -> tuple[PieceType, ...]:
@@ -125,7 +131,8 @@ def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing)
     piece_of, choice = start_pieces(problem, pieces, start)
     units = sum(least_units(pieces, items).values())
     trivial = math.ceil(units / perf.max_units - 1e-9)
-    return ColgenSetup(space, items, terms, entries, packing_columns(space, start, piece_of), choice, trivial)
+    return ColgenSetup(space, items, terms, entries, packing_columns(space, start, piece_of), choice, trivial,
+                       prepare_relaxed(space, items))
 
 
 def least_units(pieces: tuple[PieceType, ...], items: Items) -> dict[int, float]:
@@ -168,6 +175,8 @@ class ColgenState:
     converged: bool = False  # the last exact pricing found no column worth more than a GPU
     pricing_rounds: int = 0
     pricing_s: float = 0.0
+    relaxed_calls: int = 0
+    relaxed_s: float = 0.0
     iterations: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -207,13 +216,30 @@ def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray) -> i
     return len(master.columns) - before
 
 
-def _exact_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, limit_s: float, threads: int) -> bool:
-    """Exact pricing: update the certified bound; add the column found if it improves. True if it did."""
+def relaxed_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray) -> float:
+    """The relaxation's bound on every configuration's worth at ``duals`` (``relaxed.relaxed_kappa``);
+    raises the certified bound with it. Marks the LP solved when no configuration can be worth more
+    than a GPU."""
+    t0 = time.perf_counter()
+    kappa = relaxed_kappa(setup.relaxed, duals)
+    state.relaxed_s += time.perf_counter() - t0
+    state.relaxed_calls += 1
+    state.bound = max(state.bound, dual_value(setup.pieces, duals) / max(1.0, kappa))
+    if kappa <= 1.0 + IMPROVE_EPS:
+        state.converged = True
+    return kappa
+
+
+def _exact_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, limit_s: float, threads: int,
+                 relaxed: float = math.inf) -> bool:
+    """Exact pricing: update the certified bound (``relaxed``: the relaxation's kappa at these duals, also
+    valid); add the column found if it improves. True if it did."""
     t0 = time.perf_counter()
     res = price_mip(setup.space, setup.items, duals, limit_s, threads)
     state.pricing_s += time.perf_counter() - t0
     state.pricing_rounds += 1
-    kappa = max(res.worth_bound, max((column_worth(c, duals) for c in state.master.columns), default=0.0))
+    best = max((column_worth(c, duals) for c in state.master.columns), default=0.0)
+    kappa = max(min(res.worth_bound, relaxed), best)
     if math.isfinite(kappa):
         state.bound = max(state.bound, dual_value(setup.pieces, duals) / max(1.0, kappa))
     if res.proven and res.worth_bound <= 1.0 + IMPROVE_EPS:
@@ -253,19 +279,23 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
             break
         state.lp_value = lp.objective
         state.iterations += 1
+        kappa = relaxed_round(setup, state, lp.duals)
         if progress:
             progress(state)
-        if target_gpus is not None and state.bound_gpus >= target_gpus:
+        if state.converged or (target_gpus is not None and state.bound_gpus >= target_gpus):
             break
         if _heuristic_round(setup, master, lp.duals):
             continue
-        turn = exact_pricing_turn(partial(_exact_round, setup, state, lp.duals, threads=threads), deadline, stalled,
-                                  lambda: state.converged)
+        turn = exact_pricing_turn(partial(_exact_round, setup, state, lp.duals, threads=threads, relaxed=kappa),
+                                  deadline, stalled, lambda: state.converged)
         if turn is None:
             break
         stalled = turn
     if state.converged and state.lp_value is not None:
         state.bound = max(state.bound, state.lp_value)
+    if state.relaxed_calls:
+        log.info("relaxed pricing bound: %d call(s), %.3f s each; bound %.4f GPUs", state.relaxed_calls,
+                 state.relaxed_s / state.relaxed_calls, state.bound)
     return state
 
 

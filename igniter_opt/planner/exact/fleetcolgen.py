@@ -6,9 +6,10 @@
    start of the integer master, and the plan to beat).
 2. ``generate``: re-solve the master LP; price every type with the kernel heuristic at its duals
    (a column of type t enters when its worth exceeds c_t + mu_t); when none enters, price every type
-   exactly (``pricing.price_mip``), which bounds every configuration's worth (kappa_t) and so
-   certifies ``fleetmaster.lagrangian_bound``. The LP value is the bound once exact pricing proves
-   no column of any type improves.
+   exactly (``pricing.price_mip``). A bound on every configuration's worth per type (kappa_t) certifies
+   ``fleetmaster.lagrangian_bound``: the relaxation's (``relaxed.relaxed_kappa``) after every master LP,
+   the least of it and the pricing MIP's dual bound at an exact pricing. The LP value is the bound once
+   either proves that no column of any type improves.
 3. ``improve``: the master over the columns generated with y integer (price-and-branch), warm-started
    with the incumbent; its solution as a packing per type (``colgen.packing_of``).
 
@@ -40,6 +41,7 @@ from igniter_opt.planner.exact.colgen import (
 from igniter_opt.planner.exact.columns import Column, column_worth, evaluate
 from igniter_opt.planner.exact.fleetmaster import FleetLp, FleetMaster, lagrangian_bound, round_to_prices, type_blocks
 from igniter_opt.planner.exact.pricing import price_mip
+from igniter_opt.planner.exact.relaxed import relaxed_kappa
 
 # Relative tolerance at which a bound meets a cost (float noise in prices).
 MEET_REL = 1e-9
@@ -156,9 +158,25 @@ def _heuristic_round(fc: FleetColgen, lp: FleetLp) -> int:
     return len(fc.master.columns) - before
 
 
-def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float) -> bool:
-    """Exact pricing of every type: raise the certified bound; add the columns found that improve.
-    True if one did; ``fc.converged`` when every type is proven to have none."""
+def _no_column_improves(fc: FleetColgen, lp: FleetLp, t: int, kappa_t: float) -> bool:
+    """True when ``kappa_t`` (a bound on every type-t configuration's worth) proves none improves."""
+    return kappa_t - lp.mu[t] <= fc.inputs[t].price_per_gpu_hour * (1 + IMPROVE_EPS)
+
+
+def relaxed_round(fc: FleetColgen, lp: FleetLp) -> list[float]:
+    """The relaxation's kappa_t of every type at the LP's duals; raises the certified bound with them and
+    marks the LP solved when they prove that no column of any type improves."""
+    kappa = [relaxed_kappa(s.relaxed, lp.duals[t]) if s.pieces else 0.0 for t, s in enumerate(fc.setups)]
+    fc.raise_bound(lagrangian_bound(fc.master.dual_value(lp.duals), kappa, fc.prices, fc.limits))
+    if all(_no_column_improves(fc, lp, t, k) for t, k in enumerate(kappa)):
+        fc.converged = True
+    return kappa
+
+
+def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float, relaxed: list[float] | None = None) -> bool:
+    """Exact pricing of every type: raise the certified bound (``relaxed``: the relaxation's kappa_t, also
+    valid); add the columns found that improve. True if one did; ``fc.converged`` when every type is
+    proven to have none."""
     fc.pricing_rounds += 1
     kappa, proven, added = [], True, False
     for t, s in enumerate(fc.setups):
@@ -167,9 +185,9 @@ def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float) -> bool:
             continue
         res = price_mip(s.space, s.items, lp.duals[t], limit_s / len(fc.setups), fc.threads)
         mine = [column_worth(c, lp.duals[t]) for u, c in fc.master.columns if u == t]
-        kappa.append(max(res.worth_bound, *mine, 0.0))
-        price = fc.inputs[t].price_per_gpu_hour
-        proven &= res.proven and res.worth_bound - lp.mu[t] <= price * (1 + IMPROVE_EPS)
+        rk = math.inf if relaxed is None else relaxed[t]
+        kappa.append(max(min(res.worth_bound, rk), *mine, 0.0))
+        proven &= _no_column_improves(fc, lp, t, min(rk, res.worth_bound if res.proven else math.inf))
         col = evaluate(s.space, [res.slots])[0] if res.slots else None
         if col is not None and _improves(fc, t, col, lp):
             added |= bool(fc.master.add(t, [col]))
@@ -178,9 +196,9 @@ def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float) -> bool:
     return added
 
 
-def _exact_round_or(fc: FleetColgen, lp: FleetLp, added: int, limit_s: float) -> bool:
+def _exact_round_or(fc: FleetColgen, lp: FleetLp, added: int, relaxed: list[float], limit_s: float) -> bool:
     """An exact round that counts as progress when the heuristic round before it added ``added`` columns."""
-    return _exact_round(fc, lp, limit_s) or added > 0
+    return _exact_round(fc, lp, limit_s, relaxed) or added > 0
 
 
 def generate(fc: FleetColgen, deadline: float) -> None:
@@ -200,11 +218,15 @@ def generate(fc: FleetColgen, deadline: float) -> None:
                 fc.notes.append(f"the fleet master LP ended with '{lp.status}'")
             break
         fc.lp_value = lp.objective
+        relaxed = relaxed_round(fc, lp)
+        if fc.converged or fc.proves(fc.inc.cost_per_hour):
+            break
         added = _heuristic_round(fc, lp)
         if added and time.perf_counter() - last_exact < EXACT_EVERY_S:
             continue
         last_exact = time.perf_counter()
-        turn = exact_pricing_turn(partial(_exact_round_or, fc, lp, added), deadline, stalled, lambda: fc.converged)
+        turn = exact_pricing_turn(partial(_exact_round_or, fc, lp, added, relaxed), deadline, stalled,
+                                  lambda: fc.converged)
         if turn is None:
             break
         stalled = turn

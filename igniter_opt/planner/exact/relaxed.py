@@ -1,0 +1,210 @@
+"""A cheap certified bound on what any one-GPU configuration is worth at the master's duals.
+
+Farley's bound (``colgen``) needs kappa >= sum_t pi_t T_t for EVERY feasible GPU configuration. The
+pricing MIP (``pricing``) gives one from HiGHS's dual bound, weak (big-M rows) and slow. This module
+gives one from a relaxation of the same rows, by dynamic programming in numpy.
+
+On a GPU with n members, total L2 C and scheduling increment S = D(n), item k (``items``) meets its
+budget iff kern_k S + idle_k + a_k (1 + alpha_k (C - c_k)) <= B_k (and a throttling row, which only
+tightens: dropped). The relaxation:
+
+- One member: the configuration is one item alone, worth pi_t of its piece type (exact).
+- n >= 2: D(n) >= D(2) >= 0 (``items.check_company_never_helps``: alpha_sch >= 0, D(2) >= 0), so every
+  member k needs C <= Cmax_k = c_k + (B_k - idle_k - a_k - kern_k D(2)) / (a_k alpha_k) (no limit
+  but the reachable L2, ``Bounds.max_cache``, when alpha_k = 0), and C >= c_k. Let gamma = min of
+  Cmax_k over the members: it is one of the items' Cmax values. Split those values into levels
+  L_0 < L_1 < ...; when gamma is in [L_g, L_g+1), every member has Cmax_k >= L_g and C <= top_g, the
+  largest Cmax value below L_g+1. Per level: maximise sum_t pi_t T_t over those items subject to
+  sum u_k x_k <= cap units, sum c_k x_k <= top_g, T_t <= count_t, T_t <= items of t chosen. The L2
+  row is relaxed with a multiplier mu >= 0 (Lagrange): value <= mu top_g + max sum (pi_t - mu c_k) x_k
+  over at most count_t items of each type t within the units, a group knapsack over units solved
+  exactly by DP. Any mu gives a bound; the least over a grid of mu is taken per level, then the most
+  over levels.
+
+Items are the non-dominated placements; a feasible configuration using a dominated one is as
+feasible, and worth as much, with the item dominating it instead (``items``), so the bound covers it.
+Budgets and L2 limits are loosened (never tightened) for the kernel's tolerance and float noise, and
+the result is raised by ``KAPPA_SAFETY_REL``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from igniter_opt.planner.exact.columns import PieceSpace
+from igniter_opt.planner.exact.items import Items
+from igniter_opt.planner.exact.pricing import DUAL_EPS
+
+# Budgets loosened by this (relative; the kernel accepts latencies 1e-9 above their limit) plus
+# LOOSEN_ABS_MS, and every L2 limit by CACHE_LOOSEN_REL of the reachable L2: a bound must come from
+# rows no tighter than the problem's.
+LOOSEN_BUDGET_REL = 1e-7
+LOOSEN_ABS_MS = 1e-6
+CACHE_LOOSEN_REL = 1e-9
+# The worth bound is raised by this relative amount (plus 1e-12) for float noise in the sums.
+KAPPA_SAFETY_REL = 1e-9
+# Levels of gamma (min Cmax over members) and multipliers of the L2 row tried per level and pass.
+N_LEVELS = 24
+N_MU = 10
+MU_PASSES = 2
+
+
+@dataclass(frozen=True)
+class RelaxedPricing:
+    """The duals-independent part of the relaxation. Per level g: its floor L_g and top (the most
+    total L2 it allows). Per piece type t with items usable with company: ``least_cache_pct[t]``,
+    shape (levels, cap + 1), the least L2 demand of its items usable at level g within U units (inf:
+    none; at any multiplier mu >= 0 the best of them is worth pi_t - mu times it), and the units where
+    that falls at some level. Per piece type: how many pieces are credited, and whether it has items."""
+
+    level_floor_pct: np.ndarray
+    level_top_pct: np.ndarray
+    least_cache_pct: dict[int, np.ndarray]
+    falls: dict[int, np.ndarray]
+    count: np.ndarray
+    has_items: np.ndarray
+    cap_units: int
+
+
+def cache_limits(space: PieceSpace, items: Items) -> np.ndarray:
+    """Per item of ``items.table``: the most total L2 (%) on a GPU with two or more members at which
+    it meets its loosened budget, Cmax_k (see the module docstring), capped at the reachable L2."""
+    hw = space.problem.perf_model.hardware
+    tab = items.table
+    d2 = max(0.0, 2.0 * hw.alpha_sch + hw.beta_sch)
+    budget = tab.budget * (1.0 + LOOSEN_BUDGET_REL) + LOOSEN_ABS_MS
+    slack = budget - tab.idle - tab.active - tab.kernels * d2
+    slope = tab.active * tab.alpha_cache
+    reach = items.bounds.max_cache * (1.0 + CACHE_LOOSEN_REL) + CACHE_LOOSEN_REL
+    with np.errstate(divide="ignore", invalid="ignore"):
+        limit = np.where(slope > 0, tab.cache + slack / np.where(slope > 0, slope, 1.0), np.inf)
+    limit = np.where((slope <= 0) & (slack < 0), -np.inf, limit)  # L2-blind and over budget: never with company
+    limit = limit + CACHE_LOOSEN_REL * max(1.0, reach)
+    return np.minimum(limit, reach)
+
+
+def _levels(limits: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Floors L_g (some of the distinct Cmax values, the least first) and each level's top: the
+    largest Cmax value below the next floor (the last: the largest)."""
+    distinct = np.unique(limits)
+    pick = np.unique(np.round(np.linspace(0, distinct.size - 1, min(n_levels, distinct.size))).astype(int))
+    nxt = np.r_[pick[1:], distinct.size]
+    return distinct[pick], distinct[nxt - 1]
+
+
+def _least_cache(units: np.ndarray, cache: np.ndarray, usable: np.ndarray, cap: int) -> np.ndarray:
+    """Per level (rows of ``usable``, (levels, items)) and units U: the least L2 of the usable items
+    within U units (inf: none)."""
+    out = np.full((usable.shape[0], cap + 1), np.inf)
+    for u in np.unique(units[units <= cap]):
+        at = units == u
+        out[:, u] = np.where(usable[:, at], cache[at][None, :], np.inf).min(axis=1)
+    return np.minimum.accumulate(out, axis=1)
+
+
+def prepare_relaxed(space: PieceSpace, items: Items) -> RelaxedPricing:
+    """The relaxation's levels and per-type tables for ``space``'s piece types."""
+    tab = items.table
+    cap = space.cap_units
+    limit = cache_limits(space, items)
+    use = limit >= tab.cache  # C >= c_k: the others never have company
+    count = np.array([p.count for p in space.pieces], np.int64)
+    has_items = np.array([idx.size > 0 for idx in items.by_piece], bool)
+    if not use.any():
+        return RelaxedPricing(np.zeros(0), np.zeros(0), {}, {}, count, has_items, cap)
+    floor, top = _levels(limit[use], N_LEVELS)
+    least: dict[int, np.ndarray] = {}
+    falls: dict[int, np.ndarray] = {}
+    for t, idx in enumerate(items.by_piece):
+        mine = idx[use[idx]]
+        if mine.size == 0:
+            continue
+        usable = (limit[mine][None, :] >= floor[:, None]) & (tab.cache[mine][None, :] <= top[:, None])
+        table = _least_cache(tab.units[mine].astype(np.int64), tab.cache[mine], usable, cap)
+        drop = np.flatnonzero((table[:, 1:] < table[:, :-1]).any(axis=0)) + 1
+        if drop.size:
+            least[t], falls[t] = table, drop
+    return RelaxedPricing(floor, top, least, falls, count, has_items, cap)
+
+
+def _maxplus(acc: np.ndarray, add: np.ndarray) -> np.ndarray:
+    """out[..., U] = max_{u <= U} acc[..., U - u] + add[..., u], for ``acc`` and ``add`` nondecreasing in U
+    with add[..., 0] = 0: only the units where ``add`` rises anywhere need trying."""
+    out = acc.copy()
+    rise = np.flatnonzero((np.diff(add, axis=-1) > 0).reshape(-1, add.shape[-1] - 1).any(axis=0)) + 1
+    width = add.shape[-1]
+    for u in rise:
+        np.maximum(out[..., u:], acc[..., : width - u] + add[..., u : u + 1], out=out[..., u:])
+    return out
+
+
+def _type_table(rp: RelaxedPricing, t: int, pi_t: float, mu: np.ndarray) -> np.ndarray:
+    """For piece type t: per level, multiplier and units U, the most sum (pi_t - mu c_k) over at most
+    count_t of its items within U units (0: none), shape (levels, multipliers, cap + 1)."""
+    width = rp.cap_units + 1
+    with np.errstate(invalid="ignore"):  # 0 * inf where mu = 0 and no item: no item is -inf
+        single = pi_t - mu[:, :, None] * rp.least_cache_pct[t][:, None, :]
+    single = np.where(np.isinf(rp.least_cache_pct[t])[:, None, :], -np.inf, single)
+    out = np.maximum(single, 0.0)
+    prev = single
+    for _ in range(1, int(rp.count[t])):
+        nxt = np.full_like(prev, -np.inf)
+        for u in rp.falls[t]:
+            np.maximum(nxt[..., u:], prev[..., : width - u] + single[..., u : u + 1], out=nxt[..., u:])
+        if not np.isfinite(nxt).any():
+            break
+        np.maximum(out, nxt, out=out)
+        prev = nxt
+    return out
+
+
+def _level_values(rp: RelaxedPricing, duals: np.ndarray, mu: np.ndarray) -> np.ndarray:
+    """mu top_g + the group knapsack's optimum, per level and multiplier (levels, multipliers): each
+    a bound on the worth of every configuration of two or more members whose gamma is in level g."""
+    total = np.zeros((*mu.shape, rp.cap_units + 1))
+    for t in rp.least_cache_pct:
+        if duals[t] > DUAL_EPS:
+            total = _maxplus(total, _type_table(rp, t, float(duals[t]), mu))
+    return mu * rp.level_top_pct[:, None] + total[:, :, -1]
+
+
+def _live_ratios(rp: RelaxedPricing, duals: np.ndarray) -> np.ndarray:
+    """pi_t / c for every live piece type's least L2 demands: the scale of useful multipliers."""
+    out = [duals[t] / tab[np.isfinite(tab) & (tab > 0)] for t, tab in rp.least_cache_pct.items() if duals[t] > DUAL_EPS]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def _mu_grid(rp: RelaxedPricing, duals: np.ndarray) -> np.ndarray:
+    """The first multipliers: 0 and a geometric grid over the items' dual worth per % of L2."""
+    ratio = _live_ratios(rp, duals)
+    if ratio.size == 0:
+        return np.zeros(1)
+    return np.r_[0.0, np.geomspace(ratio.min() / 4.0, ratio.max(), N_MU - 1)]
+
+
+def _refine(grid: np.ndarray, best: np.ndarray) -> np.ndarray:
+    """Per level, ``N_MU`` multipliers between the neighbours of its best one on ``grid``."""
+    lo = grid[np.maximum(best - 1, 0)]
+    hi = grid[np.minimum(best + 1, grid.size - 1)]
+    return lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, N_MU)[None, :]
+
+
+def relaxed_kappa(rp: RelaxedPricing, duals: np.ndarray) -> float:
+    """An upper bound on sum_t duals_t T_t over every feasible one-GPU configuration (T_t: its
+    pieces of type t, at most count_t), from the relaxation in the module docstring."""
+    credited = np.where(rp.has_items, np.maximum(duals, 0.0), 0.0)
+    alone = float(credited.max(initial=0.0))
+    if not any(duals[t] > DUAL_EPS for t in rp.least_cache_pct):
+        return alone * (1.0 + KAPPA_SAFETY_REL) + 1e-12
+    n_levels = rp.level_floor_pct.size
+    grid = _mu_grid(rp, duals)
+    mu = np.broadcast_to(grid, (n_levels, grid.size)).copy()
+    values = _level_values(rp, duals, mu)
+    per_level = values.min(axis=1)
+    for _ in range(1, MU_PASSES if grid.size > 1 else 1):
+        mu = _refine(grid, values.argmin(axis=1))
+        per_level = np.minimum(per_level, _level_values(rp, duals, mu).min(axis=1))
+    kappa = max(alone, float(per_level.max()))
+    return kappa * (1.0 + KAPPA_SAFETY_REL) + 1e-12

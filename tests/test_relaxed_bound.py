@@ -1,0 +1,162 @@
+"""The relaxation's pricing bound (``planner.exact.relaxed``): never below a feasible configuration's
+worth (brute force with the kernel's own check), never above the knapsack-on-units bound, and the
+certified bound built on it never above a plan's GPUs."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("highspy", reason="the exact planner needs highspy")
+
+from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+from igniter_opt.perfmodel import PerformanceModel, load_profile
+from igniter_opt.placement.serving import serving_model_for
+from igniter_opt.planner import exact, greedy
+from igniter_opt.planner.exact import colgen, relaxed
+from igniter_opt.planner.exact.columns import ColSlot, column_worth, evaluate
+from igniter_opt.planner.exact.pricing import PricingResult
+from igniter_opt.solver import SolveOptions
+
+H200_PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "h200"
+# Small mixes: a few piece types each, small enough to enumerate their configurations.
+SMALL_MIXES = {
+    "h100": [("resnet50", 30, 300), ("alexnet", 20, 400), ("vgg19", 40, 150)],
+    "h200": [("ssd", 50, 200), ("bert_base", 40, 150), ("vit_b_16", 30, 250)],  # ssd: L2-blind on the H200
+    "v100": [("vgg19", 40, 300), ("ssd", 50, 60), ("resnet50", 30, 200)],
+}
+# Per piece type, items enumerated: per batch its fewest units and up to this many more (by units).
+ITEMS_PER_BATCH = 2
+MAX_SLOTS = 3
+
+
+def _problem(perf: PerformanceModel, rows, budget: LatencyBudget = LatencyBudget.IGNITER) -> PlanningProblem:
+    ws = tuple(Workload(f"w{i}", m, float(slo), float(rate)) for i, (m, slo, rate) in enumerate(rows))
+    return PlanningProblem(ws, perf, budget, 0.1)
+
+
+def _setup(problem: PlanningProblem) -> colgen.ColgenSetup:
+    start = greedy.place(problem.perf_model, greedy.initial_demands(problem))
+    return colgen.prepare_colgen(problem, serving_model_for(problem), start)
+
+
+@pytest.fixture(scope="module", params=["h100", "h200", "v100"])
+def small(request: pytest.FixtureRequest) -> tuple[colgen.ColgenSetup, list]:
+    """A small mix's setup and every feasible configuration (per the kernel) of a sample of its items."""
+    name = request.param
+    perf = load_profile(H200_PROFILE) if name == "h200" else request.getfixturevalue(f"{name}_model")
+    setup = _setup(_problem(perf, SMALL_MIXES[name]))
+    return setup, _feasible_columns(setup)
+
+
+def _sample_items(setup: colgen.ColgenSetup) -> list[ColSlot]:
+    tab = setup.items.table
+    out = []
+    for idx in setup.items.by_piece:
+        for b in np.unique(tab.batch[idx]):
+            mine = idx[tab.batch[idx] == b]
+            for k in mine[np.argsort(tab.units[mine], kind="stable")][:ITEMS_PER_BATCH]:
+                d = None if math.isnan(tab.delay[k]) else float(tab.delay[k])
+                out.append(ColSlot(int(tab.piece[k]), int(tab.batch[k]), int(tab.units[k]), d))
+    return out
+
+
+def _feasible_columns(setup: colgen.ColgenSetup) -> list:
+    """Every multiset of up to ``MAX_SLOTS`` sampled items that fits in the units, judged by the kernel."""
+    slots = _sample_items(setup)
+    cap = setup.space.cap_units
+    combos = [c for n in range(1, MAX_SLOTS + 1) for c in itertools.combinations_with_replacement(slots, n)
+              if sum(s.units for s in c) <= cap]
+    return [c for c in evaluate(setup.space, combos) if c is not None]
+
+
+def _knapsack_on_units(setup: colgen.ColgenSetup, duals: np.ndarray) -> float:
+    """max sum_t pi_t T_t over T_t <= count_t pieces at each type's least units, within the units."""
+    cap = setup.space.cap_units
+    best = np.zeros(cap + 1)
+    for t, idx in enumerate(setup.items.by_piece):
+        u = int(setup.items.table.units[idx].min())
+        for _ in range(setup.pieces[t].count):
+            best[u:] = np.maximum(best[u:], best[: cap + 1 - u] + max(0.0, float(duals[t])))
+    return float(best[-1])
+
+
+def test_the_relaxed_bound_is_never_below_a_feasible_configuration(small) -> None:
+    setup, columns = small
+    n = len(setup.pieces)
+    assert len(columns) > 3 * n and max(len(c.slots) for c in columns) >= 2  # company was enumerated
+    rng = np.random.default_rng(0)
+    trials = [rng.random(n) for _ in range(30)] + [rng.random(n) * (rng.random(n) < 0.5) for _ in range(20)]
+    for duals in trials:
+        best = max(column_worth(c, duals) for c in columns)
+        kappa = relaxed.relaxed_kappa(setup.relaxed, duals)
+        assert math.isfinite(kappa)
+        assert kappa >= best * (1 - 1e-12)
+        assert kappa <= _knapsack_on_units(setup, duals) * (1 + 1e-6) + 1e-9
+
+
+def test_the_bound_is_met_by_the_worth_of_a_configuration_at_its_own_duals(small) -> None:
+    """Duals that credit exactly one feasible configuration's piece types: the bound must cover its worth."""
+    setup, columns = small
+    for col in columns[:: max(1, len(columns) // 60)]:
+        duals = np.zeros(len(setup.pieces))
+        for p, _ in col.coef:
+            duals[p] = 1.0
+        assert relaxed.relaxed_kappa(setup.relaxed, duals) >= column_worth(col, duals) * (1 - 1e-12)
+
+
+def test_no_duals_are_worth_nothing_and_one_type_is_worth_its_dual(small) -> None:
+    setup, _ = small
+    n = len(setup.pieces)
+    assert relaxed.relaxed_kappa(setup.relaxed, np.zeros(n)) == pytest.approx(0.0, abs=1e-9)
+    one = np.zeros(n)
+    one[0] = 2.5
+    kappa = relaxed.relaxed_kappa(setup.relaxed, one)
+    assert 2.5 <= kappa <= 2.5 * setup.pieces[0].count * (1 + 1e-6)
+
+
+def test_the_relaxation_earns_something_over_the_knapsack_on_units(h100_model) -> None:
+    """Every piece worth 1: units alone would let a GPU hold 36 pieces of this mix; the L2 each
+    member tolerates next to company holds the relaxation's bound well below that (what makes the
+    certified bound useful)."""
+    rows = [("resnet50", 30, 300), ("alexnet", 20, 400), ("vgg19", 40, 150), ("ssd", 50, 60),
+            ("bert_base", 40, 200), ("vit_b_16", 40, 250)] * 2
+    setup = _setup(_problem(h100_model, rows))
+    duals = np.ones(len(setup.pieces))
+    kappa = relaxed.relaxed_kappa(setup.relaxed, duals)
+    assert kappa < 0.8 * _knapsack_on_units(setup, duals)
+
+
+@pytest.mark.parametrize(("rows", "optimum"), [
+    ([("vgg19", 40, 1098)], 2),  # test_exact_claims: greedy takes 3 GPUs, 2 verify and are optimal
+    ([("resnet50", 30, 200), ("alexnet", 20, 300)], 1),
+])
+def test_the_relaxed_bound_alone_never_exceeds_the_optimum(v100_model, monkeypatch, rows, optimum) -> None:
+    """Column generation with a pricing MIP that proves nothing: the bound comes from the relaxation only."""
+
+    monkeypatch.setattr(colgen, "price_mip", lambda *a, **k: PricingResult(None, 0.0, math.inf, False))
+    problem = _problem(v100_model, rows)
+    setup = _setup(problem)
+    state = colgen.ColgenState(colgen.initial_master(setup, 1))
+    for _ in range(40):
+        colgen.generate(setup, state, time.perf_counter() + 5, None)
+        if state.converged:
+            break
+    assert state.relaxed_calls > 0
+    assert state.bound <= optimum + 1e-9
+    assert state.bound_gpus == optimum
+
+
+def test_the_certified_bound_never_exceeds_a_verified_plan(any_model) -> None:
+    mix = [("vgg19", 23.5, 57.0), ("ssd", 40.3, 260.0), ("vgg19", 37.2, 400.0), ("resnet50", 10.1, 763.0),
+           ("vgg19", 11.7, 325.0), ("vgg19", 53.2, 279.0), ("alexnet", 25.0, 192.0), ("resnet50", 16.2, 421.0)]
+    problem = _problem(any_model, mix)
+    plan = exact.solve(problem, SolveOptions(time_limit_s=20), formulation="columns")
+    s = plan.solver
+    assert s.bound is not None and s.trivial_bound is not None
+    assert s.trivial_bound <= s.bound <= plan.cost_per_hour + 1e-9
