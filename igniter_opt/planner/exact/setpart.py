@@ -158,7 +158,8 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     ended = ("LP solved" if state.converged else "generation stopped: the bound meets the plan"
              if bound >= plan.num_gpus else "LP not solved to the end")
     notes.append(f"{lp}{ended}, "
-                 f"{state.pricing_rounds} exact pricing round(s), {run.masters} integer master run(s)")
+                 f"{state.pricing_rounds} exact pricing round(s), {state.relaxed_calls} relaxed pricing bound(s), "
+                 f"{run.masters} integer master run(s)")
     ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, [*state.notes, *notes],
                   "column generation", columns=len(state.master.columns), solve_s=time.perf_counter() - t0)
     return plan, ev, failed
