@@ -162,7 +162,10 @@ class _Master:
 
 
 def build_master(setup: ColgenSetup, state: ColgenState, anchored: list[Anchored], change_cost: float) -> _Master:
-    """Add the anchored columns (cost 1 - C' kept, at most 1) and the one-per-running-GPU rows."""
+    """Add the anchored columns (cost 1 - C' kept, at most 1) and their rows: at most one per running GPU,
+    each only with the split option of its kept servers, and no more kept servers of a piece type than
+    its option needs (so what the master credits as kept is kept, unless a filled piece of an anchored
+    column takes a kept server's place when the plan is trimmed; the plan's objective is recomputed)."""
     master = state.master
     h = master.h
     first = master.offset + len(master.columns)
