@@ -27,8 +27,8 @@ over plans that serve each workload by one of its split options (``pieces.scope_
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
@@ -208,14 +208,6 @@ def _plan(rp: ReplanProblem, m: _Master, sol: IntegerSolution) -> Plan | None:
     return None if verify_plan(plan, rp.problem) else plan
 
 
-def _key(rp: ReplanProblem, cost_c: float) -> Callable[[Plan], tuple[float, int, float]]:
-    def key(plan: Plan) -> tuple[float, int, float]:
-        obj, changes = rgreedy.migration_objective(plan, rp.current, cost_c)
-        return round(obj, 9), changes, round(plan.total_share_pct, 6)
-
-    return key
-
-
 def start_columns(setup: ColgenSetup, rp: ReplanProblem, start: Packing) -> tuple[list[Anchored], list[Column]]:
     """The greedy replan's GPUs as columns: anchored on their running GPU (keeping the running servers
     they run unchanged), or free for its new GPUs. A GPU with a server of a share that is not a whole
@@ -260,7 +252,7 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     cost_c = options.migration_cost
     result = rgreedy.replan_greedy(rp, cost_c)
     gplan = rgreedy.to_plan(rp, result, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
-    key = _key(rp, cost_c)
+    key = partial(rgreedy.replan_rank, current=rp.current, migration_cost=cost_c)
     if not rp.problem.workloads or verify_plan(gplan, rp.problem):
         why = "no workloads: every placement stopped" if not rp.problem.workloads else \
             "the greedy replan violates the exact model, so column generation has no start"
@@ -277,15 +269,9 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     # at cost 0 a change is still priced, low enough that all of them cost less than a GPU: it breaks ties
     n_old = len(rp.current.placements())
     m = build_master(setup, state, anchored, max(cost_c, TIE_BREAK_FRACTION * price / (n_old + 1)) / price)
-    first = len(state.master.columns)
-    start: dict[int, int] = {}
-    for col in free_start:
-        j = state.master.keys[col.slots]
-        start[j] = start.get(j, 0) + 1
-    start.update({first + k: 1 for k, a in enumerate(anchored) if a in kept_start})
     sol = solve_integer_master(state.master.h, state.master.options, options.threads,
-                               max(0.1, deadline - time.perf_counter()), start, setup.start_choice,
-                               options.mip_rel_gap, m.cost)
+                               max(0.1, deadline - time.perf_counter()), _start(m, kept_start, free_start),
+                               setup.start_choice, options.mip_rel_gap, m.cost)
     found = _plan(rp, m, sol) if sol.counts else None
     plan = found if found is not None and key(found) < key(gplan) else gplan
     obj, changes = rgreedy.migration_objective(plan, rp.current, cost_c)
@@ -303,6 +289,20 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     info = SolveOutcome(status, objective=obj, bound=bound, gap=relative_gap(obj, bound),
                         wall_s=time.perf_counter() - t0, message="; ".join(notes), solver_name="highs")
     return replace(plan, planner=PLANNER_NAME, solver=info)
+
+
+def _start(m: _Master, kept_start: list[Anchored], free_start: list[Column]) -> dict[int, int]:
+    """The greedy replan as GPUs per column of the master: its new GPUs' columns (in the master since
+    ``initial_columns``) and its running GPUs' anchored ones."""
+    master = m.state.master
+    start: dict[int, int] = {}
+    for col in free_start:
+        j = master.keys.get(col.slots)
+        if j is not None:
+            start[j] = start.get(j, 0) + 1
+    first = len(master.columns)  # the anchored columns follow the generated ones
+    start.update({first + k: 1 for k, a in enumerate(m.anchored) if a in kept_start})
+    return start
 
 
 def _unique(anchored: list[Anchored]) -> list[Anchored]:

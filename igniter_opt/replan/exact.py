@@ -133,7 +133,7 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     cost_c = options.migration_cost
     start = rgreedy.replan_greedy(rp, cost_c)
     gplan = rgreedy.to_plan(rp, start, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
-    g_obj, g_changes = rgreedy.migration_objective(gplan, rp.current, cost_c)
+    g_obj = rgreedy.migration_objective(gplan, rp.current, cost_c)[0]
     n_old = len(rp.current.placements())
     if not start.packing.demands:  # nothing to serve: every GPU is released
         info = SolveOutcome(SolveStatus.OPTIMAL, objective=g_obj, bound=g_obj, gap=0.0,
@@ -160,16 +160,14 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
         notes.append(report.message)
 
     def key(plan: Plan) -> tuple[float, int, float]:
-        obj, changes = rgreedy.migration_objective(plan, rp.current, cost_c)
-        return round(obj, 9), changes, round(plan.total_share_pct, 6)
+        return rgreedy.replan_rank(plan, rp.current, cost_c)
 
     choice = mip.choose_plan(report, gplan, "greedy replan",
                              lambda: extract_plan(m, rp, slot_ids, SolveOutcome(report.status)),
                              lambda plan: verify_plan(plan, rp.problem), key)
     plan = choice.plan
     obj, changes = rgreedy.migration_objective(plan, rp.current, cost_c)
-    message = choice.message or _better_than(key(plan), (round(g_obj, 9), g_changes, round(gplan.total_share_pct, 6)),
-                                             gplan, plan)
+    message = choice.message or _better_than(key(plan), key(gplan), gplan, plan)
     # optimal exactly when the bound meets the objective
     status = SolveStatus.OPTIMAL if obj <= bound + 1e-9 * max(1.0, abs(obj)) else SolveStatus.FEASIBLE
     head = (f"{message}; {changes} of {n_old} running placement(s) changed, "

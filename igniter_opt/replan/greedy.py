@@ -299,8 +299,7 @@ def replan_greedy(rp: ReplanProblem, migration_cost: float) -> GreedyReplan:
             return r, to_plan(rp, r, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
 
         def key(candidate: tuple[GreedyReplan, Plan]) -> tuple[float, int, float]:
-            objective, changes = migration_objective(candidate[1], rp.current, migration_cost)
-            return round(objective, 9), changes, round(candidate[1].total_share_pct, 6)
+            return replan_rank(candidate[1], rp.current, migration_cost)
 
         base = [judged(best), judged(_from_scratch(rp, demands))]
         # a re-split keeps servers whose shares never shrink: over a day its extra share piles up, so it
@@ -325,6 +324,13 @@ def migration_objective(plan: Plan, current: Plan, migration_cost: float) -> tup
     """(cost per hour + C x current placements not kept, that count): what replanning minimises."""
     changes = diff_plans(current, plan).old_not_kept
     return plan.cost_per_hour + migration_cost * changes, changes
+
+
+def replan_rank(plan: Plan, current: Plan, migration_cost: float) -> tuple[float, int, float]:
+    """How replanners rank candidate plans, the least first: the objective (``migration_objective``),
+    then fewer changes, then less total share (rounded, so float noise does not decide)."""
+    objective, changes = migration_objective(plan, current, migration_cost)
+    return round(objective, 9), changes, round(plan.total_share_pct, 6)
 
 
 def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
