@@ -2,8 +2,9 @@
 
 1. ``prepare_colgen``: piece types (``pieces``), items (``items``), heuristic entries, the start
    (the greedy plan) as columns, and every piece type alone as a column.
-2. ``generate``: re-solve the master LP; price with the kernel heuristic (``heuristic.grow``) while
-   it finds columns worth more than a GPU at the duals; then price exactly (``pricing.price_mip``)
+2. ``generate``: re-solve the master LP; price with the kernel heuristic (``heuristic.grow``) and
+   by enumerating pairs (``pairs``: the pairs worth more than a GPU, and the best pairs grown by the
+   heuristic) while they find columns worth more than a GPU at the duals; then price exactly (``pricing.price_mip``)
    within a share of the time left. Every master LP's duals give a certified bound (Farley): with
    duals pi >= 0 and kappa >= every column's worth sum_t pi_t n_{t,p} (the relaxation's bound,
    ``relaxed.relaxed_kappa``, after every LP; at an exact pricing the least of it and the pricing
@@ -36,9 +37,11 @@ from igniter_opt.placement.alloc import ConfigTerms
 from igniter_opt.placement.serving import ServingModel
 from igniter_opt.planner import greedy
 from igniter_opt.planner.exact.columns import ColSlot, Column, PieceSpace, column_worth, evaluate
-from igniter_opt.planner.exact.heuristic import Entries, grow, make_entries
+from igniter_opt.planner.exact.heuristic import Entries, extend, grow, make_entries, ranked_entries
 from igniter_opt.planner.exact.items import Items, build_items, check_company_never_helps, fewest_replicas
+from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
 from igniter_opt.planner.exact.master import IntegerSolution, Master
+from igniter_opt.planner.exact.pairs import PairTable
 from igniter_opt.planner.exact.pieces import PieceType, piece_types
 from igniter_opt.planner.exact.pricing import price_mip
 from igniter_opt.planner.exact.relaxed import RelaxedPricing, prepare_relaxed, relaxed_kappa
@@ -47,8 +50,13 @@ log = logging.getLogger(__name__)
 
 # A column must be worth more than a GPU by this much at the duals to enter the master.
 IMPROVE_EPS = 1e-7
+# Pairs grown into larger configurations per round of pair pricing, and the entries tried on each.
+GROWN_PAIRS = 64
+GROW_CANDIDATES = 256
 # Share of the time left that one exact pricing may take.
 PRICING_SHARE = 0.4
+# No exact pricing is started with less time than this to run in.
+MIN_PRICING_S = 0.1
 # The bound in GPUs is rounded up after subtracting this (float noise only: it lowers the bound).
 ROUND_EPS = 1e-6
 
@@ -65,6 +73,7 @@ class ColgenSetup:
     start_choice: dict[int, int]  # workload -> split option the start uses
     trivial_gpus: int  # ceil(sum_w min_o sum_{t in o} count_t least units_t / 100 %)
     relaxed: RelaxedPricing  # the relaxation bounding every configuration's worth (``relaxed``)
+    pairs: PairTable  # which piece types can share a GPU in pairs (``pairs``)
 
     @property
     def pieces(self) -> tuple[PieceType, ...]:
@@ -132,7 +141,7 @@ def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing)
     units = sum(least_units(pieces, items).values())
     trivial = math.ceil(units / perf.max_units - 1e-9)
     return ColgenSetup(space, items, terms, entries, packing_columns(space, start, piece_of), choice, trivial,
-                       prepare_relaxed(space, items))
+                       prepare_relaxed(space, items), PairTable(space, items))
 
 
 def least_units(pieces: tuple[PieceType, ...], items: Items) -> dict[int, float]:
@@ -166,6 +175,22 @@ def dual_value(pieces: tuple[PieceType, ...], duals: np.ndarray) -> float:
 
 
 @dataclass
+class PricingClock:
+    """How far past its limit an exact pricing has run (HiGHS checks its limit between phases only, and
+    the watchdog of ``lp.run`` cancels it ``WATCHDOG_GRACE_S`` late; a cancel can take longer still):
+    each turn keeps that much of the time left in reserve."""
+
+    overrun_s: float = WATCHDOG_GRACE_S
+
+    def timed(self, run: Callable[[float], bool], limit_s: float) -> bool:
+        t0 = time.perf_counter()
+        try:
+            return run(limit_s)
+        finally:
+            self.overrun_s = max(self.overrun_s, time.perf_counter() - t0 - limit_s)
+
+
+@dataclass
 class ColgenState:
     """What column generation has found so far (GPU counts; the caller prices them)."""
 
@@ -179,6 +204,8 @@ class ColgenState:
     relaxed_s: float = 0.0
     iterations: int = 0
     notes: list[str] = field(default_factory=list)
+    clock: PricingClock = field(default_factory=PricingClock)
+    heuristic_max_s: float = 0.0  # the longest round of kernel pricing so far
 
     @property
     def bound_gpus(self) -> int:
@@ -204,12 +231,27 @@ def initial_columns(setup: ColgenSetup) -> list[Column]:
 
 
 def kernel_columns(setup: ColgenSetup, duals: np.ndarray) -> list[Column]:
-    """Kernel pricing: the feasible configurations the heuristic grows at these duals (improving or not)."""
-    return [c for c in evaluate(setup.space, grow(setup.space, setup.entries, setup.terms, duals)) if c is not None]
+    """Kernel pricing: the feasible configurations the heuristic grows at these duals, then pair pricing's
+    (``pair_columns``), improving or not."""
+    grown = [c for c in evaluate(setup.space, grow(setup.space, setup.entries, setup.terms, duals)) if c is not None]
+    return grown + pair_columns(setup, duals)
+
+
+def pair_columns(setup: ColgenSetup, duals: np.ndarray) -> list[Column]:
+    """Pair pricing: the best pairs worth more than a GPU (``pairs.PairTable``), and the ``GROWN_PAIRS``
+    best pairs however little they are worth, grown by the kernel heuristic (``heuristic.extend``)."""
+    space, items = setup.space, setup.items
+    slots = setup.pairs.slots(duals, 1.0 + IMPROVE_EPS)
+    seeds = setup.pairs.best(duals, 0.0, GROWN_PAIRS)
+    if seeds.size:
+        ent = setup.entries.joined(make_entries(space, items, setup.terms, seeds.ravel()))
+        first = setup.entries.piece.size + np.arange(seeds.size).reshape(-1, 2)
+        slots += extend(space, ent, setup.terms, duals, first, ranked_entries(setup.entries, duals)[:GROW_CANDIDATES])
+    return [c for c in evaluate(space, slots) if c is not None]
 
 
 def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray) -> int:
-    """One round of kernel pricing: how many improving columns entered the master."""
+    """One round of kernel pricing (``kernel_columns``): how many improving columns entered the master."""
     good = [c for c in kernel_columns(setup, duals) if column_worth(c, duals) > 1.0 + IMPROVE_EPS]
     before = len(master.columns)
     master.add(good)
@@ -253,15 +295,17 @@ def _exact_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, limi
 
 
 def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: bool,
-                       converged: Callable[[], bool]) -> bool | None:
+                       converged: Callable[[], bool], clock: PricingClock) -> bool | None:
     """One turn of exact pricing at the LP's duals, ``run(limit_s)`` -> whether it added a column, given
     ``PRICING_SHARE`` of the time left, or all of it after a turn that was cut short and found nothing (at
-    the same duals again its bound tightens). Returns the next ``stalled`` flag, or None to stop: no time
-    left, the LP solved (``converged()``), or a second turn at the same duals found nothing."""
+    the same duals again its bound tightens), less the clock's reserve so that the turn ends by
+    ``deadline``. Returns the next ``stalled`` flag, or None to stop: too little time left, the LP solved
+    (``converged()``), or a second turn at the same duals found nothing."""
     left = deadline - time.perf_counter()
-    if left <= 0.05:
+    limit = min(left if stalled else PRICING_SHARE * left, left - clock.overrun_s)
+    if limit < MIN_PRICING_S:
         return None
-    if run(left if stalled else PRICING_SHARE * left):
+    if clock.timed(run, limit):
         return False
     return None if converged() or stalled else True
 
@@ -284,10 +328,15 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
             progress(state)
         if state.converged or (target_gpus is not None and state.bound_gpus >= target_gpus):
             break
-        if _heuristic_round(setup, master, lp.duals):
+        if deadline - time.perf_counter() < state.heuristic_max_s:  # the next round would end past the deadline
+            break
+        t0 = time.perf_counter()
+        added = _heuristic_round(setup, master, lp.duals)
+        state.heuristic_max_s = max(state.heuristic_max_s, time.perf_counter() - t0)
+        if added:
             continue
         turn = exact_pricing_turn(partial(_exact_round, setup, state, lp.duals, threads=threads, relaxed=kappa),
-                                  deadline, stalled, lambda: state.converged)
+                                  deadline, stalled, lambda: state.converged, state.clock)
         if turn is None:
             break
         stalled = turn

@@ -30,6 +30,7 @@ from igniter_opt.planner import greedy
 from igniter_opt.planner.exact.colgen import (
     IMPROVE_EPS,
     ColgenSetup,
+    PricingClock,
     exact_pricing_turn,
     initial_columns,
     kernel_columns,
@@ -92,6 +93,7 @@ class FleetColgen:
     pricing_rounds: int = 0
     masters: int = 0
     notes: list[str] = field(default_factory=list)
+    clock: PricingClock = field(default_factory=PricingClock)
 
     @property
     def prices(self) -> list[float]:
@@ -226,7 +228,7 @@ def generate(fc: FleetColgen, deadline: float) -> None:
             continue
         last_exact = time.perf_counter()
         turn = exact_pricing_turn(partial(_exact_round_or, fc, lp, added, relaxed), deadline, stalled,
-                                  lambda: fc.converged)
+                                  lambda: fc.converged, fc.clock)
         if turn is None:
             break
         stalled = turn

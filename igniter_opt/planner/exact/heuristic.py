@@ -11,7 +11,7 @@ does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
@@ -36,6 +36,11 @@ class Entries:
     const: np.ndarray  # kernel slot constants, (n, len(FIELDS))
     copies: np.ndarray  # most placements of it per configuration
 
+    def joined(self, other: Entries) -> Entries:
+        """These entries, then ``other``'s (their indices shifted by ``len(self.piece)``)."""
+        return Entries(**{f.name: np.concatenate([getattr(self, f.name), getattr(other, f.name)])
+                          for f in fields(self)})
+
 
 def entry_items(items: Items, spread_units: int = ENTRY_SPREAD_UNITS) -> np.ndarray:
     """Per piece type and batch, its item needing the fewest units alone, for the batches whose
@@ -51,11 +56,11 @@ def entry_items(items: Items, spread_units: int = ENTRY_SPREAD_UNITS) -> np.ndar
     return np.array(out, np.intp)
 
 
-def make_entries(space: PieceSpace, items: Items, terms: ConfigTerms) -> Entries:
-    """Each piece type's entries (see ``entry_items``) with their kernel constants."""
+def make_entries(space: PieceSpace, items: Items, terms: ConfigTerms, item_idx: np.ndarray | None = None) -> Entries:
+    """Each piece type's entries (see ``entry_items``; or the items ``item_idx``) with their kernel constants."""
     perf = space.problem.perf_model
     tab = items.table
-    j = entry_items(items)
+    j = entry_items(items) if item_idx is None else np.asarray(item_idx, np.intp)
     piece = tab.piece[j]
     const = slot_constants(perf, tab.model[j], tab.batch[j], tab.limit[j], space.piece_arrays()["rate"][piece])
     cfg = np.array([terms.index(int(m), int(b), int(u)) for m, b, u in zip(tab.model[j], tab.batch[j], tab.units[j],
@@ -76,32 +81,49 @@ class _States:
 
 
 def _seed(ent: Entries, terms: ConfigTerms, seeds: np.ndarray, width: int) -> _States:
-    s = seeds.size
+    """States holding the seeds: ``seeds`` (configurations, members) of entry indices."""
+    s, m = seeds.shape
     st = _States(np.full((s, width), terms.empty, np.int64), np.zeros((s, width)), blank_constants((s, width)),
-                 np.full((s, width), -1, np.int64), np.ones(s, np.int64), np.zeros(s, bool))
-    st.cfg[:, 0], st.units[:, 0], st.const[:, 0], st.member[:, 0] = ent.cfg[seeds], ent.units[seeds], \
+                 np.full((s, width), -1, np.int64), np.full(s, m, np.int64), np.zeros(s, bool))
+    st.cfg[:, :m], st.units[:, :m], st.const[:, :m], st.member[:, :m] = ent.cfg[seeds], ent.units[seeds], \
         ent.const[seeds], seeds
     return st
+
+
+def ranked_entries(ent: Entries, duals: np.ndarray) -> np.ndarray:
+    """The entries worth anything at ``duals``, by dual worth per unit of share (most first)."""
+    worth = duals[ent.piece]
+    useful = np.flatnonzero(worth > 1e-12)
+    return useful[np.argsort(-(worth[useful] / ent.units[useful]), kind="stable")]
 
 
 def grow(space: PieceSpace, ent: Entries, terms: ConfigTerms, duals: np.ndarray, n_seeds: int = 32,
          n_candidates: int = 256, width: int = 24) -> list[list[ColSlot]]:
     """Configurations grown from the ``n_seeds`` entries of highest dual worth per unit."""
-    worth = duals[ent.piece]
-    useful = np.flatnonzero(worth > 1e-12)
-    if useful.size == 0:
+    ranked = ranked_entries(ent, duals)
+    if ranked.size == 0:
         return []
-    density = worth[useful] / ent.units[useful]
-    ranked = useful[np.argsort(-density, kind="stable")]
-    seeds = np.unique(np.concatenate([ranked[:n_seeds], useful[np.argsort(-worth[useful])][: n_seeds // 2]]))
+    worth = duals[ent.piece]
+    by_worth = ranked[np.argsort(-worth[ranked], kind="stable")]
+    seeds = np.unique(np.concatenate([ranked[:n_seeds], by_worth[: n_seeds // 2]]))
+    return extend(space, ent, terms, duals, seeds[:, None], ranked[:n_candidates], width)
+
+
+def extend(space: PieceSpace, ent: Entries, terms: ConfigTerms, duals: np.ndarray, seeds: np.ndarray,
+           candidates: np.ndarray, width: int = 24) -> list[list[ColSlot]]:
+    """Each seed (a row of ``seeds``: entry indices that fit together) grown one candidate entry at a
+    time, the one adding most dual worth per unit of share it costs, while one fits."""
+    if seeds.size == 0:
+        return []
+    worth = duals[ent.piece]
     st = _seed(ent, terms, seeds, width)
     cap = space.cap_units
     while not st.done.all():
         live = np.flatnonzero(~st.done & (st.count < width))
         if live.size == 0:
             break
-        _step(st, live, ent, terms, worth, ranked[:n_candidates], cap)
-    return [_slots(ent, st, r) for r in range(seeds.size)]
+        _step(st, live, ent, terms, worth, candidates, cap)
+    return [_slots(ent, st, r) for r in range(seeds.shape[0])]
 
 
 def _step(st: _States, live: np.ndarray, ent: Entries, terms: ConfigTerms, worth: np.ndarray, cands: np.ndarray,

@@ -30,6 +30,7 @@ from igniter_opt.planner.exact.colgen import (
     prepare_colgen,
     start_solution,
 )
+from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
 from igniter_opt.planner.exact.master import IntegerSolution
 from igniter_opt.planner.exact.pieces import scope_text
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
@@ -124,7 +125,8 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         left = deadline - time.perf_counter()
         if run.bound >= run.inc.plan.num_gpus or left < MIN_ROUND_S:
             return
-        run.inc = _improve(problem, setup, state, run.inc, left, options, notes)
+        # HiGHS checks its limit between phases only; its watchdog cancels it up to WATCHDOG_GRACE_S late
+        run.inc = _improve(problem, setup, state, run.inc, max(0.1, left - WATCHDOG_GRACE_S), options, notes)
         run.masters += 1
         if run.bound >= run.inc.plan.num_gpus or state.converged or deadline - time.perf_counter() < MIN_ROUND_S:
             return

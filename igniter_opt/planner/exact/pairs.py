@@ -1,0 +1,128 @@
+"""Pricing over GPU configurations of two members, by enumeration.
+
+The master LP's duals are often best served by pairs (a large piece next to a small one), which
+the kernel heuristic (``heuristic.grow``, one member at a time at its fewest units) misses and the
+pricing MIP finds only slowly. Whether two piece types can share a GPU does not depend on the
+duals, so ``PairTable`` decides it once per pair of piece types, over every pair of their items
+(``items``: each piece type at each batch and share), with the pricing model's rows at two members
+(``pricing``: exact for the performance model),
+
+    kern_k D(2) + idle_k + a_k (1 + alpha_k (C - c_k)) <= B_k min(1, 1 + kappa (P - P_max))   (k = i, j)
+
+with C = c_i + c_j, P = P_busy + p_i + p_j and u_i + u_j <= 100 %, budgets loosened as in
+``relaxed`` so the screen is never tighter than the kernel; it keeps the pair of fewest units.
+A pair of piece types is worth pi_s + pi_t at the duals (2 pi_t for two pieces of one type, where
+its option needs two). Pair pricing is therefore
+exact over two-member configurations: ``PairTable.best`` walks the pairs of piece types from the
+most worth down and returns, for those that can share a GPU, their pair of fewest units, for the
+kernel to judge (``columns.evaluate``) or to grow into larger configurations (``heuristic.extend``).
+No two-member configuration is worth more than the first pair it returns (a dominated item is
+covered by the one dominating it, ``items``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
+from igniter_opt.planner.exact.configs import busy_power_w
+from igniter_opt.planner.exact.items import Items, ItemTable
+from igniter_opt.planner.exact.pricing import DUAL_EPS
+from igniter_opt.planner.exact.relaxed import LOOSEN_ABS_MS, LOOSEN_BUDGET_REL
+
+# How many of the best pairs above the threshold one round hands to the kernel.
+MAX_PAIRS = 200
+# Item pairs screened per numpy call.
+CHUNK = 1 << 16
+
+
+class PairTable:
+    """Per pair of piece types, whether two of their items can share a GPU, and which pair of items
+    does with the fewest units (decided on first use, kept for the run)."""
+
+    def __init__(self, space: PieceSpace, items: Items) -> None:
+        self.space, self.items = space, items
+        self._fit: dict[tuple[int, int], tuple[int, int] | None] = {}
+
+    def fit(self, s: int, t: int) -> tuple[int, int] | None:
+        """The pair of items (one of type s, one of t, s <= t) of fewest units that passes the screen."""
+        key = (s, t)
+        if key not in self._fit:
+            self._fit[key] = self._screen(s, t)
+        return self._fit[key]
+
+    def _screen(self, s: int, t: int) -> tuple[int, int] | None:
+        tab, by = self.items.table, self.items.by_piece
+        a, b = by[s], by[t]
+        ii, jj = np.repeat(a, b.size), np.tile(b, a.size)
+        if s == t:  # two pieces of one type: each pair once, the same item twice only where it has copies
+            keep = (ii < jj) | ((ii == jj) & (tab.copies[ii] >= 2))
+            ii, jj = ii[keep], jj[keep]
+        fit = tab.units[ii] + tab.units[jj] <= self.space.cap_units
+        ii, jj = ii[fit], jj[fit]
+        best: tuple[int, int, int] | None = None
+        for lo in range(0, ii.size, CHUNK):
+            i, j = ii[lo:lo + CHUNK], jj[lo:lo + CHUNK]
+            ok = np.flatnonzero(self._meet(i, j))
+            if ok.size:
+                units = tab.units[i[ok]] + tab.units[j[ok]]
+                m = int(np.argmin(units))
+                if best is None or units[m] < best[0]:
+                    best = (int(units[m]), int(i[ok[m]]), int(j[ok[m]]))
+        return None if best is None else (best[1], best[2])
+
+    def _meet(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Items i and j (arrays) both meet their loosened budgets next to each other."""
+        tab = self.items.table
+        hw = self.space.problem.perf_model.hardware
+        cache = tab.cache[i] + tab.cache[j]
+        factor = np.minimum(1.0, 1.0 + hw.alpha_f / hw.max_clock_mhz
+                            * (busy_power_w(hw) + tab.power[i] + tab.power[j] - hw.max_power_w))
+        sched = max(0.0, 2.0 * hw.alpha_sch + hw.beta_sch)
+        ok = factor > 0
+        for k in (i, j):
+            slowdown = 1.0 + tab.alpha_cache[k] * (cache - tab.cache[k])
+            lhs = tab.kernels[k] * sched + tab.idle[k] + tab.active[k] * slowdown
+            ok &= lhs <= (tab.budget[k] * (1.0 + LOOSEN_BUDGET_REL) + LOOSEN_ABS_MS) * factor
+        return ok
+
+    def _ranked(self, duals: np.ndarray, threshold: float) -> Iterator[tuple[float, int, int]]:
+        """(worth, s, t) of every pair of piece types with items worth more than ``threshold``, most first."""
+        live = np.flatnonzero((duals > DUAL_EPS) & np.array([idx.size > 0 for idx in self.items.by_piece]))
+        if live.size == 0:
+            return
+        s, t = np.triu_indices(live.size)
+        s, t = live[s], live[t]
+        two = np.array([p.count >= 2 for p in self.space.pieces])
+        keep = (s != t) | two[s]
+        s, t = s[keep], t[keep]
+        worth = duals[s] + duals[t]
+        keep = worth > threshold
+        s, t, worth = s[keep], t[keep], worth[keep]
+        for k in np.argsort(-worth, kind="stable"):
+            yield float(worth[k]), int(s[k]), int(t[k])
+
+    def best(self, duals: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS) -> np.ndarray:
+        """Item index pairs, shape (m, 2): for the ``max_pairs`` pairs of piece types worth most above
+        ``threshold`` that can share a GPU, their pair of fewest units."""
+        out = []
+        for _, s, t in self._ranked(duals, threshold):
+            pair = self.fit(s, t)
+            if pair is not None:
+                out.append(pair)
+                if len(out) >= max_pairs:
+                    break
+        return np.array(out, np.intp).reshape(-1, 2)
+
+    def slots(self, duals: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS) -> list[list[ColSlot]]:
+        """``best`` as slot lists (the kernel still judges them)."""
+        tab = self.items.table
+        return [[item_slot(tab, int(i)), item_slot(tab, int(j))] for i, j in self.best(duals, threshold, max_pairs)]
+
+
+def item_slot(tab: ItemTable, k: int) -> ColSlot:
+    """Item ``k`` as a column's slot."""
+    d = float(tab.delay[k])
+    return ColSlot(int(tab.piece[k]), int(tab.batch[k]), int(tab.units[k]), None if np.isnan(d) else d)

@@ -1,0 +1,126 @@
+"""Pair pricing (``planner.exact.pairs``): its screen never rejects a pair the kernel accepts, the pair it
+keeps per pair of piece types is one the kernel accepts and has the fewest units, and at any duals
+the first pair it returns is worth as much as the best two-member configuration (brute force with the
+kernel); column generation's heuristic round now prices pairs too."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("highspy", reason="the exact planner needs highspy")
+
+from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+from igniter_opt.perfmodel import PerformanceModel, load_profile
+from igniter_opt.placement.serving import serving_model_for
+from igniter_opt.planner import greedy
+from igniter_opt.planner.exact import colgen
+from igniter_opt.planner.exact.columns import column_worth, evaluate
+from igniter_opt.planner.exact.pairs import item_slot
+
+H200_PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "h200"
+MIXES = {
+    "h100": [("resnet50", 30, 300), ("alexnet", 20, 400), ("vgg19", 40, 150), ("ssd", 60, 80)],
+    "h200": [("ssd", 50, 200), ("bert_base", 40, 150), ("vit_b_16", 30, 250)],
+    "v100": [("vgg19", 40, 300), ("ssd", 50, 60), ("resnet50", 30, 200), ("alexnet", 25, 500)],
+}
+ITEMS_PER_BATCH = 3  # per piece type and batch: its fewest units and the next ones, for the brute force
+
+
+def _setup(perf: PerformanceModel, rows) -> colgen.ColgenSetup:
+    ws = tuple(Workload(f"w{i}", m, float(slo), float(rate)) for i, (m, slo, rate) in enumerate(rows))
+    problem = PlanningProblem(ws, perf, LatencyBudget.IGNITER, 0.1)
+    start = greedy.place(perf, greedy.initial_demands(problem))
+    return colgen.prepare_colgen(problem, serving_model_for(problem), start)
+
+
+@pytest.fixture(scope="module", params=["h100", "h200", "v100"])
+def mix(request: pytest.FixtureRequest) -> tuple[colgen.ColgenSetup, list]:
+    """A mix's setup and every pair of a sample of its items that the kernel accepts."""
+    name = request.param
+    perf = load_profile(H200_PROFILE) if name == "h200" else request.getfixturevalue(f"{name}_model")
+    setup = _setup(perf, MIXES[name])
+    tab = setup.items.table
+    sample: list[int] = []
+    for idx in setup.items.by_piece:
+        for b in np.unique(tab.batch[idx]):
+            mine = idx[tab.batch[idx] == b]
+            sample.extend(int(k) for k in mine[np.argsort(tab.units[mine], kind="stable")][:ITEMS_PER_BATCH])
+    pairs = [(i, j) for i, j in itertools.combinations_with_replacement(sample, 2)
+             if tab.units[i] + tab.units[j] <= setup.space.cap_units
+             and (tab.piece[i] != tab.piece[j] or setup.pieces[int(tab.piece[i])].count >= 2)
+             and (i != j or tab.copies[i] >= 2)]
+    cols = evaluate(setup.space, [[item_slot(tab, i), item_slot(tab, j)] for i, j in pairs])
+    accepted = [(p, c) for p, c in zip(pairs, cols, strict=True) if c is not None]
+    return setup, accepted
+
+
+def _types(setup: colgen.ColgenSetup, i: int, j: int) -> tuple[int, int]:
+    s, t = int(setup.items.table.piece[i]), int(setup.items.table.piece[j])
+    return min(s, t), max(s, t)
+
+
+def test_the_screen_keeps_every_pair_the_kernel_accepts(mix) -> None:
+    setup, accepted = mix
+    assert len(accepted) > 20  # company was enumerated
+    for (i, j), _ in accepted:
+        assert setup.pairs.fit(*_types(setup, i, j)) is not None, (i, j)
+
+
+def test_the_kept_pair_is_accepted_by_the_kernel_and_has_the_fewest_units(mix) -> None:
+    setup, accepted = mix
+    tab = setup.items.table
+    fewest: dict[tuple[int, int], int] = {}
+    for (i, j), _ in accepted:
+        key = _types(setup, i, j)
+        fewest[key] = min(fewest.get(key, 10**9), int(tab.units[i] + tab.units[j]))
+    for key, units in fewest.items():
+        i, j = setup.pairs.fit(*key)
+        assert evaluate(setup.space, [[item_slot(tab, i), item_slot(tab, j)]])[0] is not None
+        assert tab.units[i] + tab.units[j] <= units
+
+
+def test_pair_pricing_is_exact_over_pairs(mix) -> None:
+    setup, accepted = mix
+    n = len(setup.pieces)
+    rng = np.random.default_rng(1)
+    for duals in [rng.random(n) for _ in range(15)] + [rng.random(n) * (rng.random(n) < 0.5) for _ in range(15)]:
+        best = setup.pairs.best(duals, 0.0, 5)
+        if best.size == 0:
+            assert all(column_worth(c, duals) == 0.0 for _, c in accepted)
+            continue
+        first = duals[setup.items.table.piece[best[0]]].sum()
+        assert first >= max(column_worth(c, duals) for _, c in accepted) - 1e-12
+        worths = [duals[setup.items.table.piece[p]].sum() for p in best]
+        assert worths == sorted(worths, reverse=True) and min(worths) > 0.0
+        above = setup.pairs.best(duals, 0.9, 1000)
+        assert all(duals[setup.items.table.piece[p]].sum() > 0.9 for p in above)
+
+
+def test_the_heuristic_round_prices_the_best_pair(mix) -> None:
+    """At duals where the best configuration is a pair, kernel pricing returns a column worth as much."""
+    setup, accepted = mix
+    n = len(setup.pieces)
+    rng = np.random.default_rng(2)
+    for _ in range(10):
+        duals = rng.random(n)
+        best_pair = max(column_worth(c, duals) for _, c in accepted)
+        found = max(column_worth(c, duals) for c in colgen.kernel_columns(setup, duals))
+        assert found >= best_pair - 1e-12
+        assert math.isfinite(found)
+
+
+def test_a_pair_of_one_type_needs_an_option_of_two(mix) -> None:
+    """Two pieces of one type are a pair only where its split option needs two of them."""
+    setup, _ = mix
+    tab = setup.items.table
+    duals = np.ones(len(setup.pieces))
+    found = setup.pairs.best(duals, 0.0, 10_000)
+    same = [(i, j) for i, j in found if tab.piece[i] == tab.piece[j]]
+    assert all(setup.pieces[int(tab.piece[i])].count >= 2 for i, _ in same)
+    twos = {t for t, p in enumerate(setup.pieces) if p.count >= 2}
+    assert twos and {int(tab.piece[i]) for i, _ in same} <= twos
