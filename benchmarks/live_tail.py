@@ -366,6 +366,9 @@ ROUNDS = (
      "the profiler's own 36 co-location runs (`_kd_`, issue 16; now the H200 profile's form)",
      "T34-T36 held out from every fit; GPUs 0 and 3-6 of the default main job's plan (`igniter-opt solve`, the "
      "paper's mix on 7 H200s) held out"),
+    ("_r10", "10: as 9 (kernel-delay form); the exact planner's plan of the default main job (`igniter-opt solve "
+     "--planner exact`: the paper's mix on 6 H200s, proven optimal; issue 13), one plan GPU per run",
+     "all 6 GPUs held out; GPU 0 ran twice (the cold machine's first run was invalid: generator lag)"),
 )
 
 

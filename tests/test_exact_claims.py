@@ -233,3 +233,25 @@ def test_highs_failing_in_column_generation_returns_greedy_with_the_reason(v100_
     assert plan.num_gpus == greedy.solve(problem).num_gpus
     assert verify_plan(plan, problem) == []
     assert plan.solver.bound is not None and plan.solver.bound <= plan.cost_per_hour
+
+
+def test_exact_pricing_keeps_the_largest_overrun_in_reserve() -> None:
+    """A pricing run that ends past its limit (HiGHS checks it between phases only) makes the next turn
+    shorter by as much, and no turn starts that could not end by the deadline."""
+    limits: list[float] = []
+
+    def late(limit_s: float) -> bool:  # runs 0.3 s past its limit, finds nothing
+        limits.append(limit_s)
+        time.sleep(limit_s + 0.3)
+        return False
+
+    clock = colgen.PricingClock(overrun_s=0.0)
+    deadline = time.perf_counter() + 2.0
+    assert colgen.exact_pricing_turn(late, deadline, False, lambda: False, clock) is True
+    assert clock.overrun_s >= 0.3
+    left = deadline - time.perf_counter()
+    turn = colgen.exact_pricing_turn(late, deadline, True, lambda: False, clock)
+    assert turn is None and limits[1] <= left - 0.3 + 1e-6
+    assert time.perf_counter() <= deadline + 0.05  # the second turn ended by the deadline
+    assert colgen.exact_pricing_turn(late, time.perf_counter() + 0.3, True, lambda: False, clock) is None
+    assert len(limits) == 2  # too little time for a run plus the reserve: none was started
