@@ -125,7 +125,7 @@ def solve_exact_fleet(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], 
     except Exception as exc:  # noqa: BLE001 - solver trouble returns the best plan so far, with the reason
         log.error("fleet column generation failed: %s: %s", type(exc).__name__, exc)
         failed.append(f"fleet column generation failed ({type(exc).__name__}: {exc}); returned the best plan so far")
-    notes = [*fc.notes, *failed]
+    notes = list(dict.fromkeys([*fc.notes, *failed]))  # each note once: rounds can repeat one
     plans, why = (None, "") if fc.inc.packings is None else _plans(ws, fc, used, len(types), problem_of)
     if why:
         log.error("DEFECT: %s", why)

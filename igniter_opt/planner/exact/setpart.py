@@ -162,6 +162,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     notes.append(f"{lp}{ended}, "
                  f"{state.pricing_rounds} exact pricing round(s), {state.relaxed_calls} relaxed pricing bound(s), "
                  f"{run.masters} integer master run(s)")
-    ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, [*state.notes, *notes],
+    said = list(dict.fromkeys([*state.notes, *notes]))  # each note once: rounds can repeat one
+    ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, said,
                   "column generation", columns=len(state.master.columns), solve_s=time.perf_counter() - t0)
     return plan, ev, failed
