@@ -22,6 +22,7 @@ covered by the one dominating it, ``items``).
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterator
 
 import numpy as np
@@ -89,20 +90,28 @@ class PairTable:
         return ok
 
     def _ranked(self, duals: np.ndarray, threshold: float) -> Iterator[tuple[float, int, int]]:
-        """(worth, s, t) of every pair of piece types with items worth more than ``threshold``, most first."""
-        live = np.flatnonzero((duals > DUAL_EPS) & np.array([idx.size > 0 for idx in self.items.by_piece]))
+        """(worth, s, t) of the pairs of piece types with items, s <= t, worth more than ``threshold``, most
+        first: best-first over the types sorted by dual (a heap holds one next partner per type, so
+        memory stays linear in the types however many pairs there are)."""
+        usable = (duals > DUAL_EPS) & np.array([idx.size > 0 for idx in self.items.by_piece])
+        live = np.flatnonzero(usable)
         if live.size == 0:
             return
-        s, t = np.triu_indices(live.size)
-        s, t = live[s], live[t]
-        two = np.array([p.count >= 2 for p in self.space.pieces])
-        keep = (s != t) | two[s]
-        s, t = s[keep], t[keep]
-        worth = duals[s] + duals[t]
-        keep = worth > threshold
-        s, t, worth = s[keep], t[keep], worth[keep]
-        for k in np.argsort(-worth, kind="stable"):
-            yield float(worth[k]), int(s[k]), int(t[k])
+        live = live[np.argsort(-duals[live], kind="stable")]
+        d = duals[live]
+        two = [self.space.pieces[int(t)].count >= 2 for t in live]
+        # (-(d_a + d_b), a, b) with b >= a positions in ``live``: b = a only where two pieces of it pair
+        heap = [(-(d[a] + d[b]), a, b) for a in range(live.size) for b in ([a] if two[a] else [a + 1])
+                if b < live.size]
+        heapq.heapify(heap)
+        while heap:
+            neg, a, b = heapq.heappop(heap)
+            if -neg <= threshold:
+                return
+            s_, t_ = sorted((int(live[a]), int(live[b])))
+            yield -neg, s_, t_
+            if b + 1 < live.size:
+                heapq.heappush(heap, (-(d[a] + d[b + 1]), a, b + 1))
 
     def best(self, duals: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS) -> np.ndarray:
         """Item index pairs, shape (m, 2): for the ``max_pairs`` pairs of piece types worth most above

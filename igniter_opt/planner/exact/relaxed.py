@@ -68,12 +68,12 @@ class RelaxedPricing:
     cap_units: int
 
 
-def cache_limits(space: PieceSpace, items: Items, members: int = 2) -> np.ndarray:
-    """Per item of ``items.table``: the most total L2 (%) on a GPU with ``members`` or more members at
-    which it meets its loosened budget, Cmax_k (see the module docstring), capped at the reachable L2."""
+def cache_limits(space: PieceSpace, items: Items) -> np.ndarray:
+    """Per item of ``items.table``: the most total L2 (%) on a GPU with two or more members at which
+    it meets its loosened budget, Cmax_k (see the module docstring), capped at the reachable L2."""
     hw = space.problem.perf_model.hardware
     tab = items.table
-    d2 = max(0.0, members * hw.alpha_sch + hw.beta_sch)
+    d2 = max(0.0, 2.0 * hw.alpha_sch + hw.beta_sch)
     budget = tab.budget * (1.0 + LOOSEN_BUDGET_REL) + LOOSEN_ABS_MS
     slack = budget - tab.idle - tab.active - tab.kernels * d2
     slope = tab.active * tab.alpha_cache
@@ -104,12 +104,11 @@ def _least_cache(units: np.ndarray, cache: np.ndarray, usable: np.ndarray, cap: 
     return np.minimum.accumulate(out, axis=1)
 
 
-def prepare_relaxed(space: PieceSpace, items: Items, members: int = 2) -> RelaxedPricing:
-    """The relaxation's levels and per-type tables for ``space``'s piece types, for configurations of
-    ``members`` or more members."""
+def prepare_relaxed(space: PieceSpace, items: Items) -> RelaxedPricing:
+    """The relaxation's levels and per-type tables for ``space``'s piece types."""
     tab = items.table
     cap = space.cap_units
-    limit = cache_limits(space, items, members)
+    limit = cache_limits(space, items)
     use = limit >= tab.cache  # C >= c_k: the others never have company
     count = np.array([p.count for p in space.pieces], np.int64)
     has_items = np.array([idx.size > 0 for idx in items.by_piece], bool)
