@@ -255,3 +255,26 @@ def test_exact_pricing_keeps_the_largest_overrun_in_reserve() -> None:
     assert time.perf_counter() <= deadline + 0.05  # the second turn ended by the deadline
     assert colgen.exact_pricing_turn(late, time.perf_counter() + 0.3, True, lambda: False, clock) is None
     assert len(limits) == 2  # too little time for a run plus the reserve: none was started
+
+
+def test_a_contradicted_integer_master_is_re_solved_only_with_time_for_it(monkeypatch) -> None:
+    """HiGHS's contradiction (an objective below the solution it returned) is re-solved without presolve,
+    but not when a retry could end past the limit: then the solution returned stands."""
+    from igniter_opt.planner.exact import master
+    from igniter_opt.planner.exact.lp import RunResult
+
+    calls: list[tuple[bool, float]] = []
+
+    def lying(h, options, threads, start, chosen, gap, limit_s, presolve):
+        calls.append((presolve, limit_s))
+        return master.IntegerSolution(RunResult("Optimal", 2.0 if presolve else 3.0, 2.0, False), {0: 3}, {})
+
+    monkeypatch.setattr(master, "_integer_run", lying)
+    cost = lambda counts: float(sum(counts.values()))  # noqa: E731
+    sol = master.solve_integer_master(None, [], 1, 10.0, None, None, 0.0, cost)
+    assert [p for p, _ in calls] == [True, False] and calls[1][1] <= 10.0 - master.WATCHDOG_GRACE_S
+    assert "re-solved without presolve" in sol.note
+    calls.clear()
+    sol = master.solve_integer_master(None, [], 1, master.MIN_RETRY_S / 2, None, None, 0.0, cost)
+    assert [p for p, _ in calls] == [True]
+    assert sol.counts == {0: 3} and "too little time left" in sol.note

@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 
 from igniter_opt.planner.exact.columns import Column, PieceSpace, column_key
-from igniter_opt.planner.exact.lp import RunResult, f64, highspy_module, int32, new_highs, run
+from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S, RunResult, f64, highspy_module, int32, new_highs, run
+
+# A solve HiGHS contradicted is re-solved without presolve only with at least this much of its limit left.
+MIN_RETRY_S = 1.5
 
 
 @dataclass(frozen=True)
@@ -126,17 +129,19 @@ def solve_integer_master(h: Any, options: Sequence[tuple[int, Hashable]], thread
 
     The objective is recomputed from the solution HiGHS hands back. With a start and its presolve,
     HiGHS 1.16 was seen to report an objective below that of the solution it returned (and below the
-    certified bound); such a run is repeated without presolve in the time left.
+    certified bound); such a run is repeated without presolve in the time left (when at least
+    ``MIN_RETRY_S`` is left; else the solution returned stands, its objective recomputed).
     """
     t0 = time.perf_counter()
     args = (h, options, threads, start, chosen, mip_rel_gap)
     sol = _integer_run(*args, time_limit_s, presolve=True)
     if sol.result.objective is not None and abs(sol.result.objective - cost(sol.counts)) > 1e-6:
+        said = f"HiGHS reported {sol.result.objective:g} for a solution of {cost(sol.counts):g}"
         left = time_limit_s - (time.perf_counter() - t0)
-        retry = _integer_run(*args, max(0.1, left), presolve=False)
-        note = (f"HiGHS reported {sol.result.objective:g} for a solution of {cost(sol.counts):g}; "
-                "re-solved without presolve")
-        return replace(retry, note=note)
+        if left < MIN_RETRY_S:  # a retry could end past the limit (HiGHS's watchdog cancels it late)
+            return replace(sol, note=f"{said}; too little time left to re-solve without presolve")
+        retry = _integer_run(*args, left - WATCHDOG_GRACE_S, presolve=False)
+        return replace(retry, note=f"{said}; re-solved without presolve")
     return sol
 
 
