@@ -369,6 +369,9 @@ ROUNDS = (
     ("_r10", "10: as 9 (kernel-delay form); the exact planner's plan of the default main job (`igniter-opt solve "
      "--planner exact`: the paper's mix on 6 H200s, proven optimal; issue 13), one plan GPU per run",
      "all 6 GPUs held out; GPU 0 ran twice (the cold machine's first run was invalid: generator lag)"),
+    ("_r11", "11: as 10, the plan the exact planner returns after pair pricing's final tie-break (another proven-"
+     "optimal 6-GPU plan of the same problem), one plan GPU per run",
+     "all 6 GPUs held out; GPU 3 ran twice (its first run's SSD invalid: generator lag p99 2.24 ms)"),
 )
 
 
