@@ -206,6 +206,7 @@ class ColgenState:
     notes: list[str] = field(default_factory=list)
     clock: PricingClock = field(default_factory=PricingClock)
     heuristic_max_s: float = 0.0  # the longest round of kernel pricing so far
+    step_max_s: float = 0.0  # the longest master LP solve and relaxed bound so far
 
     @property
     def bound_gpus(self) -> int:
@@ -316,7 +317,8 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
     count: nothing more to prove) or ``deadline`` (``time.perf_counter()`` seconds)."""
     master = state.master
     stalled = False  # the last exact pricing, cut short by its time share, found no column
-    while time.perf_counter() < deadline:
+    while time.perf_counter() + state.step_max_s < deadline:  # a step that would end past it is not begun
+        t0 = time.perf_counter()
         lp = master.solve_lp(max(0.1, deadline - time.perf_counter()))
         if lp.objective is None:
             state.notes.append(f"the master LP ended with '{lp.status}'")
@@ -324,6 +326,7 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
         state.lp_value = lp.objective
         state.iterations += 1
         kappa = relaxed_round(setup, state, lp.duals)
+        state.step_max_s = max(state.step_max_s, time.perf_counter() - t0)
         if progress:
             progress(state)
         if state.converged or (target_gpus is not None and state.bound_gpus >= target_gpus):

@@ -117,6 +117,8 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
     """Column generation and the integer master in turn until the bound meets the incumbent, the LP
     is solved (the columns will not change) or time runs out."""
     while True:
+        if deadline - time.perf_counter() < MIN_ROUND_S + state.step_max_s:  # no time for a round's first step
+            return
         report = _reporter(options, t0, setup, run.inc.plan.num_gpus)
         left = deadline - time.perf_counter()
         generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, run.inc.plan.num_gpus, options.threads,
