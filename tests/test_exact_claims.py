@@ -278,3 +278,24 @@ def test_a_contradicted_integer_master_is_re_solved_only_with_time_for_it(monkey
     sol = master.solve_integer_master(None, [], 1, master.MIN_RETRY_S / 2, None, None, 0.0, cost)
     assert [p for p, _ in calls] == [True]
     assert sol.counts == {0: 3} and "too little time left" in sol.note
+
+
+def test_generation_begins_no_step_that_would_end_past_its_deadline(any_model, monkeypatch) -> None:
+    """A master LP step as long as the longest so far is not begun when it would end past the deadline."""
+    from igniter_opt.planner.exact.master import Master
+
+    problem = _problem(any_model, MIX8)
+    start = greedy.place(any_model, greedy.initial_demands(problem))
+    setup = colgen.prepare_colgen(problem, serving_model_for(problem), start)
+    state = colgen.ColgenState(colgen.initial_master(setup, 1))
+    real = Master.solve_lp
+
+    def slow(self, limit_s):
+        time.sleep(0.4)
+        return real(self, limit_s)
+
+    monkeypatch.setattr(Master, "solve_lp", slow)
+    deadline = time.perf_counter() + 0.6
+    colgen.generate(setup, state, deadline, None)
+    assert state.iterations == 1 and state.step_max_s >= 0.4
+    assert time.perf_counter() <= deadline + 0.3  # the one step's pricing may end a little past it
