@@ -8,7 +8,7 @@
 #   [LOADGEN=python] bash benchmarks/device_h200.sh live DEADLINE_S PLAN...  # apply plans for 60 s each
 #   bash benchmarks/device_h200.sh accuracy DEADLINE_S [SEED FILE]  # co-located mixes (resumes from the repo's file)
 #
-# Needs, carried with the working tree: .carry/site.tar.xz, the nvidia-pytriton 0.7.0, tritonclient
+# Needs, carried with the working tree (build it with benchmarks/make_carry.sh): .carry/site.tar.xz, the nvidia-pytriton 0.7.0, tritonclient
 # 2.51.0 and python-rapidjson wheels unpacked (the Python 3.13 libpython, other stubs and
 # perf_client dropped) and Debian's libb64-0d (perf_analyzer needs it). Results go to $OUT.
 set -uo pipefail
