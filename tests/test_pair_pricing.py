@@ -20,7 +20,6 @@ from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import greedy
 from igniter_opt.planner.exact import colgen
 from igniter_opt.planner.exact.columns import column_worth, evaluate
-from igniter_opt.planner.exact.pairs import item_slot
 
 H200_PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "h200"
 MIXES = {
@@ -54,7 +53,7 @@ def mix(request: pytest.FixtureRequest) -> tuple[colgen.ColgenSetup, list]:
              if tab.units[i] + tab.units[j] <= setup.space.cap_units
              and (tab.piece[i] != tab.piece[j] or setup.pieces[int(tab.piece[i])].count >= 2)
              and (i != j or tab.copies[i] >= 2)]
-    cols = evaluate(setup.space, [[item_slot(tab, i), item_slot(tab, j)] for i, j in pairs])
+    cols = evaluate(setup.space, [[tab.slot(i), tab.slot(j)] for i, j in pairs])
     accepted = [(p, c) for p, c in zip(pairs, cols, strict=True) if c is not None]
     return setup, accepted
 
@@ -80,7 +79,7 @@ def test_the_kept_pair_is_accepted_by_the_kernel_and_has_the_fewest_units(mix) -
         fewest[key] = min(fewest.get(key, 10**9), int(tab.units[i] + tab.units[j]))
     for key, units in fewest.items():
         i, j = setup.pairs.fit(*key)
-        assert evaluate(setup.space, [[item_slot(tab, i), item_slot(tab, j)]])[0] is not None
+        assert evaluate(setup.space, [[tab.slot(i), tab.slot(j)]])[0] is not None
         assert tab.units[i] + tab.units[j] <= units
 
 

@@ -24,6 +24,7 @@ from igniter_opt.perfmodel.model import ModelCoefficients
 from igniter_opt.placement import Demand
 from igniter_opt.placement.serving import ServingModel
 from igniter_opt.planner import greedy
+from igniter_opt.planner.exact.columns import ColSlot
 from igniter_opt.planner.exact.configs import Bounds, ConfigTable, batch_range, config_table, prune, unplaceable
 from igniter_opt.planner.exact.data import reachable_bounds
 from igniter_opt.planner.exact.pieces import PieceType
@@ -53,6 +54,11 @@ class ItemTable:
 
     def take(self, idx: np.ndarray) -> ItemTable:
         return ItemTable(**{f.name: getattr(self, f.name)[idx] for f in fields(self)})
+
+    def slot(self, k: int) -> ColSlot:
+        """Item ``k`` as a column's slot."""
+        d = float(self.delay[k])
+        return ColSlot(int(self.piece[k]), int(self.batch[k]), int(self.units[k]), None if np.isnan(d) else d)
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ import numpy as np
 
 from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
 from igniter_opt.planner.exact.configs import busy_power_w
-from igniter_opt.planner.exact.items import Items, ItemTable
+from igniter_opt.planner.exact.items import Items
 from igniter_opt.planner.exact.pricing import DUAL_EPS
-from igniter_opt.planner.exact.relaxed import LOOSEN_ABS_MS, LOOSEN_BUDGET_REL
+from igniter_opt.planner.exact.relaxed import loosened_budget
 
 # How many of the best pairs above the threshold one round hands to the kernel.
 MAX_PAIRS = 200
@@ -46,6 +46,9 @@ class PairTable:
     def __init__(self, space: PieceSpace, items: Items) -> None:
         self.space, self.items = space, items
         self._fit: dict[tuple[int, int], tuple[int, int] | None] = {}
+        self._budget = loosened_budget(items.table)
+        self._has_items = np.array([idx.size > 0 for idx in items.by_piece], bool)
+        self._two = np.array([p.count >= 2 for p in space.pieces], bool)  # its option needs two pieces
 
     def fit(self, s: int, t: int) -> tuple[int, int] | None:
         """The pair of items (one of type s, one of t, s <= t) of fewest units that passes the screen."""
@@ -86,20 +89,19 @@ class PairTable:
         for k in (i, j):
             slowdown = 1.0 + tab.alpha_cache[k] * (cache - tab.cache[k])
             lhs = tab.kernels[k] * sched + tab.idle[k] + tab.active[k] * slowdown
-            ok &= lhs <= (tab.budget[k] * (1.0 + LOOSEN_BUDGET_REL) + LOOSEN_ABS_MS) * factor
+            ok &= lhs <= self._budget[k] * factor
         return ok
 
     def _ranked(self, duals: np.ndarray, threshold: float) -> Iterator[tuple[float, int, int]]:
         """(worth, s, t) of the pairs of piece types with items, s <= t, worth more than ``threshold``, most
         first: best-first over the types sorted by dual (a heap holds one next partner per type, so
         memory stays linear in the types however many pairs there are)."""
-        usable = (duals > DUAL_EPS) & np.array([idx.size > 0 for idx in self.items.by_piece])
-        live = np.flatnonzero(usable)
+        live = np.flatnonzero((duals > DUAL_EPS) & self._has_items)
         if live.size == 0:
             return
         live = live[np.argsort(-duals[live], kind="stable")]
         d = duals[live]
-        two = [self.space.pieces[int(t)].count >= 2 for t in live]
+        two = self._two[live]
         # (-(d_a + d_b), a, b) with b >= a positions in ``live``: b = a only where two pieces of it pair
         heap = [(-(d[a] + d[b]), a, b) for a in range(live.size) for b in ([a] if two[a] else [a + 1])
                 if b < live.size]
@@ -128,10 +130,4 @@ class PairTable:
     def slots(self, duals: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS) -> list[list[ColSlot]]:
         """``best`` as slot lists (the kernel still judges them)."""
         tab = self.items.table
-        return [[item_slot(tab, int(i)), item_slot(tab, int(j))] for i, j in self.best(duals, threshold, max_pairs)]
-
-
-def item_slot(tab: ItemTable, k: int) -> ColSlot:
-    """Item ``k`` as a column's slot."""
-    d = float(tab.delay[k])
-    return ColSlot(int(tab.piece[k]), int(tab.batch[k]), int(tab.units[k]), None if np.isnan(d) else d)
+        return [[tab.slot(int(i)), tab.slot(int(j))] for i, j in self.best(duals, threshold, max_pairs)]

@@ -128,9 +128,7 @@ def price_mip(space: PieceSpace, items: Items, duals: np.ndarray, time_limit_s: 
     if res.objective is None:
         return PricingResult(None, 0.0, worth_bound, False)
     x = np.rint(np.asarray(h.getSolution().col_value, float)[: lay.k]).astype(int)
-    slots = tuple(ColSlot(int(tab.piece[k]), int(tab.batch[k]), int(tab.units[k]),
-                          None if np.isnan(tab.delay[k]) else float(tab.delay[k]))
-                  for k in np.flatnonzero(x > 0) for _ in range(int(x[k])))
+    slots = tuple(tab.slot(int(k)) for k in np.flatnonzero(x > 0) for _ in range(int(x[k])))
     return PricingResult(slots or None, res.objective, worth_bound, res.status == "Optimal")
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from igniter_opt.planner.exact.columns import PieceSpace
-from igniter_opt.planner.exact.items import Items
+from igniter_opt.planner.exact.items import Items, ItemTable
 from igniter_opt.planner.exact.pricing import DUAL_EPS
 
 # Budgets loosened by this (relative; the kernel accepts latencies 1e-9 above their limit) plus
@@ -68,13 +68,18 @@ class RelaxedPricing:
     cap_units: int
 
 
+def loosened_budget(tab: ItemTable) -> np.ndarray:
+    """Each item's GPU-time budget B_k, loosened (never tightened) for the kernel's tolerance."""
+    return tab.budget * (1.0 + LOOSEN_BUDGET_REL) + LOOSEN_ABS_MS
+
+
 def cache_limits(space: PieceSpace, items: Items) -> np.ndarray:
     """Per item of ``items.table``: the most total L2 (%) on a GPU with two or more members at which
     it meets its loosened budget, Cmax_k (see the module docstring), capped at the reachable L2."""
     hw = space.problem.perf_model.hardware
     tab = items.table
     d2 = max(0.0, 2.0 * hw.alpha_sch + hw.beta_sch)
-    budget = tab.budget * (1.0 + LOOSEN_BUDGET_REL) + LOOSEN_ABS_MS
+    budget = loosened_budget(tab)
     slack = budget - tab.idle - tab.active - tab.kernels * d2
     slope = tab.active * tab.alpha_cache
     reach = items.bounds.max_cache * (1.0 + CACHE_LOOSEN_REL) + CACHE_LOOSEN_REL
