@@ -4,11 +4,13 @@
    (the greedy plan) as columns, and every piece type alone as a column.
 2. ``generate``: re-solve the master LP; price with the kernel heuristic (``heuristic.grow``) and
    by enumerating pairs (``pairs``: the pairs worth more than a GPU, and the best pairs grown by the
-   heuristic) while they find columns worth more than a GPU at the duals; then price exactly (``pricing.price_mip``)
-   within a share of the time left. Every master LP's duals give a certified bound (Farley): with
-   duals pi >= 0 and kappa >= every column's worth sum_t pi_t n_{t,p} (the relaxation's bound,
-   ``relaxed.relaxed_kappa``, after every LP; at an exact pricing the least of it and the pricing
-   MIP's dual bound),
+   heuristic) while they find columns worth more than a GPU at the duals; then price by branch and
+   bound over boxes (``boxes.box_kappa``: a bound on every configuration's worth, and the
+   configurations found on the way, grown by the heuristic) and, on small instances, by the pricing
+   MIP (``pricing.price_mip``), within a share of the time left. Every master LP's duals give a
+   certified bound (Farley): with duals pi >= 0 and kappa >= every column's worth sum_t pi_t n_{t,p}
+   (the relaxation's bound, ``relaxed.relaxed_kappa``, after every LP; at an exact pricing the least
+   of it, the boxes' and the pricing MIP's dual bound),
 
        GPUs >= D(pi) / max(1, kappa),    D(pi) = sum_w min_o sum_{t in o} count_t pi_t,
 
@@ -36,6 +38,7 @@ from igniter_opt.placement import Demand, GpuPacking, Packing, Slot
 from igniter_opt.placement.alloc import ConfigTerms
 from igniter_opt.placement.serving import ServingModel
 from igniter_opt.planner import greedy
+from igniter_opt.planner.exact.boxes import BoxPricing, box_kappa
 from igniter_opt.planner.exact.columns import ColSlot, Column, PieceSpace, column_worth, evaluate
 from igniter_opt.planner.exact.heuristic import Entries, extend, grow, make_entries, ranked_entries
 from igniter_opt.planner.exact.items import Items, build_items, check_company_never_helps, fewest_replicas
@@ -53,6 +56,13 @@ IMPROVE_EPS = 1e-7
 # Pairs grown into larger configurations per round of pair pricing, and the entries tried on each.
 GROWN_PAIRS = 64
 GROW_CANDIDATES = 256
+# Box pricing stops once it has found this many configurations worth more than a GPU, and hands the
+# kernel at most BOX_COLUMNS of them; the pricing MIP follows it only on instances of at most
+# MIP_MAX_ITEMS items (beyond that it rarely proves or finds anything in time: docs/exact.md).
+BOX_ENOUGH = 24
+BOX_COLUMNS = 48
+BOX_SEEDS = 32
+MIP_MAX_ITEMS = 1500
 # Share of the time left that one exact pricing may take.
 PRICING_SHARE = 0.4
 # No exact pricing is started with less time than this to run in.
@@ -74,6 +84,7 @@ class ColgenSetup:
     trivial_gpus: int  # ceil(sum_w min_o sum_{t in o} count_t least units_t / 100 %)
     relaxed: RelaxedPricing  # the relaxation bounding every configuration's worth (``relaxed``)
     pairs: PairTable  # which piece types can share a GPU in pairs (``pairs``)
+    boxes: BoxPricing  # the branch and bound bounding every configuration's worth (``boxes``)
 
     @property
     def pieces(self) -> tuple[PieceType, ...]:
@@ -141,7 +152,7 @@ def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing)
     units = sum(least_units(pieces, items).values())
     trivial = math.ceil(units / perf.max_units - 1e-9)
     return ColgenSetup(space, items, terms, entries, packing_columns(space, start, piece_of), choice, trivial,
-                       prepare_relaxed(space, items), PairTable(space, items))
+                       prepare_relaxed(space, items), PairTable(space, items), BoxPricing(space, items))
 
 
 def least_units(pieces: tuple[PieceType, ...], items: Items) -> dict[int, float]:
@@ -241,14 +252,20 @@ def kernel_columns(setup: ColgenSetup, duals: np.ndarray) -> list[Column]:
 def pair_columns(setup: ColgenSetup, duals: np.ndarray) -> list[Column]:
     """Pair pricing: the best pairs worth more than a GPU (``pairs.PairTable``), and the ``GROWN_PAIRS``
     best pairs however little they are worth, grown by the kernel heuristic (``heuristic.extend``)."""
-    space, items = setup.space, setup.items
     slots = setup.pairs.slots(duals, 1.0 + IMPROVE_EPS)
-    seeds = setup.pairs.best(duals, 0.0, GROWN_PAIRS)
-    if seeds.size:
-        ent = setup.entries.joined(make_entries(space, items, setup.terms, seeds.ravel()))
-        first = setup.entries.piece.size + np.arange(seeds.size).reshape(-1, 2)
-        slots += extend(space, ent, setup.terms, duals, first, ranked_entries(setup.entries, duals)[:GROW_CANDIDATES])
-    return [c for c in evaluate(space, slots) if c is not None]
+    slots += grown_slots(setup, duals, setup.pairs.best(duals, 0.0, GROWN_PAIRS))
+    return [c for c in evaluate(setup.space, slots) if c is not None]
+
+
+def grown_slots(setup: ColgenSetup, duals: np.ndarray, seeds: np.ndarray) -> list[list[ColSlot]]:
+    """Each seed (a row of item indices that fit together) grown member by member by the kernel heuristic
+    (``heuristic.extend``) over the ``GROW_CANDIDATES`` entries worth most per unit."""
+    if seeds.size == 0:
+        return []
+    space, items = setup.space, setup.items
+    ent = setup.entries.joined(make_entries(space, items, setup.terms, seeds.ravel()))
+    first = setup.entries.piece.size + np.arange(seeds.size).reshape(seeds.shape)
+    return extend(space, ent, setup.terms, duals, first, ranked_entries(setup.entries, duals)[:GROW_CANDIDATES])
 
 
 def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray) -> int:
@@ -275,24 +292,43 @@ def relaxed_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray) -> 
 
 def _exact_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, limit_s: float, threads: int,
                  relaxed: float = math.inf) -> bool:
-    """Exact pricing: update the certified bound (``relaxed``: the relaxation's kappa at these duals, also
-    valid); add the column found if it improves. True if it did."""
+    """Exact pricing within ``limit_s``: box pricing (``boxes.box_kappa``), then, on an instance of at most
+    ``MIP_MAX_ITEMS`` items where it neither added a column nor proved the LP solved, the pricing MIP
+    (``pricing.price_mip``) in the time left. Raises the certified bound with the least kappa found
+    (``relaxed``: the relaxation's at these duals, also valid); adds the improving columns found. True if
+    it added one."""
     t0 = time.perf_counter()
-    res = price_mip(setup.space, setup.items, duals, limit_s, threads)
+    deadline = t0 + limit_s
+    found = box_kappa(setup.boxes, duals, 1.0 + IMPROVE_EPS, deadline, enough=BOX_ENOUGH)
+    kappa = min(found.kappa, relaxed)
+    slots = [setup.boxes.slots(m) for _, m in found.candidates[:BOX_COLUMNS]]
+    for size in sorted({len(m) for _, m in found.candidates[:BOX_SEEDS]}):  # the best multisets, grown
+        seeds = np.array([m for _, m in found.candidates[:BOX_SEEDS] if len(m) == size], np.intp)
+        slots += grown_slots(setup, duals, seeds)
+    good = [c for c in evaluate(setup.space, slots) if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+    proven = found.proven
+    log.debug("box pricing: kappa %.4f after %d box(es) in %.2f s, %d column(s) worth more than a GPU", found.kappa,
+              found.nodes, time.perf_counter() - t0, len(good))
+    left = deadline - time.perf_counter()
+    if not good and not proven and len(setup.items.table) <= MIP_MAX_ITEMS and left >= MIN_PRICING_S:
+        res = price_mip(setup.space, setup.items, duals, left, threads)
+        kappa = min(kappa, res.worth_bound)
+        proven = res.proven and res.worth_bound <= 1.0 + IMPROVE_EPS
+        col = evaluate(setup.space, [res.slots])[0] if res.slots else None
+        if col is not None and column_worth(col, duals) > 1.0 + IMPROVE_EPS:
+            good.append(col)
     state.pricing_s += time.perf_counter() - t0
     state.pricing_rounds += 1
-    best = max((column_worth(c, duals) for c in state.master.columns), default=0.0)
-    kappa = max(min(res.worth_bound, relaxed), best)
+    best = max((column_worth(c, duals) for c in [*state.master.columns, *good]), default=0.0)
+    kappa = max(kappa, best)
     if math.isfinite(kappa):
         state.bound = max(state.bound, dual_value(setup.pieces, duals) / max(1.0, kappa))
-    if res.proven and res.worth_bound <= 1.0 + IMPROVE_EPS:
+    if proven:
         state.converged = True
         return False
-    col = evaluate(setup.space, [res.slots])[0] if res.slots else None
-    if col is not None and column_worth(col, duals) > 1.0 + IMPROVE_EPS:
-        state.master.add([col])
-        return True
-    return False
+    before = len(state.master.columns)
+    state.master.add(good)
+    return len(state.master.columns) > before
 
 
 def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: bool,

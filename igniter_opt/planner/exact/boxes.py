@@ -1,0 +1,435 @@
+"""Box pricing: a bound on every one-GPU configuration's worth that tightens by branch and bound,
+and the configurations found on the way.
+
+The rows (``pricing``, exact for the performance model): on a GPU with n members, total L2 C and
+power P, member k meets its budget iff
+
+    base_k + kern_k D(n) + A_k (C - c_k) <= B_k - E_k Q,      Q = max(0, P - P_max),
+
+with base_k = idle_k + a_k, A_k = a_k alpha_k, E_k = B_k |alpha_f| / F (throttling) and D(n) the
+scheduling increment (0 alone, alpha_sch n + beta_sch >= 0 from two on, nondecreasing:
+``items.check_company_never_helps``). Every term grows with n, C and Q, so in a box
+n in [n_lo, n_hi], C in [C_lo, C_hi], Q in [Q_lo, Q_hi] every member of a feasible configuration is
+*eligible*: base_k + kern_k D(n_lo) + A_k max(C_lo - c_k, (n_lo - 1) c_min) <= B_k - E_k max(Q_lo,
+P_busy + p_k + (n_lo - 1) p_min - P_max) (the others bring at least c_min and p_min each). The
+box's configurations are therefore among the multisets of eligible items with n_lo..n_hi members,
+at most 100 % of units, sum c <= C_hi and sum p <= P_max - P_busy + Q_hi, at most count_t pieces of
+type t credited (more never help: dropping one keeps a configuration feasible). Relaxing the two
+resource rows with multipliers mu, nu >= 0 (Lagrange), the most worth there is at most
+
+    mu C_hi + nu (P_max - P_busy + Q_hi) + max sum_k (pi_t(k) - mu c_k - nu p_k),
+
+the max a group knapsack over (members, units) solved exactly by dynamic programming (two pieces
+of one type may be the same item twice: a relaxation). Boxes cover every reachable (n, C, Q), so
+the largest bound over the leaves bounds every configuration's worth (a bound at any moment, and it
+falls as boxes split). The first boxes are classes of member counts, each cut into L2 levels; a box is
+split where the knapsack's best multiset breaks a row through one of n, C, Q (past the breaking
+member's limit: the multiset leaves both halves), else in half, the box of the largest bound first.
+Each box's best multiset, less its members that break a row (``BoxPricing.repair``), is returned as a
+candidate for the kernel to judge. Members whose dual is 0 are left out (dropping them keeps a
+configuration feasible and worth as much). Items are the non-dominated placements (``items``),
+budgets loosened as in ``relaxed``; one member is priced exactly (pi_t of a type with items). The
+result is raised by ``KAPPA_SAFETY_REL`` for float noise.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
+from igniter_opt.planner.exact.configs import busy_power_w
+from igniter_opt.planner.exact.items import Items
+from igniter_opt.planner.exact.pricing import DUAL_EPS
+from igniter_opt.planner.exact.relaxed import CACHE_LOOSEN_REL, KAPPA_SAFETY_REL, loosened_budget
+
+NEG = -1e30
+# Multipliers tried at the root (mu per % of L2, nu per W, over the duals' scale) and around a parent's best.
+ROOT_MU = np.r_[0.0, np.geomspace(1e-4, 1.0, 9)]
+ROOT_NU = np.r_[0.0, np.geomspace(1e-5, 0.1, 9)]
+# With ``enough``: boxes evaluated after the first configuration worth more than the target before stopping.
+AFTER_FIRST = 120
+# L2 levels per class of member counts among the first boxes.
+ROOT_LEVELS = 12
+LOCAL_STEPS = np.array([0.0, 0.5, 0.8, 1.0, 1.25, 2.0])
+
+
+@dataclass(frozen=True)
+class Box:
+    """A region of (members, total L2 %, power above the cap W)."""
+
+    n_lo: int
+    n_hi: int
+    c_lo: float
+    c_hi: float
+    q_lo: float
+    q_hi: float
+
+
+@dataclass(frozen=True)
+class BoxResult:
+    """An upper bound on every configuration's worth at the duals; the multisets of items found that
+    meet every row, best first, with their worth; the boxes evaluated; whether every box left was
+    closed at or below ``target``."""
+
+    kappa: float
+    candidates: list[tuple[float, tuple[int, ...]]]
+    nodes: int
+    proven: bool
+
+
+class BoxPricing:
+    """The duals-independent part: each item's row constants, and the reachable ranges."""
+
+    def __init__(self, space: PieceSpace, items: Items) -> None:
+        hw = space.problem.perf_model.hardware
+        tab = items.table
+        self.space, self.items = space, items
+        self.budget = loosened_budget(tab)
+        self.base = tab.idle + tab.active
+        self.slope = tab.active * tab.alpha_cache
+        self.throttle = self.budget * max(0.0, -hw.alpha_f / hw.max_clock_mhz)
+        self.p_busy, self.p_max = busy_power_w(hw), hw.max_power_w
+        self.alpha_sch, self.beta_sch = hw.alpha_sch, hw.beta_sch
+        b = items.bounds
+        self.max_members = int(b.max_members)
+        self.c_top = b.max_cache * (1.0 + CACHE_LOOSEN_REL) + CACHE_LOOSEN_REL
+        self.q_top = max(0.0, b.max_power_w - self.p_max) * (1.0 + 1e-9) + 1e-9
+        self.count = np.array([p.count for p in space.pieces], np.int64)
+        self.cap = space.cap_units
+
+    def repair(self, members: tuple[int, ...], duals: np.ndarray) -> tuple[int, ...]:
+        """``members`` less, one at a time, the member of least dual among those breaking their row,
+        until every member meets it (empty: none left)."""
+        kept = list(members)
+        while kept:
+            ok = self.meets_rows(tuple(kept))
+            if ok.all():
+                break
+            worth = np.where(ok, np.inf, duals[self.items.table.piece[kept]])
+            kept.pop(int(np.argmin(worth)))
+        return tuple(kept)
+
+    def sched(self, n: int) -> float:
+        return 0.0 if n < 2 else max(0.0, self.alpha_sch * n + self.beta_sch)
+
+    def slots(self, members: tuple[int, ...]) -> list[ColSlot]:
+        return [self.items.table.slot(k) for k in members]
+
+    def meets_rows(self, members: tuple[int, ...]) -> np.ndarray:
+        """Per member: whether it meets its (loosened) row in this multiset."""
+        tab = self.items.table
+        k = np.asarray(members)
+        c, p = tab.cache[k].sum(), self.p_busy + tab.power[k].sum()
+        q = max(0.0, p - self.p_max)
+        lhs = self.base[k] + tab.kernels[k] * self.sched(k.size) + self.slope[k] * (c - tab.cache[k])
+        return lhs <= self.budget[k] - self.throttle[k] * q
+
+
+class _Search:
+    """One branch and bound at one dual vector."""
+
+    def __init__(self, bp: BoxPricing, duals: np.ndarray) -> None:
+        self.bp = bp
+        tab = bp.items.table
+        live = np.flatnonzero((duals[tab.piece] > DUAL_EPS) & (tab.units <= bp.cap))
+        self.live = live
+        self.pi = duals[tab.piece[live]]
+        self.piece = tab.piece[live]
+        self.units = tab.units[live].astype(np.int64)
+        self.cache, self.power = tab.cache[live], tab.power[live]
+        self.kern = tab.kernels[live]
+        self.c_min = float(self.cache.min()) if live.size else 0.0
+        self.p_min = float(self.power.min()) if live.size else 0.0
+        self.types = np.unique(self.piece)
+        self.of_type = [np.flatnonzero(self.piece == t) for t in self.types]
+        self.two = bp.count[self.types] >= 2
+        self.scale = float(self.pi.max()) if live.size else 1.0  # the multipliers' scale: the largest dual
+
+    def roots(self) -> list[Box]:
+        """The first boxes: per class of member counts (``member_classes``), L2 split at quantiles of
+        the most total L2 each live item tolerates there (``ROOT_LEVELS`` of them)."""
+        bp = self.bp
+        out = []
+        for lo, hi in member_classes(bp.max_members):
+            lim = self.cache_limit(lo, 0.0)
+            lim = lim[np.isfinite(lim) & (lim > 0) & (lim < bp.c_top)]
+            cuts = np.quantile(lim, np.linspace(0, 1, ROOT_LEVELS + 1)[1:-1]) if lim.size else np.zeros(0)
+            edges = np.r_[0.0, np.unique(cuts), bp.c_top]
+            out += [Box(lo, hi, float(a), float(b), 0.0, bp.q_top)
+                    for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+        return out
+
+    def cache_limit(self, n: int, q: float, k: np.ndarray | None = None) -> np.ndarray:
+        """The most total L2 at which each live item (or the live positions ``k``) meets its row with n
+        members and Q = q (inf: L2-blind; below c_k: never with that company)."""
+        k = np.arange(self.live.size) if k is None else k
+        bp, item = self.bp, self.live[k]
+        room = bp.budget[item] - bp.base[item] - self.kern[k] * bp.sched(n) - bp.throttle[item] * q
+        slope = bp.slope[item]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lim = np.where(slope > 0, self.cache[k] + room / np.where(slope > 0, slope, 1.0), np.inf)
+        return np.where((slope <= 0) & (room < 0), -np.inf, lim)
+
+    def eligible(self, box: Box) -> np.ndarray:
+        bp, k = self.bp, self.live
+        others = box.n_lo - 1
+        c_rest = np.maximum(box.c_lo - self.cache, others * self.c_min)
+        q = np.maximum(box.q_lo, bp.p_busy + self.power + others * self.p_min - bp.p_max)
+        lhs = bp.base[k] + self.kern * bp.sched(box.n_lo) + bp.slope[k] * c_rest
+        return ((lhs <= bp.budget[k] - bp.throttle[k] * np.maximum(q, 0.0)) & (self.cache <= box.c_hi)
+                & (self.power <= bp.p_max - bp.p_busy + box.q_hi))
+
+    def knapsack(self, box: Box, mu: np.ndarray, nu: np.ndarray, keep: bool = False
+                 ) -> tuple[np.ndarray, list[_Step], np.ndarray]:
+        """Per multiplier pair: the box's Lagrangian bound, the steps to trace the best multiset back
+        (with ``keep``: one multiplier pair only) and the final table (multipliers, members, units)."""
+        cap, hi = self.bp.cap, box.n_hi
+        el = self.eligible(box)
+        dp = np.full((mu.size, hi + 1, cap + 1), NEG)
+        dp[:, 0, :] = 0.0
+        trace: list[_Step] = []
+        for t_i, idx in enumerate(self.of_type):
+            idx = idx[el[idx]]
+            if idx.size == 0:
+                continue
+            val = self.pi[idx][None, :] - np.outer(mu, self.cache[idx]) - np.outer(nu, self.power[idx])
+            s1, s2 = self._type_tables(idx, val, self.two[t_i] and hi >= 2)
+            new = _maxplus_members(dp, s1, 1)
+            if s2 is not None:
+                np.maximum(new, _maxplus_members(dp, s2, 2), out=new)
+            if keep:
+                trace.append(_Step(idx, val[0], s1[0], None if s2 is None else s2[0], dp[0]))
+            dp = new
+        total = dp[:, box.n_lo:, cap].max(axis=1)
+        return self.resource_terms(box, mu, nu) + total, trace, dp
+
+    def _type_tables(self, idx: np.ndarray, val: np.ndarray, two: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Per multiplier and units U: the most one item of these (worth ``val``) brings within U units,
+        and (``two``) the most two bring (the same one twice allowed: a relaxation)."""
+        cap = self.bp.cap
+        u = self.units[idx]
+        order = np.argsort(u, kind="stable")
+        u_s = u[order]
+        starts = np.flatnonzero(np.r_[True, u_s[1:] != u_s[:-1]])
+        s1 = np.full((val.shape[0], cap + 1), NEG)
+        s1[:, u_s[starts]] = np.maximum.reduceat(val[:, order], starts, axis=1)
+        s1 = np.maximum.accumulate(s1, axis=1)
+        if not two:
+            return s1, None
+        s2 = np.full_like(s1, NEG)
+        for uu in _rises(s1):
+            np.maximum(s2[:, uu:], s1[:, uu: uu + 1] + s1[:, : cap + 1 - uu], out=s2[:, uu:])
+        return s1, s2
+
+    def resource_terms(self, box: Box, mu: np.ndarray, nu: np.ndarray) -> np.ndarray:
+        """mu C_hi + nu (P_max - P_busy + Q_hi): the relaxed rows' ceilings, priced."""
+        return mu * box.c_hi + nu * (self.bp.p_max - self.bp.p_busy + box.q_hi)
+
+    def best_multiplier(self, box: Box, mu0: float, nu0: float, root: bool) -> tuple[float, float, float]:
+        if root:
+            mu, nu = np.meshgrid(ROOT_MU * self.scale, ROOT_NU * self.scale)
+        else:
+            mu = LOCAL_STEPS * mu0 if mu0 > 0 else np.r_[0.0, ROOT_MU[1::3] * self.scale]
+            nu = LOCAL_STEPS * nu0 if nu0 > 0 else np.r_[0.0, ROOT_NU[1::3] * self.scale]
+            mu, nu = np.meshgrid(mu, nu)
+        mu, nu = mu.ravel(), nu.ravel()
+        bound, _, _ = self.knapsack(box, mu, nu)
+        j = int(np.argmin(bound))
+        return float(bound[j]), float(mu[j]), float(nu[j])
+
+    def trace_back(self, box: Box, mu: float, nu: float) -> tuple[int, ...]:
+        """The best multiset of the box's knapsack at (mu, nu), as item indices of ``items.table`` (empty
+        when there is none, or float noise hides how it was formed)."""
+        cap = self.bp.cap
+        _, trace, dp = self.knapsack(box, np.array([mu]), np.array([nu]), keep=True)
+        n = box.n_lo + int(np.argmax(dp[0, box.n_lo:, cap]))
+        if dp[0, n, cap] <= NEG / 2:
+            return ()
+        u_left, out = cap, []
+        cur = dp[0]
+        for step in reversed(trace):
+            target = cur[n, u_left]
+            cur = step.before
+            if _same(cur[n, u_left], target):
+                continue
+            took = self._took(step, n, u_left, target)
+            if not took:
+                return ()
+            out += [int(self.live[k]) for k in took]
+            u_left -= int(self.units[took].sum())
+            n -= len(took)
+        return tuple(out)
+
+    def _took(self, step: _Step, n: int, u_left: int, target: float) -> list[int]:
+        """The items (positions among the live ones) of ``step``'s type that its best multiset took."""
+        units = self.units[step.idx]
+
+        def best_within(u: int) -> int:
+            return int(step.idx[np.argmax(np.where(units <= u, step.val, NEG))])
+
+        for u in range(1, u_left + 1):
+            if n >= 1 and _same(step.before[n - 1, u_left - u] + step.one[u], target):
+                return [best_within(u)]
+            if step.two is not None and n >= 2 and _same(step.before[n - 2, u_left - u] + step.two[u], target):
+                u1 = next((a for a in range(1, u) if _same(step.one[a] + step.one[u - a], step.two[u])), None)
+                return [] if u1 is None else [best_within(u1), best_within(u - u1)]
+        return []
+
+    def split(self, box: Box, members: tuple[int, ...]) -> tuple[Box, Box]:
+        """Two boxes covering ``box``: past the limit of a member of the knapsack's best multiset that
+        breaks its row through n, C or Q alone (the multiset then leaves both halves), else in half."""
+        if members:
+            cut = self._cut_at_row(box, members)
+            if cut is not None:
+                return cut
+        bp = self.bp
+        if box.n_hi - box.n_lo >= 4:
+            return _cut_n(box, (box.n_lo + box.n_hi) // 2)
+        wc = (box.c_hi - box.c_lo) / max(bp.c_top, 1e-12)
+        wq = (box.q_hi - box.q_lo) / max(bp.q_top, 1e-12)
+        if box.n_hi > box.n_lo and max(wc, wq) < 0.05:
+            return _cut_n(box, box.n_lo)
+        if wc >= wq:
+            return _cut_c(box, 0.5 * (box.c_lo + box.c_hi))
+        return _cut_q(box, 0.5 * (box.q_lo + box.q_hi))
+
+    def _cut_at_row(self, box: Box, members: tuple[int, ...]) -> tuple[Box, Box] | None:
+        bp, tab = self.bp, self.bp.items.table
+        k = np.asarray(members)
+        n, c = k.size, float(tab.cache[k].sum())
+        q = max(0.0, bp.p_busy + float(tab.power[k].sum()) - bp.p_max)
+        room = bp.budget[k] - bp.base[k]
+        c_rest = np.maximum(box.c_lo - tab.cache[k], 0.0)
+        if n > box.n_lo and (tab.kernels[k] * bp.sched(n) + bp.slope[k] * c_rest + bp.throttle[k] * box.q_lo
+                             > room).any():
+            return _cut_n(box, (box.n_lo + n - 1) // 2)  # bisect below the multiset's count: it lies above
+        d = tab.kernels[k] * bp.sched(box.n_lo)
+        live = np.searchsorted(self.live, k)
+        lim_c = self.cache_limit(box.n_lo, box.q_lo, live)
+        if (lim_c < c).any():
+            mid = 0.5 * (max(float(lim_c[lim_c < c].max()), box.c_lo) + c)
+            if box.c_lo < mid < box.c_hi:
+                return _cut_c(box, mid)
+        over = (bp.throttle[k] > 0) & (d + bp.slope[k] * c_rest + bp.throttle[k] * q > room)
+        if over.any():
+            lim_q = (room - d - bp.slope[k] * c_rest)[over] / bp.throttle[k][over]
+            mid = 0.5 * (max(float(lim_q.max()), box.q_lo) + q)
+            if box.q_lo < mid < box.q_hi:
+                return _cut_q(box, mid)
+        return None
+
+
+def _cut_n(box: Box, last: int) -> tuple[Box, Box]:
+    """Members n_lo..last and last + 1..n_hi."""
+    return (Box(box.n_lo, last, box.c_lo, box.c_hi, box.q_lo, box.q_hi),
+            Box(last + 1, box.n_hi, box.c_lo, box.c_hi, box.q_lo, box.q_hi))
+
+
+def _cut_c(box: Box, at: float) -> tuple[Box, Box]:
+    return (Box(box.n_lo, box.n_hi, box.c_lo, at, box.q_lo, box.q_hi),
+            Box(box.n_lo, box.n_hi, at, box.c_hi, box.q_lo, box.q_hi))
+
+
+def _cut_q(box: Box, at: float) -> tuple[Box, Box]:
+    return (Box(box.n_lo, box.n_hi, box.c_lo, box.c_hi, box.q_lo, at),
+            Box(box.n_lo, box.n_hi, box.c_lo, box.c_hi, at, box.q_hi))
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One piece type's step of the knapsack, kept to trace its best multiset back."""
+
+    idx: np.ndarray  # its eligible items (positions among the live ones)
+    val: np.ndarray  # their worth less the priced resources
+    one: np.ndarray  # the most one item brings within U units
+    two: np.ndarray | None  # the most two bring
+    before: np.ndarray  # the table before this type (members, units)
+
+
+def _rises(table: np.ndarray) -> np.ndarray:
+    """The units U >= 1 where ``table`` (rows nondecreasing in U) rises in some row."""
+    return np.flatnonzero((np.diff(table, axis=-1) > 0).reshape(-1, table.shape[-1] - 1).any(axis=0)) + 1
+
+
+def _maxplus_members(dp: np.ndarray, add: np.ndarray, members: int) -> np.ndarray:
+    """dp with ``members`` more members bringing ``add`` (multipliers, units): out[:, m, U] = max(dp[:, m, U],
+    max_u dp[:, m - members, U - u] + add[:, u])."""
+    out = dp.copy()
+    width = dp.shape[-1]
+    for u in _rises(add):
+        np.maximum(out[:, members:, u:], dp[:, :-members, : width - u] + add[:, None, u: u + 1],
+                   out=out[:, members:, u:])
+    return out
+
+
+def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float, max_nodes: int = 100_000,
+              enough: int | None = None) -> BoxResult:
+    """Branch and bound over boxes (module docstring) until every box left is bounded by ``target``,
+    ``max_nodes`` boxes were evaluated, ``deadline`` (``time.perf_counter()``) passed, or (``enough``)
+    that many multisets worth more than ``target`` were found. The kappa returned bounds every
+    configuration's worth at ``duals`` whenever it stops."""
+    s = _Search(bp, duals)
+    tab = bp.items.table
+    has = np.zeros(duals.size, bool)
+    has[np.unique(tab.piece)] = True
+    alone = float(np.max(np.where(has, np.maximum(duals, 0.0), 0.0), initial=0.0))
+    if s.live.size == 0 or bp.max_members < 2:
+        return BoxResult(_safe(alone), [], 0, alone <= target)
+    heap: list[tuple[float, int, Box, float, float]] = []
+    closed = alone
+    nodes = serial = 0
+    for box in s.roots():
+        bound, mu, nu = s.best_multiplier(box, 0.0, 0.0, root=True)
+        nodes += 1
+        if bound > target:
+            heapq.heappush(heap, (-bound, serial, box, mu, nu))
+            serial += 1
+        else:
+            closed = max(closed, bound)
+    found: dict[tuple[int, ...], float] = {}
+    better, first_at = 0, None
+    while heap and -heap[0][0] > target and nodes < max_nodes and time.perf_counter() < deadline:
+        if enough is not None and (better >= enough or (first_at is not None and nodes - first_at >= AFTER_FIRST)):
+            break
+        neg, _, box, mu, nu = heapq.heappop(heap)
+        members = tuple(sorted(s.trace_back(box, mu, nu)))
+        kept = bp.repair(members, duals)
+        if kept and kept not in found:
+            found[kept] = float(np.sum(duals[tab.piece[list(kept)]]))
+            better += found[kept] > target
+            if better and first_at is None:
+                first_at = nodes
+        for child in s.split(box, members):
+            b, m2, n2 = s.best_multiplier(child, mu, nu, root=False)
+            b = min(b, -neg)  # a child's region is inside its parent's
+            nodes += 1
+            if b > target:
+                heapq.heappush(heap, (-b, serial, child, m2, n2))
+                serial += 1
+            else:
+                closed = max(closed, b)
+    kappa = max(closed, -heap[0][0]) if heap else closed
+    cands = sorted(((w, m) for m, w in found.items()), reverse=True)
+    return BoxResult(_safe(kappa), cands, nodes, not heap)
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(a - b) <= 1e-12 * max(1.0, abs(b))
+
+
+def member_classes(max_members: int) -> list[tuple[int, int]]:
+    """The root boxes' member counts: 2, 3, 4 alone, then ranges growing by half."""
+    out, lo = [], 2
+    while lo <= max_members:
+        hi = min(max_members, lo if lo <= 4 else lo + lo // 2)
+        out.append((lo, hi))
+        lo = hi + 1
+    return out
+
+
+def _safe(kappa: float) -> float:
+    return kappa * (1.0 + KAPPA_SAFETY_REL) + 1e-12

@@ -1,0 +1,109 @@
+"""Box pricing (``planner.exact.boxes``): its kappa is never below a feasible configuration's worth
+(brute force with the kernel's own check) however early it stops, the configurations it returns are
+ones the kernel accepts, it tightens as it runs, and column generation prices with it."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("highspy", reason="the exact planner needs highspy")
+
+from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+from igniter_opt.perfmodel import PerformanceModel, load_profile
+from igniter_opt.placement.serving import serving_model_for
+from igniter_opt.planner import greedy
+from igniter_opt.planner.exact import boxes, colgen
+from igniter_opt.planner.exact.columns import column_worth, evaluate
+
+H200_PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "h200"
+MIXES = {
+    "h100": [("resnet50", 30, 300), ("alexnet", 20, 400), ("vgg19", 40, 150), ("ssd", 60, 80)],
+    "h200": [("ssd", 50, 200), ("bert_base", 40, 150), ("vit_b_16", 30, 250)],  # ssd: L2-blind on the H200
+    "v100": [("vgg19", 40, 300), ("ssd", 50, 60), ("resnet50", 30, 200), ("alexnet", 25, 500)],
+}
+ITEMS_PER_TYPE = 4  # per piece type, items enumerated: the fewest units at each of its smallest batches
+MAX_SLOTS = 4
+
+
+def _setup(perf: PerformanceModel, rows) -> colgen.ColgenSetup:
+    ws = tuple(Workload(f"w{i}", m, float(slo), float(rate)) for i, (m, slo, rate) in enumerate(rows))
+    problem = PlanningProblem(ws, perf, LatencyBudget.IGNITER, 0.1)
+    start = greedy.place(perf, greedy.initial_demands(problem))
+    return colgen.prepare_colgen(problem, serving_model_for(problem), start)
+
+
+@pytest.fixture(scope="module", params=["h100", "h200", "v100"])
+def mix(request: pytest.FixtureRequest) -> tuple[colgen.ColgenSetup, list]:
+    """A mix's setup and every multiset of up to ``MAX_SLOTS`` sampled items that the kernel accepts."""
+    name = request.param
+    perf = load_profile(H200_PROFILE) if name == "h200" else request.getfixturevalue(f"{name}_model")
+    setup = _setup(perf, MIXES[name])
+    tab = setup.items.table
+    sample: list[int] = []
+    for idx in setup.items.by_piece:
+        order = idx[np.lexsort((tab.units[idx], tab.batch[idx]))]
+        _, first = np.unique(tab.batch[order], return_index=True)
+        sample.extend(int(k) for k in order[first][:ITEMS_PER_TYPE])
+    combos = [c for n in range(1, MAX_SLOTS + 1) for c in itertools.combinations_with_replacement(sample, n)
+              if sum(int(tab.units[k]) for k in c) <= setup.space.cap_units]
+    cols = evaluate(setup.space, [[tab.slot(k) for k in c] for c in combos])
+    return setup, [c for c in cols if c is not None]
+
+
+def _trials(n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    return [rng.random(n) for _ in range(12)] + [rng.random(n) * (rng.random(n) < 0.5) for _ in range(8)]
+
+
+def test_kappa_is_never_below_a_feasible_configuration_however_early_it_stops(mix) -> None:
+    setup, columns = mix
+    assert max(len(c.slots) for c in columns) >= 3  # company was enumerated
+    for duals in _trials(len(setup.pieces)):
+        best = max(column_worth(c, duals) for c in columns)
+        for nodes in (1, 40, 300):
+            res = boxes.box_kappa(setup.boxes, duals, 1.0, time.perf_counter() + 30.0, max_nodes=nodes)
+            assert math.isfinite(res.kappa)
+            assert res.kappa >= best * (1 - 1e-12), (nodes, res.kappa, best)
+
+
+def test_the_configurations_it_returns_are_accepted_by_the_kernel_and_worth_what_it_says(mix) -> None:
+    setup, _ = mix
+    seen = 0
+    for duals in _trials(len(setup.pieces)):
+        res = boxes.box_kappa(setup.boxes, duals, 0.0, time.perf_counter() + 30.0, max_nodes=200)
+        cols = evaluate(setup.space, [setup.boxes.slots(m) for _, m in res.candidates])
+        for (worth, _), col in zip(res.candidates, cols, strict=True):
+            assert col is not None
+            assert column_worth(col, duals) == pytest.approx(worth, rel=1e-9)
+            assert worth <= res.kappa
+            seen += 1
+    assert seen > 20
+
+
+def test_kappa_tightens_as_it_runs_and_closes_near_the_best_it_finds(mix) -> None:
+    """With room to run, every box closes at a target 5 % above the best configuration found, below the
+    first boxes' bound."""
+    setup, _ = mix
+    for duals in _trials(len(setup.pieces))[:4]:
+        first = boxes.box_kappa(setup.boxes, duals, 0.0, time.perf_counter() + 30.0, max_nodes=1).kappa
+        found = boxes.box_kappa(setup.boxes, duals, 0.0, time.perf_counter() + 30.0, max_nodes=400)
+        best = found.candidates[0][0]
+        full = boxes.box_kappa(setup.boxes, duals, 1.05 * best, time.perf_counter() + 60.0)
+        assert full.proven
+        assert full.kappa <= min(first, 1.05 * best * (1 + 1e-9))
+
+
+def test_an_item_alone_is_priced_exactly(mix) -> None:
+    setup, _ = mix
+    n = len(setup.pieces)
+    one = np.zeros(n)
+    one[0] = 2.5
+    res = boxes.box_kappa(setup.boxes, one, 0.0, time.perf_counter() + 30.0)
+    assert 2.5 <= res.kappa <= 2.5 * setup.pieces[0].count * (1 + 1e-6)
+    assert boxes.box_kappa(setup.boxes, np.zeros(n), 0.0, time.perf_counter() + 30.0).kappa == pytest.approx(0.0)
