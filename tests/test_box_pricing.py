@@ -20,6 +20,7 @@ from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import greedy
 from igniter_opt.planner.exact import boxes, colgen
 from igniter_opt.planner.exact.columns import column_worth, evaluate
+from igniter_opt.planner.exact.pricing import PricingResult
 
 H200_PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "h200"
 MIXES = {
@@ -107,3 +108,35 @@ def test_an_item_alone_is_priced_exactly(mix) -> None:
     res = boxes.box_kappa(setup.boxes, one, 0.0, time.perf_counter() + 30.0)
     assert 2.5 <= res.kappa <= 2.5 * setup.pieces[0].count * (1 + 1e-6)
     assert boxes.box_kappa(setup.boxes, np.zeros(n), 0.0, time.perf_counter() + 30.0).kappa == pytest.approx(0.0)
+
+
+def _round_calls(setup: colgen.ColgenSetup, monkeypatch, mip_proves: bool) -> list[str]:
+    """Which pricings one exact round runs, the MIP stubbed (it proves its optimum, or runs out of time)."""
+    calls: list[str] = []
+
+    def mip(*args, **kwargs):
+        calls.append("mip")
+        return PricingResult(None, 0.0, 1.5 if mip_proves else math.inf, mip_proves)
+
+    real_boxes = boxes.box_kappa
+
+    def box(*args, **kwargs):
+        calls.append("boxes")
+        return real_boxes(*args, **kwargs)
+
+    monkeypatch.setattr(colgen, "price_mip", mip)
+    monkeypatch.setattr(colgen, "box_kappa", box)
+    state = colgen.ColgenState(colgen.initial_master(setup, 1))
+    duals = np.full(len(setup.pieces), 0.6)
+    colgen._exact_round(setup, state, duals, 2.0, 1)
+    assert state.pricing_rounds == 1 and state.bound > 0
+    return calls
+
+
+def test_small_instances_price_by_mip_first_and_large_ones_by_boxes_only(mix, monkeypatch) -> None:
+    setup, _ = mix
+    assert len(setup.items.table) <= colgen.MIP_MAX_ITEMS
+    assert _round_calls(setup, monkeypatch, mip_proves=True) == ["mip"]  # solved: the boxes add nothing
+    assert _round_calls(setup, monkeypatch, mip_proves=False) == ["mip", "boxes"]
+    monkeypatch.setattr(colgen, "MIP_MAX_ITEMS", 0)
+    assert _round_calls(setup, monkeypatch, mip_proves=True) == ["boxes"]

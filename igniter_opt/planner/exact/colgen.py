@@ -56,9 +56,10 @@ IMPROVE_EPS = 1e-7
 # Pairs grown into larger configurations per round of pair pricing, and the entries tried on each.
 GROWN_PAIRS = 64
 GROW_CANDIDATES = 256
-# Box pricing stops once it has found this many configurations worth more than a GPU, and hands the
-# kernel at most BOX_COLUMNS of them; the pricing MIP follows it only on instances of at most
-# MIP_MAX_ITEMS items (beyond that it rarely proves or finds anything in time: docs/exact.md).
+# Box pricing stops once it has found this many configurations worth more than a GPU, hands the kernel
+# at most BOX_COLUMNS of them and grows the best BOX_SEEDS. The pricing MIP runs (before it) only on
+# instances of at most MIP_MAX_ITEMS items: it proves those fast, and larger ones rarely in time
+# (docs/exact.md).
 BOX_ENOUGH = 24
 BOX_COLUMNS = 48
 BOX_SEEDS = 32
@@ -292,31 +293,19 @@ def relaxed_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray) -> 
 
 def _exact_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, limit_s: float, threads: int,
                  relaxed: float = math.inf) -> bool:
-    """Exact pricing within ``limit_s``: box pricing (``boxes.box_kappa``), then, on an instance of at most
-    ``MIP_MAX_ITEMS`` items where it neither added a column nor proved the LP solved, the pricing MIP
-    (``pricing.price_mip``) in the time left. Raises the certified bound with the least kappa found
+    """Exact pricing within ``limit_s``: on an instance of at most ``MIP_MAX_ITEMS`` items the pricing MIP
+    (``pricing.price_mip``) first; then, where it neither solved the pricing problem nor found a column (or
+    did not run), box pricing (``boxes.box_kappa``) in the time left. Raises the certified bound with the least kappa found
     (``relaxed``: the relaxation's at these duals, also valid); adds the improving columns found. True if
     it added one."""
     t0 = time.perf_counter()
     deadline = t0 + limit_s
-    found = box_kappa(setup.boxes, duals, 1.0 + IMPROVE_EPS, deadline, enough=BOX_ENOUGH)
-    kappa = min(found.kappa, relaxed)
-    slots = [setup.boxes.slots(m) for _, m in found.candidates[:BOX_COLUMNS]]
-    for size in sorted({len(m) for _, m in found.candidates[:BOX_SEEDS]}):  # the best multisets, grown
-        seeds = np.array([m for _, m in found.candidates[:BOX_SEEDS] if len(m) == size], np.intp)
-        slots += grown_slots(setup, duals, seeds)
-    good = [c for c in evaluate(setup.space, slots) if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
-    proven = found.proven
-    log.debug("box pricing: kappa %.4f after %d box(es) in %.2f s, %d column(s) worth more than a GPU", found.kappa,
-              found.nodes, time.perf_counter() - t0, len(good))
-    left = deadline - time.perf_counter()
-    if not good and not proven and len(setup.items.table) <= MIP_MAX_ITEMS and left >= MIN_PRICING_S:
-        res = price_mip(setup.space, setup.items, duals, left, threads)
-        kappa = min(kappa, res.worth_bound)
-        proven = res.proven and res.worth_bound <= 1.0 + IMPROVE_EPS
-        col = evaluate(setup.space, [res.slots])[0] if res.slots else None
-        if col is not None and column_worth(col, duals) > 1.0 + IMPROVE_EPS:
-            good.append(col)
+    kappa, solved, proven = relaxed, False, False
+    good: list[Column] = []
+    if len(setup.items.table) <= MIP_MAX_ITEMS:
+        kappa, solved, proven, good = _mip_pricing(setup, duals, limit_s, threads, kappa)
+    if not solved and not good and deadline - time.perf_counter() >= MIN_PRICING_S:
+        kappa, proven, good = _box_pricing(setup, duals, deadline, kappa)
     state.pricing_s += time.perf_counter() - t0
     state.pricing_rounds += 1
     best = max((column_worth(c, duals) for c in [*state.master.columns, *good]), default=0.0)
@@ -329,6 +318,32 @@ def _exact_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, limi
     before = len(state.master.columns)
     state.master.add(good)
     return len(state.master.columns) > before
+
+
+def _mip_pricing(setup: ColgenSetup, duals: np.ndarray, limit_s: float, threads: int, kappa: float
+                 ) -> tuple[float, bool, bool, list[Column]]:
+    """The pricing MIP: (the least kappa, whether HiGHS proved its optimum, whether the LP is proven
+    solved, the improving column found)."""
+    res = price_mip(setup.space, setup.items, duals, limit_s, threads)
+    col = evaluate(setup.space, [res.slots])[0] if res.slots else None
+    good = [col] if col is not None and column_worth(col, duals) > 1.0 + IMPROVE_EPS else []
+    return min(kappa, res.worth_bound), res.proven, res.proven and res.worth_bound <= 1.0 + IMPROVE_EPS, good
+
+
+def _box_pricing(setup: ColgenSetup, duals: np.ndarray, deadline: float, kappa: float
+                 ) -> tuple[float, bool, list[Column]]:
+    """Box pricing: (the least kappa, whether the LP is proven solved, the improving columns found: the
+    best configurations the boxes found, and the best of them grown by the kernel heuristic)."""
+    t0 = time.perf_counter()
+    found = box_kappa(setup.boxes, duals, 1.0 + IMPROVE_EPS, deadline, enough=BOX_ENOUGH)
+    slots = [setup.boxes.slots(m) for _, m in found.candidates[:BOX_COLUMNS]]
+    for size in sorted({len(m) for _, m in found.candidates[:BOX_SEEDS]}):
+        seeds = np.array([m for _, m in found.candidates[:BOX_SEEDS] if len(m) == size], np.intp)
+        slots += grown_slots(setup, duals, seeds)
+    good = [c for c in evaluate(setup.space, slots) if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+    log.debug("box pricing: kappa %.4f after %d box(es) in %.2f s, %d column(s) worth more than a GPU", found.kappa,
+              found.nodes, time.perf_counter() - t0, len(good))
+    return min(kappa, found.kappa), found.proven, good
 
 
 def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: bool,
