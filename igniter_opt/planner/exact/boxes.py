@@ -44,9 +44,11 @@ from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
 from igniter_opt.planner.exact.configs import busy_power_w
 from igniter_opt.planner.exact.items import Items
 from igniter_opt.planner.exact.pricing import DUAL_EPS
-from igniter_opt.planner.exact.relaxed import CACHE_LOOSEN_REL, KAPPA_SAFETY_REL, loosened_budget
+from igniter_opt.planner.exact.relaxed import KAPPA_SAFETY_REL, loosened_budget
 
 NEG = -1e30
+# Widening of the reachable L2 (%) and power (W) for float noise.
+TOP_LOOSEN = 1e-6
 # Multipliers tried at the root (mu per % of L2, nu per W, over the duals' scale) and around a parent's best.
 ROOT_MU = np.r_[0.0, np.geomspace(1e-4, 1.0, 9)]
 ROOT_NU = np.r_[0.0, np.geomspace(1e-5, 0.1, 9)]
@@ -96,8 +98,13 @@ class BoxPricing:
         self.alpha_sch, self.beta_sch = hw.alpha_sch, hw.beta_sch
         b = items.bounds
         self.max_members = int(b.max_members)
-        self.c_top = b.max_cache * (1.0 + CACHE_LOOSEN_REL) + CACHE_LOOSEN_REL
-        self.q_top = max(0.0, b.max_power_w - self.p_max) * (1.0 + 1e-9) + 1e-9
+        # The reachable L2 and power (``items.feasible_bounds``) come from unloosened budgets: widened by
+        # what the loosening adds to any item's L2 limit, and to the power at the least clock ratio.
+        extra = (self.budget - tab.budget) / np.where(self.slope > 0, self.slope, np.inf)
+        self.c_top = b.max_cache + float(extra.max(initial=0.0)) + TOP_LOOSEN
+        kappa = max(0.0, -hw.alpha_f / hw.max_clock_mhz)
+        ratio = float(((self.budget - tab.budget) / self.budget).max(initial=0.0))  # least clock ratio: this lower
+        self.q_top = max(0.0, b.max_power_w - self.p_max) + (ratio / kappa if kappa > 0 else 0.0) + TOP_LOOSEN
         self.count = np.array([p.count for p in space.pieces], np.int64)
         self.cap = space.cap_units
 

@@ -295,9 +295,9 @@ def _exact_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, limi
                  relaxed: float = math.inf) -> bool:
     """Exact pricing within ``limit_s``: on an instance of at most ``MIP_MAX_ITEMS`` items the pricing MIP
     (``pricing.price_mip``) first; then, where it neither solved the pricing problem nor found a column (or
-    did not run), box pricing (``boxes.box_kappa``) in the time left. Raises the certified bound with the least kappa found
-    (``relaxed``: the relaxation's at these duals, also valid); adds the improving columns found. True if
-    it added one."""
+    did not run), box pricing (``boxes.box_kappa``) in the time left. Raises the certified bound with the
+    least kappa found (``relaxed``: the relaxation's at these duals, also valid); adds the improving
+    columns found. True if it added one."""
     t0 = time.perf_counter()
     deadline = t0 + limit_s
     kappa, solved, proven = relaxed, False, False
