@@ -17,6 +17,7 @@ SHARED_V100 = Path(
 )
 PAPER_WORKLOADS = REPO / "examples" / "paper-table3.csv"
 H100_PROFILE = REPO / "profiles" / "h100"
+H200_PROFILE = REPO / "profiles" / "h200"
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +88,29 @@ def make_synthetic_model(*, alpha_f: float = -1.0, max_power_w: float = 300.0) -
 @pytest.fixture()
 def synthetic_model() -> PerformanceModel:
     return make_synthetic_model()
+
+
+# Small mixes the pricing tests enumerate configurations of (a few piece types each), per profile.
+PRICING_MIXES = {
+    "h100": [("resnet50", 30, 300), ("alexnet", 20, 400), ("vgg19", 40, 150), ("ssd", 60, 80)],
+    "h200": [("ssd", 50, 200), ("bert_base", 40, 150), ("vit_b_16", 30, 250)],  # ssd: L2-blind on the H200
+    "v100": [("vgg19", 40, 300), ("ssd", 50, 60), ("resnet50", 30, 200), ("alexnet", 25, 500)],
+}
+
+
+@pytest.fixture(scope="session", params=sorted(PRICING_MIXES))
+def pricing_mix_setup(request: pytest.FixtureRequest):
+    """The column generation setup of each profile's ``PRICING_MIXES`` mix (igniter budget, margin 0.1,
+    greedy's plan as the start). The V100 skips where its data is absent."""
+    from igniter_opt.domain import LatencyBudget, PlanningProblem
+    from igniter_opt.placement.serving import serving_model_for
+    from igniter_opt.planner import greedy
+    from igniter_opt.planner.exact import colgen
+
+    name = request.param
+    perf = load_profile(H200_PROFILE) if name == "h200" else request.getfixturevalue(f"{name}_model")
+    rows = PRICING_MIXES[name]
+    ws = tuple(Workload(f"w{i}", m, float(slo), float(rate)) for i, (m, slo, rate) in enumerate(rows))
+    problem = PlanningProblem(ws, perf, LatencyBudget.IGNITER, 0.1)
+    start = greedy.place(perf, greedy.initial_demands(problem))
+    return colgen.prepare_colgen(problem, serving_model_for(problem), start)

@@ -7,54 +7,40 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("highspy", reason="the exact planner needs highspy")
 
-from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
-from igniter_opt.perfmodel import PerformanceModel, load_profile
-from igniter_opt.placement.serving import serving_model_for
-from igniter_opt.planner import greedy
 from igniter_opt.planner.exact import boxes, colgen
 from igniter_opt.planner.exact.columns import column_worth, evaluate
 from igniter_opt.planner.exact.pricing import PricingResult
 
-H200_PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "h200"
-MIXES = {
-    "h100": [("resnet50", 30, 300), ("alexnet", 20, 400), ("vgg19", 40, 150), ("ssd", 60, 80)],
-    "h200": [("ssd", 50, 200), ("bert_base", 40, 150), ("vit_b_16", 30, 250)],  # ssd: L2-blind on the H200
-    "v100": [("vgg19", 40, 300), ("ssd", 50, 60), ("resnet50", 30, 200), ("alexnet", 25, 500)],
-}
 ITEMS_PER_TYPE = 4  # per piece type, items enumerated: the fewest units at each of its smallest batches
 MAX_SLOTS = 4
 
 
-def _setup(perf: PerformanceModel, rows) -> colgen.ColgenSetup:
-    ws = tuple(Workload(f"w{i}", m, float(slo), float(rate)) for i, (m, slo, rate) in enumerate(rows))
-    problem = PlanningProblem(ws, perf, LatencyBudget.IGNITER, 0.1)
-    start = greedy.place(perf, greedy.initial_demands(problem))
-    return colgen.prepare_colgen(problem, serving_model_for(problem), start)
-
-
-@pytest.fixture(scope="module", params=["h100", "h200", "v100"])
-def mix(request: pytest.FixtureRequest) -> tuple[colgen.ColgenSetup, list]:
-    """A mix's setup and every multiset of up to ``MAX_SLOTS`` sampled items that the kernel accepts."""
-    name = request.param
-    perf = load_profile(H200_PROFILE) if name == "h200" else request.getfixturevalue(f"{name}_model")
-    setup = _setup(perf, MIXES[name])
+def _sampled_items(setup: colgen.ColgenSetup) -> list[int]:
+    """Per piece type, its item of fewest units at each of its ``ITEMS_PER_TYPE`` smallest batches."""
     tab = setup.items.table
-    sample: list[int] = []
+    out: list[int] = []
     for idx in setup.items.by_piece:
         order = idx[np.lexsort((tab.units[idx], tab.batch[idx]))]
         _, first = np.unique(tab.batch[order], return_index=True)
-        sample.extend(int(k) for k in order[first][:ITEMS_PER_TYPE])
-    combos = [c for n in range(1, MAX_SLOTS + 1) for c in itertools.combinations_with_replacement(sample, n)
-              if sum(int(tab.units[k]) for k in c) <= setup.space.cap_units]
-    cols = evaluate(setup.space, [[tab.slot(k) for k in c] for c in combos])
-    return setup, [c for c in cols if c is not None]
+        out.extend(int(k) for k in order[first][:ITEMS_PER_TYPE])
+    return out
+
+
+@pytest.fixture(scope="module")
+def mix(pricing_mix_setup: colgen.ColgenSetup) -> tuple[colgen.ColgenSetup, list]:
+    """A mix's setup and every multiset of up to ``MAX_SLOTS`` sampled items that the kernel accepts."""
+    space, tab = pricing_mix_setup.space, pricing_mix_setup.items.table
+    combos = [c for n in range(1, MAX_SLOTS + 1)
+              for c in itertools.combinations_with_replacement(_sampled_items(pricing_mix_setup), n)
+              if sum(int(tab.units[k]) for k in c) <= space.cap_units]
+    cols = evaluate(space, [[tab.slot(k) for k in c] for c in combos])
+    return pricing_mix_setup, [c for c in cols if c is not None]
 
 
 def _trials(n: int) -> list[np.ndarray]:

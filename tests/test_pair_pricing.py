@@ -7,42 +7,22 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("highspy", reason="the exact planner needs highspy")
 
-from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
-from igniter_opt.perfmodel import PerformanceModel, load_profile
-from igniter_opt.placement.serving import serving_model_for
-from igniter_opt.planner import greedy
 from igniter_opt.planner.exact import colgen
 from igniter_opt.planner.exact.columns import column_worth, evaluate
 
-H200_PROFILE = Path(__file__).resolve().parents[1] / "profiles" / "h200"
-MIXES = {
-    "h100": [("resnet50", 30, 300), ("alexnet", 20, 400), ("vgg19", 40, 150), ("ssd", 60, 80)],
-    "h200": [("ssd", 50, 200), ("bert_base", 40, 150), ("vit_b_16", 30, 250)],
-    "v100": [("vgg19", 40, 300), ("ssd", 50, 60), ("resnet50", 30, 200), ("alexnet", 25, 500)],
-}
 ITEMS_PER_BATCH = 3  # per piece type and batch: its fewest units and the next ones, for the brute force
 
 
-def _setup(perf: PerformanceModel, rows) -> colgen.ColgenSetup:
-    ws = tuple(Workload(f"w{i}", m, float(slo), float(rate)) for i, (m, slo, rate) in enumerate(rows))
-    problem = PlanningProblem(ws, perf, LatencyBudget.IGNITER, 0.1)
-    start = greedy.place(perf, greedy.initial_demands(problem))
-    return colgen.prepare_colgen(problem, serving_model_for(problem), start)
-
-
-@pytest.fixture(scope="module", params=["h100", "h200", "v100"])
-def mix(request: pytest.FixtureRequest) -> tuple[colgen.ColgenSetup, list]:
+@pytest.fixture(scope="module")
+def mix(pricing_mix_setup: colgen.ColgenSetup) -> tuple[colgen.ColgenSetup, list]:
     """A mix's setup and every pair of a sample of its items that the kernel accepts."""
-    name = request.param
-    perf = load_profile(H200_PROFILE) if name == "h200" else request.getfixturevalue(f"{name}_model")
-    setup = _setup(perf, MIXES[name])
+    setup = pricing_mix_setup
     tab = setup.items.table
     sample: list[int] = []
     for idx in setup.items.by_piece:

@@ -35,6 +35,7 @@ result is raised by ``KAPPA_SAFETY_REL`` for float noise.
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from dataclasses import dataclass
 
@@ -373,6 +374,35 @@ def _maxplus_members(dp: np.ndarray, add: np.ndarray, members: int) -> np.ndarra
     return out
 
 
+class _Frontier:
+    """The boxes still open (largest bound first) and the largest bound of those closed at or below the
+    target."""
+
+    def __init__(self, target: float, closed: float) -> None:
+        self.target, self.closed = target, closed
+        self.heap: list[tuple[float, int, Box, float, float]] = []
+        self.nodes = 0
+
+    def offer(self, bound: float, mu: float, nu: float, box: Box) -> None:
+        self.nodes += 1
+        if bound > self.target:
+            heapq.heappush(self.heap, (-bound, self.nodes, box, mu, nu))
+        else:
+            self.closed = max(self.closed, bound)
+
+    def open(self) -> bool:
+        """Whether a box is bounded above the target."""
+        return bool(self.heap)
+
+    def pop(self) -> tuple[float, Box, float, float]:
+        neg, _, box, mu, nu = heapq.heappop(self.heap)
+        return -neg, box, mu, nu
+
+    def kappa(self) -> float:
+        """The largest bound over every box: open, or closed."""
+        return max(self.closed, -self.heap[0][0]) if self.heap else self.closed
+
+
 def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float, max_nodes: int = 100_000,
               enough: int | None = None) -> BoxResult:
     """Branch and bound over boxes (module docstring) until every box left is bounded by ``target``,
@@ -386,42 +416,27 @@ def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float,
     alone = float(np.max(np.where(has, np.maximum(duals, 0.0), 0.0), initial=0.0))
     if s.live.size == 0 or bp.max_members < 2:
         return BoxResult(_safe(alone), [], 0, alone <= target)
-    heap: list[tuple[float, int, Box, float, float]] = []
-    closed = alone
-    nodes = serial = 0
+    frontier = _Frontier(target, alone)
     for box in s.roots():
-        bound, mu, nu = s.best_multiplier(box, 0.0, 0.0, root=True)
-        nodes += 1
-        if bound > target:
-            heapq.heappush(heap, (-bound, serial, box, mu, nu))
-            serial += 1
-        else:
-            closed = max(closed, bound)
+        frontier.offer(*s.best_multiplier(box, 0.0, 0.0, root=True), box)
     found: dict[tuple[int, ...], float] = {}
     better, first_at = 0, None
-    while heap and -heap[0][0] > target and nodes < max_nodes and time.perf_counter() < deadline:
-        if enough is not None and (better >= enough or (first_at is not None and nodes - first_at >= AFTER_FIRST)):
+    while frontier.open() and frontier.nodes < max_nodes and time.perf_counter() < deadline:
+        if enough is not None and (better >= enough or frontier.nodes - (first_at or math.inf) >= AFTER_FIRST):
             break
-        neg, _, box, mu, nu = heapq.heappop(heap)
+        top, box, mu, nu = frontier.pop()
         members = tuple(sorted(s.trace_back(box, mu, nu)))
         kept = bp.repair(members, duals)
         if kept and kept not in found:
             found[kept] = float(np.sum(duals[tab.piece[list(kept)]]))
             better += found[kept] > target
             if better and first_at is None:
-                first_at = nodes
+                first_at = frontier.nodes
         for child in s.split(box, members):
             b, m2, n2 = s.best_multiplier(child, mu, nu, root=False)
-            b = min(b, -neg)  # a child's region is inside its parent's
-            nodes += 1
-            if b > target:
-                heapq.heappush(heap, (-b, serial, child, m2, n2))
-                serial += 1
-            else:
-                closed = max(closed, b)
-    kappa = max(closed, -heap[0][0]) if heap else closed
+            frontier.offer(min(b, top), m2, n2, child)  # a child's region is inside its parent's
     cands = sorted(((w, m) for m, w in found.items()), reverse=True)
-    return BoxResult(_safe(kappa), cands, nodes, not heap)
+    return BoxResult(_safe(frontier.kappa()), cands, frontier.nodes, not frontier.open())
 
 
 def _same(a: float, b: float) -> bool:
