@@ -4,10 +4,11 @@
    (the greedy plan) as columns, and every piece type alone as a column.
 2. ``generate``: re-solve the master LP; price with the kernel heuristic (``heuristic.grow``) and
    by enumerating pairs (``pairs``: the pairs worth more than a GPU, and the best pairs grown by the
-   heuristic) while they find columns worth more than a GPU at the duals; then price by branch and
+   heuristic) while they find columns worth more than a GPU at the duals; then, within a share of the
+   time left, price with the pricing MIP (``pricing.price_mip``) on small instances and by branch and
    bound over boxes (``boxes.box_kappa``: a bound on every configuration's worth, and the
-   configurations found on the way, grown by the heuristic) and, on small instances, by the pricing
-   MIP (``pricing.price_mip``), within a share of the time left. Every master LP's duals give a
+   configurations found on the way, grown by the heuristic) where the MIP leaves the pricing problem
+   open or did not run (``_exact_round``). Every master LP's duals give a
    certified bound (Farley): with duals pi >= 0 and kappa >= every column's worth sum_t pi_t n_{t,p}
    (the relaxation's bound, ``relaxed.relaxed_kappa``, after every LP; at an exact pricing the least
    of it, the boxes' and the pricing MIP's dual bound),
