@@ -90,7 +90,7 @@ class BoxPricing:
     def __init__(self, space: PieceSpace, items: Items) -> None:
         hw = space.problem.perf_model.hardware
         tab = items.table
-        self.space, self.items = space, items
+        self.items = items
         self.budget = loosened_budget(tab)
         self.base = tab.idle + tab.active
         self.slope = tab.active * tab.alpha_cache
@@ -152,9 +152,9 @@ class _Search:
         self.kern = tab.kernels[live]
         self.c_min = float(self.cache.min()) if live.size else 0.0
         self.p_min = float(self.power.min()) if live.size else 0.0
-        self.types = np.unique(self.piece)
-        self.of_type = [np.flatnonzero(self.piece == t) for t in self.types]
-        self.two = bp.count[self.types] >= 2
+        types = np.unique(self.piece)
+        self.of_type = [np.flatnonzero(self.piece == t) for t in types]
+        self.two = bp.count[types] >= 2
         self.scale = float(self.pi.max()) if live.size else 1.0  # the multipliers' scale: the largest dual
 
     def roots(self) -> list[Box]:
