@@ -42,10 +42,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
-from igniter_opt.planner.exact.configs import busy_power_w
+from igniter_opt.planner.exact.configs import busy_power_w, sched_increment_ms
 from igniter_opt.planner.exact.items import Items
 from igniter_opt.planner.exact.pricing import DUAL_EPS
-from igniter_opt.planner.exact.relaxed import KAPPA_SAFETY_REL, loosened_budget
+from igniter_opt.planner.exact.relaxed import KAPPA_SAFETY_REL, loosened_budget, meets_loosened_budget
 
 NEG = -1e30
 # Widening of the reachable L2 (%) and power (W) for float noise.
@@ -96,7 +96,8 @@ class BoxPricing:
         self.slope = tab.active * tab.alpha_cache
         self.throttle = self.budget * max(0.0, -hw.alpha_f / hw.max_clock_mhz)
         self.p_busy, self.p_max = busy_power_w(hw), hw.max_power_w
-        self.alpha_sch, self.beta_sch = hw.alpha_sch, hw.beta_sch
+        self.hw = hw
+        self.has_items = np.array([idx.size > 0 for idx in items.by_piece], bool)
         b = items.bounds
         self.max_members = int(b.max_members)
         # The reachable L2 and power (``items.feasible_bounds``) come from unloosened budgets: widened by
@@ -122,7 +123,7 @@ class BoxPricing:
         return tuple(kept)
 
     def sched(self, n: int) -> float:
-        return 0.0 if n < 2 else max(0.0, self.alpha_sch * n + self.beta_sch)
+        return sched_increment_ms(self.hw, n)
 
     def slots(self, members: tuple[int, ...]) -> list[ColSlot]:
         return [self.items.table.slot(k) for k in members]
@@ -131,10 +132,8 @@ class BoxPricing:
         """Per member: whether it meets its (loosened) row in this multiset."""
         tab = self.items.table
         k = np.asarray(members)
-        c, p = tab.cache[k].sum(), self.p_busy + tab.power[k].sum()
-        q = max(0.0, p - self.p_max)
-        lhs = self.base[k] + tab.kernels[k] * self.sched(k.size) + self.slope[k] * (c - tab.cache[k])
-        return lhs <= self.budget[k] - self.throttle[k] * q
+        return meets_loosened_budget(tab, self.hw, self.budget, k, k.size, tab.cache[k].sum(),
+                                     self.p_busy + tab.power[k].sum())
 
 
 class _Search:
@@ -183,13 +182,12 @@ class _Search:
         return np.where((slope <= 0) & (room < 0), -np.inf, lim)
 
     def eligible(self, box: Box) -> np.ndarray:
-        bp, k = self.bp, self.live
-        others = box.n_lo - 1
-        c_rest = np.maximum(box.c_lo - self.cache, others * self.c_min)
-        q = np.maximum(box.q_lo, bp.p_busy + self.power + others * self.p_min - bp.p_max)
-        lhs = bp.base[k] + self.kern * bp.sched(box.n_lo) + bp.slope[k] * c_rest
-        return ((lhs <= bp.budget[k] - bp.throttle[k] * np.maximum(q, 0.0)) & (self.cache <= box.c_hi)
-                & (self.power <= bp.p_max - bp.p_busy + box.q_hi))
+        """The live items that meet their rows at the box's floor (module docstring) and fit its ceilings."""
+        bp, others = self.bp, box.n_lo - 1
+        cache = self.cache + np.maximum(box.c_lo - self.cache, others * self.c_min)  # C at least
+        power = np.maximum(bp.p_max + box.q_lo, bp.p_busy + self.power + others * self.p_min)  # P at least
+        meets = meets_loosened_budget(bp.items.table, bp.hw, bp.budget, self.live, box.n_lo, cache, power)
+        return meets & (self.cache <= box.c_hi) & (self.power <= bp.p_max - bp.p_busy + box.q_hi)
 
     def knapsack(self, box: Box, mu: np.ndarray, nu: np.ndarray, keep: bool = False
                  ) -> tuple[np.ndarray, list[_Step], np.ndarray]:
@@ -411,9 +409,7 @@ def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float,
     configuration's worth at ``duals`` whenever it stops."""
     s = _Search(bp, duals)
     tab = bp.items.table
-    has = np.zeros(duals.size, bool)
-    has[np.unique(tab.piece)] = True
-    alone = float(np.max(np.where(has, np.maximum(duals, 0.0), 0.0), initial=0.0))
+    alone = float(np.max(np.where(bp.has_items, np.maximum(duals, 0.0), 0.0), initial=0.0))
     if s.live.size == 0 or bp.max_members < 2:
         return BoxResult(_safe(alone), [], 0, alone <= target)
     frontier = _Frontier(target, alone)

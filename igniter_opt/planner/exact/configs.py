@@ -21,6 +21,12 @@ def busy_power_w(hw: HardwareCoefficients) -> float:
     return hw.idle_power_w + hw.power_floor_w
 
 
+def sched_increment_ms(hw: HardwareCoefficients, members: int) -> float:
+    """D(n), the scheduling-delay increment per kernel on a GPU of n members: 0 alone, else
+    alpha_sch n + beta_sch (at least 0)."""
+    return 0.0 if members < 2 else max(0.0, hw.alpha_sch * members + hw.beta_sch)
+
+
 @dataclass(frozen=True)
 class Config:
     """One candidate configuration of a demand: batch, share units, queue delay and its constants."""

@@ -31,7 +31,7 @@ from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
 from igniter_opt.planner.exact.configs import busy_power_w
 from igniter_opt.planner.exact.items import Items
 from igniter_opt.planner.exact.pricing import DUAL_EPS
-from igniter_opt.planner.exact.relaxed import loosened_budget
+from igniter_opt.planner.exact.relaxed import loosened_budget, meets_loosened_budget
 
 # How many of the best pairs above the threshold one round hands to the kernel.
 MAX_PAIRS = 200
@@ -82,15 +82,9 @@ class PairTable:
         tab = self.items.table
         hw = self.space.problem.perf_model.hardware
         cache = tab.cache[i] + tab.cache[j]
-        factor = np.minimum(1.0, 1.0 + hw.alpha_f / hw.max_clock_mhz
-                            * (busy_power_w(hw) + tab.power[i] + tab.power[j] - hw.max_power_w))
-        sched = max(0.0, 2.0 * hw.alpha_sch + hw.beta_sch)
-        ok = factor > 0
-        for k in (i, j):
-            slowdown = 1.0 + tab.alpha_cache[k] * (cache - tab.cache[k])
-            lhs = tab.kernels[k] * sched + tab.idle[k] + tab.active[k] * slowdown
-            ok &= lhs <= self._budget[k] * factor
-        return ok
+        power = busy_power_w(hw) + tab.power[i] + tab.power[j]
+        return (meets_loosened_budget(tab, hw, self._budget, i, 2, cache, power)
+                & meets_loosened_budget(tab, hw, self._budget, j, 2, cache, power))
 
     def _ranked(self, duals: np.ndarray, threshold: float) -> Iterator[tuple[float, int, int]]:
         """(worth, s, t) of the pairs of piece types with items, s <= t, worth more than ``threshold``, most

@@ -33,7 +33,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from igniter_opt.perfmodel.model import HardwareCoefficients
 from igniter_opt.planner.exact.columns import PieceSpace
+from igniter_opt.planner.exact.configs import sched_increment_ms
 from igniter_opt.planner.exact.items import Items, ItemTable
 from igniter_opt.planner.exact.pricing import DUAL_EPS
 
@@ -73,12 +75,23 @@ def loosened_budget(tab: ItemTable) -> np.ndarray:
     return tab.budget * (1.0 + LOOSEN_BUDGET_REL) + LOOSEN_ABS_MS
 
 
+def meets_loosened_budget(tab: ItemTable, hw: HardwareCoefficients, budget: np.ndarray, k: np.ndarray, members: int,
+                          cache_pct: np.ndarray | float, power_w: np.ndarray | float) -> np.ndarray:
+    """Whether items ``k`` meet their loosened budgets (``budget``: ``loosened_budget(tab)``) on a GPU of
+    ``members`` members with total L2 ``cache_pct`` and power ``power_w`` (idle and floor included):
+    the pricing row kern_k D(n) + idle_k + a_k (1 + alpha_k (C - c_k)) <= B_k min(1, 1 + alpha_f / F (P - P_max))."""
+    factor = np.minimum(1.0, 1.0 + hw.alpha_f / hw.max_clock_mhz * (np.asarray(power_w) - hw.max_power_w))
+    slowdown = 1.0 + tab.alpha_cache[k] * (cache_pct - tab.cache[k])
+    lhs = tab.kernels[k] * sched_increment_ms(hw, members) + tab.idle[k] + tab.active[k] * slowdown
+    return lhs <= budget[k] * factor
+
+
 def cache_limits(space: PieceSpace, items: Items) -> np.ndarray:
     """Per item of ``items.table``: the most total L2 (%) on a GPU with two or more members at which
     it meets its loosened budget, Cmax_k (see the module docstring), capped at the reachable L2."""
     hw = space.problem.perf_model.hardware
     tab = items.table
-    d2 = max(0.0, 2.0 * hw.alpha_sch + hw.beta_sch)
+    d2 = sched_increment_ms(hw, 2)
     budget = loosened_budget(tab)
     slack = budget - tab.idle - tab.active - tab.kernels * d2
     slope = tab.active * tab.alpha_cache
