@@ -86,6 +86,48 @@ def test_kappa_tightens_as_it_runs_and_closes_near_the_best_it_finds(mix) -> Non
         assert full.kappa <= min(first, 1.05 * best * (1 + 1e-9))
 
 
+def test_with_every_box_of_one_member_count_a_leaf_kappa_stays_valid(mix, monkeypatch) -> None:
+    """Leaves (knapsack MIPs) close boxes in place of splits; the bound still covers every configuration."""
+    setup, columns = mix
+    monkeypatch.setattr(boxes, "LEAF_WIDTH", math.inf)
+    for duals in _trials(len(setup.pieces))[::3]:
+        best = max(column_worth(c, duals) for c in columns)
+        for nodes in (1, 40, 300):
+            res = boxes.box_kappa(setup.boxes, duals, 1.0, time.perf_counter() + 30.0, max_nodes=nodes)
+            assert math.isfinite(res.kappa)
+            assert res.kappa >= best * (1 - 1e-12), (nodes, res.kappa, best)
+
+
+def test_a_leaf_is_no_looser_than_its_multipliers_and_its_multiset_keeps_the_resource_rows(mix) -> None:
+    setup, _ = mix
+    tab = setup.items.table
+    solved = 0
+    for duals in _trials(len(setup.pieces))[:6]:
+        s = boxes._Search(setup.boxes, duals)
+        for box in s.roots():
+            if box.n_lo != box.n_hi:
+                continue
+            lagrangian, _, _ = s.best_multiplier(box, 0.0, 0.0, root=True)
+            bound, members = s.leaf(box, 30.0)
+            assert bound is not None and bound <= lagrangian * (1 + 1e-6) + 1e-9
+            if members:
+                k = list(members)
+                assert len(k) == box.n_lo and tab.units[k].sum() <= setup.space.cap_units
+                assert tab.cache[k].sum() <= box.c_hi * (1 + 1e-9) + 1e-9
+                assert float(np.sum(duals[tab.piece[k]])) <= bound
+                solved += 1
+    assert solved > 5
+
+
+def test_a_box_narrowed_to_a_point_is_a_leaf(mix) -> None:
+    """Splitting a box of no width only copies it (the Lagrangian bound cannot fall there): it is solved instead."""
+    setup, _ = mix
+    s = boxes._Search(setup.boxes, np.ones(len(setup.pieces)))
+    assert s.is_leaf(boxes.Box(3, 3, 10.0, 10.0, 5.0, 5.0))
+    assert not s.is_leaf(boxes.Box(3, 4, 10.0, 10.0, 5.0, 5.0))
+    assert not s.is_leaf(boxes.Box(3, 3, 0.0, setup.boxes.c_top, 0.0, setup.boxes.q_top))
+
+
 def test_an_item_alone_is_priced_exactly(mix) -> None:
     setup, _ = mix
     n = len(setup.pieces)

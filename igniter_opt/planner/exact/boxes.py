@@ -44,7 +44,8 @@ import numpy as np
 from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
 from igniter_opt.planner.exact.configs import busy_power_w, sched_increment_ms
 from igniter_opt.planner.exact.items import Items
-from igniter_opt.planner.exact.pricing import DUAL_EPS
+from igniter_opt.planner.exact.lp import COLWISE, f64, highspy_module, int32, new_highs, run
+from igniter_opt.planner.exact.pricing import BOUND_SAFETY_REL, DUAL_EPS
 from igniter_opt.planner.exact.relaxed import KAPPA_SAFETY_REL, loosened_budget, meets_loosened_budget
 
 NEG = -1e30
@@ -58,6 +59,13 @@ AFTER_FIRST = 120
 # L2 levels per class of member counts among the first boxes.
 ROOT_LEVELS = 12
 LOCAL_STEPS = np.array([0.0, 0.5, 0.8, 1.0, 1.25, 2.0])
+# A box of one member count whose L2 and power ranges are at most this share of the reachable ones is a
+# leaf: solved as a knapsack MIP (``_Search.leaf``), which closes the Lagrangian relaxation's gap.
+LEAF_WIDTH = 0.02
+# Relative gap at which HiGHS may stop on a leaf, and the most seconds one leaf may take (its dual bound
+# is what is used, so a leaf stopped early still bounds its box).
+LEAF_GAP = 1e-6
+LEAF_MAX_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -285,6 +293,45 @@ class _Search:
                 return [] if u1 is None else [best_within(u1), best_within(u - u1)]
         return []
 
+    def is_leaf(self, box: Box) -> bool:
+        """Whether the box is solved by ``leaf`` rather than split (``LEAF_WIDTH``)."""
+        bp = self.bp
+        return (box.n_lo == box.n_hi and box.c_hi - box.c_lo <= LEAF_WIDTH * bp.c_top
+                and box.q_hi - box.q_lo <= LEAF_WIDTH * max(bp.q_top, 1e-12))
+
+    def leaf(self, box: Box, limit_s: float) -> tuple[float | None, tuple[int, ...]]:
+        """The box's knapsack with its two resource rows kept instead of priced, as a MIP: max sum_k pi_k x_k
+        over the eligible items, x_k <= copies_k integer, n_lo <= sum x <= n_hi, sum units x <= 100 %,
+        sum c x <= C_hi, sum p x <= P_max - P_busy + Q_hi, at most count_t of type t (no floors C_lo, Q_lo:
+        they make HiGHS several times slower). Returns HiGHS's dual bound, raised for float noise (None when
+        it gave none in time), and the best multiset found (item indices; empty if none)."""
+        bp, tab = self.bp, self.bp.items.table
+        el = np.flatnonzero(self.eligible(box))
+        if el.size == 0:
+            return NEG, ()
+        types, of_type = np.unique(self.piece[el], return_inverse=True)
+        room = bp.p_max - bp.p_busy
+        lo = np.r_[-np.inf, -np.inf, -np.inf, box.n_lo, np.full(types.size, -np.inf)]
+        up = np.r_[bp.cap, box.c_hi, room + box.q_hi, box.n_hi, bp.count[types]].astype(float)
+        rows = np.c_[np.zeros(el.size), np.ones(el.size), np.full(el.size, 2), np.full(el.size, 3), 4 + of_type]
+        vals = np.c_[self.units[el], self.cache[el], self.power[el], np.ones(el.size), np.ones(el.size)]
+        upper = np.minimum(tab.copies[self.live[el]], box.n_hi).astype(float)
+        h = new_highs()
+        hs = highspy_module()
+        h.passModel(el.size, lo.size, rows.size, COLWISE, int(hs.ObjSense.kMaximize), 0.0, f64(self.pi[el]),
+                    f64(np.zeros(el.size)), f64(upper), f64(lo), f64(up), int32(np.arange(el.size) * 5),
+                    int32(rows.ravel()), f64(vals.ravel()), np.ones(el.size, np.int32))
+        h.setOptionValue("mip_rel_gap", LEAF_GAP)
+        res = run(h, limit_s, mip=True)
+        bound = res.bound if res.bound is not None else (res.objective if res.status == "Optimal" else None)
+        if bound is None:
+            return (NEG, ()) if res.status == "Infeasible" else (None, ())
+        bound = bound * (1.0 + BOUND_SAFETY_REL) + 1e-12
+        if res.objective is None:
+            return bound, ()
+        x = np.rint(np.asarray(h.getSolution().col_value, float)).astype(int)
+        return bound, tuple(sorted(int(self.live[el[j]]) for j in np.flatnonzero(x > 0) for _ in range(x[j])))
+
     def split(self, box: Box, members: tuple[int, ...]) -> tuple[Box, Box]:
         """Two boxes covering ``box``: past the limit of a member of the knapsack's best multiset that
         breaks its row through n, C or Q alone (the multiset then leaves both halves), else in half."""
@@ -388,6 +435,11 @@ class _Frontier:
         else:
             self.closed = max(self.closed, bound)
 
+    def close(self, bound: float) -> None:
+        """A box solved to the end (a leaf): its bound counts whether or not it is above the target."""
+        self.nodes += 1
+        self.closed = max(self.closed, bound)
+
     def open(self) -> bool:
         """Whether a box is bounded above the target."""
         return bool(self.heap)
@@ -421,18 +473,29 @@ def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float,
         if enough is not None and (better >= enough or frontier.nodes - (first_at or math.inf) >= AFTER_FIRST):
             break
         top, box, mu, nu = frontier.pop()
-        members = tuple(sorted(s.trace_back(box, mu, nu)))
+        leaf = s.is_leaf(box)
+        if leaf:
+            bound, members = s.leaf(box, min(LEAF_MAX_S, deadline - time.perf_counter()))
+            if bound is None:  # out of time: the box stays open at its Lagrangian bound
+                frontier.offer(top, mu, nu, box)
+                break
+            frontier.close(min(bound, top))
+        else:
+            members = tuple(sorted(s.trace_back(box, mu, nu)))
         kept = bp.repair(members, duals)
         if kept and kept not in found:
             found[kept] = float(np.sum(duals[tab.piece[list(kept)]]))
             better += found[kept] > target
             if better and first_at is None:
                 first_at = frontier.nodes
+        if leaf:
+            continue
         for child in s.split(box, members):
             b, m2, n2 = s.best_multiplier(child, mu, nu, root=False)
             frontier.offer(min(b, top), m2, n2, child)  # a child's region is inside its parent's
     cands = sorted(((w, m) for m, w in found.items()), reverse=True)
-    return BoxResult(_safe(frontier.kappa()), cands, frontier.nodes, not frontier.open())
+    kappa = frontier.kappa()
+    return BoxResult(_safe(kappa), cands, frontier.nodes, not frontier.open() and kappa <= target)
 
 
 def _same(a: float, b: float) -> bool:
