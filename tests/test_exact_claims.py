@@ -301,3 +301,21 @@ def test_generation_begins_no_step_that_would_end_past_its_deadline(any_model, m
     colgen.generate(setup, state, deadline, None)
     assert state.iterations == 1 and state.step_max_s >= 0.4
     assert time.perf_counter() <= deadline + 0.3  # the one step's pricing may end a little past it
+
+
+def test_the_integer_master_is_skipped_only_when_its_lp_rounded_up_meets_the_incumbent(v100_model) -> None:
+    """The integer master over the columns is at least their LP, rounded up: below that incumbent it runs,
+    at it it cannot help (and generation goes on instead)."""
+    from igniter_opt.planner.exact import setpart
+
+    problem = _problem(v100_model, MIX8)
+    start = greedy.place(v100_model, greedy.initial_demands(problem))
+    setup = colgen.prepare_colgen(problem, serving_model_for(problem), start)
+    state = colgen.ColgenState(colgen.initial_master(setup, 1))
+    colgen.generate(setup, state, time.perf_counter() + 5, None)
+    lp = state.master.solve_lp(10).objective
+    assert lp is not None and lp > math.floor(lp)  # a fractional LP: ceil(lp) is the least plan it allows
+    assert setpart._master_cannot_improve(state, math.ceil(lp), 10.0)
+    assert not setpart._master_cannot_improve(state, math.ceil(lp) + 1, 10.0)
+    sol = state.master.solve_integer(20, colgen.start_solution(setup, state.master), setup.start_choice, 1e-6)
+    assert sol.cost >= math.ceil(lp)  # what the skip relies on

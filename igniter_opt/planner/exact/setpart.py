@@ -4,15 +4,17 @@ Within ``options.time_limit_s`` (counted from the caller's start, so preparation
 are inside it): the greedy plan is the start; ``colgen.generate`` raises the certified bound
 until ``GENERATE_SHARE`` of the limit has passed (or the bound meets the start); then the master
 over the generated columns is solved as a MIP from the start (``Master.solve_integer``) in what
-is left, less ``EXTRACT_RESERVE_S``. The plan returned is the better of that MIP's plan and the
-start, both verified by the kernel (``verify_plan``); the bound is the largest of the trivial
-bound and column generation's certified (Farley or LP) bound, rounded up, over the split options
-of ``pieces`` (``pieces.scope_text``).
+is left, less ``EXTRACT_RESERVE_S`` -- unless the LP over those columns, rounded up, already meets the
+incumbent (the MIP could not beat it): then generation goes on instead. The plan returned is the
+better of that MIP's plan and the start, both verified by the kernel (``verify_plan``); the bound is
+the largest of the trivial bound and column generation's certified (Farley or LP) bound, rounded up,
+over the split options of ``pieces`` (``pieces.scope_text``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from igniter_opt.placement import Packing, assemble_plan, verify_plan
 from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner.exact.claims import Evidence, progress_line
 from igniter_opt.planner.exact.colgen import (
+    ROUND_EPS,
     ColgenSetup,
     ColgenState,
     generate,
@@ -110,6 +113,14 @@ class _Run:
     inc: _Incumbent
     bound: int
     masters: int = 0
+    skipped: int = 0  # integer masters not run: the restricted LP showed they could not beat the incumbent
+
+
+def _master_cannot_improve(state: ColgenState, incumbent_gpus: int, left_s: float) -> bool:
+    """Whether the integer master over the columns so far cannot beat the incumbent: its optimum is at
+    least its LP's, rounded up (the LP is re-solved: columns may have entered after its last solve)."""
+    lp = state.master.solve_lp(max(0.1, left_s))
+    return lp.objective is not None and math.ceil(lp.objective - ROUND_EPS) >= incumbent_gpus
 
 
 def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, options: SolveOptions,
@@ -127,6 +138,9 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         left = deadline - time.perf_counter()
         if run.bound >= run.inc.plan.num_gpus or left < MIN_ROUND_S:
             return
+        if _master_cannot_improve(state, run.inc.plan.num_gpus, left):
+            run.skipped += 1
+            continue
         # HiGHS checks its limit between phases only; its watchdog cancels it up to WATCHDOG_GRACE_S late
         run.inc = _improve(problem, setup, state, run.inc, max(0.1, left - WATCHDOG_GRACE_S), options, notes)
         run.masters += 1
@@ -163,7 +177,9 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
              if bound >= plan.num_gpus else "LP not solved to the end")
     notes.append(f"{lp}{ended}, "
                  f"{state.pricing_rounds} exact pricing round(s), {state.relaxed_calls} relaxed pricing bound(s), "
-                 f"{run.masters} integer master run(s)")
+                 f"{run.masters} integer master run(s)"
+                 + (f" ({run.skipped} skipped: the LP over the columns, rounded up, met the plan)"
+                    if run.skipped else ""))
     said = list(dict.fromkeys([*state.notes, *notes]))  # each note once: rounds can repeat one
     ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, said,
                   "column generation", columns=len(state.master.columns), solve_s=time.perf_counter() - t0)
