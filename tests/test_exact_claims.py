@@ -319,3 +319,7 @@ def test_the_integer_master_is_skipped_only_when_its_lp_rounded_up_meets_the_inc
     assert not setpart._master_cannot_improve(state, math.ceil(lp) + 1, 10.0)
     sol = state.master.solve_integer(20, colgen.start_solution(setup, state.master), setup.start_choice, 1e-6)
     assert sol.cost >= math.ceil(lp)  # what the skip relies on
+    # after a skip, generation runs on only while the LP rounded up still meets the plan
+    before = state.iterations
+    colgen.generate(setup, state, time.perf_counter() + 60, None, lp_below=math.ceil(lp) + 1)
+    assert state.iterations == before + 1

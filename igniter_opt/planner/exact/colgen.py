@@ -364,9 +364,10 @@ def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: b
 
 
 def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpus: int | None, threads: int = 1,
-             progress: Progress | None = None) -> ColgenState:
+             progress: Progress | None = None, lp_below: int | None = None) -> ColgenState:
     """Column generation until the LP is solved, the bound reaches ``target_gpus`` (a plan's GPU
-    count: nothing more to prove) or ``deadline`` (``time.perf_counter()`` seconds)."""
+    count: nothing more to prove), ``deadline`` (``time.perf_counter()`` seconds) or, with ``lp_below``,
+    the LP rounded up falls below it (an integer master over the columns might then find such a plan)."""
     master = state.master
     stalled = False  # the last exact pricing, cut short by its time share, found no column
     while time.perf_counter() + state.step_max_s < deadline:  # a step that would end past it is not begun
@@ -382,6 +383,8 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
         if progress:
             progress(state)
         if state.converged or (target_gpus is not None and state.bound_gpus >= target_gpus):
+            break
+        if lp_below is not None and math.ceil(lp.objective - ROUND_EPS) < lp_below:
             break
         if deadline - time.perf_counter() < state.heuristic_max_s:  # the next round would end past the deadline
             break

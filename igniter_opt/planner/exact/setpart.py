@@ -127,18 +127,25 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
             t0: float, deadline: float, notes: list[str]) -> None:
     """Column generation and the integer master in turn until the bound meets the incumbent, the LP
     is solved (the columns will not change) or time runs out."""
+    skipped = False  # the last integer master was skipped: generate to the deadline or until it could help
     while True:
         if deadline - time.perf_counter() < MIN_ROUND_S + state.step_max_s:  # no time for a round's first step
             return
-        report = _reporter(options, t0, setup, run.inc.plan.num_gpus)
+        inc = run.inc.plan.num_gpus
+        report = _reporter(options, t0, setup, inc)
         left = deadline - time.perf_counter()
-        generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, run.inc.plan.num_gpus, options.threads,
-                 report)
+        if skipped:
+            generate(setup, state, deadline, inc, options.threads, report, lp_below=inc)
+        else:
+            generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, inc, options.threads, report)
         run.bound = max(setup.trivial_gpus, state.bound_gpus)
         left = deadline - time.perf_counter()
-        if run.bound >= run.inc.plan.num_gpus or left < MIN_ROUND_S:
+        if run.bound >= inc or left < MIN_ROUND_S:
             return
-        if _master_cannot_improve(state, run.inc.plan.num_gpus, left):
+        skipped = _master_cannot_improve(state, inc, left)
+        if skipped:
+            if state.converged:  # the columns will not change (and the bound then meets the plan)
+                return
             run.skipped += 1
             continue
         # HiGHS checks its limit between phases only; its watchdog cancels it up to WATCHDOG_GRACE_S late
