@@ -44,7 +44,7 @@ import numpy as np
 from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
 from igniter_opt.planner.exact.configs import busy_power_w, sched_increment_ms
 from igniter_opt.planner.exact.items import Items
-from igniter_opt.planner.exact.lp import COLWISE, f64, highspy_module, int32, new_highs, run
+from igniter_opt.planner.exact.lp import COLWISE, WATCHDOG_GRACE_S, f64, highspy_module, int32, new_highs, run
 from igniter_opt.planner.exact.pricing import BOUND_SAFETY_REL, DUAL_EPS
 from igniter_opt.planner.exact.relaxed import KAPPA_SAFETY_REL, loosened_budget, meets_loosened_budget
 
@@ -475,7 +475,9 @@ def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float,
         top, box, mu, nu = frontier.pop()
         leaf = s.is_leaf(box)
         if leaf:
-            bound, members = s.leaf(box, min(LEAF_MAX_S, deadline - time.perf_counter()))
+            # HiGHS may run up to WATCHDOG_GRACE_S past its limit: kept in reserve so the search ends by the deadline
+            left = deadline - time.perf_counter() - WATCHDOG_GRACE_S
+            bound, members = s.leaf(box, min(LEAF_MAX_S, left)) if left > 0 else (None, ())
             if bound is None:  # out of time: the box stays open at its Lagrangian bound
                 frontier.offer(top, mu, nu, box)
                 break

@@ -134,8 +134,8 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         inc = run.inc.plan.num_gpus
         report = _reporter(options, t0, setup, inc)
         left = deadline - time.perf_counter()
-        if skipped:
-            generate(setup, state, deadline, inc, options.threads, report, lp_below=inc)
+        if skipped:  # to the deadline, less what a HiGHS run in it may overrun (as the integer master's limit)
+            generate(setup, state, deadline - WATCHDOG_GRACE_S, inc, options.threads, report, lp_below=inc)
         else:
             generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, inc, options.threads, report)
         run.bound = max(setup.trivial_gpus, state.bound_gpus)
