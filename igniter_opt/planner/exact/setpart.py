@@ -142,9 +142,9 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         left = deadline - time.perf_counter()
         if run.bound >= inc or left < MIN_ROUND_S:
             return
-        skipped = _master_cannot_improve(state, inc, left)
+        ran_on, skipped = skipped, _master_cannot_improve(state, inc, left)
         if skipped:
-            if state.converged:  # the columns will not change (and the bound then meets the plan)
+            if state.converged or ran_on:  # generation has run to its end and the master still could not help
                 return
             run.skipped += 1
             continue
