@@ -48,15 +48,20 @@ def _trials(n: int) -> list[np.ndarray]:
     return [rng.random(n) for _ in range(12)] + [rng.random(n) * (rng.random(n) < 0.5) for _ in range(8)]
 
 
-def test_kappa_is_never_below_a_feasible_configuration_however_early_it_stops(mix) -> None:
-    setup, columns = mix
-    assert max(len(c.slots) for c in columns) >= 3  # company was enumerated
-    for duals in _trials(len(setup.pieces)):
+def _assert_kappa_covers_every_column(setup: colgen.ColgenSetup, columns: list, trials: list[np.ndarray]) -> None:
+    """Stopped after 1, 40 or 300 boxes, kappa is finite and at least every column's worth."""
+    for duals in trials:
         best = max(column_worth(c, duals) for c in columns)
         for nodes in (1, 40, 300):
             res = boxes.box_kappa(setup.boxes, duals, 1.0, time.perf_counter() + 30.0, max_nodes=nodes)
             assert math.isfinite(res.kappa)
             assert res.kappa >= best * (1 - 1e-12), (nodes, res.kappa, best)
+
+
+def test_kappa_is_never_below_a_feasible_configuration_however_early_it_stops(mix) -> None:
+    setup, columns = mix
+    assert max(len(c.slots) for c in columns) >= 3  # company was enumerated
+    _assert_kappa_covers_every_column(setup, columns, _trials(len(setup.pieces)))
 
 
 def test_the_configurations_it_returns_are_accepted_by_the_kernel_and_worth_what_it_says(mix) -> None:
@@ -90,12 +95,7 @@ def test_with_every_box_of_one_member_count_a_leaf_kappa_stays_valid(mix, monkey
     """Leaves (knapsack MIPs) close boxes in place of splits; the bound still covers every configuration."""
     setup, columns = mix
     monkeypatch.setattr(boxes, "LEAF_WIDTH", math.inf)
-    for duals in _trials(len(setup.pieces))[::3]:
-        best = max(column_worth(c, duals) for c in columns)
-        for nodes in (1, 40, 300):
-            res = boxes.box_kappa(setup.boxes, duals, 1.0, time.perf_counter() + 30.0, max_nodes=nodes)
-            assert math.isfinite(res.kappa)
-            assert res.kappa >= best * (1 - 1e-12), (nodes, res.kappa, best)
+    _assert_kappa_covers_every_column(setup, columns, _trials(len(setup.pieces))[::3])
 
 
 def test_a_leaf_is_no_looser_than_its_multipliers_and_its_multiset_keeps_the_resource_rows(mix) -> None:
