@@ -21,10 +21,13 @@ resource rows with multipliers mu, nu >= 0 (Lagrange), the most worth there is a
 
 the max a group knapsack over (members, units) solved exactly by dynamic programming (two pieces
 of one type may be the same item twice: a relaxation). Boxes cover every reachable (n, C, Q), so
-the largest bound over the leaves bounds every configuration's worth (a bound at any moment, and it
+the largest bound over the boxes left (open or closed) bounds every configuration's worth (a bound at any moment, and it
 falls as boxes split). The first boxes are classes of member counts, each cut into L2 levels; a box is
 split where the knapsack's best multiset breaks a row through one of n, C, Q (past the breaking
 member's limit: the multiset leaves both halves), else in half, the box of the largest bound first.
+A box of one member count narrowed to ``LEAF_WIDTH`` of the L2 and power ranges is a *leaf*: splitting
+cannot close the multipliers' duality gap there, so its knapsack is solved as a MIP with both resource
+rows kept (``_Search.leaf``) and its dual bound closes it.
 Each box's best multiset, less its members that break a row (``BoxPricing.repair``), is returned as a
 candidate for the kernel to judge. Members whose dual is 0 are left out (dropping them keeps a
 configuration feasible and worth as much). Items are the non-dominated placements (``items``),
