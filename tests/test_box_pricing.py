@@ -119,6 +119,29 @@ def test_a_leaf_is_no_looser_than_its_multipliers_and_its_multiset_keeps_the_res
     assert solved > 5
 
 
+def test_three_pieces_of_one_type_are_bounded_where_a_gpu_can_hold_three(mix) -> None:
+    """A piece type of 3 replicas whose item fits three times: the knapsack bounds 3 of it on one GPU (it
+    once stopped at two of a type, which would have let a bound miss such a configuration)."""
+    import dataclasses
+
+    setup, _ = mix
+    tab = setup.items.table
+    alone = boxes._Search(setup.boxes, np.ones(len(setup.pieces)))
+    box = boxes.Box(3, 3, 0.0, setup.boxes.c_top, 0.0, setup.boxes.q_top)
+    fits = alone.live[alone.eligible(box) & (3 * alone.units <= setup.space.cap_units)]
+    if fits.size == 0:
+        pytest.skip("no item of this mix fits three times at three members")
+    t = int(tab.piece[fits[0]])
+    items = dataclasses.replace(setup.items, table=dataclasses.replace(tab, copies=np.maximum(tab.copies, 3)))
+    bp = boxes.BoxPricing(setup.space, items)
+    bp.count = bp.count.copy()
+    bp.count[t] = 3
+    duals = np.zeros(len(setup.pieces))
+    duals[t] = 1.0
+    bound, _, _ = boxes._Search(bp, duals).knapsack(box, np.zeros(1), np.zeros(1))
+    assert bound[0] >= 3.0 - 1e-9
+
+
 def test_a_box_narrowed_to_a_point_is_a_leaf(mix) -> None:
     """Splitting a box of no width only copies it (the Lagrangian bound cannot fall there): it is solved instead."""
     setup, _ = mix

@@ -165,6 +165,10 @@ class _Search:
         types = np.unique(self.piece)
         self.of_type = [np.flatnonzero(self.piece == t) for t in types]
         self.two = bp.count[types] >= 2
+        # the most pieces of each type one configuration can hold (``items.copies``): above 2 (rare) the
+        # knapsack adds 3.. of a type too, so the bound covers them (the trace then finds no multiset)
+        self.most = np.array([min(int(bp.count[t]), int(tab.copies[live[idx]].max())) for t, idx
+                              in zip(types, self.of_type, strict=True)], np.int64)
         self.scale = float(self.pi.max()) if live.size else 1.0  # the multipliers' scale: the largest dual
 
     def roots(self) -> list[Box]:
@@ -218,6 +222,10 @@ class _Search:
             new = _maxplus_members(dp, s1, 1)
             if s2 is not None:
                 np.maximum(new, _maxplus_members(dp, s2, 2), out=new)
+                s_m = s2
+                for m in range(3, min(int(self.most[t_i]), hi) + 1):
+                    s_m = _maxplus_units(s_m, s1)
+                    np.maximum(new, _maxplus_members(dp, s_m, m), out=new)
             if keep:
                 trace.append(_Step(idx, val[0], s1[0], None if s2 is None else s2[0], dp[0]))
             dp = new
@@ -237,10 +245,7 @@ class _Search:
         s1 = np.maximum.accumulate(s1, axis=1)
         if not two:
             return s1, None
-        s2 = np.full_like(s1, NEG)
-        for uu in _rises(s1):
-            np.maximum(s2[:, uu:], s1[:, uu: uu + 1] + s1[:, : cap + 1 - uu], out=s2[:, uu:])
-        return s1, s2
+        return s1, _maxplus_units(s1, s1)
 
     def resource_terms(self, box: Box, mu: np.ndarray, nu: np.ndarray) -> np.ndarray:
         """mu C_hi + nu (P_max - P_busy + Q_hi): the relaxed rows' ceilings, priced."""
@@ -409,6 +414,16 @@ class _Step:
 def _rises(table: np.ndarray) -> np.ndarray:
     """The units U >= 1 where ``table`` (rows nondecreasing in U) rises in some row."""
     return np.flatnonzero((np.diff(table, axis=-1) > 0).reshape(-1, table.shape[-1] - 1).any(axis=0)) + 1
+
+
+def _maxplus_units(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per row and units U: max_u a[:, U - u] + b[:, u] over the u >= 1 where ``b`` rises (both
+    nondecreasing in U): what one more member (``b``) adds to ``a``'s within U units."""
+    width = a.shape[-1]
+    out = np.full_like(a, NEG)
+    for u in _rises(b):
+        np.maximum(out[:, u:], b[:, u: u + 1] + a[:, : width - u], out=out[:, u:])
+    return out
 
 
 def _maxplus_members(dp: np.ndarray, add: np.ndarray, members: int) -> np.ndarray:
