@@ -19,8 +19,9 @@ resource rows with multipliers mu, nu >= 0 (Lagrange), the most worth there is a
 
     mu C_hi + nu (P_max - P_busy + Q_hi) + max sum_k (pi_t(k) - mu c_k - nu p_k),
 
-the max a group knapsack over (members, units) solved exactly by dynamic programming (two pieces
-of one type may be the same item twice: a relaxation). Boxes cover every reachable (n, C, Q), so
+the max a group knapsack over (members, units) solved exactly by dynamic programming (up to
+min(count_t, copies) pieces of type t, ``items.copies``; several of one type may be one item repeated:
+a relaxation). Boxes cover every reachable (n, C, Q), so
 the largest bound over the boxes left (open or closed) bounds every configuration's worth (a bound at any moment, and it
 falls as boxes split). The first boxes are classes of member counts, each cut into L2 levels; a box is
 split where the knapsack's best multiset breaks a row through one of n, C, Q (past the breaking
