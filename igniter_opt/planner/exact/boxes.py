@@ -165,9 +165,8 @@ class _Search:
         self.p_min = float(self.power.min()) if live.size else 0.0
         types = np.unique(self.piece)
         self.of_type = [np.flatnonzero(self.piece == t) for t in types]
-        self.two = bp.count[types] >= 2
-        # the most pieces of each type one configuration can hold (``items.copies``): above 2 (rare) the
-        # knapsack adds 3.. of a type too, so the bound covers them (the trace then finds no multiset)
+        # the most pieces of each type one configuration can hold (``items.copies``); the trace back follows
+        # one or two of a type (three or more, rare, are bounded but not traced)
         self.most = np.array([min(int(bp.count[t]), int(tab.copies[live[idx]].max())) for t, idx
                               in zip(types, self.of_type, strict=True)], np.int64)
         self.scale = float(self.pi.max()) if live.size else 1.0  # the multipliers' scale: the largest dual
@@ -219,23 +218,19 @@ class _Search:
             if idx.size == 0:
                 continue
             val = self.pi[idx][None, :] - np.outer(mu, self.cache[idx]) - np.outer(nu, self.power[idx])
-            s1, s2 = self._type_tables(idx, val, self.two[t_i] and hi >= 2)
-            new = _maxplus_members(dp, s1, 1)
-            if s2 is not None:
-                np.maximum(new, _maxplus_members(dp, s2, 2), out=new)
-                s_m = s2
-                for m in range(3, min(int(self.most[t_i]), hi) + 1):
-                    s_m = _maxplus_units(s_m, s1)
-                    np.maximum(new, _maxplus_members(dp, s_m, m), out=new)
+            tables = self._type_tables(idx, val, min(int(self.most[t_i]), hi))
+            new = _maxplus_members(dp, tables[0], 1)
+            for m, table in enumerate(tables[1:], 2):
+                np.maximum(new, _maxplus_members(dp, table, m), out=new)
             if keep:
-                trace.append(_Step(idx, val[0], s1[0], None if s2 is None else s2[0], dp[0]))
+                trace.append(_Step(idx, val[0], tables[0][0], tables[1][0] if len(tables) > 1 else None, dp[0]))
             dp = new
         total = dp[:, box.n_lo:, cap].max(axis=1)
         return self.resource_terms(box, mu, nu) + total, trace, dp
 
-    def _type_tables(self, idx: np.ndarray, val: np.ndarray, two: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        """Per multiplier and units U: the most one item of these (worth ``val``) brings within U units,
-        and (``two``) the most two bring (the same one twice allowed: a relaxation)."""
+    def _type_tables(self, idx: np.ndarray, val: np.ndarray, most: int) -> list[np.ndarray]:
+        """Per m = 1..``most``, per multiplier and units U: the most m items of these (worth ``val``) bring
+        within U units (one item repeated allowed: a relaxation)."""
         cap = self.bp.cap
         u = self.units[idx]
         order = np.argsort(u, kind="stable")
@@ -243,10 +238,10 @@ class _Search:
         starts = np.flatnonzero(np.r_[True, u_s[1:] != u_s[:-1]])
         s1 = np.full((val.shape[0], cap + 1), NEG)
         s1[:, u_s[starts]] = np.maximum.reduceat(val[:, order], starts, axis=1)
-        s1 = np.maximum.accumulate(s1, axis=1)
-        if not two:
-            return s1, None
-        return s1, _maxplus_units(s1, s1)
+        tables = [np.maximum.accumulate(s1, axis=1)]
+        while len(tables) < most:
+            tables.append(_maxplus_units(tables[-1], tables[0]))
+        return tables
 
     def resource_terms(self, box: Box, mu: np.ndarray, nu: np.ndarray) -> np.ndarray:
         """mu C_hi + nu (P_max - P_busy + Q_hi): the relaxed rows' ceilings, priced."""
