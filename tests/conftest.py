@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 from pathlib import Path
 
@@ -114,3 +115,35 @@ def pricing_mix_setup(request: pytest.FixtureRequest):
     problem = PlanningProblem(ws, perf, LatencyBudget.IGNITER, 0.1)
     start = greedy.place(perf, greedy.initial_demands(problem))
     return colgen.prepare_colgen(problem, serving_model_for(problem), start)
+
+
+# Per piece type, items enumerated by ``pricing_mix``: the fewest units at each of its smallest batches.
+SAMPLED_ITEMS_PER_TYPE = 4
+SAMPLED_SLOTS = 4
+
+
+def _sampled_items(setup) -> list[int]:
+    """Per piece type, its item of fewest units at each of its ``SAMPLED_ITEMS_PER_TYPE`` smallest batches."""
+    import numpy as np
+
+    tab = setup.items.table
+    out: list[int] = []
+    for idx in setup.items.by_piece:
+        order = idx[np.lexsort((tab.units[idx], tab.batch[idx]))]
+        _, first = np.unique(tab.batch[order], return_index=True)
+        out.extend(int(k) for k in order[first][:SAMPLED_ITEMS_PER_TYPE])
+    return out
+
+
+@pytest.fixture(scope="session")
+def pricing_mix(pricing_mix_setup) -> tuple:
+    """A pricing mix's setup and every multiset of up to ``SAMPLED_SLOTS`` sampled items that the kernel
+    accepts, as columns (the brute force the pricing bounds and heuristics are checked against)."""
+    from igniter_opt.planner.exact.columns import evaluate
+
+    space, tab = pricing_mix_setup.space, pricing_mix_setup.items.table
+    combos = [c for n in range(1, SAMPLED_SLOTS + 1)
+              for c in itertools.combinations_with_replacement(_sampled_items(pricing_mix_setup), n)
+              if sum(int(tab.units[k]) for k in c) <= space.cap_units]
+    cols = evaluate(space, [[tab.slot(k) for k in c] for c in combos])
+    return pricing_mix_setup, [c for c in cols if c is not None]

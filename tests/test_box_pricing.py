@@ -4,7 +4,6 @@ ones the kernel accepts, it tightens as it runs, and column generation prices wi
 
 from __future__ import annotations
 
-import itertools
 import math
 import time
 
@@ -16,32 +15,6 @@ pytest.importorskip("highspy", reason="the exact planner needs highspy")
 from igniter_opt.planner.exact import boxes, colgen
 from igniter_opt.planner.exact.columns import column_worth, evaluate
 from igniter_opt.planner.exact.pricing import PricingResult
-
-ITEMS_PER_TYPE = 4  # per piece type, items enumerated: the fewest units at each of its smallest batches
-MAX_SLOTS = 4
-
-
-def _sampled_items(setup: colgen.ColgenSetup) -> list[int]:
-    """Per piece type, its item of fewest units at each of its ``ITEMS_PER_TYPE`` smallest batches."""
-    tab = setup.items.table
-    out: list[int] = []
-    for idx in setup.items.by_piece:
-        order = idx[np.lexsort((tab.units[idx], tab.batch[idx]))]
-        _, first = np.unique(tab.batch[order], return_index=True)
-        out.extend(int(k) for k in order[first][:ITEMS_PER_TYPE])
-    return out
-
-
-@pytest.fixture(scope="module")
-def mix(pricing_mix_setup: colgen.ColgenSetup) -> tuple[colgen.ColgenSetup, list]:
-    """A mix's setup and every multiset of up to ``MAX_SLOTS`` sampled items that the kernel accepts."""
-    space, tab = pricing_mix_setup.space, pricing_mix_setup.items.table
-    combos = [c for n in range(1, MAX_SLOTS + 1)
-              for c in itertools.combinations_with_replacement(_sampled_items(pricing_mix_setup), n)
-              if sum(int(tab.units[k]) for k in c) <= space.cap_units]
-    cols = evaluate(space, [[tab.slot(k) for k in c] for c in combos])
-    return pricing_mix_setup, [c for c in cols if c is not None]
-
 
 def _trials(n: int) -> list[np.ndarray]:
     rng = np.random.default_rng(3)
@@ -58,14 +31,14 @@ def _assert_kappa_covers_every_column(setup: colgen.ColgenSetup, columns: list, 
             assert res.kappa >= best * (1 - 1e-12), (nodes, res.kappa, best)
 
 
-def test_kappa_is_never_below_a_feasible_configuration_however_early_it_stops(mix) -> None:
-    setup, columns = mix
+def test_kappa_is_never_below_a_feasible_configuration_however_early_it_stops(pricing_mix) -> None:
+    setup, columns = pricing_mix
     assert max(len(c.slots) for c in columns) >= 3  # company was enumerated
     _assert_kappa_covers_every_column(setup, columns, _trials(len(setup.pieces)))
 
 
-def test_the_configurations_it_returns_are_accepted_by_the_kernel_and_worth_what_it_says(mix) -> None:
-    setup, _ = mix
+def test_the_configurations_it_returns_are_accepted_by_the_kernel_and_worth_what_it_says(pricing_mix) -> None:
+    setup, _ = pricing_mix
     seen = 0
     for duals in _trials(len(setup.pieces)):
         res = boxes.box_kappa(setup.boxes, duals, 0.0, time.perf_counter() + 30.0, max_nodes=200)
@@ -78,10 +51,10 @@ def test_the_configurations_it_returns_are_accepted_by_the_kernel_and_worth_what
     assert seen > 20
 
 
-def test_kappa_tightens_as_it_runs_and_closes_near_the_best_it_finds(mix) -> None:
+def test_kappa_tightens_as_it_runs_and_closes_near_the_best_it_finds(pricing_mix) -> None:
     """With room to run, every box closes at a target 5 % above the best configuration found, below the
     first boxes' bound."""
-    setup, _ = mix
+    setup, _ = pricing_mix
     for duals in _trials(len(setup.pieces))[:4]:
         first = boxes.box_kappa(setup.boxes, duals, 0.0, time.perf_counter() + 30.0, max_nodes=1).kappa
         found = boxes.box_kappa(setup.boxes, duals, 0.0, time.perf_counter() + 30.0, max_nodes=400)
@@ -91,19 +64,19 @@ def test_kappa_tightens_as_it_runs_and_closes_near_the_best_it_finds(mix) -> Non
         assert full.kappa <= min(first, 1.05 * best * (1 + 1e-9))
 
 
-def test_with_every_box_of_one_member_count_a_leaf_kappa_stays_valid(mix, monkeypatch) -> None:
+def test_with_every_box_of_one_member_count_a_leaf_kappa_stays_valid(pricing_mix, monkeypatch) -> None:
     """Leaves (knapsack MIPs) close boxes in place of splits; the bound still covers every configuration."""
-    setup, columns = mix
+    setup, columns = pricing_mix
     monkeypatch.setattr(boxes, "LEAF_WIDTH", math.inf)
     _assert_kappa_covers_every_column(setup, columns, _trials(len(setup.pieces))[::3])
 
 
-def test_a_leaf_is_no_looser_than_its_multipliers_and_its_multiset_keeps_the_resource_rows(mix) -> None:
-    setup, _ = mix
+def test_a_leaf_is_no_looser_than_its_multipliers_and_its_multiset_keeps_the_resource_rows(pricing_mix) -> None:
+    setup, _ = pricing_mix
     tab = setup.items.table
     solved = 0
     for duals in _trials(len(setup.pieces))[:6]:
-        s = boxes._Search(setup.boxes, duals)
+        s = boxes.BoxSearch(setup.boxes, duals)
         for box in s.roots():
             if box.n_lo != box.n_hi:
                 continue
@@ -119,14 +92,14 @@ def test_a_leaf_is_no_looser_than_its_multipliers_and_its_multiset_keeps_the_res
     assert solved > 5
 
 
-def test_three_pieces_of_one_type_are_bounded_where_a_gpu_can_hold_three(mix) -> None:
+def test_three_pieces_of_one_type_are_bounded_where_a_gpu_can_hold_three(pricing_mix) -> None:
     """A piece type of 3 replicas whose item fits three times: the knapsack bounds 3 of it on one GPU (it
     once stopped at two of a type, which would have let a bound miss such a configuration)."""
     import dataclasses
 
-    setup, _ = mix
+    setup, _ = pricing_mix
     tab = setup.items.table
-    alone = boxes._Search(setup.boxes, np.ones(len(setup.pieces)))
+    alone = boxes.BoxSearch(setup.boxes, np.ones(len(setup.pieces)))
     box = boxes.Box(3, 3, 0.0, setup.boxes.c_top, 0.0, setup.boxes.q_top)
     fits = alone.live[alone.eligible(box) & (3 * alone.units <= setup.space.cap_units)]
     if fits.size == 0:
@@ -138,21 +111,21 @@ def test_three_pieces_of_one_type_are_bounded_where_a_gpu_can_hold_three(mix) ->
     bp.count[t] = 3
     duals = np.zeros(len(setup.pieces))
     duals[t] = 1.0
-    bound, _, _ = boxes._Search(bp, duals).knapsack(box, np.zeros(1), np.zeros(1))
+    bound, _, _ = boxes.BoxSearch(bp, duals).knapsack(box, np.zeros(1), np.zeros(1))
     assert bound[0] >= 3.0 - 1e-9
 
 
-def test_a_box_narrowed_to_a_point_is_a_leaf(mix) -> None:
+def test_a_box_narrowed_to_a_point_is_a_leaf(pricing_mix) -> None:
     """Splitting a box of no width only copies it (the Lagrangian bound cannot fall there): it is solved instead."""
-    setup, _ = mix
-    s = boxes._Search(setup.boxes, np.ones(len(setup.pieces)))
+    setup, _ = pricing_mix
+    s = boxes.BoxSearch(setup.boxes, np.ones(len(setup.pieces)))
     assert s.is_leaf(boxes.Box(3, 3, 10.0, 10.0, 5.0, 5.0))
     assert not s.is_leaf(boxes.Box(3, 4, 10.0, 10.0, 5.0, 5.0))
     assert not s.is_leaf(boxes.Box(3, 3, 0.0, setup.boxes.c_top, 0.0, setup.boxes.q_top))
 
 
-def test_an_item_alone_is_priced_exactly(mix) -> None:
-    setup, _ = mix
+def test_an_item_alone_is_priced_exactly(pricing_mix) -> None:
+    setup, _ = pricing_mix
     n = len(setup.pieces)
     one = np.zeros(n)
     one[0] = 2.5
@@ -184,8 +157,8 @@ def _round_calls(setup: colgen.ColgenSetup, monkeypatch, mip_proves: bool) -> li
     return calls
 
 
-def test_small_instances_price_by_mip_first_and_large_ones_by_boxes_only(mix, monkeypatch) -> None:
-    setup, _ = mix
+def test_small_instances_price_by_mip_first_and_large_ones_by_boxes_only(pricing_mix, monkeypatch) -> None:
+    setup, _ = pricing_mix
     assert len(setup.items.table) <= colgen.MIP_MAX_ITEMS
     assert _round_calls(setup, monkeypatch, mip_proves=True) == ["mip"]  # solved: the boxes add nothing
     assert _round_calls(setup, monkeypatch, mip_proves=False) == ["mip", "boxes"]

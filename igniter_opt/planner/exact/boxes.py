@@ -28,7 +28,7 @@ split where the knapsack's best multiset breaks a row through one of n, C, Q (pa
 member's limit: the multiset leaves both halves), else in half, the box of the largest bound first.
 A box of one member count narrowed to ``LEAF_WIDTH`` of the L2 and power ranges is a *leaf*: splitting
 cannot close the multipliers' duality gap there, so its knapsack is solved as a MIP with both resource
-rows kept (``_Search.leaf``) and its dual bound closes it.
+rows kept (``BoxSearch.leaf``) and its dual bound closes it.
 Each box's best multiset, less its members that break a row (``BoxPricing.repair``), is returned as a
 candidate for the kernel to judge. Members whose dual is 0 are left out (dropping them keeps a
 configuration feasible and worth as much). Items are the non-dominated placements (``items``),
@@ -64,7 +64,7 @@ AFTER_FIRST = 120
 ROOT_LEVELS = 12
 LOCAL_STEPS = np.array([0.0, 0.5, 0.8, 1.0, 1.25, 2.0])
 # A box of one member count whose L2 and power ranges are at most this share of the reachable ones is a
-# leaf: solved as a knapsack MIP (``_Search.leaf``), which closes the Lagrangian relaxation's gap.
+# leaf: solved as a knapsack MIP (``BoxSearch.leaf``), which closes the Lagrangian relaxation's gap.
 LEAF_WIDTH = 0.02
 # Relative gap at which HiGHS may stop on a leaf, and the most seconds one leaf may take (its dual bound
 # is what is used, so a leaf stopped early still bounds its box).
@@ -148,7 +148,7 @@ class BoxPricing:
                                      self.p_busy + tab.power[k].sum())
 
 
-class _Search:
+class BoxSearch:
     """One branch and bound at one dual vector."""
 
     def __init__(self, bp: BoxPricing, duals: np.ndarray) -> None:
@@ -259,13 +259,13 @@ class _Search:
         j = int(np.argmin(bound))
         return float(bound[j]), float(mu[j]), float(nu[j])
 
-    def trace_back(self, box: Box, mu: float, nu: float) -> tuple[int, ...]:
+    def trace_back(self, box: Box, mu: float, nu: float, least: float = NEG / 2) -> tuple[int, ...]:
         """The best multiset of the box's knapsack at (mu, nu), as item indices of ``items.table`` (empty
-        when there is none, or float noise hides how it was formed)."""
+        when there is none, its knapsack value is at most ``least``, or float noise hides how it was formed)."""
         cap = self.bp.cap
         _, trace, dp = self.knapsack(box, np.array([mu]), np.array([nu]), keep=True)
         n = box.n_lo + int(np.argmax(dp[0, box.n_lo:, cap]))
-        if dp[0, n, cap] <= NEG / 2:
+        if dp[0, n, cap] <= least:
             return ()
         u_left, out = cap, []
         cur = dp[0]
@@ -473,7 +473,7 @@ def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float,
     ``max_nodes`` boxes were evaluated, ``deadline`` (``time.perf_counter()``) passed, or (``enough``)
     that many multisets worth more than ``target`` were found. The kappa returned bounds every
     configuration's worth at ``duals`` whenever it stops."""
-    s = _Search(bp, duals)
+    s = BoxSearch(bp, duals)
     tab = bp.items.table
     alone = float(np.max(np.where(bp.has_items, np.maximum(duals, 0.0), 0.0), initial=0.0))
     if s.live.size == 0 or bp.max_members < 2:

@@ -47,6 +47,7 @@ from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
 from igniter_opt.planner.exact.master import IntegerSolution, Master
 from igniter_opt.planner.exact.pairs import PairTable
 from igniter_opt.planner.exact.pieces import PieceType, piece_types
+from igniter_opt.planner.exact.points import point_candidates
 from igniter_opt.planner.exact.pricing import price_mip
 from igniter_opt.planner.exact.relaxed import RelaxedPricing, prepare_relaxed, relaxed_kappa
 
@@ -65,8 +66,9 @@ BOX_ENOUGH = 24
 BOX_COLUMNS = 48
 BOX_SEEDS = 32
 MIP_MAX_ITEMS = 1500
-# Share of the time left that one exact pricing may take.
+# Share of the time left that one exact pricing may take, and one round of point pricing.
 PRICING_SHARE = 0.4
+POINT_SHARE = 0.25
 # No exact pricing is started with less time than this to run in.
 MIN_PRICING_S = 0.1
 # The bound in GPUs is rounded up after subtracting this (float noise only: it lowers the bound).
@@ -219,6 +221,8 @@ class ColgenState:
     notes: list[str] = field(default_factory=list)
     clock: PricingClock = field(default_factory=PricingClock)
     heuristic_max_s: float = 0.0  # the longest round of kernel pricing so far
+    point_rounds: int = 0
+    point_s: float = 0.0
     step_max_s: float = 0.0  # the longest master LP solve and relaxed bound so far
 
     @property
@@ -276,6 +280,38 @@ def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray) -> i
     before = len(master.columns)
     master.add(good)
     return len(master.columns) - before
+
+
+def point_columns(setup: ColgenSetup, duals: np.ndarray, deadline: float) -> list[Column]:
+    """Point pricing (``points.point_candidates``) until ``deadline``: the multisets it finds, and the best
+    ``BOX_SEEDS`` of them grown by the kernel heuristic, as the kernel judges them."""
+    found = point_candidates(setup.boxes, duals, 1.0 + IMPROVE_EPS, deadline)
+    return [c for c in evaluate(setup.space, _with_grown(setup, duals, found)) if c is not None]
+
+
+def _with_grown(setup: ColgenSetup, duals: np.ndarray, found: list[tuple[float, tuple[int, ...]]]
+                ) -> list[list[ColSlot]]:
+    """The ``BOX_COLUMNS`` best multisets found (worth, item indices) as slot lists, then the best
+    ``BOX_SEEDS`` grown by the kernel heuristic (``grown_slots``)."""
+    slots = [setup.boxes.slots(m) for _, m in found[:BOX_COLUMNS]]
+    for size in sorted({len(m) for _, m in found[:BOX_SEEDS]}):
+        seeds = np.array([m for _, m in found[:BOX_SEEDS] if len(m) == size], np.intp)
+        slots += grown_slots(setup, duals, seeds)
+    return slots
+
+
+def _point_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, deadline: float) -> int:
+    """One round of point pricing within ``POINT_SHARE`` of the time to ``deadline``: how many improving
+    columns entered the master."""
+    t0 = time.perf_counter()
+    cols = point_columns(setup, duals, t0 + POINT_SHARE * max(0.0, deadline - t0))
+    good = [c for c in cols if column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+    before = len(state.master.columns)
+    state.master.add(good)
+    state.point_rounds += 1
+    state.point_s += time.perf_counter() - t0
+    log.debug("point pricing: %d column(s) worth more than a GPU in %.2f s", len(good), time.perf_counter() - t0)
+    return len(state.master.columns) - before
 
 
 def relaxed_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray) -> float:
@@ -337,10 +373,7 @@ def _box_pricing(setup: ColgenSetup, duals: np.ndarray, deadline: float, kappa: 
     best configurations the boxes found, and the best of them grown by the kernel heuristic)."""
     t0 = time.perf_counter()
     found = box_kappa(setup.boxes, duals, 1.0 + IMPROVE_EPS, deadline, enough=BOX_ENOUGH)
-    slots = [setup.boxes.slots(m) for _, m in found.candidates[:BOX_COLUMNS]]
-    for size in sorted({len(m) for _, m in found.candidates[:BOX_SEEDS]}):
-        seeds = np.array([m for _, m in found.candidates[:BOX_SEEDS] if len(m) == size], np.intp)
-        slots += grown_slots(setup, duals, seeds)
+    slots = _with_grown(setup, duals, found.candidates)
     good = [c for c in evaluate(setup.space, slots) if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
     log.debug("box pricing: kappa %.4f after %d box(es) in %.2f s, %d column(s) worth more than a GPU", found.kappa,
               found.nodes, time.perf_counter() - t0, len(good))
@@ -391,7 +424,7 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
         t0 = time.perf_counter()
         added = _heuristic_round(setup, master, lp.duals)
         state.heuristic_max_s = max(state.heuristic_max_s, time.perf_counter() - t0)
-        if added:
+        if added or _point_round(setup, state, lp.duals, deadline):
             continue
         turn = exact_pricing_turn(partial(_exact_round, setup, state, lp.duals, threads=threads, relaxed=kappa),
                                   deadline, stalled, lambda: state.converged, state.clock)

@@ -183,7 +183,8 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     ended = ("LP solved" if state.converged else "generation stopped: the bound meets the plan"
              if bound >= plan.num_gpus else "LP not solved to the end")
     notes.append(f"{lp}{ended}, "
-                 f"{state.pricing_rounds} exact pricing round(s), {state.relaxed_calls} relaxed pricing bound(s), "
+                 f"{state.pricing_rounds} exact pricing round(s), {state.point_rounds} point pricing round(s), "
+                 f"{state.relaxed_calls} relaxed pricing bound(s), "
                  f"{run.masters} integer master run(s)"
                  + (f" ({run.skipped} skipped: the LP over the columns, rounded up, met the plan)"
                     if run.skipped else ""))
