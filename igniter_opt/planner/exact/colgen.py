@@ -4,8 +4,9 @@
    (the greedy plan) as columns, and every piece type alone as a column.
 2. ``generate``: re-solve the master LP; price with the kernel heuristic (``heuristic.grow``) and
    by enumerating pairs (``pairs``: the pairs worth more than a GPU, and the best pairs grown by the
-   heuristic) while they find columns worth more than a GPU at the duals; then, within a share of the
-   time left, price with the pricing MIP (``pricing.price_mip``) on small instances and by branch and
+   heuristic) while they find columns worth more than a GPU at the duals; when they find none, by point
+   pricing (``points``: box pricing's knapsack at guessed points of the environment, a heuristic); then,
+   within a share of the time left, price with the pricing MIP (``pricing.price_mip``) on small instances and by branch and
    bound over boxes (``boxes.box_kappa``: a bound on every configuration's worth, and the
    configurations found on the way, grown by the heuristic) where the MIP leaves the pricing problem
    open or did not run (``_exact_round``). Every master LP's duals give a
@@ -302,7 +303,8 @@ def _with_grown(setup: ColgenSetup, duals: np.ndarray, found: list[tuple[float, 
 
 def _point_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, deadline: float) -> int:
     """One round of point pricing within ``POINT_SHARE`` of the time to ``deadline``: how many improving
-    columns entered the master."""
+    columns entered the master. ``generate`` runs it only above ``MIP_MAX_ITEMS`` items: below, the pricing
+    MIP that comes next finds the best column and proves it in a second or two."""
     t0 = time.perf_counter()
     cols = point_columns(setup, duals, t0 + POINT_SHARE * max(0.0, deadline - t0))
     good = [c for c in cols if column_worth(c, duals) > 1.0 + IMPROVE_EPS]
@@ -424,7 +426,7 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
         t0 = time.perf_counter()
         added = _heuristic_round(setup, master, lp.duals)
         state.heuristic_max_s = max(state.heuristic_max_s, time.perf_counter() - t0)
-        if added or _point_round(setup, state, lp.duals, deadline):
+        if added or (len(setup.items.table) > MIP_MAX_ITEMS and _point_round(setup, state, lp.duals, deadline)):
             continue
         turn = exact_pricing_turn(partial(_exact_round, setup, state, lp.duals, threads=threads, relaxed=kappa),
                                   deadline, stalled, lambda: state.converged, state.clock)
