@@ -16,6 +16,7 @@ from igniter_opt.planner.exact import boxes, colgen
 from igniter_opt.planner.exact.columns import column_worth, evaluate
 from igniter_opt.planner.exact.pricing import PricingResult
 
+
 def _trials(n: int) -> list[np.ndarray]:
     rng = np.random.default_rng(3)
     return [rng.random(n) for _ in range(12)] + [rng.random(n) * (rng.random(n) < 0.5) for _ in range(8)]

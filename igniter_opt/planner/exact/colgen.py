@@ -4,15 +4,15 @@
    (the greedy plan) as columns, and every piece type alone as a column.
 2. ``generate``: re-solve the master LP; price with the kernel heuristic (``heuristic.grow``) and
    by enumerating pairs (``pairs``: the pairs worth more than a GPU, and the best pairs grown by the
-   heuristic) while they find columns worth more than a GPU at the duals; when they find none, by point
-   pricing (``points``: box pricing's knapsack at guessed points of the environment, a heuristic); then,
-   within a share of the time left, price with the pricing MIP (``pricing.price_mip``) on small instances and by branch and
-   bound over boxes (``boxes.box_kappa``: a bound on every configuration's worth, and the
-   configurations found on the way, grown by the heuristic) where the MIP leaves the pricing problem
-   open or did not run (``_exact_round``). Every master LP's duals give a
-   certified bound (Farley): with duals pi >= 0 and kappa >= every column's worth sum_t pi_t n_{t,p}
-   (the relaxation's bound, ``relaxed.relaxed_kappa``, after every LP; at an exact pricing the least
-   of it, the boxes' and the pricing MIP's dual bound),
+   heuristic) while they find columns worth more than a GPU at the duals; when they find none, above
+   ``MIP_MAX_ITEMS`` items, by point pricing (``points``: box pricing's knapsack at guessed points of the
+   environment, a heuristic); then, within a share of the time left, price with the pricing MIP
+   (``pricing.price_mip``) on small instances and by branch and bound over boxes (``boxes.box_kappa``:
+   a bound on every configuration's worth, and the configurations found on the way, grown by the
+   heuristic) where the MIP leaves the pricing problem open or did not run (``_exact_round``). Every
+   master LP's duals give a certified bound (Farley): with duals pi >= 0 and kappa >= every column's
+   worth sum_t pi_t n_{t,p} (the relaxation's bound, ``relaxed.relaxed_kappa``, after every LP; at an
+   exact pricing the least of it, the boxes' and the pricing MIP's dual bound),
 
        GPUs >= D(pi) / max(1, kappa),    D(pi) = sum_w min_o sum_{t in o} count_t pi_t,
 
@@ -438,6 +438,8 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
     if state.relaxed_calls:
         log.info("relaxed pricing bound: %d call(s), %.3f s each; bound %.4f GPUs", state.relaxed_calls,
                  state.relaxed_s / state.relaxed_calls, state.bound)
+    if state.point_rounds:
+        log.info("point pricing: %d round(s), %.2f s in all", state.point_rounds, state.point_s)
     return state
 
 

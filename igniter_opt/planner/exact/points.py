@@ -1,6 +1,7 @@
 """Point pricing: configurations found by box pricing's knapsack at points of the environment.
 
-A heuristic, run when the kernel heuristic and pair pricing find nothing (``colgen``). The kernel
+A heuristic, run when the kernel heuristic and pair pricing find nothing, on instances of more items than
+the pricing MIP is tried on (``colgen``; below, the MIP finds and proves the best column fast). The kernel
 heuristic grows a configuration one member at a time by worth per unit, and at 50 workloads on the
 V100 it misses configurations of seven to nine small pieces worth up to 9 % more than a GPU, which box
 pricing finds only after a thousand boxes (docs/exact.md). Here the environment is guessed instead:
