@@ -175,13 +175,16 @@ def test_a_time_limit_at_or_below_zero_is_refused(any_model) -> None:
         exact.solve(_problem(any_model, MIX8), SolveOptions(time_limit_s=0))
 
 
-def test_progress_lines_while_it_runs_and_the_limit_bounds_the_whole_call(any_model) -> None:
-    import sys
-
-    sys.path.insert(0, "benchmarks")
+def _mix40(model, monkeypatch) -> PlanningProblem:
+    """The benchmark's random mix of 40 workloads, seed 1: large enough for column generation."""
+    monkeypatch.syspath_prepend("benchmarks")
     from instances import random_mix
 
-    problem = PlanningProblem(random_mix(any_model, 40, 1), any_model, LatencyBudget.IGNITER, 0.1)
+    return PlanningProblem(random_mix(model, 40, 1), model, LatencyBudget.IGNITER, 0.1)
+
+
+def test_progress_lines_while_it_runs_and_the_limit_bounds_the_whole_call(any_model, monkeypatch) -> None:
+    problem = _mix40(any_model, monkeypatch)
     lines: list[str] = []
     t0 = time.perf_counter()
     plan = exact.solve(problem, SolveOptions(time_limit_s=8, progress=lines.append))
@@ -301,6 +304,32 @@ def test_generation_begins_no_step_that_would_end_past_its_deadline(any_model, m
     colgen.generate(setup, state, deadline, None)
     assert state.iterations == 1 and state.step_max_s >= 0.4
     assert time.perf_counter() <= deadline + 0.3  # the one step's pricing may end a little past it
+
+
+def test_the_integer_master_gets_only_the_time_left_after_the_skip_check(v100_model, monkeypatch) -> None:
+    """The check that may skip the integer master re-solves the LP (1.8 s at 1000 workloads); the master's
+    limit is what is left after it, so that the run ends by its deadline (it once ended 1.1 s late)."""
+    from igniter_opt.planner.exact import setpart
+    from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
+
+    problem = _mix40(v100_model, monkeypatch)
+    ends: list[float] = []
+    real_improve = setpart._improve
+
+    def slow_check(state, incumbent_gpus, left_s) -> bool:
+        time.sleep(1.5)  # a slow LP re-solve that never skips
+        return False
+
+    def improve(problem, setup, state, inc, limit_s, options, notes):
+        ends.append(time.perf_counter() + limit_s)
+        return real_improve(problem, setup, state, inc, limit_s, options, notes)
+
+    monkeypatch.setattr(setpart, "_master_cannot_improve", slow_check)
+    monkeypatch.setattr(setpart, "_improve", improve)
+    t0 = time.perf_counter()
+    exact.solve(problem, SolveOptions(time_limit_s=8), formulation="columns")
+    deadline = t0 + 8 - setpart.EXTRACT_RESERVE_S
+    assert ends and all(end + WATCHDOG_GRACE_S <= deadline + 0.05 for end in ends), (ends, deadline)
 
 
 def test_the_integer_master_is_skipped_only_when_its_lp_rounded_up_meets_the_incumbent(v100_model) -> None:
