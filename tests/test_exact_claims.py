@@ -306,13 +306,13 @@ def test_generation_begins_no_step_that_would_end_past_its_deadline(any_model, m
     assert time.perf_counter() <= deadline + 0.3  # the one step's pricing may end a little past it
 
 
-def test_the_integer_master_gets_only_the_time_left_after_the_skip_check(v100_model, monkeypatch) -> None:
+def test_the_integer_master_gets_only_the_time_left_after_the_skip_check(any_model, monkeypatch) -> None:
     """The check that may skip the integer master re-solves the LP (1.8 s at 1000 workloads); the master's
     limit is what is left after it, so that the run ends by its deadline (it once ended 1.1 s late)."""
     from igniter_opt.planner.exact import setpart
     from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
 
-    problem = _mix40(v100_model, monkeypatch)
+    problem = _mix40(any_model, monkeypatch)
     ends: list[float] = []
     real_improve = setpart._improve
 
