@@ -253,7 +253,7 @@ def test_plan_change_under_load_on_real_tritonserver(tmp_path: Path) -> None:
     ev = tj["events_s"]
     assert (
         tj["errors"] == []
-        and 1.9 < ev["step_s"] < ev["ready_s"] <= ev["switched_s"] <= ev["old_stopped_s"] < 12
+        and 1.9 < ev["step_s"] < ev["ready_s"] <= ev["switching_s"] <= ev["switched_s"] <= ev["old_stopped_s"] < 12
     )
     assert tj["diff"]["summary"]["kept"] == 1 and tj["diff"]["summary"]["resized"] == 1
     assert tj["diff"]["summary"]["started"] == 1 and tj["diff"]["summary"]["stopped"] == 1
@@ -262,10 +262,12 @@ def test_plan_change_under_load_on_real_tritonserver(tmp_path: Path) -> None:
     assert {r["status"] for r in rows} == {"ok"}, [r for r in rows if r["status"] != "ok"][
         :3
     ]  # nothing dropped
-    sw = ev["switched_s"]
-
     def servers(w: str, after: bool) -> set[str]:
-        return {r["server"] for r in rows if r["workload"] == w and (float(r["sent_s"]) >= sw) == after}
+        """Where w's requests went before the switch began, or after it was done (between: either)."""
+        def side(t: float) -> bool:
+            return t >= ev["switched_s"] if after else t < ev["switching_s"]
+
+        return {r["server"] for r in rows if r["workload"] == w and side(float(r["sent_s"]))}
 
     assert servers("KEEP", False) == servers("KEEP", True) == {"s0-gpu0-KEEP"}
     assert servers("GROW", False) == {"s1-gpu0-GROW"} and servers("GROW", True) == {"new-s1-gpu0-GROW"}
