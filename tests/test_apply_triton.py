@@ -48,6 +48,9 @@ def _why_not() -> str | None:
 
 
 WHY_NOT = None
+# How much later than its read of the switch a load process may read the clock (descheduled between the
+# two on a busy 2-core machine: 21 ms seen in a CI run).
+SCHEDULING_JITTER_S = 0.25
 
 
 def setup_module() -> None:
@@ -262,10 +265,14 @@ def test_plan_change_under_load_on_real_tritonserver(tmp_path: Path) -> None:
     assert {r["status"] for r in rows} == {"ok"}, [r for r in rows if r["status"] != "ok"][
         :3
     ]  # nothing dropped
+
     def servers(w: str, after: bool) -> set[str]:
-        """Where w's requests went before the switch began, or after it was done (between: either)."""
+        """Where w's requests went before the switch began, or after it was done; a request that read the
+        switch unset may have read the clock up to SCHEDULING_JITTER_S later (one that read it set cannot
+        have been sent before it)."""
+
         def side(t: float) -> bool:
-            return t >= ev["switched_s"] if after else t < ev["switching_s"]
+            return t >= ev["switched_s"] + SCHEDULING_JITTER_S if after else t < ev["switching_s"]
 
         return {r["server"] for r in rows if r["workload"] == w and side(float(r["sent_s"]))}
 

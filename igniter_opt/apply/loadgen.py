@@ -227,8 +227,10 @@ class _Stream:
 
     async def request(self, seq: int, sched: float) -> None:
         """One request; its record: scheduled, send and receive times (s from the start), lag, outcome."""
-        sent = _now() - self.base_pc
+        # The switch is read before the clock: a request that went to the new server was sent after the
+        # switch (this process may be descheduled between the two; a fresh-clone CI run saw 21 ms).
         switched = self.client2 is not None and self.switch is not None and self.switch.is_set()
+        sent = _now() - self.base_pc
         server = self.spec.switch_server if switched else self.spec.server
         status, error = await self._infer(self.client2 if switched else self.client)
         received = _now() - self.base_pc
