@@ -104,7 +104,7 @@ def test_plan_change_under_load_with_fakes(
     )
     assert result.errors == [] and result.interrupted is None
     ev = result.events
-    assert 0.45 < ev["step_s"] <= ev["ready_s"] <= ev["switching_s"] <= ev["switched_s"] <= ev["old_stopped_s"] < 1.5
+    assert 0.45 < ev["step_s"] <= ev["ready_s"] <= ev["switched_s"] <= ev["old_stopped_s"] < 1.5
     starts = [name for what, name in calls if what == "start"]
     assert starts == ["s0-gpu0-KEEP", "s1-gpu0-GROW", "s2-gpu0-GONE", "s1-gpu0-GROW", "s2-gpu0-NEW"]
     # the old GROW and GONE servers stop once the clients have switched; every server is stopped at the end
@@ -120,7 +120,7 @@ def test_plan_change_under_load_with_fakes(
     phases = {(p, w["workload"]) for p, ws in recs["phases"].items() for w in ws}
     assert ("before", "GONE") in phases and ("after", "NEW") in phases and ("after", "GONE") not in phases
     rows = (tmp_path / "out" / "requests.csv").read_text().splitlines()
-    begun, done = ev["switching_s"], ev["switched_s"]  # between the two a request may go either way
+    begun, done = ev["ready_s"], ev["switched_s"]  # between the two a request may go either way
     grow = [r.split(",") for r in rows[1:] if ",GROW," in r]
     assert {r[2] for r in grow if float(r[5]) < begun} == {"s1-gpu0-GROW"}
     assert {r[2] for r in grow if float(r[5]) >= done} == {"new-s1-gpu0-GROW"}

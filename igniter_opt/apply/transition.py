@@ -217,10 +217,7 @@ def _run_change(tr: Transition, gen: LoadDriver, started: dict[str, Launcher], w
         say(f"step at {events['step_s']:.1f} s: starting {len(tr.start_new)} new server(s)")
         start_servers([s.spec for s in tr.start_new], factory, tr.options.ready_timeout_s, started)
         watched.extend(started.values())
-        events["ready_s"] = time.time() - t0
-        # The load processes see the switch at once; this thread may be descheduled before it reads the
-        # clock again. A request sent between the two times may have gone to either server.
-        events["switching_s"] = time.time() - t0
+        events["ready_s"] = time.time() - t0  # also just before the switch: no request on a new server before it
         gen.switch({NEW_PREFIX + s.spec.name for s in tr.start_new})
         events["switched_s"] = time.time() - t0
         say(f"new servers ready and clients switched at {events['switched_s']:.1f} s; stopping "
