@@ -21,7 +21,7 @@ which is how the H200's SSD was first mis-measured, docs/live-tail.md). Each mod
 overhead line; the GPU's line is the median of the models' intercepts and slopes (robust to one model
 whose serving differs), and a model whose own line is above it by more than ``OWN_OVERHEAD_MIN_MS`` at
 its larger batch gets the difference as its ``model_overheads`` entry. A server that served less than
-``SERVED_MIN`` of its rate was overloaded: it is recorded, and left out of every fit.
+``SERVED_MIN`` of the requests per second sent to it was overloaded: it is recorded, and left out of every fit.
 
 The result is the profile's ``serving.json``; the run's own files stay under ``<profile>/serving-run``.
 """
@@ -53,7 +53,7 @@ MODEL_UTILIZATION = 0.3
 SERVERS_PER_RUN = 3
 # A model's own overhead is recorded where its line is this much above the GPU's at its larger batch.
 OWN_OVERHEAD_MIN_MS = 0.5
-# A server that served less than this fraction of its rate was overloaded (its times are inflated).
+# A server that served less than this fraction of what was sent was overloaded (its times are inflated).
 SERVED_MIN = 0.95
 
 
@@ -95,16 +95,17 @@ def serving_plan(perf: PerformanceModel, gpu_name: str, models: tuple[str, ...] 
     return Plan(perf.name, "serving-measurement", "igniter", (GpuAssignment("gpu0", gpu_name, tuple(placements)),))
 
 
-def model_runs(perf: PerformanceModel, gpu_name: str, models: tuple[str, ...]) -> list[Plan]:
+def model_runs(perf: PerformanceModel, gpu_name: str, models: tuple[str, ...],
+               utilization: float = MODEL_UTILIZATION) -> list[Plan]:
     """The per-model measurement: every model at each of ``MODEL_BATCHES``, ``SERVERS_PER_RUN`` servers per run
-    sharing the GPU equally (a last run with fewer servers gives each more)."""
+    sharing the GPU equally (a last run with fewer servers gives each more), at ``utilization`` of capacity."""
     missing = [m for m in models if m not in perf.models]
     if missing:
         raise MeasurementError(f"profile '{perf.name}' lacks {', '.join(missing)} "
                                f"(it has: {', '.join(perf.model_names)})")
     servers = [(m, b) for m in models for b in MODEL_BATCHES]
     runs = [servers[i:i + SERVERS_PER_RUN] for i in range(0, len(servers), SERVERS_PER_RUN)]
-    return [serving_plan(perf, gpu_name, tuple(m for m, _ in run), tuple(b for _, b in run), MODEL_UTILIZATION)
+    return [serving_plan(perf, gpu_name, tuple(m for m, _ in run), tuple(b for _, b in run), utilization)
             for run in runs]
 
 
@@ -118,6 +119,15 @@ def _trace_cv(path: Path, mean_exec_ms: float) -> float:
     return statistics.pstdev(times) / mean_exec_ms
 
 
+def _overloaded(result: Any) -> bool:
+    """Whether a server answered less than ``SERVED_MIN`` of the requests per second sent to it (the
+    schedule's own rate where the result has it: a short Poisson run's count strays from the nominal)."""
+    offered = float(getattr(result, "offered_rps", math.nan))
+    if not math.isfinite(offered):
+        offered = float(getattr(result, "rate_rps", 0.0) or 0.0)
+    return offered > 0 and float(getattr(result, "achieved_rps", offered)) < SERVED_MIN * offered
+
+
 def summarize_run(results: list[Any], out_dir: Path, servers: dict[str, str]) -> list[ServerServing]:
     """Per server, from apply's results and the execution traces (``servers``: workload -> server name)."""
     from igniter_opt.apply.deploy import exec_trace_path
@@ -126,8 +136,7 @@ def summarize_run(results: list[Any], out_dir: Path, servers: dict[str, str]) ->
     for r in results:
         trace = exec_trace_path(out_dir, servers[r.workload])
         cv = _trace_cv(trace, r.server_infer_ms) if trace.is_file() else math.nan
-        rate = float(getattr(r, "rate_rps", 0.0) or 0.0)
-        overloaded = rate > 0 and float(getattr(r, "achieved_rps", rate)) < SERVED_MIN * rate
+        overloaded = _overloaded(r)
         out.append(ServerServing(r.workload, r.model, int(r.batch), r.executed_batch, r.server_infer_ms - r.model_ms,
                                  r.mean_ms - r.server_queue_ms - r.server_infer_ms, cv, bool(r.valid), overloaded))
     return out
@@ -202,8 +211,8 @@ def _keep_calibration(params: ServingParams, old: dict[str, Any]) -> tuple[Servi
 
 def measure_serving(profile_dir: Path, *, duration_s: float = 20.0, load_generator: str = "perf_analyzer",
                     gpus: str | None = None, tritonserver: str | None = None, echo_ms: float | None = None,
-                    max_lag_ms: float | None = None, progress: Any = None, models: tuple[str, ...] = ()
-                    ) -> tuple[ServingParams, list[ServerServing]]:
+                    max_lag_ms: float | None = None, progress: Any = None, models: tuple[str, ...] = (),
+                    utilization: float | None = None) -> tuple[ServingParams, list[ServerServing]]:
     """Run the measurement on this machine's GPU and write ``<profile>/serving.json``.
 
     ``models``: measure each of them (``("all",)``: every model of the profile) at two batches (several
@@ -211,7 +220,9 @@ def measure_serving(profile_dir: Path, *, duration_s: float = 20.0, load_generat
     one run of three models at one batch each. What an earlier serving.json calibrated on live runs
     (``CALIBRATED``, and a calibrated service cv) is kept. ``echo_ms``: serve apply's CPU stand-in
     instead of the zoo models (tests the path without a GPU; what it measures is the stand-in's
-    serving cost, not a GPU's)."""
+    serving cost, not a GPU's). ``utilization``: the load as a fraction of each server's predicted
+    capacity (default ``TARGET_UTILIZATION``, per model ``MODEL_UTILIZATION``); the stand-in, slower
+    than the GPU the rates are sized for, needs a lower one."""
     import json
 
     from igniter_opt.apply import ApplyOptions, apply_plan, build_deployment
@@ -223,7 +234,10 @@ def measure_serving(profile_dir: Path, *, duration_s: float = 20.0, load_generat
     gpu_name = str(perf.gpu.get("name", perf.name))
     if models == ("all",):
         models = tuple(perf.model_names)
-    plans = model_runs(perf, gpu_name, models) if models else [serving_plan(perf, gpu_name)]
+    if utilization is not None and not 0 < utilization <= 1:
+        raise MeasurementError(f"utilization must be in (0, 1], got {utilization:g}")
+    plans = (model_runs(perf, gpu_name, models, utilization or MODEL_UTILIZATION) if models
+             else [serving_plan(perf, gpu_name, utilization=utilization or TARGET_UTILIZATION)])
     extra = {} if max_lag_ms is None else {"max_lag_ms": max_lag_ms}
     per_server: list[ServerServing] = []
     for i, plan in enumerate(plans):
