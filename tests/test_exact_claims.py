@@ -336,6 +336,33 @@ def test_the_integer_master_gets_only_the_time_left_after_the_skip_check(any_mod
     assert ends and all(end + WATCHDOG_GRACE_S <= deadline + 0.05 for end in ends), (ends, deadline)
 
 
+@pytest.mark.parametrize("left_s", [2.9, 3.0, 4.0])
+def test_the_fleet_master_gets_the_time_left_less_the_watchdogs_grace(left_s: float, monkeypatch) -> None:
+    """HiGHS's watchdog may cancel the integer master WATCHDOG_GRACE_S past its limit: the fleet's rounds give
+    it the time left less that grace, or run none (it once got all the time left, so a run could end a
+    second past its deadline)."""
+    from types import SimpleNamespace
+
+    from igniter_opt.planner.exact import fleetcolgen
+    from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
+
+    ends: list[float] = []
+
+    def generate(fc, until: float) -> None:  # generation that uses all it is given
+        time.sleep(max(0.0, until - time.perf_counter()))
+
+    def improve(fc, limit_s: float, gap: float) -> None:
+        ends.append(time.perf_counter() + limit_s)
+        time.sleep(limit_s)
+
+    monkeypatch.setattr(fleetcolgen, "generate", generate)
+    monkeypatch.setattr(fleetcolgen, "improve", improve)
+    fc = SimpleNamespace(inc=SimpleNamespace(cost_per_hour=3.0), converged=False, proves=lambda cost: False)
+    deadline = time.perf_counter() + left_s
+    fleetcolgen.solve_fleet_columns(fc, deadline, 0.6, 1.0, 0.0)  # type: ignore[arg-type]
+    assert ends and all(end + WATCHDOG_GRACE_S <= deadline + 0.05 for end in ends), (ends, deadline)
+
+
 def test_the_integer_master_is_skipped_only_when_its_lp_rounded_up_meets_the_incumbent(v100_model) -> None:
     """The integer master over the columns is at least their LP, rounded up: below that incumbent it runs,
     at it it cannot help (and generation goes on instead)."""

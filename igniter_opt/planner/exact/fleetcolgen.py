@@ -41,6 +41,7 @@ from igniter_opt.planner.exact.colgen import (
 )
 from igniter_opt.planner.exact.columns import Column, column_worth, evaluate
 from igniter_opt.planner.exact.fleetmaster import FleetLp, FleetMaster, lagrangian_bound, round_to_prices, type_blocks
+from igniter_opt.planner.exact.lp import MIN_MASTER_S, WATCHDOG_GRACE_S
 from igniter_opt.planner.exact.pricing import price_mip
 from igniter_opt.planner.exact.relaxed import relaxed_kappa
 
@@ -285,9 +286,10 @@ def solve_fleet_columns(fc: FleetColgen, deadline: float, generate_share: float,
         left = deadline - time.perf_counter()
         generate(fc, time.perf_counter() + generate_share * left)
         left = deadline - time.perf_counter()
-        if fc.proves(fc.inc.cost_per_hour) or left < min_round_s:
+        master_s = left - WATCHDOG_GRACE_S  # HiGHS's watchdog may cancel the master that much late
+        if fc.proves(fc.inc.cost_per_hour) or left < min_round_s or master_s < MIN_MASTER_S:
             return fc
-        improve(fc, left, mip_rel_gap)
+        improve(fc, master_s, mip_rel_gap)
         if fc.proves(fc.inc.cost_per_hour) or fc.converged or deadline - time.perf_counter() < min_round_s:
             return fc
 

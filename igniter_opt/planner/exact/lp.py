@@ -22,6 +22,8 @@ from igniter_opt.planner.exact.model import solver_module
 
 # Seconds past its own time limit after which a HiGHS run is cancelled (see ``run``).
 WATCHDOG_GRACE_S = 1.0
+# No integer master with a limit shorter than this (it could not even read its columns).
+MIN_MASTER_S = 0.1
 COLWISE = 1
 ROWWISE = 2
 

@@ -33,7 +33,7 @@ from igniter_opt.planner.exact.colgen import (
     prepare_colgen,
     start_solution,
 )
-from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
+from igniter_opt.planner.exact.lp import MIN_MASTER_S, WATCHDOG_GRACE_S
 from igniter_opt.planner.exact.master import IntegerSolution
 from igniter_opt.planner.exact.pieces import scope_text
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
@@ -149,10 +149,11 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
             run.skipped += 1
             continue
         left = deadline - time.perf_counter()  # the check above re-solved the LP: 1.8 s at 1000 workloads
-        if left < MIN_ROUND_S:
-            return
         # HiGHS checks its limit between phases only; its watchdog cancels it up to WATCHDOG_GRACE_S late
-        run.inc = _improve(problem, setup, state, run.inc, max(0.1, left - WATCHDOG_GRACE_S), options, notes)
+        master_s = left - WATCHDOG_GRACE_S
+        if left < MIN_ROUND_S or master_s < MIN_MASTER_S:  # a floor on a shorter limit would end past the deadline
+            return
+        run.inc = _improve(problem, setup, state, run.inc, master_s, options, notes)
         run.masters += 1
         if run.bound >= run.inc.plan.num_gpus or state.converged or deadline - time.perf_counter() < MIN_ROUND_S:
             return
