@@ -20,6 +20,20 @@ PAPER_WORKLOADS = REPO / "examples" / "paper-table3.csv"
 H100_PROFILE = REPO / "profiles" / "h100"
 H200_PROFILE = REPO / "profiles" / "h200"
 
+# Modules whose tests start processes (servers, load generators, fakes with time-outs) or judge wall time
+# (time limits, deadlines): marked ``serial``, the test command runs them alone, after the rest has run
+# on two workers (pytest-xdist), so that nothing else competes for the two cores while they run.
+SERIAL_MODULES = frozenset({
+    "test_accuracy_report", "test_apply", "test_apply_triton", "test_corun", "test_exact_claims", "test_export_k8s",
+    "test_mps", "test_perfanalyzer", "test_point_pricing", "test_profiling", "test_serving_profile", "test_transition",
+})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.stem in SERIAL_MODULES:
+            item.add_marker(pytest.mark.serial)
+
 
 @pytest.fixture(scope="session")
 def v100_path() -> Path:

@@ -19,7 +19,7 @@ from igniter_opt.planner.exact.pricing import PricingResult
 
 def _trials(n: int) -> list[np.ndarray]:
     rng = np.random.default_rng(3)
-    return [rng.random(n) for _ in range(12)] + [rng.random(n) * (rng.random(n) < 0.5) for _ in range(8)]
+    return [rng.random(n) for _ in range(6)] + [rng.random(n) * (rng.random(n) < 0.5) for _ in range(4)]
 
 
 def _assert_kappa_covers_every_column(setup: colgen.ColgenSetup, columns: list, trials: list[np.ndarray]) -> None:
@@ -49,14 +49,14 @@ def test_the_configurations_it_returns_are_accepted_by_the_kernel_and_worth_what
             assert column_worth(col, duals) == pytest.approx(worth, rel=1e-9)
             assert worth <= res.kappa
             seen += 1
-    assert seen > 20
+    assert seen >= 10
 
 
 def test_kappa_tightens_as_it_runs_and_closes_near_the_best_it_finds(pricing_mix) -> None:
     """With room to run, every box closes at a target 5 % above the best configuration found, below the
     first boxes' bound."""
     setup, _ = pricing_mix
-    for duals in _trials(len(setup.pieces))[:4]:
+    for duals in _trials(len(setup.pieces))[:3]:
         first = boxes.box_kappa(setup.boxes, duals, 0.0, time.perf_counter() + 30.0, max_nodes=1).kappa
         found = boxes.box_kappa(setup.boxes, duals, 0.0, time.perf_counter() + 30.0, max_nodes=400)
         best = found.candidates[0][0]
@@ -69,7 +69,7 @@ def test_with_every_box_of_one_member_count_a_leaf_kappa_stays_valid(pricing_mix
     """Leaves (knapsack MIPs) close boxes in place of splits; the bound still covers every configuration."""
     setup, columns = pricing_mix
     monkeypatch.setattr(boxes, "LEAF_WIDTH", math.inf)
-    _assert_kappa_covers_every_column(setup, columns, _trials(len(setup.pieces))[::3])
+    _assert_kappa_covers_every_column(setup, columns, _trials(len(setup.pieces))[::2])
 
 
 def test_a_leaf_is_no_looser_than_its_multipliers_and_its_multiset_keeps_the_resource_rows(pricing_mix) -> None:

@@ -194,7 +194,7 @@ def test_compare_heuristics_table_lists_each_planner(runner: CliRunner, v100_pat
 
 def test_compare_with_exact_as_json_and_csv(runner: CliRunner, v100_path: Path) -> None:
     res = runner.invoke(cli, ["compare", "--profile", str(v100_path), "--planners", "greedy,exact",
-                              "--latency-budget", "full", "--margin", "0", "--time-limit", "60", "--format", "json"],
+                              "--latency-budget", "full", "--margin", "0", "--time-limit", "8", "--format", "json"],
                         catch_exceptions=False)
     assert res.exit_code == 0, res.output
     rows = {r["planner"]: r for r in json.loads(res.stdout)}  # progress lines go to stderr

@@ -252,14 +252,14 @@ def test_count_limits_no_relaxation_can_meet_are_named() -> None:
 def test_cli_exact_fleet_reports_its_bound_in_the_table_and_the_summary(tmp_path: Path) -> None:
     out = tmp_path / "plan.json"
     res = CliRunner().invoke(cli, ["solve", *IGNITER, "--fleet", "h100:2.5,h200:3.4", "--planner", "exact",
-                                   "--time-limit", "20", "--quiet", "-o", str(out)])
+                                   "--time-limit", "6", "--quiet", "-o", str(out)])
     assert res.exit_code == 0, res.output
     summary = json.loads(out.read_text())
     solver = summary["solver"]
     assert solver["status"] in ("optimal", "feasible") and solver["bound_per_hour"] <= summary["cost"]["per_hour"]
     assert f"bound {solver['bound_per_hour']:.2f}/h, gap {100 * solver['gap']:.2f} %" in res.output
     res = CliRunner().invoke(cli, ["compare", *IGNITER, "--fleet", "h100:2.5,h200:3.4", "--planners", "greedy,exact",
-                                   "--time-limit", "20", "--quiet", "--format", "json"])
+                                   "--time-limit", "6", "--quiet", "--format", "json"])
     rows = {r["plan"]: r for r in json.loads(res.stdout)}
     assert rows["fleet greedy"]["bound_per_hour"] is None and rows["fleet greedy"]["status"] == "heuristic"
     assert rows["fleet exact"]["bound_per_hour"] == pytest.approx(solver["bound_per_hour"])
