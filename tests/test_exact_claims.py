@@ -363,6 +363,40 @@ def test_the_fleet_master_gets_the_time_left_less_the_watchdogs_grace(left_s: fl
     assert ends and all(end + WATCHDOG_GRACE_S <= deadline + 0.05 for end in ends), (ends, deadline)
 
 
+@pytest.mark.parametrize("limit_s", [2.0, 4.0])
+def test_the_replanners_master_gets_the_time_left_less_the_watchdogs_grace(limit_s: float, monkeypatch) -> None:
+    """The columns replanner's integer master ends, watchdog included, by its deadline, or does not run and
+    the greedy replan stands, verified (it once got all the time left)."""
+    from dataclasses import replace as dc_replace
+    from pathlib import Path
+
+    from igniter_opt.perfmodel import load_profile
+    from igniter_opt.planio import read_workloads
+    from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
+    from igniter_opt.replan import ReplanProblem
+    from igniter_opt.replan import columns as rcolumns
+
+    repo = Path(__file__).resolve().parents[1]
+    h100 = load_profile(repo / "profiles" / "h100")
+    ws = read_workloads(repo / "examples" / "paper-table3.csv")
+    current = greedy.solve(PlanningProblem(tuple(dc_replace(w, rate_rps=3 * w.rate_rps) for w in ws), h100))
+    ends: list[float] = []
+    real = rcolumns.solve_integer_master
+
+    def master(*args, **kwargs):
+        ends.append(time.perf_counter() + args[3])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rcolumns, "solve_integer_master", master)
+    problem = PlanningProblem(ws, h100)
+    t0 = time.perf_counter()  # the replanner's own clock starts here (the input checks come before it)
+    plan = rcolumns.solve(ReplanProblem(current, problem), SolveOptions(time_limit_s=limit_s, migration_cost=1.0))
+    deadline = t0 + limit_s - rcolumns.EXTRACT_RESERVE_S
+    assert verify_plan(plan, problem) == []
+    assert all(end + WATCHDOG_GRACE_S <= deadline + 0.05 for end in ends), (ends, deadline)
+    assert ends or "no time left for the integer master" in plan.solver.message
+
+
 def test_the_integer_master_is_skipped_only_when_its_lp_rounded_up_meets_the_incumbent(v100_model) -> None:
     """The integer master over the columns is at least their LP, rounded up: below that incumbent it runs,
     at it it cannot help (and generation goes on instead)."""
