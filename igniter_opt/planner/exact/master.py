@@ -148,6 +148,7 @@ def solve_integer_master(h: Any, options: Sequence[tuple[int, Hashable]], thread
 def _integer_run(master: Any, options: Sequence[tuple[int, Hashable]], threads: int, start: dict[int, int] | None,
                  chosen: Mapping[int, Hashable] | None, mip_rel_gap: float, time_limit_s: float, presolve: bool
                  ) -> IntegerSolution:
+    t0 = time.perf_counter()  # copying the model counts against the limit (25 000 columns at 1000 workloads)
     lp = master.getLp()
     offset = len(options)
     h = new_highs(threads)
@@ -163,7 +164,7 @@ def _integer_run(master: Any, options: Sequence[tuple[int, Hashable]], threads: 
         for j, n in start.items():
             values[offset + j] = n
         h.setSolution(lp.num_col_, int32(np.arange(lp.num_col_)), f64(values))
-    res = run(h, time_limit_s, mip=True)
+    res = run(h, time_limit_s - (time.perf_counter() - t0), mip=True)
     if res.objective is None:
         return IntegerSolution(res, {}, {})
     x = np.rint(np.asarray(h.getSolution().col_value, float)).astype(int)
