@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from igniter_opt.errors import InputError
+
 if TYPE_CHECKING:
     from igniter_opt.domain import Plan
 
@@ -42,7 +44,7 @@ def _env_float(name: str, default: float) -> float:
     try:
         return float(raw)
     except ValueError:
-        raise ValueError(f"environment variable {name}={raw!r} is not a number") from None
+        raise InputError(f"environment variable {name}={raw!r} is not a number; set a number or unset it") from None
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,15 @@ def test_compare_unknown_planner_exits_1(runner: CliRunner, any_profile_path: Pa
     assert res.output == "Error: unknown planner(s) magic; choose from: greedy, exact, ffd, gpulet\n"
 
 
+@pytest.mark.parametrize("name", ["IGNITER_OPT_TIME_LIMIT_S", "IGNITER_OPT_THREADS", "IGNITER_OPT_MIGRATION_COST"])
+def test_a_solver_setting_in_the_environment_that_is_no_number_is_a_one_line_error(runner: CliRunner, name: str,
+                                                                                   monkeypatch) -> None:
+    monkeypatch.setenv(name, "abc")
+    res = runner.invoke(cli, ["solve", *IGNITER])
+    assert res.exit_code == 1
+    assert res.output == f"Error: environment variable {name}='abc' is not a number; set a number or unset it\n"
+
+
 def test_solve_exact_without_highspy_gives_install_hint(runner: CliRunner, any_profile_path: Path, monkeypatch) -> None:
     import sys
 
