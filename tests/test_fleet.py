@@ -205,6 +205,27 @@ def _parts_verified(fp: FleetPlan, ws: tuple[Workload, ...], choice: BudgetChoic
         assert part.gpu_type.max_count is None or part.plan.num_gpus <= part.gpu_type.max_count
 
 
+def test_the_fleet_greedy_checks_each_workload_once_per_type_and_still_names_what_cannot_go(monkeypatch) -> None:
+    """The problem checks are per workload: a part whose members were planned alone on its type skips them
+    (they were half of the fleet greedy's time); a workload no type can serve is still named."""
+    from igniter_opt import checks
+
+    calls: list[int] = []
+    real = checks.check_problem
+
+    def counted(problem, **kwargs):
+        calls.append(len(problem.workloads))
+        return real(problem, **kwargs)
+
+    monkeypatch.setattr(checks, "check_problem", counted)
+    choice, fleet = BudgetChoice(LatencyBudget.TAIL), parse_fleet("h100:2.5,h200:3.4")
+    fp = solve_fleet(PAPER, fleet, choice)
+    _parts_verified(fp, PAPER, choice)
+    assert calls and set(calls) == {1} and len(calls) <= len(PAPER) * len(fleet.types)
+    with pytest.raises(ProblemError, match=r"workload\(s\) impossible can go nowhere"):
+        solve_fleet((*PAPER[:3], Workload("impossible", "vgg19", 0.5, 200.0)), fleet, choice)
+
+
 @pytest.mark.parametrize(("seed", "spec"), [(1, "h100:1.0,h200:1.25"), (5, "h100:2.0,h200:1.0"),
                                             (7, "h100:1.0:1,h200:1.6")])
 def test_the_exact_fleet_plan_is_never_worse_than_the_fleet_greedys(seed: int, spec: str) -> None:

@@ -38,13 +38,16 @@ def planner_names() -> list[str]:
     return list(PLANNERS)
 
 
-def run_planner(problem: PlanningProblem, planner: str, options: SolveOptions | None = None) -> PlanOutcome:
-    """Check the problem, plan it, and re-verify the plan with the exact model."""
+def run_planner(problem: PlanningProblem, planner: str, options: SolveOptions | None = None, *,
+                checked: bool = False) -> PlanOutcome:
+    """Check the problem, plan it, and re-verify the plan with the exact model (``checked``: the caller
+    has run the problem checks, which are per workload, on every workload already)."""
     try:
         solve = PLANNERS[planner]
     except KeyError:
         raise InputError(f"unknown planner '{planner}'; choose one of: {', '.join(PLANNERS)}") from None
-    checks.check_problem(problem, strict=True)
+    if not checked:
+        checks.check_problem(problem, strict=True)
     # Every planner fills the predictions with the exact model (placement.assemble_plan);
     # verify_plan recomputes them from the plan itself, independently of the planner.
     plan = solve(problem, options or SolveOptions())

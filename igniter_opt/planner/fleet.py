@@ -124,8 +124,10 @@ def part_planner(fleet: Fleet, choice: BudgetChoice, planner: str, options: Solv
     def plan(t: int, ws: tuple[Workload, ...]) -> Plan | None:
         key = (t, ws)
         if key not in cache:
+            # the problem checks are per workload: members planned alone on this type have passed them
+            checked = len(ws) > 1 and all(cache.get((t, (w,))) is not None for w in ws)
             try:
-                out = run_planner(make_problem(ws, fleet.models[t], choice), planner, options)
+                out = run_planner(make_problem(ws, fleet.models[t], choice), planner, options, checked=checked)
                 cache[key] = None if out.violations else out.plan
             except IgniterOptError:  # a model the type's profile lacks, an SLO it cannot meet, ...
                 cache[key] = None
