@@ -9,6 +9,7 @@ import math
 import re
 import time
 
+import numpy as np
 import pytest
 
 pytest.importorskip("pyomo.environ", reason="the exact planner needs pyomo")
@@ -21,7 +22,7 @@ from igniter_opt.placement import verify_plan
 from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planio import plan_from_dict, plan_to_dict
 from igniter_opt.planner import exact, greedy
-from igniter_opt.planner.exact import colgen, compact, model
+from igniter_opt.planner.exact import boxes, colgen, compact, model
 from igniter_opt.planner.exact.boxes import BoxResult
 from igniter_opt.report import render_plan
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
@@ -260,6 +261,31 @@ def test_exact_pricing_keeps_the_largest_overrun_in_reserve() -> None:
     assert time.perf_counter() <= deadline + 0.05  # the second turn ended by the deadline
     assert colgen.exact_pricing_turn(late, time.perf_counter() + 0.3, True, lambda: False, clock) is None
     assert len(limits) == 2  # too little time for a run plus the reserve: none was started
+
+
+def test_no_exact_pricing_turn_is_begun_shorter_than_box_pricings_root_boxes(any_model, monkeypatch) -> None:
+    """Box pricing bounds every root box whatever its deadline (3.8 s on a V100 mix of 50, given 0.11 s: the
+    run ended 0.8 s past its time limit). How long they took is the shortest limit a later turn gets."""
+    problem = _mix40(any_model, monkeypatch)
+    setup = colgen.prepare_colgen(problem, serving_model_for(problem), greedy.place(
+        problem.perf_model, greedy.initial_demands(problem)))
+    state = colgen.ColgenState(colgen.initial_master(setup, 1))
+    duals = np.full(len(setup.pieces), 0.6)
+    res = boxes.box_kappa(setup.boxes, duals, 0.0, time.perf_counter() - 1.0)  # past its deadline: roots only
+    assert math.isfinite(res.kappa) and res.roots_s > 0
+    monkeypatch.setattr(colgen, "box_kappa", lambda *a, **k: BoxResult(5.0, [], 9, False, roots_s=2.5))
+    colgen._box_pricing(setup, state, duals, time.perf_counter() + 0.1, math.inf)
+    assert state.clock.least_s == 2.5
+    ran: list[float] = []
+
+    def run(limit_s: float) -> bool:
+        ran.append(limit_s)
+        return False
+
+    assert colgen.exact_pricing_turn(run, time.perf_counter() + 3.0, False, lambda: False, state.clock) is None
+    assert ran == []  # 2 s left after the 1 s reserve: less than the roots take, not begun
+    colgen.exact_pricing_turn(run, time.perf_counter() + 4.0, False, lambda: False, state.clock)
+    assert len(ran) == 1 and 2.5 <= ran[0] <= 3.0  # 40 % of 4 s is less: it gets what the roots take
 
 
 def test_a_contradicted_integer_master_is_re_solved_only_with_time_for_it(monkeypatch) -> None:

@@ -194,9 +194,11 @@ def dual_value(pieces: tuple[PieceType, ...], duals: np.ndarray) -> float:
 class PricingClock:
     """How far past its limit an exact pricing has run (HiGHS checks its limit between phases only, and
     the watchdog of ``lp.run`` cancels it ``WATCHDOG_GRACE_S`` late; a cancel can take longer still):
-    each turn keeps that much of the time left in reserve."""
+    each turn keeps that much of the time left in reserve. Box pricing bounds its root boxes however short
+    its limit (its kappa needs them all): no turn is begun with a limit below the longest that took."""
 
     overrun_s: float = WATCHDOG_GRACE_S
+    least_s: float = MIN_PRICING_S  # the shortest limit a turn is begun with
 
     def timed(self, run: Callable[[float], bool], limit_s: float) -> bool:
         t0 = time.perf_counter()
@@ -343,8 +345,8 @@ def _exact_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, limi
     good: list[Column] = []
     if len(setup.items.table) <= MIP_MAX_ITEMS:
         kappa, solved, proven, good = _mip_pricing(setup, duals, limit_s, threads, kappa)
-    if not solved and not good and deadline - time.perf_counter() >= MIN_PRICING_S:
-        kappa, proven, good = _box_pricing(setup, duals, deadline, kappa)
+    if not solved and not good and deadline - time.perf_counter() >= state.clock.least_s:
+        kappa, proven, good = _box_pricing(setup, state, duals, deadline, kappa)
     state.pricing_s += time.perf_counter() - t0
     state.pricing_rounds += 1
     best = max((column_worth(c, duals) for c in [*state.master.columns, *good]), default=0.0)
@@ -369,12 +371,14 @@ def _mip_pricing(setup: ColgenSetup, duals: np.ndarray, limit_s: float, threads:
     return min(kappa, res.worth_bound), res.proven, res.proven and res.worth_bound <= 1.0 + IMPROVE_EPS, good
 
 
-def _box_pricing(setup: ColgenSetup, duals: np.ndarray, deadline: float, kappa: float
+def _box_pricing(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, deadline: float, kappa: float
                  ) -> tuple[float, bool, list[Column]]:
     """Box pricing: (the least kappa, whether the LP is proven solved, the improving columns found: the
-    best configurations the boxes found, and the best of them grown by the kernel heuristic)."""
+    best configurations the boxes found, and the best of them grown by the kernel heuristic). Records
+    how long its root boxes took as the shortest limit a later turn is begun with."""
     t0 = time.perf_counter()
     found = box_kappa(setup.boxes, duals, 1.0 + IMPROVE_EPS, deadline, enough=BOX_ENOUGH)
+    state.clock.least_s = max(state.clock.least_s, found.roots_s)
     slots = _with_grown(setup, duals, found.candidates)
     good = [c for c in evaluate(setup.space, slots) if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
     log.debug("box pricing: kappa %.4f after %d box(es) in %.2f s, %d column(s) worth more than a GPU", found.kappa,
@@ -385,13 +389,13 @@ def _box_pricing(setup: ColgenSetup, duals: np.ndarray, deadline: float, kappa: 
 def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: bool,
                        converged: Callable[[], bool], clock: PricingClock) -> bool | None:
     """One turn of exact pricing at the LP's duals, ``run(limit_s)`` -> whether it added a column, given
-    ``PRICING_SHARE`` of the time left, or all of it after a turn that was cut short and found nothing (at
-    the same duals again its bound tightens), less the clock's reserve so that the turn ends by
-    ``deadline``. Returns the next ``stalled`` flag, or None to stop: too little time left, the LP solved
+    ``PRICING_SHARE`` of the time left (at least the clock's ``least_s``), or all of it after a turn that
+    was cut short and found nothing (at the same duals again its bound tightens), less the clock's reserve
+    so that the turn ends by ``deadline``. Returns the next ``stalled`` flag, or None to stop: too little time left, the LP solved
     (``converged()``), or a second turn at the same duals found nothing."""
     left = deadline - time.perf_counter()
-    limit = min(left if stalled else PRICING_SHARE * left, left - clock.overrun_s)
-    if limit < MIN_PRICING_S:
+    limit = min(max(left if stalled else PRICING_SHARE * left, clock.least_s), left - clock.overrun_s)
+    if limit < clock.least_s:
         return None
     if clock.timed(run, limit):
         return False
