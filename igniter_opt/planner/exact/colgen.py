@@ -391,8 +391,8 @@ def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: b
     """One turn of exact pricing at the LP's duals, ``run(limit_s)`` -> whether it added a column, given
     ``PRICING_SHARE`` of the time left (at least the clock's ``least_s``), or all of it after a turn that
     was cut short and found nothing (at the same duals again its bound tightens), less the clock's reserve
-    so that the turn ends by ``deadline``. Returns the next ``stalled`` flag, or None to stop: too little time left, the LP solved
-    (``converged()``), or a second turn at the same duals found nothing."""
+    so that the turn ends by ``deadline``. Returns the next ``stalled`` flag, or None to stop: too little
+    time left, the LP solved (``converged()``), or a second turn at the same duals found nothing."""
     left = deadline - time.perf_counter()
     limit = min(max(left if stalled else PRICING_SHARE * left, clock.least_s), left - clock.overrun_s)
     if limit < clock.least_s:
