@@ -46,7 +46,7 @@ from igniter_opt.planner.exact.colgen import (
     start_pieces,
 )
 from igniter_opt.planner.exact.columns import ColSlot, Column, evaluate
-from igniter_opt.planner.exact.lp import MIN_MASTER_S, WATCHDOG_GRACE_S, RunResult, f64, int32
+from igniter_opt.planner.exact.lp import RunResult, f64, int32, master_limit_s
 from igniter_opt.planner.exact.master import IntegerSolution, solve_integer_master
 from igniter_opt.planner.exact.pieces import scope_text
 from igniter_opt.replan import greedy as rgreedy
@@ -270,11 +270,11 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     n_old = len(rp.current.placements())
     m = build_master(setup, state, anchored, max(cost_c, TIE_BREAK_FRACTION * price / (n_old + 1)) / price)
     start = _start(m, kept_start, free_start)
-    master_s = deadline - time.perf_counter() - WATCHDOG_GRACE_S  # its watchdog may cancel it that much late
+    master_s = master_limit_s(deadline)
     sol = (solve_integer_master(state.master.h, state.master.options, options.threads, master_s, start,
                                 setup.start_choice, options.mip_rel_gap, m.cost)
-           if master_s >= MIN_MASTER_S else IntegerSolution(RunResult("not run", None, None, False), {}, {},
-                                 note="no time left for the integer master"))
+           if master_s is not None else IntegerSolution(RunResult("not run", None, None, False), {}, {},
+                                                        note="no time left for the integer master"))
     found = _plan(rp, m, sol) if sol.counts else None
     plan = found if found is not None and key(found) < key(gplan) else gplan
     obj, changes = rgreedy.migration_objective(plan, rp.current, cost_c)

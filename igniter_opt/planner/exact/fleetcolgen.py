@@ -41,7 +41,7 @@ from igniter_opt.planner.exact.colgen import (
 )
 from igniter_opt.planner.exact.columns import Column, column_worth, evaluate
 from igniter_opt.planner.exact.fleetmaster import FleetLp, FleetMaster, lagrangian_bound, round_to_prices, type_blocks
-from igniter_opt.planner.exact.lp import MIN_MASTER_S, WATCHDOG_GRACE_S
+from igniter_opt.planner.exact.lp import master_limit_s
 from igniter_opt.planner.exact.pricing import price_mip
 from igniter_opt.planner.exact.relaxed import relaxed_kappa
 
@@ -286,8 +286,8 @@ def solve_fleet_columns(fc: FleetColgen, deadline: float, generate_share: float,
         left = deadline - time.perf_counter()
         generate(fc, time.perf_counter() + generate_share * left)
         left = deadline - time.perf_counter()
-        master_s = left - WATCHDOG_GRACE_S  # HiGHS's watchdog may cancel the master that much late
-        if fc.proves(fc.inc.cost_per_hour) or left < min_round_s or master_s < MIN_MASTER_S:
+        master_s = master_limit_s(deadline)
+        if fc.proves(fc.inc.cost_per_hour) or left < min_round_s or master_s is None:
             return fc
         improve(fc, master_s, mip_rel_gap)
         if fc.proves(fc.inc.cost_per_hour) or fc.converged or deadline - time.perf_counter() < min_round_s:

@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,14 @@ WATCHDOG_GRACE_S = 1.0
 MIN_MASTER_S = 0.1
 COLWISE = 1
 ROWWISE = 2
+
+
+def master_limit_s(deadline: float) -> float | None:
+    """The limit of an integer master that must end by ``deadline`` (``time.perf_counter()``): the time
+    left less ``WATCHDOG_GRACE_S`` (the watchdog may cancel it that much late), or None when under
+    ``MIN_MASTER_S`` (a floor on a shorter limit would end past the deadline: run none)."""
+    limit = deadline - time.perf_counter() - WATCHDOG_GRACE_S
+    return limit if limit >= MIN_MASTER_S else None
 
 
 def highspy_module() -> Any:
