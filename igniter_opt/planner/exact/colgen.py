@@ -2,14 +2,14 @@
 
 1. ``prepare_colgen``: piece types (``pieces``), items (``items``), heuristic entries, the start
    (the greedy plan) as columns, and every piece type alone as a column.
-2. ``generate``: re-solve the master LP; price with the kernel heuristic (``heuristic.grow``) and
-   by enumerating pairs (``pairs``: the pairs worth more than a GPU, and the best pairs grown by the
-   heuristic) while they find columns worth more than a GPU at the duals; when they find none, above
-   ``MIP_MAX_ITEMS`` items, by point pricing (``points``: box pricing's knapsack at guessed points of the
-   environment, a heuristic); then, within a share of the time left, price with the pricing MIP
-   (``pricing.price_mip``) on small instances and by branch and bound over boxes (``boxes.box_kappa``:
-   a bound on every configuration's worth, and the configurations found on the way, grown by the
-   heuristic) where the MIP leaves the pricing problem open or did not run (``_exact_round``). Every
+2. ``generate``: re-solve the master LP (its duals capped in the first rounds: ``stabilize``); price with the
+   kernel heuristic (``heuristic.grow``) and by enumerating pairs (``pairs``: the pairs worth more than a GPU,
+   and the best pairs grown by the heuristic) while they find columns worth more than a GPU at the duals; when
+   they find none, above ``MIP_MAX_ITEMS`` items, by point pricing (``points``: box pricing's knapsack at
+   guessed points of the environment, a heuristic); then, within a share of the time left, price with the
+   pricing MIP (``pricing.price_mip``) on small instances and by branch and bound over boxes
+   (``boxes.box_kappa``: a bound on every configuration's worth, and the configurations found on the way,
+   grown by the heuristic) where the MIP leaves the pricing problem open or did not run (``_exact_round``). Every
    master LP's duals give a certified bound (Farley): with duals pi >= 0 and kappa >= every column's
    worth sum_t pi_t n_{t,p} (the relaxation's bound, ``relaxed.relaxed_kappa``, after every LP; at an
    exact pricing the least of it, the boxes' and the pricing MIP's dual bound),
@@ -51,6 +51,7 @@ from igniter_opt.planner.exact.pieces import PieceType, piece_types
 from igniter_opt.planner.exact.points import point_candidates
 from igniter_opt.planner.exact.pricing import price_mip
 from igniter_opt.planner.exact.relaxed import RelaxedPricing, prepare_relaxed, relaxed_kappa
+from igniter_opt.planner.exact.stabilize import DualCaps
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +164,17 @@ def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing)
 def least_units(pieces: tuple[PieceType, ...], items: Items) -> dict[int, float]:
     """Per workload: the least share units any of its split options needs, each piece alone on a GPU,
     min_o sum_{t in o} count_t least units_t (the terms the trivial bound sums)."""
-    least = np.array([items.table.units[idx].min() for idx in items.by_piece], float)
+    least = piece_least_units(items)
     need: dict[int, dict[int, float]] = {}
     for t, p in enumerate(pieces):
         need.setdefault(p.workload, {}).setdefault(p.option, 0.0)
         need[p.workload][p.option] += p.count * least[t]
     return {w: min(v.values()) for w, v in need.items()}
+
+
+def piece_least_units(items: Items) -> np.ndarray:
+    """Each piece type's least share units alone on a GPU (over its items)."""
+    return np.array([items.table.units[idx].min() for idx in items.by_piece], float)
 
 
 def workload_least_units(problem: PlanningProblem, rule: ServingModel) -> list[float]:
@@ -227,6 +233,10 @@ class ColgenState:
     point_rounds: int = 0
     point_s: float = 0.0
     step_max_s: float = 0.0  # the longest master LP solve and relaxed bound so far
+    # cap the duals in the first rounds (``stabilize``); None: above MIP_MAX_ITEMS items only (below, the
+    # pricing MIP proves the LP in a few rounds, and capped rounds delayed it: the default problem 5.0 -> 7.9 s)
+    stabilize: bool | None = None
+    caps: DualCaps | None = None  # the caps' state, from the first ``generate``
 
     @property
     def bound_gpus(self) -> int:
@@ -318,18 +328,47 @@ def _point_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
     return len(state.master.columns) - before
 
 
-def relaxed_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray) -> float:
+def relaxed_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, capped: bool = False) -> float:
     """The relaxation's bound on every configuration's worth at ``duals`` (``relaxed.relaxed_kappa``);
     raises the certified bound with it. Marks the LP solved when no configuration can be worth more
-    than a GPU."""
+    than a GPU, unless the duals are ``capped`` (they are not the master's: the bound holds, the LP may
+    not be solved)."""
     t0 = time.perf_counter()
     kappa = relaxed_kappa(setup.relaxed, duals)
     state.relaxed_s += time.perf_counter() - t0
     state.relaxed_calls += 1
     state.bound = max(state.bound, dual_value(setup.pieces, duals) / max(1.0, kappa))
-    if kappa <= 1.0 + IMPROVE_EPS:
+    if kappa <= 1.0 + IMPROVE_EPS and not capped:
         state.converged = True
     return kappa
+
+
+def least_fraction(setup: ColgenSetup) -> np.ndarray:
+    """Each piece type's least share alone, as a fraction of a GPU (what the dual caps scale)."""
+    return piece_least_units(setup.items) / setup.space.problem.perf_model.max_units
+
+
+def _start_caps(setup: ColgenSetup, state: ColgenState) -> None:
+    """Cap the master's duals if stabilisation is on and not over (``stabilize``)."""
+    on = len(setup.items.table) > MIP_MAX_ITEMS if state.stabilize is None else state.stabilize
+    if on and state.caps is None:
+        state.caps = DualCaps(least_fraction(setup))
+    if state.caps is not None and not state.caps.done:
+        state.master.cap_duals(state.caps.caps())
+
+
+def _capped_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray) -> None:
+    """A round of kernel pricing at capped duals; the caps grow, or are lifted for good."""
+    caps = state.caps
+    assert caps is not None
+    if caps.after_round(_heuristic_round(setup, state.master, duals)):
+        state.master.cap_duals(None if caps.done else caps.caps())
+
+
+def _end_caps(state: ColgenState) -> None:
+    """Lift the caps (``generate`` returns with the true master; the next call caps again where the caps
+    have not grown to their end)."""
+    state.master.cap_duals(None)
 
 
 def _exact_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, limit_s: float, threads: int,
@@ -402,11 +441,9 @@ def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: b
     return None if converged() or stalled else True
 
 
-def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpus: int | None, threads: int = 1,
-             progress: Progress | None = None, lp_below: int | None = None) -> ColgenState:
-    """Column generation until the LP is solved, the bound reaches ``target_gpus`` (a plan's GPU
-    count: nothing more to prove), ``deadline`` (``time.perf_counter()`` seconds) or, with ``lp_below``,
-    the LP rounded up falls below it (an integer master over the columns might then find such a plan)."""
+def _generate_rounds(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpus: int | None,
+                     threads: int, progress: Progress | None, lp_below: int | None) -> None:
+    """``generate``'s rounds: LP, bound, pricing, until one of its ends."""
     master = state.master
     stalled = False  # the last exact pricing, cut short by its time share, found no column
     while time.perf_counter() + state.step_max_s < deadline:  # a step that would end past it is not begun
@@ -415,19 +452,26 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
         if lp.objective is None:
             state.notes.append(f"the master LP ended with '{lp.status}'")
             break
-        state.lp_value = lp.objective
+        # capped duals that bind: neither the LP's value nor its duals are the master's; caps that do not
+        # bind leave an optimal solution and duals of the master, which go on as uncapped ones
+        capped = master.caps_bind()
+        state.lp_value = None if capped else lp.objective
         state.iterations += 1
-        kappa = relaxed_round(setup, state, lp.duals)
+        kappa = relaxed_round(setup, state, lp.duals, capped)
         state.step_max_s = max(state.step_max_s, time.perf_counter() - t0)
         if progress:
             progress(state)
         if state.converged or (target_gpus is not None and state.bound_gpus >= target_gpus):
             break
-        if lp_below is not None and math.ceil(lp.objective - ROUND_EPS) < lp_below:
+        if lp_below is not None and not capped and math.ceil(lp.objective - ROUND_EPS) < lp_below:
             break
         if deadline - time.perf_counter() < state.heuristic_max_s:  # the next round would end past the deadline
             break
         t0 = time.perf_counter()
+        if capped:
+            _capped_round(setup, state, lp.duals)
+            state.heuristic_max_s = max(state.heuristic_max_s, time.perf_counter() - t0)
+            continue
         added = _heuristic_round(setup, master, lp.duals)
         state.heuristic_max_s = max(state.heuristic_max_s, time.perf_counter() - t0)
         if added or (len(setup.items.table) > MIP_MAX_ITEMS and _point_round(setup, state, lp.duals, deadline)):
@@ -437,6 +481,19 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
         if turn is None:
             break
         stalled = turn
+
+
+def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpus: int | None, threads: int = 1,
+             progress: Progress | None = None, lp_below: int | None = None) -> ColgenState:
+    """Column generation until the LP is solved, the bound reaches ``target_gpus`` (a plan's GPU
+    count: nothing more to prove), ``deadline`` (``time.perf_counter()`` seconds) or, with ``lp_below``,
+    the LP rounded up falls below it (an integer master over the columns might then find such a plan).
+    The first rounds of the first call run at capped duals (``stabilize``); it returns with them lifted."""
+    _start_caps(setup, state)
+    try:
+        _generate_rounds(setup, state, deadline, target_gpus, threads, progress, lp_below)
+    finally:
+        _end_caps(state)
     if state.converged and state.lp_value is not None:
         state.bound = max(state.bound, state.lp_value)
     if state.relaxed_calls:

@@ -74,6 +74,43 @@ class Master:
                            int32([*mine, self.n_pieces + w]), f64([*(-pieces[t].requirement for t in mine), 1.0]))
         self.columns: list[Column] = []
         self.keys: dict[tuple, int] = {}
+        self._caps: np.ndarray | None = None  # the artificial columns' indices in ``h`` while capped
+
+    @property
+    def capped(self) -> bool:
+        """Whether the duals are capped (``cap_duals``)."""
+        return self._caps is not None
+
+    def cap_duals(self, caps: np.ndarray | None) -> None:
+        """Cap every piece type's dual at ``caps[t]`` (stabilisation, ``stabilize``), or with None lift the
+        caps. An artificial column per piece type covers one piece of it at cost caps[t], so the LP's duals
+        meet pi_t <= caps[t]. While capped the LP's value is the capped master's (at most the restricted
+        master's), not a value of the master; the integer master and ``lp_values`` refuse. The artificial
+        columns are deleted when the caps are lifted, so columns added meanwhile keep their indices."""
+        n = self.n_pieces
+        if caps is None:
+            if self._caps is not None:
+                self.h.deleteCols(n, int32(self._caps))
+                self._caps = None
+        elif self._caps is not None:
+            self.h.changeColsCost(n, int32(self._caps), f64(caps))
+        else:
+            first = self.h.getNumCol()
+            rows = np.arange(n)
+            self.h.addCols(n, f64(caps), f64(np.zeros(n)), f64(np.full(n, self.h.getInfinity())), n, int32(rows),
+                           int32(rows), f64(np.ones(n)))
+            self._caps = np.arange(first, first + n)
+
+    def caps_bind(self) -> bool:
+        """Whether the last LP (capped) used an artificial column: if not, its value is the restricted
+        master's too."""
+        if self._caps is None:
+            return False
+        return bool(np.any(np.asarray(self.h.getSolution().col_value, float)[self._caps] > 1e-9))
+
+    def _uncapped(self) -> None:
+        if self._caps is not None:
+            raise RuntimeError("the master's duals are capped: lift the caps (cap_duals(None)) first")
 
     @property
     def offset(self) -> int:
@@ -110,12 +147,14 @@ class Master:
 
     def lp_values(self) -> np.ndarray:
         """The last LP solution's value of every column variable."""
+        self._uncapped()
         return np.asarray(self.h.getSolution().col_value, float)[self.offset:]
 
     def solve_integer(self, time_limit_s: float, start: dict[int, int] | None, chosen: dict[int, int] | None,
                       mip_rel_gap: float) -> IntegerSolution:
         """y integer, z binary, from ``start`` (GPUs per column) and ``chosen`` (workload -> option)
         (``solve_integer_master``; every column costs one GPU)."""
+        self._uncapped()
         return solve_integer_master(self.h, self.options, self.threads, time_limit_s, start, chosen, mip_rel_gap,
                                     lambda counts: float(sum(counts.values())))
 
