@@ -4,13 +4,13 @@ Villeneuve, Desrosiers and Hansen, "Stabilized column generation", Discrete Math
 Why: the master starts from the greedy plan, whose LP is highly degenerate. Its vertex duals put
 a GPU's worth on a few piece types and nothing on the rest, so the kernel heuristic prices columns
 worth 5-20 GPUs that barely move the LP: on the H100 at 50 workloads the LP stayed at greedy's
-7 GPUs for the first 22 s, and at 200 workloads for the first 100 s of 120 (docs/exact.md).
+7 GPUs for the first 22 s, and at 200 workloads at 23 for the first 93 s (docs/exact.md).
 
 What: while stabilising, piece type t's dual is capped at alpha * (its least share alone, as a
 fraction of a GPU), at most 1 (``Master.cap_duals``): the duals then price a column by the share its
 members need alone, so the heuristic packs GPUs densely. A column is worth at most alpha there (its
-members' least shares sum to at most a GPU), so alpha starts above 1, at ``ALPHA_START``; it grows by ``ALPHA_GROWTH``
-whenever a round of kernel pricing adds nothing at the capped duals, and at least every
+members' least shares sum to at most a GPU), so alpha starts above 1, at ``ALPHA_START``; it grows by
+``ALPHA_GROWTH`` whenever a round of kernel pricing adds nothing at the capped duals, and at least every
 ``GROW_EVERY`` rounds; once every cap reaches a GPU (each piece alone on a GPU already caps its dual
 there) or alpha reaches ``ALPHA_MAX``, the caps are lifted for good. While the caps bind (the capped LP
 uses an artificial column), only the kernel heuristic prices and the LP's value is not the master's.
