@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 from conftest import PROFILES_AT_HAND
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
@@ -202,6 +202,9 @@ def test_greedy_start_satisfies_every_row_with_a_shared_power_floor(paper_worklo
                   min_size=1, max_size=4),
     seed=st.integers(0, 2**31 - 1),
 )
+# found by this test (V100): ssd at batch 4 on the whole GPU; the rows of its other configurations, off,
+# were violated by the safety margin at the cache that configuration brings (their big-M lacked the margin)
+@example(rows=[("ssd", 29, 255)], seed=0)
 def test_linear_rows_accept_only_what_the_exact_model_accepts(any_model: PerformanceModel, rows, seed) -> None:
     v100_model = any_model
     problem = _problem(v100_model, [(m, float(s), float(r)) for m, s, r in rows])

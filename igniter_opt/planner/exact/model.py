@@ -212,6 +212,13 @@ def _y_max(data: MipData, d: int, k: int) -> float:
     return const + a_s * data.bounds.max_sched_ms + a_c * max(data.bounds.max_cache, data.demands[d].configs[k].cache)
 
 
+def _off_m(big_m: float, shift: float) -> float:
+    """The big-M of a budget row whose right-hand side moved by ``shift``: a row tightened by the safety
+    margin must still hold with its configuration off in the most crowded reachable environment (with
+    M alone it was violated there by the margin, so the model rejected what the exact model accepts)."""
+    return big_m - min(0.0, shift)
+
+
 def add_gpu_time_budget_constraints(m: ConcreteModel, data: MipData) -> None:
     """Full clock: n_k sched[g] + idle + a_k (1 + alpha_cache (cache[g] - c_k)) <= B_k + M (1 - x[d,g,k]).
 
@@ -225,10 +232,10 @@ def add_gpu_time_budget_constraints(m: ConcreteModel, data: MipData) -> None:
         const, a_s, a_c = _gpu_time_terms(data, d, k)
         b = data.demands[d].configs[k].budget_ms
         big_m = max(0.0, _y_max(data, d, k) - b)
-        rhs = b + budget_shift(big_m, getattr(m, "loosened", False))
         if big_m <= 0.0:
             return pyo.Constraint.Skip  # feasible in every reachable environment
-        return a_s * m.sched[g] + a_c * m.cache[g] + const <= rhs + big_m * (1 - m.x[d, g, k])
+        shift = budget_shift(big_m, getattr(m, "loosened", False))
+        return a_s * m.sched[g] + a_c * m.cache[g] + const <= b + shift + _off_m(big_m, shift) * (1 - m.x[d, g, k])
 
     m.gpu_time_budget = pyo.Constraint(m.ASSIGN, rule=rule)
 
@@ -252,8 +259,9 @@ def add_gpu_time_budget_throttled_constraints(m: ConcreteModel, data: MipData) -
         big_m = max(0.0, _y_max(data, d, k) - rhs_min)
         if big_m <= 0.0:
             return pyo.Constraint.Skip
+        shift = budget_shift(big_m, getattr(m, "loosened", False))
         return (a_s * m.sched[g] + a_c * m.cache[g] + const - b * kappa * (m.power[g] - hw.max_power_w)
-                <= b + budget_shift(big_m, getattr(m, "loosened", False)) + big_m * (1 - m.x[d, g, k]))
+                <= b + shift + _off_m(big_m, shift) * (1 - m.x[d, g, k]))
 
     m.gpu_time_budget_throttled = pyo.Constraint(m.ASSIGN, rule=rule)
 
