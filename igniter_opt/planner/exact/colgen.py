@@ -357,11 +357,12 @@ def _start_caps(setup: ColgenSetup, state: ColgenState) -> None:
         state.master.cap_duals(state.caps.caps())
 
 
-def _capped_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray) -> None:
-    """A round of kernel pricing at capped duals; the caps grow, or are lifted for good."""
+def _grow_caps(state: ColgenState, added: int) -> None:
+    """After a round of kernel pricing at capped duals that added ``added`` columns: the caps grow, or are
+    lifted for good (``DualCaps.after_round``)."""
     caps = state.caps
     assert caps is not None
-    if caps.after_round(_heuristic_round(setup, state.master, duals)):
+    if caps.after_round(added):
         state.master.cap_duals(None if caps.done else caps.caps())
 
 
@@ -468,12 +469,11 @@ def _generate_rounds(setup: ColgenSetup, state: ColgenState, deadline: float, ta
         if deadline - time.perf_counter() < state.heuristic_max_s:  # the next round would end past the deadline
             break
         t0 = time.perf_counter()
-        if capped:
-            _capped_round(setup, state, lp.duals)
-            state.heuristic_max_s = max(state.heuristic_max_s, time.perf_counter() - t0)
-            continue
         added = _heuristic_round(setup, master, lp.duals)
         state.heuristic_max_s = max(state.heuristic_max_s, time.perf_counter() - t0)
+        if capped:  # only the heuristic prices at binding caps
+            _grow_caps(state, added)
+            continue
         if added or (len(setup.items.table) > MIP_MAX_ITEMS and _point_round(setup, state, lp.duals, deadline)):
             continue
         turn = exact_pricing_turn(partial(_exact_round, setup, state, lp.duals, threads=threads, relaxed=kappa),

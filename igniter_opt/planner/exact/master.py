@@ -109,7 +109,7 @@ class Master:
         return bool(np.any(np.asarray(self.h.getSolution().col_value, float)[self._caps] > 1e-9))
 
     def _uncapped(self) -> None:
-        if self._caps is not None:
+        if self.capped:
             raise RuntimeError("the master's duals are capped: lift the caps (cap_duals(None)) first")
 
     @property
