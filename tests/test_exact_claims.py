@@ -24,6 +24,7 @@ from igniter_opt.planio import plan_from_dict, plan_to_dict
 from igniter_opt.planner import exact, greedy
 from igniter_opt.planner.exact import boxes, colgen, compact, model
 from igniter_opt.planner.exact.boxes import BoxResult
+from igniter_opt.planner.exact.relaxed import RelaxedBound
 from igniter_opt.report import render_plan
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 
@@ -231,7 +232,7 @@ def test_highs_failing_in_column_generation_returns_greedy_with_the_reason(v100_
         raise RuntimeError("HiGHS exploded")
 
     monkeypatch.setattr(colgen, "price_mip", exploding)
-    monkeypatch.setattr(colgen, "relaxed_kappa", lambda *a: math.inf)  # it would prove the plan without HiGHS
+    monkeypatch.setattr(colgen, "relaxed_bound", lambda *a: RelaxedBound(math.inf, 0))  # it would prove the plan
     monkeypatch.setattr(colgen, "box_kappa", lambda *a, **k: BoxResult(math.inf, [], 0, False))  # so would the boxes
     problem = _problem(v100_model, [("vgg19", 40, 1098)])
     plan = exact.solve(problem, SolveOptions(time_limit_s=20), formulation="columns")

@@ -120,6 +120,61 @@ def test_no_duals_are_worth_nothing_and_one_type_is_worth_its_dual(small) -> Non
     assert 2.5 <= kappa <= 2.5 * setup.pieces[0].count * (1 + 1e-6)
 
 
+def test_a_probe_stops_only_when_kappa_is_at_least_what_was_useful(small) -> None:
+    """``relaxed_bound`` with ``useful_below``: inf only when the full kappa is at least that (its probed
+    level already is), else exactly the full kappa; the level it names is the one of the largest bound."""
+    setup, _ = small
+    n = len(setup.pieces)
+    rng = np.random.default_rng(3)
+    stopped = finished = 0
+    for _ in range(30):
+        duals = rng.random(n) * (rng.random(n) < 0.7)
+        full = relaxed.relaxed_bound(setup.relaxed, duals)
+        for scale in (0.98, 1.02):
+            for probe in (full.level, 0):
+                got = relaxed.relaxed_bound(setup.relaxed, duals, full.kappa * scale, probe)
+                if math.isinf(got.kappa):
+                    stopped += 1
+                    assert scale < 1  # it stopped: kappa is at least what was useful
+                else:
+                    finished += 1
+                    assert got.kappa == full.kappa and got.level == full.level
+        if full.kappa > 0:  # at the largest bound's level, just below kappa: stops there
+            assert math.isinf(relaxed.relaxed_bound(setup.relaxed, duals, full.kappa * 0.98, full.level).kappa)
+        # above kappa it never stops, whichever level it probes
+        assert relaxed.relaxed_bound(setup.relaxed, duals, full.kappa * 1.02, 0).kappa == full.kappa
+    assert stopped and finished
+
+
+def test_a_skipped_relaxed_round_could_not_have_raised_the_bound(small) -> None:
+    """``colgen.relaxed_round`` at random duals and certified bounds so far: where it stops early, the full
+    kappa's Farley bound, rounded up, is no more than the bound it already had (the trivial one included)
+    and does not prove the LP solved; where it does not, it raises the bound exactly as the full kappa does."""
+    setup, _ = small
+    n = len(setup.pieces)
+    rng = np.random.default_rng(5)
+    skipped = 0
+    for _ in range(40):
+        duals = rng.random(n) * (rng.random(n) < 0.8) * rng.uniform(0.2, 6.0)
+        value = colgen.dual_value(setup.pieces, duals)
+        full = relaxed.relaxed_kappa(setup.relaxed, duals)
+        farley = value / max(1.0, full)
+        # a bound so far around Farley's, or the whole GPU just below it (which it would raise)
+        had = farley * rng.uniform(0.5, 1.5) if rng.random() < 0.5 else max(0.0, math.ceil(farley) - 1.0)
+        state = colgen.ColgenState(colgen.initial_master(setup, 1), bound=had)
+        before = max(setup.trivial_gpus, state.bound_gpus)
+        kappa = colgen.relaxed_round(setup, state, duals)
+        if math.isinf(kappa):
+            skipped += 1
+            assert math.ceil(farley - colgen.ROUND_EPS) <= before and full > 1.0 + colgen.IMPROVE_EPS
+            assert not state.converged and state.bound == had
+        else:
+            assert kappa == full
+            assert state.bound == max(had, farley)
+            assert state.converged == (full <= 1.0 + colgen.IMPROVE_EPS)
+    assert 0 < skipped < 40
+
+
 def test_the_relaxation_earns_something_over_the_knapsack_on_units(h100_model) -> None:
     """Every piece worth 1: units alone would let a GPU hold 36 pieces of this mix; the L2 each
     member tolerates next to company holds the relaxation's bound well below that (what makes the

@@ -11,8 +11,9 @@
    (``boxes.box_kappa``: a bound on every configuration's worth, and the configurations found on the way,
    grown by the heuristic) where the MIP leaves the pricing problem open or did not run (``_exact_round``). Every
    master LP's duals give a certified bound (Farley): with duals pi >= 0 and kappa >= every column's
-   worth sum_t pi_t n_{t,p} (the relaxation's bound, ``relaxed.relaxed_kappa``, after every LP; at an
-   exact pricing the least of it, the boxes' and the pricing MIP's dual bound),
+   worth sum_t pi_t n_{t,p} (the relaxation's bound, ``relaxed.relaxed_bound``, after every LP, stopped at
+   its first level where it could not raise the bound in whole GPUs; at an exact pricing the least of it, the
+   boxes' and the pricing MIP's dual bound),
 
        GPUs >= D(pi) / max(1, kappa),    D(pi) = sum_w min_o sum_{t in o} count_t pi_t,
 
@@ -50,7 +51,7 @@ from igniter_opt.planner.exact.pairs import PairTable
 from igniter_opt.planner.exact.pieces import PieceType, piece_types
 from igniter_opt.planner.exact.points import point_candidates
 from igniter_opt.planner.exact.pricing import price_mip
-from igniter_opt.planner.exact.relaxed import RelaxedPricing, prepare_relaxed, relaxed_kappa
+from igniter_opt.planner.exact.relaxed import RelaxedPricing, prepare_relaxed, relaxed_bound
 from igniter_opt.planner.exact.stabilize import DualCaps
 
 log = logging.getLogger(__name__)
@@ -226,6 +227,8 @@ class ColgenState:
     pricing_s: float = 0.0
     relaxed_calls: int = 0
     relaxed_s: float = 0.0
+    relaxed_skipped: int = 0  # calls that stopped at their first level: nothing they could raise
+    relaxed_level: int = 0  # the relaxation's level of the largest bound last time (probed first)
     iterations: int = 0
     notes: list[str] = field(default_factory=list)
     clock: PricingClock = field(default_factory=PricingClock)
@@ -329,18 +332,32 @@ def _point_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
 
 
 def relaxed_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, capped: bool = False) -> float:
-    """The relaxation's bound on every configuration's worth at ``duals`` (``relaxed.relaxed_kappa``);
+    """The relaxation's bound on every configuration's worth at ``duals`` (``relaxed.relaxed_bound``);
     raises the certified bound with it. Marks the LP solved when no configuration can be worth more
     than a GPU, unless the duals are ``capped`` (they are not the master's: the bound holds, the LP may
-    not be solved)."""
+    not be solved). Returns inf, its levels left uncomputed, where a level already shows kappa too large
+    to do either (``useful_kappa``)."""
     t0 = time.perf_counter()
-    kappa = relaxed_kappa(setup.relaxed, duals)
+    value = dual_value(setup.pieces, duals)
+    found = relaxed_bound(setup.relaxed, duals, useful_kappa(setup, state, value), state.relaxed_level)
     state.relaxed_s += time.perf_counter() - t0
     state.relaxed_calls += 1
-    state.bound = max(state.bound, dual_value(setup.pieces, duals) / max(1.0, kappa))
-    if kappa <= 1.0 + IMPROVE_EPS and not capped:
+    state.relaxed_level = found.level
+    if math.isinf(found.kappa):
+        state.relaxed_skipped += 1
+        return found.kappa
+    state.bound = max(state.bound, value / max(1.0, found.kappa))
+    if found.kappa <= 1.0 + IMPROVE_EPS and not capped:
         state.converged = True
-    return kappa
+    return found.kappa
+
+
+def useful_kappa(setup: ColgenSetup, state: ColgenState, value: float) -> float:
+    """The kappa below which Farley's bound D(pi) / kappa (``value``: D(pi)) would raise the certified bound
+    in whole GPUs (the trivial bound's included), or prove the LP solved (kappa <= 1): a larger kappa
+    changes nothing reported."""
+    floor = max(setup.trivial_gpus, state.bound_gpus)
+    return max(1.0 + IMPROVE_EPS, value / (floor + ROUND_EPS)) if floor > 0 else math.inf
 
 
 def least_fraction(setup: ColgenSetup) -> np.ndarray:
@@ -497,8 +514,8 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
     if state.converged and state.lp_value is not None:
         state.bound = max(state.bound, state.lp_value)
     if state.relaxed_calls:
-        log.info("relaxed pricing bound: %d call(s), %.3f s each; bound %.4f GPUs", state.relaxed_calls,
-                 state.relaxed_s / state.relaxed_calls, state.bound)
+        log.info("relaxed pricing bound: %d call(s) (%d stopped at their first level), %.3f s each; bound %.4f GPUs",
+                 state.relaxed_calls, state.relaxed_skipped, state.relaxed_s / state.relaxed_calls, state.bound)
     if state.point_rounds:
         log.info("point pricing: %d round(s), %.2f s in all", state.point_rounds, state.point_s)
     return state

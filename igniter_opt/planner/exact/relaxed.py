@@ -29,6 +29,7 @@ the result is raised by ``KAPPA_SAFETY_REL``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -158,13 +159,14 @@ def _maxplus(acc: np.ndarray, add: np.ndarray) -> np.ndarray:
     return out
 
 
-def _type_table(rp: RelaxedPricing, t: int, pi_t: float, mu: np.ndarray) -> np.ndarray:
-    """For piece type t: per level, multiplier and units U, the most sum (pi_t - mu c_k) over at most
+def _type_table(rp: RelaxedPricing, t: int, pi_t: float, mu: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """For piece type t: per level of ``levels``, multiplier and units U, the most sum (pi_t - mu c_k) over at most
     count_t of its items within U units (0: none), shape (levels, multipliers, cap + 1)."""
     width = rp.cap_units + 1
+    least = rp.least_cache_pct[t][levels]
     with np.errstate(invalid="ignore"):  # 0 * inf where mu = 0 and no item: no item is -inf
-        single = pi_t - mu[:, :, None] * rp.least_cache_pct[t][:, None, :]
-    single = np.where(np.isinf(rp.least_cache_pct[t])[:, None, :], -np.inf, single)
+        single = pi_t - mu[:, :, None] * least[:, None, :]
+    single = np.where(np.isinf(least)[:, None, :], -np.inf, single)
     out = np.maximum(single, 0.0)
     prev = single
     for _ in range(1, int(rp.count[t])):
@@ -178,14 +180,14 @@ def _type_table(rp: RelaxedPricing, t: int, pi_t: float, mu: np.ndarray) -> np.n
     return out
 
 
-def _level_values(rp: RelaxedPricing, duals: np.ndarray, mu: np.ndarray) -> np.ndarray:
-    """mu top_g + the group knapsack's optimum, per level and multiplier (levels, multipliers): each
-    a bound on the worth of every configuration of two or more members whose gamma is in level g."""
+def _level_values(rp: RelaxedPricing, duals: np.ndarray, mu: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """mu top_g + the group knapsack's optimum, per level of ``levels`` and multiplier (levels, multipliers):
+    each a bound on the worth of every configuration of two or more members whose gamma is in level g."""
     total = np.zeros((*mu.shape, rp.cap_units + 1))
     for t in rp.least_cache_pct:
         if duals[t] > DUAL_EPS:
-            total = _maxplus(total, _type_table(rp, t, float(duals[t]), mu))
-    return mu * rp.level_top_pct[:, None] + total[:, :, -1]
+            total = _maxplus(total, _type_table(rp, t, float(duals[t]), mu, levels))
+    return mu * rp.level_top_pct[levels, None] + total[:, :, -1]
 
 
 def _live_ratios(rp: RelaxedPricing, duals: np.ndarray) -> np.ndarray:
@@ -209,20 +211,49 @@ def _refine(grid: np.ndarray, best: np.ndarray) -> np.ndarray:
     return lo[:, None] + (hi - lo)[:, None] * np.linspace(0.0, 1.0, N_MU)[None, :]
 
 
-def relaxed_kappa(rp: RelaxedPricing, duals: np.ndarray) -> float:
-    """An upper bound on sum_t duals_t T_t over every feasible one-GPU configuration (T_t: its
-    pieces of type t, at most count_t), from the relaxation in the module docstring."""
-    credited = np.where(rp.has_items, np.maximum(duals, 0.0), 0.0)
-    alone = float(credited.max(initial=0.0))
-    if not any(duals[t] > DUAL_EPS for t in rp.least_cache_pct):
-        return alone * (1.0 + KAPPA_SAFETY_REL) + 1e-12
-    n_levels = rp.level_floor_pct.size
-    grid = _mu_grid(rp, duals)
-    mu = np.broadcast_to(grid, (n_levels, grid.size)).copy()
-    values = _level_values(rp, duals, mu)
+@dataclass(frozen=True)
+class RelaxedBound:
+    """``relaxed_bound``'s answer: kappa (inf where it stopped early: above what was useful) and the
+    level whose bound was the largest (the one to probe first next time)."""
+
+    kappa: float
+    level: int
+
+
+def _per_level(rp: RelaxedPricing, duals: np.ndarray, grid: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Per level of ``levels``: the least bound over the multipliers ``grid``, then over ``MU_PASSES - 1``
+    finer grids around each level's best."""
+    mu = np.broadcast_to(grid, (levels.size, grid.size)).copy()
+    values = _level_values(rp, duals, mu, levels)
     per_level = values.min(axis=1)
     for _ in range(1, MU_PASSES if grid.size > 1 else 1):
         mu = _refine(grid, values.argmin(axis=1))
-        per_level = np.minimum(per_level, _level_values(rp, duals, mu).min(axis=1))
+        per_level = np.minimum(per_level, _level_values(rp, duals, mu, levels).min(axis=1))
+    return per_level
+
+
+def relaxed_bound(rp: RelaxedPricing, duals: np.ndarray, useful_below: float = math.inf, probe: int = 0
+                  ) -> RelaxedBound:
+    """An upper bound kappa on sum_t duals_t T_t over every feasible one-GPU configuration (T_t: its
+    pieces of type t, at most count_t), from the relaxation in the module docstring. Level ``probe`` is
+    bounded first: kappa is the largest bound over levels, so when that one level's is ``useful_below``
+    or more, kappa is too, and the others are not computed (kappa reported as inf)."""
+    credited = np.where(rp.has_items, np.maximum(duals, 0.0), 0.0)
+    alone = float(credited.max(initial=0.0))
+    if alone >= useful_below:
+        return RelaxedBound(math.inf, probe)
+    if not any(duals[t] > DUAL_EPS for t in rp.least_cache_pct):
+        return RelaxedBound(alone * (1.0 + KAPPA_SAFETY_REL) + 1e-12, probe)
+    n_levels = rp.level_floor_pct.size
+    grid = _mu_grid(rp, duals)
+    probe = min(max(probe, 0), n_levels - 1)
+    if math.isfinite(useful_below) and _per_level(rp, duals, grid, np.array([probe]))[0] >= useful_below:
+        return RelaxedBound(math.inf, probe)
+    per_level = _per_level(rp, duals, grid, np.arange(n_levels))
     kappa = max(alone, float(per_level.max()))
-    return kappa * (1.0 + KAPPA_SAFETY_REL) + 1e-12
+    return RelaxedBound(kappa * (1.0 + KAPPA_SAFETY_REL) + 1e-12, int(per_level.argmax()))
+
+
+def relaxed_kappa(rp: RelaxedPricing, duals: np.ndarray) -> float:
+    """``relaxed_bound``'s kappa, every level computed."""
+    return relaxed_bound(rp, duals).kappa
