@@ -88,8 +88,8 @@ class Box:
 class BoxResult:
     """An upper bound on every configuration's worth at the duals; the multisets of items found that
     meet every row, best first, with their worth; the boxes evaluated; whether every box left was
-    closed at or below ``target``; how long bounding the root boxes took (they are bounded whatever the
-    deadline: a kappa needs every one)."""
+    closed at or below ``target``; how long bounding the root boxes took (a kappa needs every one: when the
+    deadline comes first, kappa is inf, and this is the time they all would take, from those bounded)."""
 
     kappa: float
     candidates: list[tuple[float, tuple[int, ...]]]
@@ -482,7 +482,11 @@ def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float,
         return BoxResult(_safe(alone), [], 0, alone <= target)
     frontier = _Frontier(target, alone)
     t0 = time.perf_counter()
-    for box in s.roots():
+    roots = s.roots()
+    for i, box in enumerate(roots):
+        if i and time.perf_counter() >= deadline:  # kappa needs every root: none this time (past the deadline
+            # by one root at most), and how long they all would take, from those done, for the next turn's limit
+            return BoxResult(math.inf, [], frontier.nodes, False, (time.perf_counter() - t0) * len(roots) / i)
         frontier.offer(*s.best_multiplier(box, 0.0, 0.0, root=True), box)
     roots_s = time.perf_counter() - t0
     found: dict[tuple[int, ...], float] = {}
