@@ -146,6 +146,19 @@ def test_a_probe_stops_only_when_kappa_is_at_least_what_was_useful(small) -> Non
     assert stopped and finished
 
 
+def test_the_relaxed_bound_stops_at_its_deadline(small) -> None:
+    """Past its deadline the relaxation gives no bound (inf, every use reads "none"); before it, the full one."""
+    setup, _ = small
+    duals = np.random.default_rng(4).random(len(setup.pieces))
+    full = relaxed.relaxed_kappa(setup.relaxed, duals)
+    assert math.isfinite(full)
+    assert math.isinf(relaxed.relaxed_bound(setup.relaxed, duals, deadline=time.perf_counter() - 1.0).kappa)
+    assert relaxed.relaxed_bound(setup.relaxed, duals, deadline=time.perf_counter() + 60.0).kappa == full
+    state = colgen.ColgenState(colgen.initial_master(setup, 1))
+    assert math.isinf(colgen.relaxed_round(setup, state, duals, deadline=time.perf_counter() - 1.0))
+    assert state.bound == 0.0 and not state.converged and state.relaxed_skipped == 1
+
+
 def test_a_skipped_relaxed_round_could_not_have_raised_the_bound(small) -> None:
     """``colgen.relaxed_round`` at random duals and certified bounds so far: where it stops early, the full
     kappa's Farley bound, rounded up, is no more than the bound it already had (the trivial one included)

@@ -30,6 +30,7 @@ the result is raised by ``KAPPA_SAFETY_REL``.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -180,14 +181,22 @@ def _type_table(rp: RelaxedPricing, t: int, pi_t: float, mu: np.ndarray, levels:
     return out
 
 
-def _level_values(rp: RelaxedPricing, duals: np.ndarray, mu: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def _level_values(rp: RelaxedPricing, duals: np.ndarray, mu: np.ndarray, levels: np.ndarray, deadline: float
+                  ) -> np.ndarray:
     """mu top_g + the group knapsack's optimum, per level of ``levels`` and multiplier (levels, multipliers):
-    each a bound on the worth of every configuration of two or more members whose gamma is in level g."""
+    each a bound on the worth of every configuration of two or more members whose gamma is in level g.
+    Raises ``_OutOfTime`` past ``deadline`` (``time.perf_counter()``), checked after each piece type."""
     total = np.zeros((*mu.shape, rp.cap_units + 1))
     for t in rp.least_cache_pct:
         if duals[t] > DUAL_EPS:
             total = _maxplus(total, _type_table(rp, t, float(duals[t]), mu, levels))
+            if time.perf_counter() > deadline:
+                raise _OutOfTime
     return mu * rp.level_top_pct[levels, None] + total[:, :, -1]
+
+
+class _OutOfTime(Exception):
+    """The relaxation's dynamic program reached its deadline: no bound this time."""
 
 
 def _live_ratios(rp: RelaxedPricing, duals: np.ndarray) -> np.ndarray:
@@ -220,24 +229,34 @@ class RelaxedBound:
     level: int
 
 
-def _per_level(rp: RelaxedPricing, duals: np.ndarray, grid: np.ndarray, levels: np.ndarray) -> np.ndarray:
+def _per_level(rp: RelaxedPricing, duals: np.ndarray, grid: np.ndarray, levels: np.ndarray, deadline: float
+               ) -> np.ndarray:
     """Per level of ``levels``: the least bound over the multipliers ``grid``, then over ``MU_PASSES - 1``
     finer grids around each level's best."""
     mu = np.broadcast_to(grid, (levels.size, grid.size)).copy()
-    values = _level_values(rp, duals, mu, levels)
+    values = _level_values(rp, duals, mu, levels, deadline)
     per_level = values.min(axis=1)
     for _ in range(1, MU_PASSES if grid.size > 1 else 1):
         mu = _refine(grid, values.argmin(axis=1))
-        per_level = np.minimum(per_level, _level_values(rp, duals, mu, levels).min(axis=1))
+        per_level = np.minimum(per_level, _level_values(rp, duals, mu, levels, deadline).min(axis=1))
     return per_level
 
 
-def relaxed_bound(rp: RelaxedPricing, duals: np.ndarray, useful_below: float = math.inf, probe: int = 0
-                  ) -> RelaxedBound:
+def relaxed_bound(rp: RelaxedPricing, duals: np.ndarray, useful_below: float = math.inf, probe: int = 0,
+                  deadline: float = math.inf) -> RelaxedBound:
     """An upper bound kappa on sum_t duals_t T_t over every feasible one-GPU configuration (T_t: its
     pieces of type t, at most count_t), from the relaxation in the module docstring. Level ``probe`` is
     bounded first: kappa is the largest bound over levels, so when that one level's is ``useful_below``
-    or more, kappa is too, and the others are not computed (kappa reported as inf)."""
+    or more, kappa is too, and the others are not computed (kappa reported as inf). Past ``deadline``
+    (``time.perf_counter()``; checked after each piece type's table) it stops with kappa inf too."""
+    try:
+        return _relaxed_bound(rp, duals, useful_below, probe, deadline)
+    except _OutOfTime:
+        return RelaxedBound(math.inf, probe)
+
+
+def _relaxed_bound(rp: RelaxedPricing, duals: np.ndarray, useful_below: float, probe: int, deadline: float
+                   ) -> RelaxedBound:
     credited = np.where(rp.has_items, np.maximum(duals, 0.0), 0.0)
     alone = float(credited.max(initial=0.0))
     if alone >= useful_below:
@@ -247,9 +266,9 @@ def relaxed_bound(rp: RelaxedPricing, duals: np.ndarray, useful_below: float = m
     n_levels = rp.level_floor_pct.size
     grid = _mu_grid(rp, duals)
     probe = min(max(probe, 0), n_levels - 1)
-    if math.isfinite(useful_below) and _per_level(rp, duals, grid, np.array([probe]))[0] >= useful_below:
+    if math.isfinite(useful_below) and _per_level(rp, duals, grid, np.array([probe]), deadline)[0] >= useful_below:
         return RelaxedBound(math.inf, probe)
-    per_level = _per_level(rp, duals, grid, np.arange(n_levels))
+    per_level = _per_level(rp, duals, grid, np.arange(n_levels), deadline)
     kappa = max(alone, float(per_level.max()))
     return RelaxedBound(kappa * (1.0 + KAPPA_SAFETY_REL) + 1e-12, int(per_level.argmax()))
 
