@@ -181,6 +181,10 @@ def _type_table(rp: RelaxedPricing, t: int, pi_t: float, mu: np.ndarray, levels:
     return out
 
 
+class _OutOfTime(Exception):
+    """The relaxation's dynamic program reached its deadline: no bound this time."""
+
+
 def _level_values(rp: RelaxedPricing, duals: np.ndarray, mu: np.ndarray, levels: np.ndarray, deadline: float
                   ) -> np.ndarray:
     """mu top_g + the group knapsack's optimum, per level of ``levels`` and multiplier (levels, multipliers):
@@ -193,10 +197,6 @@ def _level_values(rp: RelaxedPricing, duals: np.ndarray, mu: np.ndarray, levels:
             if time.perf_counter() > deadline:
                 raise _OutOfTime
     return mu * rp.level_top_pct[levels, None] + total[:, :, -1]
-
-
-class _OutOfTime(Exception):
-    """The relaxation's dynamic program reached its deadline: no bound this time."""
 
 
 def _live_ratios(rp: RelaxedPricing, duals: np.ndarray) -> np.ndarray:
@@ -266,9 +266,13 @@ def _relaxed_bound(rp: RelaxedPricing, duals: np.ndarray, useful_below: float, p
     n_levels = rp.level_floor_pct.size
     grid = _mu_grid(rp, duals)
     probe = min(max(probe, 0), n_levels - 1)
-    if math.isfinite(useful_below) and _per_level(rp, duals, grid, np.array([probe]), deadline)[0] >= useful_below:
+    per_level = np.empty(n_levels)
+    per_level[probe] = _per_level(rp, duals, grid, np.array([probe]), deadline)[0]
+    if per_level[probe] >= useful_below:
         return RelaxedBound(math.inf, probe)
-    per_level = _per_level(rp, duals, grid, np.arange(n_levels), deadline)
+    rest = np.delete(np.arange(n_levels), probe)  # each level's bound is computed on its own: the probe's stands
+    if rest.size:
+        per_level[rest] = _per_level(rp, duals, grid, rest, deadline)
     kappa = max(alone, float(per_level.max()))
     return RelaxedBound(kappa * (1.0 + KAPPA_SAFETY_REL) + 1e-12, int(per_level.argmax()))
 
