@@ -197,6 +197,84 @@ def test_progress_lines_while_it_runs_and_the_limit_bounds_the_whole_call(any_mo
     _check_claim(plan, problem)
 
 
+# ---- the limit comes while preparing or in the kernel heuristic (2026-12-03) ----------------------
+def _slowed(monkeypatch, owner, name: str, seconds: float) -> list[int]:
+    """Make ``owner.name`` sleep ``seconds`` before each call; returns a list counting the calls."""
+    real = getattr(owner, name)
+    calls: list[int] = []
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        time.sleep(seconds)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, slow)
+    return calls
+
+
+@pytest.mark.parametrize(("slow_step", "trivial_known"), [("piece_table", False), ("prune", True)])
+def test_a_limit_that_comes_while_preparing_returns_greedys_plan_in_time(v100_model, monkeypatch, slow_step: str,
+                                                                         trivial_known: bool) -> None:
+    """Preparing column generation took 10 s at 2000 workloads and was not interruptible: a 3 s limit
+    ended at 10.5 s. Slowed here (every piece type's table, or its pruning, 50 ms), the run ends within
+    its limit with greedy's plan and the trivial bound when it was known by then, else one GPU."""
+    from igniter_opt.planner.exact import items as items_mod
+
+    problem = _mix40(v100_model, monkeypatch)
+    start = greedy.place(v100_model, greedy.initial_demands(problem))
+    setup = colgen.prepare_colgen(problem, serving_model_for(problem), start)
+    trivial = setup.trivial_gpus
+    every = len(setup.pieces) + (len(problem.workloads) if slow_step == "piece_table" else 0)  # calls of a full run
+    calls = _slowed(monkeypatch, items_mod, slow_step, 0.05)
+    t0 = time.perf_counter()
+    plan = exact.solve(problem, SolveOptions(time_limit_s=1.5), formulation="columns")
+    wall = time.perf_counter() - t0
+    assert wall <= 1.5 + 0.1, wall
+    assert 5 <= len(calls) < every  # stopped part-way
+    s = plan.solver
+    assert plan.num_gpus == greedy.solve(problem).num_gpus and verify_plan(plan, problem) == []
+    price = plan.cost_per_hour / plan.num_gpus
+    assert s.bound == pytest.approx(price * (trivial if trivial_known else 1))
+    assert s.trivial_bound == (pytest.approx(price * trivial) if trivial_known else None)
+    assert "time limit (1.5 s) came while preparing" in s.message and s.columns == 0
+    assert s.status == SolveStatus.FEASIBLE and s.gap is not None and s.gap > 0
+
+
+def test_the_kernel_heuristic_and_pair_pricing_stop_at_their_deadline(v100_model, monkeypatch) -> None:
+    """The first pair-pricing round screens pairs of piece types on first use (6.5 s at 2000 workloads)
+    and once ended a 10 s run at 17 s. Screening slowed to 50 ms a pair here, a round given 0.4 s ends
+    by then with the columns found so far, each one the kernel accepts."""
+    from igniter_opt.planner.exact.columns import evaluate
+    from igniter_opt.planner.exact.pairs import PairTable
+
+    problem = _mix40(v100_model, monkeypatch)
+    start = greedy.place(v100_model, greedy.initial_demands(problem))
+    setup = colgen.prepare_colgen(problem, serving_model_for(problem), start)
+    duals = np.linspace(0.05, 0.5, len(setup.pieces))
+    screened = _slowed(monkeypatch, PairTable, "_screen", 0.05)
+    t0 = time.perf_counter()
+    cols = colgen.kernel_columns(setup, duals, t0 + 0.4)
+    assert time.perf_counter() - t0 <= 0.4 + 0.15
+    assert cols and all(c is not None for c in evaluate(setup.space, [list(c.slots) for c in cols]))
+    stopped_at = len(screened)
+    colgen.kernel_columns(setup, duals)  # no deadline: it screens many more pairs
+    assert len(screened) - stopped_at >= 3 * stopped_at
+
+
+def test_growing_stops_at_its_deadline_with_configurations_that_fit(v100_model, monkeypatch) -> None:
+    """Grown until a deadline already past, each configuration is its seed: nothing is added after it."""
+    from igniter_opt.planner.exact.heuristic import grow
+
+    problem = _mix40(v100_model, monkeypatch)
+    start = greedy.place(v100_model, greedy.initial_demands(problem))
+    setup = colgen.prepare_colgen(problem, serving_model_for(problem), start)
+    duals = np.linspace(0.05, 0.5, len(setup.pieces))
+    cut = grow(setup.space, setup.entries, setup.terms, duals, deadline=time.perf_counter())
+    full = grow(setup.space, setup.entries, setup.terms, duals)
+    assert len(cut) == len(full) and all(len(c) == 1 for c in cut)
+    assert max(len(c) for c in full) >= 3
+
+
 # ---- the command line: the limit's default in --help, progress on stderr, --quiet ---------------
 def test_help_shows_the_time_limit_default_and_quiet() -> None:
     from click.testing import CliRunner

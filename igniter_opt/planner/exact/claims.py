@@ -26,7 +26,7 @@ class Evidence:
     trivial bound, what happened (``message``), the solver's own word and numbers (``notes``)."""
 
     bound_gpus: int
-    trivial_gpus: int
+    trivial_gpus: int | None  # None: not computed (the time limit came first)
     scope: str
     message: str
     formulation: str
@@ -55,7 +55,7 @@ def claim(plan: Plan, ev: Evidence, wall_s: float, failed: SolveStatus | None = 
         log.error("DEFECT: certified bound %d GPUs above a verified plan of %d", bound_gpus, plan.num_gpus)
         notes.append(f"DEFECT: the bound ({bound_gpus} GPUs) exceeded a verified plan ({plan.num_gpus}); reported "
                      "the trivial bound instead (please report it)")
-        bound_gpus = min(ev.trivial_gpus, plan.num_gpus)
+        bound_gpus = min(ev.trivial_gpus if ev.trivial_gpus is not None else 1, plan.num_gpus)
     cost = plan.cost_per_hour
     bound = bound_gpus * price if plan.num_gpus else 0.0
     proven = plan.num_gpus <= bound_gpus
@@ -64,7 +64,8 @@ def claim(plan: Plan, ev: Evidence, wall_s: float, failed: SolveStatus | None = 
     info = SolveOutcome(status, objective=cost, bound=bound, gap=relative_gap(cost, bound), wall_s=wall_s,
                         build_s=ev.build_s, solve_s=ev.solve_s, message=text, termination_raw=ev.termination_raw,
                         solver_name=ev.solver_name, share_pct=ev.share_pct, share_bound_pct=ev.share_bound_pct,
-                        columns=ev.columns, trivial_bound=ev.trivial_gpus * price)
+                        columns=ev.columns,
+                        trivial_bound=None if ev.trivial_gpus is None else ev.trivial_gpus * price)
     return replace(plan, planner=PLANNER_NAME, solver=info)
 
 

@@ -44,7 +44,15 @@ from igniter_opt.planner import greedy
 from igniter_opt.planner.exact.boxes import BoxPricing, box_kappa
 from igniter_opt.planner.exact.columns import ColSlot, Column, PieceSpace, column_worth, evaluate
 from igniter_opt.planner.exact.heuristic import Entries, extend, grow, make_entries, ranked_entries
-from igniter_opt.planner.exact.items import Items, build_items, check_company_never_helps, fewest_replicas
+from igniter_opt.planner.exact.items import (
+    Items,
+    build_items,
+    check_company_never_helps,
+    check_deadline,
+    fewest_replicas,
+    trivial_bound,
+)
+from igniter_opt.planner.exact.items import least_units as items_least_units
 from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
 from igniter_opt.planner.exact.master import IntegerSolution, Master
 from igniter_opt.planner.exact.pairs import PairTable
@@ -106,11 +114,13 @@ def start_pieces(problem: PlanningProblem, pieces: tuple[PieceType, ...], packin
     demands_of: dict[int, list[int]] = {}
     for i, d in enumerate(packing.demands):
         demands_of.setdefault(index[d.workload.name], []).append(i)
+    options_of: dict[int, dict[int, list[int]]] = {}
+    for t, p in enumerate(pieces):
+        options_of.setdefault(p.workload, {}).setdefault(p.option, []).append(t)
     piece_of: dict[int, int] = {}
     choice: dict[int, int] = {}
     for w, ds in demands_of.items():
-        for o in sorted({p.option for p in pieces if p.workload == w}):
-            mine = [t for t, p in enumerate(pieces) if p.workload == w and p.option == o]
+        for o, mine in sorted(options_of.get(w, {}).items()):
             got = _assign(pieces, mine, [packing.demands[i].rate_rps for i in ds])
             if got is not None:
                 choice[w] = o
@@ -145,32 +155,34 @@ def packing_columns(space: PieceSpace, packing: Packing, piece_of: dict[int, int
     return list(counts.values())
 
 
-def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing) -> ColgenSetup:
+def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing, deadline: float = math.inf
+                   ) -> ColgenSetup:
     """Piece types, items, entries and the start as columns. Raises ``ProblemError`` for a
-    workload that cannot be served or a profile the bound's assumptions do not hold for."""
+    workload that cannot be served or a profile the bound's assumptions do not hold for, and
+    ``PreparationTimedOut`` past ``deadline`` (checked between its steps, and within ``build_items``)."""
     check_company_never_helps(problem)
     perf = problem.perf_model
-    pieces = piece_types(problem, start.demands, fewest_replicas(problem, rule))
-    items = build_items(problem, rule, pieces)
+    pieces = piece_types(problem, start.demands, fewest_replicas(problem, rule, deadline))
+    items = build_items(problem, rule, pieces, deadline)
+    trivial = trivial_bound(pieces, piece_least_units(items), perf.max_units)
     space = PieceSpace(problem, rule, pieces)
     terms = ConfigTerms(perf, greedy.batch_limit(problem), perf.max_units)
     entries = make_entries(space, items, terms)
+    check_deadline(deadline, trivial)
     piece_of, choice = start_pieces(problem, pieces, start)
-    units = sum(least_units(pieces, items).values())
-    trivial = math.ceil(units / perf.max_units - 1e-9)
-    return ColgenSetup(space, items, terms, entries, packing_columns(space, start, piece_of), choice, trivial,
-                       prepare_relaxed(space, items), PairTable(space, items), BoxPricing(space, items))
+    start_columns = packing_columns(space, start, piece_of)
+    check_deadline(deadline, trivial)
+    relaxed = prepare_relaxed(space, items)
+    check_deadline(deadline, trivial)
+    pairs = PairTable(space, items)
+    check_deadline(deadline, trivial)
+    return ColgenSetup(space, items, terms, entries, start_columns, choice, trivial, relaxed, pairs,
+                       BoxPricing(space, items))
 
 
 def least_units(pieces: tuple[PieceType, ...], items: Items) -> dict[int, float]:
-    """Per workload: the least share units any of its split options needs, each piece alone on a GPU,
-    min_o sum_{t in o} count_t least units_t (the terms the trivial bound sums)."""
-    least = piece_least_units(items)
-    need: dict[int, dict[int, float]] = {}
-    for t, p in enumerate(pieces):
-        need.setdefault(p.workload, {}).setdefault(p.option, 0.0)
-        need[p.workload][p.option] += p.count * least[t]
-    return {w: min(v.values()) for w, v in need.items()}
+    """``items.least_units`` over the items' least units per piece type (the terms the trivial bound sums)."""
+    return items_least_units(pieces, piece_least_units(items))
 
 
 def piece_least_units(items: Items) -> np.ndarray:
@@ -264,22 +276,25 @@ def initial_columns(setup: ColgenSetup) -> list[Column]:
     return [c for c, _ in setup.start_columns] + [c for c in evaluate(setup.space, singles) if c is not None]
 
 
-def kernel_columns(setup: ColgenSetup, duals: np.ndarray) -> list[Column]:
+def kernel_columns(setup: ColgenSetup, duals: np.ndarray, deadline: float = math.inf) -> list[Column]:
     """Kernel pricing: the feasible configurations the heuristic grows at these duals, then pair pricing's
-    (``pair_columns``), improving or not."""
-    grown = [c for c in evaluate(setup.space, grow(setup.space, setup.entries, setup.terms, duals)) if c is not None]
-    return grown + pair_columns(setup, duals)
+    (``pair_columns``), improving or not; what they found by ``deadline`` if it comes first."""
+    slots = grow(setup.space, setup.entries, setup.terms, duals, deadline=deadline)
+    grown = [c for c in evaluate(setup.space, slots) if c is not None]
+    return grown + pair_columns(setup, duals, deadline)
 
 
-def pair_columns(setup: ColgenSetup, duals: np.ndarray) -> list[Column]:
+def pair_columns(setup: ColgenSetup, duals: np.ndarray, deadline: float = math.inf) -> list[Column]:
     """Pair pricing: the best pairs worth more than a GPU (``pairs.PairTable``), and the ``GROWN_PAIRS``
-    best pairs however little they are worth, grown by the kernel heuristic (``heuristic.extend``)."""
-    slots = setup.pairs.slots(duals, 1.0 + IMPROVE_EPS)
-    slots += grown_slots(setup, duals, setup.pairs.best(duals, 0.0, GROWN_PAIRS))
+    best pairs however little they are worth, grown by the kernel heuristic (``heuristic.extend``); what
+    was found by ``deadline`` if it comes first."""
+    slots = setup.pairs.slots(duals, 1.0 + IMPROVE_EPS, deadline=deadline)
+    slots += grown_slots(setup, duals, setup.pairs.best(duals, 0.0, GROWN_PAIRS, deadline), deadline)
     return [c for c in evaluate(setup.space, slots) if c is not None]
 
 
-def grown_slots(setup: ColgenSetup, duals: np.ndarray, seeds: np.ndarray) -> list[list[ColSlot]]:
+def grown_slots(setup: ColgenSetup, duals: np.ndarray, seeds: np.ndarray, deadline: float = math.inf
+                ) -> list[list[ColSlot]]:
     """Each seed (a row of item indices that fit together) grown member by member by the kernel heuristic
     (``heuristic.extend``) over the ``GROW_CANDIDATES`` entries worth most per unit."""
     if seeds.size == 0:
@@ -287,12 +302,14 @@ def grown_slots(setup: ColgenSetup, duals: np.ndarray, seeds: np.ndarray) -> lis
     space, items = setup.space, setup.items
     ent = setup.entries.joined(make_entries(space, items, setup.terms, seeds.ravel()))
     first = setup.entries.piece.size + np.arange(seeds.size).reshape(seeds.shape)
-    return extend(space, ent, setup.terms, duals, first, ranked_entries(setup.entries, duals)[:GROW_CANDIDATES])
+    return extend(space, ent, setup.terms, duals, first, ranked_entries(setup.entries, duals)[:GROW_CANDIDATES],
+                  deadline=deadline)
 
 
-def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray) -> int:
-    """One round of kernel pricing (``kernel_columns``): how many improving columns entered the master."""
-    good = [c for c in kernel_columns(setup, duals) if column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray, deadline: float = math.inf) -> int:
+    """One round of kernel pricing (``kernel_columns``, cut at ``deadline``): how many improving columns
+    entered the master."""
+    good = [c for c in kernel_columns(setup, duals, deadline) if column_worth(c, duals) > 1.0 + IMPROVE_EPS]
     before = len(master.columns)
     master.add(good)
     return len(master.columns) - before
@@ -488,7 +505,7 @@ def _generate_rounds(setup: ColgenSetup, state: ColgenState, deadline: float, ta
         if deadline - time.perf_counter() < state.heuristic_max_s:  # the next round would end past the deadline
             break
         t0 = time.perf_counter()
-        added = _heuristic_round(setup, master, lp.duals)
+        added = _heuristic_round(setup, master, lp.duals, deadline)
         state.heuristic_max_s = max(state.heuristic_max_s, time.perf_counter() - t0)
         if capped:  # only the heuristic prices at binding caps
             _grow_caps(state, added)

@@ -203,12 +203,10 @@ def upper_hull(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Indices of the upper convex hull of the points (u_k, v_k) (monotone chain), every point that
     maximises v - lambda u for some lambda among them."""
     order = np.lexsort((-v, u))  # by u, the largest v first within one u
+    # a smaller v at the same u is never the maximum: one point per u (a few dozen units, of hundreds of points)
+    order = order[np.r_[True, u[order][1:] != u[order][:-1]]] if order.size else order
     hull: list[int] = []
-    last_u = None
-    for i in order:
-        if u[i] == last_u:
-            continue  # a smaller v at the same u is never the maximum
-        last_u = u[i]
+    for i in order.tolist():
         while len(hull) >= 2:
             a, b = hull[-2], hull[-1]
             # drop b when it lies on or below the segment from a to i

@@ -11,6 +11,8 @@ does.
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -98,27 +100,28 @@ def ranked_entries(ent: Entries, duals: np.ndarray) -> np.ndarray:
 
 
 def grow(space: PieceSpace, ent: Entries, terms: ConfigTerms, duals: np.ndarray, n_seeds: int = 32,
-         n_candidates: int = 256, width: int = 24) -> list[list[ColSlot]]:
-    """Configurations grown from the ``n_seeds`` entries of highest dual worth per unit."""
+         n_candidates: int = 256, width: int = 24, deadline: float = math.inf) -> list[list[ColSlot]]:
+    """Configurations grown from the ``n_seeds`` entries of highest dual worth per unit (see ``extend``)."""
     ranked = ranked_entries(ent, duals)
     if ranked.size == 0:
         return []
     worth = duals[ent.piece]
     by_worth = ranked[np.argsort(-worth[ranked], kind="stable")]
     seeds = np.unique(np.concatenate([ranked[:n_seeds], by_worth[: n_seeds // 2]]))
-    return extend(space, ent, terms, duals, seeds[:, None], ranked[:n_candidates], width)
+    return extend(space, ent, terms, duals, seeds[:, None], ranked[:n_candidates], width, deadline)
 
 
 def extend(space: PieceSpace, ent: Entries, terms: ConfigTerms, duals: np.ndarray, seeds: np.ndarray,
-           candidates: np.ndarray, width: int = 24) -> list[list[ColSlot]]:
+           candidates: np.ndarray, width: int = 24, deadline: float = math.inf) -> list[list[ColSlot]]:
     """Each seed (a row of ``seeds``: entry indices that fit together) grown one candidate entry at a
-    time, the one adding most dual worth per unit of share it costs, while one fits."""
+    time, the one adding most dual worth per unit of share it costs, while one fits; as grown by
+    ``deadline`` (``time.perf_counter()`` seconds) if it comes first (every step's configurations fit)."""
     if seeds.size == 0:
         return []
     worth = duals[ent.piece]
     st = _seed(ent, terms, seeds, width)
     cap = space.cap_units
-    while not st.done.all():
+    while not st.done.all() and time.perf_counter() < deadline:
         live = np.flatnonzero(~st.done & (st.count < width))
         if live.size == 0:
             break

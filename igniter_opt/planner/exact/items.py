@@ -14,6 +14,7 @@ usefully hold: what fits, and no more than its option needs.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -70,6 +71,21 @@ class Items:
     by_piece: tuple[np.ndarray, ...]
 
 
+class PreparationTimedOut(Exception):
+    """The time limit came before column generation was ready to run. ``trivial_gpus``: the trivial
+    bound (``trivial_bound``) when it was known by then, else None."""
+
+    def __init__(self, trivial_gpus: int | None) -> None:
+        super().__init__("the time limit came while preparing column generation")
+        self.trivial_gpus = trivial_gpus
+
+
+def check_deadline(deadline: float, trivial_gpus: int | None = None) -> None:
+    """Raise ``PreparationTimedOut`` once ``time.perf_counter()`` is past ``deadline``."""
+    if time.perf_counter() > deadline:
+        raise PreparationTimedOut(trivial_gpus)
+
+
 def piece_table(problem: PlanningProblem, rule: ServingModel, w: Workload, rate_rps: float) -> ConfigTable:
     """Every candidate configuration of a piece of ``w`` at ``rate_rps``, batches as
     ``configs.batch_range`` allows (igniter: up to the paper's batch at the piece's rate; full:
@@ -79,13 +95,15 @@ def piece_table(problem: PlanningProblem, rule: ServingModel, w: Workload, rate_
     return config_table(perf, rule, d, batch_range(perf, problem, d), perf.max_units)
 
 
-def fewest_replicas(problem: PlanningProblem, rule: ServingModel) -> list[int]:
+def fewest_replicas(problem: PlanningProblem, rule: ServingModel, deadline: float = math.inf) -> list[int]:
     """Per workload, the fewest equal replicas of which one meets its SLO and rate alone on a GPU:
-    counted up from its rate over the most one server carries (fewer can never serve the rate)."""
+    counted up from its rate over the most one server carries (fewer can never serve the rate).
+    Raises ``PreparationTimedOut`` past ``deadline``."""
     perf = problem.perf_model
     b = np.arange(1, greedy.batch_limit(problem) + 1, dtype=float)
     out = []
     for w in problem.workloads:
+        check_deadline(deadline)
         idx = np.full((b.size, 1), perf.model_index(w.model))
         _, thr = perf.predict_padded(idx, b[:, None], np.full((b.size, 1), perf.max_units * perf.unit_pct))
         k = max(1, math.ceil(w.rate_rps / float(np.max(thr)) - 1e-9))
@@ -101,14 +119,35 @@ def _copies(piece: PieceType, t: ConfigTable, cap: int) -> int:
     return min(piece.count, cap // int(t.units[t.solo_ok].min()))
 
 
-def build_items(problem: PlanningProblem, rule: ServingModel, pieces: tuple[PieceType, ...]) -> Items:
+def least_units(pieces: tuple[PieceType, ...], least: np.ndarray) -> dict[int, float]:
+    """Per workload: the least share units any of its split options needs, each piece alone on a GPU,
+    min_o sum_{t in o} count_t least_t (``least``: each piece type's least units alone; the terms
+    the trivial bound sums)."""
+    need: dict[int, dict[int, float]] = {}
+    for t, p in enumerate(pieces):
+        need.setdefault(p.workload, {}).setdefault(p.option, 0.0)
+        need[p.workload][p.option] += p.count * float(least[t])
+    return {w: min(v.values()) for w, v in need.items()}
+
+
+def trivial_bound(pieces: tuple[PieceType, ...], least: np.ndarray, cap: int) -> int:
+    """ceil(sum over workloads of ``least_units`` / a GPU's units): no plan in the pieces' scope uses fewer GPUs."""
+    return math.ceil(sum(least_units(pieces, least).values()) / cap - 1e-9)
+
+
+def build_items(problem: PlanningProblem, rule: ServingModel, pieces: tuple[PieceType, ...],
+                deadline: float = math.inf) -> Items:
     """Every piece type's non-dominated items, and the reachable bounds they were pruned with.
 
-    Raises ``ProblemError`` naming a workload a piece type of which cannot be served even alone.
+    Raises ``ProblemError`` naming a workload a piece type of which cannot be served even alone, and
+    ``PreparationTimedOut`` past ``deadline`` (checked after each piece type's table and pruning).
     """
     perf = problem.perf_model
     cap = perf.max_units
-    tables = [piece_table(problem, rule, problem.workloads[p.workload], p.rate_rps) for p in pieces]
+    tables = []
+    for p in pieces:
+        tables.append(piece_table(problem, rule, problem.workloads[p.workload], p.rate_rps))
+        check_deadline(deadline)
     for p, t in zip(pieces, tables, strict=True):
         if not t.solo_ok.any():
             w = problem.workloads[p.workload]
@@ -120,9 +159,14 @@ def build_items(problem: PlanningProblem, rule: ServingModel, pieces: tuple[Piec
                                "profile, or use --planner greedy")
     copies = [_copies(p, t, cap) for p, t in zip(pieces, tables, strict=True)]
     models = [perf.models[problem.workloads[p.workload].model] for p in pieces]
+    # Pruning keeps a piece type's fewest units (nothing with more units dominates them): the trivial
+    # bound from the tables is the one from the items.
+    trivial = trivial_bound(pieces, np.array([t.units[t.solo_ok].min() for t in tables], float), cap)
+    check_deadline(deadline, trivial)
     bounds = feasible_bounds(problem, reachable_bounds(problem, tables, copies), list(zip(tables, models, strict=True)))
     parts = []
     for i, (t, c) in enumerate(zip(tables, models, strict=True)):
+        check_deadline(deadline, trivial)
         sel = prune(t, float(c.kernels_per_inference), c.idle_ms, c.alpha_cache, bounds)
         n = sel.size
         parts.append(ItemTable(

@@ -67,9 +67,12 @@ class Master:
         lower = [0.0] * self.n_pieces + [1.0] * n_w
         upper = [inf] * self.n_pieces + [1.0] * n_w
         self.h.addRows(n_rows, f64(lower), f64(upper), 0, int32([0] * n_rows), int32([]), f64([]))
-        self.options = sorted({(p.workload, p.option) for p in pieces})
+        of_option: dict[tuple[int, int], list[int]] = {}
+        for t, p in enumerate(pieces):
+            of_option.setdefault((p.workload, p.option), []).append(t)
+        self.options = sorted(of_option)
         for w, o in self.options:
-            mine = [t for t, p in enumerate(pieces) if (p.workload, p.option) == (w, o)]
+            mine = of_option[(w, o)]
             self.h.addCols(1, f64([0.0]), f64([0.0]), f64([1.0]), len(mine) + 1, int32([0]),
                            int32([*mine, self.n_pieces + w]), f64([*(-pieces[t].requirement for t in mine), 1.0]))
         self.columns: list[Column] = []

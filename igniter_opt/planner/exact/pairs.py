@@ -23,6 +23,8 @@ covered by the one dominating it, ``items``).
 from __future__ import annotations
 
 import heapq
+import math
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -109,11 +111,15 @@ class PairTable:
             if b + 1 < live.size:
                 heapq.heappush(heap, (-(d[a] + d[b + 1]), a, b + 1))
 
-    def best(self, duals: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS) -> np.ndarray:
+    def best(self, duals: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS, deadline: float = math.inf
+             ) -> np.ndarray:
         """Item index pairs, shape (m, 2): for the ``max_pairs`` pairs of piece types worth most above
-        ``threshold`` that can share a GPU, their pair of fewest units."""
+        ``threshold`` that can share a GPU, their pair of fewest units; those found by ``deadline``
+        (``time.perf_counter()`` seconds) if it comes first (screening a pair of types on first use takes time)."""
         out = []
         for _, s, t in self._ranked(duals, threshold):
+            if time.perf_counter() > deadline:
+                break
             pair = self.fit(s, t)
             if pair is not None:
                 out.append(pair)
@@ -121,7 +127,8 @@ class PairTable:
                     break
         return np.array(out, np.intp).reshape(-1, 2)
 
-    def slots(self, duals: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS) -> list[list[ColSlot]]:
+    def slots(self, duals: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS, deadline: float = math.inf
+              ) -> list[list[ColSlot]]:
         """``best`` as slot lists (the kernel still judges them)."""
         tab = self.items.table
-        return [[tab.slot(int(i)), tab.slot(int(j))] for i, j in self.best(duals, threshold, max_pairs)]
+        return [[tab.slot(int(i)), tab.slot(int(j))] for i, j in self.best(duals, threshold, max_pairs, deadline)]

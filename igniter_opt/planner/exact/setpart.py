@@ -33,6 +33,7 @@ from igniter_opt.planner.exact.colgen import (
     prepare_colgen,
     start_solution,
 )
+from igniter_opt.planner.exact.items import PreparationTimedOut, check_deadline
 from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S, master_limit_s
 from igniter_opt.planner.exact.master import IntegerSolution
 from igniter_opt.planner.exact.pieces import scope_text
@@ -158,13 +159,32 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
             return
 
 
+def _unprepared(problem: PlanningProblem, options: SolveOptions, t0: float, start_plan: Plan,
+                trivial_gpus: int | None) -> tuple[Plan, Evidence]:
+    """Greedy's plan and its evidence when the time limit came before column generation could start:
+    the trivial bound when it was known by then, else one GPU (any plan has one)."""
+    bound = trivial_gpus if trivial_gpus is not None else min(1, start_plan.num_gpus)
+    elapsed = time.perf_counter() - t0
+    _say(options, progress_line(elapsed, 0, bound, start_plan.num_gpus, None))
+    known = ("the trivial bound" if trivial_gpus is not None
+             else "no bound but one GPU: the trivial bound was not computed yet")
+    note = (f"the time limit ({options.time_limit_s:g} s) came while preparing column generation ({elapsed:.1f} s "
+            f"in): {known}; a longer limit gives a bound and a chance of a better plan")
+    return start_plan, Evidence(bound, trivial_gpus, scope_text(problem), "returned the greedy plan", FORMULATION,
+                                [note], "column generation", columns=0, solve_s=elapsed)
+
+
 def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float, start: Packing,
                      start_plan: Plan) -> tuple[Plan, Evidence, SolveStatus | None]:
     """The best verified plan found, its evidence (see the module docstring), and ``error`` when the
     solver failed on the way (the best plan so far comes back, with the reason)."""
     deadline = t0 + options.time_limit_s - EXTRACT_RESERVE_S
-    setup = prepare_colgen(problem, serving_model_for(problem), start)
-    state = ColgenState(initial_master(setup, options.threads))
+    try:
+        setup = prepare_colgen(problem, serving_model_for(problem), start, deadline)
+        state = ColgenState(initial_master(setup, options.threads))
+        check_deadline(deadline, setup.trivial_gpus)
+    except PreparationTimedOut as out:
+        return (*_unprepared(problem, options, t0, start_plan, out.trivial_gpus), None)
     run = _Run(_Incumbent(start_plan, start_solution(setup, state.master), setup.start_choice, ""), setup.trivial_gpus)
     notes: list[str] = []
     failed = None
