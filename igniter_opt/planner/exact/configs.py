@@ -174,17 +174,33 @@ def prune(t: ConfigTable, kernels: float, idle: float, alpha_cache: float, bound
     if idx.size == 0:
         return idx
     cr = np.zeros(t.batch.size) if credit is None else np.asarray(credit, float)
+    return undominated(t, first_pass(t, idx, kernels, idle, alpha_cache, bounds, cr), kernels, idle, alpha_cache,
+                       bounds, cr)
+
+
+def first_pass(t: ConfigTable, idx: np.ndarray, kernels: float, idle: float, alpha_cache: float, bounds: Bounds,
+               cr: np.ndarray) -> np.ndarray:
+    """``idx`` less what the first configuration feasible everywhere of its (batch, delay) dominates: a
+    quick pass (``undominated`` removes the same configurations, in far less time on fewer). NaN
+    (apply's rule) is one delay here: as a dict key NaN never equals itself, which once left this
+    pass doing nothing."""
     worst = (bounds.min_clock_ratio, bounds.max_cache, bounds.max_sched_ms)
     always = slack(t, idx, kernels, idle, alpha_cache, *worst) >= 0
+    delay = np.where(np.isnan(t.delay), -np.inf, t.delay)
     first_always: dict[tuple[int, float], int] = {}
     for j in idx[always]:
-        first_always.setdefault((int(t.batch[j]), float(t.delay[j])), int(j))
-    def kept(i: int) -> bool:
-        f = first_always.get((int(t.batch[i]), float(t.delay[i])))
-        return (f is None or t.units[i] <= t.units[f] or cr[i] > cr[f] or t.cache[i] < t.cache[f]
-                or t.power[i] < t.power[f])
+        first_always.setdefault((int(t.batch[j]), float(delay[j])), int(j))
+    f = np.array([first_always.get((int(b), float(d)), -1) for b, d in zip(t.batch[idx], delay[idx], strict=True)])
+    fs = np.maximum(f, 0)
+    kept = ((f < 0) | (t.units[idx] <= t.units[fs]) | (cr[idx] > cr[fs]) | (t.cache[idx] < t.cache[fs])
+            | (t.power[idx] < t.power[fs]))
+    return idx[kept]
 
-    idx = np.array([i for i in idx if kept(int(i))], dtype=np.intp)
+
+def undominated(t: ConfigTable, idx: np.ndarray, kernels: float, idle: float, alpha_cache: float, bounds: Bounds,
+                cr: np.ndarray) -> np.ndarray:
+    """The configurations of ``idx`` no other one of them dominates (see ``prune``)."""
+    worst = (bounds.min_clock_ratio, bounds.max_cache, bounds.max_sched_ms)
     corners = [(1.0, 0.0), (1.0, bounds.max_cache), (bounds.min_clock_ratio, 0.0),
                (bounds.min_clock_ratio, bounds.max_cache)]
     sl = np.stack([slack(t, idx, kernels, idle, alpha_cache, f, co, 0.0) for f, co in corners], axis=1)
