@@ -89,11 +89,14 @@ class FleetMaster:
         upper = ([inf] * self.n_pieces + [1.0] * n_workloads
                  + [float(blocks[t].max_count or 0) for t in self.count_row])
         self.h.addRows(len(lower), f64(lower), f64(upper), 0, int32([0] * len(lower)), int32([]), f64([]))
-        self.options: list[tuple[int, tuple[int, int]]] = sorted(
-            {(b.workloads[p.workload], (t, p.option)) for t, b in enumerate(blocks) for p in b.pieces})
+        of_option: dict[tuple[int, tuple[int, int]], list[int]] = {}
+        for t, b in enumerate(blocks):
+            for i, p in enumerate(b.pieces):
+                of_option.setdefault((b.workloads[p.workload], (t, p.option)), []).append(i)
+        self.options: list[tuple[int, tuple[int, int]]] = sorted(of_option)
         for w, (t, o) in self.options:
             b = blocks[t]
-            mine = [i for i, p in enumerate(b.pieces) if b.workloads[p.workload] == w and p.option == o]
+            mine = of_option[(w, (t, o))]
             self.h.addCols(1, f64([0.0]), f64([0.0]), f64([1.0]), len(mine) + 1, int32([0]),
                            int32([*(b.offset + i for i in mine), self.n_pieces + w]),
                            f64([*(-b.pieces[i].requirement for i in mine), 1.0]))
