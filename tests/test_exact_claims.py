@@ -396,6 +396,66 @@ def test_a_contradicted_integer_master_is_re_solved_only_with_time_for_it(monkey
     assert sol.counts == {0: 3} and "too little time left" in sol.note
 
 
+class _Event:
+    """A stand-in for highspy's callback event: the solution, its reported objective, an interrupt flag."""
+
+    def __init__(self, x: list[float], reported: float) -> None:
+        self.data_out = type("Out", (), {"mip_solution": np.array(x), "objective_function_value": reported})()
+        self.stopped = False
+
+    def interrupt(self) -> None:
+        self.stopped = True
+
+
+def test_the_objective_check_flags_a_reported_objective_that_is_not_the_solutions() -> None:
+    from igniter_opt.planner.exact.master import _ObjectiveCheck
+
+    check = _ObjectiveCheck(np.array([0.0, 1.0, 1.0]))
+    check.improving(_Event([1.0, 3.0, 2.0], 5.0))
+    tick = _Event([], 0.0)
+    check.interrupt(tick)
+    assert not check.mismatch and not tick.stopped
+    check.improving(_Event([1.0, 3.0, 2.0], 4.0))  # HiGHS 1.16: 76 reported for the start's 82
+    check.interrupt(tick)
+    assert check.mismatch and tick.stopped
+
+
+def test_a_run_that_reports_a_wrong_objective_is_stopped_and_re_solved(v100_model, monkeypatch) -> None:
+    """The check is wired into the integer master's HiGHS run: told that the first improving solution
+    is wrong, that run is interrupted at once and re-solved without presolve, whose answer stands."""
+    from igniter_opt.planner.exact import master
+
+    problem = _mix40(v100_model, monkeypatch)
+    start = greedy.place(v100_model, greedy.initial_demands(problem))
+    setup = colgen.prepare_colgen(problem, serving_model_for(problem), start)
+    state = colgen.generate(setup, colgen.ColgenState(colgen.initial_master(setup, 1)), time.perf_counter() + 3, None)
+    m = state.master
+    checks: list[master._ObjectiveCheck] = []
+    real_improving = master._ObjectiveCheck.improving
+
+    def first_run_lies(self, event) -> None:
+        if self not in checks:
+            checks.append(self)
+        real_improving(self, event)
+        if self is checks[0]:
+            self.mismatch = True
+
+    statuses: list[str] = []
+    real_run = master.run
+
+    def spy_run(h, limit_s, *, mip):
+        res = real_run(h, limit_s, mip=mip)
+        statuses.append(res.status)
+        return res
+
+    monkeypatch.setattr(master._ObjectiveCheck, "improving", first_run_lies)
+    monkeypatch.setattr(master, "run", spy_run)
+    sol = m.solve_integer(10.0, colgen.start_solution(setup, m), setup.start_choice, 0.0)
+    assert len(statuses) == 2 and statuses[0] == "Interrupted by user" and statuses[1] != statuses[0]
+    assert "re-solved without presolve" in sol.note
+    assert sol.result.objective == pytest.approx(sum(sol.counts.values()))
+
+
 def test_generation_begins_no_step_that_would_end_past_its_deadline(any_model, monkeypatch) -> None:
     """A master LP step as long as the longest so far is not begun when it would end past the deadline."""
     from igniter_opt.planner.exact.master import Master
