@@ -166,8 +166,8 @@ def _unprepared(problem: PlanningProblem, options: SolveOptions, t0: float, star
     bound = trivial_gpus if trivial_gpus is not None else min(1, start_plan.num_gpus)
     elapsed = time.perf_counter() - t0
     _say(options, progress_line(elapsed, 0, bound, start_plan.num_gpus, None))
-    known = ("the trivial bound" if trivial_gpus is not None
-             else "no bound but one GPU: the trivial bound was not computed yet")
+    known = ("the bound is the trivial bound" if trivial_gpus is not None
+             else "the bound is one GPU only (the trivial bound was not computed by then)")
     note = (f"the time limit ({options.time_limit_s:g} s) came while preparing column generation ({elapsed:.1f} s "
             f"in): {known}; a longer limit gives a bound and a chance of a better plan")
     return start_plan, Evidence(bound, trivial_gpus, scope_text(problem), "returned the greedy plan", FORMULATION,
