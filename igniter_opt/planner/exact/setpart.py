@@ -169,7 +169,7 @@ def _unprepared(problem: PlanningProblem, options: SolveOptions, t0: float, star
     known = ("the bound is the trivial bound" if trivial_gpus is not None
              else "the bound is one GPU only (the trivial bound was not computed by then)")
     note = (f"the time limit ({options.time_limit_s:g} s) came while preparing column generation ({elapsed:.1f} s "
-            f"in): {known}; a longer limit gives a bound and a chance of a better plan")
+            f"in): {known}; a longer limit lets column generation run")
     return start_plan, Evidence(bound, trivial_gpus, scope_text(problem), "returned the greedy plan", FORMULATION,
                                 [note], "column generation", columns=0, solve_s=elapsed)
 
