@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -429,6 +430,47 @@ def test_pruning_first_pass_removes_only_what_dominance_removes(any_model: Perfo
         removed += idx.size - quick.size
         np.testing.assert_array_equal(configs.prune(t, *args), configs.undominated(t, idx, *args, cr))
     assert removed > 0
+
+
+def test_least_units_from_the_tables_are_the_items_least(any_model: PerformanceModel) -> None:
+    """The fleet bound takes each workload's least units from the configuration tables, unpruned
+    (``colgen.workload_least_units``); pruning keeps every piece type's fewest units, so they are the
+    least over the items, which the single-type trivial bound sums."""
+    from igniter_opt.planner.exact import colgen, items, pieces
+
+    sys.path.insert(0, "benchmarks")
+    from instances import random_mix
+
+    problem = PlanningProblem(random_mix(any_model, 30, 4), any_model, LatencyBudget.IGNITER, 0.1)
+    rule = serving_model_for(problem)
+    kinds = pieces.piece_types(problem, greedy.initial_demands(problem), items.fewest_replicas(problem, rule))
+    from_items = colgen.least_units(kinds, items.build_items(problem, rule, kinds))
+    assert colgen.workload_least_units(problem, rule) == [from_items[i] for i in range(len(problem.workloads))]
+
+
+def test_a_fleet_preparation_past_its_deadline_gives_up(any_model: PerformanceModel, monkeypatch) -> None:
+    """Preparing the fleet master stops at its deadline inside a type's preparation (it checked only
+    between types, and a 5 s limit at 1000 workloads over two types ended at 14 s)."""
+    from igniter_opt.planner.exact import fleetcolgen, items
+
+    sys.path.insert(0, "benchmarks")
+    from instances import random_mix
+
+    problem = PlanningProblem(random_mix(any_model, 30, 4), any_model, LatencyBudget.IGNITER, 0.1)
+    real = items.piece_table
+    calls: list[int] = []
+
+    def slow(*args, **kwargs):
+        calls.append(1)
+        time.sleep(0.05)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(items, "piece_table", slow)
+    start = greedy.place(any_model, greedy.initial_demands(problem))
+    x = fleetcolgen.FleetTypeInput(problem, tuple(range(len(problem.workloads))), 1.0, None, start)
+    t0 = time.perf_counter()
+    assert fleetcolgen.prepare_fleet((x,), len(problem.workloads), 1.0, deadline=t0 + 0.5) is None
+    assert time.perf_counter() - t0 < 0.5 + 0.2 and len(calls) < len(problem.workloads)
 
 
 def test_resource_bound_equals_the_plain_lagrangian_evaluation() -> None:

@@ -50,6 +50,8 @@ from igniter_opt.planner.exact.items import (
     check_company_never_helps,
     check_deadline,
     fewest_replicas,
+    least_units_alone,
+    piece_tables,
     trivial_bound,
 )
 from igniter_opt.planner.exact.items import least_units as items_least_units
@@ -196,7 +198,7 @@ def workload_least_units(problem: PlanningProblem, rule: ServingModel) -> list[f
     Refuses (``ProblemError``) a profile on which company could speed a workload up, as the bound does."""
     check_company_never_helps(problem)
     pieces = piece_types(problem, greedy.initial_demands(problem), fewest_replicas(problem, rule))
-    per = least_units(pieces, build_items(problem, rule, pieces))
+    per = items_least_units(pieces, least_units_alone(piece_tables(problem, rule, pieces)))
     return [float(per[i]) for i in range(len(problem.workloads))]
 
 

@@ -41,6 +41,7 @@ from igniter_opt.planner.exact.colgen import (
 )
 from igniter_opt.planner.exact.columns import Column, column_worth, evaluate
 from igniter_opt.planner.exact.fleetmaster import FleetLp, FleetMaster, lagrangian_bound, round_to_prices, type_blocks
+from igniter_opt.planner.exact.items import PreparationTimedOut
 from igniter_opt.planner.exact.lp import master_limit_s
 from igniter_opt.planner.exact.pricing import price_mip
 from igniter_opt.planner.exact.relaxed import relaxed_kappa
@@ -118,15 +119,18 @@ def prepare_fleet(inputs: tuple[FleetTypeInput, ...], n_workloads: int, start_co
                   threads: int = 1, deadline: float = math.inf) -> FleetColgen | None:
     """Per type its single-type preparation, the master with the first columns, and the fleet
     greedy's plan (costing ``start_cost_per_hour``) as the incumbent; None when ``deadline`` passes
-    between two types (a preparation cannot be interrupted). Raises ``ProblemError`` as
-    ``prepare_colgen`` does (a profile on which company could speed a workload up)."""
+    while preparing (``prepare_colgen`` checks it). Raises ``ProblemError`` as ``prepare_colgen`` does
+    (a profile on which company could speed a workload up)."""
     setups = []
     for x in inputs:
         if time.perf_counter() > deadline:
             return None
         perf = x.problem.perf_model
-        setups.append(prepare_colgen(x.problem, serving_model_for(x.problem),
-                                     greedy.place(perf, greedy.initial_demands(x.problem))))
+        try:
+            setups.append(prepare_colgen(x.problem, serving_model_for(x.problem),
+                                         greedy.place(perf, greedy.initial_demands(x.problem)), deadline))
+        except PreparationTimedOut:
+            return None
     blocks = type_blocks([s.pieces for s in setups], [x.workloads for x in inputs],
                          [x.price_per_gpu_hour for x in inputs], [x.max_count for x in inputs])
     master = FleetMaster(blocks, n_workloads, threads)

@@ -119,6 +119,34 @@ def _copies(piece: PieceType, t: ConfigTable, cap: int) -> int:
     return min(piece.count, cap // int(t.units[t.solo_ok].min()))
 
 
+def piece_tables(problem: PlanningProblem, rule: ServingModel, pieces: tuple[PieceType, ...],
+                 deadline: float = math.inf) -> list[ConfigTable]:
+    """Every piece type's configuration table (``piece_table``). Raises ``ProblemError`` naming a workload
+    a piece type of which cannot be served even alone, or for a profile that predicts a negative L2 or
+    power demand, and ``PreparationTimedOut`` past ``deadline`` (checked after each table)."""
+    perf = problem.perf_model
+    tables = []
+    for p in pieces:
+        tables.append(piece_table(problem, rule, problem.workloads[p.workload], p.rate_rps))
+        check_deadline(deadline)
+    for p, t in zip(pieces, tables, strict=True):
+        if not t.solo_ok.any():
+            w = problem.workloads[p.workload]
+            raise unplaceable(Demand(w, p.rate_rps, 1, 1, t.limit[0] if t.limit.size else math.nan), t)
+    for t in tables:
+        if (t.cache[t.solo_ok] < 0).any() or (t.power[t.solo_ok] < 0).any():
+            raise ProblemError(f"profile '{perf.name}' predicts a negative L2 or power demand for some configuration; "
+                               "the exact planner's bound assumes company never speeds a workload up: re-fit the "
+                               "profile, or use --planner greedy")
+    return tables
+
+
+def least_units_alone(tables: list[ConfigTable]) -> np.ndarray:
+    """Each piece type's least share units alone on a GPU, from its table. Pruning keeps a piece type's
+    fewest units (nothing with more units dominates them), so this is also the least over its items."""
+    return np.array([t.units[t.solo_ok].min() for t in tables], float)
+
+
 def least_units(pieces: tuple[PieceType, ...], least: np.ndarray) -> dict[int, float]:
     """Per workload: the least share units any of its split options needs, each piece alone on a GPU,
     min_o sum_{t in o} count_t least_t (``least``: each piece type's least units alone; the terms
@@ -144,24 +172,10 @@ def build_items(problem: PlanningProblem, rule: ServingModel, pieces: tuple[Piec
     """
     perf = problem.perf_model
     cap = perf.max_units
-    tables = []
-    for p in pieces:
-        tables.append(piece_table(problem, rule, problem.workloads[p.workload], p.rate_rps))
-        check_deadline(deadline)
-    for p, t in zip(pieces, tables, strict=True):
-        if not t.solo_ok.any():
-            w = problem.workloads[p.workload]
-            raise unplaceable(Demand(w, p.rate_rps, 1, 1, t.limit[0] if t.limit.size else math.nan), t)
-    for t in tables:
-        if (t.cache[t.solo_ok] < 0).any() or (t.power[t.solo_ok] < 0).any():
-            raise ProblemError(f"profile '{perf.name}' predicts a negative L2 or power demand for some configuration; "
-                               "the exact planner's bound assumes company never speeds a workload up: re-fit the "
-                               "profile, or use --planner greedy")
+    tables = piece_tables(problem, rule, pieces, deadline)
     copies = [_copies(p, t, cap) for p, t in zip(pieces, tables, strict=True)]
     models = [perf.models[problem.workloads[p.workload].model] for p in pieces]
-    # Pruning keeps a piece type's fewest units (nothing with more units dominates them): the trivial
-    # bound from the tables is the one from the items.
-    trivial = trivial_bound(pieces, np.array([t.units[t.solo_ok].min() for t in tables], float), cap)
+    trivial = trivial_bound(pieces, least_units_alone(tables), cap)
     check_deadline(deadline, trivial)
     bounds = feasible_bounds(problem, reachable_bounds(problem, tables, copies), list(zip(tables, models, strict=True)))
     parts = []
