@@ -7,7 +7,7 @@
 2. ``generate``: re-solve the master LP; price every type with the kernel heuristic at its duals
    (a column of type t enters when its worth exceeds c_t + mu_t); when none enters, price every type
    exactly (``pricing.price_mip``). A bound on every configuration's worth per type (kappa_t) certifies
-   ``fleetmaster.lagrangian_bound``: the relaxation's (``relaxed.relaxed_kappa``) after every master LP,
+   ``fleetmaster.lagrangian_bound``: the relaxation's (``relaxed.relaxed_bound``) after every master LP,
    the least of it and the pricing MIP's dual bound at an exact pricing. The LP value is the bound once
    either proves that no column of any type improves.
 3. ``improve``: the master over the columns generated with y integer (price-and-branch), warm-started
@@ -44,7 +44,7 @@ from igniter_opt.planner.exact.fleetmaster import FleetLp, FleetMaster, lagrangi
 from igniter_opt.planner.exact.items import PreparationTimedOut
 from igniter_opt.planner.exact.lp import master_limit_s
 from igniter_opt.planner.exact.pricing import price_mip
-from igniter_opt.planner.exact.relaxed import relaxed_kappa
+from igniter_opt.planner.exact.relaxed import relaxed_bound
 
 # Relative tolerance at which a bound meets a cost (float noise in prices).
 MEET_REL = 1e-9
@@ -157,11 +157,12 @@ def _improves(fc: FleetColgen, t: int, col: Column, lp: FleetLp) -> bool:
     return column_worth(col, lp.duals[t]) - lp.mu[t] > price * (1 + IMPROVE_EPS)
 
 
-def _heuristic_round(fc: FleetColgen, lp: FleetLp) -> int:
-    """Kernel pricing of every type: how many improving columns entered the master."""
+def _heuristic_round(fc: FleetColgen, lp: FleetLp, deadline: float = math.inf) -> int:
+    """Kernel pricing of every type (what it finds by ``deadline``): how many improving columns entered
+    the master."""
     before = len(fc.master.columns)
     for t, s in enumerate(fc.setups):
-        fc.master.add(t, [c for c in kernel_columns(s, lp.duals[t]) if _improves(fc, t, c, lp)])
+        fc.master.add(t, [c for c in kernel_columns(s, lp.duals[t], deadline) if _improves(fc, t, c, lp)])
     return len(fc.master.columns) - before
 
 
@@ -170,10 +171,12 @@ def _no_column_improves(fc: FleetColgen, lp: FleetLp, t: int, kappa_t: float) ->
     return kappa_t - lp.mu[t] <= fc.inputs[t].price_per_gpu_hour * (1 + IMPROVE_EPS)
 
 
-def relaxed_round(fc: FleetColgen, lp: FleetLp) -> list[float]:
+def relaxed_round(fc: FleetColgen, lp: FleetLp, deadline: float = math.inf) -> list[float]:
     """The relaxation's kappa_t of every type at the LP's duals; raises the certified bound with them and
-    marks the LP solved when they prove that no column of any type improves."""
-    kappa = [relaxed_kappa(s.relaxed, lp.duals[t]) if s.pieces else 0.0 for t, s in enumerate(fc.setups)]
+    marks the LP solved when they prove that no column of any type improves. Past ``deadline`` a type's
+    kappa is inf (no bound: ``relaxed.relaxed_bound``)."""
+    kappa = [relaxed_bound(s.relaxed, lp.duals[t], deadline=deadline).kappa if s.pieces else 0.0
+             for t, s in enumerate(fc.setups)]
     fc.raise_bound(lagrangian_bound(fc.master.dual_value(lp.duals), kappa, fc.prices, fc.limits))
     if all(_no_column_improves(fc, lp, t, k) for t, k in enumerate(kappa)):
         fc.converged = True
@@ -225,10 +228,10 @@ def generate(fc: FleetColgen, deadline: float) -> None:
                 fc.notes.append(f"the fleet master LP ended with '{lp.status}'")
             break
         fc.lp_value = lp.objective
-        relaxed = relaxed_round(fc, lp)
+        relaxed = relaxed_round(fc, lp, deadline)
         if fc.converged or fc.proves(fc.inc.cost_per_hour):
             break
-        added = _heuristic_round(fc, lp)
+        added = _heuristic_round(fc, lp, deadline)
         if added and time.perf_counter() - last_exact < EXACT_EVERY_S:
             continue
         last_exact = time.perf_counter()
