@@ -91,3 +91,46 @@ def test_a_grown_workload_is_re_split_around_its_running_server(h100) -> None:
 
 def test_a_trace_job_plans_from_scratch_with_the_exact_planner() -> None:
     assert SCRATCH_PLANNER == {"greedy": "greedy", "exact": "exact", "columns": "exact"}
+
+
+def test_a_limit_that_comes_while_preparing_returns_the_greedy_replan_in_time(h100, small_current, monkeypatch) -> None:
+    """Preparing column generation is cut at the deadline (a 1000-workload replan with a 5 s limit took
+    81 s): slowed here, the run ends by its limit with the greedy replan and says why."""
+    import time
+
+    from igniter_opt.planner.exact import items
+
+    real = items.piece_table
+
+    def slow(*args, **kwargs):
+        time.sleep(0.3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(items, "piece_table", slow)
+    rp = ReplanProblem(small_current, PlanningProblem(_paper(1.0), h100))
+    t0 = time.perf_counter()
+    out = run_replanner(rp, "columns", SolveOptions(time_limit_s=1.0, migration_cost=0.1))
+    assert time.perf_counter() - t0 < 1.0 + 0.5
+    greedy = run_replanner(rp, "greedy", SolveOptions(migration_cost=0.1))
+    assert out.violations == () and out.plan.num_gpus == greedy.plan.num_gpus
+    assert "came while preparing column generation" in out.plan.solver.message
+    s = out.plan.solver
+    assert s.bound is None or s.bound <= s.objective + 1e-9
+
+
+def test_anchored_columns_stop_at_their_deadline(h100, small_current) -> None:
+    import time
+
+    import numpy as np
+
+    from igniter_opt.placement.serving import serving_model_for
+    from igniter_opt.planner.exact.colgen import prepare_colgen
+    from igniter_opt.replan import greedy as rgreedy
+    from igniter_opt.replan.columns import anchored_columns
+
+    rp = ReplanProblem(small_current, PlanningProblem(_paper(1.0), h100))
+    start = rgreedy.replan_greedy(rp, 0.1).packing
+    setup = prepare_colgen(rp.problem, serving_model_for(rp.problem), start)
+    duals = np.full(len(setup.pieces), 0.5)
+    assert anchored_columns(setup, rp, duals)  # running GPUs give anchored columns
+    assert anchored_columns(setup, rp, duals, deadline=time.perf_counter()) == []

@@ -26,6 +26,7 @@ over plans that serve each workload by one of its split options (``pieces.scope_
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 from functools import partial
@@ -46,6 +47,7 @@ from igniter_opt.planner.exact.colgen import (
     start_pieces,
 )
 from igniter_opt.planner.exact.columns import ColSlot, Column, evaluate
+from igniter_opt.planner.exact.items import PreparationTimedOut
 from igniter_opt.planner.exact.lp import RunResult, f64, int32, master_limit_s
 from igniter_opt.planner.exact.master import IntegerSolution, solve_integer_master
 from igniter_opt.planner.exact.pieces import scope_text
@@ -60,6 +62,8 @@ PLANNER_NAME = "columns"
 GENERATE_SHARE = 0.5
 # Seconds kept at the end for turning the solution into a verified plan.
 EXTRACT_RESERVE_S = 0.3
+# Share of the time left after generation that building the anchored columns may take.
+ANCHOR_SHARE = 0.5
 # Pieces ``fill`` tries per round (the best by dual worth per unit), and rounds at most.
 FILL_CANDIDATES = 64
 FILL_ROUNDS = 12
@@ -122,11 +126,15 @@ def fill(setup: ColgenSetup, slots: list[ColSlot], duals: np.ndarray) -> list[Co
     return slots
 
 
-def anchored_columns(setup: ColgenSetup, rp: ReplanProblem, duals: np.ndarray) -> list[Anchored]:
+def anchored_columns(setup: ColgenSetup, rp: ReplanProblem, duals: np.ndarray, deadline: float = math.inf
+                     ) -> list[Anchored]:
     """Per running GPU with a server still fitting: its kept servers, each subset that gives one of them
-    up, and each alone, as they are and filled (``fill``)."""
+    up, and each alone, as they are and filled (``fill``); those of the GPUs reached by ``deadline``
+    (``time.perf_counter()`` seconds; a GPU not reached keeps only its start column, ``start_columns``)."""
     out: list[Anchored] = []
     for g, gpu in enumerate(rp.current.gpus):
+        if time.perf_counter() > deadline:
+            break
         kept = kept_slots(setup, rp, g)
         if not kept:
             continue
@@ -259,13 +267,26 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
         return replace(gplan, solver=SolveOutcome(SolveStatus.FEASIBLE if rp.problem.workloads else SolveStatus.OPTIMAL,
                                                   objective=key(gplan)[0], wall_s=time.perf_counter() - t0,
                                                   message=why))
-    setup = prepare_colgen(rp.problem, serving_model_for(rp.problem), result.packing)
+    price = rp.perf_model.hardware.price_per_gpu_hour
+    try:
+        setup = prepare_colgen(rp.problem, serving_model_for(rp.problem), result.packing, deadline)
+    except PreparationTimedOut as out:
+        bound = None if out.trivial_gpus is None else price * out.trivial_gpus
+        obj = key(gplan)[0]
+        proven = bound is not None and obj <= bound + 1e-9 * max(1.0, abs(obj))
+        return replace(gplan, solver=SolveOutcome(
+            SolveStatus.OPTIMAL if proven else SolveStatus.FEASIBLE, objective=obj, bound=bound,
+            gap=None if bound is None else relative_gap(obj, bound),
+            wall_s=time.perf_counter() - t0, solver_name="highs",
+            message=f"the greedy replan: the time limit ({options.time_limit_s:g} s) came while preparing column "
+                    "generation; a longer limit lets it run"))
     state = ColgenState(initial_master(setup, options.threads))
     generate(setup, state, t0 + GENERATE_SHARE * options.time_limit_s, None, options.threads)
     lp = state.master.solve_lp(max(0.1, deadline - time.perf_counter()))
-    price = rp.perf_model.hardware.price_per_gpu_hour
     kept_start, free_start = start_columns(setup, rp, result.packing)
-    anchored = _unique([*kept_start, *anchored_columns(setup, rp, lp.duals)])
+    # anchored columns get half of the time left; the integer master the rest
+    anchor_until = time.perf_counter() + ANCHOR_SHARE * max(0.0, deadline - time.perf_counter())
+    anchored = _unique([*kept_start, *anchored_columns(setup, rp, lp.duals, anchor_until)])
     # at cost 0 a change is still priced, low enough that all of them cost less than a GPU: it breaks ties
     n_old = len(rp.current.placements())
     m = build_master(setup, state, anchored, max(cost_c, TIE_BREAK_FRACTION * price / (n_old + 1)) / price)

@@ -10,6 +10,7 @@ split option needs).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,14 +65,23 @@ class PieceSpace:
         return self.problem.perf_model.max_units
 
     def piece_arrays(self) -> dict[str, np.ndarray]:
+        """Per piece type its model index, SLO, rate and requirement (read-only arrays, built once:
+        ``evaluate`` reads them on every call, 14 000 calls in a 1000-workload replan)."""
+        return self._piece_arrays
+
+    @functools.cached_property
+    def _piece_arrays(self) -> dict[str, np.ndarray]:
         perf = self.problem.perf_model
         ws = self.problem.workloads
-        return {
+        arrays = {
             "model": np.array([perf.model_index(ws[p.workload].model) for p in self.pieces], np.intp),
             "slo": np.array([ws[p.workload].slo_ms for p in self.pieces], float),
             "rate": np.array([p.rate_rps for p in self.pieces], float),
             "requirement": np.array([p.requirement for p in self.pieces], float),
         }
+        for a in arrays.values():
+            a.flags.writeable = False
+        return arrays
 
 
 def _padded(slot_lists: list[tuple[ColSlot, ...]]) -> dict[str, np.ndarray]:
