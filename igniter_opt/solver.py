@@ -123,6 +123,12 @@ def relative_gap(objective: float | None, bound: float | None) -> float | None:
     return max(0.0, (objective - bound) / abs(objective))
 
 
+def bound_status(objective: float, bound: float | None) -> SolveStatus:
+    """``optimal`` exactly when a certified ``bound`` meets ``objective`` (relative 1e-9), else ``feasible``."""
+    return (SolveStatus.OPTIMAL if bound is not None and objective <= bound + 1e-9 * max(1.0, abs(objective))
+            else SolveStatus.FEASIBLE)
+
+
 def highs_options(options: SolveOptions) -> dict[str, object]:
     """Translate ``SolveOptions`` into HiGHS option keys: the one place that knows HiGHS's names."""
     out: dict[str, object] = {

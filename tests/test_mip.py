@@ -433,9 +433,9 @@ def test_pruning_first_pass_removes_only_what_dominance_removes(any_model: Perfo
 
 
 def test_least_units_from_the_tables_are_the_items_least(any_model: PerformanceModel) -> None:
-    """The fleet bound takes each workload's least units from the configuration tables, unpruned
-    (``colgen.workload_least_units``); pruning keeps every piece type's fewest units, so they are the
-    least over the items, which the single-type trivial bound sums."""
+    """The trivial bound and the fleet bound take each piece type's least units from the configuration
+    tables, unpruned (``items.least_units_alone``); pruning keeps every piece type's fewest units, so they
+    are the least over its items."""
     from igniter_opt.planner.exact import colgen, items, pieces
 
     sys.path.insert(0, "benchmarks")
@@ -444,7 +444,10 @@ def test_least_units_from_the_tables_are_the_items_least(any_model: PerformanceM
     problem = PlanningProblem(random_mix(any_model, 30, 4), any_model, LatencyBudget.IGNITER, 0.1)
     rule = serving_model_for(problem)
     kinds = pieces.piece_types(problem, greedy.initial_demands(problem), items.fewest_replicas(problem, rule))
-    from_items = colgen.least_units(kinds, items.build_items(problem, rule, kinds))
+    built = items.build_items(problem, rule, kinds)
+    over_items = np.array([built.table.units[idx].min() for idx in built.by_piece], float)
+    np.testing.assert_array_equal(built.least_units, over_items)
+    from_items = items.least_units(kinds, over_items)
     assert colgen.workload_least_units(problem, rule) == [from_items[i] for i in range(len(problem.workloads))]
 
 

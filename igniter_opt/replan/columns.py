@@ -55,7 +55,7 @@ from igniter_opt.replan import greedy as rgreedy
 from igniter_opt.replan.diff import SHARE_TOL_PCT, fresh_gpu_ids
 from igniter_opt.replan.exact import TIE_BREAK_FRACTION, share_units
 from igniter_opt.replan.problem import ReplanProblem
-from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus, relative_gap
+from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus, bound_status, relative_gap
 
 PLANNER_NAME = "columns"
 # Share of the time limit column generation may use; the integer master gets what is left.
@@ -273,10 +273,8 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     except PreparationTimedOut as out:
         bound = None if out.trivial_gpus is None else price * out.trivial_gpus
         obj = key(gplan)[0]
-        proven = bound is not None and obj <= bound + 1e-9 * max(1.0, abs(obj))
         return replace(gplan, solver=SolveOutcome(
-            SolveStatus.OPTIMAL if proven else SolveStatus.FEASIBLE, objective=obj, bound=bound,
-            gap=None if bound is None else relative_gap(obj, bound),
+            bound_status(obj, bound), objective=obj, bound=bound, gap=relative_gap(obj, bound),
             wall_s=time.perf_counter() - t0, solver_name="highs",
             message=f"the greedy replan: the time limit ({options.time_limit_s:g} s) came while preparing column "
                     "generation; a longer limit lets it run"))
@@ -300,7 +298,7 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     plan = found if found is not None and key(found) < key(gplan) else gplan
     obj, changes = rgreedy.migration_objective(plan, rp.current, cost_c)
     bound = price * max(setup.trivial_gpus, state.bound_gpus)
-    status = SolveStatus.OPTIMAL if obj <= bound + 1e-9 * max(1.0, abs(obj)) else SolveStatus.FEASIBLE
+    status = bound_status(obj, bound)
     source = ("the integer master over columns" if plan is found
               else "the greedy replan (the master over columns found nothing better)")
     notes = [f"{source}; {changes} of {n_old} running placement(s) changed, objective {plan.cost_per_hour:g}/h + "

@@ -36,7 +36,7 @@ from igniter_opt.planner import exact as mip
 from igniter_opt.replan import greedy as rgreedy
 from igniter_opt.replan.diff import fresh_gpu_ids
 from igniter_opt.replan.problem import ReplanProblem
-from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus, relative_gap
+from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus, bound_status, relative_gap
 
 PLANNER_NAME = "exact"
 # At migration cost 0 the MIP still prices a change at this fraction of a GPU / (running placements
@@ -168,8 +168,7 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     plan = choice.plan
     obj, changes = rgreedy.migration_objective(plan, rp.current, cost_c)
     message = choice.message or _better_than(key(plan), key(gplan), gplan, plan)
-    # optimal exactly when the bound meets the objective
-    status = SolveStatus.OPTIMAL if obj <= bound + 1e-9 * max(1.0, abs(obj)) else SolveStatus.FEASIBLE
+    status = bound_status(obj, bound)
     head = (f"{message}; {changes} of {n_old} running placement(s) changed, "
             f"objective {plan.cost_per_hour:g}/h + {cost_c:g} x {changes}")
     info = SolveOutcome(status, objective=obj, bound=bound, gap=relative_gap(obj, bound), wall_s=wall,

@@ -166,7 +166,7 @@ def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing,
     perf = problem.perf_model
     pieces = piece_types(problem, start.demands, fewest_replicas(problem, rule, deadline))
     items = build_items(problem, rule, pieces, deadline)
-    trivial = trivial_bound(pieces, piece_least_units(items), perf.max_units)
+    trivial = trivial_bound(pieces, items.least_units, perf.max_units)
     space = PieceSpace(problem, rule, pieces)
     terms = ConfigTerms(perf, greedy.batch_limit(problem), perf.max_units)
     entries = make_entries(space, items, terms)
@@ -183,13 +183,9 @@ def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing,
 
 
 def least_units(pieces: tuple[PieceType, ...], items: Items) -> dict[int, float]:
-    """``items.least_units`` over the items' least units per piece type (the terms the trivial bound sums)."""
-    return items_least_units(pieces, piece_least_units(items))
-
-
-def piece_least_units(items: Items) -> np.ndarray:
-    """Each piece type's least share units alone on a GPU (over its items)."""
-    return np.array([items.table.units[idx].min() for idx in items.by_piece], float)
+    """Per workload: the least share units any of its split options needs, each piece alone on a GPU
+    (the terms the trivial bound sums), from ``Items.least_units``."""
+    return items_least_units(pieces, items.least_units)
 
 
 def workload_least_units(problem: PlanningProblem, rule: ServingModel) -> list[float]:
@@ -383,7 +379,7 @@ def useful_kappa(setup: ColgenSetup, state: ColgenState, value: float) -> float:
 
 def least_fraction(setup: ColgenSetup) -> np.ndarray:
     """Each piece type's least share alone, as a fraction of a GPU (what the dual caps scale)."""
-    return piece_least_units(setup.items) / setup.space.problem.perf_model.max_units
+    return setup.items.least_units / setup.space.problem.perf_model.max_units
 
 
 def _start_caps(setup: ColgenSetup, state: ColgenState) -> None:

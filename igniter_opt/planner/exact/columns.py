@@ -64,13 +64,10 @@ class PieceSpace:
     def cap_units(self) -> int:
         return self.problem.perf_model.max_units
 
+    @functools.cached_property
     def piece_arrays(self) -> dict[str, np.ndarray]:
         """Per piece type its model index, SLO, rate and requirement (read-only arrays, built once:
         ``evaluate`` reads them on every call, 14 000 calls in a 1000-workload replan)."""
-        return self._piece_arrays
-
-    @functools.cached_property
-    def _piece_arrays(self) -> dict[str, np.ndarray]:
         perf = self.problem.perf_model
         ws = self.problem.workloads
         arrays = {
@@ -106,7 +103,7 @@ def evaluate(space: PieceSpace, slot_lists: Sequence[Sequence[ColSlot]]) -> list
     perf = space.problem.perf_model
     keys = [column_key(s) for s in slot_lists]
     a = _padded(keys)
-    pa = space.piece_arrays()
+    pa = space.piece_arrays
     mask = a["mask"]
     lat, thr = perf.predict_padded(pa["model"][a["piece"]], a["batch"], a["units"] * perf.unit_pct, mask)
     slo, rate = pa["slo"][a["piece"]], pa["rate"][a["piece"]]

@@ -64,7 +64,7 @@ def make_entries(space: PieceSpace, items: Items, terms: ConfigTerms, item_idx: 
     tab = items.table
     j = entry_items(items) if item_idx is None else np.asarray(item_idx, np.intp)
     piece = tab.piece[j]
-    const = slot_constants(perf, tab.model[j], tab.batch[j], tab.limit[j], space.piece_arrays()["rate"][piece])
+    const = slot_constants(perf, tab.model[j], tab.batch[j], tab.limit[j], space.piece_arrays["rate"][piece])
     cfg = np.array([terms.index(int(m), int(b), int(u)) for m, b, u in zip(tab.model[j], tab.batch[j], tab.units[j],
                                                                           strict=True)], np.int64)
     return Entries(piece, tab.batch[j], tab.units[j], tab.delay[j], cfg, const, tab.copies[j].astype(np.int64))

@@ -64,11 +64,13 @@ class ItemTable:
 
 @dataclass(frozen=True)
 class Items:
-    """The item table, the reachable per-GPU bounds it was pruned with, and each piece type's items."""
+    """The item table, the reachable per-GPU bounds it was pruned with, each piece type's items and its
+    least share units alone on a GPU (``least_units_alone``: the least over its items too)."""
 
     table: ItemTable
     bounds: Bounds
     by_piece: tuple[np.ndarray, ...]
+    least_units: np.ndarray
 
 
 class PreparationTimedOut(Exception):
@@ -175,7 +177,8 @@ def build_items(problem: PlanningProblem, rule: ServingModel, pieces: tuple[Piec
     tables = piece_tables(problem, rule, pieces, deadline)
     copies = [_copies(p, t, cap) for p, t in zip(pieces, tables, strict=True)]
     models = [perf.models[problem.workloads[p.workload].model] for p in pieces]
-    trivial = trivial_bound(pieces, least_units_alone(tables), cap)
+    least = least_units_alone(tables)
+    trivial = trivial_bound(pieces, least, cap)
     check_deadline(deadline, trivial)
     bounds = feasible_bounds(problem, reachable_bounds(problem, tables, copies), list(zip(tables, models, strict=True)))
     parts = []
@@ -192,7 +195,7 @@ def build_items(problem: PlanningProblem, rule: ServingModel, pieces: tuple[Piec
         ))
     table = ItemTable(**{f.name: np.concatenate([getattr(x, f.name) for x in parts]) for f in fields(ItemTable)})
     by_piece = tuple(np.flatnonzero(table.piece == i) for i in range(len(pieces)))
-    return Items(table, bounds, by_piece)
+    return Items(table, bounds, by_piece, least)
 
 
 def feasible_bounds(problem: PlanningProblem, reach: Bounds, tables: list[tuple[ConfigTable, ModelCoefficients]]
