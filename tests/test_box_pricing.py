@@ -165,3 +165,70 @@ def test_small_instances_price_by_mip_first_and_large_ones_by_boxes_only(pricing
     assert _round_calls(setup, monkeypatch, mip_proves=False) == ["mip", "boxes"]
     monkeypatch.setattr(colgen, "MIP_MAX_ITEMS", 0)
     assert _round_calls(setup, monkeypatch, mip_proves=True) == ["boxes"]
+
+
+def test_a_search_for_a_proof_never_claims_one_below_the_best_configuration(pricing_mix) -> None:
+    """Boxes close as soon as one multiplier pair bounds them by the target (``best_multiplier``): at a
+    target just below the best configuration enumerated, the search finds no proof and its kappa still
+    covers that configuration."""
+    setup, columns = pricing_mix
+    for duals in _trials(len(setup.pieces))[:5]:
+        best = max(column_worth(c, duals) for c in columns)
+        res = boxes.box_kappa(setup.boxes, duals, best * (1 - 1e-6), time.perf_counter() + 30.0, max_nodes=400,
+                              enough=1)
+        assert not res.proven
+        assert res.kappa >= best * (1 - 1e-12)
+
+
+@pytest.fixture(scope="module")
+def converged_h200() -> tuple[colgen.ColgenSetup, colgen.ColgenState]:
+    """Column generation run on an H200 mix needing about 2.7 GPUs (the bound there reaches its LP)."""
+    from conftest import H200_PROFILE
+
+    from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+    from igniter_opt.perfmodel import load_profile
+    from igniter_opt.placement.serving import serving_model_for
+    from igniter_opt.planner import greedy
+
+    perf = load_profile(H200_PROFILE)
+    rows = [("ssd", 50, 4000), ("bert_base", 40, 3000), ("vit_b_16", 30, 5000)]
+    problem = PlanningProblem(tuple(Workload(f"w{i}", m, float(s), float(r)) for i, (m, s, r) in enumerate(rows)),
+                              perf, LatencyBudget.IGNITER, 0.1)
+    start = greedy.place(perf, greedy.initial_demands(problem))
+    setup = colgen.prepare_colgen(problem, serving_model_for(problem), start)
+    state = colgen.ColgenState(colgen.initial_master(setup, 1))
+    colgen.generate(setup, state, time.perf_counter() + 60.0, None)
+    return setup, state
+
+
+def test_a_proof_round_lifts_the_bound_past_the_next_gpu_and_never_past_a_plan(converged_h200) -> None:
+    """With the trivial bound taken as one GPU, a proof round at the LP's duals aims at kappa <= D / 1 and
+    lifts the bound to at least 2 GPUs, never above the greedy plan's (a plan is an upper bound); at a
+    bound where the next GPU would need kappa <= 1 it does not run."""
+    import dataclasses
+
+    setup, done = converged_h200
+    lp = done.master.solve_lp(10.0)
+    assert lp.objective is not None and lp.objective > 2.0
+    low = dataclasses.replace(setup, trivial_gpus=1)
+    state = colgen.ColgenState(done.master)
+    assert colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
+    assert 2 <= state.bound_gpus <= sum(n for _, n in setup.start_columns)
+    assert state.bound <= lp.objective * (1 + 1e-9)
+    assert (state.proof_rounds, state.proof_won) == (1, 1)
+    state.bound = math.ceil(lp.objective)  # the next GPU is out of reach: D / (its count) < 1
+    assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
+    assert state.proof_rounds == 1
+
+
+def test_no_proof_round_where_a_configuration_found_is_worth_its_target(converged_h200) -> None:
+    """A configuration the heuristic found worth at least the target shows kappa above it: no round runs."""
+    import dataclasses
+
+    setup, done = converged_h200
+    lp = done.master.solve_lp(10.0)
+    low = dataclasses.replace(setup, trivial_gpus=1)
+    state = colgen.ColgenState(done.master)
+    value = colgen.dual_value(setup.pieces, lp.duals)
+    assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=value)
+    assert state.proof_rounds == 0 and state.bound == 0.0

@@ -249,7 +249,15 @@ class BoxSearch:
         """mu C_hi + nu (P_max - P_busy + Q_hi): the relaxed rows' ceilings, priced."""
         return mu * box.c_hi + nu * (self.bp.p_max - self.bp.p_busy + box.q_hi)
 
-    def best_multiplier(self, box: Box, mu0: float, nu0: float, root: bool) -> tuple[float, float, float]:
+    def best_multiplier(self, box: Box, mu0: float, nu0: float, root: bool, target: float = math.inf
+                        ) -> tuple[float, float, float]:
+        """The least Lagrangian bound of ``box`` over a grid of multipliers (the root grid, or steps around
+        (mu0, nu0)), and its multipliers; (mu0, nu0) alone when it already bounds the box by ``target`` (the
+        box is then closed whatever a lower bound would be: a search for a proof needs no more)."""
+        if target < math.inf:
+            first = float(self.knapsack(box, np.array([mu0]), np.array([nu0]))[0][0])
+            if first <= target:
+                return first, mu0, nu0
         if root:
             mu, nu = np.meshgrid(ROOT_MU * self.scale, ROOT_NU * self.scale)
         else:
@@ -483,11 +491,13 @@ def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float,
     frontier = _Frontier(target, alone)
     t0 = time.perf_counter()
     roots = s.roots()
+    mu, nu = 0.0, 0.0  # each root tries the last root's best multipliers first
     for i, box in enumerate(roots):
         if i and time.perf_counter() >= deadline:  # kappa needs every root: none this time (past the deadline
             # by one root at most), and how long they all would take, from those done, for the next turn's limit
             return BoxResult(math.inf, [], frontier.nodes, False, (time.perf_counter() - t0) * len(roots) / i)
-        frontier.offer(*s.best_multiplier(box, 0.0, 0.0, root=True), box)
+        root_bound, mu, nu = s.best_multiplier(box, mu, nu, root=True, target=target)
+        frontier.offer(root_bound, mu, nu, box)
     roots_s = time.perf_counter() - t0
     found: dict[tuple[int, ...], float] = {}
     better, first_at = 0, None
@@ -515,7 +525,7 @@ def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float,
         if leaf:
             continue
         for child in s.split(box, members):
-            b, m2, n2 = s.best_multiplier(child, mu, nu, root=False)
+            b, m2, n2 = s.best_multiplier(child, mu, nu, root=False, target=target)
             frontier.offer(min(b, top), m2, n2, child)  # a child's region is inside its parent's
     cands = sorted(((w, m) for m, w in found.items()), reverse=True)
     kappa = frontier.kappa()

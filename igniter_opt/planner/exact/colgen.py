@@ -82,6 +82,10 @@ MIP_MAX_ITEMS = 1500
 # Share of the time left that one exact pricing may take, and one round of point pricing.
 PRICING_SHARE = 0.4
 POINT_SHARE = 0.25
+# Share of the time left that one proof round may take (``_proof_round``), and the proof's target lowered
+# by this (relative) so that the kappa it returns, raised for float noise, still lifts the bound.
+PROOF_SHARE = 0.5
+PROOF_MARGIN_REL = 1e-8
 # No exact pricing is started with less time than this to run in.
 MIN_PRICING_S = 0.1
 # The bound in GPUs is rounded up after subtracting this (float noise only: it lowers the bound).
@@ -246,6 +250,10 @@ class ColgenState:
     point_rounds: int = 0
     point_s: float = 0.0
     step_max_s: float = 0.0  # the longest master LP solve and relaxed bound so far
+    proof_rounds: int = 0
+    proof_won: int = 0  # proof rounds that raised the bound by a GPU
+    proof_s: float = 0.0
+    proof_after: float = 0.0  # no proof round begins before this time (``time.perf_counter()``)
     # cap the duals in the first rounds (``stabilize``); None: above MIP_MAX_ITEMS items only (below, the
     # pricing MIP proves the LP in a few rounds, and capped rounds delayed it: the default problem 5.0 -> 7.9 s)
     stabilize: bool | None = None
@@ -304,13 +312,14 @@ def grown_slots(setup: ColgenSetup, duals: np.ndarray, seeds: np.ndarray, deadli
                   deadline=deadline)
 
 
-def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray, deadline: float = math.inf) -> int:
+def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray, deadline: float = math.inf
+                     ) -> tuple[int, float]:
     """One round of kernel pricing (``kernel_columns``, cut at ``deadline``): how many improving columns
-    entered the master."""
-    good = [c for c in kernel_columns(setup, duals, deadline) if column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+    entered the master, and the most any configuration it found is worth (a floor of kappa)."""
+    worth = [(column_worth(c, duals), c) for c in kernel_columns(setup, duals, deadline)]
     before = len(master.columns)
-    master.add(good)
-    return len(master.columns) - before
+    master.add([c for w, c in worth if w > 1.0 + IMPROVE_EPS])
+    return len(master.columns) - before, max((w for w, _ in worth), default=0.0)
 
 
 def point_columns(setup: ColgenSetup, duals: np.ndarray, deadline: float) -> list[Column]:
@@ -460,6 +469,38 @@ def _box_pricing(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
     return min(kappa, found.kappa), found.proven, good
 
 
+def _proof_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, deadline: float, found: float) -> bool:
+    """Box pricing aimed at the next whole GPU of the bound rather than at the LP's optimum: every
+    configuration's worth bounded by ``useful_kappa`` (not by one GPU), which raises the certified bound
+    by a GPU even though columns worth more than a GPU are left. Run at the LP's duals when no
+    configuration found at them (``found``: the most the kernel heuristic found) is worth that much,
+    within ``PROOF_SHARE`` of the time left; it stops at the first configuration worth more than the
+    target (no proof at these duals then). A round that fails waits as long as it took before the next.
+    Adds the improving configurations found; True if the bound rose."""
+    t0 = time.perf_counter()
+    value = dual_value(setup.pieces, duals)
+    target = useful_kappa(setup, state, value) * (1.0 - PROOF_MARGIN_REL)
+    limit = PROOF_SHARE * (deadline - t0)
+    if t0 < state.proof_after or target <= 1.0 + IMPROVE_EPS or found >= target or limit < state.clock.least_s:
+        return False
+    before = max(setup.trivial_gpus, state.bound_gpus)
+    res = box_kappa(setup.boxes, duals, target, t0 + limit, enough=1)
+    state.clock.least_s = max(state.clock.least_s, res.roots_s)
+    if math.isfinite(res.kappa):
+        state.bound = max(state.bound, value / max(1.0, res.kappa))
+    cols = evaluate(setup.space, [setup.boxes.slots(m) for w, m in res.candidates[:BOX_COLUMNS] if w > 1.0])
+    state.master.add([c for c in cols if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS])
+    took = time.perf_counter() - t0
+    won = state.bound_gpus > before
+    state.proof_rounds += 1
+    state.proof_won += won
+    state.proof_s += took
+    state.proof_after = t0 if won else time.perf_counter() + took
+    log.debug("proof round: target %.4f, kappa %.4f after %d box(es) in %.2f s%s", target, res.kappa, res.nodes, took,
+              ", the bound rose" if won else "")
+    return won
+
+
 def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: bool,
                        converged: Callable[[], bool], clock: PricingClock) -> bool | None:
     """One turn of exact pricing at the LP's duals, ``run(limit_s)`` -> whether it added a column, given
@@ -503,11 +544,14 @@ def _generate_rounds(setup: ColgenSetup, state: ColgenState, deadline: float, ta
         if deadline - time.perf_counter() < state.heuristic_max_s:  # the next round would end past the deadline
             break
         t0 = time.perf_counter()
-        added = _heuristic_round(setup, master, lp.duals, deadline)
+        added, found = _heuristic_round(setup, master, lp.duals, deadline)
         state.heuristic_max_s = max(state.heuristic_max_s, time.perf_counter() - t0)
         if capped:  # only the heuristic prices at binding caps
             _grow_caps(state, added)
             continue
+        if (_proof_round(setup, state, lp.duals, deadline, found) and target_gpus is not None
+                and state.bound_gpus >= target_gpus):
+            break
         if added or (len(setup.items.table) > MIP_MAX_ITEMS and _point_round(setup, state, lp.duals, deadline)):
             continue
         turn = exact_pricing_turn(partial(_exact_round, setup, state, lp.duals, threads=threads, relaxed=kappa),
