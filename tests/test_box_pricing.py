@@ -221,6 +221,23 @@ def test_a_proof_round_lifts_the_bound_past_the_next_gpu_and_never_past_a_plan(c
     assert state.proof_rounds == 1
 
 
+def test_a_proof_round_bounds_at_the_mean_of_the_recent_duals(converged_h200) -> None:
+    """The proof's duals are the mean of the recent LPs' (``PROOF_AVERAGE``): a mean equal to the LP's duals
+    proves as they do; a mean of zero duals (D = 0, nothing to prove) runs no round."""
+    import dataclasses
+    from collections import deque
+
+    setup, done = converged_h200
+    lp = done.master.solve_lp(10.0)
+    low = dataclasses.replace(setup, trivial_gpus=1)
+    state = colgen.ColgenState(done.master, recent_duals=deque([0.5 * lp.duals, 1.5 * lp.duals]))
+    assert colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
+    assert state.bound_gpus >= 2
+    zero = colgen.ColgenState(done.master, recent_duals=deque([np.zeros_like(lp.duals)]))
+    assert not colgen._proof_round(low, zero, lp.duals, time.perf_counter() + 30.0, found=0.0)
+    assert zero.proof_rounds == 0
+
+
 def test_no_proof_round_where_a_configuration_found_is_worth_its_target(converged_h200) -> None:
     """A configuration the heuristic found worth at least the target shows kappa above it: no round runs."""
     import dataclasses

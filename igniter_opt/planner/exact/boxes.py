@@ -260,11 +260,12 @@ class BoxSearch:
                 return first, mu0, nu0
         if root:
             mu, nu = np.meshgrid(ROOT_MU * self.scale, ROOT_NU * self.scale)
-        else:
-            mu = LOCAL_STEPS * mu0 if mu0 > 0 else np.r_[0.0, ROOT_MU[1::3] * self.scale]
-            nu = LOCAL_STEPS * nu0 if nu0 > 0 else np.r_[0.0, ROOT_NU[1::3] * self.scale]
-            mu, nu = np.meshgrid(mu, nu)
-        mu, nu = mu.ravel(), nu.ravel()
+            mu, nu = mu.ravel(), nu.ravel()
+        else:  # a cross through (mu0, nu0): one multiplier moved at a time (as good as the whole 6 x 6 grid on
+            # the proofs measured, in a third of the knapsacks)
+            mus = LOCAL_STEPS * mu0 if mu0 > 0 else np.r_[0.0, ROOT_MU[1::3] * self.scale]
+            nus = LOCAL_STEPS * nu0 if nu0 > 0 else np.r_[0.0, ROOT_NU[1::3] * self.scale]
+            mu, nu = np.r_[mus, np.full(nus.size, mu0)], np.r_[np.full(mus.size, nu0), nus]
         bound, _, _ = self.knapsack(box, mu, nu)
         j = int(np.argmin(bound))
         return float(bound[j]), float(mu[j]), float(nu[j])

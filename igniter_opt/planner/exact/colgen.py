@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -86,6 +87,10 @@ POINT_SHARE = 0.25
 # by this (relative) so that the kappa it returns, raised for float noise, still lifts the bound.
 PROOF_SHARE = 0.5
 PROOF_MARGIN_REL = 1e-8
+# A proof round's duals: the mean of the last PROOF_AVERAGE master LPs' duals. Farley's bound holds at any
+# duals >= 0; D is concave and kappa convex in them, so a mean of duals that oscillate from LP to LP bounds
+# better than the last alone (H100 n = 50 seed 1: proven at the mean of 10, not at the last; docs/exact.md).
+PROOF_AVERAGE = 10
 # No exact pricing is started with less time than this to run in.
 MIN_PRICING_S = 0.1
 # The bound in GPUs is rounded up after subtracting this (float noise only: it lowers the bound).
@@ -254,6 +259,7 @@ class ColgenState:
     proof_won: int = 0  # proof rounds that raised the bound by a GPU
     proof_s: float = 0.0
     proof_after: float = 0.0  # no proof round begins before this time (``time.perf_counter()``)
+    recent_duals: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=PROOF_AVERAGE))  # uncapped LPs'
     # cap the duals in the first rounds (``stabilize``); None: above MIP_MAX_ITEMS items only (below, the
     # pricing MIP proves the LP in a few rounds, and capped rounds delayed it: the default problem 5.0 -> 7.9 s)
     stabilize: bool | None = None
@@ -470,33 +476,42 @@ def _box_pricing(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
 
 
 def _proof_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, deadline: float, found: float) -> bool:
-    """Box pricing aimed at the next whole GPU of the bound rather than at the LP's optimum: every
-    configuration's worth bounded by ``useful_kappa`` (not by one GPU), which raises the certified bound
-    by a GPU even though columns worth more than a GPU are left. Run at the LP's duals when no
-    configuration found at them (``found``: the most the kernel heuristic found) is worth that much,
-    within ``PROOF_SHARE`` of the time left; it stops at the first configuration worth more than the
-    target (no proof at these duals then). A round that fails waits as long as it took before the next.
-    Adds the improving configurations found; True if the bound rose."""
+    """Box pricing aimed at the next whole GPU of the bound rather than at the LP's optimum: at the mean of
+    the recent LPs' duals (``PROOF_AVERAGE``), every configuration's worth bounded by ``useful_kappa`` (not by
+    one GPU), which raises the certified bound by a GPU even though columns worth more than a GPU are left.
+    Not run while a configuration found is worth that much: at the LP's ``duals`` (``found``: the most the
+    kernel heuristic found, against the target there), or a column of the master at the mean. Runs within
+    ``PROOF_SHARE`` of the time left and stops at the first configuration worth more than the target (no
+    proof at these duals then). A round that fails waits as long as it took before the next. Adds the
+    improving configurations found (at the LP's duals); True if the bound rose."""
     t0 = time.perf_counter()
-    value = dual_value(setup.pieces, duals)
-    target = useful_kappa(setup, state, value) * (1.0 - PROOF_MARGIN_REL)
     limit = PROOF_SHARE * (deadline - t0)
-    if t0 < state.proof_after or target <= 1.0 + IMPROVE_EPS or found >= target or limit < state.clock.least_s:
+    if (t0 < state.proof_after or limit < state.clock.least_s
+            or found >= useful_kappa(setup, state, dual_value(setup.pieces, duals))):
+        return False
+    point = np.mean(state.recent_duals, axis=0) if state.recent_duals else duals
+    value = dual_value(setup.pieces, point)
+    target = useful_kappa(setup, state, value) * (1.0 - PROOF_MARGIN_REL)
+    best = max(column_worth(c, point) for c in state.master.columns)
+    if target <= 1.0 + IMPROVE_EPS or best >= target:
+        log.debug("no proof round: target %.4f at the mean duals, a master column worth %.4f there", target, best)
         return False
     before = max(setup.trivial_gpus, state.bound_gpus)
-    res = box_kappa(setup.boxes, duals, target, t0 + limit, enough=1)
+    res = box_kappa(setup.boxes, point, target, t0 + limit, enough=1)
     state.clock.least_s = max(state.clock.least_s, res.roots_s)
     if math.isfinite(res.kappa):
         state.bound = max(state.bound, value / max(1.0, res.kappa))
-    cols = evaluate(setup.space, [setup.boxes.slots(m) for w, m in res.candidates[:BOX_COLUMNS] if w > 1.0])
-    state.master.add([c for c in cols if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS])
+    cols = evaluate(setup.space, [setup.boxes.slots(m) for _, m in res.candidates[:BOX_COLUMNS]])
+    good = [c for c in cols if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+    state.master.add(good)
     took = time.perf_counter() - t0
     won = state.bound_gpus > before
     state.proof_rounds += 1
     state.proof_won += won
     state.proof_s += took
     state.proof_after = t0 if won else time.perf_counter() + took
-    log.debug("proof round: target %.4f, kappa %.4f after %d box(es) in %.2f s%s", target, res.kappa, res.nodes, took,
+    log.debug("proof round: target %.4f, kappa %.4f after %d box(es) in %.2f s, %d configuration(s) found worth more "
+              "than a GPU at the LP's duals%s", target, res.kappa, res.nodes, took, len(good),
               ", the bound rose" if won else "")
     return won
 
@@ -532,6 +547,8 @@ def _generate_rounds(setup: ColgenSetup, state: ColgenState, deadline: float, ta
         # bind leave an optimal solution and duals of the master, which go on as uncapped ones
         capped = master.caps_bind()
         state.lp_value = None if capped else lp.objective
+        if not capped:
+            state.recent_duals.append(lp.duals)
         state.iterations += 1
         kappa = relaxed_round(setup, state, lp.duals, capped, deadline)
         state.step_max_s = max(state.step_max_s, time.perf_counter() - t0)
@@ -546,6 +563,8 @@ def _generate_rounds(setup: ColgenSetup, state: ColgenState, deadline: float, ta
         t0 = time.perf_counter()
         added, found = _heuristic_round(setup, master, lp.duals, deadline)
         state.heuristic_max_s = max(state.heuristic_max_s, time.perf_counter() - t0)
+        log.debug("LP %.4f%s: the kernel heuristic added %d column(s), the best worth %.4f, in %.2f s", lp.objective,
+                  " (capped duals)" if capped else "", added, found, time.perf_counter() - t0)
         if capped:  # only the heuristic prices at binding caps
             _grow_caps(state, added)
             continue
