@@ -172,6 +172,16 @@ class BoxSearch:
         self.most = np.array([min(int(bp.count[t]), int(tab.copies[live[idx]].max())) for t, idx
                               in zip(types, self.of_type, strict=True)], np.int64)
         self.scale = float(self.pi.max()) if live.size else 1.0  # the multipliers' scale: the largest dual
+        # the live items sorted by (type, units), one group per pair: a max per group gives every type's best
+        # item at each unit count in one pass (``type_tables``)
+        self.type_pos = np.zeros(live.size, np.intp)
+        for i, idx in enumerate(self.of_type):
+            self.type_pos[idx] = i
+        self.by_type_units = np.lexsort((self.units, self.type_pos))
+        key_t, key_u = self.type_pos[self.by_type_units], self.units[self.by_type_units]
+        new_group = np.r_[True, (key_t[1:] != key_t[:-1]) | (key_u[1:] != key_u[:-1])]
+        self.group_starts = np.flatnonzero(new_group) if live.size else np.zeros(0, np.intp)
+        self.group_type, self.group_units = key_t[self.group_starts], key_u[self.group_starts]
 
     def roots(self) -> list[Box]:
         """The first boxes: per class of member counts (``member_classes``), L2 split at quantiles of
@@ -212,37 +222,43 @@ class BoxSearch:
         (with ``keep``: one multiplier pair only) and the final table (multipliers, members, units)."""
         cap, hi = self.bp.cap, box.n_hi
         el = self.eligible(box)
+        tables = self.type_tables(el, mu, nu, hi)
+        rises = [np.asarray((np.diff(table, axis=2) > 0).any(axis=0)) for table in tables]  # each (type, U - 1)
         dp = np.full((mu.size, hi + 1, cap + 1), NEG)
         dp[:, 0, :] = 0.0
         trace: list[_Step] = []
-        for t_i, idx in enumerate(self.of_type):
-            idx = idx[el[idx]]
-            if idx.size == 0:
-                continue
-            val = self.pi[idx][None, :] - np.outer(mu, self.cache[idx]) - np.outer(nu, self.power[idx])
-            tables = self._type_tables(idx, val, min(int(self.most[t_i]), hi))
-            new = _maxplus_members(dp, tables[0], 1)
-            for m, table in enumerate(tables[1:], 2):
-                np.maximum(new, _maxplus_members(dp, table, m), out=new)
+        for t_i in np.flatnonzero(np.bincount(self.type_pos[el], minlength=len(self.of_type))):
+            most = min(int(self.most[t_i]), hi)
+            new = _maxplus_members(dp, tables[0][:, t_i], 1, np.flatnonzero(rises[0][t_i]) + 1)
+            for m in range(2, most + 1):
+                np.maximum(new, _maxplus_members(dp, tables[m - 1][:, t_i], m, np.flatnonzero(rises[m - 1][t_i]) + 1),
+                           out=new)
             if keep:
-                trace.append(_Step(idx, val[0], tables[0][0], tables[1][0] if len(tables) > 1 else None, dp[0]))
+                idx = self.of_type[t_i][el[self.of_type[t_i]]]
+                val = self.pi[idx] - mu[0] * self.cache[idx] - nu[0] * self.power[idx]
+                trace.append(_Step(idx, val, tables[0][0, t_i], tables[1][0, t_i] if most >= 2 else None, dp[0]))
             dp = new
         total = dp[:, box.n_lo:, cap].max(axis=1)
         return self.resource_terms(box, mu, nu) + total, trace, dp
 
-    def _type_tables(self, idx: np.ndarray, val: np.ndarray, most: int) -> list[np.ndarray]:
-        """Per m = 1..``most``, per multiplier and units U: the most m items of these (worth ``val``) bring
-        within U units (one item repeated allowed: a relaxation)."""
+    def type_tables(self, eligible: np.ndarray, mu: np.ndarray, nu: np.ndarray, hi: int) -> list[np.ndarray]:
+        """Per m = 1..(the most of a type a box of at most ``hi`` members takes), per multiplier pair, type and
+        units U: the most m ``eligible`` items of the type bring within U units, less the priced resources (one
+        item repeated allowed: a relaxation)."""
         cap = self.bp.cap
-        u = self.units[idx]
-        order = np.argsort(u, kind="stable")
-        u_s = u[order]
-        starts = np.flatnonzero(np.r_[True, u_s[1:] != u_s[:-1]])
-        s1 = np.full((val.shape[0], cap + 1), NEG)
-        s1[:, u_s[starts]] = np.maximum.reduceat(val[:, order], starts, axis=1)
-        tables = [np.maximum.accumulate(s1, axis=1)]
-        while len(tables) < most:
-            tables.append(_maxplus_units(tables[-1], tables[0]))
+        val = self.pi[None, :] - np.outer(mu, self.cache) - np.outer(nu, self.power)
+        val[:, ~eligible] = NEG
+        one = np.full((mu.size, len(self.of_type), cap + 1), NEG)
+        if self.group_starts.size:
+            best = np.maximum.reduceat(val[:, self.by_type_units], self.group_starts, axis=1)
+            one[:, self.group_type, self.group_units] = best
+        np.maximum.accumulate(one, axis=2, out=one)
+        tables = [one]
+        while len(tables) < min(int(self.most.max(initial=1)), hi):
+            more = np.flatnonzero(self.most > len(tables))  # the types that may take one more
+            table = np.full_like(one, NEG)
+            table[:, more] = _maxplus_units(tables[-1][:, more], one[:, more])
+            tables.append(table)
         return tables
 
     def resource_terms(self, box: Box, mu: np.ndarray, nu: np.ndarray) -> np.ndarray:
@@ -429,16 +445,17 @@ def _maxplus_units(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     width = a.shape[-1]
     out = np.full_like(a, NEG)
     for u in _rises(b):
-        np.maximum(out[:, u:], b[:, u: u + 1] + a[:, : width - u], out=out[:, u:])
+        np.maximum(out[..., u:], b[..., u: u + 1] + a[..., : width - u], out=out[..., u:])
     return out
 
 
-def _maxplus_members(dp: np.ndarray, add: np.ndarray, members: int) -> np.ndarray:
+def _maxplus_members(dp: np.ndarray, add: np.ndarray, members: int, rises: np.ndarray) -> np.ndarray:
     """dp with ``members`` more members bringing ``add`` (multipliers, units): out[:, m, U] = max(dp[:, m, U],
-    max_u dp[:, m - members, U - u] + add[:, u])."""
+    max_u dp[:, m - members, U - u] + add[:, u]) over the u in ``rises``, those >= 1 where ``add`` rises in
+    some row (``add`` is nondecreasing in U, so the others bring nothing more)."""
     out = dp.copy()
     width = dp.shape[-1]
-    for u in _rises(add):
+    for u in rises:
         np.maximum(out[:, members:, u:], dp[:, :-members, : width - u] + add[:, None, u: u + 1],
                    out=out[:, members:, u:])
     return out
