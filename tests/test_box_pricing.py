@@ -249,3 +249,29 @@ def test_no_proof_round_where_a_configuration_found_is_worth_its_target(converge
     value = colgen.dual_value(setup.pieces, lp.duals)
     assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=value)
     assert state.proof_rounds == 0 and state.bound == 0.0
+
+
+def test_a_search_whose_roots_would_overrun_their_budget_gives_up_after_the_first(pricing_mix) -> None:
+    """``roots_budget_s``: the roots' time extrapolated from the first beyond it, no kappa (inf) and the
+    estimate, at once."""
+    setup, _ = pricing_mix
+    duals = _trials(len(setup.pieces))[0]
+    t0 = time.perf_counter()
+    res = boxes.box_kappa(setup.boxes, duals, 1.0, time.perf_counter() + 30.0, roots_budget_s=1e-9)
+    full = boxes.box_kappa(setup.boxes, duals, 1.0, time.perf_counter() + 30.0, max_nodes=1)
+    assert math.isinf(res.kappa) and not res.proven and res.candidates == []
+    assert res.nodes == 1 and res.roots_s > 0.0
+    assert time.perf_counter() - t0 < 30.0 and math.isfinite(full.kappa)
+
+
+def test_no_proof_round_whose_roots_took_more_than_their_share_of_the_time_left(converged_h200) -> None:
+    import dataclasses
+
+    setup, done = converged_h200
+    lp = done.master.solve_lp(10.0)
+    low = dataclasses.replace(setup, trivial_gpus=1)
+    state = colgen.ColgenState(done.master, proof_roots_s=10.0)
+    assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
+    assert state.proof_rounds == 0
+    state.proof_roots_s = 1.0  # 30 s left: a quarter is 7.5 s
+    assert colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
