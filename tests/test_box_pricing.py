@@ -251,20 +251,31 @@ def test_no_proof_round_where_a_configuration_found_is_worth_its_target(converge
     assert state.proof_rounds == 0 and state.bound == 0.0
 
 
-def test_a_search_whose_roots_would_overrun_their_budget_gives_up_after_the_first(pricing_mix) -> None:
-    """``roots_budget_s``: the roots' time extrapolated from the first beyond it, no kappa (inf) and the
-    estimate, at once."""
-    setup, _ = pricing_mix
-    duals = _trials(len(setup.pieces))[0]
-    t0 = time.perf_counter()
-    res = boxes.box_kappa(setup.boxes, duals, 1.0, time.perf_counter() + 30.0, roots_budget_s=1e-9)
-    full = boxes.box_kappa(setup.boxes, duals, 1.0, time.perf_counter() + 30.0, max_nodes=1)
-    assert math.isinf(res.kappa) and not res.proven and res.candidates == []
-    assert res.nodes == 1 and res.roots_s > 0.0
-    assert time.perf_counter() - t0 < 30.0 and math.isfinite(full.kappa)
+def test_the_first_proof_round_runs_at_most_its_first_limit(converged_h200, monkeypatch) -> None:
+    """Before any proof round the roots' time is unknown: the first runs at most ``PROOF_FIRST_S``, later ones
+    half the time left."""
+    import dataclasses
+
+    setup, done = converged_h200
+    lp = done.master.solve_lp(10.0)
+    low = dataclasses.replace(setup, trivial_gpus=1)
+    limits: list[float] = []
+
+    def fake(bp, duals, target, deadline, max_nodes=100_000, enough=None):
+        limits.append(deadline - time.perf_counter())
+        return boxes.BoxResult(math.inf, [], 1, False, roots_s=2.0)
+
+    monkeypatch.setattr(colgen, "box_kappa", fake)
+    state = colgen.ColgenState(done.master)
+    assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 100.0, found=0.0)
+    state.proof_after = 0.0
+    assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 100.0, found=0.0)
+    assert limits[0] <= colgen.PROOF_FIRST_S and limits[1] > 40.0
+    assert state.proof_roots_s == 2.0 and state.proof_rounds == 2
 
 
 def test_no_proof_round_whose_roots_took_more_than_their_share_of_the_time_left(converged_h200) -> None:
+    """The last round's roots took 10 s: with 30 s left (a quarter: 7.5 s) no round; after 1 s roots, one."""
     import dataclasses
 
     setup, done = converged_h200

@@ -496,12 +496,11 @@ class _Frontier:
 
 
 def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float, max_nodes: int = 100_000,
-              enough: int | None = None, roots_budget_s: float = math.inf) -> BoxResult:
+              enough: int | None = None) -> BoxResult:
     """Branch and bound over boxes (module docstring) until every box left is bounded by ``target``,
     ``max_nodes`` boxes were evaluated, ``deadline`` (``time.perf_counter()``) passed, or (``enough``)
     that many multisets worth more than ``target`` were found. The kappa returned bounds every
-    configuration's worth at ``duals`` whenever it stops. It gives up at once (kappa inf) when the root
-    boxes, extrapolated from those done, would take more than ``roots_budget_s``."""
+    configuration's worth at ``duals`` whenever it stops."""
     s = BoxSearch(bp, duals)
     tab = bp.items.table
     alone = float(np.max(np.where(bp.has_items, np.maximum(duals, 0.0), 0.0), initial=0.0))
@@ -512,11 +511,9 @@ def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float,
     roots = s.roots()
     mu, nu = 0.0, 0.0  # each root tries the last root's best multipliers first
     for i, box in enumerate(roots):
-        now = time.perf_counter()
-        if i and (now >= deadline or (now - t0) * len(roots) / i > roots_budget_s):  # kappa needs every root: none
-            # this time (past the deadline by one root at most), and how long they all would take, from those
-            # done, for the next turn's limit
-            return BoxResult(math.inf, [], frontier.nodes, False, (now - t0) * len(roots) / i)
+        if i and time.perf_counter() >= deadline:  # kappa needs every root: none this time (past the deadline
+            # by one root at most), and how long they all would take, from those done, for the next turn's limit
+            return BoxResult(math.inf, [], frontier.nodes, False, (time.perf_counter() - t0) * len(roots) / i)
         root_bound, mu, nu = s.best_multiplier(box, mu, nu, root=True, target=target)
         frontier.offer(root_bound, mu, nu, box)
     roots_s = time.perf_counter() - t0

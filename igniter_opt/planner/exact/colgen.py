@@ -91,10 +91,11 @@ PROOF_MARGIN_REL = 1e-8
 # duals >= 0; D is concave and kappa convex in them, so a mean of duals that oscillate from LP to LP bounds
 # better than the last alone (H100 n = 50 seed 1: proven at the mean of 10, not at the last; docs/exact.md).
 PROOF_AVERAGE = 10
-# A proof round is begun only when its root boxes (measured, or extrapolated from its first ones) take at most
-# this share of the time left: at 1000 workloads on the H100 one round spent 145 s of its 290 s limit on its
-# roots and did not finish them.
+# A proof round is begun only when its root boxes took at most this share of the time left last time (measured,
+# or extrapolated from those done); the first round, their time unknown, runs at most PROOF_FIRST_S. At 1000
+# workloads on the H100 a first round had spent 145 s of its 290 s limit on roots it did not finish.
 PROOF_ROOTS_SHARE = 0.25
+PROOF_FIRST_S = 15.0
 # No exact pricing is started with less time than this to run in.
 MIN_PRICING_S = 0.1
 # The bound in GPUs is rounded up after subtracting this (float noise only: it lowers the bound).
@@ -486,15 +487,15 @@ def _proof_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
     one GPU), which raises the certified bound by a GPU even though columns worth more than a GPU are left.
     Not run while a configuration found is worth that much: at the LP's ``duals`` (``found``: the most the
     kernel heuristic found, against the target there), or a column of the master at the mean. Runs within
-    ``PROOF_SHARE`` of the time left, when its root boxes take at most ``PROOF_ROOTS_SHARE`` of it (as long
-    as the last round's took, and extrapolated from its first roots as it goes), and stops at the first
-    configuration worth more than the target (no proof at these duals then). A round that fails waits as
+    ``PROOF_SHARE`` of the time left (the first round: at most ``PROOF_FIRST_S``), when the last round's
+    root boxes took at most ``PROOF_ROOTS_SHARE`` of it, and stops at the first configuration worth more than
+    the target (no proof at these duals then). A round that fails waits as
     long as it took before the next. Adds the improving configurations found (at the LP's duals); True if the
     bound rose."""
     t0 = time.perf_counter()
-    limit = PROOF_SHARE * (deadline - t0)
-    roots_budget = PROOF_ROOTS_SHARE * (deadline - t0)
-    if (t0 < state.proof_after or limit < state.clock.least_s or state.proof_roots_s > roots_budget
+    limit = PROOF_SHARE * (deadline - t0) if state.proof_roots_s else min(PROOF_SHARE * (deadline - t0), PROOF_FIRST_S)
+    if (t0 < state.proof_after or limit < state.clock.least_s
+            or state.proof_roots_s > PROOF_ROOTS_SHARE * (deadline - t0)
             or found >= useful_kappa(setup, state, dual_value(setup.pieces, duals))):
         return False
     point = np.mean(state.recent_duals, axis=0) if state.recent_duals else duals
@@ -505,7 +506,7 @@ def _proof_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
         log.debug("no proof round: target %.4f at the mean duals, a master column worth %.4f there", target, best)
         return False
     before = max(setup.trivial_gpus, state.bound_gpus)
-    res = box_kappa(setup.boxes, point, target, t0 + limit, enough=1, roots_budget_s=roots_budget)
+    res = box_kappa(setup.boxes, point, target, t0 + limit, enough=1)
     state.clock.least_s = max(state.clock.least_s, res.roots_s)
     state.proof_roots_s = res.roots_s
     if math.isfinite(res.kappa):

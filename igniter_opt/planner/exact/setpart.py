@@ -208,7 +208,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     notes.append(f"{lp}{ended}, "
                  f"{state.pricing_rounds} exact pricing round(s), {state.point_rounds} point pricing round(s), "
                  f"{state.relaxed_calls} relaxed pricing bound(s), "
-                 f"{state.proof_rounds} proof round(s) ({state.proof_won} raised the bound), "
+                 f"{state.proof_rounds} proof round(s) in {state.proof_s:.1f} s ({state.proof_won} raised the bound), "
                  f"{run.masters} integer master run(s)"
                  + (f" ({run.skipped} skipped: the LP over the columns, rounded up, met the plan)"
                     if run.skipped else ""))
