@@ -253,7 +253,7 @@ def test_no_proof_round_where_a_configuration_found_is_worth_its_target(converge
 
 def test_the_first_proof_round_runs_at_most_its_first_limit(converged_h200, monkeypatch) -> None:
     """Before any proof round the roots' time is unknown: the first runs at most ``PROOF_FIRST_S``, later ones
-    half the time left."""
+    half the time left; none after a round whose roots did not all end in its limit."""
     import dataclasses
 
     setup, done = converged_h200
@@ -261,9 +261,11 @@ def test_the_first_proof_round_runs_at_most_its_first_limit(converged_h200, monk
     low = dataclasses.replace(setup, trivial_gpus=1)
     limits: list[float] = []
 
+    kappa = [50.0]
+
     def fake(bp, duals, target, deadline, max_nodes=100_000, enough=None):
         limits.append(deadline - time.perf_counter())
-        return boxes.BoxResult(math.inf, [], 1, False, roots_s=2.0)
+        return boxes.BoxResult(kappa[0], [], 1, False, roots_s=2.0)
 
     monkeypatch.setattr(colgen, "box_kappa", fake)
     state = colgen.ColgenState(done.master)
@@ -272,6 +274,13 @@ def test_the_first_proof_round_runs_at_most_its_first_limit(converged_h200, monk
     assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 100.0, found=0.0)
     assert limits[0] <= colgen.PROOF_FIRST_S and limits[1] > 40.0
     assert state.proof_roots_s == 2.0 and state.proof_rounds == 2
+    # a round whose roots did not all end (no kappa) is the last
+    kappa[0] = math.inf
+    state.proof_after = 0.0
+    assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 100.0, found=0.0)
+    state.proof_after = 0.0
+    assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 100.0, found=0.0)
+    assert state.proof_rounds == 3 and len(limits) == 3
 
 
 def test_no_proof_round_whose_roots_took_more_than_their_share_of_the_time_left(converged_h200) -> None:

@@ -91,11 +91,14 @@ PROOF_MARGIN_REL = 1e-8
 # duals >= 0; D is concave and kappa convex in them, so a mean of duals that oscillate from LP to LP bounds
 # better than the last alone (H100 n = 50 seed 1: proven at the mean of 10, not at the last; docs/exact.md).
 PROOF_AVERAGE = 10
-# A proof round is begun only when its root boxes took at most this share of the time left last time (measured,
-# or extrapolated from those done); the first round, their time unknown, runs at most PROOF_FIRST_S. At 1000
-# workloads on the H100 a first round had spent 145 s of its 290 s limit on roots it did not finish.
+# A proof round is begun only when the last round's root boxes took at most this share of the time left, and
+# never after a round whose roots did not end in its limit; the first round, their time unknown, runs at most
+# PROOF_FIRST_S. At 1000 workloads on the H100 a first round had spent 145 s of its 290 s limit on roots it
+# did not finish.
 PROOF_ROOTS_SHARE = 0.25
 PROOF_FIRST_S = 15.0
+# A proof round stops at the first configuration worth more than its target: no proof at these duals then.
+PROOF_ENOUGH = 1
 # No exact pricing is started with less time than this to run in.
 MIN_PRICING_S = 0.1
 # The bound in GPUs is rounded up after subtracting this (float noise only: it lowers the bound).
@@ -488,10 +491,10 @@ def _proof_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
     Not run while a configuration found is worth that much: at the LP's ``duals`` (``found``: the most the
     kernel heuristic found, against the target there), or a column of the master at the mean. Runs within
     ``PROOF_SHARE`` of the time left (the first round: at most ``PROOF_FIRST_S``), when the last round's
-    root boxes took at most ``PROOF_ROOTS_SHARE`` of it, and stops at the first configuration worth more than
-    the target (no proof at these duals then). A round that fails waits as
-    long as it took before the next. Adds the improving configurations found (at the LP's duals); True if the
-    bound rose."""
+    root boxes took at most ``PROOF_ROOTS_SHARE`` of it (none after a round whose roots did not end), and
+    stops at the first configuration worth more than the target (no proof at these duals then). A round that
+    fails waits as long as it took before the next. Adds the improving configurations found (at the LP's
+    duals); True if the bound rose."""
     t0 = time.perf_counter()
     limit = PROOF_SHARE * (deadline - t0) if state.proof_roots_s else min(PROOF_SHARE * (deadline - t0), PROOF_FIRST_S)
     if (t0 < state.proof_after or limit < state.clock.least_s
@@ -506,9 +509,11 @@ def _proof_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
         log.debug("no proof round: target %.4f at the mean duals, a master column worth %.4f there", target, best)
         return False
     before = max(setup.trivial_gpus, state.bound_gpus)
-    res = box_kappa(setup.boxes, point, target, t0 + limit, enough=1)
+    res = box_kappa(setup.boxes, point, target, t0 + limit, enough=PROOF_ENOUGH)
     state.clock.least_s = max(state.clock.least_s, res.roots_s)
-    state.proof_roots_s = res.roots_s
+    # no kappa: the roots did not all end in the limit (their time extrapolated from those done proved 4x too
+    # low at 1000 workloads on the H100, where a second round then spent 133 s on them): no more rounds
+    state.proof_roots_s = math.inf if math.isinf(res.kappa) else res.roots_s
     if math.isfinite(res.kappa):
         state.bound = max(state.bound, value / max(1.0, res.kappa))
     cols = evaluate(setup.space, [setup.boxes.slots(m) for _, m in res.candidates[:BOX_COLUMNS]])
