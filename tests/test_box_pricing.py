@@ -4,8 +4,10 @@ ones the kernel accepts, it tightens as it runs, and column generation prices wi
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from collections import deque
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ pytest.importorskip("highspy", reason="the exact planner needs highspy")
 
 from igniter_opt.planner.exact import boxes, colgen
 from igniter_opt.planner.exact.columns import column_worth, evaluate
+from igniter_opt.planner.exact.master import LpSolution
 from igniter_opt.planner.exact.pricing import PricingResult
 
 
@@ -96,8 +99,6 @@ def test_a_leaf_is_no_looser_than_its_multipliers_and_its_multiset_keeps_the_res
 def test_three_pieces_of_one_type_are_bounded_where_a_gpu_can_hold_three(pricing_mix) -> None:
     """A piece type of 3 replicas whose item fits three times: the knapsack bounds 3 of it on one GPU (it
     once stopped at two of a type, which would have let a bound miss such a configuration)."""
-    import dataclasses
-
     setup, _ = pricing_mix
     tab = setup.items.table
     alone = boxes.BoxSearch(setup.boxes, np.ones(len(setup.pieces)))
@@ -201,17 +202,20 @@ def converged_h200() -> tuple[colgen.ColgenSetup, colgen.ColgenState]:
     return setup, state
 
 
+def _with_one_gpu_trivial(converged) -> tuple[colgen.ColgenSetup, colgen.ColgenSetup, LpSolution]:
+    """(the setup, the same with its trivial bound taken as one GPU, the master LP re-solved now: proof
+    rounds add columns to the shared master)."""
+    setup, done = converged
+    return setup, dataclasses.replace(setup, trivial_gpus=1), done.master.solve_lp(10.0)
+
+
 def test_a_proof_round_lifts_the_bound_past_the_next_gpu_and_never_past_a_plan(converged_h200) -> None:
     """With the trivial bound taken as one GPU, a proof round at the LP's duals aims at kappa <= D / 1 and
     lifts the bound to at least 2 GPUs, never above the greedy plan's (a plan is an upper bound); at a
     bound where the next GPU would need kappa <= 1 it does not run."""
-    import dataclasses
-
-    setup, done = converged_h200
-    lp = done.master.solve_lp(10.0)
+    setup, low, lp = _with_one_gpu_trivial(converged_h200)
     assert lp.objective is not None and lp.objective > 2.0
-    low = dataclasses.replace(setup, trivial_gpus=1)
-    state = colgen.ColgenState(done.master)
+    state = colgen.ColgenState(converged_h200[1].master)
     assert colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
     assert 2 <= state.bound_gpus <= sum(n for _, n in setup.start_columns)
     assert state.bound <= lp.objective * (1 + 1e-9)
@@ -224,12 +228,8 @@ def test_a_proof_round_lifts_the_bound_past_the_next_gpu_and_never_past_a_plan(c
 def test_a_proof_round_bounds_at_the_mean_of_the_recent_duals(converged_h200) -> None:
     """The proof's duals are the mean of the recent LPs' (``PROOF_AVERAGE``): a mean equal to the LP's duals
     proves as they do; a mean of zero duals (D = 0, nothing to prove) runs no round."""
-    import dataclasses
-    from collections import deque
-
-    setup, done = converged_h200
-    lp = done.master.solve_lp(10.0)
-    low = dataclasses.replace(setup, trivial_gpus=1)
+    _, low, lp = _with_one_gpu_trivial(converged_h200)
+    done = converged_h200[1]
     state = colgen.ColgenState(done.master, recent_duals=deque([0.5 * lp.duals, 1.5 * lp.duals]))
     assert colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
     assert state.bound_gpus >= 2
@@ -240,12 +240,8 @@ def test_a_proof_round_bounds_at_the_mean_of_the_recent_duals(converged_h200) ->
 
 def test_no_proof_round_where_a_configuration_found_is_worth_its_target(converged_h200) -> None:
     """A configuration the heuristic found worth at least the target shows kappa above it: no round runs."""
-    import dataclasses
-
-    setup, done = converged_h200
-    lp = done.master.solve_lp(10.0)
-    low = dataclasses.replace(setup, trivial_gpus=1)
-    state = colgen.ColgenState(done.master)
+    setup, low, lp = _with_one_gpu_trivial(converged_h200)
+    state = colgen.ColgenState(converged_h200[1].master)
     value = colgen.dual_value(setup.pieces, lp.duals)
     assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=value)
     assert state.proof_rounds == 0 and state.bound == 0.0
@@ -254,11 +250,7 @@ def test_no_proof_round_where_a_configuration_found_is_worth_its_target(converge
 def test_the_first_proof_round_runs_at_most_its_first_limit(converged_h200, monkeypatch) -> None:
     """Before any proof round the roots' time is unknown: the first runs at most ``PROOF_FIRST_S``, later ones
     half the time left; none after a round whose roots did not all end in its limit."""
-    import dataclasses
-
-    setup, done = converged_h200
-    lp = done.master.solve_lp(10.0)
-    low = dataclasses.replace(setup, trivial_gpus=1)
+    _, low, lp = _with_one_gpu_trivial(converged_h200)
     limits: list[float] = []
 
     kappa = [50.0]
@@ -268,7 +260,7 @@ def test_the_first_proof_round_runs_at_most_its_first_limit(converged_h200, monk
         return boxes.BoxResult(kappa[0], [], 1, False, roots_s=2.0)
 
     monkeypatch.setattr(colgen, "box_kappa", fake)
-    state = colgen.ColgenState(done.master)
+    state = colgen.ColgenState(converged_h200[1].master)
     assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 100.0, found=0.0)
     state.proof_after = 0.0
     assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 100.0, found=0.0)
@@ -285,12 +277,8 @@ def test_the_first_proof_round_runs_at_most_its_first_limit(converged_h200, monk
 
 def test_no_proof_round_whose_roots_took_more_than_their_share_of_the_time_left(converged_h200) -> None:
     """The last round's roots took 10 s: with 30 s left (a quarter: 7.5 s) no round; after 1 s roots, one."""
-    import dataclasses
-
-    setup, done = converged_h200
-    lp = done.master.solve_lp(10.0)
-    low = dataclasses.replace(setup, trivial_gpus=1)
-    state = colgen.ColgenState(done.master, proof_roots_s=10.0)
+    _, low, lp = _with_one_gpu_trivial(converged_h200)
+    state = colgen.ColgenState(converged_h200[1].master, proof_roots_s=10.0)
     assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
     assert state.proof_rounds == 0
     state.proof_roots_s = 1.0  # 30 s left: a quarter is 7.5 s

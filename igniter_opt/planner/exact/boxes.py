@@ -281,6 +281,7 @@ class BoxSearch:
             # the proofs measured, in a third of the knapsacks)
             mus = LOCAL_STEPS * mu0 if mu0 > 0 else np.r_[0.0, ROOT_MU[1::3] * self.scale]
             nus = LOCAL_STEPS * nu0 if nu0 > 0 else np.r_[0.0, ROOT_NU[1::3] * self.scale]
+            nus = nus[nus != nu0]  # (mu0, nu0) is on the mu line already
             mu, nu = np.r_[mus, np.full(nus.size, mu0)], np.r_[np.full(mus.size, nu0), nus]
         bound, _, _ = self.knapsack(box, mu, nu)
         j = int(np.argmin(bound))

@@ -496,7 +496,9 @@ def _proof_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
     fails waits as long as it took before the next. Adds the improving configurations found (at the LP's
     duals); True if the bound rose."""
     t0 = time.perf_counter()
-    limit = PROOF_SHARE * (deadline - t0) if state.proof_roots_s else min(PROOF_SHARE * (deadline - t0), PROOF_FIRST_S)
+    limit = PROOF_SHARE * (deadline - t0)
+    if not state.proof_roots_s:  # the first round: its roots' time unknown
+        limit = min(limit, PROOF_FIRST_S)
     if (t0 < state.proof_after or limit < state.clock.least_s
             or state.proof_roots_s > PROOF_ROOTS_SHARE * (deadline - t0)
             or found >= useful_kappa(setup, state, dual_value(setup.pieces, duals))):
