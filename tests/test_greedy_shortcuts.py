@@ -124,3 +124,27 @@ def test_equal_replicas_share_one_demand(h100_model: PerformanceModel) -> None:
     demands = greedy.initial_demands(problem)
     assert len(demands) > 1 and all(d == demands[0] for d in demands) and all(d.dedicated for d in demands)
     assert sum(d.rate_rps for d in demands) == pytest.approx(9000.0)
+
+
+def test_a_gpu_opened_with_its_slots_is_the_gpu_opened_then_appended_to(h100_model: PerformanceModel) -> None:
+    """``open_gpu_with`` (the replanner's tables) leaves what ``open_gpu`` and ``append_slot`` leave: the
+    same arrays, and the same GPUs tried."""
+    perf = h100_model
+    terms = ConfigTerms(perf, 8, perf.max_units)
+    const = blank_constants((1, 1))[0, 0]
+    gpus = [[(Slot(0, 10, 4), terms.index(0, 4, 10), 10.0)],
+            [(Slot(1, 10, 4), terms.index(0, 4, 10), 10.0), (Slot(2, 5, 2, None, 12.5), terms.index(1, 2, 5), 5.0)],
+            [(Slot(3, 10, 4), terms.index(0, 4, 10), 10.0)]]
+    one, bulk = OpenGpus(terms), OpenGpus(terms)
+    for slots in gpus:
+        g = one.open_gpu(*slots[0][:3], const)
+        for s, c, u in slots[1:]:
+            one.append_slot(g, s, c, u, const)
+        bulk.open_gpu_with([s for s, _, _ in slots], [c for _, c, _ in slots], [u for _, _, u in slots],
+                           [const] * len(slots))
+    for name in ("cfg", "units", "const", "frozen", "count", "used", "repeat"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(bulk, name), err_msg=name)
+    assert one.slots == bulk.slots and one.any_frozen and bulk.any_frozen
+    rows = np.arange(3)
+    np.testing.assert_array_equal(bulk.distinct_rows(rows), one.distinct_rows(rows))
+    np.testing.assert_array_equal(bulk.distinct_rows(rows), [0, 1])  # GPU 2 repeats GPU 0's kind

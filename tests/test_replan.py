@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
@@ -349,3 +350,69 @@ def test_the_greedy_replan_never_costs_more_than_before_resplit_existed(h100_mod
     best = min(rg.migration_objective(rg.to_plan(rp, r, "greedy", SolveOutcome(SolveStatus.HEURISTIC)), current,
                                       0.25)[0] for r in others)
     assert rg.migration_objective(plan, current, 0.25)[0] <= best + 1e-9
+
+
+@pytest.mark.parametrize(("seed", "growth"), [(1, 0.5), (0, 1.4)])
+def test_reused_slot_tables_change_no_consolidation(h100_model, monkeypatch, seed: int, growth: float) -> None:
+    """Consolidation places the same demands and slots again for every GPU it tries to empty and reuses
+    their tables (``_SlotTables``): every consolidation (GPUs, placements moved) and the plan are what
+    fresh tables at every placement give. The mixes are ones where consolidation empties GPUs."""
+    import random
+
+    from igniter_opt.placement import plan_problem
+    from igniter_opt.replan import greedy as rg
+
+    rng = random.Random(seed)
+    models = ("resnet50", "vgg19", "alexnet", "bert_base", "ssd")
+    before = tuple(Workload(f"w{i}", rng.choice(models), rng.choice((20.0, 30.0, 50.0)), rng.uniform(50.0, 400.0))
+                   for i in range(120))
+    after = tuple(replace(w, rate_rps=w.rate_rps * (growth if i % 3 else 1.0)) for i, w in enumerate(before))
+    current = run_planner(PlanningProblem(before, h100_model), "greedy").plan
+    rp = ReplanProblem(current, plan_problem(current, h100_model, after))
+    consolidate = rg._consolidate
+
+    def run() -> tuple[str, list]:
+        seen = []
+
+        def recorded(*args):
+            seen.append(consolidate(*args))
+            return seen[-1]
+
+        monkeypatch.setattr(rg, "_consolidate", recorded)
+        plan = rg.solve(rp, SolveOptions(migration_cost=0.0))
+        # compared as JSON: a prediction's NaN is not equal to itself
+        return json.dumps(asdict(replace(plan, solver=None)), default=str), seen
+
+    plan, seen = run()
+    assert sum(moved for _, moved in seen) > 0
+    monkeypatch.setattr(rg._SlotTables, "covers", lambda self, demands, gpus: False)
+    assert run() == (plan, seen)
+
+
+def test_slot_tables_give_each_slot_its_own_numbers(h100_model) -> None:
+    """A slot's configuration terms, units and constants from the reused tables are those of fresh tables,
+    asked in another order; a kept (frozen) server's are at its exact share, not its whole units."""
+    from igniter_opt.placement import plan_problem
+    from igniter_opt.replan import greedy as rg
+
+    # shares off the H100's unit grid (1.5152 %): kept servers keep them exactly
+    current = _plan(("gpu0", [("A", "resnet50", 30.0, 4, 100.0), ("B", "vgg19", 40.0, 4, 80.0)]),
+                    ("gpu1", [("C", "alexnet", 25.0, 4, 300.0)]))
+    after = (Workload("A", "resnet50", 50.0, 110.0), Workload("B", "vgg19", 50.0, 80.0),
+             Workload("C", "alexnet", 50.0, 200.0), Workload("D", "ssd", 50.0, 100.0))
+    rp = ReplanProblem(current, plan_problem(current, h100_model, after))
+    demands = tuple(rg.paper.initial_demands(rp.problem))
+    kept, _ = rg._keep(rp, demands)
+    slots = [s for g in kept for s in g.slots]
+    frozen = [s for s in slots if s.frozen and abs(s.frozen_share_pct / h100_model.unit_pct - s.units) > 1e-6]
+    assert frozen, "a kept server off the unit grid is needed"
+    slots += [s._replace(frozen_share_pct=None) for s in frozen]
+    reused, fresh = rg._SlotTables(rp, demands, kept), rg._SlotTables(rp, demands, kept)
+    first = [reused.slot(s) for s in slots]
+    for s, (c, u, k) in zip(reversed(slots), reversed(first), strict=True):
+        c2, u2, k2 = fresh.slot(s)
+        assert u == u2 and np.array_equal(k, k2)
+        for name in ("k_act", "c", "p"):
+            assert getattr(reused.terms, name)[c] == getattr(fresh.terms, name)[c2]
+    assert [u for _, u, _ in first[-len(frozen):]] == [float(s.units) for s in frozen]
+    assert [u for _, u, _ in first[: len(slots) - len(frozen)] if u != int(u)]  # a frozen share off the grid

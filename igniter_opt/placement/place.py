@@ -119,6 +119,24 @@ class OpenGpus:
         self._members[k].append(g)
         return g
 
+    def open_gpu_with(self, slots: list[Slot], cfgs: list[int], units: list[float], consts: list[np.ndarray],
+                      gpu_id: str | None = None) -> int:
+        """A new GPU holding ``slots`` as they are (their configurations, units and constants), its row:
+        ``open_gpu`` with the first and ``append_slot`` with each other one, in one step."""
+        g = self.open_gpu(slots[0], cfgs[0], units[0], consts[0], gpu_id)
+        m = len(slots)
+        if m == 1:
+            return g
+        self.grow(self.n, m)
+        self.cfg[g, :m], self.units[g, :m], self.const[g, :m] = cfgs, units, consts
+        self.frozen[g, :m] = [s.frozen for s in slots]
+        self.any_frozen |= any(s.frozen for s in slots)
+        self.count[g] = m
+        self.used[g] = float(self.units[g, :m].sum())
+        self.slots[g].extend(slots[1:])
+        self._leave_kind(g)
+        return g
+
     def _leave_kind(self, g: int) -> None:
         """GPU ``g`` changed: it gets a kind of its own (the next GPU of its old kind stands for it)."""
         k = int(self.kind[g])
