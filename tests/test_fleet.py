@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from pathlib import Path
@@ -420,3 +421,45 @@ def test_the_fleet_master_replaces_a_costly_start_with_a_cheaper_verified_plan()
         if plan is not None:
             mine = {q.workload for _, q in plan.placements()}
             assert verify_plan(plan, make_problem(tuple(w for w in ws if w.name in mine), model, choice)) == []
+
+
+def test_a_workloads_solo_share_is_its_solo_plans_share() -> None:
+    """The fleet greedy's solo costs come from ``PartPlans.solo_share`` without assembling the plans: the
+    same share as the plan of the workload alone, and None where the type cannot serve it."""
+    from igniter_opt.planner.fleet import part_planner
+
+    ws = (*_mix(3, 8), Workload("tight", "vgg19", 1.0, 100.0))
+    fleet = parse_fleet("h100:2.5,h200:3.4")
+    choice = BudgetChoice(LatencyBudget.IGNITER)
+    fast, full = part_planner(fleet, choice, "greedy", SolveOptions()), part_planner(fleet, choice, "greedy",
+                                                                                     SolveOptions())
+    served = 0
+    for w in ws:
+        for t in range(2):
+            share, plan = fast.solo_share(t, w), full(t, (w,))
+            assert share == (None if plan is None else plan.total_share_pct)
+            served += plan is not None
+    assert 0 < served < 2 * len(ws)  # both answers are exercised
+    # members checked alone need no second check: the same part (its wall time aside)
+    assert fast(0, ws[:3]).gpus == full(0, ws[:3]).gpus
+
+
+def test_least_shares_stop_at_their_deadline_and_the_bound_still_holds() -> None:
+    """Past its deadline ``least_gpus`` leaves the cells it did not reach at 0, says how many, and the share
+    relaxation over them bounds no higher than over the full table (a note says it was cut)."""
+    from igniter_opt.planner.fleet import LEAST_CHUNK, fleet_bound, least_gpus
+
+    ws = _mix(5, LEAST_CHUNK + 10)
+    fleet, choice = parse_fleet("h100:2.5,h200:3.4"), BudgetChoice(LatencyBudget.IGNITER)
+    servable = [[True, j % 7 != 0] for j in range(len(ws))]
+    full, none_left = least_gpus(ws, fleet, choice, servable)
+    assert none_left == 0 and all(v > 0 for row in full for v in row if math.isfinite(v))
+    cut, left = least_gpus(ws, fleet, choice, servable, deadline=0.0)
+    assert left == sum(map(sum, servable))
+    assert all((v == 0.0) if ok else math.isinf(v) for row, oks in zip(cut, servable, strict=True)
+               for v, ok in zip(row, oks, strict=True))
+    notes: list[str] = []
+    weak = fleet_bound(ws, fleet, choice, servable, deadline=0.0, notes=notes)
+    strong = fleet_bound(ws, fleet, choice, servable, need=full)
+    assert weak.cost_per_hour <= strong.cost_per_hour and strong.cost_per_hour > 0
+    assert "pairs counted at 0" in notes[0]
