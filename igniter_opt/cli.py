@@ -393,7 +393,7 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
                                     progress=solver_progress(quiet))
     if fleet is not None:
         _refuse_profile_with_fleet()
-        return _solve_fleet(ws, fleet, choice, planner, options, output, fmt, skip_unservable)
+        return _solve_fleet(ws, fleet, choice, planner, options, output, fmt, skip_unservable, default_note)
     if skip_unservable:
         from igniter_opt.errors import InputError
 
@@ -428,8 +428,10 @@ def _compare_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, pl
 
 
 def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, planner: str, options: SolveOptions,
-                 output: Path | None, fmt: str, skip_unservable: bool = False) -> None:
-    """solve --fleet: every type's part printed, then the fleet's cost; the parts and summary written."""
+                 output: Path | None, fmt: str, skip_unservable: bool = False, default_note: str | None = None
+                 ) -> None:
+    """solve --fleet: every type's part printed, then the fleet's cost; the parts and summary written
+    (``default_note``: that the example workloads were planned, said like the single-type solve says it)."""
     from igniter_opt.fleet import parse_fleet
     from igniter_opt.planner.fleet import fleet_plan_to_dict, solve_fleet, write_fleet_plan
     from igniter_opt.report import render_plan
@@ -439,6 +441,8 @@ def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, plan
         write_fleet_plan(fp, output)
     if fp.unserved:
         note(f"left out, no type of the fleet can serve them: {', '.join(fp.unserved)}")
+    if default_note and fmt == "table":  # machine-readable output stays clean
+        note(default_note)
     for text in fp.notes:
         note(text)
     if fmt == "json":

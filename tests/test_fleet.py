@@ -280,6 +280,7 @@ def test_cli_exact_fleet_reports_its_bound_in_the_table_and_the_summary(tmp_path
     solver = summary["solver"]
     assert solver["status"] in ("optimal", "feasible") and solver["bound_per_hour"] <= summary["cost"]["per_hour"]
     assert f"bound {solver['bound_per_hour']:.2f}/h, gap {100 * solver['gap']:.2f} %" in res.output
+    assert "no --workloads given: planned the paper's 12-workload mix" in res.output  # as the single-type solve
     res = CliRunner().invoke(cli, ["compare", *IGNITER, "--fleet", "h100:2.5,h200:3.4", "--planners", "greedy,exact",
                                    "--time-limit", "6", "--quiet", "--format", "json"])
     rows = {r["plan"]: r for r in json.loads(res.stdout)}
