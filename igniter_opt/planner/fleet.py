@@ -263,25 +263,28 @@ def _repaired(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner, co
     return a
 
 
-def _searched(a: _Assignment, costs: list[list[float]], deadline: float = math.inf) -> _Assignment:
+def _searched(a: _Assignment, costs: list[list[float]], deadline: float = math.inf) -> tuple[_Assignment, bool]:
     """Local search from ``a`` (a copy): single moves that lower its guide, up to ``MAX_PASSES`` passes
-    or until ``deadline`` (``time.perf_counter``); the assignment of least key met on the way."""
+    or until ``deadline`` (``time.perf_counter``); the assignment of least key met on the way, and whether
+    the deadline stopped it."""
     cur = _Assignment(a.fleet, a.ws, a.plan_part, a.types)  # parts come from the memoised planner
     best = (cur.key, list(cur.types), list(cur.plans))
+    out_of_time = False
     for _ in range(MAX_PASSES):
         moved = False
         for j in sorted(range(len(cur.ws)), key=lambda j: -min(costs[j])):
             if time.perf_counter() > deadline:
+                out_of_time = True
                 break
             for t in range(len(cur.fleet.types)):
                 if t != cur.types[j] and math.isfinite(costs[j][t]) and cur.try_move(j, t):
                     moved = True
                     if cur.key < best[0]:
                         best = (cur.key, list(cur.types), list(cur.plans))
-        if not moved:
+        if not moved or out_of_time:
             break
     cur.key, cur.types, cur.plans = best
-    return cur
+    return cur, out_of_time
 
 
 def _cheapest(row: list[float]) -> int:
@@ -480,10 +483,14 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
     if any(t.max_count is not None for t in fleet.types):
         starts.append(_repaired(fleet, ws, plan_part, costs, candidates[-1]))
     best = min(starts, key=lambda a: a.key)
+    searched_out = False  # the search stopped at its deadline
     if search:
-        # another planner's --time-limit bounds its whole run: the search stops at a share of it
-        until = t0 + SEARCH_SHARE * options.time_limit_s if planner != "greedy" else math.inf
-        best = min([best, *(_searched(a, costs, until) for a in starts)], key=lambda a: a.key)
+        # --time-limit bounds the whole run: the search stops at it, or at a share of it when another planner
+        # follows (at 1000 workloads one pass of moves re-plans parts of hundreds of workloads 2000 times)
+        until = t0 + (SEARCH_SHARE if planner != "greedy" else 1.0) * options.time_limit_s
+        found = [_searched(a, costs, until) for a in starts]
+        best = min([best, *(f for f, _ in found)], key=lambda a: a.key)
+        searched_out = any(cut for _, cut in found)
     if math.isinf(best.key[0]):
         raise ProblemError("the fleet greedy found no plan: a type could not carry the workloads given to it")
     if best.key[0] > 0:
@@ -493,6 +500,9 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
         parts, bound, notes = _exact_parts(ws, fleet, choice, options, best, servable, t0)
     else:
         parts, notes, bound = _replanned_parts(fleet, choice, planner, options, best, t0), [], None
+        if searched_out and planner == "greedy":
+            notes.append(f"the local search stopped at the time limit ({options.time_limit_s:g} s): the plan is the "
+                         "best assignment it had met; a longer --time-limit lets it go on")
     fp = FleetPlan(tuple(parts), planner, time.perf_counter() - t0, bound, unserved, tuple(notes))
     if bound is not None and bound.cost_per_hour > fp.cost_per_hour * (1 + COST_TOLERANCE):
         log.error("DEFECT: fleet bound %.6g above a verified fleet plan of %.6g per hour", bound.cost_per_hour,
