@@ -16,7 +16,7 @@ pytest.importorskip("highspy", reason="the exact planner needs highspy")
 
 from igniter_opt.planner.exact import boxes, colgen
 from igniter_opt.planner.exact.columns import column_worth, evaluate
-from igniter_opt.planner.exact.master import LpSolution
+from igniter_opt.planner.exact.master import LpSolution, Master
 from igniter_opt.planner.exact.pricing import PricingResult
 
 
@@ -202,20 +202,20 @@ def converged_h200() -> tuple[colgen.ColgenSetup, colgen.ColgenState]:
     return setup, state
 
 
-def _with_one_gpu_trivial(converged) -> tuple[colgen.ColgenSetup, colgen.ColgenSetup, LpSolution]:
+def _with_one_gpu_trivial(converged) -> tuple[colgen.ColgenSetup, colgen.ColgenSetup, LpSolution, Master]:
     """(the setup, the same with its trivial bound taken as one GPU, the master LP re-solved now: proof
-    rounds add columns to the shared master)."""
+    rounds add columns to the shared master, that master)."""
     setup, done = converged
-    return setup, dataclasses.replace(setup, trivial_gpus=1), done.master.solve_lp(10.0)
+    return setup, dataclasses.replace(setup, trivial_gpus=1), done.master.solve_lp(10.0), done.master
 
 
 def test_a_proof_round_lifts_the_bound_past_the_next_gpu_and_never_past_a_plan(converged_h200) -> None:
     """With the trivial bound taken as one GPU, a proof round at the LP's duals aims at kappa <= D / 1 and
     lifts the bound to at least 2 GPUs, never above the greedy plan's (a plan is an upper bound); at a
     bound where the next GPU would need kappa <= 1 it does not run."""
-    setup, low, lp = _with_one_gpu_trivial(converged_h200)
+    setup, low, lp, master = _with_one_gpu_trivial(converged_h200)
     assert lp.objective is not None and lp.objective > 2.0
-    state = colgen.ColgenState(converged_h200[1].master)
+    state = colgen.ColgenState(master)
     assert colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
     assert 2 <= state.bound_gpus <= sum(n for _, n in setup.start_columns)
     assert state.bound <= lp.objective * (1 + 1e-9)
@@ -228,20 +228,19 @@ def test_a_proof_round_lifts_the_bound_past_the_next_gpu_and_never_past_a_plan(c
 def test_a_proof_round_bounds_at_the_mean_of_the_recent_duals(converged_h200) -> None:
     """The proof's duals are the mean of the recent LPs' (``PROOF_AVERAGE``): a mean equal to the LP's duals
     proves as they do; a mean of zero duals (D = 0, nothing to prove) runs no round."""
-    _, low, lp = _with_one_gpu_trivial(converged_h200)
-    done = converged_h200[1]
-    state = colgen.ColgenState(done.master, recent_duals=deque([0.5 * lp.duals, 1.5 * lp.duals]))
+    _, low, lp, master = _with_one_gpu_trivial(converged_h200)
+    state = colgen.ColgenState(master, recent_duals=deque([0.5 * lp.duals, 1.5 * lp.duals]))
     assert colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
     assert state.bound_gpus >= 2
-    zero = colgen.ColgenState(done.master, recent_duals=deque([np.zeros_like(lp.duals)]))
+    zero = colgen.ColgenState(master, recent_duals=deque([np.zeros_like(lp.duals)]))
     assert not colgen._proof_round(low, zero, lp.duals, time.perf_counter() + 30.0, found=0.0)
     assert zero.proof_rounds == 0
 
 
 def test_no_proof_round_where_a_configuration_found_is_worth_its_target(converged_h200) -> None:
     """A configuration the heuristic found worth at least the target shows kappa above it: no round runs."""
-    setup, low, lp = _with_one_gpu_trivial(converged_h200)
-    state = colgen.ColgenState(converged_h200[1].master)
+    setup, low, lp, master = _with_one_gpu_trivial(converged_h200)
+    state = colgen.ColgenState(master)
     value = colgen.dual_value(setup.pieces, lp.duals)
     assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=value)
     assert state.proof_rounds == 0 and state.bound == 0.0
@@ -250,9 +249,8 @@ def test_no_proof_round_where_a_configuration_found_is_worth_its_target(converge
 def test_the_first_proof_round_runs_at_most_its_first_limit(converged_h200, monkeypatch) -> None:
     """Before any proof round the roots' time is unknown: the first runs at most ``PROOF_FIRST_S``, later ones
     half the time left; none after a round whose roots did not all end in its limit."""
-    _, low, lp = _with_one_gpu_trivial(converged_h200)
+    _, low, lp, master = _with_one_gpu_trivial(converged_h200)
     limits: list[float] = []
-
     kappa = [50.0]
 
     def fake(bp, duals, target, deadline, max_nodes=100_000, enough=None):
@@ -260,7 +258,7 @@ def test_the_first_proof_round_runs_at_most_its_first_limit(converged_h200, monk
         return boxes.BoxResult(kappa[0], [], 1, False, roots_s=2.0)
 
     monkeypatch.setattr(colgen, "box_kappa", fake)
-    state = colgen.ColgenState(converged_h200[1].master)
+    state = colgen.ColgenState(master)
     assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 100.0, found=0.0)
     state.proof_after = 0.0
     assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 100.0, found=0.0)
@@ -277,8 +275,8 @@ def test_the_first_proof_round_runs_at_most_its_first_limit(converged_h200, monk
 
 def test_no_proof_round_whose_roots_took_more_than_their_share_of_the_time_left(converged_h200) -> None:
     """The last round's roots took 10 s: with 30 s left (a quarter: 7.5 s) no round; after 1 s roots, one."""
-    _, low, lp = _with_one_gpu_trivial(converged_h200)
-    state = colgen.ColgenState(converged_h200[1].master, proof_roots_s=10.0)
+    _, low, lp, master = _with_one_gpu_trivial(converged_h200)
+    state = colgen.ColgenState(master, proof_roots_s=10.0)
     assert not colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
     assert state.proof_rounds == 0
     state.proof_roots_s = 1.0  # 30 s left: a quarter is 7.5 s

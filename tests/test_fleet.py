@@ -427,13 +427,12 @@ def test_the_fleet_master_replaces_a_costly_start_with_a_cheaper_verified_plan()
 def test_a_workloads_solo_share_is_its_solo_plans_share() -> None:
     """The fleet greedy's solo costs come from ``PartPlans.solo_share`` without assembling the plans: the
     same share as the plan of the workload alone, and None where the type cannot serve it."""
-    from igniter_opt.planner.fleet import part_planner
+    from igniter_opt.planner.fleet import PartPlans
 
     ws = (*_mix(3, 8), Workload("tight", "vgg19", 1.0, 100.0))
     fleet = parse_fleet("h100:2.5,h200:3.4")
     choice = BudgetChoice(LatencyBudget.IGNITER)
-    fast, full = part_planner(fleet, choice, "greedy", SolveOptions()), part_planner(fleet, choice, "greedy",
-                                                                                     SolveOptions())
+    fast, full = PartPlans(fleet, choice, "greedy", SolveOptions()), PartPlans(fleet, choice, "greedy", SolveOptions())
     served = 0
     for w in ws:
         for t in range(2):

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -111,13 +110,9 @@ class FleetPlan:
         return {p.gpu_type.name: p.plan.num_gpus for p in self.parts}
 
 
-# A part planned: its plan, or None when the type cannot serve one of the workloads.
-PartPlanner = Callable[[int, tuple[Workload, ...]], Plan | None]
-
-
 class PartPlans:
-    """Plans one type's workloads when called (memoised): None when that type cannot serve them.
-    ``solo_share`` gives a workload's share alone on a type without assembling that plan."""
+    """Plans one type's workloads when called (memoised): the part's plan, or None when that type cannot
+    serve one of them. ``solo_share`` gives a workload's share alone on a type without assembling that plan."""
 
     def __init__(self, fleet: Fleet, choice: BudgetChoice, planner: str, options: SolveOptions) -> None:
         self.fleet, self.choice, self.planner, self.options = fleet, choice, planner, options
@@ -164,11 +159,6 @@ class PartPlans:
         return sum(sum(s.share_pct(unit) for s in g.slots) for g in packing.gpus)
 
 
-def part_planner(fleet: Fleet, choice: BudgetChoice, planner: str, options: SolveOptions) -> PartPlans:
-    """Plans one type's workloads (memoised): None when that type cannot serve them (``PartPlans``)."""
-    return PartPlans(fleet, choice, planner, options)
-
-
 def _over_limit(t: FleetType, p: Plan) -> int:
     """GPUs of the part beyond its type's count limit."""
     return 0 if t.max_count is None else max(0, p.num_gpus - t.max_count)
@@ -196,7 +186,7 @@ def _guide(key: tuple[float, float, float]) -> tuple[float, float, float]:
 class _Assignment:
     """Which type serves each workload, with every type's plan of its workloads."""
 
-    def __init__(self, fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner, types: list[int]) -> None:
+    def __init__(self, fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlans, types: list[int]) -> None:
         self.fleet, self.ws, self.plan_part, self.types = fleet, ws, plan_part, list(types)
         self.plans = [self._plan(t) for t in range(len(fleet.types))]
         self.key = _key(fleet, self.plans)
@@ -243,7 +233,7 @@ def solo_costs(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlans) -> 
     return out
 
 
-def _repaired(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlanner, costs: list[list[float]],
+def _repaired(fleet: Fleet, ws: tuple[Workload, ...], plan_part: PartPlans, costs: list[list[float]],
               types: list[int]) -> _Assignment:
     """``types`` with workloads moved off every type over its count limit, cheapest move first (the
     least rise in solo cost), until no type is over its limit or nothing can move."""
@@ -414,7 +404,7 @@ def _replanned_parts(fleet: Fleet, choice: BudgetChoice, planner: str, options: 
     for i, (t, ft, p) in enumerate(chosen):
         share = (deadline - time.perf_counter()) / (len(chosen) - i)  # the time left, shared among the parts
         if planner != "greedy" and share >= MIN_PART_S:
-            other = part_planner(fleet, choice, planner, replace(options, time_limit_s=share))(t, best.members(t))
+            other = PartPlans(fleet, choice, planner, replace(options, time_limit_s=share))(t, best.members(t))
             if other is not None and (other.num_gpus, other.total_share_pct) <= (p.num_gpus, p.total_share_pct):
                 p = other
         parts.append(FleetPart(ft, replace(p, price_per_gpu_hour=ft.price_per_gpu_hour)))
@@ -464,7 +454,7 @@ def solve_fleet(ws: tuple[Workload, ...], fleet: Fleet, choice: BudgetChoice, pl
     (``FleetPlan.unserved``) and the rest planned."""
     t0 = time.perf_counter()
     options = options or SolveOptions()
-    plan_part = part_planner(fleet, choice, "greedy", options)  # the search re-plans parts many times
+    plan_part = PartPlans(fleet, choice, "greedy", options)  # the search re-plans parts many times
     costs = solo_costs(fleet, ws, plan_part)
     nowhere = {j for j, row in enumerate(costs) if all(math.isinf(c) for c in row)}
     if nowhere and not skip_unservable:

@@ -20,7 +20,7 @@ from igniter_opt.domain import DEFAULT_ATTAINMENT, DEFAULT_MARGIN, LatencyBudget
 from igniter_opt.errors import PlanError, ProblemError
 from igniter_opt.fleet import Fleet
 from igniter_opt.placement import plan_problem
-from igniter_opt.planner.fleet import FleetPart, FleetPlan, part_planner, solo_costs, unservable_error
+from igniter_opt.planner.fleet import FleetPart, FleetPlan, PartPlans, solo_costs, unservable_error
 from igniter_opt.problems import BudgetChoice, make_problem
 from igniter_opt.replan import ReplanOutcome, ReplanProblem, diff_plans, empty_plan, run_replanner
 from igniter_opt.solver import SolveOptions
@@ -76,7 +76,7 @@ def replan_fleet(running: dict[str, Plan], ws: tuple[Workload, ...], fleet: Flee
         raise PlanError("the current plan has no parts: plan from scratch with 'igniter-opt solve --fleet'")
     choice = _budget_of(running)
     where = current_types(fleet, running)
-    costs = solo_costs(fleet, ws, part_planner(fleet, choice, "greedy", options))
+    costs = solo_costs(fleet, ws, PartPlans(fleet, choice, "greedy", options))
     if any(all(math.isinf(c) for c in row) for row in costs):
         raise unservable_error(fleet, ws, costs)
     types = []
