@@ -8,13 +8,16 @@ import dataclasses
 import math
 import time
 from collections import deque
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("highspy", reason="the exact planner needs highspy")
 
-from igniter_opt.planner.exact import boxes, colgen
+from _procs import live_processes
+
+from igniter_opt.planner.exact import boxes, colgen, proofworker
 from igniter_opt.planner.exact.columns import column_worth, evaluate
 from igniter_opt.planner.exact.master import LpSolution, Master
 from igniter_opt.planner.exact.pricing import PricingResult
@@ -281,3 +284,99 @@ def test_no_proof_round_whose_roots_took_more_than_their_share_of_the_time_left(
     assert state.proof_rounds == 0
     state.proof_roots_s = 1.0  # 30 s left: a quarter is 7.5 s
     assert colgen._proof_round(low, state, lp.duals, time.perf_counter() + 30.0, found=0.0)
+
+
+def test_a_proof_round_on_the_worker_proves_what_one_in_this_process_proves(converged_h200) -> None:
+    """The same proof round handed to the worker (another process, ``proofworker``) comes back through
+    ``collect_proof`` with the same bound as run here, counted the same; nothing waits for it meanwhile."""
+    _, low, lp, master = _with_one_gpu_trivial(converged_h200)
+    here = colgen.ColgenState(master)
+    assert colgen._proof_round(low, here, lp.duals, time.perf_counter() + 30.0, found=0.0)
+    with proofworker.ProofWorker(low.boxes) as worker:
+        assert worker.ready(30.0)
+        there = colgen.ColgenState(master, proofs=worker, proof_end=time.perf_counter() + 30.0)
+        t0 = time.perf_counter()
+        assert not colgen._proof_round(low, there, lp.duals, time.perf_counter() + 30.0, found=0.0)
+        assert worker.busy and time.perf_counter() - t0 < 1.0  # handed over, not run here
+        assert colgen.collect_proof(low, there, wait_s=30.0)
+    assert there.bound == here.bound and there.bound_gpus >= 2
+    assert (there.proof_rounds, there.proof_won) == (1, 1)
+    assert not colgen.collect_proof(low, there)  # nothing pending
+
+
+def _worker_children() -> list[str]:
+    return live_processes(lambda _group, cmd: proofworker.CHILD_CODE in cmd, wait_s=5.0)
+
+
+@pytest.fixture(scope="module")
+def h100_boxes(h100_model) -> tuple[colgen.ColgenSetup, np.ndarray]:
+    """An H100 mix whose box search, aimed at a tiny target and never stopped early, runs to its deadline;
+    its least-share duals."""
+    from conftest import PRICING_MIXES
+
+    from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+    from igniter_opt.placement.serving import serving_model_for
+    from igniter_opt.planner import greedy
+
+    ws = tuple(Workload(f"w{i}", m, float(s), float(r)) for i, (m, s, r) in enumerate(PRICING_MIXES["h100"] * 2))
+    problem = PlanningProblem(ws, h100_model, LatencyBudget.IGNITER, 0.1)
+    setup = colgen.prepare_colgen(problem, serving_model_for(problem), greedy.place(h100_model,
+                                                                                   greedy.initial_demands(problem)))
+    return setup, colgen.least_fraction(setup)
+
+
+def test_closing_the_worker_ends_its_process_at_once_even_mid_round(h100_boxes) -> None:
+    """``close`` while the child is still starting, and while a long round runs: the child is gone in
+    seconds, and no process running the worker's program is left."""
+    setup, duals = h100_boxes
+    fresh = proofworker.ProofWorker(setup.boxes)
+    fresh.close()
+    worker = proofworker.ProofWorker(setup.boxes)
+    assert worker.ready(30.0) and worker.submit(duals, 1.0, 1e-6, time.perf_counter() + 120.0, None)
+    assert worker.busy and worker.poll(1.0) is None  # target 1e-6, never stopped early: a round of 2 minutes
+    t0 = time.perf_counter()
+    worker.close()
+    assert time.perf_counter() - t0 < proofworker.STOP_WAIT_S + 1.0
+    assert _worker_children() == []
+    assert not worker.submit(duals, 1.0, 1.0, time.perf_counter() + 1.0, 1)  # closed: nothing sent
+
+
+def test_a_worker_that_dies_mid_round_says_why_and_takes_no_more_rounds(h100_boxes) -> None:
+    setup, duals = h100_boxes
+    with proofworker.ProofWorker(setup.boxes) as worker:
+        assert worker.ready(30.0) and worker.submit(duals, 1.0, 1e-6, time.perf_counter() + 120.0, None)
+        worker._proc.kill()
+        worker._proc.wait(5.0)
+        assert worker.poll(0.1) is None and not worker.alive
+        assert not worker.submit(duals, 1.0, 2.0, time.perf_counter() + 5.0, 1)
+    assert worker.failed
+
+
+def test_the_worker_dies_with_the_process_that_started_it(converged_h200, tmp_path) -> None:
+    """A parent killed without cleaning up (SIGKILL, ``os._exit``) leaves no worker behind: the child asks
+    the kernel for SIGTERM when its parent dies (``procgroup.die_with_parent``)."""
+    import subprocess
+    import sys
+
+    script = ("import time, numpy as np\n"
+              "from igniter_opt.planner.exact.proofworker import ProofWorker\n"
+              "w = ProofWorker({'x': np.zeros(3)})\n"
+              "time.sleep(1.0)\n"
+              "print(w._proc.pid, flush=True)\n"
+              "import os; os._exit(0)\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    child = int(out.stdout.split()[0])
+    assert live_processes(lambda _group, cmd: proofworker.CHILD_CODE in cmd and str(child) in cmd, 5.0) == []
+    assert not Path(f"/proc/{child}").exists() or "Z" in Path(f"/proc/{child}/stat").read_text().split(") ")[1][:1]
+
+
+def test_the_worker_runs_only_with_a_core_to_spare_and_a_limit_worth_its_start(monkeypatch) -> None:
+    monkeypatch.delenv(proofworker.ENV_SWITCH, raising=False)
+    monkeypatch.setattr(proofworker.os, "sched_getaffinity", lambda _pid: {0, 1})
+    assert proofworker.worker_wanted(60.0)
+    assert not proofworker.worker_wanted(proofworker.MIN_TIME_LIMIT_S / 2)
+    monkeypatch.setattr(proofworker.os, "sched_getaffinity", lambda _pid: {0})
+    assert not proofworker.worker_wanted(60.0)
+    monkeypatch.setattr(proofworker.os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setenv(proofworker.ENV_SWITCH, "0")
+    assert not proofworker.worker_wanted(60.0)

@@ -42,7 +42,7 @@ from igniter_opt.placement import Demand, GpuPacking, Packing, Slot
 from igniter_opt.placement.alloc import ConfigTerms
 from igniter_opt.placement.serving import ServingModel
 from igniter_opt.planner import greedy
-from igniter_opt.planner.exact.boxes import BoxPricing, box_kappa
+from igniter_opt.planner.exact.boxes import BoxPricing, BoxResult, box_kappa
 from igniter_opt.planner.exact.columns import ColSlot, Column, PieceSpace, column_worth, evaluate
 from igniter_opt.planner.exact.heuristic import Entries, extend, grow, make_entries, ranked_entries
 from igniter_opt.planner.exact.items import (
@@ -62,6 +62,7 @@ from igniter_opt.planner.exact.pairs import PairTable
 from igniter_opt.planner.exact.pieces import PieceType, piece_types
 from igniter_opt.planner.exact.points import point_candidates
 from igniter_opt.planner.exact.pricing import price_mip
+from igniter_opt.planner.exact.proofworker import ProofWorker
 from igniter_opt.planner.exact.relaxed import RelaxedPricing, prepare_relaxed, relaxed_bound
 from igniter_opt.planner.exact.stabilize import DualCaps
 
@@ -269,6 +270,8 @@ class ColgenState:
     proof_after: float = 0.0  # no proof round begins before this time (``time.perf_counter()``)
     proof_roots_s: float = 0.0  # how long the last proof round's root boxes took (or would have)
     recent_duals: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=PROOF_AVERAGE))  # uncapped LPs'
+    proofs: ProofWorker | None = None  # runs the proof rounds on another core (``proofworker``), if set
+    proof_end: float = math.inf  # no worker's proof round runs past this (``time.perf_counter()``)
     # cap the duals in the first rounds (``stabilize``); None: above MIP_MAX_ITEMS items only (below, the
     # pricing MIP proves the LP in a few rounds, and capped rounds delayed it: the default problem 5.0 -> 7.9 s)
     stabilize: bool | None = None
@@ -494,24 +497,55 @@ def _proof_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
     root boxes took at most ``PROOF_ROOTS_SHARE`` of it (none after a round whose roots did not end), and
     stops at the first configuration worth more than the target (no proof at these duals then). A round that
     fails waits as long as it took before the next. Adds the improving configurations found (at the LP's
-    duals); True if the bound rose."""
+    duals); True if the bound rose. With a worker (``state.proofs``) the round is handed to it instead
+    (``_submit_proof``) and False returned: its result comes through ``collect_proof``."""
+    if state.proofs is not None:
+        _submit_proof(setup, state, duals, found)
+        return False
     t0 = time.perf_counter()
     limit = PROOF_SHARE * (deadline - t0)
     if not state.proof_roots_s:  # the first round: its roots' time unknown
         limit = min(limit, PROOF_FIRST_S)
     if (t0 < state.proof_after or limit < state.clock.least_s
             or state.proof_roots_s > PROOF_ROOTS_SHARE * (deadline - t0)
-            or found >= useful_kappa(setup, state, dual_value(setup.pieces, duals))):
+            or _proof_needless(setup, state, duals, found)):
         return False
+    task = _proof_task(setup, state, duals)
+    if task is None:
+        return False
+    point, value, target = task
+    res = box_kappa(setup.boxes, point, target, t0 + limit, enough=PROOF_ENOUGH)
+    won = _apply_proof(setup, state, value, res, duals, time.perf_counter() - t0)
+    state.proof_after = t0 if won else time.perf_counter() + (time.perf_counter() - t0)
+    return won
+
+
+def _proof_needless(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, found: float) -> bool:
+    """No proof round: the last one's roots did not end in its limit (none will in less), or the kernel
+    heuristic found a configuration worth the target at the LP's ``duals`` (the LP is far from solved)."""
+    return math.isinf(state.proof_roots_s) or found >= useful_kappa(setup, state, dual_value(setup.pieces, duals))
+
+
+def _proof_task(setup: ColgenSetup, state: ColgenState, duals: np.ndarray) -> tuple[np.ndarray, float, float] | None:
+    """A proof round's duals (the mean of the recent LPs', else the LP's ``duals``), D there and its target
+    kappa; None where no round can raise the bound there (the next GPU needs the LP solved, or a master
+    column is worth the target at those duals)."""
     point = np.mean(state.recent_duals, axis=0) if state.recent_duals else duals
     value = dual_value(setup.pieces, point)
     target = useful_kappa(setup, state, value) * (1.0 - PROOF_MARGIN_REL)
-    best = max(column_worth(c, point) for c in state.master.columns)
+    best = max((column_worth(c, point) for c in state.master.columns), default=0.0)
     if target <= 1.0 + IMPROVE_EPS or best >= target:
         log.debug("no proof round: target %.4f at the mean duals, a master column worth %.4f there", target, best)
-        return False
+        return None
+    return point, value, target
+
+
+def _apply_proof(setup: ColgenSetup, state: ColgenState, value: float, res: BoxResult, duals: np.ndarray,
+                 took_s: float) -> bool:
+    """A proof round's result (``res``, at duals where D is ``value``): the bound it proves, its roots' time,
+    the configurations it found worth more than a GPU at ``duals`` as columns, the counts. True if the
+    bound rose by a GPU."""
     before = max(setup.trivial_gpus, state.bound_gpus)
-    res = box_kappa(setup.boxes, point, target, t0 + limit, enough=PROOF_ENOUGH)
     state.clock.least_s = max(state.clock.least_s, res.roots_s)
     # no kappa: the roots did not all end in the limit (their time extrapolated from those done proved 4x too
     # low at 1000 workloads on the H100, where a second round then spent 133 s on them): no more rounds
@@ -521,16 +555,37 @@ def _proof_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
     cols = evaluate(setup.space, [setup.boxes.slots(m) for _, m in res.candidates[:BOX_COLUMNS]])
     good = [c for c in cols if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
     state.master.add(good)
-    took = time.perf_counter() - t0
     won = state.bound_gpus > before
     state.proof_rounds += 1
     state.proof_won += won
-    state.proof_s += took
-    state.proof_after = t0 if won else time.perf_counter() + took
-    log.debug("proof round: target %.4f, kappa %.4f after %d box(es) in %.2f s, %d configuration(s) found worth more "
-              "than a GPU at the LP's duals%s", target, res.kappa, res.nodes, took, len(good),
-              ", the bound rose" if won else "")
+    state.proof_s += took_s
+    log.debug("proof round: kappa %.4f after %d box(es) in %.2f s, %d configuration(s) found worth more than a GPU%s",
+              res.kappa, res.nodes, took_s, len(good), ", the bound rose" if won else "")
     return won
+
+
+def _submit_proof(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, found: float) -> None:
+    """Hand the idle worker a proof round (as ``_proof_round`` would run one) within ``PROOF_SHARE`` of the
+    time left to ``state.proof_end``. Nothing waits for it: its time is the other core's, so neither the
+    first round's cap nor the wait after a failed round applies."""
+    worker = state.proofs
+    assert worker is not None
+    now = time.perf_counter()
+    if worker.busy or state.proof_end - now < state.clock.least_s or _proof_needless(setup, state, duals, found):
+        return
+    task = _proof_task(setup, state, duals)
+    if task is not None:
+        point, value, target = task
+        worker.submit(point, value, target, now + PROOF_SHARE * (state.proof_end - now), PROOF_ENOUGH)
+
+
+def collect_proof(setup: ColgenSetup, state: ColgenState, wait_s: float = 0.0) -> bool:
+    """Apply the worker's finished proof round, if there is one (waiting at most ``wait_s``): its bound, and
+    its configurations worth more than a GPU at the duals it ran at as columns. True if the bound rose."""
+    done = state.proofs.poll(wait_s) if state.proofs is not None else None
+    if done is None:
+        return False
+    return _apply_proof(setup, state, done.task.value, done.result, done.task.duals, done.took_s)
 
 
 def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: bool,
@@ -568,6 +623,7 @@ def _generate_rounds(setup: ColgenSetup, state: ColgenState, deadline: float, ta
             state.recent_duals.append(lp.duals)
         state.iterations += 1
         kappa = relaxed_round(setup, state, lp.duals, capped, deadline)
+        collect_proof(setup, state)
         state.step_max_s = max(state.step_max_s, time.perf_counter() - t0)
         if progress:
             progress(state)

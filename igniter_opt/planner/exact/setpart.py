@@ -27,6 +27,7 @@ from igniter_opt.planner.exact.colgen import (
     ROUND_EPS,
     ColgenSetup,
     ColgenState,
+    collect_proof,
     generate,
     initial_master,
     integer_packing,
@@ -37,6 +38,7 @@ from igniter_opt.planner.exact.items import PreparationTimedOut, check_deadline
 from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S, master_limit_s
 from igniter_opt.planner.exact.master import IntegerSolution
 from igniter_opt.planner.exact.pieces import scope_text
+from igniter_opt.planner.exact.proofworker import ProofWorker, worker_wanted
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,7 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
             generate(setup, state, deadline - WATCHDOG_GRACE_S, inc, options.threads, report, lp_below=inc)
         else:
             generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, inc, options.threads, report)
+        collect_proof(setup, state)
         run.bound = max(setup.trivial_gpus, state.bound_gpus)
         left = deadline - time.perf_counter()
         if run.bound >= inc or left < MIN_ROUND_S:
@@ -155,8 +158,18 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
             return
         run.inc = _improve(problem, setup, state, run.inc, master_s, options, notes)
         run.masters += 1
+        collect_proof(setup, state)  # a proof round may have ended on the other core meanwhile
+        run.bound = max(setup.trivial_gpus, state.bound_gpus)
         if run.bound >= run.inc.plan.num_gpus or state.converged or deadline - time.perf_counter() < MIN_ROUND_S:
             return
+
+
+def _last_proof(setup: ColgenSetup, state: ColgenState, run: _Run, deadline: float) -> None:
+    """The worker's proof round still running when the rounds ended: its result, waited for until
+    ``deadline`` at most (its rounds end by then), where the bound is still below the plan."""
+    if state.proofs is not None and state.proofs.busy and run.bound < run.inc.plan.num_gpus:
+        collect_proof(setup, state, max(0.0, deadline - time.perf_counter()))
+        run.bound = max(setup.trivial_gpus, state.bound_gpus)
 
 
 def _unprepared(problem: PlanningProblem, options: SolveOptions, t0: float, start_plan: Plan,
@@ -188,13 +201,21 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     run = _Run(_Incumbent(start_plan, start_solution(setup, state.master), setup.start_choice, ""), setup.trivial_gpus)
     notes: list[str] = []
     failed = None
+    if worker_wanted(options.time_limit_s) and setup.boxes.max_members >= 2:
+        state.proofs, state.proof_end = ProofWorker(setup.boxes), deadline
     try:
         _rounds(problem, setup, state, run, options, t0, deadline, notes)
+        _last_proof(setup, state, run, deadline)
     except Exception as exc:  # noqa: BLE001 - solver trouble returns the best plan so far, with the reason
         log.error("column generation failed: %s: %s", type(exc).__name__, exc)
         notes.append(f"column generation failed ({type(exc).__name__}: {exc}); returned the best plan found so far")
         run.bound = max(setup.trivial_gpus, state.bound_gpus)
         failed = SolveStatus.ERROR
+    finally:
+        if state.proofs is not None:
+            if state.proofs.failed is not None:
+                notes.append(f"the proof worker stopped ({state.proofs.failed}); proof rounds ended with it")
+            state.proofs.close()
     plan, bound = run.inc.plan, run.bound
     _say(options, progress_line(time.perf_counter() - t0, len(state.master.columns), bound, plan.num_gpus,
                                 state.lp_value))
@@ -208,7 +229,8 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     notes.append(f"{lp}{ended}, "
                  f"{state.pricing_rounds} exact pricing round(s), {state.point_rounds} point pricing round(s), "
                  f"{state.relaxed_calls} relaxed pricing bound(s), "
-                 f"{state.proof_rounds} proof round(s) in {state.proof_s:.1f} s ({state.proof_won} raised the bound), "
+                 f"{state.proof_rounds} proof round(s) in {state.proof_s:.1f} s"
+                 f"{' on a second core' if state.proofs is not None else ''} ({state.proof_won} raised the bound), "
                  f"{run.masters} integer master run(s)"
                  + (f" ({run.skipped} skipped: the LP over the columns, rounded up, met the plan)"
                     if run.skipped else ""))

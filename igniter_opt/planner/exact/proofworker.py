@@ -1,0 +1,226 @@
+"""Proof rounds on a second core (``ProofWorker``), while column generation goes on in this process.
+
+A proof round (``colgen._proof_round``) is box pricing at the mean of the recent LPs' duals, aimed at the
+kappa that lifts the certified bound by a whole GPU. It needs nothing from the master but those duals, and
+its result is valid whenever it comes: Farley's bound D(pi) / kappa holds at any pi >= 0, and the
+configurations it finds are columns whatever the duals are by then. So where the machine has a core that
+column generation does not use (HiGHS runs with one thread by default, and the heuristics are numpy on one
+core), the rounds run in a child process: generation, the integer master and the proof overlap instead of
+taking turns (docs/exact.md, "Proof rounds on a second core").
+
+The child is started with ``spawn`` (not ``fork``: the caller may run threads, HiGHS's among them, which a
+forked child would inherit in whatever state they were) and gets the duals-independent box data once
+(``BoxPricing``), sent from a thread so that the caller does not wait while the child imports. It ignores
+SIGINT (the parent decides), dies with its parent (``procgroup.die_with_parent``), and ``close`` ends it
+(terminate, join, kill if it lingers): no process outlives the solve.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+from igniter_opt.planner.exact.boxes import BoxPricing, BoxResult, box_kappa
+from igniter_opt.procgroup import die_with_parent
+
+log = logging.getLogger(__name__)
+
+# The worker runs only where at least this many cores are usable (the second is the worker's), and for runs
+# of at least this time limit (starting the child costs about a second of the other core).
+MIN_CORES = 2
+MIN_TIME_LIMIT_S = 10.0
+# ``IGNITER_OPT_PROOF_WORKER=0`` keeps proof rounds in the solving process (e.g. where other work holds the
+# other core, or to compare).
+ENV_SWITCH = "IGNITER_OPT_PROOF_WORKER"
+# The child's program: this module imported by its name (run as __main__, what it pickles would name __main__).
+CHILD_CODE = "import sys; from igniter_opt.planner.exact.proofworker import _main; _main(sys.argv[1:])"
+# Seconds ``close`` waits for the child after SIGTERM before SIGKILL.
+STOP_WAIT_S = 2.0
+
+
+@dataclass(frozen=True)
+class ProofTask:
+    """One proof round: box pricing at ``duals`` until every box is bounded by ``target`` or ``deadline``
+    (``time.perf_counter()``, the same clock in both processes: CLOCK_MONOTONIC); ``value`` is D(duals)."""
+
+    task_id: int
+    duals: np.ndarray
+    value: float
+    target: float
+    deadline: float
+    enough: int | None  # stop after this many configurations worth more than the target (None: never)
+
+
+@dataclass(frozen=True)
+class ProofDone:
+    """A proof round's result, with the task it answers and the seconds the child spent on it."""
+
+    task: ProofTask
+    result: BoxResult
+    took_s: float
+
+
+def worker_wanted(time_limit_s: float) -> bool:
+    """Whether a solve of this time limit should run its proof rounds on a second core."""
+    if os.environ.get(ENV_SWITCH, "1").strip() in ("0", "false", "no", "off"):
+        return False
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return cores >= MIN_CORES and time_limit_s >= MIN_TIME_LIMIT_S
+
+
+def _serve(conn_in: Connection, conn_out: Connection) -> None:
+    """The child's body: receive the box data, then answer tasks until None (or the pipe closes)."""
+    try:
+        boxes: BoxPricing = conn_in.recv()
+        while True:
+            task: ProofTask | None = conn_in.recv()
+            if task is None:
+                return
+            t0 = time.perf_counter()
+            res = box_kappa(boxes, task.duals, task.target, task.deadline, enough=task.enough)
+            conn_out.send(ProofDone(task, res, time.perf_counter() - t0))
+    except (EOFError, OSError):  # the parent went away or closed the pipe
+        return
+
+
+def _child_env() -> dict[str, str]:
+    """The environment for the child: this one, with the directory this package was imported from first on
+    its path (the parent may have found it through ``sys.path`` alone)."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[3])
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
+    return env
+
+
+class ProofWorker:
+    """A child process that runs proof rounds (``box_kappa``) one at a time; ``submit`` hands it a task
+    when it is idle, ``poll`` returns a finished one without waiting.
+
+    The child is a fresh interpreter running this module's ``_main`` (``CHILD_CODE``), not a ``multiprocessing``
+    child: ``spawn`` would import the caller's main script again in it (a script without a
+    ``__main__`` guard would run again there), and ``fork`` would copy the caller's threads' state."""
+
+    def __init__(self, boxes: BoxPricing) -> None:
+        from_parent, to_child = os.pipe()  # (read end, write end)
+        from_child, to_parent = os.pipe()
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-c", CHILD_CODE, str(from_parent), str(to_parent), str(os.getpid())],
+                pass_fds=(from_parent, to_parent), stdin=subprocess.DEVNULL, env=_child_env())
+        except BaseException:
+            for fd in (to_child, from_parent, from_child, to_parent):
+                os.close(fd)
+            raise
+        os.close(from_parent)
+        os.close(to_parent)
+        self._send = Connection(to_child, readable=False)
+        self._recv = Connection(from_child, writable=False)
+        self._busy: ProofTask | None = None
+        self._next_id = 0
+        self.failed: str | None = None  # why the worker stopped answering, if it did
+        self._sender = threading.Thread(target=self._send_boxes, args=(boxes,), daemon=True)
+        self._sender.start()
+
+    def _send_boxes(self, boxes: BoxPricing) -> None:
+        try:
+            self._send.send(boxes)
+        except (OSError, ValueError) as exc:  # the child died, or the worker was closed meanwhile
+            self.failed = f"{type(exc).__name__}: {exc}"
+
+    def ready(self, wait_s: float = 0.0) -> bool:
+        """Whether the box data has reached the child's pipe (waiting at most ``wait_s``): tasks are taken
+        only then."""
+        self._sender.join(wait_s)
+        return not self._sender.is_alive() and self.alive
+
+    @property
+    def busy(self) -> bool:
+        return self._busy is not None
+
+    @property
+    def alive(self) -> bool:
+        return self.failed is None and self._proc.poll() is None
+
+    def submit(self, duals: np.ndarray, value: float, target: float, deadline: float, enough: int | None) -> bool:
+        """Hand the idle worker a proof round; False (nothing sent) if it is busy or gone."""
+        if self._busy is not None or not self.alive or self._sender.is_alive():  # one writer on the pipe at a time
+            return False
+        task = ProofTask(self._next_id, np.asarray(duals, float), value, target, deadline, enough)
+        self._next_id += 1
+        try:
+            self._send.send(task)
+        except (OSError, ValueError) as exc:
+            self.failed = f"{type(exc).__name__}: {exc}"
+            return False
+        self._busy = task
+        return True
+
+    def poll(self, wait_s: float = 0.0) -> ProofDone | None:
+        """The finished round, if one finished (waiting at most ``wait_s``); None otherwise."""
+        if self._busy is None or self.failed is not None:
+            return None
+        try:
+            if not self._recv.poll(wait_s):
+                if self._proc.poll() is not None:
+                    self.failed = f"the proof worker exited (code {self._proc.returncode})"
+                return None
+            done: ProofDone = self._recv.recv()
+        except (EOFError, OSError) as exc:
+            self.failed = f"the proof worker stopped answering ({type(exc).__name__})"
+            return None
+        self._busy = None
+        return done
+
+    def close(self) -> None:
+        """End the child: ask it to stop when it is idle, else terminate it (a round in progress, or the
+        box data still on its way: nothing of it is needed any more); kill it if it lingers. Returns once
+        it is gone."""
+        idle = self._busy is None and self.alive and not self._sender.is_alive()
+        try:
+            if idle:
+                self._send.send(None)
+        except (OSError, ValueError):
+            idle = False
+        if not idle:
+            self._proc.terminate()
+        for stop in (lambda: None, self._proc.terminate, self._proc.kill):
+            stop()
+            try:
+                self._proc.wait(STOP_WAIT_S)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        self._send.close()
+        self._recv.close()
+        self._sender.join(STOP_WAIT_S)
+        self._busy = None
+        self.failed = self.failed or "closed"
+
+    def __enter__(self) -> ProofWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+
+def _main(argv: list[str]) -> None:
+    """The child (``CHILD_CODE``): ``FD_IN FD_OUT PARENT_PID``."""
+    fd_in, fd_out, parent = (int(a) for a in argv)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the child (``ProofWorker.close``)
+    die_with_parent(parent)
+    _serve(Connection(fd_in, writable=False), Connection(fd_out, readable=False))
+
