@@ -92,6 +92,10 @@ def _seed(ent: Entries, terms: ConfigTerms, seeds: np.ndarray, width: int) -> _S
     return st
 
 
+# The most members a configuration is grown to (a seed with more stays as it is).
+GROW_WIDTH = 24
+
+
 def ranked_entries(ent: Entries, duals: np.ndarray) -> np.ndarray:
     """The entries worth anything at ``duals``, by dual worth per unit of share (most first)."""
     worth = duals[ent.piece]
@@ -100,7 +104,7 @@ def ranked_entries(ent: Entries, duals: np.ndarray) -> np.ndarray:
 
 
 def grow(space: PieceSpace, ent: Entries, terms: ConfigTerms, duals: np.ndarray, n_seeds: int = 32,
-         n_candidates: int = 256, width: int = 24, deadline: float = math.inf) -> list[list[ColSlot]]:
+         n_candidates: int = 256, width: int = GROW_WIDTH, deadline: float = math.inf) -> list[list[ColSlot]]:
     """Configurations grown from the ``n_seeds`` entries of highest dual worth per unit (see ``extend``)."""
     ranked = ranked_entries(ent, duals)
     if ranked.size == 0:
@@ -112,14 +116,15 @@ def grow(space: PieceSpace, ent: Entries, terms: ConfigTerms, duals: np.ndarray,
 
 
 def extend(space: PieceSpace, ent: Entries, terms: ConfigTerms, duals: np.ndarray, seeds: np.ndarray,
-           candidates: np.ndarray, width: int = 24, deadline: float = math.inf) -> list[list[ColSlot]]:
+           candidates: np.ndarray, width: int = GROW_WIDTH, deadline: float = math.inf) -> list[list[ColSlot]]:
     """Each seed (a row of ``seeds``: entry indices that fit together) grown one candidate entry at a
-    time, the one adding most dual worth per unit of share it costs, while one fits; as grown by
-    ``deadline`` (``time.perf_counter()`` seconds) if it comes first (every step's configurations fit)."""
+    time, the one adding most dual worth per unit of share it costs, while one fits, up to ``width``
+    members (a seed of more is kept as it is: box pricing's can be wider); as grown by ``deadline``
+    (``time.perf_counter()`` seconds) if it comes first (every step's configurations fit)."""
     if seeds.size == 0:
         return []
     worth = duals[ent.piece]
-    st = _seed(ent, terms, seeds, width)
+    st = _seed(ent, terms, seeds, max(width, seeds.shape[1]))
     cap = space.cap_units
     while not st.done.all() and time.perf_counter() < deadline:
         live = np.flatnonzero(~st.done & (st.count < width))
