@@ -380,3 +380,40 @@ def test_the_worker_runs_only_with_a_core_to_spare_and_a_limit_worth_its_start(m
     monkeypatch.setattr(proofworker.os, "sched_getaffinity", lambda _pid: {0, 1})
     monkeypatch.setenv(proofworker.ENV_SWITCH, "0")
     assert not proofworker.worker_wanted(60.0)
+
+
+def test_a_seed_wider_than_the_heuristic_grows_is_kept_as_it_is(pricing_mix) -> None:
+    """Box pricing's multisets can have more members than the kernel heuristic grows configurations to
+    (``heuristic.GROW_WIDTH``); growing such a seed returns it unchanged instead of failing."""
+    from igniter_opt.planner.exact.heuristic import GROW_WIDTH
+
+    setup, _ = pricing_mix
+    tab = setup.items.table
+    k = int(np.argmin(tab.units))
+    wide = np.full((1, GROW_WIDTH + 1), k, np.intp)
+    duals = np.ones(len(setup.pieces))
+    (grown,) = colgen.grown_slots(setup, duals, wide)
+    assert len(grown) == GROW_WIDTH + 1 and all(s == tab.slot(k) for s in grown)
+
+
+def test_where_no_proof_can_help_the_worker_prices_at_the_lps_duals(pricing_mix) -> None:
+    """With a configuration found worth the proof's target (no proof possible), the idle worker runs box
+    pricing at the LP's duals instead: what it brings back are columns worth more than a GPU there, and
+    the bound it sets is Farley's at those duals, D / kappa with kappa at least the best brute-forced
+    configuration's worth."""
+    setup, columns = pricing_mix
+    duals = _trials(len(setup.pieces))[0]
+    best = max(column_worth(c, duals) for c in columns)
+    assert best > 1.0  # improving configurations exist at these duals
+    master = colgen.initial_master(setup, 1)
+    with proofworker.ProofWorker(setup.boxes) as worker:
+        assert worker.ready(30.0)
+        state = colgen.ColgenState(master, proofs=worker, proof_end=time.perf_counter() + 20.0)
+        before = len(master.columns)
+        colgen._submit_proof(setup, state, duals, found=math.inf)
+        assert worker.busy and worker._busy.kind == "pricing" and worker._busy.target == 1.0 + colgen.IMPROVE_EPS
+        colgen.collect_proof(setup, state, wait_s=20.0)
+    assert (state.worker_pricing_rounds, state.proof_rounds) == (1, 0)
+    added = master.columns[before:]
+    assert added and all(column_worth(c, duals) > 1.0 for c in added)
+    assert 0.0 < state.bound <= colgen.dual_value(setup.pieces, duals) / best * (1 + 1e-9)  # kappa >= best

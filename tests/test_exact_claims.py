@@ -197,6 +197,33 @@ def test_progress_lines_while_it_runs_and_the_limit_bounds_the_whole_call(any_mo
     _check_claim(plan, problem)
 
 
+def test_with_a_core_to_spare_proof_rounds_run_there_within_the_limit_and_leave_no_process(any_model,
+                                                                                          monkeypatch) -> None:
+    """At a limit of at least ``proofworker.MIN_TIME_LIMIT_S`` on two cores the proof rounds (and box pricing
+    where no proof can help) run in the worker process: the call still ends in its limit, the claim holds,
+    the message says where they ran, and no worker process is left; ``IGNITER_OPT_PROOF_WORKER=0`` keeps
+    them in the solving process."""
+    from _procs import live_processes
+
+    from igniter_opt.planner.exact import proofworker
+
+    problem = _mix40(any_model, monkeypatch)
+    monkeypatch.setattr(proofworker.os, "sched_getaffinity", lambda _pid: {0, 1})
+    limit = proofworker.MIN_TIME_LIMIT_S + 2.0
+    t0 = time.perf_counter()
+    plan = exact.solve(problem, SolveOptions(time_limit_s=limit))
+    wall = time.perf_counter() - t0
+    assert wall < limit + 2.5, wall
+    _check_claim(plan, problem)
+    assert re.search(r"proof round\(s\) in [\d.]+ s on a second core", plan.solver.message)
+    assert "box pricing round(s) on that core" in plan.solver.message
+    assert live_processes(lambda _group, cmd: proofworker.CHILD_CODE in cmd) == []
+    monkeypatch.setenv(proofworker.ENV_SWITCH, "0")
+    alone = exact.solve(problem, SolveOptions(time_limit_s=limit))
+    assert "second core" not in alone.solver.message
+    _check_claim(alone, problem)
+
+
 # ---- the limit comes while preparing or in the kernel heuristic (2026-12-03) ----------------------
 def _slowed(monkeypatch, owner, name: str, seconds: float) -> list[int]:
     """Make ``owner.name`` sleep ``seconds`` before each call; returns a list counting the calls."""

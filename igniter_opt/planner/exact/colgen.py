@@ -272,6 +272,8 @@ class ColgenState:
     recent_duals: deque[np.ndarray] = field(default_factory=lambda: deque(maxlen=PROOF_AVERAGE))  # uncapped LPs'
     proofs: ProofWorker | None = None  # runs the proof rounds on another core (``proofworker``), if set
     proof_end: float = math.inf  # no worker's proof round runs past this (``time.perf_counter()``)
+    worker_pricing_rounds: int = 0  # the worker's rounds of box pricing at an LP's duals (``_submit_proof``)
+    worker_pricing_s: float = 0.0
     # cap the duals in the first rounds (``stabilize``); None: above MIP_MAX_ITEMS items only (below, the
     # pricing MIP proves the LP in a few rounds, and capped rounds delayed it: the default problem 5.0 -> 7.9 s)
     stabilize: bool | None = None
@@ -567,25 +569,44 @@ def _apply_proof(setup: ColgenSetup, state: ColgenState, value: float, res: BoxR
 def _submit_proof(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, found: float) -> None:
     """Hand the idle worker a proof round (as ``_proof_round`` would run one) within ``PROOF_SHARE`` of the
     time left to ``state.proof_end``. Nothing waits for it: its time is the other core's, so neither the
-    first round's cap nor the wait after a failed round applies."""
+    first round's cap nor the wait after a failed round applies. Where no proof round could raise the bound,
+    the worker prices instead: box pricing at the LP's ``duals`` aimed at one GPU (as ``_box_pricing``),
+    within ``PRICING_SHARE`` of the time left, its configurations worth more than a GPU columns."""
     worker = state.proofs
     assert worker is not None
     now = time.perf_counter()
-    if worker.busy or state.proof_end - now < state.clock.least_s or _proof_needless(setup, state, duals, found):
+    left = state.proof_end - now
+    if worker.busy or left < state.clock.least_s or math.isinf(state.proof_roots_s):
         return
-    task = _proof_task(setup, state, duals)
+    task = None if _proof_needless(setup, state, duals, found) else _proof_task(setup, state, duals)
     if task is not None:
         point, value, target = task
-        worker.submit(point, value, target, now + PROOF_SHARE * (state.proof_end - now), PROOF_ENOUGH)
+        worker.submit(point, value, target, now + PROOF_SHARE * left, PROOF_ENOUGH)
+    else:
+        worker.submit(duals, dual_value(setup.pieces, duals), 1.0 + IMPROVE_EPS, now + PRICING_SHARE * left,
+                      BOX_ENOUGH, kind="pricing")
 
 
 def collect_proof(setup: ColgenSetup, state: ColgenState, wait_s: float = 0.0) -> bool:
-    """Apply the worker's finished proof round, if there is one (waiting at most ``wait_s``): its bound, and
-    its configurations worth more than a GPU at the duals it ran at as columns. True if the bound rose."""
+    """Apply the worker's finished round, if there is one (waiting at most ``wait_s``): its bound, and its
+    configurations worth more than a GPU at the duals it ran at as columns (a pricing round's best also grown
+    by the kernel heuristic, as ``_box_pricing``'s). True if the bound rose."""
     done = state.proofs.poll(wait_s) if state.proofs is not None else None
     if done is None:
         return False
-    return _apply_proof(setup, state, done.task.value, done.result, done.task.duals, done.took_s)
+    task, res = done.task, done.result
+    if task.kind == "proof":
+        return _apply_proof(setup, state, task.value, res, task.duals, done.took_s)
+    before = max(setup.trivial_gpus, state.bound_gpus)
+    state.clock.least_s = max(state.clock.least_s, res.roots_s)
+    state.proof_roots_s = math.inf if math.isinf(res.kappa) else state.proof_roots_s
+    if math.isfinite(res.kappa):
+        state.bound = max(state.bound, task.value / max(1.0, res.kappa))
+    cols = evaluate(setup.space, _with_grown(setup, task.duals, res.candidates))
+    state.master.add([c for c in cols if c is not None and column_worth(c, task.duals) > 1.0 + IMPROVE_EPS])
+    state.worker_pricing_rounds += 1
+    state.worker_pricing_s += done.took_s
+    return state.bound_gpus > before
 
 
 def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: bool,

@@ -6,13 +6,15 @@ its result is valid whenever it comes: Farley's bound D(pi) / kappa holds at any
 configurations it finds are columns whatever the duals are by then. So where the machine has a core that
 column generation does not use (HiGHS runs with one thread by default, and the heuristics are numpy on one
 core), the rounds run in a child process: generation, the integer master and the proof overlap instead of
-taking turns (docs/exact.md, "Proof rounds on a second core").
+taking turns. Where no proof round could raise the bound, the child runs box pricing at the LP's duals
+instead (``colgen._submit_proof``). docs/exact.md, "Proof rounds on a second core".
 
-The child is started with ``spawn`` (not ``fork``: the caller may run threads, HiGHS's among them, which a
-forked child would inherit in whatever state they were) and gets the duals-independent box data once
-(``BoxPricing``), sent from a thread so that the caller does not wait while the child imports. It ignores
-SIGINT (the parent decides), dies with its parent (``procgroup.die_with_parent``), and ``close`` ends it
-(terminate, join, kill if it lingers): no process outlives the solve.
+The child is a fresh interpreter (``CHILD_CODE``), started with ``subprocess``: not ``multiprocessing``'s
+``fork`` (the caller may run threads, HiGHS's among them, whose state a forked child would inherit) nor its
+``spawn`` (which imports the caller's main script again in the child). It gets the duals-independent box
+data once (``BoxPricing``), sent from a thread so that the caller does not wait while the child imports.
+It ignores SIGINT (the parent decides), dies with its parent (``procgroup.die_with_parent``), and
+``close`` ends it (terminate, then kill if it lingers): no process outlives the solve.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class ProofTask:
     (``time.perf_counter()``, the same clock in both processes: CLOCK_MONOTONIC); ``value`` is D(duals)."""
 
     task_id: int
+    kind: str  # "proof" (at the mean duals, aimed at the next GPU) or "pricing" (at an LP's duals, aimed at 1)
     duals: np.ndarray
     value: float
     target: float
@@ -70,15 +73,16 @@ class ProofDone:
     took_s: float
 
 
-def worker_wanted(time_limit_s: float) -> bool:
-    """Whether a solve of this time limit should run its proof rounds on a second core."""
+def worker_wanted(time_limit_s: float, threads: int = 1) -> bool:
+    """Whether a solve of this time limit, whose HiGHS runs may use ``threads`` threads, should run its proof
+    rounds on a core of their own (one more than HiGHS's)."""
     if os.environ.get(ENV_SWITCH, "1").strip() in ("0", "false", "no", "off"):
         return False
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         cores = os.cpu_count() or 1
-    return cores >= MIN_CORES and time_limit_s >= MIN_TIME_LIMIT_S
+    return cores >= max(MIN_CORES, threads + 1) and time_limit_s >= MIN_TIME_LIMIT_S
 
 
 def _serve(conn_in: Connection, conn_out: Connection) -> None:
@@ -154,11 +158,12 @@ class ProofWorker:
     def alive(self) -> bool:
         return self.failed is None and self._proc.poll() is None
 
-    def submit(self, duals: np.ndarray, value: float, target: float, deadline: float, enough: int | None) -> bool:
-        """Hand the idle worker a proof round; False (nothing sent) if it is busy or gone."""
+    def submit(self, duals: np.ndarray, value: float, target: float, deadline: float, enough: int | None,
+               kind: str = "proof") -> bool:
+        """Hand the idle worker a round of box pricing; False (nothing sent) if it is busy or gone."""
         if self._busy is not None or not self.alive or self._sender.is_alive():  # one writer on the pipe at a time
             return False
-        task = ProofTask(self._next_id, np.asarray(duals, float), value, target, deadline, enough)
+        task = ProofTask(self._next_id, kind, np.asarray(duals, float), value, target, deadline, enough)
         self._next_id += 1
         try:
             self._send.send(task)

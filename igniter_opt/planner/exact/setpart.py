@@ -201,7 +201,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     run = _Run(_Incumbent(start_plan, start_solution(setup, state.master), setup.start_choice, ""), setup.trivial_gpus)
     notes: list[str] = []
     failed = None
-    if worker_wanted(options.time_limit_s) and setup.boxes.max_members >= 2:
+    if worker_wanted(options.time_limit_s, options.threads) and setup.boxes.max_members >= 2:
         state.proofs, state.proof_end = ProofWorker(setup.boxes), deadline
     try:
         _rounds(problem, setup, state, run, options, t0, deadline, notes)
@@ -226,14 +226,17 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     lp = "" if state.lp_value is None else f"master LP {state.lp_value:.4f} GPUs over the generated columns, "
     ended = ("LP solved" if state.converged else "generation stopped: the bound meets the plan"
              if bound >= plan.num_gpus else "LP not solved to the end")
-    notes.append(f"{lp}{ended}, "
-                 f"{state.pricing_rounds} exact pricing round(s), {state.point_rounds} point pricing round(s), "
-                 f"{state.relaxed_calls} relaxed pricing bound(s), "
-                 f"{state.proof_rounds} proof round(s) in {state.proof_s:.1f} s"
-                 f"{' on a second core' if state.proofs is not None else ''} ({state.proof_won} raised the bound), "
-                 f"{run.masters} integer master run(s)"
-                 + (f" ({run.skipped} skipped: the LP over the columns, rounded up, met the plan)"
-                    if run.skipped else ""))
+    second = " on a second core" if state.proofs is not None else ""
+    parts = [f"{lp}{ended}", f"{state.pricing_rounds} exact pricing round(s)",
+             f"{state.point_rounds} point pricing round(s)", f"{state.relaxed_calls} relaxed pricing bound(s)",
+             f"{state.proof_rounds} proof round(s) in {state.proof_s:.1f} s{second} "
+             f"({state.proof_won} raised the bound)"]
+    if state.proofs is not None:
+        parts.append(f"{state.worker_pricing_rounds} box pricing round(s) on that core "
+                     f"in {state.worker_pricing_s:.1f} s")
+    skipped = f" ({run.skipped} skipped: the LP over the columns, rounded up, met the plan)" if run.skipped else ""
+    parts.append(f"{run.masters} integer master run(s){skipped}")
+    notes.append(", ".join(parts))
     said = list(dict.fromkeys([*state.notes, *notes]))  # each note once: rounds can repeat one
     ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, said,
                   "column generation", columns=len(state.master.columns), solve_s=time.perf_counter() - t0)
