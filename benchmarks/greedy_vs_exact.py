@@ -35,7 +35,7 @@ RESULTS = HERE / "results"
 PLANNERS = ("greedy", "exact", "ffd", "gpulet")
 FIELDS = ["suite", "size", "seed", "budget", "margin", "planner", "status", "gpus", "cost", "share_pct",
           "slo_misses", "violations", "bound", "gap", "wall_s", "build_s", "solve_s", "time_limit_s",
-          "columns", "trivial_bound", "peak_rss_mb", "message"]
+          "columns", "trivial_bound", "peak_rss_mb", "worker_peak_rss_mb", "message"]
 
 log = logging.getLogger("greedy_vs_exact")
 
@@ -51,9 +51,13 @@ def run(suites: list[str], out_csv: Path, threads: int, profile: Path, seeds: li
         with out_csv.open() as f:
             done = {_key(r) for r in csv.DictReader(f)}
     new_file = not out_csv.exists()
+    fields = FIELDS
+    if not new_file:  # resume with the file's own columns (one written before a column was added lacks it)
+        with out_csv.open() as f:
+            fields = next(csv.reader(f), FIELDS)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     with out_csv.open("a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
         if new_file:
             writer.writeheader()
         for suite, gen, sizes, seeds_of_suite, budgets, limit in SUITES:
@@ -73,10 +77,13 @@ def run(suites: list[str], out_csv: Path, threads: int, profile: Path, seeds: li
                             outcome = run_planner(problem, planner, opts)
                             wall = time.perf_counter() - t0
                             plan, s = outcome.plan, outcome.plan.solver
-                            # process-wide peak so far (Linux: KiB)
+                            # process-wide peak so far (Linux: KiB); the exact planner's proof worker is a child
+                            # process: the largest child's peak so far (its memory is on top of this process's)
                             extra = {"columns": "" if s.columns is None else s.columns,
                                      "trivial_bound": "" if s.trivial_bound is None else s.trivial_bound,
-                                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+                                     "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                                     "worker_peak_rss_mb":
+                                         round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
                             row = {
                                 "suite": suite, "size": len(workloads), "seed": seed, "budget": str(budget),
                                 "margin": margin, "planner": planner, "status": s.status, "gpus": plan.num_gpus,

@@ -417,3 +417,17 @@ def test_where_no_proof_can_help_the_worker_prices_at_the_lps_duals(pricing_mix)
     added = master.columns[before:]
     assert added and all(column_worth(c, duals) > 1.0 for c in added)
     assert 0.0 < state.bound <= colgen.dual_value(setup.pieces, duals) / best * (1 + 1e-9)  # kappa >= best
+
+
+def test_a_worker_that_cannot_be_started_leaves_the_rounds_in_this_process(converged_h200, monkeypatch) -> None:
+    setup, done = converged_h200
+
+    def refuse(_boxes):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(colgen, "ProofWorker", refuse)
+    monkeypatch.setattr(proofworker.os, "sched_getaffinity", lambda _pid: {0, 1})
+    state = colgen.ColgenState(done.master)
+    with colgen.proofs_on_a_second_core(setup, state, 60.0, 1, time.perf_counter() + 5.0):
+        assert state.proofs is None  # _proof_round then runs its rounds itself
+    assert any("no proof worker (OSError" in n for n in state.notes)

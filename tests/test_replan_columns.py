@@ -134,3 +134,29 @@ def test_anchored_columns_stop_at_their_deadline(h100, small_current) -> None:
     duals = np.full(len(setup.pieces), 0.5)
     assert anchored_columns(setup, rp, duals)  # running GPUs give anchored columns
     assert anchored_columns(setup, rp, duals, deadline=time.perf_counter()) == []
+
+
+def test_with_a_core_to_spare_its_generation_runs_proof_rounds_there_and_leaves_no_process(h100, small_current,
+                                                                                          monkeypatch) -> None:
+    """The columns replanner's generation uses the proof worker as the exact planner's does
+    (``colgen.proofs_on_a_second_core``): started for a long enough limit on two cores, closed after."""
+    from _procs import live_processes
+
+    from igniter_opt.planner.exact import colgen, proofworker
+
+    started: list[proofworker.ProofWorker] = []
+
+    class Counted(proofworker.ProofWorker):
+        def __init__(self, boxes) -> None:
+            super().__init__(boxes)
+            started.append(self)
+
+    monkeypatch.setattr(colgen, "ProofWorker", Counted)
+    monkeypatch.setattr(proofworker.os, "sched_getaffinity", lambda _pid: {0, 1})
+    rp = ReplanProblem(small_current, PlanningProblem(_paper(1.0), h100))
+    options = SolveOptions(time_limit_s=proofworker.MIN_TIME_LIMIT_S, migration_cost=0.1)
+    col = run_replanner(rp, "columns", options)
+    assert len(started) == 1 and started[0].failed == "closed"
+    assert col.violations == ()
+    assert _objective(col, 0.1) <= _objective(run_replanner(rp, "greedy", options), 0.1) + 1e-9
+    assert live_processes(lambda _group, cmd: proofworker.CHILD_CODE in cmd) == []

@@ -40,10 +40,12 @@ from igniter_opt.planner.exact import require_highs
 from igniter_opt.planner.exact.colgen import (
     ColgenSetup,
     ColgenState,
+    collect_proof,
     generate,
     initial_master,
     packing_with_sources,
     prepare_colgen,
+    proofs_on_a_second_core,
     start_pieces,
 )
 from igniter_opt.planner.exact.columns import ColSlot, Column, evaluate
@@ -279,7 +281,10 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
             message=f"the greedy replan: the time limit ({options.time_limit_s:g} s) came while preparing column "
                     "generation; a longer limit lets it run"))
     state = ColgenState(initial_master(setup, options.threads))
-    generate(setup, state, t0 + GENERATE_SHARE * options.time_limit_s, None, options.threads)
+    until = t0 + GENERATE_SHARE * options.time_limit_s
+    with proofs_on_a_second_core(setup, state, options.time_limit_s, options.threads, until):
+        generate(setup, state, until, None, options.threads)
+        collect_proof(setup, state)  # a round that ended since the last LP
     lp = state.master.solve_lp(max(0.1, deadline - time.perf_counter()))
     kept_start, free_start = start_columns(setup, rp, result.packing)
     # anchored columns get half of the time left; the integer master the rest

@@ -31,7 +31,8 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -62,7 +63,7 @@ from igniter_opt.planner.exact.pairs import PairTable
 from igniter_opt.planner.exact.pieces import PieceType, piece_types
 from igniter_opt.planner.exact.points import point_candidates
 from igniter_opt.planner.exact.pricing import price_mip
-from igniter_opt.planner.exact.proofworker import ProofWorker
+from igniter_opt.planner.exact.proofworker import ProofWorker, worker_wanted
 from igniter_opt.planner.exact.relaxed import RelaxedPricing, prepare_relaxed, relaxed_bound
 from igniter_opt.planner.exact.stabilize import DualCaps
 
@@ -585,6 +586,31 @@ def _submit_proof(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, fou
     else:
         worker.submit(duals, dual_value(setup.pieces, duals), 1.0 + IMPROVE_EPS, now + PRICING_SHARE * left,
                       BOX_ENOUGH, kind="pricing")
+
+
+@contextmanager
+def proofs_on_a_second_core(setup: ColgenSetup, state: ColgenState, time_limit_s: float, threads: int, end: float
+                            ) -> Iterator[None]:
+    """Within the block, ``state``'s proof rounds (and box pricing where no proof can help) run in a worker
+    process (``proofworker``), no round past ``end``, where ``proofworker.worker_wanted`` says a core is
+    free for them (and the process can be started: else a note says so); the worker is closed on the way out,
+    and a note says so if it had stopped before."""
+    worker = None
+    if worker_wanted(time_limit_s, threads) and setup.boxes.max_members >= 2:
+        try:
+            worker = ProofWorker(setup.boxes)
+        except OSError as exc:  # no process to be had: the rounds run here, as on one core
+            state.notes.append(f"no proof worker ({type(exc).__name__}: {exc}); proof rounds ran in this process")
+    if worker is None:
+        yield
+        return
+    state.proofs, state.proof_end = worker, end
+    try:
+        yield
+    finally:
+        if worker.failed is not None:
+            state.notes.append(f"the proof worker stopped ({worker.failed}); proof rounds ended with it")
+        worker.close()
 
 
 def collect_proof(setup: ColgenSetup, state: ColgenState, wait_s: float = 0.0) -> bool:

@@ -32,13 +32,13 @@ from igniter_opt.planner.exact.colgen import (
     initial_master,
     integer_packing,
     prepare_colgen,
+    proofs_on_a_second_core,
     start_solution,
 )
 from igniter_opt.planner.exact.items import PreparationTimedOut, check_deadline
 from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S, master_limit_s
 from igniter_opt.planner.exact.master import IntegerSolution
 from igniter_opt.planner.exact.pieces import scope_text
-from igniter_opt.planner.exact.proofworker import ProofWorker, worker_wanted
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 
 log = logging.getLogger(__name__)
@@ -201,21 +201,15 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     run = _Run(_Incumbent(start_plan, start_solution(setup, state.master), setup.start_choice, ""), setup.trivial_gpus)
     notes: list[str] = []
     failed = None
-    if worker_wanted(options.time_limit_s, options.threads) and setup.boxes.max_members >= 2:
-        state.proofs, state.proof_end = ProofWorker(setup.boxes), deadline
     try:
-        _rounds(problem, setup, state, run, options, t0, deadline, notes)
-        _last_proof(setup, state, run, deadline)
+        with proofs_on_a_second_core(setup, state, options.time_limit_s, options.threads, deadline):
+            _rounds(problem, setup, state, run, options, t0, deadline, notes)
+            _last_proof(setup, state, run, deadline)
     except Exception as exc:  # noqa: BLE001 - solver trouble returns the best plan so far, with the reason
         log.error("column generation failed: %s: %s", type(exc).__name__, exc)
         notes.append(f"column generation failed ({type(exc).__name__}: {exc}); returned the best plan found so far")
         run.bound = max(setup.trivial_gpus, state.bound_gpus)
         failed = SolveStatus.ERROR
-    finally:
-        if state.proofs is not None:
-            if state.proofs.failed is not None:
-                notes.append(f"the proof worker stopped ({state.proofs.failed}); proof rounds ended with it")
-            state.proofs.close()
     plan, bound = run.inc.plan, run.bound
     _say(options, progress_line(time.perf_counter() - t0, len(state.master.columns), bound, plan.num_gpus,
                                 state.lp_value))
