@@ -543,27 +543,34 @@ def _proof_task(setup: ColgenSetup, state: ColgenState, duals: np.ndarray) -> tu
     return point, value, target
 
 
-def _apply_proof(setup: ColgenSetup, state: ColgenState, value: float, res: BoxResult, duals: np.ndarray,
-                 took_s: float) -> bool:
-    """A proof round's result (``res``, at duals where D is ``value``): the bound it proves, its roots' time,
-    the configurations it found worth more than a GPU at ``duals`` as columns, the counts. True if the
-    bound rose by a GPU."""
+def _apply_boxes(setup: ColgenSetup, state: ColgenState, value: float, res: BoxResult, duals: np.ndarray,
+                 slots: list[list[ColSlot]]) -> tuple[bool, int]:
+    """What a round of box pricing at ``duals`` (D there: ``value``) brings, wherever it ran: Farley's bound
+    from its kappa, its roots' time as the least limit of a later exact turn, the configurations ``slots``
+    worth more than a GPU at ``duals`` as columns. (Whether the bound rose by a GPU, the columns added.)"""
     before = max(setup.trivial_gpus, state.bound_gpus)
     state.clock.least_s = max(state.clock.least_s, res.roots_s)
+    if math.isfinite(res.kappa):
+        state.bound = max(state.bound, value / max(1.0, res.kappa))
+    good = [c for c in evaluate(setup.space, slots) if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+    state.master.add(good)
+    return state.bound_gpus > before, len(good)
+
+
+def _apply_proof(setup: ColgenSetup, state: ColgenState, value: float, res: BoxResult, duals: np.ndarray,
+                 took_s: float) -> bool:
+    """A proof round's result (``res``, at duals where D is ``value``): ``_apply_boxes`` with its best
+    configurations as found, its roots' time for the next round, the counts. True if the bound rose by a GPU."""
     # no kappa: the roots did not all end in the limit (their time extrapolated from those done proved 4x too
     # low at 1000 workloads on the H100, where a second round then spent 133 s on them): no more rounds
     state.proof_roots_s = math.inf if math.isinf(res.kappa) else res.roots_s
-    if math.isfinite(res.kappa):
-        state.bound = max(state.bound, value / max(1.0, res.kappa))
-    cols = evaluate(setup.space, [setup.boxes.slots(m) for _, m in res.candidates[:BOX_COLUMNS]])
-    good = [c for c in cols if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
-    state.master.add(good)
-    won = state.bound_gpus > before
+    won, added = _apply_boxes(setup, state, value, res, duals,
+                              [setup.boxes.slots(m) for _, m in res.candidates[:BOX_COLUMNS]])
     state.proof_rounds += 1
     state.proof_won += won
     state.proof_s += took_s
     log.debug("proof round: kappa %.4f after %d box(es) in %.2f s, %d configuration(s) found worth more than a GPU%s",
-              res.kappa, res.nodes, took_s, len(good), ", the bound rose" if won else "")
+              res.kappa, res.nodes, took_s, added, ", the bound rose" if won else "")
     return won
 
 
@@ -623,16 +630,12 @@ def collect_proof(setup: ColgenSetup, state: ColgenState, wait_s: float = 0.0) -
     task, res = done.task, done.result
     if task.kind == "proof":
         return _apply_proof(setup, state, task.value, res, task.duals, done.took_s)
-    before = max(setup.trivial_gpus, state.bound_gpus)
-    state.clock.least_s = max(state.clock.least_s, res.roots_s)
-    state.proof_roots_s = math.inf if math.isinf(res.kappa) else state.proof_roots_s
-    if math.isfinite(res.kappa):
-        state.bound = max(state.bound, task.value / max(1.0, res.kappa))
-    cols = evaluate(setup.space, _with_grown(setup, task.duals, res.candidates))
-    state.master.add([c for c in cols if c is not None and column_worth(c, task.duals) > 1.0 + IMPROVE_EPS])
+    if math.isinf(res.kappa):  # its roots did not end: neither will a proof round's
+        state.proof_roots_s = math.inf
+    won, _ = _apply_boxes(setup, state, task.value, res, task.duals, _with_grown(setup, task.duals, res.candidates))
     state.worker_pricing_rounds += 1
     state.worker_pricing_s += done.took_s
-    return state.bound_gpus > before
+    return won
 
 
 def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: bool,

@@ -19,7 +19,6 @@ It ignores SIGINT (the parent decides), dies with its parent (``procgroup.die_wi
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -34,8 +33,6 @@ import numpy as np
 
 from igniter_opt.planner.exact.boxes import BoxPricing, BoxResult, box_kappa
 from igniter_opt.procgroup import die_with_parent
-
-log = logging.getLogger(__name__)
 
 # The worker runs only where at least this many cores are usable (the second is the worker's), and for runs
 # of at least this time limit (starting the child costs about a second of the other core).
@@ -111,11 +108,8 @@ def _child_env() -> dict[str, str]:
 
 class ProofWorker:
     """A child process that runs proof rounds (``box_kappa``) one at a time; ``submit`` hands it a task
-    when it is idle, ``poll`` returns a finished one without waiting.
-
-    The child is a fresh interpreter running this module's ``_main`` (``CHILD_CODE``), not a ``multiprocessing``
-    child: ``spawn`` would import the caller's main script again in it (a script without a
-    ``__main__`` guard would run again there), and ``fork`` would copy the caller's threads' state."""
+    when it is idle, ``poll`` returns a finished one without waiting (the module docstring says why the
+    child is a fresh interpreter)."""
 
     def __init__(self, boxes: BoxPricing) -> None:
         from_parent, to_child = os.pipe()  # (read end, write end)
