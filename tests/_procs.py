@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,3 +27,12 @@ def live_processes(match: Callable[[int, str], bool], wait_s: float = 3.0) -> li
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.1)
+
+
+def proof_workers(wait_s: float = 5.0) -> list[str]:
+    """This process's live proof workers (``planner.exact.proofworker``: the worker's program, this pid as its
+    last argument); another test process's workers, running meanwhile, are not counted."""
+    from igniter_opt.planner.exact.proofworker import CHILD_CODE
+
+    me = str(os.getpid())
+    return live_processes(lambda _group, cmd: CHILD_CODE in cmd and cmd.split()[-1] == me, wait_s)

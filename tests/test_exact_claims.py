@@ -203,7 +203,7 @@ def test_with_a_core_to_spare_proof_rounds_run_there_within_the_limit_and_leave_
     where no proof can help) run in the worker process: the call still ends in its limit, the claim holds,
     the message says where they ran, and no worker process is left; ``IGNITER_OPT_PROOF_WORKER=0`` keeps
     them in the solving process."""
-    from _procs import live_processes
+    from _procs import proof_workers
 
     from igniter_opt.planner.exact import proofworker
 
@@ -217,7 +217,7 @@ def test_with_a_core_to_spare_proof_rounds_run_there_within_the_limit_and_leave_
     _check_claim(plan, problem)
     assert re.search(r"proof round\(s\) in [\d.]+ s on a second core", plan.solver.message)
     assert "box pricing round(s) on that core" in plan.solver.message
-    assert live_processes(lambda _group, cmd: proofworker.CHILD_CODE in cmd) == []
+    assert proof_workers() == []
     monkeypatch.setenv(proofworker.ENV_SWITCH, "0")
     alone = exact.solve(problem, SolveOptions(time_limit_s=limit))
     assert "second core" not in alone.solver.message

@@ -140,7 +140,7 @@ def test_with_a_core_to_spare_its_generation_runs_proof_rounds_there_and_leaves_
                                                                                           monkeypatch) -> None:
     """The columns replanner's generation uses the proof worker as the exact planner's does
     (``colgen.proofs_on_a_second_core``): started for a long enough limit on two cores, closed after."""
-    from _procs import live_processes
+    from _procs import proof_workers
 
     from igniter_opt.planner.exact import colgen, proofworker
 
@@ -159,4 +159,4 @@ def test_with_a_core_to_spare_its_generation_runs_proof_rounds_there_and_leaves_
     assert len(started) == 1 and started[0].failed == "closed"
     assert col.violations == ()
     assert _objective(col, 0.1) <= _objective(run_replanner(rp, "greedy", options), 0.1) + 1e-9
-    assert live_processes(lambda _group, cmd: proofworker.CHILD_CODE in cmd) == []
+    assert proof_workers() == []

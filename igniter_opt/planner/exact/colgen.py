@@ -350,6 +350,11 @@ def point_columns(setup: ColgenSetup, duals: np.ndarray, deadline: float) -> lis
     return [c for c in evaluate(setup.space, _with_grown(setup, duals, found)) if c is not None]
 
 
+def _improving_columns(setup: ColgenSetup, slots: list[list[ColSlot]], duals: np.ndarray) -> list[Column]:
+    """The configurations ``slots`` that the kernel accepts and that are worth more than a GPU at ``duals``."""
+    return [c for c in evaluate(setup.space, slots) if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+
+
 def _with_grown(setup: ColgenSetup, duals: np.ndarray, found: list[tuple[float, tuple[int, ...]]]
                 ) -> list[list[ColSlot]]:
     """The ``BOX_COLUMNS`` best multisets found (worth, item indices) as slot lists, then the best
@@ -483,8 +488,7 @@ def _box_pricing(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
     t0 = time.perf_counter()
     found = box_kappa(setup.boxes, duals, 1.0 + IMPROVE_EPS, deadline, enough=BOX_ENOUGH)
     state.clock.least_s = max(state.clock.least_s, found.roots_s)
-    slots = _with_grown(setup, duals, found.candidates)
-    good = [c for c in evaluate(setup.space, slots) if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+    good = _improving_columns(setup, _with_grown(setup, duals, found.candidates), duals)
     log.debug("box pricing: kappa %.4f after %d box(es) in %.2f s, %d column(s) worth more than a GPU", found.kappa,
               found.nodes, time.perf_counter() - t0, len(good))
     return min(kappa, found.kappa), found.proven, good
@@ -518,8 +522,9 @@ def _proof_round(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, dead
         return False
     point, value, target = task
     res = box_kappa(setup.boxes, point, target, t0 + limit, enough=PROOF_ENOUGH)
-    won = _apply_proof(setup, state, value, res, duals, time.perf_counter() - t0)
-    state.proof_after = t0 if won else time.perf_counter() + (time.perf_counter() - t0)
+    took = time.perf_counter() - t0
+    won = _apply_proof(setup, state, value, res, duals, took)
+    state.proof_after = t0 if won else time.perf_counter() + took
     return won
 
 
@@ -552,7 +557,7 @@ def _apply_boxes(setup: ColgenSetup, state: ColgenState, value: float, res: BoxR
     state.clock.least_s = max(state.clock.least_s, res.roots_s)
     if math.isfinite(res.kappa):
         state.bound = max(state.bound, value / max(1.0, res.kappa))
-    good = [c for c in evaluate(setup.space, slots) if c is not None and column_worth(c, duals) > 1.0 + IMPROVE_EPS]
+    good = _improving_columns(setup, slots, duals)
     state.master.add(good)
     return state.bound_gpus > before, len(good)
 

@@ -14,7 +14,7 @@ The child is a fresh interpreter (``CHILD_CODE``), started with ``subprocess``: 
 ``spawn`` (which imports the caller's main script again in the child). It gets the duals-independent box
 data once (``BoxPricing``), sent from a thread so that the caller does not wait while the child imports.
 It ignores SIGINT (the parent decides), dies with its parent (``procgroup.die_with_parent``), and
-``close`` ends it (terminate, then kill if it lingers): no process outlives the solve.
+``close`` ends it (``procgroup.stop_group``, as the executor stops its servers): no process outlives the solve.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from igniter_opt.planner.exact.boxes import BoxPricing, BoxResult, box_kappa
-from igniter_opt.procgroup import die_with_parent
+from igniter_opt.procgroup import die_with_parent, stop_group, stop_signals_deferred
 
 # The worker runs only where at least this many cores are usable (the second is the worker's), and for runs
 # of at least this time limit (starting the child costs about a second of the other core).
@@ -43,7 +43,7 @@ MIN_TIME_LIMIT_S = 10.0
 ENV_SWITCH = "IGNITER_OPT_PROOF_WORKER"
 # The child's program: this module imported by its name (run as __main__, what it pickles would name __main__).
 CHILD_CODE = "import sys; from igniter_opt.planner.exact.proofworker import _main; _main(sys.argv[1:])"
-# Seconds ``close`` waits for the child after SIGTERM before SIGKILL.
+# Seconds ``close`` waits for the child after SIGTERM, and after SIGKILL.
 STOP_WAIT_S = 2.0
 
 
@@ -52,7 +52,6 @@ class ProofTask:
     """One proof round: box pricing at ``duals`` until every box is bounded by ``target`` or ``deadline``
     (``time.perf_counter()``, the same clock in both processes: CLOCK_MONOTONIC); ``value`` is D(duals)."""
 
-    task_id: int
     kind: str  # "proof" (at the mean duals, aimed at the next GPU) or "pricing" (at an LP's duals, aimed at 1)
     duals: np.ndarray
     value: float
@@ -115,9 +114,12 @@ class ProofWorker:
         from_parent, to_child = os.pipe()  # (read end, write end)
         from_child, to_parent = os.pipe()
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", CHILD_CODE, str(from_parent), str(to_parent), str(os.getpid())],
-                pass_fds=(from_parent, to_parent), stdin=subprocess.DEVNULL, env=_child_env())
+            with stop_signals_deferred():  # a Ctrl-C between fork and this record would leave a child no one stops
+                self._proc = subprocess.Popen(
+                    [sys.executable, "-c", CHILD_CODE, str(from_parent), str(to_parent), str(os.getpid())],
+                    pass_fds=(from_parent, to_parent), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    env=_child_env(),
+                    start_new_session=True)  # a group of its own, for ``stop_group``
         except BaseException:
             for fd in (to_child, from_parent, from_child, to_parent):
                 os.close(fd)
@@ -127,7 +129,6 @@ class ProofWorker:
         self._send = Connection(to_child, readable=False)
         self._recv = Connection(from_child, writable=False)
         self._busy: ProofTask | None = None
-        self._next_id = 0
         self.failed: str | None = None  # why the worker stopped answering, if it did
         self._sender = threading.Thread(target=self._send_boxes, args=(boxes,), daemon=True)
         self._sender.start()
@@ -157,8 +158,7 @@ class ProofWorker:
         """Hand the idle worker a round of box pricing; False (nothing sent) if it is busy or gone."""
         if self._busy is not None or not self.alive or self._sender.is_alive():  # one writer on the pipe at a time
             return False
-        task = ProofTask(self._next_id, kind, np.asarray(duals, float), value, target, deadline, enough)
-        self._next_id += 1
+        task = ProofTask(kind, np.asarray(duals, float), value, target, deadline, enough)
         try:
             self._send.send(task)
         except (OSError, ValueError) as exc:
@@ -184,24 +184,9 @@ class ProofWorker:
         return done
 
     def close(self) -> None:
-        """End the child: ask it to stop when it is idle, else terminate it (a round in progress, or the
-        box data still on its way: nothing of it is needed any more); kill it if it lingers. Returns once
-        it is gone."""
-        idle = self._busy is None and self.alive and not self._sender.is_alive()
-        try:
-            if idle:
-                self._send.send(None)
-        except (OSError, ValueError):
-            idle = False
-        if not idle:
-            self._proc.terminate()
-        for stop in (lambda: None, self._proc.terminate, self._proc.kill):
-            stop()
-            try:
-                self._proc.wait(STOP_WAIT_S)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        """End the child (``procgroup.stop_group``: SIGTERM, SIGKILL, reaped, verified gone; the child holds
+        nothing that needs a gentler stop, idle or mid-round), then the pipes. Returns once it is gone."""
+        stop_group(self._proc, "the proof worker", grace_s=STOP_WAIT_S, reap_s=STOP_WAIT_S, settle_s=STOP_WAIT_S)
         self._send.close()
         self._recv.close()
         self._sender.join(STOP_WAIT_S)
@@ -213,7 +198,6 @@ class ProofWorker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
 
 
 def _main(argv: list[str]) -> None:
