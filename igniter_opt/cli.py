@@ -111,6 +111,9 @@ def budget_options(default_budget: str | None = "igniter") -> Callable[[Callable
 
 
 def solver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--fallback-greedy", is_flag=True,
+                      help="Exact planners: when the HiGHS solver cannot be loaded, return the greedy plan (status "
+                           "error, the reason in its note) instead of stopping with an error.")(fn)
     fn = click.option("--quiet", is_flag=True,
                       help="No progress lines on stderr while the exact planner runs.")(fn)
     fn = click.option("--threads", type=click.IntRange(min=1), default=None, help="Solver threads (exact).")(fn)
@@ -369,8 +372,8 @@ def _split_notes(plan: Plan, batch_limit: int | None) -> list[str]:
 @handle_errors
 def solve(workloads: Path | None, profile: str, planner: str, budget: str, margin: float, attainment: float,
           serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
-          time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, output: Path | None,
-          write_failing: bool, fleet: str | None, skip_unservable: bool, fmt: str) -> None:
+          time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, fallback_greedy: bool,
+          output: Path | None, write_failing: bool, fleet: str | None, skip_unservable: bool, fmt: str) -> None:
     """Plan GPUs, co-location, MPS shares and batch sizes for a set of workloads.
 
     Prints the plan (GPU, workload, model, batch, share, predicted latency against its limit,
@@ -391,7 +394,7 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
     ws, default_note = _workloads(workloads)
     choice = _choice(budget, margin, attainment, serving_overhead, max_utilization, max_batch)
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    progress=solver_progress(quiet))
+                                    progress=solver_progress(quiet), fallback_greedy=fallback_greedy)
     if fleet is not None:
         _refuse_profile_with_fleet()
         return _solve_fleet(ws, fleet, choice, planner, options, output, fmt, skip_unservable, default_note)
@@ -478,7 +481,8 @@ def _solve_fleet(ws: tuple[Workload, ...], spec: str, choice: BudgetChoice, plan
 @handle_errors
 def compare(workloads: Path | None, profile: str, planners: str, fleet: str | None, budget: str, margin: float,
             attainment: float, serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
-            time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, fmt: str) -> None:
+            time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, fallback_greedy: bool,
+            fmt: str) -> None:
     """Run several planners on the same workloads and compare their plans.
 
     One row per planner: GPUs, cost per hour, total share, workloads predicted to miss their SLO
@@ -496,7 +500,7 @@ def compare(workloads: Path | None, profile: str, planners: str, fleet: str | No
     ws, default_note = _workloads(workloads)
     choice = _choice(budget, margin, attainment, serving_overhead, max_utilization, max_batch)
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    progress=solver_progress(quiet))
+                                    progress=solver_progress(quiet), fallback_greedy=fallback_greedy)
     if fleet is not None:
         _refuse_profile_with_fleet()
         return _compare_fleet(ws, fleet, choice, names, options, fmt)
@@ -696,8 +700,8 @@ def _migration_option(fn: Callable[..., Any]) -> Callable[..., Any]:
 @format_option
 @handle_errors
 def replan(current_file: Path, workloads: Path, profile: str | None, planner: str, migration_cost: float | None,
-           time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, output: Path | None,
-           diff_output: Path | None, fleet: str | None, fmt: str) -> None:
+           time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, fallback_greedy: bool,
+           output: Path | None, diff_output: Path | None, fleet: str | None, fmt: str) -> None:
     """Replan a running plan for new rates, changing as few running servers as possible.
 
     Prints the new plan and its diff against the current one: every placement kept (same GPU,
@@ -723,7 +727,7 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
             raise InputError("--profile goes with a single-type plan; a fleet names its types' profiles")
         return _replan_fleet(current_file, workloads, fleet, planner, SolveOptions.from_env(
             time_limit_s=time_limit, mip_rel_gap=gap, threads=threads, migration_cost=migration_cost,
-            progress=solver_progress(quiet)), output, fmt)
+            progress=solver_progress(quiet), fallback_greedy=fallback_greedy), output, fmt)
     from igniter_opt.placement import plan_problem
     from igniter_opt.planio import plan_to_dict, read_plan, read_workloads, write_plan
     from igniter_opt.replan import ReplanProblem, check_current_plan, run_replanner
@@ -740,7 +744,8 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
     # the running plan's budget and serving model carry over to the new plan
     problem = plan_problem(current, perf, read_workloads(workloads))
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    migration_cost=migration_cost, progress=solver_progress(quiet))
+                                    migration_cost=migration_cost, progress=solver_progress(quiet),
+                                    fallback_greedy=fallback_greedy)
     outcome = run_replanner(ReplanProblem(current, problem), planner, options)
     if outcome.violations:
         emit(render_plan(outcome.plan, outcome.violations, "table"))
@@ -823,8 +828,8 @@ def _replan_fleet(current_file: Path, workloads: Path, spec: str | None, planner
 def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: float | None, planner: str,
                  migration_cost: float | None, plan_for: str, budget: str, margin: float, attainment: float,
                  serving_overhead: float | None, max_utilization: float | None, max_batch: int | None,
-                 time_limit: float | None, gap: float | None, threads: int | None, quiet: bool, out_dir: Path,
-                 progress: bool | None, fleet: str | None) -> None:
+                 time_limit: float | None, gap: float | None, threads: int | None, quiet: bool,
+                 fallback_greedy: bool, out_dir: Path, progress: bool | None, fleet: str | None) -> None:
     """Replay a rate trace: replan at every step, against re-solving from scratch and peak provisioning.
 
     Per step: cost, GPUs, placements kept, resized, moved, started and stopped, restarts and
@@ -842,7 +847,7 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
         _refuse_profile_with_fleet()
         return _replan_trace_fleet(trace_file, workloads, fleet, every, planner, plan_for, _choice(
             budget, margin, attainment, serving_overhead, max_utilization, max_batch), time_limit, gap, threads,
-            migration_cost, quiet, out_dir)
+            migration_cost, quiet, out_dir, fallback_greedy)
     from igniter_opt.problems import make_problem
     from igniter_opt.replan.trace import TraceJob, comparison, file_sha256, read_trace, run_trace_job
     from igniter_opt.report import render_trace_comparison
@@ -851,7 +856,7 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
     trace = read_trace(trace_file, workloads, every_s=every)
     # the solver's lines would break the progress bar: they go to stderr only without one
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    migration_cost=migration_cost,
+                                    migration_cost=migration_cost, fallback_greedy=fallback_greedy,
                                     progress=solver_progress(quiet or progress is not False))
     peak = make_problem(trace.workloads, profile, _choice(budget, margin, attainment, serving_overhead,
                                                           max_utilization, max_batch))
@@ -868,7 +873,7 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
 
 def _replan_trace_fleet(trace_file: Path, workloads: Path | None, spec: str, every: float | None, planner: str,
                         plan_for: str, choice: Any, time_limit: float | None, gap: float | None, threads: int | None,
-                        migration_cost: float | None, quiet: bool, out_dir: Path) -> None:
+                        migration_cost: float | None, quiet: bool, out_dir: Path, fallback_greedy: bool) -> None:
     """replan-trace --fleet: the three strategies over the fleet, a line per step on stderr."""
     from igniter_opt.fleet import parse_fleet
     from igniter_opt.replan.trace import read_trace
@@ -877,7 +882,8 @@ def _replan_trace_fleet(trace_file: Path, workloads: Path | None, spec: str, eve
 
     trace = read_trace(trace_file, workloads, every_s=every)
     options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    migration_cost=migration_cost, progress=solver_progress(True))
+                                    migration_cost=migration_cost, progress=solver_progress(True),
+                                    fallback_greedy=fallback_greedy)
 
     def said(rec: Any) -> None:
         if not quiet:

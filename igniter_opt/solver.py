@@ -53,7 +53,10 @@ class SolveOptions:
 
     ``migration_cost`` is read by the replanners only (``igniter_opt.replan``). ``progress``, if
     given, receives one line of text now and then while a long solve runs (the exact planner:
-    columns, bound, incumbent, gap); None keeps it quiet.
+    columns, bound, incumbent, gap); None keeps it quiet. ``fallback_greedy``: the exact planners
+    (``exact``, the replanners ``exact`` and ``columns``) return the greedy plan, with status ``error``
+    and the reason in its message, when HiGHS cannot be loaded, instead of raising
+    ``SolverUnavailableError``.
     """
 
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
@@ -63,6 +66,7 @@ class SolveOptions:
     warm_start: Plan | None = None
     migration_cost: float = DEFAULT_MIGRATION_COST
     progress: Callable[[str], None] | None = None
+    fallback_greedy: bool = False
 
     @classmethod
     def from_env(cls, **overrides: object) -> SolveOptions:

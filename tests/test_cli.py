@@ -233,6 +233,24 @@ def test_solve_exact_without_highspy_gives_install_hint(runner: CliRunner, any_p
     assert len(res.output.strip().splitlines()) == 1
 
 
+def test_solve_exact_without_highspy_falls_back_to_greedy_when_asked(runner: CliRunner, tmp_path: Path,
+                                                                    monkeypatch) -> None:
+    import sys
+
+    greedy = json.loads(runner.invoke(cli, ["solve", *IGNITER, "--format", "json"]).output)
+    monkeypatch.setitem(sys.modules, "highspy", None)
+    out = tmp_path / "plan.json"
+    res = runner.invoke(cli, ["solve", *IGNITER, "--planner", "exact", "--fallback-greedy", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "planner exact (error" in res.output
+    assert "note: the exact planner needs the HiGHS solver: pip install" in res.output
+    assert "returned the greedy plan (a fallback was asked for: --fallback-greedy)" in res.output
+    doc = json.loads(out.read_text())
+    assert doc["solver"]["status"] == "error" and doc["solver"]["bound"] is None  # nothing solved: no bound
+    assert doc["gpus"] == greedy["gpus"]  # greedy's plan, placement for placement
+    assert doc["solver"]["objective"] == greedy["cost"]["per_hour"]
+
+
 def test_solve_ffd_exits_1_and_names_the_violation(runner: CliRunner, any_profile_path: Path) -> None:
     res = runner.invoke(cli, ["solve", *IGNITER, "--profile", str(any_profile_path), "--planner", "ffd"])
     assert res.exit_code == 1

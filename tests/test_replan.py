@@ -245,6 +245,30 @@ def test_replan_command_writes_plan_and_diff(tmp_path: Path, h100: PerformanceMo
     assert json.loads(out.read_text())["schema"] == "igniter-opt/plan/v1"
 
 
+@pytest.mark.parametrize("planner", ["exact", "columns"])
+def test_replan_without_highspy_falls_back_to_the_greedy_replan_when_asked(tmp_path: Path, h100: PerformanceModel,
+                                                                         monkeypatch, planner: str) -> None:
+    import sys
+
+    current = run_planner(PlanningProblem(_paper(1.0), h100), "greedy").plan
+    cur = tmp_path / "plan.json"
+    write_plan(current, cur)
+    new = tmp_path / "new.csv"
+    new.write_text(PAPER.read_text().replace("W1,alexnet,10,1200", "W1,alexnet,10,600"))
+    args = ["replan", "--current", str(cur), "-w", str(new), "-p", str(H100), "--format", "json"]
+    greedy = json.loads(CliRunner().invoke(cli, args).output)
+    monkeypatch.setitem(sys.modules, "highspy", None)
+    res = CliRunner().invoke(cli, [*args, "--planner", planner])
+    assert res.exit_code == 1 and res.output.startswith("Error: the exact planner needs the HiGHS solver")
+    res = CliRunner().invoke(cli, [*args, "--planner", planner, "--fallback-greedy"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.output)
+    assert doc["plan"]["planner"] == planner and doc["plan"]["solver"]["status"] == "error"
+    assert "needs the HiGHS solver" in doc["plan"]["solver"]["message"]
+    assert "returned the greedy plan" in doc["plan"]["solver"]["message"]
+    assert doc["plan"]["gpus"] == greedy["plan"]["gpus"] and doc["diff"] == greedy["diff"]
+
+
 def _bad_replan(tmp_path: Path, plan_doc: dict, csv: str, *extra: str):
     cur = tmp_path / "plan.json"
     cur.write_text(json.dumps(plan_doc))

@@ -36,7 +36,7 @@ import numpy as np
 from igniter_opt.domain import Plan
 from igniter_opt.placement import Packing, assemble_plan, verify_plan
 from igniter_opt.placement.serving import serving_model_for
-from igniter_opt.planner.exact import require_highs
+from igniter_opt.planner.exact import greedy_instead, highs_or_fallback
 from igniter_opt.planner.exact.colgen import (
     ColgenSetup,
     ColgenState,
@@ -258,11 +258,13 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     options = options or SolveOptions()
     t0 = time.perf_counter()
     deadline = t0 + options.time_limit_s - EXTRACT_RESERVE_S
-    require_highs()
+    missing = highs_or_fallback(options)
     cost_c = options.migration_cost
     result = rgreedy.replan_greedy(rp, cost_c)
     gplan = rgreedy.to_plan(rp, result, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
     key = partial(rgreedy.replan_rank, current=rp.current, migration_cost=cost_c)
+    if missing is not None:
+        return greedy_instead(gplan, PLANNER_NAME, missing, key(gplan)[0], time.perf_counter() - t0)
     if not rp.problem.workloads or verify_plan(gplan, rp.problem):
         why = "no workloads: every placement stopped" if not rp.problem.workloads else \
             "the greedy replan violates the exact model, so column generation has no start"

@@ -129,11 +129,13 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     """Replan exactly (see the module docstring)."""
     options = options or SolveOptions()
     t0 = time.perf_counter()
-    mip.require_highs()
+    missing = mip.highs_or_fallback(options)
     cost_c = options.migration_cost
     start = rgreedy.replan_greedy(rp, cost_c)
     gplan = rgreedy.to_plan(rp, start, PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
     g_obj = rgreedy.migration_objective(gplan, rp.current, cost_c)[0]
+    if missing is not None:
+        return mip.greedy_instead(gplan, PLANNER_NAME, missing, g_obj, time.perf_counter() - t0)
     n_old = len(rp.current.placements())
     if not start.packing.demands:  # nothing to serve: every GPU is released
         info = SolveOutcome(SolveStatus.OPTIMAL, objective=g_obj, bound=g_obj, gap=0.0,

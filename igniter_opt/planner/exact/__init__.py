@@ -44,7 +44,7 @@ from igniter_opt.planner.exact.data import (
     slot_allowed,
 )
 from igniter_opt.planner.exact.extract import assignment_packing, choose_plan, extract_packing, extract_slots
-from igniter_opt.planner.exact.highs import require_highs, solve_model
+from igniter_opt.planner.exact.highs import greedy_instead, highs_or_fallback, require_highs, solve_model
 from igniter_opt.planner.exact.model import INSTALL_HINT, build_model, set_warm_start
 from igniter_opt.planner.exact.setpart import solve_by_columns
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
@@ -52,8 +52,9 @@ from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 __all__ = [
     "COMPACT_MAX_DEMANDS", "DEFAULT_MAX_ASSIGN_VARS", "FORMULATIONS", "INSTALL_HINT", "PLANNER_NAME", "Config",
     "ConfigTable", "KeepOption", "Migration", "MipData", "MipDemand", "assignment_packing", "batch_range",
-    "build_model", "choose_formulation", "choose_plan", "config_table", "extract_packing", "extract_slots", "prepare",
-    "require_highs", "set_warm_start", "slot_allowed", "solve", "solve_model",
+    "build_model", "choose_formulation", "choose_plan", "config_table", "extract_packing", "extract_slots",
+    "greedy_instead", "highs_or_fallback", "prepare", "require_highs", "set_warm_start", "slot_allowed", "solve",
+    "solve_model",
 ]
 
 
@@ -78,14 +79,17 @@ def solve(problem: PlanningProblem, options: SolveOptions | None = None, *, form
 
     ``formulation``: ``compact`` or ``columns`` to force one (default: ``choose_formulation``).
     Raises ``ProblemError`` for a time limit <= 0 or a workload that fits nowhere, and
-    ``SolverUnavailableError`` without HiGHS.
+    ``SolverUnavailableError`` without HiGHS (unless ``options.fallback_greedy``: greedy's plan then).
     """
     options = options or SolveOptions()
     t0 = time.perf_counter()
     if not options.time_limit_s > 0:
         raise ProblemError(f"time limit {options.time_limit_s:g} s: it must be > 0 (e.g. --time-limit 60)")
-    require_highs()
+    missing = highs_or_fallback(options)
     start = greedy.place(problem.perf_model, greedy.initial_demands(problem))
+    if missing is not None:
+        plan = assemble_plan(problem, start, greedy.PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
+        return greedy_instead(plan, PLANNER_NAME, missing, plan.cost_per_hour, time.perf_counter() - t0)
     use = formulation or choose_formulation(problem, start)
     if use not in FORMULATIONS:
         raise ProblemError(f"unknown formulation '{use}': choose one of {', '.join(FORMULATIONS)}")

@@ -20,6 +20,8 @@ from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus, highs_op
 if TYPE_CHECKING:
     from pyomo.environ import ConcreteModel
 
+    from igniter_opt.domain import Plan
+
 log = logging.getLogger(__name__)
 
 SOLVER_NAME = "appsi_highs"
@@ -34,6 +36,27 @@ def require_highs() -> tuple[Any, Any]:
     if not opt.available():
         raise SolverUnavailableError(f"{INSTALL_HINT} (Pyomo cannot load highspy)")
     return highspy, opt
+
+
+def highs_or_fallback(options: SolveOptions) -> str | None:
+    """None when HiGHS can be loaded. When it cannot: the reason, where ``options.fallback_greedy`` asks
+    for the greedy plan instead (``greedy_instead``); else ``SolverUnavailableError`` with the install hint."""
+    try:
+        require_highs()
+    except SolverUnavailableError as exc:
+        if not options.fallback_greedy:
+            raise
+        return str(exc)
+    return None
+
+
+def greedy_instead(plan: Plan, planner: str, reason: str, objective: float, wall_s: float) -> Plan:
+    """A greedy ``plan`` as ``planner``'s answer when HiGHS could not be loaded (``reason``) and a fallback
+    was asked for: status ``error``, no bound (nothing was solved), ``objective`` the plan's as the planner
+    counts it, the reason in the message."""
+    info = SolveOutcome(SolveStatus.ERROR, objective=objective, wall_s=wall_s,
+                        message=f"{reason}; returned the greedy plan (a fallback was asked for: --fallback-greedy)")
+    return replace(plan, planner=planner, solver=info)
 
 
 def _map_termination(tc: object, has_solution: bool) -> SolveStatus:
