@@ -87,16 +87,15 @@ def solve(problem: PlanningProblem, options: SolveOptions | None = None, *, form
         raise ProblemError(f"time limit {options.time_limit_s:g} s: it must be > 0 (e.g. --time-limit 60)")
     missing = highs_or_fallback(options)
     start = greedy.place(problem.perf_model, greedy.initial_demands(problem))
-    if missing is not None:
-        plan = assemble_plan(problem, start, greedy.PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
-        return greedy_instead(plan, PLANNER_NAME, missing, plan.cost_per_hour, time.perf_counter() - t0)
     use = formulation or choose_formulation(problem, start)
     if use not in FORMULATIONS:
         raise ProblemError(f"unknown formulation '{use}': choose one of {', '.join(FORMULATIONS)}")
+    start_plan = assemble_plan(problem, start, greedy.PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
+    if missing is not None:
+        return greedy_instead(start_plan, PLANNER_NAME, missing, start_plan.cost_per_hour, time.perf_counter() - t0)
     if use == "compact":
         plan, ev, failed = solve_compact(problem, options, t0, start)
     else:
-        start_plan = assemble_plan(problem, start, greedy.PLANNER_NAME, SolveOutcome(SolveStatus.HEURISTIC))
         if verify_plan(start_plan, problem):  # greedy's plan must meet the model to be the start
             if formulation is not None:
                 _no_start()
