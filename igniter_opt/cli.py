@@ -130,6 +130,17 @@ def solver_progress(quiet: bool) -> Callable[[str], None] | None:
     return None if quiet else (lambda line: click.echo(line, err=True))
 
 
+def solve_options(time_limit: float | None, gap: float | None, threads: int | None, fallback_greedy: bool,
+                  quiet: bool, migration_cost: float | None = None) -> SolveOptions:
+    """``solver_options``' values (and a replanner's migration cost) over the environment's defaults; progress
+    lines on stderr unless ``quiet``."""
+    from igniter_opt.solver import SolveOptions
+
+    return SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
+                                 migration_cost=migration_cost, fallback_greedy=fallback_greedy,
+                                 progress=solver_progress(quiet))
+
+
 def emit(text: str) -> None:
     click.echo(text)
 
@@ -389,12 +400,10 @@ def solve(workloads: Path | None, profile: str, planner: str, budget: str, margi
     from igniter_opt.planner import run_planner
     from igniter_opt.problems import make_problem
     from igniter_opt.report import render_plan
-    from igniter_opt.solver import SolveOptions
 
     ws, default_note = _workloads(workloads)
     choice = _choice(budget, margin, attainment, serving_overhead, max_utilization, max_batch)
-    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    progress=solver_progress(quiet), fallback_greedy=fallback_greedy)
+    options = solve_options(time_limit, gap, threads, fallback_greedy, quiet)
     if fleet is not None:
         _refuse_profile_with_fleet()
         return _solve_fleet(ws, fleet, choice, planner, options, output, fmt, skip_unservable, default_note)
@@ -494,13 +503,11 @@ def compare(workloads: Path | None, profile: str, planners: str, fleet: str | No
     from igniter_opt.planner.compare import compare_planners, parse_planners
     from igniter_opt.problems import make_problem
     from igniter_opt.report import render_comparison
-    from igniter_opt.solver import SolveOptions
 
     names = parse_planners(planners)
     ws, default_note = _workloads(workloads)
     choice = _choice(budget, margin, attainment, serving_overhead, max_utilization, max_batch)
-    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    progress=solver_progress(quiet), fallback_greedy=fallback_greedy)
+    options = solve_options(time_limit, gap, threads, fallback_greedy, quiet)
     if fleet is not None:
         _refuse_profile_with_fleet()
         return _compare_fleet(ws, fleet, choice, names, options, fmt)
@@ -721,19 +728,17 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
 
     if fleet is not None or plan_kind(current_file) == "fleet":
         from igniter_opt.errors import InputError
-        from igniter_opt.solver import SolveOptions
 
         if profile is not None:
             raise InputError("--profile goes with a single-type plan; a fleet names its types' profiles")
-        return _replan_fleet(current_file, workloads, fleet, planner, SolveOptions.from_env(
-            time_limit_s=time_limit, mip_rel_gap=gap, threads=threads, migration_cost=migration_cost,
-            progress=solver_progress(quiet), fallback_greedy=fallback_greedy), output, fmt)
+        return _replan_fleet(current_file, workloads, fleet, planner,
+                             solve_options(time_limit, gap, threads, fallback_greedy, quiet, migration_cost), output,
+                             fmt)
     from igniter_opt.placement import plan_problem
     from igniter_opt.planio import plan_to_dict, read_plan, read_workloads, write_plan
     from igniter_opt.replan import ReplanProblem, check_current_plan, run_replanner
     from igniter_opt.replan.diff import write_diff
     from igniter_opt.report import render_diff, render_plan
-    from igniter_opt.solver import SolveOptions
 
     current = read_plan(current_file)
     try:
@@ -743,9 +748,7 @@ def replan(current_file: Path, workloads: Path, profile: str | None, planner: st
     check_current_plan(current, perf, str(current_file))
     # the running plan's budget and serving model carry over to the new plan
     problem = plan_problem(current, perf, read_workloads(workloads))
-    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    migration_cost=migration_cost, progress=solver_progress(quiet),
-                                    fallback_greedy=fallback_greedy)
+    options = solve_options(time_limit, gap, threads, fallback_greedy, quiet, migration_cost)
     outcome = run_replanner(ReplanProblem(current, problem), planner, options)
     if outcome.violations:
         emit(render_plan(outcome.plan, outcome.violations, "table"))
@@ -851,13 +854,10 @@ def replan_trace(trace_file: Path, workloads: Path | None, profile: str, every: 
     from igniter_opt.problems import make_problem
     from igniter_opt.replan.trace import TraceJob, comparison, file_sha256, read_trace, run_trace_job
     from igniter_opt.report import render_trace_comparison
-    from igniter_opt.solver import SolveOptions
 
     trace = read_trace(trace_file, workloads, every_s=every)
     # the solver's lines would break the progress bar: they go to stderr only without one
-    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    migration_cost=migration_cost, fallback_greedy=fallback_greedy,
-                                    progress=solver_progress(quiet or progress is not False))
+    options = solve_options(time_limit, gap, threads, fallback_greedy, quiet or progress is not False, migration_cost)
     peak = make_problem(trace.workloads, profile, _choice(budget, margin, attainment, serving_overhead,
                                                           max_utilization, max_batch))
     job = TraceJob(trace, peak.perf_model, planner, options, every, plan_for, peak.latency_budget, peak.margin,
@@ -878,12 +878,9 @@ def _replan_trace_fleet(trace_file: Path, workloads: Path | None, spec: str, eve
     from igniter_opt.fleet import parse_fleet
     from igniter_opt.replan.trace import read_trace
     from igniter_opt.replan.trace.fleet import render_fleet_trace, run_fleet_trace, summarise_fleet
-    from igniter_opt.solver import SolveOptions
 
     trace = read_trace(trace_file, workloads, every_s=every)
-    options = SolveOptions.from_env(time_limit_s=time_limit, mip_rel_gap=gap, threads=threads,
-                                    migration_cost=migration_cost, progress=solver_progress(True),
-                                    fallback_greedy=fallback_greedy)
+    options = solve_options(time_limit, gap, threads, fallback_greedy, True, migration_cost)
 
     def said(rec: Any) -> None:
         if not quiet:
