@@ -239,6 +239,18 @@ def test_the_exact_fleet_plan_is_never_worse_than_the_fleet_greedys(seed: int, s
     _parts_verified(exact, ws, choice)
 
 
+def test_the_count_bound_proves_one_h200_cheaper_than_every_h100_plan() -> None:
+    """Ten workloads that one H200 serves: the Lagrangian bound over both types stays at 1.0 per hour (a
+    fractional H100 plan costs less; it ended there, feasible, before the count bound), but bounded set of
+    types by set of types, the H100 alone needs two GPUs (2.0) and one of each costs 2.25, so the H200 at 1.25
+    is proven optimal."""
+    ws, choice = _mix(5, 10), BudgetChoice(LatencyBudget.IGNITER)
+    fp = solve_fleet(ws, parse_fleet("h100:1.0,h200:1.25"), choice, "exact", SolveOptions(time_limit_s=20))
+    assert fp.gpus_by_type() == {"h200": 1} and fp.bound is not None
+    assert fp.status == SolveStatus.OPTIMAL and fp.bound.cost_per_hour == pytest.approx(1.25)
+    assert any(n.startswith("bound per set of types in use") for n in fp.notes), fp.notes
+
+
 def test_the_fleet_master_keeps_the_count_limits() -> None:
     """With one H100 allowed, the rest goes to the H200: the plan, the bound's relaxation and the parts
     all keep the limit, and the bound never passes the unlimited fleet's cost from below."""

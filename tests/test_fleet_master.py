@@ -13,10 +13,14 @@ pytest.importorskip("highspy", reason="the fleet master needs highspy")
 
 from igniter_opt.planner.exact.columns import ColSlot, Column  # noqa: E402
 from igniter_opt.planner.exact.fleetmaster import (  # noqa: E402
+    COUNT_MAX_TYPES,
+    CountCut,
     FleetMaster,
+    count_bound,
     lagrangian_bound,
     round_to_prices,
     type_blocks,
+    type_sets,
 )
 from igniter_opt.planner.exact.pieces import PieceType  # noqa: E402
 
@@ -91,3 +95,57 @@ def test_a_count_limit_lets_the_duals_go_further_at_a_price() -> None:
 ])
 def test_a_bound_rounds_up_to_a_cost_whole_gpus_can_have(value: float, prices, limits, rounded: float) -> None:
     assert round_to_prices(value, prices, limits) == pytest.approx(rounded)
+
+
+# ---- the count bound: each set of types in use by its own cuts -----------------------------------
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("limits", [(None, None), (1, None), (None, 1), (2, 1)])
+def test_the_count_bound_is_below_the_integer_optimum_over_every_column_at_any_duals(seed: int, limits) -> None:
+    """Cuts filed at random duals (kappa_t: the most any column of type t is worth) for every set of types
+    never bound above the cheapest integer plan over all columns; at the LP's duals the count bound is at
+    least the LP value (whole GPUs per set, each set by its own D_S)."""
+    master, cols = _instance(seed, limits)
+    best = master.solve_integer(10.0, None, None, 0.0)
+    if not best.counts:  # the limits leave the instance infeasible: nothing to bound
+        return
+    assert best.result.status == "Optimal"
+    optimum = master.cost(best.counts)
+    prices = [b.price_per_gpu_hour for b in master.blocks]
+    sets = type_sets(2, [frozenset({0, 1})] * 3)
+    cuts: dict[frozenset[int], list[CountCut]] = {s: [] for s in sets}
+    rng = np.random.default_rng(seed)
+    for _ in range(20):
+        duals = [rng.uniform(0, 1.5, len(b.pieces)) for b in master.blocks]
+        kappa = tuple(max(sum(duals[t][p] * a for p, a in c.coef) for c in cols[t]) for t in range(2))
+        for types in sets:
+            cuts[types].append(CountCut(kappa, master.dual_value(duals, types)))
+        assert count_bound(cuts, prices, list(limits)) <= optimum + 1e-9
+    lp = master.solve_lp(10.0)
+    assert lp.objective is not None
+    kappa = tuple(max(sum(lp.duals[t][p] * a for p, a in c.coef) for c in cols[t]) for t in range(2))
+    at_lp = {s: [CountCut(kappa, master.dual_value(lp.duals, s))] for s in sets}
+    assert lp.objective - 1e-6 <= count_bound(at_lp, prices, list(limits)) <= optimum + 1e-9
+
+
+def test_the_count_bound_is_the_cheapest_set_of_types_its_cuts_leave() -> None:
+    """Two types at 1.0 and 1.25 per GPU: the cheapest counts each set of types in use allows."""
+    prices, free = [1.0, 1.25], [None, None]
+    alone = {0: CountCut((1.0, 0.0), 2.0)}  # type 0 alone needs 2 GPUs
+    cuts = {frozenset({0}): [alone[0]], frozenset({1}): [], frozenset({0, 1}): []}
+    assert count_bound(cuts, prices, free) == pytest.approx(1.25)  # one GPU of type 1
+    cuts[frozenset({1})].append(CountCut((0.0, 1.0), 1.2))  # type 1 alone needs 2
+    assert count_bound(cuts, prices, free) == pytest.approx(2.0)  # two of type 0
+    cuts[frozenset({0})].append(CountCut((1.0, 0.0), 2.5))  # now 3 of type 0
+    assert count_bound(cuts, prices, free) == pytest.approx(2.25)  # one of each
+    cuts[frozenset({0, 1})].append(CountCut((1.0, 1.0), 2.5))  # three GPUs in all when mixed
+    assert count_bound(cuts, prices, free) == pytest.approx(2.5)  # two of type 1
+    assert count_bound(cuts, prices, [None, 1]) == pytest.approx(3.0)  # one of type 1 at most: three of type 0
+    assert count_bound({frozenset({0}): [CountCut((1.0, 0.0), 2.0)]}, prices, [1, None]) == 0.0  # none left
+
+
+def test_the_sets_of_types_in_use_are_those_that_serve_every_workload() -> None:
+    only_first, both = frozenset({0}), frozenset({0, 1})
+    assert type_sets(2, [both, only_first]) == [frozenset({0}), frozenset({0, 1})]
+    assert frozenset({2}) not in type_sets(3, [both]) and len(type_sets(3, [both])) == 6
+    assert len(type_sets(3, [frozenset({0, 1, 2})])) == 7
+    assert type_sets(COUNT_MAX_TYPES + 1, [frozenset({0})]) == []  # too many types: the count bound is off

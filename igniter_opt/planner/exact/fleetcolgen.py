@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
+
+import numpy as np
 
 from igniter_opt.domain import PlanningProblem
 from igniter_opt.placement import Packing
@@ -29,18 +32,31 @@ from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import greedy
 from igniter_opt.planner.exact.colgen import (
     IMPROVE_EPS,
+    ROUND_EPS,
     ColgenSetup,
+    ColgenState,
     PricingClock,
     exact_pricing_turn,
     initial_columns,
+    initial_master,
     kernel_columns,
     packing_columns,
     packing_of,
     prepare_colgen,
     start_pieces,
 )
+from igniter_opt.planner.exact.colgen import generate as generate_alone
 from igniter_opt.planner.exact.columns import Column, column_worth, evaluate
-from igniter_opt.planner.exact.fleetmaster import FleetLp, FleetMaster, lagrangian_bound, round_to_prices, type_blocks
+from igniter_opt.planner.exact.fleetmaster import (
+    CountCut,
+    FleetLp,
+    FleetMaster,
+    count_bound,
+    lagrangian_bound,
+    round_to_prices,
+    type_blocks,
+    type_sets,
+)
 from igniter_opt.planner.exact.items import PreparationTimedOut
 from igniter_opt.planner.exact.lp import master_limit_s
 from igniter_opt.planner.exact.pricing import price_mip
@@ -52,6 +68,10 @@ MEET_REL = 1e-9
 EXACT_EVERY_S = 2.0
 # No master LP is started with less time than this left.
 MIN_LP_S = 0.1
+# Share of the time limit column generation on each type alone may take first (``bound_alone``).
+ALONE_SHARE = 0.3
+# Cuts kept per set of types in use (the latest; the rounded bound never falls).
+MAX_CUTS = 64
 
 
 @dataclass(frozen=True)
@@ -96,6 +116,9 @@ class FleetColgen:
     masters: int = 0
     notes: list[str] = field(default_factory=list)
     clock: PricingClock = field(default_factory=PricingClock)
+    # per set of types that can serve every workload, the cuts its plans' GPU counts meet (``count_bound``)
+    cuts: dict[frozenset[int], list[CountCut]] = field(default_factory=dict)
+    alone: dict[int, float] = field(default_factory=dict)  # per type: the certified bound in GPUs with it alone
 
     @property
     def prices(self) -> list[float]:
@@ -113,6 +136,27 @@ class FleetColgen:
         if value > self.bound:
             self.bound = value
             self.rounded = max(self.rounded, round_to_prices(value, self.prices, self.limits, self.threads))
+
+    def certify(self, duals: Sequence[np.ndarray], kappa: Sequence[float]) -> None:
+        """File the cut that duals ``duals`` and their bounds ``kappa`` (per type) give every set of types in
+        use (``CountCut``), and raise the rounded bound to the count bound."""
+        if not self.cuts or any(math.isinf(k) for k in kappa):
+            return
+        for types, mine in self.cuts.items():
+            mine.append(CountCut(tuple(kappa), self.master.dual_value(duals, types)))
+            del mine[:-MAX_CUTS]
+        self._count()
+
+    def certify_alone(self, t: int, gpus: float) -> None:
+        """File ``gpus`` (a certified bound on GPUs of type t serving every workload alone) as a cut."""
+        types = frozenset([t])
+        if types in self.cuts and gpus > self.alone.get(t, 0.0):
+            self.alone[t] = gpus
+            self.cuts[types].append(CountCut(tuple(1.0 if u == t else 0.0 for u in range(len(self.inputs))), gpus))
+            self._count()
+
+    def _count(self) -> None:
+        self.rounded = max(self.rounded, count_bound(self.cuts, self.prices, self.limits, self.threads))
 
 
 def prepare_fleet(inputs: tuple[FleetTypeInput, ...], n_workloads: int, start_cost_per_hour: float,
@@ -146,6 +190,10 @@ def prepare_fleet(inputs: tuple[FleetTypeInput, ...], n_workloads: int, start_co
             j = master.add(t, [col])[0]
             counts[j] = counts.get(j, 0) + n
     fc = FleetColgen(inputs, tuple(setups), master, _Incumbent(start_cost_per_hour, counts, chosen), threads)
+    served_by = [frozenset(t for t, x in enumerate(inputs) if w in x.workloads) for w in range(n_workloads)]
+    fc.cuts = {types: [] for types in type_sets(len(inputs), served_by)}
+    for t, s in enumerate(setups):
+        fc.certify_alone(t, s.trivial_gpus)
     if not math.isclose(master.cost(counts), start_cost_per_hour, rel_tol=1e-9):
         fc.notes.append("the fleet greedy's plan is not all columns of the master: the integer master starts "
                         "without it")
@@ -178,6 +226,7 @@ def relaxed_round(fc: FleetColgen, lp: FleetLp, deadline: float = math.inf) -> l
     kappa = [relaxed_bound(s.relaxed, lp.duals[t], deadline=deadline).kappa if s.pieces else 0.0
              for t, s in enumerate(fc.setups)]
     fc.raise_bound(lagrangian_bound(fc.master.dual_value(lp.duals), kappa, fc.prices, fc.limits))
+    fc.certify(lp.duals, kappa)
     if all(_no_column_improves(fc, lp, t, k) for t, k in enumerate(kappa)):
         fc.converged = True
     return kappa
@@ -202,6 +251,7 @@ def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float, relaxed: list[flo
         if col is not None and _improves(fc, t, col, lp):
             added |= bool(fc.master.add(t, [col]))
     fc.raise_bound(lagrangian_bound(fc.master.dual_value(lp.duals), kappa, fc.prices, fc.limits))
+    fc.certify(lp.duals, kappa)
     fc.converged = proven and not added
     return added
 
@@ -284,11 +334,32 @@ def _packings(fc: FleetColgen, counts: dict[int, int], chosen: dict[int, tuple[i
     return tuple(out)
 
 
+def bound_alone(fc: FleetColgen, deadline: float) -> None:
+    """Column generation on each type that can serve every workload alone (``colgen.generate`` on its own
+    master), in turn until ``deadline``: its certified bound in GPUs becomes the cut on the plans that use
+    that type alone (``FleetColgen.certify_alone``). It stops at the GPUs that would cost the incumbent; a
+    type whose bound is that high already is skipped."""
+    todo = []
+    for t, x in enumerate(fc.inputs):
+        target = math.ceil(fc.inc.cost_per_hour / x.price_per_gpu_hour * (1 - MEET_REL))
+        if frozenset([t]) in fc.cuts and math.ceil(fc.alone.get(t, 0.0) - ROUND_EPS) < target:
+            todo.append((t, target))
+    for k, (t, target) in enumerate(todo):
+        end = time.perf_counter() + (deadline - time.perf_counter()) / (len(todo) - k)
+        if end - time.perf_counter() < MIN_LP_S:
+            return
+        s = fc.setups[t]
+        state = generate_alone(s, ColgenState(initial_master(s, fc.threads)), end, target, fc.threads)
+        fc.certify_alone(t, state.bound)
+
+
 def solve_fleet_columns(fc: FleetColgen, deadline: float, generate_share: float, min_round_s: float,
                         mip_rel_gap: float) -> FleetColgen:
     """Generation and the integer master in turn until the bound proves the incumbent, the LP is
     solved (the columns will not change) or ``deadline``; generation takes ``generate_share`` of
     the time left each round."""
+    if not fc.proves(fc.inc.cost_per_hour):
+        bound_alone(fc, time.perf_counter() + ALONE_SHARE * (deadline - time.perf_counter()))
     while True:
         left = deadline - time.perf_counter()
         generate(fc, time.perf_counter() + generate_share * left)

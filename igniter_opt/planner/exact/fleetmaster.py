@@ -21,12 +21,18 @@ and D(pi) = sum_w min_{t,o} sum_{i in o} count_i pi_i, the duals (s pi, s min_o 
 
 (``lagrangian_bound``: f is concave and piecewise linear; its best s is a breakpoint c_t / kappa_t or
 the largest s allowed). With one type of price 1 and no limit this is Farley's bound D / kappa.
+
+The same certificates bound the GPU counts themselves (``count_bound``): a plan whose types in use are
+the set S has counts G with D_S(pi) <= sum_{t in S} G_t kappa_t at every pi (``CountCut``), where D_S
+takes each workload's options on S's types only; so does a bound on one type serving every workload alone
+(G_t >= B_t). The least cost over every S and whole counts that meet S's cuts is a bound, stronger than
+f rounded up: each S is bounded by its own duals, and the counts are whole.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +46,8 @@ from igniter_opt.planner.exact.pieces import PieceType
 ROUND_LIMIT_S = 2.0
 # A bound is lowered by this relative amount before it is rounded up to the prices (float noise).
 ROUND_REL_EPS = 1e-9
+# The count bound tries every set of types in use up to this many types (2^T - 1 sets).
+COUNT_MAX_TYPES = 6
 
 
 @dataclass(frozen=True)
@@ -138,14 +146,19 @@ class FleetMaster:
                    for t in range(len(self.blocks)))
         return FleetLp(res.status, res.objective, duals, mu)
 
-    def dual_value(self, duals: Sequence[np.ndarray]) -> float:
-        """D(pi) = sum_w min over its (type, option) of sum_{i in o} count_i pi_i."""
+    def dual_value(self, duals: Sequence[np.ndarray], types: frozenset[int] | None = None) -> float:
+        """D(pi) = sum_w min over its (type, option) of sum_{i in o} count_i pi_i; with ``types``, over the
+        options on those types only (D_S; inf when a workload has none there)."""
         per: dict[int, dict[tuple[int, int], float]] = {}
+        if types is not None:
+            per = {w: {} for b in self.blocks for w in b.workloads}
         for t, (b, pi) in enumerate(zip(self.blocks, duals, strict=True)):
+            if types is not None and t not in types:
+                continue
             for i, p in enumerate(b.pieces):
                 opts = per.setdefault(b.workloads[p.workload], {})
                 opts[(t, p.option)] = opts.get((t, p.option), 0.0) + p.count * float(pi[i])
-        return math.fsum(min(v.values()) for v in per.values())
+        return math.fsum(min(v.values(), default=math.inf) for v in per.values())
 
     def cost(self, counts: dict[int, int]) -> float:
         """Cost per hour of GPUs per column."""
@@ -179,6 +192,58 @@ def lagrangian_bound(d_value: float, kappa: Sequence[float], prices: Sequence[fl
     return max([0.0, *(f(s) for s in candidates)])
 
 
+@dataclass(frozen=True)
+class CountCut:
+    """sum_{t in S} kappa_t G_t >= d_value, for every plan whose types in use are the set S the cut is filed
+    under (G_t: its GPUs of type t). Such a plan serves every workload on S's types, so at any duals pi >= 0
+    with kappa_t >= every type-t configuration's worth, D_S(pi) (``FleetMaster.dual_value`` over S) <= what
+    its GPUs are worth <= sum_t G_t kappa_t. A bound of B GPUs on type t alone is the cut G_t >= B."""
+
+    kappa: tuple[float, ...]  # per type of the fleet (those outside S do not count)
+    d_value: float
+
+
+def type_sets(n_types: int, served_by: Sequence[frozenset[int]]) -> list[frozenset[int]]:
+    """Every set of types that can serve every workload (``served_by[w]``: the types that can serve w), up
+    to ``COUNT_MAX_TYPES`` types (more: none, and the count bound is not used)."""
+    if n_types > COUNT_MAX_TYPES:
+        return []
+    sets = [frozenset(t for t in range(n_types) if m >> t & 1) for m in range(1, 2 ** n_types)]
+    return [s for s in sets if all(s & w for w in served_by)]
+
+
+def count_bound(cuts: Mapping[frozenset[int], Sequence[CountCut]], prices: Sequence[float],
+                limits: Sequence[int | None], threads: int = 1) -> float:
+    """The least cost sum_t c_t G_t over every set S of types in use (the keys of ``cuts``: every set that can
+    serve all workloads, ``type_sets``) and whole counts G_t >= 1 on S, within the limits, 0 off it, that
+    meet S's cuts: a plan's types in use and GPU counts are one of these, so no plan costs less. Per set, the
+    dual bound of a small MIP (one integer per type in it); a set whose cuts no counts meet holds no plan.
+    0 when no set is left (the cuts contradict a plan: a defect, so nothing is claimed)."""
+    best = math.inf
+    for types, mine in cuts.items():
+        order = sorted(types)
+        h = new_highs(threads)
+        inf = h.getInfinity()
+        n = len(order)
+        h.addCols(n, f64([prices[t] for t in order]), f64([1.0] * n),
+                  f64([inf if limits[t] is None else float(limits[t] or 0) for t in order]), 0, int32([0] * n),
+                  int32([]), f64([]))
+        h.changeColsIntegrality(n, int32(np.arange(n)), [highspy_module().HighsVarType.kInteger] * n)
+        for cut in mine:
+            k = [cut.kappa[t] for t in order]
+            if cut.d_value <= 0 or not math.isfinite(cut.d_value) or not all(math.isfinite(v) for v in k):
+                continue
+            h.addRows(1, f64([cut.d_value * (1 - ROUND_REL_EPS)]), f64([inf]), n, int32([0]), int32(np.arange(n)),
+                      f64(k))
+        h.setOptionValue("mip_rel_gap", 0.0)
+        res = run(h, ROUND_LIMIT_S, mip=True)
+        if res.status == "Infeasible":
+            continue
+        floor = math.fsum(prices[t] for t in order)  # one GPU of each type in use
+        best = min(best, max(floor, res.bound if res.bound is not None else floor))
+    return 0.0 if math.isinf(best) else best
+
+
 def round_to_prices(value: float, prices: Sequence[float], limits: Sequence[int | None], threads: int = 1) -> float:
     """The least cost sum_t c_t G_t >= ``value`` with G_t whole and within the limits (every plan's cost
     is such a sum, so a bound rounds up to it): HiGHS's dual bound of that small MIP, ``value`` itself
@@ -199,4 +264,5 @@ def round_to_prices(value: float, prices: Sequence[float], limits: Sequence[int 
     return max(value, res.bound if res.bound is not None else value)
 
 
-__all__ = ["FleetLp", "FleetMaster", "TypeBlock", "lagrangian_bound", "round_to_prices", "type_blocks"]
+__all__ = ["CountCut", "FleetLp", "FleetMaster", "TypeBlock", "count_bound", "lagrangian_bound", "round_to_prices",
+           "type_blocks", "type_sets"]

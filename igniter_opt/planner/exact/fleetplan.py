@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from igniter_opt.domain import Plan, PlanningProblem, Workload
 from igniter_opt.placement import Packing, assemble_plan, verify_plan
 from igniter_opt.planner import greedy
-from igniter_opt.planner.exact.colgen import least_units
+from igniter_opt.planner.exact.colgen import ROUND_EPS, least_units
 from igniter_opt.planner.exact.fleetcolgen import FleetColgen, FleetTypeInput, prepare_fleet, solve_fleet_columns
 from igniter_opt.planner.exact.setpart import EXTRACT_RESERVE_S, GENERATE_SHARE, MIN_ROUND_S
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
@@ -137,6 +137,9 @@ def solve_exact_fleet(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], 
                    else "its integer master found nothing cheaper)"))
     lp = "" if fc.lp_value is None else f"master LP {fc.lp_value:.4f} per hour over {len(fc.master.columns)} columns, "
     ended = "LP solved" if fc.converged else "LP not solved to the end"
+    if fc.alone:
+        alone = ", ".join(f"type {used[t] + 1} >= {math.ceil(g - ROUND_EPS)}" for t, g in sorted(fc.alone.items()))
+        notes.append(f"bound per set of types in use (GPUs of a type serving every workload alone: {alone})")
     notes.append(f"{lp}{ended}, {fc.pricing_rounds} exact pricing round(s), {fc.masters} integer master run(s), "
                  f"{time.perf_counter() - t0:.1f} s")
     return ExactFleetResult(plans, fc.rounded, _need(fc, used, len(ws), len(types)), message, tuple(notes))
