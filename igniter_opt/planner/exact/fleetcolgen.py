@@ -337,7 +337,8 @@ def _packings(fc: FleetColgen, counts: dict[int, int], chosen: dict[int, tuple[i
 def bound_alone(fc: FleetColgen, deadline: float) -> None:
     """Column generation on each type that can serve every workload alone (``colgen.generate`` on its own
     master), in turn until ``deadline``: its certified bound in GPUs becomes the cut on the plans that use
-    that type alone (``FleetColgen.certify_alone``). It stops at the GPUs that would cost the incumbent; a
+    that type alone (``FleetColgen.certify_alone``), and the columns it generated join the fleet master's
+    (a plan on that type alone is made of them). It stops at the GPUs that would cost the incumbent; a
     type whose bound is that high already is skipped."""
     todo = []
     for t, x in enumerate(fc.inputs):
@@ -351,6 +352,7 @@ def bound_alone(fc: FleetColgen, deadline: float) -> None:
         s = fc.setups[t]
         state = generate_alone(s, ColgenState(initial_master(s, fc.threads)), end, target, fc.threads)
         fc.certify_alone(t, state.bound)
+        fc.master.add(t, state.master.columns)  # type-t configurations: the integer master may use them
 
 
 def solve_fleet_columns(fc: FleetColgen, deadline: float, generate_share: float, min_round_s: float,
