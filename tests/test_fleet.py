@@ -195,6 +195,24 @@ def test_the_fleet_bound_is_below_every_assignments_plan(seed: int, spec: str) -
         assert fp.cost_per_hour <= min(costs) + 1e-9
 
 
+def test_the_fleet_bound_by_box_pricing_is_below_every_assignments_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``MIP_MAX_ITEMS`` items a type is priced by box pricing (its bound holds wherever it stops): forced
+    here on a small fleet, exact rounds run without the pricing MIP, and the bound stays below the verified
+    plan of every assignment of workloads to types and the plan returned (here one GPU, below greedy's two)."""
+    from igniter_opt.planner.exact import fleetcolgen
+
+    monkeypatch.setattr(fleetcolgen, "MIP_MAX_ITEMS", 0)
+    calls: list[str] = []
+    monkeypatch.setattr(fleetcolgen, "price_mip", lambda *a, **k: calls.append("mip"))
+    box = fleetcolgen.box_kappa
+    monkeypatch.setattr(fleetcolgen, "box_kappa", lambda *a, **k: calls.append("box") or box(*a, **k))
+    ws, spec, choice = _mix(2, 6), "h100:1.0,h200:1.25", BudgetChoice(LatencyBudget.TAIL)
+    fp = solve_fleet(ws, parse_fleet(spec), choice, "exact", SolveOptions(time_limit_s=15))
+    assert fp.bound is not None and "box" in calls and "mip" not in calls
+    assert fp.bound.cost_per_hour <= min(_assignment_costs(ws, spec, choice)) + 1e-9
+    assert fp.bound.cost_per_hour <= fp.cost_per_hour + 1e-9
+
+
 def _parts_verified(fp: FleetPlan, ws: tuple[Workload, ...], choice: BudgetChoice) -> None:
     """Every workload on exactly one part, every part verified under its own type's profile."""
     served = [p.workload for part in fp.parts for p in {pl.workload: pl for _, pl in part.plan.placements()}.values()]

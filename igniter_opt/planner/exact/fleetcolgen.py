@@ -30,8 +30,12 @@ from igniter_opt.domain import PlanningProblem
 from igniter_opt.placement import Packing
 from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import greedy
+from igniter_opt.planner.exact.boxes import box_kappa
 from igniter_opt.planner.exact.colgen import (
+    BOX_COLUMNS,
+    BOX_ENOUGH,
     IMPROVE_EPS,
+    MIP_MAX_ITEMS,
     ROUND_EPS,
     ColgenSetup,
     ColgenState,
@@ -46,7 +50,7 @@ from igniter_opt.planner.exact.colgen import (
     start_pieces,
 )
 from igniter_opt.planner.exact.colgen import generate as generate_alone
-from igniter_opt.planner.exact.columns import Column, column_worth, evaluate
+from igniter_opt.planner.exact.columns import ColSlot, Column, column_worth, evaluate
 from igniter_opt.planner.exact.fleetmaster import (
     CountCut,
     FleetLp,
@@ -242,18 +246,32 @@ def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float, relaxed: list[flo
         if not s.pieces:
             kappa.append(0.0)
             continue
-        res = price_mip(s.space, s.items, lp.duals[t], limit_s / len(fc.setups), fc.threads)
+        bound, exact, found = _price_type(fc, t, lp, limit_s / len(fc.setups))
         mine = [column_worth(c, lp.duals[t]) for u, c in fc.master.columns if u == t]
         rk = math.inf if relaxed is None else relaxed[t]
-        kappa.append(max(min(res.worth_bound, rk), *mine, 0.0))
-        proven &= _no_column_improves(fc, lp, t, min(rk, res.worth_bound if res.proven else math.inf))
-        col = evaluate(s.space, [res.slots])[0] if res.slots else None
-        if col is not None and _improves(fc, t, col, lp):
-            added |= bool(fc.master.add(t, [col]))
+        kappa.append(max(min(bound, rk), *mine, 0.0))
+        proven &= _no_column_improves(fc, lp, t, min(rk, bound if exact else math.inf))
+        better = [c for c in evaluate(s.space, found) if c is not None and _improves(fc, t, c, lp)]
+        added |= bool(fc.master.add(t, better))
     fc.raise_bound(lagrangian_bound(fc.master.dual_value(lp.duals), kappa, fc.prices, fc.limits))
     fc.certify(lp.duals, kappa)
     fc.converged = proven and not added
     return added
+
+
+def _price_type(fc: FleetColgen, t: int, lp: FleetLp, limit_s: float) -> tuple[float, bool, list[tuple[ColSlot, ...]]]:
+    """Exact pricing of type t at the LP's duals within ``limit_s``: (a bound on every configuration's
+    worth, whether it settles whether one improves, the configurations found). The pricing MIP up to
+    ``MIP_MAX_ITEMS`` items (as for one type: above, building and presolving it alone outran the limit,
+    64 s of a 60 s solve at 200 workloads); box pricing above, whose bound holds whenever it stops."""
+    s = fc.setups[t]
+    if len(s.items.table) <= MIP_MAX_ITEMS:
+        res = price_mip(s.space, s.items, lp.duals[t], limit_s, fc.threads)
+        return res.worth_bound, res.proven, [res.slots] if res.slots else []
+    target = (fc.inputs[t].price_per_gpu_hour + lp.mu[t]) * (1 + IMPROVE_EPS)
+    box = box_kappa(s.boxes, lp.duals[t], target, time.perf_counter() + limit_s, enough=BOX_ENOUGH)
+    fc.clock.least_s = max(fc.clock.least_s, box.roots_s)
+    return box.kappa, True, [tuple(s.boxes.slots(m)) for _, m in box.candidates[:BOX_COLUMNS]]
 
 
 def _exact_round_or(fc: FleetColgen, lp: FleetLp, added: int, relaxed: list[float], limit_s: float) -> bool:
