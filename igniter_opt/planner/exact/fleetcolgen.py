@@ -262,8 +262,8 @@ def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float, relaxed: list[flo
 def _price_type(fc: FleetColgen, t: int, lp: FleetLp, limit_s: float) -> tuple[float, bool, list[tuple[ColSlot, ...]]]:
     """Exact pricing of type t at the LP's duals within ``limit_s``: (a bound on every configuration's
     worth, whether it settles whether one improves, the configurations found). The pricing MIP up to
-    ``MIP_MAX_ITEMS`` items (as for one type: above, building and presolving it alone outran the limit,
-    64 s of a 60 s solve at 200 workloads); box pricing above, whose bound holds whenever it stops."""
+    ``MIP_MAX_ITEMS`` items (as for one type: above, its build and presolve, which no deadline cuts, took one
+    round 64 s of a 60 s solve at 200 workloads); box pricing above, whose bound holds whenever it stops."""
     s = fc.setups[t]
     if len(s.items.table) <= MIP_MAX_ITEMS:
         res = price_mip(s.space, s.items, lp.duals[t], limit_s, fc.threads)
