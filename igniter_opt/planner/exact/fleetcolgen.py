@@ -142,8 +142,9 @@ class FleetColgen:
             self.rounded = max(self.rounded, round_to_prices(value, self.prices, self.limits, self.threads))
 
     def certify(self, duals: Sequence[np.ndarray], kappa: Sequence[float]) -> None:
-        """File the cut that duals ``duals`` and their bounds ``kappa`` (per type) give every set of types in
-        use (``CountCut``), and raise the rounded bound to the count bound."""
+        """Raise the bound with duals ``duals`` and their bounds ``kappa`` (per type): the Lagrangian bound
+        (``lagrangian_bound``), and the cut they give every set of types in use (``CountCut``, ``count_bound``)."""
+        self.raise_bound(lagrangian_bound(self.master.dual_value(duals), kappa, self.prices, self.limits))
         if not self.cuts or any(math.isinf(k) for k in kappa):
             return
         for types, mine in self.cuts.items():
@@ -229,7 +230,6 @@ def relaxed_round(fc: FleetColgen, lp: FleetLp, deadline: float = math.inf) -> l
     kappa is inf (no bound: ``relaxed.relaxed_bound``)."""
     kappa = [relaxed_bound(s.relaxed, lp.duals[t], deadline=deadline).kappa if s.pieces else 0.0
              for t, s in enumerate(fc.setups)]
-    fc.raise_bound(lagrangian_bound(fc.master.dual_value(lp.duals), kappa, fc.prices, fc.limits))
     fc.certify(lp.duals, kappa)
     if all(_no_column_improves(fc, lp, t, k) for t, k in enumerate(kappa)):
         fc.converged = True
@@ -253,7 +253,6 @@ def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float, relaxed: list[flo
         proven &= _no_column_improves(fc, lp, t, min(rk, bound if exact else math.inf))
         better = [c for c in evaluate(s.space, found) if c is not None and _improves(fc, t, c, lp)]
         added |= bool(fc.master.add(t, better))
-    fc.raise_bound(lagrangian_bound(fc.master.dual_value(lp.duals), kappa, fc.prices, fc.limits))
     fc.certify(lp.duals, kappa)
     fc.converged = proven and not added
     return added

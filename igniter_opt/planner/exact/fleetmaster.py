@@ -222,25 +222,13 @@ def count_bound(cuts: Mapping[frozenset[int], Sequence[CountCut]], prices: Seque
     best = math.inf
     for types, mine in cuts.items():
         order = sorted(types)
-        h = new_highs(threads)
-        inf = h.getInfinity()
-        n = len(order)
-        h.addCols(n, f64([prices[t] for t in order]), f64([1.0] * n),
-                  f64([inf if limits[t] is None else float(limits[t] or 0) for t in order]), 0, int32([0] * n),
-                  int32([]), f64([]))
-        h.changeColsIntegrality(n, int32(np.arange(n)), [highspy_module().HighsVarType.kInteger] * n)
-        for cut in mine:
-            k = [cut.kappa[t] for t in order]
-            if cut.d_value <= 0 or not math.isfinite(cut.d_value) or not all(math.isfinite(v) for v in k):
-                continue
-            h.addRows(1, f64([cut.d_value * (1 - ROUND_REL_EPS)]), f64([inf]), n, int32([0]), int32(np.arange(n)),
-                      f64(k))
-        h.setOptionValue("mip_rel_gap", 0.0)
-        res = run(h, ROUND_LIMIT_S, mip=True)
-        if res.status == "Infeasible":
+        rows = [([cut.kappa[t] for t in order], cut.d_value) for cut in mine
+                if 0 < cut.d_value < math.inf and all(math.isfinite(cut.kappa[t]) for t in order)]
+        status, bound = _least_count_cost([prices[t] for t in order], 1.0, [limits[t] for t in order], rows, threads)
+        if status == "Infeasible":
             continue
         floor = math.fsum(prices[t] for t in order)  # one GPU of each type in use
-        best = min(best, max(floor, res.bound if res.bound is not None else floor))
+        best = min(best, max(floor, bound if bound is not None else floor))
     return 0.0 if math.isinf(best) else best
 
 
@@ -250,19 +238,28 @@ def round_to_prices(value: float, prices: Sequence[float], limits: Sequence[int 
     when it cannot tell."""
     if value <= 0:
         return max(0.0, value)
+    status, bound = _least_count_cost(prices, 0.0, limits, [(list(prices), value)], threads)
+    if status == "Infeasible":
+        return value  # the limits cannot reach it: a defect upstream; rounding proves nothing here
+    return max(value, bound if bound is not None else value)
+
+
+def _least_count_cost(prices: Sequence[float], least: float, limits: Sequence[int | None],
+                      rows: Sequence[tuple[Sequence[float], float]], threads: int) -> tuple[str, float | None]:
+    """min sum_t c_t G_t over whole G_t in [``least``, limit_t] with sum_t a_t G_t >= b (each b lowered by
+    ``ROUND_REL_EPS``, float noise) for every (a, b) of ``rows``: HiGHS's status and dual bound (the answer
+    a bound needs; None when it gave none)."""
     h = new_highs(threads)
     inf = h.getInfinity()
     n = len(prices)
-    h.addCols(n, f64(list(prices)), f64([0.0] * n), f64([inf if m is None else float(m) for m in limits]), 0,
+    h.addCols(n, f64(list(prices)), f64([least] * n), f64([inf if m is None else float(m) for m in limits]), 0,
               int32([0] * n), int32([]), f64([]))
     h.changeColsIntegrality(n, int32(np.arange(n)), [highspy_module().HighsVarType.kInteger] * n)
-    h.addRows(1, f64([value * (1 - ROUND_REL_EPS)]), f64([inf]), n, int32([0]), int32(np.arange(n)), f64(list(prices)))
+    for a, b in rows:
+        h.addRows(1, f64([b * (1 - ROUND_REL_EPS)]), f64([inf]), n, int32([0]), int32(np.arange(n)), f64(list(a)))
     h.setOptionValue("mip_rel_gap", 0.0)  # the dual bound is the answer: close it
     res = run(h, ROUND_LIMIT_S, mip=True)
-    if res.status == "Infeasible":
-        return value  # the limits cannot reach it: a defect upstream; rounding proves nothing here
-    return max(value, res.bound if res.bound is not None else value)
-
+    return res.status, res.bound
 
 __all__ = ["CountCut", "FleetLp", "FleetMaster", "TypeBlock", "count_bound", "lagrangian_bound", "round_to_prices",
            "type_blocks", "type_sets"]
