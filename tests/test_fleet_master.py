@@ -16,6 +16,7 @@ from igniter_opt.planner.exact.fleetmaster import (  # noqa: E402
     COUNT_MAX_TYPES,
     CountCut,
     FleetMaster,
+    cheapest_counts,
     count_bound,
     lagrangian_bound,
     round_to_prices,
@@ -133,14 +134,51 @@ def test_the_count_bound_is_the_cheapest_set_of_types_its_cuts_leave() -> None:
     alone = {0: CountCut((1.0, 0.0), 2.0)}  # type 0 alone needs 2 GPUs
     cuts = {frozenset({0}): [alone[0]], frozenset({1}): [], frozenset({0, 1}): []}
     assert count_bound(cuts, prices, free) == pytest.approx(1.25)  # one GPU of type 1
+    assert cheapest_counts(cuts, prices, free).counts == {1: 1}
     cuts[frozenset({1})].append(CountCut((0.0, 1.0), 1.2))  # type 1 alone needs 2
     assert count_bound(cuts, prices, free) == pytest.approx(2.0)  # two of type 0
+    assert cheapest_counts(cuts, prices, free).counts == {0: 2}
     cuts[frozenset({0})].append(CountCut((1.0, 0.0), 2.5))  # now 3 of type 0
     assert count_bound(cuts, prices, free) == pytest.approx(2.25)  # one of each
+    assert cheapest_counts(cuts, prices, free).counts == {0: 1, 1: 1}
     cuts[frozenset({0, 1})].append(CountCut((1.0, 1.0), 2.5))  # three GPUs in all when mixed
     assert count_bound(cuts, prices, free) == pytest.approx(2.5)  # two of type 1
+    assert cheapest_counts(cuts, prices, free).counts == {1: 2}
     assert count_bound(cuts, prices, [None, 1]) == pytest.approx(3.0)  # one of type 1 at most: three of type 0
+    assert cheapest_counts(cuts, prices, [None, 1]).counts == {0: 3}
     assert count_bound({frozenset({0}): [CountCut((1.0, 0.0), 2.0)]}, prices, [1, None]) == 0.0  # none left
+    assert cheapest_counts({frozenset({0}): [CountCut((1.0, 0.0), 2.0)]}, prices, [1, None]).counts == {}
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("counts", [{0: 1, 1: 1}, {0: 2, 1: 1}, {0: 1}, {1: 2}, {0: 2, 1: 2}])
+def test_a_count_vectors_lp_is_how_many_gpus_short_and_its_duals_rule_it_out_exactly_then(seed: int, counts) -> None:
+    """The LP of a count vector G (prices 0, count rows capped at G with a slack at cost 1, only G's types):
+    0 exactly when the fleet master with G as its limits is feasible; above 0, the certificate at its duals
+    with kappa_t the most a column of type t is worth, D_S(pi) > sum_t kappa_t G_t, rules G out (and never
+    when it is feasible)."""
+    master, cols = _instance(seed, (None, None))
+    pieces = [b.pieces for b in master.blocks]
+    workloads = [b.workloads for b in master.blocks]
+    vm = FleetMaster(type_blocks([ps if t in counts else () for t, ps in enumerate(pieces)], workloads, [0.0, 0.0],
+                                 [counts.get(t) for t in range(2)]), 3)
+    vm.add_count_slack()
+    for t in counts:
+        vm.add(t, cols[t])
+    lp = vm.solve_lp(10.0)
+    assert lp.objective is not None and lp.objective >= -1e-9
+    capped = FleetMaster(type_blocks([ps if t in counts else () for t, ps in enumerate(pieces)], workloads,
+                                     [1.0, 1.0], [counts.get(t, 0) for t in range(2)]), 3)
+    for t in counts:
+        capped.add(t, cols[t])
+    feasible = capped.solve_lp(10.0).objective is not None
+    assert feasible == (lp.objective <= 1e-9)
+    duals = [d if t in counts else np.zeros(len(pieces[t])) for t, d in enumerate(lp.duals)]
+    kappa = {t: max(sum(duals[t][p] * a for p, a in c.coef) for c in cols[t]) for t in counts}
+    margin = master.dual_value(duals, frozenset(counts)) - sum(kappa[t] * g for t, g in counts.items())
+    assert margin == pytest.approx(max(lp.objective, 0.0), abs=1e-7)  # strong duality: the LP value
+    with pytest.raises(ValueError, match="no integer master"):
+        vm.solve_integer(1.0, None, None, 0.0)
 
 
 def test_the_sets_of_types_in_use_are_those_that_serve_every_workload() -> None:

@@ -36,6 +36,7 @@ from igniter_opt.planner.exact.colgen import (
     BOX_ENOUGH,
     IMPROVE_EPS,
     MIP_MAX_ITEMS,
+    PRICING_SHARE,
     ROUND_EPS,
     ColgenSetup,
     ColgenState,
@@ -55,6 +56,7 @@ from igniter_opt.planner.exact.fleetmaster import (
     CountCut,
     FleetLp,
     FleetMaster,
+    cheapest_counts,
     count_bound,
     lagrangian_bound,
     round_to_prices,
@@ -74,6 +76,8 @@ EXACT_EVERY_S = 2.0
 MIN_LP_S = 0.1
 # Share of the time limit column generation on each type alone may take first (``bound_alone``).
 ALONE_SHARE = 0.3
+# Share of the time left after ``bound_alone`` that ruling out count vectors may take (``exclude_cheapest``).
+VECTOR_SHARE = 0.4
 # Cuts kept per set of types in use (the latest; the rounded bound never falls).
 MAX_CUTS = 64
 
@@ -123,6 +127,7 @@ class FleetColgen:
     # per set of types that can serve every workload, the cuts its plans' GPU counts meet (``count_bound``)
     cuts: dict[frozenset[int], list[CountCut]] = field(default_factory=dict)
     alone: dict[int, float] = field(default_factory=dict)  # per type: the certified bound in GPUs with it alone
+    vectors: int = 0  # count vectors of several types ruled out by their own LP (``exclude_cheapest``)
 
     @property
     def prices(self) -> list[float]:
@@ -143,11 +148,14 @@ class FleetColgen:
 
     def certify(self, duals: Sequence[np.ndarray], kappa: Sequence[float]) -> None:
         """Raise the bound with duals ``duals`` and their bounds ``kappa`` (per type): the Lagrangian bound
-        (``lagrangian_bound``), and the cut they give every set of types in use (``CountCut``, ``count_bound``)."""
+        (``lagrangian_bound``), and the cut they give every set of types in use (``CountCut``, ``count_bound``) whose
+        types all have a finite kappa."""
         self.raise_bound(lagrangian_bound(self.master.dual_value(duals), kappa, self.prices, self.limits))
-        if not self.cuts or any(math.isinf(k) for k in kappa):
+        if not self.cuts:
             return
         for types, mine in self.cuts.items():
+            if any(math.isinf(kappa[t]) for t in types):  # a type not priced: no cut for the sets with it
+                continue
             mine.append(CountCut(tuple(kappa), self.master.dual_value(duals, types)))
             del mine[:-MAX_CUTS]
         self._count()
@@ -246,7 +254,8 @@ def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float, relaxed: list[flo
         if not s.pieces:
             kappa.append(0.0)
             continue
-        bound, exact, found = _price_type(fc, t, lp, limit_s / len(fc.setups))
+        bound, exact, found = _price_type(fc, t, lp.duals[t], fc.inputs[t].price_per_gpu_hour + lp.mu[t],
+                                          limit_s / len(fc.setups))
         mine = [column_worth(c, lp.duals[t]) for u, c in fc.master.columns if u == t]
         rk = math.inf if relaxed is None else relaxed[t]
         kappa.append(max(min(bound, rk), *mine, 0.0))
@@ -258,17 +267,17 @@ def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float, relaxed: list[flo
     return added
 
 
-def _price_type(fc: FleetColgen, t: int, lp: FleetLp, limit_s: float) -> tuple[float, bool, list[tuple[ColSlot, ...]]]:
-    """Exact pricing of type t at the LP's duals within ``limit_s``: (a bound on every configuration's
-    worth, whether it settles whether one improves, the configurations found). The pricing MIP up to
+def _price_type(fc: FleetColgen, t: int, duals: np.ndarray, threshold: float, limit_s: float
+                ) -> tuple[float, bool, list[tuple[ColSlot, ...]]]:
+    """Exact pricing of type t at ``duals`` within ``limit_s``: (a bound on every configuration's worth,
+    whether it settles whether one is worth more than ``threshold``, the configurations found). The pricing MIP up to
     ``MIP_MAX_ITEMS`` items (as for one type: above, its build and presolve, which no deadline cuts, took one
     round 64 s of a 60 s solve at 200 workloads); box pricing above, whose bound holds whenever it stops."""
     s = fc.setups[t]
     if len(s.items.table) <= MIP_MAX_ITEMS:
-        res = price_mip(s.space, s.items, lp.duals[t], limit_s, fc.threads)
+        res = price_mip(s.space, s.items, duals, limit_s, fc.threads)
         return res.worth_bound, res.proven, [res.slots] if res.slots else []
-    target = (fc.inputs[t].price_per_gpu_hour + lp.mu[t]) * (1 + IMPROVE_EPS)
-    box = box_kappa(s.boxes, lp.duals[t], target, time.perf_counter() + limit_s, enough=BOX_ENOUGH)
+    box = box_kappa(s.boxes, duals, threshold * (1 + IMPROVE_EPS), time.perf_counter() + limit_s, enough=BOX_ENOUGH)
     fc.clock.least_s = max(fc.clock.least_s, box.roots_s)
     return box.kappa, True, [tuple(s.boxes.slots(m)) for _, m in box.candidates[:BOX_COLUMNS]]
 
@@ -372,6 +381,82 @@ def bound_alone(fc: FleetColgen, deadline: float) -> None:
         fc.master.add(t, state.master.columns)  # type-t configurations: the integer master may use them
 
 
+def _vector_master(fc: FleetColgen, counts: dict[int, int]) -> FleetMaster:
+    """The LP of a count vector (``exclude_counts``): the fleet's workloads on the types of ``counts`` only,
+    columns free, each type's count row capped at its count with a slack at cost 1 (``add_count_slack``);
+    it starts with the fleet master's columns of those types."""
+    n = len(fc.inputs)
+    blocks = type_blocks([s.pieces if t in counts else () for t, s in enumerate(fc.setups)],
+                         [x.workloads for x in fc.inputs], [0.0] * n, [counts.get(t) for t in range(n)])
+    vm = FleetMaster(blocks, fc.master.n_workloads, fc.threads)
+    vm.add_count_slack()
+    for t in counts:
+        vm.add(t, [c for u, c in fc.master.columns if u == t])
+    return vm
+
+
+def _rules_out(fc: FleetColgen, counts: dict[int, int], duals: Sequence[np.ndarray], kappa: Sequence[float]) -> bool:
+    """File the certificate (``FleetColgen.certify``) and say whether it rules the count vector out:
+    D_S(pi) > sum_{t in S} kappa_t G_t (``CountCut``) for S the types of ``counts``."""
+    fc.certify(duals, kappa)
+    need = fc.master.dual_value(duals, frozenset(counts))
+    return need > math.fsum(kappa[t] * g for t, g in counts.items()) * (1 + MEET_REL)
+
+
+def _vector_columns(fc: FleetColgen, vm: FleetMaster, t: int, cols: Sequence[Column], lp: FleetLp) -> int:
+    """Add to both masters the columns of type t worth more than mu_t at the vector LP's duals (they improve
+    it: its columns cost 0); how many."""
+    better = [c for c in cols if column_worth(c, lp.duals[t]) > lp.mu[t] * (1 + IMPROVE_EPS) + IMPROVE_EPS]
+    fc.master.add(t, better)
+    before = len(vm.columns)
+    vm.add(t, better)
+    return len(vm.columns) - before
+
+
+def exclude_counts(fc: FleetColgen, counts: dict[int, int], deadline: float) -> bool:
+    """Column generation on the LP of one count vector G (``counts``: GPUs per type; ``_vector_master``) until
+    its duals rule G out (``_rules_out``: no plan has these counts on these types), its columns meet G
+    (value 0: the LP cannot rule it out), pricing finds nothing more, or ``deadline``. Every certificate is
+    filed as a cut; the columns found join the fleet master. True when G is ruled out."""
+    vm = _vector_master(fc, counts)
+    last_exact = -math.inf
+    while deadline - time.perf_counter() >= MIN_LP_S:
+        lp = vm.solve_lp(deadline - time.perf_counter())
+        if lp.objective is None or lp.objective <= IMPROVE_EPS:
+            return False
+        duals = [d if t in counts else np.zeros(len(s.pieces))
+                 for t, (d, s) in enumerate(zip(lp.duals, fc.setups, strict=True))]
+        kappa = [relaxed_bound(s.relaxed, duals[t], deadline=deadline).kappa if t in counts else math.inf
+                 for t, s in enumerate(fc.setups)]
+        if _rules_out(fc, counts, duals, kappa):
+            return True
+        added = sum(_vector_columns(fc, vm, t, kernel_columns(fc.setups[t], duals[t], deadline), lp) for t in counts)
+        if added and time.perf_counter() - last_exact < EXACT_EVERY_S:
+            continue
+        last_exact = time.perf_counter()
+        share = PRICING_SHARE * (deadline - time.perf_counter()) / len(counts)
+        for t in counts:
+            bound, _, found = _price_type(fc, t, duals[t], lp.mu[t], share)
+            kappa[t] = min(kappa[t], bound)
+            added += _vector_columns(fc, vm, t, [c for c in evaluate(fc.setups[t].space, found) if c], lp)
+        if _rules_out(fc, counts, duals, kappa):
+            return True
+        if not added:
+            return False
+    return False
+
+
+def exclude_cheapest(fc: FleetColgen, deadline: float) -> None:
+    """Rule out the cheapest count vector the cuts leave (``cheapest_counts``) by its own column generation
+    (``exclude_counts``), then the next, until one is not ruled out, the bound proves the incumbent or
+    ``deadline``. Vectors of one type are left to ``bound_alone`` (its single-type generation is stronger)."""
+    while not fc.proves(fc.inc.cost_per_hour) and deadline - time.perf_counter() >= MIN_LP_S:
+        cheap = cheapest_counts(fc.cuts, fc.prices, fc.limits, fc.threads)
+        if len(cheap.counts) < 2 or not exclude_counts(fc, cheap.counts, deadline):
+            return
+        fc.vectors += 1
+
+
 def solve_fleet_columns(fc: FleetColgen, deadline: float, generate_share: float, min_round_s: float,
                         mip_rel_gap: float) -> FleetColgen:
     """Generation and the integer master in turn until the bound proves the incumbent, the LP is
@@ -379,6 +464,7 @@ def solve_fleet_columns(fc: FleetColgen, deadline: float, generate_share: float,
     the time left each round."""
     if not fc.proves(fc.inc.cost_per_hour):
         bound_alone(fc, time.perf_counter() + ALONE_SHARE * (deadline - time.perf_counter()))
+        exclude_cheapest(fc, time.perf_counter() + VECTOR_SHARE * (deadline - time.perf_counter()))
     while True:
         left = deadline - time.perf_counter()
         generate(fc, time.perf_counter() + generate_share * left)
@@ -391,4 +477,5 @@ def solve_fleet_columns(fc: FleetColgen, deadline: float, generate_share: float,
             return fc
 
 
-__all__ = ["FleetColgen", "FleetTypeInput", "generate", "improve", "prepare_fleet", "solve_fleet_columns"]
+__all__ = ["FleetColgen", "FleetTypeInput", "exclude_cheapest", "exclude_counts", "generate", "improve",
+           "prepare_fleet", "solve_fleet_columns"]

@@ -87,8 +87,9 @@ class FleetMaster:
     re-solves from the last basis. Option variables z come first, then the columns."""
 
     def __init__(self, blocks: tuple[TypeBlock, ...], n_workloads: int, threads: int = 1) -> None:
-        self.blocks, self.threads = blocks, threads
+        self.blocks, self.threads, self.n_workloads = blocks, threads, n_workloads
         self.h = new_highs(threads)
+        self.slack = False  # ``add_count_slack``
         inf = self.h.getInfinity()
         self.n_pieces = sum(len(b.pieces) for b in blocks)
         self.count_row = {t: self.n_pieces + n_workloads + k
@@ -110,6 +111,16 @@ class FleetMaster:
                            f64([*(-b.pieces[i].requirement for i in mine), 1.0]))
         self.columns: list[tuple[int, Column]] = []  # (type, column)
         self.keys: dict[tuple[int, tuple], int] = {}
+
+    def add_count_slack(self) -> None:
+        """Let every count row be exceeded at cost 1 per GPU over its limit: with prices 0, the LP of a count
+        vector (``fleetcolgen.exclude_counts``), whose value is how many GPUs the columns fall short by and
+        whose mu_t are at most 1. The integer master no longer applies."""
+        rows = sorted(self.count_row.values())
+        n = len(rows)
+        self.h.addCols(n, f64([1.0] * n), f64([0.0] * n), f64([self.h.getInfinity()] * n), n, int32(np.arange(n)),
+                       int32(rows), f64([-1.0] * n))
+        self.slack = True
 
     def add(self, t: int, cols: Sequence[Column]) -> list[int]:
         """Add the columns of type t not there yet; returns the index of each given column."""
@@ -168,6 +179,8 @@ class FleetMaster:
                       chosen: dict[int, tuple[int, int]] | None, mip_rel_gap: float) -> IntegerSolution:
         """y integer, z binary (price-and-branch), from ``start`` (GPUs per column) and ``chosen``
         (workload -> (type, option)); ``chosen`` of the solution maps the same way."""
+        if self.slack:
+            raise ValueError("a master with count slack (a count vector's LP) has no integer master")
         return solve_integer_master(self.h, self.options, self.threads, time_limit_s, start, chosen, mip_rel_gap,
                                     self.cost)
 
@@ -212,6 +225,15 @@ def type_sets(n_types: int, served_by: Sequence[frozenset[int]]) -> list[frozens
     return [s for s in sets if all(s & w for w in served_by)]
 
 
+@dataclass(frozen=True)
+class CheapestCounts:
+    """The count bound (``count_bound``) and the GPU counts per type that reach it: the cheapest count
+    vector no cut rules out yet (empty when none is left or HiGHS gave no solution)."""
+
+    cost_per_hour: float
+    counts: dict[int, int]
+
+
 def count_bound(cuts: Mapping[frozenset[int], Sequence[CountCut]], prices: Sequence[float],
                 limits: Sequence[int | None], threads: int = 1) -> float:
     """The least cost sum_t c_t G_t over every set S of types in use (the keys of ``cuts``: every set that can
@@ -219,17 +241,26 @@ def count_bound(cuts: Mapping[frozenset[int], Sequence[CountCut]], prices: Seque
     meet S's cuts: a plan's types in use and GPU counts are one of these, so no plan costs less. Per set, the
     dual bound of a small MIP (one integer per type in it); a set whose cuts no counts meet holds no plan.
     0 when no set is left (the cuts contradict a plan: a defect, so nothing is claimed)."""
-    best = math.inf
+    return cheapest_counts(cuts, prices, limits, threads).cost_per_hour
+
+
+def cheapest_counts(cuts: Mapping[frozenset[int], Sequence[CountCut]], prices: Sequence[float],
+                    limits: Sequence[int | None], threads: int = 1) -> CheapestCounts:
+    """``count_bound`` with the counts that reach it (see ``CheapestCounts``)."""
+    best, counts = math.inf, {}
     for types, mine in cuts.items():
         order = sorted(types)
         rows = [([cut.kappa[t] for t in order], cut.d_value) for cut in mine
                 if 0 < cut.d_value < math.inf and all(math.isfinite(cut.kappa[t]) for t in order)]
-        status, bound = _least_count_cost([prices[t] for t in order], 1.0, [limits[t] for t in order], rows, threads)
-        if status == "Infeasible":
+        least = _least_count_cost([prices[t] for t in order], 1.0, [limits[t] for t in order], rows, threads)
+        if least.status == "Infeasible":
             continue
         floor = math.fsum(prices[t] for t in order)  # one GPU of each type in use
-        best = min(best, max(floor, bound if bound is not None else floor))
-    return 0.0 if math.isinf(best) else best
+        value = max(floor, least.bound if least.bound is not None else floor)
+        if value < best:
+            best = value
+            counts = {} if least.values is None else {t: round(v) for t, v in zip(order, least.values, strict=True)}
+    return CheapestCounts(0.0, {}) if math.isinf(best) else CheapestCounts(best, counts)
 
 
 def round_to_prices(value: float, prices: Sequence[float], limits: Sequence[int | None], threads: int = 1) -> float:
@@ -238,17 +269,23 @@ def round_to_prices(value: float, prices: Sequence[float], limits: Sequence[int 
     when it cannot tell."""
     if value <= 0:
         return max(0.0, value)
-    status, bound = _least_count_cost(prices, 0.0, limits, [(list(prices), value)], threads)
-    if status == "Infeasible":
+    least = _least_count_cost(prices, 0.0, limits, [(list(prices), value)], threads)
+    if least.status == "Infeasible":
         return value  # the limits cannot reach it: a defect upstream; rounding proves nothing here
-    return max(value, bound if bound is not None else value)
+    return max(value, least.bound if least.bound is not None else value)
+
+
+@dataclass(frozen=True)
+class _LeastCount:
+    status: str
+    bound: float | None  # HiGHS's dual bound (the answer a bound needs; None when it gave none)
+    values: list[float] | None  # its solution's counts, when it found one
 
 
 def _least_count_cost(prices: Sequence[float], least: float, limits: Sequence[int | None],
-                      rows: Sequence[tuple[Sequence[float], float]], threads: int) -> tuple[str, float | None]:
+                      rows: Sequence[tuple[Sequence[float], float]], threads: int) -> _LeastCount:
     """min sum_t c_t G_t over whole G_t in [``least``, limit_t] with sum_t a_t G_t >= b (each b lowered by
-    ``ROUND_REL_EPS``, float noise) for every (a, b) of ``rows``: HiGHS's status and dual bound (the answer
-    a bound needs; None when it gave none)."""
+    ``ROUND_REL_EPS``, float noise) for every (a, b) of ``rows``."""
     h = new_highs(threads)
     inf = h.getInfinity()
     n = len(prices)
@@ -259,7 +296,8 @@ def _least_count_cost(prices: Sequence[float], least: float, limits: Sequence[in
         h.addRows(1, f64([b * (1 - ROUND_REL_EPS)]), f64([inf]), n, int32([0]), int32(np.arange(n)), f64(list(a)))
     h.setOptionValue("mip_rel_gap", 0.0)  # the dual bound is the answer: close it
     res = run(h, ROUND_LIMIT_S, mip=True)
-    return res.status, res.bound
+    values = list(h.getSolution().col_value) if res.objective is not None else None
+    return _LeastCount(res.status, res.bound, values)
 
-__all__ = ["CountCut", "FleetLp", "FleetMaster", "TypeBlock", "count_bound", "lagrangian_bound", "round_to_prices",
-           "type_blocks", "type_sets"]
+__all__ = ["CheapestCounts", "CountCut", "FleetLp", "FleetMaster", "TypeBlock", "cheapest_counts", "count_bound",
+           "lagrangian_bound", "round_to_prices", "type_blocks", "type_sets"]

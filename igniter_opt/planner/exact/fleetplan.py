@@ -139,7 +139,9 @@ def solve_exact_fleet(ws: tuple[Workload, ...], types: Sequence[FleetTypeSpec], 
     ended = "LP solved" if fc.converged else "LP not solved to the end"
     if fc.alone:
         alone = ", ".join(f"type {used[t] + 1} >= {math.ceil(g - ROUND_EPS)}" for t, g in sorted(fc.alone.items()))
-        notes.append(f"bound per set of types in use (GPUs of a type serving every workload alone: {alone})")
+        vectors = (f"; {fc.vectors} cheaper count vector(s) of several types ruled out by their own LP"
+                   if fc.vectors else "")
+        notes.append(f"bound per set of types in use (GPUs of a type serving every workload alone: {alone}{vectors})")
     notes.append(f"{lp}{ended}, {fc.pricing_rounds} exact pricing round(s), {fc.masters} integer master run(s), "
                  f"{time.perf_counter() - t0:.1f} s")
     return ExactFleetResult(plans, fc.rounded, _need(fc, used, len(ws), len(types)), message, tuple(notes))
