@@ -269,6 +269,28 @@ def test_the_count_bound_proves_one_h200_cheaper_than_every_h100_plan() -> None:
     assert any(n.startswith("bound per set of types in use") for n in fp.notes), fp.notes
 
 
+def test_a_cheaper_mixed_count_vector_is_ruled_out_by_its_own_lp(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Eight workloads under ``tail``: below greedy's three H100s (3.0 per hour) the cuts leave one H100 and one
+    H200 (2.25); that vector's own LP (its counts as limits, a slack at cost 1) rules it out, and the three
+    H100s are proven optimal. The bound stays below the verified plan of every assignment of workloads to types."""
+    from igniter_opt.planner.exact import fleetcolgen
+
+    tried: list[tuple[dict[int, int], bool]] = []
+    exclude = fleetcolgen.exclude_counts
+
+    def spy(fc: fleetcolgen.FleetColgen, counts: dict[int, int], deadline: float) -> bool:
+        tried.append((dict(counts), exclude(fc, counts, deadline)))
+        return tried[-1][1]
+
+    monkeypatch.setattr(fleetcolgen, "exclude_counts", spy)
+    ws, spec, choice = _mix(3, 8), "h100:1.0,h200:1.25", BudgetChoice(LatencyBudget.TAIL)
+    fp = solve_fleet(ws, parse_fleet(spec), choice, "exact", SolveOptions(time_limit_s=20))
+    assert ({0: 1, 1: 1}, True) in tried
+    assert fp.gpus_by_type() == {"h100": 3} and fp.bound is not None and fp.status == SolveStatus.OPTIMAL
+    assert any("count vector(s) of several types ruled out by their own LP" in n for n in fp.notes), fp.notes
+    assert fp.bound.cost_per_hour <= min(_assignment_costs(ws, spec, choice)) + 1e-9
+
+
 def test_the_fleet_master_keeps_the_count_limits() -> None:
     """With one H100 allowed, the rest goes to the H200: the plan, the bound's relaxation and the parts
     all keep the limit, and the bound never passes the unlimited fleet's cost from below."""
