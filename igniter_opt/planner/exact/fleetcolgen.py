@@ -74,10 +74,8 @@ MEET_REL = 1e-9
 EXACT_EVERY_S = 2.0
 # No master LP is started with less time than this left.
 MIN_LP_S = 0.1
-# Share of the time limit column generation on each type alone may take first (``bound_alone``).
-ALONE_SHARE = 0.3
-# Share of the time left after ``bound_alone`` that ruling out count vectors may take (``exclude_cheapest``).
-VECTOR_SHARE = 0.4
+# Share of the time limit that ruling out the cheapest count vectors may take first (``bound_counts``).
+COUNT_SHARE = 0.6
 # Cuts kept per set of types in use (the latest; the rounded bound never falls).
 MAX_CUTS = 64
 
@@ -127,7 +125,8 @@ class FleetColgen:
     # per set of types that can serve every workload, the cuts its plans' GPU counts meet (``count_bound``)
     cuts: dict[frozenset[int], list[CountCut]] = field(default_factory=dict)
     alone: dict[int, float] = field(default_factory=dict)  # per type: the certified bound in GPUs with it alone
-    vectors: int = 0  # count vectors of several types ruled out by their own LP (``exclude_cheapest``)
+    alone_states: dict[int, ColgenState] = field(default_factory=dict)  # per type: its generation alone so far
+    vectors: int = 0  # count vectors of several types ruled out by their own LP (``bound_counts``)
 
     @property
     def prices(self) -> list[float]:
@@ -360,25 +359,20 @@ def _packings(fc: FleetColgen, counts: dict[int, int], chosen: dict[int, tuple[i
     return tuple(out)
 
 
-def bound_alone(fc: FleetColgen, deadline: float) -> None:
-    """Column generation on each type that can serve every workload alone (``colgen.generate`` on its own
-    master), in turn until ``deadline``: its certified bound in GPUs becomes the cut on the plans that use
-    that type alone (``FleetColgen.certify_alone``), and the columns it generated join the fleet master's
-    (a plan on that type alone is made of them). It stops at the GPUs that would cost the incumbent; a
-    type whose bound is that high already is skipped."""
-    todo = []
-    for t, x in enumerate(fc.inputs):
-        target = math.ceil(fc.inc.cost_per_hour / x.price_per_gpu_hour * (1 - MEET_REL))
-        if frozenset([t]) in fc.cuts and math.ceil(fc.alone.get(t, 0.0) - ROUND_EPS) < target:
-            todo.append((t, target))
-    for k, (t, target) in enumerate(todo):
-        end = time.perf_counter() + (deadline - time.perf_counter()) / (len(todo) - k)
-        if end - time.perf_counter() < MIN_LP_S:
-            return
-        s = fc.setups[t]
-        state = generate_alone(s, ColgenState(initial_master(s, fc.threads)), end, target, fc.threads)
-        fc.certify_alone(t, state.bound)
-        fc.master.add(t, state.master.columns)  # type-t configurations: the integer master may use them
+def exclude_alone(fc: FleetColgen, t: int, gpus: int, deadline: float) -> bool:
+    """Column generation on type t serving every workload alone (``colgen.generate`` on its own master, resumed
+    where the last call left it) until its certified bound passes ``gpus``, its LP is solved or ``deadline``:
+    the bound becomes the cut on the plans that use type t alone (``FleetColgen.certify_alone``), and the
+    columns it generated join the fleet master's (a plan on type t alone is made of them). True when it rules
+    out ``gpus`` GPUs of type t alone."""
+    s = fc.setups[t]
+    if t not in fc.alone_states:
+        fc.alone_states[t] = ColgenState(initial_master(s, fc.threads))
+    state = fc.alone_states[t]
+    generate_alone(s, state, deadline, gpus + 1, fc.threads)
+    fc.certify_alone(t, state.bound)
+    fc.master.add(t, state.master.columns)
+    return math.ceil(state.bound - ROUND_EPS) > gpus
 
 
 def _vector_master(fc: FleetColgen, counts: dict[int, int]) -> FleetMaster:
@@ -446,15 +440,23 @@ def exclude_counts(fc: FleetColgen, counts: dict[int, int], deadline: float) -> 
     return False
 
 
-def exclude_cheapest(fc: FleetColgen, deadline: float) -> None:
-    """Rule out the cheapest count vector the cuts leave (``cheapest_counts``) by its own column generation
-    (``exclude_counts``), then the next, until one is not ruled out, the bound proves the incumbent or
-    ``deadline``. Vectors of one type are left to ``bound_alone`` (its single-type generation is stronger)."""
+def bound_counts(fc: FleetColgen, deadline: float) -> None:
+    """Rule out the cheapest count vector the cuts leave (``cheapest_counts``), then the next, until one is not
+    ruled out, the bound proves the incumbent or ``deadline``: a vector of one type by that type's own column
+    generation (``exclude_alone``), one of several by its own LP (``exclude_counts``). The count bound is the
+    cost of the cheapest vector left, so it rises only when that vector is ruled out."""
     while not fc.proves(fc.inc.cost_per_hour) and deadline - time.perf_counter() >= MIN_LP_S:
         cheap = cheapest_counts(fc.cuts, fc.prices, fc.limits, fc.threads)
-        if len(cheap.counts) < 2 or not exclude_counts(fc, cheap.counts, deadline):
+        if not cheap.counts:
             return
-        fc.vectors += 1
+        if len(cheap.counts) == 1:
+            [(t, gpus)] = cheap.counts.items()
+            if not exclude_alone(fc, t, gpus, deadline):
+                return
+        elif exclude_counts(fc, cheap.counts, deadline):
+            fc.vectors += 1
+        else:
+            return
 
 
 def solve_fleet_columns(fc: FleetColgen, deadline: float, generate_share: float, min_round_s: float,
@@ -463,8 +465,7 @@ def solve_fleet_columns(fc: FleetColgen, deadline: float, generate_share: float,
     solved (the columns will not change) or ``deadline``; generation takes ``generate_share`` of
     the time left each round."""
     if not fc.proves(fc.inc.cost_per_hour):
-        bound_alone(fc, time.perf_counter() + ALONE_SHARE * (deadline - time.perf_counter()))
-        exclude_cheapest(fc, time.perf_counter() + VECTOR_SHARE * (deadline - time.perf_counter()))
+        bound_counts(fc, time.perf_counter() + COUNT_SHARE * (deadline - time.perf_counter()))
     while True:
         left = deadline - time.perf_counter()
         generate(fc, time.perf_counter() + generate_share * left)
@@ -477,5 +478,5 @@ def solve_fleet_columns(fc: FleetColgen, deadline: float, generate_share: float,
             return fc
 
 
-__all__ = ["FleetColgen", "FleetTypeInput", "exclude_cheapest", "exclude_counts", "generate", "improve",
-           "prepare_fleet", "solve_fleet_columns"]
+__all__ = ["FleetColgen", "FleetTypeInput", "bound_counts", "exclude_alone", "exclude_counts", "generate",
+           "improve", "prepare_fleet", "solve_fleet_columns"]
