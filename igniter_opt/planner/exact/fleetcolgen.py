@@ -4,13 +4,17 @@
    items, heuristic entries) of the workloads that type can serve, under its profile; the master
    with each type's start and single-piece columns, and the fleet greedy's plan as columns (the
    start of the integer master, and the plan to beat).
-2. ``generate``: re-solve the master LP; price every type with the kernel heuristic at its duals
+2. ``bound_counts``: the count bound (``fleetmaster.count_bound``) is the cost of the cheapest count
+   vector (GPUs per type) its cuts leave; rule those out in turn, a vector of one type by that type's own
+   column generation (``exclude_alone``), one of several by its own LP (``exclude_counts``).
+3. ``generate``: re-solve the master LP; price every type with the kernel heuristic at its duals
    (a column of type t enters when its worth exceeds c_t + mu_t); when none enters, price every type
-   exactly (``pricing.price_mip``). A bound on every configuration's worth per type (kappa_t) certifies
-   ``fleetmaster.lagrangian_bound``: the relaxation's (``relaxed.relaxed_bound``) after every master LP,
-   the least of it and the pricing MIP's dual bound at an exact pricing. The LP value is the bound once
-   either proves that no column of any type improves.
-3. ``improve``: the master over the columns generated with y integer (price-and-branch), warm-started
+   exactly (``_price_type``: the pricing MIP, or box pricing above ``MIP_MAX_ITEMS`` items). A bound on
+   every configuration's worth per type (kappa_t) certifies ``fleetmaster.lagrangian_bound``: the
+   relaxation's (``relaxed.relaxed_bound``) after every master LP, the least of it and the exact
+   pricing's bound at an exact pricing. The LP value is the bound once
+   either proves that no column of any type improves. Every certificate is also a cut of the count bound.
+4. ``improve``: the master over the columns generated with y integer (price-and-branch), warm-started
    with the incumbent; its solution as a packing per type (``colgen.packing_of``).
 
 The bound is over the split options each type's piece types describe (``pieces.scope_text``, per type).
