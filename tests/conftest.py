@@ -26,6 +26,7 @@ H200_PROFILE = REPO / "profiles" / "h200"
 SERIAL_MODULES = frozenset({
     "test_accuracy_report", "test_apply", "test_apply_triton", "test_corun", "test_exact_claims", "test_export_k8s",
     "test_mps", "test_perfanalyzer", "test_point_pricing", "test_profiling", "test_serving_profile", "test_transition",
+    "test_highs_guards",
 })
 
 

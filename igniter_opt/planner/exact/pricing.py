@@ -110,6 +110,13 @@ class _Layout:
         return out
 
 
+# HiGHS 1.16's sub-MIP heuristics, off in the pricing MIP: inside nested RENS sub-MIPs, presolve
+# (``strengthenInequalities``) ran for more than 10 minutes on a 594-item pricing MIP with a 3.8 s limit,
+# deaf to the time limit and to ``cancelSolve`` (a fleet count vector's LP, docs/exact.md). The pricing MIP is
+# there for its dual bound; without them it solved the same run's pricing problems as fast or faster.
+SUB_MIP_HEURISTICS_OFF = ("mip_heuristic_run_rens", "mip_heuristic_run_rins", "mip_heuristic_run_root_reduced_cost")
+
+
 def price_mip(space: PieceSpace, items: Items, duals: np.ndarray, time_limit_s: float,
               threads: int = 1) -> PricingResult:
     """Solve the pricing MIP (see the module docstring) at ``duals`` (one per piece type)."""
@@ -122,6 +129,8 @@ def price_mip(space: PieceSpace, items: Items, duals: np.ndarray, time_limit_s: 
     h = new_highs(threads)
     _pass_model(h, space, items, tab, lay, duals)
     h.setOptionValue("mip_rel_gap", PRICING_GAP)
+    for heuristic in SUB_MIP_HEURISTICS_OFF:
+        h.setOptionValue(heuristic, False)
     res = run(h, time_limit_s, mip=True)
     bound = res.bound if res.bound is not None else (res.objective if res.status == "Optimal" else None)
     worth_bound = np.inf if bound is None else bound * (1.0 + BOUND_SAFETY_REL) + 1e-12
