@@ -18,6 +18,7 @@ from igniter_opt.planner.exact.fleetmaster import (  # noqa: E402
     FleetMaster,
     cheapest_counts,
     count_bound,
+    count_vector_master,
     lagrangian_bound,
     round_to_prices,
     type_blocks,
@@ -160,9 +161,7 @@ def test_a_count_vectors_lp_is_how_many_gpus_short_and_its_duals_rule_it_out_exa
     master, cols = _instance(seed, (None, None))
     pieces = [b.pieces for b in master.blocks]
     workloads = [b.workloads for b in master.blocks]
-    vm = FleetMaster(type_blocks([ps if t in counts else () for t, ps in enumerate(pieces)], workloads, [0.0, 0.0],
-                                 [counts.get(t) for t in range(2)]), 3)
-    vm.add_count_slack()
+    vm = count_vector_master(master.blocks, 3, counts)
     for t in counts:
         vm.add(t, cols[t])
     lp = vm.solve_lp(10.0)

@@ -62,6 +62,7 @@ from igniter_opt.planner.exact.fleetmaster import (
     FleetMaster,
     cheapest_counts,
     count_bound,
+    count_vector_master,
     lagrangian_bound,
     round_to_prices,
     type_blocks,
@@ -380,14 +381,9 @@ def exclude_alone(fc: FleetColgen, t: int, gpus: int, deadline: float) -> bool:
 
 
 def _vector_master(fc: FleetColgen, counts: dict[int, int]) -> FleetMaster:
-    """The LP of a count vector (``exclude_counts``): the fleet's workloads on the types of ``counts`` only,
-    columns free, each type's count row capped at its count with a slack at cost 1 (``add_count_slack``);
-    it starts with the fleet master's columns of those types."""
-    n = len(fc.inputs)
-    blocks = type_blocks([s.pieces if t in counts else () for t, s in enumerate(fc.setups)],
-                         [x.workloads for x in fc.inputs], [0.0] * n, [counts.get(t) for t in range(n)])
-    vm = FleetMaster(blocks, fc.master.n_workloads, fc.threads)
-    vm.add_count_slack()
+    """The LP of a count vector (``fleetmaster.count_vector_master``) with the fleet master's columns of its
+    types."""
+    vm = count_vector_master(fc.master.blocks, fc.master.n_workloads, counts, fc.threads)
     for t in counts:
         vm.add(t, [c for u, c in fc.master.columns if u == t])
     return vm

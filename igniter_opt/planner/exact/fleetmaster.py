@@ -185,6 +185,21 @@ class FleetMaster:
                                     self.cost)
 
 
+def count_vector_master(blocks: Sequence[TypeBlock], n_workloads: int, counts: Mapping[int, int],
+                        threads: int = 1) -> FleetMaster:
+    """The LP of a count vector G (``counts``: GPUs per type), without columns: the workloads on G's types only
+    (the other types' pieces dropped), columns at price 0, each type's count row capped at G_t with a slack at
+    cost 1 per GPU over (``FleetMaster.add_count_slack``). Its value is how many GPUs its columns fall short by;
+    at its duals pi, G is ruled out when D_S(pi) > sum_t kappa_t G_t (``CountCut``), which is its value once no
+    column improves it (a type-t column does when worth more than mu_t)."""
+    n = len(blocks)
+    vm = FleetMaster(type_blocks([b.pieces if t in counts else () for t, b in enumerate(blocks)],
+                                 [b.workloads for b in blocks], [0.0] * n, [counts.get(t) for t in range(n)]),
+                     n_workloads, threads)
+    vm.add_count_slack()
+    return vm
+
+
 def lagrangian_bound(d_value: float, kappa: Sequence[float], prices: Sequence[float],
                      limits: Sequence[int | None]) -> float:
     """max over s of f(s) = s D - sum_{t with a limit} M_t max(0, s kappa_t - c_t), over 0 < s <= the
@@ -300,4 +315,4 @@ def _least_count_cost(prices: Sequence[float], least: float, limits: Sequence[in
     return _LeastCount(res.status, res.bound, values)
 
 __all__ = ["CheapestCounts", "CountCut", "FleetLp", "FleetMaster", "TypeBlock", "cheapest_counts", "count_bound",
-           "lagrangian_bound", "round_to_prices", "type_blocks", "type_sets"]
+           "count_vector_master", "lagrangian_bound", "round_to_prices", "type_blocks", "type_sets"]

@@ -117,6 +117,13 @@ class _Layout:
 SUB_MIP_HEURISTICS_OFF = ("mip_heuristic_run_rens", "mip_heuristic_run_rins", "mip_heuristic_run_root_reduced_cost")
 
 
+def set_pricing_options(h: Any) -> None:
+    """The pricing MIP's HiGHS options: its gap, and the sub-MIP heuristics off (``SUB_MIP_HEURISTICS_OFF``)."""
+    h.setOptionValue("mip_rel_gap", PRICING_GAP)
+    for heuristic in SUB_MIP_HEURISTICS_OFF:
+        h.setOptionValue(heuristic, False)
+
+
 def price_mip(space: PieceSpace, items: Items, duals: np.ndarray, time_limit_s: float,
               threads: int = 1) -> PricingResult:
     """Solve the pricing MIP (see the module docstring) at ``duals`` (one per piece type)."""
@@ -128,9 +135,7 @@ def price_mip(space: PieceSpace, items: Items, duals: np.ndarray, time_limit_s: 
     lay = _Layout(len(tab), np.flatnonzero(tab.copies > 1), pieces)
     h = new_highs(threads)
     _pass_model(h, space, items, tab, lay, duals)
-    h.setOptionValue("mip_rel_gap", PRICING_GAP)
-    for heuristic in SUB_MIP_HEURISTICS_OFF:
-        h.setOptionValue(heuristic, False)
+    set_pricing_options(h)
     res = run(h, time_limit_s, mip=True)
     bound = res.bound if res.bound is not None else (res.objective if res.status == "Optimal" else None)
     worth_bound = np.inf if bound is None else bound * (1.0 + BOUND_SAFETY_REL) + 1e-12
