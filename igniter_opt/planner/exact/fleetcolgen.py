@@ -57,11 +57,11 @@ from igniter_opt.planner.exact.colgen import (
 from igniter_opt.planner.exact.colgen import generate as generate_alone
 from igniter_opt.planner.exact.columns import ColSlot, Column, column_worth, evaluate
 from igniter_opt.planner.exact.fleetmaster import (
+    CheapestCounts,
     CountCut,
     FleetLp,
     FleetMaster,
     cheapest_counts,
-    count_bound,
     count_vector_master,
     lagrangian_bound,
     round_to_prices,
@@ -132,6 +132,7 @@ class FleetColgen:
     alone: dict[int, float] = field(default_factory=dict)  # per type: the certified bound in GPUs with it alone
     alone_states: dict[int, ColgenState] = field(default_factory=dict)  # per type: its generation alone so far
     vectors: int = 0  # count vectors of several types ruled out by their own LP (``bound_counts``)
+    cheapest: CheapestCounts | None = None  # the count bound and its vector, as of the latest cut (``_count``)
 
     @property
     def prices(self) -> list[float]:
@@ -173,7 +174,8 @@ class FleetColgen:
             self._count()
 
     def _count(self) -> None:
-        self.rounded = max(self.rounded, count_bound(self.cuts, self.prices, self.limits, self.threads))
+        self.cheapest = cheapest_counts(self.cuts, self.prices, self.limits, self.threads)
+        self.rounded = max(self.rounded, self.cheapest.cost_per_hour)
 
 
 def prepare_fleet(inputs: tuple[FleetTypeInput, ...], n_workloads: int, start_cost_per_hour: float,
@@ -441,13 +443,13 @@ def exclude_counts(fc: FleetColgen, counts: dict[int, int], deadline: float) -> 
 
 
 def bound_counts(fc: FleetColgen, deadline: float) -> None:
-    """Rule out the cheapest count vector the cuts leave (``cheapest_counts``), then the next, until one is not
+    """Rule out the cheapest count vector the cuts leave (``FleetColgen.cheapest``), then the next, until one is not
     ruled out, the bound proves the incumbent or ``deadline``: a vector of one type by that type's own column
     generation (``exclude_alone``), one of several by its own LP (``exclude_counts``). The count bound is the
     cost of the cheapest vector left, so it rises only when that vector is ruled out."""
     while not fc.proves(fc.inc.cost_per_hour) and deadline - time.perf_counter() >= MIN_LP_S:
-        cheap = cheapest_counts(fc.cuts, fc.prices, fc.limits, fc.threads)
-        if not cheap.counts:
+        cheap = fc.cheapest
+        if cheap is None or not cheap.counts:
             return
         if len(cheap.counts) == 1:
             [(t, gpus)] = cheap.counts.items()
