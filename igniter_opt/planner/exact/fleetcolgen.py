@@ -262,15 +262,20 @@ def _exact_round(fc: FleetColgen, lp: FleetLp, limit_s: float, relaxed: list[flo
             continue
         bound, exact, found = _price_type(fc, t, lp.duals[t], fc.inputs[t].price_per_gpu_hour + lp.mu[t],
                                           limit_s / len(fc.setups))
-        mine = [column_worth(c, lp.duals[t]) for u, c in fc.master.columns if u == t]
         rk = math.inf if relaxed is None else relaxed[t]
-        kappa.append(max(min(bound, rk), *mine, 0.0))
+        kappa.append(_kappa(fc, t, lp.duals[t], min(bound, rk)))
         proven &= _no_column_improves(fc, lp, t, min(rk, bound if exact else math.inf))
         better = [c for c in evaluate(s.space, found) if c is not None and _improves(fc, t, c, lp)]
         added |= bool(fc.master.add(t, better))
     fc.certify(lp.duals, kappa)
     fc.converged = proven and not added
     return added
+
+
+def _kappa(fc: FleetColgen, t: int, duals: np.ndarray, bound: float) -> float:
+    """kappa_t from a pricing bound on every type-t configuration's worth at ``duals``: never below the worth of
+    a type-t column the fleet master holds (a bound below one would be a defect of the pricing, not a proof)."""
+    return max(bound, *(column_worth(c, duals) for u, c in fc.master.columns if u == t), 0.0)
 
 
 def _price_type(fc: FleetColgen, t: int, duals: np.ndarray, threshold: float, limit_s: float
@@ -433,7 +438,7 @@ def exclude_counts(fc: FleetColgen, counts: dict[int, int], deadline: float) -> 
         share = PRICING_SHARE * (deadline - time.perf_counter()) / len(counts)
         for t in counts:
             bound, _, found = _price_type(fc, t, duals[t], lp.mu[t], share)
-            kappa[t] = min(kappa[t], bound)
+            kappa[t] = _kappa(fc, t, duals[t], min(kappa[t], bound))
             added += _vector_columns(fc, vm, t, [c for c in evaluate(fc.setups[t].space, found) if c], lp)
         if _rules_out(fc, counts, duals, kappa):
             return True
