@@ -20,6 +20,7 @@ from igniter_opt.placement import Demand, Packing, gpu_of, max_units, verify_pla
 from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import exact as mip
 from igniter_opt.planner import greedy, run_planner
+from igniter_opt.planner.exact import classbound, colgen
 from igniter_opt.planner.exact import data as mip_data
 from igniter_opt.planner.exact import highs as mip_solve
 from igniter_opt.solver import SolveOptions, SolveStatus
@@ -265,6 +266,11 @@ def test_column_generation_agrees_with_brute_force_on_tiny_instances(request: py
     assert plan.num_gpus <= gpus
     assert plan.solver.bound is not None and plan.solver.bound <= gpus + 1e-9
     assert plan.solver.status == "optimal"  # tiny instances: the LP bound closes the gap
+    setup = colgen.prepare_colgen(problem, serving_model_for(problem), greedy.place(
+        problem.perf_model, greedy.initial_demands(problem)))
+    res = classbound.class_bound(setup.items.table, problem.perf_model.hardware, setup.items.bounds,
+                                 setup.space.cap_units, colgen.piece_rows(setup.pieces), time.perf_counter() + 30)
+    assert res is not None and res.value <= gpus + 1e-9  # the member-class bound too
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -18,7 +18,7 @@ from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
 from igniter_opt.perfmodel import PerformanceModel, load_profile
 from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import exact, greedy
-from igniter_opt.planner.exact import colgen, relaxed
+from igniter_opt.planner.exact import classbound, colgen, relaxed
 from igniter_opt.planner.exact.columns import ColSlot, column_worth, evaluate
 from igniter_opt.planner.exact.pricing import PricingResult
 from igniter_opt.solver import SolveOptions
@@ -30,6 +30,8 @@ SMALL_MIXES = {
     "h200": [("ssd", 50, 200), ("bert_base", 40, 150), ("vit_b_16", 30, 250)],  # ssd: L2-blind on the H200
     "v100": [("vgg19", 40, 300), ("ssd", 50, 60), ("resnet50", 30, 200)],
 }
+# A mix whose items reach the whole GPU.
+HEAVY_H100 = [("vgg19", 20, 1200), ("resnet50", 15, 1500), ("alexnet", 10, 2500)]
 # Per piece type, items enumerated: per batch its fewest units and up to this many more (by units).
 ITEMS_PER_BATCH = 2
 MAX_SLOTS = 3
@@ -60,7 +62,8 @@ def _sample_items(setup: colgen.ColgenSetup) -> list[ColSlot]:
     for idx in setup.items.by_piece:
         for b in np.unique(tab.batch[idx]):
             mine = idx[tab.batch[idx] == b]
-            for k in mine[np.argsort(tab.units[mine], kind="stable")][:ITEMS_PER_BATCH]:
+            ranked = mine[np.argsort(tab.units[mine], kind="stable")]
+            for k in dict.fromkeys([*ranked[:ITEMS_PER_BATCH], ranked[-1]]):  # and its most units: GPUs filled
                 d = None if math.isnan(tab.delay[k]) else float(tab.delay[k])
                 out.append(ColSlot(int(tab.piece[k]), int(tab.batch[k]), int(tab.units[k]), d))
     return out
@@ -228,3 +231,85 @@ def test_the_certified_bound_never_exceeds_a_verified_plan(any_model) -> None:
     s = plan.solver
     assert s.bound is not None and s.trivial_bound is not None
     assert s.trivial_bound <= s.bound <= plan.cost_per_hour + 1e-9
+
+
+# ---- the member-class bound (``classbound``) ---------------------------------------------------------------
+def _class_lp(setup: colgen.ColgenSetup) -> classbound.ClassLp:
+    perf = setup.space.problem.perf_model
+    lp = classbound.class_lp(setup.items.table, perf.hardware, setup.items.bounds, setup.space.cap_units)
+    assert lp is not None and lp.n_classes > 1
+    return lp
+
+
+def _class_of(setup: colgen.ColgenSetup, lp: classbound.ClassLp, col) -> int:
+    """The class a configuration of the kernel's belongs to: its member count, and the level of the least
+    Cmax_k(m) of its members."""
+    tab = setup.items.table
+    key = {(int(tab.piece[i]), int(tab.batch[i]), int(tab.units[i])): i for i in range(len(tab.units))}
+    members = [key[(s.piece, s.batch, s.units)] for s in col.slots]
+    m = len(members)
+    if m == 1:
+        return int(np.flatnonzero(lp.members == 1)[0])
+    perf = setup.space.problem.perf_model
+    gamma = relaxed.cache_limits(tab, perf.hardware, setup.items.bounds, m)[members].min()
+    mine = np.flatnonzero((lp.members == m) & (lp.floor_pct <= gamma))
+    return int(mine[np.argmax(lp.floor_pct[mine])])
+
+
+def _check_class_duality(setup: colgen.ColgenSetup, columns: list) -> None:
+    lp = _class_lp(setup)
+    tab, cap, n, k = setup.items.table, setup.space.cap_units, len(setup.pieces), lp.n_classes
+    of = np.array([_class_of(setup, lp, c) for c in columns])
+    worth_of = np.zeros((len(columns), n))  # configuration x piece type: pieces
+    for r, col in enumerate(columns):
+        for p, count in col.coef:
+            worth_of[r, p] += count
+    assert len({lp.members[c] for c in of}) >= 2
+    rng = np.random.default_rng(5)
+    for trial in range(60):
+        pi = rng.random(n) * (rng.random(n) < 0.7)
+        scale = 0.0 if trial < 10 else 10.0 ** rng.uniform(-4, 0)
+        b, d = rng.random(k) * scale, rng.random(k) * scale * lp.l2_row
+        kappa = classbound.class_kappas(lp, tab, cap, pi, b, d)
+        assert (kappa[of] >= worth_of @ pi - 1e-9).all()
+
+
+def test_every_feasible_configuration_is_worth_no_more_than_its_class_allows(small) -> None:
+    """Weak duality of each class's one-GPU LP: at any pi, b, d >= 0, the class of every configuration the
+    kernel accepts allows at least its worth (the bound's validity rests on it)."""
+    _check_class_duality(*small)
+
+
+def test_so_do_configurations_that_fill_a_gpu(h100_model) -> None:
+    """The same on a heavy mix, whose configurations reach all of the GPU's units (the units row binds)."""
+    setup = _setup(_problem(h100_model, HEAVY_H100))
+    columns = _feasible_columns(setup)
+    assert max(c.units for c in columns) == setup.space.cap_units
+    _check_class_duality(setup, columns[:: max(1, len(columns) // 4000)] + [c for c in columns if c.units >= 60])
+    res = classbound.class_bound(setup.items.table, h100_model.hardware, setup.items.bounds, setup.space.cap_units,
+                                 colgen.piece_rows(setup.pieces), time.perf_counter() + 30)
+    assert res is not None and res.lp_value is not None and res.value == pytest.approx(res.lp_value, rel=1e-6)
+    least = sum(colgen.least_units(setup.pieces, setup.items).values()) / setup.space.cap_units
+    assert res.value > least + 0.05  # company costs units here: more than the pieces' least units alone
+
+
+def test_the_class_bound_is_its_lps_value_and_never_above_a_plan(small) -> None:
+    setup, _ = small
+    problem = setup.space.problem
+    rows = colgen.piece_rows(setup.pieces)
+    res = classbound.class_bound(setup.items.table, problem.perf_model.hardware, setup.items.bounds,
+                                 setup.space.cap_units, rows, time.perf_counter() + 30)
+    assert res is not None and res.status == "Optimal" and res.lp_value is not None
+    assert res.value == pytest.approx(res.lp_value, rel=1e-6)  # the certificate is tight at the LP's optimum
+    assert res.value >= sum(colgen.least_units(setup.pieces, setup.items).values()) / setup.space.cap_units - 1e-6
+    plan = exact.solve(problem, SolveOptions(time_limit_s=20), formulation="columns")
+    assert math.ceil(res.value - 1e-6) <= plan.num_gpus
+    assert plan.solver.bound is not None and plan.solver.bound >= math.ceil(res.value - 1e-6)
+    assert "member-class bound" in (plan.solver.message or "")
+
+
+def test_a_class_bound_out_of_time_says_nothing(small) -> None:
+    setup, _ = small
+    perf = setup.space.problem.perf_model
+    assert classbound.class_bound(setup.items.table, perf.hardware, setup.items.bounds, setup.space.cap_units,
+                                  colgen.piece_rows(setup.pieces), time.perf_counter() - 1.0) is None

@@ -44,6 +44,7 @@ from igniter_opt.placement.alloc import ConfigTerms
 from igniter_opt.placement.serving import ServingModel
 from igniter_opt.planner import greedy
 from igniter_opt.planner.exact.boxes import BoxPricing, BoxResult, box_kappa
+from igniter_opt.planner.exact.classbound import ClassBound, PieceRows, class_bound
 from igniter_opt.planner.exact.columns import ColSlot, Column, PieceSpace, column_worth, evaluate
 from igniter_opt.planner.exact.heuristic import Entries, extend, grow, make_entries, ranked_entries
 from igniter_opt.planner.exact.items import (
@@ -63,7 +64,7 @@ from igniter_opt.planner.exact.pairs import PairTable
 from igniter_opt.planner.exact.pieces import PieceType, piece_types
 from igniter_opt.planner.exact.points import point_candidates
 from igniter_opt.planner.exact.pricing import price_mip
-from igniter_opt.planner.exact.proofworker import ProofWorker, worker_wanted
+from igniter_opt.planner.exact.proofworker import ClassDone, ClassTask, ProofWorker, worker_wanted
 from igniter_opt.planner.exact.relaxed import RelaxedPricing, prepare_relaxed, relaxed_bound
 from igniter_opt.planner.exact.stabilize import DualCaps
 
@@ -103,6 +104,10 @@ PROOF_FIRST_S = 15.0
 PROOF_ENOUGH = 1
 # No exact pricing is started with less time than this to run in.
 MIN_PRICING_S = 0.1
+# The member-class bound (``classbound``) gets this share of the time to the end of generation on the
+# worker's core, and this share of it in this process where there is no worker (it then delays generation).
+CLASS_SHARE = 0.5
+CLASS_SHARE_HERE = 0.25
 # The bound in GPUs is rounded up after subtracting this (float noise only: it lowers the bound).
 ROUND_EPS = 1e-6
 
@@ -279,6 +284,8 @@ class ColgenState:
     # pricing MIP proves the LP in a few rounds, and capped rounds delayed it: the default problem 5.0 -> 7.9 s)
     stabilize: bool | None = None
     caps: DualCaps | None = None  # the caps' state, from the first ``generate``
+    class_where: str = ""  # where the member-class bound ran ("": it did not, or has not ended)
+    class_result: ClassBound | None = None  # and what it gave (None: nothing in its time)
 
     @property
     def bound_gpus(self) -> int:
@@ -600,20 +607,58 @@ def _submit_proof(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, fou
                       BOX_ENOUGH, kind="pricing")
 
 
+def piece_rows(pieces: tuple[PieceType, ...]) -> PieceRows:
+    """What the member-class bound needs of the piece types."""
+    return PieceRows(np.array([p.workload for p in pieces], np.int64), np.array([p.option for p in pieces], np.int64),
+                     np.array([p.count for p in pieces], np.int64))
+
+
+def _apply_class_bound(state: ColgenState, res: ClassBound | None, where: str) -> None:
+    """The member-class bound's result: the certified bound, and what it was for the notes."""
+    state.class_where = where
+    state.class_result = res
+    if res is not None:
+        state.bound = max(state.bound, res.value)
+        log.info("member-class bound %.4f GPUs (%s, %d classes, %d columns, %.1f s %s)", res.value, res.status,
+                 res.classes, res.columns, res.seconds, where)
+
+
+def class_bound_text(state: ColgenState) -> str:
+    """The member-class bound's part of the note."""
+    res = state.class_result
+    if res is None:
+        return ("member-class bound: none in its time" if state.class_where else
+                "member-class bound: not ended by the end of the run")
+    solved = "its LP solved" if res.status == "Optimal" else f"its LP ended with '{res.status}'"
+    return (f"member-class bound {res.value:.4f} GPUs ({solved} at {res.levels} levels: {res.classes} classes, "
+            f"{res.columns} columns; {res.seconds:.1f} s {state.class_where})")
+
+
 @contextmanager
-def proofs_on_a_second_core(setup: ColgenSetup, state: ColgenState, time_limit_s: float, threads: int, end: float
-                            ) -> Iterator[None]:
+def proofs_on_a_second_core(setup: ColgenSetup, state: ColgenState, time_limit_s: float, threads: int, end: float,
+                            classes: bool = False) -> Iterator[None]:
     """Within the block, ``state``'s proof rounds (and box pricing where no proof can help) run in a worker
     process (``proofworker``), no round past ``end``, where ``proofworker.worker_wanted`` says a core is
     free for them (and the process can be started: else a note says so); the worker is closed on the way out,
-    and a note says so if it had stopped before."""
+    and a note says so if it had stopped before. With ``classes`` (the bound is on GPUs, not another cost),
+    the member-class bound (``classbound``) runs first: the worker's first task, within ``CLASS_SHARE`` of the
+    time to ``end``, else here before the block, within ``CLASS_SHARE_HERE`` of it."""
     worker = None
+    start_gpus = sum(n for _, n in setup.start_columns)
+    first = ClassTask(piece_rows(setup.pieces), time.perf_counter() + CLASS_SHARE * max(0.0, end - time.perf_counter()),
+                      start_gpus)
     if worker_wanted(time_limit_s, threads) and setup.boxes.max_members >= 2:
         try:
-            worker = ProofWorker(setup.boxes)
+            worker = ProofWorker(setup.boxes, first if classes else None)
         except OSError as exc:  # no process to be had: the rounds run here, as on one core
             state.notes.append(f"no proof worker ({type(exc).__name__}: {exc}); proof rounds ran in this process")
     if worker is None:
+        if classes:
+            tab, items = setup.items.table, setup.items
+            until = time.perf_counter() + CLASS_SHARE_HERE * max(0.0, end - time.perf_counter())
+            _apply_class_bound(state, class_bound(tab, setup.space.problem.perf_model.hardware, items.bounds,
+                                                  setup.space.cap_units, first.rows, until, start_gpus, threads),
+                               "here")
         yield
         return
     state.proofs, state.proof_end = worker, end
@@ -632,6 +677,10 @@ def collect_proof(setup: ColgenSetup, state: ColgenState, wait_s: float = 0.0) -
     done = state.proofs.poll(wait_s) if state.proofs is not None else None
     if done is None:
         return False
+    before = state.bound_gpus
+    if isinstance(done, ClassDone):
+        _apply_class_bound(state, done.result, "on the second core")
+        return state.bound_gpus > before
     task, res = done.task, done.result
     if task.kind == "proof":
         return _apply_proof(setup, state, task.value, res, task.duals, done.took_s)

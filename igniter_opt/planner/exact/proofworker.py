@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from igniter_opt.planner.exact.boxes import BoxPricing, BoxResult, box_kappa
+from igniter_opt.planner.exact.classbound import ClassBound, PieceRows, class_bound
 from igniter_opt.procgroup import die_with_parent, stop_group, stop_signals_deferred
 
 # The worker runs only where at least this many cores are usable (the second is the worker's), and for runs
@@ -61,6 +62,24 @@ class ProofTask:
 
 
 @dataclass(frozen=True)
+class ClassTask:
+    """The member-class bound (``classbound``) of the piece types ``rows``, by ``deadline``."""
+
+    rows: PieceRows
+    deadline: float
+    target_gpus: int  # a plan's GPUs: no pass is begun once the bound reaches it
+
+
+@dataclass(frozen=True)
+class ClassDone:
+    """The member-class bound's result (None: none by its deadline), and the seconds the child spent on it."""
+
+    task: ClassTask
+    result: ClassBound | None
+    took_s: float
+
+
+@dataclass(frozen=True)
 class ProofDone:
     """A proof round's result, with the task it answers and the seconds the child spent on it."""
 
@@ -86,10 +105,16 @@ def _serve(conn_in: Connection, conn_out: Connection) -> None:
     try:
         boxes: BoxPricing = conn_in.recv()
         while True:
-            task: ProofTask | None = conn_in.recv()
+            task: ProofTask | ClassTask | None = conn_in.recv()
             if task is None:
                 return
             t0 = time.perf_counter()
+            if isinstance(task, ClassTask):
+                items = boxes.items
+                cb = class_bound(items.table, boxes.hw, items.bounds, boxes.cap, task.rows, task.deadline,
+                                 task.target_gpus)
+                conn_out.send(ClassDone(task, cb, time.perf_counter() - t0))
+                continue
             res = box_kappa(boxes, task.duals, task.target, task.deadline, enough=task.enough)
             conn_out.send(ProofDone(task, res, time.perf_counter() - t0))
     except (EOFError, OSError):  # the parent went away or closed the pipe
@@ -110,7 +135,7 @@ class ProofWorker:
     when it is idle, ``poll`` returns a finished one without waiting (the module docstring says why the
     child is a fresh interpreter)."""
 
-    def __init__(self, boxes: BoxPricing) -> None:
+    def __init__(self, boxes: BoxPricing, first: ClassTask | None = None) -> None:
         from_parent, to_child = os.pipe()  # (read end, write end)
         from_child, to_parent = os.pipe()
         try:
@@ -128,14 +153,16 @@ class ProofWorker:
         os.close(to_parent)
         self._send = Connection(to_child, readable=False)
         self._recv = Connection(from_child, writable=False)
-        self._busy: ProofTask | None = None
+        self._busy: ProofTask | ClassTask | None = first  # ``first`` follows the box data, from the same thread
         self.failed: str | None = None  # why the worker stopped answering, if it did
-        self._sender = threading.Thread(target=self._send_boxes, args=(boxes,), daemon=True)
+        self._sender = threading.Thread(target=self._send_boxes, args=(boxes, first), daemon=True)
         self._sender.start()
 
-    def _send_boxes(self, boxes: BoxPricing) -> None:
+    def _send_boxes(self, boxes: BoxPricing, first: ClassTask | None) -> None:
         try:
             self._send.send(boxes)
+            if first is not None:
+                self._send.send(first)
         except (OSError, ValueError) as exc:  # the child died, or the worker was closed meanwhile
             self.failed = f"{type(exc).__name__}: {exc}"
 
@@ -167,7 +194,7 @@ class ProofWorker:
         self._busy = task
         return True
 
-    def poll(self, wait_s: float = 0.0) -> ProofDone | None:
+    def poll(self, wait_s: float = 0.0) -> ProofDone | ClassDone | None:
         """The finished round, if one finished (waiting at most ``wait_s``); None otherwise."""
         if self._busy is None or self.failed is not None:
             return None
@@ -176,7 +203,7 @@ class ProofWorker:
                 if self._proc.poll() is not None:
                     self.failed = f"the proof worker exited (code {self._proc.returncode})"
                 return None
-            done: ProofDone = self._recv.recv()
+            done: ProofDone | ClassDone = self._recv.recv()
         except (EOFError, OSError) as exc:
             self.failed = f"the proof worker stopped answering ({type(exc).__name__})"
             return None

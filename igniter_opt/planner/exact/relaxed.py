@@ -37,7 +37,7 @@ import numpy as np
 
 from igniter_opt.perfmodel.model import HardwareCoefficients
 from igniter_opt.planner.exact.columns import PieceSpace
-from igniter_opt.planner.exact.configs import sched_increment_ms
+from igniter_opt.planner.exact.configs import Bounds, sched_increment_ms
 from igniter_opt.planner.exact.items import Items, ItemTable
 from igniter_opt.planner.exact.pricing import DUAL_EPS
 
@@ -88,16 +88,13 @@ def meets_loosened_budget(tab: ItemTable, hw: HardwareCoefficients, budget: np.n
     return lhs <= budget[k] * factor
 
 
-def cache_limits(space: PieceSpace, items: Items) -> np.ndarray:
-    """Per item of ``items.table``: the most total L2 (%) on a GPU with two or more members at which
-    it meets its loosened budget, Cmax_k (see the module docstring), capped at the reachable L2."""
-    hw = space.problem.perf_model.hardware
-    tab = items.table
-    d2 = sched_increment_ms(hw, 2)
+def cache_limits(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, members: int = 2) -> np.ndarray:
+    """Per item of ``tab``: the most total L2 (%) on a GPU of ``members`` (>= 2) members at which it meets its
+    loosened budget, Cmax_k (see the module docstring), capped at the reachable L2 of ``bounds``."""
     budget = loosened_budget(tab)
-    slack = budget - tab.idle - tab.active - tab.kernels * d2
+    slack = budget - tab.idle - tab.active - tab.kernels * sched_increment_ms(hw, members)
     slope = tab.active * tab.alpha_cache
-    reach = items.bounds.max_cache * (1.0 + CACHE_LOOSEN_REL) + CACHE_LOOSEN_REL
+    reach = bounds.max_cache * (1.0 + CACHE_LOOSEN_REL) + CACHE_LOOSEN_REL
     with np.errstate(divide="ignore", invalid="ignore"):
         limit = np.where(slope > 0, tab.cache + slack / np.where(slope > 0, slope, 1.0), np.inf)
     limit = np.where((slope <= 0) & (slack < 0), -np.inf, limit)  # L2-blind and over budget: never with company
@@ -105,7 +102,7 @@ def cache_limits(space: PieceSpace, items: Items) -> np.ndarray:
     return np.minimum(limit, reach)
 
 
-def _levels(limits: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
+def levels(limits: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
     """Floors L_g (some of the distinct Cmax values, the least first) and each level's top: the
     largest Cmax value below the next floor (the last: the largest)."""
     distinct = np.unique(limits)
@@ -128,13 +125,13 @@ def prepare_relaxed(space: PieceSpace, items: Items) -> RelaxedPricing:
     """The relaxation's levels and per-type tables for ``space``'s piece types."""
     tab = items.table
     cap = space.cap_units
-    limit = cache_limits(space, items)
+    limit = cache_limits(tab, space.problem.perf_model.hardware, items.bounds)
     use = limit >= tab.cache  # C >= c_k: the others never have company
     count = np.array([p.count for p in space.pieces], np.int64)
     has_items = np.array([idx.size > 0 for idx in items.by_piece], bool)
     if not use.any():
         return RelaxedPricing(np.zeros(0), np.zeros(0), {}, {}, count, has_items, cap)
-    floor, top = _levels(limit[use], N_LEVELS)
+    floor, top = levels(limit[use], N_LEVELS)
     least: dict[int, np.ndarray] = {}
     falls: dict[int, np.ndarray] = {}
     for t, idx in enumerate(items.by_piece):

@@ -27,6 +27,7 @@ from igniter_opt.planner.exact.colgen import (
     ROUND_EPS,
     ColgenSetup,
     ColgenState,
+    class_bound_text,
     collect_proof,
     generate,
     initial_master,
@@ -202,7 +203,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     notes: list[str] = []
     failed = None
     try:
-        with proofs_on_a_second_core(setup, state, options.time_limit_s, options.threads, deadline):
+        with proofs_on_a_second_core(setup, state, options.time_limit_s, options.threads, deadline, classes=True):
             _rounds(problem, setup, state, run, options, t0, deadline, notes)
             _last_proof(setup, state, run, deadline)
     except Exception as exc:  # noqa: BLE001 - solver trouble returns the best plan so far, with the reason
@@ -228,6 +229,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     if state.proofs is not None:
         parts.append(f"{state.worker_pricing_rounds} box pricing round(s) on that core "
                      f"in {state.worker_pricing_s:.1f} s")
+    parts.append(class_bound_text(state))
     skipped = f" ({run.skipped} skipped: the LP over the columns, rounded up, met the plan)" if run.skipped else ""
     parts.append(f"{run.masters} integer master run(s){skipped}")
     notes.append(", ".join(parts))

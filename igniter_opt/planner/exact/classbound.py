@@ -1,0 +1,281 @@
+"""The member-class bound: one compact LP that no plan's GPU count is below (docs/exact.md, "Member-class bound").
+
+Column generation's bound (Farley's, ``colgen``) needs its LP nearly solved, which at a few hundred workloads
+it never is within the limit; the trivial bound ignores interference. This LP sits between them: it keeps the
+rows every GPU of the plan must meet, summed over the GPUs of one class, so it is small enough to solve
+whole, and it is solved once.
+
+A GPU's class is (m, g): its m members, and the level g of the least Cmax_k(m) among them, where
+Cmax_k(m) = c_k + (B_k - idle_k - a_k - kern_k D(m)) / (a_k alpha_k) is the most total L2 at which
+member k meets its loosened budget with m members (``relaxed.cache_limits``; the throttling row only
+tightens and is dropped). Levels split each m's Cmax values (``relaxed.levels``): in level g every
+member has Cmax_k(m) >= L_g, and the GPU's total L2 C = sum c_j is at most gamma <= top_g. Since C <= Cmax_k
+for every member k, summing over the members gives m C <= sum_k min(Cmax_k(m), top_g). With y_{m,g} the
+GPUs of class (m, g) and x_{i,m,g} their members that are item i, z_{w,o} w's split option:
+
+    sum_i x_{i,m,g} = m y_{m,g}                                          (members)
+    sum_i u_i x_{i,m,g} <= 100 % y_{m,g}                                  (units)
+    sum_i (m c_i - min(Cmax_i(m), top_g)) x_{i,m,g} <= 0                  (L2, m >= 2)
+    sum_{m,g} sum_{i of type t} x_{i,m,g} >= count_t z_{w,o(t)},  sum_o z_{w,o} = 1    (cover)
+
+min sum y. Item i may be in class (m, g) only where Cmax_i(m) >= L_g, it meets its budget beside m - 1 of
+the least L2 and power any item has, and its units leave room for m - 1 of the fewest units. Every plan
+in the pieces' scope gives a solution (its dominated slots replaced by the items dominating them, as
+``relaxed`` does), so the LP's value is a lower bound on its GPUs.
+
+The bound is not read off HiGHS's objective. From the LP's duals (pi_t of the cover rows, b and d of each
+class's units and L2 rows, clipped to their signs), every class's most worth of one GPU,
+kappa_{m,g} <= m max_i (pi_t(i) - b u_i - d coef_i) + b 100 % (weak duality of that class's one-GPU LP), is
+computed exactly in numpy, and the bound is Farley's D(pi) / max kappa (``colgen.dual_value``): valid at any
+duals, whether HiGHS solved the LP to the end or stopped at its limit, and equal to the LP's value at its
+optimum. Within a class and piece type only the items on the Pareto front of (units, L2 coefficient) are
+columns: any other one is no better in either row.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from igniter_opt.perfmodel.model import HardwareCoefficients
+from igniter_opt.planner.exact.configs import Bounds, busy_power_w
+from igniter_opt.planner.exact.items import ItemTable
+from igniter_opt.planner.exact.lp import COLWISE, WATCHDOG_GRACE_S, f64, highspy_module, int32, new_highs, run
+from igniter_opt.planner.exact.relaxed import cache_limits, levels, loosened_budget, meets_loosened_budget
+
+# Levels per member count, one pass each while time allows: more make the bound stronger and the LP larger
+# (docs/exact.md has the figures). A next pass is begun only with this many times the last one's time left.
+CLASS_LEVELS = (8, 16, 32)
+NEXT_PASS_FACTOR = 4.0
+# The most worth of a class's GPU is raised by this relative amount (plus 1e-12) for float noise.
+KAPPA_SAFETY_REL = 1e-9
+
+
+@dataclass(frozen=True)
+class PieceRows:
+    """What the cover rows need of each piece type: its workload, split option and count (arrays)."""
+
+    workload: np.ndarray
+    option: np.ndarray
+    count: np.ndarray
+
+
+@dataclass(frozen=True)
+class ClassLp:
+    """The LP's classes (member count, the floor of their level: the least Cmax_k(m) of their members is at
+    least that and below the next floor of that m, whether it has an L2 row) and its x columns (item, class,
+    L2 coefficient)."""
+
+    members: np.ndarray
+    floor_pct: np.ndarray
+    l2_row: np.ndarray
+    item: np.ndarray
+    klass: np.ndarray
+    coef: np.ndarray
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.members.size)
+
+
+@dataclass(frozen=True)
+class ClassBound:
+    """The certified bound (GPUs, fractional), the LP's own value where HiGHS gave one, HiGHS's status, the
+    LP's size and the seconds it all took."""
+
+    value: float
+    lp_value: float | None
+    status: str
+    classes: int
+    columns: int
+    levels: int
+    seconds: float
+
+
+def _pareto(idx: np.ndarray, piece: np.ndarray, units: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """Of items ``idx``, per piece type those no other item of its type beats in both units and ``coef``
+    (at any b, d >= 0 the item of a type worth most at pi_t - b u - d coef is among them)."""
+    order = np.lexsort((coef[idx], units[idx], piece[idx]))
+    s = idx[order]
+    best = pd.Series(coef[s]).groupby(piece[s]).cummin().to_numpy()
+    first = np.r_[True, piece[s][1:] != piece[s][:-1]]
+    keep = first | (coef[s] < np.r_[np.inf, best[:-1]])
+    return np.sort(s[keep])
+
+
+def _class_columns(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, m: int, n_levels: int
+                   ) -> list[tuple[float, np.ndarray, np.ndarray | None]]:
+    """Per class of ``m`` members: its level's floor, its items and their L2 coefficients (None: no L2 row)."""
+    n = len(tab.units)
+    if m == 1:  # every item meets its budget alone (``items``)
+        return [(-math.inf, np.flatnonzero(tab.units <= cap), None)]
+    least_c, least_u, least_p = float(tab.cache.min()), int(tab.units.min()), float(tab.power.min())
+    cmax = cache_limits(tab, hw, bounds, m)
+    room = tab.cache + (m - 1) * least_c
+    ok = (cmax >= room) & (tab.units + (m - 1) * least_u <= cap)
+    ok &= meets_loosened_budget(tab, hw, loosened_budget(tab), np.arange(n), m, room,
+                                busy_power_w(hw) + tab.power + (m - 1) * least_p)
+    use = np.flatnonzero(ok)
+    if use.size == 0:
+        return []
+    out: list[tuple[float, np.ndarray, np.ndarray | None]] = []
+    for floor, top in zip(*levels(cmax[use], n_levels), strict=True):
+        mine = use[(cmax[use] >= floor) & (room[use] <= top)]
+        if mine.size == 0:
+            continue
+        coef = m * tab.cache - np.minimum(cmax, top)
+        if not np.isfinite(coef[mine]).all():  # an L2-blind level: no L2 row
+            out.append((float(floor), _pareto(mine, tab.piece, tab.units, np.zeros(n)), None))
+            continue
+        keep = _pareto(mine, tab.piece, tab.units, coef)
+        out.append((float(floor), keep, coef[keep]))
+    return out
+
+
+def class_lp(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, n_levels: int = CLASS_LEVELS[0],
+             deadline: float = math.inf) -> ClassLp | None:
+    """The classes and columns (None past ``deadline``, ``time.perf_counter()``)."""
+    members: list[int] = []
+    floors: list[float] = []
+    l2: list[bool] = []
+    item: list[np.ndarray] = []
+    klass: list[np.ndarray] = []
+    coef: list[np.ndarray] = []
+    for m in range(1, int(bounds.max_members) + 1):
+        if time.perf_counter() > deadline:
+            return None
+        for floor, idx, c in _class_columns(tab, hw, bounds, cap, m, n_levels):
+            klass.append(np.full(idx.size, len(members)))
+            members.append(m)
+            floors.append(floor)
+            l2.append(c is not None)
+            item.append(idx)
+            coef.append(np.zeros(idx.size) if c is None else c)
+    if not members:
+        return ClassLp(np.zeros(0, int), np.zeros(0), np.zeros(0, bool), np.zeros(0, int), np.zeros(0, int),
+                       np.zeros(0))
+    return ClassLp(np.array(members), np.array(floors), np.array(l2), np.concatenate(item), np.concatenate(klass),
+                   np.concatenate(coef))
+
+
+def _model(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
+    """The LP's matrix (column-wise) and row bounds. Columns: y (one per class), x, z (one per split option,
+    in ``np.unique`` order of (workload, option)); rows: members, units (one per class each), L2 (one per
+    class that has one), cover (one per piece type), choose (one per workload)."""
+    k, nx = lp.n_classes, lp.item.size
+    options, opt_of = np.unique(np.c_[rows.workload, rows.option], axis=0, return_inverse=True)
+    workloads, w_of = np.unique(options[:, 0], return_inverse=True)
+    n_l2 = int(lp.l2_row.sum())
+    l2_at = np.full(k, -1)
+    l2_at[lp.l2_row] = 2 * k + np.arange(n_l2)
+    cover0 = 2 * k + n_l2
+    choose0 = cover0 + rows.count.size
+    ci, xi, zi = np.arange(k), k + np.arange(nx), k + nx + np.arange(len(options))
+    l2 = l2_at[lp.klass] >= 0
+    r = [ci, k + ci, lp.klass, k + lp.klass, cover0 + tab.piece[lp.item], l2_at[lp.klass][l2],
+         cover0 + np.arange(rows.count.size), choose0 + w_of.ravel()]
+    c = [ci, ci, xi, xi, xi, xi[l2], zi[opt_of.ravel()], zi]
+    v = [-lp.members.astype(float), np.full(k, -float(cap)), np.ones(nx), tab.units[lp.item].astype(float),
+         np.ones(nx), lp.coef[l2], -rows.count.astype(float), np.ones(len(options))]
+    n_rows = choose0 + workloads.size
+    a = sp.csc_matrix((np.concatenate(v), (np.concatenate(r), np.concatenate(c))),
+                      shape=(n_rows, k + nx + len(options)))
+    lower = np.r_[np.zeros(k), np.full(k + n_l2, -np.inf), np.zeros(rows.count.size), np.ones(workloads.size)]
+    upper = np.r_[np.zeros(2 * k + n_l2), np.full(rows.count.size, np.inf), np.ones(workloads.size)]
+    return a, lower, upper
+
+
+def _solve(a: sp.csc_matrix, lower: np.ndarray, upper: np.ndarray, k: int, limit_s: float, threads: int
+           ) -> tuple[str, float | None, np.ndarray | None]:
+    """min sum y over the LP (HiGHS's interior point method, then crossover): status, objective, row duals."""
+    hs = highspy_module()
+    n_col = a.shape[1]
+    cost = np.r_[np.ones(k), np.zeros(n_col - k)]
+    h = new_highs(threads)
+    status = h.passModel(n_col, a.shape[0], a.nnz, COLWISE, int(hs.ObjSense.kMinimize), 0.0, f64(cost),
+                         f64(np.zeros(n_col)), f64(np.full(n_col, np.inf)), f64(lower), f64(upper),
+                         int32(a.indptr[:-1]), int32(a.indices), f64(a.data), np.zeros(n_col, np.int32))
+    if status == hs.HighsStatus.kError:
+        raise RuntimeError("HiGHS refused the member-class LP")
+    h.setOptionValue("solver", "ipm")
+    res = run(h, limit_s, mip=False)
+    sol = h.getSolution()
+    duals = np.asarray(sol.row_dual, float) if sol.dual_valid else None
+    return res.status, res.objective if res.status == "Optimal" else None, duals
+
+
+def class_kappas(lp: ClassLp, tab: ItemTable, cap: int, pi: np.ndarray, b: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Per class, a bound on the worth sum pi_t of any one GPU of it: m max_i (pi_t(i) - b u_i - d coef_i) + b 100 %
+    (``b``, ``d`` >= 0 per class: the weak dual of the class's one-GPU LP, whose members sum to m exactly)."""
+    worth = pi[tab.piece[lp.item]] - b[lp.klass] * tab.units[lp.item] - d[lp.klass] * lp.coef
+    best = np.full(lp.n_classes, -np.inf)
+    np.maximum.at(best, lp.klass, worth)
+    return lp.members * best + b * cap
+
+
+def certify(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, duals: np.ndarray) -> float:
+    """Farley's bound D(pi) / max kappa at the LP's row ``duals`` (module docstring): a lower bound on the
+    GPUs of every plan in the pieces' scope, whatever the duals. 0 where it says nothing."""
+    k = lp.n_classes
+    n_l2 = int(lp.l2_row.sum())
+    b = np.maximum(0.0, -duals[k:2 * k])  # <= rows of a min problem: duals <= 0
+    d = np.zeros(k)
+    d[lp.l2_row] = np.maximum(0.0, -duals[2 * k:2 * k + n_l2])
+    pi = np.maximum(0.0, duals[2 * k + n_l2:2 * k + n_l2 + rows.count.size])  # >= rows: duals >= 0
+    top = float(class_kappas(lp, tab, cap, pi, b, d).max(initial=0.0)) * (1.0 + KAPPA_SAFETY_REL) + 1e-12
+    return _dual_value(rows, pi) / top if top > 1e-9 else 0.0
+
+
+def _dual_value(rows: PieceRows, pi: np.ndarray) -> float:
+    """D(pi) = sum_w min_o sum_{t in o} count_t pi_t."""
+    per: dict[int, dict[int, float]] = {}
+    for t in range(rows.count.size):
+        w, o = int(rows.workload[t]), int(rows.option[t])
+        per.setdefault(w, {}).setdefault(o, 0.0)
+        per[w][o] += float(rows.count[t]) * float(pi[t])
+    return math.fsum(min(v.values()) for v in per.values())
+
+
+def class_bound_at(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, rows: PieceRows,
+                   deadline: float, n_levels: int, threads: int = 1) -> ClassBound | None:
+    """The member-class bound with ``n_levels`` levels per member count (module docstring) by ``deadline``
+    (``time.perf_counter()``); None when the LP could not be built or gave no duals by then."""
+    t0 = time.perf_counter()
+    lp = class_lp(tab, hw, bounds, cap, n_levels, deadline)
+    if lp is None or lp.n_classes == 0:
+        return None
+    a, lower, upper = _model(lp, tab, rows, cap)
+    left = deadline - time.perf_counter() - WATCHDOG_GRACE_S
+    if left <= 0:
+        return None
+    status, objective, duals = _solve(a, lower, upper, lp.n_classes, left, threads)
+    if duals is None:
+        return None
+    value = certify(lp, tab, rows, cap, duals)
+    return ClassBound(value, objective, status, lp.n_classes, int(lp.item.size), n_levels,
+                      time.perf_counter() - t0)
+
+
+def class_bound(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, rows: PieceRows,
+                deadline: float, target_gpus: int | None = None, threads: int = 1) -> ClassBound | None:
+    """The member-class bound at ``CLASS_LEVELS[0]`` levels, then at each next count while the last pass
+    leaves ``NEXT_PASS_FACTOR`` times its time before ``deadline`` and its bound, rounded up, is below
+    ``target_gpus`` (a plan's GPUs: no pass can raise the bound past it); the best pass's (seconds: all of
+    them)."""
+    t0 = time.perf_counter()
+    best: ClassBound | None = None
+    for n_levels in CLASS_LEVELS:
+        start = time.perf_counter()
+        res = class_bound_at(tab, hw, bounds, cap, rows, deadline, n_levels, threads)
+        if res is not None and (best is None or res.value > best.value):
+            best = res
+        took = time.perf_counter() - start
+        done = best is not None and target_gpus is not None and math.ceil(best.value - 1e-6) >= target_gpus
+        if res is None or done or deadline - time.perf_counter() < NEXT_PASS_FACTOR * took:
+            break
+    return None if best is None else replace(best, seconds=time.perf_counter() - t0)
