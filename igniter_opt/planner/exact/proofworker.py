@@ -7,7 +7,8 @@ configurations it finds are columns whatever the duals are by then. So where the
 column generation does not use (HiGHS runs with one thread by default, and the heuristics are numpy on one
 core), the rounds run in a child process: generation, the integer master and the proof overlap instead of
 taking turns. Where no proof round could raise the bound, the child runs box pricing at the LP's duals
-instead (``colgen._submit_proof``). docs/exact.md, "Proof rounds on a second core".
+instead (``colgen._submit_proof``). docs/exact.md, "Proof rounds on a second core". Its first task may be
+the member-class bound (``ClassTask``, ``classbound``): one LP, valid whenever it ends, like a proof round.
 
 The child is a fresh interpreter (``CHILD_CODE``), started with ``subprocess``: not ``multiprocessing``'s
 ``fork`` (the caller may run threads, HiGHS's among them, whose state a forked child would inherit) nor its
