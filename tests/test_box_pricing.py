@@ -437,7 +437,7 @@ def test_where_no_proof_can_help_the_worker_prices_at_the_lps_duals(pricing_mix)
 def test_a_worker_that_cannot_be_started_leaves_the_rounds_in_this_process(converged_h200, monkeypatch) -> None:
     setup, done = converged_h200
 
-    def refuse(_boxes):
+    def refuse(*_args):
         raise OSError(24, "Too many open files")
 
     monkeypatch.setattr(colgen, "ProofWorker", refuse)

@@ -147,8 +147,8 @@ def test_with_a_core_to_spare_its_generation_runs_proof_rounds_there_and_leaves_
     started: list[proofworker.ProofWorker] = []
 
     class Counted(proofworker.ProofWorker):
-        def __init__(self, boxes) -> None:
-            super().__init__(boxes)
+        def __init__(self, boxes, first=None) -> None:
+            super().__init__(boxes, first)
             started.append(self)
 
     monkeypatch.setattr(colgen, "ProofWorker", Counted)

@@ -26,7 +26,7 @@ in the pieces' scope gives a solution (its dominated slots replaced by the items
 The bound is not read off HiGHS's objective. From the LP's duals (pi_t of the cover rows, b and d of each
 class's units and L2 rows, clipped to their signs), every class's most worth of one GPU,
 kappa_{m,g} <= m max_i (pi_t(i) - b u_i - d coef_i) + b 100 % (weak duality of that class's one-GPU LP), is
-computed exactly in numpy, and the bound is Farley's D(pi) / max kappa (``colgen.dual_value``): valid at any
+computed exactly in numpy, and the bound is Farley's D(pi) / max kappa (``dual_value``): valid at any
 duals, whether HiGHS solved the LP to the end or stopped at its limit, and equal to the LP's value at its
 optimum. Within a class and piece type only the items on the Pareto front of (units, L2 coefficient) are
 columns: any other one is no better in either row.
@@ -37,16 +37,18 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
-import scipy.sparse as sp
 
 from igniter_opt.perfmodel.model import HardwareCoefficients
 from igniter_opt.planner.exact.configs import Bounds, busy_power_w
 from igniter_opt.planner.exact.items import ItemTable
 from igniter_opt.planner.exact.lp import COLWISE, WATCHDOG_GRACE_S, f64, highspy_module, int32, new_highs, run
 from igniter_opt.planner.exact.relaxed import cache_limits, levels, loosened_budget, meets_loosened_budget
+
+if TYPE_CHECKING:
+    import scipy.sparse as sp
 
 # Levels per member count, one pass each while time allows: more make the bound stronger and the LP larger
 # (docs/exact.md has the figures; at 1000 H100 workloads 8 levels do not end within 300 s, 2 do). A next pass
@@ -101,6 +103,8 @@ class ClassBound:
 def _pareto(idx: np.ndarray, piece: np.ndarray, units: np.ndarray, coef: np.ndarray) -> np.ndarray:
     """Of items ``idx``, per piece type those no other item of its type beats in both units and ``coef``
     (at any b, d >= 0 the item of a type worth most at pi_t - b u - d coef is among them)."""
+    import pandas as pd  # here, not at the top: planning without the exact planner does not load it
+
     order = np.lexsort((coef[idx], units[idx], piece[idx]))
     s = idx[order]
     best = pd.Series(coef[s]).groupby(piece[s]).cummin().to_numpy()
@@ -168,6 +172,8 @@ def _model(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int) -> tuple[sp.c
     """The LP's matrix (column-wise) and row bounds. Columns: y (one per class), x, z (one per split option,
     in ``np.unique`` order of (workload, option)); rows: members, units (one per class each), L2 (one per
     class that has one), cover (one per piece type), choose (one per workload)."""
+    import scipy.sparse as sp  # here, not at the top: planning without the exact planner does not load it
+
     k, nx = lp.n_classes, lp.item.size
     options, opt_of = np.unique(np.c_[rows.workload, rows.option], axis=0, return_inverse=True)
     workloads, w_of = np.unique(options[:, 0], return_inverse=True)
@@ -229,11 +235,11 @@ def certify(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, duals: np.nd
     d[lp.l2_row] = np.maximum(0.0, -duals[2 * k:2 * k + n_l2])
     pi = np.maximum(0.0, duals[2 * k + n_l2:2 * k + n_l2 + rows.count.size])  # >= rows: duals >= 0
     top = float(class_kappas(lp, tab, cap, pi, b, d).max(initial=0.0)) * (1.0 + KAPPA_SAFETY_REL) + 1e-12
-    return _dual_value(rows, pi) / top if top > 1e-9 else 0.0
+    return dual_value(rows, pi) / top if top > 1e-9 else 0.0
 
 
-def _dual_value(rows: PieceRows, pi: np.ndarray) -> float:
-    """D(pi) = sum_w min_o sum_{t in o} count_t pi_t."""
+def dual_value(rows: PieceRows, pi: np.ndarray) -> float:
+    """D(pi) = sum_w min_o sum_{t in o} count_t pi_t: the master dual's objective (the piece types of ``rows``)."""
     per: dict[int, dict[int, float]] = {}
     for t in range(rows.count.size):
         w, o = int(rows.workload[t]), int(rows.option[t])

@@ -45,6 +45,7 @@ from igniter_opt.placement.serving import ServingModel
 from igniter_opt.planner import greedy
 from igniter_opt.planner.exact.boxes import BoxPricing, BoxResult, box_kappa
 from igniter_opt.planner.exact.classbound import ClassBound, PieceRows, class_bound
+from igniter_opt.planner.exact.classbound import dual_value as rows_dual_value
 from igniter_opt.planner.exact.columns import ColSlot, Column, PieceSpace, column_worth, evaluate
 from igniter_opt.planner.exact.heuristic import Entries, extend, grow, make_entries, ranked_entries
 from igniter_opt.planner.exact.items import (
@@ -224,12 +225,14 @@ def workload_least_units(problem: PlanningProblem, rule: ServingModel) -> list[f
 
 
 def dual_value(pieces: tuple[PieceType, ...], duals: np.ndarray) -> float:
-    """D(pi) = sum_w min_o sum_{t in o} count_t pi_t: the master dual's objective."""
-    per: dict[int, dict[int, float]] = {}
-    for t, p in enumerate(pieces):
-        per.setdefault(p.workload, {}).setdefault(p.option, 0.0)
-        per[p.workload][p.option] += p.count * float(duals[t])
-    return math.fsum(min(v.values()) for v in per.values())
+    """D(pi) = sum_w min_o sum_{t in o} count_t pi_t: the master dual's objective (``classbound.dual_value``)."""
+    return rows_dual_value(piece_rows(pieces), duals)
+
+
+def piece_rows(pieces: tuple[PieceType, ...]) -> PieceRows:
+    """What the member-class bound (and ``dual_value``) needs of the piece types."""
+    return PieceRows(np.array([p.workload for p in pieces], np.int64), np.array([p.option for p in pieces], np.int64),
+                     np.array([p.count for p in pieces], np.int64))
 
 
 @dataclass
@@ -608,12 +611,6 @@ def _submit_proof(setup: ColgenSetup, state: ColgenState, duals: np.ndarray, fou
                       BOX_ENOUGH, kind="pricing")
 
 
-def piece_rows(pieces: tuple[PieceType, ...]) -> PieceRows:
-    """What the member-class bound needs of the piece types."""
-    return PieceRows(np.array([p.workload for p in pieces], np.int64), np.array([p.option for p in pieces], np.int64),
-                     np.array([p.count for p in pieces], np.int64))
-
-
 def _apply_class_bound(state: ColgenState, res: ClassBound | None, where: str) -> None:
     """The member-class bound's result: the certified bound, and what it was for the notes."""
     state.class_where = where
@@ -646,19 +643,20 @@ def proofs_on_a_second_core(setup: ColgenSetup, state: ColgenState, time_limit_s
     time to ``end``, else here before the block, within ``CLASS_SHARE_HERE`` of it."""
     worker = None
     start_gpus = sum(n for _, n in setup.start_columns)
-    first = ClassTask(piece_rows(setup.pieces), time.perf_counter() + CLASS_SHARE * max(0.0, end - time.perf_counter()),
-                      start_gpus)
+    rows = piece_rows(setup.pieces) if classes else None
+    first = None if rows is None else ClassTask(
+        rows, time.perf_counter() + CLASS_SHARE * max(0.0, end - time.perf_counter()), start_gpus)
     if worker_wanted(time_limit_s, threads) and setup.boxes.max_members >= 2:
         try:
-            worker = ProofWorker(setup.boxes, first if classes else None)
+            worker = ProofWorker(setup.boxes, first)
         except OSError as exc:  # no process to be had: the rounds run here, as on one core
             state.notes.append(f"no proof worker ({type(exc).__name__}: {exc}); proof rounds ran in this process")
     if worker is None:
-        if classes:
+        if rows is not None:
             tab, items = setup.items.table, setup.items
             until = time.perf_counter() + CLASS_SHARE_HERE * max(0.0, end - time.perf_counter())
             _apply_class_bound(state, class_bound(tab, setup.space.problem.perf_model.hardware, items.bounds,
-                                                  setup.space.cap_units, first.rows, until, start_gpus, threads),
+                                                  setup.space.cap_units, rows, until, start_gpus, threads),
                                "here")
         yield
         return
