@@ -239,13 +239,17 @@ def certify(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, duals: np.nd
 
 
 def dual_value(rows: PieceRows, pi: np.ndarray) -> float:
-    """D(pi) = sum_w min_o sum_{t in o} count_t pi_t: the master dual's objective (the piece types of ``rows``)."""
-    per: dict[int, dict[int, float]] = {}
-    for t in range(rows.count.size):
-        w, o = int(rows.workload[t]), int(rows.option[t])
-        per.setdefault(w, {}).setdefault(o, 0.0)
-        per[w][o] += float(rows.count[t]) * float(pi[t])
-    return math.fsum(min(v.values()) for v in per.values())
+    """D(pi) = sum_w min_o sum_{t in o} count_t pi_t: the master dual's objective (the piece types of ``rows``;
+    each option's sum in the order of its types, the workloads' minima summed exactly)."""
+    if rows.count.size == 0:
+        return 0.0
+    options, opt_of = np.unique(np.c_[rows.workload, rows.option], axis=0, return_inverse=True)
+    per_option = np.zeros(len(options))
+    np.add.at(per_option, opt_of.ravel(), rows.count * np.asarray(pi, float)[:rows.count.size])
+    _, w_of = np.unique(options[:, 0], return_inverse=True)
+    per_workload = np.full(int(w_of.max()) + 1, np.inf)
+    np.minimum.at(per_workload, w_of.ravel(), per_option)
+    return math.fsum(per_workload.tolist())
 
 
 def class_bound_at(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, rows: PieceRows,
