@@ -268,9 +268,9 @@ def test_column_generation_agrees_with_brute_force_on_tiny_instances(request: py
     assert plan.solver.status == "optimal"  # tiny instances: the LP bound closes the gap
     setup = colgen.prepare_colgen(problem, serving_model_for(problem), greedy.place(
         problem.perf_model, greedy.initial_demands(problem)))
-    res = classbound.class_bound(setup.items.table, problem.perf_model.hardware, setup.items.bounds,
-                                 setup.space.cap_units, colgen.piece_rows(setup.pieces), time.perf_counter() + 30)
-    assert res is not None and res.value <= gpus + 1e-9  # the member-class bound too
+    res = classbound.class_bound(setup.items, problem.perf_model.hardware, setup.space.cap_units,
+                                 colgen.piece_rows(setup.pieces), time.perf_counter() + 30)
+    assert res is not None and res.value <= gpus + 1e-9  # the member-class bound too (with its pair columns)
 
 
 @settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

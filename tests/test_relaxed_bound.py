@@ -18,7 +18,7 @@ from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
 from igniter_opt.perfmodel import PerformanceModel, load_profile
 from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import exact, greedy
-from igniter_opt.planner.exact import classbound, colgen, relaxed
+from igniter_opt.planner.exact import classbound, colgen, pairs, relaxed
 from igniter_opt.planner.exact.columns import ColSlot, column_worth, evaluate
 from igniter_opt.planner.exact.pricing import PricingResult
 from igniter_opt.solver import SolveOptions
@@ -286,7 +286,7 @@ def test_so_do_configurations_that_fill_a_gpu(h100_model) -> None:
     columns = _feasible_columns(setup)
     assert max(c.units for c in columns) == setup.space.cap_units
     _check_class_duality(setup, columns[:: max(1, len(columns) // 4000)] + [c for c in columns if c.units >= 60])
-    res = classbound.class_bound(setup.items.table, h100_model.hardware, setup.items.bounds, setup.space.cap_units,
+    res = classbound.class_bound(setup.items, h100_model.hardware, setup.space.cap_units,
                                  colgen.piece_rows(setup.pieces), time.perf_counter() + 30)
     assert res is not None and res.lp_value is not None and res.value == pytest.approx(res.lp_value, rel=1e-6)
     least = sum(colgen.least_units(setup.pieces, setup.items).values()) / setup.space.cap_units
@@ -297,8 +297,8 @@ def test_the_class_bound_is_its_lps_value_and_never_above_a_plan(small) -> None:
     setup, _ = small
     problem = setup.space.problem
     rows = colgen.piece_rows(setup.pieces)
-    res = classbound.class_bound(setup.items.table, problem.perf_model.hardware, setup.items.bounds,
-                                 setup.space.cap_units, rows, time.perf_counter() + 30)
+    res = classbound.class_bound(setup.items, problem.perf_model.hardware, setup.space.cap_units, rows,
+                                 time.perf_counter() + 30)
     assert res is not None and res.status == "Optimal" and res.lp_value is not None
     assert res.value == pytest.approx(res.lp_value, rel=1e-6)  # the certificate is tight at the LP's optimum
     assert res.value >= sum(colgen.least_units(setup.pieces, setup.items).values()) / setup.space.cap_units - 1e-6
@@ -311,5 +311,60 @@ def test_the_class_bound_is_its_lps_value_and_never_above_a_plan(small) -> None:
 def test_a_class_bound_out_of_time_says_nothing(small) -> None:
     setup, _ = small
     perf = setup.space.problem.perf_model
-    assert classbound.class_bound(setup.items.table, perf.hardware, setup.items.bounds, setup.space.cap_units,
+    assert classbound.class_bound(setup.items, perf.hardware, setup.space.cap_units,
                                   colgen.piece_rows(setup.pieces), time.perf_counter() - 1.0) is None
+
+
+def _pairs_of(setup: colgen.ColgenSetup) -> np.ndarray:
+    rows = colgen.piece_rows(setup.pieces)
+    found = pairs.fitting_type_pairs(setup.items, setup.space.problem.perf_model.hardware, setup.space.cap_units,
+                                     rows.count >= 2, time.perf_counter() + 60)
+    assert found is not None and len(found) > 0
+    return found
+
+
+def _check_pairs_cover_two_member_configurations(setup: colgen.ColgenSetup, columns: list) -> None:
+    found = {(int(s), int(t)) for s, t in _pairs_of(setup)}
+    count = colgen.piece_rows(setup.pieces).count
+    # those a plan can have: two pieces of one type only where its option has two
+    twos = [c for c in columns if len(c.slots) == 2 and (c.slots[0].piece != c.slots[1].piece
+                                                          or count[c.slots[0].piece] >= 2)]
+    assert twos
+    for col in twos:
+        s, t = sorted(slot.piece for slot in col.slots)
+        assert (s, t) in found
+    live = [t for t, idx in enumerate(setup.items.by_piece) if idx.size]
+    two = colgen.piece_rows(setup.pieces).count >= 2
+    for s in live[:12]:
+        for t in [u for u in live if u >= s][:12]:
+            if s != t or two[t]:
+                assert ((s, t) in found) == (setup.pairs.fit(s, t) is not None)
+
+
+def test_every_two_member_configuration_is_one_of_the_fitting_pairs(small) -> None:
+    """The pair columns replace the classes of 2 members, so every 2-member configuration the kernel accepts
+    must be among the screened pairs of piece types (else the LP would not be a relaxation); the screen agrees
+    with the pair table's on each pair of types."""
+    _check_pairs_cover_two_member_configurations(*small)
+
+
+def test_so_do_the_pairs_of_a_gpu_filling_mix(h100_model) -> None:
+    setup = _setup(_problem(h100_model, HEAVY_H100))
+    _check_pairs_cover_two_member_configurations(setup, _feasible_columns(setup))
+
+
+def test_pair_columns_tighten_the_class_lp_and_stay_certified(small) -> None:
+    """With the pair columns in place of the 2-member classes the LP is tighter (a pair of the screen is in some
+    2-member class) and its certificate is still its value; a pair no configuration has is never a column."""
+    setup, _ = small
+    hw, cap, items = setup.space.problem.perf_model.hardware, setup.space.cap_units, setup.items
+    rows = colgen.piece_rows(setup.pieces)
+    found = _pairs_of(setup)
+    plain = classbound.class_bound_at(items.table, hw, items.bounds, cap, rows, time.perf_counter() + 30, 8)
+    paired = classbound.class_bound_at(items.table, hw, items.bounds, cap, rows, time.perf_counter() + 30, 8,
+                                       pairs=found)
+    assert plain is not None and paired is not None and paired.pairs == len(found)
+    assert paired.lp_value is not None and paired.value == pytest.approx(paired.lp_value, rel=1e-6)
+    assert paired.value >= plain.value - 1e-6
+    lp = classbound.class_lp(items.table, hw, items.bounds, cap, 8, pairs=found)
+    assert lp is not None and 2 not in set(lp.members.tolist())

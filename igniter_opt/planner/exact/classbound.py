@@ -43,8 +43,9 @@ import numpy as np
 
 from igniter_opt.perfmodel.model import HardwareCoefficients
 from igniter_opt.planner.exact.configs import Bounds, busy_power_w
-from igniter_opt.planner.exact.items import ItemTable
+from igniter_opt.planner.exact.items import Items, ItemTable
 from igniter_opt.planner.exact.lp import COLWISE, WATCHDOG_GRACE_S, f64, highspy_module, int32, new_highs, run
+from igniter_opt.planner.exact.pairs import fitting_type_pairs
 from igniter_opt.planner.exact.relaxed import cache_limits, levels, loosened_budget, meets_loosened_budget
 
 if TYPE_CHECKING:
@@ -55,6 +56,9 @@ if TYPE_CHECKING:
 # is begun only with this many times the last one's time left.
 CLASS_LEVELS = (2, 8, 16, 32)
 NEXT_PASS_FACTOR = 4.0
+# Share of the time left after the first pass that screening every pair of piece types may take (at 200 V100
+# workloads 64 000 pairs fit, screened in about 10 s).
+PAIR_SHARE = 0.3
 # The most worth of a class's GPU is raised by this relative amount (plus 1e-12) for float noise.
 KAPPA_SAFETY_REL = 1e-9
 
@@ -80,6 +84,7 @@ class ClassLp:
     item: np.ndarray
     klass: np.ndarray
     coef: np.ndarray
+    pairs: np.ndarray  # (n, 2) piece types: the pair columns that replace the classes of 2 members (none: (0, 2))
 
     @property
     def n_classes(self) -> int:
@@ -98,6 +103,7 @@ class ClassBound:
     columns: int
     levels: int
     seconds: float
+    pairs: int | None = None  # pair columns in place of the classes of 2 members (None: that pass did not use them)
 
 
 def _pareto(idx: np.ndarray, piece: np.ndarray, units: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -143,8 +149,11 @@ def _class_columns(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap
 
 
 def class_lp(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, n_levels: int = CLASS_LEVELS[0],
-             deadline: float = math.inf) -> ClassLp | None:
-    """The classes and columns (None past ``deadline``, ``time.perf_counter()``)."""
+             deadline: float = math.inf, pairs: np.ndarray | None = None) -> ClassLp | None:
+    """The classes and columns (None past ``deadline``, ``time.perf_counter()``); with ``pairs`` (every pair of
+    piece types that can share a GPU, ``pairs.fitting_type_pairs``) those pair columns instead of the classes
+    of 2 members."""
+    no_pairs = np.zeros((0, 2), np.intp)
     members: list[int] = []
     floors: list[float] = []
     l2: list[bool] = []
@@ -154,6 +163,8 @@ def class_lp(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int,
     for m in range(1, int(bounds.max_members) + 1):
         if time.perf_counter() > deadline:
             return None
+        if m == 2 and pairs is not None:
+            continue
         for floor, idx, c in _class_columns(tab, hw, bounds, cap, m, n_levels):
             klass.append(np.full(idx.size, len(members)))
             members.append(m)
@@ -163,15 +174,17 @@ def class_lp(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int,
             coef.append(np.zeros(idx.size) if c is None else c)
     if not members:
         return ClassLp(np.zeros(0, int), np.zeros(0), np.zeros(0, bool), np.zeros(0, int), np.zeros(0, int),
-                       np.zeros(0))
+                       np.zeros(0), no_pairs if pairs is None else pairs)
     return ClassLp(np.array(members), np.array(floors), np.array(l2), np.concatenate(item), np.concatenate(klass),
-                   np.concatenate(coef))
+                   np.concatenate(coef), no_pairs if pairs is None else pairs)
 
 
-def _model(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray]:
-    """The LP's matrix (column-wise) and row bounds. Columns: y (one per class), x, z (one per split option,
-    in ``np.unique`` order of (workload, option)); rows: members, units (one per class each), L2 (one per
-    class that has one), cover (one per piece type), choose (one per workload)."""
+def _model(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int
+           ) -> tuple[sp.csc_matrix, np.ndarray, np.ndarray, np.ndarray]:
+    """The LP's matrix (column-wise), row bounds and costs. Columns: y (one per class), x, z (one per split
+    option, in ``np.unique`` order of (workload, option)), then one GPU per pair of ``lp.pairs`` (a piece of
+    each type, two of one type paired with itself); rows: members, units (one per class each), L2 (one per
+    class that has one), cover (one per piece type), choose (one per workload). Costs: 1 for each y and pair."""
     import scipy.sparse as sp  # here, not at the top: planning without the exact planner does not load it
 
     k, nx = lp.n_classes, lp.item.size
@@ -189,20 +202,23 @@ def _model(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int) -> tuple[sp.c
     c = [ci, ci, xi, xi, xi, xi[l2], zi[opt_of.ravel()], zi]
     v = [-lp.members.astype(float), np.full(k, -float(cap)), np.ones(nx), tab.units[lp.item].astype(float),
          np.ones(nx), lp.coef[l2], -rows.count.astype(float), np.ones(len(options))]
+    pi0, n_pairs = k + nx + len(options), len(lp.pairs)
+    r += [cover0 + lp.pairs[:, 0], cover0 + lp.pairs[:, 1]]
+    c += [pi0 + np.arange(n_pairs)] * 2
+    v += [np.ones(n_pairs)] * 2  # a pair of one type: two entries in one cell, summed to 2 by scipy
     n_rows = choose0 + workloads.size
-    a = sp.csc_matrix((np.concatenate(v), (np.concatenate(r), np.concatenate(c))),
-                      shape=(n_rows, k + nx + len(options)))
+    a = sp.csc_matrix((np.concatenate(v), (np.concatenate(r), np.concatenate(c))), shape=(n_rows, pi0 + n_pairs))
     lower = np.r_[np.zeros(k), np.full(k + n_l2, -np.inf), np.zeros(rows.count.size), np.ones(workloads.size)]
     upper = np.r_[np.zeros(2 * k + n_l2), np.full(rows.count.size, np.inf), np.ones(workloads.size)]
-    return a, lower, upper
+    cost = np.r_[np.ones(k), np.zeros(nx + len(options)), np.ones(n_pairs)]
+    return a, lower, upper, cost
 
 
-def _solve(a: sp.csc_matrix, lower: np.ndarray, upper: np.ndarray, k: int, limit_s: float, threads: int
+def _solve(a: sp.csc_matrix, lower: np.ndarray, upper: np.ndarray, cost: np.ndarray, limit_s: float, threads: int
            ) -> tuple[str, float | None, np.ndarray | None]:
-    """min sum y over the LP (HiGHS's interior point method, then crossover): status, objective, row duals."""
+    """min cost x over the LP (HiGHS's interior point method, then crossover): status, objective, row duals."""
     hs = highspy_module()
     n_col = a.shape[1]
-    cost = np.r_[np.ones(k), np.zeros(n_col - k)]
     h = new_highs(threads)
     status = h.passModel(n_col, a.shape[0], a.nnz, COLWISE, int(hs.ObjSense.kMinimize), 0.0, f64(cost),
                          f64(np.zeros(n_col)), f64(np.full(n_col, np.inf)), f64(lower), f64(upper),
@@ -234,7 +250,9 @@ def certify(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, duals: np.nd
     d = np.zeros(k)
     d[lp.l2_row] = np.maximum(0.0, -duals[2 * k:2 * k + n_l2])
     pi = np.maximum(0.0, duals[2 * k + n_l2:2 * k + n_l2 + rows.count.size])  # >= rows: duals >= 0
-    top = float(class_kappas(lp, tab, cap, pi, b, d).max(initial=0.0)) * (1.0 + KAPPA_SAFETY_REL) + 1e-12
+    pair_worth = pi[lp.pairs[:, 0]] + pi[lp.pairs[:, 1]]  # exact: one GPU of the pair holds just those pieces
+    most = max(float(class_kappas(lp, tab, cap, pi, b, d).max(initial=0.0)), float(pair_worth.max(initial=0.0)))
+    top = most * (1.0 + KAPPA_SAFETY_REL) + 1e-12
     return dual_value(rows, pi) / top if top > 1e-9 else 0.0
 
 
@@ -253,40 +271,58 @@ def dual_value(rows: PieceRows, pi: np.ndarray) -> float:
 
 
 def class_bound_at(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, rows: PieceRows,
-                   deadline: float, n_levels: int, threads: int = 1) -> ClassBound | None:
-    """The member-class bound with ``n_levels`` levels per member count (module docstring) by ``deadline``
-    (``time.perf_counter()``); None when the LP could not be built or gave no duals by then."""
+                   deadline: float, n_levels: int, threads: int = 1, pairs: np.ndarray | None = None
+                   ) -> ClassBound | None:
+    """The member-class bound with ``n_levels`` levels per member count (module docstring; with ``pairs``,
+    those pair columns instead of the classes of 2 members) by ``deadline`` (``time.perf_counter()``); None
+    when the LP could not be built or gave no duals by then."""
     t0 = time.perf_counter()
-    lp = class_lp(tab, hw, bounds, cap, n_levels, deadline)
+    lp = class_lp(tab, hw, bounds, cap, n_levels, deadline, pairs)
     if lp is None or lp.n_classes == 0:
         return None
-    a, lower, upper = _model(lp, tab, rows, cap)
+    a, lower, upper, cost = _model(lp, tab, rows, cap)
     left = deadline - time.perf_counter() - WATCHDOG_GRACE_S
     if left <= 0:
         return None
-    status, objective, duals = _solve(a, lower, upper, lp.n_classes, left, threads)
+    status, objective, duals = _solve(a, lower, upper, cost, left, threads)
     if duals is None:
         return None
     value = certify(lp, tab, rows, cap, duals)
-    return ClassBound(value, objective, status, lp.n_classes, int(lp.item.size), n_levels,
-                      time.perf_counter() - t0)
+    return ClassBound(value, objective, status, lp.n_classes, int(lp.item.size) + len(lp.pairs), n_levels,
+                      time.perf_counter() - t0, None if pairs is None else len(pairs))
 
 
-def class_bound(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, rows: PieceRows,
-                deadline: float, target_gpus: int | None = None, threads: int = 1) -> ClassBound | None:
-    """The member-class bound at ``CLASS_LEVELS[0]`` levels, then at each next count while the last pass
-    leaves ``NEXT_PASS_FACTOR`` times its time before ``deadline`` and its bound, rounded up, is below
-    ``target_gpus`` (a plan's GPUs: no pass can raise the bound past it); the best pass's (seconds: all of
-    them)."""
+def _screen_pairs(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRows, deadline: float
+                  ) -> np.ndarray | None:
+    """Every pair of piece types that can share a GPU (``pairs.fitting_type_pairs``) within ``PAIR_SHARE`` of
+    the time to ``deadline``; None if the screen did not end by then."""
+    until = time.perf_counter() + PAIR_SHARE * max(0.0, deadline - time.perf_counter())
+    return fitting_type_pairs(items, hw, cap, rows.count >= 2, until)
+
+
+def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRows, deadline: float,
+                target_gpus: int | None = None, threads: int = 1) -> ClassBound | None:
+    """The member-class bound at ``CLASS_LEVELS[0]`` levels; then the pairs of piece types that can share a GPU
+    are screened (``_screen_pairs``) and, where the screen ended, each next pass has their pair columns in place
+    of the classes of 2 members (a tighter LP: a GPU of two members is one of those pairs exactly). Each next
+    count of levels is run while the last pass leaves ``NEXT_PASS_FACTOR`` times its time before ``deadline``
+    and the bound, rounded up, is below ``target_gpus`` (a plan's GPUs: no pass can raise the bound past it);
+    the best pass's (seconds: all of them)."""
     t0 = time.perf_counter()
+    tab, bounds = items.table, items.bounds
     best: ClassBound | None = None
-    for n_levels in CLASS_LEVELS:
+    pairs: np.ndarray | None = None
+    for i, n_levels in enumerate(CLASS_LEVELS):
         start = time.perf_counter()
-        res = class_bound_at(tab, hw, bounds, cap, rows, deadline, n_levels, threads)
+        res = class_bound_at(tab, hw, bounds, cap, rows, deadline, n_levels, threads, pairs)
         if res is not None and (best is None or res.value > best.value):
             best = res
         took = time.perf_counter() - start
         done = best is not None and target_gpus is not None and math.ceil(best.value - 1e-6) >= target_gpus
         if res is None or done or deadline - time.perf_counter() < NEXT_PASS_FACTOR * took:
             break
+        if i == 0 and bounds.max_members >= 2:
+            pairs = _screen_pairs(items, hw, cap, rows, deadline)
+            if pairs is not None and deadline - time.perf_counter() < NEXT_PASS_FACTOR * took:
+                break
     return None if best is None else replace(best, seconds=time.perf_counter() - t0)

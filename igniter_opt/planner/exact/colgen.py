@@ -628,8 +628,9 @@ def class_bound_text(state: ColgenState) -> str:
         return ("member-class bound: none in its time" if state.class_where else
                 "member-class bound: not ended by the end of the run")
     solved = "its LP solved" if res.status == "Optimal" else f"its LP ended with '{res.status}'"
+    pairs = "" if res.pairs is None else f", {res.pairs} of them pairs of piece types in place of the 2-member classes"
     return (f"member-class bound {res.value:.4f} GPUs ({solved} at {res.levels} levels: {res.classes} classes, "
-            f"{res.columns} columns; {res.seconds:.1f} s {state.class_where})")
+            f"{res.columns} columns{pairs}; {res.seconds:.1f} s {state.class_where})")
 
 
 @contextmanager
@@ -653,11 +654,9 @@ def proofs_on_a_second_core(setup: ColgenSetup, state: ColgenState, time_limit_s
             state.notes.append(f"no proof worker ({type(exc).__name__}: {exc}); proof rounds ran in this process")
     if worker is None:
         if rows is not None:
-            tab, items = setup.items.table, setup.items
             until = time.perf_counter() + CLASS_SHARE_HERE * max(0.0, end - time.perf_counter())
-            _apply_class_bound(state, class_bound(tab, setup.space.problem.perf_model.hardware, items.bounds,
-                                                  setup.space.cap_units, rows, until, start_gpus, threads),
-                               "here")
+            _apply_class_bound(state, class_bound(setup.items, setup.space.problem.perf_model.hardware,
+                                                  setup.space.cap_units, rows, until, start_gpus, threads), "here")
         yield
         return
     state.proofs, state.proof_end = worker, end

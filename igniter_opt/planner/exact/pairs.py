@@ -29,6 +29,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from igniter_opt.perfmodel.model import HardwareCoefficients
 from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
 from igniter_opt.planner.exact.configs import busy_power_w
 from igniter_opt.planner.exact.items import Items
@@ -60,33 +61,8 @@ class PairTable:
         return self._fit[key]
 
     def _screen(self, s: int, t: int) -> tuple[int, int] | None:
-        tab, by = self.items.table, self.items.by_piece
-        a, b = by[s], by[t]
-        ii, jj = np.repeat(a, b.size), np.tile(b, a.size)
-        if s == t:  # two pieces of one type: each pair once, the same item twice only where it has copies
-            keep = (ii < jj) | ((ii == jj) & (tab.copies[ii] >= 2))
-            ii, jj = ii[keep], jj[keep]
-        fit = tab.units[ii] + tab.units[jj] <= self.space.cap_units
-        ii, jj = ii[fit], jj[fit]
-        best: tuple[int, int, int] | None = None
-        for lo in range(0, ii.size, CHUNK):
-            i, j = ii[lo:lo + CHUNK], jj[lo:lo + CHUNK]
-            ok = np.flatnonzero(self._meet(i, j))
-            if ok.size:
-                units = tab.units[i[ok]] + tab.units[j[ok]]
-                m = int(np.argmin(units))
-                if best is None or units[m] < best[0]:
-                    best = (int(units[m]), int(i[ok[m]]), int(j[ok[m]]))
-        return None if best is None else (best[1], best[2])
-
-    def _meet(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-        """Items i and j (arrays) both meet their loosened budgets next to each other."""
-        tab = self.items.table
-        hw = self.space.problem.perf_model.hardware
-        cache = tab.cache[i] + tab.cache[j]
-        power = busy_power_w(hw) + tab.power[i] + tab.power[j]
-        return (meets_loosened_budget(tab, hw, self._budget, i, 2, cache, power)
-                & meets_loosened_budget(tab, hw, self._budget, j, 2, cache, power))
+        return least_units_pair(self.items, self.space.problem.perf_model.hardware, self.space.cap_units,
+                                self._budget, s, t)
 
     def _ranked(self, duals: np.ndarray, threshold: float) -> Iterator[tuple[float, int, int]]:
         """(worth, s, t) of the pairs of piece types with items, s <= t, worth more than ``threshold``, most
@@ -132,3 +108,65 @@ class PairTable:
         """``best`` as slot lists (the kernel still judges them)."""
         tab = self.items.table
         return [[tab.slot(int(i)), tab.slot(int(j))] for i, j in self.best(duals, threshold, max_pairs, deadline)]
+
+
+def _item_pairs(items: Items, cap: int, s: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every pair of items, one of type s and one of t (s <= t), whose units fit in ``cap`` together."""
+    tab, by = items.table, items.by_piece
+    a, b = by[s], by[t]
+    ii, jj = np.repeat(a, b.size), np.tile(b, a.size)
+    if s == t:  # two pieces of one type: each pair once, the same item twice only where it has copies
+        keep = (ii < jj) | ((ii == jj) & (tab.copies[ii] >= 2))
+        ii, jj = ii[keep], jj[keep]
+    fit = tab.units[ii] + tab.units[jj] <= cap
+    return ii[fit], jj[fit]
+
+
+def _meet(items: Items, hw: HardwareCoefficients, budget: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """Items i and j (arrays) both meet their loosened budgets next to each other."""
+    tab = items.table
+    cache = tab.cache[i] + tab.cache[j]
+    power = busy_power_w(hw) + tab.power[i] + tab.power[j]
+    return (meets_loosened_budget(tab, hw, budget, i, 2, cache, power)
+            & meets_loosened_budget(tab, hw, budget, j, 2, cache, power))
+
+
+def least_units_pair(items: Items, hw: HardwareCoefficients, cap: int, budget: np.ndarray, s: int, t: int
+                     ) -> tuple[int, int] | None:
+    """The pair of items (one of type s, one of t, s <= t) of fewest units that passes the screen (module
+    docstring), or None."""
+    tab = items.table
+    ii, jj = _item_pairs(items, cap, s, t)
+    best: tuple[int, int, int] | None = None
+    for lo in range(0, ii.size, CHUNK):
+        i, j = ii[lo:lo + CHUNK], jj[lo:lo + CHUNK]
+        ok = np.flatnonzero(_meet(items, hw, budget, i, j))
+        if ok.size:
+            units = tab.units[i[ok]] + tab.units[j[ok]]
+            m = int(np.argmin(units))
+            if best is None or units[m] < best[0]:
+                best = (int(units[m]), int(i[ok[m]]), int(j[ok[m]]))
+    return None if best is None else (best[1], best[2])
+
+
+def _any_pair(items: Items, hw: HardwareCoefficients, cap: int, budget: np.ndarray, s: int, t: int) -> bool:
+    """Whether some pair of items of types s and t passes the screen (fewest units first: most likely)."""
+    ii, jj = _item_pairs(items, cap, s, t)
+    order = np.argsort(items.table.units[ii] + items.table.units[jj], kind="stable")
+    ii, jj = ii[order], jj[order]
+    return any(_meet(items, hw, budget, ii[lo:lo + CHUNK], jj[lo:lo + CHUNK]).any() for lo in range(0, ii.size, CHUNK))
+
+
+def fitting_type_pairs(items: Items, hw: HardwareCoefficients, cap: int, two: np.ndarray, deadline: float
+                       ) -> np.ndarray | None:
+    """Every pair of piece types (s, t), s <= t, rows of an (n, 2) array, that two items can serve on one GPU
+    under the screen (module docstring; (t, t) only where ``two[t]``: t's option has two pieces or more), or
+    None past ``deadline`` (``time.perf_counter()``). Every two-member configuration of the kernel's is one of them."""
+    budget = loosened_budget(items.table)
+    live = [t for t, idx in enumerate(items.by_piece) if idx.size > 0]
+    out: list[tuple[int, int]] = []
+    for a, s in enumerate(live):
+        if time.perf_counter() > deadline:
+            return None
+        out.extend((s, t) for t in live[a:] if (s != t or two[t]) and _any_pair(items, hw, cap, budget, s, t))
+    return np.array(out, np.intp).reshape(-1, 2)

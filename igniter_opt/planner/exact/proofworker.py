@@ -112,8 +112,7 @@ def _serve(conn_in: Connection, conn_out: Connection) -> None:
             t0 = time.perf_counter()
             if isinstance(task, ClassTask):
                 items = boxes.items
-                cb = class_bound(items.table, boxes.hw, items.bounds, boxes.cap, task.rows, task.deadline,
-                                 task.target_gpus)
+                cb = class_bound(items, boxes.hw, boxes.cap, task.rows, task.deadline, task.target_gpus)
                 conn_out.send(ClassDone(task, cb, time.perf_counter() - t0))
                 continue
             res = box_kappa(boxes, task.duals, task.target, task.deadline, enough=task.enough)
