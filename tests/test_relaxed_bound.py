@@ -368,3 +368,28 @@ def test_pair_columns_tighten_the_class_lp_and_stay_certified(small) -> None:
     assert paired.value >= plain.value - 1e-6
     lp = classbound.class_lp(items.table, hw, items.bounds, cap, 8, pairs=found)
     assert lp is not None and 2 not in set(lp.members.tolist())
+
+
+def test_pairs_are_screened_where_gpus_hold_few_members(small, monkeypatch) -> None:
+    """Pair columns are tried after the first pass where a GPU holds few members (the V100's big pieces), not
+    where it holds many (the H100's); a pass with them that does not end in its time is run again without them."""
+    setup, _ = small
+    name = setup.space.problem.perf_model.name
+    hw, cap, items = setup.space.problem.perf_model.hardware, setup.space.cap_units, setup.items
+    rows = colgen.piece_rows(setup.pieces)
+    few = classbound._pairs_worth_screening(items, rows, cap)
+    assert few == (name == "v100")
+    passes: list[bool] = []
+    real = classbound.class_bound_at
+
+    def no_time_for_pairs(*args, **kwargs):
+        with_pairs = len(args) > 8 and args[8] is not None
+        passes.append(with_pairs)
+        return None if with_pairs else real(*args, **kwargs)
+
+    monkeypatch.setattr(classbound, "class_bound_at", no_time_for_pairs)
+    res = classbound.class_bound(items, hw, cap, rows, time.perf_counter() + 30)
+    assert res is not None and res.pairs is None
+    assert passes[0] is False and (True in passes) == few
+    if few:  # the pass with the pairs came back empty and was run again without them
+        assert passes[passes.index(True) + 1] is False

@@ -57,8 +57,12 @@ if TYPE_CHECKING:
 CLASS_LEVELS = (2, 8, 16, 32)
 NEXT_PASS_FACTOR = 4.0
 # Share of the time left after the first pass that screening every pair of piece types may take (at 200 V100
-# workloads 64 000 pairs fit, screened in about 10 s).
+# workloads 64 000 pairs fit, screened in 0.4 s; at 1000, 1.7 million in 8 s), and that a pass with their
+# columns may take (at 1000 V100 workloads, 8 levels: 2.2 million columns, 175 s alone on one core).
 PAIR_SHARE = 0.3
+PAIR_PASS_SHARE = 0.6
+# Pair columns only where a GPU holds at most this many members on average at its pieces' least units.
+PAIR_MEAN_MEMBERS = 8.0
 # The most worth of a class's GPU is raised by this relative amount (plus 1e-12) for float noise.
 KAPPA_SAFETY_REL = 1e-9
 
@@ -292,10 +296,21 @@ def class_bound_at(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap
                       time.perf_counter() - t0, None if pairs is None else len(pairs))
 
 
+def _pairs_worth_screening(items: Items, rows: PieceRows, cap: int) -> bool:
+    """Whether a GPU holds few enough members for the pair columns to matter: a GPU's units over the pieces'
+    mean least units (weighted by their counts) at most ``PAIR_MEAN_MEMBERS`` (random V100 mixes: 3.2-3.4; H100: 15-19,
+    where they left the bound as it was)."""
+    mean = float(np.sum(rows.count * items.least_units) / max(1, int(np.sum(rows.count))))
+    return mean > 0 and cap / mean <= PAIR_MEAN_MEMBERS
+
+
 def _screen_pairs(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRows, deadline: float
                   ) -> np.ndarray | None:
     """Every pair of piece types that can share a GPU (``pairs.fitting_type_pairs``) within ``PAIR_SHARE`` of
-    the time to ``deadline``; None if the screen did not end by then."""
+    the time to ``deadline``; None where they would not matter (``_pairs_worth_screening``) or the screen did not
+    end by then."""
+    if items.bounds.max_members < 2 or not _pairs_worth_screening(items, rows, cap):
+        return None
     until = time.perf_counter() + PAIR_SHARE * max(0.0, deadline - time.perf_counter())
     return fitting_type_pairs(items, hw, cap, rows.count >= 2, until)
 
@@ -304,25 +319,30 @@ def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRow
                 target_gpus: int | None = None, threads: int = 1) -> ClassBound | None:
     """The member-class bound at ``CLASS_LEVELS[0]`` levels; then the pairs of piece types that can share a GPU
     are screened (``_screen_pairs``) and, where the screen ended, each next pass has their pair columns in place
-    of the classes of 2 members (a tighter LP: a GPU of two members is one of those pairs exactly). Each next
-    count of levels is run while the last pass leaves ``NEXT_PASS_FACTOR`` times its time before ``deadline``
-    and the bound, rounded up, is below ``target_gpus`` (a plan's GPUs: no pass can raise the bound past it);
-    the best pass's (seconds: all of them)."""
+    of the classes of 2 members (a tighter LP: a GPU of two members is one of those pairs exactly), within
+    ``PAIR_PASS_SHARE`` of the time left; a pass with them that does not end in it is run again without them.
+    Each next count of levels is run while the last pass leaves ``NEXT_PASS_FACTOR`` times its time before
+    ``deadline`` and the bound, rounded up, is below ``target_gpus`` (a plan's GPUs: no pass can raise the
+    bound past it); the best pass's (seconds: all of them)."""
     t0 = time.perf_counter()
     tab, bounds = items.table, items.bounds
     best: ClassBound | None = None
     pairs: np.ndarray | None = None
-    for i, n_levels in enumerate(CLASS_LEVELS):
+    i = 0
+    while i < len(CLASS_LEVELS):
         start = time.perf_counter()
-        res = class_bound_at(tab, hw, bounds, cap, rows, deadline, n_levels, threads, pairs)
+        until = deadline if pairs is None else start + PAIR_PASS_SHARE * max(0.0, deadline - start)
+        res = class_bound_at(tab, hw, bounds, cap, rows, until, CLASS_LEVELS[i], threads, pairs)
+        if res is None and pairs is not None:  # the LP with the pairs is too large for the time: without them
+            pairs = None
+            continue
         if res is not None and (best is None or res.value > best.value):
             best = res
         took = time.perf_counter() - start
         done = best is not None and target_gpus is not None and math.ceil(best.value - 1e-6) >= target_gpus
         if res is None or done or deadline - time.perf_counter() < NEXT_PASS_FACTOR * took:
             break
-        if i == 0 and bounds.max_members >= 2:
+        if i == 0:
             pairs = _screen_pairs(items, hw, cap, rows, deadline)
-            if pairs is not None and deadline - time.perf_counter() < NEXT_PASS_FACTOR * took:
-                break
+        i += 1
     return None if best is None else replace(best, seconds=time.perf_counter() - t0)

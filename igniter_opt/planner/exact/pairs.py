@@ -34,10 +34,12 @@ from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
 from igniter_opt.planner.exact.configs import busy_power_w
 from igniter_opt.planner.exact.items import Items
 from igniter_opt.planner.exact.pricing import DUAL_EPS
-from igniter_opt.planner.exact.relaxed import loosened_budget, meets_loosened_budget
+from igniter_opt.planner.exact.relaxed import cache_limits, loosened_budget, meets_loosened_budget
 
 # How many of the best pairs above the threshold one round hands to the kernel.
 MAX_PAIRS = 200
+# Items of fewest units per piece type screened against each other first, for all partners at once.
+PROBE_ITEMS = 6
 # Item pairs screened per numpy call.
 CHUNK = 1 << 16
 
@@ -157,16 +159,51 @@ def _any_pair(items: Items, hw: HardwareCoefficients, cap: int, budget: np.ndarr
     return any(_meet(items, hw, budget, ii[lo:lo + CHUNK], jj[lo:lo + CHUNK]).any() for lo in range(0, ii.size, CHUNK))
 
 
+def _pair_screen_data(items: Items, hw: HardwareCoefficients) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                        np.ndarray]:
+    """Per piece type: its fewest units, least L2, the most L2 a partner of any of its items may bring
+    (``relaxed.cache_limits`` at two members, less the item's own: never tighter than the screen), and its
+    ``PROBE_ITEMS`` items of fewest units (repeated where it has fewer; -1 where it has none)."""
+    tab = items.table
+    tolerance = cache_limits(tab, hw, items.bounds, 2) - tab.cache
+    n = len(items.by_piece)
+    least_u, least_c, most_tol = np.full(n, np.inf), np.full(n, np.inf), np.full(n, -np.inf)
+    probe = np.full((n, PROBE_ITEMS), -1, np.intp)
+    for t, idx in enumerate(items.by_piece):
+        if idx.size:
+            least_u[t], least_c[t], most_tol[t] = tab.units[idx].min(), tab.cache[idx].min(), tolerance[idx].max()
+            first = idx[np.argsort(tab.units[idx], kind="stable")[:PROBE_ITEMS]]
+            probe[t] = np.resize(first, PROBE_ITEMS)
+    return least_u, least_c, most_tol, probe
+
+
 def fitting_type_pairs(items: Items, hw: HardwareCoefficients, cap: int, two: np.ndarray, deadline: float
                        ) -> np.ndarray | None:
     """Every pair of piece types (s, t), s <= t, rows of an (n, 2) array, that two items can serve on one GPU
     under the screen (module docstring; (t, t) only where ``two[t]``: t's option has two pieces or more), or
-    None past ``deadline`` (``time.perf_counter()``). Every two-member configuration of the kernel's is one of them."""
+    None past ``deadline`` (``time.perf_counter()``). Every two-member configuration of the kernel's is one of them.
+
+    For each type s at once over its partners: pairs that no two items could serve for units or L2 alone are
+    dropped (fewest units, least L2 against the most a partner may bring); the ``PROBE_ITEMS`` items of fewest
+    units of each side are screened, which settles most pairs that fit; the others are scanned item pair by item
+    pair (``_any_pair``)."""
     budget = loosened_budget(items.table)
-    live = [t for t, idx in enumerate(items.by_piece) if idx.size > 0]
-    out: list[tuple[int, int]] = []
+    least_u, least_c, most_tol, probe = _pair_screen_data(items, hw)
+    live = np.flatnonzero(probe[:, 0] >= 0)
+    out: list[np.ndarray] = []
     for a, s in enumerate(live):
         if time.perf_counter() > deadline:
             return None
-        out.extend((s, t) for t in live[a:] if (s != t or two[t]) and _any_pair(items, hw, cap, budget, s, t))
-    return np.array(out, np.intp).reshape(-1, 2)
+        ts = live[a:]
+        ts = ts[(least_u[s] + least_u[ts] <= cap) & (most_tol[s] >= least_c[ts]) & (most_tol[ts] >= least_c[s])
+                & ((ts != s) | bool(two[s]))]
+        others = ts[ts != s]
+        ii = np.broadcast_to(probe[s][None, :, None], (others.size, PROBE_ITEMS, PROBE_ITEMS)).ravel()
+        jj = np.broadcast_to(probe[others][:, None, :], (others.size, PROBE_ITEMS, PROBE_ITEMS)).ravel()
+        ok = (items.table.units[ii] + items.table.units[jj] <= cap) & _meet(items, hw, budget, ii, jj)
+        settled = ok.reshape(others.size, PROBE_ITEMS * PROBE_ITEMS).any(axis=1)
+        unsettled = np.r_[others[~settled], ts[ts == s]]
+        rest = [int(t) for t in unsettled if _any_pair(items, hw, cap, budget, int(s), int(t))]
+        found = np.r_[others[settled], np.array(rest, np.intp)]
+        out.append(np.c_[np.full(found.size, s), np.sort(found)])
+    return np.concatenate(out).astype(np.intp) if out else np.zeros((0, 2), np.intp)
