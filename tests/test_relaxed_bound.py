@@ -393,3 +393,14 @@ def test_pairs_are_screened_where_gpus_hold_few_members(small, monkeypatch) -> N
     assert passes[0] is False and (True in passes) == few
     if few:  # the pass with the pairs came back empty and was run again without them
         assert passes[passes.index(True) + 1] is False
+
+
+def test_no_pair_columns_beyond_their_cap(v100_model, monkeypatch) -> None:
+    """More fitting pairs than ``PAIR_COLUMNS_MAX`` (memory) and the passes go on without them."""
+    setup = _setup(_problem(v100_model, SMALL_MIXES["v100"]))
+    hw, cap, items = v100_model.hardware, setup.space.cap_units, setup.items
+    rows = colgen.piece_rows(setup.pieces)
+    found = classbound._screen_pairs(items, hw, cap, rows, time.perf_counter() + 30)
+    assert found is not None and len(found) > 0
+    monkeypatch.setattr(classbound, "PAIR_COLUMNS_MAX", len(found) - 1)
+    assert classbound._screen_pairs(items, hw, cap, rows, time.perf_counter() + 30) is None

@@ -63,6 +63,8 @@ PAIR_SHARE = 0.3
 PAIR_PASS_SHARE = 0.6
 # Pair columns only where a GPU holds at most this many members on average at its pieces' least units.
 PAIR_MEAN_MEMBERS = 8.0
+# No pair columns beyond this many: memory (at 1000 V100 workloads 1.7 million of them took the worker to 1.33 GB).
+PAIR_COLUMNS_MAX = 2_500_000
 # The most worth of a class's GPU is raised by this relative amount (plus 1e-12) for float noise.
 KAPPA_SAFETY_REL = 1e-9
 
@@ -307,12 +309,13 @@ def _pairs_worth_screening(items: Items, rows: PieceRows, cap: int) -> bool:
 def _screen_pairs(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRows, deadline: float
                   ) -> np.ndarray | None:
     """Every pair of piece types that can share a GPU (``pairs.fitting_type_pairs``) within ``PAIR_SHARE`` of
-    the time to ``deadline``; None where they would not matter (``_pairs_worth_screening``) or the screen did not
-    end by then."""
+    the time to ``deadline``; None where they would not matter (``_pairs_worth_screening``), the screen did not
+    end by then or found more than ``PAIR_COLUMNS_MAX``."""
     if items.bounds.max_members < 2 or not _pairs_worth_screening(items, rows, cap):
         return None
     until = time.perf_counter() + PAIR_SHARE * max(0.0, deadline - time.perf_counter())
-    return fitting_type_pairs(items, hw, cap, rows.count >= 2, until)
+    found = fitting_type_pairs(items, hw, cap, rows.count >= 2, until)
+    return found if found is not None and len(found) <= PAIR_COLUMNS_MAX else None
 
 
 def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRows, deadline: float,
