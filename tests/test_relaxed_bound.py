@@ -325,16 +325,15 @@ def _pairs_of(setup: colgen.ColgenSetup) -> np.ndarray:
 
 def _check_pairs_cover_two_member_configurations(setup: colgen.ColgenSetup, columns: list) -> None:
     found = {(int(s), int(t)) for s, t in _pairs_of(setup)}
-    count = colgen.piece_rows(setup.pieces).count
+    two = colgen.piece_rows(setup.pieces).count >= 2
     # those a plan can have: two pieces of one type only where its option has two
     twos = [c for c in columns if len(c.slots) == 2 and (c.slots[0].piece != c.slots[1].piece
-                                                          or count[c.slots[0].piece] >= 2)]
+                                                          or two[c.slots[0].piece])]
     assert twos
     for col in twos:
         s, t = sorted(slot.piece for slot in col.slots)
         assert (s, t) in found
     live = [t for t, idx in enumerate(setup.items.by_piece) if idx.size]
-    two = colgen.piece_rows(setup.pieces).count >= 2
     for s in live[:12]:
         for t in [u for u in live if u >= s][:12]:
             if s != t or two[t]:
@@ -355,7 +354,7 @@ def test_so_do_the_pairs_of_a_gpu_filling_mix(h100_model) -> None:
 
 def test_pair_columns_tighten_the_class_lp_and_stay_certified(small) -> None:
     """With the pair columns in place of the 2-member classes the LP is tighter (a pair of the screen is in some
-    2-member class) and its certificate is still its value; a pair no configuration has is never a column."""
+    2-member class), its certificate is still its value, and it has no class of 2 members left."""
     setup, _ = small
     hw, cap, items = setup.space.problem.perf_model.hardware, setup.space.cap_units, setup.items
     rows = colgen.piece_rows(setup.pieces)

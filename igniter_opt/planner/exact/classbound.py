@@ -30,6 +30,12 @@ computed exactly in numpy, and the bound is Farley's D(pi) / max kappa (``dual_v
 duals, whether HiGHS solved the LP to the end or stopped at its limit, and equal to the LP's value at its
 optimum. Within a class and piece type only the items on the Pareto front of (units, L2 coefficient) are
 columns: any other one is no better in either row.
+
+Pair columns (docs/exact.md, "Pair columns in the member-class bound"): a GPU of two members is exactly a pair
+of piece types that the pair screen passes (``pairs.fitting_type_pairs``: exact for the model, never tighter
+than the kernel), so after the first pass the classes of 2 members may be replaced by one column per such
+pair, covering a piece of each at one GPU; the LP is tighter and still a relaxation, and the certificate's
+max kappa takes the pairs' worth pi_s + pi_t too (``certify``).
 """
 
 from __future__ import annotations
@@ -159,7 +165,7 @@ def class_lp(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int,
     """The classes and columns (None past ``deadline``, ``time.perf_counter()``); with ``pairs`` (every pair of
     piece types that can share a GPU, ``pairs.fitting_type_pairs``) those pair columns instead of the classes
     of 2 members."""
-    no_pairs = np.zeros((0, 2), np.intp)
+    pair_cols = np.zeros((0, 2), np.intp) if pairs is None else pairs
     members: list[int] = []
     floors: list[float] = []
     l2: list[bool] = []
@@ -180,9 +186,9 @@ def class_lp(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int,
             coef.append(np.zeros(idx.size) if c is None else c)
     if not members:
         return ClassLp(np.zeros(0, int), np.zeros(0), np.zeros(0, bool), np.zeros(0, int), np.zeros(0, int),
-                       np.zeros(0), no_pairs if pairs is None else pairs)
+                       np.zeros(0), pair_cols)
     return ClassLp(np.array(members), np.array(floors), np.array(l2), np.concatenate(item), np.concatenate(klass),
-                   np.concatenate(coef), no_pairs if pairs is None else pairs)
+                   np.concatenate(coef), pair_cols)
 
 
 def _model(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int

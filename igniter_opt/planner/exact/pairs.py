@@ -63,7 +63,7 @@ class PairTable:
         return self._fit[key]
 
     def _screen(self, s: int, t: int) -> tuple[int, int] | None:
-        return least_units_pair(self.items, self.space.problem.perf_model.hardware, self.space.cap_units,
+        return _least_units_pair(self.items, self.space.problem.perf_model.hardware, self.space.cap_units,
                                 self._budget, s, t)
 
     def _ranked(self, duals: np.ndarray, threshold: float) -> Iterator[tuple[float, int, int]]:
@@ -133,7 +133,7 @@ def _meet(items: Items, hw: HardwareCoefficients, budget: np.ndarray, i: np.ndar
             & meets_loosened_budget(tab, hw, budget, j, 2, cache, power))
 
 
-def least_units_pair(items: Items, hw: HardwareCoefficients, cap: int, budget: np.ndarray, s: int, t: int
+def _least_units_pair(items: Items, hw: HardwareCoefficients, cap: int, budget: np.ndarray, s: int, t: int
                      ) -> tuple[int, int] | None:
     """The pair of items (one of type s, one of t, s <= t) of fewest units that passes the screen (module
     docstring), or None."""
