@@ -463,7 +463,7 @@ def test_the_fleet_master_replaces_a_costly_start_with_a_cheaper_verified_plan()
     dear = solve_fleet(ws, parse_fleet("h200:3.0"), choice).cost_per_hour
     types = [FleetTypeSpec(t.price_per_gpu_hour, t.max_count) for t in fleet.types]
     res = solve_exact_fleet(ws, types, lambda t, mine: make_problem(mine, fleet.models[t], choice),
-                            [[True, True]] * len(ws), [[], list(range(len(ws)))], dear, SolveOptions(time_limit_s=8),
+                            [[True, True]] * len(ws), [[], list(range(len(ws)))], dear, SolveOptions(time_limit_s=16),
                             time.perf_counter())
     assert res.plans is not None and res.message.startswith("fleet master: ")
     cost = sum(p.num_gpus * t.price_per_gpu_hour for p, t in zip(res.plans, fleet.types, strict=True) if p)
