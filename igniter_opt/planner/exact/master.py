@@ -171,11 +171,11 @@ def solve_integer_master(h: Any, options: Sequence[tuple[int, Hashable]], thread
     option) are the incumbent; ``cost`` prices a solution's GPUs per column.
 
     HiGHS runs with its presolve and without the start: HiGHS 1.16 maps a start through presolve wrongly.
-    Given one, it declared "optimal" at once with an objective below the start's own and below the optimum
-    (V100 n = 50 seed 0: 22 for the start's 25, where the optimum over those columns is 24; the same on 17 of 22
-    benchmark instances), and handed back the start. Without the start, presolve proves the optimum fast
-    (H100 n = 200 seed 0, 7 439 columns: 23 in 0.5 s, against 15.2 s without presolve and with the start);
-    the incumbent is held by the caller, so nothing is lost when HiGHS finds nothing better.
+    Given one, it declared "optimal" at once with an objective below the start's own, and handed back the start
+    (V100 n = 50 seed 0: 22 for the start's 25, where the optimum over those columns is 24; the benchmark's first
+    integer master contradicted itself so on 17 of its 22 instances). Without the start, presolve proves the
+    optimum fast (H100 n = 200 seed 0, 7 439 columns: 23 in 0.5 s, against 15.2 s without presolve and with
+    the start); the incumbent is held by the caller, so nothing is lost when HiGHS finds nothing better.
 
     The objective is still recomputed from the solution HiGHS hands back; where it differs from HiGHS's, or
     an improving solution's did (``_ObjectiveCheck`` stops that run at once), the master is re-solved without

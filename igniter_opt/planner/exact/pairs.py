@@ -64,7 +64,7 @@ class PairTable:
 
     def _screen(self, s: int, t: int) -> tuple[int, int] | None:
         return _least_units_pair(self.items, self.space.problem.perf_model.hardware, self.space.cap_units,
-                                self._budget, s, t)
+                                 self._budget, s, t)
 
     def _ranked(self, duals: np.ndarray, threshold: float) -> Iterator[tuple[float, int, int]]:
         """(worth, s, t) of the pairs of piece types with items, s <= t, worth more than ``threshold``, most
@@ -134,7 +134,7 @@ def _meet(items: Items, hw: HardwareCoefficients, budget: np.ndarray, i: np.ndar
 
 
 def _least_units_pair(items: Items, hw: HardwareCoefficients, cap: int, budget: np.ndarray, s: int, t: int
-                     ) -> tuple[int, int] | None:
+                      ) -> tuple[int, int] | None:
     """The pair of items (one of type s, one of t, s <= t) of fewest units that passes the screen (module
     docstring), or None."""
     tab = items.table
