@@ -339,6 +339,10 @@ def test_highs_failing_in_column_generation_returns_greedy_with_the_reason(v100_
     monkeypatch.setattr(colgen, "price_mip", exploding)
     monkeypatch.setattr(colgen, "relaxed_bound", lambda *a: RelaxedBound(math.inf, 0))  # it would prove the plan
     monkeypatch.setattr(colgen, "box_kappa", lambda *a, **k: BoxResult(math.inf, [], 0, False))  # so would the boxes
+    # and no bound at all, else generation ends before exact pricing: its LP, rounded up, would meet the bound
+    monkeypatch.setattr(colgen, "trivial_bound", lambda *a: 0)
+    monkeypatch.setattr(colgen, "class_bound", lambda *a, **k: None)
+    monkeypatch.setenv("IGNITER_OPT_PROOF_WORKER", "0")  # (the worker's class bound is out of monkeypatch's reach)
     problem = _problem(v100_model, [("vgg19", 40, 1098)])
     plan = exact.solve(problem, SolveOptions(time_limit_s=20), formulation="columns")
     assert plan.solver.status == SolveStatus.ERROR and "HiGHS exploded" in plan.solver.message

@@ -20,7 +20,7 @@
    because pi / max(1, kappa) is feasible for the master's dual. The LP is solved to optimality
    when either kappa <= 1.
 3. ``Master.solve_integer``: the master over the columns generated, y integer (price-and-branch),
-   warm-started with the start; ``integer_packing`` turns its solution into a packing.
+   warm-started with the start; ``packing_of`` turns its solution into a packing.
 
 The bound is a bound over the split options the piece types describe (``pieces.scope_text``).
 """
@@ -60,7 +60,7 @@ from igniter_opt.planner.exact.items import (
 )
 from igniter_opt.planner.exact.items import least_units as items_least_units
 from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
-from igniter_opt.planner.exact.master import IntegerSolution, Master
+from igniter_opt.planner.exact.master import Master
 from igniter_opt.planner.exact.pairs import PairTable
 from igniter_opt.planner.exact.pieces import PieceType, piece_types
 from igniter_opt.planner.exact.points import point_candidates
@@ -290,6 +290,10 @@ class ColgenState:
     caps: DualCaps | None = None  # the caps' state, from the first ``generate``
     class_where: str = ""  # where the member-class bound ran ("": it did not, or has not ended)
     class_result: ClassBound | None = None  # and what it gave (None: nothing in its time)
+    # the master LP over the columns, rounded up, reached the certified bound: Farley's bound (every proof's and
+    # pricing's) is at most the master LP's optimum, at most that LP, so generation can no longer raise the
+    # bound, only bring columns for a plan (``generate``'s ``until_settled``)
+    settled: bool = False
 
     @property
     def bound_gpus(self) -> int:
@@ -344,7 +348,7 @@ def grown_slots(setup: ColgenSetup, duals: np.ndarray, seeds: np.ndarray, deadli
                   deadline=deadline)
 
 
-def _heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray, deadline: float = math.inf
+def heuristic_round(setup: ColgenSetup, master: Master, duals: np.ndarray, deadline: float = math.inf
                      ) -> tuple[int, float]:
     """One round of kernel pricing (``kernel_columns``, cut at ``deadline``): how many improving columns
     entered the master, and the most any configuration it found is worth (a floor of kappa)."""
@@ -707,7 +711,7 @@ def exact_pricing_turn(run: Callable[[float], bool], deadline: float, stalled: b
 
 
 def _generate_rounds(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpus: int | None,
-                     threads: int, progress: Progress | None, lp_below: int | None) -> None:
+                     threads: int, progress: Progress | None, lp_below: int | None, until_settled: bool) -> None:
     """``generate``'s rounds: LP, bound, pricing, until one of its ends."""
     master = state.master
     stalled = False  # the last exact pricing, cut short by its time share, found no column
@@ -731,12 +735,16 @@ def _generate_rounds(setup: ColgenSetup, state: ColgenState, deadline: float, ta
             progress(state)
         if state.converged or (target_gpus is not None and state.bound_gpus >= target_gpus):
             break
+        if (until_settled and not capped
+                and math.ceil(lp.objective - ROUND_EPS) <= max(setup.trivial_gpus, state.bound_gpus)):
+            state.settled = True  # Farley's bound <= the master LP's optimum <= this LP: no raising it further
+            break
         if lp_below is not None and not capped and math.ceil(lp.objective - ROUND_EPS) < lp_below:
             break
         if deadline - time.perf_counter() < state.heuristic_max_s:  # the next round would end past the deadline
             break
         t0 = time.perf_counter()
-        added, found = _heuristic_round(setup, master, lp.duals, deadline)
+        added, found = heuristic_round(setup, master, lp.duals, deadline)
         state.heuristic_max_s = max(state.heuristic_max_s, time.perf_counter() - t0)
         log.debug("LP %.4f%s: the kernel heuristic added %d column(s), the best worth %.4f, in %.2f s", lp.objective,
                   " (capped duals)" if capped else "", added, found, time.perf_counter() - t0)
@@ -756,14 +764,16 @@ def _generate_rounds(setup: ColgenSetup, state: ColgenState, deadline: float, ta
 
 
 def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpus: int | None, threads: int = 1,
-             progress: Progress | None = None, lp_below: int | None = None) -> ColgenState:
+             progress: Progress | None = None, lp_below: int | None = None, until_settled: bool = False
+             ) -> ColgenState:
     """Column generation until the LP is solved, the bound reaches ``target_gpus`` (a plan's GPU
-    count: nothing more to prove), ``deadline`` (``time.perf_counter()`` seconds) or, with ``lp_below``,
-    the LP rounded up falls below it (an integer master over the columns might then find such a plan).
+    count: nothing more to prove), ``deadline`` (``time.perf_counter()`` seconds), with ``lp_below``, the
+    LP rounded up falls below it (an integer master over the columns might then find such a plan), or,
+    with ``until_settled``, the LP rounded up is at the certified bound (``ColgenState.settled``).
     The first rounds of the first call run at capped duals (``stabilize``); it returns with them lifted."""
     _start_caps(setup, state)
     try:
-        _generate_rounds(setup, state, deadline, target_gpus, threads, progress, lp_below)
+        _generate_rounds(setup, state, deadline, target_gpus, threads, progress, lp_below, until_settled)
     finally:
         _end_caps(state)
     if state.converged and state.lp_value is not None:
@@ -774,11 +784,6 @@ def generate(setup: ColgenSetup, state: ColgenState, deadline: float, target_gpu
     if state.point_rounds:
         log.info("point pricing: %d round(s), %.2f s in all", state.point_rounds, state.point_s)
     return state
-
-
-def integer_packing(setup: ColgenSetup, master: Master, sol: IntegerSolution) -> Packing | None:
-    """The integer master's solution as a packing (``packing_of``)."""
-    return packing_of(setup, master.columns, sol.counts, sol.chosen)
 
 
 def packing_of(setup: ColgenSetup, columns: list[Column], counts: dict[int, int], chosen: dict[int, int]

@@ -79,6 +79,7 @@ class Master:
         self.columns: list[Column] = []
         self.keys: dict[tuple, int] = {}
         self._caps: np.ndarray | None = None  # the artificial columns' indices in ``h`` while capped
+        self._raised: set[int] = set()  # variables whose lower bound ``raise_lower`` raised
 
     @property
     def capped(self) -> bool:
@@ -153,6 +154,23 @@ class Master:
         """The last LP solution's value of every column variable."""
         self._uncapped()
         return np.asarray(self.h.getSolution().col_value, float)[self.offset:]
+
+    def option_values(self) -> np.ndarray:
+        """The last LP solution's value of every split-option variable z (in ``options`` order)."""
+        self._uncapped()
+        return np.asarray(self.h.getSolution().col_value, float)[: self.offset]
+
+    def raise_lower(self, var: int, value: float) -> None:
+        """Bound variable ``var`` (an index into the HiGHS columns: options first, then ``offset`` + column)
+        below by ``value`` (a fixing of ``dive``), until ``lift_lowers``."""
+        self.h.changeColBounds(int(var), float(value), self.h.getInfinity() if var >= self.offset else 1.0)
+        self._raised.add(int(var))
+
+    def lift_lowers(self) -> None:
+        """Every variable's lower bound back to 0 (undo ``raise_lower``)."""
+        for var in sorted(self._raised):
+            self.h.changeColBounds(var, 0.0, self.h.getInfinity() if var >= self.offset else 1.0)
+        self._raised.clear()
 
     def solve_integer(self, time_limit_s: float, start: dict[int, int] | None, chosen: dict[int, int] | None,
                       mip_rel_gap: float) -> IntegerSolution:

@@ -5,10 +5,13 @@ are inside it): the greedy plan is the start; ``colgen.generate`` raises the cer
 until ``GENERATE_SHARE`` of the limit has passed (or the bound meets the start); then the master
 over the generated columns is solved as a MIP from the start (``Master.solve_integer``) in what
 is left, less ``EXTRACT_RESERVE_S`` -- unless the LP over those columns, rounded up, already meets the
-incumbent (the MIP could not beat it): then generation goes on instead. The plan returned is the
-better of that MIP's plan and the start, both verified by the kernel (``verify_plan``); the bound is
-the largest of the trivial bound and column generation's certified (Farley or LP) bound, rounded up,
-over the split options of ``pieces`` (``pieces.scope_text``).
+incumbent (the MIP could not beat it): then generation goes on instead. Generation stops early once the
+LP over the columns, rounded up, is at the certified bound, or the LP is solved (``ColgenState.settled``):
+the bound can rise no more that way, so the time left goes to the plan (``_plan_search``: integer masters
+and price-and-dives, ``dive``, in turn). The plan returned is the best of those plans and the start, each
+verified by the kernel (``verify_plan``); the bound is the largest of the trivial bound, column generation's
+certified (Farley or LP) bound and the member-class bound, rounded up, over the split options of ``pieces``
+(``pieces.scope_text``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from igniter_opt.domain import Plan, PlanningProblem
 from igniter_opt.placement import Packing, assemble_plan, verify_plan
@@ -31,11 +34,12 @@ from igniter_opt.planner.exact.colgen import (
     collect_proof,
     generate,
     initial_master,
-    integer_packing,
+    packing_of,
     prepare_colgen,
     proofs_on_a_second_core,
     start_solution,
 )
+from igniter_opt.planner.exact.dive import DiveResult, dive, dive_text
 from igniter_opt.planner.exact.items import PreparationTimedOut, check_deadline
 from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S, master_limit_s
 from igniter_opt.planner.exact.master import IntegerSolution
@@ -50,6 +54,11 @@ GENERATE_SHARE = 0.6
 EXTRACT_RESERVE_S = 0.5
 # No new round of generation and integer master with less time than this left.
 MIN_ROUND_S = 1.0
+# Once generation cannot raise the bound (``_plan_search``): the integer master's share of the time left, then
+# a dive's share of what is left after it; no dive is begun with less time than MIN_DIVE_S left.
+PLAN_MASTER_SHARE = 0.5
+DIVE_SHARE = 0.5
+MIN_DIVE_S = 2.0
 FORMULATION = "set partitioning (column generation, price-and-branch)"
 
 
@@ -76,13 +85,20 @@ def _integer_plan(problem: PlanningProblem, setup: ColgenSetup, state: ColgenSta
     """The integer master's solution as a verified plan, or None with the reason."""
     if not sol.counts:
         return None, f"the integer master ended with '{sol.result.status}' and no solution"
-    packing = integer_packing(setup, state.master, sol)
+    return _verified_plan(problem, setup, state, sol.counts, sol.chosen, "the integer master")
+
+
+def _verified_plan(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, counts: dict[int, int],
+                   chosen: dict[int, int], source: str) -> tuple[Plan | None, str]:
+    """GPUs per master column (``counts``) with the split options ``chosen`` as a plan the kernel verified,
+    or None with the reason."""
+    packing = packing_of(setup, state.master.columns, counts, chosen)
     if packing is None:
-        return None, "the integer master's solution did not cover every workload once trimmed (a defect)"
+        return None, f"{source}'s solution did not cover every workload once trimmed (a defect)"
     plan = assemble_plan(problem, packing, "exact", SolveOutcome(SolveStatus.FEASIBLE))
     bad = verify_plan(plan, problem)
     if bad:
-        return None, f"the integer master's plan violates the exact model ({bad[0].message}); please report it"
+        return None, f"{source}'s plan violates the exact model ({bad[0].message}); please report it"
     return plan, ""
 
 
@@ -110,14 +126,30 @@ def _improve(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, i
     return inc
 
 
+def _dive(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, deadline: float,
+          notes: list[str]) -> None:
+    """A price-and-dive (``dive``) for a plan better than the incumbent, until ``deadline``; the incumbent
+    replaced where it found a better verified plan."""
+    res = dive(setup, state.master, run.inc.plan.num_gpus, deadline)
+    run.dives.append(res)
+    if not res.counts:
+        return
+    found, why = _verified_plan(problem, setup, state, res.counts, res.chosen, "the dive")
+    if why:
+        notes.append(why)
+    if found is not None and found.num_gpus < run.inc.plan.num_gpus:
+        run.inc = _Incumbent(found, res.counts, res.chosen, "")
+
+
 @dataclass
 class _Run:
-    """The incumbent, the certified bound in GPUs, and how many integer masters ran."""
+    """The incumbent, the certified bound in GPUs, how many integer masters ran, and the dives."""
 
     inc: _Incumbent
     bound: int
     masters: int = 0
     skipped: int = 0  # integer masters not run: the restricted LP showed they could not beat the incumbent
+    dives: list[DiveResult] = field(default_factory=list)
 
 
 def _master_cannot_improve(state: ColgenState, incumbent_gpus: int, left_s: float) -> bool:
@@ -139,13 +171,18 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         report = _reporter(options, t0, setup, inc)
         left = deadline - time.perf_counter()
         if skipped:  # to the deadline, less what a HiGHS run in it may overrun (as the integer master's limit)
-            generate(setup, state, deadline - WATCHDOG_GRACE_S, inc, options.threads, report, lp_below=inc)
+            generate(setup, state, deadline - WATCHDOG_GRACE_S, inc, options.threads, report, lp_below=inc,
+                     until_settled=True)
         else:
-            generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, inc, options.threads, report)
+            generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, inc, options.threads, report,
+                     until_settled=True)
         collect_proof(setup, state)
         run.bound = max(setup.trivial_gpus, state.bound_gpus)
         left = deadline - time.perf_counter()
         if run.bound >= inc or left < MIN_ROUND_S:
+            return
+        if state.settled or state.converged:  # more generation cannot raise the bound: the time left is the plan's
+            _plan_search(problem, setup, state, run, options, deadline, notes)
             return
         ran_on, skipped = skipped, _master_cannot_improve(state, inc, left)
         if skipped:
@@ -162,6 +199,34 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         collect_proof(setup, state)  # a proof round may have ended on the other core meanwhile
         run.bound = max(setup.trivial_gpus, state.bound_gpus)
         if run.bound >= run.inc.plan.num_gpus or state.converged or deadline - time.perf_counter() < MIN_ROUND_S:
+            return
+
+
+def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, options: SolveOptions,
+                 deadline: float, notes: list[str]) -> None:
+    """Once generation can no longer raise the bound (``ColgenState.settled``, or the LP solved), the time left
+    goes to the plan: an integer master over the columns within ``PLAN_MASTER_SHARE`` of it, then, where the
+    plan is still above the bound, a dive (``dive``: it prices near the fixings it makes) within
+    ``DIVE_SHARE`` of what is left, in turn until the plan meets the bound, the time runs out or a turn changed
+    nothing (no better plan, no column added)."""
+    while run.bound < run.inc.plan.num_gpus:
+        gpus = run.inc.plan.num_gpus
+        left = deadline - time.perf_counter()
+        master_s = master_limit_s(time.perf_counter() + PLAN_MASTER_SHARE * left)
+        if left < MIN_ROUND_S or master_s is None:
+            return
+        if not _master_cannot_improve(state, run.inc.plan.num_gpus, left):
+            run.inc = _improve(problem, setup, state, run.inc, master_s, options, notes)
+            run.masters += 1
+        else:
+            run.skipped += 1
+        collect_proof(setup, state)
+        run.bound = max(setup.trivial_gpus, state.bound_gpus)
+        left = deadline - time.perf_counter()
+        if run.bound >= run.inc.plan.num_gpus or left < MIN_DIVE_S:
+            return
+        _dive(problem, setup, state, run, time.perf_counter() + DIVE_SHARE * left, notes)
+        if run.dives[-1].added == 0 and run.inc.plan.num_gpus == gpus:  # the next turn would repeat this one
             return
 
 
@@ -232,6 +297,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     parts.append(class_bound_text(state))
     skipped = f" ({run.skipped} skipped: the LP over the columns, rounded up, met the plan)" if run.skipped else ""
     parts.append(f"{run.masters} integer master run(s){skipped}")
+    parts.append(dive_text(run.dives))
     notes.append(", ".join(parts))
     said = list(dict.fromkeys([*state.notes, *notes]))  # each note once: rounds can repeat one
     ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, said,

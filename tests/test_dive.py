@@ -1,0 +1,92 @@
+"""Price-and-dive (``planner.exact.dive``) and the switch to it (``generate``'s ``until_settled``): a dive lifts its
+fixings, adds only configurations the kernel accepts, ends at a whole LP solution that is a verified plan, at once
+where the LP cannot beat the incumbent, and by its deadline; generation stops once its LP, rounded up, is at the
+certified bound, and only then."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("highspy", reason="the exact planner needs highspy")
+
+from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+from igniter_opt.placement import assemble_plan, verify_plan
+from igniter_opt.placement.serving import serving_model_for
+from igniter_opt.planner import greedy
+from igniter_opt.planner.exact import colgen
+from igniter_opt.planner.exact.columns import evaluate
+from igniter_opt.planner.exact.dive import dive, dive_text
+from igniter_opt.solver import SolveOutcome, SolveStatus
+
+# Eight workloads on the H100 profile that need two GPUs: the dive makes a few fixings (3 when written).
+MIX = [("resnet50", 30, 900), ("alexnet", 20, 1200), ("vgg19", 40, 450), ("ssd", 60, 240), ("bert_base", 50, 360),
+       ("vit_b_16", 45, 600), ("resnet50", 25, 1800), ("vgg19", 35, 750)]
+
+
+@pytest.fixture
+def setup(h100_model) -> colgen.ColgenSetup:
+    ws = tuple(Workload(f"w{i}", m, float(slo), float(rate)) for i, (m, slo, rate) in enumerate(MIX))
+    problem = PlanningProblem(ws, h100_model, LatencyBudget.IGNITER, 0.1)
+    start = greedy.place(h100_model, greedy.initial_demands(problem))
+    return colgen.prepare_colgen(problem, serving_model_for(problem), start)
+
+
+def _lowers(master) -> np.ndarray:
+    return np.asarray(master.h.getLp().col_lower_, float)
+
+
+def test_a_dive_to_the_end_is_a_verified_plan_and_leaves_the_master_as_it_was_but_for_kernel_checked_columns(
+        setup) -> None:
+    master = colgen.initial_master(setup, 1)
+    root = master.solve_lp(10.0).objective
+    first = len(master.columns)
+    res = dive(setup, master, incumbent_gpus=10_000, deadline=time.perf_counter() + 30.0)  # nothing prunes it
+    assert res.counts, f"the dive should end at a whole LP solution, it ended at {res.ended}"
+    assert res.fixings >= 1 and res.added == len(master.columns) - first
+    assert res.gpus >= math.ceil(root - 1e-6) - res.added  # (columns it added may lower the LP below the root's)
+    packing = colgen.packing_of(setup, master.columns, res.counts, res.chosen)
+    assert packing is not None and packing.num_gpus <= res.gpus
+    problem = setup.space.problem
+    assert verify_plan(assemble_plan(problem, packing, "exact", SolveOutcome(SolveStatus.FEASIBLE)), problem) == []
+    # the fixings are lifted: every lower bound is 0 again, and the LP is the master's over its columns
+    assert not _lowers(master).any()
+    fresh = colgen.initial_master(setup, 1)
+    fresh.add(master.columns[len(fresh.columns):])
+    assert master.solve_lp(10.0).objective == pytest.approx(fresh.solve_lp(10.0).objective, abs=1e-9)
+    # every column it added is a configuration the kernel accepts as it stands
+    added = master.columns[first:]
+    assert all(c is not None for c in evaluate(setup.space, [c.slots for c in added]))
+    assert "a whole LP solution of" in dive_text([res])
+
+
+def test_a_dive_ends_at_once_where_its_lp_cannot_beat_the_incumbent(setup) -> None:
+    master = colgen.initial_master(setup, 1)
+    res = dive(setup, master, incumbent_gpus=1, deadline=time.perf_counter() + 30.0)
+    assert not res.counts and res.fixings == 0
+    assert "no better than the plan" in res.ended
+    assert not _lowers(master).any()
+
+
+def test_a_dive_ends_by_its_deadline_with_its_fixings_lifted(setup) -> None:
+    master = colgen.initial_master(setup, 1)
+    t0 = time.perf_counter()
+    res = dive(setup, master, incumbent_gpus=10_000, deadline=t0 + 0.05, rounds=1_000)
+    assert time.perf_counter() - t0 < 2.0  # a kernel round and an LP solve past the deadline at most
+    assert not res.counts and res.ended == "the time limit"
+    assert not _lowers(master).any()
+
+
+def test_generation_stops_once_its_lp_rounded_up_is_at_the_bound_and_not_before(setup) -> None:
+    # a certified bound above the LP (as the member-class bound may bring): generation cannot raise it further
+    state = colgen.ColgenState(colgen.initial_master(setup, 1), stabilize=False)  # (capped LPs never stop it)
+    state.bound = 9.5
+    colgen.generate(setup, state, time.perf_counter() + 30.0, target_gpus=100, until_settled=True)
+    assert state.settled and state.iterations == 1
+    # without the bound there, or without asking, generation goes on
+    state = colgen.ColgenState(colgen.initial_master(setup, 1), stabilize=False)
+    colgen.generate(setup, state, time.perf_counter() + 3.0, target_gpus=100)
+    assert not state.settled and state.iterations > 1
