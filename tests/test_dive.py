@@ -14,13 +14,13 @@ import pytest
 pytest.importorskip("highspy", reason="the exact planner needs highspy")
 
 from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
-from igniter_opt.placement import assemble_plan, verify_plan
+from igniter_opt.placement import GpuPacking, Packing, Slot, assemble_plan, verify_plan
 from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import greedy
-from igniter_opt.planner.exact import colgen
+from igniter_opt.planner.exact import colgen, setpart
 from igniter_opt.planner.exact.columns import evaluate
 from igniter_opt.planner.exact.dive import dive, dive_text
-from igniter_opt.solver import SolveOutcome, SolveStatus
+from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 
 # Eight workloads on the H100 profile that need two GPUs: the dive makes a few fixings (3 when written).
 MIX = [("resnet50", 30, 900), ("alexnet", 20, 1200), ("vgg19", 40, 450), ("ssd", 60, 240), ("bert_base", 50, 360),
@@ -90,3 +90,21 @@ def test_generation_stops_once_its_lp_rounded_up_is_at_the_bound_and_not_before(
     state = colgen.ColgenState(colgen.initial_master(setup, 1), stabilize=False)
     colgen.generate(setup, state, time.perf_counter() + 3.0, target_gpus=100)
     assert not state.settled and state.iterations > 1
+
+
+def test_once_generation_has_settled_a_dive_finds_the_plan_the_integer_master_did_not(setup, monkeypatch) -> None:
+    # the start: every demand on a GPU of its own (8 GPUs, where 2 do); the integer master finds nothing
+    problem = setup.space.problem
+    demands = greedy.initial_demands(problem)
+    start = Packing(tuple(demands), tuple(GpuPacking((Slot(i, d.lower_units, d.batch, d.queue_delay_ms),))
+                                          for i, d in enumerate(demands)))
+    start_plan = assemble_plan(problem, start, "greedy", SolveOutcome(SolveStatus.HEURISTIC))
+    assert verify_plan(start_plan, problem) == [] and start_plan.num_gpus == len(MIX)
+    monkeypatch.setattr(setpart, "_improve", lambda problem, setup, state, inc, *a: inc)
+    lines: list[str] = []
+    plan, ev, failed = setpart.solve_by_columns(problem, SolveOptions(time_limit_s=30, progress=lines.append),
+                                                time.perf_counter(), start, start_plan)
+    assert failed is None and verify_plan(plan, problem) == []
+    assert plan.num_gpus == ev.bound_gpus == 2  # proven: the dive found a plan at the bound
+    assert "1 dive(s)" in ev.notes[-1] and "a whole LP solution of 2 GPU(s)" in ev.notes[-1]
+    assert any("incumbent 8 GPU(s)" in line for line in lines) and "incumbent 2 GPU(s)" in lines[-1]

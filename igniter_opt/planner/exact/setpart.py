@@ -154,8 +154,11 @@ class _Run:
 
 def _master_cannot_improve(state: ColgenState, incumbent_gpus: int, left_s: float) -> bool:
     """Whether the integer master over the columns so far cannot beat the incumbent: its optimum is at
-    least its LP's, rounded up (the LP is re-solved: columns may have entered after its last solve)."""
+    least its LP's, rounded up (the LP is re-solved: columns may have entered after its last solve; its value
+    is the master LP's the note reports)."""
     lp = state.master.solve_lp(max(0.1, left_s))
+    if lp.objective is not None:
+        state.lp_value = lp.objective
     return lp.objective is not None and math.ceil(lp.objective - ROUND_EPS) >= incumbent_gpus
 
 
@@ -182,7 +185,7 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         if run.bound >= inc or left < MIN_ROUND_S:
             return
         if state.settled or state.converged:  # more generation cannot raise the bound: the time left is the plan's
-            _plan_search(problem, setup, state, run, options, deadline, notes)
+            _plan_search(problem, setup, state, run, options, t0, deadline, notes)
             return
         ran_on, skipped = skipped, _master_cannot_improve(state, inc, left)
         if skipped:
@@ -203,7 +206,7 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
 
 
 def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, options: SolveOptions,
-                 deadline: float, notes: list[str]) -> None:
+                 t0: float, deadline: float, notes: list[str]) -> None:
     """Once generation can no longer raise the bound (``ColgenState.settled``, or the LP solved), the time left
     goes to the plan: an integer master over the columns within ``PLAN_MASTER_SHARE`` of it, then, where the
     plan is still above the bound, a dive (``dive``: it prices near the fixings it makes) within
@@ -222,10 +225,14 @@ def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenStat
             run.skipped += 1
         collect_proof(setup, state)
         run.bound = max(setup.trivial_gpus, state.bound_gpus)
+        _say(options, progress_line(time.perf_counter() - t0, len(state.master.columns), run.bound,
+                                    run.inc.plan.num_gpus, state.lp_value))
         left = deadline - time.perf_counter()
         if run.bound >= run.inc.plan.num_gpus or left < MIN_DIVE_S:
             return
         _dive(problem, setup, state, run, time.perf_counter() + DIVE_SHARE * left, notes)
+        _say(options, progress_line(time.perf_counter() - t0, len(state.master.columns), run.bound,
+                                    run.inc.plan.num_gpus, state.lp_value))
         if run.dives[-1].added == 0 and run.inc.plan.num_gpus == gpus:  # the next turn would repeat this one
             return
 
