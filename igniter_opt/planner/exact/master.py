@@ -163,14 +163,18 @@ class Master:
     def raise_lower(self, var: int, value: float) -> None:
         """Bound variable ``var`` (an index into the HiGHS columns: options first, then ``offset`` + column)
         below by ``value`` (a fixing of ``dive``), until ``lift_lowers``."""
-        self.h.changeColBounds(int(var), float(value), self.h.getInfinity() if var >= self.offset else 1.0)
+        self.h.changeColBounds(int(var), float(value), self._upper(var))
         self._raised.add(int(var))
 
     def lift_lowers(self) -> None:
         """Every variable's lower bound back to 0 (undo ``raise_lower``)."""
         for var in sorted(self._raised):
-            self.h.changeColBounds(var, 0.0, self.h.getInfinity() if var >= self.offset else 1.0)
+            self.h.changeColBounds(var, 0.0, self._upper(var))
         self._raised.clear()
+
+    def _upper(self, var: int) -> float:
+        """Variable ``var``'s upper bound: 1 for a split option, none for a column."""
+        return self.h.getInfinity() if var >= self.offset else 1.0
 
     def solve_integer(self, time_limit_s: float, start: dict[int, int] | None, chosen: dict[int, int] | None,
                       mip_rel_gap: float) -> IntegerSolution:
