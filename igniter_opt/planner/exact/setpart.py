@@ -102,14 +102,27 @@ def _verified_plan(problem: PlanningProblem, setup: ColgenSetup, state: ColgenSt
     return plan, ""
 
 
+def _say_state(options: SolveOptions, t0: float, state: ColgenState, run: _Run) -> None:
+    """A progress line for the run so far: columns, bound, plan, master LP."""
+    _say(options, progress_line(time.perf_counter() - t0, len(state.master.columns), run.bound,
+                                run.inc.plan.num_gpus, state.lp_value))
+
+
 @dataclass
 class _Incumbent:
-    """The best verified plan so far and, when it came from the integer master, its solution there."""
+    """The best verified plan so far and, when it came from the integer master or a dive, its solution there."""
 
     plan: Plan
     counts: dict[int, int]
     chosen: dict[int, int]
     message: str
+
+    def or_better(self, found: Plan | None, counts: dict[int, int], chosen: dict[int, int]) -> _Incumbent:
+        """``found`` (a verified plan, GPUs per column ``counts``, split options ``chosen``) where it has fewer
+        GPUs, else this incumbent."""
+        if found is not None and found.num_gpus < self.plan.num_gpus:
+            return _Incumbent(found, counts, chosen, "")
+        return self
 
 
 def _improve(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, inc: _Incumbent, limit_s: float,
@@ -119,11 +132,9 @@ def _improve(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, i
     if sol.note:
         notes.append(sol.note)
     found, why = _integer_plan(problem, setup, state, sol)
-    if found is not None and found.num_gpus < inc.plan.num_gpus:
-        return _Incumbent(found, sol.counts, sol.chosen, "")
     if why:
         notes.append(why)
-    return inc
+    return inc.or_better(found, sol.counts, sol.chosen)
 
 
 def _dive(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, deadline: float,
@@ -137,8 +148,7 @@ def _dive(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run:
     found, why = _verified_plan(problem, setup, state, res.counts, res.chosen, "the dive")
     if why:
         notes.append(why)
-    if found is not None and found.num_gpus < run.inc.plan.num_gpus:
-        run.inc = _Incumbent(found, res.counts, res.chosen, "")
+    run.inc = run.inc.or_better(found, res.counts, res.chosen)
 
 
 @dataclass
@@ -189,7 +199,7 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
             return
         ran_on, skipped = skipped, _master_cannot_improve(state, inc, left)
         if skipped:
-            if state.converged or ran_on:  # generation has run to its end and the master still could not help
+            if ran_on:  # generation has run to the deadline and the master still could not help
                 return
             run.skipped += 1
             continue
@@ -201,7 +211,7 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         run.masters += 1
         collect_proof(setup, state)  # a proof round may have ended on the other core meanwhile
         run.bound = max(setup.trivial_gpus, state.bound_gpus)
-        if run.bound >= run.inc.plan.num_gpus or state.converged or deadline - time.perf_counter() < MIN_ROUND_S:
+        if run.bound >= run.inc.plan.num_gpus or deadline - time.perf_counter() < MIN_ROUND_S:
             return
 
 
@@ -218,21 +228,19 @@ def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenStat
         master_s = master_limit_s(time.perf_counter() + PLAN_MASTER_SHARE * left)
         if left < MIN_ROUND_S or master_s is None:
             return
-        if not _master_cannot_improve(state, run.inc.plan.num_gpus, left):
+        if not _master_cannot_improve(state, gpus, left):
             run.inc = _improve(problem, setup, state, run.inc, master_s, options, notes)
             run.masters += 1
         else:
             run.skipped += 1
         collect_proof(setup, state)
         run.bound = max(setup.trivial_gpus, state.bound_gpus)
-        _say(options, progress_line(time.perf_counter() - t0, len(state.master.columns), run.bound,
-                                    run.inc.plan.num_gpus, state.lp_value))
+        _say_state(options, t0, state, run)
         left = deadline - time.perf_counter()
         if run.bound >= run.inc.plan.num_gpus or left < MIN_DIVE_S:
             return
         _dive(problem, setup, state, run, time.perf_counter() + DIVE_SHARE * left, notes)
-        _say(options, progress_line(time.perf_counter() - t0, len(state.master.columns), run.bound,
-                                    run.inc.plan.num_gpus, state.lp_value))
+        _say_state(options, t0, state, run)
         if run.dives[-1].added == 0 and run.inc.plan.num_gpus == gpus:  # the next turn would repeat this one
             return
 
@@ -284,12 +292,12 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
         run.bound = max(setup.trivial_gpus, state.bound_gpus)
         failed = SolveStatus.ERROR
     plan, bound = run.inc.plan, run.bound
-    _say(options, progress_line(time.perf_counter() - t0, len(state.master.columns), bound, plan.num_gpus,
-                                state.lp_value))
+    _say_state(options, t0, state, run)
     saved = start_plan.num_gpus - plan.num_gpus
     message = (f"{saved} GPU(s) fewer than greedy ({start_plan.num_gpus})" if saved > 0 else
                "returned the greedy plan: " + ("the bound proves it optimal" if bound >= plan.num_gpus
-                                               else "the integer master found nothing better"))
+                                               else "the integer master" + (" and the dives" if run.dives else "")
+                                               + " found nothing better"))
     lp = "" if state.lp_value is None else f"master LP {state.lp_value:.4f} GPUs over the generated columns, "
     ended = ("LP solved" if state.converged else "generation stopped: the bound meets the plan"
              if bound >= plan.num_gpus else "LP not solved to the end")
