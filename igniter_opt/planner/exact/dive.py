@@ -11,8 +11,8 @@ re-solving after each round that added a column, for at most ``DIVE_PRICING_ROUN
 The integer master (price-and-branch) only combines the columns that generation priced at the root LP's
 duals; a dive prices at the duals of the fixed LPs, so the columns it adds are the ones a plan near the
 fixings needs (H100 n = 50 seed 4: where the benchmark's integer masters over generation's columns had found
-only greedy's 7 GPUs, a dive after 20 s of generation found a verified 6-GPU plan in 18 s; docs/exact.md,
-"Probed on 2026-12-05 (later)" and "Generation stops where it can raise the bound no more").
+only greedy's 7 GPUs, a dive after 20 s of generation found a verified 6-GPU plan in 18 s; docs/exact-history.md,
+"Probed on 2026-12-05 (later)", and docs/exact.md, "Generation stops where it can raise the bound no more").
 
 A heuristic: it proves nothing, and the bound never comes from it. The fixings are lifted on the way out,
 so the master is as before plus the columns priced on the way (each a configuration the kernel accepts).
