@@ -1,8 +1,9 @@
 """The README and docs/ link to files and sections that exist.
 
 A page moved or a heading renamed leaves links that point nowhere; these tests read every relative
-markdown link (and its #anchor, as GitHub derives it from a heading) and every section a page names in
-quotes beside a link to it ("Title" in [page](page.md), or [page](page.md), "Title").
+markdown link (and its #anchor, as GitHub derives it from a heading), every section a page names in
+quotes beside a link to it ("Title" in [page](page.md), or [page](page.md), "Title"), and every docs page
+(and section: docs/<page>.md, "Title") the code names.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+CODE = sorted([*REPO.glob("igniter_opt/**/*.py"), *REPO.glob("benchmarks/*.py"), *REPO.glob("tests/*.py")])
+DOCS_IN_CODE = re.compile(r'docs/([\w\-]+\.md)(?:,?\s*\(?\s*"([^"]{6,160})")?')
 NAMED_SECTION = re.compile(r'"([^"\n]{6,120})" in \[[^\]]*\]\(([\w\-./]+\.md)\)'
                            r'|\[[^\]]*\]\(([\w\-./]+\.md)\),\s+"([^"\n]{6,120})"')
 
@@ -58,3 +61,17 @@ def test_every_section_named_beside_a_link_exists_there(page: Path) -> None:
         if target.exists() and not any(h.startswith(title) for h in _headings(target)):
             missing.append(f'"{title}" in {path}')
     assert not missing, f"{page.name} names sections that do not exist: " + "; ".join(missing)
+
+
+def test_every_docs_page_and_section_the_code_names_exists() -> None:
+    missing = []
+    for source in CODE:
+        for m in DOCS_IN_CODE.finditer(source.read_text()):
+            page = REPO / "docs" / m.group(1)
+            if not page.exists():
+                missing.append(f"{source.relative_to(REPO)}: docs/{m.group(1)}")
+                continue
+            title = " ".join((m.group(2) or "").split())  # a title may wrap across docstring lines
+            if title and not any(" ".join(h.split()).startswith(title) for h in _headings(page)):
+                missing.append(f'{source.relative_to(REPO)}: "{title}" in docs/{m.group(1)}')
+    assert not missing, "the code names docs that do not exist: " + "; ".join(missing)
