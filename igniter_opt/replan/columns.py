@@ -40,6 +40,7 @@ from igniter_opt.planner.exact import greedy_instead, highs_or_fallback
 from igniter_opt.planner.exact.colgen import (
     ColgenSetup,
     ColgenState,
+    certified_gpus,
     collect_proof,
     generate,
     initial_master,
@@ -304,7 +305,7 @@ def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     found = _plan(rp, m, sol) if sol.counts else None
     plan = found if found is not None and key(found) < key(gplan) else gplan
     obj, changes = rgreedy.migration_objective(plan, rp.current, cost_c)
-    bound = price * max(setup.trivial_gpus, state.bound_gpus)
+    bound = price * certified_gpus(setup, state)
     status = bound_status(obj, bound)
     source = ("the integer master over columns" if plan is found
               else "the greedy replan (the master over columns found nothing better)")

@@ -423,7 +423,7 @@ def useful_kappa(setup: ColgenSetup, state: ColgenState, value: float) -> float:
     """The kappa below which Farley's bound D(pi) / kappa (``value``: D(pi)) would raise the certified bound
     in whole GPUs (the trivial bound's included), or prove the LP solved (kappa <= 1): a larger kappa
     changes nothing reported."""
-    floor = max(setup.trivial_gpus, state.bound_gpus)
+    floor = certified_gpus(setup, state)
     return max(1.0 + IMPROVE_EPS, value / (floor + ROUND_EPS)) if floor > 0 else math.inf
 
 
@@ -568,7 +568,7 @@ def _apply_boxes(setup: ColgenSetup, state: ColgenState, value: float, res: BoxR
     """What a round of box pricing at ``duals`` (D there: ``value``) brings, wherever it ran: Farley's bound
     from its kappa, its roots' time as the least limit of a later exact turn, the configurations ``slots``
     worth more than a GPU at ``duals`` as columns. (Whether the bound rose by a GPU, the columns added.)"""
-    before = max(setup.trivial_gpus, state.bound_gpus)
+    before = certified_gpus(setup, state)
     state.clock.least_s = max(state.clock.least_s, res.roots_s)
     if math.isfinite(res.kappa):
         state.bound = max(state.bound, value / max(1.0, res.kappa))
@@ -672,6 +672,12 @@ def proofs_on_a_second_core(setup: ColgenSetup, state: ColgenState, time_limit_s
         worker.close()
 
 
+def certified_gpus(setup: ColgenSetup, state: ColgenState) -> int:
+    """The certified bound in whole GPUs: the larger of the trivial bound and generation's (Farley's, the LP's
+    or the member-class bound, rounded up)."""
+    return max(setup.trivial_gpus, state.bound_gpus)
+
+
 def collect_proof(setup: ColgenSetup, state: ColgenState, wait_s: float = 0.0) -> bool:
     """Apply the worker's finished round, if there is one (waiting at most ``wait_s``): its bound, and its
     configurations worth more than a GPU at the duals it ran at as columns (a pricing round's best also grown
@@ -736,7 +742,7 @@ def _generate_rounds(setup: ColgenSetup, state: ColgenState, deadline: float, ta
         if state.converged or (target_gpus is not None and state.bound_gpus >= target_gpus):
             break
         if (until_settled and not capped
-                and math.ceil(lp.objective - ROUND_EPS) <= max(setup.trivial_gpus, state.bound_gpus)):
+                and math.ceil(lp.objective - ROUND_EPS) <= certified_gpus(setup, state)):
             state.settled = True  # Farley's bound <= the master LP's optimum <= this LP: no raising it further
             break
         if lp_below is not None and not capped and math.ceil(lp.objective - ROUND_EPS) < lp_below:

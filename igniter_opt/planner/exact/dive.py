@@ -30,7 +30,7 @@ from igniter_opt.planner.exact.colgen import ROUND_EPS, ColgenSetup, heuristic_r
 from igniter_opt.planner.exact.master import Master
 
 # Rounds of kernel pricing at each fixed LP's duals, at most (fewer where a round adds no column). On H100
-# n = 50 seed 4, 15 found the 6-GPU plan; 5 ended the dive at an LP of 6.10 after 5 fixings (docs/exact.md).
+# n = 50 seed 4, 15 found the 6-GPU plan; 5 ended the dive at an LP of 6.10 after 5 fixings (docs/exact-history.md).
 DIVE_PRICING_ROUNDS = 15
 # A value within this of a whole number counts as whole.
 WHOLE_EPS = 1e-6
@@ -83,7 +83,7 @@ def dive(setup: ColgenSetup, master: Master, incumbent_gpus: int, deadline: floa
                               else f"the LP ended with '{lp.status}'")
             if math.ceil(lp.objective - ROUND_EPS) >= incumbent_gpus:
                 return result(f"its LP reached {lp.objective:.4f} GPUs, no better than the plan")
-            y, z = master.lp_values(), master.option_values()
+            z, y = master.lp_solution()
             frac_y = _fraction(y)
             if frac_y.any():
                 j = int(np.flatnonzero(frac_y)[np.argmax(y[frac_y])])

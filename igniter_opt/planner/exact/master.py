@@ -152,13 +152,14 @@ class Master:
 
     def lp_values(self) -> np.ndarray:
         """The last LP solution's value of every column variable."""
-        self._uncapped()
-        return np.asarray(self.h.getSolution().col_value, float)[self.offset:]
+        return self.lp_solution()[1]
 
-    def option_values(self) -> np.ndarray:
-        """The last LP solution's value of every split-option variable z (in ``options`` order)."""
+    def lp_solution(self) -> tuple[np.ndarray, np.ndarray]:
+        """The last LP solution's values: every split-option variable z (in ``options`` order), then every
+        column variable y."""
         self._uncapped()
-        return np.asarray(self.h.getSolution().col_value, float)[: self.offset]
+        x = np.asarray(self.h.getSolution().col_value, float)
+        return x[: self.offset], x[self.offset:]
 
     def raise_lower(self, var: int, value: float) -> None:
         """Bound variable ``var`` (an index into the HiGHS columns: options first, then ``offset`` + column)

@@ -30,6 +30,7 @@ from igniter_opt.planner.exact.colgen import (
     ROUND_EPS,
     ColgenSetup,
     ColgenState,
+    certified_gpus,
     class_bound_text,
     collect_proof,
     generate,
@@ -74,7 +75,7 @@ def _reporter(options: SolveOptions, t0: float, setup: ColgenSetup, incumbent: i
         now = time.perf_counter()
         if now - last[0] >= 1.0:  # at most a line a second
             last[0] = now
-            bound = max(setup.trivial_gpus, state.bound_gpus)
+            bound = certified_gpus(setup, state)
             _say(options, progress_line(now - t0, len(state.master.columns), bound, incumbent, state.lp_value))
 
     return report
@@ -162,6 +163,13 @@ class _Run:
     dives: list[DiveResult] = field(default_factory=list)
 
 
+def _collect_bound(setup: ColgenSetup, state: ColgenState, run: _Run, wait_s: float = 0.0) -> None:
+    """A round that ended on the other core meanwhile (waited for at most ``wait_s``) applied, and the run's
+    bound brought up to the certified bound."""
+    collect_proof(setup, state, wait_s)
+    run.bound = certified_gpus(setup, state)
+
+
 def _master_cannot_improve(state: ColgenState, incumbent_gpus: int, left_s: float) -> bool:
     """Whether the integer master over the columns so far cannot beat the incumbent: its optimum is at
     least its LP's, rounded up (the LP is re-solved: columns may have entered after its last solve; its value
@@ -189,8 +197,7 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         else:
             generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, inc, options.threads, report,
                      until_settled=True)
-        collect_proof(setup, state)
-        run.bound = max(setup.trivial_gpus, state.bound_gpus)
+        _collect_bound(setup, state, run)
         left = deadline - time.perf_counter()
         if run.bound >= inc or left < MIN_ROUND_S:
             return
@@ -209,8 +216,7 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
             return
         run.inc = _improve(problem, setup, state, run.inc, master_s, options, notes)
         run.masters += 1
-        collect_proof(setup, state)  # a proof round may have ended on the other core meanwhile
-        run.bound = max(setup.trivial_gpus, state.bound_gpus)
+        _collect_bound(setup, state, run)
         if run.bound >= run.inc.plan.num_gpus or deadline - time.perf_counter() < MIN_ROUND_S:
             return
 
@@ -233,8 +239,7 @@ def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenStat
             run.masters += 1
         else:
             run.skipped += 1
-        collect_proof(setup, state)
-        run.bound = max(setup.trivial_gpus, state.bound_gpus)
+        _collect_bound(setup, state, run)
         _say_state(options, t0, state, run)
         left = deadline - time.perf_counter()
         if run.bound >= run.inc.plan.num_gpus or left < MIN_DIVE_S:
@@ -249,8 +254,7 @@ def _last_proof(setup: ColgenSetup, state: ColgenState, run: _Run, deadline: flo
     """The worker's proof round still running when the rounds ended: its result, waited for until
     ``deadline`` at most (its rounds end by then), where the bound is still below the plan."""
     if state.proofs is not None and state.proofs.busy and run.bound < run.inc.plan.num_gpus:
-        collect_proof(setup, state, max(0.0, deadline - time.perf_counter()))
-        run.bound = max(setup.trivial_gpus, state.bound_gpus)
+        _collect_bound(setup, state, run, max(0.0, deadline - time.perf_counter()))
 
 
 def _unprepared(problem: PlanningProblem, options: SolveOptions, t0: float, start_plan: Plan,
@@ -289,7 +293,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     except Exception as exc:  # noqa: BLE001 - solver trouble returns the best plan so far, with the reason
         log.error("column generation failed: %s: %s", type(exc).__name__, exc)
         notes.append(f"column generation failed ({type(exc).__name__}: {exc}); returned the best plan found so far")
-        run.bound = max(setup.trivial_gpus, state.bound_gpus)
+        run.bound = certified_gpus(setup, state)
         failed = SolveStatus.ERROR
     plan, bound = run.inc.plan, run.bound
     _say_state(options, t0, state, run)
