@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -306,6 +307,74 @@ def test_the_class_bound_is_its_lps_value_and_never_above_a_plan(small) -> None:
     assert math.ceil(res.value - 1e-6) <= plan.num_gpus
     assert plan.solver.bound is not None and plan.solver.bound >= math.ceil(res.value - 1e-6)
     assert "member-class bound" in (plan.solver.message or "")
+
+
+def _full_class_lp_value(lp: classbound.ClassLp, setup: colgen.ColgenSetup) -> float:
+    """The class LP over all its columns at once, by HiGHS's simplex: what sifting must reach."""
+    import highspy
+
+    a, lower, upper, cost = classbound._model(lp, setup.items.table, colgen.piece_rows(setup.pieces),
+                                              setup.space.cap_units)
+    h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    n = a.shape[1]
+    h.passModel(n, a.shape[0], a.nnz, 1, int(highspy.ObjSense.kMinimize), 0.0, cost, np.zeros(n),
+                np.full(n, np.inf), lower, upper, a.indptr[:-1].astype(np.int32), a.indices.astype(np.int32),
+                a.data, np.zeros(n, np.int32))
+    h.run()
+    assert h.modelStatusToString(h.getModelStatus()) == "Optimal"
+    return float(h.getInfo().objective_function_value)
+
+
+def _sift(setup: colgen.ColgenSetup, lp: classbound.ClassLp, seed=None):
+    return classbound._sift(lp, setup.items.table, colgen.piece_rows(setup.pieces), setup.space.cap_units,
+                            time.perf_counter() + 60, seed, 1)
+
+
+def test_sifting_solves_the_class_lp_over_all_its_columns(small, monkeypatch) -> None:
+    """Sifting (a few columns a round, so that it takes many) ends at the optimum of the LP over all columns, its
+    certified bound equal to it; seeded with that solution's support (as the next pass is) it ends there too."""
+    setup, _ = small
+    lp = _class_lp(setup)
+    monkeypatch.setattr(classbound, "SIFT_MIN_COLUMNS", 3)
+    monkeypatch.setattr(classbound, "SIFT_COLUMNS_SHARE", 0.0)
+    rounds: list[str] = []
+    real_run = classbound.run
+
+    def counted(*args, **kwargs):
+        res = real_run(*args, **kwargs)
+        rounds.append(res.status)
+        return res
+
+    monkeypatch.setattr(classbound, "run", counted)
+    res = _sift(setup, lp)
+    full = _full_class_lp_value(lp, setup)
+    assert res.status == "Optimal" and res.objective == pytest.approx(full, rel=1e-7)
+    assert res.value == pytest.approx(full, rel=1e-6) and res.value <= full * (1 + 1e-6)
+    assert len(rounds) >= 3 and res.support.size > 0
+    again = _sift(setup, lp, res.support)
+    assert again.status == "Optimal" and again.objective == pytest.approx(full, rel=1e-7)
+
+
+def test_sifting_cut_short_keeps_a_certified_bound_below_the_lp(small, monkeypatch) -> None:
+    """A sift whose HiGHS run stops at its limit in the third round returns the best bound certified in the
+    rounds before: positive, at most the LP's optimum, the LP itself not claimed."""
+    setup, _ = small
+    lp = _class_lp(setup)
+    monkeypatch.setattr(classbound, "SIFT_MIN_COLUMNS", 3)
+    monkeypatch.setattr(classbound, "SIFT_COLUMNS_SHARE", 0.0)
+    calls = [0]
+    real_run = classbound.run
+
+    def stops(*args, **kwargs):
+        calls[0] += 1
+        res = real_run(*args, **kwargs)
+        return res if calls[0] < 3 else replace(res, status="Time limit reached")
+
+    monkeypatch.setattr(classbound, "run", stops)
+    res = _sift(setup, lp)
+    assert res.status == "Time limit reached" and res.objective is None
+    assert 0.0 < res.value <= _full_class_lp_value(lp, setup) + 1e-9
 
 
 def test_a_class_bound_out_of_time_says_nothing(small) -> None:

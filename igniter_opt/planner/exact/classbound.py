@@ -3,7 +3,7 @@
 Column generation's bound (Farley's, ``colgen``) needs its LP nearly solved, which at a few hundred workloads
 it never is within the limit; the trivial bound ignores interference. This LP sits between them: it keeps the
 rows every GPU of the plan must meet, summed over the GPUs of one class, so it is small enough to solve
-whole, and it is solved once.
+whole, and it is solved once per count of levels, by sifting (``_sift``: its columns enter as they price out).
 
 A GPU's class is (m, g): its m members, and the level g of the least Cmax_k(m) among them, where
 Cmax_k(m) = c_k + (B_k - idle_k - a_k - kern_k D(m)) / (a_k alpha_k) is the most total L2 at which
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -71,6 +71,13 @@ PAIR_PASS_SHARE = 0.6
 PAIR_MEAN_MEMBERS = 8.0
 # No pair columns beyond this many: memory (at 1000 V100 workloads 1.7 million of them took the worker to 1.33 GB).
 PAIR_COLUMNS_MAX = 2_500_000
+# Sifting the LP (``_sift``): the columns of most negative reduced cost that enter per round, at least this many
+# or this share of all x and pair columns (H100, 1000 workloads, 8 levels: 2.2 million), and what counts as
+# negative. _KEY_M: an (item, member count) pair's key is item * _KEY_M + m (member counts are far below it).
+SIFT_MIN_COLUMNS = 20_000
+SIFT_COLUMNS_SHARE = 1 / 40
+SIFT_RC_TOL = 1e-9
+_KEY_M = 1 << 16
 # The most worth of a class's GPU is raised by this relative amount (plus 1e-12) for float noise.
 KAPPA_SAFETY_REL = 1e-9
 
@@ -116,6 +123,7 @@ class ClassBound:
     levels: int
     seconds: float
     pairs: int | None = None  # pair columns in place of the classes of 2 members (None: that pass did not use them)
+    support: np.ndarray | None = field(default=None, repr=False, compare=False)  # seeds the next pass (``_sift``)
 
 
 def _pareto(idx: np.ndarray, piece: np.ndarray, units: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -226,22 +234,86 @@ def _model(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int
     return a, lower, upper, cost
 
 
-def _solve(a: sp.csc_matrix, lower: np.ndarray, upper: np.ndarray, cost: np.ndarray, limit_s: float, threads: int
-           ) -> tuple[str, float | None, np.ndarray | None]:
-    """min cost x over the LP (HiGHS's interior point method, then crossover): status, objective, row duals."""
+@dataclass(frozen=True)
+class _Sifted:
+    """What sifting the class LP gave: HiGHS's status ("Optimal" only where no column was left to enter), the
+    LP's optimum (then only), the best certified bound over its rounds (``certify``: valid at every round's
+    duals) and the keys (``_KEY_M``) of the x columns positive in its last solution."""
+
+    status: str
+    objective: float | None
+    value: float
+    support: np.ndarray
+
+
+def _first_columns(lp: ClassLp, tab: ItemTable) -> np.ndarray:
+    """The x columns HiGHS starts from: per piece type, its item of fewest units in a class of the fewest members
+    (one GPU each: the LP is feasible from the first solve)."""
+    fewest = lp.members[lp.klass] == lp.members.min()
+    idx = np.flatnonzero(fewest)
+    piece = tab.piece[lp.item[idx]]
+    order = np.lexsort((tab.units[lp.item[idx]], piece))
+    first = np.r_[True, piece[order][1:] != piece[order][:-1]]
+    return idx[order[first]]
+
+
+def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: float, seed: np.ndarray | None,
+          threads: int) -> _Sifted:
+    """The class LP by sifting: HiGHS solves it over the y and z columns and a subset of the x and pair columns
+    (``_first_columns``, and those of the items and member counts in ``seed``, the support of the pass before);
+    at each solve's duals the bound is certified, then the columns of negative reduced cost enter, the most
+    negative ``SIFT_MIN_COLUMNS`` (or ``SIFT_COLUMNS_SHARE`` of all) at a time, until none is left (the LP is
+    solved) or ``deadline``. An interior point method over all columns took twice as long (docs/exact.md)."""
     hs = highspy_module()
-    n_col = a.shape[1]
+    a, lower, upper, cost = _model(lp, tab, rows, cap)
+    k, nx, n_pairs = lp.n_classes, lp.item.size, len(lp.pairs)
+    n_opt = a.shape[1] - k - nx - n_pairs
+    cand = np.r_[k + np.arange(nx), k + nx + n_opt + np.arange(n_pairs)]  # x, then the pairs
+    inside = np.zeros(cand.size, bool)
+    inside[_first_columns(lp, tab)] = True
+    keys = lp.item.astype(np.int64) * _KEY_M + lp.members[lp.klass]
+    if seed is not None and seed.size:
+        inside[:nx] |= np.isin(keys, seed)
+    order = np.r_[np.arange(k), k + nx + np.arange(n_opt), cand[inside]]  # the LP's columns, in HiGHS's order
+    sub = a[:, order]
     h = new_highs(threads)
-    status = h.passModel(n_col, a.shape[0], a.nnz, COLWISE, int(hs.ObjSense.kMinimize), 0.0, f64(cost),
+    n_col = order.size
+    status = h.passModel(n_col, a.shape[0], sub.nnz, COLWISE, int(hs.ObjSense.kMinimize), 0.0, f64(cost[order]),
                          f64(np.zeros(n_col)), f64(np.full(n_col, np.inf)), f64(lower), f64(upper),
-                         int32(a.indptr[:-1]), int32(a.indices), f64(a.data), np.zeros(n_col, np.int32))
+                         int32(sub.indptr[:-1]), int32(sub.indices), f64(sub.data), np.zeros(n_col, np.int32))
     if status == hs.HighsStatus.kError:
         raise RuntimeError("HiGHS refused the member-class LP")
-    h.setOptionValue("solver", "ipm")
-    res = run(h, limit_s, mip=False)
-    sol = h.getSolution()
-    duals = np.asarray(sol.row_dual, float) if sol.dual_valid else None
-    return res.status, res.objective if res.status == "Optimal" else None, duals
+    per_round = max(SIFT_MIN_COLUMNS, int(SIFT_COLUMNS_SHARE * cand.size))
+    value, said, objective = 0.0, "Time limit reached", None
+    while True:
+        left = deadline - time.perf_counter() - WATCHDOG_GRACE_S
+        if left <= 0:
+            break
+        res = run(h, left, mip=False)
+        sol = h.getSolution()
+        if res.status != "Optimal" or not sol.dual_valid:
+            said = res.status
+            break
+        duals = np.asarray(sol.row_dual, float)
+        value = max(value, certify(lp, tab, rows, cap, duals))
+        reduced = (cost - a.T @ duals)[cand]  # HiGHS's row duals: c_j - a_j' y
+        reduced[inside] = 0.0
+        negative = np.flatnonzero(reduced < -SIFT_RC_TOL)
+        if negative.size == 0:  # no column prices out: the LP is solved
+            said, objective = res.status, res.objective
+            break
+        if negative.size > per_round:
+            negative = negative[np.argpartition(reduced[negative], per_round)[:per_round]]
+        inside[negative] = True
+        new = a[:, cand[negative]]
+        h.addCols(negative.size, f64(cost[cand[negative]]), f64(np.zeros(negative.size)),
+                  f64(np.full(negative.size, np.inf)), new.nnz, int32(new.indptr[:-1]), int32(new.indices),
+                  f64(new.data))
+        order = np.r_[order, cand[negative]]
+    x = np.asarray(h.getSolution().col_value, float)
+    positive = order[:x.size][x > 1e-9] if x.size else np.zeros(0, np.intp)
+    positive = positive[(positive >= k) & (positive < k + nx)] - k
+    return _Sifted(said, objective, value, keys[positive])
 
 
 def class_kappas(lp: ClassLp, tab: ItemTable, cap: int, pi: np.ndarray, b: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -283,25 +355,21 @@ def dual_value(rows: PieceRows, pi: np.ndarray) -> float:
 
 
 def class_bound_at(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, rows: PieceRows,
-                   deadline: float, n_levels: int, threads: int = 1, pairs: np.ndarray | None = None
-                   ) -> ClassBound | None:
+                   deadline: float, n_levels: int, threads: int = 1, pairs: np.ndarray | None = None,
+                   seed: np.ndarray | None = None) -> ClassBound | None:
     """The member-class bound with ``n_levels`` levels per member count (module docstring; with ``pairs``,
-    those pair columns instead of the classes of 2 members) by ``deadline`` (``time.perf_counter()``); None
-    when the LP could not be built or gave no duals by then."""
+    those pair columns instead of the classes of 2 members) by ``deadline`` (``time.perf_counter()``), its LP
+    sifted from the support ``seed`` of a pass before (``_sift``); where the LP is not solved by then, the best
+    bound certified on the way. None when the LP could not be built or gave no duals by then."""
     t0 = time.perf_counter()
     lp = class_lp(tab, hw, bounds, cap, n_levels, deadline, pairs)
-    if lp is None or lp.n_classes == 0:
+    if lp is None or lp.n_classes == 0 or deadline - time.perf_counter() <= WATCHDOG_GRACE_S:
         return None
-    a, lower, upper, cost = _model(lp, tab, rows, cap)
-    left = deadline - time.perf_counter() - WATCHDOG_GRACE_S
-    if left <= 0:
+    res = _sift(lp, tab, rows, cap, deadline, seed, threads)
+    if res.value <= 0.0:
         return None
-    status, objective, duals = _solve(a, lower, upper, cost, left, threads)
-    if duals is None:
-        return None
-    value = certify(lp, tab, rows, cap, duals)
-    return ClassBound(value, objective, status, lp.n_classes, int(lp.item.size) + len(lp.pairs), n_levels,
-                      time.perf_counter() - t0, None if pairs is None else len(pairs))
+    return ClassBound(res.value, res.objective, res.status, lp.n_classes, int(lp.item.size) + len(lp.pairs),
+                      n_levels, time.perf_counter() - t0, None if pairs is None else len(pairs), res.support)
 
 
 def _pairs_worth_screening(items: Items, rows: PieceRows, cap: int) -> bool:
@@ -341,7 +409,8 @@ def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRow
     while i < len(CLASS_LEVELS):
         start = time.perf_counter()
         until = deadline if pairs is None else start + PAIR_PASS_SHARE * max(0.0, deadline - start)
-        res = class_bound_at(tab, hw, bounds, cap, rows, until, CLASS_LEVELS[i], threads, pairs)
+        res = class_bound_at(tab, hw, bounds, cap, rows, until, CLASS_LEVELS[i], threads, pairs,
+                             None if best is None else best.support)
         if res is None and pairs is not None:  # the LP with the pairs is too large for the time: without them
             pairs = None
             continue
@@ -354,4 +423,4 @@ def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRow
         if i == 0:
             pairs = _screen_pairs(items, hw, cap, rows, deadline)
         i += 1
-    return None if best is None else replace(best, seconds=time.perf_counter() - t0)
+    return None if best is None else replace(best, seconds=time.perf_counter() - t0, support=None)
