@@ -463,6 +463,31 @@ def test_pairs_are_screened_where_gpus_hold_few_members(small, monkeypatch) -> N
         assert passes[passes.index(True) + 1] is False
 
 
+def test_a_pass_with_pairs_cut_short_is_run_again_without_them(v100_model, monkeypatch) -> None:
+    """A pass with the pair columns that did not solve its LP in its time (sifting returns what it certified on the
+    way) is run again without them, and the bound returned is at least what that cut-short pass certified."""
+    setup = _setup(_problem(v100_model, SMALL_MIXES["v100"]))
+    hw, cap, items = v100_model.hardware, setup.space.cap_units, setup.items
+    rows = colgen.piece_rows(setup.pieces)
+    passes: list[tuple[bool, float]] = []
+    real = classbound.class_bound_at
+
+    def pairs_cut_short(*args, **kwargs):
+        res = real(*args, **kwargs)
+        with_pairs = len(args) > 8 and args[8] is not None
+        if with_pairs and res is not None:
+            res = replace(res, status="Time limit reached", lp_value=None)
+        passes.append((with_pairs, 0.0 if res is None else res.value))
+        return res
+
+    monkeypatch.setattr(classbound, "class_bound_at", pairs_cut_short)
+    res = classbound.class_bound(items, hw, cap, rows, time.perf_counter() + 30)
+    assert res is not None
+    flags = [p for p, _ in passes]
+    assert True in flags and flags[flags.index(True) + 1] is False
+    assert res.value >= max(v for p, v in passes if p) - 1e-12
+
+
 def test_no_pair_columns_beyond_their_cap(v100_model, monkeypatch) -> None:
     """More fitting pairs than ``PAIR_COLUMNS_MAX`` (memory) and the passes go on without them."""
     setup = _setup(_problem(v100_model, SMALL_MIXES["v100"]))

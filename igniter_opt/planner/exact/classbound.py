@@ -263,7 +263,7 @@ def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: floa
     (``_first_columns``, and those of the items and member counts in ``seed``, the support of the pass before);
     at each solve's duals the bound is certified, then the columns of negative reduced cost enter, the most
     negative ``SIFT_MIN_COLUMNS`` (or ``SIFT_COLUMNS_SHARE`` of all) at a time, until none is left (the LP is
-    solved) or ``deadline``. An interior point method over all columns took twice as long (docs/exact.md)."""
+    solved) or ``deadline``. HiGHS's interior point method over all columns took twice as long (docs/exact.md)."""
     hs = highspy_module()
     a, lower, upper, cost = _model(lp, tab, rows, cap)
     k, nx, n_pairs = lp.n_classes, lp.item.size, len(lp.pairs)
@@ -411,11 +411,11 @@ def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRow
         until = deadline if pairs is None else start + PAIR_PASS_SHARE * max(0.0, deadline - start)
         res = class_bound_at(tab, hw, bounds, cap, rows, until, CLASS_LEVELS[i], threads, pairs,
                              None if best is None else best.support)
-        if res is None and pairs is not None:  # the LP with the pairs is too large for the time: without them
+        if res is not None and (best is None or res.value > best.value):
+            best = res  # a pass cut short still certifies what its last duals give
+        if pairs is not None and (res is None or res.status != "Optimal"):  # too large for the time: without them
             pairs = None
             continue
-        if res is not None and (best is None or res.value > best.value):
-            best = res
         took = time.perf_counter() - start
         done = best is not None and target_gpus is not None and math.ceil(best.value - 1e-6) >= target_gpus
         if res is None or done or deadline - time.perf_counter() < NEXT_PASS_FACTOR * took:
