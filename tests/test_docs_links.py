@@ -26,6 +26,13 @@ def _headings(page: Path) -> list[str]:
     return [line.lstrip("#").strip() for line in page.read_text().splitlines() if line.startswith("#")]
 
 
+def _has_section(page: Path, title: str) -> bool:
+    """Whether a heading of ``page`` begins with ``title`` (runs of whitespace in either count as one space: a
+    title named in a docstring may wrap)."""
+    title = " ".join(title.split())
+    return any(" ".join(h.split()).startswith(title) for h in _headings(page))
+
+
 def _anchor(heading: str) -> str:
     """GitHub's anchor for a heading: lower case, punctuation but hyphens dropped, spaces to hyphens."""
     return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
@@ -58,7 +65,7 @@ def test_every_section_named_beside_a_link_exists_there(page: Path) -> None:
     for m in NAMED_SECTION.finditer(page.read_text()):
         title, path = m.group(1) or m.group(4), m.group(2) or m.group(3)
         target = page.parent / path
-        if target.exists() and not any(h.startswith(title) for h in _headings(target)):
+        if target.exists() and not _has_section(target, title):
             missing.append(f'"{title}" in {path}')
     assert not missing, f"{page.name} names sections that do not exist: " + "; ".join(missing)
 
@@ -71,7 +78,7 @@ def test_every_docs_page_and_section_the_code_names_exists() -> None:
             if not page.exists():
                 missing.append(f"{source.relative_to(REPO)}: docs/{m.group(1)}")
                 continue
-            title = " ".join((m.group(2) or "").split())  # a title may wrap across docstring lines
-            if title and not any(" ".join(h.split()).startswith(title) for h in _headings(page)):
+            title = m.group(2)
+            if title and not _has_section(page, title):
                 missing.append(f'{source.relative_to(REPO)}: "{title}" in docs/{m.group(1)}')
     assert not missing, "the code names docs that do not exist: " + "; ".join(missing)

@@ -331,13 +331,18 @@ def _sift(setup: colgen.ColgenSetup, lp: classbound.ClassLp, seed=None):
                             time.perf_counter() + 60, seed, 1)
 
 
+def _few_columns_a_round(monkeypatch) -> None:
+    """Three columns enter per sifting round, so that even the small mixes take many rounds."""
+    monkeypatch.setattr(classbound, "SIFT_MIN_COLUMNS", 3)
+    monkeypatch.setattr(classbound, "SIFT_COLUMNS_SHARE", 0.0)
+
+
 def test_sifting_solves_the_class_lp_over_all_its_columns(small, monkeypatch) -> None:
     """Sifting (a few columns a round, so that it takes many) ends at the optimum of the LP over all columns, its
     certified bound equal to it; seeded with that solution's support (as the next pass is) it ends there too."""
     setup, _ = small
     lp = _class_lp(setup)
-    monkeypatch.setattr(classbound, "SIFT_MIN_COLUMNS", 3)
-    monkeypatch.setattr(classbound, "SIFT_COLUMNS_SHARE", 0.0)
+    _few_columns_a_round(monkeypatch)
     rounds: list[str] = []
     real_run = classbound.run
 
@@ -361,8 +366,7 @@ def test_sifting_cut_short_keeps_a_certified_bound_below_the_lp(small, monkeypat
     rounds before: positive, at most the LP's optimum, the LP itself not claimed."""
     setup, _ = small
     lp = _class_lp(setup)
-    monkeypatch.setattr(classbound, "SIFT_MIN_COLUMNS", 3)
-    monkeypatch.setattr(classbound, "SIFT_COLUMNS_SHARE", 0.0)
+    _few_columns_a_round(monkeypatch)
     calls = [0]
     real_run = classbound.run
 

@@ -48,7 +48,7 @@ def test_capped_duals_stay_within_the_caps_and_lifting_the_caps_gives_back_the_m
     fresh.add(master.columns[len(fresh.columns):])
     assert [c.slots for c in fresh.columns] == [c.slots for c in master.columns]
     assert lifted.objective == pytest.approx(fresh.solve_lp(10.0).objective, abs=1e-9)
-    assert master.lp_values().size == len(master.columns)
+    assert master.lp_solution()[1].size == len(master.columns)
     sol = master.solve_integer(10.0, None, None, 0.0)
     assert sol.counts and max(sol.counts) < len(master.columns)
 

@@ -90,7 +90,7 @@ class Master:
         """Cap every piece type's dual at ``caps[t]`` (stabilisation, ``stabilize``), or with None lift the
         caps. An artificial column per piece type covers one piece of it at cost caps[t], so the LP's duals
         meet pi_t <= caps[t]. While capped the LP's value is the capped master's (at most the restricted
-        master's), not a value of the master; the integer master and ``lp_values`` refuse. The artificial
+        master's), not a value of the master; the integer master and ``lp_solution`` refuse. The artificial
         columns are deleted when the caps are lifted, so columns added meanwhile keep their indices."""
         n = self.n_pieces
         if caps is None:
@@ -149,10 +149,6 @@ class Master:
             return LpSolution(res.status, None, np.zeros(self.n_pieces))
         duals = np.asarray(self.h.getSolution().row_dual, float)[: self.n_pieces]
         return LpSolution(res.status, res.objective, np.maximum(duals, 0.0))
-
-    def lp_values(self) -> np.ndarray:
-        """The last LP solution's value of every column variable."""
-        return self.lp_solution()[1]
 
     def lp_solution(self) -> tuple[np.ndarray, np.ndarray]:
         """The last LP solution's values: every split-option variable z (in ``options`` order), then every
