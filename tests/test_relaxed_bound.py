@@ -331,18 +331,30 @@ def _sift(setup: colgen.ColgenSetup, lp: classbound.ClassLp, seed=None):
                             time.perf_counter() + 60, seed, 1)
 
 
-def _few_columns_a_round(monkeypatch) -> None:
-    """Three columns enter per sifting round, so that even the small mixes take many rounds."""
-    monkeypatch.setattr(classbound, "SIFT_MIN_COLUMNS", 3)
-    monkeypatch.setattr(classbound, "SIFT_COLUMNS_SHARE", 0.0)
+def _few_columns_a_round(monkeypatch) -> list[int]:
+    """Three columns enter per sifting round and only two out of the basis stay, so that even the small mixes take
+    many rounds and columns leave HiGHS's LP (and may come back); the columns that left, per round, are returned."""
+    monkeypatch.setattr(classbound, "SIFT_ROUND_COLUMNS", 3)
+    monkeypatch.setattr(classbound, "SIFT_KEPT_COLUMNS", 2)
+    dropped: list[int] = []
+    real_drop = classbound._drop_columns
+
+    def counted(h, n_fixed, held, reduced, inside):
+        left = real_drop(h, n_fixed, held, reduced, inside)
+        dropped.append(held.size - left.size)
+        return left
+
+    monkeypatch.setattr(classbound, "_drop_columns", counted)
+    return dropped
 
 
 def test_sifting_solves_the_class_lp_over_all_its_columns(small, monkeypatch) -> None:
-    """Sifting (a few columns a round, so that it takes many) ends at the optimum of the LP over all columns, its
-    certified bound equal to it; seeded with that solution's support (as the next pass is) it ends there too."""
+    """Sifting (a few columns a round, so that it takes many, and columns leaving its LP) ends at the optimum of the
+    LP over all columns, its certified bound equal to it; seeded with that solution's support (as the next pass is)
+    it ends there too."""
     setup, _ = small
     lp = _class_lp(setup)
-    _few_columns_a_round(monkeypatch)
+    dropped = _few_columns_a_round(monkeypatch)
     rounds: list[str] = []
     real_run = classbound.run
 
@@ -356,7 +368,7 @@ def test_sifting_solves_the_class_lp_over_all_its_columns(small, monkeypatch) ->
     full = _full_class_lp_value(lp, setup)
     assert res.status == "Optimal" and res.objective == pytest.approx(full, rel=1e-7)
     assert res.value == pytest.approx(full, rel=1e-6) and res.value <= full * (1 + 1e-6)
-    assert len(rounds) >= 3 and res.support.size > 0
+    assert len(rounds) >= 3 and res.support.size > 0 and sum(dropped) > 0
     again = _sift(setup, lp, res.support)
     assert again.status == "Optimal" and again.objective == pytest.approx(full, rel=1e-7)
 

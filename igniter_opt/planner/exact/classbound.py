@@ -58,10 +58,13 @@ if TYPE_CHECKING:
     import scipy.sparse as sp
 
 # Levels per member count, one pass each while time allows: more make the bound stronger and the LP larger
-# (docs/exact.md has the figures; at 1000 H100 workloads, sifted, 8 levels end in about 100 s, 16 not in 244 s).
-# A next pass is begun only with this many times the last one's time left.
-CLASS_LEVELS = (2, 8, 16, 32)
-NEXT_PASS_FACTOR = 4.0
+# (docs/exact.md has the figures; at 1000 H100 workloads, sifted, 16 levels end in about 50 s, 32 in 115 s).
+# A next pass is begun only with this many times the last one's time left (a pass takes about twice the one
+# before it), and only after a pass of at most NEXT_PASS_COLUMNS_MAX columns: memory (at 1000 H100 workloads,
+# 32 levels are 4.9 million columns and take the worker to 1.6 GB; 64 levels, 8.6 million and 2.6 GB).
+CLASS_LEVELS = (2, 8, 16, 32, 64)
+NEXT_PASS_FACTOR = 2.5
+NEXT_PASS_COLUMNS_MAX = 4_000_000
 # Share of the time left after the first pass that screening every pair of piece types may take (at 200 V100
 # workloads 64 000 pairs fit, screened in 0.4 s; at 1000, 1.7 million in 8 s), and that a pass with their
 # columns may take (at 1000 V100 workloads, 8 levels: 2.2 million columns, 175 s alone on one core).
@@ -71,11 +74,14 @@ PAIR_PASS_SHARE = 0.6
 PAIR_MEAN_MEMBERS = 8.0
 # No pair columns beyond this many: memory (at 1000 V100 workloads 1.7 million of them took the worker to 1.33 GB).
 PAIR_COLUMNS_MAX = 2_500_000
-# Sifting the LP (``_sift``): the columns of most negative reduced cost that enter per round, at least this many
-# or this share of all x and pair columns (H100, 1000 workloads, 8 levels: 2.2 million), and what counts as
-# negative. _KEY_M: an (item, member count) pair's key is item * _KEY_M + m (member counts are far below it).
-SIFT_MIN_COLUMNS = 20_000
-SIFT_COLUMNS_SHARE = 1 / 40
+# Sifting the LP (``_sift``): the columns of most negative reduced cost that enter per round, the columns out of
+# the basis that stay in HiGHS's LP between rounds (the others of highest reduced cost leave it, and may enter
+# again), and what counts as negative. Small rounds over a small LP: at 1000 H100 workloads, 8 levels (2.2
+# million x columns), 17 s of sifting against 95-124 s with 20 000-55 000 columns a round and none leaving
+# (docs/exact.md, "Sifting the member-class LP"). _KEY_M: an (item, member count) pair's key is item * _KEY_M + m
+# (member counts are far below it).
+SIFT_ROUND_COLUMNS = 10_000
+SIFT_KEPT_COLUMNS = 10_000
 SIFT_RC_TOL = 1e-9
 _KEY_M = 1 << 16
 # The most worth of a class's GPU is raised by this relative amount (plus 1e-12) for float noise.
@@ -261,9 +267,11 @@ def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: floa
           threads: int) -> _Sifted:
     """The class LP by sifting: HiGHS solves it over the y and z columns and a subset of the x and pair columns
     (``_first_columns``, and those of the items and member counts in ``seed``, the support of the pass before);
-    at each solve's duals the bound is certified, then the columns of negative reduced cost enter, the most
-    negative ``SIFT_MIN_COLUMNS`` (or ``SIFT_COLUMNS_SHARE`` of all) at a time, until none is left (the LP is
-    solved) or ``deadline``. HiGHS's interior point method over all columns took twice as long (docs/exact.md)."""
+    at each solve's duals the bound is certified, then the ``SIFT_ROUND_COLUMNS`` columns of most negative
+    reduced cost enter and, of those out of the basis, all but the ``SIFT_KEPT_COLUMNS`` of least reduced cost
+    leave, until no column prices out (the LP is solved) or ``deadline``. HiGHS's interior point method over
+    all columns took twice as long as sifting that kept every column, and that five times as long as this
+    (docs/exact.md)."""
     hs = highspy_module()
     a, lower, upper, cost = _model(lp, tab, rows, cap)
     k, nx, n_pairs = lp.n_classes, lp.item.size, len(lp.pairs)
@@ -274,7 +282,9 @@ def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: floa
     keys = lp.item.astype(np.int64) * _KEY_M + lp.members[lp.klass]
     if seed is not None and seed.size:
         inside[:nx] |= np.isin(keys, seed)
-    order = np.r_[np.arange(k), k + nx + np.arange(n_opt), cand[inside]]  # the LP's columns, in HiGHS's order
+    fixed = np.r_[np.arange(k), k + nx + np.arange(n_opt)]  # y and z: always in HiGHS's LP, first
+    held = np.flatnonzero(inside)  # the candidates in HiGHS's LP, in its order after ``fixed``
+    order = np.r_[fixed, cand[held]]
     sub = a[:, order]
     h = new_highs(threads)
     n_col = order.size
@@ -283,8 +293,8 @@ def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: floa
                          int32(sub.indptr[:-1]), int32(sub.indices), f64(sub.data), np.zeros(n_col, np.int32))
     if status == hs.HighsStatus.kError:
         raise RuntimeError("HiGHS refused the member-class LP")
-    per_round = max(SIFT_MIN_COLUMNS, int(SIFT_COLUMNS_SHARE * cand.size))
     value, said, objective = 0.0, "Time limit reached", None
+    support = np.zeros(0, np.intp)  # the candidates positive in the last solution
     while True:
         left = deadline - time.perf_counter() - WATCHDOG_GRACE_S
         if left <= 0:
@@ -296,24 +306,39 @@ def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: floa
             break
         duals = np.asarray(sol.row_dual, float)
         value = max(value, certify(lp, tab, rows, cap, duals))
+        support = held[np.asarray(sol.col_value, float)[fixed.size:] > 1e-9]
         reduced = (cost - a.T @ duals)[cand]  # HiGHS's row duals: c_j - a_j' y
-        reduced[inside] = 0.0
-        negative = np.flatnonzero(reduced < -SIFT_RC_TOL)
-        if negative.size == 0:  # no column prices out: the LP is solved
+        entering = np.flatnonzero((reduced < -SIFT_RC_TOL) & ~inside)
+        if entering.size == 0:  # no column prices out: the LP is solved
             said, objective = res.status, res.objective
             break
-        if negative.size > per_round:
-            negative = negative[np.argpartition(reduced[negative], per_round)[:per_round]]
-        inside[negative] = True
-        new = a[:, cand[negative]]
-        h.addCols(negative.size, f64(cost[cand[negative]]), f64(np.zeros(negative.size)),
-                  f64(np.full(negative.size, np.inf)), new.nnz, int32(new.indptr[:-1]), int32(new.indices),
+        if entering.size > SIFT_ROUND_COLUMNS:
+            entering = entering[np.argpartition(reduced[entering], SIFT_ROUND_COLUMNS)[:SIFT_ROUND_COLUMNS]]
+        held = _drop_columns(h, fixed.size, held, reduced[held], inside)
+        inside[entering] = True
+        new = a[:, cand[entering]]
+        h.addCols(entering.size, f64(cost[cand[entering]]), f64(np.zeros(entering.size)),
+                  f64(np.full(entering.size, np.inf)), new.nnz, int32(new.indptr[:-1]), int32(new.indices),
                   f64(new.data))
-        order = np.r_[order, cand[negative]]
-    x = np.asarray(h.getSolution().col_value, float)
-    positive = order[:x.size][x > 1e-9] if x.size else np.zeros(0, np.intp)
-    positive = positive[(positive >= k) & (positive < k + nx)] - k
-    return _Sifted(said, objective, value, keys[positive])
+        held = np.r_[held, entering]
+    return _Sifted(said, objective, value, keys[support[support < nx]])
+
+
+def _drop_columns(h: object, n_fixed: int, held: np.ndarray, reduced: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Out of HiGHS's LP (its columns after the first ``n_fixed`` are the candidates ``held``, of reduced costs
+    ``reduced``): the columns out of the basis of the highest positive reduced cost, all but
+    ``SIFT_KEPT_COLUMNS`` of them; ``inside`` updated, and the candidates left returned. A column out of the
+    basis is at 0, so the solution and its basis stand."""
+    basic = int(highspy_module().HighsBasisStatus.kBasic)
+    status = np.fromiter((int(s) for s in h.getBasis().col_status[n_fixed:]), np.int64, held.size)  # type: ignore[attr-defined]
+    out = np.flatnonzero((status != basic) & (reduced > SIFT_RC_TOL))
+    n_drop = out.size - SIFT_KEPT_COLUMNS
+    if n_drop <= 0:
+        return held
+    out = np.sort(out[np.argpartition(-reduced[out], n_drop)[:n_drop]])
+    h.deleteCols(out.size, int32(n_fixed + out))  # type: ignore[attr-defined]
+    inside[held[out]] = False
+    return np.delete(held, out)
 
 
 def class_kappas(lp: ClassLp, tab: ItemTable, cap: int, pi: np.ndarray, b: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -399,8 +424,8 @@ def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRow
     of the classes of 2 members (a tighter LP: a GPU of two members is one of those pairs exactly), within
     ``PAIR_PASS_SHARE`` of the time left; a pass with them that does not end in it is run again without them.
     Each next count of levels is run while the last pass leaves ``NEXT_PASS_FACTOR`` times its time before
-    ``deadline`` and the bound, rounded up, is below ``target_gpus`` (a plan's GPUs: no pass can raise the
-    bound past it); the best pass's (seconds: all of them)."""
+    ``deadline``, had at most ``NEXT_PASS_COLUMNS_MAX`` columns and the bound, rounded up, is below
+    ``target_gpus`` (a plan's GPUs: no pass can raise the bound past it); the best pass's (seconds: all of them)."""
     t0 = time.perf_counter()
     tab, bounds = items.table, items.bounds
     best: ClassBound | None = None
@@ -418,7 +443,8 @@ def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRow
             continue
         took = time.perf_counter() - start
         done = best is not None and target_gpus is not None and math.ceil(best.value - 1e-6) >= target_gpus
-        if res is None or done or deadline - time.perf_counter() < NEXT_PASS_FACTOR * took:
+        if (res is None or done or deadline - time.perf_counter() < NEXT_PASS_FACTOR * took
+                or res.columns > NEXT_PASS_COLUMNS_MAX):
             break
         if i == 0:
             pairs = _screen_pairs(items, hw, cap, rows, deadline)
