@@ -446,3 +446,24 @@ def test_a_worker_that_cannot_be_started_leaves_the_rounds_in_this_process(conve
     with colgen.proofs_on_a_second_core(setup, state, 60.0, 1, time.perf_counter() + 5.0):
         assert state.proofs is None  # _proof_round then runs its rounds itself
     assert any("no proof worker (OSError" in n for n in state.notes)
+
+
+def test_the_worker_sends_the_class_bound_after_each_pass_and_stays_busy_until_the_last(pricing_mix) -> None:
+    """The member-class bound as the worker's first task: the best bound so far comes back after each pass that
+    raised it (the worker still busy), then the final result (the worker idle); the interim bounds never fall
+    and none is above the final one."""
+    setup, _ = pricing_mix
+    task = proofworker.ClassTask(colgen.piece_rows(setup.pieces), time.perf_counter() + 60.0, 10**6)
+    got: list[proofworker.ClassDone] = []
+    with proofworker.ProofWorker(setup.boxes, task) as worker:
+        while not got or not got[-1].final:
+            done = worker.poll(60.0)
+            assert isinstance(done, proofworker.ClassDone) and done.task.deadline == task.deadline
+            got.append(done)
+            assert worker.busy == (not done.final)
+    interim, final = got[:-1], got[-1].result
+    assert interim and final is not None
+    values = [d.result.value for d in interim if d.result is not None]
+    assert len(values) == len(interim) and values == sorted(values) and values[-1] <= final.value + 1e-9
+    levels = [d.result.levels for d in interim if d.result is not None]
+    assert levels == sorted(set(levels)) and levels[-1] <= final.levels

@@ -42,8 +42,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -324,19 +325,19 @@ def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: floa
     return _Sifted(said, objective, value, keys[support[support < nx]])
 
 
-def _drop_columns(h: object, n_fixed: int, held: np.ndarray, reduced: np.ndarray, inside: np.ndarray) -> np.ndarray:
+def _drop_columns(h: Any, n_fixed: int, held: np.ndarray, reduced: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """Out of HiGHS's LP (its columns after the first ``n_fixed`` are the candidates ``held``, of reduced costs
     ``reduced``): the columns out of the basis of the highest positive reduced cost, all but
     ``SIFT_KEPT_COLUMNS`` of them; ``inside`` updated, and the candidates left returned. A column out of the
     basis is at 0, so the solution and its basis stand."""
     basic = int(highspy_module().HighsBasisStatus.kBasic)
-    status = np.fromiter((int(s) for s in h.getBasis().col_status[n_fixed:]), np.int64, held.size)  # type: ignore[attr-defined]
+    status = np.fromiter((int(s) for s in h.getBasis().col_status[n_fixed:]), np.int64, held.size)
     out = np.flatnonzero((status != basic) & (reduced > SIFT_RC_TOL))
     n_drop = out.size - SIFT_KEPT_COLUMNS
     if n_drop <= 0:
         return held
     out = np.sort(out[np.argpartition(-reduced[out], n_drop)[:n_drop]])
-    h.deleteCols(out.size, int32(n_fixed + out))  # type: ignore[attr-defined]
+    h.deleteCols(out.size, int32(n_fixed + out))
     inside[held[out]] = False
     return np.delete(held, out)
 
@@ -418,14 +419,17 @@ def _screen_pairs(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceR
 
 
 def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRows, deadline: float,
-                target_gpus: int | None = None, threads: int = 1) -> ClassBound | None:
+                target_gpus: int | None = None, threads: int = 1,
+                on_pass: Callable[[ClassBound], None] | None = None) -> ClassBound | None:
     """The member-class bound at ``CLASS_LEVELS[0]`` levels; then the pairs of piece types that can share a GPU
     are screened (``_screen_pairs``) and, where the screen ended, each next pass has their pair columns in place
     of the classes of 2 members (a tighter LP: a GPU of two members is one of those pairs exactly), within
     ``PAIR_PASS_SHARE`` of the time left; a pass with them that does not end in it is run again without them.
     Each next count of levels is run while the last pass leaves ``NEXT_PASS_FACTOR`` times its time before
     ``deadline``, had at most ``NEXT_PASS_COLUMNS_MAX`` columns and the bound, rounded up, is below
-    ``target_gpus`` (a plan's GPUs: no pass can raise the bound past it); the best pass's (seconds: all of them)."""
+    ``target_gpus`` (a plan's GPUs: no pass can raise the bound past it); the best pass's (seconds: all of them).
+    ``on_pass`` is given the best so far after each pass that raised it and is followed by another (the proof
+    worker sends it on: the bound need not wait for the last pass)."""
     t0 = time.perf_counter()
     tab, bounds = items.table, items.bounds
     best: ClassBound | None = None
@@ -446,6 +450,8 @@ def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRow
         if (res is None or done or deadline - time.perf_counter() < NEXT_PASS_FACTOR * took
                 or res.columns > NEXT_PASS_COLUMNS_MAX):
             break
+        if on_pass is not None and best is res:
+            on_pass(replace(best, seconds=time.perf_counter() - t0, support=None))
         if i == 0:
             pairs = _screen_pairs(items, hw, cap, rows, deadline)
         i += 1

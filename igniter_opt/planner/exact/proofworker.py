@@ -73,11 +73,13 @@ class ClassTask:
 
 @dataclass(frozen=True)
 class ClassDone:
-    """The member-class bound's result (None: none by its deadline), and the seconds the child spent on it."""
+    """The member-class bound's result (None: none by its deadline), and the seconds the child spent on it;
+    not ``final``: the best bound of the passes so far, sent while the next pass runs (the task goes on)."""
 
     task: ClassTask
     result: ClassBound | None
     took_s: float
+    final: bool = True
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,12 @@ def _serve(conn_in: Connection, conn_out: Connection) -> None:
             t0 = time.perf_counter()
             if isinstance(task, ClassTask):
                 items = boxes.items
-                cb = class_bound(items, boxes.hw, boxes.cap, task.rows, task.deadline, task.target_gpus)
+
+                def interim(best: ClassBound, task: ClassTask = task, t0: float = t0) -> None:
+                    conn_out.send(ClassDone(task, best, time.perf_counter() - t0, final=False))
+
+                cb = class_bound(items, boxes.hw, boxes.cap, task.rows, task.deadline, task.target_gpus,
+                                 on_pass=interim)
                 conn_out.send(ClassDone(task, cb, time.perf_counter() - t0))
                 continue
             res = box_kappa(boxes, task.duals, task.target, task.deadline, enough=task.enough)
@@ -195,7 +202,8 @@ class ProofWorker:
         return True
 
     def poll(self, wait_s: float = 0.0) -> ProofDone | ClassDone | None:
-        """The finished round, if one finished (waiting at most ``wait_s``); None otherwise."""
+        """The finished round, if one finished (waiting at most ``wait_s``), or the member-class bound's interim
+        result (the worker stays busy with it); None otherwise."""
         if self._busy is None or self.failed is not None:
             return None
         try:
@@ -207,7 +215,8 @@ class ProofWorker:
         except (EOFError, OSError) as exc:
             self.failed = f"the proof worker stopped answering ({type(exc).__name__})"
             return None
-        self._busy = None
+        if not isinstance(done, ClassDone) or done.final:
+            self._busy = None
         return done
 
     def close(self) -> None:

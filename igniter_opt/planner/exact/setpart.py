@@ -251,10 +251,15 @@ def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenStat
 
 
 def _last_proof(setup: ColgenSetup, state: ColgenState, run: _Run, deadline: float) -> None:
-    """The worker's proof round still running when the rounds ended: its result, waited for until
-    ``deadline`` at most (its rounds end by then), where the bound is still below the plan."""
-    if state.proofs is not None and state.proofs.busy and run.bound < run.inc.plan.num_gpus:
-        _collect_bound(setup, state, run, max(0.0, deadline - time.perf_counter()))
+    """The worker's proof round still running when the rounds ended: its result (and the member-class bound's
+    interim ones before it), waited for until ``deadline`` at most (its rounds end by then), while the bound is
+    still below the plan."""
+    while (state.proofs is not None and state.proofs.busy and state.proofs.alive
+           and run.bound < run.inc.plan.num_gpus):
+        left = deadline - time.perf_counter()
+        _collect_bound(setup, state, run, max(0.0, left))
+        if left <= 0:
+            return
 
 
 def _unprepared(problem: PlanningProblem, options: SolveOptions, t0: float, start_plan: Plan,
