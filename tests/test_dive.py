@@ -19,7 +19,7 @@ from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import greedy
 from igniter_opt.planner.exact import colgen, setpart
 from igniter_opt.planner.exact.columns import evaluate
-from igniter_opt.planner.exact.dive import dive, dive_text
+from igniter_opt.planner.exact.dive import DiveResult, dive, dive_text
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 
 # Eight workloads on the H100 profile that need two GPUs: the dive makes a few fixings (3 when written).
@@ -109,3 +109,34 @@ def test_once_generation_has_settled_a_dive_finds_the_plan_the_integer_master_di
     assert plan.num_gpus == ev.bound_gpus == 2  # proven: the dive found a plan at the bound
     assert "1 dive(s)" in ev.notes[-1] and "a whole LP solution of 2 GPU(s)" in ev.notes[-1]
     assert any("incumbent 8 GPU(s)" in line for line in lines) and "incumbent 2 GPU(s)" in lines[-1]
+
+
+def test_a_plan_search_turn_that_finds_nothing_is_followed_by_more_generation(setup, monkeypatch) -> None:
+    """Where generation settled (the LP at the bound) and a turn of the plan search found nothing (no better plan
+    from the integer master, a dive that added no column), generation goes on past the settled LP: its columns may
+    hold a better plan. The search still ends, and the note says so."""
+    problem = setup.space.problem
+    demands = greedy.initial_demands(problem)
+    start = Packing(tuple(demands), tuple(GpuPacking((Slot(i, d.lower_units, d.batch, d.queue_delay_ms),))
+                                          for i, d in enumerate(demands)))
+    start_plan = assemble_plan(problem, start, "greedy", SolveOutcome(SolveStatus.HEURISTIC))
+    monkeypatch.setattr(setpart, "_improve", lambda problem, setup, state, inc, *a: inc)
+    monkeypatch.setattr(setpart, "dive", lambda *a, **k: DiveResult({}, {}, "stubbed: nothing found", 0, 0, 0.0))
+    settled_at: list[int] = []
+    more: list[int] = []
+    real_generate = setpart.generate
+
+    def watched(setup_, state, *args, **kwargs):
+        if state.settled:
+            more.append(len(state.master.columns))
+        out = real_generate(setup_, state, *args, **kwargs)
+        if state.settled and not settled_at:
+            settled_at.append(len(state.master.columns))
+        return out
+
+    monkeypatch.setattr(setpart, "generate", watched)
+    plan, ev, failed = setpart.solve_by_columns(problem, SolveOptions(time_limit_s=8), time.perf_counter(), start,
+                                                start_plan)
+    assert failed is None and verify_plan(plan, problem) == [] and plan.num_gpus == len(MIX)
+    assert settled_at and more  # it settled, and generated again after the turn that found nothing
+    assert "generation went on past the settled LP" in ev.notes[-1]

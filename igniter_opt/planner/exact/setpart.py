@@ -160,6 +160,7 @@ class _Run:
     bound: int
     masters: int = 0
     skipped: int = 0  # integer masters not run: the restricted LP showed they could not beat the incumbent
+    regenerated: int = 0  # generations past the settled LP after a plan search's turn that found nothing
     dives: list[DiveResult] = field(default_factory=list)
 
 
@@ -226,8 +227,9 @@ def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenStat
     """Once generation can no longer raise the bound (``ColgenState.settled``, or the LP solved), the time left
     goes to the plan: an integer master over the columns within ``PLAN_MASTER_SHARE`` of it, then, where the
     plan is still above the bound, a dive (``dive``: it prices near the fixings it makes) within
-    ``DIVE_SHARE`` of what is left, in turn until the plan meets the bound, the time runs out or a turn changed
-    nothing (no better plan, no column added)."""
+    ``DIVE_SHARE`` of what is left, in turn until the plan meets the bound or the time runs out; a turn that changed
+    nothing (no better plan, no column added) is followed by generation past the settled LP (``_more_columns``),
+    and the search ends where that adds no column either."""
     while run.bound < run.inc.plan.num_gpus:
         gpus = run.inc.plan.num_gpus
         left = deadline - time.perf_counter()
@@ -246,8 +248,26 @@ def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenStat
             return
         _dive(problem, setup, state, run, time.perf_counter() + DIVE_SHARE * left, notes)
         _say_state(options, t0, state, run)
-        if run.dives[-1].added == 0 and run.inc.plan.num_gpus == gpus:  # the next turn would repeat this one
+        if (run.dives[-1].added == 0 and run.inc.plan.num_gpus == gpus  # the next turn would repeat this one
+                and not _more_columns(setup, state, run, options, t0, deadline)):
             return
+
+
+def _more_columns(setup: ColgenSetup, state: ColgenState, run: _Run, options: SolveOptions, t0: float,
+                  deadline: float) -> bool:
+    """Generation on past the settled LP, within ``GENERATE_SHARE`` of the time left: it cannot raise the bound,
+    but its columns may hold a plan the ones so far do not (at V100 n = 50 seed 2 a member-class bound that came
+    early settled generation on columns whose best plan was a GPU above the bound). Whether it added any."""
+    left = deadline - time.perf_counter()
+    if left < MIN_ROUND_S + state.step_max_s or state.converged:
+        return False
+    before = len(state.master.columns)
+    inc = run.inc.plan.num_gpus
+    generate(setup, state, time.perf_counter() + GENERATE_SHARE * left, inc, options.threads,
+             _reporter(options, t0, setup, inc))
+    _collect_bound(setup, state, run)
+    run.regenerated += 1
+    return len(state.master.columns) > before
 
 
 def _last_proof(setup: ColgenSetup, state: ColgenState, run: _Run, deadline: float) -> None:
@@ -322,6 +342,8 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     skipped = f" ({run.skipped} skipped: the LP over the columns, rounded up, met the plan)" if run.skipped else ""
     parts.append(f"{run.masters} integer master run(s){skipped}")
     parts.append(dive_text(run.dives))
+    if run.regenerated:
+        parts.append(f"generation went on past the settled LP {run.regenerated} time(s), a turn having found nothing")
     notes.append(", ".join(parts))
     said = list(dict.fromkeys([*state.notes, *notes]))  # each note once: rounds can repeat one
     ev = Evidence(bound, setup.trivial_gpus, scope_text(problem), message, FORMULATION, said,
