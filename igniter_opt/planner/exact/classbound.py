@@ -3,7 +3,8 @@
 Column generation's bound (Farley's, ``colgen``) needs its LP nearly solved, which at a few hundred workloads
 it never is within the limit; the trivial bound ignores interference. This LP sits between them: it keeps the
 rows every GPU of the plan must meet, summed over the GPUs of one class, so it is small enough to solve
-whole, and it is solved once per count of levels, by sifting (``_sift``: its columns enter as they price out).
+whole, and it is solved once per count of levels, by sifting (``_sift``: its columns enter as they price out,
+and those far from it leave).
 
 A GPU's class is (m, g): its m members, and the level g of the least Cmax_k(m) among them, where
 Cmax_k(m) = c_k + (B_k - idle_k - a_k - kern_k D(m)) / (a_k alpha_k) is the most total L2 at which
@@ -79,8 +80,8 @@ PAIR_COLUMNS_MAX = 2_500_000
 # the basis that stay in HiGHS's LP between rounds (the others of highest reduced cost leave it, and may enter
 # again), and what counts as negative. Small rounds over a small LP: at 1000 H100 workloads, 8 levels (2.2
 # million x columns), 17 s of sifting against 95-124 s with 20 000-55 000 columns a round and none leaving
-# (docs/exact.md, "Sifting the member-class LP"). _KEY_M: an (item, member count) pair's key is item * _KEY_M + m
-# (member counts are far below it).
+# (docs/exact.md, "Smaller sifting rounds, and columns that leave"). _KEY_M: an (item, member count) pair's key
+# is item * _KEY_M + m (member counts are far below it).
 SIFT_ROUND_COLUMNS = 10_000
 SIFT_KEPT_COLUMNS = 10_000
 SIFT_RC_TOL = 1e-9
