@@ -339,10 +339,10 @@ def _few_columns_a_round(monkeypatch) -> list[int]:
     dropped: list[int] = []
     real_drop = classbound._drop_columns
 
-    def counted(h, n_fixed, held, reduced, inside):
-        left = real_drop(h, n_fixed, held, reduced, inside)
-        dropped.append(held.size - left.size)
-        return left
+    def counted(h, n_fixed, reduced):
+        out = real_drop(h, n_fixed, reduced)
+        dropped.append(out.size)
+        return out
 
     monkeypatch.setattr(classbound, "_drop_columns", counted)
     return dropped

@@ -316,7 +316,9 @@ def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: floa
             break
         if entering.size > SIFT_ROUND_COLUMNS:
             entering = entering[np.argpartition(reduced[entering], SIFT_ROUND_COLUMNS)[:SIFT_ROUND_COLUMNS]]
-        held = _drop_columns(h, fixed.size, held, reduced[held], inside)
+        out = _drop_columns(h, fixed.size, reduced[held])
+        inside[held[out]] = False
+        held = np.delete(held, out)
         inside[entering] = True
         new = a[:, cand[entering]]
         h.addCols(entering.size, f64(cost[cand[entering]]), f64(np.zeros(entering.size)),
@@ -326,21 +328,19 @@ def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: floa
     return _Sifted(said, objective, value, keys[support[support < nx]])
 
 
-def _drop_columns(h: Any, n_fixed: int, held: np.ndarray, reduced: np.ndarray, inside: np.ndarray) -> np.ndarray:
-    """Out of HiGHS's LP (its columns after the first ``n_fixed`` are the candidates ``held``, of reduced costs
-    ``reduced``): the columns out of the basis of the highest positive reduced cost, all but
-    ``SIFT_KEPT_COLUMNS`` of them; ``inside`` updated, and the candidates left returned. A column out of the
-    basis is at 0, so the solution and its basis stand."""
+def _drop_columns(h: Any, n_fixed: int, reduced: np.ndarray) -> np.ndarray:
+    """Out of HiGHS's LP (its columns after the first ``n_fixed`` of reduced costs ``reduced``): the columns out of
+    the basis of the highest positive reduced cost, all but ``SIFT_KEPT_COLUMNS`` of them; their positions among
+    those columns are returned (sorted). A column out of the basis is at 0, so the solution and its basis stand."""
     basic = int(highspy_module().HighsBasisStatus.kBasic)
-    status = np.fromiter((int(s) for s in h.getBasis().col_status[n_fixed:]), np.int64, held.size)
+    status = np.fromiter((int(s) for s in h.getBasis().col_status[n_fixed:]), np.int64, reduced.size)
     out = np.flatnonzero((status != basic) & (reduced > SIFT_RC_TOL))
     n_drop = out.size - SIFT_KEPT_COLUMNS
     if n_drop <= 0:
-        return held
+        return np.zeros(0, np.intp)
     out = np.sort(out[np.argpartition(-reduced[out], n_drop)[:n_drop]])
     h.deleteCols(out.size, int32(n_fixed + out))
-    inside[held[out]] = False
-    return np.delete(held, out)
+    return out
 
 
 def class_kappas(lp: ClassLp, tab: ItemTable, cap: int, pi: np.ndarray, b: np.ndarray, d: np.ndarray) -> np.ndarray:
