@@ -19,7 +19,7 @@ from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
 from igniter_opt.perfmodel import PerformanceModel, load_profile
 from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import exact, greedy
-from igniter_opt.planner.exact import classbound, colgen, pairs, relaxed
+from igniter_opt.planner.exact import classbound, colgen, pairs, relaxed, triples
 from igniter_opt.planner.exact.columns import ColSlot, column_worth, evaluate
 from igniter_opt.planner.exact.pricing import PricingResult
 from igniter_opt.solver import SolveOptions
@@ -33,6 +33,8 @@ SMALL_MIXES = {
 }
 # A mix whose items reach the whole GPU.
 HEAVY_H100 = [("vgg19", 20, 1200), ("resnet50", 15, 1500), ("alexnet", 10, 2500)]
+# A V100 mix of large pieces: some triples of its piece types fit pairwise and not together.
+HEAVY_V100 = [("vgg19", 40, 600), ("resnet50", 30, 900), ("ssd", 50, 100)]
 # Per piece type, items enumerated: per batch its fewest units and up to this many more (by units).
 ITEMS_PER_BATCH = 2
 MAX_SLOTS = 3
@@ -454,54 +456,62 @@ def test_pair_columns_tighten_the_class_lp_and_stay_certified(small) -> None:
     assert lp is not None and 2 not in set(lp.members.tolist())
 
 
+def _with_groups(args) -> tuple[bool, bool]:
+    """Whether a ``class_bound_at`` call (its positional ``args``) had the pair columns, and the triple columns."""
+    return len(args) > 8 and args[8] is not None, len(args) > 10 and args[10] is not None
+
+
 def test_pairs_are_screened_where_gpus_hold_few_members(small, monkeypatch) -> None:
-    """Pair columns are tried after the first pass where a GPU holds few members (the V100's big pieces), not
-    where it holds many (the H100's); a pass with them that does not end in its time is run again without them."""
+    """Pair and triple columns are tried after the first pass where a GPU holds few members (the V100's big pieces),
+    not where it holds many (the H100's); a pass with them that does not end in its time is run again without the
+    triples, then without the pairs."""
     setup, _ = small
     name = setup.space.problem.perf_model.name
     hw, cap, items = setup.space.problem.perf_model.hardware, setup.space.cap_units, setup.items
     rows = colgen.piece_rows(setup.pieces)
     few = classbound._pairs_worth_screening(items, rows, cap)
     assert few == (name == "v100")
-    passes: list[bool] = []
+    passes: list[tuple[bool, bool]] = []
     real = classbound.class_bound_at
 
     def no_time_for_pairs(*args, **kwargs):
-        with_pairs = len(args) > 8 and args[8] is not None
-        passes.append(with_pairs)
-        return None if with_pairs else real(*args, **kwargs)
+        passes.append(_with_groups(args))
+        return None if passes[-1][0] else real(*args, **kwargs)
 
     monkeypatch.setattr(classbound, "class_bound_at", no_time_for_pairs)
     res = classbound.class_bound(items, hw, cap, rows, time.perf_counter() + 30)
-    assert res is not None and res.pairs is None
-    assert passes[0] is False and (True in passes) == few
-    if few:  # the pass with the pairs came back empty and was run again without them
-        assert passes[passes.index(True) + 1] is False
+    assert res is not None and res.pairs is None and res.triples is None
+    assert passes[0] == (False, False) and ((True, True) in passes) == few
+    if few:  # the pass with both came back empty, then the one with pairs only, then one ran without them
+        at = passes.index((True, True))
+        assert passes[at + 1:at + 3] == [(True, False), (False, False)]
 
 
 def test_a_pass_with_pairs_cut_short_is_run_again_without_them(v100_model, monkeypatch) -> None:
-    """A pass with the pair columns that did not solve its LP in its time (sifting returns what it certified on the
-    way) is run again without them, and the bound returned is at least what that cut-short pass certified."""
+    """A pass with the pair and triple columns that did not solve its LP in its time (sifting returns what it
+    certified on the way) is run again without the triples, then without the pairs, and the bound returned is at
+    least what those cut-short passes certified."""
     setup = _setup(_problem(v100_model, SMALL_MIXES["v100"]))
     hw, cap, items = v100_model.hardware, setup.space.cap_units, setup.items
     rows = colgen.piece_rows(setup.pieces)
-    passes: list[tuple[bool, float]] = []
+    passes: list[tuple[tuple[bool, bool], float]] = []
     real = classbound.class_bound_at
 
     def pairs_cut_short(*args, **kwargs):
         res = real(*args, **kwargs)
-        with_pairs = len(args) > 8 and args[8] is not None
-        if with_pairs and res is not None:
+        flags = _with_groups(args)
+        if flags[0] and res is not None:
             res = replace(res, status="Time limit reached", lp_value=None)
-        passes.append((with_pairs, 0.0 if res is None else res.value))
+        passes.append((flags, 0.0 if res is None else res.value))
         return res
 
     monkeypatch.setattr(classbound, "class_bound_at", pairs_cut_short)
     res = classbound.class_bound(items, hw, cap, rows, time.perf_counter() + 30)
     assert res is not None
-    flags = [p for p, _ in passes]
-    assert True in flags and flags[flags.index(True) + 1] is False
-    assert res.value >= max(v for p, v in passes if p) - 1e-12
+    flags = [f for f, _ in passes]
+    at = flags.index((True, True))
+    assert flags[at + 1:at + 3] == [(True, False), (False, False)]
+    assert res.value >= max(v for (p, _), v in passes if p) - 1e-12
 
 
 def test_no_pair_columns_beyond_their_cap(v100_model, monkeypatch) -> None:
@@ -513,3 +523,102 @@ def test_no_pair_columns_beyond_their_cap(v100_model, monkeypatch) -> None:
     assert found is not None and len(found) > 0
     monkeypatch.setattr(classbound, "PAIR_COLUMNS_MAX", len(found) - 1)
     assert classbound._screen_pairs(items, hw, cap, rows, time.perf_counter() + 30) is None
+
+
+def _triples_of(setup: colgen.ColgenSetup) -> np.ndarray:
+    rows = colgen.piece_rows(setup.pieces)
+    found = triples.fitting_type_triples(setup.items, setup.space.problem.perf_model.hardware, setup.space.cap_units,
+                                         _pairs_of(setup), rows.count, time.perf_counter() + 60, 10**7)
+    assert found is not None
+    return found
+
+
+def _check_triples_cover_three_member_configurations(setup: colgen.ColgenSetup, columns: list) -> None:
+    found = {tuple(int(t) for t in row) for row in _triples_of(setup)}
+    count = colgen.piece_rows(setup.pieces).count
+    # those a plan can have: a type repeated only as often as its option has pieces
+    threes = [c for c in columns if len(c.slots) == 3
+              and all(sum(s.piece == t for s in c.slots) <= count[t] for t in {s.piece for s in c.slots})]
+    assert threes
+    for col in threes:
+        assert tuple(sorted(slot.piece for slot in col.slots)) in found
+
+
+def test_every_three_member_configuration_is_one_of_the_fitting_triples(small) -> None:
+    """The triple columns replace the classes of 3 members, so every 3-member configuration the kernel accepts must
+    be among the screened triples of piece types (else the LP would not be a relaxation)."""
+    _check_triples_cover_three_member_configurations(*small)
+
+
+def test_so_do_the_triples_of_a_heavy_mix(v100_model) -> None:
+    """The same on a mix of large pieces, where the screen turns away some triples whose three pairs fit."""
+    setup = _setup(_problem(v100_model, HEAVY_V100))
+    _check_triples_cover_three_member_configurations(setup, _feasible_columns(setup))
+    rows = colgen.piece_rows(setup.pieces)
+    candidates = triples._candidates(_pairs_of(setup), rows.count, 10**7, time.perf_counter() + 60)
+    assert candidates is not None and len(_triples_of(setup)) < len(candidates)
+
+
+def test_triple_columns_tighten_the_class_lp_and_stay_certified(small) -> None:
+    """With the triple columns in place of the 3-member classes (and the pairs in place of the 2-member ones) the
+    LP is no looser, its certificate is still its value, it has no class of 3 members left, and its bound is never
+    above the exact planner's plan."""
+    setup, _ = small
+    hw, cap, items = setup.space.problem.perf_model.hardware, setup.space.cap_units, setup.items
+    rows = colgen.piece_rows(setup.pieces)
+    found_pairs, found = _pairs_of(setup), _triples_of(setup)
+    paired = classbound.class_bound_at(items.table, hw, items.bounds, cap, rows, time.perf_counter() + 30, 8,
+                                       pairs=found_pairs)
+    both = classbound.class_bound_at(items.table, hw, items.bounds, cap, rows, time.perf_counter() + 30, 8,
+                                     pairs=found_pairs, triples=found)
+    assert paired is not None and both is not None and both.triples == len(found)
+    assert both.lp_value is not None and both.value == pytest.approx(both.lp_value, rel=1e-6)
+    assert both.value >= paired.value - 1e-6
+    lp = classbound.class_lp(items.table, hw, items.bounds, cap, 8, pairs=found_pairs, triples=found)
+    assert lp is not None and not {2, 3} & set(lp.members.tolist())
+    plan = exact.solve(setup.space.problem, SolveOptions(time_limit_s=20), formulation="columns")
+    assert math.ceil(both.value - 1e-6) <= plan.num_gpus
+
+
+def test_every_two_or_three_member_configuration_is_worth_no_more_than_its_pair_or_triple(small) -> None:
+    """The certificate's most worth of a GPU (``certify``) takes that of the pair and triple columns for GPUs of two
+    and three members (their classes are gone): at any duals it is at least the worth of every such configuration
+    the kernel accepts."""
+    setup, columns = small
+    hw, cap, items = setup.space.problem.perf_model.hardware, setup.space.cap_units, setup.items
+    lp = classbound.class_lp(items.table, hw, items.bounds, cap, 8, pairs=_pairs_of(setup), triples=_triples_of(setup))
+    assert lp is not None
+    count = colgen.piece_rows(setup.pieces).count
+    few = [c for c in columns if len(c.slots) in (2, 3)
+           and all(sum(s.piece == t for s in c.slots) <= count[t] for t in {s.piece for s in c.slots})]
+    assert any(len(c.slots) == 3 for c in few)
+    pieces = np.array([[s.piece for s in c.slots] + [-1] * (3 - len(c.slots)) for c in few])
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        pi = rng.random(count.size) * (rng.random(count.size) < 0.6)
+        worth = np.r_[pi, 0.0][pieces].sum(axis=1)
+        assert classbound.group_kappa(lp, pi) >= worth.max() - 1e-12
+
+
+def test_a_type_repeated_in_a_group_is_one_entry_of_its_multiplicity() -> None:
+    """The pair and triple columns' matrix: a type twice or thrice in a group is one entry of 2 or 3 in its row."""
+    groups = np.array([[0, 1, -1], [2, 2, -1], [0, 0, 3], [1, 2, 2], [3, 3, 3], [0, 1, 2]])
+    block = classbound._group_block(groups, 5, 10).toarray()
+    want = np.zeros((10, len(groups)))
+    for col, row in enumerate(groups):
+        for t in row[row >= 0]:
+            want[5 + t, col] += 1
+    assert (block == want).all()
+
+
+def test_no_triple_columns_beyond_their_cap(v100_model, monkeypatch) -> None:
+    """More candidate triples than ``TRIPLE_CANDIDATES_MAX`` (memory) and the passes go on without them."""
+    setup = _setup(_problem(v100_model, SMALL_MIXES["v100"]))
+    hw, cap, items = v100_model.hardware, setup.space.cap_units, setup.items
+    rows = colgen.piece_rows(setup.pieces)
+    found_pairs = _pairs_of(setup)
+    candidates = triples._candidates(found_pairs, rows.count, 10**7, time.perf_counter() + 60)
+    assert candidates is not None and len(candidates) > 0
+    assert classbound._screen_triples(items, hw, cap, rows, found_pairs, time.perf_counter() + 30) is not None
+    monkeypatch.setattr(classbound, "TRIPLE_CANDIDATES_MAX", len(candidates) - 1)
+    assert classbound._screen_triples(items, hw, cap, rows, found_pairs, time.perf_counter() + 30) is None

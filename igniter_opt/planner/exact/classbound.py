@@ -36,7 +36,10 @@ Pair columns (docs/exact.md, "Pair columns in the member-class bound"): a GPU of
 of piece types that the pair screen passes (``pairs.fitting_type_pairs``: exact for the model, never tighter
 than the kernel), so after the first pass the classes of 2 members may be replaced by one column per such
 pair, covering a piece of each at one GPU; the LP is tighter and still a relaxation, and the certificate's
-max kappa takes the pairs' worth pi_s + pi_t too (``certify``).
+max kappa takes the pairs' worth pi_s + pi_t too (``certify``). Likewise triple columns (docs/exact.md, "Triple
+columns in the member-class bound"): a GPU of three members is a triple of piece types the triple screen passes
+(``triples.fitting_type_triples``: never tighter than the kernel), so where the pairs are used and the triples'
+candidates are few enough, one column per such triple replaces the classes of 3 members (``group_kappa``).
 """
 
 from __future__ import annotations
@@ -50,11 +53,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from igniter_opt.perfmodel.model import HardwareCoefficients
-from igniter_opt.planner.exact.configs import Bounds, busy_power_w
+from igniter_opt.planner.exact.configs import Bounds
 from igniter_opt.planner.exact.items import Items, ItemTable
 from igniter_opt.planner.exact.lp import COLWISE, WATCHDOG_GRACE_S, f64, highspy_module, int32, new_highs, run
 from igniter_opt.planner.exact.pairs import fitting_type_pairs
-from igniter_opt.planner.exact.relaxed import cache_limits, levels, loosened_budget, meets_loosened_budget
+from igniter_opt.planner.exact.relaxed import cache_limits, levels, usable_with_company
+from igniter_opt.planner.exact.triples import fitting_type_triples
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -76,6 +80,11 @@ PAIR_PASS_SHARE = 0.6
 PAIR_MEAN_MEMBERS = 8.0
 # No pair columns beyond this many: memory (at 1000 V100 workloads 1.7 million of them took the worker to 1.33 GB).
 PAIR_COLUMNS_MAX = 2_500_000
+# Share of the time left after the pair screen that screening the triples of piece types may take (at 200 V100
+# workloads 6.6-7.7 million candidates, of which 5.2-6.6 million fit, in about 10 s), and the most candidates
+# screened: memory (their columns take the worker to about 1 GB at 7.7 million).
+TRIPLE_SHARE = 0.3
+TRIPLE_CANDIDATES_MAX = 10_000_000
 # Sifting the LP (``_sift``): the columns of most negative reduced cost that enter per round, the columns out of
 # the basis that stay in HiGHS's LP between rounds (the others of highest reduced cost leave it, and may enter
 # again), and what counts as negative. Small rounds over a small LP: at 1000 H100 workloads, 8 levels (2.2
@@ -112,6 +121,7 @@ class ClassLp:
     klass: np.ndarray
     coef: np.ndarray
     pairs: np.ndarray  # (n, 2) piece types: the pair columns that replace the classes of 2 members (none: (0, 2))
+    triples: np.ndarray  # (n, 3) piece types: the triple columns that replace the classes of 3 members (none: (0, 3))
 
     @property
     def n_classes(self) -> int:
@@ -131,6 +141,7 @@ class ClassBound:
     levels: int
     seconds: float
     pairs: int | None = None  # pair columns in place of the classes of 2 members (None: that pass did not use them)
+    triples: int | None = None  # triple columns in place of the classes of 3 members (None: that pass did not use them)
     support: np.ndarray | None = field(default=None, repr=False, compare=False)  # seeds the next pass (``_sift``)
 
 
@@ -153,13 +164,9 @@ def _class_columns(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap
     n = len(tab.units)
     if m == 1:  # every item meets its budget alone (``items``)
         return [(-math.inf, np.flatnonzero(tab.units <= cap), None)]
-    least_c, least_u, least_p = float(tab.cache.min()), int(tab.units.min()), float(tab.power.min())
     cmax = cache_limits(tab, hw, bounds, m)
-    room = tab.cache + (m - 1) * least_c
-    ok = (cmax >= room) & (tab.units + (m - 1) * least_u <= cap)
-    ok &= meets_loosened_budget(tab, hw, loosened_budget(tab), np.arange(n), m, room,
-                                busy_power_w(hw) + tab.power + (m - 1) * least_p)
-    use = np.flatnonzero(ok)
+    room = tab.cache + (m - 1) * float(tab.cache.min())
+    use = np.flatnonzero(usable_with_company(tab, hw, bounds, cap, m, cmax))
     if use.size == 0:
         return []
     out: list[tuple[float, np.ndarray, np.ndarray | None]] = []
@@ -177,11 +184,14 @@ def _class_columns(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap
 
 
 def class_lp(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, n_levels: int = CLASS_LEVELS[0],
-             deadline: float = math.inf, pairs: np.ndarray | None = None) -> ClassLp | None:
+             deadline: float = math.inf, pairs: np.ndarray | None = None, triples: np.ndarray | None = None
+             ) -> ClassLp | None:
     """The classes and columns (None past ``deadline``, ``time.perf_counter()``); with ``pairs`` (every pair of
     piece types that can share a GPU, ``pairs.fitting_type_pairs``) those pair columns instead of the classes
-    of 2 members."""
+    of 2 members, and with ``triples`` (``triples.fitting_type_triples``) those triple columns instead of the
+    classes of 3."""
     pair_cols = np.zeros((0, 2), np.intp) if pairs is None else pairs
+    triple_cols = np.zeros((0, 3), np.intp) if triples is None else triples
     members: list[int] = []
     floors: list[float] = []
     l2: list[bool] = []
@@ -191,7 +201,7 @@ def class_lp(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int,
     for m in range(1, int(bounds.max_members) + 1):
         if time.perf_counter() > deadline:
             return None
-        if m == 2 and pairs is not None:
+        if (m == 2 and pairs is not None) or (m == 3 and triples is not None):
             continue
         for floor, idx, c in _class_columns(tab, hw, bounds, cap, m, n_levels):
             klass.append(np.full(idx.size, len(members)))
@@ -202,9 +212,9 @@ def class_lp(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int,
             coef.append(np.zeros(idx.size) if c is None else c)
     if not members:
         return ClassLp(np.zeros(0, int), np.zeros(0), np.zeros(0, bool), np.zeros(0, int), np.zeros(0, int),
-                       np.zeros(0), pair_cols)
+                       np.zeros(0), pair_cols, triple_cols)
     return ClassLp(np.array(members), np.array(floors), np.array(l2), np.concatenate(item), np.concatenate(klass),
-                   np.concatenate(coef), pair_cols)
+                   np.concatenate(coef), pair_cols, triple_cols)
 
 
 def _model(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int
@@ -212,7 +222,8 @@ def _model(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int
     """The LP's matrix (column-wise), row bounds and costs. Columns: y (one per class), x, z (one per split
     option, in ``np.unique`` order of (workload, option)), then one GPU per pair of ``lp.pairs`` (a piece of
     each type, two of one type paired with itself); rows: members, units (one per class each), L2 (one per
-    class that has one), cover (one per piece type), choose (one per workload). Costs: 1 for each y and pair."""
+    class that has one), cover (one per piece type), choose (one per workload); then one GPU per triple of
+    ``lp.triples`` likewise. Costs: 1 for each y, pair and triple."""
     import scipy.sparse as sp  # here, not at the top: planning without the exact planner does not load it
 
     k, nx = lp.n_classes, lp.item.size
@@ -230,16 +241,36 @@ def _model(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int
     c = [ci, ci, xi, xi, xi, xi[l2], zi[opt_of.ravel()], zi]
     v = [-lp.members.astype(float), np.full(k, -float(cap)), np.ones(nx), tab.units[lp.item].astype(float),
          np.ones(nx), lp.coef[l2], -rows.count.astype(float), np.ones(len(options))]
-    pi0, n_pairs = k + nx + len(options), len(lp.pairs)
-    r += [cover0 + lp.pairs[:, 0], cover0 + lp.pairs[:, 1]]
-    c += [pi0 + np.arange(n_pairs)] * 2
-    v += [np.ones(n_pairs)] * 2  # a pair of one type: two entries in one cell, summed to 2 by scipy
     n_rows = choose0 + workloads.size
-    a = sp.csc_matrix((np.concatenate(v), (np.concatenate(r), np.concatenate(c))), shape=(n_rows, pi0 + n_pairs))
+    base = sp.csc_matrix((np.concatenate(v), (np.concatenate(r), np.concatenate(c))),
+                         shape=(n_rows, k + nx + len(options)))
+    groups = _group_block(_groups(lp), cover0, n_rows)
+    a = sp.hstack([base, groups], format="csc")
+    n_groups = groups.shape[1]
     lower = np.r_[np.zeros(k), np.full(k + n_l2, -np.inf), np.zeros(rows.count.size), np.ones(workloads.size)]
     upper = np.r_[np.zeros(2 * k + n_l2), np.full(rows.count.size, np.inf), np.ones(workloads.size)]
-    cost = np.r_[np.ones(k), np.zeros(nx + len(options)), np.ones(n_pairs)]
+    cost = np.r_[np.ones(k), np.zeros(nx + len(options)), np.ones(n_groups)]
     return a, lower, upper, cost
+
+
+def _group_block(groups: np.ndarray, cover0: int, n_rows: int) -> sp.csc_matrix:
+    """The pair and triple columns (``_groups``, each row's types in order) in the cover rows from ``cover0``, built
+    column-wise at once: a type twice or thrice in a group is one entry of 2 or 3 (millions of triples: a COO
+    matrix of them would take twice the memory)."""
+    import scipy.sparse as sp  # here, not at the top: planning without the exact planner does not load it
+
+    present = groups >= 0
+    new = present & np.c_[np.ones(len(groups), bool), groups[:, 1:] != groups[:, :-1]]  # a type's first entry
+    # each entry's multiplicity: how many of the group's slots hold its type
+    times = (groups[:, :, None] == groups[:, None, :]).sum(axis=2) * present
+    indptr = np.r_[0, np.cumsum(new.sum(axis=1))].astype(np.int64)
+    return sp.csc_matrix(((times[new]).astype(float), (cover0 + groups[new]).astype(np.int32), indptr),
+                         shape=(n_rows, len(groups)))
+
+
+def _groups(lp: ClassLp) -> np.ndarray:
+    """The pair columns' piece types, then the triples', as rows of an (n, 3) array (-1: no third)."""
+    return np.r_[np.c_[lp.pairs, np.full(len(lp.pairs), -1)], lp.triples].astype(np.intp).reshape(-1, 3)
 
 
 @dataclass(frozen=True)
@@ -276,9 +307,9 @@ def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: floa
     (docs/exact.md)."""
     hs = highspy_module()
     a, lower, upper, cost = _model(lp, tab, rows, cap)
-    k, nx, n_pairs = lp.n_classes, lp.item.size, len(lp.pairs)
-    n_opt = a.shape[1] - k - nx - n_pairs
-    cand = np.r_[k + np.arange(nx), k + nx + n_opt + np.arange(n_pairs)]  # x, then the pairs
+    k, nx, n_groups = lp.n_classes, lp.item.size, len(lp.pairs) + len(lp.triples)
+    n_opt = a.shape[1] - k - nx - n_groups
+    cand = np.r_[k + np.arange(nx), k + nx + n_opt + np.arange(n_groups)]  # x, then the pairs and triples
     inside = np.zeros(cand.size, bool)
     inside[_first_columns(lp, tab)] = True
     keys = lp.item.astype(np.int64) * _KEY_M + lp.members[lp.klass]
@@ -352,6 +383,14 @@ def class_kappas(lp: ClassLp, tab: ItemTable, cap: int, pi: np.ndarray, b: np.nd
     return lp.members * best + b * cap
 
 
+def group_kappa(lp: ClassLp, pi: np.ndarray) -> float:
+    """The most worth sum pi_t of a GPU of two or three members at ``pi``: of its pair or triple column (exact: such
+    a GPU holds just those pieces, and its types are one of ``lp.pairs`` or ``lp.triples``); 0 without them."""
+    groups = _groups(lp)
+    with_none = np.r_[pi, 0.0]  # -1: no third piece
+    return float((with_none[groups[:, 0]] + with_none[groups[:, 1]] + with_none[groups[:, 2]]).max(initial=0.0))
+
+
 def certify(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, duals: np.ndarray) -> float:
     """Farley's bound D(pi) / max kappa at the LP's row ``duals`` (module docstring): a lower bound on the
     GPUs of every plan in the pieces' scope, whatever the duals. 0 where it says nothing."""
@@ -361,8 +400,7 @@ def certify(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, duals: np.nd
     d = np.zeros(k)
     d[lp.l2_row] = np.maximum(0.0, -duals[2 * k:2 * k + n_l2])
     pi = np.maximum(0.0, duals[2 * k + n_l2:2 * k + n_l2 + rows.count.size])  # >= rows: duals >= 0
-    pair_worth = pi[lp.pairs[:, 0]] + pi[lp.pairs[:, 1]]  # exact: one GPU of the pair holds just those pieces
-    most = max(float(class_kappas(lp, tab, cap, pi, b, d).max(initial=0.0)), float(pair_worth.max(initial=0.0)))
+    most = max(float(class_kappas(lp, tab, cap, pi, b, d).max(initial=0.0)), group_kappa(lp, pi))
     top = most * (1.0 + KAPPA_SAFETY_REL) + 1e-12
     return dual_value(rows, pi) / top if top > 1e-9 else 0.0
 
@@ -383,20 +421,22 @@ def dual_value(rows: PieceRows, pi: np.ndarray) -> float:
 
 def class_bound_at(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, rows: PieceRows,
                    deadline: float, n_levels: int, threads: int = 1, pairs: np.ndarray | None = None,
-                   seed: np.ndarray | None = None) -> ClassBound | None:
+                   seed: np.ndarray | None = None, triples: np.ndarray | None = None) -> ClassBound | None:
     """The member-class bound with ``n_levels`` levels per member count (module docstring; with ``pairs``,
-    those pair columns instead of the classes of 2 members) by ``deadline`` (``time.perf_counter()``), its LP
-    sifted from the support ``seed`` of a pass before (``_sift``); where the LP is not solved by then, the best
-    bound certified on the way. None when the LP could not be built or gave no duals by then."""
+    those pair columns instead of the classes of 2 members, and with ``triples`` those triple columns instead of
+    the classes of 3) by ``deadline`` (``time.perf_counter()``), its LP sifted from the support ``seed`` of a pass
+    before (``_sift``); where the LP is not solved by then, the best bound certified on the way. None when the LP
+    could not be built or gave no duals by then."""
     t0 = time.perf_counter()
-    lp = class_lp(tab, hw, bounds, cap, n_levels, deadline, pairs)
+    lp = class_lp(tab, hw, bounds, cap, n_levels, deadline, pairs, triples)
     if lp is None or lp.n_classes == 0 or deadline - time.perf_counter() <= WATCHDOG_GRACE_S:
         return None
     res = _sift(lp, tab, rows, cap, deadline, seed, threads)
     if res.value <= 0.0:
         return None
-    return ClassBound(res.value, res.objective, res.status, lp.n_classes, int(lp.item.size) + len(lp.pairs),
-                      n_levels, time.perf_counter() - t0, None if pairs is None else len(pairs), res.support)
+    return ClassBound(res.value, res.objective, res.status, lp.n_classes,
+                      int(lp.item.size) + len(lp.pairs) + len(lp.triples), n_levels, time.perf_counter() - t0,
+                      None if pairs is None else len(pairs), None if triples is None else len(triples), res.support)
 
 
 def _pairs_worth_screening(items: Items, rows: PieceRows, cap: int) -> bool:
@@ -419,6 +459,17 @@ def _screen_pairs(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceR
     return found if found is not None and len(found) <= PAIR_COLUMNS_MAX else None
 
 
+def _screen_triples(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRows, pairs: np.ndarray | None,
+                    deadline: float) -> np.ndarray | None:
+    """Every triple of piece types that can share a GPU (``triples.fitting_type_triples``, from the fitting
+    ``pairs``) within ``TRIPLE_SHARE`` of the time to ``deadline``; None without pairs, where the screen did not end
+    by then or had more than ``TRIPLE_CANDIDATES_MAX`` candidates."""
+    if pairs is None:
+        return None
+    until = time.perf_counter() + TRIPLE_SHARE * max(0.0, deadline - time.perf_counter())
+    return fitting_type_triples(items, hw, cap, pairs, rows.count, until, TRIPLE_CANDIDATES_MAX)
+
+
 def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRows, deadline: float,
                 target_gpus: int | None = None, threads: int = 1,
                 on_pass: Callable[[ClassBound], None] | None = None) -> ClassBound | None:
@@ -426,6 +477,8 @@ def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRow
     are screened (``_screen_pairs``) and, where the screen ended, each next pass has their pair columns in place
     of the classes of 2 members (a tighter LP: a GPU of two members is one of those pairs exactly), within
     ``PAIR_PASS_SHARE`` of the time left; a pass with them that does not end in it is run again without them.
+    Likewise the triples of piece types that can share a GPU (``_screen_triples``) replace the classes of 3
+    members; a pass with them that does not end in its time is run again without them (and then without pairs).
     Each next count of levels is run while the last pass leaves ``NEXT_PASS_FACTOR`` times its time before
     ``deadline``, had at most ``NEXT_PASS_COLUMNS_MAX`` columns and the bound, rounded up, is below
     ``target_gpus`` (a plan's GPUs: no pass can raise the bound past it); the best pass's (seconds: all of them).
@@ -435,25 +488,30 @@ def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRow
     tab, bounds = items.table, items.bounds
     best: ClassBound | None = None
     pairs: np.ndarray | None = None
+    triples: np.ndarray | None = None
     i = 0
     while i < len(CLASS_LEVELS):
         start = time.perf_counter()
         until = deadline if pairs is None else start + PAIR_PASS_SHARE * max(0.0, deadline - start)
         res = class_bound_at(tab, hw, bounds, cap, rows, until, CLASS_LEVELS[i], threads, pairs,
-                             None if best is None else best.support)
+                             None if best is None else best.support, triples)
         if res is not None and (best is None or res.value > best.value):
             best = res  # a pass cut short still certifies what its last duals give
         if pairs is not None and (res is None or res.status != "Optimal"):  # too large for the time: without them
-            pairs = None
+            if triples is not None:
+                triples = None
+            else:
+                pairs = None
             continue
         took = time.perf_counter() - start
         done = best is not None and target_gpus is not None and math.ceil(best.value - 1e-6) >= target_gpus
         if (res is None or done or deadline - time.perf_counter() < NEXT_PASS_FACTOR * took
-                or res.columns > NEXT_PASS_COLUMNS_MAX):
+                or res.columns - (res.triples or 0) > NEXT_PASS_COLUMNS_MAX):  # the triples' do not grow with levels
             break
         if on_pass is not None and best is res:
             on_pass(replace(best, seconds=time.perf_counter() - t0, support=None))
         if i == 0:
             pairs = _screen_pairs(items, hw, cap, rows, deadline)
+            triples = _screen_triples(items, hw, cap, rows, pairs, deadline)
         i += 1
     return None if best is None else replace(best, seconds=time.perf_counter() - t0, support=None)

@@ -633,6 +633,8 @@ def class_bound_text(state: ColgenState) -> str:
                 "member-class bound: not ended by the end of the run")
     solved = "its LP solved" if res.status == "Optimal" else f"its LP ended with '{res.status}'"
     pairs = "" if res.pairs is None else f", {res.pairs} of them pairs of piece types in place of the 2-member classes"
+    if res.triples is not None:
+        pairs += f" and {res.triples} triples in place of the 3-member classes"
     return (f"member-class bound {res.value:.4f} GPUs ({solved} at {res.levels} levels: {res.classes} classes, "
             f"{res.columns} columns{pairs}; {res.seconds:.1f} s {state.class_where})")
 

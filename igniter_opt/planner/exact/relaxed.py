@@ -37,7 +37,7 @@ import numpy as np
 
 from igniter_opt.perfmodel.model import HardwareCoefficients
 from igniter_opt.planner.exact.columns import PieceSpace
-from igniter_opt.planner.exact.configs import Bounds, sched_increment_ms
+from igniter_opt.planner.exact.configs import Bounds, busy_power_w, sched_increment_ms
 from igniter_opt.planner.exact.items import Items, ItemTable
 from igniter_opt.planner.exact.pricing import DUAL_EPS
 
@@ -100,6 +100,18 @@ def cache_limits(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, membe
     limit = np.where((slope <= 0) & (slack < 0), -np.inf, limit)  # L2-blind and over budget: never with company
     limit = limit + CACHE_LOOSEN_REL * max(1.0, reach)
     return np.minimum(limit, reach)
+
+
+def usable_with_company(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, members: int,
+                        cmax: np.ndarray) -> np.ndarray:
+    """Per item of ``tab``: whether it could be one of ``members`` (>= 2) on a GPU at all, its Cmax at that count
+    ``cmax`` (``cache_limits``): it meets its loosened budget beside ``members`` - 1 of the least L2 and power any
+    item has, and its units leave room for ``members`` - 1 of the fewest units."""
+    others = members - 1
+    room = tab.cache + others * float(tab.cache.min())
+    ok = (cmax >= room) & (tab.units + others * int(tab.units.min()) <= cap)
+    return ok & meets_loosened_budget(tab, hw, loosened_budget(tab), np.arange(len(tab.units)), members, room,
+                                      busy_power_w(hw) + tab.power + others * float(tab.power.min()))
 
 
 def levels(limits: np.ndarray, n_levels: int) -> tuple[np.ndarray, np.ndarray]:
