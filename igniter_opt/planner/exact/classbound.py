@@ -81,8 +81,8 @@ PAIR_MEAN_MEMBERS = 8.0
 # No pair columns beyond this many: memory (at 1000 V100 workloads 1.7 million of them took the worker to 1.33 GB).
 PAIR_COLUMNS_MAX = 2_500_000
 # Share of the time left after the pair screen that screening the triples of piece types may take (at 200 V100
-# workloads 6.6-7.7 million candidates, of which 5.2-6.6 million fit, in about 10 s), and the most candidates
-# screened: memory (their columns take the worker to about 1 GB at 7.7 million).
+# workloads 6.6-7.7 million candidates, of which 5.3-6.7 million fit, in 7.6-12.6 s), and the most candidates
+# screened: memory (at 200 V100 workloads their columns took the worker to 0.9-1.1 GB).
 TRIPLE_SHARE = 0.3
 TRIPLE_CANDIDATES_MAX = 10_000_000
 # Sifting the LP (``_sift``): the columns of most negative reduced cost that enter per round, the columns out of
