@@ -142,14 +142,14 @@ def _exhaust(screen: _Screen, fronts: list[np.ndarray], cand: np.ndarray, deadli
 
 
 def fitting_type_triples(items: Items, hw: HardwareCoefficients, cap: int, pairs: np.ndarray, count: np.ndarray,
-                         deadline: float, max_triples: int) -> np.ndarray | None:
+                         deadline: float, max_candidates: int) -> np.ndarray | None:
     """Every triple of piece types (s, t, u), s <= t <= u, rows of an (n, 3) array, that three items can serve
     on one GPU under the screen (module docstring; a type repeated only as often as its option has pieces,
-    ``count``); None past ``deadline`` (``time.perf_counter()``) or where there are more than ``max_triples``
+    ``count``); None past ``deadline`` (``time.perf_counter()``) or where there are more than ``max_candidates``
     candidates. Every three-member configuration of the kernel's is one of them."""
     if items.bounds.max_members < 3 or len(pairs) == 0:
         return np.zeros((0, 3), np.int32)
-    cand = _candidates(pairs, count, max_triples, deadline)
+    cand = _candidates(pairs, count, max_candidates, deadline)
     if cand is None:
         return None
     screen = _Screen(items, hw, cap)
