@@ -88,10 +88,12 @@ def meets_loosened_budget(tab: ItemTable, hw: HardwareCoefficients, budget: np.n
     return lhs <= budget[k] * factor
 
 
-def cache_limits(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, members: int = 2) -> np.ndarray:
+def cache_limits(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, members: int = 2,
+                 factor: np.ndarray | float = 1.0) -> np.ndarray:
     """Per item of ``tab``: the most total L2 (%) on a GPU of ``members`` (>= 2) members at which it meets its
-    loosened budget, Cmax_k (see the module docstring), capped at the reachable L2 of ``bounds``."""
-    budget = loosened_budget(tab)
+    loosened budget, Cmax_k (see the module docstring), capped at the reachable L2 of ``bounds``; with the clock's
+    throttling ``factor`` f (per item or one for all) that budget is B_k f."""
+    budget = loosened_budget(tab) * factor
     slack = budget - tab.idle - tab.active - tab.kernels * sched_increment_ms(hw, members)
     slope = tab.active * tab.alpha_cache
     reach = bounds.max_cache * (1.0 + CACHE_LOOSEN_REL) + CACHE_LOOSEN_REL

@@ -9,20 +9,21 @@ a column per such triple may replace the classes of three.
 
 The screen (never tighter than the kernel, so that the LP stays a relaxation): items i, j, k with
 u_i + u_j + u_k <= 100 % and C = c_i + c_j + c_k <= min(H_i, H_j, H_k), where H_k is the most total L2 at which k
-meets the pricing model's row at three members (``pricing``), budgets loosened as in ``relaxed``,
+meets the pricing model's row at three members (``relaxed.cache_limits``), budgets loosened as in ``relaxed``,
 
     kern_k D(3) + idle_k + a_k (1 + alpha_k (C - c_k)) <= B_k f(P),   f(P) = min(1, 1 + alpha_f / F (P - P_max)),
 
-at the least power its GPU can draw with it: P = P_busy + p_k + 2 p_least, p_least the least power of any item
-usable with company (``relaxed.usable_with_company``; only those take part). The GPU's real power is no less, and
-f does not rise with it (alpha_f <= 0; where a fit has alpha_f > 0 the row is taken at f = 1), so the row at the
-real power is no looser. With H per item, of each type only its items on the Pareto front of (units, L2, -H) are
-tried: any other one is no better in any row. With the rows at f = 1 instead, 0.2 % more triples passed at 200
-V100 workloads and the bound gained a third as much (docs/exact.md). A triple is a candidate only where its three
-pairs of types are among the fitting pairs (``pairs.fitting_type_pairs``): two of a GPU's three members meet
-the pair screen, with fewer units, less L2 and power, and D(2) <= D(3). Most candidates fit with items of
-fewest units (``PROBE_RANKS`` of each type's front, each combination tried); the others are first checked
-against their types' fewest units, then item triple by item triple.
+(capped at the reachable L2: no GPU reaches more), at the least power its GPU can draw with it:
+P = P_busy + p_k + 2 p_least, p_least the least power of any item usable with company
+(``relaxed.usable_with_company``; only those take part). The GPU's real power is no less, and f does not rise
+with it (alpha_f <= 0; where a fit has alpha_f > 0 the row is taken at f = 1), so the row at the real power is no
+looser. With H per item, of each type only its items on the Pareto front of (units, L2, -H) are tried: any other
+one is no better in any row. With the rows at f = 1 instead, 0.2 % more triples passed at 200 V100 workloads and
+the bound gained a third as much (docs/exact.md). A triple is a candidate only where its three pairs of types are
+among the fitting pairs (``pairs.fitting_type_pairs``): two of a GPU's three members meet the pair screen, with
+fewer units, less L2 and power, and D(2) <= D(3). Most candidates fit with items of fewest units (``PROBE_RANKS``
+of each type's front, each combination tried); the others are first checked against their types' fewest units,
+then item triple by item triple.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ import time
 import numpy as np
 
 from igniter_opt.perfmodel.model import HardwareCoefficients
-from igniter_opt.planner.exact.configs import busy_power_w, sched_increment_ms
+from igniter_opt.planner.exact.configs import busy_power_w
 from igniter_opt.planner.exact.items import Items
-from igniter_opt.planner.exact.relaxed import cache_limits, loosened_budget, usable_with_company
+from igniter_opt.planner.exact.relaxed import cache_limits, usable_with_company
 
 # The items of fewest units of each type's front tried against each other first (each combination of ranks).
 PROBE_RANKS = 3
@@ -53,13 +54,7 @@ class _Screen:
         least_w = float(tab.power[self.usable].min()) if self.usable.any() else 0.0
         power = busy_power_w(hw) + tab.power + 2 * least_w
         throttle = np.minimum(1.0, 1.0 + hw.alpha_f / hw.max_clock_mhz * (power - hw.max_power_w))
-        factor = throttle if hw.alpha_f <= 0.0 else np.ones(len(tab))
-        slack = loosened_budget(tab) * factor - tab.idle - tab.active - tab.kernels * sched_increment_ms(hw, 3)
-        slope = tab.active * tab.alpha_cache
-        with np.errstate(divide="ignore", invalid="ignore"):
-            line = tab.cache + slack / np.where(slope > 0, slope, 1.0)
-        # L2-blind items: any L2 where they meet the row, none where not
-        self.most_cache = np.where(slope > 0, line, np.where(slack >= 0, np.inf, -np.inf))
+        self.most_cache = cache_limits(tab, hw, items.bounds, 3, throttle if hw.alpha_f <= 0.0 else 1.0)
 
     def meet(self, i: np.ndarray, j: np.ndarray, k: np.ndarray) -> np.ndarray:
         """Whether items i, j, k (arrays; -1: none) pass the screen together."""
