@@ -74,6 +74,25 @@ def any_profile_path(request: pytest.FixtureRequest) -> Path:
     return H100_PROFILE if request.param == "h100" else request.getfixturevalue("v100_path")
 
 
+# Eight workloads on the H100 profile that two GPUs serve (greedy: 3; one GPU each: 8).
+EIGHT_ON_H100 = [("resnet50", 30, 900), ("alexnet", 20, 1200), ("vgg19", 40, 450), ("ssd", 60, 240),
+                 ("bert_base", 50, 360), ("vit_b_16", 45, 600), ("resnet50", 25, 1800), ("vgg19", 35, 750)]
+
+
+@pytest.fixture
+def eight_on_h100(h100_model: PerformanceModel):  # noqa: ANN201 - a ColgenSetup (needs highspy: imported here)
+    """Column generation's setup for ``EIGHT_ON_H100`` (``igniter`` budget, margin 0.1), greedy's plan the start."""
+    from igniter_opt.domain import LatencyBudget, PlanningProblem
+    from igniter_opt.placement.serving import serving_model_for
+    from igniter_opt.planner import greedy
+    from igniter_opt.planner.exact import colgen
+
+    ws = tuple(Workload(f"w{i}", m, float(slo), float(rate)) for i, (m, slo, rate) in enumerate(EIGHT_ON_H100))
+    problem = PlanningProblem(ws, h100_model, LatencyBudget.IGNITER, 0.1)
+    start = greedy.place(h100_model, greedy.initial_demands(problem))
+    return colgen.prepare_colgen(problem, serving_model_for(problem), start)
+
+
 @pytest.fixture(scope="session")
 def paper_workloads() -> tuple[Workload, ...]:
     with PAPER_WORKLOADS.open() as fh:

@@ -13,26 +13,21 @@ import pytest
 
 pytest.importorskip("highspy", reason="the exact planner needs highspy")
 
-from igniter_opt.domain import LatencyBudget, PlanningProblem, Workload
+from conftest import EIGHT_ON_H100 as MIX
+
 from igniter_opt.placement import GpuPacking, Packing, Slot, assemble_plan, verify_plan
-from igniter_opt.placement.serving import serving_model_for
 from igniter_opt.planner import greedy
 from igniter_opt.planner.exact import colgen, setpart
 from igniter_opt.planner.exact.columns import evaluate
 from igniter_opt.planner.exact.dive import DiveResult, dive, dive_text
+from igniter_opt.planner.exact.eject import EjectResult
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
-
-# Eight workloads on the H100 profile that need two GPUs: the dive makes a few fixings (3 when written).
-MIX = [("resnet50", 30, 900), ("alexnet", 20, 1200), ("vgg19", 40, 450), ("ssd", 60, 240), ("bert_base", 50, 360),
-       ("vit_b_16", 45, 600), ("resnet50", 25, 1800), ("vgg19", 35, 750)]
 
 
 @pytest.fixture
-def setup(h100_model) -> colgen.ColgenSetup:
-    ws = tuple(Workload(f"w{i}", m, float(slo), float(rate)) for i, (m, slo, rate) in enumerate(MIX))
-    problem = PlanningProblem(ws, h100_model, LatencyBudget.IGNITER, 0.1)
-    start = greedy.place(h100_model, greedy.initial_demands(problem))
-    return colgen.prepare_colgen(problem, serving_model_for(problem), start)
+def setup(eight_on_h100) -> colgen.ColgenSetup:
+    """The eight workloads of ``EIGHT_ON_H100``: the dive makes a few fixings (3 when written)."""
+    return eight_on_h100
 
 
 def _lowers(master) -> np.ndarray:
@@ -122,6 +117,7 @@ def test_a_plan_search_turn_that_finds_nothing_is_followed_by_more_generation(se
     start_plan = assemble_plan(problem, start, "greedy", SolveOutcome(SolveStatus.HEURISTIC))
     monkeypatch.setattr(setpart, "_improve", lambda problem, setup, state, inc, *a: inc)
     monkeypatch.setattr(setpart, "dive", lambda *a, **k: DiveResult({}, {}, "stubbed: nothing found", 0, 0, 0.0))
+    monkeypatch.setattr(setpart, "eject_search", lambda *a, **k: EjectResult(None, 0, 0, 0.0))
     settled_at: list[int] = []
     more: list[int] = []
     real_generate = setpart.generate

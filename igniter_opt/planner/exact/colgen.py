@@ -808,11 +808,32 @@ def packing_with_sources(setup: ColgenSetup, columns: list[Column], counts: dict
                          first: frozenset[int] = frozenset()) -> tuple[Packing, list[int]] | None:
     """``packing_of``, with the column index each of the packing's GPUs runs; the columns in ``first``
     keep their pieces before the others (surplus pieces are dropped from the others)."""
+    got = trimmed_gpus(setup, columns, counts, chosen, first)
+    if got is None:
+        return None
+    trimmed, sources = got
     pieces = setup.pieces
     problem = setup.space.problem
-    need = {t: p.count for t, p in enumerate(pieces) if chosen.get(p.workload) == p.option}
     demands: list[Demand] = []
     gpus: list[GpuPacking] = []
+    rule = setup.space.rule
+    for kept in trimmed:
+        slots = []
+        for s in kept:
+            p = pieces[s.piece]
+            w = problem.workloads[p.workload]
+            demands.append(Demand(w, p.rate_rps, s.batch, s.units, rule.limit(w.slo_ms, p.rate_rps, s.batch, s.delay),
+                                  dedicated=p.count > 1, queue_delay_ms=s.delay))
+            slots.append(Slot(len(demands) - 1, s.units, s.batch, s.delay))
+        gpus.append(GpuPacking(tuple(slots)))
+    return Packing(tuple(demands), tuple(gpus)), sources
+
+
+def trimmed_gpus(setup: ColgenSetup, columns: list[Column], counts: dict[int, int], chosen: dict[int, int],
+                 first: frozenset[int] = frozenset()) -> tuple[list[list[ColSlot]], list[int]] | None:
+    """The slots of each GPU of ``packing_with_sources`` (a GPU left empty is not used) and the column index it
+    runs; None when a piece is missing or a trimmed GPU does not fit."""
+    need = {t: p.count for t, p in enumerate(setup.pieces) if chosen.get(p.workload) == p.option}
     trimmed: list[list[ColSlot]] = []
     sources: list[int] = []
     for j, copies in sorted(counts.items(), key=lambda jc: (jc[0] not in first, jc[0])):
@@ -827,17 +848,7 @@ def packing_with_sources(setup: ColgenSetup, columns: list[Column], counts: dict
                 sources.append(j)
     if any(v > 0 for v in need.values()) or any(c is None for c in evaluate(setup.space, trimmed)):
         return None
-    rule = setup.space.rule
-    for kept in trimmed:
-        slots = []
-        for s in kept:
-            p = pieces[s.piece]
-            w = problem.workloads[p.workload]
-            demands.append(Demand(w, p.rate_rps, s.batch, s.units, rule.limit(w.slo_ms, p.rate_rps, s.batch, s.delay),
-                                  dedicated=p.count > 1, queue_delay_ms=s.delay))
-            slots.append(Slot(len(demands) - 1, s.units, s.batch, s.delay))
-        gpus.append(GpuPacking(tuple(slots)))
-    return Packing(tuple(demands), tuple(gpus)), sources
+    return trimmed, sources
 
 
 def start_solution(setup: ColgenSetup, master: Master) -> dict[int, int]:

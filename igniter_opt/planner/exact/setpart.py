@@ -1,17 +1,18 @@
 """The exact planner by set partitioning: column generation for the bound, price-and-branch for the plan.
 
-Within ``options.time_limit_s`` (counted from the caller's start, so preparation and extraction
-are inside it): the greedy plan is the start; ``colgen.generate`` raises the certified bound
-until ``GENERATE_SHARE`` of the limit has passed (or the bound meets the start); then the master
-over the generated columns is solved as a MIP from the start (``Master.solve_integer``) in what
-is left, less ``EXTRACT_RESERVE_S`` -- unless the LP over those columns, rounded up, already meets the
-incumbent (the MIP could not beat it): then generation goes on instead. Generation stops early once the
-LP over the columns, rounded up, is at the certified bound, or the LP is solved (``ColgenState.settled``):
-the bound can rise no more that way, so the time left goes to the plan (``_plan_search``: integer masters
-and price-and-dives, ``dive``, in turn). The plan returned is the best of those plans and the start, each
-verified by the kernel (``verify_plan``); the bound is the largest of the trivial bound, column generation's
-certified (Farley or LP) bound and the member-class bound, rounded up, over the split options of ``pieces``
-(``pieces.scope_text``).
+Within ``options.time_limit_s`` (counted from the caller's start, so preparation and extraction are inside it): the
+greedy plan is the start; ``colgen.generate`` raises the certified bound until ``GENERATE_SHARE`` of the limit has
+passed (or the bound meets the start); then the master over the generated columns is solved as a MIP from the start
+(``Master.solve_integer``) in what is left, less ``EXTRACT_RESERVE_S`` -- unless the LP over those columns, rounded
+up, already meets the incumbent (the MIP could not beat it): then generation goes on instead. Generation stops early
+once the LP over the columns, rounded up, is at the certified bound, or the LP is solved (``ColgenState.settled``):
+the bound can rise no more that way, so the time left goes to the plan (``_plan_search``: integer masters and
+price-and-dives, ``dive``, in turn). After an integer master, after a dive, and where the LP over the columns shows
+that they hold no better plan, an ejection search (``eject``) looks for a plan of fewer GPUs from the incumbent's,
+outside the columns; its GPUs enter the master as columns. The plan returned is the best of those plans and the
+start, each verified by the kernel (``verify_plan``); the bound is the largest of the trivial bound, column
+generation's certified (Farley or LP) bound and the member-class bound, rounded up, over the split options of
+``pieces`` (``pieces.scope_text``).
 """
 
 from __future__ import annotations
@@ -39,8 +40,11 @@ from igniter_opt.planner.exact.colgen import (
     prepare_colgen,
     proofs_on_a_second_core,
     start_solution,
+    trimmed_gpus,
 )
+from igniter_opt.planner.exact.columns import evaluate
 from igniter_opt.planner.exact.dive import DiveResult, dive, dive_text
+from igniter_opt.planner.exact.eject import EjectResult, eject_search, eject_text
 from igniter_opt.planner.exact.items import PreparationTimedOut, check_deadline
 from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S, master_limit_s
 from igniter_opt.planner.exact.master import IntegerSolution
@@ -60,6 +64,10 @@ MIN_ROUND_S = 1.0
 PLAN_MASTER_SHARE = 0.5
 DIVE_SHARE = 0.5
 MIN_DIVE_S = 2.0
+# After an integer master (and after a dive) that left the plan above the bound: an ejection search's share of the
+# time left (``eject``); none is begun with less than MIN_EJECT_S left.
+EJECT_SHARE = 0.4
+MIN_EJECT_S = 2.0
 FORMULATION = "set partitioning (column generation, price-and-branch)"
 
 
@@ -152,9 +160,38 @@ def _dive(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run:
     run.inc = run.inc.or_better(found, res.counts, res.chosen)
 
 
+def _eject(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, options: SolveOptions,
+           t0: float, deadline: float, notes: list[str]) -> None:
+    """An ejection search (``eject``) from the incumbent's GPUs, where at least ``MIN_EJECT_S`` are left and the plan
+    is above the bound, within ``EJECT_SHARE`` of the time left; the GPUs of a plan it finds enter the master as
+    columns, and that plan, verified, replaces the incumbent."""
+    left = deadline - time.perf_counter()
+    if left < MIN_EJECT_S or run.bound >= run.inc.plan.num_gpus:
+        return
+    got = trimmed_gpus(setup, state.master.columns, run.inc.counts, run.inc.chosen)
+    if got is None:
+        return
+    res = eject_search(setup.space, setup.items, setup.terms, got[0], run.bound,
+                       time.perf_counter() + EJECT_SHARE * left, seed=len(run.ejections))
+    run.ejections.append(res)
+    if res.gpus is not None:
+        cols = evaluate(setup.space, res.gpus)
+        if all(c is not None for c in cols):
+            counts: dict[int, int] = {}
+            for j in state.master.add([c for c in cols if c is not None]):
+                counts[j] = counts.get(j, 0) + 1
+            found, why = _verified_plan(problem, setup, state, counts, run.inc.chosen, "the ejection search")
+            if why:
+                notes.append(why)
+            run.inc = run.inc.or_better(found, counts, run.inc.chosen)
+    _collect_bound(setup, state, run)
+    _say_state(options, t0, state, run)
+
+
 @dataclass
 class _Run:
-    """The incumbent, the certified bound in GPUs, how many integer masters ran, and the dives."""
+    """The incumbent, the certified bound in GPUs, how many integer masters ran, the dives and the ejection
+    searches."""
 
     inc: _Incumbent
     bound: int
@@ -162,6 +199,7 @@ class _Run:
     skipped: int = 0  # integer masters not run: the restricted LP showed they could not beat the incumbent
     regenerated: int = 0  # generations past the settled LP after a plan search's turn that found nothing
     dives: list[DiveResult] = field(default_factory=list)
+    ejections: list[EjectResult] = field(default_factory=list)
 
 
 def _collect_bound(setup: ColgenSetup, state: ColgenState, run: _Run, wait_s: float = 0.0) -> None:
@@ -209,6 +247,9 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         if skipped:
             if ran_on:  # generation has run to the deadline and the master still could not help
                 return
+            _eject(problem, setup, state, run, options, t0, deadline, notes)  # no plan in the columns: look outside
+            if run.bound >= run.inc.plan.num_gpus:
+                return
             run.skipped += 1
             continue
         # the time left is read after the check above, which re-solved the LP (1.8 s at 1000 workloads)
@@ -218,18 +259,20 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         run.inc = _improve(problem, setup, state, run.inc, master_s, options, notes)
         run.masters += 1
         _collect_bound(setup, state, run)
+        _eject(problem, setup, state, run, options, t0, deadline, notes)
         if run.bound >= run.inc.plan.num_gpus or deadline - time.perf_counter() < MIN_ROUND_S:
             return
 
 
 def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, options: SolveOptions,
                  t0: float, deadline: float, notes: list[str]) -> None:
-    """Once generation can no longer raise the bound (``ColgenState.settled``, or the LP solved), the time left
-    goes to the plan: an integer master over the columns within ``PLAN_MASTER_SHARE`` of it, then, where the
-    plan is still above the bound, a dive (``dive``: it prices near the fixings it makes) within
-    ``DIVE_SHARE`` of what is left, in turn until the plan meets the bound or the time runs out; a turn that changed
-    nothing (no better plan, no column added) is followed by generation past the settled LP (``_more_columns``),
-    and the search ends where that adds no column either."""
+    """Once generation can no longer raise the bound (``ColgenState.settled``, or the LP solved), the time left goes to
+    the plan: an integer master over the columns within ``PLAN_MASTER_SHARE`` of it, then, where the plan is
+    still above the bound, a dive (``dive``: it prices near the fixings it makes) within ``DIVE_SHARE`` of what
+    is left and an ejection search (``_eject``) within ``EJECT_SHARE`` of what is left then, in turn until the
+    plan meets the bound or the time runs out; a turn that changed nothing (no better plan, no column added) is
+    followed by generation past the settled LP (``_more_columns``), and the search ends where that adds no
+    column either."""
     while run.bound < run.inc.plan.num_gpus:
         gpus = run.inc.plan.num_gpus
         left = deadline - time.perf_counter()
@@ -248,6 +291,7 @@ def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenStat
             return
         _dive(problem, setup, state, run, time.perf_counter() + DIVE_SHARE * left, notes)
         _say_state(options, t0, state, run)
+        _eject(problem, setup, state, run, options, t0, deadline, notes)
         if (run.dives[-1].added == 0 and run.inc.plan.num_gpus == gpus  # the next turn would repeat this one
                 and not _more_columns(setup, state, run, options, t0, deadline)):
             return
@@ -342,6 +386,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     skipped = f" ({run.skipped} skipped: the LP over the columns, rounded up, met the plan)" if run.skipped else ""
     parts.append(f"{run.masters} integer master run(s){skipped}")
     parts.append(dive_text(run.dives))
+    parts.append(eject_text(run.ejections))
     if run.regenerated:
         parts.append(f"generation went on past the settled LP {run.regenerated} time(s), a turn having found nothing")
     notes.append(", ".join(parts))

@@ -1,0 +1,278 @@
+"""Ejection chains: a plan with one GPU fewer, searched for from a plan in hand.
+
+The columns the master holds are what its integer search can combine; on the H100, where a GPU runs
+7-10 workloads, the columns generated in a benchmark's time hold no plan better than greedy's (at
+n = 200 seed 0 the integer master over 64 s of columns is proven to have none below 23 GPUs). This
+search works on the plan itself, as local search does for bin packing: take the GPU of fewest share
+units away, and put its pieces back on the others one at a time. A piece goes where the kernel's
+AllocGPU (``placement.alloc.alloc_rows``) fits it at the least growth in share; where it fits
+nowhere, it takes the place of one member of some GPU (the member of fewest units alone, with some
+noise, and not a piece type that has just come in: a short tabu list), and that member is the next
+to place. Each piece may enter at any batch its items offer, and each GPU's shares are found anew,
+from the members' current shares or from their least, whichever fits in fewer units. When no piece
+is left the plan has one GPU fewer, and the search goes on to the next. It proves nothing and is a
+heuristic in what it finds; what it returns is judged by the kernel (``columns.evaluate``) like any
+column, and the planner verifies the plan again.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from igniter_opt.placement.alloc import ConfigTerms, alloc_rows, blank_constants, slot_constants
+from igniter_opt.planner.exact.columns import ColSlot, PieceSpace, column_key, evaluate
+from igniter_opt.planner.exact.heuristic import Entries, entry_items, make_entries
+from igniter_opt.planner.exact.items import Items
+
+# The piece placed next is the one of most units alone with this probability, else one at random.
+LARGEST_FIRST = 0.7
+# A piece type placed by taking a member's place cannot itself be taken out for this many moves.
+TABU_MOVES = 5
+# Noise, in share units, added to a member's units alone when choosing which one makes room.
+EJECT_NOISE_UNITS = 3.0
+# Moves without a GPU emptied after which the search starts again from its best plan, emptying the
+# next GPU in order of units (and gives up the round once every GPU was tried).
+MOVES_PER_TRY = 2000
+
+
+@dataclass(frozen=True)
+class EjectResult:
+    """What the search found: ``gpus``, the slots of each GPU of the best plan (fewer GPUs than it was
+    given), or None where it found none; how many GPUs it emptied, its moves and seconds, and the seconds
+    in when it found its best."""
+
+    gpus: list[list[ColSlot]] | None
+    emptied: int
+    moves: int
+    seconds: float
+    found_s: float | None = None
+
+
+class _Search:
+    """The plan as arrays: per GPU (row) its members (entry indices, -1 empty) and their current share units."""
+
+    def __init__(self, space: PieceSpace, terms: ConfigTerms, ent: Entries, member: np.ndarray, units: np.ndarray,
+                 rng: random.Random) -> None:
+        self.space, self.terms, self.ent, self.rng = space, terms, ent, rng
+        self.cap = space.cap_units
+        self.member, self.units = self._packed(member, units)
+        self.by_type = {int(t): np.flatnonzero(ent.piece == t) for t in np.unique(ent.piece)}
+        self.least = {t: float(ent.units[e].min()) for t, e in self.by_type.items()}
+
+    @staticmethod
+    def _packed(member: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Members moved to the front of each row, with one empty slot at least at the end."""
+        order = np.argsort(member < 0, axis=1, kind="stable")
+        member, units = np.take_along_axis(member, order, 1), np.take_along_axis(units, order, 1)
+        width = int((member >= 0).sum(axis=1).max(initial=0)) + 2
+        out_m, out_u = np.full((member.shape[0], width), -1, np.int64), np.zeros((member.shape[0], width))
+        w = min(width, member.shape[1])
+        out_m[:, :w], out_u[:, :w] = member[:, :w], np.where(member[:, :w] >= 0, units[:, :w], 0.0)
+        return out_m, out_u
+
+    def without(self, g: int) -> _Search:
+        """A search over this plan less GPU ``g``."""
+        keep = np.arange(self.member.shape[0]) != g
+        return _Search(self.space, self.terms, self.ent, self.member[keep], self.units[keep], self.rng)
+
+    def _best(self, gpus: np.ndarray, drop: np.ndarray, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """AllocGPU on GPU ``gpus[r]`` with its member at position ``drop[r]`` (-1: none) replaced by, or else
+        joined by, entry ``entries[r]``, from the members' current shares and from their least: per row
+        whether either fits and the final units of the one of fewer units."""
+        ent, terms = self.ent, self.terms
+        r = gpus.size
+        mem, cur = self.member[gpus].copy(), self.units[gpus].copy()
+        pos = np.where(drop >= 0, drop, (mem >= 0).sum(axis=1))
+        rows = np.arange(r)
+        mem[rows, pos], cur[rows, pos] = entries, ent.units[entries]
+        live = mem >= 0
+        safe = np.maximum(mem, 0)
+        least = np.where(live, ent.units[safe], 0.0)
+        cur = np.where(live, np.maximum(cur, least), 0.0)
+        cfg0 = np.where(live, ent.cfg[safe], terms.empty)
+        const = np.where(live[..., None], ent.const[safe], blank_constants(mem.shape))
+        cfg = np.concatenate([cfg0 + (cur - least).astype(np.int64), cfg0])
+        ok, _, units = alloc_rows(terms, self.cap, cfg, np.concatenate([cur, least]), np.concatenate([const, const]))
+        tot = np.where(ok, units.sum(axis=1), np.inf)
+        second = tot[r:] < tot[:r]
+        return ok[:r] | ok[r:], np.where(second[:, None], units[r:], units[:r])
+
+    def _candidates(self, t: int, eject: bool, tabu: dict[int, int], move: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(GPU, position replaced or -1, entry) of piece type ``t`` on every GPU with room, within its
+        copies per GPU; with ``eject``, in place of each member that is not tabu."""
+        ent, mem = self.ent, self.member
+        live = mem >= 0
+        piece = np.where(live, ent.piece[np.maximum(mem, 0)], -1)
+        same = (piece == t).sum(axis=1)
+        used = self.units.sum(axis=1)
+        mine = self.by_type[t]
+        if eject:
+            banned = np.array([p for p, until in tabu.items() if until >= move], np.int64)
+            g, pos = np.nonzero(live & ~np.isin(piece, banned))
+            held = same[g] - (piece[g, pos] == t)
+            room = used[g] - self.units[g, pos]
+        else:
+            g = np.arange(mem.shape[0])
+            pos = np.full(g.size, -1)
+            held, room = same, used
+        fit = (held[:, None] < ent.copies[mine][None, :]) & (room[:, None] + ent.units[mine][None, :] <= self.cap)
+        i, k = np.nonzero(fit)
+        return g[i], pos[i], mine[k]
+
+    def _apply(self, g: int, pos: int, e: int, units: np.ndarray) -> int | None:
+        """GPU ``g`` with entry ``e`` in (at ``pos``, else added) and its new shares; the piece type taken out."""
+        out = None
+        if pos < 0:
+            pos = int((self.member[g] >= 0).sum())
+        else:
+            out = int(self.ent.piece[self.member[g, pos]])
+        self.member[g, pos] = e
+        self.units[g] = np.where(self.member[g] >= 0, np.round(units[: self.member.shape[1]]), 0.0)
+        if (self.member[:, -1] >= 0).any():  # keep an empty slot at the end
+            self.member, self.units = self._packed(self.member, self.units)
+        return out
+
+    def place(self, t: int, tabu: dict[int, int], move: int) -> list[int]:
+        """Piece type ``t`` onto a GPU: where it fits at least growth, else in a member's place; the piece
+        types left to place after it (``[t]`` and a random member when it fits nowhere even so)."""
+        used = self.units.sum(axis=1)
+        for eject in (False, True):
+            g, d, e = self._candidates(t, eject, tabu, move)
+            if g.size == 0:
+                continue
+            fits, units = self._best(g, d, e)
+            ok = np.flatnonzero(fits)
+            if ok.size == 0:
+                continue
+            if not eject:
+                i = int(ok[np.argmin(units[ok].sum(axis=1) - used[g[ok]])])
+                self._apply(int(g[i]), -1, int(e[i]), units[i])
+                return []
+            taken = self.ent.piece[self.member[g[ok], d[ok]]]
+            score = np.array([self.least[int(x)] + EJECT_NOISE_UNITS * self.rng.random() for x in taken])
+            i = int(ok[np.argmin(score)])
+            tabu[t] = move + TABU_MOVES
+            out = self._apply(int(g[i]), int(d[i]), int(e[i]), units[i])
+            return [] if out is None else [out]
+        # nowhere, not even in a member's place: shake the plan (a random member out)
+        g0, pos = self._random_member()
+        taken_e = int(self.member[g0, pos])
+        self.member[g0, pos], self.units[g0, pos] = -1, 0.0
+        self.member, self.units = self._packed(self.member, self.units)
+        return [t, int(self.ent.piece[taken_e])]
+
+    def _random_member(self) -> tuple[int, int]:
+        g, pos = np.nonzero(self.member >= 0)
+        i = self.rng.randrange(g.size)
+        return int(g[i]), int(pos[i])
+
+    def used(self) -> np.ndarray:
+        return self.units.sum(axis=1)
+
+    def slots(self) -> list[list[ColSlot]]:
+        ent = self.ent
+        out = []
+        for mem, units in zip(self.member, self.units, strict=True):
+            out.append([ColSlot(int(ent.piece[e]), int(ent.batch[e]), int(u),
+                                None if np.isnan(ent.delay[e]) else float(ent.delay[e]))
+                        for e, u in zip(mem, units, strict=True) if e >= 0])
+        return out
+
+
+def search_entries(space: PieceSpace, items: Items, terms: ConfigTerms, slots: list[list[ColSlot]]) -> tuple[
+        Entries, list[list[int]]]:
+    """Each piece type's entries at every batch its items offer (at the batch's fewest units alone), and
+    those of the given slots where theirs is not one of them; and each slot's entry index."""
+    ent = make_entries(space, items, terms, entry_items(items, spread_units=space.cap_units))
+    index = {(int(p), int(b), None if np.isnan(d) else float(d)): i
+             for i, (p, b, d) in enumerate(zip(ent.piece, ent.batch, ent.delay, strict=True))}
+    missing = sorted({(s.piece, s.batch, s.delay) for g in slots for s in g} - index.keys(),
+                     key=lambda k: (k[0], k[1], -1.0 if k[2] is None else k[2]))
+    if missing:
+        ent = ent.joined(_slot_entries(space, items, terms, missing, {
+            (s.piece, s.batch, s.delay): s.units for g in slots for s in g}))
+        index.update({k: len(index) + i for i, k in enumerate(missing)})
+    return ent, [[index[(s.piece, s.batch, s.delay)] for s in g] for g in slots]
+
+
+def _slot_entries(space: PieceSpace, items: Items, terms: ConfigTerms, keys: list[tuple[int, int, float | None]],
+                  units_of: dict[tuple[int, int, float | None], int]) -> Entries:
+    """Entries for (piece type, batch, delay) triples no item offers, at the units a slot of theirs has."""
+    perf = space.problem.perf_model
+    pa = space.piece_arrays
+    piece = np.array([k[0] for k in keys], np.intp)
+    batch = np.array([k[1] for k in keys], np.int64)
+    delay = np.array([np.nan if k[2] is None else k[2] for k in keys])
+    units = np.array([units_of[k] for k in keys], float)
+    limit = space.rule.limit_ms(pa["slo"][piece], pa["rate"][piece], batch, delay)
+    const = slot_constants(perf, pa["model"][piece], batch, limit, pa["rate"][piece])
+    cfg = np.array([terms.index(int(pa["model"][p]), int(b), int(u)) for p, b, u in zip(piece, batch, units,
+                                                                                        strict=True)], np.int64)
+    copies = np.array([int(items.table.copies[items.by_piece[p]].max()) if items.by_piece[p].size else 1
+                       for p in piece], np.int64)
+    return Entries(piece, batch, units, delay, cfg, const, copies)
+
+
+def eject_search(space: PieceSpace, items: Items, terms: ConfigTerms, gpus: list[list[ColSlot]], floor: int,
+                 deadline: float, seed: int = 0) -> EjectResult:
+    """Plans with fewer GPUs than ``gpus`` (each GPU's slots, every one a fitting configuration), one GPU
+    fewer at a time, until ``floor`` GPUs (a lower bound: no plan has fewer) or ``deadline``
+    (``time.perf_counter()`` seconds). The best found, each GPU a configuration ``columns.evaluate``
+    accepts, or None; seeded, so a run is repeatable up to where the deadline cuts it."""
+    t0 = time.perf_counter()
+    gpus = [list(g) for g in gpus if g]
+    if len(gpus) <= max(floor, 1):
+        return EjectResult(None, 0, 0, time.perf_counter() - t0)
+    ent, member = search_entries(space, items, terms, gpus)
+    rng = random.Random(seed)
+    best: list[list[ColSlot]] | None = None
+    emptied = moves = 0
+    found_s = None
+    width = max(len(m) for m in member)
+    current = _Search(space, terms, ent, np.array([m + [-1] * (width - len(m)) for m in member], np.int64),
+                      np.array([[s.units for s in g] + [0] * (width - len(g)) for g in gpus], float), rng)
+    tried: set[tuple] = set()
+    while len(current.member) > max(floor, 1) and time.perf_counter() < deadline:
+        now = current.slots()
+        used = current.used()
+        order = sorted(range(len(now)), key=lambda g: (used[g], g))
+        fresh = [g for g in order if column_key(now[g]) not in tried]
+        if not fresh:
+            break
+        g_out = fresh[0]
+        tried.add(column_key(now[g_out]))
+        trial = current.without(g_out)
+        pool = [int(ent.piece[e]) for e in current.member[g_out] if e >= 0]
+        tabu: dict[int, int] = {}
+        for _ in range(MOVES_PER_TRY):
+            if not pool or time.perf_counter() >= deadline:
+                break
+            moves += 1
+            pool.sort(key=lambda t: -trial.least[t])
+            t = pool.pop(0) if rng.random() < LARGEST_FIRST else pool.pop(rng.randrange(len(pool)))
+            pool.extend(trial.place(t, tabu, moves))
+        if pool:
+            continue
+        found = trial.slots()
+        if any(c is None for c in evaluate(space, found)):
+            continue  # AllocGPU and the kernel's one test agree by construction; never trusted blindly
+        best, current, tried = found, trial, set()
+        emptied += 1
+        found_s = time.perf_counter() - t0
+    return EjectResult(best, emptied, moves, time.perf_counter() - t0, found_s)
+
+
+def eject_text(runs: list[EjectResult]) -> str:
+    """What the ejection searches did, for the plan's note."""
+    if not runs:
+        return "no ejection search"
+    found = sum(1 for r in runs if r.gpus is not None)
+    return (f"{len(runs)} ejection search(es) in {math.fsum(r.seconds for r in runs):.1f} s "
+            f"({sum(r.moves for r in runs)} moves, {sum(r.emptied for r in runs)} GPU(s) emptied, "
+            f"{found} found a better plan)")
