@@ -6,8 +6,8 @@ passed (or the bound meets the start); then the master over the generated column
 (``Master.solve_integer``) in what is left, less ``EXTRACT_RESERVE_S`` -- unless the LP over those columns, rounded
 up, already meets the incumbent (the MIP could not beat it): then generation goes on instead. Generation stops early
 once the LP over the columns, rounded up, is at the certified bound, or the LP is solved (``ColgenState.settled``):
-the bound can rise no more that way, so the time left goes to the plan (``_plan_search``: integer masters and
-price-and-dives, ``dive``, in turn). After an integer master, after a dive, and where the LP over the columns shows
+the bound can rise no more that way, so the time left goes to the plan (``_plan_search``: integer masters, ejection
+searches and price-and-dives, ``dive``, in turn). After an integer master, and where the LP over the columns shows
 that they hold no better plan, an ejection search (``eject``) looks for a plan of fewer GPUs from the incumbent's,
 outside the columns; its GPUs enter the master as columns. The plan returned is the best of those plans and the
 start, each verified by the kernel (``verify_plan``); the bound is the largest of the trivial bound, column
@@ -64,8 +64,8 @@ MIN_ROUND_S = 1.0
 PLAN_MASTER_SHARE = 0.5
 DIVE_SHARE = 0.5
 MIN_DIVE_S = 2.0
-# After an integer master (and after a dive) that left the plan above the bound: an ejection search's share of the
-# time left (``eject``); none is begun with less than MIN_EJECT_S left.
+# After an integer master that left the plan above the bound (or none, the columns holding no better plan): an
+# ejection search's share of the time left (``eject``); none is begun with less than MIN_EJECT_S left.
 EJECT_SHARE = 0.4
 MIN_EJECT_S = 2.0
 FORMULATION = "set partitioning (column generation, price-and-branch)"
@@ -268,8 +268,8 @@ def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenStat
                  t0: float, deadline: float, notes: list[str]) -> None:
     """Once generation can no longer raise the bound (``ColgenState.settled``, or the LP solved), the time left goes to
     the plan: an integer master over the columns within ``PLAN_MASTER_SHARE`` of it, then, where the plan is
-    still above the bound, a dive (``dive``: it prices near the fixings it makes) within ``DIVE_SHARE`` of what
-    is left and an ejection search (``_eject``) within ``EJECT_SHARE`` of what is left then, in turn until the
+    still above the bound, an ejection search (``_eject``) within ``EJECT_SHARE`` of what is left and a dive
+    (``dive``: it prices near the fixings it makes) within ``DIVE_SHARE`` of what is left then, in turn until the
     plan meets the bound or the time runs out; a turn that changed nothing (no better plan, no column added) is
     followed by generation past the settled LP (``_more_columns``), and the search ends where that adds no
     column either."""
@@ -286,12 +286,12 @@ def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenStat
             run.skipped += 1
         _collect_bound(setup, state, run)
         _say_state(options, t0, state, run)
+        _eject(problem, setup, state, run, options, t0, deadline, notes)
         left = deadline - time.perf_counter()
         if run.bound >= run.inc.plan.num_gpus or left < MIN_DIVE_S:
             return
         _dive(problem, setup, state, run, time.perf_counter() + DIVE_SHARE * left, notes)
         _say_state(options, t0, state, run)
-        _eject(problem, setup, state, run, options, t0, deadline, notes)
         if (run.dives[-1].added == 0 and run.inc.plan.num_gpus == gpus  # the next turn would repeat this one
                 and not _more_columns(setup, state, run, options, t0, deadline)):
             return
