@@ -74,7 +74,7 @@ def any_profile_path(request: pytest.FixtureRequest) -> Path:
     return H100_PROFILE if request.param == "h100" else request.getfixturevalue("v100_path")
 
 
-# Eight workloads on the H100 profile that two GPUs serve (greedy: 3; one GPU each: 8).
+# Eight workloads on the H100 profile that two GPUs serve, as greedy's plan does.
 EIGHT_ON_H100 = [("resnet50", 30, 900), ("alexnet", 20, 1200), ("vgg19", 40, 450), ("ssd", 60, 240),
                  ("bert_base", 50, 360), ("vit_b_16", 45, 600), ("resnet50", 25, 1800), ("vgg19", 35, 750)]
 
