@@ -17,6 +17,7 @@ column, and the planner verifies the plan again.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
@@ -76,9 +77,11 @@ class _Search:
         return out_m, out_u
 
     def without(self, g: int) -> _Search:
-        """A search over this plan less GPU ``g``."""
+        """A search over this plan less GPU ``g`` (the entries' tables shared, not built again)."""
         keep = np.arange(self.member.shape[0]) != g
-        return _Search(self.space, self.terms, self.ent, self.member[keep], self.units[keep], self.rng)
+        out = copy.copy(self)
+        out.member, out.units = self._packed(self.member[keep], self.units[keep])
+        return out
 
     def _best(self, gpus: np.ndarray, drop: np.ndarray, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """AllocGPU on GPU ``gpus[r]`` with its member at position ``drop[r]`` (-1: none) replaced by, or else
@@ -110,7 +113,7 @@ class _Search:
         live = mem >= 0
         piece = np.where(live, ent.piece[np.maximum(mem, 0)], -1)
         same = (piece == t).sum(axis=1)
-        used = self.units.sum(axis=1)
+        used = self.used()
         mine = self.by_type[t]
         if eject:
             banned = np.array([p for p, until in tabu.items() if until >= move], np.int64)
@@ -141,7 +144,7 @@ class _Search:
     def place(self, t: int, tabu: dict[int, int], move: int) -> list[int]:
         """Piece type ``t`` onto a GPU: where it fits at least growth, else in a member's place; the piece
         types left to place after it (``[t]`` and a random member when it fits nowhere even so)."""
-        used = self.units.sum(axis=1)
+        used = self.used()
         for eject in (False, True):
             g, d, e = self._candidates(t, eject, tabu, move)
             if g.size == 0:
@@ -173,6 +176,7 @@ class _Search:
         return int(g[i]), int(pos[i])
 
     def used(self) -> np.ndarray:
+        """Share units per GPU."""
         return self.units.sum(axis=1)
 
     def slots(self) -> list[list[ColSlot]]:
