@@ -49,8 +49,9 @@ def test_from_one_gpu_per_piece_it_finds_fewer_gpus_each_a_configuration_the_ker
     assert res.gpus is not None
     assert len(res.gpus) == 2  # as greedy's plan; no plan has fewer (the bound of the planner's test below)
     assert res.emptied == len(start) - len(res.gpus) and res.found_s is not None
-    assert _pieces(res.gpus) == _pieces(start)  # the same pieces, each once
-    assert all(c is not None for c in evaluate(eight_on_h100.space, res.gpus))
+    found = [c.slots for c in res.gpus]
+    assert _pieces(found) == _pieces(start)  # the same pieces, each once
+    assert all(c is not None for c in evaluate(eight_on_h100.space, found))
     assert "found a better plan" in eject_text([res])
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from igniter_opt.placement.alloc import ConfigTerms, alloc_rows, blank_constants, slot_constants
-from igniter_opt.planner.exact.columns import ColSlot, PieceSpace, column_key, evaluate
+from igniter_opt.planner.exact.columns import ColSlot, Column, PieceSpace, column_key, evaluate
 from igniter_opt.planner.exact.heuristic import Entries, entry_items, make_entries
 from igniter_opt.planner.exact.items import Items
 
@@ -43,11 +43,11 @@ MOVES_PER_TRY = 2000
 
 @dataclass(frozen=True)
 class EjectResult:
-    """What the search found: ``gpus``, the slots of each GPU of the best plan (fewer GPUs than it was
-    given), or None where it found none; how many GPUs it emptied, its moves and seconds, and the seconds
+    """What the search found: ``gpus``, each GPU of the best plan as the column the kernel judged it (fewer GPUs
+    than it was given), or None where it found none; how many GPUs it emptied, its moves and seconds, and the seconds
     in when it found its best."""
 
-    gpus: list[list[ColSlot]] | None
+    gpus: list[Column] | None
     emptied: int
     moves: int
     seconds: float
@@ -199,15 +199,18 @@ def search_entries(space: PieceSpace, items: Items, terms: ConfigTerms, slots: l
     missing = sorted({(s.piece, s.batch, s.delay) for g in slots for s in g} - index.keys(),
                      key=lambda k: (k[0], k[1], -1.0 if k[2] is None else k[2]))
     if missing:
-        ent = ent.joined(_slot_entries(space, items, terms, missing, {
-            (s.piece, s.batch, s.delay): s.units for g in slots for s in g}))
+        fewest: dict[tuple[int, int, float | None], int] = {}
+        for s in (s for g in slots for s in g):
+            key = (s.piece, s.batch, s.delay)
+            fewest[key] = min(fewest.get(key, s.units), s.units)
+        ent = ent.joined(_slot_entries(space, items, terms, missing, fewest))
         index.update({k: len(index) + i for i, k in enumerate(missing)})
     return ent, [[index[(s.piece, s.batch, s.delay)] for s in g] for g in slots]
 
 
 def _slot_entries(space: PieceSpace, items: Items, terms: ConfigTerms, keys: list[tuple[int, int, float | None]],
                   units_of: dict[tuple[int, int, float | None], int]) -> Entries:
-    """Entries for (piece type, batch, delay) triples no item offers, at the units a slot of theirs has."""
+    """Entries for (piece type, batch, delay) triples no item offers, at the fewest units a slot of theirs has."""
     perf = space.problem.perf_model
     pa = space.piece_arrays
     piece = np.array([k[0] for k in keys], np.intp)
@@ -227,15 +230,15 @@ def eject_search(space: PieceSpace, items: Items, terms: ConfigTerms, gpus: list
                  deadline: float, seed: int = 0) -> EjectResult:
     """Plans with fewer GPUs than ``gpus`` (each GPU's slots, every one a fitting configuration), one GPU
     fewer at a time, until ``floor`` GPUs (a lower bound: no plan has fewer) or ``deadline``
-    (``time.perf_counter()`` seconds). The best found, each GPU a configuration ``columns.evaluate``
-    accepts, or None; seeded, so a run is repeatable up to where the deadline cuts it."""
+    (``time.perf_counter()`` seconds). The best found, each GPU the column ``columns.evaluate`` made of it,
+    or None; seeded, so a run is repeatable up to where the deadline cuts it."""
     t0 = time.perf_counter()
     gpus = [list(g) for g in gpus if g]
     if len(gpus) <= max(floor, 1):
         return EjectResult(None, 0, 0, time.perf_counter() - t0)
     ent, member = search_entries(space, items, terms, gpus)
     rng = random.Random(seed)
-    best: list[list[ColSlot]] | None = None
+    best: list[Column] | None = None
     emptied = moves = 0
     found_s = None
     width = max(len(m) for m in member)
@@ -263,8 +266,9 @@ def eject_search(space: PieceSpace, items: Items, terms: ConfigTerms, gpus: list
             pool.extend(trial.place(t, tabu, moves))
         if pool:
             continue
-        found = trial.slots()
-        if any(c is None for c in evaluate(space, found)):
+        judged = evaluate(space, trial.slots())
+        found = [c for c in judged if c is not None]
+        if len(found) < len(judged):
             continue  # AllocGPU and the kernel's one test agree by construction; never trusted blindly
         best, current, tried = found, trial, set()
         emptied += 1

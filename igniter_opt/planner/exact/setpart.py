@@ -42,7 +42,6 @@ from igniter_opt.planner.exact.colgen import (
     start_solution,
     trimmed_gpus,
 )
-from igniter_opt.planner.exact.columns import evaluate
 from igniter_opt.planner.exact.dive import DiveResult, dive, dive_text
 from igniter_opt.planner.exact.eject import EjectResult, eject_search, eject_text
 from igniter_opt.planner.exact.items import PreparationTimedOut, check_deadline
@@ -181,15 +180,13 @@ def _eject(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run
                        seed=len(run.ejections))
     run.ejections.append(res)
     if res.gpus is not None:
-        cols = evaluate(setup.space, res.gpus)
-        if all(c is not None for c in cols):
-            counts: dict[int, int] = {}
-            for j in state.master.add([c for c in cols if c is not None]):
-                counts[j] = counts.get(j, 0) + 1
-            found, why = _verified_plan(problem, setup, state, counts, run.inc.chosen, "the ejection search")
-            if why:
-                notes.append(why)
-            run.inc = run.inc.or_better(found, counts, run.inc.chosen)
+        counts: dict[int, int] = {}
+        for j in state.master.add(res.gpus):
+            counts[j] = counts.get(j, 0) + 1
+        found, why = _verified_plan(problem, setup, state, counts, run.inc.chosen, "the ejection search")
+        if why:
+            notes.append(why)
+        run.inc = run.inc.or_better(found, counts, run.inc.chosen)
     _collect_bound(setup, state, run)
     _say_state(options, t0, state, run)
 
