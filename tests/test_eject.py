@@ -4,6 +4,7 @@ and the set-partitioning planner uses it where its integer master and dives find
 
 from __future__ import annotations
 
+import random
 import time
 from collections import Counter
 
@@ -20,7 +21,14 @@ from igniter_opt.planner import greedy
 from igniter_opt.planner.exact import colgen, setpart
 from igniter_opt.planner.exact.columns import ColSlot, evaluate
 from igniter_opt.planner.exact.dive import DiveResult
-from igniter_opt.planner.exact.eject import EjectResult, eject_search, eject_text, search_entries
+from igniter_opt.planner.exact.eject import (
+    FLOOR_POLL_MOVES,
+    EjectResult,
+    eject_search,
+    eject_text,
+    search_entries,
+    search_of,
+)
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 
 
@@ -65,6 +73,37 @@ def test_it_stops_at_its_floor_and_repeats_itself_from_its_seed(eight_on_h100) -
     # a plan already at its floor: nothing to search for
     at_floor = eject_search(*args, floor=len(start), deadline=time.perf_counter() + 30.0)
     assert at_floor.gpus is None and at_floor.moves == 0
+
+
+def test_a_floor_raised_while_it_runs_ends_it_there(eight_on_h100) -> None:
+    start = _one_per_gpu(eight_on_h100)
+    args = (eight_on_h100.space, eight_on_h100.items, eight_on_h100.terms, start)
+    asked: list[int] = []
+
+    def five() -> int:
+        asked.append(5)
+        return 5
+
+    res = eject_search(*args, floor=1, deadline=time.perf_counter() + 30.0, raised_floor=five)
+    assert asked and res.gpus is not None and len(res.gpus) == 5  # not the 2 it finds with floor 1
+    # raised to the plan in hand: it stops within a poll
+    res = eject_search(*args, floor=1, deadline=time.perf_counter() + 30.0, raised_floor=lambda: len(start))
+    assert res.gpus is None and res.moves <= FLOOR_POLL_MOVES
+
+
+def test_pieces_it_could_not_place_go_on_a_gpu_of_their_own_only_where_they_fit_on_one(eight_on_h100) -> None:
+    s = eight_on_h100
+    start = _one_per_gpu(s)
+    search = search_of(s.space, s.items, s.terms, start, random.Random(0))
+    first = int(search.ent.piece[search.member[0, 0]])
+    back = search.without(0).opened([first])
+    assert back is not None and back.member.shape[0] == len(start)
+    row = back.member[-1][back.member[-1] >= 0]
+    assert [int(search.ent.piece[e]) for e in row] == [first]
+    assert back.used()[-1] == search.least[first]  # alone it needs no more than its fewest units
+    assert all(c is not None for c in evaluate(s.space, back.slots()))
+    # every piece on one GPU does not fit (greedy needs two, and so does every plan: the planner's test below)
+    assert search.opened([int(search.ent.piece[e]) for e in search.member[:, 0]]) is None
 
 
 def test_it_ends_by_its_deadline(eight_on_h100) -> None:
@@ -117,7 +156,7 @@ def test_the_planners_ejection_searches_keep_within_their_share_of_the_time_limi
     monkeypatch.setattr(setpart, "dive", lambda *a, **k: DiveResult({}, {}, "stubbed: nothing found", 0, 0, 0.0))
     given: list[float] = []
 
-    def nothing(space, items, terms, gpus, floor, deadline, seed=0):
+    def nothing(space, items, terms, gpus, floor, deadline, seed=0, raised_floor=None):
         given.append(deadline - time.perf_counter())
         return EjectResult(None, 0, 0, given[-1])
 
@@ -130,3 +169,38 @@ def test_the_planners_ejection_searches_keep_within_their_share_of_the_time_limi
     assert sum(given) <= setpart.EJECT_BUDGET_SHARE * limit_s + 1e-6
     assert min(given) >= setpart.MIN_EJECT_S - 0.1
     assert f"{len(given)} ejection search(es)" in ev.notes[-1]
+
+
+def test_where_gpus_hold_many_members_a_search_from_greedys_plan_runs_first_with_the_larger_budget(
+        eight_on_h100, monkeypatch) -> None:
+    """The start of one demand per GPU counts as many members with ``MANY_MEMBERS`` at 1: the first search runs
+    before any generation, from the start, and finds the 2-GPU plan there; stubbed to find nothing, the searches get
+    ``EJECT_BUDGET_SHARE_MANY`` of the limit in all, the first of them all of it."""
+    setup = eight_on_h100
+    problem = setup.space.problem
+    start, start_plan = _one_demand_per_gpu(problem)
+    monkeypatch.setattr(setpart, "MANY_MEMBERS", 1.0)
+    at_rounds: list[tuple[int, int]] = []
+    rounds = setpart._rounds
+
+    def recorded(problem, setup, state, run, *a):
+        at_rounds.append((len(run.ejections), run.inc.plan.num_gpus))
+        return rounds(problem, setup, state, run, *a)
+
+    monkeypatch.setattr(setpart, "_rounds", recorded)
+    plan, ev, failed = setpart.solve_by_columns(problem, SolveOptions(time_limit_s=30), time.perf_counter(), start,
+                                                start_plan)
+    assert failed is None and verify_plan(plan, problem) == []
+    assert at_rounds == [(1, 2)] and plan.num_gpus == ev.bound_gpus == 2
+
+    given: list[float] = []
+
+    def nothing(space, items, terms, gpus, floor, deadline, seed=0, raised_floor=None):
+        given.append(deadline - time.perf_counter())
+        return EjectResult(None, 0, 0, given[-1])
+
+    monkeypatch.setattr(setpart, "eject_search", nothing)
+    limit_s = 30.0
+    setpart.solve_by_columns(problem, SolveOptions(time_limit_s=limit_s), time.perf_counter(), start, start_plan)
+    assert given[0] >= setpart.EJECT_BUDGET_SHARE_MANY * limit_s - 0.5
+    assert sum(given) <= setpart.EJECT_BUDGET_SHARE_MANY * limit_s + 1e-6

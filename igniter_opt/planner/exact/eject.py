@@ -21,6 +21,7 @@ import copy
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,19 +40,24 @@ EJECT_NOISE_UNITS = 3.0
 # Moves without a GPU emptied after which the search starts again from its best plan, emptying the
 # next GPU in order of units (and gives up the round once every GPU was tried).
 MOVES_PER_TRY = 2000
+# How often (in moves) a search asks ``raised_floor`` for a higher floor.
+FLOOR_POLL_MOVES = 100
+# Candidates for a member's place judged by AllocGPU at once, in order of score (most find a fit in the first).
+EJECT_CHUNK = 48
 
 
 @dataclass(frozen=True)
 class EjectResult:
     """What the search found: ``gpus``, each GPU of the best plan as the column the kernel judged it (fewer GPUs
-    than it was given), or None where it found none; how many GPUs it emptied, its moves and seconds, and the seconds
-    in when it found its best."""
+    than it was given), or None where it found none; how many GPUs it emptied, its moves and seconds, the seconds
+    in when it found its best, and how many of its tries gathered the slack instead."""
 
     gpus: list[Column] | None
     emptied: int
     moves: int
     seconds: float
     found_s: float | None = None
+    regathered: int = 0  # tries that failed but left the plan's lightest GPU lighter, taken as the plan to go on from
 
 
 class _Search:
@@ -64,6 +70,10 @@ class _Search:
         self.member, self.units = self._packed(member, units)
         self.by_type = {int(t): np.flatnonzero(ent.piece == t) for t in np.unique(ent.piece)}
         self.least = {t: float(ent.units[e].min()) for t, e in self.by_type.items()}
+        self.least_of_piece = np.zeros(int(ent.piece.max(initial=0)) + 1)
+        for t, u in self.least.items():
+            self.least_of_piece[t] = u
+        self.noise = np.random.default_rng(rng.randrange(2**32))
 
     @staticmethod
     def _packed(member: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,6 +93,32 @@ class _Search:
         out.member, out.units = self._packed(self.member[keep], self.units[keep])
         return out
 
+    def opened(self, types: list[int]) -> _Search | None:
+        """This plan with one GPU more that holds piece types ``types`` (each at its entry of fewest units
+        alone, shares by AllocGPU from there), or None where they do not fit on one GPU."""
+        ent = self.ent
+        entries = np.array([self.by_type[t][np.argmin(ent.units[self.by_type[t]])] for t in types], np.int64)
+        kinds, counts = np.unique(entries, return_counts=True)
+        if (counts > ent.copies[kinds]).any():
+            return None
+        width = max(self.member.shape[1], entries.size + 1)
+        mem = np.full((1, width), -1, np.int64)
+        mem[0, : entries.size] = entries
+        live = mem >= 0
+        safe = np.maximum(mem, 0)
+        cfg = np.where(live, ent.cfg[safe], self.terms.empty)
+        const = np.where(live[..., None], ent.const[safe], blank_constants(mem.shape))
+        ok, _, units = alloc_rows(self.terms, self.cap, cfg, np.where(live, ent.units[safe], 0.0), const)
+        if not ok[0]:
+            return None
+        member = np.full((self.member.shape[0] + 1, width), -1, np.int64)
+        share = np.zeros(member.shape)
+        member[:-1, : self.member.shape[1]], share[:-1, : self.member.shape[1]] = self.member, self.units
+        member[-1], share[-1] = mem[0], np.where(live[0], units[0], 0.0)
+        out = copy.copy(self)
+        out.member, out.units = self._packed(member, share)
+        return out
+
     def _best(self, gpus: np.ndarray, drop: np.ndarray, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """AllocGPU on GPU ``gpus[r]`` with its member at position ``drop[r]`` (-1: none) replaced by, or else
         joined by, entry ``entries[r]``, from the members' current shares and from their least: per row
@@ -93,6 +129,11 @@ class _Search:
         pos = np.where(drop >= 0, drop, (mem >= 0).sum(axis=1))
         rows = np.arange(r)
         mem[rows, pos], cur[rows, pos] = entries, ent.units[entries]
+        # members are at the front of each row: the empty columns all rows share are left out of AllocGPU
+        # (the same sums: the model adds a row's slots left to right), which halves its work on the H100
+        full = mem.shape[1]
+        w = int((mem >= 0).sum(axis=1).max(initial=1))
+        mem, cur = mem[:, :w], cur[:, :w]
         live = mem >= 0
         safe = np.maximum(mem, 0)
         least = np.where(live, ent.units[safe], 0.0)
@@ -103,7 +144,9 @@ class _Search:
         ok, _, units = alloc_rows(terms, self.cap, cfg, np.concatenate([cur, least]), np.concatenate([const, const]))
         tot = np.where(ok, units.sum(axis=1), np.inf)
         second = tot[r:] < tot[:r]
-        return ok[:r] | ok[r:], np.where(second[:, None], units[r:], units[:r])
+        out = np.zeros((r, full))
+        out[:, :w] = np.where(second[:, None], units[r:], units[:r])
+        return ok[:r] | ok[r:], out
 
     def _candidates(self, t: int, eject: bool, tabu: dict[int, int], move: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -145,24 +188,29 @@ class _Search:
         """Piece type ``t`` onto a GPU: where it fits at least growth, else in a member's place; the piece
         types left to place after it (``[t]`` and a random member when it fits nowhere even so)."""
         used = self.used()
-        for eject in (False, True):
-            g, d, e = self._candidates(t, eject, tabu, move)
-            if g.size == 0:
-                continue
+        g, d, e = self._candidates(t, False, tabu, move)
+        if g.size:
             fits, units = self._best(g, d, e)
             ok = np.flatnonzero(fits)
-            if ok.size == 0:
-                continue
-            if not eject:
+            if ok.size:
                 i = int(ok[np.argmin(units[ok].sum(axis=1) - used[g[ok]])])
                 self._apply(int(g[i]), -1, int(e[i]), units[i])
                 return []
-            taken = self.ent.piece[self.member[g[ok], d[ok]]]
-            score = np.array([self.least[int(x)] + EJECT_NOISE_UNITS * self.rng.random() for x in taken])
-            i = int(ok[np.argmin(score)])
-            tabu[t] = move + TABU_MOVES
-            out = self._apply(int(g[i]), int(d[i]), int(e[i]), units[i])
-            return [] if out is None else [out]
+        g, d, e = self._candidates(t, True, tabu, move)
+        taken = self.ent.piece[self.member[g, d]]
+        score = self.least_of_piece[taken] + EJECT_NOISE_UNITS * self.noise.random(g.size)
+        order = np.argsort(score, kind="stable")
+        # The member of least score whose place fits: AllocGPU on the candidates a chunk at a time, in order of
+        # score, so that the first chunk with a fit ends it (the same choice as judging every candidate)
+        for lo in range(0, order.size, EJECT_CHUNK):
+            idx = order[lo: lo + EJECT_CHUNK]
+            fits, units = self._best(g[idx], d[idx], e[idx])
+            ok = np.flatnonzero(fits)
+            if ok.size:
+                i, k = int(idx[ok[0]]), int(ok[0])
+                tabu[t] = move + TABU_MOVES
+                out = self._apply(int(g[i]), int(d[i]), int(e[i]), units[k])
+                return [] if out is None else [out]
         # nowhere, not even in a member's place: shake the plan (a random member out)
         g0, pos = self._random_member()
         taken_e = int(self.member[g0, pos])
@@ -226,26 +274,42 @@ def _slot_entries(space: PieceSpace, items: Items, terms: ConfigTerms, keys: lis
     return Entries(piece, batch, units, delay, cfg, const, copies)
 
 
+def search_of(space: PieceSpace, items: Items, terms: ConfigTerms, gpus: list[list[ColSlot]],
+              rng: random.Random) -> _Search:
+    """The search's arrays of a plan (each GPU's slots)."""
+    ent, member = search_entries(space, items, terms, gpus)
+    width = max(len(m) for m in member)
+    return _Search(space, terms, ent, np.array([m + [-1] * (width - len(m)) for m in member], np.int64),
+                   np.array([[s.units for s in g] + [0] * (width - len(g)) for g in gpus], float), rng)
+
+
 def eject_search(space: PieceSpace, items: Items, terms: ConfigTerms, gpus: list[list[ColSlot]], floor: int,
-                 deadline: float, seed: int = 0) -> EjectResult:
+                 deadline: float, seed: int = 0, raised_floor: Callable[[], int] | None = None) -> EjectResult:
     """Plans with fewer GPUs than ``gpus`` (each GPU's slots, every one a fitting configuration), one GPU
-    fewer at a time, until ``floor`` GPUs (a lower bound: no plan has fewer) or ``deadline``
-    (``time.perf_counter()`` seconds). The best found, each GPU the column ``columns.evaluate`` made of it,
-    or None; seeded, so a run is repeatable up to where the deadline cuts it."""
+    fewer at a time, until ``floor`` GPUs (a lower bound: no plan has fewer; ``raised_floor``, where given, is
+    asked for a higher one at each GPU it tries to empty and every ``FLOOR_POLL_MOVES`` moves) or ``deadline``
+    (``time.perf_counter()`` seconds). The best found, each GPU the column ``columns.evaluate`` made of it, or
+    None; seeded, so a run is repeatable up to where the deadline (or a raised floor) cuts it.
+
+    A try that cannot empty its GPU within ``MOVES_PER_TRY`` moves still leaves the plan changed, with the
+    pieces it could not place left over; where those fit on one GPU of fewer share units than the plan's
+    lightest, that plan (as many GPUs, the slack gathered on one) is the one the search goes on from."""
     t0 = time.perf_counter()
     gpus = [list(g) for g in gpus if g]
     if len(gpus) <= max(floor, 1):
         return EjectResult(None, 0, 0, time.perf_counter() - t0)
-    ent, member = search_entries(space, items, terms, gpus)
     rng = random.Random(seed)
+    current = search_of(space, items, terms, gpus, rng)
+    ent = current.ent
     best: list[Column] | None = None
-    emptied = moves = 0
+    emptied = moves = regathered = 0
     found_s = None
-    width = max(len(m) for m in member)
-    current = _Search(space, terms, ent, np.array([m + [-1] * (width - len(m)) for m in member], np.int64),
-                      np.array([[s.units for s in g] + [0] * (width - len(g)) for g in gpus], float), rng)
     tried: set[tuple] = set()
-    while len(current.member) > max(floor, 1) and time.perf_counter() < deadline:
+    while time.perf_counter() < deadline:
+        if raised_floor is not None:
+            floor = max(floor, raised_floor())
+        if len(current.member) <= max(floor, 1):
+            break
         now = current.slots()
         used = current.used()
         order = sorted(range(len(now)), key=lambda g: (used[g], g))
@@ -261,10 +325,22 @@ def eject_search(space: PieceSpace, items: Items, terms: ConfigTerms, gpus: list
             if not pool or time.perf_counter() >= deadline:
                 break
             moves += 1
+            if raised_floor is not None and moves % FLOOR_POLL_MOVES == 0:
+                floor = max(floor, raised_floor())
+                if len(trial.member) < floor:  # the plan in hand is at a floor raised meanwhile
+                    break
             pool.sort(key=lambda t: -trial.least[t])
             t = pool.pop(0) if rng.random() < LARGEST_FIRST else pool.pop(rng.randrange(len(pool)))
             pool.extend(trial.place(t, tabu, moves))
+        if len(trial.member) < floor:
+            break
         if pool:
+            # Same GPUs, but the slack gathered on one of them: a step on, where its share units fall below
+            # the plan's lightest GPU (so the search cannot cycle)
+            lighter = trial.opened(pool)
+            if lighter is not None and lighter.used().min() < current.used().min():
+                current, tried = lighter, set()
+                regathered += 1
             continue
         judged = evaluate(space, trial.slots())
         found = [c for c in judged if c is not None]
@@ -273,7 +349,7 @@ def eject_search(space: PieceSpace, items: Items, terms: ConfigTerms, gpus: list
         best, current, tried = found, trial, set()
         emptied += 1
         found_s = time.perf_counter() - t0
-    return EjectResult(best, emptied, moves, time.perf_counter() - t0, found_s)
+    return EjectResult(best, emptied, moves, time.perf_counter() - t0, found_s, regathered)
 
 
 def eject_text(runs: list[EjectResult]) -> str:
@@ -283,4 +359,4 @@ def eject_text(runs: list[EjectResult]) -> str:
     found = sum(1 for r in runs if r.gpus is not None)
     return (f"{len(runs)} ejection search(es) in {math.fsum(r.seconds for r in runs):.1f} s "
             f"({sum(r.moves for r in runs)} moves, {sum(r.emptied for r in runs)} GPU(s) emptied, "
-            f"{found} found a better plan)")
+            f"{sum(r.regathered for r in runs)} time(s) the slack gathered on one GPU, {found} found a better plan)")

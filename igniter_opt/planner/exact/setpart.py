@@ -71,6 +71,14 @@ MIN_EJECT_S = 2.0
 # members, four searches from the same 23-GPU plan found nothing in 40 s and took the time the integer master had
 # used to find 22 (commit 752bfa3); on the H100 every search that found a plan did within 23 s of 120.
 EJECT_BUDGET_SHARE = 0.2
+# Where greedy's GPUs hold this many members or more on average (the H100: 2.5 at V100 n = 200, 10.5 at H100 n = 200),
+# the integer master over the columns rarely beats greedy and the ejection search is what finds better plans: there
+# all searches together get EJECT_BUDGET_SHARE_MANY of the limit, and the first runs before generation, from greedy's
+# plan, with all of it (the worker works on the bound meanwhile; the search ends where that bound meets its plan).
+# At H100 n = 200 seed 2 it needs 43 s in one search to find 18 GPUs (greedy 19): a run at 120 s gave it 22 s after
+# generation, and two searches of 36 and 12 s found nothing.
+MANY_MEMBERS = 5.0
+EJECT_BUDGET_SHARE_MANY = 0.4
 FORMULATION = "set partitioning (column generation, price-and-branch)"
 
 
@@ -164,20 +172,25 @@ def _dive(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run:
 
 
 def _eject(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, options: SolveOptions,
-           t0: float, deadline: float, notes: list[str]) -> None:
-    """An ejection search (``eject``) from the incumbent's GPUs where the plan is above the bound, within
-    ``EJECT_SHARE`` of the time left and what is left of ``EJECT_BUDGET_SHARE`` of the time limit (none with less
-    than ``MIN_EJECT_S``); the GPUs of a plan it finds enter the master as columns, and that plan, verified, replaces
-    the incumbent."""
+           t0: float, deadline: float, notes: list[str], share: float = EJECT_SHARE) -> None:
+    """An ejection search (``eject``) from the incumbent's GPUs where the plan is above the bound, within ``share``
+    of the time left and what is left of the run's budget for them (``_eject_budget_s``; none with less than
+    ``MIN_EJECT_S``), ending early where the bound (the worker's, collected as it goes) meets its plan; the GPUs of
+    a plan it finds enter the master as columns, and that plan, verified, replaces the incumbent."""
     spent = math.fsum(r.seconds for r in run.ejections)
-    limit = min(EJECT_SHARE * (deadline - time.perf_counter()), EJECT_BUDGET_SHARE * options.time_limit_s - spent)
+    limit = min(share * (deadline - time.perf_counter()), _eject_budget_s(setup, options) - spent)
     if limit < MIN_EJECT_S or run.bound >= run.inc.plan.num_gpus:
         return
     got = trimmed_gpus(setup, state.master.columns, run.inc.counts, run.inc.chosen)
     if got is None:
         return
+
+    def raised_floor() -> int:
+        _collect_bound(setup, state, run)
+        return run.bound
+
     res = eject_search(setup.space, setup.items, setup.terms, got[0], run.bound, time.perf_counter() + limit,
-                       seed=len(run.ejections))
+                       seed=len(run.ejections), raised_floor=raised_floor)
     run.ejections.append(res)
     if res.gpus is not None:
         counts: dict[int, int] = {}
@@ -189,6 +202,19 @@ def _eject(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run
         run.inc = run.inc.or_better(found, counts, run.inc.chosen)
     _collect_bound(setup, state, run)
     _say_state(options, t0, state, run)
+
+
+def members_per_gpu(setup: ColgenSetup) -> float:
+    """Members per GPU of greedy's plan, on average."""
+    gpus = sum(k for _, k in setup.start_columns)
+    return sum(len(c.slots) * k for c, k in setup.start_columns) / max(gpus, 1)
+
+
+def _eject_budget_s(setup: ColgenSetup, options: SolveOptions) -> float:
+    """Seconds all of a run's ejection searches may take: a share of the limit, larger where GPUs hold many
+    members."""
+    many = members_per_gpu(setup) >= MANY_MEMBERS
+    return (EJECT_BUDGET_SHARE_MANY if many else EJECT_BUDGET_SHARE) * options.time_limit_s
 
 
 @dataclass
@@ -360,6 +386,8 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
     failed = None
     try:
         with proofs_on_a_second_core(setup, state, options.time_limit_s, options.threads, deadline, classes=True):
+            if members_per_gpu(setup) >= MANY_MEMBERS:  # greedy's plan searched first (see MANY_MEMBERS)
+                _eject(problem, setup, state, run, options, t0, deadline, notes, share=1.0)
             _rounds(problem, setup, state, run, options, t0, deadline, notes)
             _last_proof(setup, state, run, deadline)
     except Exception as exc:  # noqa: BLE001 - solver trouble returns the best plan so far, with the reason
