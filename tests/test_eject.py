@@ -45,6 +45,16 @@ def _one_demand_per_gpu(problem: PlanningProblem) -> tuple[Packing, Plan]:
     return start, assemble_plan(problem, start, "greedy", SolveOutcome(SolveStatus.HEURISTIC))
 
 
+def _finding_nothing(given: list[float]):
+    """A stand-in for ``eject_search`` that finds nothing and reports it used all it was given (into ``given``)."""
+
+    def nothing(space, items, terms, gpus, floor, deadline, seed=0, raised_floor=None):
+        given.append(deadline - time.perf_counter())
+        return EjectResult(None, 0, 0, given[-1])
+
+    return nothing
+
+
 def _pieces(gpus: list[list[ColSlot]]) -> Counter:
     return Counter(s.piece for g in gpus for s in g)
 
@@ -155,12 +165,7 @@ def test_the_planners_ejection_searches_keep_within_their_share_of_the_time_limi
     monkeypatch.setattr(setpart, "_improve", lambda problem, setup, state, inc, *a: inc)
     monkeypatch.setattr(setpart, "dive", lambda *a, **k: DiveResult({}, {}, "stubbed: nothing found", 0, 0, 0.0))
     given: list[float] = []
-
-    def nothing(space, items, terms, gpus, floor, deadline, seed=0, raised_floor=None):
-        given.append(deadline - time.perf_counter())
-        return EjectResult(None, 0, 0, given[-1])
-
-    monkeypatch.setattr(setpart, "eject_search", nothing)
+    monkeypatch.setattr(setpart, "eject_search", _finding_nothing(given))
     limit_s = 30.0
     plan, ev, failed = setpart.solve_by_columns(problem, SolveOptions(time_limit_s=limit_s), time.perf_counter(),
                                                 start, start_plan)
@@ -194,12 +199,7 @@ def test_where_gpus_hold_many_members_a_search_from_greedys_plan_runs_first_with
     assert at_rounds == [(1, 2)] and plan.num_gpus == ev.bound_gpus == 2
 
     given: list[float] = []
-
-    def nothing(space, items, terms, gpus, floor, deadline, seed=0, raised_floor=None):
-        given.append(deadline - time.perf_counter())
-        return EjectResult(None, 0, 0, given[-1])
-
-    monkeypatch.setattr(setpart, "eject_search", nothing)
+    monkeypatch.setattr(setpart, "eject_search", _finding_nothing(given))
     limit_s = 30.0
     setpart.solve_by_columns(problem, SolveOptions(time_limit_s=limit_s), time.perf_counter(), start, start_plan)
     assert given[0] >= setpart.EJECT_BUDGET_SHARE_MANY * limit_s - 0.5

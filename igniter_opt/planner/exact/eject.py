@@ -10,7 +10,9 @@ nowhere, it takes the place of one member of some GPU (the member of fewest unit
 noise, and not a piece type that has just come in: a short tabu list), and that member is the next
 to place. Each piece may enter at any batch its items offer, and each GPU's shares are found anew,
 from the members' current shares or from their least, whichever fits in fewer units. When no piece
-is left the plan has one GPU fewer, and the search goes on to the next. It proves nothing and is a
+is left the plan has one GPU fewer, and the search goes on to the next; where a try ends with pieces it could
+not place, and they fit on one GPU lighter than the plan's lightest, the search goes on from that plan (the
+slack gathered on one GPU, the next to empty). It proves nothing and is a
 heuristic in what it finds; what it returns is judged by the kernel (``columns.evaluate``) like any
 column, and the planner verifies the plan again.
 """
@@ -37,8 +39,9 @@ LARGEST_FIRST = 0.7
 TABU_MOVES = 5
 # Noise, in share units, added to a member's units alone when choosing which one makes room.
 EJECT_NOISE_UNITS = 3.0
-# Moves without a GPU emptied after which the search starts again from its best plan, emptying the
-# next GPU in order of units (and gives up the round once every GPU was tried).
+# Moves without a GPU emptied after which the search starts again, from its best plan or from the plan the try
+# left where that gathered the slack on one GPU, emptying the next GPU in order of units (and gives up once every
+# GPU of the plan it goes on from was tried).
 MOVES_PER_TRY = 2000
 # How often (in moves) a search asks ``raised_floor`` for a higher floor.
 FLOOR_POLL_MOVES = 100
@@ -130,7 +133,7 @@ class _Search:
         rows = np.arange(r)
         mem[rows, pos], cur[rows, pos] = entries, ent.units[entries]
         # members are at the front of each row: the empty columns all rows share are left out of AllocGPU
-        # (the same sums: the model adds a row's slots left to right), which halves its work on the H100
+        # (the same sums: the model adds a row's slots left to right; 7 % more moves at H100 n = 200)
         full = mem.shape[1]
         w = int((mem >= 0).sum(axis=1).max(initial=1))
         mem, cur = mem[:, :w], cur[:, :w]

@@ -9,10 +9,11 @@ once the LP over the columns, rounded up, is at the certified bound, or the LP i
 the bound can rise no more that way, so the time left goes to the plan (``_plan_search``: integer masters, ejection
 searches and price-and-dives, ``dive``, in turn). After an integer master, and where the LP over the columns shows
 that they hold no better plan, an ejection search (``eject``) looks for a plan of fewer GPUs from the incumbent's,
-outside the columns; its GPUs enter the master as columns. The plan returned is the best of those plans and the
-start, each verified by the kernel (``verify_plan``); the bound is the largest of the trivial bound, column
-generation's certified (Farley or LP) bound and the member-class bound, rounded up, over the split options of
-``pieces`` (``pieces.scope_text``).
+outside the columns; its GPUs enter the master as columns. Where greedy's GPUs hold many members
+(``MANY_MEMBERS``: the H100), the first such search runs before generation, from greedy's plan. The plan returned
+is the best of those plans and the start, each verified by the kernel (``verify_plan``); the bound is the largest
+of the trivial bound, column generation's certified (Farley or LP) bound and the member-class bound, rounded up,
+over the split options of ``pieces`` (``pieces.scope_text``).
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ MIN_EJECT_S = 2.0
 # members, four searches from the same 23-GPU plan found nothing in 40 s and took the time the integer master had
 # used to find 22 (commit 752bfa3); on the H100 every search that found a plan did within 23 s of 120.
 EJECT_BUDGET_SHARE = 0.2
-# Where greedy's GPUs hold this many members or more on average (the H100: 2.5 at V100 n = 200, 10.5 at H100 n = 200),
+# Where greedy's GPUs hold this many members or more on average (1.9-2.5 on the V100 at n = 50 and 200, 7.1-10.5 on
+# the H100),
 # the integer master over the columns rarely beats greedy and the ejection search is what finds better plans: there
 # all searches together get EJECT_BUDGET_SHARE_MANY of the limit, and the first runs before generation, from greedy's
 # plan, with all of it (the worker works on the bound meanwhile; the search ends where that bound meets its plan).
