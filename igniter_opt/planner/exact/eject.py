@@ -204,9 +204,12 @@ class _Search:
         score = self.least_of_piece[taken] + EJECT_NOISE_UNITS * self.noise.random(g.size)
         order = np.argsort(score, kind="stable")
         # The member of least score whose place fits: AllocGPU on the candidates a chunk at a time, in order of
-        # score, so that the first chunk with a fit ends it (the same choice as judging every candidate)
-        for lo in range(0, order.size, EJECT_CHUNK):
-            idx = order[lo: lo + EJECT_CHUNK]
+        # score, so that the first chunk with a fit ends it (the same choice as judging every candidate); each
+        # chunk twice the last, as where few places fit (H100 n = 1000) small chunks cost a call each
+        lo, size = 0, EJECT_CHUNK
+        while lo < order.size:
+            idx = order[lo: lo + size]
+            lo, size = lo + size, 2 * size
             fits, units = self._best(g[idx], d[idx], e[idx])
             ok = np.flatnonzero(fits)
             if ok.size:
