@@ -72,10 +72,9 @@ class _Search:
         self.cap = space.cap_units
         self.member, self.units = self._packed(member, units)
         self.by_type = {int(t): np.flatnonzero(ent.piece == t) for t in np.unique(ent.piece)}
-        self.least = {t: float(ent.units[e].min()) for t, e in self.by_type.items()}
-        self.least_of_piece = np.zeros(int(ent.piece.max(initial=0)) + 1)
-        for t, u in self.least.items():
-            self.least_of_piece[t] = u
+        self.least = np.zeros(int(ent.piece.max(initial=0)) + 1)  # per piece type, its fewest units alone
+        for t, e in self.by_type.items():
+            self.least[t] = ent.units[e].min()
         self.noise = np.random.default_rng(rng.randrange(2**32))
 
     @staticmethod
@@ -107,11 +106,8 @@ class _Search:
         width = max(self.member.shape[1], entries.size + 1)
         mem = np.full((1, width), -1, np.int64)
         mem[0, : entries.size] = entries
-        live = mem >= 0
-        safe = np.maximum(mem, 0)
-        cfg = np.where(live, ent.cfg[safe], self.terms.empty)
-        const = np.where(live[..., None], ent.const[safe], blank_constants(mem.shape))
-        ok, _, units = alloc_rows(self.terms, self.cap, cfg, np.where(live, ent.units[safe], 0.0), const)
+        live, least, cfg, const = self._tables(mem)
+        ok, _, units = alloc_rows(self.terms, self.cap, cfg, least, const)
         if not ok[0]:
             return None
         member = np.full((self.member.shape[0] + 1, width), -1, np.int64)
@@ -121,6 +117,16 @@ class _Search:
         out = copy.copy(self)
         out.member, out.units = self._packed(member, share)
         return out
+
+    def _tables(self, mem: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """For rows of entries ``mem`` (-1: empty): which slots are live, their fewest units alone, their
+        ``ConfigTerms`` index at those units, and their kernel constants (AllocGPU's input)."""
+        live = mem >= 0
+        safe = np.maximum(mem, 0)
+        least = np.where(live, self.ent.units[safe], 0.0)
+        cfg = np.where(live, self.ent.cfg[safe], self.terms.empty)
+        const = np.where(live[..., None], self.ent.const[safe], blank_constants(mem.shape))
+        return live, least, cfg, const
 
     def _best(self, gpus: np.ndarray, drop: np.ndarray, entries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """AllocGPU on GPU ``gpus[r]`` with its member at position ``drop[r]`` (-1: none) replaced by, or else
@@ -137,12 +143,8 @@ class _Search:
         full = mem.shape[1]
         w = int((mem >= 0).sum(axis=1).max(initial=1))
         mem, cur = mem[:, :w], cur[:, :w]
-        live = mem >= 0
-        safe = np.maximum(mem, 0)
-        least = np.where(live, ent.units[safe], 0.0)
+        live, least, cfg0, const = self._tables(mem)
         cur = np.where(live, np.maximum(cur, least), 0.0)
-        cfg0 = np.where(live, ent.cfg[safe], terms.empty)
-        const = np.where(live[..., None], ent.const[safe], blank_constants(mem.shape))
         cfg = np.concatenate([cfg0 + (cur - least).astype(np.int64), cfg0])
         ok, _, units = alloc_rows(terms, self.cap, cfg, np.concatenate([cur, least]), np.concatenate([const, const]))
         tot = np.where(ok, units.sum(axis=1), np.inf)
@@ -201,7 +203,7 @@ class _Search:
                 return []
         g, d, e = self._candidates(t, True, tabu, move)
         taken = self.ent.piece[self.member[g, d]]
-        score = self.least_of_piece[taken] + EJECT_NOISE_UNITS * self.noise.random(g.size)
+        score = self.least[taken] + EJECT_NOISE_UNITS * self.noise.random(g.size)
         order = np.argsort(score, kind="stable")
         # The member of least score whose place fits: AllocGPU on the candidates a chunk at a time, in order of
         # score, so that the first chunk with a fit ends it (the same choice as judging every candidate); each

@@ -176,11 +176,11 @@ def _dive(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run:
 def _eject(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, options: SolveOptions,
            t0: float, deadline: float, notes: list[str], share: float = EJECT_SHARE) -> None:
     """An ejection search (``eject``) from the incumbent's GPUs where the plan is above the bound, within ``share``
-    of the time left and what is left of the run's budget for them (``_eject_budget_s``; none with less than
+    of the time left and what is left of the run's budget for them (``_Run.eject_budget_s``; none with less than
     ``MIN_EJECT_S``), ending early where the bound (the worker's, collected as it goes) meets its plan; the GPUs of
     a plan it finds enter the master as columns, and that plan, verified, replaces the incumbent."""
     spent = math.fsum(r.seconds for r in run.ejections)
-    limit = min(share * (deadline - time.perf_counter()), _eject_budget_s(setup, options) - spent)
+    limit = min(share * (deadline - time.perf_counter()), run.eject_budget_s - spent)
     if limit < MIN_EJECT_S or run.bound >= run.inc.plan.num_gpus:
         return
     got = trimmed_gpus(setup, state.master.columns, run.inc.counts, run.inc.chosen)
@@ -212,20 +212,15 @@ def members_per_gpu(setup: ColgenSetup) -> float:
     return sum(len(c.slots) * k for c, k in setup.start_columns) / max(gpus, 1)
 
 
-def _eject_budget_s(setup: ColgenSetup, options: SolveOptions) -> float:
-    """Seconds all of a run's ejection searches may take: a share of the limit, larger where GPUs hold many
-    members."""
-    many = members_per_gpu(setup) >= MANY_MEMBERS
-    return (EJECT_BUDGET_SHARE_MANY if many else EJECT_BUDGET_SHARE) * options.time_limit_s
-
-
 @dataclass
 class _Run:
-    """The incumbent, the certified bound in GPUs, how many integer masters ran, the dives and the ejection
-    searches."""
+    """The incumbent, the certified bound in GPUs, whether greedy's GPUs hold many members (``MANY_MEMBERS``),
+    how many integer masters ran, the dives and the ejection searches."""
 
     inc: _Incumbent
     bound: int
+    many_members: bool
+    eject_budget_s: float  # seconds all ejection searches may take: a share of the limit, larger with many members
     masters: int = 0
     skipped: int = 0  # integer masters not run: the restricted LP showed they could not beat the incumbent
     regenerated: int = 0  # generations past the settled LP after a plan search's turn that found nothing
@@ -383,12 +378,14 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
         check_deadline(deadline, setup.trivial_gpus)
     except PreparationTimedOut as out:
         return (*_unprepared(problem, options, t0, start_plan, out.trivial_gpus), None)
-    run = _Run(_Incumbent(start_plan, start_solution(setup, state.master), setup.start_choice, ""), setup.trivial_gpus)
+    many = members_per_gpu(setup) >= MANY_MEMBERS
+    run = _Run(_Incumbent(start_plan, start_solution(setup, state.master), setup.start_choice, ""), setup.trivial_gpus,
+               many, (EJECT_BUDGET_SHARE_MANY if many else EJECT_BUDGET_SHARE) * options.time_limit_s)
     notes: list[str] = []
     failed = None
     try:
         with proofs_on_a_second_core(setup, state, options.time_limit_s, options.threads, deadline, classes=True):
-            if members_per_gpu(setup) >= MANY_MEMBERS:  # greedy's plan searched first (see MANY_MEMBERS)
+            if run.many_members:  # greedy's plan searched first (see MANY_MEMBERS)
                 _eject(problem, setup, state, run, options, t0, deadline, notes, share=1.0)
             _rounds(problem, setup, state, run, options, t0, deadline, notes)
             _last_proof(setup, state, run, deadline)
