@@ -72,9 +72,11 @@ class _Search:
         self.cap = space.cap_units
         self.member, self.units = self._packed(member, units)
         self.by_type = {int(t): np.flatnonzero(ent.piece == t) for t in np.unique(ent.piece)}
-        self.least = np.zeros(int(ent.piece.max(initial=0)) + 1)  # per piece type, its fewest units alone
+        # per piece type, its entry of fewest units alone and those units
+        self.fewest_entry = np.zeros(int(ent.piece.max(initial=0)) + 1, np.int64)
         for t, e in self.by_type.items():
-            self.least[t] = ent.units[e].min()
+            self.fewest_entry[t] = e[np.argmin(ent.units[e])]
+        self.least = ent.units[self.fewest_entry]
         self.noise = np.random.default_rng(rng.randrange(2**32))
 
     @staticmethod
@@ -99,7 +101,7 @@ class _Search:
         """This plan with one GPU more that holds piece types ``types`` (each at its entry of fewest units
         alone, shares by AllocGPU from there), or None where they do not fit on one GPU."""
         ent = self.ent
-        entries = np.array([self.by_type[t][np.argmin(ent.units[self.by_type[t]])] for t in types], np.int64)
+        entries = self.fewest_entry[np.asarray(types, np.int64)]
         kinds, counts = np.unique(entries, return_counts=True)
         if (counts > ent.copies[kinds]).any():
             return None

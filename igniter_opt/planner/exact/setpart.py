@@ -73,12 +73,11 @@ MIN_EJECT_S = 2.0
 # used to find 22 (commit 752bfa3); on the H100 every search that found a plan did within 23 s of 120.
 EJECT_BUDGET_SHARE = 0.2
 # Where greedy's GPUs hold this many members or more on average (1.9-2.5 on the V100 at n = 50 and 200, 7.1-10.5 on
-# the H100),
-# the integer master over the columns rarely beats greedy and the ejection search is what finds better plans: there
-# all searches together get EJECT_BUDGET_SHARE_MANY of the limit, and the first runs before generation, from greedy's
-# plan, with all of it (the worker works on the bound meanwhile; the search ends where that bound meets its plan).
-# At H100 n = 200 seed 2 it needs 43 s in one search to find 18 GPUs (greedy 19): a run at 120 s gave it 22 s after
-# generation, and two searches of 36 and 12 s found nothing.
+# the H100), the integer master over the columns rarely beats greedy and the ejection search is what finds better
+# plans: there all searches together get EJECT_BUDGET_SHARE_MANY of the limit, and the first runs before generation,
+# from greedy's plan, with all of it (the worker works on the bound meanwhile; the search ends where that bound meets
+# its plan). At H100 n = 200 seed 2 it needs 43 s in one search to find 18 GPUs (greedy 19): a run at 120 s gave it
+# 22 s after generation, and two searches of 36 and 12 s found nothing.
 MANY_MEMBERS = 5.0
 EJECT_BUDGET_SHARE_MANY = 0.4
 FORMULATION = "set partitioning (column generation, price-and-branch)"
@@ -206,7 +205,7 @@ def _eject(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run
     _say_state(options, t0, state, run)
 
 
-def members_per_gpu(setup: ColgenSetup) -> float:
+def _members_per_gpu(setup: ColgenSetup) -> float:
     """Members per GPU of greedy's plan, on average."""
     gpus = sum(k for _, k in setup.start_columns)
     return sum(len(c.slots) * k for c, k in setup.start_columns) / max(gpus, 1)
@@ -378,7 +377,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
         check_deadline(deadline, setup.trivial_gpus)
     except PreparationTimedOut as out:
         return (*_unprepared(problem, options, t0, start_plan, out.trivial_gpus), None)
-    many = members_per_gpu(setup) >= MANY_MEMBERS
+    many = _members_per_gpu(setup) >= MANY_MEMBERS
     run = _Run(_Incumbent(start_plan, start_solution(setup, state.master), setup.start_choice, ""), setup.trivial_gpus,
                many, (EJECT_BUDGET_SHARE_MANY if many else EJECT_BUDGET_SHARE) * options.time_limit_s)
     notes: list[str] = []
