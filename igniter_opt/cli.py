@@ -120,8 +120,8 @@ def solver_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option("--gap", type=click.FloatRange(min=0), default=None,
                       help="Relative MIP gap at which the exact planner stops.")(fn)
     return click.option("--time-limit", type=click.FloatRange(min=0, min_open=True), default=None,
-                        help=f"Seconds the exact planner may take in all (building the model included); with "
-                             f"--fleet, the fleet greedy's local search too. "
+                        help=f"Seconds the exact planner may take in all (the problem checks and building the "
+                             f"model included); with --fleet, the fleet greedy's local search too. "
                              f"[default: {DEFAULT_TIME_LIMIT_S:g}; $IGNITER_OPT_TIME_LIMIT_S]")(fn)
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -56,7 +57,9 @@ class SolveOptions:
     columns, bound, incumbent, gap); None keeps it quiet. ``fallback_greedy``: the exact planners
     (``exact``, the replanners ``exact`` and ``columns``) return the greedy plan, with status ``error``
     and the reason in its message, when HiGHS cannot be loaded, instead of raising
-    ``SolverUnavailableError``.
+    ``SolverUnavailableError``. ``clock_start``: the ``time.perf_counter()`` at which the time limit's
+    clock started (``run_planner`` and ``run_replanner`` set it before their problem checks, so those
+    count against the limit); None: when the planner starts (``started``).
     """
 
     time_limit_s: float = DEFAULT_TIME_LIMIT_S
@@ -67,6 +70,15 @@ class SolveOptions:
     migration_cost: float = DEFAULT_MIGRATION_COST
     progress: Callable[[str], None] | None = None
     fallback_greedy: bool = False
+    clock_start: float | None = None
+
+    def started(self) -> float:
+        """When the time limit's clock started: ``clock_start``, or now where none was set."""
+        return time.perf_counter() if self.clock_start is None else self.clock_start
+
+    def clocked(self) -> SolveOptions:
+        """These options with the clock started now, unless it already was."""
+        return self if self.clock_start is not None else replace(self, clock_start=time.perf_counter())
 
     @classmethod
     def from_env(cls, **overrides: object) -> SolveOptions:

@@ -267,6 +267,25 @@ def test_a_limit_that_comes_while_preparing_returns_greedys_plan_in_time(v100_mo
     assert s.status == SolveStatus.FEASIBLE and s.gap is not None and s.gap > 0
 
 
+def test_the_problem_checks_count_against_the_time_limit(v100_model, monkeypatch) -> None:
+    """``run_planner`` starts the limit's clock before its problem checks: at 2000 workloads they took 0.49 s
+    outside the limit, and 3 / 8 / 20 s runs ended at 3.09 / 8.11 / 20.13 s. Checks slowed past a 1.5 s limit
+    leave the planner no time, so it returns greedy's plan at once; a clock started by the caller is kept."""
+    from igniter_opt import planner as planner_mod
+
+    problem = _mix40(v100_model, monkeypatch)
+    _slowed(monkeypatch, planner_mod.checks, "check_problem", 2.0)
+    t0 = time.perf_counter()
+    out = planner_mod.run_planner(problem, "exact", SolveOptions(time_limit_s=1.5))
+    wall = time.perf_counter() - t0
+    assert wall < 2.0 + 0.5, wall  # 3.5 s and more with the checks outside the limit
+    assert "time limit (1.5 s) came while preparing" in out.plan.solver.message and out.violations == ()
+    assert out.plan.num_gpus == greedy.solve(problem).num_gpus
+    assert out.plan.solver.wall_s >= 2.0  # the solve time reported is the limit's: the checks are in it
+    started = SolveOptions(clock_start=12.5)
+    assert started.clocked() is started and started.started() == 12.5
+
+
 def test_the_kernel_heuristic_and_pair_pricing_stop_at_their_deadline(v100_model, monkeypatch) -> None:
     """The first pair-pricing round screens pairs of piece types on first use (6.5 s at 2000 workloads)
     and once ended a 10 s run at 17 s. Screening slowed to 50 ms a pair here, a round given 0.4 s ends
@@ -598,23 +617,31 @@ def test_the_fleet_master_gets_the_time_left_less_the_watchdogs_grace(left_s: fl
     assert ends and all(end + WATCHDOG_GRACE_S <= deadline + 0.05 for end in ends), (ends, deadline)
 
 
-@pytest.mark.parametrize("limit_s", [2.0, 4.0])
-def test_the_replanners_master_gets_the_time_left_less_the_watchdogs_grace(limit_s: float, monkeypatch) -> None:
-    """The columns replanner's integer master ends, watchdog included, by its deadline, or does not run and
-    the greedy replan stands, verified (it once got all the time left)."""
+def _table3_replan():
+    """The paper's Table 3 mix on the H100, replanned from greedy's plan at three times its rates."""
     from dataclasses import replace as dc_replace
     from pathlib import Path
 
     from igniter_opt.perfmodel import load_profile
     from igniter_opt.planio import read_workloads
-    from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
     from igniter_opt.replan import ReplanProblem
-    from igniter_opt.replan import columns as rcolumns
 
     repo = Path(__file__).resolve().parents[1]
     h100 = load_profile(repo / "profiles" / "h100")
     ws = read_workloads(repo / "examples" / "paper-table3.csv")
     current = greedy.solve(PlanningProblem(tuple(dc_replace(w, rate_rps=3 * w.rate_rps) for w in ws), h100))
+    return ReplanProblem(current, PlanningProblem(ws, h100))
+
+
+@pytest.mark.parametrize("limit_s", [2.0, 4.0])
+def test_the_replanners_master_gets_the_time_left_less_the_watchdogs_grace(limit_s: float, monkeypatch) -> None:
+    """The columns replanner's integer master ends, watchdog included, by its deadline, or does not run and
+    the greedy replan stands, verified (it once got all the time left)."""
+    from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S
+    from igniter_opt.replan import columns as rcolumns
+
+    rp = _table3_replan()
+    problem = rp.problem
     ends: list[float] = []
     real = rcolumns.solve_integer_master
 
@@ -623,13 +650,28 @@ def test_the_replanners_master_gets_the_time_left_less_the_watchdogs_grace(limit
         return real(*args, **kwargs)
 
     monkeypatch.setattr(rcolumns, "solve_integer_master", master)
-    problem = PlanningProblem(ws, h100)
-    t0 = time.perf_counter()  # the replanner's own clock starts here (the input checks come before it)
-    plan = rcolumns.solve(ReplanProblem(current, problem), SolveOptions(time_limit_s=limit_s, migration_cost=1.0))
+    t0 = time.perf_counter()  # the replanner's own clock starts here (run_replanner's checks come before it)
+    plan = rcolumns.solve(rp, SolveOptions(time_limit_s=limit_s, migration_cost=1.0))
     deadline = t0 + limit_s - rcolumns.EXTRACT_RESERVE_S
     assert verify_plan(plan, problem) == []
     assert all(end + WATCHDOG_GRACE_S <= deadline + 0.05 for end in ends), (ends, deadline)
     assert ends or "no time left for the integer master" in plan.solver.message
+
+
+def test_the_replanners_input_checks_count_against_its_time_limit(monkeypatch) -> None:
+    """``run_replanner`` starts the limit's clock before its input checks: slowed to 1.5 s, they leave the columns
+    replanner 0.5 s of a 2 s limit, and the call ends within it with the greedy replan, verified (with the
+    checks outside the limit it ran 1.1 s after them, to 2.6 s)."""
+    from igniter_opt import replan as replan_mod
+
+    rp = _table3_replan()
+    replan_mod.run_replanner(rp, "greedy")  # its first call imports scipy (1.4 s), which no limit cuts
+    _slowed(monkeypatch, replan_mod, "check_problem", 1.5)
+    t0 = time.perf_counter()
+    out = replan_mod.run_replanner(rp, "columns", SolveOptions(time_limit_s=2.0, migration_cost=1.0))
+    wall = time.perf_counter() - t0
+    assert wall <= 2.0 + 0.1, wall
+    assert out.violations == () and out.plan.solver.wall_s is not None and out.plan.solver.wall_s >= 1.5
 
 
 def test_the_integer_master_is_skipped_only_when_its_lp_rounded_up_meets_the_incumbent(v100_model) -> None:

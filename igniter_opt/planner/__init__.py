@@ -41,14 +41,16 @@ def planner_names() -> list[str]:
 def run_planner(problem: PlanningProblem, planner: str, options: SolveOptions | None = None, *,
                 checked: bool = False) -> PlanOutcome:
     """Check the problem, plan it, and re-verify the plan with the exact model (``checked``: the caller
-    has run the problem checks, which are per workload, on every workload already)."""
+    has run the problem checks, which are per workload, on every workload already). The time limit's
+    clock starts before the checks (``SolveOptions.clock_start``), unless the caller started it."""
     try:
         solve = PLANNERS[planner]
     except KeyError:
         raise InputError(f"unknown planner '{planner}'; choose one of: {', '.join(PLANNERS)}") from None
+    options = (options or SolveOptions()).clocked()  # the checks count against the time limit
     if not checked:
         checks.check_problem(problem, strict=True)
     # Every planner fills the predictions with the exact model (placement.assemble_plan);
     # verify_plan recomputes them from the plan itself, independently of the planner.
-    plan = solve(problem, options or SolveOptions())
+    plan = solve(problem, options)
     return PlanOutcome(plan, tuple(verify_plan(plan, problem)))

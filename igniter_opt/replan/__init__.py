@@ -53,7 +53,7 @@ def run_replanner(problem: ReplanProblem, planner: str, options: SolveOptions | 
         solve = REPLANNERS[planner]
     except KeyError:
         raise InputError(f"unknown replanner '{planner}'; choose one of: {', '.join(REPLANNERS)}") from None
-    options = options or SolveOptions()
+    options = (options or SolveOptions()).clocked()  # the checks count against the time limit
     if options.migration_cost < 0:
         raise InputError(f"the migration cost must be >= 0, got {options.migration_cost:g}")
     check_current_plan(problem.current, problem.perf_model)

@@ -257,7 +257,7 @@ def start_columns(setup: ColgenSetup, rp: ReplanProblem, start: Packing) -> tupl
 def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     """Replan over columns (see the module docstring)."""
     options = options or SolveOptions()
-    t0 = time.perf_counter()
+    t0 = options.started()
     deadline = t0 + options.time_limit_s - EXTRACT_RESERVE_S
     missing = highs_or_fallback(options)
     cost_c = options.migration_cost

@@ -128,7 +128,7 @@ def extract_plan(m: object, rp: ReplanProblem, slot_ids: list[str], info: SolveO
 def solve(rp: ReplanProblem, options: SolveOptions | None = None) -> Plan:
     """Replan exactly (see the module docstring)."""
     options = options or SolveOptions()
-    t0 = time.perf_counter()
+    t0 = options.started()
     missing = mip.highs_or_fallback(options)
     cost_c = options.migration_cost
     start = rgreedy.replan_greedy(rp, cost_c)

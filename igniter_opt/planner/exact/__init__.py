@@ -82,7 +82,7 @@ def solve(problem: PlanningProblem, options: SolveOptions | None = None, *, form
     ``SolverUnavailableError`` without HiGHS (unless ``options.fallback_greedy``: greedy's plan then).
     """
     options = options or SolveOptions()
-    t0 = time.perf_counter()
+    t0 = options.started()
     if not options.time_limit_s > 0:
         raise ProblemError(f"time limit {options.time_limit_s:g} s: it must be > 0 (e.g. --time-limit 60)")
     missing = highs_or_fallback(options)
