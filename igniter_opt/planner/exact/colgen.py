@@ -187,7 +187,8 @@ def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing,
                    ) -> ColgenSetup:
     """Piece types, items, entries and the start as columns. Raises ``ProblemError`` for a
     workload that cannot be served or a profile the bound's assumptions do not hold for, and
-    ``PreparationTimedOut`` past ``deadline`` (checked between its steps, and within ``build_items``)."""
+    ``PreparationTimedOut`` past ``deadline`` (checked between its steps, and within ``build_items`` and
+    ``prepare_relaxed``)."""
     check_company_never_helps(problem)
     perf = problem.perf_model
     pieces = piece_types(problem, start.demands, fewest_replicas(problem, rule, deadline))
@@ -200,8 +201,7 @@ def prepare_colgen(problem: PlanningProblem, rule: ServingModel, start: Packing,
     piece_of, choice = start_pieces(problem, pieces, start)
     start_columns = packing_columns(space, start, piece_of)
     check_deadline(deadline, trivial)
-    relaxed = prepare_relaxed(space, items)
-    check_deadline(deadline, trivial)
+    relaxed = prepare_relaxed(space, items, lambda: check_deadline(deadline, trivial))
     pairs = PairTable(space, items)
     check_deadline(deadline, trivial)
     return ColgenSetup(space, items, terms, entries, start_columns, choice, trivial, relaxed, pairs,
