@@ -282,7 +282,7 @@ def test_the_problem_checks_count_against_the_time_limit(v100_model, monkeypatch
     t0 = time.perf_counter()
     out = planner_mod.run_planner(problem, "exact", SolveOptions(time_limit_s=1.5))
     wall = time.perf_counter() - t0
-    assert wall < 2.0 + 0.5, wall  # 3.5 s and more with the checks outside the limit
+    assert wall < 2.0 + 0.5, wall  # the checks' 2 s, then greedy's plan at once
     assert "time limit (1.5 s) came while preparing" in out.plan.solver.message and out.violations == ()
     assert out.plan.num_gpus == greedy.solve(problem).num_gpus
     assert out.plan.solver.wall_s >= 2.0  # the solve time reported is the limit's: the checks are in it

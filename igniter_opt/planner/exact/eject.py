@@ -78,13 +78,12 @@ class _Search:
             self.fewest_entry[t] = e[np.argmin(ent.units[e])]
         self.least = ent.units[self.fewest_entry]
         self.noise = np.random.default_rng(rng.randrange(2**32))
-        # the entries' tables with an empty slot's values appended (index ``ent.units.size``): ``_tables`` gathers
-        # rows with no per-slot choice (it took a fifth of the search's time at H100 n = 1000 choosing)
-        blank = ent.units.size
+        # the entries' tables with an empty slot's values appended, at index ``blank``: ``_tables`` gathers rows
+        # with no per-slot choice (choosing took a fifth of the search's time at H100 n = 1000)
+        self.blank = ent.units.size
         self.slot_units = np.append(ent.units.astype(float), 0.0)
         self.slot_cfg = np.append(ent.cfg, terms.empty)
         self.slot_const = np.concatenate([ent.const, blank_constants((1, 1))[0]])
-        self.blank = blank
 
     @staticmethod
     def _packed(member: np.ndarray, units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
