@@ -80,6 +80,11 @@ class SolveOptions:
         """These options with the clock started now, unless it already was."""
         return self if self.clock_start is not None else replace(self, clock_start=time.perf_counter())
 
+    def within(self, time_limit_s: float) -> SolveOptions:
+        """These options for a part of the work with a limit of its own, ``time_limit_s`` from when that part
+        starts (its clock not started: a started one would count the time before it against the part)."""
+        return replace(self, time_limit_s=time_limit_s, clock_start=None)
+
     @classmethod
     def from_env(cls, **overrides: object) -> SolveOptions:
         """Defaults, then IGNITER_OPT_* environment variables, then explicit (non-None) overrides."""

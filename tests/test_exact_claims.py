@@ -239,24 +239,23 @@ def _slowed(monkeypatch, owner, name: str, seconds: float) -> list[int]:
     return calls
 
 
-@pytest.mark.parametrize(("slow_step", "trivial_known"),
-                         [("piece_table", False), ("prune", True), ("_least_cache", True)])
-def test_a_limit_that_comes_while_preparing_returns_greedys_plan_in_time(v100_model, monkeypatch, slow_step: str,
-                                                                         trivial_known: bool) -> None:
+@pytest.mark.parametrize(("owner", "slow_step", "trivial_known"),
+                         [("items", "piece_table", False), ("items", "prune", True), ("relaxed", "_least_cache", True)])
+def test_a_limit_that_comes_while_preparing_returns_greedys_plan_in_time(v100_model, monkeypatch, owner: str,
+                                                                         slow_step: str, trivial_known: bool) -> None:
     """Preparing column generation took 10 s at 2000 workloads and was not interruptible: a 3 s limit
     ended at 10.5 s. Slowed here (every piece type's table, its pruning, or its table of the pricing
     relaxation, 50 ms; the last took 1.5-2.1 s at 2000 workloads uncut, and a sweep's 8 s run ended at
     8.90 s), the run ends within its limit with greedy's plan and the trivial bound when it was known by
     then, else one GPU."""
-    from igniter_opt.planner.exact import items as items_mod
-    from igniter_opt.planner.exact import relaxed as relaxed_mod
+    import importlib
 
     problem = _mix40(v100_model, monkeypatch)
     start = greedy.place(v100_model, greedy.initial_demands(problem))
     setup = colgen.prepare_colgen(problem, serving_model_for(problem), start)
     trivial = setup.trivial_gpus
     every = len(setup.pieces) + (len(problem.workloads) if slow_step == "piece_table" else 0)  # calls of a full run
-    calls = _slowed(monkeypatch, relaxed_mod if slow_step == "_least_cache" else items_mod, slow_step, 0.05)
+    calls = _slowed(monkeypatch, importlib.import_module(f"igniter_opt.planner.exact.{owner}"), slow_step, 0.05)
     t0 = time.perf_counter()
     plan = exact.solve(problem, SolveOptions(time_limit_s=1.5), formulation="columns")
     wall = time.perf_counter() - t0
@@ -288,6 +287,8 @@ def test_the_problem_checks_count_against_the_time_limit(v100_model, monkeypatch
     assert out.plan.solver.wall_s >= 2.0  # the solve time reported is the limit's: the checks are in it
     started = SolveOptions(clock_start=12.5)
     assert started.clocked() is started and started.started() == 12.5
+    part = started.within(4.0)  # a fleet part's share: its own clock, started when its run_planner starts it
+    assert part.time_limit_s == 4.0 and part.clock_start is None and part.clocked().started() > 12.5
 
 
 def test_the_kernel_heuristic_and_pair_pricing_stop_at_their_deadline(v100_model, monkeypatch) -> None:

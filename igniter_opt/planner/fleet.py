@@ -404,7 +404,7 @@ def _replanned_parts(fleet: Fleet, choice: BudgetChoice, planner: str, options: 
     for i, (t, ft, p) in enumerate(chosen):
         share = (deadline - time.perf_counter()) / (len(chosen) - i)  # the time left, shared among the parts
         if planner != "greedy" and share >= MIN_PART_S:
-            other = PartPlans(fleet, choice, planner, replace(options, time_limit_s=share))(t, best.members(t))
+            other = PartPlans(fleet, choice, planner, options.within(share))(t, best.members(t))
             if other is not None and (other.num_gpus, other.total_share_pct) <= (p.num_gpus, p.total_share_pct):
                 p = other
         parts.append(FleetPart(ft, replace(p, price_per_gpu_hour=ft.price_per_gpu_hour)))

@@ -92,7 +92,7 @@ def replan_fleet(running: dict[str, Plan], ws: tuple[Workload, ...], fleet: Flee
         ft, perf = fleet.types[t], fleet.models[t]
         members = tuple(w for w, u in zip(ws, types, strict=True) if u == t)
         share = max(1.0, (deadline - time.perf_counter()) / (len(touched) - i))
-        mine = replace(options, time_limit_s=share)
+        mine = options.within(share)
         if ft.name in running:
             current = running[ft.name]
             problem = plan_problem(current, perf, members)
