@@ -15,6 +15,7 @@ pytest.importorskip("highspy", reason="the exact planner needs highspy")
 
 from igniter_opt.planner.exact import colgen
 from igniter_opt.planner.exact.columns import column_worth, evaluate
+from igniter_opt.planner.exact.pricing import DUAL_EPS
 
 ITEMS_PER_BATCH = 3  # per piece type and batch: its fewest units and the next ones, for the brute force
 
@@ -103,3 +104,40 @@ def test_a_pair_of_one_type_needs_an_option_of_two(mix) -> None:
     assert all(setup.pieces[int(tab.piece[i])].count >= 2 for i, _ in same)
     twos = {t for t, p in enumerate(setup.pieces) if p.count >= 2}
     assert twos and {int(tab.piece[i]) for i, _ in same} <= twos
+
+
+def _best_by_sorting_every_pair(setup: colgen.ColgenSetup, duals: np.ndarray, threshold: float, max_pairs: int
+                                ) -> list[tuple[int, int]]:
+    """``PairTable.best`` as specified, by sorting every pair of piece types: most worth first, ties in the order
+    of the types sorted by dual (stably), the fitting ones' pairs of fewest units."""
+    pairs = setup.pairs
+    live = [int(t) for t in np.argsort(-duals, kind="stable")
+            if duals[t] > DUAL_EPS and setup.items.by_piece[t].size]
+    ranked = sorted((-(duals[s] + duals[t]), a, b) for a, s in enumerate(live) for b, t in enumerate(live)
+                    if b > a or (b == a and setup.pieces[s].count >= 2))
+    out = []
+    for neg, a, b in ranked:
+        if -neg <= threshold or len(out) == max_pairs:
+            break
+        fit = pairs.fit(min(live[a], live[b]), max(live[a], live[b]))
+        if fit is not None:
+            out.append(fit)
+    return out
+
+
+@pytest.mark.parametrize("first_chunk", [3, 64, 4096])
+def test_pairs_come_in_order_of_worth_whatever_the_chunks(mix, monkeypatch, first_chunk: int) -> None:
+    """The chunked walk (``PairTable._ranked``: a first chunk of about ``FIRST_RANKED`` pairs, then doubling) returns
+    exactly what sorting every pair would, at ties (duals of one decimal, or all equal) and thresholds."""
+    from igniter_opt.planner.exact import pairs as pairs_module
+
+    monkeypatch.setattr(pairs_module, "FIRST_RANKED", first_chunk)
+    setup, _ = mix
+    n = len(setup.pieces)
+    rng = np.random.default_rng(3)
+    cases = [rng.random(n), np.round(rng.random(n), 1), np.ones(n) * (rng.random(n) < 0.6),
+             rng.random(n) * (rng.random(n) < 0.3)]
+    for duals in cases:
+        for threshold, max_pairs in [(0.0, 7), (0.0, 10_000), (0.9, 40), (1.5, 3)]:
+            got = [tuple(int(v) for v in row) for row in setup.pairs.best(duals, threshold, max_pairs)]
+            assert got == _best_by_sorting_every_pair(setup, duals, threshold, max_pairs), (threshold, max_pairs)

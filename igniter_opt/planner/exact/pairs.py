@@ -22,7 +22,6 @@ covered by the one dominating it, ``items``).
 
 from __future__ import annotations
 
-import heapq
 import math
 import time
 from collections.abc import Iterator
@@ -40,6 +39,8 @@ from igniter_opt.planner.exact.relaxed import cache_limits, loosened_budget, mee
 MAX_PAIRS = 200
 # Items of fewest units per piece type screened against each other first, for all partners at once.
 PROBE_ITEMS = 6
+# The first chunk of pairs of types ``PairTable._ranked`` orders, before it doubles.
+FIRST_RANKED = 4096
 # Item pairs screened per numpy call.
 CHUNK = 1 << 16
 
@@ -54,55 +55,99 @@ class PairTable:
         self._budget = loosened_budget(items.table)
         self._has_items = np.array([idx.size > 0 for idx in items.by_piece], bool)
         self._two = np.array([p.count >= 2 for p in space.pieces], bool)  # its option needs two pieces
+        n = len(space.pieces)
+        self._known = np.full((n, n), -1, np.int8)  # per (s, t), s <= t: 1 fits, 0 does not, -1 not screened yet
 
     def fit(self, s: int, t: int) -> tuple[int, int] | None:
         """The pair of items (one of type s, one of t, s <= t) of fewest units that passes the screen."""
         key = (s, t)
         if key not in self._fit:
             self._fit[key] = self._screen(s, t)
+            self._known[s, t] = 0 if self._fit[key] is None else 1
         return self._fit[key]
 
     def _screen(self, s: int, t: int) -> tuple[int, int] | None:
         return _least_units_pair(self.items, self.space.problem.perf_model.hardware, self.space.cap_units,
                                  self._budget, s, t)
 
-    def _ranked(self, duals: np.ndarray, threshold: float) -> Iterator[tuple[float, int, int]]:
-        """(worth, s, t) of the pairs of piece types with items, s <= t, worth more than ``threshold``, most
-        first: best-first over the types sorted by dual (a heap holds one next partner per type, so
-        memory stays linear in the types however many pairs there are)."""
+    def _ranked(self, duals: np.ndarray, threshold: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(s, t) arrays of the pairs of piece types with items, s <= t, worth more than ``threshold``, in
+        chunks, most worth first (ties in the order of the types sorted by dual, stably): about
+        ``FIRST_RANKED`` pairs first, then twice as many each time. A chunk is every pair between two worths,
+        found per type by binary search over the others sorted by dual, so memory stays linear in the pairs a
+        round reads (a few thousand) however many there are."""
         live = np.flatnonzero((duals > DUAL_EPS) & self._has_items)
         if live.size == 0:
             return
         live = live[np.argsort(-duals[live], kind="stable")]
         d = duals[live]
-        two = self._two[live]
-        # (-(d_a + d_b), a, b) with b >= a positions in ``live``: b = a only where two pieces of it pair
-        heap = [(-(d[a] + d[b]), a, b) for a in range(live.size) for b in ([a] if two[a] else [a + 1])
-                if b < live.size]
-        heapq.heapify(heap)
-        while heap:
-            neg, a, b = heapq.heappop(heap)
-            if -neg <= threshold:
+        first_b = np.arange(live.size) + np.where(self._two[live], 0, 1)  # b = a only where two pieces of it pair
+        tol = 1e-9 * (1.0 + 2.0 * float(d[0]))  # ranges found from d[b] >= x - d[a] widened, then exact by the sum
+
+        def ends(worth: float, widen: float = tol) -> np.ndarray:
+            """Per a, the end of the b (>= its first) whose pair may be worth ``worth`` or more (``widen`` < 0:
+            only those surely worth that much)."""
+            return np.maximum(first_b, np.searchsorted(-d, d - worth + widen, side="right"))
+
+        top = math.inf
+        bottom = max(threshold, 0.0)
+        want = FIRST_RANKED
+        while True:
+            hi_end = ends(top, -tol) if math.isfinite(top) else first_b  # the chunks before took those
+            low = bottom
+            if int((ends(bottom) - hi_end).sum()) > want:  # the chunk's lower worth, by bisection on its size
+                lo_w, hi_w = bottom, (top if math.isfinite(top) else 2.0 * float(d[0]) + 1.0)
+                for _ in range(60):
+                    mid = 0.5 * (lo_w + hi_w)
+                    if int((ends(mid) - hi_end).sum()) > want:
+                        lo_w = mid
+                    else:
+                        hi_w = mid
+                # hi_w: the least worth whose chunk is small enough; where it is empty (more pairs than ``want`` tie
+                # at one worth), lo_w: the whole tie
+                low = hi_w if int((ends(hi_w) - hi_end).sum()) > 0 else lo_w
+            counts = np.maximum(ends(low) - hi_end, 0)
+            a = np.repeat(np.arange(live.size), counts)
+            b = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts) + np.repeat(hi_end, counts)
+            worth = d[a] + d[b]
+            keep = (worth > threshold) & (worth >= low) & (worth < top) if low > bottom else (
+                (worth > threshold) & (worth < top))
+            a, b, worth = a[keep], b[keep], worth[keep]
+            order = np.lexsort((b, a, -worth))
+            s_, t_ = live[a[order]], live[b[order]]
+            yield np.minimum(s_, t_), np.maximum(s_, t_)
+            if low <= bottom:
                 return
-            s_, t_ = sorted((int(live[a]), int(live[b])))
-            yield -neg, s_, t_
-            if b + 1 < live.size:
-                heapq.heappush(heap, (-(d[a] + d[b + 1]), a, b + 1))
+            top, want = low, 2 * want
 
     def best(self, duals: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS, deadline: float = math.inf
              ) -> np.ndarray:
         """Item index pairs, shape (m, 2): for the ``max_pairs`` pairs of piece types worth most above
         ``threshold`` that can share a GPU, their pair of fewest units; those found by ``deadline``
-        (``time.perf_counter()`` seconds) if it comes first (screening a pair of types on first use takes time)."""
-        out = []
-        for _, s, t in self._ranked(duals, threshold):
-            if time.perf_counter() > deadline:
-                break
-            pair = self.fit(s, t)
-            if pair is not None:
-                out.append(pair)
-                if len(out) >= max_pairs:
+        (``time.perf_counter()`` seconds) if it comes first (screening a pair of types on first use takes time).
+
+        The pairs of types are screened in order of worth, each once per run (``fit``), until ``max_pairs`` fit:
+        those not screened yet that come before the ``max_pairs``-th pair that fits or may fit are screened,
+        then the same question again."""
+        out: list[tuple[int, int]] = []
+        for s, t in self._ranked(duals, threshold):
+            while True:
+                known = self._known[s, t]
+                maybe = np.flatnonzero(known != 0)  # fits (1) or not screened yet (-1)
+                upto = maybe[max_pairs - len(out) - 1] + 1 if maybe.size >= max_pairs - len(out) else s.size
+                fresh = np.flatnonzero(known[:upto] < 0)
+                if fresh.size == 0:
                     break
+                for k in fresh:
+                    if time.perf_counter() > deadline:
+                        fits = np.flatnonzero(self._known[s[:k], t[:k]] == 1)
+                        out += [self._fit[(int(s[f]), int(t[f]))] for f in fits]  # type: ignore[misc]
+                        return np.array(out[:max_pairs], np.intp).reshape(-1, 2)
+                    self.fit(int(s[k]), int(t[k]))
+            fits = np.flatnonzero(self._known[s, t] == 1)[: max_pairs - len(out)]
+            out += [self._fit[(int(s[f]), int(t[f]))] for f in fits]  # type: ignore[misc]
+            if len(out) >= max_pairs:
+                break
         return np.array(out, np.intp).reshape(-1, 2)
 
     def slots(self, duals: np.ndarray, threshold: float, max_pairs: int = MAX_PAIRS, deadline: float = math.inf
