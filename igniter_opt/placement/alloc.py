@@ -94,14 +94,29 @@ def cap_with_tolerance(terms: ConfigTerms, cap: int) -> float:
     return cap + SHARE_TOL_PCT / terms.perf.unit_pct
 
 
+class RowRace(NamedTuple):
+    """Rows that race within their group for the highest score ``worth / (final units - used)`` (the lowest row
+    first on ties), for ``alloc_rows`` to give up the rows that can no longer win."""
+
+    group: np.ndarray  # per row: its group
+    worth: np.ndarray  # per row
+    used: np.ndarray  # per row: units that do not count against it
+
+
 def alloc_rows(terms: ConfigTerms, cap: int, cfg: np.ndarray, units: np.ndarray, const: np.ndarray,
-               frozen: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AllocGPU on every row to the end. Returns (feasible per row, final cfg, final units)."""
+               frozen: np.ndarray | None = None, race: RowRace | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AllocGPU on every row to the end. Returns (feasible per row, final cfg, final units).
+
+    With ``race``, a row is given up (reported infeasible, its cfg and units where they were) once a finished row
+    of its group scores more than it still can (or as much, before it): its units only grow, so its score only
+    falls, and it could never be its group's winner; every group's winner is the same as without ``race``."""
     cfg, units = cfg.copy(), units.astype(float).copy()
     n = (cfg != terms.empty).sum(axis=1, keepdims=True)
     feasible = np.zeros(cfg.shape[0], bool)
     active = np.arange(cfg.shape[0])
     limit = cap_with_tolerance(terms, cap)
+    lead = None if race is None else _RaceLead(race)
     while active.size:
         active = active[units[active].sum(axis=1) <= limit]
         if not active.size:
@@ -112,10 +127,43 @@ def alloc_rows(terms: ConfigTerms, cap: int, cfg: np.ndarray, units: np.ndarray,
             active, viol = active[~stuck], viol[~stuck]
         done = ~viol.any(axis=1)
         feasible[active[done]] = True
+        if lead is not None:
+            lead.finished(active[done], units[active[done]].sum(axis=1))
         active, viol = active[~done], viol[~done]
         units[active] += viol
         cfg[active] += viol
+        if lead is not None:
+            active = lead.still_racing(active, units[active].sum(axis=1))
     return feasible, cfg, units
+
+
+class _RaceLead:
+    """Per group of a ``RowRace``, the best finished row so far and its score."""
+
+    def __init__(self, race: RowRace) -> None:
+        self.race = race
+        self.groups, self.of_row = np.unique(race.group, return_inverse=True)
+        self.score = np.full(self.groups.size, -np.inf)
+        self.row = np.full(self.groups.size, np.iinfo(np.intp).max)
+
+    def _scores(self, rows: np.ndarray, units_sum: np.ndarray) -> np.ndarray:
+        return self.race.worth[rows] / np.maximum(units_sum - self.race.used[rows], 1e-9)
+
+    def finished(self, rows: np.ndarray, units_sum: np.ndarray) -> None:
+        if not rows.size:
+            return
+        score, g = self._scores(rows, units_sum), self.of_row[rows]
+        order = np.lexsort((rows, -score, g))
+        first = order[np.r_[True, g[order][1:] != g[order][:-1]]]  # per group: highest score, then lowest row
+        r, sc, gg = rows[first], score[first], g[first]
+        better = (sc > self.score[gg]) | ((sc == self.score[gg]) & (r < self.row[gg]))
+        self.score[gg[better]], self.row[gg[better]] = sc[better], r[better]
+
+    def still_racing(self, rows: np.ndarray, units_sum: np.ndarray) -> np.ndarray:
+        """The rows that may still win: their score now (it only falls) above their group's leader's, or equal
+        and before it."""
+        most, g = self._scores(rows, units_sum), self.of_row[rows]
+        return rows[(most > self.score[g]) | ((most == self.score[g]) & (rows < self.row[g]))]
 
 
 def cheapest_feasible_row(

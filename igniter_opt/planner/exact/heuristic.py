@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from igniter_opt.placement.alloc import ConfigTerms, alloc_rows, blank_constants, slot_constants
+from igniter_opt.placement.alloc import ConfigTerms, RowRace, alloc_rows, blank_constants, slot_constants
 from igniter_opt.planner.exact.columns import ColSlot, PieceSpace
 from igniter_opt.planner.exact.items import Items
 
@@ -152,7 +152,10 @@ def _step(st: _States, live: np.ndarray, ent: Entries, terms: ConfigTerms, worth
     pos = st.count[rows_s]
     ar = np.arange(rows_s.size)
     cfg[ar, pos], units[ar, pos], const[ar, pos] = ent.cfg[rows_e], ent.units[rows_e], ent.const[rows_e]
-    ok, cfg_f, units_f = alloc_rows(terms, cap, cfg, units, const) if rows_s.size else (np.zeros(0, bool),) * 3
+    # each live configuration takes its best candidate only: the others are given up once they cannot be it
+    race = RowRace(rows_s, worth[rows_e], used)
+    ok, cfg_f, units_f = (alloc_rows(terms, cap, cfg, units, const, race=race) if rows_s.size
+                          else (np.zeros(0, bool),) * 3)
     score = np.where(ok, worth[rows_e] / np.maximum(units_f.sum(axis=1) - used, 1e-9) if rows_s.size else 0, -1.0)
     for s in live:
         mine = np.flatnonzero(rows_s == s)
