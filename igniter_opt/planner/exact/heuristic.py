@@ -137,8 +137,14 @@ def extend(space: PieceSpace, ent: Entries, terms: ConfigTerms, duals: np.ndarra
 def _step(st: _States, live: np.ndarray, ent: Entries, terms: ConfigTerms, worth: np.ndarray, cands: np.ndarray,
           cap: int) -> None:
     """Add to each live configuration its best candidate, or mark it done."""
-    pieces_in = np.where(st.member[live] >= 0, ent.piece[np.maximum(st.member[live], 0)], -1)
-    held = (pieces_in[:, :, None] == ent.piece[cands][None, None, :]).sum(axis=1)  # (live, cands): same piece
+    members = st.member[live]
+    n_types = int(ent.piece.max(initial=0)) + 1
+    # (live, cands): members of the candidate's piece type the configuration holds, by one count per type
+    row = np.repeat(np.arange(live.size), members.shape[1])
+    mine = members.ravel() >= 0
+    held_of_type = np.bincount(row[mine] * n_types + ent.piece[members.ravel()[mine]],
+                               minlength=live.size * n_types).reshape(live.size, n_types)
+    held = held_of_type[:, ent.piece[cands]]
     pair_s, pair_c = np.nonzero(held < ent.copies[cands][None, :])
     rows_s, rows_e = live[pair_s], cands[pair_c]
     if rows_s.size == 0:
