@@ -130,7 +130,13 @@ class PairTable:
         The pairs of types are screened in order of worth, each once per run (``fit``), until ``max_pairs`` fit:
         those not screened yet that come before the ``max_pairs``-th pair that fits or may fit are screened,
         then the same question again."""
-        out: list[tuple[int, int]] = []
+        out: list[tuple[int, int] | None] = []
+
+        def take(s: np.ndarray, t: np.ndarray) -> None:
+            """The item pairs of the screened pairs of types among (s, t) that fit, up to ``max_pairs`` in all."""
+            fits = np.flatnonzero(self._known[s, t] == 1)[: max_pairs - len(out)]
+            out.extend(self._fit[(int(s[f]), int(t[f]))] for f in fits)
+
         for s, t in self._ranked(duals, threshold):
             while True:
                 known = self._known[s, t]
@@ -141,12 +147,10 @@ class PairTable:
                     break
                 for k in fresh:
                     if time.perf_counter() > deadline:
-                        fits = np.flatnonzero(self._known[s[:k], t[:k]] == 1)
-                        out += [self._fit[(int(s[f]), int(t[f]))] for f in fits]  # type: ignore[misc]
-                        return np.array(out[:max_pairs], np.intp).reshape(-1, 2)
+                        take(s[:k], t[:k])
+                        return np.array(out, np.intp).reshape(-1, 2)
                     self.fit(int(s[k]), int(t[k]))
-            fits = np.flatnonzero(self._known[s, t] == 1)[: max_pairs - len(out)]
-            out += [self._fit[(int(s[f]), int(t[f]))] for f in fits]  # type: ignore[misc]
+            take(s, t)
             if len(out) >= max_pairs:
                 break
         return np.array(out, np.intp).reshape(-1, 2)
