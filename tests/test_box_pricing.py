@@ -19,7 +19,7 @@ from _procs import live_processes, proof_workers
 
 from igniter_opt.planner.exact import boxes, colgen, proofworker
 from igniter_opt.planner.exact.columns import column_worth, evaluate
-from igniter_opt.planner.exact.master import LpSolution, Master
+from igniter_opt.planner.exact.master import LpSolution, Master, MasterMip
 from igniter_opt.planner.exact.pricing import PricingResult
 
 
@@ -337,6 +337,63 @@ def test_closing_the_worker_ends_its_process_at_once_even_mid_round(h100_boxes) 
     assert not worker.submit(duals, 1.0, 1.0, time.perf_counter() + 1.0, 1)  # closed: nothing sent
 
 
+def _market_split(seed: int = 0) -> MasterMip:
+    """A market-split feasibility MIP (4 rows, 30 binaries, each row's sum at half its coefficients'): HiGHS searches
+    it for minutes (Cornuéjols and Dawande's hard instances), so only a cancel ends it early."""
+    rng = np.random.default_rng(seed)
+    m, n = 4, 30
+    a = rng.integers(0, 100, (m, n)).astype(float)
+    rhs = np.floor(a.sum(1) / 2)
+    return MasterMip(np.zeros(n), np.zeros(n), np.ones(n), rhs, rhs, np.arange(0, m * n + 1, m),
+                     np.tile(np.arange(m), n), a.T.ravel())
+
+
+def test_a_master_copy_preempts_the_running_round_and_a_cancel_ends_it(h100_boxes) -> None:
+    """A copy of the integer master sent while a long box round runs: the round ends within a second or two with
+    a bound that is still valid (finite here, its roots done), then the copy runs; a cancel ends the copy at once
+    (no solution: none found), and the worker takes rounds again."""
+    setup, duals = h100_boxes
+    with proofworker.ProofWorker(setup.boxes) as worker:
+        assert worker.ready(30.0) and worker.submit(duals, 1.0, 1e-6, time.perf_counter() + 120.0, None)
+        assert worker.poll(3.0) is None  # a round of 2 minutes (its roots done by now)
+        t0 = time.perf_counter()
+        assert worker.submit_master(_market_split(), 1, time.perf_counter() + 120.0, 0.0)
+        assert not worker.submit_master(_market_split(), 1, time.perf_counter() + 120.0, 0.0)  # one at a time
+        first = worker.poll(10.0)
+        assert isinstance(first, proofworker.ProofDone) and time.perf_counter() - t0 < 3.0
+        assert math.isfinite(first.result.kappa) and first.result.kappa > 0
+        assert worker.running_master and worker.poll(2.0) is None  # the copy runs: HiGHS is far from done
+        worker.cancel_master()
+        t1 = time.perf_counter()
+        done = worker.poll(10.0)
+        assert isinstance(done, proofworker.MasterDone) and time.perf_counter() - t1 < 2.0
+        assert done.x is None and done.task.seed == 1
+        assert not worker.busy and worker.submit(duals, 1.0, 1.0, time.perf_counter() + 5.0, 1)
+    assert proof_workers() == []
+
+
+def test_a_cancel_sent_with_the_copy_ends_it_before_it_runs_its_time(pricing_mix) -> None:
+    """The member-class bound running as the worker's first task, a copy sent and cancelled at once: the bound's
+    task ends (its final result, the best of its passes so far, valid or none) and then the copy, both in
+    seconds although each had a minute or more."""
+    setup, _ = pricing_mix
+    task = proofworker.ClassTask(colgen.piece_rows(setup.pieces), time.perf_counter() + 60.0, 10**6)
+    with proofworker.ProofWorker(setup.boxes, task) as worker:
+        assert worker.ready(30.0)
+        t0 = time.perf_counter()
+        assert worker.submit_master(_market_split(1), 2, time.perf_counter() + 120.0, 0.0)
+        worker.cancel_master()
+        got = []
+        while worker.busy and time.perf_counter() - t0 < 20.0:
+            done = worker.poll(1.0)
+            if done is not None:
+                got.append(done)
+        assert [type(d).__name__ for d in got if not isinstance(d, proofworker.ClassDone) or d.final] == [
+            "ClassDone", "MasterDone"]
+        assert time.perf_counter() - t0 < 8.0
+        assert got[-1].x is None and got[-1].result.status != "Time limit reached"
+
+
 def test_a_worker_that_dies_mid_round_says_why_and_takes_no_more_rounds(h100_boxes) -> None:
     setup, duals = h100_boxes
     with proofworker.ProofWorker(setup.boxes) as worker:
@@ -426,7 +483,8 @@ def test_where_no_proof_can_help_the_worker_prices_at_the_lps_duals(pricing_mix)
         state = colgen.ColgenState(master, proofs=worker, proof_end=time.perf_counter() + 20.0)
         before = len(master.columns)
         colgen._submit_proof(setup, state, duals, found=math.inf)
-        assert worker.busy and worker._busy.kind == "pricing" and worker._busy.target == 1.0 + colgen.IMPROVE_EPS
+        task = worker._busy[0]
+        assert worker.busy and task.kind == "pricing" and task.target == 1.0 + colgen.IMPROVE_EPS
         colgen.collect_proof(setup, state, wait_s=20.0)
     assert (state.worker_pricing_rounds, state.proof_rounds) == (1, 0)
     added = master.columns[before:]

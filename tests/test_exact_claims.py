@@ -224,6 +224,45 @@ def test_with_a_core_to_spare_proof_rounds_run_there_within_the_limit_and_leave_
     _check_claim(alone, problem)
 
 
+def test_a_copy_of_the_integer_master_runs_on_the_second_core_and_its_plan_counts(v100_model, monkeypatch) -> None:
+    """Where GPUs hold few members (the V100), each integer master has a copy on the worker's core with another
+    HiGHS seed: with this process's master finding nothing (as when HiGHS's search runs long), the copy's plan is
+    the one returned, verified, the note says so, the call ends in its limit and no worker is left."""
+    from _procs import proof_workers
+
+    from igniter_opt.planner.exact import master, proofworker
+    from igniter_opt.planner.exact.lp import RunResult
+
+    problem = _mix40(v100_model, monkeypatch)
+    monkeypatch.setattr(proofworker.os, "sched_getaffinity", lambda _pid: {0, 1})
+    monkeypatch.setattr(master.Master, "solve_integer",
+                        lambda self, *_a: master.IntegerSolution(RunResult("Time limit reached", None, None, False),
+                                                                 {}, {}))
+    limit = 20.0
+    t0 = time.perf_counter()
+    plan = exact.solve(problem, SolveOptions(time_limit_s=limit))
+    assert time.perf_counter() - t0 < limit + 2.5
+    _check_claim(plan, problem)
+    found = re.search(r"(\d+) integer master run\(s\)(?: \([^)]*\))?, (\d+) of them with a copy on the second core "
+                      r"\(HiGHS random seed 1; (\d+) answered, (\d+) found the better plan\)", plan.solver.message)
+    assert found, plan.solver.message
+    runs, copies, answered, won = (int(g) for g in found.groups())
+    assert runs >= copies == answered >= won >= 1
+    assert plan.num_gpus < greedy.solve(problem).num_gpus  # the copy's plan: this process's masters found none
+    assert proof_workers() == []
+
+
+def test_no_copy_of_the_integer_master_where_gpus_hold_many_members(h100_model, monkeypatch) -> None:
+    """On the H100 (7-10 members a GPU) HiGHS proves its masters in about a second: the worker keeps to the bound."""
+    from igniter_opt.planner.exact import proofworker
+
+    problem = _mix40(h100_model, monkeypatch)
+    monkeypatch.setattr(proofworker.os, "sched_getaffinity", lambda _pid: {0, 1})
+    plan = exact.solve(problem, SolveOptions(time_limit_s=proofworker.MIN_TIME_LIMIT_S + 2.0))
+    _check_claim(plan, problem)
+    assert "second core" in plan.solver.message and "copy on the second core" not in plan.solver.message
+
+
 # ---- the limit comes while preparing or in the kernel heuristic (2026-12-03) ----------------------
 def _slowed(monkeypatch, owner, name: str, seconds: float) -> list[int]:
     """Make ``owner.name`` sleep ``seconds`` before each call; returns a list counting the calls."""

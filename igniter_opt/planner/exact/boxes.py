@@ -41,6 +41,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -497,11 +498,11 @@ class _Frontier:
 
 
 def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float, max_nodes: int = 100_000,
-              enough: int | None = None) -> BoxResult:
+              enough: int | None = None, stop: Callable[[], bool] = lambda: False) -> BoxResult:
     """Branch and bound over boxes (module docstring) until every box left is bounded by ``target``,
-    ``max_nodes`` boxes were evaluated, ``deadline`` (``time.perf_counter()``) passed, or (``enough``)
-    that many multisets worth more than ``target`` were found. The kappa returned bounds every
-    configuration's worth at ``duals`` whenever it stops."""
+    ``max_nodes`` boxes were evaluated, ``deadline`` (``time.perf_counter()``) passed or ``stop()`` (as a deadline
+    that came), or (``enough``) that many multisets worth more than ``target`` were found. The kappa returned
+    bounds every configuration's worth at ``duals`` whenever it stops."""
     s = BoxSearch(bp, duals)
     tab = bp.items.table
     alone = float(np.max(np.where(bp.has_items, np.maximum(duals, 0.0), 0.0), initial=0.0))
@@ -512,15 +513,15 @@ def box_kappa(bp: BoxPricing, duals: np.ndarray, target: float, deadline: float,
     roots = s.roots()
     mu, nu = 0.0, 0.0  # each root tries the last root's best multipliers first
     for i, box in enumerate(roots):
-        if i and time.perf_counter() >= deadline:  # kappa needs every root: none this time (past the deadline
-            # by one root at most), and how long they all would take, from those done, for the next turn's limit
+        if i and (time.perf_counter() >= deadline or stop()):  # kappa needs every root: none this time (past the
+            # deadline by one root at most), and how long they all would take, from those done, for the next turn
             return BoxResult(math.inf, [], frontier.nodes, False, (time.perf_counter() - t0) * len(roots) / i)
         root_bound, mu, nu = s.best_multiplier(box, mu, nu, root=True, target=target)
         frontier.offer(root_bound, mu, nu, box)
     roots_s = time.perf_counter() - t0
     found: dict[tuple[int, ...], float] = {}
     better, first_at = 0, None
-    while frontier.open() and frontier.nodes < max_nodes and time.perf_counter() < deadline:
+    while frontier.open() and frontier.nodes < max_nodes and time.perf_counter() < deadline and not stop():
         if enough is not None and (better >= enough or frontier.nodes - (first_at or math.inf) >= AFTER_FIRST):
             break
         top, box, mu, nu = frontier.pop()

@@ -297,12 +297,12 @@ def _first_columns(lp: ClassLp, tab: ItemTable) -> np.ndarray:
 
 
 def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: float, seed: np.ndarray | None,
-          threads: int) -> _Sifted:
+          threads: int, stop: Callable[[], bool] = lambda: False) -> _Sifted:
     """The class LP by sifting: HiGHS solves it over the y and z columns and a subset of the x and pair columns
     (``_first_columns``, and those of the items and member counts in ``seed``, the support of the pass before);
     at each solve's duals the bound is certified, then the ``SIFT_ROUND_COLUMNS`` columns of most negative
     reduced cost enter and, of those out of the basis, all but the ``SIFT_KEPT_COLUMNS`` of least reduced cost
-    leave, until no column prices out (the LP is solved) or ``deadline``. HiGHS's interior point method over
+    leave, until no column prices out (the LP is solved), ``deadline`` or ``stop()``. HiGHS's interior point method over
     all columns took twice as long as sifting that kept every column, and that five times as long as this
     (docs/exact.md)."""
     hs = highspy_module()
@@ -330,7 +330,7 @@ def _sift(lp: ClassLp, tab: ItemTable, rows: PieceRows, cap: int, deadline: floa
     support = np.zeros(0, np.intp)  # the candidates positive in the last solution
     while True:
         left = deadline - time.perf_counter() - WATCHDOG_GRACE_S
-        if left <= 0:
+        if left <= 0 or stop():
             break
         res = run(h, left, mip=False)
         sol = h.getSolution()
@@ -421,17 +421,18 @@ def dual_value(rows: PieceRows, pi: np.ndarray) -> float:
 
 def class_bound_at(tab: ItemTable, hw: HardwareCoefficients, bounds: Bounds, cap: int, rows: PieceRows,
                    deadline: float, n_levels: int, threads: int = 1, pairs: np.ndarray | None = None,
-                   seed: np.ndarray | None = None, triples: np.ndarray | None = None) -> ClassBound | None:
+                   seed: np.ndarray | None = None, triples: np.ndarray | None = None,
+                   stop: Callable[[], bool] = lambda: False) -> ClassBound | None:
     """The member-class bound with ``n_levels`` levels per member count (module docstring; with ``pairs``,
     those pair columns instead of the classes of 2 members, and with ``triples`` those triple columns instead of
     the classes of 3) by ``deadline`` (``time.perf_counter()``), its LP sifted from the support ``seed`` of a pass
     before (``_sift``); where the LP is not solved by then, the best bound certified on the way. None when the LP
-    could not be built or gave no duals by then."""
+    could not be built or gave no duals by then (or ``stop()``: its sifting ends then)."""
     t0 = time.perf_counter()
     lp = class_lp(tab, hw, bounds, cap, n_levels, deadline, pairs, triples)
     if lp is None or lp.n_classes == 0 or deadline - time.perf_counter() <= WATCHDOG_GRACE_S:
         return None
-    res = _sift(lp, tab, rows, cap, deadline, seed, threads)
+    res = _sift(lp, tab, rows, cap, deadline, seed, threads, stop)
     if res.value <= 0.0:
         return None
     return ClassBound(res.value, res.objective, res.status, lp.n_classes,
@@ -472,7 +473,8 @@ def _screen_triples(items: Items, hw: HardwareCoefficients, cap: int, rows: Piec
 
 def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRows, deadline: float,
                 target_gpus: int | None = None, threads: int = 1,
-                on_pass: Callable[[ClassBound], None] | None = None) -> ClassBound | None:
+                on_pass: Callable[[ClassBound], None] | None = None, stop: Callable[[], bool] = lambda: False
+                ) -> ClassBound | None:
     """The member-class bound at ``CLASS_LEVELS[0]`` levels; then the pairs of piece types that can share a GPU
     are screened (``_screen_pairs``) and, where the screen ended, each next pass has their pair columns in place
     of the classes of 2 members (a tighter LP: a GPU of two members is one of those pairs exactly), within
@@ -483,7 +485,8 @@ def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRow
     ``deadline``, had at most ``NEXT_PASS_COLUMNS_MAX`` columns and the bound, rounded up, is below
     ``target_gpus`` (a plan's GPUs: no pass can raise the bound past it); the best pass's (seconds: all of them).
     ``on_pass`` is given the best so far after each pass that raised it and is followed by another (the proof
-    worker sends it on: the bound need not wait for the last pass)."""
+    worker sends it on: the bound need not wait for the last pass). ``stop()`` ends it as the deadline would: the best
+    pass so far (a pass it cuts short still certifies what its last duals give)."""
     t0 = time.perf_counter()
     tab, bounds = items.table, items.bounds
     best: ClassBound | None = None
@@ -494,9 +497,11 @@ def class_bound(items: Items, hw: HardwareCoefficients, cap: int, rows: PieceRow
         start = time.perf_counter()
         until = deadline if pairs is None else start + PAIR_PASS_SHARE * max(0.0, deadline - start)
         res = class_bound_at(tab, hw, bounds, cap, rows, until, CLASS_LEVELS[i], threads, pairs,
-                             None if best is None else best.support, triples)
+                             None if best is None else best.support, triples, stop)
         if res is not None and (best is None or res.value > best.value):
             best = res  # a pass cut short still certifies what its last duals give
+        if stop():
+            break
         if pairs is not None and (res is None or res.status != "Optimal"):  # too large for the time: without them
             if triples is not None:
                 triples = None

@@ -65,7 +65,7 @@ from igniter_opt.planner.exact.pairs import PairTable
 from igniter_opt.planner.exact.pieces import PieceType, piece_types
 from igniter_opt.planner.exact.points import point_candidates
 from igniter_opt.planner.exact.pricing import price_mip
-from igniter_opt.planner.exact.proofworker import ClassDone, ClassTask, ProofWorker, worker_wanted
+from igniter_opt.planner.exact.proofworker import ClassDone, ClassTask, MasterDone, ProofWorker, worker_wanted
 from igniter_opt.planner.exact.relaxed import RelaxedPricing, prepare_relaxed, relaxed_bound
 from igniter_opt.planner.exact.stabilize import DualCaps
 
@@ -290,6 +290,7 @@ class ColgenState:
     caps: DualCaps | None = None  # the caps' state, from the first ``generate``
     class_where: str = ""  # where the member-class bound ran ("": it did not, or has not ended)
     class_result: ClassBound | None = None  # and what it gave (None: nothing in its time)
+    rival: MasterDone | None = None  # the worker's copy of the integer master, answered and not yet taken
     # the master LP over the columns, rounded up, reached the certified bound: Farley's bound (every proof's and
     # pricing's) is at most the master LP's optimum, at most that LP, so generation can no longer raise the
     # bound, only bring columns for a plan (``generate``'s ``until_settled``)
@@ -686,6 +687,9 @@ def collect_proof(setup: ColgenSetup, state: ColgenState, wait_s: float = 0.0) -
     by the kernel heuristic, as ``_box_pricing``'s). True if the bound rose."""
     done = state.proofs.poll(wait_s) if state.proofs is not None else None
     if done is None:
+        return False
+    if isinstance(done, MasterDone):  # for the integer master's caller (``setpart``)
+        state.rival = done
         return False
     before = state.bound_gpus
     if isinstance(done, ClassDone):

@@ -173,6 +173,11 @@ class Master:
         """Variable ``var``'s upper bound: 1 for a split option, none for a column."""
         return self.h.getInfinity() if var >= self.offset else 1.0
 
+    def integer_mip(self) -> MasterMip:
+        """The master as the integer master solves it, as arrays (``MasterMip``: for a copy on another core)."""
+        self._uncapped()
+        return master_mip(self.h)
+
     def solve_integer(self, time_limit_s: float, start: dict[int, int] | None, chosen: dict[int, int] | None,
                       mip_rel_gap: float) -> IntegerSolution:
         """y integer, z binary, from ``start`` (GPUs per column) and ``chosen`` (workload -> option)
@@ -225,9 +230,6 @@ def _integer_run(master: Any, options: Sequence[tuple[int, Hashable]], threads: 
     h = new_highs(threads)
     lp.integrality_ = [highspy_module().HighsVarType.kInteger] * lp.num_col_
     h.passModel(lp)
-    h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
-    if not presolve:
-        h.setOptionValue("presolve", "off")
     if start is not None:
         values = np.zeros(lp.num_col_)
         for z, (w, o) in enumerate(options):
@@ -235,16 +237,81 @@ def _integer_run(master: Any, options: Sequence[tuple[int, Hashable]], threads: 
         for j, n in start.items():
             values[offset + j] = n
         h.setSolution(lp.num_col_, int32(np.arange(lp.num_col_)), f64(values))
-    check = _ObjectiveCheck(np.asarray(lp.col_cost_, float))
-    h.cbMipImprovingSolution.subscribe(check.improving)
-    h.cbMipInterrupt.subscribe(check.interrupt)
-    res = run(h, time_limit_s - (time.perf_counter() - t0), mip=True)
-    if res.objective is None:
-        return IntegerSolution(res, {}, {}, contradicted=check.mismatch)
-    x = np.rint(np.asarray(h.getSolution().col_value, float)).astype(int)
+    res, x, contradicted = _mip_run(h, np.asarray(lp.col_cost_, float), mip_rel_gap, presolve, 0,
+                                    time_limit_s - (time.perf_counter() - t0))
+    return integer_solution(options, res, x, contradicted)
+
+
+def integer_solution(options: Sequence[tuple[int, Hashable]], res: RunResult, x: np.ndarray | None,
+                     contradicted: bool) -> IntegerSolution:
+    """A master MIP's rounded solution ``x`` (option variables for ``options`` first, then the columns) as GPUs per
+    column and the option chosen per workload."""
+    if x is None:
+        return IntegerSolution(res, {}, {}, contradicted=contradicted)
+    offset = len(options)
     counts = {j: int(v) for j, v in enumerate(x[offset:]) if v > 0}
     picked = {w: o for z, (w, o) in enumerate(options) if x[z] > 0}
-    return IntegerSolution(res, counts, picked, contradicted=check.mismatch)
+    return IntegerSolution(res, counts, picked, contradicted=contradicted)
+
+
+def _mip_run(h: Any, cost: np.ndarray, mip_rel_gap: float, presolve: bool, seed: int, time_limit_s: float
+             ) -> tuple[RunResult, np.ndarray | None, bool]:
+    """The MIP loaded in ``h`` (of column costs ``cost``) run with HiGHS's random seed ``seed``: its result, its
+    solution rounded (None without one), and whether HiGHS contradicted itself (``_ObjectiveCheck``)."""
+    h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+    h.setOptionValue("random_seed", int(seed))
+    if not presolve:
+        h.setOptionValue("presolve", "off")
+    check = _ObjectiveCheck(cost)
+    h.cbMipImprovingSolution.subscribe(check.improving)
+    h.cbMipInterrupt.subscribe(check.interrupt)
+    res = run(h, time_limit_s, mip=True)
+    if res.objective is None:
+        return res, None, check.mismatch
+    return res, np.rint(np.asarray(h.getSolution().col_value, float)).astype(int), check.mismatch
+
+
+@dataclass(frozen=True)
+class MasterMip:
+    """An integer master as arrays, column-wise (picklable, unlike HiGHS's model): what the proof worker needs to
+    run a copy of the integer master with a random seed of its own (``proofworker.MasterTask``)."""
+
+    cost: np.ndarray
+    col_lower: np.ndarray
+    col_upper: np.ndarray
+    row_lower: np.ndarray
+    row_upper: np.ndarray
+    start: np.ndarray  # column j's entries are index/value[start[j]:start[j + 1]]
+    index: np.ndarray
+    value: np.ndarray
+
+    def solve(self, threads: int, time_limit_s: float, mip_rel_gap: float, seed: int,
+              stop: Callable[[], bool] | None = None) -> tuple[RunResult, np.ndarray | None, bool]:
+        """Every variable integer, with presolve and no start (as ``solve_integer_master``'s first run), HiGHS's
+        random seed ``seed``, until ``stop()`` (asked at HiGHS's MIP interrupt checks: a cancel from another thread
+        before the run begins would be lost). As ``_mip_run``."""
+        h = new_highs(threads)
+        n, m = self.cost.size, self.row_lower.size
+        h.passModel(n, m, int(self.index.size), int(highspy_module().MatrixFormat.kColwise),
+                    int(highspy_module().ObjSense.kMinimize), 0.0, f64(self.cost), f64(self.col_lower),
+                    f64(self.col_upper), f64(self.row_lower), f64(self.row_upper), int32(self.start[:-1]),
+                    int32(self.index), f64(self.value), np.ones(n, np.int32))
+        if stop is not None:
+            h.cbMipInterrupt.subscribe(lambda event: event.interrupt() if stop() else None)
+        return _mip_run(h, self.cost, mip_rel_gap, True, seed, time_limit_s)
+
+
+def master_mip(master: Any) -> MasterMip:
+    """The master in ``master`` (a HiGHS instance) as a ``MasterMip``."""
+    lp = master.getLp()
+    a = lp.a_matrix_
+    if a.format_ != highspy_module().MatrixFormat.kColwise:  # HiGHS keeps the master column-wise (columns enter)
+        raise ValueError("the master's matrix is not column-wise")
+    start = np.asarray(a.start_, np.int64)
+    return MasterMip(np.asarray(lp.col_cost_, float), np.asarray(lp.col_lower_, float),
+                     np.asarray(lp.col_upper_, float), np.asarray(lp.row_lower_, float),
+                     np.asarray(lp.row_upper_, float), start, np.asarray(a.index_, np.int64)[:start[-1]],
+                     np.asarray(a.value_, float)[:start[-1]])
 
 
 class _ObjectiveCheck:

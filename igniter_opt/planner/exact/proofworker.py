@@ -26,6 +26,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -34,6 +35,8 @@ import numpy as np
 
 from igniter_opt.planner.exact.boxes import BoxPricing, BoxResult, box_kappa
 from igniter_opt.planner.exact.classbound import ClassBound, PieceRows, class_bound
+from igniter_opt.planner.exact.lp import RunResult
+from igniter_opt.planner.exact.master import MasterMip
 from igniter_opt.procgroup import die_with_parent, stop_group, stop_signals_deferred
 
 # The worker runs only where at least this many cores are usable (the second is the worker's), and for runs
@@ -47,6 +50,8 @@ ENV_SWITCH = "IGNITER_OPT_PROOF_WORKER"
 CHILD_CODE = "import sys; from igniter_opt.planner.exact.proofworker import _main; _main(sys.argv[1:])"
 # Seconds ``close`` waits for the child after SIGTERM, and after SIGKILL.
 STOP_WAIT_S = 2.0
+# How often (seconds) the child looks for a message that preempts the task it runs.
+PREEMPT_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,34 @@ class ProofDone:
     took_s: float
 
 
+@dataclass(frozen=True)
+class MasterTask:
+    """A copy of the integer master (``master.MasterMip``) with HiGHS's random seed ``seed``, until ``deadline``:
+    HiGHS's search over a fixed set of columns is heavy-tailed, and a second seed on the other core is a second
+    draw (docs/exact.md, "A second integer master on the worker's core"). It preempts the task the worker runs."""
+
+    mip: MasterMip
+    seed: int
+    deadline: float  # ``time.perf_counter()``, as ``ProofTask``'s; its HiGHS run may overrun it by WATCHDOG_GRACE_S
+    mip_rel_gap: float
+
+
+@dataclass(frozen=True)
+class MasterDone:
+    """The copy's result: HiGHS's run, its solution rounded (None without one), whether HiGHS contradicted itself."""
+
+    task: MasterTask
+    result: RunResult
+    x: np.ndarray | None
+    contradicted: bool
+    took_s: float
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Ends the running ``MasterTask`` at once (its best solution so far comes back); ignored where none runs."""
+
+
 def worker_wanted(time_limit_s: float, threads: int = 1) -> bool:
     """Whether a solve of this time limit, whose HiGHS runs may use ``threads`` threads, should run its proof
     rounds on a core of their own (one more than HiGHS's)."""
@@ -103,29 +136,72 @@ def worker_wanted(time_limit_s: float, threads: int = 1) -> bool:
     return cores >= max(MIN_CORES, threads + 1) and time_limit_s >= MIN_TIME_LIMIT_S
 
 
+class _Preempt:
+    """While a task runs in the child, a thread that watches the pipe from the parent: a message there (a task
+    that preempts this one, or ``Cancel``) sets ``is_set``, which the task asks at its checks."""
+
+    def __init__(self, conn_in: Connection) -> None:
+        self._conn = conn_in
+        self._seen = threading.Event()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        try:
+            while not self._done.is_set():
+                if self._conn.poll(PREEMPT_POLL_S):
+                    self._seen.set()
+                    return
+        except (EOFError, OSError):
+            self._seen.set()
+
+    def is_set(self) -> bool:
+        return self._seen.is_set()
+
+    def __enter__(self) -> _Preempt:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 def _serve(conn_in: Connection, conn_out: Connection) -> None:
-    """The child's body: receive the box data, then answer tasks until None (or the pipe closes)."""
+    """The child's body: receive the box data, then answer tasks until None (or the pipe closes); a message that
+    comes while a task runs preempts it (``_Preempt``): the task ends with what it has, valid as always."""
     try:
         boxes: BoxPricing = conn_in.recv()
         while True:
-            task: ProofTask | ClassTask | None = conn_in.recv()
+            task: ProofTask | ClassTask | MasterTask | Cancel | None = conn_in.recv()
             if task is None:
                 return
-            t0 = time.perf_counter()
-            if isinstance(task, ClassTask):
-                items = boxes.items
-
-                def interim(best: ClassBound, task: ClassTask = task, t0: float = t0) -> None:
-                    conn_out.send(ClassDone(task, best, time.perf_counter() - t0, final=False))
-
-                cb = class_bound(items, boxes.hw, boxes.cap, task.rows, task.deadline, task.target_gpus,
-                                 on_pass=interim)
-                conn_out.send(ClassDone(task, cb, time.perf_counter() - t0))
+            if isinstance(task, Cancel):  # its master had ended already
                 continue
-            res = box_kappa(boxes, task.duals, task.target, task.deadline, enough=task.enough)
-            conn_out.send(ProofDone(task, res, time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            with _Preempt(conn_in) as preempt:
+                done = _answer(boxes, task, preempt, conn_out, t0)
+            conn_out.send(done)
     except (EOFError, OSError):  # the parent went away or closed the pipe
         return
+
+
+def _answer(boxes: BoxPricing, task: ProofTask | ClassTask | MasterTask, preempt: _Preempt, conn_out: Connection,
+            t0: float) -> ProofDone | ClassDone | MasterDone:
+    """One task's result, ended early where ``preempt`` is set."""
+    if isinstance(task, MasterTask):
+        run, x, contradicted = task.mip.solve(1, max(0.01, task.deadline - time.perf_counter()), task.mip_rel_gap,
+                                              task.seed, stop=preempt.is_set)
+        return MasterDone(task, run, x, contradicted, time.perf_counter() - t0)
+    if isinstance(task, ClassTask):
+        def interim(best: ClassBound, task: ClassTask = task, t0: float = t0) -> None:
+            conn_out.send(ClassDone(task, best, time.perf_counter() - t0, final=False))
+
+        cb = class_bound(boxes.items, boxes.hw, boxes.cap, task.rows, task.deadline, task.target_gpus,
+                         on_pass=interim, stop=preempt.is_set)
+        return ClassDone(task, cb, time.perf_counter() - t0)
+    res = box_kappa(boxes, task.duals, task.target, task.deadline, enough=task.enough, stop=preempt.is_set)
+    return ProofDone(task, res, time.perf_counter() - t0)
 
 
 def _child_env() -> dict[str, str]:
@@ -160,7 +236,9 @@ class ProofWorker:
         os.close(to_parent)
         self._send = Connection(to_child, readable=False)
         self._recv = Connection(from_child, writable=False)
-        self._busy: ProofTask | ClassTask | None = first  # ``first`` follows the box data, from the same thread
+        # the tasks sent and not yet answered, oldest first (more than one only where a master preempts one)
+        self._busy: deque[ProofTask | ClassTask | MasterTask] = deque([] if first is None else [first])
+        # ``first`` follows the box data, from the same thread
         self.failed: str | None = None  # why the worker stopped answering, if it did
         self._sender = threading.Thread(target=self._send_boxes, args=(boxes, first), daemon=True)
         self._sender.start()
@@ -181,7 +259,12 @@ class ProofWorker:
 
     @property
     def busy(self) -> bool:
-        return self._busy is not None
+        return bool(self._busy)
+
+    @property
+    def running_master(self) -> bool:
+        """Whether a ``MasterTask`` sent is not answered yet."""
+        return any(isinstance(t, MasterTask) for t in self._busy)
 
     @property
     def alive(self) -> bool:
@@ -190,33 +273,52 @@ class ProofWorker:
     def submit(self, duals: np.ndarray, value: float, target: float, deadline: float, enough: int | None,
                kind: str = "proof") -> bool:
         """Hand the idle worker a round of box pricing; False (nothing sent) if it is busy or gone."""
-        if self._busy is not None or not self.alive or self._sender.is_alive():  # one writer on the pipe at a time
+        if self._busy:
             return False
-        task = ProofTask(kind, np.asarray(duals, float), value, target, deadline, enough)
+        return self._put(ProofTask(kind, np.asarray(duals, float), value, target, deadline, enough))
+
+    def submit_master(self, mip: MasterMip, seed: int, deadline: float, mip_rel_gap: float) -> bool:
+        """Hand the worker a copy of the integer master (``MasterTask``), preempting the task it runs (which ends
+        with what it has; its result comes first); False (nothing sent) if the worker is gone or runs one already."""
+        if self.running_master:
+            return False
+        return self._put(MasterTask(mip, seed, deadline, mip_rel_gap))
+
+    def cancel_master(self) -> None:
+        """End the running ``MasterTask`` now: its best solution so far is its answer."""
+        if self.running_master and self.alive:
+            try:
+                self._send.send(Cancel())
+            except (OSError, ValueError) as exc:
+                self.failed = f"{type(exc).__name__}: {exc}"
+
+    def _put(self, task: ProofTask | MasterTask) -> bool:
+        if not self.alive or self._sender.is_alive():  # one writer on the pipe at a time
+            return False
         try:
             self._send.send(task)
         except (OSError, ValueError) as exc:
             self.failed = f"{type(exc).__name__}: {exc}"
             return False
-        self._busy = task
+        self._busy.append(task)
         return True
 
-    def poll(self, wait_s: float = 0.0) -> ProofDone | ClassDone | None:
-        """The finished round, if one finished (waiting at most ``wait_s``), or the member-class bound's interim
+    def poll(self, wait_s: float = 0.0) -> ProofDone | ClassDone | MasterDone | None:
+        """The oldest task's result, if it finished (waiting at most ``wait_s``), or the member-class bound's interim
         result (the worker stays busy with it); None otherwise."""
-        if self._busy is None or self.failed is not None:
+        if not self._busy or self.failed is not None:
             return None
         try:
             if not self._recv.poll(wait_s):
                 if self._proc.poll() is not None:
                     self.failed = f"the proof worker exited (code {self._proc.returncode})"
                 return None
-            done: ProofDone | ClassDone = self._recv.recv()
+            done: ProofDone | ClassDone | MasterDone = self._recv.recv()
         except (EOFError, OSError) as exc:
             self.failed = f"the proof worker stopped answering ({type(exc).__name__})"
             return None
         if not isinstance(done, ClassDone) or done.final:
-            self._busy = None
+            self._busy.popleft()
         return done
 
     def close(self) -> None:
@@ -226,7 +328,7 @@ class ProofWorker:
         self._send.close()
         self._recv.close()
         self._sender.join(STOP_WAIT_S)
-        self._busy = None
+        self._busy.clear()
         self.failed = self.failed or "closed"
 
     def __enter__(self) -> ProofWorker:

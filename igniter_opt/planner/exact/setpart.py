@@ -47,7 +47,7 @@ from igniter_opt.planner.exact.dive import DiveResult, dive, dive_text
 from igniter_opt.planner.exact.eject import EjectResult, eject_search, eject_text
 from igniter_opt.planner.exact.items import PreparationTimedOut, check_deadline
 from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S, master_limit_s
-from igniter_opt.planner.exact.master import IntegerSolution
+from igniter_opt.planner.exact.master import IntegerSolution, integer_solution
 from igniter_opt.planner.exact.pieces import scope_text
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
 
@@ -80,6 +80,19 @@ EJECT_BUDGET_SHARE = 0.2
 # 22 s after generation, and two searches of 36 and 12 s found nothing.
 MANY_MEMBERS = 5.0
 EJECT_BUDGET_SHARE_MANY = 0.4
+# Where GPUs hold fewer members (the V100), each integer master runs twice at once: here, and a copy on the worker's
+# core with HiGHS's random seed RIVAL_SEED (``proofworker.MasterTask``; it preempts the worker's task, which ends with
+# what it has). HiGHS's search over a fixed set of columns is heavy-tailed: at V100 n = 200 seed 3, on four integer
+# masters whose best is 74 GPUs, seed 0 found 75 in 50 s on all four, seeds 1-3 found 74 on three of them
+# (docs/exact.md, "A second integer master on the worker's core"). Where GPUs hold many, HiGHS proves its masters
+# optimal in about a second, and the worker's time is the bound's.
+RIVAL_SEED = 1
+# After the copy's deadline (and HiGHS's grace), it is cancelled and waited for this long at most; the main process
+# waits for its answer in polls of RIVAL_POLL_S, applying the worker's other results as they come.
+RIVAL_LATE_S = 0.5
+RIVAL_POLL_S = 0.1
+# No copy for an integer master of a shorter limit (the copy's own is shorter by WATCHDOG_GRACE_S + RIVAL_LATE_S).
+RIVAL_MIN_S = 5.0
 FORMULATION = "set partitioning (column generation, price-and-branch)"
 
 
@@ -146,16 +159,73 @@ class _Incumbent:
         return self
 
 
-def _improve(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, inc: _Incumbent, limit_s: float,
-             options: SolveOptions, notes: list[str]) -> _Incumbent:
-    """One integer master over the columns so far, from the incumbent; the better verified plan."""
+def _improve(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, limit_s: float,
+             options: SolveOptions, notes: list[str]) -> None:
+    """One integer master over the columns so far, from the incumbent, and where GPUs hold few members its copy on
+    the worker's core (``RIVAL_SEED``); the incumbent replaced by the best verified plan."""
+    inc = run.inc
+    rival_end = time.perf_counter() + limit_s - WATCHDOG_GRACE_S - RIVAL_LATE_S  # answered by this master's end
+    rival = not run.many_members and limit_s >= RIVAL_MIN_S and _send_rival(state, rival_end, options)
     sol = state.master.solve_integer(limit_s, inc.counts, inc.chosen, options.mip_rel_gap)
     if sol.note:
         notes.append(sol.note)
     found, why = _integer_plan(problem, setup, state, sol)
     if why:
         notes.append(why)
-    return inc.or_better(found, sol.counts, sol.chosen)
+    run.inc = inc.or_better(found, sol.counts, sol.chosen)
+    if not rival:
+        return
+    other = _rival_solution(setup, state, sol.result.status == "Optimal", rival_end)
+    run.rivals.append(other)
+    if other is None or other.cost >= run.inc.plan.num_gpus:  # nothing better to verify (a second at n = 200)
+        return
+    found, why = _integer_plan(problem, setup, state, other)
+    if why:
+        notes.append(f"{why} (the copy on the worker's core)")
+    better = run.inc.or_better(found, other.counts, other.chosen)
+    run.rival_won += better is not run.inc
+    run.inc = better
+
+
+def _rivals_text(run: _Run) -> str:
+    """What the integer master's copies on the worker's core did, for the note ("" where none ran)."""
+    if not run.rivals:
+        return ""
+    answered = sum(r is not None for r in run.rivals)
+    return (f", {len(run.rivals)} of them with a copy on the second core (HiGHS random seed {RIVAL_SEED}; "
+            f"{answered} answered, {run.rival_won} found the better plan)")
+
+
+def _send_rival(state: ColgenState, deadline: float, options: SolveOptions) -> bool:
+    """Hand the worker a copy of the integer master (``RIVAL_SEED``), to end by ``deadline``; whether it took it."""
+    worker = state.proofs
+    if worker is None or not worker.alive:
+        return False
+    state.rival = None
+    return worker.submit_master(state.master.integer_mip(), RIVAL_SEED, deadline, options.mip_rel_gap)
+
+
+def _rival_solution(setup: ColgenSetup, state: ColgenState, proven: bool, deadline: float) -> IntegerSolution | None:
+    """The worker's copy's solution: at once where this process's master was ``proven`` optimal over the columns (the
+    copy is cancelled: it cannot do better), else waited for until ``deadline`` (its own, which its HiGHS run may
+    overrun by ``WATCHDOG_GRACE_S``), then cancelled and waited for ``RIVAL_LATE_S`` more; None where it had no
+    solution or did not answer (a late answer is dropped). The worker's results on the way (the preempted task's)
+    are applied as they come."""
+    worker = state.proofs
+    assert worker is not None
+    cancelled_at = None
+    while state.rival is None and worker.alive and worker.running_master:
+        now = time.perf_counter()
+        if cancelled_at is None and (proven or now >= deadline + WATCHDOG_GRACE_S):
+            worker.cancel_master()
+            cancelled_at = now
+        if cancelled_at is not None and now >= cancelled_at + RIVAL_LATE_S:
+            break
+        collect_proof(setup, state, RIVAL_POLL_S)
+    done, state.rival = state.rival, None
+    if done is None:
+        return None
+    return integer_solution(state.master.options, done.result, done.x, done.contradicted)
 
 
 def _dive(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, deadline: float,
@@ -225,6 +295,8 @@ class _Run:
     regenerated: int = 0  # generations past the settled LP after a plan search's turn that found nothing
     dives: list[DiveResult] = field(default_factory=list)
     ejections: list[EjectResult] = field(default_factory=list)
+    rivals: list[IntegerSolution | None] = field(default_factory=list)  # the copies' solutions (None: no answer)
+    rival_won: int = 0  # copies whose plan beat this process's master's and the incumbent
 
 
 def _collect_bound(setup: ColgenSetup, state: ColgenState, run: _Run, wait_s: float = 0.0) -> None:
@@ -281,7 +353,7 @@ def _rounds(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, ru
         master_s = master_limit_s(deadline)
         if deadline - time.perf_counter() < MIN_ROUND_S or master_s is None:
             return
-        run.inc = _improve(problem, setup, state, run.inc, master_s, options, notes)
+        _improve(problem, setup, state, run, master_s, options, notes)
         run.masters += 1
         _collect_bound(setup, state, run)
         _eject(problem, setup, state, run, options, t0, deadline, notes)
@@ -305,7 +377,7 @@ def _plan_search(problem: PlanningProblem, setup: ColgenSetup, state: ColgenStat
         if left < MIN_ROUND_S or master_s is None:
             return
         if not _master_cannot_improve(state, gpus, left):
-            run.inc = _improve(problem, setup, state, run.inc, master_s, options, notes)
+            _improve(problem, setup, state, run, master_s, options, notes)
             run.masters += 1
         else:
             run.skipped += 1
@@ -413,7 +485,7 @@ def solve_by_columns(problem: PlanningProblem, options: SolveOptions, t0: float,
                      f"in {state.worker_pricing_s:.1f} s")
     parts.append(class_bound_text(state))
     skipped = f" ({run.skipped} skipped: the LP over the columns, rounded up, met the plan)" if run.skipped else ""
-    parts.append(f"{run.masters} integer master run(s){skipped}")
+    parts.append(f"{run.masters} integer master run(s){skipped}" + _rivals_text(run))
     parts.append(dive_text(run.dives))
     parts.append(eject_text(run.ejections))
     if run.regenerated:
