@@ -360,7 +360,7 @@ def test_a_master_copy_preempts_the_running_round_and_a_cancel_ends_it(h100_boxe
         assert worker.submit_master(_market_split(), 1, time.perf_counter() + 120.0, 0.0)
         assert not worker.submit_master(_market_split(), 1, time.perf_counter() + 120.0, 0.0)  # one at a time
         first = worker.poll(10.0)
-        assert isinstance(first, proofworker.ProofDone) and time.perf_counter() - t0 < 3.0
+        assert isinstance(first, proofworker.ProofDone) and time.perf_counter() - t0 < 3.0 and first.preempted
         assert math.isfinite(first.result.kappa) and first.result.kappa > 0
         assert worker.running_master and worker.poll(2.0) is None  # the copy runs: HiGHS is far from done
         worker.cancel_master()
@@ -370,6 +370,27 @@ def test_a_master_copy_preempts_the_running_round_and_a_cancel_ends_it(h100_boxe
         assert done.x is None and done.task.seed == 1
         assert not worker.busy and worker.submit(duals, 1.0, 1.0, time.perf_counter() + 5.0, 1)
     assert proof_workers() == []
+
+
+def test_a_round_preempted_before_its_roots_ended_does_not_stop_later_rounds(pricing_mix) -> None:
+    """A proof or pricing round without kappa because its roots did not end in its time stops later rounds (they
+    would not end either); one without kappa because a master copy preempted it does not."""
+    setup, _ = pricing_mix
+    duals = _trials(len(setup.pieces))[0]
+    cut = boxes.BoxResult(math.inf, [], 0, False, 5.0)
+    for kind in ("proof", "pricing"):
+        for preempted, roots_s in ((True, 0.0), (False, math.inf)):
+            state = colgen.ColgenState(colgen.initial_master(setup, 1), proofs=None)
+            task = proofworker.ProofTask(kind, duals, 1.0, 1.0, time.perf_counter() + 5.0, None)
+            done = proofworker.ProofDone(task, cut, 1.0, preempted)
+
+            class _Done:
+                def poll(self, _wait_s, done=done):
+                    return done
+
+            state.proofs = _Done()  # type: ignore[assignment]
+            colgen.collect_proof(setup, state)
+            assert state.proof_roots_s == roots_s, (kind, preempted)
 
 
 def test_a_cancel_sent_with_the_copy_ends_it_before_it_runs_its_time(pricing_mix) -> None:

@@ -579,12 +579,14 @@ def _apply_boxes(setup: ColgenSetup, state: ColgenState, value: float, res: BoxR
 
 
 def _apply_proof(setup: ColgenSetup, state: ColgenState, value: float, res: BoxResult, duals: np.ndarray,
-                 took_s: float) -> bool:
+                 took_s: float, preempted: bool = False) -> bool:
     """A proof round's result (``res``, at duals where D is ``value``): ``_apply_boxes`` with its best
-    configurations as found, its roots' time for the next round, the counts. True if the bound rose by a GPU."""
+    configurations as found, its roots' time for the next round, the counts. True if the bound rose by a GPU.
+    A round ``preempted`` (``proofworker``) says nothing of its roots' time where they did not all end."""
     # no kappa: the roots did not all end in the limit (their time extrapolated from those done proved 4x too
     # low at 1000 workloads on the H100, where a second round then spent 133 s on them): no more rounds
-    state.proof_roots_s = math.inf if math.isinf(res.kappa) else res.roots_s
+    if not (preempted and math.isinf(res.kappa)):
+        state.proof_roots_s = math.inf if math.isinf(res.kappa) else res.roots_s
     won, added = _apply_boxes(setup, state, value, res, duals,
                               [setup.boxes.slots(m) for _, m in res.candidates[:BOX_COLUMNS]])
     state.proof_rounds += 1
@@ -697,8 +699,8 @@ def collect_proof(setup: ColgenSetup, state: ColgenState, wait_s: float = 0.0) -
         return state.bound_gpus > before
     task, res = done.task, done.result
     if task.kind == "proof":
-        return _apply_proof(setup, state, task.value, res, task.duals, done.took_s)
-    if math.isinf(res.kappa):  # its roots did not end: neither will a proof round's
+        return _apply_proof(setup, state, task.value, res, task.duals, done.took_s, done.preempted)
+    if math.isinf(res.kappa) and not done.preempted:  # its roots did not end: neither will a proof round's
         state.proof_roots_s = math.inf
     won, _ = _apply_boxes(setup, state, task.value, res, task.duals, _with_grown(setup, task.duals, res.candidates))
     state.worker_pricing_rounds += 1

@@ -94,6 +94,7 @@ class ProofDone:
     task: ProofTask
     result: BoxResult
     took_s: float
+    preempted: bool = False  # ended early by a task sent meanwhile (a ``MasterTask``), not by its deadline
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def _answer(boxes: BoxPricing, task: ProofTask | ClassTask | MasterTask, preempt
                          on_pass=interim, stop=preempt.is_set)
         return ClassDone(task, cb, time.perf_counter() - t0)
     res = box_kappa(boxes, task.duals, task.target, task.deadline, enough=task.enough, stop=preempt.is_set)
-    return ProofDone(task, res, time.perf_counter() - t0)
+    return ProofDone(task, res, time.perf_counter() - t0, preempted=preempt.is_set())
 
 
 def _child_env() -> dict[str, str]:
