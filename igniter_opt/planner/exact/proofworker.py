@@ -8,7 +8,9 @@ column generation does not use (HiGHS runs with one thread by default, and the h
 core), the rounds run in a child process: generation, the integer master and the proof overlap instead of
 taking turns. Where no proof round could raise the bound, the child runs box pricing at the LP's duals
 instead (``colgen._submit_proof``). docs/exact.md, "Proof rounds on a second core". Its first task may be
-the member-class bound (``ClassTask``, ``classbound``): one LP, valid whenever it ends, like a proof round.
+the member-class bound (``ClassTask``, ``classbound``): one LP, valid whenever it ends, like a proof round. A copy
+of the integer master (``MasterTask``) preempts whatever the child runs: the child watches its pipe while a task
+runs (``_Preempt``), and the task ends at its next check with what it has, as at its deadline.
 
 The child is a fresh interpreter (``CHILD_CODE``), started with ``subprocess``: not ``multiprocessing``'s
 ``fork`` (the caller may run threads, HiGHS's among them, whose state a forked child would inherit) nor its

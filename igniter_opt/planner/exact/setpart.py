@@ -9,7 +9,9 @@ once the LP over the columns, rounded up, is at the certified bound, or the LP i
 the bound can rise no more that way, so the time left goes to the plan (``_plan_search``: integer masters, ejection
 searches and price-and-dives, ``dive``, in turn). After an integer master, and where the LP over the columns shows
 that they hold no better plan, an ejection search (``eject``) looks for a plan of fewer GPUs from the incumbent's,
-outside the columns; its GPUs enter the master as columns. Where greedy's GPUs hold many members
+outside the columns; its GPUs enter the master as columns. Where GPUs hold few members, each integer master has a
+copy on the worker's core under another HiGHS seed (``RIVAL_SEED``): its search is heavy-tailed, and the copy is a
+second draw. Where greedy's GPUs hold many members
 (``MANY_MEMBERS``: the H100), the first such search runs before generation, from greedy's plan. The plan returned
 is the best of those plans and the start, each verified by the kernel (``verify_plan``); the bound is the largest
 of the trivial bound, column generation's certified (Farley or LP) bound and the member-class bound, rounded up,
