@@ -243,14 +243,15 @@ class ProofWorker:
         self._busy: deque[ProofTask | ClassTask | MasterTask] = deque([] if first is None else [first])
         # ``first`` follows the box data, from the same thread
         self.failed: str | None = None  # why the worker stopped answering, if it did
-        self._sender = threading.Thread(target=self._send_boxes, args=(boxes, first), daemon=True)
+        self._sender = threading.Thread(target=self._send_all, args=(boxes, *([] if first is None else [first])),
+                                        daemon=True)
         self._sender.start()
 
-    def _send_boxes(self, boxes: BoxPricing, first: ClassTask | None) -> None:
+    def _send_all(self, *messages: object) -> None:
+        """``messages`` down the pipe in order (from ``_sender``: a large one waits until the child reads it)."""
         try:
-            self._send.send(boxes)
-            if first is not None:
-                self._send.send(first)
+            for m in messages:
+                self._send.send(m)
         except (OSError, ValueError) as exc:  # the child died, or the worker was closed meanwhile
             self.failed = f"{type(exc).__name__}: {exc}"
 
@@ -276,28 +277,9 @@ class ProofWorker:
     def submit(self, duals: np.ndarray, value: float, target: float, deadline: float, enough: int | None,
                kind: str = "proof") -> bool:
         """Hand the idle worker a round of box pricing; False (nothing sent) if it is busy or gone."""
-        if self._busy:
+        if self._busy or not self.alive or self._sender.is_alive():  # one writer on the pipe at a time
             return False
-        return self._put(ProofTask(kind, np.asarray(duals, float), value, target, deadline, enough))
-
-    def submit_master(self, mip: MasterMip, seed: int, deadline: float, mip_rel_gap: float) -> bool:
-        """Hand the worker a copy of the integer master (``MasterTask``), preempting the task it runs (which ends
-        with what it has; its result comes first); False (nothing sent) if the worker is gone or runs one already."""
-        if self.running_master:
-            return False
-        return self._put(MasterTask(mip, seed, deadline, mip_rel_gap))
-
-    def cancel_master(self) -> None:
-        """End the running ``MasterTask`` now: its best solution so far is its answer."""
-        if self.running_master and self.alive:
-            try:
-                self._send.send(Cancel())
-            except (OSError, ValueError) as exc:
-                self.failed = f"{type(exc).__name__}: {exc}"
-
-    def _put(self, task: ProofTask | MasterTask) -> bool:
-        if not self.alive or self._sender.is_alive():  # one writer on the pipe at a time
-            return False
+        task = ProofTask(kind, np.asarray(duals, float), value, target, deadline, enough)
         try:
             self._send.send(task)
         except (OSError, ValueError) as exc:
@@ -305,6 +287,30 @@ class ProofWorker:
             return False
         self._busy.append(task)
         return True
+
+    def submit_master(self, mip: MasterMip, seed: int, deadline: float, mip_rel_gap: float) -> bool:
+        """Hand the worker a copy of the integer master (``MasterTask``), preempting the task it runs (which ends
+        with what it has; its result comes first); False (nothing sent) if the worker is gone or runs one already.
+        It is sent from a thread (``_sender``): the pipe takes it only as the child ends the task it preempts (about
+        a second), and the caller's own master need not wait for that."""
+        if self.running_master or not self.alive or self._sender.is_alive():
+            return False
+        task = MasterTask(mip, seed, deadline, mip_rel_gap)
+        self._busy.append(task)
+        self._sender = threading.Thread(target=self._send_all, args=(task,), daemon=True)
+        self._sender.start()
+        return True
+
+    def cancel_master(self) -> None:
+        """End the running ``MasterTask`` now: its best solution so far is its answer (once it has been sent: a copy
+        still being sent after ``STOP_WAIT_S`` is left to its deadline)."""
+        self._sender.join(STOP_WAIT_S)  # one writer on the pipe at a time
+        if self.running_master and self.alive and not self._sender.is_alive():
+            try:
+                self._send.send(Cancel())
+            except (OSError, ValueError) as exc:
+                self.failed = f"{type(exc).__name__}: {exc}"
+
 
     def poll(self, wait_s: float = 0.0) -> ProofDone | ClassDone | MasterDone | None:
         """The oldest task's result, if it finished (waiting at most ``wait_s``), or the member-class bound's interim

@@ -48,7 +48,7 @@ from igniter_opt.planner.exact.colgen import (
 from igniter_opt.planner.exact.dive import DiveResult, dive, dive_text
 from igniter_opt.planner.exact.eject import EjectResult, eject_search, eject_text
 from igniter_opt.planner.exact.items import PreparationTimedOut, check_deadline
-from igniter_opt.planner.exact.lp import MIN_MASTER_S, WATCHDOG_GRACE_S, master_limit_s
+from igniter_opt.planner.exact.lp import WATCHDOG_GRACE_S, master_limit_s
 from igniter_opt.planner.exact.master import IntegerSolution, integer_solution
 from igniter_opt.planner.exact.pieces import scope_text
 from igniter_opt.solver import SolveOptions, SolveOutcome, SolveStatus
@@ -166,11 +166,8 @@ def _improve(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, r
     """One integer master over the columns so far, from the incumbent, and where GPUs hold few members its copy on
     the worker's core (``RIVAL_SEED``); the incumbent replaced by the best verified plan."""
     inc = run.inc
-    start = time.perf_counter()
-    rival_end = start + limit_s - WATCHDOG_GRACE_S - RIVAL_LATE_S  # answered by this master's end
+    rival_end = time.perf_counter() + limit_s - WATCHDOG_GRACE_S - RIVAL_LATE_S  # answered by this master's end
     rival = not run.many_members and limit_s >= RIVAL_MIN_S and _send_rival(state, rival_end, options)
-    # sending waits until the worker has ended the task it preempts (up to a second): the master's end stays put
-    limit_s = max(MIN_MASTER_S, limit_s - (time.perf_counter() - start))
     sol = state.master.solve_integer(limit_s, inc.counts, inc.chosen, options.mip_rel_gap)
     if sol.note:
         notes.append(sol.note)
