@@ -311,7 +311,6 @@ class ProofWorker:
             except (OSError, ValueError) as exc:
                 self.failed = f"{type(exc).__name__}: {exc}"
 
-
     def poll(self, wait_s: float = 0.0) -> ProofDone | ClassDone | MasterDone | None:
         """The oldest task's result, if it finished (waiting at most ``wait_s``), or the member-class bound's interim
         result (the worker stays busy with it); None otherwise."""

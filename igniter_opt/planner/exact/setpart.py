@@ -165,28 +165,32 @@ def _improve(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, r
              options: SolveOptions, notes: list[str]) -> None:
     """One integer master over the columns so far, from the incumbent, and where GPUs hold few members its copy on
     the worker's core (``RIVAL_SEED``); the incumbent replaced by the best verified plan."""
-    inc = run.inc
     rival_end = time.perf_counter() + limit_s - WATCHDOG_GRACE_S - RIVAL_LATE_S  # answered by this master's end
     rival = not run.many_members and limit_s >= RIVAL_MIN_S and _send_rival(state, rival_end, options)
-    sol = state.master.solve_integer(limit_s, inc.counts, inc.chosen, options.mip_rel_gap)
+    sol = state.master.solve_integer(limit_s, run.inc.counts, run.inc.chosen, options.mip_rel_gap)
     if sol.note:
         notes.append(sol.note)
-    found, why = _integer_plan(problem, setup, state, sol)
-    if why:
-        notes.append(why)
-    run.inc = inc.or_better(found, sol.counts, sol.chosen)
+    _take(problem, setup, state, run, sol, notes, "")
     if not rival:
         return
     other = _rival_solution(setup, state, sol.result.status == "Optimal", rival_end)
     run.rivals.append(other)
     if other is None or other.cost >= run.inc.plan.num_gpus:  # nothing better to verify (a second at n = 200)
         return
-    found, why = _integer_plan(problem, setup, state, other)
+    run.rival_won += _take(problem, setup, state, run, other, notes, " (the copy on the worker's core)")
+
+
+def _take(problem: PlanningProblem, setup: ColgenSetup, state: ColgenState, run: _Run, sol: IntegerSolution,
+          notes: list[str], source: str) -> bool:
+    """An integer master's solution, verified, as the incumbent where it has fewer GPUs; whether it did. Why it
+    gave no plan goes to ``notes``, followed by ``source``."""
+    found, why = _integer_plan(problem, setup, state, sol)
     if why:
-        notes.append(f"{why} (the copy on the worker's core)")
-    better = run.inc.or_better(found, other.counts, other.chosen)
-    run.rival_won += better is not run.inc
+        notes.append(why + source)
+    better = run.inc.or_better(found, sol.counts, sol.chosen)
+    took = better is not run.inc
     run.inc = better
+    return took
 
 
 def _rivals_text(run: _Run) -> str:
